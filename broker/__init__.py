@@ -1,0 +1,1 @@
+"""The inter-agency secure broker: server, store, audit log, policy and PKI administration."""

@@ -1,0 +1,105 @@
+"""The broker's configuration: one typed home, read from a TOML file with environment overrides.
+
+No other module reads environment variables. Every override is named `ISB_<FIELD>` in upper case
+(for example `ISB_LISTEN=127.0.0.1:7443`); `DATABASE_URL` is also honoured for `database_url`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from broker.errors import ConfigurationError
+
+DEFAULT_CERT_DIR = Path("certs/dev")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Everything the broker process needs to know; immutable once loaded."""
+
+    listen: str = "127.0.0.1:7443"
+    trust_domain: str = "isb.dev"
+    node: str = "node-1"
+    cert_dir: Path = DEFAULT_CERT_DIR
+    # Files below default to names inside cert_dir (see `path`).
+    server_cert: Path | None = None
+    server_key: Path | None = None
+    ca_bundle: Path | None = None
+    audit_key: Path | None = None
+    database_url: str = "sqlite:///var/isb.db"
+    max_envelope_bytes: int = 4 * 1024 * 1024
+    max_recipients: int = 256
+    lease_seconds: float = 30.0
+    max_in_flight: int = 256
+    checkpoint_interval_seconds: float = 2.0
+    max_connection_age_seconds: float = 3600.0
+    policy_file: Path | None = None
+    metrics_listen: str = ""  # "" disables the Prometheus endpoint
+    log_level: str = "info"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def path(self, name: str) -> Path:
+        """The configured path of a PKI file, or its default inside `cert_dir`."""
+        configured: Path | None = getattr(self, name)
+        if configured is not None:
+            return configured
+        defaults = {
+            "server_cert": "broker.crt",
+            "server_key": "broker.key",
+            "ca_bundle": "ca.crt",
+            "audit_key": "audit.key",
+        }
+        return self.cert_dir / defaults[name]
+
+
+def _coerce(name: str, raw: Any, annotation: str) -> Any:
+    try:
+        if annotation.startswith("int"):
+            return int(raw)
+        if annotation.startswith("float"):
+            return float(raw)
+        if "Path" in annotation:
+            return Path(raw) if raw not in ("", None) else None
+        if annotation.startswith("str"):
+            return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"configuration {name}={raw!r} is not a valid {annotation}") from exc
+    raise ConfigurationError(f"configuration {name} cannot be set")
+
+
+def load_config(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> BrokerConfig:
+    """Load the configuration: defaults, then the TOML file, then `ISB_*` variables, then overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    known = {f.name: str(f.type) for f in fields(BrokerConfig) if f.name != "extra"}
+    if path is not None:
+        try:
+            document = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"cannot read configuration {path}: {exc}") from exc
+        section = document.get("broker", document)
+        for key, raw in section.items():
+            if key not in known:
+                raise ConfigurationError(f"{path}: unknown setting {key!r}")
+            values[key] = _coerce(key, raw, known[key])
+    if "DATABASE_URL" in env:
+        values["database_url"] = env["DATABASE_URL"]
+    for name, annotation in known.items():
+        env_name = f"ISB_{name.upper()}"
+        if env_name in env:
+            values[name] = _coerce(name, env[env_name], annotation)
+    for key, raw in overrides.items():
+        if key not in known:
+            raise ConfigurationError(f"unknown setting {key!r}")
+        values[key] = raw
+    return dataclasses.replace(BrokerConfig(), **values)

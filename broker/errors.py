@@ -1,0 +1,61 @@
+"""The broker's error types. Each maps to exactly one gRPC status code, here and nowhere else."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class BrokerError(Exception):
+    """Root of every error the broker raises on purpose; the message is shown to the caller."""
+
+    status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class InvalidRequest(BrokerError):
+    """The request is malformed, incomplete or over a size limit."""
+
+    status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class AuthenticationError(BrokerError):
+    """The caller's certificate is missing, unknown, revoked or not an identity we accept."""
+
+    status = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(BrokerError):
+    """The caller is authenticated but its role may not do this."""
+
+    status = grpc.StatusCode.PERMISSION_DENIED
+
+
+class PolicyViolation(PermissionDenied):
+    """The sharing policy forbids this send or forward; the message names the rule."""
+
+
+class VerificationError(BrokerError):
+    """A signature, digest or proof did not verify; the message says what did not match."""
+
+    status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(BrokerError):
+    """The named message, agency or entry does not exist (or is not visible to the caller)."""
+
+    status = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(BrokerError):
+    """An object with this id exists with different content."""
+
+    status = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(BrokerError):
+    """The request is well formed but the system is not in a state to accept it."""
+
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ConfigurationError(BrokerError):
+    """The broker's own configuration or PKI material is unusable."""
