@@ -9,6 +9,8 @@ class BrokerError(Exception):
     """Root of every error the broker raises on purpose; the message is shown to the caller."""
 
     status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    # Set once the refusal has its audit entry, so the RPC layer does not write a second one.
+    audited: bool = False
 
 
 class InvalidRequest(BrokerError):
@@ -59,3 +61,9 @@ class FailedPrecondition(BrokerError):
 
 class ConfigurationError(BrokerError):
     """The broker's own configuration or PKI material is unusable."""
+
+
+class StorageUnavailable(BrokerError):
+    """The database did not commit; nothing was stored and the call may be retried (sends are idempotent)."""
+
+    status = grpc.StatusCode.UNAVAILABLE

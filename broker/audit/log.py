@@ -1,0 +1,378 @@
+"""The durable, verifiable audit log: an RFC 9162 Merkle tree kept in the broker's database.
+
+Append inside the caller's transaction, so that an entry and the state change it records commit
+together (issue 4: no accepted message without its entry, no entry for something that did not happen):
+
+    with engine.begin() as conn:           # the writer's one transaction for a batch
+        ... state changes ...
+        indices = log.append(conn, events)
+    log.commit()                           # or log.rollback() if the transaction failed
+
+The tree's right edge (`Frontier`) lives in memory; every complete subtree is written as it appears,
+so a proof reads O(log n) rows in one query and nothing is ever rehashed. One `AuditLog` object must be
+the only appender of its database (the lead's single writer task; across replicas, the holder of the
+sequencer lock). A second appender makes the next insert fail on the primary key, and the loser must
+roll back and `AuditLog.open` again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, func, literal, select, tuple_, union_all
+
+from broker.audit.events import AuditEvent
+from broker.audit.signer import CheckpointSigner
+from broker.audit.tables import checkpoints_table, entries_table, nodes_table
+from broker.errors import BrokerError, FailedPrecondition, InvalidRequest, NotFound
+from broker.protocol import _merkle
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_PAGE_SIZE = 1000
+_EXPORT_PAGE = 5000
+
+
+def _from_us(time_us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=time_us)
+
+
+def _to_us(when: datetime) -> int:
+    if when.tzinfo is None:
+        raise InvalidRequest("audit query times must be timezone-aware")
+    delta = when - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """A stored entry: its position, indexed metadata, canonical bytes and leaf hash."""
+
+    index: int
+    time: datetime
+    event: str
+    actor: str
+    agency: str | None
+    message_id: str | None
+    entry: bytes
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    """A stored signed checkpoint over the first `tree_size` entries."""
+
+    tree_size: int
+    root_hash: bytes
+    time: datetime
+    note: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class QueryPage:
+    """One page of query results; pass `next_index` as `start_index` for the next (None: no more)."""
+
+    records: list[AuditRecord]
+    next_index: int | None
+
+
+def _record(row: Sequence[Any]) -> AuditRecord:
+    index, time_us, event, actor, agency, message_id, entry, leaf = row
+    return AuditRecord(index, _from_us(time_us), event, actor, agency, message_id, bytes(entry), bytes(leaf))
+
+
+_ENTRY_COLUMNS = (
+    entries_table.c.leaf_index,
+    entries_table.c.time_us,
+    entries_table.c.event,
+    entries_table.c.actor,
+    entries_table.c.agency,
+    entries_table.c.message_id,
+    entries_table.c.entry,
+    entries_table.c.leaf_hash,
+)
+
+
+def _node_key(start: int, end: int) -> tuple[int, int]:
+    """`(level, node_index)` of the perfect subtree `[start, end)`."""
+    return (end - start).bit_length() - 1, start // (end - start)
+
+
+def _stored_size(conn: Connection) -> int:
+    last = conn.execute(select(func.max(entries_table.c.leaf_index))).scalar_one()
+    return 0 if last is None else int(last) + 1
+
+
+def _read_nodes(conn: Connection, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The hashes of the given `(level, index)` subtrees, in one round trip; missing ones are absent."""
+    leaves = [index for level, index in keys if level == 0]
+    inner = [(level, index) for level, index in keys if level > 0]
+    parts = []
+    if leaves:
+        parts.append(
+            select(literal(0).label("level"), entries_table.c.leaf_index, entries_table.c.leaf_hash).where(
+                entries_table.c.leaf_index.in_(leaves)
+            )
+        )
+    if inner:
+        parts.append(
+            select(nodes_table.c.level, nodes_table.c.node_index, nodes_table.c.hash).where(
+                tuple_(nodes_table.c.level, nodes_table.c.node_index).in_(inner)
+            )
+        )
+    if not parts:
+        return {}
+    statement = parts[0] if len(parts) == 1 else union_all(*parts)
+    return {(int(level), int(index)): bytes(h) for level, index, h in conn.execute(statement)}
+
+
+class AuditLog:
+    """The audit log of one database. Create with `AuditLog.open`."""
+
+    def __init__(self, frontier: _merkle.Frontier) -> None:
+        """Wrap a frontier read from the database (use `open`)."""
+        self._frontier = frontier
+        self._pending: _merkle.Frontier | None = None
+
+    @classmethod
+    def open(cls, conn: Connection) -> AuditLog:
+        """Load the log's size and right edge from the database (O(log n) rows)."""
+        size = _stored_size(conn)
+        keys = _merkle.frontier_ranges(size)
+        found = _read_nodes(conn, keys)
+        missing = [key for key in keys if key not in found]
+        if missing:
+            raise BrokerError(f"audit log of {size} entries is missing stored subtrees {missing}")
+        return cls(_merkle.Frontier(size, [found[key] for key in keys]))
+
+    # -- appending ------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """The number of committed entries."""
+        return self._frontier.size
+
+    @property
+    def staged_size(self) -> int:
+        """The number of entries including those staged in the open transaction."""
+        return (self._pending or self._frontier).size
+
+    def root(self) -> bytes:
+        """The root hash of the committed entries."""
+        return self._frontier.root()
+
+    def append(self, conn: Connection, events: Sequence[AuditEvent]) -> list[int]:
+        """Stage `events` as entries on `conn`, inside the caller's transaction; return their indices.
+
+        Call `commit()` after the transaction commits, `rollback()` if it does not.
+        """
+        if not events:
+            return []
+        # Work on a copy, adopted only once the inserts went through: a failed insert leaves the
+        # staged state as it was.
+        frontier = (self._pending or self._frontier).copy()
+        first = frontier.size
+        entry_rows = []
+        node_rows = []
+        for offset, event in enumerate(events):
+            index = first + offset
+            entry = event.to_entry_bytes(index)
+            leaf = _merkle.leaf_hash(entry)
+            entry_rows.append(
+                {
+                    "leaf_index": index,
+                    "time_us": event.time_us,
+                    "event": event.event,
+                    "actor": event.actor,
+                    "agency": event.agency,
+                    "message_id": event.message_id,
+                    "entry": entry,
+                    "leaf_hash": leaf,
+                }
+            )
+            for level, node_index, node in frontier.append(leaf):
+                node_rows.append({"level": level, "node_index": node_index, "hash": node})
+        conn.execute(entries_table.insert(), entry_rows)
+        if node_rows:
+            conn.execute(nodes_table.insert(), node_rows)
+        self._pending = frontier
+        return list(range(first, first + len(events)))
+
+    def commit(self) -> None:
+        """The caller's transaction committed: the staged entries are now part of the log."""
+        if self._pending is not None:
+            self._frontier = self._pending
+            self._pending = None
+
+    def rollback(self) -> None:
+        """The caller's transaction rolled back: forget the staged entries."""
+        self._pending = None
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def sign_checkpoint(
+        self, conn: Connection, signer: CheckpointSigner, when: datetime | None = None
+    ) -> CheckpointRecord:
+        """Sign and store a checkpoint of the log as staged on `conn` (the latest one if unchanged)."""
+        frontier = self._pending or self._frontier
+        latest = self.latest_checkpoint(conn)
+        if latest is not None and latest.tree_size == frontier.size:
+            return latest
+        if latest is not None and latest.tree_size > frontier.size:
+            raise FailedPrecondition(
+                f"a checkpoint of size {latest.tree_size} exists but this log has {frontier.size} entries;"
+                " another writer appended: reopen the log"
+            )
+        when = datetime.now(UTC) if when is None else when
+        root = frontier.root()
+        note = signer.sign(frontier.size, root, when)
+        time_us = _to_us(when)
+        conn.execute(
+            checkpoints_table.insert().values(
+                tree_size=frontier.size, time_us=time_us, root_hash=root, note=note
+            )
+        )
+        return CheckpointRecord(frontier.size, root, _from_us(time_us), note)
+
+    def latest_checkpoint(self, conn: Connection) -> CheckpointRecord | None:
+        """The checkpoint of the largest tree, if any was signed."""
+        row = conn.execute(
+            select(
+                checkpoints_table.c.tree_size,
+                checkpoints_table.c.root_hash,
+                checkpoints_table.c.time_us,
+                checkpoints_table.c.note,
+            )
+            .order_by(checkpoints_table.c.tree_size.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        return CheckpointRecord(int(row[0]), bytes(row[1]), _from_us(row[2]), bytes(row[3]))
+
+    def checkpoint(self, conn: Connection, tree_size: int) -> CheckpointRecord:
+        """The checkpoint signed at exactly `tree_size`."""
+        columns = (checkpoints_table.c.root_hash, checkpoints_table.c.time_us, checkpoints_table.c.note)
+        row = conn.execute(select(*columns).where(checkpoints_table.c.tree_size == tree_size)).first()
+        if row is None:
+            raise NotFound(f"no checkpoint of tree size {tree_size}")
+        return CheckpointRecord(tree_size, bytes(row[0]), _from_us(row[1]), bytes(row[2]))
+
+    # -- proofs ---------------------------------------------------------------------------------
+
+    def _materialise(self, conn: Connection, plan: _merkle.ProofPlan, tree_size: int) -> list[bytes]:
+        keys = sorted({_node_key(start, end) for element in plan for start, end in element})
+        found = _read_nodes(conn, keys)
+        if len(found) != len(keys):
+            stored = _stored_size(conn)
+            if tree_size > stored:
+                raise InvalidRequest(f"tree size {tree_size} is larger than the log ({stored} entries)")
+            raise BrokerError(f"audit log storage is missing subtrees for a tree of size {tree_size}")
+
+        def subtree(start: int, end: int) -> bytes:
+            return found[_node_key(start, end)]
+
+        return _merkle.proof_from_plan(plan, subtree)
+
+    def inclusion_proof(self, conn: Connection, index: int, tree_size: int) -> list[bytes]:
+        """The inclusion proof of entry `index` in the tree of `tree_size` entries (RFC 9162 2.1.3)."""
+        if not 0 <= index < tree_size:
+            raise InvalidRequest(f"entry {index} is not in a tree of size {tree_size}")
+        return self._materialise(conn, _merkle.inclusion_plan(index, tree_size), tree_size)
+
+    def consistency_proof(self, conn: Connection, first: int, second: int) -> list[bytes]:
+        """The consistency proof from the tree of `first` entries to that of `second` (RFC 9162 2.1.4)."""
+        if not 0 <= first <= second:
+            raise InvalidRequest(f"no consistency proof from size {first} to the smaller size {second}")
+        return self._materialise(conn, _merkle.consistency_plan(first, second), second)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def entry(self, conn: Connection, index: int) -> AuditRecord:
+        """The entry at `index`."""
+        row = conn.execute(select(*_ENTRY_COLUMNS).where(entries_table.c.leaf_index == index)).first()
+        if row is None:
+            raise NotFound(f"no audit entry {index}")
+        return _record(row)
+
+    def query(
+        self,
+        conn: Connection,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        agency: str | None = None,
+        message_id: str | None = None,
+        event: str | None = None,
+        start_index: int = 0,
+        limit: int = 100,
+    ) -> QueryPage:
+        """Entries matching every given filter (`since` inclusive, `until` exclusive), in log order."""
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        statement = select(*_ENTRY_COLUMNS).where(entries_table.c.leaf_index >= start_index)
+        if since is not None:
+            statement = statement.where(entries_table.c.time_us >= _to_us(since))
+        if until is not None:
+            statement = statement.where(entries_table.c.time_us < _to_us(until))
+        if agency:
+            statement = statement.where(entries_table.c.agency == agency)
+        if message_id:
+            statement = statement.where(entries_table.c.message_id == message_id)
+        if event:
+            statement = statement.where(entries_table.c.event == event)
+        rows = conn.execute(statement.order_by(entries_table.c.leaf_index).limit(limit + 1)).all()
+        records = [_record(row) for row in rows[:limit]]
+        next_index = int(rows[limit][0]) if len(rows) > limit else None
+        return QueryPage(records, next_index)
+
+    def export(
+        self, conn: Connection, start_index: int = 0, end_index: int | None = None
+    ) -> Iterator[AuditRecord | CheckpointRecord]:
+        """Entries `[start_index, end_index)` and the checkpoints over them, each right after its last entry.
+
+        `end_index` defaults to the latest checkpoint's size: entries no checkpoint covers cannot be
+        verified yet. Reads in pages, so it streams logs of any size.
+        """
+        if end_index is None:
+            latest = self.latest_checkpoint(conn)
+            end_index = 0 if latest is None else latest.tree_size
+        position = start_index
+        while position < end_index:
+            page_end = min(position + _EXPORT_PAGE, end_index)
+            rows = conn.execute(
+                select(*_ENTRY_COLUMNS)
+                .where(entries_table.c.leaf_index >= position, entries_table.c.leaf_index < page_end)
+                .order_by(entries_table.c.leaf_index)
+            ).all()
+            checkpoints = [
+                CheckpointRecord(int(size), bytes(root), _from_us(time_us), bytes(note))
+                for size, root, time_us, note in conn.execute(
+                    select(
+                        checkpoints_table.c.tree_size,
+                        checkpoints_table.c.root_hash,
+                        checkpoints_table.c.time_us,
+                        checkpoints_table.c.note,
+                    )
+                    .where(
+                        checkpoints_table.c.tree_size > position,
+                        checkpoints_table.c.tree_size <= page_end,
+                    )
+                    .order_by(checkpoints_table.c.tree_size)
+                )
+            ]
+            # Merge by tree size, not by looking up the entry a checkpoint follows: a checkpoint is
+            # exported even when rows before it are missing, so the verifier sees the gap.
+            pending = iter(checkpoints)
+            upcoming = next(pending, None)
+            for row in rows:
+                record = _record(row)
+                while upcoming is not None and upcoming.tree_size <= record.index:
+                    yield upcoming
+                    upcoming = next(pending, None)
+                yield record
+            while upcoming is not None:
+                yield upcoming
+                upcoming = next(pending, None)
+            position = page_end

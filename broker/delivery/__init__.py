@@ -1,0 +1,1 @@
+"""Store-and-forward delivery: accepting envelopes, per-agency queues, leases, receipts, expiry."""

@@ -1,0 +1,285 @@
+"""The exchange: accepting envelopes, handing out deliveries, taking receipts, reporting status.
+
+Every public method takes the authenticated `Principal` and protobuf-free domain values, checks
+the request, and changes state only through the writer, so each change commits with its audit
+entry. A refused request raises a `BrokerError` after its rejection has been audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import sqlalchemy as sa
+import structlog
+from cryptography import x509
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.engine import Connection, Engine
+
+from broker.api.v1 import envelope_pb2
+from broker.config import BrokerConfig
+from broker.delivery import operations as ops
+from broker.delivery.dispatcher import Dispatcher, Stream
+from broker.directory import Registry
+from broker.errors import BrokerError, InvalidRequest, NotFound, PermissionDenied, VerificationError
+from broker.identity import AGENCY_ID, GROUP_NAME
+from broker.policy import RunningPolicy, kind_from_proto, tlp_from_proto
+from broker.protocol.envelope import verify_outer
+from broker.protocol.receipts import verify_receipt
+from broker.store import tables
+from broker.store.db import now_us
+from broker.store.writer import Writer
+from broker.transport.auth import Principal
+
+log = structlog.get_logger(__name__)
+
+MAX_RECEIPTS_PER_ACK = 1000
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientState:
+    """One recipient's view in GetStatus."""
+
+    recipient: str
+    state: int
+    attempts: int
+    updated_us: int
+    receipt: bytes | None
+    receipt_signature: bytes | None
+    receipt_cert: bytes | None
+
+
+class Exchange:
+    """The broker's domain core for the message lifecycle."""
+
+    def __init__(self, config: BrokerConfig, engine: Engine, writer: Writer, registry: Registry,
+                 policy: RunningPolicy) -> None:
+        self._config = config
+        self._engine = engine
+        self._writer = writer
+        self._registry = registry
+        self._policy = policy
+        self._certs: dict[bytes, x509.Certificate] = {}
+        self._known_certs: set[bytes] = set()
+        with engine.connect() as conn:
+            last = conn.execute(sa.select(sa.func.max(tables.messages.c.seq))).scalar()
+        self._arrival = ops.ArrivalCounter((last or 0) + 1)
+        self.dispatcher = Dispatcher(self._load_backlog, self._load_envelope, config.lease_seconds,
+                                     self._delivered, self._expired)
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run a read-only query on a pooled connection, off the event loop."""
+        def run() -> T:
+            with self._engine.connect() as conn:
+                return fn(conn)
+
+        return await asyncio.get_running_loop().run_in_executor(None, run)
+
+    # -- audit of refusals ---------------------------------------------------------------------
+    async def refuse(self, actor: str, rpc: str, error: BrokerError, *, message_id: str | None = None,
+                     agency: str | None = None, digest: str = "") -> None:
+        """Write the audit entry of a refused request (called for every refusal, then re-raised)."""
+        event = ops.rejection(actor, rpc, str(error), dt.datetime.now(dt.UTC), message_id=message_id, agency=agency,
+                              digest=digest, status=error.status.name)
+        await self._writer.submit(ops.RecordRejection(event))
+        error.audited = True
+
+    # -- Send ----------------------------------------------------------------------------------
+    async def send(self, caller: Principal, envelope: envelope_pb2.Envelope, raw_size: int) -> ops.Accepted:
+        """Check and store one envelope; raise after auditing the refusal if it is refused."""
+        digest = b""
+        header: envelope_pb2.Header | None = None
+        try:
+            if caller.role.value != "agency":
+                raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies send envelopes")
+            if raw_size > self._config.max_envelope_bytes:
+                raise InvalidRequest(
+                    f"envelope is {raw_size} bytes, over the limit of {self._config.max_envelope_bytes} bytes")
+            if not envelope.header:
+                raise InvalidRequest("envelope has no header")
+            envelope_bytes = envelope.SerializeToString()
+            digest = hashlib.sha256(envelope_bytes).digest()
+            header = self._peek_header(envelope)
+            if header.sender != caller.name:
+                raise PermissionDenied(
+                    f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "
+                    "an agency may only send as itself")
+            self._check_recipients(header)
+            header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
+            expires_us = _timestamp_us(header.expires) if header.HasField("expires") else None
+            if expires_us is not None and expires_us <= now_us():
+                raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
+            policy = self._policy.current
+            decision = policy.decide_send(header.sender, kind_from_proto(header.kind),
+                                          tlp_from_proto(header.handling.tlp), list(header.recipients))
+            decision.raise_if_denied()
+            recipients = tuple(decision.expanded)
+            unregistered = [r for r in recipients if r not in self._registry]
+            if unregistered:
+                raise NotFound(f"recipient {unregistered[0]} is not a registered agency")
+            wrapped = sorted(k.recipient for k in envelope.wrapped_keys)
+            if wrapped != sorted(recipients):
+                raise InvalidRequest(
+                    "wrapped keys must be exactly one per recipient agency after group expansion: "
+                    f"expected {sorted(recipients)}, envelope has {wrapped}")
+            # Group addresses expanded at send time, recorded in the audit entry (DESIGN.md section 5).
+            expansion = {r: sorted(policy.groups[r] - {header.sender}) for r in header.recipients if r in policy.groups}
+        except BrokerError as exc:
+            await self.refuse(str(caller.spiffe_id), "Send", exc,
+                              message_id=header.message_id if header else None,
+                              agency=caller.name, digest=digest.hex())
+            raise
+        return await self._writer.submit(ops.AcceptEnvelope(
+            header=header, envelope=envelope_bytes, envelope_sha256=digest,
+            sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
+            caller=str(caller.spiffe_id), recipients=recipients, expansion=expansion,
+            policy_rule=decision.rule, sequence=self._arrival, known_certs=self._known_certs,
+            on_commit=self.dispatcher.accepted, expires_us=expires_us,
+        ))
+
+    def _peek_header(self, envelope: envelope_pb2.Envelope) -> envelope_pb2.Header:
+        # Parsed before the signature check only to name the sender and recipients in errors;
+        # nothing from it is trusted until `verify_outer` has verified the signature.
+        header = envelope_pb2.Header()
+        try:
+            header.ParseFromString(envelope.header)
+        except DecodeError as exc:
+            raise InvalidRequest(f"envelope header does not parse: {exc}") from exc
+        if not header.message_id:
+            raise InvalidRequest("header has no message_id")
+        try:
+            uuid.UUID(header.message_id)
+        except ValueError as exc:
+            raise InvalidRequest(f"message_id {header.message_id!r} is not a UUID") from exc
+        return header
+
+    def _check_recipients(self, header: envelope_pb2.Header) -> None:
+        if not header.recipients:
+            raise InvalidRequest("header has an empty recipient list")
+        if len(header.recipients) > self._config.max_recipients:
+            raise InvalidRequest(f"{len(header.recipients)} recipients, over the limit of {self._config.max_recipients}")
+        if len(set(header.recipients)) != len(header.recipients):
+            raise InvalidRequest("header names a recipient twice")
+        for r in header.recipients:
+            if not (AGENCY_ID.fullmatch(r) or GROUP_NAME.fullmatch(r)):
+                raise InvalidRequest(f"recipient {r!r} is neither an agency id nor a group name")
+            if r == header.sender:
+                raise InvalidRequest("an agency cannot address itself")
+
+    def _certificate(self, caller: Principal) -> x509.Certificate:
+        cert = self._certs.get(caller.fingerprint)
+        if cert is None:
+            cert = x509.load_der_x509_certificate(caller.certificate_der)
+            self._certs[caller.fingerprint] = cert
+        return cert
+
+    # -- Subscribe -----------------------------------------------------------------------------
+    async def open_stream(self, caller: Principal, max_in_flight: int) -> Stream:
+        """A delivery stream for the calling agency."""
+        if caller.role.value != "agency":
+            raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies receive deliveries")
+        if caller.name not in self._registry:
+            raise PermissionDenied(f"agency {caller.name} is not registered with this broker")
+        limit = max_in_flight or self._config.max_in_flight
+        return await self.dispatcher.open_stream(caller.name, min(limit, self._config.max_in_flight))
+
+    async def _load_backlog(self, agency: str) -> list[ops.QueuedDelivery]:
+        d, m = tables.deliveries, tables.messages
+        query = (
+            sa.select(d.c.message_id, d.c.priority, d.c.seq, d.c.attempts, m.c.expires_us, m.c.accepted_us)
+            .join(m, m.c.message_id == d.c.message_id)
+            .where(d.c.recipient == agency, d.c.state.in_((ops.PENDING, ops.IN_FLIGHT)))
+        )
+        return await self.read(lambda conn: [
+            ops.QueuedDelivery(r.message_id, agency, r.priority, r.seq, r.expires_us, r.accepted_us, None, r.attempts)
+            for r in conn.execute(query)
+        ])
+
+    async def _load_envelope(self, message_id: str) -> bytes:
+        query = sa.select(tables.messages.c.envelope).where(tables.messages.c.message_id == message_id)
+        return await self.read(lambda conn: bytes(conn.execute(query).scalar_one()))
+
+    def _delivered(self, item: ops.QueuedDelivery) -> None:
+        self._writer.submit_nowait(ops.RecordDelivered([(item.message_id, item.recipient, item.attempts)],
+                                                       actor=f"broker:{self._config.node}"))
+
+    def _expired(self, item: ops.QueuedDelivery) -> None:
+        self._writer.submit_nowait(ops.ExpireDeliveries([(item.message_id, item.recipient)],
+                                                        actor=f"broker:{self._config.node}"))
+
+    async def sender_certificate(self, message_id: str) -> bytes:
+        """The DER certificate the sender of `message_id` used, as the broker verified it."""
+        query = (
+            sa.select(tables.peer_certificates.c.der)
+            .join(tables.messages, tables.messages.c.sender_cert == tables.peer_certificates.c.fingerprint)
+            .where(tables.messages.c.message_id == message_id)
+        )
+        return await self.read(lambda conn: bytes(conn.execute(query).scalar_one()))
+
+    # -- Ack -----------------------------------------------------------------------------------
+    async def acknowledge(self, caller: Principal, receipts: Sequence[envelope_pb2.SignedReceipt]) -> int:
+        """Verify and store signed receipts of the calling agency."""
+        try:
+            if caller.role.value != "agency":
+                raise PermissionDenied(f"{caller.spiffe_id} is not an agency")
+            if not receipts:
+                raise InvalidRequest("no receipts to acknowledge")
+            if len(receipts) > MAX_RECEIPTS_PER_ACK:
+                raise InvalidRequest(f"{len(receipts)} receipts in one Ack, over the limit of {MAX_RECEIPTS_PER_ACK}")
+            cert = self._certificate(caller)
+            verified = []
+            seen = set()
+            for signed in receipts:
+                receipt = verify_receipt(signed, cert, expected_recipient=caller.name)
+                if receipt.message_id in seen:
+                    raise InvalidRequest(f"message {receipt.message_id} acknowledged twice in one Ack")
+                seen.add(receipt.message_id)
+                verified.append(ops.VerifiedReceipt(
+                    message_id=receipt.message_id, recipient=caller.name, status=receipt.status,
+                    receipt=signed.receipt, signature=signed.signature, cert_fingerprint=caller.fingerprint,
+                    cert_der=caller.certificate_der, envelope_sha256=receipt.envelope_sha256))
+        except (BrokerError, VerificationError) as exc:
+            await self.refuse(str(caller.spiffe_id), "Ack", exc, agency=caller.name)
+            raise
+        return await self._writer.submit(ops.RecordReceipts(
+            verified, actor=str(caller.spiffe_id), known_certs=self._known_certs,
+            on_commit=self.dispatcher.acknowledged))
+
+    # -- GetStatus -----------------------------------------------------------------------------
+    async def status(self, caller: Principal, message_id: str) -> list[tuple[RecipientState, bytes | None]]:
+        """Delivery state and receipts of a message the caller sent."""
+        def load() -> tuple[str | None, list[tuple[RecipientState, bytes | None]]]:
+            d, m, c = tables.deliveries, tables.messages, tables.peer_certificates
+            with self._engine.connect() as conn:
+                sender = conn.execute(sa.select(m.c.sender).where(m.c.message_id == message_id)).scalar()
+                rows = conn.execute(
+                    sa.select(d, c.c.der).outerjoin(c, c.c.fingerprint == d.c.receipt_cert)
+                    .where(d.c.message_id == message_id).order_by(d.c.recipient)
+                ).all()
+            return sender, [
+                (RecipientState(r.recipient, r.state, r.attempts, r.updated_us, r.receipt, r.receipt_signature,
+                                r.receipt_cert), r.der)
+                for r in rows
+            ]
+
+        sender, rows = await asyncio.get_running_loop().run_in_executor(None, load)
+        if sender is None or sender != caller.name:
+            # Same answer for "absent" and "someone else's", so ids of others' messages leak nothing.
+            error = NotFound(f"no message {message_id} sent by {caller.name}")
+            await self.refuse(str(caller.spiffe_id), "GetStatus", error, message_id=message_id, agency=caller.name)
+            raise error
+        return rows
+
+
+def _timestamp_us(ts: Timestamp) -> int:
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+__all__ = ["Exchange", "RecipientState"]

@@ -1,0 +1,342 @@
+"""Writer operations for the message lifecycle. Each stages its rows and its audit entry in the
+writer's transaction (see `broker.store.writer`), so state and log never disagree."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from broker.api.v1 import broker_pb2, envelope_pb2
+from broker.audit import AuditEvent
+from broker.errors import AlreadyExists, BrokerError, FailedPrecondition, NotFound
+from broker.store import tables
+from broker.store.writer import Batch
+
+PENDING = broker_pb2.PENDING
+IN_FLIGHT = broker_pb2.IN_FLIGHT
+ACKNOWLEDGED = broker_pb2.ACKNOWLEDGED
+EXPIRED = broker_pb2.EXPIRED
+RECALLED = broker_pb2.RECALLED
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The outcome of an accepted (or idempotently repeated) send."""
+
+    message_id: str
+    accepted_us: int
+    audit_index: int
+    duplicate: bool
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedDelivery:
+    """What the dispatcher needs to hand one message to one recipient."""
+
+    message_id: str
+    recipient: str
+    priority: int
+    seq: int
+    expires_us: int | None
+    accepted_us: int
+    envelope: bytes | None  # None: load from the store when dispatched
+    attempts: int = 0
+
+
+class ArrivalCounter:
+    """Arrival order of accepted messages; only the writer thread advances it."""
+
+    def __init__(self, start: int) -> None:
+        self.next = start
+
+    def take(self) -> int:
+        value = self.next
+        self.next += 1
+        return value
+
+
+@dataclass
+class AcceptEnvelope:
+    """Store an envelope and one delivery per recipient; idempotent on the message id."""
+
+    header: envelope_pb2.Header
+    envelope: bytes
+    envelope_sha256: bytes
+    sender_cert_fingerprint: bytes
+    sender_cert_der: bytes
+    caller: str
+    recipients: tuple[str, ...]  # expanded agency ids
+    expansion: dict[str, list[str]]  # group -> members, as recorded in the audit entry
+    policy_rule: str
+    sequence: ArrivalCounter
+    known_certs: set[bytes]
+    on_commit: Callable[[list[QueuedDelivery], str | None], None]
+    expires_us: int | None = None
+
+    def stage(self, batch: Batch) -> Accepted:
+        h = self.header
+        existing = batch.conn.execute(
+            sa.select(tables.messages.c.envelope_sha256, tables.messages.c.audit_index,
+                      tables.messages.c.accepted_us)
+            .where(tables.messages.c.message_id == h.message_id)
+        ).first()
+        staged = batch.staged_messages.get(h.message_id)
+        if existing is None and staged is not None:
+            existing = staged
+        if existing is not None:
+            if existing[0] == self.envelope_sha256:
+                return Accepted(h.message_id, existing[2], existing[1], True, self.recipients)
+            self._reject(batch, "message id already used for a different envelope")
+            raise AlreadyExists(
+                f"message id {h.message_id} was already accepted with different content; "
+                "use a new message id for a new message"
+            )
+        recalled: str | None = None
+        if h.kind == envelope_pb2.RECALL:
+            recalled = self._stage_recall(batch)
+        index = batch.audit(AuditEvent(
+            event="envelope.accepted", actor=self.caller, time=batch.now,
+            message_id=h.message_id, agency=h.sender,
+            fields={
+                "envelope_sha256": self.envelope_sha256.hex(),
+                "kind": envelope_pb2.Kind.Name(h.kind),
+                "tlp": envelope_pb2.Tlp.Name(h.handling.tlp),
+                "addressed": list(h.recipients),
+                "recipients": list(self.recipients),
+                "expansion": [f"{g}={','.join(m)}" for g, m in sorted(self.expansion.items())],
+                "rule": self.policy_rule,
+                "size": len(self.envelope),
+            },
+        ))
+        seq = self.sequence.take()
+        row = {
+            "message_id": h.message_id, "seq": seq, "sender": h.sender, "kind": h.kind,
+            "priority": h.priority, "tlp": h.handling.tlp, "references": h.references,
+            "accepted_us": batch.now_us, "expires_us": self.expires_us, "envelope": self.envelope,
+            "envelope_sha256": self.envelope_sha256, "sender_cert": self.sender_cert_fingerprint,
+            "audit_index": index,
+        }
+        batch.insert(tables.messages, row)
+        batch.staged_messages[h.message_id] = (self.envelope_sha256, index, batch.now_us)
+        if self.sender_cert_fingerprint not in self.known_certs:
+            exists = batch.conn.execute(
+                sa.select(tables.peer_certificates.c.fingerprint)
+                .where(tables.peer_certificates.c.fingerprint == self.sender_cert_fingerprint)
+            ).first()
+            if exists is None:
+                batch.insert(tables.peer_certificates,
+                             {"fingerprint": self.sender_cert_fingerprint, "der": self.sender_cert_der})
+            self.known_certs.add(self.sender_cert_fingerprint)
+        queued = []
+        for recipient in self.recipients:
+            batch.insert(tables.deliveries, {
+                "message_id": h.message_id, "recipient": recipient, "seq": seq, "priority": h.priority,
+                "state": PENDING, "attempts": 0, "updated_us": batch.now_us,
+                "receipt": None, "receipt_signature": None, "receipt_cert": None,
+            })
+            queued.append(QueuedDelivery(h.message_id, recipient, h.priority, seq, self.expires_us,
+                                         batch.now_us, self.envelope))
+        batch.after_commit.append(lambda: self.on_commit(queued, recalled))
+        return Accepted(h.message_id, batch.now_us, index, False, self.recipients)
+
+    def _stage_recall(self, batch: Batch) -> str:
+        target = self.header.references
+        row = batch.conn.execute(
+            sa.select(tables.messages.c.sender).where(tables.messages.c.message_id == target)
+        ).first()
+        if row is None:
+            self._reject(batch, "recall of an unknown message")
+            raise NotFound(f"RECALL references message {target or '(none)'}, which the broker does not hold")
+        if row[0] != self.header.sender:
+            self._reject(batch, "recall of another agency's message")
+            raise FailedPrecondition(f"only the original sender may recall message {target}")
+        dropped = batch.conn.execute(
+            tables.deliveries.update()
+            .where(tables.deliveries.c.message_id == target,
+                   tables.deliveries.c.state.in_((PENDING, IN_FLIGHT)))
+            .values(state=RECALLED, updated_us=batch.now_us)
+        ).rowcount
+        batch.audit(AuditEvent(
+            event="envelope.recalled", actor=self.caller, time=batch.now, message_id=target,
+            agency=self.header.sender,
+            fields={"recall_message_id": self.header.message_id, "undelivered_dropped": dropped},
+        ))
+        return target
+
+    def _reject(self, batch: Batch, reason: str) -> None:
+        batch.audit(rejection(self.caller, "Send", reason, batch.now,
+                              message_id=self.header.message_id, agency=self.header.sender,
+                              digest=self.envelope_sha256.hex()))
+
+
+def rejection(actor: str, rpc: str, reason: str, time: datetime, *, message_id: str | None = None,
+              agency: str | None = None, digest: str = "", status: str = "") -> AuditEvent:
+    """The audit entry of a refused request: who, which RPC, why; never the payload."""
+    fields: dict[str, str | int | list[str]] = {"rpc": rpc, "reason": reason}
+    if digest:
+        fields["envelope_sha256"] = digest
+    if status:
+        fields["status"] = status
+    return AuditEvent(event="request.rejected", actor=actor, time=time, message_id=message_id,
+                      agency=agency, fields=fields)
+
+
+@dataclass
+class RecordRejection:
+    """Audit a request that was refused before it reached any other operation."""
+
+    event: AuditEvent
+
+    def stage(self, batch: Batch) -> int:
+        return batch.audit(self.event)
+
+
+@dataclass
+class RecordEvent:
+    """Audit an event that changes no other table (an auditor query, a certificate issued...)."""
+
+    event: AuditEvent
+
+    def stage(self, batch: Batch) -> int:
+        return batch.audit(self.event)
+
+
+@dataclass
+class RecordDelivered:
+    """Count delivery attempts and audit them; queued without waiting by the dispatcher."""
+
+    items: Sequence[tuple[str, str, int]]  # message id, recipient, attempt
+    actor: str
+
+    def stage(self, batch: Batch) -> None:
+        batch.conn.execute(
+            tables.deliveries.update()
+            .where(tables.deliveries.c.message_id == sa.bindparam("m"),
+                   tables.deliveries.c.recipient == sa.bindparam("r"),
+                   tables.deliveries.c.state.in_((PENDING, IN_FLIGHT)))
+            .values(state=IN_FLIGHT, attempts=sa.bindparam("a"), updated_us=batch.now_us),
+            [{"m": m, "r": r, "a": a} for m, r, a in self.items],
+        )
+        for message_id, recipient, attempt in self.items:
+            batch.audit(AuditEvent(
+                event="delivery.delivered", actor=self.actor, time=batch.now,
+                message_id=message_id, agency=recipient, fields={"recipient": recipient, "attempt": attempt},
+            ))
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedReceipt:
+    """A receipt whose signature the broker has checked against the recipient's certificate."""
+
+    message_id: str
+    recipient: str
+    status: int
+    receipt: bytes
+    signature: bytes
+    cert_fingerprint: bytes
+    cert_der: bytes
+    envelope_sha256: bytes
+
+
+@dataclass
+class RecordReceipts:
+    """Store signed receipts and take the deliveries off the queue."""
+
+    receipts: Sequence[VerifiedReceipt]
+    actor: str
+    known_certs: set[bytes]
+    on_commit: Callable[[list[tuple[str, str]]], None]
+
+    def stage(self, batch: Batch) -> int:
+        ids = [r.message_id for r in self.receipts]
+        recipient = self.receipts[0].recipient
+        rows = {
+            row.message_id: row for row in batch.conn.execute(
+                sa.select(tables.deliveries.c.message_id, tables.deliveries.c.state,
+                          tables.messages.c.envelope_sha256)
+                .join(tables.messages, tables.messages.c.message_id == tables.deliveries.c.message_id)
+                .where(tables.deliveries.c.message_id.in_(ids), tables.deliveries.c.recipient == recipient)
+            )
+        }
+        problems = []
+        for r in self.receipts:
+            row = rows.get(r.message_id)
+            if row is None:
+                problems.append(f"{r.message_id}: no delivery of this message to {recipient}")
+            elif row.envelope_sha256 != r.envelope_sha256:
+                problems.append(f"{r.message_id}: receipt names another envelope digest than the one delivered")
+        if problems:
+            batch.audit(rejection(self.actor, "Ack", "; ".join(problems), batch.now, agency=recipient))
+            raise InvalidReceipt("receipts refused, none recorded: " + "; ".join(problems))
+        for r in self.receipts:
+            if r.cert_fingerprint not in self.known_certs:
+                exists = batch.conn.execute(
+                    sa.select(tables.peer_certificates.c.fingerprint)
+                    .where(tables.peer_certificates.c.fingerprint == r.cert_fingerprint)
+                ).first()
+                if exists is None and r.cert_fingerprint not in {
+                    x["fingerprint"] for x in batch.inserts.get(tables.peer_certificates, [])
+                }:
+                    batch.insert(tables.peer_certificates, {"fingerprint": r.cert_fingerprint, "der": r.cert_der})
+                self.known_certs.add(r.cert_fingerprint)
+        batch.conn.execute(
+            tables.deliveries.update()
+            .where(tables.deliveries.c.message_id == sa.bindparam("m"),
+                   tables.deliveries.c.recipient == sa.bindparam("r"))
+            .values(state=ACKNOWLEDGED, updated_us=batch.now_us, receipt=sa.bindparam("rc"),
+                    receipt_signature=sa.bindparam("rs"), receipt_cert=sa.bindparam("rf")),
+            [{"m": r.message_id, "r": r.recipient, "rc": r.receipt, "rs": r.signature, "rf": r.cert_fingerprint}
+             for r in self.receipts],
+        )
+        for r in self.receipts:
+            batch.audit(AuditEvent(
+                event="receipt.received", actor=self.actor, time=batch.now, message_id=r.message_id,
+                agency=r.recipient,
+                fields={"recipient": r.recipient, "status": envelope_pb2.ReceiptStatus.Name(r.status),
+                        "receipt_sha256": _sha256(r.receipt)},
+            ))
+        done = [(r.message_id, r.recipient) for r in self.receipts]
+        batch.after_commit.append(lambda: self.on_commit(done))
+        return len(self.receipts)
+
+
+@dataclass
+class ExpireDeliveries:
+    """Mark deliveries whose message expired; the sender sees EXPIRED in GetStatus."""
+
+    items: Sequence[tuple[str, str]]
+    actor: str
+
+    def stage(self, batch: Batch) -> None:
+        for message_id, recipient in self.items:
+            updated = batch.conn.execute(
+                tables.deliveries.update()
+                .where(tables.deliveries.c.message_id == message_id,
+                       tables.deliveries.c.recipient == recipient,
+                       tables.deliveries.c.state.in_((PENDING, IN_FLIGHT)))
+                .values(state=EXPIRED, updated_us=batch.now_us)
+            ).rowcount
+            if updated:
+                batch.audit(AuditEvent(event="delivery.expired", actor=self.actor, time=batch.now,
+                                       message_id=message_id, agency=recipient, fields={"recipient": recipient}))
+
+
+class InvalidReceipt(BrokerError):
+    """A receipt does not match a delivery of the caller."""
+
+    status = NotFound.status
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+__all__ = [
+    "AcceptEnvelope", "Accepted", "ExpireDeliveries", "QueuedDelivery", "RecordDelivered",
+    "RecordEvent", "RecordReceipts", "RecordRejection", "ArrivalCounter", "VerifiedReceipt", "rejection",
+]

@@ -1,0 +1,142 @@
+"""The directory: registered agencies and their published encryption key bundles.
+
+Senders fetch bundles from here but verify them against the recipient's certificate chain
+themselves (DESIGN.md section 3): the broker is not trusted for keys, only for availability.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from broker.audit import AuditEvent
+from broker.store import tables
+from broker.store.writer import Batch
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyRecord:
+    """A registered agency as the directory shows it."""
+
+    agency_id: str
+    display_name: str
+    country: str
+    contact: str
+
+
+class Registry:
+    """The set of registered agencies, held in memory for the per-send recipient check."""
+
+    def __init__(self) -> None:
+        self._agencies: dict[str, AgencyRecord] = {}
+
+    def load(self, engine: Engine) -> None:
+        """Read every registered agency."""
+        with engine.connect() as conn:
+            for row in conn.execute(sa.select(tables.agencies)):
+                self._agencies[row.agency_id] = AgencyRecord(row.agency_id, row.display_name, row.country, row.contact)
+
+    def __contains__(self, agency_id: object) -> bool:
+        return agency_id in self._agencies
+
+    def get(self, agency_id: str) -> AgencyRecord | None:
+        """The record of `agency_id`, if registered."""
+        return self._agencies.get(agency_id)
+
+    def all(self) -> list[AgencyRecord]:
+        """Every registered agency, by id."""
+        return sorted(self._agencies.values(), key=lambda a: a.agency_id)
+
+    def added(self, record: AgencyRecord) -> None:
+        """Note a registration that has committed."""
+        self._agencies[record.agency_id] = record
+
+
+@dataclass
+class RegisterAgency:
+    """Writer operation: register (or update) an agency, with its audit entry."""
+
+    record: AgencyRecord
+    actor: str
+    registry: Registry
+
+    def stage(self, batch: Batch) -> AgencyRecord:
+        r = self.record
+        values = {"display_name": r.display_name, "country": r.country, "contact": r.contact}
+        updated = batch.conn.execute(
+            tables.agencies.update().where(tables.agencies.c.agency_id == r.agency_id).values(**values)
+        ).rowcount
+        if not updated:
+            batch.conn.execute(tables.agencies.insert().values(agency_id=r.agency_id, registered_us=batch.now_us,
+                                                               **values))
+        batch.audit(AuditEvent(event="agency.registered", actor=self.actor, time=batch.now,
+                               message_id=None, agency=r.agency_id,
+                               fields={"display_name": r.display_name, "country": r.country}))
+        batch.after_commit.append(lambda: self.registry.added(r))
+        return r
+
+
+@dataclass
+class PublishBundle:
+    """Writer operation: store a key bundle the broker has checked was signed by its agency."""
+
+    agency: str
+    key_id: str
+    bundle: bytes
+    signature: bytes
+    certificate: bytes
+    not_after: dt.datetime
+    actor: str
+    suite: str
+
+    def stage(self, batch: Batch) -> int:
+        key = (tables.key_bundles.c.agency == self.agency) & (tables.key_bundles.c.key_id == self.key_id)
+        batch.conn.execute(tables.key_bundles.delete().where(key))
+        batch.insert(tables.key_bundles, {
+            "agency": self.agency, "key_id": self.key_id, "bundle": self.bundle, "signature": self.signature,
+            "certificate": self.certificate, "not_after_us": int(self.not_after.timestamp() * 1_000_000),
+            "published_us": batch.now_us,
+        })
+        return batch.audit(AuditEvent(
+            event="keybundle.published", actor=self.actor, time=batch.now, message_id=None,
+            agency=self.agency, fields={"key_id": self.key_id, "suite": self.suite}))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBundle:
+    """A key bundle as stored: exactly the bytes its agency signed."""
+
+    agency: str
+    key_id: str
+    bundle: bytes
+    signature: bytes
+    certificate: bytes
+
+
+def current_bundles(conn: Connection, agencies: Sequence[str], now_us: int) -> dict[str, list[StoredBundle]]:
+    """The unexpired bundles of each agency, newest first."""
+    query = sa.select(tables.key_bundles).where(tables.key_bundles.c.not_after_us > now_us)
+    if agencies:
+        query = query.where(tables.key_bundles.c.agency.in_(agencies))
+    result: dict[str, list[StoredBundle]] = {}
+    for row in conn.execute(query.order_by(tables.key_bundles.c.published_us.desc())):
+        result.setdefault(row.agency, []).append(
+            StoredBundle(row.agency, row.key_id, row.bundle, row.signature, row.certificate))
+    return result
+
+
+def register_all(engine: Engine, records: Iterable[AgencyRecord], now_us: int) -> None:
+    """Seed the registry outside the writer (start-up of a dev broker, before serving)."""
+    with engine.begin() as conn:
+        existing = {r[0] for r in conn.execute(sa.select(tables.agencies.c.agency_id))}
+        rows = [
+            {"agency_id": r.agency_id, "display_name": r.display_name, "country": r.country,
+             "contact": r.contact, "registered_us": now_us}
+            for r in records if r.agency_id not in existing
+        ]
+        if rows:
+            conn.execute(tables.agencies.insert(), rows)

@@ -1,0 +1,276 @@
+"""Revocation: reasons, signing the CRL, and the broker's per-call `RevocationList`.
+
+grpcio's Python API has no CRL hook (DESIGN.md section 2), so the broker checks every call's peer
+serial against `RevocationList`, which follows the CRL file the CA re-signs on each revocation.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from broker.errors import ConfigurationError, FailedPrecondition, InvalidRequest, VerificationError
+from broker.pki import _files
+from broker.pki.authority import CertificateAuthority
+from broker.pki.inspect import parse_serial
+from broker.pki.store import CaDirectory, CertificateRecord, mark_revoked
+
+__all__ = [
+    "CRL_VALIDITY",
+    "REVOCATION_REASONS",
+    "RevocationList",
+    "crl_der",
+    "parse_reason",
+    "publish_crl",
+    "revoke",
+    "sign_crl",
+    "verify_crl",
+]
+
+log = structlog.get_logger(__name__)
+
+# How long a CRL claims to be current (its nextUpdate). `isb pki crl` re-signs it before then.
+CRL_VALIDITY = timedelta(days=30)
+
+# RFC 5280 section 5.3.1 names, as typed on the command line.
+REVOCATION_REASONS: Mapping[str, x509.ReasonFlags] = {
+    "unspecified": x509.ReasonFlags.unspecified,
+    "keyCompromise": x509.ReasonFlags.key_compromise,
+    "cACompromise": x509.ReasonFlags.ca_compromise,
+    "affiliationChanged": x509.ReasonFlags.affiliation_changed,
+    "superseded": x509.ReasonFlags.superseded,
+    "cessationOfOperation": x509.ReasonFlags.cessation_of_operation,
+    "certificateHold": x509.ReasonFlags.certificate_hold,
+    "removeFromCRL": x509.ReasonFlags.remove_from_crl,
+    "privilegeWithdrawn": x509.ReasonFlags.privilege_withdrawn,
+    "aACompromise": x509.ReasonFlags.aa_compromise,
+}
+# Revocation here is final: a hold that can be lifted, or removing an entry, would let a
+# certificate come back after the broker has refused it, which nobody auditing expects.
+_NOT_ACCEPTED = {"certificateHold", "removeFromCRL"}
+
+
+def parse_reason(text: str) -> str:
+    """Check an RFC 5280 reason name (case-insensitive) and return its canonical spelling."""
+    for name in REVOCATION_REASONS:
+        if name.lower() == text.strip().lower():
+            if name in _NOT_ACCEPTED:
+                raise InvalidRequest(f"reason {name} is not accepted: revocation here is permanent")
+            return name
+    accepted = ", ".join(name for name in REVOCATION_REASONS if name not in _NOT_ACCEPTED)
+    raise InvalidRequest(f"{text!r} is not an RFC 5280 revocation reason (one of: {accepted})")
+
+
+def sign_crl(
+    authority: CertificateAuthority,
+    revoked: Iterable[CertificateRecord],
+    crl_number: int,
+    *,
+    validity: timedelta = CRL_VALIDITY,
+) -> x509.CertificateRevocationList:
+    """A CRL over the revoked records, signed by `authority` (RFC 5280 section 5)."""
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(authority.certificate.subject)
+        .last_update(now)
+        .next_update(now + validity)
+        .add_extension(x509.CRLNumber(crl_number), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.private_key.public_key()),
+            critical=False,
+        )
+    )
+    for record in revoked:
+        if record.revoked_at is None:
+            continue
+        entry = x509.RevokedCertificateBuilder().serial_number(record.serial_number)
+        entry = entry.revocation_date(record.revoked_at)
+        reason = record.revocation_reason or "unspecified"
+        # RFC 5280 5.3.1: the reasonCode "unspecified" SHOULD be absent rather than present.
+        if reason != "unspecified":
+            entry = entry.add_extension(x509.CRLReason(REVOCATION_REASONS[reason]), critical=False)
+        builder = builder.add_revoked_certificate(entry.build())
+    return builder.sign(authority.private_key, hashes.SHA256())
+
+
+def publish_crl_locked(ca: CaDirectory) -> x509.CertificateRevocationList:
+    """Re-sign crl.pem from the index with the next CRL number (caller holds `ca.locked()`)."""
+    authority = ca.load_authority()
+    index = ca.read_index()
+    index.crl_number += 1
+    crl = sign_crl(authority, index.records, index.crl_number)
+    # Index first: a CRL number must never be reused, even if writing the CRL then fails.
+    ca.write_index(index)
+    _files.write_public_file(ca.crl_path, crl.public_bytes(serialization.Encoding.PEM))
+    return crl
+
+
+def publish_crl(ca: CaDirectory) -> x509.CertificateRevocationList:
+    """Re-sign crl.pem (refreshing its nextUpdate) from the index."""
+    with ca.locked():
+        return publish_crl_locked(ca)
+
+
+def revoke(ca: CaDirectory, serial: str | int, reason: str = "unspecified") -> CertificateRecord:
+    """Revoke a certificate this CA issued and re-sign the CRL; the broker notices within ~50 ms."""
+    number = parse_serial(serial) if isinstance(serial, str) else serial
+    canonical = parse_reason(reason)
+    with ca.locked():
+        index = ca.read_index()
+        record = index.find(number)
+        if record.revoked_at is not None:
+            raise FailedPrecondition(
+                f"certificate {record.serial} ({record.spiffe_id}) is already revoked"
+                f" ({record.revocation_reason}, {record.revoked_at.isoformat()})"
+            )
+        revoked = mark_revoked(record, canonical, datetime.now(UTC).replace(microsecond=0))
+        index.put(revoked)
+        ca.write_index(index)
+        publish_crl_locked(ca)
+    log.info("pki.revoked", serial=revoked.serial, spiffe_id=revoked.spiffe_id, reason=canonical)
+    return revoked
+
+
+def crl_der(ca: CaDirectory) -> bytes:
+    """The published CRL in DER, as served to agencies and auditors."""
+    crl = verify_crl(_read(ca.crl_path), _files.load_certificate(ca.issuing_cert_path))
+    return crl.public_bytes(serialization.Encoding.DER)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read CRL {path}: {exc.strerror}") from exc
+
+
+def verify_crl(data: bytes, issuer: x509.Certificate) -> x509.CertificateRevocationList:
+    """Parse a PEM or DER CRL and check it was signed by `issuer`; raise `VerificationError` if not."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            crl = x509.load_pem_x509_crl(data)
+        else:
+            crl = x509.load_der_x509_crl(data)
+    except ValueError as exc:
+        raise VerificationError(f"CRL does not parse: {exc}") from exc
+    if crl.issuer != issuer.subject:
+        raise VerificationError(
+            f"CRL issuer {crl.issuer.rfc4514_string()!r} is not {issuer.subject.rfc4514_string()!r}"
+        )
+    public_key = issuer.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(public_key):
+        raise VerificationError(f"CRL signature does not verify with {issuer.subject.rfc4514_string()!r}")
+    return crl
+
+
+@dataclass(frozen=True, slots=True)
+class _FileState:
+    mtime_ns: int
+    size: int
+    inode: int
+
+
+class RevocationList:
+    """The revoked serials of one CRL file, reloaded when the file changes.
+
+    `is_revoked` is called on every RPC: it is a set lookup plus, at most every `check_interval`
+    seconds, one `os.stat`. A changed file is re-verified before use; one that does not verify
+    (half-written, forged, signed by another CA) is logged and the previous list stays in force,
+    so an attacker who can write the file can at worst freeze, never shrink, the list.
+    """
+
+    def __init__(self, crl_path: Path, issuer: x509.Certificate, *, check_interval: float = 0.05) -> None:
+        """Load and verify `crl_path`; raise `ConfigurationError` if it is missing or invalid."""
+        self._path = crl_path
+        self._issuer = issuer
+        self._check_interval = check_interval
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._next_check = 0.0
+        state = self._stat()
+        if state is None:
+            raise ConfigurationError(f"CRL {crl_path} does not exist")
+        try:
+            crl = verify_crl(_read(crl_path), issuer)
+        except VerificationError as exc:
+            raise ConfigurationError(f"CRL {crl_path} is unusable: {exc}") from exc
+        self._state = state
+        self._revoked = _serials(crl)
+        self._next_update = crl.next_update_utc
+        self._next_check = time.monotonic() + check_interval
+
+    @property
+    def generation(self) -> int:
+        """Increases on every successful reload: lets the broker re-check open streams only on change."""
+        self.refresh()
+        return self._generation
+
+    @property
+    def revoked_serials(self) -> frozenset[int]:
+        """The serials currently revoked."""
+        self.refresh()
+        return self._revoked
+
+    def is_revoked(self, serial: int) -> bool:
+        """Whether `serial` is on the current CRL (reloading it first if the file changed)."""
+        self.refresh()
+        return serial in self._revoked
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Reload the CRL if its file changed since the last look (rate-limited unless `force`)."""
+        now = time.monotonic()
+        if not force and now < self._next_check:
+            return
+        with self._lock:
+            self._next_check = now + self._check_interval
+            state = self._stat()
+            if state is None:
+                log.error("pki.crl_missing", path=str(self._path))
+                return
+            if state == self._state and not force:
+                return
+            self._state = state
+            crl = self._load_verified()
+            if crl is None:
+                return
+            revoked = _serials(crl)
+            # Swap in the new set with one assignment: readers on other threads see old or new.
+            self._revoked = revoked
+            self._next_update = crl.next_update_utc
+            self._generation += 1
+            log.info(
+                "pki.crl_loaded", path=str(self._path), revoked=len(revoked), generation=self._generation
+            )
+            if self._next_update is not None and self._next_update < datetime.now(UTC):
+                log.warning("pki.crl_stale", path=str(self._path), next_update=self._next_update.isoformat())
+
+    def _load_verified(self) -> x509.CertificateRevocationList | None:
+        try:
+            return verify_crl(_read(self._path), self._issuer)
+        except (VerificationError, ConfigurationError) as exc:
+            rejection = str(exc)
+        # Logged outside the handler: the message says what failed; a traceback would add nothing.
+        log.error("pki.crl_rejected", path=str(self._path), error=rejection)
+        return None
+
+    def _stat(self) -> _FileState | None:
+        try:
+            result = os.stat(self._path)
+        except FileNotFoundError:
+            return None
+        return _FileState(result.st_mtime_ns, result.st_size, result.st_ino)
+
+
+def _serials(crl: x509.CertificateRevocationList) -> frozenset[int]:
+    return frozenset(entry.serial_number for entry in crl)

@@ -1,0 +1,171 @@
+"""Assembling and running the broker: store, audit log, writer, policy, PKI checks, gRPC server.
+
+Only mutual TLS is ever offered: there is no insecure port and no flag for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import sqlalchemy as sa
+import structlog
+from cryptography import x509
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.engine import Engine
+
+from broker.api.v1 import broker_pb2, broker_pb2_grpc
+from broker.audit import AuditLog, CheckpointSigner
+from broker.config import BrokerConfig
+from broker.delivery.exchange import Exchange
+from broker.directory import AgencyRecord, RegisterAgency, Registry
+from broker.errors import ConfigurationError
+from broker.pki.revocation import RevocationList
+from broker.policy import RunningPolicy
+from broker.store.db import create_engine
+from broker.store.schema import upgrade_schema
+from broker.store.writer import Writer
+from broker.transport.auth import Authenticator
+from broker.transport.credentials import ReloadingServerCredentials
+from broker.transport.servicers import BrokerServicer
+
+log = structlog.get_logger(__name__)
+
+# Headroom over the envelope limit for the request framing around it (SendRequest, batches).
+_FRAME_SLACK = 64 * 1024
+
+
+@dataclass
+class Broker:
+    """A running broker; `start()` binds the port, `stop()` drains and closes everything."""
+
+    config: BrokerConfig
+    engine: Engine = field(init=False)
+    writer: Writer = field(init=False)
+    exchange: Exchange = field(init=False)
+    server: grpc.aio.Server = field(init=False)
+    port: int = field(init=False, default=0)
+    _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+
+    async def start(self) -> None:
+        """Open the store, load PKI and policy, and start serving on `config.listen`."""
+        config = self.config
+        for name in ("server_cert", "server_key", "ca_bundle", "audit_key"):
+            if not config.path(name).exists():
+                raise ConfigurationError(f"{name} {config.path(name)} does not exist (run `isb pki dev` for a dev PKI)")
+        self.engine = create_engine(config.database_url)
+        upgrade_schema(self.engine)
+        with self.engine.begin() as conn:
+            audit_log = AuditLog.open(conn)
+        self.signer = CheckpointSigner.from_pem_file(config.path("audit_key"), origin=f"{config.trust_domain}/audit")
+        self.writer = Writer(self.engine, audit_log)
+        self.writer.start()
+        self.registry = Registry()
+        self.registry.load(self.engine)
+        policy_file = config.policy_file or Path("examples/policy-dev.toml")
+        self.policy = RunningPolicy.load(policy_file)
+        ca_pem = config.path("ca_bundle").read_bytes()
+        self.trust_roots = x509.load_pem_x509_certificates(ca_pem)
+        crl_path = config.cert_dir / "crl.pem"
+        self.revocations = RevocationList(crl_path, self._crl_issuer())
+        self.auth = Authenticator(config.trust_domain, self.revocations)
+        self.exchange = Exchange(config, self.engine, self.writer, self.registry, self.policy)
+        self.exchange.dispatcher.start()
+        await self._seed_agencies()
+
+        self.server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", config.max_envelope_bytes + _FRAME_SLACK),
+            ("grpc.max_send_message_length", config.max_envelope_bytes + _FRAME_SLACK),
+            ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", 30_000),
+            ("grpc.keepalive_time_ms", 60_000),
+        ])
+        broker_pb2_grpc.add_BrokerServiceServicer_to_server(
+            BrokerServicer(self.auth, self.exchange, self.writer, self.registry, self.policy,
+                           lambda: self.trust_roots, config.trust_domain),
+            self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection([
+            broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ], self.server)
+        self.credentials = ReloadingServerCredentials(
+            config.path("server_cert"), config.path("server_key"), config.path("ca_bundle"))
+        self.port = self.server.add_secure_port(config.listen, self.credentials.credentials())
+        if self.port == 0:
+            raise ConfigurationError(f"cannot listen on {config.listen}")
+        await self.server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("isb.v1.BrokerService", health_pb2.HealthCheckResponse.SERVING)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._checkpoints(), name="isb-checkpoints"))
+        log.info("broker.started", listen=config.listen, port=self.port, database=_redact(config.database_url),
+                 audit_size=audit_log.size, agencies=len(self.registry.all()))
+
+    def _crl_issuer(self) -> x509.Certificate:
+        # The CRL is signed by the CA that issues leaves: the intermediate if the deployment has one.
+        issuing = self.config.cert_dir / "issuing-ca.crt"
+        if issuing.exists():
+            return x509.load_pem_x509_certificate(issuing.read_bytes())
+        return self.trust_roots[0]
+
+    async def _seed_agencies(self) -> None:
+        # A dev PKI lists its sample agencies; register those not yet known (audited like any registration).
+        listing = self.config.cert_dir / "agencies.json"
+        if not listing.exists():
+            return
+        for item in json.loads(listing.read_text()):
+            if item["agency"] not in self.registry:
+                await self.writer.submit(RegisterAgency(
+                    AgencyRecord(item["agency"], item.get("display_name", ""), item.get("country", ""),
+                                 item.get("contact", "")),
+                    actor=f"broker:{self.config.node}", registry=self.registry))
+
+    async def _checkpoints(self) -> None:
+        # Sign a checkpoint every few seconds while entries arrive (DESIGN.md section 8).
+        while True:
+            await asyncio.sleep(self.config.checkpoint_interval_seconds)
+            try:
+                await self.sign_checkpoint()
+            except Exception:  # keep signing later; the failure is logged with its cause
+                log.exception("audit.checkpoint_failed")
+
+    async def sign_checkpoint(self) -> None:
+        """Sign a checkpoint of the committed log now (no-op when nothing changed)."""
+        audit_log = self.writer.audit_log
+        await self.writer.run_in_thread(lambda conn: audit_log.sign_checkpoint(conn, self.signer))
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop accepting calls, finish queued writes, close the store."""
+        for task in self._tasks:
+            task.cancel()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.exchange.dispatcher.stop()
+        await self.writer.stop()
+        self.engine.dispose()
+        log.info("broker.stopped")
+
+
+def _redact(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+async def serve(config: BrokerConfig) -> None:
+    """Run a broker until SIGINT or SIGTERM."""
+    broker = Broker(config)
+    await broker.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await broker.stop()

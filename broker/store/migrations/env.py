@@ -1,0 +1,19 @@
+"""Alembic environment: runs migrations on the engine the broker hands over."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlmodel import SQLModel
+
+import broker.audit.tables
+import broker.store.tables  # noqa: F401 - registers the tables on SQLModel.metadata
+
+del broker  # only imported for its side effect
+
+target_metadata = SQLModel.metadata
+engine = context.config.attributes["engine"]
+
+with engine.begin() as connection:
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()

@@ -1,0 +1,185 @@
+"""The single writer: every state change of the broker, and its audit entry, commits here.
+
+Operations queue up while the previous batch commits, and the next batch takes all of them in one
+transaction ("group commit"): one fsync serves many senders, which is what lets a durable broker
+keep up with a surge. One writer also makes the audit log's sequencing trivial: entries get their
+indices in commit order, and the entry and the state change it records commit together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.engine import Connection, Engine
+
+from broker.audit import AuditEvent, AuditLog
+from broker.errors import BrokerError, StorageUnavailable
+from broker.store.db import now_us
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+MAX_BATCH = 512
+
+
+@dataclass
+class Batch:
+    """What one transaction writes: staged rows, audit events, and work to do after commit."""
+
+    conn: Connection
+    now_us: int
+    first_index: int
+    events: list[AuditEvent] = field(default_factory=list)
+    inserts: dict[sa.Table, list[dict[str, Any]]] = field(default_factory=dict)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+    # Messages staged earlier in this batch, so that a second send of one id sees the first.
+    staged_messages: dict[str, tuple[bytes, int, int]] = field(default_factory=dict)
+
+    @property
+    def now(self) -> datetime:
+        """The batch's timestamp as an aware datetime, for audit entries."""
+        return datetime.fromtimestamp(self.now_us / 1_000_000, UTC)
+
+    def audit(self, event: AuditEvent) -> int:
+        """Stage an audit entry; return the index it will have once the batch commits."""
+        self.events.append(event)
+        return self.first_index + len(self.events) - 1
+
+    def insert(self, table: sa.Table, row: dict[str, Any]) -> None:
+        """Stage a row; rows of one table are inserted together with executemany."""
+        self.inserts.setdefault(table, []).append(row)
+
+
+class Operation(Protocol[T]):  # type: ignore[misc]
+    """A state change. `stage` runs in the writer thread inside the open transaction; it returns
+    the caller's result or raises `BrokerError` after staging whatever must be recorded anyway
+    (a rejection's audit entry)."""
+
+    def stage(self, batch: Batch) -> T: ...
+
+
+@dataclass
+class _Pending:
+    op: Operation[Any]
+    future: asyncio.Future[Any]
+    outcome: Any = None
+    error: BaseException | None = None
+
+
+class Writer:
+    """Runs operations in batches on one dedicated thread and one connection at a time."""
+
+    def __init__(self, engine: Engine, audit_log: AuditLog) -> None:
+        self._engine = engine
+        self._audit = audit_log
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="isb-writer")
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.operations = 0
+
+    @property
+    def audit_log(self) -> AuditLog:
+        """The audit log this writer appends to (read it only from the writer thread or a snapshot)."""
+        return self._audit
+
+    def start(self) -> None:
+        """Start the batching loop on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="isb-writer")
+
+    async def stop(self) -> None:
+        """Finish the queued operations, then stop."""
+        while not self._queue.empty():
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._thread.shutdown(wait=True)
+
+    async def submit(self, op: Operation[T]) -> T:
+        """Queue `op` and wait until its batch has committed (or failed)."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(op, future))
+        return await future
+
+    def submit_nowait(self, op: Operation[Any]) -> None:
+        """Queue `op` without waiting (for records whose caller does not need the outcome)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_log_failure)
+        self._queue.put_nowait(_Pending(op, future))
+
+    async def run_in_thread(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` on the writer thread in a transaction of its own, between batches."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._transaction, fn)
+
+    def _transaction(self, fn: Callable[[Connection], T]) -> T:
+        with self._engine.begin() as conn:
+            return fn(conn)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            pending = [await self._queue.get()]
+            while len(pending) < MAX_BATCH and not self._queue.empty():
+                pending.append(self._queue.get_nowait())
+            after = await loop.run_in_executor(self._thread, self._commit, pending)
+            for callback in after:
+                try:
+                    callback()
+                except Exception:  # a post-commit notification must not stop the writer
+                    log.exception("writer.after_commit_failed")
+            for item in pending:
+                if item.future.done():
+                    continue
+                if item.error is not None:
+                    item.future.set_exception(item.error)
+                else:
+                    item.future.set_result(item.outcome)
+
+    def _commit(self, pending: list[_Pending]) -> list[Callable[[], None]]:
+        self.batches += 1
+        self.operations += len(pending)
+        try:
+            with self._engine.begin() as conn:
+                batch = Batch(conn=conn, now_us=now_us(), first_index=self._audit.size)
+                for item in pending:
+                    try:
+                        item.outcome = item.op.stage(batch)
+                    except BrokerError as exc:
+                        item.error = exc
+                for table, rows in batch.inserts.items():
+                    conn.execute(table.insert(), rows)
+                if batch.events:
+                    indices = self._audit.append(conn, batch.events)
+                    if indices and indices[0] != batch.first_index:
+                        raise RuntimeError("audit log index drifted from the writer's count")
+        except Exception as exc:
+            self._audit.rollback()
+            log.exception("writer.batch_failed", operations=len(pending))
+            failure = StorageUnavailable(f"the broker could not store this ({type(exc).__name__}); retry")
+            for item in pending:
+                item.error = failure
+            return []
+        self._audit.commit()
+        return batch.after_commit
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("writer.background_operation_failed", error=str(future.exception()))
+
+
+def chunks(values: Sequence[T], size: int = 500) -> list[Sequence[T]]:
+    """Split `values` for IN (...) lists that stay under every database's parameter limit."""
+    return [values[i:i + size] for i in range(0, len(values), size)]

@@ -1,0 +1,1 @@
+"""Transport and authentication: mutual TLS credentials, the caller's identity on every call."""

@@ -1,0 +1,112 @@
+"""Who is calling: the verified peer certificate of each call, never a field of the request.
+
+gRPC has already verified the chain during the TLS handshake. Per call we add what grpcio's Python
+API cannot: the revocation check (DESIGN.md section 2), the expiry of long-lived connections, and
+the SPIFFE identity and role taken from the certificate's single URI SAN.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from broker.errors import AuthenticationError, PermissionDenied
+from broker.identity import Role, SpiffeId
+from broker.pki.inspect import certificate_identity, serial_hex
+
+_CACHE_LIMIT = 4096
+
+
+class RevocationChecker(Protocol):
+    """Answers whether a certificate serial has been revoked (see `broker.pki`)."""
+
+    def is_revoked(self, serial: int) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller of one RPC."""
+
+    spiffe_id: SpiffeId
+    serial: int
+    fingerprint: bytes
+    certificate_der: bytes
+    not_after: dt.datetime
+
+    @property
+    def role(self) -> Role:
+        """agency, auditor, admin or broker."""
+        return self.spiffe_id.role
+
+    @property
+    def name(self) -> str:
+        """The agency id for agencies, the person or node name otherwise."""
+        return self.spiffe_id.name
+
+    def __str__(self) -> str:
+        return str(self.spiffe_id)
+
+
+class Authenticator:
+    """Turns a call's TLS peer into a `Principal`, checking revocation and expiry every time."""
+
+    def __init__(self, trust_domain: str, revocations: RevocationChecker) -> None:
+        self._trust_domain = trust_domain
+        self._revocations = revocations
+        self._cache: dict[bytes, Principal | AuthenticationError] = {}
+
+    def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:  # type: ignore[type-arg]
+        """The verified caller of this call; raise `AuthenticationError` if it may not call at all."""
+        pems = context.auth_context().get("x509_pem_cert")
+        if not pems:
+            raise AuthenticationError("no client certificate on this connection")
+        principal = self._principal(pems[0])
+        if self._revocations.is_revoked(principal.serial):
+            raise AuthenticationError(
+                f"certificate {serial_hex(principal.serial)} of {principal.spiffe_id} has been revoked")
+        if principal.not_after <= dt.datetime.now(dt.UTC):
+            raise AuthenticationError(
+                f"certificate of {principal.spiffe_id} expired at {principal.not_after.isoformat()}")
+        return principal
+
+    def require(self, context: grpc.aio.ServicerContext, *roles: Role) -> Principal:  # type: ignore[type-arg]
+        """Authenticate and check the caller's role."""
+        principal = self.authenticate(context)
+        if principal.role not in roles:
+            allowed = " or ".join(r.value for r in roles)
+            raise PermissionDenied(f"{principal.spiffe_id} is a {principal.role.value}; only {allowed} may call this")
+        return principal
+
+    def _principal(self, pem: bytes) -> Principal:
+        cached = self._cache.get(pem)
+        if isinstance(cached, AuthenticationError):
+            raise cached
+        if cached is not None:
+            return cached
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+            der = cert.public_bytes(Encoding.DER)
+            principal: Principal | AuthenticationError = Principal(
+                spiffe_id=certificate_identity(cert, self._trust_domain),
+                serial=cert.serial_number,
+                fingerprint=hashlib.sha256(der).digest(),
+                certificate_der=der,
+                not_after=cert.not_valid_after_utc,
+            )
+        except AuthenticationError as exc:
+            principal = exc
+        except ValueError as exc:
+            principal = AuthenticationError(f"client certificate does not parse: {exc}")
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[pem] = principal
+        if isinstance(principal, AuthenticationError):
+            raise principal
+        return principal
+

@@ -1,0 +1,196 @@
+"""The agency-facing gRPC servicer: translation between protobuf and the exchange, nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import grpc
+import structlog
+from cryptography import x509
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
+from broker.delivery.exchange import Exchange
+from broker.delivery.operations import Accepted
+from broker.directory import PublishBundle, Registry, current_bundles
+from broker.errors import BrokerError, InvalidRequest, PermissionDenied
+from broker.identity import Role
+from broker.policy import RunningPolicy
+from broker.protocol.keys import verify_key_bundle
+from broker.store.db import now_us
+from broker.store.writer import Writer
+from broker.transport.auth import Authenticator
+from broker.transport.rpc import Context, streaming, unary
+
+log = structlog.get_logger(__name__)
+
+MAX_BATCH_ENVELOPES = 256
+MAX_DIRECTORY_QUERY = 1000
+# A Subscribe stream re-checks its caller's certificate at least this often, so that a revocation
+# closes open streams within a second (DESIGN.md section 2).
+REAUTH_SECONDS = 0.25
+
+
+def _ts(us: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromMicroseconds(us)
+    return ts
+
+
+def _send_response(accepted: Accepted) -> broker_pb2.SendResponse:
+    return broker_pb2.SendResponse(
+        message_id=accepted.message_id, accepted_at=_ts(accepted.accepted_us),
+        audit_index=accepted.audit_index, duplicate=accepted.duplicate, delivered_to=accepted.recipients)
+
+
+class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
+    """BrokerService over the exchange; every call authenticates its caller first."""
+
+    def __init__(self, auth: Authenticator, exchange: Exchange, writer: Writer, registry: Registry,
+                 policy: RunningPolicy, trust_roots: Callable[[], Sequence[x509.Certificate]],
+                 trust_domain: str) -> None:
+        self._auth = auth
+        self._exchange = exchange
+        self._writer = writer
+        self._registry = registry
+        self._policy = policy
+        self._trust_roots = trust_roots
+        self._trust_domain = trust_domain
+
+    async def refuse(self, actor: str, rpc: str, error: BrokerError) -> None:
+        """Audit a refusal that the exchange did not audit itself (authentication, roles)."""
+        await self._exchange.refuse(actor, rpc, error)
+
+    @unary("Send")
+    async def Send(self, request: broker_pb2.SendRequest, context: Context) -> broker_pb2.SendResponse:
+        caller = self._auth.authenticate(context)
+        accepted = await self._exchange.send(caller, request.envelope, request.envelope.ByteSize())
+        log.info("envelope.accepted", message_id=accepted.message_id, sender=caller.name,
+                 recipients=len(accepted.recipients), duplicate=accepted.duplicate)
+        return _send_response(accepted)
+
+    async def SendStream(self, request_iterator: AsyncIterator[broker_pb2.SendBatch],
+                         context: Context) -> AsyncIterator[broker_pb2.SendBatchResult]:
+        """Batches in, results out in the same order; a refused envelope fails alone, not its batch."""
+        try:
+            caller = self._auth.authenticate(context)
+        except BrokerError as exc:
+            await self.refuse(str(context.peer()), "SendStream", exc)
+            await context.abort(exc.status, str(exc))
+        async for batch in request_iterator:
+            if len(batch.envelopes) > MAX_BATCH_ENVELOPES:
+                error = InvalidRequest(f"{len(batch.envelopes)} envelopes in one batch, over {MAX_BATCH_ENVELOPES}")
+                await self.refuse(str(caller), "SendStream", error)
+                await context.abort(error.status, str(error))
+            caller = self._auth.authenticate(context)  # revocation bites mid-stream too
+            outcomes = await asyncio.gather(
+                *(self._exchange.send(caller, e, e.ByteSize()) for e in batch.envelopes), return_exceptions=True)
+            results = []
+            for envelope, outcome in zip(batch.envelopes, outcomes, strict=True):
+                if isinstance(outcome, Accepted):
+                    results.append(broker_pb2.SendResult(message_id=outcome.message_id,
+                                                         response=_send_response(outcome)))
+                elif isinstance(outcome, BrokerError):
+                    results.append(broker_pb2.SendResult(
+                        message_id=_message_id(envelope), code=outcome.status.value[0], error=str(outcome)))
+                else:
+                    log.error("send_stream.failed", error=repr(outcome))
+                    results.append(broker_pb2.SendResult(
+                        message_id=_message_id(envelope), code=grpc.StatusCode.INTERNAL.value[0],
+                        error="internal error"))
+            yield broker_pb2.SendBatchResult(results=results)
+
+    @streaming("Subscribe")
+    async def Subscribe(self, request: broker_pb2.SubscribeRequest,
+                        context: Context) -> AsyncIterator[broker_pb2.Delivery]:
+        caller = self._auth.authenticate(context)
+        stream = await self._exchange.open_stream(caller, request.max_in_flight)
+        log.info("subscribe.opened", agency=caller.name)
+        certs: dict[str, bytes] = {}
+        try:
+            while True:
+                self._auth.authenticate(context)
+                item = await stream.next(REAUTH_SECONDS)
+                if item is None:
+                    continue
+                assert item.envelope is not None  # noqa: S101 - the stream loads it before returning
+                envelope = envelope_pb2.Envelope.FromString(item.envelope)
+                cert = certs.get(item.message_id) or await self._exchange.sender_certificate(item.message_id)
+                yield broker_pb2.Delivery(
+                    delivery_id=f"{item.message_id}/{item.recipient}", envelope=envelope, attempt=item.attempts,
+                    sender_certificate=cert, accepted_at=_ts(item.accepted_us))
+        finally:
+            stream.close()
+            log.info("subscribe.closed", agency=caller.name)
+
+    @unary("Ack")
+    async def Ack(self, request: broker_pb2.AckRequest, context: Context) -> broker_pb2.AckResponse:
+        caller = self._auth.authenticate(context)
+        count = await self._exchange.acknowledge(caller, request.receipts)
+        return broker_pb2.AckResponse(acknowledged=count)
+
+    @unary("GetStatus")
+    async def GetStatus(self, request: broker_pb2.GetStatusRequest, context: Context) -> broker_pb2.MessageStatus:
+        caller = self._auth.authenticate(context)
+        if not request.message_id or len(request.message_id) > 64:
+            raise InvalidRequest("GetStatus needs the message_id of a message you sent")
+        rows = await self._exchange.status(caller, request.message_id)
+        status = broker_pb2.MessageStatus(message_id=request.message_id)
+        for state, cert in rows:
+            item = status.recipients.add(recipient=state.recipient, state=state.state, attempts=state.attempts,
+                                         updated_at=_ts(state.updated_us))
+            if state.receipt is not None and state.receipt_signature is not None:
+                item.receipt.receipt = state.receipt
+                item.receipt.signature = state.receipt_signature
+                item.recipient_certificate = cert or b""
+        return status
+
+    @unary("PublishKeyBundle")
+    async def PublishKeyBundle(self, request: envelope_pb2.SignedKeyBundle,
+                               context: Context) -> broker_pb2.PublishKeyBundleResponse:
+        caller = self._auth.require(context, Role.AGENCY)
+        if len(request.bundle) > 8192 or len(request.certificate) > 16384 or len(request.signature) > 256:
+            raise InvalidRequest("key bundle is larger than any valid bundle")
+        if request.certificate != caller.certificate_der:
+            raise PermissionDenied("a key bundle must be signed with the certificate of the calling agency")
+        bundle = verify_key_bundle(request, trust_roots=self._trust_roots(), expected_agency=caller.name,
+                                   trust_domain=self._trust_domain, now=dt.datetime.now(dt.UTC))
+        index = await self._writer.submit(PublishBundle(
+            agency=caller.name, key_id=bundle.key_id, bundle=request.bundle, signature=request.signature,
+            certificate=request.certificate, not_after=bundle.not_after.ToDatetime(dt.UTC),
+            actor=str(caller), suite=envelope_pb2.KeySuite.Name(bundle.suite)))
+        log.info("keybundle.published", agency=caller.name, key_id=bundle.key_id)
+        return broker_pb2.PublishKeyBundleResponse(key_id=bundle.key_id, audit_index=index)
+
+    @unary("GetDirectory")
+    async def GetDirectory(self, request: broker_pb2.GetDirectoryRequest, context: Context) -> broker_pb2.Directory:
+        self._auth.authenticate(context)
+        if len(request.agencies) > MAX_DIRECTORY_QUERY:
+            raise InvalidRequest(f"at most {MAX_DIRECTORY_QUERY} agencies per directory query")
+        wanted = list(request.agencies)
+        records = [self._registry.get(a) for a in wanted] if wanted else self._registry.all()
+        unknown = [a for a, r in zip(wanted, records, strict=True) if r is None]
+        if unknown:
+            raise InvalidRequest(f"not registered: {', '.join(unknown[:5])}")
+        bundles = await self._exchange.read(lambda conn: current_bundles(conn, wanted, now_us()))
+        directory = broker_pb2.Directory()
+        for record in records:
+            assert record is not None  # noqa: S101 - unknown ones were refused above
+            entry = directory.agencies.add(agency=record.agency_id, display_name=record.display_name,
+                                           country=record.country)
+            for b in bundles.get(record.agency_id, []):
+                entry.key_bundles.add(bundle=b.bundle, signature=b.signature, certificate=b.certificate)
+                if not entry.certificate:
+                    entry.certificate = b.certificate
+        for name, members in sorted(self._policy.current.groups.items()):
+            directory.groups.add(name=name, members=sorted(members))
+        return directory
+
+
+def _message_id(envelope: envelope_pb2.Envelope) -> str:
+    try:
+        return envelope_pb2.Header.FromString(envelope.header).message_id
+    except Exception:  # noqa: BLE001 - only to label an error result; the error itself says what failed
+        return ""

@@ -1,0 +1,376 @@
+"""The agency SDK: connect with a certificate, publish keys, send sealed messages, receive and
+acknowledge deliveries with signed receipts, and read back the receipts of what we sent."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from cryptography import x509
+
+from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
+from broker.identity import AGENCY_ID, Role
+from broker.protocol.envelope import OpenedMessage, open_envelope, seal
+from broker.protocol.keys import EncryptionKey, make_key_bundle, verify_agency_certificate, verify_key_bundle
+from broker.protocol.receipts import make_receipt, verify_receipt
+from clients._tls import Identity, diagnose_handshake, load_identity
+from clients.errors import ClientError, RemoteError, VerificationError
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+X25519 = envelope_pb2.X25519_HKDF_SHA256_AES_256_GCM
+MLKEM768_X25519 = envelope_pb2.MLKEM768_X25519_HKDF_SHA256_AES_256_GCM
+_TLP = {
+    "CLEAR": envelope_pb2.TLP_CLEAR, "GREEN": envelope_pb2.TLP_GREEN, "AMBER": envelope_pb2.TLP_AMBER,
+    "AMBER+STRICT": envelope_pb2.TLP_AMBER_STRICT, "RED": envelope_pb2.TLP_RED,
+}
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """A delivery the SDK has verified and decrypted: plaintext, verified sender, handling."""
+
+    opened: OpenedMessage
+    envelope_sha256: bytes
+    attempt: int
+    sender_certificate: x509.Certificate
+
+    @property
+    def message_id(self) -> str:
+        """The sender-chosen UUIDv7 of the message."""
+        return self.opened.message_id
+
+    @property
+    def sender(self) -> str:
+        """The sender agency, as verified from its certificate and signatures."""
+        return self.opened.sender
+
+    @property
+    def body(self) -> bytes:
+        """The plaintext body."""
+        return self.opened.body
+
+    @property
+    def content_type(self) -> str:
+        """The media type of the body, as signed by the sender."""
+        return self.opened.content_type
+
+    @property
+    def header(self) -> envelope_pb2.Header:
+        """The verified header (kind, handling, priority, times...)."""
+        return self.opened.header
+
+
+@dataclass(frozen=True)
+class InvalidDelivery:
+    """A delivery that failed verification; the SDK rejects it with a signed REJECTED receipt."""
+
+    message_id: str
+    error: ClientError | Exception
+
+
+@dataclass(frozen=True)
+class RecipientReceipt:
+    """One recipient's delivery state, with its receipt verified by the SDK (not the broker)."""
+
+    recipient: str
+    state: str
+    attempts: int
+    receipt: envelope_pb2.Receipt | None
+
+
+@dataclass
+class _Keyring:
+    keys: dict[str, EncryptionKey] = field(default_factory=dict)
+
+    def load(self, directory: Path | None) -> None:
+        if directory is None or not directory.exists():
+            return
+        for path in sorted(directory.glob("*.hpke")):
+            key = EncryptionKey.load(path)
+            self.keys[key.key_id] = key
+
+
+class AgencyClient:
+    """An agency's connection to the broker.
+
+    `AgencyClient(target, cert=..., key=..., ca=...)`; `keystore` is a folder holding this agency's
+    HPKE private keys (written 0600), so messages sealed to an older key stay readable.
+    """
+
+    def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, trust_domain: str = "isb.dev",
+                 keystore: Path | None = None, server_name: str | None = None, timeout: float = 10.0) -> None:
+        self.identity: Identity = load_identity(cert, key, ca, trust_domain, Role.AGENCY)
+        self.agency = self.identity.spiffe_id.name
+        self.trust_domain = trust_domain
+        self._target = target
+        self._server_name = server_name
+        self._timeout = timeout
+        self._keystore = keystore
+        self._keyring = _Keyring()
+        self._keyring.load(keystore)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.identity.ca_pem, private_key=self.identity.key_pem,
+            certificate_chain=self.identity.cert_pem)
+        options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                                          ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        self._channel = grpc.secure_channel(target, credentials, options=options)
+        self._stub = broker_pb2_grpc.BrokerServiceStub(self._channel)
+        self._bundles: dict[str, tuple[float, envelope_pb2.KeyBundle]] = {}
+        self._groups: dict[str, list[str]] = {}
+
+    @classmethod
+    def from_dir(cls, target: str, cert_dir: Path, agency: str, **kwargs: Any) -> AgencyClient:
+        """A client from a PKI folder laid out like `certs/dev/` (`<AGENCY>.crt`, `<AGENCY>.key`, `ca.crt`)."""
+        if not AGENCY_ID.fullmatch(agency):
+            raise ClientError(f"{agency!r} is not an agency id")
+        kwargs.setdefault("keystore", cert_dir / "keys" / agency)
+        return cls(target, cert=cert_dir / f"{agency}.crt", key=cert_dir / f"{agency}.key",
+                   ca=cert_dir / "ca.crt", **kwargs)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> AgencyClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- calls ---------------------------------------------------------------------------------
+    def _call(self, fn: Callable[..., T], request: Any, **kwargs: Any) -> T:
+        try:
+            return fn(request, timeout=kwargs.pop("timeout", self._timeout), **kwargs)
+        except grpc.RpcError as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: grpc.RpcError) -> ClientError:
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        if code is grpc.StatusCode.UNAVAILABLE:
+            return diagnose_handshake(self._target, self.identity, self._server_name)
+        return RemoteError(code, details or "")
+
+    # -- keys ----------------------------------------------------------------------------------
+    def publish_key(self, suite: envelope_pb2.KeySuite.ValueType = X25519, *,
+                    lifetime: dt.timedelta = dt.timedelta(days=30)) -> str:
+        """Generate an encryption key, keep it in the keystore, publish its signed bundle; return its id."""
+        key = EncryptionKey.generate(suite)
+        if self._keystore is not None:
+            self._keystore.mkdir(parents=True, exist_ok=True, mode=0o700)
+            key.save(self._keystore / f"{key.key_id}.hpke")
+        self._keyring.keys[key.key_id] = key
+        now = dt.datetime.now(dt.UTC)
+        signed = make_key_bundle(self.agency, key, identity_key=self.identity.private_key,
+                                 certificate=self.identity.certificate, not_before=now - dt.timedelta(minutes=5),
+                                 not_after=now + lifetime)
+        response = self._call(self._stub.PublishKeyBundle, signed)
+        return response.key_id
+
+    def recipient_keys(self, agencies: Iterable[str], *, refresh: bool = False) -> dict[str, envelope_pb2.KeyBundle]:
+        """A verified current key bundle for each agency, fetched from the directory and checked
+        against the agency's certificate chain here (the broker is not trusted for keys)."""
+        wanted = sorted(set(agencies))
+        now = time.monotonic()
+        missing = [a for a in wanted if refresh or a not in self._bundles or self._bundles[a][0] < now]
+        if missing:
+            directory = self._call(self._stub.GetDirectory, broker_pb2.GetDirectoryRequest(agencies=missing))
+            when = dt.datetime.now(dt.UTC)
+            for entry in directory.agencies:
+                best: envelope_pb2.KeyBundle | None = None
+                for signed in entry.key_bundles:
+                    bundle = verify_key_bundle(signed, trust_roots=self.identity.trust_roots,
+                                               expected_agency=entry.agency, trust_domain=self.trust_domain, now=when)
+                    if best is None or bundle.not_before.ToDatetime() > best.not_before.ToDatetime():
+                        best = bundle
+                if best is not None:
+                    self._bundles[entry.agency] = (now + 60.0, best)
+            for group in directory.groups:
+                self._groups[group.name] = list(group.members)
+        absent = [a for a in wanted if a not in self._bundles]
+        if absent:
+            raise ClientError(f"no valid key bundle published by {', '.join(absent)}; they must run publish_key")
+        return {a: self._bundles[a][1] for a in wanted}
+
+    def expand(self, recipients: Sequence[str]) -> list[str]:
+        """Agency ids behind `recipients` (groups expanded with the directory's membership)."""
+        if any(not AGENCY_ID.fullmatch(r) for r in recipients) and not self._groups:
+            directory = self._call(self._stub.GetDirectory, broker_pb2.GetDirectoryRequest(agencies=[]))
+            self._groups = {g.name: list(g.members) for g in directory.groups}
+        agencies: set[str] = set()
+        for r in recipients:
+            if AGENCY_ID.fullmatch(r):
+                agencies.add(r)
+            elif r in self._groups:
+                agencies.update(m for m in self._groups[r] if m != self.agency)
+            else:
+                raise ClientError(f"{r!r} is neither an agency id nor a known group")
+        return sorted(agencies)
+
+    # -- sending -------------------------------------------------------------------------------
+    def seal(self, recipients: Sequence[str], body: bytes, *, content_type: str = "application/octet-stream",
+             kind: envelope_pb2.Kind.ValueType = envelope_pb2.ALERT, tlp: str = "AMBER",
+             priority: envelope_pb2.Priority.ValueType = envelope_pb2.NORMAL, expires: dt.datetime | None = None,
+             handling: envelope_pb2.Handling | None = None, **header: Any) -> envelope_pb2.Envelope:
+        """Seal `body` for `recipients` (agency ids and/or groups) without sending it."""
+        if handling is None:
+            if tlp not in _TLP:
+                raise ClientError(f"unknown TLP code {tlp!r}; use one of {', '.join(_TLP)}")
+            handling = envelope_pb2.Handling(tlp=_TLP[tlp])
+        keys = self.recipient_keys(self.expand(recipients))
+        return seal(sender=self.agency, identity_key=self.identity.private_key, certificate=self.identity.certificate,
+                    recipients=list(recipients), recipient_keys=keys, kind=kind, body=body, content_type=content_type,
+                    handling=handling, priority=priority, expires=expires, **header)
+
+    def send_envelope(self, envelope: envelope_pb2.Envelope) -> broker_pb2.SendResponse:
+        """Send an already sealed envelope (sending the same one again is idempotent)."""
+        return self._call(self._stub.Send, broker_pb2.SendRequest(envelope=envelope))
+
+    def send(self, recipients: Sequence[str], body: bytes, **options: Any) -> broker_pb2.SendResponse:
+        """Seal and send; returns the broker's acceptance with the audit log index."""
+        return self.send_envelope(self.seal(recipients, body, **options))
+
+    def send_many(self, envelopes: Sequence[envelope_pb2.Envelope], batch_size: int = 64) -> list[broker_pb2.SendResult]:
+        """Send many sealed envelopes over one stream in batches; one result per envelope, in order."""
+        batches = [envelopes[i:i + batch_size] for i in range(0, len(envelopes), batch_size)]
+        requests = (broker_pb2.SendBatch(envelopes=b) for b in batches)
+        results: list[broker_pb2.SendResult] = []
+        try:
+            for reply in self._stub.SendStream(requests, timeout=max(self._timeout, 0.05 * len(envelopes))):
+                results.extend(reply.results)
+        except grpc.RpcError as exc:
+            raise self._translate(exc) from exc
+        return results
+
+    # -- receiving -----------------------------------------------------------------------------
+    def deliveries(self, *, max_in_flight: int = 64, timeout: float | None = None,
+                   on_invalid: Callable[[InvalidDelivery], None] | None = None) -> Iterator[ReceivedMessage]:
+        """Verified, decrypted deliveries for this agency, in the broker's order; runs until `timeout`
+        seconds pass without a delivery (None: forever). A delivery that fails verification is
+        rejected with a signed REJECTED receipt and reported to `on_invalid`, never yielded."""
+        call = self._stub.Subscribe(broker_pb2.SubscribeRequest(max_in_flight=max_in_flight))
+        reader = _StreamReader(call)
+        try:
+            while True:
+                try:
+                    delivery = reader.next(timeout)
+                except grpc.RpcError as exc:
+                    if exc.code() is grpc.StatusCode.CANCELLED:
+                        return
+                    raise self._translate(exc) from exc
+                if delivery is None:
+                    return
+                try:
+                    yield self._open(delivery)
+                except (VerificationError, ClientError) as exc:
+                    message_id = _header_message_id(delivery.envelope)
+                    log.warning("delivery.rejected", message_id=message_id, error=str(exc))
+                    self._reject(delivery, str(exc))
+                    if on_invalid is not None:
+                        on_invalid(InvalidDelivery(message_id, exc))
+        finally:
+            call.cancel()
+
+    def _open(self, delivery: broker_pb2.Delivery) -> ReceivedMessage:
+        try:
+            sender_cert = x509.load_der_x509_certificate(delivery.sender_certificate)
+        except ValueError as exc:
+            raise VerificationError("delivery carries a sender certificate that does not parse") from exc
+        header = envelope_pb2.Header.FromString(delivery.envelope.header)
+        verify_agency_certificate(sender_cert, trust_roots=self.identity.trust_roots,
+                                  expected_agency=header.sender, trust_domain=self.trust_domain,
+                                  now=header.created.ToDatetime(dt.UTC))
+        opened = open_envelope(delivery.envelope, recipient=self.agency, keys=self._keyring.keys,
+                               sender_certificate=sender_cert)
+        digest = hashlib.sha256(delivery.envelope.SerializeToString()).digest()
+        return ReceivedMessage(opened, digest, delivery.attempt, sender_cert)
+
+    def _reject(self, delivery: broker_pb2.Delivery, reason: str) -> None:
+        message_id = _header_message_id(delivery.envelope)
+        if not message_id:
+            return
+        receipt = make_receipt(message_id=message_id,
+                               envelope_sha256=hashlib.sha256(delivery.envelope.SerializeToString()).digest(),
+                               recipient=self.agency, status=envelope_pb2.REJECTED,
+                               identity_key=self.identity.private_key, reason=reason[:500])
+        self._call(self._stub.Ack, broker_pb2.AckRequest(receipts=[receipt]))
+
+    def ack(self, messages: ReceivedMessage | Sequence[ReceivedMessage],
+            status: envelope_pb2.ReceiptStatus.ValueType = envelope_pb2.DELIVERED) -> int:
+        """Acknowledge deliveries with signed receipts; the broker takes them off our queue."""
+        batch = [messages] if isinstance(messages, ReceivedMessage) else list(messages)
+        receipts = [make_receipt(message_id=m.message_id, envelope_sha256=m.envelope_sha256, recipient=self.agency,
+                                 status=status, identity_key=self.identity.private_key) for m in batch]
+        return self._call(self._stub.Ack, broker_pb2.AckRequest(receipts=receipts)).acknowledged
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self, message_id: str) -> list[RecipientReceipt]:
+        """Each recipient's state of a message we sent, receipts verified against their certificates."""
+        reply = self._call(self._stub.GetStatus, broker_pb2.GetStatusRequest(message_id=message_id))
+        result = []
+        for r in reply.recipients:
+            receipt = None
+            if r.receipt.receipt:
+                cert = x509.load_der_x509_certificate(r.recipient_certificate)
+                verify_agency_certificate(cert, trust_roots=self.identity.trust_roots, expected_agency=r.recipient,
+                                          trust_domain=self.trust_domain, now=dt.datetime.now(dt.UTC))
+                receipt = verify_receipt(r.receipt, cert, expected_recipient=r.recipient)
+                if receipt.message_id != message_id:
+                    raise VerificationError(f"receipt of {r.recipient} is for message {receipt.message_id}")
+            result.append(RecipientReceipt(r.recipient, broker_pb2.DeliveryState.Name(r.state), r.attempts, receipt))
+        return result
+
+
+def _header_message_id(envelope: envelope_pb2.Envelope) -> str:
+    try:
+        return envelope_pb2.Header.FromString(envelope.header).message_id
+    except Exception:  # noqa: BLE001 - only used to label a rejection
+        return ""
+
+
+class _StreamReader:
+    """Reads a server stream on a thread so that the caller can wait with a timeout."""
+
+    _END = object()
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1024)
+        threading.Thread(target=self._pump, daemon=True, name="isb-subscribe").start()
+
+    def _pump(self) -> None:
+        try:
+            for item in self._call:
+                self._queue.put(item)
+        except grpc.RpcError as exc:
+            self._queue.put(exc)
+        self._queue.put(self._END)
+
+    def next(self, timeout: float | None) -> broker_pb2.Delivery | None:
+        """The next delivery; None at the end of the stream or after `timeout` seconds of silence."""
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is self._END:
+            return None
+        if isinstance(item, grpc.RpcError):
+            raise item
+        return item  # type: ignore[no-any-return]
+
+
+__all__ = ["MLKEM768_X25519", "X25519", "AgencyClient", "InvalidDelivery", "ReceivedMessage", "RecipientReceipt",
+]

@@ -1,0 +1,319 @@
+"""`isb pki ...`: create and run the deployment's certificate authority from the command line.
+
+The top-level `isb` parser (clients/cli/__init__.py) calls `register`; every subcommand sets
+`func(args) -> int` (the exit status) as its default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+
+from cryptography.hazmat.primitives import serialization
+
+from broker.config import DEFAULT_CERT_DIR
+from broker.errors import BrokerError, InvalidRequest
+from broker.identity import Role, make_spiffe_id
+from broker.pki import _files
+from broker.pki.authority import generate_identity_key
+from broker.pki.csr import CertificateRequest, create_csr, csr_pem, verify_csr
+from broker.pki.dev import ensure_dev_pki
+from broker.pki.inspect import parse_serial
+from broker.pki.issuance import chain_pem, check_lifetime, issue_request, renew
+from broker.pki.revocation import REVOCATION_REASONS, publish_crl, revoke
+from broker.pki.store import CaDirectory, CertificateRecord, CertificateStatus, list_certificates
+
+__all__ = ["main", "register"]
+
+EXPIRY_WARNING = timedelta(days=30)
+_RED, _YELLOW, _DIM, _RESET = "\033[31m", "\033[33m", "\033[2m", "\033[0m"
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `pki` command and its subcommands to the `isb` parser."""
+    pki = subparsers.add_parser("pki", help="certificate authority: init, issue, revoke, list, renew")
+    commands = pki.add_subparsers(dest="pki_command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser("init", help="create the deployment's root CA (refuses to overwrite)")
+    init.add_argument("--dir", type=Path, required=True, help="directory for the new CA")
+    init.add_argument("--trust-domain", required=True, help="e.g. isb.example.eu")
+    init.add_argument(
+        "--intermediate",
+        action="store_true",
+        help="also create an intermediate CA so the root key can go offline",
+    )
+    _set(init, _cmd_init)
+
+    dev = commands.add_parser("dev", help="create the development PKI if missing (idempotent)")
+    dev.add_argument("--dir", type=Path, default=DEFAULT_CERT_DIR, help=f"default {DEFAULT_CERT_DIR}")
+    dev.add_argument("--trust-domain", default="isb.dev")
+    _set(dev, _cmd_dev)
+
+    request = commands.add_parser("request", help="generate an identity key and a CSR (agency side)")
+    who = request.add_mutually_exclusive_group(required=True)
+    who.add_argument("--agency", metavar="ID", help="agency id, e.g. FR-CUSTOMS")
+    who.add_argument("--auditor", metavar="NAME")
+    who.add_argument("--admin", metavar="NAME")
+    who.add_argument("--broker", metavar="NODE", help="broker node name (server certificate)")
+    request.add_argument("--trust-domain", default="isb.dev")
+    request.add_argument("--out", type=Path, required=True, help="directory for <name>.key and <name>.csr")
+    request.add_argument("--dns", action="append", default=[], help="DNS name (broker only; repeatable)")
+    request.add_argument("--ip", action="append", default=[], help="IP address (broker only; repeatable)")
+    _set(request, _cmd_request)
+    _add_admin_commands(commands)
+
+
+def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    issue = commands.add_parser(
+        "issue", help="issue a certificate from a CSR after confirmation (admin side)"
+    )
+    issue.add_argument("csr", type=Path, help="the CSR file (PEM or DER)")
+    _ca_argument(issue)
+    issue.add_argument("--out", type=Path, help="certificate chain file (default: the CSR path with .crt)")
+    issue.add_argument("--days", type=int, help="lifetime in days (default: 90 for agencies)")
+    issue.add_argument("--role", choices=[role.value for role in Role], help="refuse a CSR for another role")
+    issue.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
+    _set(issue, _cmd_issue)
+
+    listing = commands.add_parser("list", help="show every issued certificate and its status")
+    _ca_argument(listing)
+    _set(listing, _cmd_list)
+
+    revoking = commands.add_parser("revoke", help="revoke a certificate and re-sign the CRL")
+    revoking.add_argument("serial", help="serial number in hex, as `isb pki list` shows it")
+    revoking.add_argument(
+        "--reason",
+        default="unspecified",
+        metavar="REASON",
+        help="RFC 5280 reason: "
+        + ", ".join(r for r in REVOCATION_REASONS if r not in ("certificateHold", "removeFromCRL")),
+    )
+    _ca_argument(revoking)
+    _set(revoking, _cmd_revoke)
+
+    renewing = commands.add_parser("renew", help="issue a successor of a certificate (same SPIFFE id)")
+    renewing.add_argument("serial", help="serial of the certificate to renew")
+    _ca_argument(renewing)
+    renewing.add_argument("--csr", type=Path, help="CSR with a new key (default: keep the current key)")
+    renewing.add_argument("--out", type=Path, required=True, help="certificate chain file to write")
+    renewing.add_argument("--days", type=int, help="lifetime in days (default: the role's default)")
+    renewing.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
+    _set(renewing, _cmd_renew)
+
+    crl = commands.add_parser(
+        "crl", help="re-sign the CRL (refreshes its next update) and optionally export it"
+    )
+    _ca_argument(crl)
+    crl.add_argument("--out", type=Path, help="also write the CRL here")
+    crl.add_argument("--der", action="store_true", help="write --out in DER instead of PEM")
+    _set(crl, _cmd_crl)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `pki ...` on its own (tests, or before the `isb` entry point exists)."""
+    parser = argparse.ArgumentParser(prog="isb")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    handler: Handler = args.func
+    return handler(args)
+
+
+def _set(parser: argparse.ArgumentParser, handler: Handler) -> None:
+    parser.set_defaults(func=_reporting_errors(handler))
+
+
+def _ca_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ca", type=Path, default=DEFAULT_CERT_DIR, help=f"CA directory (default {DEFAULT_CERT_DIR})"
+    )
+
+
+def _reporting_errors(handler: Handler) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except BrokerError as exc:
+            # Our errors carry a message written for the operator; a traceback would bury it.
+            print(f"isb pki: error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    _check_trust_domain(args.trust_domain)
+    ca = CaDirectory.init(args.dir, args.trust_domain, intermediate=args.intermediate)
+    print(f"created CA for trust domain {ca.trust_domain} in {ca.path}")
+    print(f"  trust anchor : {ca.root_cert_path}")
+    print(f"  CRL          : {ca.crl_path}")
+    if ca.has_intermediate:
+        print(f"  issuing CA   : {ca.intermediate_cert_path}")
+        print(f"  the root key {ca.root_key_path} is not needed to issue or revoke: move it offline")
+    return 0
+
+
+def _check_trust_domain(trust_domain: str) -> None:
+    try:
+        make_spiffe_id(trust_domain, Role.ADMIN, "admin")
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from exc
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    pki = ensure_dev_pki(args.dir, args.trust_domain)
+    print(f"dev PKI ready in {pki.directory} (trust domain {pki.trust_domain})")
+    return 0
+
+
+def _cmd_request(args: argparse.Namespace) -> int:
+    role, name = _requested_identity(args)
+    try:
+        spiffe_id = make_spiffe_id(args.trust_domain, role, name)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from exc
+    if (args.dns or args.ip) and role is not Role.BROKER:
+        raise InvalidRequest("--dns and --ip are only for broker certificates")
+    args.out.mkdir(parents=True, exist_ok=True)
+    key_path, request_path = args.out / f"{name}.key", args.out / f"{name}.csr"
+    key = generate_identity_key()
+    csr = create_csr(key, spiffe_id, dns_names=args.dns, ip_addresses=args.ip)
+    _files.write_private_key(key_path, key)  # refuses to overwrite an existing key
+    _files.write_public_file(request_path, csr_pem(csr))
+    print(f"identity key : {key_path} (mode 0600; keep it here, never send it)")
+    print(f"request      : {request_path} for {spiffe_id}")
+    print("send the request to your ISB administrator, who runs `isb pki issue`")
+    return 0
+
+
+def _requested_identity(args: argparse.Namespace) -> tuple[Role, str]:
+    for role in Role:
+        value: str | None = getattr(args, role.value)
+        if value is not None:
+            return role, value
+    raise InvalidRequest("name an identity: --agency, --auditor, --admin or --broker")
+
+
+def _cmd_issue(args: argparse.Namespace) -> int:
+    ca = CaDirectory.open(args.ca)
+    data = _read_input(args.csr)
+    request = verify_csr(data, ca.trust_domain)
+    role = Role(args.role) if args.role else None
+    if role is not None and request.spiffe_id.role is not role:
+        raise InvalidRequest(
+            f"{args.csr} requests a {request.spiffe_id.role.value} certificate, not {role.value}"
+        )
+    # Check the lifetime before asking, so the admin does not confirm something that then fails.
+    days = check_lifetime(ca.load_authority(), request.spiffe_id.role, args.days)
+    print(f"certificate signing request {args.csr}:")
+    print(request.describe())
+    print(f"  lifetime  : {days} days")
+    if not args.yes and not _confirm("issue this certificate?"):
+        print("not issued", file=sys.stderr)
+        return 1
+    cert, record = issue_request(ca, request, lifetime_days=args.days, expected_role=role)
+    out = args.out or args.csr.with_suffix(".crt")
+    _files.write_public_file(out, chain_pem(ca, cert))
+    _print_issued(out, record)
+    return 0
+
+
+def _cmd_renew(args: argparse.Namespace) -> int:
+    ca = CaDirectory.open(args.ca)
+    record = ca.read_index().find(parse_serial(args.serial))
+    data = _read_input(args.csr) if args.csr else None
+    print(f"renewing {record.serial} for {record.spiffe_id} (expires {record.not_after.date().isoformat()})")
+    if data is not None:
+        request: CertificateRequest = verify_csr(data, ca.trust_domain)
+        print("with a new key from the CSR:")
+        print(request.describe())
+    else:
+        print("keeping the current key")
+    if not args.yes and not _confirm("issue the successor?"):
+        print("not renewed", file=sys.stderr)
+        return 1
+    cert, successor = renew(ca, record.serial, csr_pem=data, lifetime_days=args.days)
+    _files.write_public_file(args.out, chain_pem(ca, cert))
+    _print_issued(args.out, successor)
+    print(
+        f"the predecessor {record.serial} stays valid until it expires; revoke it once the new one is in use"
+    )
+    return 0
+
+
+def _print_issued(out: Path, record: CertificateRecord) -> None:
+    print(f"issued {record.spiffe_id}")
+    print(f"  serial      : {record.serial}")
+    print(f"  fingerprint : {record.fingerprint_sha256}")
+    print(f"  expires     : {record.not_after.isoformat()}")
+    print(f"  written to  : {out}")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    ca = CaDirectory.open(args.ca)
+    records = list_certificates(ca)
+    _print_table(records, sys.stdout, colour=sys.stdout.isatty())
+    return 0
+
+
+def _print_table(records: Sequence[CertificateRecord], out: TextIO, *, colour: bool) -> None:
+    now = datetime.now(UTC)
+    header = (
+        f"{'ROLE':<8} {'STATUS':<8} {'EXPIRES':<10} {'SERIAL':<40} {'FINGERPRINT (SHA-256)':<64} SPIFFE ID"
+    )
+    print(header, file=out)
+    for record in records:
+        status = record.status(now)
+        line = (
+            f"{record.role.value:<8} {status.value:<8} {record.not_after.date().isoformat():<10} "
+            f"{record.serial:<40} {record.fingerprint_sha256:<64} {record.spiffe_id}"
+        )
+        print(_coloured(line, record, now) if colour else line, file=out)
+
+
+def _coloured(line: str, record: CertificateRecord, now: datetime) -> str:
+    status = record.status(now)
+    if status is CertificateStatus.REVOKED:
+        return f"{_DIM}{line}{_RESET}"
+    if status is CertificateStatus.EXPIRED:
+        return f"{_RED}{line}{_RESET}"
+    if record.not_after - now <= EXPIRY_WARNING:
+        return f"{_YELLOW}{line}{_RESET}"
+    return line
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    ca = CaDirectory.open(args.ca)
+    record = revoke(ca, args.serial, args.reason)
+    print(f"revoked {record.serial} ({record.spiffe_id}), reason {record.revocation_reason}")
+    print(f"CRL re-signed: {ca.crl_path}")
+    return 0
+
+
+def _cmd_crl(args: argparse.Namespace) -> int:
+    ca = CaDirectory.open(args.ca)
+    crl = publish_crl(ca)
+    print(f"CRL {ca.crl_path}: {len(crl)} revoked, next update {crl.next_update_utc}")
+    if args.out:
+        encoding = serialization.Encoding.DER if args.der else serialization.Encoding.PEM
+        _files.write_public_file(args.out, crl.public_bytes(encoding))
+        print(f"written to {args.out}")
+    return 0
+
+
+def _read_input(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _confirm(question: str) -> bool:
+    print(f"{question} [y/N] ", end="", flush=True)
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")

@@ -1,0 +1,28 @@
+"""Fixtures of the PKI tests: CA directories in tmp_path and an `openssl` runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pki_testsupport import TRUST_DOMAIN, OpenSsl, run_openssl
+
+from broker.pki.store import CaDirectory
+
+
+@pytest.fixture
+def openssl() -> OpenSsl:
+    """Run the system `openssl` with arguments; returns the completed process (no check)."""
+    return run_openssl
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> CaDirectory:
+    """A fresh CA whose root signs leaves directly."""
+    return CaDirectory.init(tmp_path / "ca", TRUST_DOMAIN)
+
+
+@pytest.fixture
+def intermediate_ca(tmp_path: Path) -> CaDirectory:
+    """A fresh CA whose intermediate signs leaves and the CRL."""
+    return CaDirectory.init(tmp_path / "ca-int", TRUST_DOMAIN, intermediate=True)
