@@ -82,6 +82,7 @@ def diagnose_handshake(target: str, identity: Identity, server_name: str | None 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(cadata=identity.ca_pem.decode())
     context.check_hostname = True
+    context.set_alpn_protocols(["h2"])
     # The ssl module loads client certificates from files only.
     with tempfile.TemporaryDirectory() as tmp:
         cert_file, key_file = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
@@ -92,8 +93,10 @@ def diagnose_handshake(target: str, identity: Identity, server_name: str | None 
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=5) as sock, \
                 context.wrap_socket(sock, server_hostname=server_name or host) as tls:
-            tls.write(b"\0")  # TLS 1.3 reports a refused client certificate only on first use
-            tls.read(1)
+            # In TLS 1.3 the server judges our certificate after the client's handshake is done;
+            # gRPC then closes the connection without an alert, so an empty read is the refusal.
+            tls.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            answer = tls.read(9)
     except ConnectionRefusedError:
         return ConnectionFailed(f"nothing listens on {target} (connection refused): is the broker running?")
     except ssl.SSLCertVerificationError as exc:
@@ -111,4 +114,8 @@ def diagnose_handshake(target: str, identity: Identity, server_name: str | None 
         return ConnectionFailed(f"TLS handshake with {target} failed: {reason}" + (f": {hint}" if hint else ""))
     except OSError as exc:
         return ConnectionFailed(f"cannot reach the broker at {target}: {exc}")
+    if not answer:
+        return ConnectionFailed(
+            f"the broker at {target} closed the connection after seeing our certificate: it does not accept it "
+            "(issued by another CA, expired, or not a client certificate); the broker's log names the reason")
     return ConnectionFailed(f"the broker at {target} is unavailable, though a TLS handshake succeeds; retry later")

@@ -112,11 +112,16 @@ class Exchange:
                     f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "
                     "an agency may only send as itself")
             self._check_recipients(header)
+            policy = self._policy.current
+            for r in header.recipients:
+                if AGENCY_ID.fullmatch(r) and r not in self._registry:
+                    raise NotFound(f"recipient {r} is not a registered agency")
+                if not AGENCY_ID.fullmatch(r) and r not in policy.groups:
+                    raise NotFound(f"recipient {r} is not a known group")
             header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
             expires_us = _timestamp_us(header.expires) if header.HasField("expires") else None
             if expires_us is not None and expires_us <= now_us():
                 raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
-            policy = self._policy.current
             decision = policy.decide_send(header.sender, kind_from_proto(header.kind),
                                           tlp_from_proto(header.handling.tlp), list(header.recipients))
             decision.raise_if_denied()

@@ -63,13 +63,14 @@ def _refuse(rule: str, reason: str, expanded: Iterable[str] = ()) -> Decision:
     return Decision(allowed=False, rule=rule, reason=reason, expanded=tuple(sorted(expanded)))
 
 
-def _label(rule: str) -> str:
-    return rule if rule.startswith("builtin:") else f"rule '{rule}'"
-
-
 def _allow(used: Mapping[str, list[str]], what: str, expanded: tuple[str, ...]) -> Decision:
     """An allowing decision naming, per rule, which recipients it covered."""
-    reason = "; ".join(f"{_label(name)} allows {what} to {', '.join(ids)}" for name, ids in used.items())
+    reason = "; ".join(
+        f"{', '.join(ids)} is the original sender, who may always have it back"
+        if name == BUILTIN_RETURN_TO_SENDER
+        else f"rule '{name}' allows {what} to {', '.join(ids)}"
+        for name, ids in used.items()
+    )
     return Decision(allowed=True, rule=", ".join(used), reason=reason, expanded=expanded)
 
 
@@ -83,6 +84,12 @@ def diff(old_text: str, new_text: str, old_name: str = "running", new_name: str 
             tofile=new_name,
         )
     )
+
+
+def _organisation(agency: Agency) -> str:
+    if agency.organisation == agency.id:
+        return f"{agency.id}'s organisation (it has no sister agencies in the policy)"
+    return f"{agency.id}'s organisation '{agency.organisation}'"
 
 
 def _ordered(values: Iterable[str], order: Sequence[str]) -> str:
@@ -188,17 +195,22 @@ class Policy:
                 )
             reached = members - exclude
             if not reached:
+                why = (
+                    "has no members"
+                    if not members
+                    else f"has no members besides {', '.join(sorted(members))}"
+                )
                 return _refuse(
                     BUILTIN_EMPTY_GROUP,
-                    f"group '{address}' reaches no agency (it has no members besides "
-                    f"{', '.join(sorted(exclude))}); an empty group is refused, never read as everyone",
+                    f"group '{address}' {why}, so it reaches no agency; an empty group is refused, "
+                    "never read as everyone",
                 )
             result |= reached
         return sorted(result)
 
     def _closest_refusal(self, sender: str, kind: str, tlp: str, recipient: str) -> tuple[str, str]:
         """The rule nearest to allowing sender->recipient, and what it lacks."""
-        best: tuple[tuple[int, int, int], Rule, list[str]] | None = None
+        best: tuple[tuple[int, bool, bool, int], Rule, list[str]] | None = None
         for rule in self._rules:
             lacks: list[str] = []
             sender_ok = sender in rule.sender_set
@@ -215,7 +227,9 @@ class Policy:
                     f"it allows {kind} at {tlp} only to {', '.join(rule.recipients)}; "
                     f"{recipient} is not in it"
                 )
-            score = (len(lacks), 0 if sender_ok else 1, rule.line)
+            # Fewest gaps first; among equals, a rule that already links this sender to this
+            # recipient (an agreement at another level) is the most useful one to name.
+            score = (len(lacks), not sender_ok, recipient not in rule.recipient_set, rule.line)
             if best is None or score < best[0]:
                 best = (score, rule, lacks)
         head = f"no rule allows {sender} to send {kind} at {tlp} to {recipient}"
@@ -309,8 +323,8 @@ class Policy:
         if tlp in ORGANISATION_BOUND and target.organisation != fwd.organisation:
             return _refuse(
                 BUILTIN_ORGANISATION_BOUND,
-                f"{tlp} is never forwarded outside the forwarder's organisation: {fwd.id} belongs to "
-                f"'{fwd.organisation}', {recipient} to '{target.organisation}'",
+                f"{tlp} is never forwarded outside the forwarder's organisation, and {recipient} is "
+                f"not in {_organisation(fwd)}",
             )
         for rule in governing:
             if rule.forward.allows(fwd, target):

@@ -11,7 +11,6 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
 
 from cryptography.hazmat.primitives import serialization
 
@@ -27,7 +26,7 @@ from broker.pki.issuance import chain_pem, check_lifetime, issue_request, renew
 from broker.pki.revocation import REVOCATION_REASONS, publish_crl, revoke
 from broker.pki.store import CaDirectory, CertificateRecord, CertificateStatus, list_certificates
 
-__all__ = ["main", "register"]
+__all__ = ["main", "register", "render_certificate_table"]
 
 EXPIRY_WARNING = timedelta(days=30)
 _RED, _YELLOW, _DIM, _RESET = "\033[31m", "\033[33m", "\033[2m", "\033[0m"
@@ -257,23 +256,26 @@ def _print_issued(out: Path, record: CertificateRecord) -> None:
 def _cmd_list(args: argparse.Namespace) -> int:
     ca = CaDirectory.open(args.ca)
     records = list_certificates(ca)
-    _print_table(records, sys.stdout, colour=sys.stdout.isatty())
+    # Colours only for a person at a terminal: escape codes would corrupt a pipe or a file.
+    print(render_certificate_table(records, colour=sys.stdout.isatty()))
     return 0
 
 
-def _print_table(records: Sequence[CertificateRecord], out: TextIO, *, colour: bool) -> None:
-    now = datetime.now(UTC)
-    header = (
+def render_certificate_table(
+    records: Sequence[CertificateRecord], *, colour: bool, now: datetime | None = None
+) -> str:
+    """The `pki list` table; with `colour`, expired in red, revoked dimmed, expiring within 30 days yellow."""
+    now = now or datetime.now(UTC)
+    lines = [
         f"{'ROLE':<8} {'STATUS':<8} {'EXPIRES':<10} {'SERIAL':<40} {'FINGERPRINT (SHA-256)':<64} SPIFFE ID"
-    )
-    print(header, file=out)
+    ]
     for record in records:
-        status = record.status(now)
         line = (
-            f"{record.role.value:<8} {status.value:<8} {record.not_after.date().isoformat():<10} "
+            f"{record.role.value:<8} {record.status(now).value:<8} {record.not_after.date().isoformat():<10} "
             f"{record.serial:<40} {record.fingerprint_sha256:<64} {record.spiffe_id}"
         )
-        print(_coloured(line, record, now) if colour else line, file=out)
+        lines.append(_coloured(line, record, now) if colour else line)
+    return "\n".join(lines)
 
 
 def _coloured(line: str, record: CertificateRecord, now: datetime) -> str:

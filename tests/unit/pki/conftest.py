@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pki_testsupport import TRUST_DOMAIN, OpenSsl, run_openssl
 
 from broker.pki.store import CaDirectory
+
+TRUST_DOMAIN = "isb.test"
+OpenSsl = Callable[..., subprocess.CompletedProcess[str]]  # the `openssl` fixture
+
+
+def run_openssl(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run the system `openssl` with arguments; the caller checks the return code."""
+    return subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True, check=False)
 
 
 @pytest.fixture

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from pki_testsupport import TRUST_DOMAIN, OpenSsl
 
 from broker.errors import InvalidRequest
 from broker.identity import Role, make_spiffe_id
@@ -20,6 +21,9 @@ from broker.pki.authority import (
     issue_certificate,
 )
 
+TRUST_DOMAIN = "isb.test"
+OpenSsl = Callable[..., subprocess.CompletedProcess[str]]  # the `openssl` fixture
+
 ROOT = create_root_ca(TRUST_DOMAIN)
 AGENCY = make_spiffe_id(TRUST_DOMAIN, Role.AGENCY, "FR-CUSTOMS")
 
@@ -30,8 +34,11 @@ def _write(directory: Path, name: str, *certs: x509.Certificate) -> Path:
     return path
 
 
-def _issue(authority: CertificateAuthority, **kwargs: object) -> x509.Certificate:
-    return issue_certificate(authority, generate_identity_key().public_key(), AGENCY, **kwargs)  # type: ignore[arg-type]
+def _issue(
+    authority: CertificateAuthority, *, not_before: datetime | None = None, not_after: datetime | None = None
+) -> x509.Certificate:
+    key = generate_identity_key().public_key()
+    return issue_certificate(authority, key, AGENCY, not_before=not_before, not_after=not_after)
 
 
 def test_leaf_of_unrelated_ca_fails_openssl_verify(tmp_path: Path, openssl: OpenSsl) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,12 +12,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from hypothesis import given
 from hypothesis import strategies as st
-from pki_testsupport import TRUST_DOMAIN, OpenSsl
 
 from broker.errors import AuthenticationError, InvalidRequest
 from broker.identity import Role, make_spiffe_id
-from broker.pki.authority import CertificateAuthority, create_root_ca, generate_identity_key, issue_certificate
+from broker.pki.authority import (
+    CertificateAuthority,
+    create_root_ca,
+    generate_identity_key,
+    issue_certificate,
+)
 from broker.pki.inspect import certificate_identity, fingerprint_sha256, parse_serial, serial_hex
+
+TRUST_DOMAIN = "isb.test"
+OpenSsl = Callable[..., subprocess.CompletedProcess[str]]  # the `openssl` fixture
 
 ROOT = create_root_ca(TRUST_DOMAIN)
 
@@ -75,7 +84,9 @@ def test_fingerprint_matches_openssl(tmp_path: Path, openssl: OpenSsl) -> None:
     path = tmp_path / "c.pem"
     path.write_bytes(ROOT.certificate.public_bytes(serialization.Encoding.PEM))
     result = openssl("x509", "-in", path, "-noout", "-fingerprint", "-sha256")
-    assert result.stdout.strip().split("=", 1)[1].replace(":", "").lower() == fingerprint_sha256(ROOT.certificate)
+    assert result.stdout.strip().split("=", 1)[1].replace(":", "").lower() == fingerprint_sha256(
+        ROOT.certificate
+    )
 
 
 def test_serial_hex_matches_openssl_digits(tmp_path: Path, openssl: OpenSsl) -> None:

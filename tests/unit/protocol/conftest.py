@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from protocol_testpki import Pki, make_ca
+
+from tests.unit.protocol.protocol_testpki import Pki, make_ca
 
 
 @pytest.fixture(scope="session")

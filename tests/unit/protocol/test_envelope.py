@@ -12,13 +12,13 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from protocol_testpki import NOW, Agency, Pki, issue_certificate, spiffe
 
 from broker.api.v1 import envelope_pb2
 from broker.errors import InvalidRequest, VerificationError
 from broker.protocol import _pae
 from broker.protocol.envelope import envelope_sha256, open_envelope, seal, uuid7, verify_outer
 from broker.protocol.keys import HYBRID_SUITE, EncryptionKey, hpke_suite, make_key_bundle, public_key_of
+from tests.unit.protocol.protocol_testpki import NOW, Agency, Pki, issue_certificate, spiffe
 
 BODY = b'{"alert": "container MSCU1234567 flagged"}'
 

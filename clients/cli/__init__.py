@@ -1,0 +1,39 @@
+"""`isb`: one command line for every user of the broker.
+
+- operators: `isb serve`
+- admins: `isb pki ...`, `isb policy ...`
+- agencies: `isb keys publish`, `isb send`, `isb listen`, `isb status`
+- auditors: `isb audit ...`
+
+Every subcommand sets `func(args) -> int`, the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from clients.cli import agency_cmd, audit_cmd, pki_cmd, policy_cmd, serve_cmd
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `isb` argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(prog="isb", description="Inter-agency secure broker")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (serve_cmd, pki_cmd, policy_cmd, agency_cmd, audit_cmd):
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `isb` with `argv` (default: the process arguments); return the exit status."""
+    args = build_parser().parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""`isb serve`: run the broker (on the embedded SQLite default with the dev PKI unless configured)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from broker.config import DEFAULT_CERT_DIR, load_config
+from broker.errors import BrokerError
+from broker.logs import configure_logging
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `serve`."""
+    serve = subparsers.add_parser("serve", help="run the broker (mutual TLS only)")
+    serve.add_argument("--config", type=Path, help="TOML configuration file (ISB_* variables override it)")
+    serve.add_argument("--dev", action="store_true",
+                       help=f"create the development PKI in {DEFAULT_CERT_DIR} first if it is missing")
+    serve.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from broker.server import serve  # imported here: the agency commands need no server code
+
+    try:
+        config = load_config(args.config)
+        configure_logging(config.log_level)
+        if args.dev:
+            from broker.pki.dev import ensure_dev_pki
+
+            ensure_dev_pki(config.cert_dir, config.trust_domain)
+        asyncio.run(serve(config))
+    except BrokerError as exc:
+        print(f"isb serve: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0

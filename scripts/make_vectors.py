@@ -1,0 +1,389 @@
+"""Write the envelope test vectors `tests/vectors/envelope-*.json` (run from anywhere).
+
+Each vector holds fixed keys (CA, identity keys as PEM, HPKE private keys as hex), the inputs of one
+sealed message, every intermediate value in hex (PAE signing inputs, header bytes, associated data,
+ciphertext, wrapped keys, signatures, digests), the final envelope, a signed receipt and a few
+tampered envelopes that must be refused. A client in another language can use them to check its
+implementation; `tests/unit/protocol/test_vectors.py` checks that this library still opens them.
+
+ECDSA signatures and HPKE encapsulation are randomized, so a rerun writes different signatures,
+wrapped keys and envelopes; every deterministic value (keys, PAE inputs, header, associated data,
+ciphertext for the fixed content key and nonce, digests) stays the same.
+
+    .venv/bin/python scripts/make_vectors.py [--out tests/vectors]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from broker.api.v1 import envelope_pb2
+from broker.protocol import _pae
+from broker.protocol.envelope import envelope_sha256, seal
+from broker.protocol.keys import (
+    HYBRID_SUITE,
+    X25519_SUITE,
+    EncryptionKey,
+    KeySuite,
+    hpke_suite,
+    make_key_bundle,
+    public_key_of,
+)
+from broker.protocol.receipts import make_receipt
+
+ROOT = Path(__file__).resolve().parent.parent
+TRUST_DOMAIN = "vectors.isb"
+VALID_FROM = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+VALID_UNTIL = dt.datetime(2125, 1, 1, tzinfo=dt.UTC)
+CREATED = dt.datetime(2025, 6, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _seed(label: str, length: int = 32) -> bytes:
+    """Fixed key material from a label: these keys are public test data, never use them for real."""
+    return hashlib.shake_256(f"isb test vector key: {label}".encode()).digest(length)
+
+
+def _identity_key(label: str) -> ec.EllipticCurvePrivateKey:
+    scalar = int.from_bytes(_seed(label), "big") % (_P256_ORDER - 1) + 1
+    return ec.derive_private_key(scalar, ec.SECP256R1())
+
+
+def _encryption_key(label: str, suite: KeySuite) -> EncryptionKey:
+    x25519_key = x25519.X25519PrivateKey.from_private_bytes(_seed(label + "/x25519"))
+    mlkem_key = (
+        mlkem.MLKEM768PrivateKey.from_seed_bytes(_seed(label + "/mlkem", 64))
+        if suite == HYBRID_SUITE
+        else None
+    )
+    return EncryptionKey(suite, x25519_key, mlkem_key, key_id=f"{label}-key-1")
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not cert_sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _ca(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name("ISB Test Vector CA"))
+        .issuer_name(_name("ISB Test Vector CA"))
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(VALID_FROM)
+        .not_valid_after(VALID_UNTIL)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _agency_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca: x509.Certificate,
+    key: ec.EllipticCurvePrivateKey,
+    agency: str,
+    serial: int,
+) -> x509.Certificate:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(agency))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(VALID_FROM)
+        .not_valid_after(VALID_UNTIL)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(f"spiffe://{TRUST_DOMAIN}/agency/{agency}")]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def _pem_cert(certificate: x509.Certificate) -> str:
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _hpke_private_hex(key: EncryptionKey) -> str:
+    # The same secret layout as the key file: ML-KEM-768 seed (64 bytes, if hybrid) || X25519 private key.
+    return str(json.loads(key.to_bytes())["private_key"])
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
+
+
+def _party(
+    ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, agency: str, suite: KeySuite, serial: int
+) -> dict[str, Any]:
+    identity_key = _identity_key(agency)
+    certificate = _agency_certificate(ca_key, ca, identity_key, agency, serial)
+    encryption_key = _encryption_key(agency, suite)
+    signed_bundle = make_key_bundle(
+        agency,
+        encryption_key,
+        identity_key=identity_key,
+        certificate=certificate,
+        not_before=VALID_FROM,
+        not_after=VALID_UNTIL,
+    )
+    return {
+        "agency": agency,
+        "identity_key_pem": _pem_key(identity_key),
+        "certificate_pem": _pem_cert(certificate),
+        "suite": envelope_pb2.KeySuite.Name(suite),
+        "key_id": encryption_key.key_id,
+        "hpke_private_key_hex": _hpke_private_hex(encryption_key),
+        "hpke_public_key_hex": encryption_key.public_key_bytes.hex(),
+        "key_bundle_hex": signed_bundle.bundle.hex(),
+        "key_bundle_signing_input_hex": _pae.key_bundle_signing_input(signed_bundle.bundle).hex(),
+        "signed_key_bundle_hex": signed_bundle.SerializeToString().hex(),
+        # Not serialized; used while building the vector.
+        "_identity_key": identity_key,
+        "_certificate": certificate,
+        "_bundle": envelope_pb2.KeyBundle.FromString(signed_bundle.bundle),
+    }
+
+
+def _public(party: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in party.items() if not k.startswith("_")}
+
+
+def make_vector(
+    name: str,
+    description: str,
+    *,
+    recipients: Sequence[tuple[str, KeySuite]],
+    addressed: Sequence[str],
+    body: bytes,
+    content_type: str,
+    message_id: str,
+) -> dict[str, Any]:
+    """Build one vector: seal a message with fixed inputs and record every intermediate value."""
+    ca_key = _identity_key("ca")
+    ca = _ca(ca_key)
+    sender = _party(ca_key, ca, "FR-CUSTOMS", X25519_SUITE, 100)
+    parties = [_party(ca_key, ca, agency, suite, 101 + i) for i, (agency, suite) in enumerate(recipients)]
+    outsider = _party(ca_key, ca, "ES-AEAT", X25519_SUITE, 199)
+    content_key = _seed(name + "/content-key")
+    nonce = _seed(name + "/nonce", 12)
+    handling = envelope_pb2.Handling(
+        tlp=envelope_pb2.TLP_AMBER,
+        classification="RESTREINT UE",
+        source_reliability=envelope_pb2.SOURCE_B,
+        information_accuracy=envelope_pb2.ACCURACY_2,
+    )
+    envelope = seal(
+        sender="FR-CUSTOMS",
+        identity_key=sender["_identity_key"],
+        certificate=sender["_certificate"],
+        recipients=addressed,
+        recipient_keys={p["agency"]: p["_bundle"] for p in parties},
+        kind=envelope_pb2.ALERT,
+        body=body,
+        content_type=content_type,
+        handling=handling,
+        priority=envelope_pb2.HIGH,
+        expires=CREATED + dt.timedelta(days=30),
+        message_id=message_id,
+        created=CREATED,
+        _content_key=content_key,
+        _nonce=nonce,
+    )
+    # Decrypt our own ciphertext to record the content bytes (they hold the randomized inner signature).
+    header = envelope_pb2.Header.FromString(envelope.header)
+    aad = _pae.content_aad(header)
+    content_bytes = AESGCM(content_key).decrypt(nonce, envelope.ciphertext[12:], aad)
+    content = envelope_pb2.Content.FromString(content_bytes)
+    envelope_bytes = envelope.SerializeToString()
+    signed_receipt = make_receipt(
+        message_id=message_id,
+        envelope_sha256=envelope_sha256(envelope_bytes),
+        recipient=parties[0]["agency"],
+        status=envelope_pb2.READ,
+        identity_key=parties[0]["_identity_key"],
+        time=CREATED + dt.timedelta(minutes=5),
+    )
+    readdressed = envelope_pb2.Envelope.FromString(envelope_bytes)
+    readdressed.wrapped_keys.add(
+        recipient=outsider["agency"],
+        key_id=outsider["key_id"],
+        enc=_wrap_for(content_key, outsider["_bundle"], header.message_id),
+    )
+    tampered = []
+    changes: list[tuple[str, Callable[[envelope_pb2.Envelope], None]]] = [
+        ("header bit flipped", lambda e: setattr(e, "header", _flip(e.header, 10))),
+        (
+            "outer signature bit flipped",
+            lambda e: setattr(e, "header_signature", _flip(e.header_signature, 20)),
+        ),
+        ("ciphertext bit flipped", lambda e: setattr(e, "ciphertext", _flip(e.ciphertext, 30))),
+        (
+            "wrapped key bit flipped",
+            lambda e: setattr(e.wrapped_keys[0], "enc", _flip(e.wrapped_keys[0].enc, 40)),
+        ),
+    ]
+    for what, change in changes:
+        copy = envelope_pb2.Envelope.FromString(envelope_bytes)
+        change(copy)
+        tampered.append({"description": what, "envelope_hex": copy.SerializeToString().hex()})
+    tampered.append(
+        {
+            "description": "wrapped key added for a non-recipient (re-addressed envelope)",
+            "envelope_hex": readdressed.SerializeToString().hex(),
+        }
+    )
+    return {
+        "name": name,
+        "description": description,
+        "protocol_version": 1,
+        "pae": "ISBv1 SP LEN(type) SP type (SP LEN(field) SP field)*; lists: (LEN(item) SP item SP)*",
+        "trust_domain": TRUST_DOMAIN,
+        "ca_certificate_pem": _pem_cert(ca),
+        "sender": _public(sender),
+        "recipients": [_public(p) for p in parties],
+        "non_recipient": _public(outsider),
+        "inputs": {
+            "message_id": message_id,
+            "created": CREATED.isoformat(),
+            "expires": (CREATED + dt.timedelta(days=30)).isoformat(),
+            "recipients": list(addressed),
+            "kind": "ALERT",
+            "priority": "HIGH",
+            "handling": {
+                "tlp": "TLP_AMBER",
+                "classification": handling.classification,
+                "source_reliability": "SOURCE_B",
+                "information_accuracy": "ACCURACY_2",
+            },
+            "content_type": content_type,
+            "body_hex": body.hex(),
+            "content_key_hex": content_key.hex(),
+            "nonce_hex": nonce.hex(),
+        },
+        "intermediate": {
+            "content_signing_input_hex": _pae.content_signing_input(header, content_type, body).hex(),
+            "inner_signature_hex": content.inner_signature.hex(),
+            "content_hex": content_bytes.hex(),
+            "content_aad_hex": aad.hex(),
+            "ciphertext_hex": envelope.ciphertext.hex(),
+            "ciphertext_sha256_hex": header.ciphertext_sha256.hex(),
+            "wrapped_keys": [
+                {
+                    "recipient": key.recipient,
+                    "key_id": key.key_id,
+                    "info_hex": _pae.key_wrap_info(1, message_id, key.recipient).hex(),
+                    "enc_hex": key.enc.hex(),
+                    "pae_hex": _pae.pae(
+                        _pae.WRAPPED_KEY, key.recipient.encode(), key.key_id.encode(), key.enc
+                    ).hex(),
+                }
+                for key in envelope.wrapped_keys
+            ],
+            "wrapped_keys_sha256_hex": header.wrapped_keys_sha256.hex(),
+            "sender_cert_sha256_hex": header.sender_cert_sha256.hex(),
+            "header_hex": envelope.header.hex(),
+            "header_signing_input_hex": _pae.header_signing_input(envelope.header).hex(),
+            "header_signature_hex": envelope.header_signature.hex(),
+        },
+        "envelope_hex": envelope_bytes.hex(),
+        "envelope_sha256_hex": envelope_sha256(envelope_bytes).hex(),
+        "receipt": {
+            "signer": parties[0]["agency"],
+            "receipt_signing_input_hex": _pae.receipt_signing_input(signed_receipt.receipt).hex(),
+            "signed_receipt_hex": signed_receipt.SerializeToString().hex(),
+        },
+        "must_be_refused": tampered,
+    }
+
+
+def _wrap_for(content_key: bytes, bundle: envelope_pb2.KeyBundle, message_id: str) -> bytes:
+    """Wrap the content key for one more agency, as a recipient re-addressing the envelope would."""
+    return hpke_suite(bundle.suite).encrypt(
+        content_key, public_key_of(bundle), info=_pae.key_wrap_info(1, message_id, bundle.agency)
+    )
+
+
+def all_vectors() -> list[dict[str, Any]]:
+    """The vectors this script writes, each named by its `name`."""
+    return [
+        make_vector(
+            "envelope-x25519-three-recipients",
+            "An alert to three agencies, all with X25519 keys.",
+            recipients=[("DE-BKA", X25519_SUITE), ("NL-FIOD", X25519_SUITE), ("INT-INTERPOL", X25519_SUITE)],
+            addressed=["NL-FIOD", "DE-BKA", "INT-INTERPOL"],
+            body=b'{"category":"CASH_COURIER","subject":"passenger on AF1234"}',
+            content_type="application/json",
+            message_id="01972b5a-8c00-7abc-8def-0123456789ab",
+        ),
+        make_vector(
+            "envelope-hybrid-and-classical",
+            "An alert addressed to a group, expanded to one ML-KEM-768+X25519 and one X25519 agency.",
+            recipients=[("US-CBP", HYBRID_SUITE), ("DE-BKA", X25519_SUITE)],
+            addressed=["G7-CT"],
+            body=bytes(range(256)),
+            content_type="application/octet-stream",
+            message_id="01972b5a-8c00-7abc-8def-0123456789ac",
+        ),
+    ]
+
+
+def main() -> None:
+    """Write every vector to the output directory."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--out", type=Path, default=ROOT / "tests" / "vectors")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for vector in all_vectors():
+        path = args.out / f"{vector['name']}.json"
+        path.write_text(json.dumps(vector, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Certificates that the dev PKI does not make: from another CA, expired, revoked."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from broker.identity import Role, make_spiffe_id
+from broker.pki.authority import CertificateAuthority, create_root_ca, generate_identity_key, issue_certificate
+from broker.pki.dev import DevPki
+from broker.pki.store import CaDirectory
+
+
+def _write(tmp: Path, name: str, authority: CertificateAuthority, key: ec.EllipticCurvePrivateKey,
+           cert_pem: bytes) -> tuple[Path, Path]:
+    cert_path, key_path = tmp / f"{name}.crt", tmp / f"{name}.key"
+    cert_path.write_bytes(cert_pem + b"".join(c.public_bytes(serialization.Encoding.PEM) for c in authority.chain))
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def foreign_agency_certificate(tmp: Path, agency: str, trust_domain: str = "isb.dev") -> tuple[Path, Path]:
+    """A well-formed agency certificate for `agency`, issued by an unrelated CA of the same name."""
+    other = create_root_ca(trust_domain)
+    key = generate_identity_key()
+    cert = issue_certificate(other, key.public_key(), make_spiffe_id(trust_domain, Role.AGENCY, agency))
+    return _write(tmp, f"foreign-{agency}", other, key, cert.public_bytes(serialization.Encoding.PEM))
+
+
+def expired_agency_certificate(pki: DevPki, tmp: Path, agency: str) -> tuple[Path, Path]:
+    """A certificate for `agency` from the deployment's CA that expired yesterday."""
+    authority = CaDirectory.open(pki.directory).load_authority()
+    key = generate_identity_key()
+    now = dt.datetime.now(dt.UTC)
+    cert = issue_certificate(authority, key.public_key(), make_spiffe_id(pki.trust_domain, Role.AGENCY, agency),
+                             not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1))
+    return _write(tmp, f"expired-{agency}", authority, key, cert.public_bytes(serialization.Encoding.PEM))

@@ -1,0 +1,195 @@
+"""The envelope test vectors in `tests/vectors/` still open, and every deterministic value recomputes.
+
+Regenerate with `scripts/make_vectors.py` only when the protocol changes on purpose.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from broker.api.v1 import envelope_pb2
+from broker.errors import VerificationError
+from broker.protocol import _pae
+from broker.protocol.envelope import envelope_sha256, open_envelope, verify_outer
+from broker.protocol.keys import HYBRID_SUITE, EncryptionKey, hpke_suite, verify_key_bundle
+from broker.protocol.receipts import verify_receipt
+
+VECTOR_DIR = Path(__file__).resolve().parents[2] / "vectors"
+VECTOR_FILES = sorted(VECTOR_DIR.glob("envelope-*.json"))
+
+
+def _load(path: Path) -> dict[str, Any]:
+    vector: dict[str, Any] = json.loads(path.read_text())
+    return vector
+
+
+def _hex(value: str) -> bytes:
+    return bytes.fromhex(value)
+
+
+def _certificate(pem: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pem.encode())
+
+
+def _encryption_key(party: dict[str, Any]) -> EncryptionKey:
+    secret = _hex(party["hpke_private_key_hex"])
+    suite = envelope_pb2.KeySuite.Value(party["suite"])
+    if suite == HYBRID_SUITE:
+        return EncryptionKey(
+            suite,
+            x25519.X25519PrivateKey.from_private_bytes(secret[64:]),
+            mlkem.MLKEM768PrivateKey.from_seed_bytes(secret[:64]),
+            key_id=party["key_id"],
+        )
+    return EncryptionKey(suite, x25519.X25519PrivateKey.from_private_bytes(secret), key_id=party["key_id"])
+
+
+@pytest.fixture(params=VECTOR_FILES, ids=[p.stem for p in VECTOR_FILES])
+def vector(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """One vector file, parsed."""
+    path: Path = request.param
+    return _load(path)
+
+
+def test_vector_files_exist() -> None:
+    """The envelope vectors are checked in (an empty glob would silently test nothing)."""
+    assert len(VECTOR_FILES) >= 2
+
+
+def test_vector_envelope_opens_for_every_recipient(vector: dict[str, Any]) -> None:
+    """Each recipient's private key from the vector opens the envelope to the recorded body."""
+    envelope = envelope_pb2.Envelope.FromString(_hex(vector["envelope_hex"]))
+    sender_certificate = _certificate(vector["sender"]["certificate_pem"])
+    for party in vector["recipients"]:
+        key = _encryption_key(party)
+        assert key.public_key_bytes.hex() == party["hpke_public_key_hex"]
+        opened = open_envelope(
+            envelope, recipient=party["agency"], keys={key.key_id: key}, sender_certificate=sender_certificate
+        )
+        assert opened.body == _hex(vector["inputs"]["body_hex"])
+        assert opened.content_type == vector["inputs"]["content_type"]
+
+
+def test_vector_non_recipient_cannot_open(vector: dict[str, Any]) -> None:
+    """The vector's non-recipient finds nothing addressed to it."""
+    envelope = envelope_pb2.Envelope.FromString(_hex(vector["envelope_hex"]))
+    party = vector["non_recipient"]
+    key = _encryption_key(party)
+    with pytest.raises(VerificationError, match="not addressed"):
+        open_envelope(
+            envelope,
+            recipient=party["agency"],
+            keys={key.key_id: key},
+            sender_certificate=_certificate(vector["sender"]["certificate_pem"]),
+        )
+
+
+def test_vector_key_bundles_verify_against_the_vector_ca(vector: dict[str, Any]) -> None:
+    """Every recorded key bundle verifies against the vector CA and matches the recorded public key."""
+    ca = _certificate(vector["ca_certificate_pem"])
+    now = dt.datetime.fromisoformat(vector["inputs"]["created"])
+    for party in [*vector["recipients"], vector["sender"], vector["non_recipient"]]:
+        signed = envelope_pb2.SignedKeyBundle.FromString(_hex(party["signed_key_bundle_hex"]))
+        bundle = verify_key_bundle(
+            signed,
+            trust_roots=[ca],
+            expected_agency=party["agency"],
+            trust_domain=vector["trust_domain"],
+            now=now,
+        )
+        assert signed.bundle.hex() == party["key_bundle_hex"]
+        assert _pae.key_bundle_signing_input(signed.bundle).hex() == party["key_bundle_signing_input_hex"]
+        assert (bundle.key_id, bundle.public_key.hex()) == (party["key_id"], party["hpke_public_key_hex"])
+
+
+def test_vector_identity_keys_match_certificates(vector: dict[str, Any]) -> None:
+    """The recorded identity private keys belong to the recorded certificates."""
+    for party in [*vector["recipients"], vector["sender"]]:
+        key = serialization.load_pem_private_key(party["identity_key_pem"].encode(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        assert key.public_key() == _certificate(party["certificate_pem"]).public_key()
+
+
+def test_vector_deterministic_intermediates_recompute(vector: dict[str, Any]) -> None:
+    """PAE inputs, associated data, ciphertext, digests and HPKE info recompute byte for byte."""
+    steps, inputs = vector["intermediate"], vector["inputs"]
+    envelope = envelope_pb2.Envelope.FromString(_hex(vector["envelope_hex"]))
+    sender_certificate = _certificate(vector["sender"]["certificate_pem"])
+    header = verify_outer(envelope, sender_certificate)
+
+    assert envelope.header.hex() == steps["header_hex"]
+    assert envelope.header_signature.hex() == steps["header_signature_hex"]
+    assert _pae.header_signing_input(envelope.header).hex() == steps["header_signing_input_hex"]
+    assert header.message_id == inputs["message_id"]
+    assert list(header.recipients) == inputs["recipients"]
+    assert header.created.ToDatetime(dt.UTC).isoformat() == inputs["created"]
+    assert header.sender_cert_sha256 == sender_certificate.fingerprint(hashes.SHA256())
+    assert header.sender_cert_sha256.hex() == steps["sender_cert_sha256_hex"]
+
+    # Content: the signing input from the header, and the content bytes holding the inner signature.
+    content = envelope_pb2.Content.FromString(_hex(steps["content_hex"]))
+    body = _hex(inputs["body_hex"])
+    assert (content.body, content.content_type) == (body, inputs["content_type"])
+    assert content.inner_signature.hex() == steps["inner_signature_hex"]
+    assert (
+        _pae.content_signing_input(header, inputs["content_type"], body).hex()
+        == steps["content_signing_input_hex"]
+    )
+
+    # Encryption is deterministic for the fixed content key and nonce.
+    aad = _pae.content_aad(header)
+    assert aad.hex() == steps["content_aad_hex"]
+    nonce, content_key = _hex(inputs["nonce_hex"]), _hex(inputs["content_key_hex"])
+    ciphertext = nonce + AESGCM(content_key).encrypt(nonce, _hex(steps["content_hex"]), aad)
+    assert ciphertext.hex() == steps["ciphertext_hex"] == envelope.ciphertext.hex()
+    assert (
+        hashlib.sha256(ciphertext).hexdigest()
+        == steps["ciphertext_sha256_hex"]
+        == header.ciphertext_sha256.hex()
+    )
+
+    # Wrapped keys: info and PAE per recipient, the digest over them, and each unwraps to the content key.
+    keys = {party["agency"]: _encryption_key(party) for party in vector["recipients"]}
+    for recorded, wrapped in zip(steps["wrapped_keys"], envelope.wrapped_keys, strict=True):
+        info = _pae.key_wrap_info(1, inputs["message_id"], wrapped.recipient)
+        assert info.hex() == recorded["info_hex"]
+        assert wrapped.enc.hex() == recorded["enc_hex"]
+        assert (
+            _pae.pae(_pae.WRAPPED_KEY, wrapped.recipient.encode(), wrapped.key_id.encode(), wrapped.enc).hex()
+            == recorded["pae_hex"]
+        )
+        key = keys[wrapped.recipient]
+        assert hpke_suite(key.suite).decrypt(wrapped.enc, key.private_key, info=info) == content_key
+    assert _pae.wrapped_keys_sha256(envelope.wrapped_keys).hex() == steps["wrapped_keys_sha256_hex"]
+    assert envelope_sha256(_hex(vector["envelope_hex"])).hex() == vector["envelope_sha256_hex"]
+
+
+def test_vector_receipt_verifies(vector: dict[str, Any]) -> None:
+    """The recorded receipt verifies under the signer's certificate and names the envelope digest."""
+    signer = next(p for p in vector["recipients"] if p["agency"] == vector["receipt"]["signer"])
+    signed = envelope_pb2.SignedReceipt.FromString(_hex(vector["receipt"]["signed_receipt_hex"]))
+    receipt = verify_receipt(
+        signed, _certificate(signer["certificate_pem"]), expected_recipient=signer["agency"]
+    )
+    assert receipt.envelope_sha256.hex() == vector["envelope_sha256_hex"]
+    assert _pae.receipt_signing_input(signed.receipt).hex() == vector["receipt"]["receipt_signing_input_hex"]
+
+
+def test_vector_tampered_envelopes_are_refused(vector: dict[str, Any]) -> None:
+    """Every envelope listed under must_be_refused fails verification."""
+    sender_certificate = _certificate(vector["sender"]["certificate_pem"])
+    assert vector["must_be_refused"]
+    for case in vector["must_be_refused"]:
+        envelope = envelope_pb2.Envelope.FromString(_hex(case["envelope_hex"]))
+        with pytest.raises(VerificationError):
+            verify_outer(envelope, sender_certificate)
