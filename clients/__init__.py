@@ -1,6 +1,13 @@
 """The agency and auditor SDKs and the `isb` command line."""
 
-from clients.agency import MLKEM768_X25519, X25519, AgencyClient, InvalidDelivery, ReceivedMessage, RecipientReceipt
+from clients.agency import (
+    MLKEM768_X25519,
+    X25519,
+    AgencyClient,
+    InvalidDelivery,
+    ReceivedMessage,
+    RecipientReceipt,
+)
 from clients.errors import CertificateProblem, ClientError, ConnectionFailed, RemoteError, VerificationError
 
 __all__ = [

@@ -178,7 +178,7 @@ class AgencyClient:
                                  certificate=self.identity.certificate, not_before=now - dt.timedelta(minutes=5),
                                  not_after=now + lifetime)
         response = self._call(self._stub.PublishKeyBundle, signed)
-        return response.key_id
+        return str(response.key_id)
 
     def recipient_keys(self, agencies: Iterable[str], *, refresh: bool = False) -> dict[str, envelope_pb2.KeyBundle]:
         """A verified current key bundle for each agency, fetched from the directory and checked
@@ -237,13 +237,15 @@ class AgencyClient:
 
     def send_envelope(self, envelope: envelope_pb2.Envelope) -> broker_pb2.SendResponse:
         """Send an already sealed envelope (sending the same one again is idempotent)."""
-        return self._call(self._stub.Send, broker_pb2.SendRequest(envelope=envelope))
+        response: broker_pb2.SendResponse = self._call(self._stub.Send, broker_pb2.SendRequest(envelope=envelope))
+        return response
 
     def send(self, recipients: Sequence[str], body: bytes, **options: Any) -> broker_pb2.SendResponse:
         """Seal and send; returns the broker's acceptance with the audit log index."""
         return self.send_envelope(self.seal(recipients, body, **options))
 
-    def send_many(self, envelopes: Sequence[envelope_pb2.Envelope], batch_size: int = 64) -> list[broker_pb2.SendResult]:
+    def send_many(self, envelopes: Sequence[envelope_pb2.Envelope],
+                  batch_size: int = 64) -> list[broker_pb2.SendResult]:
         """Send many sealed envelopes over one stream in batches; one result per envelope, in order."""
         batches = [envelopes[i:i + batch_size] for i in range(0, len(envelopes), batch_size)]
         requests = (broker_pb2.SendBatch(envelopes=b) for b in batches)
@@ -314,7 +316,8 @@ class AgencyClient:
         batch = [messages] if isinstance(messages, ReceivedMessage) else list(messages)
         receipts = [make_receipt(message_id=m.message_id, envelope_sha256=m.envelope_sha256, recipient=self.agency,
                                  status=status, identity_key=self.identity.private_key) for m in batch]
-        return self._call(self._stub.Ack, broker_pb2.AckRequest(receipts=receipts)).acknowledged
+        reply: broker_pb2.AckResponse = self._call(self._stub.Ack, broker_pb2.AckRequest(receipts=receipts))
+        return reply.acknowledged
 
     # -- status --------------------------------------------------------------------------------
     def status(self, message_id: str) -> list[RecipientReceipt]:

@@ -49,8 +49,10 @@ def main() -> int:
         fresh, current = out / OUT_PACKAGE, ROOT / OUT_PACKAGE
         names = sorted(p.name for p in fresh.iterdir())
         if args.check:
-            stale = [n for n in names if not (current / n).exists() or not filecmp.cmp(fresh / n, current / n, shallow=False)]
-            extra = sorted(p.name for p in current.iterdir() if p.is_file() and p.name not in names) if current.exists() else []
+            stale = [n for n in names
+                     if not (current / n).exists() or not filecmp.cmp(fresh / n, current / n, shallow=False)]
+            existing = sorted(p.name for p in current.iterdir() if p.is_file()) if current.exists() else []
+            extra = [n for n in existing if n not in names]
             if stale or extra:
                 print(f"generated code is stale: {stale + extra}; run python scripts/gen_proto.py", file=sys.stderr)
                 return 1

@@ -6,9 +6,11 @@ ciphertext, wrapped keys, signatures, digests), the final envelope, a signed rec
 tampered envelopes that must be refused. A client in another language can use them to check its
 implementation; `tests/unit/protocol/test_vectors.py` checks that this library still opens them.
 
-ECDSA signatures and HPKE encapsulation are randomized, so a rerun writes different signatures,
-wrapped keys and envelopes; every deterministic value (keys, PAE inputs, header, associated data,
-ciphertext for the fixed content key and nonce, digests) stays the same.
+Keys, certificates, key bundles, the inner signature, the content, associated data and ciphertext
+are reproducible: keys derive from fixed labels, the content key and nonce are fixed, and the
+generator signs with deterministic ECDSA (RFC 6979; verifiers accept any valid ECDSA signature).
+HPKE encapsulation is randomized by design, so a rerun changes the wrapped keys and everything that
+covers them: the wrapped-keys digest, header, header signature, envelope and receipt.
 
     .venv/bin/python scripts/make_vectors.py [--out tests/vectors]
 """
@@ -58,17 +60,56 @@ def _seed(label: str, length: int = 32) -> bytes:
 
 def _identity_key(label: str) -> ec.EllipticCurvePrivateKey:
     scalar = int.from_bytes(_seed(label), "big") % (_P256_ORDER - 1) + 1
-    return ec.derive_private_key(scalar, ec.SECP256R1())
+    return _DeterministicKey(ec.derive_private_key(scalar, ec.SECP256R1()))
 
 
 def _encryption_key(label: str, suite: KeySuite) -> EncryptionKey:
     x25519_key = x25519.X25519PrivateKey.from_private_bytes(_seed(label + "/x25519"))
-    mlkem_key = (
-        mlkem.MLKEM768PrivateKey.from_seed_bytes(_seed(label + "/mlkem", 64))
-        if suite == HYBRID_SUITE
-        else None
-    )
+    mlkem_key = mlkem.MLKEM768PrivateKey.from_seed_bytes(_seed(label + "/mlkem", 64)) if suite == HYBRID_SUITE else None
     return EncryptionKey(suite, x25519_key, mlkem_key, key_id=f"{label}-key-1")
+
+
+class _DeterministicKey(ec.EllipticCurvePrivateKey):
+    """An identity key that signs with RFC 6979 deterministic ECDSA, so vectors are reproducible."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+        self._key = key
+
+    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:  # type: ignore[override]
+        assert isinstance(signature_algorithm, ec.ECDSA)
+        assert isinstance(signature_algorithm.algorithm, hashes.SHA256)
+        return self._key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+
+    def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
+        return self._key.exchange(algorithm, peer_public_key)
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._key.public_key()
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        return self._key.curve
+
+    @property
+    def key_size(self) -> int:
+        return self._key.key_size
+
+    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
+        return self._key.private_numbers()
+
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,  # noqa: A002 - the name of the overridden parameter
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        return self._key.private_bytes(encoding, format, encryption_algorithm)
+
+    def __copy__(self) -> _DeterministicKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _DeterministicKey:
+        return self
 
 
 def _name(common_name: str) -> x509.Name:
@@ -101,7 +142,7 @@ def _ca(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+        .sign(key._key if isinstance(key, _DeterministicKey) else key, hashes.SHA256(), ecdsa_deterministic=True)
     )
 
 
@@ -121,9 +162,7 @@ def _agency_certificate(
         .not_valid_before(VALID_FROM)
         .not_valid_after(VALID_UNTIL)
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(f"spiffe://{TRUST_DOMAIN}/agency/{agency}")]
-            ),
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{TRUST_DOMAIN}/agency/{agency}")]),
             critical=False,
         )
         .add_extension(
@@ -132,10 +171,8 @@ def _agency_certificate(
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key._key if isinstance(ca_key, _DeterministicKey) else ca_key, hashes.SHA256(), ecdsa_deterministic=True)
     )
 
 
@@ -319,9 +356,7 @@ def make_vector(
                     "key_id": key.key_id,
                     "info_hex": _pae.key_wrap_info(1, message_id, key.recipient).hex(),
                     "enc_hex": key.enc.hex(),
-                    "pae_hex": _pae.pae(
-                        _pae.WRAPPED_KEY, key.recipient.encode(), key.key_id.encode(), key.enc
-                    ).hex(),
+                    "pae_hex": _pae.pae(_pae.WRAPPED_KEY, key.recipient.encode(), key.key_id.encode(), key.enc).hex(),
                 }
                 for key in envelope.wrapped_keys
             ],

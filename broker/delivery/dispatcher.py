@@ -10,6 +10,7 @@ restart therefore redelivers whatever was in flight: at-least-once, never lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -108,18 +109,16 @@ class Dispatcher:
         """Stop the lease sweeper."""
         if self._sweeper is not None:
             self._sweeper.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-            except asyncio.CancelledError:
-                pass
 
     # Called after commits, on the event loop.
     def accepted(self, queued: list[QueuedDelivery], recalled: str | None) -> None:
         """New deliveries committed; a RECALL also drops the recalled message's undelivered copies."""
         if recalled is not None:
-            for queue in self._queues.values():
-                if queue.items.pop(recalled, None) is not None:
-                    queue.release(recalled)
+            for holder in self._queues.values():
+                if holder.items.pop(recalled, None) is not None:
+                    holder.release(recalled)
         for item in queued:
             queue = self._queues.get(item.recipient)
             if queue is None:
@@ -128,7 +127,7 @@ class Dispatcher:
                 queue.loading_buffer.append(item)
             else:
                 queue.push(item)
-                _notify(queue)
+                queue.notify()
 
     def acknowledged(self, done: list[tuple[str, str]]) -> None:
         """Receipts committed: take the deliveries off their queues for good."""
@@ -140,12 +139,12 @@ class Dispatcher:
                 queue.release(message_id)
                 touched.add(recipient)
         for recipient in touched:
-            _notify(self._queues[recipient])
+            self._queues[recipient].notify()
 
     async def open_stream(self, agency: str, max_in_flight: int) -> Stream:
         """A new consumer of `agency`'s queue; several consumers share one queue."""
-        queue = self._queues.get(agency)
-        if queue is None:
+        existing = self._queues.get(agency)
+        if existing is None:
             queue = AgencyQueue(agency)
             self._queues[agency] = queue
             try:
@@ -161,6 +160,7 @@ class Dispatcher:
             queue.loaded.set()
             log.info("queue.loaded", agency=agency, backlog=len(queue.items))
         else:
+            queue = existing
             await queue.loaded.wait()
         return Stream(self, queue, next(self._streams), max_in_flight)
 
@@ -181,7 +181,7 @@ class Dispatcher:
                         queue.push(flight.item)
                 if expired:
                     log.info("lease.expired", agency=queue.agency, deliveries=len(expired))
-                    _notify(queue)
+                    queue.notify()
 
 
 class Stream:
@@ -193,10 +193,11 @@ class Stream:
         self._id = stream_id
         self._max = max_in_flight
 
-    async def next(self, timeout: float) -> QueuedDelivery | None:
-        """The next delivery for this stream, or None after `timeout` seconds with nothing to send."""
+    async def next(self, wait_seconds: float) -> QueuedDelivery | None:
+        """The next delivery for this stream, or None after `wait_seconds` with nothing to send (the
+        caller re-checks its certificate between waits)."""
         queue = self._queue
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_seconds
         while True:
             if queue.per_stream.get(self._id, 0) < self._max:
                 item = queue.pop_ready()
@@ -231,8 +232,5 @@ class Stream:
                 queue.push(flight.item)
         queue.per_stream.pop(self._id, None)
         if mine:
-            _notify(queue)
+            queue.notify()
 
-
-def _notify(queue: AgencyQueue) -> None:
-    queue.notify()

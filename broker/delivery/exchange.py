@@ -169,7 +169,8 @@ class Exchange:
         if not header.recipients:
             raise InvalidRequest("header has an empty recipient list")
         if len(header.recipients) > self._config.max_recipients:
-            raise InvalidRequest(f"{len(header.recipients)} recipients, over the limit of {self._config.max_recipients}")
+            raise InvalidRequest(
+                f"{len(header.recipients)} recipients, over the limit of {self._config.max_recipients}")
         if len(set(header.recipients)) != len(header.recipients):
             raise InvalidRequest("header names a recipient twice")
         for r in header.recipients:

@@ -4,9 +4,9 @@ writer's transaction (see `broker.store.writer`), so state and log never disagre
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -80,14 +80,14 @@ class AcceptEnvelope:
 
     def stage(self, batch: Batch) -> Accepted:
         h = self.header
-        existing = batch.conn.execute(
+        row = batch.conn.execute(
             sa.select(tables.messages.c.envelope_sha256, tables.messages.c.audit_index,
                       tables.messages.c.accepted_us)
             .where(tables.messages.c.message_id == h.message_id)
         ).first()
-        staged = batch.staged_messages.get(h.message_id)
-        if existing is None and staged is not None:
-            existing = staged
+        existing = (bytes(row[0]), int(row[1]), int(row[2])) if row is not None else None
+        if existing is None:
+            existing = batch.staged_messages.get(h.message_id)
         if existing is not None:
             if existing[0] == self.envelope_sha256:
                 return Accepted(h.message_id, existing[2], existing[1], True, self.recipients)
@@ -114,14 +114,14 @@ class AcceptEnvelope:
             },
         ))
         seq = self.sequence.take()
-        row = {
+        message_row = {
             "message_id": h.message_id, "seq": seq, "sender": h.sender, "kind": h.kind,
             "priority": h.priority, "tlp": h.handling.tlp, "references": h.references,
             "accepted_us": batch.now_us, "expires_us": self.expires_us, "envelope": self.envelope,
             "envelope_sha256": self.envelope_sha256, "sender_cert": self.sender_cert_fingerprint,
             "audit_index": index,
         }
-        batch.insert(tables.messages, row)
+        batch.insert(tables.messages, message_row)
         batch.staged_messages[h.message_id] = (self.envelope_sha256, index, batch.now_us)
         if self.sender_cert_fingerprint not in self.known_certs:
             exists = batch.conn.execute(
@@ -235,7 +235,7 @@ class VerifiedReceipt:
 
     message_id: str
     recipient: str
-    status: int
+    status: envelope_pb2.ReceiptStatus.ValueType
     receipt: bytes
     signature: bytes
     cert_fingerprint: bytes
@@ -337,6 +337,15 @@ def _sha256(data: bytes) -> str:
 
 
 __all__ = [
-    "AcceptEnvelope", "Accepted", "ExpireDeliveries", "QueuedDelivery", "RecordDelivered",
-    "RecordEvent", "RecordReceipts", "RecordRejection", "ArrivalCounter", "VerifiedReceipt", "rejection",
+    "AcceptEnvelope",
+    "Accepted",
+    "ArrivalCounter",
+    "ExpireDeliveries",
+    "QueuedDelivery",
+    "RecordDelivered",
+    "RecordEvent",
+    "RecordReceipts",
+    "RecordRejection",
+    "VerifiedReceipt",
+    "rejection",
 ]

@@ -86,10 +86,7 @@ def verify_csr(data: bytes, trust_domain: str) -> CertificateRequest:
     """
     # 1. Parse: a broken encoding is the caller's error, reported as ours, never a raw ValueError.
     try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            csr = x509.load_pem_x509_csr(data)
-        else:
-            csr = x509.load_der_x509_csr(data)
+        csr = x509.load_pem_x509_csr(data) if data.lstrip().startswith(b"-----BEGIN") else x509.load_der_x509_csr(data)
     except ValueError as exc:
         raise InvalidRequest(f"not a certificate signing request: {exc}") from exc
     # 2. Proof of possession: the CSR must be signed by the key it asks us to certify.

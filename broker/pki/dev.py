@@ -15,7 +15,7 @@ from pathlib import Path
 import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from broker.errors import ConfigurationError
 from broker.identity import Role, SpiffeId, make_spiffe_id
@@ -183,8 +183,7 @@ def _ensure_ca(pki: DevPki) -> CaDirectory:
         return CaDirectory.init(pki.directory, pki.trust_domain)
     if not all(present):
         raise ConfigurationError(
-            f"{pki.directory} holds an incomplete CA (need ca.json, ca.crt and ca.key):"
-            " delete it to start over"
+            f"{pki.directory} holds an incomplete CA (need ca.json, ca.crt and ca.key): delete it to start over"
         )
     ca = CaDirectory.open(pki.directory)
     if ca.trust_domain != pki.trust_domain:
@@ -200,7 +199,11 @@ def _leaf_is_current(cert_path: Path, key_path: Path, authority: CertificateAuth
     try:
         cert = _files.load_certificate(cert_path)
         cert.verify_directly_issued_by(authority.certificate)
+        key = _files.load_private_key(key_path)
     except (ConfigurationError, ValueError, TypeError, InvalidSignature):
+        return False
+    # A key that does not match its certificate would only fail later, in a TLS handshake.
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
         return False
     # A day of margin so a test run started just before expiry does not fail half-way.
     return cert.not_valid_after_utc > datetime.now(UTC) + timedelta(days=1)
@@ -216,7 +219,5 @@ def _ensure_audit_key(pki: DevPki) -> None:
     else:
         key = ed25519.Ed25519PrivateKey.generate()
         _files.write_private_key(pki.audit_key, key)
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     _files.write_public_file(pki.audit_pub, public)

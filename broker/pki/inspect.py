@@ -25,9 +25,7 @@ def certificate_identity(cert: x509.Certificate, trust_domain: str) -> SpiffeId:
         raise AuthenticationError(f"certificate extensions do not parse: {exc}") from exc
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     if len(uris) != 1:
-        raise AuthenticationError(
-            f"certificate must carry exactly one URI SAN (its SPIFFE id), found {len(uris)}"
-        )
+        raise AuthenticationError(f"certificate must carry exactly one URI SAN (its SPIFFE id), found {len(uris)}")
     return parse_spiffe_id(uris[0], trust_domain)
 
 

@@ -54,8 +54,7 @@ def issue_request(
     """Issue and record a certificate for an already verified request."""
     if expected_role is not None and request.spiffe_id.role is not expected_role:
         raise InvalidRequest(
-            f"request is for a {request.spiffe_id.role.value} ({request.spiffe_id}),"
-            f" not a {expected_role.value}"
+            f"request is for a {request.spiffe_id.role.value} ({request.spiffe_id}), not a {expected_role.value}"
         )
     with ca.locked():
         authority = ca.load_authority()
@@ -69,9 +68,7 @@ def issue_request(
             ip_addresses=request.ip_addresses,
         )
         record = ca.record_issued(cert, renewed_from=renewed_from)
-    log.info(
-        "pki.issued", serial=record.serial, spiffe_id=record.spiffe_id, not_after=record.not_after.isoformat()
-    )
+    log.info("pki.issued", serial=record.serial, spiffe_id=record.spiffe_id, not_after=record.not_after.isoformat())
     return cert, record
 
 
@@ -123,9 +120,7 @@ def renew(
     else:
         request = verify_csr(csr_pem, ca.trust_domain)
         if request.spiffe_id != old_id:
-            raise InvalidRequest(
-                f"CSR is for {request.spiffe_id}, but certificate {record.serial} is {old_id}"
-            )
+            raise InvalidRequest(f"CSR is for {request.spiffe_id}, but certificate {record.serial} is {old_id}")
     return issue_request(ca, request, lifetime_days=lifetime_days, renewed_from=record.serial)
 
 

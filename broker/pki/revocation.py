@@ -158,10 +158,7 @@ def _read(path: Path) -> bytes:
 def verify_crl(data: bytes, issuer: x509.Certificate) -> x509.CertificateRevocationList:
     """Parse a PEM or DER CRL and check it was signed by `issuer`; raise `VerificationError` if not."""
     try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            crl = x509.load_pem_x509_crl(data)
-        else:
-            crl = x509.load_der_x509_crl(data)
+        crl = x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----BEGIN") else x509.load_der_x509_crl(data)
     except ValueError as exc:
         raise VerificationError(f"CRL does not parse: {exc}") from exc
     if crl.issuer != issuer.subject:
@@ -249,9 +246,7 @@ class RevocationList:
             self._revoked = revoked
             self._next_update = crl.next_update_utc
             self._generation += 1
-            log.info(
-                "pki.crl_loaded", path=str(self._path), revoked=len(revoked), generation=self._generation
-            )
+            log.info("pki.crl_loaded", path=str(self._path), revoked=len(revoked), generation=self._generation)
             if self._next_update is not None and self._next_update < datetime.now(UTC):
                 log.warning("pki.crl_stale", path=str(self._path), next_update=self._next_update.isoformat())
 

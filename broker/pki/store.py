@@ -207,9 +207,7 @@ class CaDirectory:
             if intermediate:
                 issuing = create_intermediate_ca(root)
                 _files.write_private_key(ca.intermediate_key_path, issuing.private_key)
-                _files.write_public_file(
-                    ca.intermediate_cert_path, _files.certificate_pem(issuing.certificate)
-                )
+                _files.write_public_file(ca.intermediate_cert_path, _files.certificate_pem(issuing.certificate))
                 _files.write_public_file(ca.chain_path, _files.certificate_pem(*issuing.chain, root.root))
             ca.issued_dir.mkdir(exist_ok=True, mode=0o755)
             ca.write_index(CertificateIndex())

@@ -29,9 +29,7 @@ _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$|\s*\(at end of
 _ROOT_KEYS: Final = frozenset({"version", "description", "agencies", "groups", "rules"})
 _AGENCY_KEYS: Final = frozenset({"id", "country", "kind", "organisation", "name"})
 _GROUP_KEYS: Final = frozenset({"name", "members", "description"})
-_RULE_KEYS: Final = frozenset(
-    {"name", "description", "senders", "kinds", "handling", "recipients", "forward"}
-)
+_RULE_KEYS: Final = frozenset({"name", "description", "senders", "kinds", "handling", "recipients", "forward"})
 _FORWARD_KEYWORDS: Final = ("none", "same-organisation", "rule-recipients")
 
 
@@ -64,9 +62,7 @@ class _Checker:
         self.problems: list[tuple[int, str]] = []
         self._locator = Locator(text)
 
-    def locate(
-        self, table: str = "", index: int = 0, key: str | None = None, value: str | None = None
-    ) -> int:
+    def locate(self, table: str = "", index: int = 0, key: str | None = None, value: str | None = None) -> int:
         return self._locator.line(table, index, key, value)
 
     def error(self, line: int, message: str) -> None:
@@ -211,18 +207,21 @@ def _agencies(check: _Checker, root: Mapping[str, Any]) -> dict[str, Agency]:
     return agencies
 
 
-def _unknown_address(address: str, agencies: Mapping[str, Any], groups: Mapping[str, Any]) -> str:
-    """ "unknown group 'EU-CUSTOM' (did you mean 'EU-CUSTOMS'?)", guessing which the admin meant."""
-    best = difflib.get_close_matches(address, [*groups, *agencies], n=1, cutoff=0.75)
+def _unknown_address(address: str, agencies: Mapping[str, Any], groups: Mapping[str, Any], within: str = "") -> str:
+    """Say "unknown group 'EU-CUSTOM' (did you mean 'EU-CUSTOMS'?)", guessing what was meant.
+
+    The cutoff is high on purpose: FR-CUSTOMS and EU-CUSTOMS are different things, and a wrong
+    suggestion is worse than none. `within` (the group being defined) is never suggested.
+    """
+    names = [name for name in (*groups, *agencies) if name != within]
+    best = difflib.get_close_matches(address, names, n=1, cutoff=0.85)
     if not best:
         return f"unknown agency or group '{address}'"
     what = "group" if best[0] in groups else "agency"
     return f"unknown {what} '{address}' (did you mean '{best[0]}'?)"
 
 
-def _groups(
-    check: _Checker, root: Mapping[str, Any], agencies: Mapping[str, Agency]
-) -> dict[str, frozenset[str]]:
+def _groups(check: _Checker, root: Mapping[str, Any], agencies: Mapping[str, Agency]) -> dict[str, frozenset[str]]:
     entries = check.tables(root, "groups")
     # First pass: names, so that members may name groups defined further down.
     declared: dict[str, tuple[int, list[str]]] = {}
@@ -247,9 +246,7 @@ def _groups(
             continue
         if name in declared:
             first = check.locate("groups", declared[name][0], "name")
-            check.error(
-                check.locate("groups", index, "name"), f"{subject}: defined twice (first at line {first})"
-            )
+            check.error(check.locate("groups", index, "name"), f"{subject}: defined twice (first at line {first})")
             continue
         declared[name] = (index, members if members is not None else [])
     # Second pass: check members, then flatten nested groups, refusing cycles.
@@ -260,7 +257,7 @@ def _groups(
             if member == EVERYONE:
                 check.error(line, f"group '{name}': '*' cannot be a member; list the agencies")
             elif member not in agencies and member not in declared:
-                check.error(line, f"group '{name}': {_unknown_address(member, agencies, declared)}")
+                check.error(line, f"group '{name}': {_unknown_address(member, agencies, declared, name)}")
             elif member == name:
                 check.error(line, f"group '{name}': a group cannot contain itself")
             elif member in seen:
@@ -348,9 +345,7 @@ def _forward(
         return None
     if "none" in items:
         if len(items) > 1:
-            check.error(
-                check.locate("rules", index, "forward", "none"), f"{subject}: 'none' cannot be combined"
-            )
+            check.error(check.locate("rules", index, "forward", "none"), f"{subject}: 'none' cannot be combined")
             return None
         return NoForwarding()
     clauses: list[ForwardClause] = []

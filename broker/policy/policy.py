@@ -184,9 +184,7 @@ class Policy:
                 continue
             members = self._groups.get(address)
             if members is None:
-                return _refuse(
-                    BUILTIN_UNKNOWN_RECIPIENT, f"'{address}' is neither an agency nor a group in the policy"
-                )
+                return _refuse(BUILTIN_UNKNOWN_RECIPIENT, f"'{address}' is neither an agency nor a group in the policy")
             if tlp == "RED":
                 return _refuse(
                     BUILTIN_RED_TO_GROUP,
@@ -195,11 +193,7 @@ class Policy:
                 )
             reached = members - exclude
             if not reached:
-                why = (
-                    "has no members"
-                    if not members
-                    else f"has no members besides {', '.join(sorted(members))}"
-                )
+                why = "has no members" if not members else f"has no members besides {', '.join(sorted(members))}"
                 return _refuse(
                     BUILTIN_EMPTY_GROUP,
                     f"group '{address}' {why}, so it reaches no agency; an empty group is refused, "
@@ -215,17 +209,14 @@ class Policy:
             lacks: list[str] = []
             sender_ok = sender in rule.sender_set
             if not sender_ok:
-                lacks.append(
-                    f"it applies only to senders {', '.join(rule.senders)}; {sender} is not one of them"
-                )
+                lacks.append(f"it applies only to senders {', '.join(rule.senders)}; {sender} is not one of them")
             if kind not in rule.kinds:
                 lacks.append(f"it covers only {_ordered(rule.kinds, KINDS)}, not {kind}")
             if tlp not in rule.handling:
                 lacks.append(f"it allows only {_ordered(rule.handling, TLP_CODES)}, not {tlp}")
             if recipient not in rule.recipient_set:
                 lacks.append(
-                    f"it allows {kind} at {tlp} only to {', '.join(rule.recipients)}; "
-                    f"{recipient} is not in it"
+                    f"it allows {kind} at {tlp} only to {', '.join(rule.recipients)}; {recipient} is not in it"
                 )
             # Fewest gaps first; among equals, a rule that already links this sender to this
             # recipient (an agreement at another level) is the most useful one to name.
@@ -280,22 +271,16 @@ class Policy:
         if fwd is None:
             return _refuse(BUILTIN_UNKNOWN_SENDER, f"forwarder {forwarder} is not an agency in the policy")
         if original_sender not in self._agencies:
-            return _refuse(
-                BUILTIN_UNKNOWN_SENDER, f"original sender {original_sender} is not an agency in the policy"
-            )
+            return _refuse(BUILTIN_UNKNOWN_SENDER, f"original sender {original_sender} is not an agency in the policy")
         ordered = self._expand(new_recipients, tlp, frozenset((forwarder, original_sender)))
         if isinstance(ordered, Decision):
             return ordered
         governing = [
-            rule
-            for rule in self._by_send.get((original_sender, kind, tlp), ())
-            if forwarder in rule.recipient_set
+            rule for rule in self._by_send.get((original_sender, kind, tlp), ()) if forwarder in rule.recipient_set
         ]
         if not governing:
             rule_name, why = self._closest_refusal(original_sender, kind, tlp, forwarder)
-            return _refuse(
-                rule_name, f"no rule lets {forwarder} forward what it could not receive: {why}", ordered
-            )
+            return _refuse(rule_name, f"no rule lets {forwarder} forward what it could not receive: {why}", ordered)
         used: dict[str, list[str]] = {}
         for recipient in ordered:
             covering = self._forward_rule(
@@ -357,8 +342,6 @@ class Policy:
             reach.setdefault(rule.name, set()).update(rule.recipient_set - {sender})
         everyone = set().union(*reach.values()) if reach else set()
         if not everyone:
-            return _refuse(
-                BUILTIN_DENY_BY_DEFAULT, f"no rule allows {sender} to send {kind} at {tlp} to anyone"
-            )
+            return _refuse(BUILTIN_DENY_BY_DEFAULT, f"no rule allows {sender} to send {kind} at {tlp} to anyone")
         used = {name: sorted(ids) for name, ids in reach.items() if ids}
         return _allow(used, f"{kind} at {tlp}", tuple(sorted(everyone)))

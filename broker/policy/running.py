@@ -87,9 +87,7 @@ class RunningPolicy:
     `stat` when it calls `reload_if_changed`; writers serialise on a lock.
     """
 
-    def __init__(
-        self, policy: Policy, path: Path | None = None, clock: Callable[[], datetime] = _utcnow
-    ) -> None:
+    def __init__(self, policy: Policy, path: Path | None = None, clock: Callable[[], datetime] = _utcnow) -> None:
         """Hold `policy`; if `path` is given, it is the file that `reload_if_changed` watches."""
         self._policy = policy
         self._path = path

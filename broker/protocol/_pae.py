@@ -45,7 +45,7 @@ RECEIPT: Final = "isb.v1.receipt"  # signature over a serialized receipt
 
 
 def _len(data: bytes) -> bytes:
-    return str(len(data)).encode("ascii")
+    return b"%d" % len(data)
 
 
 def pae(type_: str, *fields: bytes) -> bytes:
@@ -66,7 +66,7 @@ def encode_int(value: int) -> bytes:
     """Encode a non-negative integer as ASCII decimal, as PAE lengths are."""
     if value < 0:
         raise ValueError(f"PAE integers are non-negative, got {value}")
-    return str(value).encode("ascii")
+    return b"%d" % value
 
 
 def encode_timestamp(value: timestamp_pb2.Timestamp, *, present: bool = True) -> bytes:

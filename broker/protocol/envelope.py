@@ -187,9 +187,7 @@ def seal(
     content = envelope_pb2.Content(content_type=content_type, body=body, inner_signature=inner_signature)
 
     # 3. Encrypt once; the associated data binds every non-digest header field (see _pae.content_aad).
-    ciphertext = nonce + AESGCM(content_key).encrypt(
-        nonce, content.SerializeToString(), _pae.content_aad(header)
-    )
+    ciphertext = nonce + AESGCM(content_key).encrypt(nonce, content.SerializeToString(), _pae.content_aad(header))
 
     # 4. Wrap the content key for each recipient agency with the suite of its bundle.
     wrapped_keys = [
@@ -242,12 +240,22 @@ def verify_outer(
     certificate chain, revocation or the caller's identity: the caller has done that for
     `sender_certificate`. Raise `VerificationError` (or `InvalidRequest` when over `max_bytes`).
     """
+    return _verify_outer(envelope, sender_certificate, identity_public_key(sender_certificate), max_bytes)
+
+
+def _verify_outer(
+    envelope: envelope_pb2.Envelope,
+    sender_certificate: x509.Certificate,
+    public_key: ec.EllipticCurvePublicKey,
+    max_bytes: int | None,
+) -> envelope_pb2.Header:
+    """`verify_outer` with the certificate's key already extracted (opening reuses it)."""
     # 1. Size, before any work.
     if max_bytes is not None and envelope.ByteSize() > max_bytes:
         raise InvalidRequest(f"envelope is {envelope.ByteSize()} bytes, over the limit of {max_bytes}")
     # 2. Outer signature over the exact header bytes; nothing unauthenticated is parsed before this.
     verify_identity_signature(
-        identity_public_key(sender_certificate),
+        public_key,
         envelope.header_signature,
         _pae.header_signing_input(envelope.header),
         what="envelope header",
@@ -263,9 +271,7 @@ def verify_outer(
         raise VerificationError("header sender_cert_sha256 does not match the sender certificate")
     certified = agency_of_certificate(sender_certificate)
     if header.sender != certified:
-        raise VerificationError(
-            f"header sender {header.sender!r} is not the certificate's agency {certified!r}"
-        )
+        raise VerificationError(f"header sender {header.sender!r} is not the certificate's agency {certified!r}")
     # 5. The digests bind the ciphertext and the wrapped keys to the signed header.
     if hashlib.sha256(envelope.ciphertext).digest() != header.ciphertext_sha256:
         raise VerificationError("ciphertext does not match the header's ciphertext_sha256")
@@ -292,16 +298,15 @@ def open_envelope(
     sender (chain, validity, revocation). Raise `VerificationError` if anything does not match.
     """
     # 1. Everything the broker checked.
-    header = verify_outer(envelope, sender_certificate)
+    public_key = identity_public_key(sender_certificate)
+    header = _verify_outer(envelope, sender_certificate, public_key, None)
     # 2. The content key wrapped for us, under a key we hold (old and new keys during rotation).
     wrapped = next((key for key in envelope.wrapped_keys if key.recipient == recipient), None)
     if wrapped is None:
         raise VerificationError(f"envelope {header.message_id} is not addressed to {recipient}")
     key = keys.get(wrapped.key_id)
     if key is None:
-        raise VerificationError(
-            f"no private key {wrapped.key_id!r} of {recipient} to open {header.message_id}"
-        )
+        raise VerificationError(f"no private key {wrapped.key_id!r} of {recipient} to open {header.message_id}")
     try:
         content_key = hpke_suite(key.suite).decrypt(
             wrapped.enc,
@@ -329,7 +334,7 @@ def open_envelope(
     # 4. The inner signature covers the plaintext with the context in this header, which defeats
     #    surreptitious forwarding: re-addressed content no longer matches the signed recipient list.
     verify_identity_signature(
-        identity_public_key(sender_certificate),
+        public_key,
         content.inner_signature,
         _pae.content_signing_input(header, content.content_type, content.body),
         what="inner content",

@@ -324,9 +324,7 @@ def make_key_bundle(
     _require_aware(not_after, "not_after")
     if not_after <= not_before:
         raise ValueError("key bundle not_after must be later than not_before")
-    bundle = envelope_pb2.KeyBundle(
-        agency=agency, key_id=key.key_id, suite=key.suite, public_key=key.public_key_bytes
-    )
+    bundle = envelope_pb2.KeyBundle(agency=agency, key_id=key.key_id, suite=key.suite, public_key=key.public_key_bytes)
     bundle.not_before.FromDatetime(not_before)
     bundle.not_after.FromDatetime(not_after)
     bundle_bytes = bundle.SerializeToString()
@@ -384,9 +382,7 @@ def verify_key_bundle(
     not_before = bundle.not_before.ToDatetime(dt.UTC)
     not_after = bundle.not_after.ToDatetime(dt.UTC)
     if now < not_before:
-        raise VerificationError(
-            f"key bundle {bundle.key_id} of {expected_agency} is not valid before {not_before}"
-        )
+        raise VerificationError(f"key bundle {bundle.key_id} of {expected_agency} is not valid before {not_before}")
     if now >= not_after:
         raise VerificationError(f"key bundle {bundle.key_id} of {expected_agency} expired at {not_after}")
     return bundle

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -96,14 +97,11 @@ class Writer:
 
     async def stop(self) -> None:
         """Finish the queued operations, then stop."""
-        while not self._queue.empty():
-            await asyncio.sleep(0.01)
+        await self._queue.join()
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         self._thread.shutdown(wait=True)
 
     async def submit(self, op: Operation[T]) -> T:
@@ -140,6 +138,7 @@ class Writer:
                 except Exception:  # a post-commit notification must not stop the writer
                     log.exception("writer.after_commit_failed")
             for item in pending:
+                self._queue.task_done()
                 if item.future.done():
                     continue
                 if item.error is not None:
@@ -161,9 +160,7 @@ class Writer:
                 for table, rows in batch.inserts.items():
                     conn.execute(table.insert(), rows)
                 if batch.events:
-                    indices = self._audit.append(conn, batch.events)
-                    if indices and indices[0] != batch.first_index:
-                        raise RuntimeError("audit log index drifted from the writer's count")
+                    _check_indices(self._audit.append(conn, batch.events), batch.first_index)
         except Exception as exc:
             self._audit.rollback()
             log.exception("writer.batch_failed", operations=len(pending))
@@ -173,6 +170,12 @@ class Writer:
             return []
         self._audit.commit()
         return batch.after_commit
+
+
+def _check_indices(indices: list[int], expected_first: int) -> None:
+    # Operations were told their entries' indices while staging; the log must agree.
+    if indices and indices[0] != expected_first:
+        raise RuntimeError("audit log index drifted from the writer's count")
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:

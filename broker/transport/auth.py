@@ -10,9 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeAlias
 
-import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -21,6 +20,8 @@ from broker.identity import Role, SpiffeId
 from broker.pki.inspect import certificate_identity, serial_hex
 
 _CACHE_LIMIT = 4096
+# grpcio ships no type information: the servicer context is typed loosely on purpose.
+Context: TypeAlias = Any
 
 
 class RevocationChecker(Protocol):
@@ -61,7 +62,7 @@ class Authenticator:
         self._revocations = revocations
         self._cache: dict[bytes, Principal | AuthenticationError] = {}
 
-    def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:  # type: ignore[type-arg]
+    def authenticate(self, context: Context) -> Principal:
         """The verified caller of this call; raise `AuthenticationError` if it may not call at all."""
         pems = context.auth_context().get("x509_pem_cert")
         if not pems:
@@ -75,7 +76,7 @@ class Authenticator:
                 f"certificate of {principal.spiffe_id} expired at {principal.not_after.isoformat()}")
         return principal
 
-    def require(self, context: grpc.aio.ServicerContext, *roles: Role) -> Principal:  # type: ignore[type-arg]
+    def require(self, context: Context, *roles: Role) -> Principal:
         """Authenticate and check the caller's role."""
         principal = self.authenticate(context)
         if principal.role not in roles:

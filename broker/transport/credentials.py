@@ -42,7 +42,7 @@ class ReloadingServerCredentials:
                     return None
                 configuration = self._configuration()
             except (OSError, ValueError) as exc:
-                log.error("tls.reload_failed", error=str(exc))
+                log.exception("tls.reload_failed", error=str(exc))
                 return None
             self._stamp = stamp
             self.reloads += 1

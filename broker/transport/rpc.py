@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 import structlog
@@ -22,7 +22,8 @@ log = structlog.get_logger(__name__)
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
-Context = grpc.aio.ServicerContext  # type: ignore[type-arg]
+# grpcio ships no type information: the servicer context is typed loosely on purpose.
+Context: TypeAlias = Any
 # Servicers provide `refuse(actor, rpc, error)`, which writes a refusal's audit entry.
 Refuser = Callable[[str, str, BrokerError], Awaitable[None]]
 

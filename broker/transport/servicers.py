@@ -115,7 +115,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                 item = await stream.next(REAUTH_SECONDS)
                 if item is None:
                     continue
-                assert item.envelope is not None  # noqa: S101 - the stream loads it before returning
+                assert item.envelope is not None
                 envelope = envelope_pb2.Envelope.FromString(item.envelope)
                 cert = certs.get(item.message_id) or await self._exchange.sender_certificate(item.message_id)
                 yield broker_pb2.Delivery(
@@ -177,7 +177,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         bundles = await self._exchange.read(lambda conn: current_bundles(conn, wanted, now_us()))
         directory = broker_pb2.Directory()
         for record in records:
-            assert record is not None  # noqa: S101 - unknown ones were refused above
+            assert record is not None
             entry = directory.agencies.add(agency=record.agency_id, display_name=record.display_name,
                                            country=record.country)
             for b in bundles.get(record.agency_id, []):

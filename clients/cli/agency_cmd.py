@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     send = subparsers.add_parser("send", help="seal and send a message")
     _connection(send)
     send.add_argument("--to", required=True, action="append", help="recipient agency or group (repeatable)")
-    send.add_argument("--kind", default="ALERT", choices=[k for k in envelope_pb2.Kind.keys() if k != "KIND_UNSPECIFIED"])
+    kinds = [k for k in envelope_pb2.Kind.keys() if k != "KIND_UNSPECIFIED"]  # noqa: SIM118 - protobuf enum API
+    send.add_argument("--kind", default="ALERT", choices=kinds)
     send.add_argument("--tlp", default="AMBER", choices=["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"])
     send.add_argument("--priority", default="NORMAL", choices=["LOW", "NORMAL", "HIGH", "FLASH"])
     send.add_argument("--content-type", default="text/plain; charset=utf-8")
@@ -75,9 +76,9 @@ def _run(args: argparse.Namespace, action: str) -> int:
                 _do_listen(client, args)
             else:
                 for r in client.status(args.message_id):
+                    receipt = envelope_pb2.ReceiptStatus.Name(r.receipt.status) if r.receipt else None
                     print(json.dumps({"recipient": r.recipient, "state": r.state, "attempts": r.attempts,
-                                      "receipt": envelope_pb2.ReceiptStatus.Name(r.receipt.status) if r.receipt else None,
-                                      "receipt_verified": r.receipt is not None}))
+                                      "receipt": receipt, "receipt_verified": r.receipt is not None}))
     except ClientError as exc:
         print(f"isb: {exc}", file=sys.stderr)
         return 1
@@ -102,8 +103,7 @@ def _do_send(client: AgencyClient, args: argparse.Namespace) -> int:
 
 
 def _do_listen(client: AgencyClient, args: argparse.Namespace) -> None:
-    received = 0
-    for message in client.deliveries(timeout=args.idle):
+    for received, message in enumerate(client.deliveries(timeout=args.idle), start=1):
         text = message.body.decode("utf-8", errors="replace") if message.content_type.startswith("text/") else None
         print(json.dumps({
             "message_id": message.message_id, "sender": message.sender,
@@ -112,7 +112,6 @@ def _do_listen(client: AgencyClient, args: argparse.Namespace) -> None:
             "body": text if text is not None else f"<{len(message.body)} bytes>",
         }), flush=True)
         client.ack(message)
-        received += 1
         if args.count and received >= args.count:
             return
 

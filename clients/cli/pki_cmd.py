@@ -69,9 +69,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    issue = commands.add_parser(
-        "issue", help="issue a certificate from a CSR after confirmation (admin side)"
-    )
+    issue = commands.add_parser("issue", help="issue a certificate from a CSR after confirmation (admin side)")
     issue.add_argument("csr", type=Path, help="the CSR file (PEM or DER)")
     _ca_argument(issue)
     issue.add_argument("--out", type=Path, help="certificate chain file (default: the CSR path with .crt)")
@@ -105,9 +103,7 @@ def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     renewing.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
     _set(renewing, _cmd_renew)
 
-    crl = commands.add_parser(
-        "crl", help="re-sign the CRL (refreshes its next update) and optionally export it"
-    )
+    crl = commands.add_parser("crl", help="re-sign the CRL (refreshes its next update) and optionally export it")
     _ca_argument(crl)
     crl.add_argument("--out", type=Path, help="also write the CRL here")
     crl.add_argument("--der", action="store_true", help="write --out in DER instead of PEM")
@@ -128,9 +124,7 @@ def _set(parser: argparse.ArgumentParser, handler: Handler) -> None:
 
 
 def _ca_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--ca", type=Path, default=DEFAULT_CERT_DIR, help=f"CA directory (default {DEFAULT_CERT_DIR})"
-    )
+    parser.add_argument("--ca", type=Path, default=DEFAULT_CERT_DIR, help=f"CA directory (default {DEFAULT_CERT_DIR})")
 
 
 def _reporting_errors(handler: Handler) -> Handler:
@@ -204,9 +198,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     request = verify_csr(data, ca.trust_domain)
     role = Role(args.role) if args.role else None
     if role is not None and request.spiffe_id.role is not role:
-        raise InvalidRequest(
-            f"{args.csr} requests a {request.spiffe_id.role.value} certificate, not {role.value}"
-        )
+        raise InvalidRequest(f"{args.csr} requests a {request.spiffe_id.role.value} certificate, not {role.value}")
     # Check the lifetime before asking, so the admin does not confirm something that then fails.
     days = check_lifetime(ca.load_authority(), request.spiffe_id.role, args.days)
     print(f"certificate signing request {args.csr}:")
@@ -239,9 +231,7 @@ def _cmd_renew(args: argparse.Namespace) -> int:
     cert, successor = renew(ca, record.serial, csr_pem=data, lifetime_days=args.days)
     _files.write_public_file(args.out, chain_pem(ca, cert))
     _print_issued(args.out, successor)
-    print(
-        f"the predecessor {record.serial} stays valid until it expires; revoke it once the new one is in use"
-    )
+    print(f"the predecessor {record.serial} stays valid until it expires; revoke it once the new one is in use")
     return 0
 
 
@@ -261,14 +251,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_certificate_table(
-    records: Sequence[CertificateRecord], *, colour: bool, now: datetime | None = None
-) -> str:
+def render_certificate_table(records: Sequence[CertificateRecord], *, colour: bool, now: datetime | None = None) -> str:
     """The `pki list` table; with `colour`, expired in red, revoked dimmed, expiring within 30 days yellow."""
     now = now or datetime.now(UTC)
-    lines = [
-        f"{'ROLE':<8} {'STATUS':<8} {'EXPIRES':<10} {'SERIAL':<40} {'FINGERPRINT (SHA-256)':<64} SPIFFE ID"
-    ]
+    lines = [f"{'ROLE':<8} {'STATUS':<8} {'EXPIRES':<10} {'SERIAL':<40} {'FINGERPRINT (SHA-256)':<64} SPIFFE ID"]
     for record in records:
         line = (
             f"{record.role.value:<8} {record.status(now).value:<8} {record.not_after.date().isoformat():<10} "

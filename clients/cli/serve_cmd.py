@@ -9,6 +9,8 @@ from pathlib import Path
 from broker.config import DEFAULT_CERT_DIR, load_config
 from broker.errors import BrokerError
 from broker.logs import configure_logging
+from broker.pki.dev import ensure_dev_pki
+from broker.server import serve
 
 __all__ = ["register"]
 
@@ -23,14 +25,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from broker.server import serve  # imported here: the agency commands need no server code
-
     try:
         config = load_config(args.config)
         configure_logging(config.log_level)
         if args.dev:
-            from broker.pki.dev import ensure_dev_pki
-
             ensure_dev_pki(config.cert_dir, config.trust_domain)
         asyncio.run(serve(config))
     except BrokerError as exc:

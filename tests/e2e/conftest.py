@@ -5,6 +5,7 @@ variable ISB_TEST_DATABASE=postgresql names the server, as CI does in its second
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import threading
@@ -116,8 +117,6 @@ class RunningBroker:
 
 
 def _replace(config: BrokerConfig, **changes: Any) -> BrokerConfig:
-    import dataclasses
-
     return dataclasses.replace(config, **changes)
 
 

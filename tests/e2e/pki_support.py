@@ -10,7 +10,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.identity import Role, make_spiffe_id
-from broker.pki.authority import CertificateAuthority, create_root_ca, generate_identity_key, issue_certificate
+from broker.pki.authority import (
+    CertificateAuthority,
+    create_root_ca,
+    generate_identity_key,
+    issue_certificate,
+)
 from broker.pki.dev import DevPki
 from broker.pki.store import CaDirectory
 

@@ -13,11 +13,14 @@ import grpc
 import pytest
 
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
+from broker.identity import Role
 from broker.pki.dev import DevPki
 from broker.protocol.envelope import seal
 from broker.protocol.keys import EncryptionKey
 from clients import AgencyClient, CertificateProblem, ConnectionFailed, RemoteError
+from clients._tls import diagnose_handshake, load_identity
 from tests.e2e.conftest import Database, RunningBroker
+from tests.e2e.pki_support import expired_agency_certificate, foreign_agency_certificate
 
 ALERT = b'{"category": "PASSENGER_RISK", "subject": "traveller on flight AF1234"}'
 
@@ -143,8 +146,6 @@ def test_certificate_from_another_ca_is_refused_with_a_named_cause(
     broker: RunningBroker, pki: DevPki, database: Database, tmp_path: Path,
 ) -> None:
     """The SDK names the cause of a handshake refused because our certificate comes from another CA."""
-    from tests.e2e.pki_support import foreign_agency_certificate
-
     cert, key = foreign_agency_certificate(tmp_path, "FR-CUSTOMS")
     stub = _raw_stub(broker.target, ca=pki.ca_cert.read_bytes(), cert=cert.read_bytes(), key=key.read_bytes())
     with pytest.raises(grpc.RpcError) as failed:
@@ -152,11 +153,9 @@ def test_certificate_from_another_ca_is_refused_with_a_named_cause(
     assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
     with pytest.raises(CertificateProblem, match="does not chain to the CA"):
         AgencyClient(broker.target, cert=cert, key=key, ca=pki.ca_cert)
-    from clients._tls import diagnose_handshake, load_identity
-    from broker.identity import Role
-
-    identity = dataclasses.replace(load_identity(pki.agency("FR-CUSTOMS")[0], pki.agency("FR-CUSTOMS")[1],
-                                                 pki.ca_cert, "isb.dev", Role.AGENCY),
+    from_dev = load_identity(pki.agency("FR-CUSTOMS")[0], pki.agency("FR-CUSTOMS")[1],
+                             pki.ca_cert, "isb.dev", Role.AGENCY)
+    identity = dataclasses.replace(from_dev,
                                    cert_pem=cert.read_bytes(), key_pem=key.read_bytes())
     cause = diagnose_handshake(broker.target, identity)
     assert isinstance(cause, ConnectionFailed)
@@ -168,8 +167,6 @@ def test_expired_certificate_is_refused_by_the_sdk_before_connecting(
     broker: RunningBroker, pki: DevPki, tmp_path: Path, database: Database,
 ) -> None:
     """An expired agency certificate is refused with a clear cause, and the broker refuses its handshake."""
-    from tests.e2e.pki_support import expired_agency_certificate
-
     cert, key = expired_agency_certificate(pki, tmp_path, "FR-CUSTOMS")
     with pytest.raises(CertificateProblem, match="expired"):
         AgencyClient(broker.target, cert=cert, key=key, ca=pki.ca_cert)

@@ -6,7 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import broker.audit.tables
-import broker.store.tables  # noqa: F401 - registers the tables on SQLModel.metadata
+import broker.store.tables
 
 del broker  # only imported for its side effect
 

@@ -30,9 +30,7 @@ def ca_path(tmp_path: Path) -> Path:
 
 
 def _request(out: Path, agency: str = "FR-CUSTOMS", trust_domain: str = TRUST_DOMAIN) -> Path:
-    assert (
-        main(["pki", "request", "--agency", agency, "--trust-domain", trust_domain, "--out", str(out)]) == 0
-    )
+    assert main(["pki", "request", "--agency", agency, "--trust-domain", trust_domain, "--out", str(out)]) == 0
     return out / f"{agency}.csr"
 
 
@@ -77,9 +75,7 @@ def test_request_refuses_to_overwrite_a_key(tmp_path: Path, capsys: pytest.Captu
     assert (tmp_path / "FR-CUSTOMS.key").read_bytes() == key_before
 
 
-def test_issue_with_yes_writes_a_chain_openssl_verifies(
-    ca_path: Path, tmp_path: Path, openssl: OpenSsl
-) -> None:
+def test_issue_with_yes_writes_a_chain_openssl_verifies(ca_path: Path, tmp_path: Path, openssl: OpenSsl) -> None:
     """pki issue --yes writes leaf+intermediate that openssl verifies against ca.crt."""
     csr = _request(tmp_path / "agency")
     out = tmp_path / "agency.crt"
@@ -100,9 +96,7 @@ def test_issue_shows_the_request_and_stops_when_declined(
     assert not csr.with_suffix(".crt").exists()
 
 
-def test_issue_proceeds_when_confirmed(
-    ca_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_issue_proceeds_when_confirmed(ca_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Answering 'y' issues the certificate next to the CSR."""
     csr = _request(tmp_path / "agency")
     monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
@@ -137,9 +131,7 @@ def test_revoke_updates_list_and_crl(
     assert main(["pki", "list", "--ca", str(ca_path)]) == 0
     [row] = [line for line in capsys.readouterr().out.splitlines() if serial in line]
     assert row.split()[:2] == ["agency", "revoked"]
-    result = openssl(
-        "crl", "-in", ca_path / "crl.pem", "-CAfile", ca_path / "ca-chain.pem", "-verify", "-text"
-    )
+    result = openssl("crl", "-in", ca_path / "crl.pem", "-CAfile", ca_path / "ca-chain.pem", "-verify", "-text")
     assert result.returncode == 0, result.stderr
     assert serial.upper() in result.stdout
     assert "Key Compromise" in result.stdout

@@ -17,9 +17,7 @@ TRUST_DOMAIN = "isb.test"
 AGENCY = make_spiffe_id(TRUST_DOMAIN, Role.AGENCY, "FR-CUSTOMS")
 
 
-def _raw_csr(
-    names: list[x509.GeneralName], key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-) -> bytes:
+def _raw_csr(names: list[x509.GeneralName], key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
     algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     csr = (
         x509.CertificateSigningRequestBuilder()
@@ -57,9 +55,7 @@ def test_csr_signed_by_another_key_is_refused() -> None:
     victim = x509.load_der_x509_csr(honest).public_key()
     assert isinstance(victim, ec.EllipticCurvePublicKey)
     point = victim.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-    replacement = other_key.public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-    )
+    replacement = other_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
     forged = honest.replace(point, replacement)
     assert forged != honest
     with pytest.raises(VerificationError):
@@ -119,6 +115,4 @@ def test_csr_with_ed25519_key_is_refused() -> None:
 def test_garbage_is_refused_as_invalid_request() -> None:
     """Bytes that are not a CSR raise InvalidRequest, not ValueError."""
     with pytest.raises(InvalidRequest, match="not a certificate signing request"):
-        verify_csr(
-            b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", TRUST_DOMAIN
-        )
+        verify_csr(b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", TRUST_DOMAIN)

@@ -164,6 +164,17 @@ def test_missing_leaf_is_reissued_and_others_untouched(dev: DevPki) -> None:
     assert {k: after[k] for k in unchanged} == unchanged
 
 
+def test_leaf_whose_key_does_not_match_is_reissued(dev: DevPki) -> None:
+    """A key file that does not belong to its certificate gets a fresh key and certificate."""
+    cert_path, key_path = dev.agency("NL-FIOD")
+    other_key = (dev.directory / "DE-BKA.key").read_bytes()
+    key_path.write_bytes(other_key)
+    ensure_dev_pki(dev.directory)
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    assert key_path.read_bytes() != other_key
+    assert key.public_key() == _cert(cert_path).public_key()
+
+
 def test_dev_directory_of_another_trust_domain_is_refused(dev: DevPki) -> None:
     """Asking for isb.other in a directory made for isb.dev raises ConfigurationError."""
     with pytest.raises(ConfigurationError, match=r"isb\.other"):

@@ -84,9 +84,7 @@ def test_fingerprint_matches_openssl(tmp_path: Path, openssl: OpenSsl) -> None:
     path = tmp_path / "c.pem"
     path.write_bytes(ROOT.certificate.public_bytes(serialization.Encoding.PEM))
     result = openssl("x509", "-in", path, "-noout", "-fingerprint", "-sha256")
-    assert result.stdout.strip().split("=", 1)[1].replace(":", "").lower() == fingerprint_sha256(
-        ROOT.certificate
-    )
+    assert result.stdout.strip().split("=", 1)[1].replace(":", "").lower() == fingerprint_sha256(ROOT.certificate)
 
 
 def test_serial_hex_matches_openssl_digits(tmp_path: Path, openssl: OpenSsl) -> None:

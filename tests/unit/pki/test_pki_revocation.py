@@ -53,10 +53,7 @@ def test_revoke_marks_the_record_and_lists_the_serial(ca: CaDirectory) -> None:
     assert record.revocation_reason == "keyCompromise"
     entry = _crl(ca).get_revoked_certificate_by_serial_number(cert.serial_number)
     assert entry is not None
-    assert (
-        entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
-        is x509.ReasonFlags.key_compromise
-    )
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason is x509.ReasonFlags.key_compromise
 
 
 def test_crl_with_revocations_passes_openssl_crl_verify(ca: CaDirectory, openssl: OpenSsl) -> None:
@@ -67,20 +64,14 @@ def test_crl_with_revocations_passes_openssl_crl_verify(ca: CaDirectory, openssl
     assert "verify OK" in result.stderr
 
 
-def test_intermediate_crl_passes_openssl_crl_verify_with_chain(
-    intermediate_ca: CaDirectory, openssl: OpenSsl
-) -> None:
+def test_intermediate_crl_passes_openssl_crl_verify_with_chain(intermediate_ca: CaDirectory, openssl: OpenSsl) -> None:
     """With an intermediate, the CRL verifies against ca-chain.pem."""
     revoke(intermediate_ca, _issue(intermediate_ca).serial_number)
-    result = openssl(
-        "crl", "-in", intermediate_ca.crl_path, "-CAfile", intermediate_ca.chain_path, "-verify", "-noout"
-    )
+    result = openssl("crl", "-in", intermediate_ca.crl_path, "-CAfile", intermediate_ca.chain_path, "-verify", "-noout")
     assert result.returncode == 0, result.stderr
 
 
-def test_openssl_crl_check_refuses_the_revoked_certificate(
-    ca: CaDirectory, tmp_path: Path, openssl: OpenSsl
-) -> None:
+def test_openssl_crl_check_refuses_the_revoked_certificate(ca: CaDirectory, tmp_path: Path, openssl: OpenSsl) -> None:
     """openssl verify -crl_check accepts a certificate, then refuses it once revoked."""
     cert = _issue(ca)
     leaf = tmp_path / "leaf.pem"
@@ -166,9 +157,7 @@ def test_revocation_list_with_default_interval_notices_within_a_second(ca: CaDir
 def test_revocation_list_does_not_stat_between_checks(ca: CaDirectory) -> None:
     """Within check_interval the cached list answers, even if the file changed."""
     serial = _issue(ca).serial_number
-    revocations = RevocationList(
-        ca.crl_path, _files.load_certificate(ca.issuing_cert_path), check_interval=3600
-    )
+    revocations = RevocationList(ca.crl_path, _files.load_certificate(ca.issuing_cert_path), check_interval=3600)
     revoke(ca, serial)
     assert not revocations.is_revoked(serial)
     revocations.refresh(force=True)

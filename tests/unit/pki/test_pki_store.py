@@ -29,8 +29,7 @@ def test_init_refuses_to_overwrite_an_existing_ca(ca: CaDirectory) -> None:
 def test_ca_keys_have_mode_0600(intermediate_ca: CaDirectory) -> None:
     """Root and intermediate keys are created with mode 0600."""
     modes = {
-        stat.S_IMODE(p.stat().st_mode)
-        for p in (intermediate_ca.root_key_path, intermediate_ca.intermediate_key_path)
+        stat.S_IMODE(p.stat().st_mode) for p in (intermediate_ca.root_key_path, intermediate_ca.intermediate_key_path)
     }
     assert modes == {0o600}
 
@@ -48,9 +47,7 @@ def test_open_of_a_plain_directory_explains_itself(tmp_path: Path) -> None:
 
 def test_intermediate_is_signed_by_the_root(intermediate_ca: CaDirectory, openssl: OpenSsl) -> None:
     """openssl verifies intermediate.crt against ca.crt."""
-    result = openssl(
-        "verify", "-CAfile", intermediate_ca.root_cert_path, intermediate_ca.intermediate_cert_path
-    )
+    result = openssl("verify", "-CAfile", intermediate_ca.root_cert_path, intermediate_ca.intermediate_cert_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -92,9 +89,7 @@ def _record(*, not_after: datetime, revoked: bool) -> CertificateRecord:
         (10, True, CertificateStatus.REVOKED),
     ],
 )
-def test_status_is_revoked_over_expired_over_valid(
-    days_left: int, revoked: bool, status: CertificateStatus
-) -> None:
+def test_status_is_revoked_over_expired_over_valid(days_left: int, revoked: bool, status: CertificateStatus) -> None:
     """Revocation wins over expiry, which wins over valid."""
     record = _record(not_after=datetime.now(UTC) + timedelta(days=days_left), revoked=revoked)
     assert record.status() is status

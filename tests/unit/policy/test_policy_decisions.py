@@ -102,18 +102,12 @@ FORWARDS = [
     Forward("FR-CUSTOMS", "DE-ZOLL", "ALERT", "AMBER", ("FR-DNRED",), True, "eu-customs"),
     Forward("FR-CUSTOMS", "DE-ZOLL", "ALERT", "AMBER+STRICT", ("FR-DNRED",), True, "eu-customs"),
     Forward("FR-CUSTOMS", "DE-ZOLL", "ALERT", "RED", ("FR-DNRED",), False, "eu-customs-red", says="nowhere"),
-    Forward(
-        "FR-CUSTOMS", "DE-ZOLL", "ALERT", "AMBER", ("DE-BKA",), False, "eu-customs", says="own organisation"
-    ),
-    Forward(
-        "FR-CUSTOMS", "FR-DNRED", "REQUEST", "AMBER+STRICT", ("DE-ZOLL",), False, "builtin:organisation-bound"
-    ),
+    Forward("FR-CUSTOMS", "DE-ZOLL", "ALERT", "AMBER", ("DE-BKA",), False, "eu-customs", says="own organisation"),
+    Forward("FR-CUSTOMS", "FR-DNRED", "REQUEST", "AMBER+STRICT", ("DE-ZOLL",), False, "builtin:organisation-bound"),
     Forward("FR-CUSTOMS", "DE-ZOLL", "ALERT", "RED", ("EU-CUSTOMS",), False, RED_GROUP),
     Forward("FR-CUSTOMS", "DE-ZOLL", "ALERT", "RED", ("DE-ZOLL",), True, "builtin:return-to-original-sender"),
     Forward("DE-BKA", "US-CBP", "ALERT", "GREEN", ("FR-DNRED",), True, "g7-ct"),
-    Forward(
-        "DE-BKA", "US-CBP", "ALERT", "AMBER", ("PL-SG",), False, "g7-ct", says="only to the rule's recipients"
-    ),
+    Forward("DE-BKA", "US-CBP", "ALERT", "AMBER", ("PL-SG",), False, "g7-ct", says="only to the rule's recipients"),
     Forward("DE-BKA", "US-CBP", "ALERT", "CLEAR", ("G7-CT",), True, "g7-ct", ("FR-DNRED",)),
     Forward("IT-TPC", "FR-CUSTOMS", "HIT_REPORT", "AMBER", ("INT-INTERPOL",), True, "archeo"),
     Forward(
@@ -127,9 +121,7 @@ FORWARDS = [
         says="only to INT-INTERPOL",
     ),
     Forward("DE-BKA", "INT-INTERPOL", "ALERT", "CLEAR", ("NL-FIOD",), True, "interpol-clear"),
-    Forward(
-        "DE-BKA", "FR-CUSTOMS", "ALERT", "GREEN", ("DE-ZOLL",), False, "eu-customs", says="could not receive"
-    ),
+    Forward("DE-BKA", "FR-CUSTOMS", "ALERT", "GREEN", ("DE-ZOLL",), False, "eu-customs", says="could not receive"),
 ]
 
 
@@ -142,9 +134,7 @@ def test_table_covers_three_groups_and_every_handling_code() -> None:
     assert {"EU-CUSTOMS", "G7-CT", "ARCHEO-EXPERTS"} <= addressed
 
 
-@pytest.mark.parametrize(
-    "case", SENDS, ids=lambda c: f"{c.sender}-{c.kind}-{c.tlp}-{'+'.join(c.to) or 'none'}"
-)
+@pytest.mark.parametrize("case", SENDS, ids=lambda c: f"{c.sender}-{c.kind}-{c.tlp}-{'+'.join(c.to) or 'none'}")
 def test_send_is_decided_as_the_policy_says(table_policy: Policy, case: Send) -> None:
     """Each send is allowed or refused as policy_table.toml says, naming the rule."""
     decision = table_policy.decide_send(case.sender, case.kind, case.tlp, case.to)

@@ -56,8 +56,7 @@ def test_unknown_group_names_its_line_and_suggests_the_group() -> None:
     """A misspelt group in a rule is reported at its line, with the nearest group name."""
     text = BASE + rule(recipients='["EU-CUSTOM"]')  # rule starts at 13; recipients is line 18
     assert errors_of(text) == [
-        "policy.toml:18: rule 'eu-alerts': 'recipients': unknown group 'EU-CUSTOM' "
-        "(did you mean 'EU-CUSTOMS'?)"
+        "policy.toml:18: rule 'eu-alerts': 'recipients': unknown group 'EU-CUSTOM' (did you mean 'EU-CUSTOMS'?)"
     ]
 
 
@@ -161,10 +160,7 @@ def test_group_cannot_share_a_name_with_an_agency() -> None:
 
 def test_group_membership_cycle_is_refused() -> None:
     """Nested groups that contain each other are refused."""
-    text = (
-        BASE
-        + '[[groups]]\nname = "A-GRP"\nmembers = ["B-GRP"]\n[[groups]]\nname = "B-GRP"\nmembers = ["A-GRP"]\n'
-    )
+    text = BASE + '[[groups]]\nname = "A-GRP"\nmembers = ["B-GRP"]\n[[groups]]\nname = "B-GRP"\nmembers = ["A-GRP"]\n'
     errors = errors_of(text)
     assert errors == ["policy.toml:18: group 'B-GRP': membership cycle A-GRP -> B-GRP -> A-GRP"]
 
@@ -197,10 +193,7 @@ def test_handling_range_expands_in_tlp_order() -> None:
 def test_backwards_handling_range_is_refused() -> None:
     """`RED..CLEAR` is refused rather than read as empty."""
     (error,) = errors_of(BASE + rule(handling='["RED..CLEAR"]'))
-    assert (
-        error
-        == "policy.toml:17: rule 'eu-alerts': handling range 'RED..CLEAR' runs backwards (write CLEAR..RED)"
-    )
+    assert error == "policy.toml:17: rule 'eu-alerts': handling range 'RED..CLEAR' runs backwards (write CLEAR..RED)"
 
 
 def test_forward_none_cannot_be_combined() -> None:
@@ -212,17 +205,12 @@ def test_forward_none_cannot_be_combined() -> None:
 def test_forward_to_unknown_agency_is_refused() -> None:
     """A forward target that is not an agency or group is reported at its line."""
     (error,) = errors_of(BASE + rule(forward='["same-organisation", "DE-BKAA"]'))
-    assert (
-        error
-        == "policy.toml:19: rule 'eu-alerts': 'forward': unknown agency 'DE-BKAA' (did you mean 'DE-BKA'?)"
-    )
+    assert error == "policy.toml:19: rule 'eu-alerts': 'forward': unknown agency 'DE-BKAA' (did you mean 'DE-BKA'?)"
 
 
 def test_rules_written_inline_report_the_rules_key_line() -> None:
     """Rules written as an inline array still get a line: the `rules =` key's."""
-    text = BASE.replace(
-        '[[agencies]]\nid = "FR-CUSTOMS"', 'rules = [{name = "x"}]\n[[agencies]]\nid = "FR-CUSTOMS"', 1
-    )
+    text = BASE.replace('[[agencies]]\nid = "FR-CUSTOMS"', 'rules = [{name = "x"}]\n[[agencies]]\nid = "FR-CUSTOMS"', 1)
     errors = errors_of(text)
     assert errors[0].startswith("policy.toml:1: rule 'x': missing 'senders'")
 

@@ -97,9 +97,7 @@ def issue_certificate(
             ),
             critical=True,
         )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
 
@@ -149,9 +147,7 @@ class Pki:
                 not_after=NOW + 30 * DAY,
             )
             bundle = self.verify(signed, name)
-            self.agencies[name, suite] = Agency(
-                name, identity_key, certificate, encryption_key, signed, bundle
-            )
+            self.agencies[name, suite] = Agency(name, identity_key, certificate, encryption_key, signed, bundle)
         return self.agencies[name, suite]
 
     def verify(

@@ -69,9 +69,7 @@ def _reseal(
     header.ClearField("wrapped_keys_sha256")
     content_key = AESGCM.generate_key(bit_length=256)
     nonce = b"\x00" * 12
-    ciphertext = nonce + AESGCM(content_key).encrypt(
-        nonce, content.SerializeToString(), _pae.content_aad(header)
-    )
+    ciphertext = nonce + AESGCM(content_key).encrypt(nonce, content.SerializeToString(), _pae.content_aad(header))
     wrapped = [
         envelope_pb2.WrappedKey(
             recipient=name,
@@ -129,9 +127,7 @@ def test_opened_message_carries_verified_sender_and_handling(
     """The opened message reports the sender, content type, handling code and message id of the header."""
     sender, recipients, _ = parties
     envelope = _seal(sender, recipients, message_id="0190a000-0000-7000-8000-000000000001")
-    opened = open_envelope(
-        envelope, recipient="DE-BKA", keys=recipients[0].keys, sender_certificate=sender.certificate
-    )
+    opened = open_envelope(envelope, recipient="DE-BKA", keys=recipients[0].keys, sender_certificate=sender.certificate)
     assert (opened.sender, opened.content_type, opened.message_id) == (
         "FR-CUSTOMS",
         "application/json",
@@ -212,9 +208,7 @@ def test_old_and_new_keys_both_open_during_rotation(pki: Pki) -> None:
         content_type="text/plain",
     )
     for envelope, body in ((old_envelope, BODY), (new_envelope, b"new")):
-        opened = open_envelope(
-            envelope, recipient="DE-BKA", keys=keyring, sender_certificate=sender.certificate
-        )
+        opened = open_envelope(envelope, recipient="DE-BKA", keys=keyring, sender_certificate=sender.certificate)
         assert opened.body == body
 
 
@@ -298,9 +292,7 @@ def test_flipped_outer_signature_bit_is_refused(parties: tuple[Agency, list[Agen
         verify_outer(envelope, sender.certificate)
 
 
-def test_header_signed_by_another_agency_is_refused(
-    pki: Pki, parties: tuple[Agency, list[Agency], Agency]
-) -> None:
+def test_header_signed_by_another_agency_is_refused(pki: Pki, parties: tuple[Agency, list[Agency], Agency]) -> None:
     """A header re-signed by another agency's key fails against the claimed sender's certificate."""
     sender, recipients, outsider = parties
     envelope = _copy(_seal(sender, recipients))
@@ -320,9 +312,7 @@ def test_envelope_checked_against_the_wrong_certificate_is_refused(
         verify_outer(_seal(sender, recipients), outsider.certificate)
 
 
-def test_sender_field_must_name_the_certificate_agency(
-    pki: Pki, parties: tuple[Agency, list[Agency], Agency]
-) -> None:
+def test_sender_field_must_name_the_certificate_agency(pki: Pki, parties: tuple[Agency, list[Agency], Agency]) -> None:
     """An envelope claiming another sender than its certificate's agency is refused, even if well signed."""
     sender, recipients, _ = parties
     envelope = seal(
@@ -339,9 +329,7 @@ def test_sender_field_must_name_the_certificate_agency(
         verify_outer(envelope, sender.certificate)
 
 
-def test_sender_certificate_fingerprint_must_match(
-    pki: Pki, parties: tuple[Agency, list[Agency], Agency]
-) -> None:
+def test_sender_certificate_fingerprint_must_match(pki: Pki, parties: tuple[Agency, list[Agency], Agency]) -> None:
     """A second certificate for the same key and agency is not the certificate the header names."""
     sender, recipients, _ = parties
     reissued = issue_certificate(pki.ca_key, pki.ca_certificate, sender.identity_key, [spiffe("FR-CUSTOMS")])
@@ -377,9 +365,7 @@ def test_unparseable_signed_header_is_a_verification_error(
     garbage = b"\xff\xff\xff"
     envelope = envelope_pb2.Envelope(
         header=garbage,
-        header_signature=sender.identity_key.sign(
-            _pae.header_signing_input(garbage), ec.ECDSA(hashes.SHA256())
-        ),
+        header_signature=sender.identity_key.sign(_pae.header_signing_input(garbage), ec.ECDSA(hashes.SHA256())),
     )
     with pytest.raises(VerificationError, match="does not parse"):
         verify_outer(envelope, sender.certificate)
@@ -436,13 +422,11 @@ def test_ciphertext_moved_under_another_header_does_not_decrypt(
     header_bytes = header.SerializeToString()
     moved = envelope_pb2.Envelope(
         header=header_bytes,
-        header_signature=sender.identity_key.sign(
-            _pae.header_signing_input(header_bytes), ec.ECDSA(hashes.SHA256())
-        ),
+        header_signature=sender.identity_key.sign(_pae.header_signing_input(header_bytes), ec.ECDSA(hashes.SHA256())),
         ciphertext=original.ciphertext,
         wrapped_keys=original.wrapped_keys,
     )
-    with pytest.raises(VerificationError, match="ciphertext_sha256|wrapped_keys_sha256"):
+    with pytest.raises(VerificationError, match=r"ciphertext_sha256|wrapped_keys_sha256"):
         verify_outer(moved, sender.certificate)
     header.ciphertext_sha256 = hashlib.sha256(original.ciphertext).digest()
     header.wrapped_keys_sha256 = _pae.wrapped_keys_sha256(original.wrapped_keys)
@@ -456,9 +440,7 @@ def test_ciphertext_moved_under_another_header_does_not_decrypt(
         _open(moved, recipients[0], sender)
 
 
-def test_recipient_forwarding_as_itself_is_detected(
-    pki: Pki, parties: tuple[Agency, list[Agency], Agency]
-) -> None:
+def test_recipient_forwarding_as_itself_is_detected(pki: Pki, parties: tuple[Agency, list[Agency], Agency]) -> None:
     """A recipient re-sending the sender's signed content to a third agency under its own header is caught."""
     sender, recipients, outsider = parties
     forwarder = recipients[0]

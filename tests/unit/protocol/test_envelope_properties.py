@@ -68,9 +68,7 @@ def test_every_recipient_and_nobody_else_opens(
     sender = pki.agency("FR-CUSTOMS")
     recipients = [pool[i] for i in sorted(chosen)]
     handling = envelope_pb2.Handling(tlp=tlp, classification=classification)
-    envelope = _seal_for(
-        sender, recipients, groups, body, kind=kind, content_type=content_type, handling=handling
-    )
+    envelope = _seal_for(sender, recipients, groups, body, kind=kind, content_type=content_type, handling=handling)
     for index, agency in enumerate(pool):
         if index in chosen:
             opened = open_envelope(
@@ -79,17 +77,13 @@ def test_every_recipient_and_nobody_else_opens(
             assert (opened.body, opened.content_type, opened.handling) == (body, content_type, handling)
         else:
             with pytest.raises(VerificationError, match="not addressed"):
-                open_envelope(
-                    envelope, recipient=agency.name, keys=agency.keys, sender_certificate=sender.certificate
-                )
+                open_envelope(envelope, recipient=agency.name, keys=agency.keys, sender_certificate=sender.certificate)
 
 
 @st.composite
 def corruptions(draw: st.DrawFn) -> tuple[str, int, int]:
     """A field of the envelope, a wrapped-key index and a bit position inside that field."""
-    field = draw(
-        st.sampled_from(["header", "header_signature", "ciphertext", "enc", "key_id", "recipient", "drop"])
-    )
+    field = draw(st.sampled_from(["header", "header_signature", "ciphertext", "enc", "key_id", "recipient", "drop"]))
     return field, draw(st.integers(0, 10)), draw(st.integers(0, 1 << 20))
 
 
@@ -112,12 +106,10 @@ def _flip_ascii(text: str, bit: int) -> str:
 def test_any_single_bit_corruption_is_detected(
     pki: Pki, pool: list[Agency], corruption: tuple[str, int, int], chosen: set[int], body: bytes
 ) -> None:
-    """Flipping any one bit of any envelope field (or dropping a wrapped key) is refused for every recipient."""
+    """One flipped bit in any envelope field, or a dropped wrapped key, is refused for every recipient."""
     sender = pki.agency("FR-CUSTOMS")
     recipients = [pool[i] for i in sorted(chosen)]
-    envelope = _seal_for(
-        sender, recipients, [], body, kind=envelope_pb2.ALERT, content_type="application/octet-stream"
-    )
+    envelope = _seal_for(sender, recipients, [], body, kind=envelope_pb2.ALERT, content_type="application/octet-stream")
     field, index, bit = corruption
     wrapped = envelope.wrapped_keys[index % len(envelope.wrapped_keys)]
     if field in ("header", "header_signature", "ciphertext"):
@@ -130,6 +122,4 @@ def test_any_single_bit_corruption_is_detected(
         setattr(wrapped, field, _flip_ascii(getattr(wrapped, field), bit))
     for agency in recipients:
         with pytest.raises(VerificationError):
-            open_envelope(
-                envelope, recipient=agency.name, keys=agency.keys, sender_certificate=sender.certificate
-            )
+            open_envelope(envelope, recipient=agency.name, keys=agency.keys, sender_certificate=sender.certificate)

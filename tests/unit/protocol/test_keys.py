@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def test_tampered_bundle_bytes_are_refused(pki: Pki) -> None:
 
 def test_another_agencys_valid_bundle_is_not_a_substitute(pki: Pki) -> None:
     """A valid bundle of ES-AEAT is refused when DE-BKA's bundle was asked for."""
-    with pytest.raises(VerificationError, match=f"expected '{spiffe('DE-BKA')}'"):
+    with pytest.raises(VerificationError, match=re.escape(f"expected '{spiffe('DE-BKA')}'")):
         pki.verify(pki.agency("ES-AEAT").signed_bundle, "DE-BKA")
 
 
@@ -151,9 +152,7 @@ def test_validly_signed_garbage_bundle_is_a_verification_error(pki: Pki) -> None
     agency = pki.agency("DE-BKA")
     signed = _bundle(agency)
     signed.bundle = b"\xff\xff"
-    signed.signature = agency.identity_key.sign(
-        _pae.key_bundle_signing_input(b"\xff\xff"), ec.ECDSA(hashes.SHA256())
-    )
+    signed.signature = agency.identity_key.sign(_pae.key_bundle_signing_input(b"\xff\xff"), ec.ECDSA(hashes.SHA256()))
     with pytest.raises(VerificationError, match="does not parse"):
         pki.verify(signed, "DE-BKA")
 
@@ -161,9 +160,7 @@ def test_validly_signed_garbage_bundle_is_a_verification_error(pki: Pki) -> None
 def test_certificate_with_two_uri_sans_is_refused(pki: Pki) -> None:
     """SPIFFE allows exactly one URI SAN; two make the identity ambiguous."""
     key = ec.generate_private_key(ec.SECP256R1())
-    certificate = issue_certificate(
-        pki.ca_key, pki.ca_certificate, key, [spiffe("DE-BKA"), spiffe("ES-AEAT")]
-    )
+    certificate = issue_certificate(pki.ca_key, pki.ca_certificate, key, [spiffe("DE-BKA"), spiffe("ES-AEAT")])
     with pytest.raises(VerificationError, match="exactly one URI SAN, has 2"):
         verify_agency_certificate(
             certificate,
@@ -178,7 +175,7 @@ def test_certificate_of_another_trust_domain_is_refused(pki: Pki) -> None:
     """An agency id in another trust domain is not the expected identity."""
     key = ec.generate_private_key(ec.SECP256R1())
     certificate = issue_certificate(pki.ca_key, pki.ca_certificate, key, ["spiffe://other.isb/agency/DE-BKA"])
-    with pytest.raises(VerificationError, match="expected 'spiffe://test.isb/agency/DE-BKA'"):
+    with pytest.raises(VerificationError, match=re.escape("expected 'spiffe://test.isb/agency/DE-BKA'")):
         verify_agency_certificate(
             certificate,
             trust_roots=[pki.ca_certificate],
@@ -224,9 +221,7 @@ def test_agency_of_certificate_reads_the_spiffe_id(pki: Pki) -> None:
 def test_agency_of_auditor_certificate_is_refused(pki: Pki) -> None:
     """A non-agency SPIFFE id does not name an agency."""
     key = ec.generate_private_key(ec.SECP256R1())
-    certificate = issue_certificate(
-        pki.ca_key, pki.ca_certificate, key, [f"spiffe://{TRUST_DOMAIN}/auditor/eve"]
-    )
+    certificate = issue_certificate(pki.ca_key, pki.ca_certificate, key, [f"spiffe://{TRUST_DOMAIN}/auditor/eve"])
     with pytest.raises(VerificationError, match="not an agency SPIFFE id"):
         agency_of_certificate(certificate)
 

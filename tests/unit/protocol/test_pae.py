@@ -55,12 +55,8 @@ def test_encode_list_layout() -> None:
 
 def test_recipients_sort_only_when_asked() -> None:
     """The inner signature's recipient set is order-free; the associated data keeps header order."""
-    assert _pae.encode_recipients(["NL-FIOD", "DE-BKA"], sort=True) == _pae.encode_list(
-        [b"DE-BKA", b"NL-FIOD"]
-    )
-    assert _pae.encode_recipients(["NL-FIOD", "DE-BKA"], sort=False) == _pae.encode_list(
-        [b"NL-FIOD", b"DE-BKA"]
-    )
+    assert _pae.encode_recipients(["NL-FIOD", "DE-BKA"], sort=True) == _pae.encode_list([b"DE-BKA", b"NL-FIOD"])
+    assert _pae.encode_recipients(["NL-FIOD", "DE-BKA"], sort=False) == _pae.encode_list([b"NL-FIOD", b"DE-BKA"])
 
 
 def test_timestamp_encoding_distinguishes_unset() -> None:
@@ -90,7 +86,9 @@ def test_wrapped_keys_digest_ignores_wire_order() -> None:
 
 def test_content_aad_changes_with_every_routing_field() -> None:
     """Changing any non-digest header field changes the associated data."""
-    base = envelope_pb2.Header(version=1, message_id="m", sender="FR-CUSTOMS", recipients=["DE-BKA"], kind=1)
+    base = envelope_pb2.Header(
+        version=1, message_id="m", sender="FR-CUSTOMS", recipients=["DE-BKA"], kind=envelope_pb2.ALERT
+    )
     base.created.seconds = 1
     changes = {
         "version": 2,

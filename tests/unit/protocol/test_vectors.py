@@ -141,10 +141,7 @@ def test_vector_deterministic_intermediates_recompute(vector: dict[str, Any]) ->
     body = _hex(inputs["body_hex"])
     assert (content.body, content.content_type) == (body, inputs["content_type"])
     assert content.inner_signature.hex() == steps["inner_signature_hex"]
-    assert (
-        _pae.content_signing_input(header, inputs["content_type"], body).hex()
-        == steps["content_signing_input_hex"]
-    )
+    assert _pae.content_signing_input(header, inputs["content_type"], body).hex() == steps["content_signing_input_hex"]
 
     # Encryption is deterministic for the fixed content key and nonce.
     aad = _pae.content_aad(header)
@@ -152,11 +149,7 @@ def test_vector_deterministic_intermediates_recompute(vector: dict[str, Any]) ->
     nonce, content_key = _hex(inputs["nonce_hex"]), _hex(inputs["content_key_hex"])
     ciphertext = nonce + AESGCM(content_key).encrypt(nonce, _hex(steps["content_hex"]), aad)
     assert ciphertext.hex() == steps["ciphertext_hex"] == envelope.ciphertext.hex()
-    assert (
-        hashlib.sha256(ciphertext).hexdigest()
-        == steps["ciphertext_sha256_hex"]
-        == header.ciphertext_sha256.hex()
-    )
+    assert hashlib.sha256(ciphertext).hexdigest() == steps["ciphertext_sha256_hex"] == header.ciphertext_sha256.hex()
 
     # Wrapped keys: info and PAE per recipient, the digest over them, and each unwraps to the content key.
     keys = {party["agency"]: _encryption_key(party) for party in vector["recipients"]}
@@ -178,9 +171,7 @@ def test_vector_receipt_verifies(vector: dict[str, Any]) -> None:
     """The recorded receipt verifies under the signer's certificate and names the envelope digest."""
     signer = next(p for p in vector["recipients"] if p["agency"] == vector["receipt"]["signer"])
     signed = envelope_pb2.SignedReceipt.FromString(_hex(vector["receipt"]["signed_receipt_hex"]))
-    receipt = verify_receipt(
-        signed, _certificate(signer["certificate_pem"]), expected_recipient=signer["agency"]
-    )
+    receipt = verify_receipt(signed, _certificate(signer["certificate_pem"]), expected_recipient=signer["agency"])
     assert receipt.envelope_sha256.hex() == vector["envelope_sha256_hex"]
     assert _pae.receipt_signing_input(signed.receipt).hex() == vector["receipt"]["receipt_signing_input_hex"]
 

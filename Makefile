@@ -1,0 +1,37 @@
+# Two commands set everything up on a fresh machine:
+#   make run    installs into .venv, creates the dev PKI if missing, starts the broker (SQLite)
+#   make test   installs into .venv and runs every check and test (SQLite and PostgreSQL)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint proto bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/isb pki dev --dir certs/dev
+	$(BIN)/isb serve --dev
+
+lint: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py --check
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest -q
+	ISB_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q tests/e2e
+
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
