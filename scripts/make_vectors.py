@@ -60,7 +60,7 @@ def _seed(label: str, length: int = 32) -> bytes:
 
 def _identity_key(label: str) -> ec.EllipticCurvePrivateKey:
     scalar = int.from_bytes(_seed(label), "big") % (_P256_ORDER - 1) + 1
-    return _DeterministicKey(ec.derive_private_key(scalar, ec.SECP256R1()))
+    return ec.derive_private_key(scalar, ec.SECP256R1())
 
 
 def _encryption_key(label: str, suite: KeySuite) -> EncryptionKey:
@@ -76,8 +76,8 @@ class _DeterministicKey(ec.EllipticCurvePrivateKey):
         self._key = key
 
     def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:  # type: ignore[override]
-        assert isinstance(signature_algorithm, ec.ECDSA)
-        assert isinstance(signature_algorithm.algorithm, hashes.SHA256)
+        if not (isinstance(signature_algorithm, ec.ECDSA) and isinstance(signature_algorithm.algorithm, hashes.SHA256)):
+            raise TypeError("the protocol signs with ECDSA over SHA-256 only")
         return self._key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
 
     def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
@@ -100,7 +100,7 @@ class _DeterministicKey(ec.EllipticCurvePrivateKey):
     def private_bytes(
         self,
         encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,  # noqa: A002 - the name of the overridden parameter
+        format: serialization.PrivateFormat,
         encryption_algorithm: serialization.KeySerializationEncryption,
     ) -> bytes:
         return self._key.private_bytes(encoding, format, encryption_algorithm)
@@ -142,7 +142,7 @@ def _ca(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key._key if isinstance(key, _DeterministicKey) else key, hashes.SHA256(), ecdsa_deterministic=True)
+        .sign(key, hashes.SHA256(), ecdsa_deterministic=True)
     )
 
 
@@ -172,7 +172,7 @@ def _agency_certificate(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key._key if isinstance(ca_key, _DeterministicKey) else ca_key, hashes.SHA256(), ecdsa_deterministic=True)
+        .sign(ca_key, hashes.SHA256(), ecdsa_deterministic=True)
     )
 
 
@@ -199,12 +199,13 @@ def _party(
     ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, agency: str, suite: KeySuite, serial: int
 ) -> dict[str, Any]:
     identity_key = _identity_key(agency)
+    signing_key = _DeterministicKey(identity_key)
     certificate = _agency_certificate(ca_key, ca, identity_key, agency, serial)
     encryption_key = _encryption_key(agency, suite)
     signed_bundle = make_key_bundle(
         agency,
         encryption_key,
-        identity_key=identity_key,
+        identity_key=signing_key,
         certificate=certificate,
         not_before=VALID_FROM,
         not_after=VALID_UNTIL,
@@ -221,7 +222,7 @@ def _party(
         "key_bundle_signing_input_hex": _pae.key_bundle_signing_input(signed_bundle.bundle).hex(),
         "signed_key_bundle_hex": signed_bundle.SerializeToString().hex(),
         # Not serialized; used while building the vector.
-        "_identity_key": identity_key,
+        "_identity_key": signing_key,
         "_certificate": certificate,
         "_bundle": envelope_pb2.KeyBundle.FromString(signed_bundle.bundle),
     }

@@ -202,7 +202,7 @@ class RevocationList:
             crl = verify_crl(_read(crl_path), issuer)
         except VerificationError as exc:
             raise ConfigurationError(f"CRL {crl_path} is unusable: {exc}") from exc
-        self._state = state
+        self._state: _FileState | None = state
         self._revoked = _serials(crl)
         self._next_update = crl.next_update_utc
         self._next_check = time.monotonic() + check_interval
@@ -233,7 +233,9 @@ class RevocationList:
             self._next_check = now + self._check_interval
             state = self._stat()
             if state is None:
-                log.error("pki.crl_missing", path=str(self._path))
+                if self._state is not None:  # log the disappearance once, not every 50 ms
+                    log.error("pki.crl_missing", path=str(self._path))
+                self._state = None
                 return
             if state == self._state and not force:
                 return

@@ -57,7 +57,6 @@ class _Checker:
     """One validation pass over one document; collects `(line, message)` pairs."""
 
     def __init__(self, text: str, source: str) -> None:
-        self.text = text
         self.source = source
         self.problems: list[tuple[int, str]] = []
         self._locator = Locator(text)
@@ -70,8 +69,8 @@ class _Checker:
 
     def fail_if_any(self) -> None:
         if self.problems:
-            ordered = sorted(enumerate(self.problems), key=lambda p: (p[1][0], p[0]))
-            raise PolicyError([f"{self.source}:{line}: {message}" for _, (line, message) in ordered])
+            ordered = sorted(self.problems, key=lambda problem: problem[0])  # stable: same line keeps order
+            raise PolicyError([f"{self.source}:{line}: {message}" for line, message in ordered])
 
     # Typed field access -------------------------------------------------------------------------
 

@@ -197,5 +197,18 @@ def test_crl_deleted_later_keeps_the_old_list(ca: CaDirectory) -> None:
     revoke(ca, serial)
     revocations = RevocationList(ca.crl_path, _files.load_certificate(ca.issuing_cert_path), check_interval=0)
     os.unlink(ca.crl_path)
+    with capture_logs() as logs:
+        assert revocations.is_revoked(serial)
+        assert revocations.is_revoked(serial)
+    assert [entry["event"] for entry in logs] == ["pki.crl_missing"]
+
+
+def test_crl_restored_after_deletion_is_loaded_again(ca: CaDirectory) -> None:
+    """A CRL that comes back after being deleted is verified and used."""
+    revocations = RevocationList(ca.crl_path, _files.load_certificate(ca.issuing_cert_path), check_interval=0)
+    os.unlink(ca.crl_path)
+    serial = _issue(ca).serial_number
     with capture_logs():
+        assert not revocations.is_revoked(serial)
+        revoke(ca, serial)  # re-creates crl.pem
         assert revocations.is_revoked(serial)
