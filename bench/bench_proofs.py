@@ -171,7 +171,7 @@ def _subtree_reader(conn: Any, log: AuditLog, size: int) -> _merkle.SubtreeReade
     """Read single perfect subtrees through the log's proof machinery (a one-element plan)."""
 
     def read(start: int, end: int) -> bytes:
-        return log._materialise(conn, [[(start, end)]], size)[0]  # noqa: SLF001 - a benchmark's check
+        return log._materialise(conn, [[(start, end)]], size)[0]  # a benchmark check of stored nodes
 
     return read
 

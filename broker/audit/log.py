@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, literal, select, tuple_, union_all
+from sqlalchemy import Connection, Table, and_, bindparam, func, literal, or_, select, union_all
 
 from broker.audit.events import AuditEvent
 from broker.audit.signer import CheckpointSigner
@@ -95,6 +95,34 @@ _ENTRY_COLUMNS = (
 )
 
 
+_ENTRY_INSERT_COLUMNS = ("leaf_index", "time_us", "event", "actor", "agency", "message_id", "entry", "leaf_hash")
+_NODE_INSERT_COLUMNS = ("level", "node_index", "hash")
+_INSERT_SQL: dict[tuple[str, str], tuple[str, bool]] = {}
+
+
+def _bulk_insert(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """`INSERT` many rows through the DB-API's executemany, compiled once per dialect.
+
+    The hot path: going through `conn.execute(table.insert(), dicts)` spends more time building
+    SQLAlchemy's per-row parameters than the database spends inserting. Our values are ints, strings,
+    None and bytes, which every driver takes as they are, so no type processing is skipped that matters.
+    """
+    key = (conn.dialect.name, table.name)
+    cached = _INSERT_SQL.get(key)
+    if cached is None:
+        compiled = table.insert().values({name: bindparam(name) for name in columns}).compile(dialect=conn.dialect)
+        order = compiled.positiontup
+        if compiled.positional and order is not None and tuple(order) != columns:
+            raise RuntimeError(f"unexpected parameter order {order} for {table.name}")
+        cached = (str(compiled), compiled.positional)
+        _INSERT_SQL[key] = cached
+    sql, positional = cached
+    if positional:
+        conn.exec_driver_sql(sql, rows)
+    else:
+        conn.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
+
+
 def _node_key(start: int, end: int) -> tuple[int, int]:
     """`(level, node_index)` of the perfect subtree `[start, end)`."""
     return (end - start).bit_length() - 1, start // (end - start)
@@ -108,7 +136,10 @@ def _stored_size(conn: Connection) -> int:
 def _read_nodes(conn: Connection, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
     """The hashes of the given `(level, index)` subtrees, in one round trip; missing ones are absent."""
     leaves = [index for level, index in keys if level == 0]
-    inner = [(level, index) for level, index in keys if level > 0]
+    inner: dict[int, list[int]] = {}
+    for level, index in keys:
+        if level > 0:
+            inner.setdefault(level, []).append(index)
     parts = []
     if leaves:
         parts.append(
@@ -118,8 +149,15 @@ def _read_nodes(conn: Connection, keys: Sequence[tuple[int, int]]) -> dict[tuple
         )
     if inner:
         parts.append(
+            # One `level = ? AND node_index IN (...)` per level: SQLite searches the primary key for
+            # each, whereas a row-value `(level, node_index) IN (...)` makes it scan the whole table.
             select(nodes_table.c.level, nodes_table.c.node_index, nodes_table.c.hash).where(
-                tuple_(nodes_table.c.level, nodes_table.c.node_index).in_(inner)
+                or_(
+                    *(
+                        and_(nodes_table.c.level == level, nodes_table.c.node_index.in_(indices))
+                        for level, indices in inner.items()
+                    )
+                )
             )
         )
     if not parts:
@@ -174,29 +212,19 @@ class AuditLog:
         # staged state as it was.
         frontier = (self._pending or self._frontier).copy()
         first = frontier.size
-        entry_rows = []
-        node_rows = []
+        entry_rows: list[tuple[Any, ...]] = []
+        node_rows: list[tuple[Any, ...]] = []
         for offset, event in enumerate(events):
             index = first + offset
             entry = event.to_entry_bytes(index)
             leaf = _merkle.leaf_hash(entry)
             entry_rows.append(
-                {
-                    "leaf_index": index,
-                    "time_us": event.time_us,
-                    "event": event.event,
-                    "actor": event.actor,
-                    "agency": event.agency,
-                    "message_id": event.message_id,
-                    "entry": entry,
-                    "leaf_hash": leaf,
-                }
+                (index, event.time_us, event.event, event.actor, event.agency, event.message_id, entry, leaf)
             )
-            for level, node_index, node in frontier.append(leaf):
-                node_rows.append({"level": level, "node_index": node_index, "hash": node})
-        conn.execute(entries_table.insert(), entry_rows)
+            node_rows.extend(frontier.append(leaf))
+        _bulk_insert(conn, entries_table, _ENTRY_INSERT_COLUMNS, entry_rows)
         if node_rows:
-            conn.execute(nodes_table.insert(), node_rows)
+            _bulk_insert(conn, nodes_table, _NODE_INSERT_COLUMNS, node_rows)
         self._pending = frontier
         return list(range(first, first + len(events)))
 

@@ -177,11 +177,18 @@ def ensure_dev_pki(directory: Path, trust_domain: str = "isb.dev") -> DevPki:
 
 
 def _ensure_ca(pki: DevPki) -> CaDirectory:
-    present = [p.exists() for p in (pki.directory / "ca.json", pki.ca_cert, pki.ca_key)]
-    if not any(present):
-        log.info("pki.dev_ca_created", directory=str(pki.directory))
-        return CaDirectory.init(pki.directory, pki.trust_domain)
-    if not all(present):
+    files = (pki.directory / "ca.json", pki.ca_cert, pki.ca_key)
+    if not any(p.exists() for p in files):
+        try:
+            ca = CaDirectory.init(pki.directory, pki.trust_domain)
+        except ConfigurationError:
+            # Another process (a parallel test worker, `make run`) created it a moment ago: use theirs.
+            if not all(p.exists() for p in files):
+                raise
+        else:
+            log.info("pki.dev_ca_created", directory=str(pki.directory))
+            return ca
+    if not all(p.exists() for p in files):
         raise ConfigurationError(
             f"{pki.directory} holds an incomplete CA (need ca.json, ca.crt and ca.key): delete it to start over"
         )

@@ -196,10 +196,11 @@ class CaDirectory:
         """Create a new CA in `path`; refuse if one is there already. The CRL is published empty."""
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         ca = cls(path, trust_domain, intermediate)
-        for existing in (path / "ca.json", ca.root_cert_path, ca.root_key_path):
-            if existing.exists():
-                raise ConfigurationError(f"refusing to overwrite the existing CA in {path} ({existing.name})")
         with ca.locked():
+            # Checked under the lock: two concurrent inits must not both believe the directory empty.
+            for existing in (path / "ca.json", ca.root_cert_path, ca.root_key_path):
+                if existing.exists():
+                    raise ConfigurationError(f"refusing to overwrite the existing CA in {path} ({existing.name})")
             root = create_root_ca(trust_domain)
             # Key first: a crash leaves a key without certificate, never a certificate whose key is lost.
             _files.write_private_key(ca.root_key_path, root.private_key)
