@@ -32,6 +32,9 @@ class BrokerConfig:
     server_key: Path | None = None
     ca_bundle: Path | None = None
     audit_key: Path | None = None
+    # The CA directory (see `isb pki init`) used by AdminService to issue and revoke, and whose
+    # crl.pem the broker checks on every call. Default: cert_dir (the dev PKI is a CA directory).
+    ca_dir: Path | None = None
     database_url: str = "sqlite:///var/isb.db"
     max_envelope_bytes: int = 4 * 1024 * 1024
     max_recipients: int = 256

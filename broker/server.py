@@ -20,17 +20,20 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.engine import Engine
 
-from broker.api.v1 import broker_pb2, broker_pb2_grpc
+from broker.api.v1 import admin_pb2, admin_pb2_grpc, audit_pb2, audit_pb2_grpc, broker_pb2, broker_pb2_grpc
 from broker.audit import AuditLog, CheckpointSigner
 from broker.config import BrokerConfig
 from broker.delivery.exchange import Exchange
 from broker.directory import AgencyRecord, RegisterAgency, Registry
 from broker.errors import ConfigurationError
 from broker.pki.revocation import RevocationList
+from broker.pki.store import CaDirectory
 from broker.policy import RunningPolicy
 from broker.store.db import create_engine
 from broker.store.schema import upgrade_schema
 from broker.store.writer import Writer
+from broker.transport.admin_servicer import AdminServicer, open_ca
+from broker.transport.audit_servicer import AuditServicer
 from broker.transport.auth import Authenticator
 from broker.transport.credentials import ReloadingServerCredentials
 from broker.transport.servicers import BrokerServicer
@@ -72,8 +75,8 @@ class Broker:
         self.policy = RunningPolicy.load(policy_file)
         ca_pem = config.path("ca_bundle").read_bytes()
         self.trust_roots = x509.load_pem_x509_certificates(ca_pem)
-        crl_path = config.cert_dir / "crl.pem"
-        self.revocations = RevocationList(crl_path, self._crl_issuer())
+        self.ca_dir = config.ca_dir or config.cert_dir
+        self.revocations = RevocationList(self.ca_dir / "crl.pem", self._crl_issuer())
         self.auth = Authenticator(config.trust_domain, self.revocations)
         self.exchange = Exchange(config, self.engine, self.writer, self.registry, self.policy)
         self.exchange.dispatcher.start()
@@ -90,10 +93,18 @@ class Broker:
             BrokerServicer(self.auth, self.exchange, self.writer, self.registry, self.policy,
                            lambda: self.trust_roots, config.trust_domain),
             self.server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(
+            AuditServicer(self.auth, self.exchange, self.writer, self.sign_checkpoint), self.server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(self.auth, self.exchange, self.writer, self.registry, self.policy, self.revocations,
+                          lambda: open_ca(self.ca_dir)),
+            self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection([
             broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
+            audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+            admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ], self.server)
@@ -105,16 +116,19 @@ class Broker:
         await self.server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("isb.v1.BrokerService", health_pb2.HealthCheckResponse.SERVING)
-        self._tasks.append(asyncio.get_running_loop().create_task(self._checkpoints(), name="isb-checkpoints"))
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._checkpoints(), name="isb-checkpoints"))
+        self._tasks.append(loop.create_task(self._watch_policy(), name="isb-policy-watch"))
         log.info("broker.started", listen=config.listen, port=self.port, database=_redact(config.database_url),
                  audit_size=audit_log.size, agencies=len(self.registry.all()))
 
     def _crl_issuer(self) -> x509.Certificate:
         # The CRL is signed by the CA that issues leaves: the intermediate if the deployment has one.
-        issuing = self.config.cert_dir / "issuing-ca.crt"
-        if issuing.exists():
-            return x509.load_pem_x509_certificate(issuing.read_bytes())
-        return self.trust_roots[0]
+        try:
+            issuing = CaDirectory.open(self.ca_dir).issuing_cert_path
+        except ConfigurationError:
+            return self.trust_roots[0]
+        return x509.load_pem_x509_certificate(issuing.read_bytes())
 
     async def _seed_agencies(self) -> None:
         # A dev PKI lists its sample agencies; register those not yet known (audited like any registration).
@@ -136,6 +150,12 @@ class Broker:
                 await self.sign_checkpoint()
             except Exception:  # keep signing later; the failure is logged with its cause
                 log.exception("audit.checkpoint_failed")
+
+    async def _watch_policy(self) -> None:
+        # Sends also look at the file (see Exchange.send); this catches edits while no one sends.
+        while True:
+            await asyncio.sleep(1.0)
+            self.exchange.reload_policy()
 
     async def sign_checkpoint(self) -> None:
         """Sign a checkpoint of the committed log now (no-op when nothing changed)."""

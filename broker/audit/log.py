@@ -258,9 +258,7 @@ class AuditLog:
         note = signer.sign(frontier.size, root, when)
         time_us = _to_us(when)
         conn.execute(
-            checkpoints_table.insert().values(
-                tree_size=frontier.size, time_us=time_us, root_hash=root, note=note
-            )
+            checkpoints_table.insert().values(tree_size=frontier.size, time_us=time_us, root_hash=root, note=note)
         )
         return CheckpointRecord(frontier.size, root, _from_us(time_us), note)
 

@@ -23,6 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.engine import Connection, Engine
 
 from broker.api.v1 import envelope_pb2
+from broker.audit import AuditEvent
 from broker.config import BrokerConfig
 from broker.delivery import operations as ops
 from broker.delivery.dispatcher import Dispatcher, Stream
@@ -112,6 +113,7 @@ class Exchange:
                     f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "
                     "an agency may only send as itself")
             self._check_recipients(header)
+            self.reload_policy()
             policy = self._policy.current
             for r in header.recipients:
                 if AGENCY_ID.fullmatch(r) and r not in self._registry:
@@ -148,6 +150,15 @@ class Exchange:
             policy_rule=decision.rule, sequence=self._arrival, known_certs=self._known_certs,
             on_commit=self.dispatcher.accepted, expires_us=expires_us,
         ))
+
+    def reload_policy(self) -> None:
+        """Pick up an edited policy file (one stat); record the change in the audit log."""
+        change = self._policy.reload_if_changed()
+        if change is not None and change.changed:
+            log.info("policy.reloaded", old_digest=change.old_digest, new_digest=change.new_digest)
+            self._writer.submit_nowait(ops.RecordEvent(AuditEvent(
+                event="policy.changed", actor=change.actor, time=change.time,
+                fields={"old_digest": change.old_digest, "new_digest": change.new_digest})))
 
     def _peek_header(self, envelope: envelope_pb2.Envelope) -> envelope_pb2.Header:
         # Parsed before the signature check only to name the sender and recipients in errors;

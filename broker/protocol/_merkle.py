@@ -188,9 +188,7 @@ def verify_inclusion(leaf: bytes, index: int, tree_size: int, proof: Sequence[by
         )
 
 
-def _verify_degenerate_consistency(
-    size1: int, size2: int, root1: bytes, root2: bytes, proof: Sequence[bytes]
-) -> None:
+def _verify_degenerate_consistency(size1: int, size2: int, root1: bytes, root2: bytes, proof: Sequence[bytes]) -> None:
     # Cases the RFC leaves to the caller: equal sizes need equal roots and no proof; every tree
     # extends the empty tree; nothing extends a larger tree.
     what = f"consistency proof from size {size1} to {size2}"

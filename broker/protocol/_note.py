@@ -143,9 +143,7 @@ def open_note(note: bytes, key_name: str, public_key: Ed25519PublicKey) -> str:
             raise VerificationError(f"signature of {key_name!r} on the note does not verify") from exc
         found = True
     if not found:
-        raise VerificationError(
-            f"signed note carries no signature by key {key_name!r} (key id {wanted_id.hex()})"
-        )
+        raise VerificationError(f"signed note carries no signature by key {key_name!r} (key id {wanted_id.hex()})")
     return text
 
 

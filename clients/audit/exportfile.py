@@ -65,9 +65,7 @@ class ExportWriter:
     def __init__(self, stream: IO[bytes], origin: str, key_name: str, vkey: str) -> None:
         """Start an export on a binary stream."""
         self._stream = stream
-        self._write(
-            {"type": "header", "format": FORMAT, "origin": origin, "key_name": key_name, "vkey": vkey}
-        )
+        self._write({"type": "header", "format": FORMAT, "origin": origin, "key_name": key_name, "vkey": vkey})
 
     def _write(self, document: dict[str, Any]) -> None:
         self._stream.write(json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")

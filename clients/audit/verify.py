@@ -163,9 +163,7 @@ def _resolve_key(key: Ed25519PublicKey | str, header: ExportHeader) -> tuple[str
     return header.key_name, key
 
 
-def verify_export(
-    path: Path, key: Ed25519PublicKey | str, progress: Progress | None = None
-) -> VerifyReport:
+def verify_export(path: Path, key: Ed25519PublicKey | str, progress: Progress | None = None) -> VerifyReport:
     """Verify an export file against the broker's audit key (a public key or a vkey string)."""
     total = path.stat().st_size
     with path.open("rb") as stream:

@@ -61,9 +61,7 @@ def vkey_file(tmp_path: Path, signer: CheckpointSigner) -> Path:
     return path
 
 
-def test_verify_succeeds_with_a_vkey_file(
-    export: Path, vkey_file: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_verify_succeeds_with_a_vkey_file(export: Path, vkey_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A good export exits 0 and prints the verified size."""
     assert run(["audit", "verify", str(export), "--key", str(vkey_file)]) == 0
     assert "OK: isb.test/audit: 12 entries, 1 checkpoints verified; tree size 12" in capsys.readouterr().out

@@ -171,7 +171,7 @@ def test_deleted_entry_is_named(setup: Setup) -> None:
     lines = setup.lines()
     del lines[setup.line_of_entry(lines, 23)]
     setup.write(lines)
-    with pytest.raises(VerificationError, match="^entry 23 is missing"):
+    with pytest.raises(VerificationError, match=r"^entry 23 is missing"):
         verify_export(setup.path, setup.signer.vkey)
 
 
@@ -180,7 +180,7 @@ def test_deleted_entry_just_before_a_checkpoint_is_named(setup: Setup) -> None:
     lines = setup.lines()
     del lines[setup.line_of_entry(lines, 49)]
     setup.write(lines)
-    with pytest.raises(VerificationError, match="^entry 49 is missing: the checkpoint of size 50"):
+    with pytest.raises(VerificationError, match=r"^entry 49 is missing: the checkpoint of size 50"):
         verify_export(setup.path, setup.signer.vkey)
 
 
@@ -190,7 +190,7 @@ def test_reordered_entries_are_named(setup: Setup) -> None:
     a, b = setup.line_of_entry(lines, 23), setup.line_of_entry(lines, 24)
     lines[a], lines[b] = lines[b], lines[a]
     setup.write(lines)
-    with pytest.raises(VerificationError, match="^entry 23 is missing"):
+    with pytest.raises(VerificationError, match=r"^entry 23 is missing"):
         verify_export(setup.path, setup.signer.vkey)
 
 
@@ -201,7 +201,7 @@ def test_reordered_entries_with_renumbered_lines_are_named(setup: Setup) -> None
     for key in ("entry", "leaf_hash"):
         lines[a][key], lines[b][key] = lines[b][key], lines[a][key]
     setup.write(lines)
-    with pytest.raises(VerificationError, match="^entry 23 .*holds the content of entry 24"):
+    with pytest.raises(VerificationError, match=r"^entry 23 .*holds the content of entry 24"):
         verify_export(setup.path, setup.signer.vkey)
 
 
@@ -211,7 +211,7 @@ def test_duplicated_entry_is_named(setup: Setup) -> None:
     position = setup.line_of_entry(lines, 23)
     lines.insert(position + 1, dict(lines[position]))
     setup.write(lines)
-    with pytest.raises(VerificationError, match="^entry 23 appears again at position 24"):
+    with pytest.raises(VerificationError, match=r"^entry 23 appears again at position 24"):
         verify_export(setup.path, setup.signer.vkey)
 
 
@@ -224,7 +224,7 @@ def test_inserted_forged_entry_is_named(setup: Setup) -> None:
             line["index"] = int(str(line["index"])) + 1
     lines.insert(position, entry_line(23, json.loads(event(999).to_entry_bytes(23))))
     setup.write(lines)
-    with pytest.raises(VerificationError, match="^entry 24 .*holds the content of entry 23: an entry was inserted"):
+    with pytest.raises(VerificationError, match=r"^entry 24 .*holds the content of entry 23: an entry was inserted"):
         verify_export(setup.path, setup.signer.vkey)
 
 
@@ -239,7 +239,7 @@ def test_checkpoint_signed_by_another_key_fails(setup: Setup) -> None:
     position = next(i for i, line in enumerate(lines) if line["type"] == "checkpoint")
     lines[position]["note"] = base64.b64encode(impostor.sign(10, tree.root(10), T0)).decode()
     setup.write(lines)
-    with pytest.raises(VerificationError, match="checkpoint on line 12 is not valid: .*no signature by key"):
+    with pytest.raises(VerificationError, match=r"checkpoint on line 12 is not valid: .*no signature by key"):
         verify_export(setup.path, setup.signer.vkey)
 
 
@@ -255,7 +255,7 @@ def test_two_inconsistent_checkpoints_fail(setup: Setup) -> None:
     )
     lines[position]["note"] = base64.b64encode(setup.signer.sign(35, _merkle.root_from_leaves(forked))).decode()
     setup.write(lines)
-    with pytest.raises(VerificationError, match="size 35 .*not consistent with the checkpoint of size 20"):
+    with pytest.raises(VerificationError, match=r"size 35 .*not consistent with the checkpoint of size 20"):
         verify_export(setup.path, setup.signer.vkey)
 
 
@@ -266,7 +266,7 @@ def test_checkpoint_of_another_log_fails(setup: Setup) -> None:
     position = next(i for i, line in enumerate(lines) if line["type"] == "checkpoint")
     lines[position]["note"] = base64.b64encode(other.sign(10, setup.log.root())).decode()
     setup.write(lines)
-    with pytest.raises(VerificationError, match="is for log 'other.example/log'"):
+    with pytest.raises(VerificationError, match=r"is for log 'other.example/log'"):
         verify_export(setup.path, setup.signer.vkey)
 
 
@@ -309,7 +309,7 @@ def test_entry_deleted_from_the_database_is_named(setup: Setup) -> None:
     with setup.engine.begin() as conn:
         conn.execute(delete(entries_table).where(entries_table.c.leaf_index == 23))
     setup.export()
-    with pytest.raises(VerificationError, match="^entry 23 is missing"):
+    with pytest.raises(VerificationError, match=r"^entry 23 is missing"):
         verify_export(setup.path, setup.signer.vkey)
 
 
@@ -319,7 +319,7 @@ def test_entries_reordered_in_the_database_are_named(setup: Setup) -> None:
         for old, new in ((23, -1), (24, 23), (-1, 24)):
             conn.execute(update(entries_table).where(entries_table.c.leaf_index == old).values(leaf_index=new))
     setup.export()
-    with pytest.raises(VerificationError, match="^entry 23 .*holds the content of entry 24"):
+    with pytest.raises(VerificationError, match=r"^entry 23 .*holds the content of entry 24"):
         verify_export(setup.path, setup.signer.vkey)
 
 
@@ -328,9 +328,7 @@ def test_entry_inserted_in_the_database_is_named(setup: Setup) -> None:
     forged = event(999).to_entry_bytes(23)
     with setup.engine.begin() as conn:
         for index in range(49, 22, -1):
-            conn.execute(
-                update(entries_table).where(entries_table.c.leaf_index == index).values(leaf_index=index + 1)
-            )
+            conn.execute(update(entries_table).where(entries_table.c.leaf_index == index).values(leaf_index=index + 1))
         conn.execute(
             entries_table.insert().values(
                 leaf_index=23,

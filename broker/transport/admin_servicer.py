@@ -1,0 +1,200 @@
+"""AdminService: registry, certificates and policy for admins; the CRL and policy explanations for
+everyone. Every change is an audit entry; refusals are audited by the RPC layer."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+from cryptography.hazmat.primitives.serialization import Encoding
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from broker.api.v1 import admin_pb2, admin_pb2_grpc
+from broker.audit import AuditEvent
+from broker.delivery.exchange import Exchange
+from broker.delivery.operations import RecordEvent
+from broker.directory import AgencyRecord, RegisterAgency, Registry
+from broker.errors import BrokerError, FailedPrecondition, InvalidRequest, PermissionDenied
+from broker.identity import AGENCY_ID, Role
+from broker.pki.issuance import chain_pem, issue_from_csr
+from broker.pki.revocation import REVOCATION_REASONS, RevocationList, crl_der, revoke
+from broker.pki.store import CaDirectory, CertificateRecord, list_certificates
+from broker.policy import RunningPolicy
+from broker.store.writer import Writer
+from broker.transport.auth import Authenticator, Principal
+from broker.transport.rpc import Context, unary
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+MAX_CSR_BYTES = 16 * 1024
+MAX_POLICY_BYTES = 1024 * 1024
+MAX_TEXT = 200
+
+
+def _ts(when: dt.datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+def _record(r: CertificateRecord) -> admin_pb2.CertificateRecord:
+    return admin_pb2.CertificateRecord(
+        serial=r.serial, spiffe_id=r.spiffe_id, role=r.role.value, fingerprint_sha256=r.fingerprint_sha256,
+        not_before=_ts(r.not_before), not_after=_ts(r.not_after), status=r.status().value,
+        revocation_reason=r.revocation_reason or "")
+
+
+def _agency(request: admin_pb2.RegisterAgencyRequest) -> AgencyRecord:
+    if not AGENCY_ID.fullmatch(request.agency):
+        raise InvalidRequest(f"{request.agency!r} is not an agency id (e.g. FR-CUSTOMS)")
+    if len(request.country) not in (0, 2) or (not request.country.isalpha() and request.country):
+        raise InvalidRequest(f"country {request.country!r} is not an ISO 3166 alpha-2 code")
+    for name in ("display_name", "contact"):
+        if len(getattr(request, name)) > MAX_TEXT:
+            raise InvalidRequest(f"{name} is longer than {MAX_TEXT} characters")
+    return AgencyRecord(request.agency, request.display_name, request.country.upper(), request.contact)
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    """AdminService. The CA key is used only when this broker is configured with a CA directory."""
+
+    def __init__(self, auth: Authenticator, exchange: Exchange, writer: Writer, registry: Registry,
+                 policy: RunningPolicy, revocations: RevocationList, ca: Callable[[], CaDirectory]) -> None:
+        self._auth = auth
+        self._exchange = exchange
+        self._writer = writer
+        self._registry = registry
+        self._policy = policy
+        self._revocations = revocations
+        self._ca = ca
+
+    async def refuse(self, actor: str, rpc: str, error: BrokerError) -> None:
+        """Audit a refused admin call."""
+        await self._exchange.refuse(actor, rpc, error)
+
+    async def _file_work(self, fn: Callable[[], T]) -> T:
+        # CA files are written with locks and fsync: keep that off the event loop.
+        return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+    async def _audit(self, caller: Principal, event: str, agency: str | None = None,
+                     **fields: str | int) -> int:
+        index: int = await self._writer.submit(RecordEvent(AuditEvent(
+            event=event, actor=str(caller), time=dt.datetime.now(dt.UTC), agency=agency, fields=fields)))
+        return index
+
+    @unary("RegisterAgency")
+    async def RegisterAgency(self, request: admin_pb2.RegisterAgencyRequest,
+                             context: Context) -> admin_pb2.AgencyRecord:
+        caller = self._auth.require(context, Role.ADMIN)
+        record = await self._writer.submit(RegisterAgency(_agency(request), str(caller), self._registry))
+        return admin_pb2.AgencyRecord(agency=record.agency_id, display_name=record.display_name,
+                                      country=record.country, contact=record.contact)
+
+    @unary("IssueCertificate")
+    async def IssueCertificate(self, request: admin_pb2.IssueCertificateRequest,
+                               context: Context) -> admin_pb2.IssuedCertificate:
+        caller = self._auth.require(context, Role.ADMIN)
+        if not request.csr_pem or len(request.csr_pem) > MAX_CSR_BYTES:
+            raise InvalidRequest(f"csr_pem must hold one PEM certificate request of at most {MAX_CSR_BYTES} bytes")
+        agency = _agency(request.agency) if request.HasField("agency") else None
+        ca = self._ca()
+        cert, record = await self._file_work(
+            lambda: issue_from_csr(ca, request.csr_pem, request.lifetime_days or None))
+        if agency is not None and (record.role is not Role.AGENCY or record.name != agency.agency_id):
+            raise InvalidRequest(f"registry data names {agency.agency_id} but the CSR is for {record.spiffe_id}")
+        await self._audit(caller, "certificate.issued", agency=record.name if record.role is Role.AGENCY else None,
+                          serial=record.serial, spiffe_id=record.spiffe_id, fingerprint=record.fingerprint_sha256)
+        if agency is not None:
+            await self._writer.submit(RegisterAgency(agency, str(caller), self._registry))
+        log.info("certificate.issued", serial=record.serial, spiffe_id=record.spiffe_id)
+        return admin_pb2.IssuedCertificate(certificate_pem=cert.public_bytes(Encoding.PEM),
+                                           chain_pem=chain_pem(ca, cert), record=_record(record))
+
+    @unary("RevokeCertificate")
+    async def RevokeCertificate(self, request: admin_pb2.RevokeCertificateRequest,
+                                context: Context) -> admin_pb2.CertificateRecord:
+        caller = self._auth.require(context, Role.ADMIN)
+        reason = request.reason or "unspecified"
+        if reason not in REVOCATION_REASONS:
+            raise InvalidRequest(f"unknown revocation reason {reason!r}; use one of {', '.join(REVOCATION_REASONS)}")
+        ca = self._ca()
+        record = await self._file_work(lambda: revoke(ca, request.serial, reason))
+        # Take effect on the very next call, without waiting for the file watch.
+        self._revocations.refresh(force=True)
+        await self._audit(caller, "certificate.revoked", agency=record.name if record.role is Role.AGENCY else None,
+                          serial=record.serial, spiffe_id=record.spiffe_id, reason=reason)
+        log.info("certificate.revoked", serial=record.serial, spiffe_id=record.spiffe_id, reason=reason)
+        return _record(record)
+
+    @unary("ListCertificates")
+    async def ListCertificates(self, request: admin_pb2.ListCertificatesRequest,
+                               context: Context) -> admin_pb2.ListCertificatesResponse:
+        self._auth.require(context, Role.ADMIN)
+        ca = self._ca()
+        records = await self._file_work(lambda: list_certificates(ca))
+        return admin_pb2.ListCertificatesResponse(certificates=[_record(r) for r in records])
+
+    @unary("GetCrl")
+    async def GetCrl(self, request: admin_pb2.GetCrlRequest, context: Context) -> admin_pb2.Crl:
+        self._auth.authenticate(context)
+        ca = self._ca()
+        return admin_pb2.Crl(der=await self._file_work(lambda: crl_der(ca)))
+
+    @unary("ValidatePolicy")
+    async def ValidatePolicy(self, request: admin_pb2.PolicyDocument,
+                             context: Context) -> admin_pb2.PolicyValidation:
+        self._auth.require(context, Role.ADMIN)
+        _check_policy_size(request.toml)
+        report = self._policy.validate(request.toml)
+        return admin_pb2.PolicyValidation(valid=report.valid, errors=report.errors, digest=report.digest,
+                                          diff=report.diff)
+
+    @unary("ApplyPolicy")
+    async def ApplyPolicy(self, request: admin_pb2.PolicyDocument, context: Context) -> admin_pb2.PolicyValidation:
+        caller = self._auth.require(context, Role.ADMIN)
+        _check_policy_size(request.toml)
+        report = self._policy.validate(request.toml)
+        if not report.valid:
+            raise InvalidRequest("policy refused, the running policy stays in force: " + "; ".join(report.errors))
+        change = self._policy.apply(request.toml, str(caller))
+        if change.changed:
+            await self._audit(caller, "policy.changed", old_digest=change.old_digest, new_digest=change.new_digest)
+        return admin_pb2.PolicyValidation(valid=True, digest=report.digest, diff=report.diff)
+
+    @unary("GetPolicy")
+    async def GetPolicy(self, request: admin_pb2.GetPolicyRequest, context: Context) -> admin_pb2.PolicyDocument:
+        self._auth.require(context, Role.ADMIN, Role.AUDITOR)
+        return admin_pb2.PolicyDocument(toml=self._policy.current.text)
+
+    @unary("ExplainPolicy")
+    async def ExplainPolicy(self, request: admin_pb2.ExplainPolicyRequest,
+                            context: Context) -> admin_pb2.PolicyDecision:
+        caller = self._auth.authenticate(context)
+        sender = request.sender or caller.name
+        if caller.role is Role.AGENCY and sender != caller.name:
+            raise PermissionDenied(f"{caller.name} may ask which rules apply to itself only, not to {sender}")
+        if caller.role is Role.BROKER:
+            raise PermissionDenied("broker certificates do not call the admin service")
+        if len(request.recipients) > 256 or any(len(r) > 64 for r in request.recipients):
+            raise InvalidRequest("too many or too long recipients")
+        decision = self._policy.current.explain(sender, request.kind, request.tlp, list(request.recipients))
+        return admin_pb2.PolicyDecision(allowed=decision.allowed, rule=decision.rule, reason=decision.reason,
+                                        expanded_recipients=decision.expanded)
+
+
+def _check_policy_size(text: str) -> None:
+    if len(text.encode()) > MAX_POLICY_BYTES:
+        raise InvalidRequest(f"policy document is over {MAX_POLICY_BYTES} bytes")
+
+
+def open_ca(path: Path) -> CaDirectory:
+    """The CA directory the broker issues and revokes with; FAILED_PRECONDITION if it holds no CA."""
+    try:
+        return CaDirectory.open(path)
+    except BrokerError as exc:
+        raise FailedPrecondition(f"this broker has no usable CA directory ({exc}); use `isb pki` offline") from exc
