@@ -76,7 +76,8 @@ class Broker:
         ca_pem = config.path("ca_bundle").read_bytes()
         self.trust_roots = x509.load_pem_x509_certificates(ca_pem)
         self.ca_dir = config.ca_dir or config.cert_dir
-        self.revocations = RevocationList(self.ca_dir / "crl.pem", self._crl_issuer())
+        # check_interval=0: one stat per call, so a revocation bites on the very next call.
+        self.revocations = RevocationList(self.ca_dir / "crl.pem", self._crl_issuer(), check_interval=0)
         self.auth = Authenticator(config.trust_domain, self.revocations)
         self.exchange = Exchange(config, self.engine, self.writer, self.registry, self.policy)
         self.exchange.dispatcher.start()

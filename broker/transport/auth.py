@@ -61,6 +61,7 @@ class Authenticator:
         self._trust_domain = trust_domain
         self._revocations = revocations
         self._cache: dict[bytes, Principal | AuthenticationError] = {}
+        self._serials: dict[bytes, int] = {}
 
     def authenticate(self, context: Context) -> Principal:
         """The verified caller of this call; raise `AuthenticationError` if it may not call at all."""
@@ -75,6 +76,16 @@ class Authenticator:
             raise AuthenticationError(
                 f"certificate of {principal.spiffe_id} expired at {principal.not_after.isoformat()}")
         return principal
+
+    def is_revoked_der(self, certificate_der: bytes) -> bool:
+        """Whether the certificate (DER) has been revoked."""
+        serial = self._serials.get(certificate_der)
+        if serial is None:
+            serial = x509.load_der_x509_certificate(certificate_der).serial_number
+            if len(self._serials) >= _CACHE_LIMIT:
+                self._serials.clear()
+            self._serials[certificate_der] = serial
+        return self._revocations.is_revoked(serial)
 
     def require(self, context: Context, *roles: Role) -> Principal:
         """Authenticate and check the caller's role."""

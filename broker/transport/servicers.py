@@ -181,6 +181,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             entry = directory.agencies.add(agency=record.agency_id, display_name=record.display_name,
                                            country=record.country)
             for b in bundles.get(record.agency_id, []):
+                if self._auth.is_revoked_der(b.certificate):
+                    continue  # a key signed under a revoked identity is not offered to senders
                 entry.key_bundles.add(bundle=b.bundle, signature=b.signature, certificate=b.certificate)
                 if not entry.certificate:
                     entry.certificate = b.certificate

@@ -125,7 +125,8 @@ def broker_config(pki: DevPki, database: Database, **overrides: Any) -> BrokerCo
     overrides.setdefault("listen", "127.0.0.1:0")
     overrides.setdefault("policy_file", REPO / "examples" / "policy-dev.toml")
     overrides.setdefault("checkpoint_interval_seconds", 0.5)
-    return load_config(environ={}, cert_dir=pki.directory, database_url=database.url, **overrides)
+    overrides.setdefault("cert_dir", pki.directory)
+    return load_config(environ={}, database_url=database.url, **overrides)
 
 
 @pytest.fixture

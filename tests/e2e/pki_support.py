@@ -6,7 +6,8 @@ import datetime as dt
 import os
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.identity import Role, make_spiffe_id
@@ -47,3 +48,14 @@ def expired_agency_certificate(pki: DevPki, tmp: Path, agency: str) -> tuple[Pat
     cert = issue_certificate(authority, key.public_key(), make_spiffe_id(pki.trust_domain, Role.AGENCY, agency),
                              not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1))
     return _write(tmp, f"expired-{agency}", authority, key, cert.public_bytes(serialization.Encoding.PEM))
+
+
+def raw_csr(key: ec.EllipticCurvePrivateKey, uri: str) -> bytes:
+    """A CSR carrying `uri` as its only URI SAN, however malformed (to test refusals)."""
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)

@@ -1,0 +1,13 @@
+"""Watchlists (DESIGN.md section 7): versioned, signed, encrypted lists an owner agency publishes
+and subscribers replicate. The broker stores each version exactly as the owner sealed it and
+serves it to allowed subscribers; it cannot read the entries.
+
+- `tables`: the `watchlist_*` tables.
+- `operations`: writer operations (create a watchlist, publish a version), each with its audit entry.
+- `desk`: the domain logic (`WatchlistDesk`): who may publish and subscribe, what a version must be.
+- `servicer`: the gRPC `WatchlistService`, added to a broker by `add_watchlist_service`.
+"""
+
+from broker.watchlists.desk import StoredVersion, WatchlistDesk, WatchlistRecord
+
+__all__ = ["StoredVersion", "WatchlistDesk", "WatchlistRecord"]

@@ -1,0 +1,46 @@
+"""The watchlist tables. Like `broker.store.tables`: SQLModel declarations for the schema and the
+migration, SQLAlchemy Core statements on `__table__` at run time; times in integer microseconds."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+class WatchlistRow(SQLModel, table=True):
+    """A watchlist: its owner, who may subscribe, and the latest version published."""
+
+    __tablename__ = "watchlist_lists"
+
+    watchlist_id: str = Field(primary_key=True, max_length=128)
+    owner: str = Field(index=True, max_length=40)
+    title: str = Field(default="", max_length=200)
+    entry_types: str = Field(default="", max_length=200)  # comma-separated EntityType names
+    subscribers: str = Field(max_length=4000)  # comma-separated agency ids and group names, sorted
+    tlp: int
+    version: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    snapshot_version: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    created_us: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    updated_us: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+class WatchlistVersionRow(SQLModel, table=True):
+    """One published version: the WATCHLIST_UPDATE envelope exactly as received."""
+
+    __tablename__ = "watchlist_versions"
+
+    watchlist_id: str = Field(primary_key=True, max_length=128)
+    version: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
+    message_id: str = Field(max_length=36, unique=True)
+    snapshot: bool
+    envelope: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    envelope_sha256: bytes = Field(sa_column=sa.Column(sa.LargeBinary(32), nullable=False))
+    sender_cert: bytes = Field(sa_column=sa.Column(sa.LargeBinary(32), nullable=False))  # peer_certificates key
+    accepted_us: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    audit_index: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+watchlist_lists = WatchlistRow.__table__  # type: ignore[attr-defined]
+watchlist_versions = WatchlistVersionRow.__table__  # type: ignore[attr-defined]
+
+__all__ = ["WatchlistRow", "WatchlistVersionRow", "watchlist_lists", "watchlist_versions"]
