@@ -214,7 +214,7 @@ def test_agency_certificate_presented_as_server_certificate_is_refused_by_client
     with pytest.raises(ConnectionFailed) as failed:
         client.publish_key()
     assert "is not trusted" in str(failed.value)
-    assert "unsupported certificate purpose" in str(failed.value)
+    assert "unsuitable certificate purpose" in str(failed.value)
 
 
 def test_rotated_broker_certificate_keeps_streaming_without_losing_deliveries(
