@@ -11,16 +11,22 @@ entry that does not match), 2 when the export or the key cannot be read.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from broker.config import DEFAULT_CERT_DIR
 from broker.errors import VerificationError
+from broker.protocol import _note
 from clients.audit.verify import verify_export
+from clients.auditor import AuditorClient
+from clients.errors import ClientError
 
 __all__ = ["register"]
 
@@ -29,7 +35,7 @@ EXIT_OK, EXIT_FAILED, EXIT_TROUBLE = 0, 1, 2
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `audit` command and its subcommands to the `isb` parser."""
-    audit = subparsers.add_parser("audit", help="audit log: verify exports (offline)")
+    audit = subparsers.add_parser("audit", help="audit log: checkpoints, proofs, export, offline verification")
     commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
 
     verify = commands.add_parser(
@@ -46,6 +52,86 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     verify.set_defaults(func=_cmd_verify)
+
+    checkpoint = commands.add_parser("checkpoint", help="fetch and verify the latest signed checkpoint")
+    _online(checkpoint)
+    checkpoint.add_argument("--fresh", action="store_true", help="ask the broker to sign one now")
+    checkpoint.set_defaults(func=_cmd_checkpoint)
+
+    export = commands.add_parser("export", help="stream the log (entries and checkpoints) to a file")
+    _online(export)
+    export.add_argument("--out", type=Path, required=True, help="export file to write (JSON Lines)")
+    export.set_defaults(func=_cmd_export)
+
+    prove = commands.add_parser("prove", help="print and check the inclusion proof of a message's entries")
+    _online(prove)
+    prove.add_argument("message_id")
+    prove.set_defaults(func=_cmd_prove)
+
+    report = commands.add_parser("report", help="the proven life of one message: sent, delivered, receipts")
+    _online(report)
+    report.add_argument("message_id")
+    report.set_defaults(func=_cmd_report)
+
+
+def _online(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", default="127.0.0.1:7443", help="host:port of the broker (default %(default)s)")
+    parser.add_argument("--certs", type=Path, default=DEFAULT_CERT_DIR,
+                        help="folder with auditor.crt, auditor.key and ca.crt (default %(default)s)")
+    parser.add_argument("--key", type=Path, default=None, metavar="FILE",
+                        help="the broker's audit public key (default: audit.pub in --certs)")
+    parser.add_argument("--trust-domain", default="isb.dev")
+
+
+def _auditor(args: argparse.Namespace) -> AuditorClient:
+    key = load_audit_key(args.key or args.certs / "audit.pub")
+    key_name = None
+    if isinstance(key, str):
+        key_name, key = _note.parse_vkey(key)
+    return AuditorClient(args.broker, cert=args.certs / "auditor.crt", key=args.certs / "auditor.key",
+                         ca=args.certs / "ca.crt", audit_key=key, key_name=key_name, trust_domain=args.trust_domain)
+
+
+def _online_command(action: Callable[[AuditorClient, argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            with _auditor(args) as auditor:
+                action(auditor, args)
+        except (ClientError, VerificationError, OSError) as exc:
+            print(f"isb audit: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        return EXIT_OK
+    return run
+
+
+def _checkpoint(auditor: AuditorClient, args: argparse.Namespace) -> None:
+    cp = auditor.checkpoint(fresh=args.fresh)
+    print(json.dumps({"origin": cp.origin, "tree_size": cp.size, "root_hash": cp.root.hex(),
+                      "time": cp.time.isoformat() if cp.time else None, "signature": "verified"}))
+
+
+def _export(auditor: AuditorClient, args: argparse.Namespace) -> None:
+    with args.out.open("wb") as stream:
+        count = auditor.export(stream)
+    print(f"exported {count} entries to {args.out}; check it with: isb audit verify {args.out} --key audit.pub")
+
+
+def _prove(auditor: AuditorClient, args: argparse.Namespace) -> None:
+    for proven in auditor.prove_message(args.message_id):
+        print(json.dumps({"index": proven.index, "event": proven.event.event, "tree_size": proven.checkpoint.size,
+                          "root_hash": proven.checkpoint.root.hex(), "proof": [h.hex() for h in proven.proof],
+                          "inclusion": "verified"}))
+
+
+def _report(auditor: AuditorClient, args: argparse.Namespace) -> None:
+    for row in auditor.report(args.message_id):
+        print(json.dumps(row, default=list))
+
+
+_cmd_checkpoint = _online_command(_checkpoint)
+_cmd_export = _online_command(_export)
+_cmd_prove = _online_command(_prove)
+_cmd_report = _online_command(_report)
 
 
 def load_audit_key(path: Path) -> Ed25519PublicKey | str:

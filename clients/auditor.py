@@ -1,0 +1,147 @@
+"""The auditor's SDK: fetch signed checkpoints, prove entries and consistency, export the log.
+
+Every answer of the broker is checked here against the broker's audit public key and the RFC 9162
+verifiers; nothing is taken on the broker's word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from broker.api.v1 import audit_pb2, audit_pb2_grpc
+from broker.audit import AuditEvent
+from broker.identity import Role
+from broker.protocol import _merkle, _note
+from clients._tls import diagnose_handshake, load_identity
+from clients.audit.exportfile import ExportWriter
+from clients.errors import ClientError, RemoteError, VerificationError
+
+__all__ = ["AuditorClient", "ProvenEntry"]
+
+
+@dataclass(frozen=True)
+class ProvenEntry:
+    """An audit entry with its inclusion proof, verified against a signed checkpoint."""
+
+    index: int
+    event: AuditEvent
+    entry: bytes
+    proof: list[bytes]
+    checkpoint: _note.Checkpoint
+
+
+class AuditorClient:
+    """An auditor's connection to the broker's AuditService."""
+
+    def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, audit_key: Ed25519PublicKey,
+                 trust_domain: str = "isb.dev", key_name: str | None = None, timeout: float = 30.0) -> None:
+        self.identity = load_identity(cert, key, ca, trust_domain, Role.AUDITOR)
+        self._target = target
+        self._timeout = timeout
+        self.audit_key = audit_key
+        self.key_name = key_name or f"{trust_domain}/audit"
+        self.origin = f"{trust_domain}/audit"
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.identity.ca_pem, private_key=self.identity.key_pem,
+            certificate_chain=self.identity.cert_pem)
+        self._channel = grpc.secure_channel(target, credentials)
+        self._stub = audit_pb2_grpc.AuditServiceStub(self._channel)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> AuditorClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., Any], request: Any) -> Any:
+        try:
+            return method(request, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            if exc.code() is grpc.StatusCode.UNAVAILABLE:
+                raise diagnose_handshake(self._target, self.identity) from exc
+            raise RemoteError(exc.code(), exc.details() or "") from exc
+
+    def checkpoint(self, *, fresh: bool = False) -> _note.Checkpoint:
+        """The latest checkpoint, its signature verified with the audit key."""
+        reply = self._call(self._stub.GetCheckpoint, audit_pb2.GetCheckpointRequest(fresh=fresh))
+        checkpoint = _note.verify_checkpoint(reply.note, self.key_name, self.audit_key)
+        if checkpoint.origin != self.origin:
+            raise VerificationError(f"checkpoint is for log {checkpoint.origin!r}, expected {self.origin!r}")
+        return checkpoint
+
+    def entries(self, **filters: Any) -> Iterator[tuple[int, AuditEvent]]:
+        """Entries matching `filters` (agency, message_id, event, since, until), every page, in order."""
+        start = 0
+        while True:
+            reply = self._call(self._stub.QueryEntries, audit_pb2.QueryEntriesRequest(start_index=start, **filters))
+            for item in reply.entries:
+                if _merkle.leaf_hash(item.entry) != item.leaf_hash:
+                    raise VerificationError(f"entry {item.index}: leaf hash does not match its bytes")
+                index, event = AuditEvent.from_entry_bytes(item.entry)
+                if index != item.index:
+                    raise VerificationError(f"entry stored at {item.index} says it is entry {index}")
+                yield index, event
+            if not reply.next_index:
+                return
+            start = reply.next_index
+
+    def prove(self, index: int, checkpoint: _note.Checkpoint) -> ProvenEntry:
+        """Entry `index` with its inclusion proof, verified against `checkpoint`."""
+        reply = self._call(self._stub.GetInclusionProof,
+                           audit_pb2.InclusionProofRequest(index=index, tree_size=checkpoint.size))
+        entry = reply.entry.entry
+        _merkle.verify_inclusion(_merkle.leaf_hash(entry), index, checkpoint.size, list(reply.hashes),
+                                 checkpoint.root)
+        stated, event = AuditEvent.from_entry_bytes(entry)
+        if stated != index:
+            raise VerificationError(f"proof of entry {index} carries entry {stated}")
+        return ProvenEntry(index, event, entry, list(reply.hashes), checkpoint)
+
+    def prove_message(self, message_id: str) -> list[ProvenEntry]:
+        """Every entry about `message_id`, each proven against a fresh signed checkpoint."""
+        checkpoint = self.checkpoint(fresh=True)
+        indices = [i for i, _ in self.entries(message_id=message_id) if i < checkpoint.size]
+        if not indices:
+            raise ClientError(f"the audit log has no entry about message {message_id}")
+        return [self.prove(i, checkpoint) for i in indices]
+
+    def check_consistency(self, old: _note.Checkpoint, new: _note.Checkpoint) -> None:
+        """Verify that `new` extends `old` (the log was only appended to); raise otherwise."""
+        reply = self._call(self._stub.GetConsistencyProof,
+                           audit_pb2.ConsistencyProofRequest(first_size=old.size, second_size=new.size))
+        _merkle.verify_consistency(old.size, new.size, old.root, new.root, list(reply.hashes))
+
+    def export(self, stream: IO[bytes], *, start: int = 0, end: int = 0) -> int:
+        """Write the log (entries and checkpoints) to `stream` in the export format; return entries written."""
+        writer = ExportWriter(stream, self.origin, self.key_name, _note.encode_vkey(self.key_name, self.audit_key))
+        count = 0
+        try:
+            for item in self._stub.Export(audit_pb2.ExportRequest(start_index=start, end_index=end),
+                                          timeout=max(self._timeout, 600)):
+                if item.HasField("entry"):
+                    writer.entry(item.entry.index, item.entry.entry, item.entry.leaf_hash)
+                    count += 1
+                else:
+                    writer.checkpoint(item.checkpoint.note)
+        except grpc.RpcError as exc:
+            raise RemoteError(exc.code(), exc.details() or "") from exc
+        return count
+
+    def report(self, message_id: str) -> list[dict[str, Any]]:
+        """The life of one message as proven entries: accepted, delivered, receipts, expiry, recall."""
+        return [
+            {"index": p.index, "event": p.event.event, "time": p.event.time.isoformat(), "actor": p.event.actor,
+             "agency": p.event.agency, **dict(p.event.fields)}
+            for p in self.prove_message(message_id)
+        ]
+
