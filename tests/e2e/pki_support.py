@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import shutil
 from pathlib import Path
 
 from cryptography import x509
@@ -19,6 +21,8 @@ from broker.pki.authority import (
 )
 from broker.pki.dev import DevPki
 from broker.pki.store import CaDirectory
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _write(tmp: Path, name: str, authority: CertificateAuthority, key: ec.EllipticCurvePrivateKey,
@@ -59,3 +63,32 @@ def raw_csr(key: ec.EllipticCurvePrivateKey, uri: str) -> bytes:
         .sign(key, hashes.SHA256())
     )
     return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def extended_pki(pki: DevPki, tmp: Path, extra: dict[str, str]) -> tuple[Path, Path]:
+    """A copy of the dev PKI with more agencies (id -> country), and a dev policy that includes them.
+
+    Returns the PKI folder (the broker seeds the agencies listed in its agencies.json) and the
+    policy file to give the broker.
+    """
+    directory = tmp / "pki-extended"
+    shutil.copytree(pki.directory, directory)
+    authority = CaDirectory.open(directory).load_authority()
+    listing = json.loads((directory / "agencies.json").read_text())
+    for agency, country in extra.items():
+        key = generate_identity_key()
+        cert = issue_certificate(authority, key.public_key(), make_spiffe_id(pki.trust_domain, Role.AGENCY, agency))
+        _write(directory, agency, authority, key, cert.public_bytes(serialization.Encoding.PEM))
+        listing.append({"agency": agency, "display_name": agency, "country": country, "contact": ""})
+    (directory / "agencies.json").write_text(json.dumps(listing))
+    policy = (REPO / "examples" / "policy-dev.toml").read_text()
+    dev = '"FR-CUSTOMS", "DE-BKA", "NL-FIOD"'
+    everyone = dev + "".join(f', "{a}"' for a in extra)
+    policy = policy.replace(f'members = [{dev}]', f"members = [{everyone}]", 1)
+    policy = policy.replace(f"recipients = [{dev}]", f"recipients = [{everyone}]")
+    for agency, country in extra.items():
+        policy += (f'\n[[agencies]]\nid = "{agency}"\nname = "{agency}"\ncountry = "{country}"\n'
+                   'kind = "police"\n')
+    policy_file = tmp / "policy.toml"
+    policy_file.write_text(policy)
+    return directory, policy_file

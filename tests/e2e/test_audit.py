@@ -87,7 +87,7 @@ def test_tampered_entry_in_database_is_named_by_offline_verify(
     auditor.checkpoint(fresh=True)
     victim = database.scalar("SELECT leaf_index FROM audit_entries WHERE event = 'receipt.received'")
     with database.engine.begin() as conn:
-        entry = conn.execute(text("SELECT entry FROM audit_entries WHERE leaf_index = :i"), {"i": victim}).scalar()
+        entry = conn.execute(text("SELECT entry FROM audit_entries WHERE leaf_index = :i"), {"i": victim}).scalar_one()
         forged = bytes(entry).replace(b"DELIVERED", b"REJECTED!")
         conn.execute(text("UPDATE audit_entries SET entry = :e WHERE leaf_index = :i"), {"e": forged, "i": victim})
     export = tmp_path / "tampered.jsonl"
