@@ -20,6 +20,7 @@ from cryptography import x509
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.identity import AGENCY_ID, Role
 from broker.protocol.envelope import OpenedMessage, open_envelope, seal
+from broker.protocol.forwarding import FORWARDED_CONTENT_TYPE, OriginalMessage, forwarded_content, verify_forwarded
 from broker.protocol.keys import EncryptionKey, make_key_bundle, verify_agency_certificate, verify_key_bundle
 from broker.protocol.receipts import make_receipt, verify_receipt
 from clients._tls import Identity, diagnose_handshake, load_identity
@@ -44,6 +45,9 @@ class ReceivedMessage:
     envelope_sha256: bytes
     attempt: int
     sender_certificate: x509.Certificate
+    envelope: envelope_pb2.Envelope
+    forwarded_from: OriginalMessage | None = None
+    """For a forward: the original, verified as written by its original sender."""
 
     @property
     def message_id(self) -> str:
@@ -244,6 +248,13 @@ class AgencyClient:
         """Seal and send; returns the broker's acceptance with the audit log index."""
         return self.send_envelope(self.seal(recipients, body, **options))
 
+    def forward(self, message: ReceivedMessage, recipients: Sequence[str]) -> broker_pb2.SendResponse:
+        """Pass a received message on, with its original signatures inside and its handling unchanged."""
+        header = message.header
+        return self.send(recipients, forwarded_content(message.envelope, message.opened, message.sender_certificate),
+                         content_type=FORWARDED_CONTENT_TYPE, kind=header.kind, handling=header.handling,
+                         priority=header.priority, references=header.message_id)
+
     def send_many(self, envelopes: Sequence[envelope_pb2.Envelope],
                   batch_size: int = 64) -> list[broker_pb2.SendResult]:
         """Send many sealed envelopes over one stream in batches; one result per envelope, in order."""
@@ -297,8 +308,12 @@ class AgencyClient:
                                   now=header.created.ToDatetime(dt.UTC))
         opened = open_envelope(delivery.envelope, recipient=self.agency, keys=self._keyring.keys,
                                sender_certificate=sender_cert)
+        original = None
+        if opened.content_type == FORWARDED_CONTENT_TYPE:
+            original = verify_forwarded(opened.body, forward_header=opened.header,
+                                        trust_roots=self.identity.trust_roots, trust_domain=self.trust_domain)
         digest = hashlib.sha256(delivery.envelope.SerializeToString()).digest()
-        return ReceivedMessage(opened, digest, delivery.attempt, sender_cert)
+        return ReceivedMessage(opened, digest, delivery.attempt, sender_cert, delivery.envelope, original)
 
     def _reject(self, delivery: broker_pb2.Delivery, reason: str) -> None:
         message_id = _header_message_id(delivery.envelope)

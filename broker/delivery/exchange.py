@@ -28,9 +28,9 @@ from broker.config import BrokerConfig
 from broker.delivery import operations as ops
 from broker.delivery.dispatcher import Dispatcher, Stream
 from broker.directory import Registry
-from broker.errors import BrokerError, InvalidRequest, NotFound, PermissionDenied, VerificationError
+from broker.errors import BrokerError, InvalidRequest, NotFound, PermissionDenied, PolicyViolation, VerificationError
 from broker.identity import AGENCY_ID, GROUP_NAME
-from broker.policy import RunningPolicy, kind_from_proto, tlp_from_proto
+from broker.policy import Decision, RunningPolicy, kind_from_proto, tlp_from_proto
 from broker.protocol.envelope import verify_outer
 from broker.protocol.receipts import verify_receipt
 from broker.store import tables
@@ -95,16 +95,16 @@ class Exchange:
     # -- Send ----------------------------------------------------------------------------------
     async def send(self, caller: Principal, envelope: envelope_pb2.Envelope, raw_size: int) -> ops.Accepted:
         """Check and store one envelope; raise after auditing the refusal if it is refused."""
+        envelope_bytes = b""
         digest = b""
         header: envelope_pb2.Header | None = None
         try:
+            # 1. Who, how big, well formed: cheap checks before any cryptography.
             if caller.role.value != "agency":
                 raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies send envelopes")
             if raw_size > self._config.max_envelope_bytes:
                 raise InvalidRequest(
                     f"envelope is {raw_size} bytes, over the limit of {self._config.max_envelope_bytes} bytes")
-            if not envelope.header:
-                raise InvalidRequest("envelope has no header")
             envelope_bytes = envelope.SerializeToString()
             digest = hashlib.sha256(envelope_bytes).digest()
             header = self._peek_header(envelope)
@@ -113,31 +113,19 @@ class Exchange:
                     f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "
                     "an agency may only send as itself")
             self._check_recipients(header)
-            self.reload_policy()
-            policy = self._policy.current
-            for r in header.recipients:
-                if AGENCY_ID.fullmatch(r) and r not in self._registry:
-                    raise NotFound(f"recipient {r} is not a registered agency")
-                if not AGENCY_ID.fullmatch(r) and r not in policy.groups:
-                    raise NotFound(f"recipient {r} is not a known group")
+            # 2. The outer signature and digests, with the caller's own certificate.
             header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
             expires_us = _timestamp_us(header.expires) if header.HasField("expires") else None
             if expires_us is not None and expires_us <= now_us():
                 raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
-            decision = policy.decide_send(header.sender, kind_from_proto(header.kind),
-                                          tlp_from_proto(header.handling.tlp), list(header.recipients))
-            decision.raise_if_denied()
+            # 3. Sharing policy, group expansion, and one wrapped key per expanded recipient.
+            decision, expansion = await self._route(header)
             recipients = tuple(decision.expanded)
-            unregistered = [r for r in recipients if r not in self._registry]
-            if unregistered:
-                raise NotFound(f"recipient {unregistered[0]} is not a registered agency")
             wrapped = sorted(k.recipient for k in envelope.wrapped_keys)
             if wrapped != sorted(recipients):
                 raise InvalidRequest(
                     "wrapped keys must be exactly one per recipient agency after group expansion: "
                     f"expected {sorted(recipients)}, envelope has {wrapped}")
-            # Group addresses expanded at send time, recorded in the audit entry (DESIGN.md section 5).
-            expansion = {r: sorted(policy.groups[r] - {header.sender}) for r in header.recipients if r in policy.groups}
         except BrokerError as exc:
             await self.refuse(str(caller.spiffe_id), "Send", exc,
                               message_id=header.message_id if header else None,
@@ -150,6 +138,46 @@ class Exchange:
             policy_rule=decision.rule, sequence=self._arrival, known_certs=self._known_certs,
             on_commit=self.dispatcher.accepted, expires_us=expires_us,
         ))
+
+    async def _route(self, header: envelope_pb2.Header) -> tuple[Decision, dict[str, list[str]]]:
+        """The policy decision for this header, and the group expansion recorded in the audit entry."""
+        self.reload_policy()
+        policy = self._policy.current
+        for r in header.recipients:
+            if AGENCY_ID.fullmatch(r) and r not in self._registry:
+                raise NotFound(f"recipient {r} is not a registered agency")
+            if not AGENCY_ID.fullmatch(r) and r not in policy.groups:
+                raise NotFound(f"recipient {r} is not a known group")
+        if header.references and header.kind != envelope_pb2.RECALL:
+            decision = await self._decide_forward(header)
+        else:
+            decision = policy.decide_send(header.sender, kind_from_proto(header.kind),
+                                          tlp_from_proto(header.handling.tlp), list(header.recipients))
+        decision.raise_if_denied()
+        unregistered = [r for r in decision.expanded if r not in self._registry]
+        if unregistered:
+            raise NotFound(f"recipient {unregistered[0]} is not a registered agency")
+        # Group addresses are expanded at send time, and the expansion is recorded (DESIGN.md section 5).
+        expansion = {r: sorted(policy.groups[r] - {header.sender}) for r in header.recipients if r in policy.groups}
+        return decision, expansion
+
+    async def _decide_forward(self, header: envelope_pb2.Header) -> Decision:
+        # A header that references another message (other than a RECALL) is a forward: the forwarder
+        # must have received the original, keep its handling code, and be allowed by policy.
+        m, d = tables.messages, tables.deliveries
+        original = await self.read(lambda conn: conn.execute(
+            sa.select(m.c.sender, m.c.kind, m.c.envelope)
+            .join(d, (d.c.message_id == m.c.message_id) & (d.c.recipient == header.sender))
+            .where(m.c.message_id == header.references)).first())
+        if original is None:
+            raise PermissionDenied(f"{header.sender} did not receive message {header.references}, so cannot forward it")
+        original_header = envelope_pb2.Header.FromString(envelope_pb2.Envelope.FromString(original.envelope).header)
+        if original_header.handling != header.handling or original.kind != header.kind:
+            was = f"{kind_from_proto(original.kind)} at {tlp_from_proto(original_header.handling.tlp)}"
+            raise PolicyViolation(f"a forwarded message must keep the kind and handling code of the original ({was})")
+        return self._policy.current.decide_forward(
+            header.sender, original.sender, kind_from_proto(header.kind), tlp_from_proto(header.handling.tlp),
+            list(header.recipients))
 
     def reload_policy(self) -> None:
         """Pick up an edited policy file (one stat); record the change in the audit log."""

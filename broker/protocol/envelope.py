@@ -70,6 +70,7 @@ class OpenedMessage:
     body: bytes
     handling: envelope_pb2.Handling
     message_id: str
+    inner_signature: bytes = b""
 
     def __repr__(self) -> str:
         # The body is plaintext: keep it out of logs and tracebacks.
@@ -346,4 +347,5 @@ def open_envelope(
         body=content.body,
         handling=header.handling,
         message_id=header.message_id,
+        inner_signature=content.inner_signature,
     )

@@ -518,3 +518,42 @@ class SignedReceipt(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SignedReceipt: _TypeAlias = SignedReceipt  # noqa: Y015
+
+@_typing.final
+class Forwarded(_message.Message):
+    """The body of a forwarded message (content type application/vnd.isb.forwarded+protobuf): the
+    original sender's signed header and signed content, unchanged, so that the new recipient verifies
+    the plaintext as written by the original sender, and the forwarder cannot alter it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGINAL_HEADER_FIELD_NUMBER: _builtins.int
+    ORIGINAL_HEADER_SIGNATURE_FIELD_NUMBER: _builtins.int
+    ORIGINAL_SENDER_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    ORIGINAL_CONTENT_FIELD_NUMBER: _builtins.int
+    original_header: _builtins.bytes
+    """the original Envelope.header bytes"""
+    original_header_signature: _builtins.bytes
+    """the original sender's outer signature over them"""
+    original_sender_certificate: _builtins.bytes
+    """DER"""
+    @_builtins.property
+    def original_content(self) -> Global___Content:
+        """with the original inner signature"""
+
+    def __init__(
+        self,
+        *,
+        original_header: _builtins.bytes = ...,
+        original_header_signature: _builtins.bytes = ...,
+        original_sender_certificate: _builtins.bytes = ...,
+        original_content: Global___Content | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["original_content", b"original_content"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["original_content", b"original_content", "original_header", b"original_header", "original_header_signature", b"original_header_signature", "original_sender_certificate", b"original_sender_certificate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Forwarded: _TypeAlias = Forwarded  # noqa: Y015
