@@ -134,6 +134,7 @@ class AgencyClient:
         self._stub = broker_pb2_grpc.BrokerServiceStub(self._channel)
         self._bundles: dict[str, tuple[float, envelope_pb2.KeyBundle]] = {}
         self._groups: dict[str, list[str]] = {}
+        self._groups_until = 0.0
 
     @classmethod
     def from_dir(cls, target: str, cert_dir: Path, agency: str, **kwargs: Any) -> AgencyClient:
@@ -202,24 +203,29 @@ class AgencyClient:
                         best = bundle
                 if best is not None:
                     self._bundles[entry.agency] = (now + 60.0, best)
-            for group in directory.groups:
-                self._groups[group.name] = list(group.members)
         absent = [a for a in wanted if a not in self._bundles]
         if absent:
             raise ClientError(f"no valid key bundle published by {', '.join(absent)}; they must run publish_key")
         return {a: self._bundles[a][1] for a in wanted}
 
+    def groups(self, *, refresh: bool = False) -> dict[str, list[str]]:
+        """Group membership as the broker's directory publishes it (cached for a minute)."""
+        if refresh or time.monotonic() >= self._groups_until:
+            directory = self._call(self._stub.GetDirectory, broker_pb2.GetDirectoryRequest(agencies=[self.agency]))
+            self._groups = {g.name: list(g.members) for g in directory.groups}
+            self._groups_until = time.monotonic() + 60.0
+        return self._groups
+
     def expand(self, recipients: Sequence[str]) -> list[str]:
         """Agency ids behind `recipients` (groups expanded with the directory's membership)."""
-        if any(not AGENCY_ID.fullmatch(r) for r in recipients) and not self._groups:
-            directory = self._call(self._stub.GetDirectory, broker_pb2.GetDirectoryRequest(agencies=[]))
-            self._groups = {g.name: list(g.members) for g in directory.groups}
+        # Groups and agencies share one namespace: EU-CUSTOMS has the shape of an agency id.
+        groups = self.groups()
         agencies: set[str] = set()
         for r in recipients:
-            if AGENCY_ID.fullmatch(r):
+            if r in groups:
+                agencies.update(m for m in groups[r] if m != self.agency)
+            elif AGENCY_ID.fullmatch(r):
                 agencies.add(r)
-            elif r in self._groups:
-                agencies.update(m for m in self._groups[r] if m != self.agency)
             else:
                 raise ClientError(f"{r!r} is neither an agency id nor a known group")
         return sorted(agencies)

@@ -144,10 +144,9 @@ class Exchange:
         self.reload_policy()
         policy = self._policy.current
         for r in header.recipients:
-            if AGENCY_ID.fullmatch(r) and r not in self._registry:
-                raise NotFound(f"recipient {r} is not a registered agency")
-            if not AGENCY_ID.fullmatch(r) and r not in policy.groups:
-                raise NotFound(f"recipient {r} is not a known group")
+            # Groups and agencies share one namespace (EU-CUSTOMS looks like an agency id).
+            if r not in policy.groups and r not in self._registry:
+                raise NotFound(f"recipient {r} is neither a registered agency nor a group")
         if header.references and header.kind != envelope_pb2.RECALL:
             decision = await self._decide_forward(header)
         else:
@@ -174,7 +173,8 @@ class Exchange:
         original_header = envelope_pb2.Header.FromString(envelope_pb2.Envelope.FromString(original.envelope).header)
         if original_header.handling != header.handling or original.kind != header.kind:
             was = f"{kind_from_proto(original.kind)} at {tlp_from_proto(original_header.handling.tlp)}"
-            raise PolicyViolation(f"a forwarded message must keep the kind and handling code of the original ({was})")
+            raise PolicyViolation("refused by policy (builtin:forward-keeps-handling): a forwarded message must keep "
+                                  f"the kind and handling code of the original ({was})")
         return self._policy.current.decide_forward(
             header.sender, original.sender, kind_from_proto(header.kind), tlp_from_proto(header.handling.tlp),
             list(header.recipients))

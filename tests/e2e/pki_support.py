@@ -65,8 +65,9 @@ def raw_csr(key: ec.EllipticCurvePrivateKey, uri: str) -> bytes:
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
-def extended_pki(pki: DevPki, tmp: Path, extra: dict[str, str]) -> tuple[Path, Path]:
-    """A copy of the dev PKI with more agencies (id -> country), and a dev policy that includes them.
+def extended_pki(pki: DevPki, tmp: Path, extra: dict[str, str], policy_text: str | None = None) -> tuple[Path, Path]:
+    """A copy of the dev PKI with more agencies (id -> country), and a policy file: `policy_text`, or
+    by default the dev policy extended with the new agencies.
 
     Returns the PKI folder (the broker seeds the agencies listed in its agencies.json) and the
     policy file to give the broker.
@@ -81,6 +82,10 @@ def extended_pki(pki: DevPki, tmp: Path, extra: dict[str, str]) -> tuple[Path, P
         _write(directory, agency, authority, key, cert.public_bytes(serialization.Encoding.PEM))
         listing.append({"agency": agency, "display_name": agency, "country": country, "contact": ""})
     (directory / "agencies.json").write_text(json.dumps(listing))
+    policy_file = tmp / "policy.toml"
+    if policy_text is not None:
+        policy_file.write_text(policy_text)
+        return directory, policy_file
     policy = (REPO / "examples" / "policy-dev.toml").read_text()
     dev = '"FR-CUSTOMS", "DE-BKA", "NL-FIOD"'
     everyone = dev + "".join(f', "{a}"' for a in extra)
@@ -89,6 +94,5 @@ def extended_pki(pki: DevPki, tmp: Path, extra: dict[str, str]) -> tuple[Path, P
     for agency, country in extra.items():
         policy += (f'\n[[agencies]]\nid = "{agency}"\nname = "{agency}"\ncountry = "{country}"\n'
                    'kind = "police"\n')
-    policy_file = tmp / "policy.toml"
     policy_file.write_text(policy)
     return directory, policy_file

@@ -1,0 +1,194 @@
+"""Durability under a crash: nothing is acknowledged to its sender before it is durable.
+
+The broker runs as its own process (`isb serve`), a sender streams a benchmark-sized burst, the
+broker is killed with SIGKILL half-way (no shutdown code runs), restarted on the same database,
+and every message whose send was acknowledged must then be delivered.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.api.v1 import broker_pb2, envelope_pb2
+from broker.pki.dev import DevPki
+from clients import AgencyClient
+from tests.e2e.conftest import REPO, Database
+
+MESSAGES = 3000
+BATCH = 50
+SENDER, RECIPIENT = "FR-CUSTOMS", "DE-BKA"
+
+pytestmark = pytest.mark.slow
+
+
+class BrokerProcess:
+    """`isb serve --config FILE` as a child process that can be killed and started again."""
+
+    def __init__(self, config: Path, log: Path, pki: DevPki, database_url: str) -> None:
+        self.config = config
+        self.database_url = database_url
+        self.log = log
+        self.pki = pki
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, port: int = 0) -> None:
+        self.port = port or _free_port()
+        self.config.write_text(
+            "[broker]\n"
+            f'listen = "127.0.0.1:{self.port}"\n'
+            f'cert_dir = "{self.pki.directory}"\n'
+            f'database_url = "{self.database_url}"\n'
+            f'policy_file = "{REPO / "examples" / "policy-dev.toml"}"\n'
+            'log_level = "warning"\n')
+        isb = Path(sys.executable).with_name("isb")
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([str(isb), "serve", "--config", str(self.config)], cwd=REPO,
+                                            stdout=log, stderr=subprocess.STDOUT)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 20.0) -> None:
+        cert, key = self.pki.agency(RECIPIENT)
+        credentials = grpc.ssl_channel_credentials(self.pki.ca_cert.read_bytes(), key.read_bytes(), cert.read_bytes())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                pytest.fail(f"broker exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+            with grpc.secure_channel(self.target, credentials) as channel:
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=1.0)
+                except grpc.FutureTimeoutError:
+                    continue
+                return
+        pytest.fail(f"broker did not start within {timeout} s: {self.log.read_text()[-2000:]}")
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to flush or finish anything."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _free_port() -> int:
+    import socket  # noqa: PLC0415 - only needed here
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def broker_process(pki: DevPki, database: Database, tmp_path: Path) -> Iterator[BrokerProcess]:
+    """A broker subprocess over the test's fresh database; killed after the test."""
+    database.engine.dispose()  # the broker process owns the database from here
+    process = BrokerProcess(tmp_path / "broker.toml", tmp_path / "broker.log", pki, database.url)
+    process.start()
+    yield process
+    process.terminate()
+
+
+class AcknowledgedSends:
+    """Streams pre-sealed batches and records, as each reply arrives, which sends were acknowledged."""
+
+    def __init__(self, client: AgencyClient, envelopes: list[envelope_pb2.Envelope]) -> None:
+        self._client = client
+        self._envelopes = envelopes
+        self.acknowledged: set[str] = set()
+        self.refused: list[str] = []
+        self.stream_error: grpc.RpcError | None = None
+        self.finished = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="durability-sender")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _batches(self) -> Iterator[broker_pb2.SendBatch]:
+        for i in range(0, len(self._envelopes), BATCH):
+            yield broker_pb2.SendBatch(envelopes=self._envelopes[i:i + BATCH])
+
+    def _run(self) -> None:
+        try:
+            for reply in self._client._stub.SendStream(self._batches(), timeout=60):
+                for result in reply.results:
+                    if result.code == 0:
+                        self.acknowledged.add(result.message_id)
+                    else:
+                        self.refused.append(result.error)
+        except grpc.RpcError as exc:  # expected: the broker dies under the stream
+            self.stream_error = exc
+        finally:
+            self.finished.set()
+
+
+def _collect(client: AgencyClient, wanted: set[str], timeout: float) -> set[str]:
+    delivered: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while not wanted <= delivered and time.monotonic() < deadline:
+        batch = []
+        for message in client.deliveries(max_in_flight=256, timeout=1.0):
+            delivered.add(message.message_id)
+            batch.append(message)
+            if len(batch) >= 200:
+                client.ack(batch)
+                batch = []
+            if wanted <= delivered or time.monotonic() > deadline:
+                break
+        if batch:
+            client.ack(batch)
+    return delivered
+
+
+def test_every_acknowledged_send_is_delivered_after_sigkill(broker_process: BrokerProcess, pki: DevPki,
+                                                            tmp_path: Path) -> None:
+    """A broker killed with SIGKILL mid-burst delivers, after restart, every send it had acknowledged."""
+    keystore = tmp_path / "keys" / RECIPIENT
+    with AgencyClient.from_dir(broker_process.target, pki.directory, RECIPIENT, keystore=keystore) as recipient:
+        recipient.publish_key()
+    sender = AgencyClient.from_dir(broker_process.target, pki.directory, SENDER, keystore=tmp_path / "keys" / SENDER)
+    envelopes = [sender.seal([RECIPIENT], f"durability {i}".encode(), tlp="GREEN") for i in range(MESSAGES)]
+    sends = AcknowledgedSends(sender, envelopes)
+    sends.start()
+    deadline = time.monotonic() + 20
+    while len(sends.acknowledged) < MESSAGES // 5 and not sends.finished.is_set() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    broker_process.kill()
+    sends.join(10)
+    sender.close()
+    acknowledged = set(sends.acknowledged)
+    assert not sends.refused, sends.refused[:3]
+    assert acknowledged, "the broker acknowledged nothing before it was killed"
+    assert len(acknowledged) < MESSAGES, "the burst finished before the kill: the crash did not hit mid-stream"
+    assert sends.stream_error is not None
+
+    broker_process.start(broker_process.port)
+    with AgencyClient.from_dir(broker_process.target, pki.directory, RECIPIENT, keystore=keystore) as recipient:
+        delivered = _collect(recipient, acknowledged, timeout=15)
+    missing = acknowledged - delivered
+    assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged messages lost, e.g. {sorted(missing)[:3]}"
