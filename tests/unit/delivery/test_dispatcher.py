@@ -1,0 +1,105 @@
+"""The in-memory delivery queues: priority then arrival order, leases, several consumers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from broker.delivery.dispatcher import Dispatcher
+from broker.delivery.operations import QueuedDelivery
+
+
+def _item(message_id: str, priority: int, seq: int, expires_us: int | None = None) -> QueuedDelivery:
+    return QueuedDelivery(message_id, "DE-BKA", priority, seq, expires_us, 0, b"envelope")
+
+
+def _dispatcher(backlog: list[QueuedDelivery], lease: float = 30.0) -> tuple[Dispatcher, list[str], list[str]]:
+    delivered: list[str] = []
+    expired: list[str] = []
+
+    async def load(_: str) -> list[QueuedDelivery]:
+        return list(backlog)
+
+    async def envelope(_: str) -> bytes:
+        return b"envelope"
+
+    return (Dispatcher(load, envelope, lease, lambda i: delivered.append(i.message_id),
+                       lambda i: expired.append(i.message_id)), delivered, expired)
+
+
+def test_backlog_comes_out_by_priority_then_arrival() -> None:
+    """Higher priority first; equal priority in arrival (sequence) order."""
+    async def run() -> list[str]:
+        dispatcher, _, _ = _dispatcher([_item("a", 2, 1), _item("b", 4, 2), _item("c", 2, 3), _item("d", 4, 4)])
+        stream = await dispatcher.open_stream("DE-BKA", 10)
+        return [(await stream.next(0.1)).message_id for _ in range(4)]  # type: ignore[union-attr]
+
+    assert asyncio.run(run()) == ["b", "d", "a", "c"]
+
+
+def test_stream_respects_its_in_flight_limit_until_an_ack() -> None:
+    """With max_in_flight=1 the second delivery waits for the first acknowledgement."""
+    async def run() -> tuple[str | None, str | None]:
+        dispatcher, _, _ = _dispatcher([_item("a", 2, 1), _item("b", 2, 2)])
+        stream = await dispatcher.open_stream("DE-BKA", 1)
+        first = await stream.next(0.1)
+        blocked = await stream.next(0.1)
+        dispatcher.acknowledged([("a", "DE-BKA")])
+        second = await stream.next(0.1)
+        assert first is not None
+        return (blocked.message_id if blocked else None), (second.message_id if second else None)
+
+    assert asyncio.run(run()) == (None, "b")
+
+
+def test_unacknowledged_delivery_returns_after_lease_with_next_attempt() -> None:
+    """A delivery not acknowledged within the lease is handed out again, attempt 2."""
+    async def run() -> tuple[int, int]:
+        dispatcher, _, _ = _dispatcher([_item("a", 2, 1)], lease=0.2)
+        dispatcher.start()
+        stream = await dispatcher.open_stream("DE-BKA", 5)
+        first = await stream.next(0.1)
+        again = await stream.next(2.0)
+        await dispatcher.stop()
+        assert first is not None
+        assert again is not None
+        return first.attempts, again.attempts
+
+    assert asyncio.run(run()) == (1, 2)
+
+
+def test_closed_stream_gives_its_deliveries_to_another_consumer_at_once() -> None:
+    """Two consumers share a queue; when one closes, its unacknowledged delivery goes to the other."""
+    async def run() -> str | None:
+        dispatcher, _, _ = _dispatcher([_item("a", 2, 1)])
+        one = await dispatcher.open_stream("DE-BKA", 5)
+        two = await dispatcher.open_stream("DE-BKA", 5)
+        assert await one.next(0.1) is not None
+        assert await two.next(0.05) is None
+        one.close()
+        item = await two.next(0.1)
+        return item.message_id if item else None
+
+    assert asyncio.run(run()) == "a"
+
+
+def test_expired_delivery_is_reported_and_not_handed_out() -> None:
+    """A delivery whose message expired is dropped and reported; the next one is delivered."""
+    async def run() -> tuple[str | None, list[str]]:
+        dispatcher, _, expired = _dispatcher([_item("old", 4, 1, expires_us=1), _item("new", 2, 2)])
+        stream = await dispatcher.open_stream("DE-BKA", 5)
+        item = await stream.next(0.1)
+        return (item.message_id if item else None), expired
+
+    assert asyncio.run(run()) == ("new", ["old"])
+
+
+def test_recall_drops_undelivered_copies() -> None:
+    """After a RECALL commits, the recalled message is no longer handed out."""
+    async def run() -> str | None:
+        dispatcher, _, _ = _dispatcher([_item("a", 2, 1), _item("b", 2, 2)])
+        stream = await dispatcher.open_stream("DE-BKA", 5)
+        dispatcher.accepted([], recalled="a")
+        item = await stream.next(0.1)
+        return item.message_id if item else None
+
+    assert asyncio.run(run()) == "b"
