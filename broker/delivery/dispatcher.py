@@ -164,6 +164,17 @@ class Dispatcher:
             await queue.loaded.wait()
         return Stream(self, queue, next(self._streams), max_in_flight)
 
+    async def refresh(self, agency: str) -> None:
+        """Another replica committed deliveries for `agency`: merge them in from the table."""
+        queue = self._queues.get(agency)
+        if queue is None or queue.loading_buffer is not None:
+            return  # not loaded here, or loading now (the load reads the table anyway)
+        fresh = [item for item in await self._load_backlog(agency) if item.message_id not in queue.items]
+        for item in fresh:
+            queue.push(item)
+        if fresh:
+            queue.notify()
+
     def pending_count(self, agency: str) -> int:
         """Deliveries of `agency` held in memory (pending or in flight)."""
         queue = self._queues.get(agency)

@@ -72,8 +72,14 @@ class Exchange:
         with engine.connect() as conn:
             last = conn.execute(sa.select(sa.func.max(tables.messages.c.seq))).scalar()
         self._arrival = ops.ArrivalCounter((last or 0) + 1)
+        writer.on_foreign_writes.append(self._resync_arrival)
         self.dispatcher = Dispatcher(self._load_backlog, self._load_envelope, config.lease_seconds,
                                      self._delivered, self._expired)
+
+    def _resync_arrival(self, conn: Connection) -> None:
+        # Another replica accepted messages since our last batch: continue after its sequence.
+        last = conn.execute(sa.select(sa.func.max(tables.messages.c.seq))).scalar()
+        self._arrival.next = max(self._arrival.next, (last or 0) + 1)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run a read-only query on a pooled connection, off the event loop."""

@@ -141,6 +141,7 @@ class AcceptEnvelope:
             })
             queued.append(QueuedDelivery(h.message_id, recipient, h.priority, seq, self.expires_us,
                                          batch.now_us, self.envelope))
+        batch.notify.update(self.recipients)
         batch.after_commit.append(lambda: self.on_commit(queued, recalled))
         return Accepted(h.message_id, batch.now_us, index, False, self.recipients)
 

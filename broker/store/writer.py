@@ -40,6 +40,8 @@ class Batch:
     events: list[AuditEvent] = field(default_factory=list)
     inserts: dict[sa.Table, list[dict[str, Any]]] = field(default_factory=dict)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    # Agencies with new deliveries: other replicas are told at commit (PostgreSQL NOTIFY).
+    notify: set[str] = field(default_factory=set)
     # Messages staged earlier in this batch, so that a second send of one id sees the first.
     staged_messages: dict[str, tuple[bytes, int, int]] = field(default_factory=dict)
 
@@ -77,14 +79,21 @@ class _Pending:
 class Writer:
     """Runs operations in batches on one dedicated thread and one connection at a time."""
 
-    def __init__(self, engine: Engine, audit_log: AuditLog) -> None:
+    def __init__(self, engine: Engine, audit_log: AuditLog, node: str = "node-1") -> None:
         self._engine = engine
+        self._node = node
         self._audit = audit_log
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="isb-writer")
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.operations = 0
+        # Replicas sharing one PostgreSQL database serialise their batches with an advisory lock, so
+        # the audit log stays one tree (DESIGN.md section 9). Whoever else wrote in between is
+        # caught up with here: the log reloads its right edge, and `on_foreign_writes` hooks resync
+        # their own counters.
+        self._shared = engine.dialect.name == "postgresql"
+        self.on_foreign_writes: list[Callable[[Connection], None]] = []
 
     @property
     def audit_log(self) -> AuditLog:
@@ -146,11 +155,21 @@ class Writer:
                 else:
                     item.future.set_result(item.outcome)
 
+    def _take_sequencer(self, conn: Connection) -> None:
+        stored = _take_sequencer_lock(conn)
+        if stored != self._audit.size:
+            log.info("writer.caught_up", local_size=self._audit.size, stored_size=stored)
+            self._audit = AuditLog.open(conn)
+            for hook in self.on_foreign_writes:
+                hook(conn)
+
     def _commit(self, pending: list[_Pending]) -> list[Callable[[], None]]:
         self.batches += 1
         self.operations += len(pending)
         try:
             with self._engine.begin() as conn:
+                if self._shared:
+                    self._take_sequencer(conn)
                 batch = Batch(conn=conn, now_us=now_us(), first_index=self._audit.size)
                 for item in pending:
                     try:
@@ -161,6 +180,11 @@ class Writer:
                     conn.execute(table.insert(), rows)
                 if batch.events:
                     _check_indices(self._audit.append(conn, batch.events), batch.first_index)
+                if self._shared and batch.notify:
+                    # Delivered by PostgreSQL only if and when this transaction commits.
+                    conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
+                                 [{"channel": NOTIFY_CHANNEL, "payload": f"{self._node}|{agency}"}
+                                  for agency in sorted(batch.notify)])
         except Exception as exc:
             self._audit.rollback()
             log.exception("writer.batch_failed", operations=len(pending))
@@ -170,6 +194,16 @@ class Writer:
             return []
         self._audit.commit()
         return batch.after_commit
+
+
+NOTIFY_CHANNEL = "isb_deliveries"
+_SEQUENCER_LOCK = 0x15B0_0001  # pg_advisory_xact_lock key of the audit log's single sequencer
+
+
+def _take_sequencer_lock(conn: Connection) -> int:
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SEQUENCER_LOCK})
+    stored: int = conn.execute(sa.text("SELECT coalesce(max(leaf_index) + 1, 0) FROM audit_entries")).scalar_one()
+    return stored
 
 
 def _check_indices(indices: list[int], expected_first: int) -> None:

@@ -217,7 +217,8 @@ def test_unknown_recipient_is_refused(agencies: dict[str, AgencyClient], databas
     """An envelope for an agency the broker does not know is NOT_FOUND, audited, not stored."""
     customs = agencies["FR-CUSTOMS"]
     envelope = _seal_as(customs, recipients=["XX-NOBODY"])
-    _refused(customs, envelope, database, grpc.StatusCode.NOT_FOUND, "XX-NOBODY is neither a registered agency nor a group")
+    _refused(customs, envelope, database, grpc.StatusCode.NOT_FOUND,
+             "XX-NOBODY is neither a registered agency nor a group")
 
 
 def test_empty_recipient_list_is_refused(agencies: dict[str, AgencyClient], database: Database) -> None:
