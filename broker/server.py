@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import psycopg
 import sqlalchemy as sa
 import structlog
 from cryptography import x509
@@ -31,12 +32,14 @@ from broker.pki.store import CaDirectory
 from broker.policy import RunningPolicy
 from broker.store.db import create_engine
 from broker.store.schema import upgrade_schema
-from broker.store.writer import Writer
+from broker.store.writer import NOTIFY_CHANNEL, Writer
 from broker.transport.admin_servicer import AdminServicer, open_ca
 from broker.transport.audit_servicer import AuditServicer
 from broker.transport.auth import Authenticator
 from broker.transport.credentials import ReloadingServerCredentials
 from broker.transport.servicers import BrokerServicer
+from broker.watchlists.servicer import SERVICE_NAME as WATCHLIST_SERVICE
+from broker.watchlists.servicer import add_watchlist_service
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +70,7 @@ class Broker:
         with self.engine.begin() as conn:
             audit_log = AuditLog.open(conn)
         self.signer = CheckpointSigner.from_pem_file(config.path("audit_key"), origin=f"{config.trust_domain}/audit")
-        self.writer = Writer(self.engine, audit_log)
+        self.writer = Writer(self.engine, audit_log, node=config.node)
         self.writer.start()
         self.registry = Registry()
         self.registry.load(self.engine)
@@ -100,10 +103,12 @@ class Broker:
             AdminServicer(self.auth, self.exchange, self.writer, self.registry, self.policy, self.revocations,
                           lambda: open_ca(self.ca_dir)),
             self.server)
+        add_watchlist_service(self.server, self)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection([
             broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
+            WATCHLIST_SERVICE,
             audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
             admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -120,6 +125,8 @@ class Broker:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._checkpoints(), name="isb-checkpoints"))
         self._tasks.append(loop.create_task(self._watch_policy(), name="isb-policy-watch"))
+        if self.engine.dialect.name == "postgresql":
+            self._tasks.append(loop.create_task(self._listen_for_replicas(), name="isb-replica-listen"))
         log.info("broker.started", listen=config.listen, port=self.port, database=_redact(config.database_url),
                  audit_size=audit_log.size, agencies=len(self.registry.all()))
 
@@ -151,6 +158,21 @@ class Broker:
                 await self.sign_checkpoint()
             except Exception:  # keep signing later; the failure is logged with its cause
                 log.exception("audit.checkpoint_failed")
+
+    async def _listen_for_replicas(self) -> None:
+        # Subscribers connected here are woken by sends accepted on another replica (DESIGN.md section 9).
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    async for note in conn.notifies():
+                        node, _, agency = note.payload.partition("|")
+                        if node != self.config.node:
+                            await self.exchange.dispatcher.refresh(agency)
+            except psycopg.Error:
+                log.exception("replicas.listen_failed")
+                await asyncio.sleep(1.0)
 
     async def _watch_policy(self) -> None:
         # Sends also look at the file (see Exchange.send); this catches edits while no one sends.

@@ -149,6 +149,20 @@ class AgencyClient:
         """Close the channel."""
         self._channel.close()
 
+    @property
+    def channel(self) -> grpc.Channel:
+        """The mutual-TLS channel, for stubs of other services (watchlists)."""
+        return self._channel
+
+    @property
+    def decryption_keys(self) -> dict[str, EncryptionKey]:
+        """This agency's HPKE private keys by key id (old and new, during rotation)."""
+        return self._keyring.keys
+
+    def translate_error(self, exc: grpc.RpcError) -> ClientError:
+        """The SDK error for a failed call: the broker's status and message, or a named TLS cause."""
+        return self._translate(exc)
+
     def __enter__(self) -> AgencyClient:
         return self
 

@@ -27,11 +27,15 @@ FieldValue = str | int | list[str] | tuple[str, ...]
 KNOWN_EVENTS = frozenset(
     {
         "envelope.accepted",
-        "envelope.rejected",
+        "envelope.recalled",
+        "request.rejected",
         "delivery.delivered",
         "receipt.received",
         "delivery.expired",
+        "watchlist.created",
         "watchlist.published",
+        "watchlist.delivered",
+        "agency.registered",
         "keybundle.published",
         "certificate.issued",
         "certificate.revoked",

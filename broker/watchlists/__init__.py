@@ -8,6 +8,7 @@ serves it to allowed subscribers; it cannot read the entries.
 - `servicer`: the gRPC `WatchlistService`, added to a broker by `add_watchlist_service`.
 """
 
-from broker.watchlists.desk import StoredVersion, WatchlistDesk, WatchlistRecord
+from broker.watchlists.desk import WatchlistDesk
+from broker.watchlists.records import StoredVersion, WatchlistRecord
 
 __all__ = ["StoredVersion", "WatchlistDesk", "WatchlistRecord"]

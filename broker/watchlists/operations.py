@@ -9,9 +9,9 @@ version, and the (watchlist, version) primary key backs it up.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 import sqlalchemy as sa
 
@@ -53,12 +53,13 @@ class CreateWatchlist:
         batch.audit(AuditEvent(
             event="watchlist.created", actor=self.actor, time=batch.now, agency=r.owner,
             fields={"watchlist_id": r.watchlist_id, "subscribers": list(r.subscribers),
-                    "tlp": envelope_pb2.Tlp.Name(r.tlp), "entry_types": list(r.entry_types)},
+                    "tlp": envelope_pb2.Tlp.Name(r.tlp),  # type: ignore[arg-type]
+                    "entry_types": list(r.entry_types)},
         ))
         return WatchlistRecord(r.watchlist_id, r.owner, r.title, r.entry_types, r.subscribers, r.tlp,
                                0, 0, batch.now_us, batch.now_us)
 
-    def _refuse(self, batch: Batch, error: BrokerError) -> None:
+    def _refuse(self, batch: Batch, error: BrokerError) -> NoReturn:
         batch.audit(rejection(self.actor, "CreateWatchlist", str(error), batch.now, agency=self.record.owner,
                               status=error.status.name))
         error.audited = True
@@ -160,15 +161,10 @@ class PublishVersion:
             batch.conn.execute(certs.insert().values(fingerprint=self.sender_cert_fingerprint,
                                                      der=self.sender_cert_der))
 
-    def _refuse(self, batch: Batch, error: BrokerError) -> None:
-        # Typed NoReturn-like: every caller relies on this raising.
+    def _refuse(self, batch: Batch, error: BrokerError) -> NoReturn:
         batch.audit(rejection(self.caller, "PublishUpdate", str(error), batch.now, message_id=self.header.message_id,
                               agency=self.header.sender, digest=self.envelope_sha256.hex(),
                               status=error.status.name))
         error.audited = True
         raise error
 
-
-def sha256_hex(data: bytes) -> str:
-    """Hex SHA-256, as audit entries record digests."""
-    return hashlib.sha256(data).hexdigest()

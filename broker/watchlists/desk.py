@@ -1,0 +1,333 @@
+"""The watchlist desk: the broker's domain logic for watchlists (DESIGN.md section 7).
+
+Every public method takes the authenticated `Principal` and protobuf-free values (or the envelope
+to store), checks the request, and changes state only through the writer. A refused request raises
+a `BrokerError` after its refusal has been audited, as in `broker.delivery.exchange`.
+
+Keys: an update is sealed once, with a wrapped content key for every agency the watchlist's
+subscribers expand to (policy groups at publish time) and for the owner. The broker requires
+exactly that set, so that every allowed subscriber can open every version it is served (a version
+one subscriber could not open would be a gap in its replica that it could never close), and the
+owner can rebuild its own list from the broker. An agency that joins a subscribing group later
+reads versions from then on, and older ones only through the next snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Sequence
+from typing import Final
+
+import sqlalchemy as sa
+from cryptography import x509
+from google.protobuf.message import DecodeError
+from sqlalchemy.engine import Connection
+
+from broker.api.v1 import envelope_pb2, payload_pb2
+from broker.audit import AuditEvent
+from broker.config import BrokerConfig
+from broker.delivery.exchange import Exchange
+from broker.delivery.operations import RecordEvent
+from broker.directory import Registry
+from broker.errors import BrokerError, FailedPrecondition, InvalidRequest, NotFound, PermissionDenied
+from broker.identity import AGENCY_ID, GROUP_NAME, Role
+from broker.policy import RunningPolicy, tlp_from_proto
+from broker.protocol.envelope import verify_outer
+from broker.store import tables as store_tables
+from broker.store.db import now_us
+from broker.store.writer import Writer
+from broker.transport.auth import Principal
+from broker.watchlists import tables
+from broker.watchlists.operations import CreateWatchlist, Published, PublishVersion
+from broker.watchlists.records import StoredVersion, WatchlistRecord, record_of_row
+
+__all__ = ["MAX_SUBSCRIBERS", "WATCHLIST_ID", "StoredVersion", "WatchlistDesk", "WatchlistRecord"]
+
+# "<OWNER>/<name>": the owner's agency id as prefix, so no agency can take another's list names.
+WATCHLIST_ID: Final = re.compile(r"^(?P<owner>[A-Z0-9]{2,5}-[A-Z0-9-]{2,32})/[a-z0-9][a-z0-9._-]{0,80}$")
+MAX_SUBSCRIBERS: Final = 200
+MAX_TITLE: Final = 200
+_KIND = "WATCHLIST_UPDATE"
+
+
+class WatchlistDesk:
+    """Creates watchlists, accepts versions from their owners, serves them to allowed subscribers."""
+
+    def __init__(self, config: BrokerConfig, writer: Writer, exchange: Exchange, registry: Registry,
+                 policy: RunningPolicy) -> None:
+        self._config = config
+        self._writer = writer
+        self._exchange = exchange
+        self._registry = registry
+        self._policy = policy
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._certs: dict[bytes, x509.Certificate] = {}
+        self.actor = f"broker:{config.node}"
+
+    # -- refusals ------------------------------------------------------------------------------
+    async def _refused(self, caller: Principal, rpc: str, error: BrokerError, *, message_id: str | None = None,
+                       digest: str = "") -> BrokerError:
+        if not error.audited:
+            await self._exchange.refuse(str(caller.spiffe_id), rpc, error, message_id=message_id,
+                                        agency=caller.name, digest=digest)
+        return error
+
+    # -- reading -------------------------------------------------------------------------------
+    async def _load(self, watchlist_id: str) -> WatchlistRecord | None:
+        query = sa.select(tables.watchlist_lists).where(tables.watchlist_lists.c.watchlist_id == watchlist_id)
+
+        def run(conn: Connection) -> WatchlistRecord | None:
+            row = conn.execute(query).first()
+            return None if row is None else record_of_row(row)
+
+        return await self._exchange.read(run)
+
+    def may_subscribe(self, agency: str, record: WatchlistRecord) -> bool:
+        """Whether `agency` may receive `record`'s versions: its owner, or named in its subscribers
+        directly or through a group of the current policy."""
+        if agency == record.owner or agency in record.subscribers:
+            return True
+        groups = self._policy.current.groups
+        return any(agency in groups.get(s, frozenset()) for s in record.subscribers)
+
+    def _require_subscriber(self, caller: Principal, record: WatchlistRecord) -> None:
+        if not self.may_subscribe(caller.name, record):
+            raise PermissionDenied(
+                f"{caller.name} may not subscribe to watchlist {record.watchlist_id}: its owner {record.owner} "
+                f"shares it with {', '.join(record.subscribers)} only")
+
+    async def get(self, caller: Principal, watchlist_id: str) -> WatchlistRecord:
+        """One watchlist the caller owns or may subscribe to."""
+        try:
+            record = await self._load(watchlist_id)
+            if record is None:
+                raise NotFound(f"no watchlist {watchlist_id!r}")
+            self._require_subscriber(caller, record)
+        except BrokerError as exc:
+            raise await self._refused(caller, "GetWatchlist", exc) from None
+        return record
+
+    async def visible(self, caller: Principal) -> list[WatchlistRecord]:
+        """Every watchlist the caller owns or may subscribe to, by id."""
+        query = sa.select(tables.watchlist_lists).order_by(tables.watchlist_lists.c.watchlist_id)
+        records = await self._exchange.read(lambda conn: [record_of_row(r) for r in conn.execute(query)])
+        return [r for r in records if self.may_subscribe(caller.name, r)]
+
+    # -- CreateWatchlist -----------------------------------------------------------------------
+    async def create(self, caller: Principal, watchlist_id: str, title: str, entry_types: Sequence[int],
+                     subscribers: Sequence[str], tlp: int) -> WatchlistRecord:
+        """Create a watchlist owned by the caller, at version 0."""
+        try:
+            if caller.role is not Role.AGENCY:
+                raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies own watchlists")
+            if caller.name not in self._registry:
+                raise PermissionDenied(f"agency {caller.name} is not registered with this broker")
+            match = WATCHLIST_ID.fullmatch(watchlist_id)
+            if match is None:
+                raise InvalidRequest(
+                    f"watchlist id {watchlist_id!r} must look like '{caller.name}/stolen-documents' "
+                    "(owner id, '/', lowercase name)")
+            if match["owner"] != caller.name:
+                raise PermissionDenied(f"watchlist id {watchlist_id!r} must start with the owner's id {caller.name}/")
+            if len(title) > MAX_TITLE:
+                raise InvalidRequest(f"title is over {MAX_TITLE} characters")
+            types = []
+            for value in entry_types:
+                if value not in payload_pb2.EntityType.values() or value == payload_pb2.ENTITY_TYPE_UNSPECIFIED:
+                    raise InvalidRequest(f"entry type {value} is unspecified or unknown")
+                types.append(payload_pb2.EntityType.Name(value))  # type: ignore[arg-type]
+            names = self._check_subscribers(caller.name, subscribers)
+            tlp_name = tlp_from_proto(tlp)
+            # A list nobody may receive under the policy is refused now, not at the first publish.
+            self._policy.current.decide_send(caller.name, _KIND, tlp_name, names).raise_if_denied()
+        except BrokerError as exc:
+            raise await self._refused(caller, "CreateWatchlist", exc) from None
+        record = WatchlistRecord(watchlist_id, caller.name, title, tuple(sorted(set(types))), names, tlp, 0, 0, 0, 0)
+        return await self._writer.submit(CreateWatchlist(record, actor=str(caller.spiffe_id)))
+
+    def _check_subscribers(self, owner: str, subscribers: Sequence[str]) -> tuple[str, ...]:
+        if not subscribers:
+            raise InvalidRequest("a watchlist needs at least one subscriber (agency id or group)")
+        if len(subscribers) > MAX_SUBSCRIBERS:
+            raise InvalidRequest(f"{len(subscribers)} subscribers, over the limit of {MAX_SUBSCRIBERS}")
+        if len(set(subscribers)) != len(subscribers):
+            raise InvalidRequest("a subscriber is named twice")
+        groups = self._policy.current.groups
+        for s in subscribers:
+            if s == owner:
+                raise InvalidRequest("the owner always reads its own watchlist; do not list it as a subscriber")
+            if AGENCY_ID.fullmatch(s):
+                if s not in self._registry:
+                    raise NotFound(f"subscriber {s} is not a registered agency")
+            elif GROUP_NAME.fullmatch(s):
+                if s not in groups:
+                    raise NotFound(f"subscriber {s} is not a known group")
+            else:
+                raise InvalidRequest(f"subscriber {s!r} is neither an agency id nor a group name")
+        return tuple(sorted(subscribers))
+
+    # -- PublishUpdate -------------------------------------------------------------------------
+    async def publish(self, caller: Principal, envelope: envelope_pb2.Envelope, snapshot: bool) -> Published:
+        """Check one WATCHLIST_UPDATE envelope from the owner and store it as the next version."""
+        digest = b""
+        header: envelope_pb2.Header | None = None
+        try:
+            # 1. Who and how big, before any parsing.
+            if caller.role is not Role.AGENCY:
+                raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies publish watchlists")
+            size = envelope.ByteSize()
+            if size > self._config.max_envelope_bytes:
+                raise InvalidRequest(
+                    f"envelope is {size} bytes, over the limit of {self._config.max_envelope_bytes} bytes")
+            envelope_bytes = envelope.SerializeToString()
+            digest = hashlib.sha256(envelope_bytes).digest()
+            # 2. Peek at the header to name the watchlist in errors; trusted only after step 4.
+            header = _peek_header(envelope)
+            if header.sender != caller.name:
+                raise PermissionDenied(
+                    f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "
+                    "an agency may only publish as itself")
+            if header.kind != envelope_pb2.WATCHLIST_UPDATE:
+                raise InvalidRequest(
+                    f"a watchlist update must be of kind WATCHLIST_UPDATE, not {envelope_pb2.Kind.Name(header.kind)}")
+            if not header.watchlist_id or header.watchlist_version == 0:
+                raise InvalidRequest("a watchlist update needs header.watchlist_id and header.watchlist_version >= 1")
+            # 3. The watchlist exists and the caller owns it.
+            record = await self._load(header.watchlist_id)
+            if record is None:
+                raise NotFound(f"no watchlist {header.watchlist_id!r}")
+            if record.owner != caller.name:
+                raise PermissionDenied(
+                    f"watchlist {record.watchlist_id} is owned by {record.owner}; only its owner may publish updates")
+            # 4. The outer signature and digests, against the caller's own certificate.
+            header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
+            if header.HasField("expires") and header.expires.ToMicroseconds() <= now_us():
+                raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
+            # 5. Addressed as the watchlist says, with the keys it needs.
+            expected = self._check_addressing(record, header, envelope)
+        except BrokerError as exc:
+            raise await self._refused(caller, "PublishUpdate", exc, message_id=header.message_id if header else None,
+                                      digest=digest.hex()) from None
+        # 6. The version check and the store, in the writer (see broker.watchlists.operations).
+        return await self._writer.submit(PublishVersion(
+            header=header, snapshot=snapshot, envelope=envelope_bytes, envelope_sha256=digest,
+            sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
+            caller=str(caller.spiffe_id), wrapped_for=expected, on_commit=self._published))
+
+    def _check_addressing(self, record: WatchlistRecord, header: envelope_pb2.Header,
+                          envelope: envelope_pb2.Envelope) -> tuple[str, ...]:
+        """The agencies an update of `record` must be wrapped for; raise if `header`/`envelope` differ."""
+        # Addressed to the watchlist's subscribers, at its handling code, as the policy allows.
+        if sorted(header.recipients) != list(record.subscribers):
+            raise InvalidRequest(
+                f"a version of {record.watchlist_id} must be addressed to its subscribers "
+                f"{list(record.subscribers)}, not {sorted(header.recipients)}")
+        if header.handling.tlp != record.tlp:
+            raise InvalidRequest(
+                f"watchlist {record.watchlist_id} is {envelope_pb2.Tlp.Name(record.tlp)}; "  # type: ignore[arg-type]
+                f"the update is {envelope_pb2.Tlp.Name(header.handling.tlp)}")
+        decision = self._policy.current.decide_send(
+            record.owner, _KIND, tlp_from_proto(header.handling.tlp), list(record.subscribers))
+        decision.raise_if_denied()
+        # One wrapped key per subscribing agency and for the owner (see the module docstring).
+        expected = tuple(sorted(set(decision.expanded) | {record.owner}))
+        unregistered = [a for a in expected if a not in self._registry]
+        if unregistered:
+            raise NotFound(f"subscriber {unregistered[0]} is not a registered agency")
+        wrapped = tuple(sorted(k.recipient for k in envelope.wrapped_keys))
+        if wrapped != expected:
+            raise InvalidRequest(
+                "a watchlist update must carry a wrapped key for every subscribing agency and the owner: "
+                f"expected {list(expected)}, envelope has {list(wrapped)}")
+        return expected
+
+    def _certificate(self, caller: Principal) -> x509.Certificate:
+        cert = self._certs.get(caller.fingerprint)
+        if cert is None:
+            cert = x509.load_der_x509_certificate(caller.certificate_der)
+            self._certs[caller.fingerprint] = cert
+        return cert
+
+    # -- Sync ----------------------------------------------------------------------------------
+    async def open_sync(self, caller: Principal, watchlist_id: str, have_version: int) -> WatchlistRecord:
+        """Check that the caller may sync `watchlist_id` from `have_version`; return the watchlist."""
+        try:
+            if caller.role is not Role.AGENCY:
+                raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies subscribe to watchlists")
+            record = await self._load(watchlist_id)
+            if record is None:
+                raise NotFound(f"no watchlist {watchlist_id!r}")
+            self._require_subscriber(caller, record)
+            if have_version > record.version:
+                raise FailedPrecondition(
+                    f"you hold version {have_version} of {watchlist_id}, but the broker has only published up to "
+                    f"version {record.version}; start again from a snapshot (have_version 0)")
+        except BrokerError as exc:
+            raise await self._refused(caller, "Sync", exc) from None
+        return record
+
+    def still_allowed(self, caller: Principal, record: WatchlistRecord) -> None:
+        """Raise `PermissionDenied` if a policy change took the caller out of the subscribers."""
+        self._require_subscriber(caller, record)
+
+    async def versions_after(self, watchlist_id: str, after: int, limit: int = 64) -> list[StoredVersion]:
+        """Stored versions > `after`, in order, at most `limit` of them."""
+        v, c = tables.watchlist_versions, store_tables.peer_certificates
+        query = (
+            sa.select(v.c.version, v.c.snapshot, v.c.envelope, v.c.accepted_us, c.c.der)
+            .join(c, c.c.fingerprint == v.c.sender_cert)
+            .where(v.c.watchlist_id == watchlist_id, v.c.version > after)
+            .order_by(v.c.version).limit(limit)
+        )
+        return await self._exchange.read(lambda conn: [
+            StoredVersion(watchlist_id, int(r.version), bool(r.snapshot), bytes(r.envelope), bytes(r.der),
+                          int(r.accepted_us))
+            for r in conn.execute(query)
+        ])
+
+    async def latest_snapshot(self, watchlist_id: str) -> int:
+        """The version of the latest snapshot of `watchlist_id` (0: none)."""
+        query = sa.select(tables.watchlist_lists.c.snapshot_version).where(
+            tables.watchlist_lists.c.watchlist_id == watchlist_id)
+        return int(await self._exchange.read(lambda conn: conn.execute(query).scalar() or 0))
+
+    def served(self, caller: Principal, watchlist_id: str, first: int, last: int) -> None:
+        """Audit that versions `first..last` were sent to the caller (queued, not awaited)."""
+        self._writer.submit_nowait(RecordEvent(AuditEvent(
+            event="watchlist.delivered", actor=self.actor, time=dt.datetime.now(dt.UTC), agency=caller.name,
+            fields={"watchlist_id": watchlist_id, "recipient": caller.name, "from_version": first,
+                    "to_version": last})))
+
+    # -- live pushes ---------------------------------------------------------------------------
+    def watch(self, watchlist_id: str) -> asyncio.Event:
+        """An event set whenever a version of `watchlist_id` commits; release it with `unwatch`."""
+        event = asyncio.Event()
+        self._waiters.setdefault(watchlist_id, set()).add(event)
+        return event
+
+    def unwatch(self, watchlist_id: str, event: asyncio.Event) -> None:
+        """Stop notifying `event`."""
+        waiters = self._waiters.get(watchlist_id)
+        if waiters is not None:
+            waiters.discard(event)
+            if not waiters:
+                del self._waiters[watchlist_id]
+
+    def _published(self, watchlist_id: str, version: int) -> None:
+        # Runs on the event loop after the commit (Writer runs after_commit callbacks there).
+        for event in self._waiters.get(watchlist_id, ()):
+            event.set()
+
+
+def _peek_header(envelope: envelope_pb2.Envelope) -> envelope_pb2.Header:
+    if not envelope.header:
+        raise InvalidRequest("envelope has no header")
+    header = envelope_pb2.Header()
+    try:
+        header.ParseFromString(envelope.header)
+    except DecodeError as exc:
+        raise InvalidRequest(f"envelope header does not parse: {exc}") from exc
+    return header
