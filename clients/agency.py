@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from broker.protocol.envelope import OpenedMessage, open_envelope, seal
 from broker.protocol.forwarding import FORWARDED_CONTENT_TYPE, OriginalMessage, forwarded_content, verify_forwarded
 from broker.protocol.keys import EncryptionKey, make_key_bundle, verify_agency_certificate, verify_key_bundle
 from broker.protocol.receipts import make_receipt, verify_receipt
+from clients._stream import StreamReader
 from clients._tls import Identity, diagnose_handshake, load_identity
 from clients.errors import ClientError, RemoteError, VerificationError
 
@@ -295,7 +294,7 @@ class AgencyClient:
         seconds pass without a delivery (None: forever). A delivery that fails verification is
         rejected with a signed REJECTED receipt and reported to `on_invalid`, never yielded."""
         call = self._stub.Subscribe(broker_pb2.SubscribeRequest(max_in_flight=max_in_flight))
-        reader = _StreamReader(call)
+        reader = StreamReader(call, "isb-subscribe")
         try:
             while True:
                 try:
@@ -377,37 +376,6 @@ def _header_message_id(envelope: envelope_pb2.Envelope) -> str:
         return envelope_pb2.Header.FromString(envelope.header).message_id
     except Exception:  # noqa: BLE001 - only used to label a rejection
         return ""
-
-
-class _StreamReader:
-    """Reads a server stream on a thread so that the caller can wait with a timeout."""
-
-    _END = object()
-
-    def __init__(self, call: Any) -> None:
-        self._call = call
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1024)
-        threading.Thread(target=self._pump, daemon=True, name="isb-subscribe").start()
-
-    def _pump(self) -> None:
-        try:
-            for item in self._call:
-                self._queue.put(item)
-        except grpc.RpcError as exc:
-            self._queue.put(exc)
-        self._queue.put(self._END)
-
-    def next(self, timeout: float | None) -> broker_pb2.Delivery | None:
-        """The next delivery; None at the end of the stream or after `timeout` seconds of silence."""
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if item is self._END:
-            return None
-        if isinstance(item, grpc.RpcError):
-            raise item
-        return item  # type: ignore[no-any-return]
 
 
 __all__ = ["MLKEM768_X25519", "X25519", "AgencyClient", "InvalidDelivery", "ReceivedMessage", "RecipientReceipt",

@@ -12,12 +12,13 @@ from broker.config import DEFAULT_CERT_DIR
 from clients.agency import MLKEM768_X25519, X25519, AgencyClient
 from clients.errors import ClientError
 
-__all__ = ["register"]
+__all__ = ["add_connection_arguments", "agency_client", "register"]
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
-def _connection(parser: argparse.ArgumentParser) -> None:
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every agency command takes: broker address, agency id, PKI folder, trust domain."""
     parser.add_argument("--broker", default="127.0.0.1:7443", help="host:port of the broker (default %(default)s)")
     parser.add_argument("--agency", required=True, help="our agency id, e.g. FR-CUSTOMS")
     parser.add_argument("--certs", type=Path, default=DEFAULT_CERT_DIR,
@@ -30,13 +31,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     keys = subparsers.add_parser("keys", help="publish this agency's encryption key")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
     publish = keys_commands.add_parser("publish", help="generate and publish a new HPKE key bundle")
-    _connection(publish)
+    add_connection_arguments(publish)
     publish.add_argument("--post-quantum", action="store_true", help="use ML-KEM-768+X25519 (hybrid)")
     publish.add_argument("--days", type=int, default=30, help="validity of the key bundle (default %(default)s)")
     publish.set_defaults(func=_publish)
 
     send = subparsers.add_parser("send", help="seal and send a message")
-    _connection(send)
+    add_connection_arguments(send)
     send.add_argument("--to", required=True, action="append", help="recipient agency or group (repeatable)")
     kinds = [k for k in envelope_pb2.Kind.keys() if k != "KIND_UNSPECIFIED"]  # noqa: SIM118 - protobuf enum API
     send.add_argument("--kind", default="ALERT", choices=kinds)
@@ -49,24 +50,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     send.set_defaults(func=_send)
 
     listen = subparsers.add_parser("listen", help="receive, verify, print and acknowledge deliveries")
-    _connection(listen)
+    add_connection_arguments(listen)
     listen.add_argument("--count", type=int, default=0, help="stop after this many messages (0: run until idle)")
     listen.add_argument("--idle", type=float, default=None, help="stop after this many seconds without a delivery")
     listen.set_defaults(func=_listen)
 
     status = subparsers.add_parser("status", help="delivery state and verified receipts of a message we sent")
-    _connection(status)
+    add_connection_arguments(status)
     status.add_argument("message_id")
     status.set_defaults(func=_status)
 
 
-def _client(args: argparse.Namespace) -> AgencyClient:
+def agency_client(args: argparse.Namespace) -> AgencyClient:
+    """The SDK client the connection options describe."""
     return AgencyClient.from_dir(args.broker, args.certs, args.agency, trust_domain=args.trust_domain)
 
 
 def _run(args: argparse.Namespace, action: str) -> int:
     try:
-        with _client(args) as client:
+        with agency_client(args) as client:
             if action == "publish":
                 key_id = client.publish_key(MLKEM768_X25519 if args.post_quantum else X25519)
                 print(json.dumps({"agency": client.agency, "key_id": key_id}))

@@ -19,8 +19,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from broker.api.v1 import envelope_pb2, payload_pb2
-from broker.config import DEFAULT_CERT_DIR
-from clients.agency import AgencyClient
+from clients.cli.agency_cmd import add_connection_arguments, agency_client
 from clients.errors import ClientError
 from clients.watchlist import (
     DEFAULT_MIN_SCORE,
@@ -52,14 +51,6 @@ _PAX_KEYS = {
 }
 
 
-def _connection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", default="127.0.0.1:7443", help="host:port of the broker (default %(default)s)")
-    parser.add_argument("--agency", required=True, help="our agency id, e.g. FR-CUSTOMS")
-    parser.add_argument("--certs", type=Path, default=DEFAULT_CERT_DIR,
-                        help="folder with <AGENCY>.crt, <AGENCY>.key and ca.crt (default %(default)s)")
-    parser.add_argument("--trust-domain", default="isb.dev")
-
-
 def _replica_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", required=True, dest="watchlist_id", help="watchlist id, e.g. FR-CUSTOMS/wanted")
     parser.add_argument("--owner", required=True, help="the owner agency, pinned in the replica file")
@@ -72,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     commands = watchlist.add_subparsers(dest="watchlist_command", required=True, metavar="COMMAND")
 
     create = commands.add_parser("create", help="create a watchlist owned by our agency")
-    _connection(create)
+    add_connection_arguments(create)
     create.add_argument("--id", required=True, dest="watchlist_id", help="<AGENCY>/<name>, e.g. FR-CUSTOMS/wanted")
     create.add_argument("--subscriber", required=True, action="append", help="agency or group (repeatable)")
     create.add_argument("--title", default="")
@@ -81,14 +72,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.set_defaults(func=_create)
 
     publish = commands.add_parser("publish", help="publish the next version from a JSON WatchlistUpdate")
-    _connection(publish)
+    add_connection_arguments(publish)
     publish.add_argument("--id", required=True, dest="watchlist_id")
     publish.add_argument("--file", type=Path, required=True, help="WatchlistUpdate in protobuf JSON ('-': stdin)")
     publish.add_argument("--snapshot", action="store_true", help="the file is the whole list")
     publish.set_defaults(func=_publish)
 
     sync = commands.add_parser("sync", help="bring a local replica up to date")
-    _connection(sync)
+    add_connection_arguments(sync)
     _replica_args(sync)
     sync.add_argument("--follow", action="store_true", help="keep applying new versions as they are published")
     sync.add_argument("--idle", type=float, default=None, help="with --follow: stop after this many idle seconds")
@@ -101,10 +92,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     screen.set_defaults(func=_screen)
 
 
-def _client(args: argparse.Namespace) -> AgencyClient:
-    return AgencyClient.from_dir(args.broker, args.certs, args.agency, trust_domain=args.trust_domain)
-
-
 def _fail(exc: Exception) -> int:
     print(f"error: {exc}", file=sys.stderr)
     return 1
@@ -112,7 +99,7 @@ def _fail(exc: Exception) -> int:
 
 def _create(args: argparse.Namespace) -> int:
     try:
-        with _client(args) as client:
+        with agency_client(args) as client:
             created = create_watchlist(client, args.watchlist_id, subscribers=args.subscriber, title=args.title,
                                        entry_types=[_TYPES[t] for t in args.type], tlp=_TLP[args.tlp])
     except ClientError as exc:
@@ -131,7 +118,7 @@ def _publish(args: argparse.Namespace) -> int:
     update.watchlist_id = update.watchlist_id or args.watchlist_id
     update.snapshot = update.snapshot or args.snapshot
     try:
-        with _client(args) as client:
+        with agency_client(args) as client:
             watchlist = get_watchlist(client, args.watchlist_id)
             update.version = update.version or watchlist.version + 1
             reply = publish_update(client, update, watchlist=watchlist)
@@ -144,7 +131,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 def _sync(args: argparse.Namespace) -> int:
     try:
-        with _client(args) as client, WatchlistReplica(args.replica, watchlist_id=args.watchlist_id,
+        with agency_client(args) as client, WatchlistReplica(args.replica, watchlist_id=args.watchlist_id,
                                                        owner=args.owner) as replica:
             result = replica.sync(client, follow=args.follow, idle=args.idle)
             print(json.dumps({"watchlist_id": args.watchlist_id, "applied": result.applied,

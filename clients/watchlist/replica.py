@@ -24,13 +24,12 @@ import datetime as dt
 import gc
 import hashlib
 import os
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from cryptography import x509
 from google.protobuf.message import DecodeError
@@ -39,6 +38,7 @@ from broker.api.v1 import envelope_pb2, payload_pb2, watchlist_pb2
 from broker.errors import VerificationError
 from broker.protocol.envelope import open_envelope
 from broker.protocol.keys import EncryptionKey, verify_agency_certificate
+from clients._stream import StreamReader
 from clients.agency import AgencyClient
 from clients.errors import ClientError
 from clients.watchlist.payloads import WATCHLIST_UPDATE_CONTENT_TYPE
@@ -294,7 +294,7 @@ class WatchlistReplica:
         opener = VersionOpener.for_client(client)
         request = watchlist_pb2.SyncRequest(watchlist_id=self.watchlist_id, have_version=self.version, follow=follow)
         call = watchlist_stub(client).Sync(request)
-        reader = _StreamReader(call)
+        reader = StreamReader(call, "isb-watchlist-sync")
         applied = 0
         try:
             while until_version is None or self.version < until_version:
@@ -362,31 +362,3 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-class _StreamReader:
-    """Reads a server stream on a thread so that the caller can wait with a timeout."""
-
-    _END: Final = object()
-
-    def __init__(self, call: Iterator[Any]) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=256)
-        threading.Thread(target=self._pump, args=(call,), daemon=True, name="isb-watchlist-sync").start()
-
-    def _pump(self, call: Iterator[Any]) -> None:
-        try:
-            for item in call:
-                self._queue.put(item)
-        except Exception as exc:  # noqa: BLE001 - handed to the reading thread, which raises it
-            self._queue.put(exc)
-        self._queue.put(self._END)
-
-    def next(self, timeout: float | None) -> watchlist_pb2.WatchlistVersion | None:
-        """The next version; None at the end of the stream or after `timeout` seconds of silence."""
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if item is self._END:
-            return None
-        if isinstance(item, Exception):
-            raise item
-        return item  # type: ignore[no-any-return]
