@@ -1,0 +1,97 @@
+"""The benchmark's outputs: a table on stdout, results.json, and a latency plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+BACKEND_LABELS = {"sqlite": "ISB SQLite", "postgresql": "ISB PostgreSQL", "nats": "NATS JetStream"}
+
+
+def _fmt(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """One row per backend and scenario, then the ISB/NATS ratios."""
+    header = (f"{'system':<16} {'scenario':<17} {'msgs/s':>8} {'deliv/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+              f"{'p99.9 ms':>8} {'srv us/env':>10} {'srv us/dlv':>10} {'offered/s':>9}  ok")
+    lines = [header, "-" * len(header)]
+    for backend, scenarios in results.items():
+        for name, r in scenarios.items():
+            lat = r.get("latency_ms", {})
+            lines.append(
+                f"{BACKEND_LABELS.get(backend, backend):<16} {name:<17} {_fmt(r.get('messages_per_s')):>8} "
+                f"{_fmt(r.get('deliveries_per_s')):>8} {_fmt(lat.get('p50'), 1):>7} {_fmt(lat.get('p99'), 1):>7} "
+                f"{_fmt(lat.get('p99.9'), 1):>8} {_fmt(r.get('server_cpu_us_per_envelope')):>10} "
+                f"{_fmt(r.get('server_cpu_us_per_delivery')):>10} {_fmt(r.get('offered_per_s')):>9}  "
+                f"{'yes' if r.get('complete') else 'NO'}")
+    ratio_lines = []
+    for key, ratio in ratios(results).items():
+        ratio_lines.append(f"  {key:<48} {ratio:.3f}")
+    if ratio_lines:
+        lines += ["", "ISB / NATS JetStream (end-to-end messages/s; latency: ISB p99 / NATS p99):", *ratio_lines]
+    return "\n".join(lines)
+
+
+def ratios(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, float]:
+    """ISB throughput over NATS throughput per scenario, and p99 ratios for the latency runs."""
+    nats = results.get("nats", {})
+    out: dict[str, float] = {}
+    for backend in ("sqlite", "postgresql"):
+        for name, r in results.get(backend, {}).items():
+            reference = nats.get(name)
+            if not reference:
+                continue
+            if r.get("kind") == "throughput" and r.get("messages_per_s") and reference.get("messages_per_s"):
+                out[f"{backend} {name} msgs/s"] = r["messages_per_s"] / reference["messages_per_s"]
+            mine, theirs = r.get("latency_ms", {}).get("p99"), reference.get("latency_ms", {}).get("p99")
+            if r.get("kind") == "latency" and mine and theirs:
+                out[f"{backend} {name} p99 (x slower)"] = mine / theirs
+    return out
+
+
+def write_json(path: Path, document: Mapping[str, Any]) -> None:
+    """Write the results document."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def plot_latency(path: Path, samples: Mapping[str, Mapping[str, Sequence[float]]]) -> None:
+    """Latency CDFs (log scale), one panel per offered rate, one curve per system."""
+    import matplotlib  # noqa: PLC0415 - imported late so the run does not pay for it before plotting
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    scenario_names = sorted({s for per in samples.values() for s in per})
+    if not scenario_names:
+        return
+    fig, axes = plt.subplots(1, len(scenario_names), figsize=(6 * len(scenario_names), 4.5), squeeze=False)
+    for axis, name in zip(axes[0], scenario_names, strict=True):
+        for backend, per in samples.items():
+            values = sorted(per.get(name, []))
+            if not values:
+                continue
+            n = len(values)
+            axis.plot(values, [(i + 1) / n * 100 for i in range(n)], label=BACKEND_LABELS.get(backend, backend))
+        axis.set_xscale("log")
+        axis.set_xlabel("seal to verified open (ms, log scale)")
+        axis.set_ylabel("percentile")
+        axis.set_title(name)
+        axis.axhline(99, color="grey", linewidth=0.5, linestyle="--")
+        axis.axvline(20, color="red", linewidth=0.5, linestyle=":")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(loc="lower right")
+    fig.suptitle("End-to-end latency at fixed offered rates (red: 20 ms p99 target)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,187 @@
+"""The systems under test as separate processes: the ISB broker (`isb serve`) and its database.
+
+The broker runs exactly as an operator would run it, `isb serve --config FILE`, so its CPU time is
+its own and not shared with the load generators. CPU time is read from /proc (user + system of the
+broker and any worker processes it starts), which is what "broker CPU microseconds per envelope"
+divides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+import psycopg
+
+REPO = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def isb_executable() -> Path:
+    """The `isb` console script of the virtual environment that runs the benchmark."""
+    found = Path(sys.executable).with_name("isb")
+    if not found.exists():
+        raise FileNotFoundError(f"{found} does not exist: install the project into the venv (make run)")
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid`, its reaped children and its live descendants."""
+    total = 0.0
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # Fields after "(comm)": state is index 0, so utime/stime/cutime/cstime are 11..14 (stat(5): 14..17).
+        total += sum(int(v) for v in fields[11:15]) / _TICKS
+        stack.extend(_children(current))
+    return total
+
+
+def write_config(path: Path, settings: Mapping[str, str | int | float]) -> Path:
+    """Write a `[broker]` TOML table."""
+    lines = ["[broker]"]
+    for key, value in settings.items():
+        lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class BrokerProcess:
+    """`isb serve --config <file>` as a child process, on 127.0.0.1."""
+
+    config_file: Path
+    port: int
+    log_file: Path
+    ca: Path
+    cert: Path
+    key: Path
+    environ: Mapping[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        """host:port for clients."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """The broker's process id."""
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the broker and wait until it completes a mutual TLS handshake."""
+        self._log = self.log_file.open("ab")
+        env = {**os.environ, **self.environ}
+        argv = [str(isb_executable()), "serve", "--config", str(self.config_file)]
+        self.process = subprocess.Popen(argv, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the broker accepts an mTLS connection (raise if it exits or times out)."""
+        credentials = grpc.ssl_channel_credentials(self.ca.read_bytes(), self.key.read_bytes(),
+                                                   self.cert.read_bytes())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"broker exited with {self.process.returncode}; see {self.log_file}")
+            with grpc.secure_channel(self.target, credentials) as channel:
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=1.0)
+                except grpc.FutureTimeoutError:
+                    continue
+                return
+        raise TimeoutError(f"broker did not accept connections within {timeout} s; see {self.log_file}")
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the broker has used so far."""
+        return process_cpu_seconds(self.pid)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (the broker drains and exits), then SIGKILL if it does not."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        """SIGKILL the broker: no drain, no shutdown code runs."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+
+@contextlib.contextmanager
+def postgres_database(name: str = "isb_bench") -> Iterator[str]:
+    """A fresh PostgreSQL database (dropped first if a previous run left it, and dropped after)."""
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_available() -> bool:
+    """Whether the local PostgreSQL server answers."""
+    try:
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def nats_available(host: str = "127.0.0.1", port: int = 4222) -> bool:
+    """Whether something listens on the NATS port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def py_spy() -> str | None:
+    """The py-spy executable of the venv or PATH, if installed."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
