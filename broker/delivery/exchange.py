@@ -68,6 +68,8 @@ class Exchange:
         self._registry = registry
         self._policy = policy
         self._certs: dict[bytes, x509.Certificate] = {}
+        self._cert_der: dict[bytes, bytes] = {}  # fingerprint -> DER, for deliveries of the backlog
+        self._delivered_buffer: list[tuple[str, str, int]] = []
         self._known_certs: set[bytes] = set()
         with engine.connect() as conn:
             last = conn.execute(sa.select(sa.func.max(tables.messages.c.seq))).scalar()
@@ -229,6 +231,7 @@ class Exchange:
         if cert is None:
             cert = x509.load_der_x509_certificate(caller.certificate_der)
             self._certs[caller.fingerprint] = cert
+            self._cert_der[caller.fingerprint] = caller.certificate_der
         return cert
 
     # -- Subscribe -----------------------------------------------------------------------------
@@ -244,12 +247,14 @@ class Exchange:
     async def _load_backlog(self, agency: str) -> list[ops.QueuedDelivery]:
         d, m = tables.deliveries, tables.messages
         query = (
-            sa.select(d.c.message_id, d.c.priority, d.c.seq, d.c.attempts, m.c.expires_us, m.c.accepted_us)
+            sa.select(d.c.message_id, d.c.priority, d.c.seq, d.c.attempts, m.c.expires_us, m.c.accepted_us,
+                      m.c.sender_cert)
             .join(m, m.c.message_id == d.c.message_id)
             .where(d.c.recipient == agency, d.c.state.in_((ops.PENDING, ops.IN_FLIGHT)))
         )
         return await self.read(lambda conn: [
-            ops.QueuedDelivery(r.message_id, agency, r.priority, r.seq, r.expires_us, r.accepted_us, None, r.attempts)
+            ops.QueuedDelivery(r.message_id, agency, r.priority, r.seq, r.expires_us, r.accepted_us, None, r.attempts,
+                               self._cert_der.get(bytes(r.sender_cert)))
             for r in conn.execute(query)
         ])
 
@@ -258,15 +263,24 @@ class Exchange:
         return await self.read(lambda conn: bytes(conn.execute(query).scalar_one()))
 
     def _delivered(self, item: ops.QueuedDelivery) -> None:
-        self._writer.submit_nowait(ops.RecordDelivered([(item.message_id, item.recipient, item.attempts)],
-                                                       actor=f"broker:{self._config.node}"))
+        # Deliveries handed out in one turn of the event loop are recorded by one operation.
+        if not self._delivered_buffer:
+            asyncio.get_running_loop().call_soon(self._flush_delivered)
+        self._delivered_buffer.append((item.message_id, item.recipient, item.attempts))
+
+    def _flush_delivered(self) -> None:
+        items, self._delivered_buffer = self._delivered_buffer, []
+        self._writer.submit_nowait(ops.RecordDelivered(items, actor=f"broker:{self._config.node}"))
 
     def _expired(self, item: ops.QueuedDelivery) -> None:
         self._writer.submit_nowait(ops.ExpireDeliveries([(item.message_id, item.recipient)],
                                                         actor=f"broker:{self._config.node}"))
 
-    async def sender_certificate(self, message_id: str) -> bytes:
-        """The DER certificate the sender of `message_id` used, as the broker verified it."""
+    async def sender_certificate(self, item: ops.QueuedDelivery) -> bytes:
+        """The DER certificate the sender of a delivery used, as the broker verified it."""
+        if item.sender_cert is not None:
+            return item.sender_cert
+        message_id = item.message_id
         query = (
             sa.select(tables.peer_certificates.c.der)
             .join(tables.messages, tables.messages.c.sender_cert == tables.peer_certificates.c.fingerprint)

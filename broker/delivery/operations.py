@@ -46,6 +46,7 @@ class QueuedDelivery:
     accepted_us: int
     envelope: bytes | None  # None: load from the store when dispatched
     attempts: int = 0
+    sender_cert: bytes | None = None  # DER; None: load from the store when dispatched
 
 
 class ArrivalCounter:
@@ -80,14 +81,7 @@ class AcceptEnvelope:
 
     def stage(self, batch: Batch) -> Accepted:
         h = self.header
-        row = batch.conn.execute(
-            sa.select(tables.messages.c.envelope_sha256, tables.messages.c.audit_index,
-                      tables.messages.c.accepted_us)
-            .where(tables.messages.c.message_id == h.message_id)
-        ).first()
-        existing = (bytes(row[0]), int(row[1]), int(row[2])) if row is not None else None
-        if existing is None:
-            existing = batch.staged_messages.get(h.message_id)
+        existing = _known_messages(batch).get(h.message_id)
         if existing is not None:
             if existing[0] == self.envelope_sha256:
                 return Accepted(h.message_id, existing[2], existing[1], True, self.recipients)
@@ -122,7 +116,7 @@ class AcceptEnvelope:
             "audit_index": index,
         }
         batch.insert(tables.messages, message_row)
-        batch.staged_messages[h.message_id] = (self.envelope_sha256, index, batch.now_us)
+        _known_messages(batch)[h.message_id] = (self.envelope_sha256, index, batch.now_us)
         if self.sender_cert_fingerprint not in self.known_certs:
             exists = batch.conn.execute(
                 sa.select(tables.peer_certificates.c.fingerprint)
@@ -140,7 +134,7 @@ class AcceptEnvelope:
                 "receipt": None, "receipt_signature": None, "receipt_cert": None,
             })
             queued.append(QueuedDelivery(h.message_id, recipient, h.priority, seq, self.expires_us,
-                                         batch.now_us, self.envelope))
+                                         batch.now_us, self.envelope, 0, self.sender_cert_der))
         batch.notify.update(self.recipients)
         batch.after_commit.append(lambda: self.on_commit(queued, recalled))
         return Accepted(h.message_id, batch.now_us, index, False, self.recipients)
@@ -173,6 +167,38 @@ class AcceptEnvelope:
         batch.audit(rejection(self.caller, "Send", reason, batch.now,
                               message_id=self.header.message_id, agency=self.header.sender,
                               digest=self.envelope_sha256.hex()))
+
+
+_EXISTING_MESSAGES = (
+    sa.select(tables.messages.c.message_id, tables.messages.c.envelope_sha256, tables.messages.c.audit_index,
+              tables.messages.c.accepted_us)
+    .where(tables.messages.c.message_id.in_(sa.bindparam("ids", expanding=True)))
+)
+
+
+def _known_messages(batch: Batch) -> dict[str, tuple[bytes, int, int]]:
+    """Digest, audit index and acceptance time of every message id this batch sends, known already.
+
+    One query for all the batch's sends (not one per envelope); sends staged in this batch are
+    added as they are staged, so a second send of one id in the same batch sees the first.
+    """
+    known: dict[str, tuple[bytes, int, int]] | None = batch.scratch.get("known_messages")
+    if known is None:
+        ids = [op.header.message_id for op in batch.ops if isinstance(op, AcceptEnvelope)]
+        known = {
+            row.message_id: (bytes(row.envelope_sha256), int(row.audit_index), int(row.accepted_us))
+            for row in batch.conn.execute(_EXISTING_MESSAGES, {"ids": ids})
+        }
+        batch.scratch["known_messages"] = known
+    return known
+
+
+_MARK_IN_FLIGHT = (
+    tables.deliveries.update()
+    .where(tables.deliveries.c.message_id == sa.bindparam("m"), tables.deliveries.c.recipient == sa.bindparam("r"),
+           tables.deliveries.c.state.in_((PENDING, IN_FLIGHT)))
+    .values(state=IN_FLIGHT, attempts=sa.bindparam("a"), updated_us=sa.bindparam("t"))
+)
 
 
 def rejection(actor: str, rpc: str, reason: str, time: datetime, *, message_id: str | None = None,
@@ -215,14 +241,7 @@ class RecordDelivered:
     actor: str
 
     def stage(self, batch: Batch) -> None:
-        batch.conn.execute(
-            tables.deliveries.update()
-            .where(tables.deliveries.c.message_id == sa.bindparam("m"),
-                   tables.deliveries.c.recipient == sa.bindparam("r"),
-                   tables.deliveries.c.state.in_((PENDING, IN_FLIGHT)))
-            .values(state=IN_FLIGHT, attempts=sa.bindparam("a"), updated_us=batch.now_us),
-            [{"m": m, "r": r, "a": a} for m, r, a in self.items],
-        )
+        batch.conn.execute(_MARK_IN_FLIGHT, [{"m": m, "r": r, "a": a, "t": batch.now_us} for m, r, a in self.items])
         for message_id, recipient, attempt in self.items:
             batch.audit(AuditEvent(
                 event="delivery.delivered", actor=self.actor, time=batch.now,

@@ -42,8 +42,10 @@ class Batch:
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     # Agencies with new deliveries: other replicas are told at commit (PostgreSQL NOTIFY).
     notify: set[str] = field(default_factory=set)
-    # Messages staged earlier in this batch, so that a second send of one id sees the first.
-    staged_messages: dict[str, tuple[bytes, int, int]] = field(default_factory=dict)
+    # Every operation of this batch, so that one of them can prefetch for all of its kind with
+    # one query (see AcceptEnvelope), and a per-batch scratch space for what they share.
+    ops: Sequence[Any] = ()
+    scratch: dict[str, Any] = field(default_factory=dict)
 
     @property
     def now(self) -> datetime:
@@ -170,7 +172,8 @@ class Writer:
             with self._engine.begin() as conn:
                 if self._shared:
                     self._take_sequencer(conn)
-                batch = Batch(conn=conn, now_us=now_us(), first_index=self._audit.size)
+                batch = Batch(conn=conn, now_us=now_us(), first_index=self._audit.size,
+                              ops=[item.op for item in pending])
                 for item in pending:
                     try:
                         item.outcome = item.op.stage(batch)

@@ -27,6 +27,8 @@ from broker.transport.rpc import Context, streaming, unary
 log = structlog.get_logger(__name__)
 
 MAX_BATCH_ENVELOPES = 256
+# Batches of one SendStream being checked or committed at once; more wait in the transport.
+MAX_BATCHES_IN_FLIGHT = 16
 MAX_DIRECTORY_QUERY = 1000
 # A Subscribe stream re-checks its caller's certificate at least this often, so that a revocation
 # closes open streams within a second (DESIGN.md section 2).
@@ -73,34 +75,56 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
 
     async def SendStream(self, request_iterator: AsyncIterator[broker_pb2.SendBatch],
                          context: Context) -> AsyncIterator[broker_pb2.SendBatchResult]:
-        """Batches in, results out in the same order; a refused envelope fails alone, not its batch."""
+        """Batches in, results out in the same order; a refused envelope fails alone, not its batch.
+
+        Batches are pipelined: the next batch is read and checked while earlier ones wait for their
+        group commit, so one stream can fill several commits (a stream that waited for each commit
+        before reading on would be limited to one batch per fsync).
+        """
+        in_order: asyncio.Queue[asyncio.Future[broker_pb2.SendBatchResult] | None] = asyncio.Queue(
+            maxsize=MAX_BATCHES_IN_FLIGHT)
+
+        async def read() -> None:
+            try:
+                async for batch in request_iterator:
+                    await in_order.put(asyncio.ensure_future(self._send_batch(context, batch)))
+            finally:
+                await in_order.put(None)
+
+        reader = asyncio.ensure_future(read())
         try:
-            caller = self._auth.authenticate(context)
-        except BrokerError as exc:
-            await self.refuse(str(context.peer()), "SendStream", exc)
-            await context.abort(exc.status, str(exc))
-        async for batch in request_iterator:
-            if len(batch.envelopes) > MAX_BATCH_ENVELOPES:
-                error = InvalidRequest(f"{len(batch.envelopes)} envelopes in one batch, over {MAX_BATCH_ENVELOPES}")
-                await self.refuse(str(caller), "SendStream", error)
-                await context.abort(error.status, str(error))
-            caller = self._auth.authenticate(context)  # revocation bites mid-stream too
-            outcomes = await asyncio.gather(
-                *(self._exchange.send(caller, e, e.ByteSize()) for e in batch.envelopes), return_exceptions=True)
-            results = []
-            for envelope, outcome in zip(batch.envelopes, outcomes, strict=True):
-                if isinstance(outcome, Accepted):
-                    results.append(broker_pb2.SendResult(message_id=outcome.message_id,
-                                                         response=_send_response(outcome)))
-                elif isinstance(outcome, BrokerError):
-                    results.append(broker_pb2.SendResult(
-                        message_id=_message_id(envelope), code=outcome.status.value[0], error=str(outcome)))
-                else:
-                    log.error("send_stream.failed", error=repr(outcome))
-                    results.append(broker_pb2.SendResult(
-                        message_id=_message_id(envelope), code=grpc.StatusCode.INTERNAL.value[0],
-                        error="internal error"))
-            yield broker_pb2.SendBatchResult(results=results)
+            while (next_result := await in_order.get()) is not None:
+                try:
+                    yield await next_result
+                except BrokerError as exc:
+                    if not exc.audited:
+                        await self.refuse(str(context.peer()), "SendStream", exc)
+                    await context.abort(exc.status, str(exc))
+        finally:
+            reader.cancel()
+            while not in_order.empty():
+                leftover = in_order.get_nowait()
+                if leftover is not None:
+                    leftover.cancel()
+
+    async def _send_batch(self, context: Context, batch: broker_pb2.SendBatch) -> broker_pb2.SendBatchResult:
+        if len(batch.envelopes) > MAX_BATCH_ENVELOPES:
+            raise InvalidRequest(f"{len(batch.envelopes)} envelopes in one batch, over {MAX_BATCH_ENVELOPES}")
+        caller = self._auth.authenticate(context)  # every batch: revocation bites mid-stream too
+        outcomes = await asyncio.gather(
+            *(self._exchange.send(caller, e, e.ByteSize()) for e in batch.envelopes), return_exceptions=True)
+        results = []
+        for envelope, outcome in zip(batch.envelopes, outcomes, strict=True):
+            if isinstance(outcome, Accepted):
+                results.append(broker_pb2.SendResult(message_id=outcome.message_id, response=_send_response(outcome)))
+            elif isinstance(outcome, BrokerError):
+                results.append(broker_pb2.SendResult(
+                    message_id=_message_id(envelope), code=outcome.status.value[0], error=str(outcome)))
+            else:
+                log.error("send_stream.failed", error=repr(outcome))
+                results.append(broker_pb2.SendResult(
+                    message_id=_message_id(envelope), code=grpc.StatusCode.INTERNAL.value[0], error="internal error"))
+        return broker_pb2.SendBatchResult(results=results)
 
     @streaming("Subscribe")
     async def Subscribe(self, request: broker_pb2.SubscribeRequest,
@@ -108,7 +132,6 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         caller = self._auth.authenticate(context)
         stream = await self._exchange.open_stream(caller, request.max_in_flight)
         log.info("subscribe.opened", agency=caller.name)
-        certs: dict[str, bytes] = {}
         try:
             while True:
                 self._auth.authenticate(context)
@@ -117,7 +140,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                     continue
                 assert item.envelope is not None
                 envelope = envelope_pb2.Envelope.FromString(item.envelope)
-                cert = certs.get(item.message_id) or await self._exchange.sender_certificate(item.message_id)
+                cert = await self._exchange.sender_certificate(item)
                 yield broker_pb2.Delivery(
                     delivery_id=f"{item.message_id}/{item.recipient}", envelope=envelope, attempt=item.attempts,
                     sender_certificate=cert, accepted_at=_ts(item.accepted_us))
