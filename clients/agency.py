@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 from cryptography import x509
+from google.protobuf.message import DecodeError
 
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.identity import AGENCY_ID, Role
@@ -134,6 +135,7 @@ class AgencyClient:
         self._bundles: dict[str, tuple[float, envelope_pb2.KeyBundle]] = {}
         self._groups: dict[str, list[str]] = {}
         self._groups_until = 0.0
+        self._senders: dict[bytes, tuple[x509.Certificate, str]] = {}
 
     @classmethod
     def from_dir(cls, target: str, cert_dir: Path, agency: str, **kwargs: Any) -> AgencyClient:
@@ -316,15 +318,34 @@ class AgencyClient:
         finally:
             call.cancel()
 
-    def _open(self, delivery: broker_pb2.Delivery) -> ReceivedMessage:
+    def _sender(self, der: bytes, agency: str, created: dt.datetime) -> x509.Certificate:
+        """The sender's certificate, verified to chain to the CA and name `agency` at `created`.
+
+        The chain is verified once per certificate; later messages only check that they were
+        created within its validity (path building is a quarter of the receive cost otherwise).
+        """
+        cached = self._senders.get(der)
+        if cached is not None and cached[1] == agency and \
+                cached[0].not_valid_before_utc <= created < cached[0].not_valid_after_utc:
+            return cached[0]
         try:
-            sender_cert = x509.load_der_x509_certificate(delivery.sender_certificate)
+            cert = x509.load_der_x509_certificate(der)
         except ValueError as exc:
             raise VerificationError("delivery carries a sender certificate that does not parse") from exc
-        header = envelope_pb2.Header.FromString(delivery.envelope.header)
-        verify_agency_certificate(sender_cert, trust_roots=self.identity.trust_roots,
-                                  expected_agency=header.sender, trust_domain=self.trust_domain,
-                                  now=header.created.ToDatetime(dt.UTC))
+        verify_agency_certificate(cert, trust_roots=self.identity.trust_roots, expected_agency=agency,
+                                  trust_domain=self.trust_domain, now=created)
+        if len(self._senders) >= 1024:
+            self._senders.clear()
+        self._senders[der] = (cert, agency)
+        return cert
+
+    def _open(self, delivery: broker_pb2.Delivery) -> ReceivedMessage:
+        try:
+            # Parsed unverified only to find the sender; open_envelope verifies it below.
+            header = envelope_pb2.Header.FromString(delivery.envelope.header)
+        except DecodeError as exc:
+            raise VerificationError("delivered envelope header does not parse") from exc
+        sender_cert = self._sender(delivery.sender_certificate, header.sender, header.created.ToDatetime(dt.UTC))
         opened = open_envelope(delivery.envelope, recipient=self.agency, keys=self._keyring.keys,
                                sender_certificate=sender_cert)
         original = None
