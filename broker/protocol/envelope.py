@@ -35,6 +35,7 @@ from broker.protocol import _pae
 from broker.protocol.keys import (
     EncryptionKey,
     agency_of_certificate,
+    certificate_sha256,
     hpke_suite,
     identity_public_key,
     public_key_of,
@@ -268,7 +269,7 @@ def _verify_outer(
     # 3. The header is well formed.
     _check_header_fields(header)
     # 4. The header names the certificate that signed it, and its agency as sender.
-    if header.sender_cert_sha256 != sender_certificate.fingerprint(hashes.SHA256()):
+    if header.sender_cert_sha256 != certificate_sha256(sender_certificate):
         raise VerificationError("header sender_cert_sha256 does not match the sender certificate")
     certified = agency_of_certificate(sender_certificate)
     if header.sender != certified:

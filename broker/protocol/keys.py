@@ -9,6 +9,7 @@ broker's directory for keys.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -85,6 +86,15 @@ def sign_identity(identity_key: ec.EllipticCurvePrivateKey, signing_input: bytes
     return identity_key.sign(signing_input, _ECDSA_SHA256)
 
 
+# Certificate-derived facts are cached per certificate: the broker and recipients check the same few
+# certificates thousands of times a second, and each lookup otherwise re-parses the key or the SAN.
+@functools.lru_cache(maxsize=1024)
+def certificate_sha256(certificate: x509.Certificate) -> bytes:
+    """SHA-256 of the certificate's DER encoding (what headers name as sender_cert_sha256)."""
+    return certificate.fingerprint(hashes.SHA256())
+
+
+@functools.lru_cache(maxsize=1024)
 def identity_public_key(certificate: x509.Certificate) -> ec.EllipticCurvePublicKey:
     """The certificate's ECDSA P-256 public key; raise `VerificationError` for any other key type."""
     try:
@@ -124,6 +134,7 @@ def _single_uri_san(certificate: x509.Certificate) -> str:
     return uris[0]
 
 
+@functools.lru_cache(maxsize=1024)
 def agency_of_certificate(certificate: x509.Certificate) -> str:
     """The agency id named by the certificate's single `spiffe://<td>/agency/<id>` URI SAN.
 

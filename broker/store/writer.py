@@ -95,6 +95,7 @@ class Writer:
         # caught up with here: the log reloads its right edge, and `on_foreign_writes` hooks resync
         # their own counters.
         self._shared = engine.dialect.name == "postgresql"
+        self._conn: Connection | None = None
         self.on_foreign_writes: list[Callable[[Connection], None]] = []
 
     @property
@@ -113,7 +114,13 @@ class Writer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._thread.submit(self._close).result()
         self._thread.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     async def submit(self, op: Operation[T]) -> T:
         """Queue `op` and wait until its batch has committed (or failed)."""
@@ -133,8 +140,16 @@ class Writer:
         return await loop.run_in_executor(self._thread, self._transaction, fn)
 
     def _transaction(self, fn: Callable[[Connection], T]) -> T:
-        with self._engine.begin() as conn:
+        conn = self._connection()
+        with conn.begin():
             return fn(conn)
+
+    def _connection(self) -> Connection:
+        # The writer keeps one connection (only its thread uses it): no pool checkout per batch.
+        # A connection the driver reported broken is replaced on the next batch.
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self._engine.connect()
+        return self._conn
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -169,7 +184,8 @@ class Writer:
         self.batches += 1
         self.operations += len(pending)
         try:
-            with self._engine.begin() as conn:
+            conn = self._connection()
+            with conn.begin():
                 if self._shared:
                     self._take_sequencer(conn)
                 batch = Batch(conn=conn, now_us=now_us(), first_index=self._audit.size,
