@@ -25,6 +25,8 @@ from clients import AgencyClient
 from clients.agency import ReceivedMessage
 from clients.errors import ClientError
 
+ACK_LINGER_S = 0.005  # receipts wait at most this long to be acknowledged together
+
 
 def _client(spec: AgentSpec, agency: str) -> AgencyClient:
     cert_dir = Path(spec.cert_dir)
@@ -160,10 +162,14 @@ class _Receiver:
                 if self.done.is_set():
                     return
                 continue
+            # Linger a few milliseconds for more receipts, as a producer batches (the advice):
+            # one Ack call per message would cost the broker a unary call each at low rates.
             batch = [first]
+            linger_until = time.monotonic() + ACK_LINGER_S
             while len(batch) < self.scenario.ack_batch:
+                remaining = linger_until - time.monotonic()
                 try:
-                    batch.append(self._acks.get_nowait())
+                    batch.append(self._acks.get(timeout=remaining) if remaining > 0 else self._acks.get_nowait())
                 except queue.Empty:
                     break
             try:

@@ -117,15 +117,7 @@ class AcceptEnvelope:
         }
         batch.insert(tables.messages, message_row)
         _known_messages(batch)[h.message_id] = (self.envelope_sha256, index, batch.now_us)
-        if self.sender_cert_fingerprint not in self.known_certs:
-            exists = batch.conn.execute(
-                sa.select(tables.peer_certificates.c.fingerprint)
-                .where(tables.peer_certificates.c.fingerprint == self.sender_cert_fingerprint)
-            ).first()
-            if exists is None:
-                batch.insert(tables.peer_certificates,
-                             {"fingerprint": self.sender_cert_fingerprint, "der": self.sender_cert_der})
-            self.known_certs.add(self.sender_cert_fingerprint)
+        remember_certificate(batch, self.known_certs, self.sender_cert_fingerprint, self.sender_cert_der)
         queued = []
         for recipient in self.recipients:
             batch.insert(tables.deliveries, {
@@ -192,6 +184,34 @@ def _known_messages(batch: Batch) -> dict[str, tuple[bytes, int, int]]:
         batch.scratch["known_messages"] = known
     return known
 
+
+def remember_certificate(batch: Batch, known: set[bytes], fingerprint: bytes, der: bytes) -> None:
+    """Store a certificate seen on a verified call once, so its signatures stay checkable later."""
+    if fingerprint in known:
+        return
+    staged = batch.scratch.setdefault("certificates", set())
+    if fingerprint not in staged and batch.conn.execute(_CERTIFICATE_KNOWN, {"f": fingerprint}).first() is None:
+        batch.insert(tables.peer_certificates, {"fingerprint": fingerprint, "der": der})
+        staged.add(fingerprint)
+    known.add(fingerprint)
+
+
+_CERTIFICATE_KNOWN = sa.select(tables.peer_certificates.c.fingerprint).where(
+    tables.peer_certificates.c.fingerprint == sa.bindparam("f"))
+
+_DELIVERED_DIGESTS = (
+    sa.select(tables.deliveries.c.message_id, tables.deliveries.c.state, tables.messages.c.envelope_sha256)
+    .join(tables.messages, tables.messages.c.message_id == tables.deliveries.c.message_id)
+    .where(tables.deliveries.c.message_id.in_(sa.bindparam("ids", expanding=True)),
+           tables.deliveries.c.recipient == sa.bindparam("r"))
+)
+
+_ACKNOWLEDGE = (
+    tables.deliveries.update()
+    .where(tables.deliveries.c.message_id == sa.bindparam("m"), tables.deliveries.c.recipient == sa.bindparam("r"))
+    .values(state=ACKNOWLEDGED, updated_us=sa.bindparam("t"), receipt=sa.bindparam("rc"),
+            receipt_signature=sa.bindparam("rs"), receipt_cert=sa.bindparam("rf"))
+)
 
 _MARK_IN_FLIGHT = (
     tables.deliveries.update()
@@ -275,14 +295,7 @@ class RecordReceipts:
     def stage(self, batch: Batch) -> int:
         ids = [r.message_id for r in self.receipts]
         recipient = self.receipts[0].recipient
-        rows = {
-            row.message_id: row for row in batch.conn.execute(
-                sa.select(tables.deliveries.c.message_id, tables.deliveries.c.state,
-                          tables.messages.c.envelope_sha256)
-                .join(tables.messages, tables.messages.c.message_id == tables.deliveries.c.message_id)
-                .where(tables.deliveries.c.message_id.in_(ids), tables.deliveries.c.recipient == recipient)
-            )
-        }
+        rows = {row.message_id: row for row in batch.conn.execute(_DELIVERED_DIGESTS, {"ids": ids, "r": recipient})}
         problems = []
         for r in self.receipts:
             row = rows.get(r.message_id)
@@ -294,25 +307,12 @@ class RecordReceipts:
             batch.audit(rejection(self.actor, "Ack", "; ".join(problems), batch.now, agency=recipient))
             raise InvalidReceipt("receipts refused, none recorded: " + "; ".join(problems))
         for r in self.receipts:
-            if r.cert_fingerprint not in self.known_certs:
-                exists = batch.conn.execute(
-                    sa.select(tables.peer_certificates.c.fingerprint)
-                    .where(tables.peer_certificates.c.fingerprint == r.cert_fingerprint)
-                ).first()
-                if exists is None and r.cert_fingerprint not in {
-                    x["fingerprint"] for x in batch.inserts.get(tables.peer_certificates, [])
-                }:
-                    batch.insert(tables.peer_certificates, {"fingerprint": r.cert_fingerprint, "der": r.cert_der})
-                self.known_certs.add(r.cert_fingerprint)
-        batch.conn.execute(
-            tables.deliveries.update()
-            .where(tables.deliveries.c.message_id == sa.bindparam("m"),
-                   tables.deliveries.c.recipient == sa.bindparam("r"))
-            .values(state=ACKNOWLEDGED, updated_us=batch.now_us, receipt=sa.bindparam("rc"),
-                    receipt_signature=sa.bindparam("rs"), receipt_cert=sa.bindparam("rf")),
-            [{"m": r.message_id, "r": r.recipient, "rc": r.receipt, "rs": r.signature, "rf": r.cert_fingerprint}
-             for r in self.receipts],
-        )
+            remember_certificate(batch, self.known_certs, r.cert_fingerprint, r.cert_der)
+        batch.conn.execute(_ACKNOWLEDGE, [
+            {"m": r.message_id, "r": r.recipient, "t": batch.now_us, "rc": r.receipt, "rs": r.signature,
+             "rf": r.cert_fingerprint}
+            for r in self.receipts
+        ])
         for r in self.receipts:
             batch.audit(AuditEvent(
                 event="receipt.received", actor=self.actor, time=batch.now, message_id=r.message_id,
