@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,13 @@ from google.protobuf.message import DecodeError
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.identity import AGENCY_ID, Role
 from broker.protocol.envelope import OpenedMessage, open_envelope, seal
-from broker.protocol.forwarding import FORWARDED_CONTENT_TYPE, OriginalMessage, forwarded_content, verify_forwarded
+from broker.protocol.forwarding import (
+    FORWARDED_CONTENT_TYPE,
+    OriginalMessage,
+    forwarded_content,
+    make_forward_consent,
+    verify_forwarded,
+)
 from broker.protocol.keys import EncryptionKey, make_key_bundle, verify_agency_certificate, verify_key_bundle
 from broker.protocol.receipts import make_receipt, verify_receipt
 from clients._stream import StreamReader
@@ -31,6 +38,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 X25519 = envelope_pb2.X25519_HKDF_SHA256_AES_256_GCM
 MLKEM768_X25519 = envelope_pb2.MLKEM768_X25519_HKDF_SHA256_AES_256_GCM
+FORWARD_CONSENT_REQUEST = "application/vnd.isb.forward-consent-request+json"
 _TLP = {
     "CLEAR": envelope_pb2.TLP_CLEAR, "GREEN": envelope_pb2.TLP_GREEN, "AMBER": envelope_pb2.TLP_AMBER,
     "AMBER+STRICT": envelope_pb2.TLP_AMBER_STRICT, "RED": envelope_pb2.TLP_RED,
@@ -275,6 +283,23 @@ class AgencyClient:
         return self.send(recipients, forwarded_content(message.envelope, message.opened, message.sender_certificate),
                          content_type=FORWARDED_CONTENT_TYPE, kind=header.kind, handling=header.handling,
                          priority=header.priority, references=header.message_id)
+
+    def request_forward_consent(self, message: ReceivedMessage, recipients: Sequence[str],
+                                reason: str = "") -> broker_pb2.SendResponse:
+        """Ask the original sender, with a REQUEST in reply to its message, to let us forward it."""
+        body = json.dumps({"forward_consent_request": message.message_id, "recipients": sorted(recipients),
+                           "reason": reason}).encode()
+        return self.send([message.sender], body, content_type=FORWARD_CONSENT_REQUEST, kind=envelope_pb2.REQUEST,
+                         handling=message.header.handling, in_reply_to=message.message_id)
+
+    def grant_forward_consent(self, message_id: str, forwarder: str, recipients: Sequence[str], *,
+                              valid_for: dt.timedelta = dt.timedelta(days=7)) -> int:
+        """As the original sender, let `forwarder` forward our message to `recipients`; returns the audit index."""
+        signed = make_forward_consent(message_id=message_id, forwarder=forwarder, recipients=recipients,
+                                      not_after=dt.datetime.now(dt.UTC) + valid_for,
+                                      identity_key=self.identity.private_key)
+        reply: broker_pb2.GrantForwardConsentResponse = self._call(self._stub.GrantForwardConsent, signed)
+        return reply.audit_index
 
     def send_many(self, envelopes: Sequence[envelope_pb2.Envelope],
                   batch_size: int = 64) -> list[broker_pb2.SendResult]:

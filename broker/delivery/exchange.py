@@ -28,10 +28,19 @@ from broker.config import BrokerConfig
 from broker.delivery import operations as ops
 from broker.delivery.dispatcher import Dispatcher, Stream
 from broker.directory import Registry
-from broker.errors import BrokerError, InvalidRequest, NotFound, PermissionDenied, PolicyViolation, VerificationError
+from broker.errors import (
+    BrokerError,
+    FailedPrecondition,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    PolicyViolation,
+    VerificationError,
+)
 from broker.identity import AGENCY_ID, GROUP_NAME
 from broker.policy import Decision, RunningPolicy, kind_from_proto, tlp_from_proto
 from broker.protocol.envelope import verify_outer
+from broker.protocol.forwarding import verify_forward_consent
 from broker.protocol.receipts import verify_receipt
 from broker.store import tables
 from broker.store.db import now_us
@@ -183,9 +192,20 @@ class Exchange:
             was = f"{kind_from_proto(original.kind)} at {tlp_from_proto(original_header.handling.tlp)}"
             raise PolicyViolation("refused by policy (builtin:forward-keeps-handling): a forwarded message must keep "
                                   f"the kind and handling code of the original ({was})")
-        return self._policy.current.decide_forward(
+        decision = self._policy.current.decide_forward(
             header.sender, original.sender, kind_from_proto(header.kind), tlp_from_proto(header.handling.tlp),
             list(header.recipients))
+        if decision.allowed or decision.rule.startswith("builtin:") or not decision.expanded:
+            return decision  # the organisation bound of AMBER+STRICT and RED holds whatever the owner says
+        # A rule refused it: the original sender may have consented to exactly these recipients.
+        c = tables.forward_consents
+        consented = await self.read(lambda conn: {r[0] for r in conn.execute(
+            sa.select(c.c.recipient).where(c.c.message_id == header.references, c.c.forwarder == header.sender,
+                                           c.c.recipient.in_(decision.expanded), c.c.not_after_us > now_us()))})
+        if consented.issuperset(decision.expanded):
+            return Decision(allowed=True, rule=f"consent:{original.sender}",
+                            reason=f"{original.sender} consented to this forward", expanded=decision.expanded)
+        return decision
 
     def reload_policy(self) -> None:
         """Pick up an edited policy file (one stat); record the change in the audit log."""
@@ -233,6 +253,36 @@ class Exchange:
             self._certs[caller.fingerprint] = cert
             self._cert_der[caller.fingerprint] = caller.certificate_der
         return cert
+
+    async def grant_forward_consent(self, caller: Principal,
+                                    signed: envelope_pb2.SignedForwardConsent) -> int:
+        """Record the original sender's consent that a recipient may forward its message."""
+        try:
+            if caller.role.value != "agency":
+                raise PermissionDenied(f"{caller.spiffe_id} is not an agency")
+            if len(signed.consent) > 16384:
+                raise InvalidRequest("forward consent is larger than any valid consent")
+            consent = verify_forward_consent(signed, self._certificate(caller))
+            m, d = tables.messages, tables.deliveries
+            sender = await self.read(lambda conn: conn.execute(
+                sa.select(m.c.sender).where(m.c.message_id == consent.message_id)).scalar())
+            if sender != caller.name:
+                raise PermissionDenied(f"only the original sender of message {consent.message_id} may consent "
+                                       "to forwarding it")
+            received = await self.read(lambda conn: conn.execute(
+                sa.select(d.c.recipient).where(d.c.message_id == consent.message_id,
+                                               d.c.recipient == consent.forwarder)).scalar())
+            if received is None:
+                raise FailedPrecondition(f"{consent.forwarder} did not receive message {consent.message_id}")
+            unknown = [r for r in consent.recipients if r not in self._registry]
+            if unknown:
+                raise NotFound(f"consent names {unknown[0]}, which is not a registered agency")
+        except BrokerError as exc:
+            await self.refuse(str(caller.spiffe_id), "GrantForwardConsent", exc, agency=caller.name)
+            raise
+        index: int = await self._writer.submit(ops.RecordForwardConsent(
+            consent, signed.consent, signed.signature, str(caller.spiffe_id), caller.name))
+        return index
 
     # -- Subscribe -----------------------------------------------------------------------------
     async def open_stream(self, caller: Principal, max_in_flight: int) -> Stream:

@@ -145,7 +145,7 @@ class AcceptEnvelope:
         dropped = batch.conn.execute(
             tables.deliveries.update()
             .where(tables.deliveries.c.message_id == target,
-                   tables.deliveries.c.state.in_((PENDING, IN_FLIGHT)))
+                   _UNSETTLED)
             .values(state=RECALLED, updated_us=batch.now_us)
         ).rowcount
         batch.audit(AuditEvent(
@@ -190,11 +190,18 @@ def remember_certificate(batch: Batch, known: set[bytes], fingerprint: bytes, de
     if fingerprint in known:
         return
     staged = batch.scratch.setdefault("certificates", set())
-    if fingerprint not in staged and batch.conn.execute(_CERTIFICATE_KNOWN, {"f": fingerprint}).first() is None:
+    if fingerprint in staged:
+        return
+    staged.add(fingerprint)
+    if batch.conn.execute(_CERTIFICATE_KNOWN, {"f": fingerprint}).first() is None:
         batch.insert(tables.peer_certificates, {"fingerprint": fingerprint, "der": der})
-        staged.add(fingerprint)
-    known.add(fingerprint)
+    # Known for good only once stored: a batch that rolls back must not leave it marked.
+    batch.after_commit.append(lambda: known.add(fingerprint))
 
+
+# PENDING or IN_FLIGHT: the states before an outcome (ACKNOWLEDGED, EXPIRED, RECALLED are higher).
+# A comparison, not IN (...): SQLAlchemy cannot use an expanding IN with executemany.
+_UNSETTLED = tables.deliveries.c.state <= IN_FLIGHT
 
 _CERTIFICATE_KNOWN = sa.select(tables.peer_certificates.c.fingerprint).where(
     tables.peer_certificates.c.fingerprint == sa.bindparam("f"))
@@ -216,7 +223,7 @@ _ACKNOWLEDGE = (
 _MARK_IN_FLIGHT = (
     tables.deliveries.update()
     .where(tables.deliveries.c.message_id == sa.bindparam("m"), tables.deliveries.c.recipient == sa.bindparam("r"),
-           tables.deliveries.c.state.in_((PENDING, IN_FLIGHT)))
+           _UNSETTLED)
     .values(state=IN_FLIGHT, attempts=sa.bindparam("a"), updated_us=sa.bindparam("t"))
 )
 
@@ -338,7 +345,7 @@ class ExpireDeliveries:
                 tables.deliveries.update()
                 .where(tables.deliveries.c.message_id == message_id,
                        tables.deliveries.c.recipient == recipient,
-                       tables.deliveries.c.state.in_((PENDING, IN_FLIGHT)))
+                       _UNSETTLED)
                 .values(state=EXPIRED, updated_us=batch.now_us)
             ).rowcount
             if updated:
@@ -356,6 +363,33 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@dataclass
+class RecordForwardConsent:
+    """Store the original sender's signed consent to a forward, with its audit entry."""
+
+    consent: envelope_pb2.ForwardConsent
+    consent_bytes: bytes
+    signature: bytes
+    actor: str
+    owner: str
+
+    def stage(self, batch: Batch) -> int:
+        c = self.consent
+        not_after_us = c.not_after.seconds * 1_000_000 + c.not_after.nanos // 1000
+        key = ((tables.forward_consents.c.message_id == c.message_id)
+               & (tables.forward_consents.c.forwarder == c.forwarder)
+               & (tables.forward_consents.c.recipient.in_(list(c.recipients))))
+        batch.conn.execute(tables.forward_consents.delete().where(key))
+        for recipient in c.recipients:
+            batch.insert(tables.forward_consents, {
+                "message_id": c.message_id, "forwarder": c.forwarder, "recipient": recipient,
+                "not_after_us": not_after_us, "consent": self.consent_bytes, "signature": self.signature})
+        return batch.audit(AuditEvent(
+            event="forward.consented", actor=self.actor, time=batch.now, message_id=c.message_id, agency=self.owner,
+            fields={"forwarder": c.forwarder, "recipients": sorted(c.recipients),
+                    "consent_sha256": _sha256(self.consent_bytes)}))
+
+
 __all__ = [
     "AcceptEnvelope",
     "Accepted",
@@ -364,8 +398,10 @@ __all__ = [
     "QueuedDelivery",
     "RecordDelivered",
     "RecordEvent",
+    "RecordForwardConsent",
     "RecordReceipts",
     "RecordRejection",
     "VerifiedReceipt",
     "rejection",
+    "remember_certificate",
 ]

@@ -42,6 +42,7 @@ KEY_WRAP: Final = "isb.v1.key-wrap"  # HPKE info for one recipient's wrapped con
 WRAPPED_KEY: Final = "isb.v1.wrapped-key"  # one wrapped key inside the wrapped-keys digest
 KEY_BUNDLE: Final = "isb.v1.key-bundle"  # signature over a serialized key bundle
 RECEIPT: Final = "isb.v1.receipt"  # signature over a serialized receipt
+FORWARD_CONSENT: Final = "isb.v1.forward-consent"  # the original sender's consent to a forward
 
 
 def _len(data: bytes) -> bytes:
@@ -169,6 +170,11 @@ def wrapped_keys_sha256(wrapped_keys: Iterable[envelope_pb2.WrappedKey]) -> byte
 def key_bundle_signing_input(bundle_bytes: bytes) -> bytes:
     """What a key bundle signature covers: the exact serialized bundle bytes."""
     return pae(KEY_BUNDLE, bundle_bytes)
+
+
+def forward_consent_signing_input(consent_bytes: bytes) -> bytes:
+    """What a forward consent signature covers: the exact serialized consent bytes."""
+    return pae(FORWARD_CONSENT, consent_bytes)
 
 
 def receipt_signing_input(receipt_bytes: bytes) -> bytes:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from google.protobuf.message import DecodeError
 
@@ -23,9 +24,21 @@ from broker.api.v1 import envelope_pb2
 from broker.errors import VerificationError
 from broker.protocol import _pae
 from broker.protocol.envelope import OpenedMessage
-from broker.protocol.keys import identity_public_key, verify_agency_certificate, verify_identity_signature
+from broker.protocol.keys import (
+    identity_public_key,
+    sign_identity,
+    verify_agency_certificate,
+    verify_identity_signature,
+)
 
-__all__ = ["FORWARDED_CONTENT_TYPE", "OriginalMessage", "forwarded_content", "verify_forwarded"]
+__all__ = [
+    "FORWARDED_CONTENT_TYPE",
+    "OriginalMessage",
+    "forwarded_content",
+    "make_forward_consent",
+    "verify_forward_consent",
+    "verify_forwarded",
+]
 
 FORWARDED_CONTENT_TYPE: Final = "application/vnd.isb.forwarded+protobuf"
 
@@ -82,3 +95,27 @@ def verify_forwarded(body: bytes, *, forward_header: envelope_pb2.Header, trust_
     if forward_header.handling != original_header.handling:
         raise VerificationError("forward changed the original handling code")
     return OriginalMessage(original_header, original_header.sender, content.content_type, content.body)
+
+
+def make_forward_consent(*, message_id: str, forwarder: str, recipients: Sequence[str], not_after: dt.datetime,
+                         identity_key: ec.EllipticCurvePrivateKey) -> envelope_pb2.SignedForwardConsent:
+    """The original sender's signed consent that `forwarder` may forward `message_id` to `recipients`."""
+    consent = envelope_pb2.ForwardConsent(message_id=message_id, forwarder=forwarder, recipients=sorted(recipients))
+    consent.not_after.FromDatetime(not_after)
+    consent_bytes = consent.SerializeToString()
+    return envelope_pb2.SignedForwardConsent(
+        consent=consent_bytes, signature=sign_identity(identity_key, _pae.forward_consent_signing_input(consent_bytes)))
+
+
+def verify_forward_consent(signed: envelope_pb2.SignedForwardConsent,
+                           certificate: x509.Certificate) -> envelope_pb2.ForwardConsent:
+    """Verify a consent signed with `certificate`'s key and return it; raise `VerificationError`."""
+    verify_identity_signature(identity_public_key(certificate), signed.signature,
+                              _pae.forward_consent_signing_input(signed.consent), what="forward consent")
+    try:
+        consent = envelope_pb2.ForwardConsent.FromString(signed.consent)
+    except DecodeError as exc:
+        raise VerificationError("forward consent does not parse") from exc
+    if not consent.message_id or not consent.forwarder or not consent.recipients or not consent.HasField("not_after"):
+        raise VerificationError("forward consent must name the message, the forwarder, recipients and an expiry")
+    return consent

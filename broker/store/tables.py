@@ -92,3 +92,19 @@ peer_certificates = PeerCertificate.__table__  # type: ignore[attr-defined]
 messages = Message.__table__  # type: ignore[attr-defined]
 deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
 key_bundles = KeyBundleRow.__table__  # type: ignore[attr-defined]
+
+
+class ForwardConsentRow(SQLModel, table=True):
+    """One recipient a forwarder may forward a message to, by the original sender's signed consent."""
+
+    __tablename__ = "forward_consents"
+
+    message_id: str = Field(primary_key=True, max_length=36)
+    forwarder: str = Field(primary_key=True, max_length=40)
+    recipient: str = Field(primary_key=True, max_length=40)
+    not_after_us: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    consent: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    signature: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+
+
+forward_consents = ForwardConsentRow.__table__  # type: ignore[attr-defined]

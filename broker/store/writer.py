@@ -184,33 +184,46 @@ class Writer:
         self.batches += 1
         self.operations += len(pending)
         try:
-            conn = self._connection()
-            with conn.begin():
-                if self._shared:
-                    self._take_sequencer(conn)
-                batch = Batch(conn=conn, now_us=now_us(), first_index=self._audit.size,
-                              ops=[item.op for item in pending])
-                for item in pending:
-                    try:
-                        item.outcome = item.op.stage(batch)
-                    except BrokerError as exc:
-                        item.error = exc
-                for table, rows in batch.inserts.items():
-                    conn.execute(table.insert(), rows)
-                if batch.events:
-                    _check_indices(self._audit.append(conn, batch.events), batch.first_index)
-                if self._shared and batch.notify:
-                    # Delivered by PostgreSQL only if and when this transaction commits.
-                    conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
-                                 [{"channel": NOTIFY_CHANNEL, "payload": f"{self._node}|{agency}"}
-                                  for agency in sorted(batch.notify)])
-        except Exception as exc:
+            return self._commit_batch(pending)
+        except Exception:
             self._audit.rollback()
             log.exception("writer.batch_failed", operations=len(pending))
-            failure = StorageUnavailable(f"the broker could not store this ({type(exc).__name__}); retry")
-            for item in pending:
-                item.error = failure
+        if len(pending) == 1:
+            pending[0].error = StorageUnavailable("the broker could not store this; retry")
             return []
+        # One operation's failure must not fail its neighbours: commit each alone, so that only
+        # the culprit is refused (sends are idempotent, so a retried send is answered the same).
+        after: list[Callable[[], None]] = []
+        for item in pending:
+            item.outcome, item.error = None, None
+            try:
+                after += self._commit_batch([item])
+            except Exception as exc:
+                self._audit.rollback()
+                log.exception("writer.operation_failed", operation=type(item.op).__name__)
+                item.error = StorageUnavailable(f"the broker could not store this ({type(exc).__name__}); retry")
+        return after
+
+    def _commit_batch(self, pending: list[_Pending]) -> list[Callable[[], None]]:
+        conn = self._connection()
+        with conn.begin():
+            if self._shared:
+                self._take_sequencer(conn)
+            batch = Batch(conn=conn, now_us=now_us(), first_index=self._audit.size, ops=[item.op for item in pending])
+            for item in pending:
+                try:
+                    item.outcome = item.op.stage(batch)
+                except BrokerError as exc:
+                    item.error = exc
+            for table, rows in batch.inserts.items():
+                conn.execute(table.insert(), rows)
+            if batch.events:
+                _check_indices(self._audit.append(conn, batch.events), batch.first_index)
+            if self._shared and batch.notify:
+                # Delivered by PostgreSQL only if and when this transaction commits.
+                conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
+                             [{"channel": NOTIFY_CHANNEL, "payload": f"{self._node}|{agency}"}
+                              for agency in sorted(batch.notify)])
         self._audit.commit()
         return batch.after_commit
 

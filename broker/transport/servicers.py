@@ -187,6 +187,13 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         log.info("keybundle.published", agency=caller.name, key_id=bundle.key_id)
         return broker_pb2.PublishKeyBundleResponse(key_id=bundle.key_id, audit_index=index)
 
+    @unary("GrantForwardConsent")
+    async def GrantForwardConsent(self, request: envelope_pb2.SignedForwardConsent,
+                                  context: Context) -> broker_pb2.GrantForwardConsentResponse:
+        caller = self._auth.authenticate(context)
+        index = await self._exchange.grant_forward_consent(caller, request)
+        return broker_pb2.GrantForwardConsentResponse(audit_index=index)
+
     @unary("GetDirectory")
     async def GetDirectory(self, request: broker_pb2.GetDirectoryRequest, context: Context) -> broker_pb2.Directory:
         self._auth.authenticate(context)

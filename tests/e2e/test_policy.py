@@ -13,6 +13,7 @@ from broker.api.v1 import admin_pb2, admin_pb2_grpc, envelope_pb2
 from broker.pki.dev import DevPki
 from broker.protocol.forwarding import FORWARDED_CONTENT_TYPE, forwarded_content
 from clients import AgencyClient, RemoteError
+from clients.cli import main as isb
 from tests.e2e.conftest import Database, RunningBroker
 from tests.e2e.pki_support import extended_pki
 
@@ -220,3 +221,60 @@ def test_agency_asks_which_rule_applies_and_may_ask_only_about_itself(
     with pytest.raises(grpc.RpcError) as refused:
         agency.ExplainPolicy(admin_pb2.ExplainPolicyRequest(sender="DE-BKA", kind="ALERT", tlp="CLEAR"), timeout=5)
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_admin_cli_validates_diffs_applies_and_shows_the_running_policy(
+    world: tuple[RunningBroker, dict[str, AgencyClient], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`isb admin policy-validate` names the bad line and diffs; `policy-apply` takes effect; `policy-show` shows it."""
+    broker, clients, policy_file = world
+    online = ["--broker", broker.target, "--certs", str(policy_file.parent / "pki-extended")]
+    bad = tmp_path / "bad.toml"
+    gossip = 'kinds = ["ALERT", "GOSSIP"]'
+    bad.write_text(TABLE_POLICY.read_text().replace('kinds = ["ALERT", "REQUEST"]', gossip))
+    line = 1 + bad.read_text().splitlines().index(gossip)
+    assert isb(["admin", "policy-validate", str(bad), *online]) == 1
+    err = capsys.readouterr().err
+    assert "GOSSIP" in err
+    assert f":{line}:" in err
+    good = tmp_path / "good.toml"
+    good.write_text(TABLE_POLICY.read_text().replace('kinds = ["ALERT", "REQUEST"]', 'kinds = ["ALERT"]'))
+    assert isb(["admin", "policy-validate", str(good), *online]) == 0
+    assert '-kinds = ["ALERT", "REQUEST"]' in capsys.readouterr().out
+    assert isb(["admin", "policy-apply", str(good), *online]) == 0
+    with pytest.raises(RemoteError) as refused:
+        clients["DE-BKA"].send(["FR-DNRED"], b"request no longer allowed", kind=envelope_pb2.REQUEST, tlp="GREEN")
+    assert refused.value.code is grpc.StatusCode.PERMISSION_DENIED
+    capsys.readouterr()
+    assert isb(["admin", "policy-show", *online]) == 0
+    assert 'kinds = ["ALERT"]\n' in capsys.readouterr().out
+
+
+def test_owner_consent_releases_a_forward_the_policy_refuses_but_not_past_the_organisation_bound(
+    world: tuple[RunningBroker, dict[str, AgencyClient], Path], database: Database,
+) -> None:
+    """A refused forward asks the owner; the owner's signed consent releases it; AMBER+STRICT stays bound."""
+    _, clients, _ = world
+    owner, forwarder, target = clients["FR-CUSTOMS"], clients["NL-FIOD"], clients["DE-BKA"]
+    owner.send(["NL-FIOD"], b"customs intelligence", tlp="AMBER")
+    received = next(iter(forwarder.deliveries(timeout=5)))
+    forwarder.ack(received)
+    _attempt(database, lambda: forwarder.forward(received, ["DE-BKA"]), "(eu-customs)")
+    forwarder.request_forward_consent(received, ["DE-BKA"], reason="joint investigation")
+    request = next(iter(owner.deliveries(timeout=5)))
+    owner.ack(request)
+    assert request.header.in_reply_to == received.message_id
+    with pytest.raises(RemoteError) as not_owner:
+        forwarder.grant_forward_consent(received.message_id, "NL-FIOD", ["DE-BKA"])
+    assert not_owner.value.code is grpc.StatusCode.PERMISSION_DENIED
+    owner.grant_forward_consent(received.message_id, "NL-FIOD", ["DE-BKA"])
+    assert forwarder.forward(received, ["DE-BKA"]).delivered_to == ["DE-BKA"]
+    forwarded = next(iter(target.deliveries(timeout=5)))
+    assert forwarded.forwarded_from is not None
+    assert forwarded.forwarded_from.sender == "FR-CUSTOMS"
+    assert database.scalar("SELECT count(*) FROM audit_entries WHERE event = 'forward.consented'") == 1
+    strict = owner.send(["NL-FIOD"], b"strict", tlp="AMBER+STRICT")
+    received_strict = next(iter(forwarder.deliveries(timeout=5)))
+    assert received_strict.message_id == strict.message_id
+    owner.grant_forward_consent(strict.message_id, "NL-FIOD", ["DE-BKA"])
+    _attempt(database, lambda: forwarder.forward(received_strict, ["DE-BKA"]), "(builtin:organisation-bound)")

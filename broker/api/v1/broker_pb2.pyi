@@ -45,6 +45,25 @@ RECALLED: DeliveryState.ValueType  # 5
 Global___DeliveryState: _TypeAlias = DeliveryState  # noqa: Y015
 
 @_typing.final
+class GrantForwardConsentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUDIT_INDEX_FIELD_NUMBER: _builtins.int
+    audit_index: _builtins.int
+    def __init__(
+        self,
+        *,
+        audit_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_index", b"audit_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantForwardConsentResponse: _TypeAlias = GrantForwardConsentResponse  # noqa: Y015
+
+@_typing.final
 class SendRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

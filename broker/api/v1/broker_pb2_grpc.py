@@ -70,6 +70,11 @@ class BrokerServiceStub:
                 request_serializer=broker_dot_api_dot_v1_dot_broker__pb2.GetDirectoryRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.Directory.FromString,
                 _registered_method=True)
+        self.GrantForwardConsent = channel.unary_unary(
+                '/isb.v1.BrokerService/GrantForwardConsent',
+                request_serializer=broker_dot_api_dot_v1_dot_envelope__pb2.SignedForwardConsent.SerializeToString,
+                response_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.GrantForwardConsentResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServiceServicer:
@@ -124,6 +129,13 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GrantForwardConsent(self, request, context):
+        """The original sender lets a recipient forward its message beyond what the policy allows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +173,11 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.GetDirectory,
                     request_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.GetDirectoryRequest.FromString,
                     response_serializer=broker_dot_api_dot_v1_dot_broker__pb2.Directory.SerializeToString,
+            ),
+            'GrantForwardConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantForwardConsent,
+                    request_deserializer=broker_dot_api_dot_v1_dot_envelope__pb2.SignedForwardConsent.FromString,
+                    response_serializer=broker_dot_api_dot_v1_dot_broker__pb2.GrantForwardConsentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +369,33 @@ class BrokerService:
             '/isb.v1.BrokerService/GetDirectory',
             broker_dot_api_dot_v1_dot_broker__pb2.GetDirectoryRequest.SerializeToString,
             broker_dot_api_dot_v1_dot_broker__pb2.Directory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantForwardConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isb.v1.BrokerService/GrantForwardConsent',
+            broker_dot_api_dot_v1_dot_envelope__pb2.SignedForwardConsent.SerializeToString,
+            broker_dot_api_dot_v1_dot_broker__pb2.GrantForwardConsentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,8 @@ class BrokerServiceStub:
     """Publish an encryption key bundle of the calling agency."""
     GetDirectory: _grpc.UnaryUnaryMultiCallable[_broker_pb2.GetDirectoryRequest, _broker_pb2.Directory]
     """Certificates and current key bundles of agencies, and group membership."""
+    GrantForwardConsent: _grpc.UnaryUnaryMultiCallable[_envelope_pb2.SignedForwardConsent, _broker_pb2.GrantForwardConsentResponse]
+    """The original sender lets a recipient forward its message beyond what the policy allows."""
 
 @_typing.type_check_only
 class BrokerServiceAsyncStub(BrokerServiceStub):
@@ -64,6 +66,8 @@ class BrokerServiceAsyncStub(BrokerServiceStub):
     """Publish an encryption key bundle of the calling agency."""
     GetDirectory: _aio.UnaryUnaryMultiCallable[_broker_pb2.GetDirectoryRequest, _broker_pb2.Directory]  # type: ignore[assignment]
     """Certificates and current key bundles of agencies, and group membership."""
+    GrantForwardConsent: _aio.UnaryUnaryMultiCallable[_envelope_pb2.SignedForwardConsent, _broker_pb2.GrantForwardConsentResponse]  # type: ignore[assignment]
+    """The original sender lets a recipient forward its message beyond what the policy allows."""
 
 class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -121,5 +125,13 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_broker_pb2.Directory, _abc.Awaitable[_broker_pb2.Directory]]:
         """Certificates and current key bundles of agencies, and group membership."""
+
+    @_abc_1.abstractmethod
+    def GrantForwardConsent(
+        self,
+        request: _envelope_pb2.SignedForwardConsent,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_pb2.GrantForwardConsentResponse, _abc.Awaitable[_broker_pb2.GrantForwardConsentResponse]]:
+        """The original sender lets a recipient forward its message beyond what the policy allows."""
 
 def add_BrokerServiceServicer_to_server(servicer: BrokerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -557,3 +557,65 @@ class Forwarded(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Forwarded: _TypeAlias = Forwarded  # noqa: Y015
+
+@_typing.final
+class ForwardConsent(_message.Message):
+    """The original sender's consent that one recipient may forward its message to named agencies,
+    beyond what the sharing policy allows (never past the AMBER+STRICT/RED organisation bound).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    FORWARDER_FIELD_NUMBER: _builtins.int
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    NOT_AFTER_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """the original message"""
+    forwarder: _builtins.str
+    """the recipient allowed to forward it"""
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """agency ids it may be forwarded to"""
+
+    @_builtins.property
+    def not_after(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        forwarder: _builtins.str = ...,
+        recipients: _abc.Iterable[_builtins.str] | None = ...,
+        not_after: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["not_after", b"not_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forwarder", b"forwarder", "message_id", b"message_id", "not_after", b"not_after", "recipients", b"recipients"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForwardConsent: _TypeAlias = ForwardConsent  # noqa: Y015
+
+@_typing.final
+class SignedForwardConsent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSENT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    consent: _builtins.bytes
+    """serialized ForwardConsent"""
+    signature: _builtins.bytes
+    """original sender's identity key over PAE("isb.v1.forward-consent", consent)"""
+    def __init__(
+        self,
+        *,
+        consent: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedForwardConsent: _TypeAlias = SignedForwardConsent  # noqa: Y015

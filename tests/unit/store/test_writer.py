@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from broker.audit import AuditEvent, AuditLog
+from broker.delivery.operations import IN_FLIGHT, PENDING, RecordDelivered
 from broker.errors import InvalidRequest, StorageUnavailable
 from broker.store.db import create_engine
 from broker.store.schema import upgrade_schema
@@ -89,18 +90,43 @@ def test_refused_operation_keeps_its_audit_entry_and_fails_alone(engine: sa.engi
     assert events == ["a", "request.rejected", "b"]
 
 
-def test_storage_failure_rolls_back_the_batch_and_the_log_continues_consistently(engine: sa.engine.Engine) -> None:
-    """A batch whose SQL fails stores nothing, answers UNAVAILABLE, and the next batch reuses the indices."""
+def test_failing_operation_fails_alone_and_its_neighbours_commit(engine: sa.engine.Engine) -> None:
+    """A batch whose SQL fails is retried one operation at a time: only the culprit gets UNAVAILABLE."""
     async def run() -> tuple[list[object], int]:
         writer = _writer(engine)
         writer.start()
-        failed = await asyncio.gather(writer.submit(Audit("lost")), writer.submit(Explode()), return_exceptions=True)
-        after = await writer.submit(Audit("kept"))
+        outcomes = await asyncio.gather(writer.submit(Audit("kept")), writer.submit(Explode()),
+                                        return_exceptions=True)
+        after = await writer.submit(Audit("after"))
         await writer.stop()
-        return list(failed), after
+        return list(outcomes), after
 
-    failed, after = asyncio.run(run())
-    assert all(isinstance(f, StorageUnavailable) for f in failed)
-    assert after == 0
+    (kept, exploded), after = asyncio.run(run())
+    assert kept == 0
+    assert isinstance(exploded, StorageUnavailable)
+    assert after == 1
     with engine.connect() as conn:
-        assert [r[0] for r in conn.execute(sa.text("SELECT event FROM audit_entries"))] == ["kept"]
+        assert [r[0] for r in conn.execute(sa.text("SELECT event FROM audit_entries ORDER BY leaf_index"))] == [
+            "kept", "after"]
+
+
+def test_several_deliveries_are_recorded_by_one_operation(engine: sa.engine.Engine) -> None:
+    """RecordDelivered with many items updates every delivery and writes one entry each (executemany)."""
+    with engine.begin() as conn:
+        for i in range(3):
+            conn.execute(sa.text("INSERT INTO deliveries (message_id, recipient, seq, priority, state, attempts, "
+                                 "updated_us) VALUES (:m, 'DE-BKA', :s, 2, :p, 0, 0)"),
+                         {"m": f"m{i}", "s": i, "p": PENDING})
+
+    async def run() -> None:
+        writer = _writer(engine)
+        writer.start()
+        await writer.submit(RecordDelivered([(f"m{i}", "DE-BKA", 1) for i in range(3)], actor="test"))
+        await writer.stop()
+
+    asyncio.run(run())
+    with engine.connect() as conn:
+        states = [r[0] for r in conn.execute(sa.text("SELECT state FROM deliveries ORDER BY message_id"))]
+        events = conn.execute(sa.text("SELECT count(*) FROM audit_entries WHERE event = 'delivery.delivered'"))
+        assert states == [IN_FLIGHT] * 3
+        assert events.scalar() == 3

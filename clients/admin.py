@@ -1,0 +1,106 @@
+"""The admin's SDK over AdminService: registry, certificates and the running sharing policy.
+
+Offline CA work (init, CSR issuance with the CA key on the admin's machine) is `broker.pki` and
+`isb pki`; this client asks the broker, which acts at once (a revocation bites on the next call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from broker.api.v1 import admin_pb2, admin_pb2_grpc
+from broker.identity import Role
+from clients._tls import diagnose_handshake, load_identity
+from clients.errors import RemoteError
+
+__all__ = ["AdminClient"]
+
+
+class AdminClient:
+    """An admin's connection to the broker's AdminService (admin certificate required)."""
+
+    def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, trust_domain: str = "isb.dev",
+                 timeout: float = 30.0, role: Role = Role.ADMIN) -> None:
+        self.identity = load_identity(cert, key, ca, trust_domain, role)
+        self._target = target
+        self._timeout = timeout
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.identity.ca_pem, private_key=self.identity.key_pem,
+            certificate_chain=self.identity.cert_pem)
+        self._channel = grpc.secure_channel(target, credentials)
+        self._stub = admin_pb2_grpc.AdminServiceStub(self._channel)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., Any], request: Any) -> Any:
+        try:
+            return method(request, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            if exc.code() is grpc.StatusCode.UNAVAILABLE:
+                raise diagnose_handshake(self._target, self.identity) from exc
+            raise RemoteError(exc.code(), exc.details() or "") from exc
+
+    def register_agency(self, agency: str, display_name: str = "", country: str = "",
+                        contact: str = "") -> admin_pb2.AgencyRecord:
+        """Register (or update) an agency in the broker's directory."""
+        reply: admin_pb2.AgencyRecord = self._call(self._stub.RegisterAgency, admin_pb2.RegisterAgencyRequest(
+            agency=agency, display_name=display_name, country=country, contact=contact))
+        return reply
+
+    def issue(self, csr_pem: bytes, *, lifetime_days: int = 0,
+              agency: admin_pb2.RegisterAgencyRequest | None = None) -> admin_pb2.IssuedCertificate:
+        """Issue a certificate from a CSR with the broker's CA directory (and register the agency)."""
+        request = admin_pb2.IssueCertificateRequest(csr_pem=csr_pem, lifetime_days=lifetime_days)
+        if agency is not None:
+            request.agency.CopyFrom(agency)
+        reply: admin_pb2.IssuedCertificate = self._call(self._stub.IssueCertificate, request)
+        return reply
+
+    def revoke(self, serial: str, reason: str = "unspecified") -> admin_pb2.CertificateRecord:
+        """Revoke a certificate; the broker refuses it from the next call on."""
+        reply: admin_pb2.CertificateRecord = self._call(
+            self._stub.RevokeCertificate, admin_pb2.RevokeCertificateRequest(serial=serial, reason=reason))
+        return reply
+
+    def certificates(self) -> list[admin_pb2.CertificateRecord]:
+        """Every certificate the broker's CA has issued, with its status."""
+        reply = self._call(self._stub.ListCertificates, admin_pb2.ListCertificatesRequest())
+        return list(reply.certificates)
+
+    def crl(self) -> bytes:
+        """The CA's current signed CRL (DER)."""
+        reply: admin_pb2.Crl = self._call(self._stub.GetCrl, admin_pb2.GetCrlRequest())
+        return reply.der
+
+    def policy(self) -> str:
+        """The running policy document."""
+        reply: admin_pb2.PolicyDocument = self._call(self._stub.GetPolicy, admin_pb2.GetPolicyRequest())
+        return reply.toml
+
+    def validate_policy(self, text: str) -> admin_pb2.PolicyValidation:
+        """Validate a proposed policy and diff it against the running one (changes nothing)."""
+        reply: admin_pb2.PolicyValidation = self._call(self._stub.ValidatePolicy, admin_pb2.PolicyDocument(toml=text))
+        return reply
+
+    def apply_policy(self, text: str) -> admin_pb2.PolicyValidation:
+        """Replace the running policy; an invalid one is refused and the old one stays."""
+        reply: admin_pb2.PolicyValidation = self._call(self._stub.ApplyPolicy, admin_pb2.PolicyDocument(toml=text))
+        return reply
+
+    def explain(self, *, sender: str = "", kind: str, tlp: str, recipients: list[str]) -> admin_pb2.PolicyDecision:
+        """Which rule allows or refuses a send (an agency may ask about itself only)."""
+        reply: admin_pb2.PolicyDecision = self._call(self._stub.ExplainPolicy, admin_pb2.ExplainPolicyRequest(
+            sender=sender, kind=kind, tlp=tlp, recipients=recipients))
+        return reply

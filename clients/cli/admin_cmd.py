@@ -1,0 +1,133 @@
+"""`isb admin ...`: administer a running broker over AdminService with an admin certificate.
+
+Everything here acts on the broker at once: a revocation bites on the next call, a policy applies
+on the next send. For the offline CA (init, CSRs, renewal) see `isb pki`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from broker.config import DEFAULT_CERT_DIR
+from broker.identity import Role
+from clients.admin import AdminClient
+from clients.errors import ClientError
+
+__all__ = ["register"]
+
+Action = Callable[[AdminClient, argparse.Namespace], int]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `admin` and its subcommands."""
+    admin = subparsers.add_parser("admin", help="administer a running broker: registry, certificates, policy")
+    commands = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
+
+    reg = _online(commands.add_parser("register", help="register or update an agency"), _register)
+    reg.add_argument("agency")
+    reg.add_argument("--name", default="")
+    reg.add_argument("--country", default="")
+    reg.add_argument("--contact", default="")
+
+    revoke = _online(commands.add_parser("revoke", help="revoke a certificate now (RFC 5280 reason)"), _revoke)
+    revoke.add_argument("serial")
+    revoke.add_argument("--reason", default="unspecified")
+
+    _online(commands.add_parser("certificates", help="every issued certificate with its status"), _certificates)
+
+    show = _online(commands.add_parser("policy-show", help="print the running sharing policy"), _policy_show)
+    show.add_argument("--out", type=Path, help="write it to a file instead")
+
+    validate = _online(commands.add_parser("policy-validate",
+                                           help="validate a policy file and diff it against the running one"),
+                       _policy_validate)
+    validate.add_argument("file", type=Path)
+
+    apply = _online(commands.add_parser("policy-apply", help="apply a policy file (refused if invalid)"),
+                    _policy_apply)
+    apply.add_argument("file", type=Path)
+
+    explain = _online(commands.add_parser("explain", help="ask the running broker which rule decides a send"),
+                      _explain)
+    explain.add_argument("--sender", default="", help="default: the caller (an agency may ask only about itself)")
+    explain.add_argument("--kind", required=True)
+    explain.add_argument("--tlp", required=True)
+    explain.add_argument("--to", action="append", default=[], metavar="ADDR")
+    explain.add_argument("--as", dest="who", default="admin",
+                         help="certificate to ask with: admin, auditor or an agency id (default admin)")
+
+
+def _online(parser: argparse.ArgumentParser, action: Action) -> argparse.ArgumentParser:
+    parser.add_argument("--broker", default="127.0.0.1:7443", help="host:port of the broker (default %(default)s)")
+    parser.add_argument("--certs", type=Path, default=DEFAULT_CERT_DIR,
+                        help="folder with admin.crt, admin.key and ca.crt (default %(default)s)")
+    parser.add_argument("--trust-domain", default="isb.dev")
+    parser.set_defaults(func=lambda args: _run(args, action))
+    return parser
+
+
+def _run(args: argparse.Namespace, action: Action) -> int:
+    who = getattr(args, "who", "admin")
+    role = {"admin": Role.ADMIN, "auditor": Role.AUDITOR}.get(who, Role.AGENCY)
+    try:
+        with AdminClient(args.broker, cert=args.certs / f"{who}.crt", key=args.certs / f"{who}.key",
+                         ca=args.certs / "ca.crt", trust_domain=args.trust_domain, role=role) as client:
+            return action(client, args)
+    except (ClientError, OSError) as exc:
+        print(f"isb admin: {exc}", file=sys.stderr)
+        return 1
+
+
+def _register(client: AdminClient, args: argparse.Namespace) -> int:
+    record = client.register_agency(args.agency, args.name, args.country, args.contact)
+    print(json.dumps({"agency": record.agency, "display_name": record.display_name, "country": record.country}))
+    return 0
+
+
+def _revoke(client: AdminClient, args: argparse.Namespace) -> int:
+    record = client.revoke(args.serial, args.reason)
+    print(json.dumps({"serial": record.serial, "spiffe_id": record.spiffe_id, "status": record.status,
+                      "reason": record.revocation_reason}))
+    return 0
+
+
+def _certificates(client: AdminClient, args: argparse.Namespace) -> int:
+    for r in client.certificates():
+        print(json.dumps({"serial": r.serial, "spiffe_id": r.spiffe_id, "role": r.role, "status": r.status,
+                          "not_after": r.not_after.ToDatetime().isoformat() + "Z"}))
+    return 0
+
+
+def _policy_show(client: AdminClient, args: argparse.Namespace) -> int:
+    text = client.policy()
+    if args.out:
+        args.out.write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
+def _policy_validate(client: AdminClient, args: argparse.Namespace) -> int:
+    report = client.validate_policy(args.file.read_text())
+    for error in report.errors:
+        print(error, file=sys.stderr)
+    print(report.diff or "(no change against the running policy)", end="" if report.diff else "\n")
+    return 0 if report.valid else 1
+
+
+def _policy_apply(client: AdminClient, args: argparse.Namespace) -> int:
+    report = client.apply_policy(args.file.read_text())
+    print(f"applied: sha256 {report.digest}")
+    return 0
+
+
+def _explain(client: AdminClient, args: argparse.Namespace) -> int:
+    recipients = [r for item in args.to for r in item.split(",") if r]
+    decision = client.explain(sender=args.sender, kind=args.kind, tlp=args.tlp, recipients=recipients)
+    print(json.dumps({"allowed": decision.allowed, "rule": decision.rule, "reason": decision.reason,
+                      "recipients": list(decision.expanded_recipients)}))
+    return 0 if decision.allowed else 1
