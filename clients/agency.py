@@ -321,25 +321,26 @@ class AgencyClient:
         seconds pass without a delivery (None: forever). A delivery that fails verification is
         rejected with a signed REJECTED receipt and reported to `on_invalid`, never yielded."""
         call = self._stub.Subscribe(broker_pb2.SubscribeRequest(max_in_flight=max_in_flight))
-        reader = StreamReader(call, "isb-subscribe")
+        reader: StreamReader[broker_pb2.DeliveryBatch] = StreamReader(call, "isb-subscribe")
         try:
             while True:
                 try:
-                    delivery = reader.next(timeout)
+                    batch = reader.next(timeout)
                 except grpc.RpcError as exc:
                     if exc.code() is grpc.StatusCode.CANCELLED:
                         return
                     raise self._translate(exc) from exc
-                if delivery is None:
+                if batch is None:
                     return
-                try:
-                    yield self._open(delivery)
-                except (VerificationError, ClientError) as exc:
-                    message_id = _header_message_id(delivery.envelope)
-                    log.warning("delivery.rejected", message_id=message_id, error=str(exc))
-                    self._reject(delivery, str(exc))
-                    if on_invalid is not None:
-                        on_invalid(InvalidDelivery(message_id, exc))
+                for delivery in batch.deliveries:
+                    try:
+                        yield self._open(delivery)
+                    except (VerificationError, ClientError) as exc:
+                        message_id = _header_message_id(delivery.envelope)
+                        log.warning("delivery.rejected", message_id=message_id, error=str(exc))
+                        self._reject(delivery, str(exc))
+                        if on_invalid is not None:
+                            on_invalid(InvalidDelivery(message_id, exc))
         finally:
             call.cancel()
 

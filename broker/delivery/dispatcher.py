@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
+from broker.api.v1 import envelope_pb2
 from broker.delivery.operations import QueuedDelivery
 
 log = structlog.get_logger(__name__)
@@ -204,34 +205,51 @@ class Stream:
         self._id = stream_id
         self._max = max_in_flight
 
-    async def next(self, wait_seconds: float) -> QueuedDelivery | None:
-        """The next delivery for this stream, or None after `wait_seconds` with nothing to send (the
-        caller re-checks its certificate between waits)."""
+    def _take(self) -> QueuedDelivery | None:
+        """Lease the most urgent ready delivery to this stream, if it has room; drop expired ones."""
+        queue = self._queue
+        while queue.per_stream.get(self._id, 0) < self._max:
+            item = queue.pop_ready()
+            if item is None:
+                return None
+            if item.expires_us is not None and item.expires_us <= time.time_ns() // 1000:
+                queue.items.pop(item.message_id, None)
+                self._d._on_expired(item)
+                continue
+            item = replace(item, attempts=item.attempts + 1)
+            queue.items[item.message_id] = item
+            queue.lease(item, self._id, time.monotonic() + self._d._lease)
+            return item
+        return None
+
+    async def next_batch(self, wait_seconds: float, limit: int) -> list[QueuedDelivery]:
+        """The deliveries ready for this stream, most urgent first, at most `limit`: waits up to
+        `wait_seconds` for the first (the caller re-checks its certificate between waits), then
+        takes whatever else is ready without waiting."""
         queue = self._queue
         deadline = time.monotonic() + wait_seconds
-        while True:
-            if queue.per_stream.get(self._id, 0) < self._max:
-                item = queue.pop_ready()
-                if item is not None:
-                    if item.expires_us is not None and item.expires_us <= time.time_ns() // 1000:
-                        queue.items.pop(item.message_id, None)
-                        self._d._on_expired(item)
-                        continue
-                    item = replace(item, attempts=item.attempts + 1)
-                    queue.items[item.message_id] = item
-                    queue.lease(item, self._id, time.monotonic() + self._d._lease)
-                    break
+        first = self._take()
+        while first is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return None
+                return []
             try:
                 await asyncio.wait_for(queue.wakeup.wait(), remaining)
             except TimeoutError:
-                return None
-        if item.envelope is None:
-            item = replace(item, envelope=await self._d._load_envelope(item.message_id))
-        self._d._on_delivered(item)
-        return item
+                return []
+            first = self._take()
+        batch = [first]
+        while len(batch) < limit and (item := self._take()) is not None:
+            batch.append(item)
+        loaded = []
+        for taken in batch:
+            item = taken
+            if item.envelope is None:
+                item = replace(item, envelope=envelope_pb2.Envelope.FromString(
+                    await self._d._load_envelope(item.message_id)))
+            self._d._on_delivered(item)
+            loaded.append(item)
+        return loaded
 
     def close(self) -> None:
         """Return this stream's unacknowledged deliveries to the queue at once."""

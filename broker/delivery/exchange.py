@@ -149,7 +149,7 @@ class Exchange:
                               agency=caller.name, digest=digest.hex())
             raise
         return await self._writer.submit(ops.AcceptEnvelope(
-            header=header, envelope=envelope_bytes, envelope_sha256=digest,
+            header=header, parsed=envelope, envelope=envelope_bytes, envelope_sha256=digest,
             sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
             caller=str(caller.spiffe_id), recipients=recipients, expansion=expansion,
             policy_rule=decision.rule, sequence=self._arrival, known_certs=self._known_certs,

@@ -44,7 +44,7 @@ class QueuedDelivery:
     seq: int
     expires_us: int | None
     accepted_us: int
-    envelope: bytes | None  # None: load from the store when dispatched
+    envelope: envelope_pb2.Envelope | None  # as received (not re-parsed); None: load when dispatched
     attempts: int = 0
     sender_cert: bytes | None = None  # DER; None: load from the store when dispatched
 
@@ -66,6 +66,7 @@ class AcceptEnvelope:
     """Store an envelope and one delivery per recipient; idempotent on the message id."""
 
     header: envelope_pb2.Header
+    parsed: envelope_pb2.Envelope
     envelope: bytes
     envelope_sha256: bytes
     sender_cert_fingerprint: bytes
@@ -126,7 +127,7 @@ class AcceptEnvelope:
                 "receipt": None, "receipt_signature": None, "receipt_cert": None,
             })
             queued.append(QueuedDelivery(h.message_id, recipient, h.priority, seq, self.expires_us,
-                                         batch.now_us, self.envelope, 0, self.sender_cert_der))
+                                         batch.now_us, self.parsed, 0, self.sender_cert_der))
         batch.notify.update(self.recipients)
         batch.after_commit.append(lambda: self.on_commit(queued, recalled))
         return Accepted(h.message_id, batch.now_us, index, False, self.recipients)

@@ -29,6 +29,8 @@ log = structlog.get_logger(__name__)
 MAX_BATCH_ENVELOPES = 256
 # Batches of one SendStream being checked or committed at once; more wait in the transport.
 MAX_BATCHES_IN_FLIGHT = 16
+# Deliveries sent in one Subscribe stream message at most (ready ones only; nothing waits to batch).
+MAX_DELIVERY_BATCH = 64
 MAX_DIRECTORY_QUERY = 1000
 # A Subscribe stream re-checks its caller's certificate at least this often, so that a revocation
 # closes open streams within a second (DESIGN.md section 2).
@@ -128,22 +130,23 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
 
     @streaming("Subscribe")
     async def Subscribe(self, request: broker_pb2.SubscribeRequest,
-                        context: Context) -> AsyncIterator[broker_pb2.Delivery]:
+                        context: Context) -> AsyncIterator[broker_pb2.DeliveryBatch]:
         caller = self._auth.authenticate(context)
         stream = await self._exchange.open_stream(caller, request.max_in_flight)
         log.info("subscribe.opened", agency=caller.name)
         try:
             while True:
                 self._auth.authenticate(context)
-                item = await stream.next(REAUTH_SECONDS)
-                if item is None:
+                items = await stream.next_batch(REAUTH_SECONDS, MAX_DELIVERY_BATCH)
+                if not items:
                     continue
-                assert item.envelope is not None
-                envelope = envelope_pb2.Envelope.FromString(item.envelope)
-                cert = await self._exchange.sender_certificate(item)
-                yield broker_pb2.Delivery(
-                    delivery_id=f"{item.message_id}/{item.recipient}", envelope=envelope, attempt=item.attempts,
-                    sender_certificate=cert, accepted_at=_ts(item.accepted_us))
+                batch = broker_pb2.DeliveryBatch()
+                for item in items:
+                    batch.deliveries.add(
+                        delivery_id=f"{item.message_id}/{item.recipient}", envelope=item.envelope,
+                        attempt=item.attempts, sender_certificate=await self._exchange.sender_certificate(item),
+                        accepted_at=_ts(item.accepted_us))
+                yield batch
         finally:
             stream.close()
             log.info("subscribe.closed", agency=caller.name)

@@ -48,7 +48,7 @@ class BrokerServiceStub:
         self.Subscribe = channel.unary_stream(
                 '/isb.v1.BrokerService/Subscribe',
                 request_serializer=broker_dot_api_dot_v1_dot_broker__pb2.SubscribeRequest.SerializeToString,
-                response_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.Delivery.FromString,
+                response_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.DeliveryBatch.FromString,
                 _registered_method=True)
         self.Ack = channel.unary_unary(
                 '/isb.v1.BrokerService/Ack',
@@ -95,7 +95,8 @@ class BrokerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Subscribe(self, request, context):
-        """Long-lived stream of deliveries for the calling agency, priority then arrival order.
+        """Long-lived stream of deliveries for the calling agency, priority then arrival order. Deliveries
+        ready together travel in one batch (one stream message), in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,7 +153,7 @@ def add_BrokerServiceServicer_to_server(servicer, server):
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
                     request_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.SubscribeRequest.FromString,
-                    response_serializer=broker_dot_api_dot_v1_dot_broker__pb2.Delivery.SerializeToString,
+                    response_serializer=broker_dot_api_dot_v1_dot_broker__pb2.DeliveryBatch.SerializeToString,
             ),
             'Ack': grpc.unary_unary_rpc_method_handler(
                     servicer.Ack,
@@ -260,7 +261,7 @@ class BrokerService:
             target,
             '/isb.v1.BrokerService/Subscribe',
             broker_dot_api_dot_v1_dot_broker__pb2.SubscribeRequest.SerializeToString,
-            broker_dot_api_dot_v1_dot_broker__pb2.Delivery.FromString,
+            broker_dot_api_dot_v1_dot_broker__pb2.DeliveryBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,8 +36,10 @@ class BrokerServiceStub:
     """Accept one envelope from the calling agency."""
     SendStream: _grpc.StreamStreamMultiCallable[_broker_pb2.SendBatch, _broker_pb2.SendBatchResult]
     """Accept envelopes in batches over one stream; one result batch per request batch, in order."""
-    Subscribe: _grpc.UnaryStreamMultiCallable[_broker_pb2.SubscribeRequest, _broker_pb2.Delivery]
-    """Long-lived stream of deliveries for the calling agency, priority then arrival order."""
+    Subscribe: _grpc.UnaryStreamMultiCallable[_broker_pb2.SubscribeRequest, _broker_pb2.DeliveryBatch]
+    """Long-lived stream of deliveries for the calling agency, priority then arrival order. Deliveries
+    ready together travel in one batch (one stream message), in order.
+    """
     Ack: _grpc.UnaryUnaryMultiCallable[_broker_pb2.AckRequest, _broker_pb2.AckResponse]
     """Acknowledge deliveries with signed receipts; removes them from the caller's queue."""
     GetStatus: _grpc.UnaryUnaryMultiCallable[_broker_pb2.GetStatusRequest, _broker_pb2.MessageStatus]
@@ -56,8 +58,10 @@ class BrokerServiceAsyncStub(BrokerServiceStub):
     """Accept one envelope from the calling agency."""
     SendStream: _aio.StreamStreamMultiCallable[_broker_pb2.SendBatch, _broker_pb2.SendBatchResult]  # type: ignore[assignment]
     """Accept envelopes in batches over one stream; one result batch per request batch, in order."""
-    Subscribe: _aio.UnaryStreamMultiCallable[_broker_pb2.SubscribeRequest, _broker_pb2.Delivery]  # type: ignore[assignment]
-    """Long-lived stream of deliveries for the calling agency, priority then arrival order."""
+    Subscribe: _aio.UnaryStreamMultiCallable[_broker_pb2.SubscribeRequest, _broker_pb2.DeliveryBatch]  # type: ignore[assignment]
+    """Long-lived stream of deliveries for the calling agency, priority then arrival order. Deliveries
+    ready together travel in one batch (one stream message), in order.
+    """
     Ack: _aio.UnaryUnaryMultiCallable[_broker_pb2.AckRequest, _broker_pb2.AckResponse]  # type: ignore[assignment]
     """Acknowledge deliveries with signed receipts; removes them from the caller's queue."""
     GetStatus: _aio.UnaryUnaryMultiCallable[_broker_pb2.GetStatusRequest, _broker_pb2.MessageStatus]  # type: ignore[assignment]
@@ -91,8 +95,10 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _broker_pb2.SubscribeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_broker_pb2.Delivery], _abc.AsyncIterator[_broker_pb2.Delivery]]:
-        """Long-lived stream of deliveries for the calling agency, priority then arrival order."""
+    ) -> _typing.Union[_abc.Iterator[_broker_pb2.DeliveryBatch], _abc.AsyncIterator[_broker_pb2.DeliveryBatch]]:
+        """Long-lived stream of deliveries for the calling agency, priority then arrival order. Deliveries
+        ready together travel in one batch (one stream message), in order.
+        """
 
     @_abc_1.abstractmethod
     def Ack(

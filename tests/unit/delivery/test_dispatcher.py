@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
-from broker.delivery.dispatcher import Dispatcher
+from broker.api.v1 import envelope_pb2
+from broker.delivery.dispatcher import Dispatcher, Stream
 from broker.delivery.operations import QueuedDelivery
 
 
 def _item(message_id: str, priority: int, seq: int, expires_us: int | None = None) -> QueuedDelivery:
-    return QueuedDelivery(message_id, "DE-BKA", priority, seq, expires_us, 0, b"envelope")
+    return QueuedDelivery(message_id, "DE-BKA", priority, seq, expires_us, 0, envelope_pb2.Envelope())
+
+
+async def _next(stream: Stream, wait: float) -> QueuedDelivery | None:
+    batch = await stream.next_batch(wait, 1)
+    return batch[0] if batch else None
 
 
 def _dispatcher(backlog: list[QueuedDelivery], lease: float = 30.0) -> tuple[Dispatcher, list[str], list[str]]:
@@ -31,9 +37,22 @@ def test_backlog_comes_out_by_priority_then_arrival() -> None:
     async def run() -> list[str]:
         dispatcher, _, _ = _dispatcher([_item("a", 2, 1), _item("b", 4, 2), _item("c", 2, 3), _item("d", 4, 4)])
         stream = await dispatcher.open_stream("DE-BKA", 10)
-        return [(await stream.next(0.1)).message_id for _ in range(4)]  # type: ignore[union-attr]
+        return [(await _next(stream, 0.1)).message_id for _ in range(4)]  # type: ignore[union-attr]
 
     assert asyncio.run(run()) == ["b", "d", "a", "c"]
+
+
+def test_ready_deliveries_travel_together_in_one_batch_up_to_the_limit() -> None:
+    """Everything ready comes in one batch, most urgent first, capped by the batch limit."""
+    async def run() -> list[list[str]]:
+        dispatcher, delivered, _ = _dispatcher([_item("a", 2, 1), _item("b", 4, 2), _item("c", 2, 3)])
+        stream = await dispatcher.open_stream("DE-BKA", 10)
+        first = await stream.next_batch(0.1, 2)
+        second = await stream.next_batch(0.1, 2)
+        assert delivered == ["b", "a", "c"]
+        return [[i.message_id for i in first], [i.message_id for i in second]]
+
+    assert asyncio.run(run()) == [["b", "a"], ["c"]]
 
 
 def test_stream_respects_its_in_flight_limit_until_an_ack() -> None:
@@ -41,10 +60,10 @@ def test_stream_respects_its_in_flight_limit_until_an_ack() -> None:
     async def run() -> tuple[str | None, str | None]:
         dispatcher, _, _ = _dispatcher([_item("a", 2, 1), _item("b", 2, 2)])
         stream = await dispatcher.open_stream("DE-BKA", 1)
-        first = await stream.next(0.1)
-        blocked = await stream.next(0.1)
+        first = await _next(stream, 0.1)
+        blocked = await _next(stream, 0.1)
         dispatcher.acknowledged([("a", "DE-BKA")])
-        second = await stream.next(0.1)
+        second = await _next(stream, 0.1)
         assert first is not None
         return (blocked.message_id if blocked else None), (second.message_id if second else None)
 
@@ -57,8 +76,8 @@ def test_unacknowledged_delivery_returns_after_lease_with_next_attempt() -> None
         dispatcher, _, _ = _dispatcher([_item("a", 2, 1)], lease=0.2)
         dispatcher.start()
         stream = await dispatcher.open_stream("DE-BKA", 5)
-        first = await stream.next(0.1)
-        again = await stream.next(2.0)
+        first = await _next(stream, 0.1)
+        again = await _next(stream, 2.0)
         await dispatcher.stop()
         assert first is not None
         assert again is not None
@@ -73,10 +92,10 @@ def test_closed_stream_gives_its_deliveries_to_another_consumer_at_once() -> Non
         dispatcher, _, _ = _dispatcher([_item("a", 2, 1)])
         one = await dispatcher.open_stream("DE-BKA", 5)
         two = await dispatcher.open_stream("DE-BKA", 5)
-        assert await one.next(0.1) is not None
-        assert await two.next(0.05) is None
+        assert await _next(one, 0.1) is not None
+        assert await _next(two, 0.05) is None
         one.close()
-        item = await two.next(0.1)
+        item = await _next(two, 0.1)
         return item.message_id if item else None
 
     assert asyncio.run(run()) == "a"
@@ -87,7 +106,7 @@ def test_expired_delivery_is_reported_and_not_handed_out() -> None:
     async def run() -> tuple[str | None, list[str]]:
         dispatcher, _, expired = _dispatcher([_item("old", 4, 1, expires_us=1), _item("new", 2, 2)])
         stream = await dispatcher.open_stream("DE-BKA", 5)
-        item = await stream.next(0.1)
+        item = await _next(stream, 0.1)
         return (item.message_id if item else None), expired
 
     assert asyncio.run(run()) == ("new", ["old"])
@@ -99,7 +118,7 @@ def test_recall_drops_undelivered_copies() -> None:
         dispatcher, _, _ = _dispatcher([_item("a", 2, 1), _item("b", 2, 2)])
         stream = await dispatcher.open_stream("DE-BKA", 5)
         dispatcher.accepted([], recalled="a")
-        item = await stream.next(0.1)
+        item = await _next(stream, 0.1)
         return item.message_id if item else None
 
     assert asyncio.run(run()) == "b"
