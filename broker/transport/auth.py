@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
+import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -69,6 +70,7 @@ class Authenticator:
         if not pems:
             raise AuthenticationError("no client certificate on this connection")
         principal = self._principal(pems[0])
+        structlog.contextvars.bind_contextvars(caller=str(principal.spiffe_id))
         if self._revocations.is_revoked(principal.serial):
             raise AuthenticationError(
                 f"certificate {serial_hex(principal.serial)} of {principal.spiffe_id} has been revoked")

@@ -7,10 +7,6 @@ and every message whose send was acknowledged must then be delivered.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,83 +18,14 @@ import pytest
 from broker.api.v1 import broker_pb2, envelope_pb2
 from broker.pki.dev import DevPki
 from clients import AgencyClient
-from tests.e2e.conftest import REPO, Database
+from tests.e2e.broker_process import BrokerProcess
+from tests.e2e.conftest import Database
 
 MESSAGES = 3000
 BATCH = 50
 SENDER, RECIPIENT = "FR-CUSTOMS", "DE-BKA"
 
 pytestmark = pytest.mark.slow
-
-
-class BrokerProcess:
-    """`isb serve --config FILE` as a child process that can be killed and started again."""
-
-    def __init__(self, config: Path, log: Path, pki: DevPki, database_url: str) -> None:
-        self.config = config
-        self.database_url = database_url
-        self.log = log
-        self.pki = pki
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    def start(self, port: int = 0) -> None:
-        self.port = port or _free_port()
-        self.config.write_text(
-            "[broker]\n"
-            f'listen = "127.0.0.1:{self.port}"\n'
-            f'cert_dir = "{self.pki.directory}"\n'
-            f'database_url = "{self.database_url}"\n'
-            f'policy_file = "{REPO / "examples" / "policy-dev.toml"}"\n'
-            'log_level = "warning"\n')
-        isb = Path(sys.executable).with_name("isb")
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen([str(isb), "serve", "--config", str(self.config)], cwd=REPO,
-                                            stdout=log, stderr=subprocess.STDOUT)
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 20.0) -> None:
-        cert, key = self.pki.agency(RECIPIENT)
-        credentials = grpc.ssl_channel_credentials(self.pki.ca_cert.read_bytes(), key.read_bytes(), cert.read_bytes())
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                pytest.fail(f"broker exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
-            with grpc.secure_channel(self.target, credentials) as channel:
-                try:
-                    grpc.channel_ready_future(channel).result(timeout=1.0)
-                except grpc.FutureTimeoutError:
-                    continue
-                return
-        pytest.fail(f"broker did not start within {timeout} s: {self.log.read_text()[-2000:]}")
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def kill(self) -> None:
-        """SIGKILL: the process gets no chance to flush or finish anything."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def terminate(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-def _free_port() -> int:
-    import socket  # noqa: PLC0415 - only needed here
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

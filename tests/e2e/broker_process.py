@@ -1,0 +1,86 @@
+"""A broker as a child process (`isb serve --config FILE`), for tests that kill it or read its logs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.pki.dev import DevPki
+from tests.e2e.conftest import REPO
+
+
+class BrokerProcess:
+    """`isb serve --config FILE` as a child process that can be killed and started again."""
+
+    def __init__(self, config: Path, log: Path, pki: DevPki, database_url: str, log_level: str = "warning") -> None:
+        self.log_level = log_level
+        self.config = config
+        self.database_url = database_url
+        self.log = log
+        self.pki = pki
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, port: int = 0) -> None:
+        self.port = port or _free_port()
+        self.config.write_text(
+            "[broker]\n"
+            f'listen = "127.0.0.1:{self.port}"\n'
+            f'cert_dir = "{self.pki.directory}"\n'
+            f'database_url = "{self.database_url}"\n'
+            f'policy_file = "{REPO / "examples" / "policy-dev.toml"}"\n'
+            f'log_level = "{self.log_level}"\n')
+        isb = Path(sys.executable).with_name("isb")
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([str(isb), "serve", "--config", str(self.config)], cwd=REPO,
+                                            stdout=log, stderr=subprocess.STDOUT)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 20.0) -> None:
+        cert, key = self.pki.agency("DE-BKA")
+        credentials = grpc.ssl_channel_credentials(self.pki.ca_cert.read_bytes(), key.read_bytes(), cert.read_bytes())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                pytest.fail(f"broker exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+            with grpc.secure_channel(self.target, credentials) as channel:
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=1.0)
+                except grpc.FutureTimeoutError:
+                    continue
+                return
+        pytest.fail(f"broker did not start within {timeout} s: {self.log.read_text()[-2000:]}")
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to flush or finish anything."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
