@@ -9,6 +9,7 @@ from pathlib import Path
 
 from broker.api.v1 import envelope_pb2
 from broker.config import DEFAULT_CERT_DIR
+from broker.policy import tlp_from_proto
 from clients.agency import MLKEM768_X25519, X25519, AgencyClient
 from clients.errors import ClientError
 
@@ -110,7 +111,7 @@ def _do_listen(client: AgencyClient, args: argparse.Namespace) -> None:
         print(json.dumps({
             "message_id": message.message_id, "sender": message.sender,
             "kind": envelope_pb2.Kind.Name(message.header.kind),
-            "tlp": envelope_pb2.Tlp.Name(message.header.handling.tlp), "content_type": message.content_type,
+            "tlp": tlp_from_proto(message.header.handling.tlp), "content_type": message.content_type,
             "body": text if text is not None else f"<{len(message.body)} bytes>",
         }), flush=True)
         client.ack(message)
