@@ -24,7 +24,6 @@ from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
@@ -166,7 +165,7 @@ def seal(
         version=PROTOCOL_VERSION,
         message_id=message_id,
         sender=sender,
-        sender_cert_sha256=certificate.fingerprint(hashes.SHA256()),
+        sender_cert_sha256=certificate_sha256(certificate),
         recipients=recipients,
         kind=kind,
         priority=priority,
