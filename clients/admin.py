@@ -6,51 +6,23 @@ Offline CA work (init, CSR issuance with the CA key on the admin's machine) is `
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import grpc
 
 from broker.api.v1 import admin_pb2, admin_pb2_grpc
 from broker.identity import Role
-from clients._tls import diagnose_handshake, load_identity
-from clients.errors import RemoteError
+from clients._connection import Connection
 
 __all__ = ["AdminClient"]
 
 
-class AdminClient:
-    """An admin's connection to the broker's AdminService (admin certificate required)."""
+class AdminClient(Connection):
+    """A connection to the broker's AdminService: an admin certificate for administration; any
+    certificate (`role`) for the CRL and for ExplainPolicy about itself."""
 
     def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, trust_domain: str = "isb.dev",
                  timeout: float = 30.0, role: Role = Role.ADMIN) -> None:
-        self.identity = load_identity(cert, key, ca, trust_domain, role)
-        self._target = target
-        self._timeout = timeout
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=self.identity.ca_pem, private_key=self.identity.key_pem,
-            certificate_chain=self.identity.cert_pem)
-        self._channel = grpc.secure_channel(target, credentials)
-        self._stub = admin_pb2_grpc.AdminServiceStub(self._channel)
-
-    def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
-
-    def __enter__(self) -> AdminClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def _call(self, method: Callable[..., Any], request: Any) -> Any:
-        try:
-            return method(request, timeout=self._timeout)
-        except grpc.RpcError as exc:
-            if exc.code() is grpc.StatusCode.UNAVAILABLE:
-                raise diagnose_handshake(self._target, self.identity) from exc
-            raise RemoteError(exc.code(), exc.details() or "") from exc
+        super().__init__(target, cert=cert, key=key, ca=ca, role=role, trust_domain=trust_domain, timeout=timeout)
+        self._stub = admin_pb2_grpc.AdminServiceStub(self.channel)
 
     def register_agency(self, agency: str, display_name: str = "", country: str = "",
                         contact: str = "") -> admin_pb2.AgencyRecord:

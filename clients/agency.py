@@ -29,9 +29,9 @@ from broker.protocol.forwarding import (
 )
 from broker.protocol.keys import EncryptionKey, make_key_bundle, verify_agency_certificate, verify_key_bundle
 from broker.protocol.receipts import make_receipt, verify_receipt
+from clients._connection import Connection
 from clients._stream import StreamReader
-from clients._tls import Identity, diagnose_handshake, load_identity
-from clients.errors import ClientError, RemoteError, VerificationError
+from clients.errors import ClientError, VerificationError
 
 log = structlog.get_logger(__name__)
 
@@ -113,7 +113,7 @@ class _Keyring:
             self.keys[key.key_id] = key
 
 
-class AgencyClient:
+class AgencyClient(Connection):
     """An agency's connection to the broker.
 
     `AgencyClient(target, cert=..., key=..., ca=...)`; `keystore` is a folder holding this agency's
@@ -122,23 +122,12 @@ class AgencyClient:
 
     def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, trust_domain: str = "isb.dev",
                  keystore: Path | None = None, server_name: str | None = None, timeout: float = 10.0) -> None:
-        self.identity: Identity = load_identity(cert, key, ca, trust_domain, Role.AGENCY)
+        super().__init__(target, cert=cert, key=key, ca=ca, role=Role.AGENCY, trust_domain=trust_domain,
+                         server_name=server_name, timeout=timeout)
         self.agency = self.identity.spiffe_id.name
-        self.trust_domain = trust_domain
-        self._target = target
-        self._server_name = server_name
-        self._timeout = timeout
         self._keystore = keystore
         self._keyring = _Keyring()
         self._keyring.load(keystore)
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=self.identity.ca_pem, private_key=self.identity.key_pem,
-            certificate_chain=self.identity.cert_pem)
-        options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                                          ("grpc.max_send_message_length", 64 * 1024 * 1024)]
-        if server_name:
-            options.append(("grpc.ssl_target_name_override", server_name))
-        self._channel = grpc.secure_channel(target, credentials, options=options)
         self._stub = broker_pb2_grpc.BrokerServiceStub(self._channel)
         self._bundles: dict[str, tuple[float, envelope_pb2.KeyBundle]] = {}
         self._groups: dict[str, list[str]] = {}
@@ -154,43 +143,10 @@ class AgencyClient:
         return cls(target, cert=cert_dir / f"{agency}.crt", key=cert_dir / f"{agency}.key",
                    ca=cert_dir / "ca.crt", **kwargs)
 
-    def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
-
-    @property
-    def channel(self) -> grpc.Channel:
-        """The mutual-TLS channel, for stubs of other services (watchlists)."""
-        return self._channel
-
     @property
     def decryption_keys(self) -> dict[str, EncryptionKey]:
         """This agency's HPKE private keys by key id (old and new, during rotation)."""
         return self._keyring.keys
-
-    def translate_error(self, exc: grpc.RpcError) -> ClientError:
-        """The SDK error for a failed call: the broker's status and message, or a named TLS cause."""
-        return self._translate(exc)
-
-    def __enter__(self) -> AgencyClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    # -- calls ---------------------------------------------------------------------------------
-    def _call(self, fn: Callable[..., T], request: Any, **kwargs: Any) -> T:
-        try:
-            return fn(request, timeout=kwargs.pop("timeout", self._timeout), **kwargs)
-        except grpc.RpcError as exc:
-            raise self._translate(exc) from exc
-
-    def _translate(self, exc: grpc.RpcError) -> ClientError:
-        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-        details = exc.details() if hasattr(exc, "details") else str(exc)
-        if code is grpc.StatusCode.UNAVAILABLE:
-            return diagnose_handshake(self._target, self.identity, self._server_name)
-        return RemoteError(code, details or "")
 
     # -- keys ----------------------------------------------------------------------------------
     def publish_key(self, suite: envelope_pb2.KeySuite.ValueType = X25519, *,
@@ -311,7 +267,7 @@ class AgencyClient:
             for reply in self._stub.SendStream(requests, timeout=max(self._timeout, 0.05 * len(envelopes))):
                 results.extend(reply.results)
         except grpc.RpcError as exc:
-            raise self._translate(exc) from exc
+            raise self.translate_error(exc) from exc
         return results
 
     # -- receiving -----------------------------------------------------------------------------
@@ -329,7 +285,7 @@ class AgencyClient:
                 except grpc.RpcError as exc:
                     if exc.code() is grpc.StatusCode.CANCELLED:
                         return
-                    raise self._translate(exc) from exc
+                    raise self.translate_error(exc) from exc
                 if batch is None:
                     return
                 for delivery in batch.deliveries:

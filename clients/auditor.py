@@ -6,7 +6,7 @@ verifiers; nothing is taken on the broker's word.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -18,9 +18,9 @@ from broker.api.v1 import audit_pb2, audit_pb2_grpc
 from broker.audit import AuditEvent
 from broker.identity import Role
 from broker.protocol import _merkle, _note
-from clients._tls import diagnose_handshake, load_identity
+from clients._connection import Connection
 from clients.audit.exportfile import ExportWriter
-from clients.errors import ClientError, RemoteError, VerificationError
+from clients.errors import ClientError, VerificationError
 
 __all__ = ["AuditorClient", "ProvenEntry"]
 
@@ -36,40 +36,17 @@ class ProvenEntry:
     checkpoint: _note.Checkpoint
 
 
-class AuditorClient:
+class AuditorClient(Connection):
     """An auditor's connection to the broker's AuditService."""
 
     def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, audit_key: Ed25519PublicKey,
                  trust_domain: str = "isb.dev", key_name: str | None = None, timeout: float = 30.0) -> None:
-        self.identity = load_identity(cert, key, ca, trust_domain, Role.AUDITOR)
-        self._target = target
-        self._timeout = timeout
+        super().__init__(target, cert=cert, key=key, ca=ca, role=Role.AUDITOR, trust_domain=trust_domain,
+                         timeout=timeout)
         self.audit_key = audit_key
         self.key_name = key_name or f"{trust_domain}/audit"
         self.origin = f"{trust_domain}/audit"
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=self.identity.ca_pem, private_key=self.identity.key_pem,
-            certificate_chain=self.identity.cert_pem)
-        self._channel = grpc.secure_channel(target, credentials)
-        self._stub = audit_pb2_grpc.AuditServiceStub(self._channel)
-
-    def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
-
-    def __enter__(self) -> AuditorClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def _call(self, method: Callable[..., Any], request: Any) -> Any:
-        try:
-            return method(request, timeout=self._timeout)
-        except grpc.RpcError as exc:
-            if exc.code() is grpc.StatusCode.UNAVAILABLE:
-                raise diagnose_handshake(self._target, self.identity) from exc
-            raise RemoteError(exc.code(), exc.details() or "") from exc
+        self._stub = audit_pb2_grpc.AuditServiceStub(self.channel)
 
     def checkpoint(self, *, fresh: bool = False) -> _note.Checkpoint:
         """The latest checkpoint, its signature verified with the audit key."""
@@ -134,7 +111,7 @@ class AuditorClient:
                 else:
                     writer.checkpoint(item.checkpoint.note)
         except grpc.RpcError as exc:
-            raise RemoteError(exc.code(), exc.details() or "") from exc
+            raise self.translate_error(exc) from exc
         return count
 
     def report(self, message_id: str) -> list[dict[str, Any]]:

@@ -1,0 +1,67 @@
+"""The mutual-TLS connection every SDK client is: our checked identity, one channel, and the
+translation of failed calls into SDK errors (a handshake failure gets its cause named)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import grpc
+
+from broker.identity import Role
+from clients._tls import Identity, diagnose_handshake, load_identity
+from clients.errors import ClientError, RemoteError
+
+T = TypeVar("T")
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class Connection:
+    """A channel to the broker authenticated with our certificate, checked before connecting."""
+
+    def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, role: Role, trust_domain: str = "isb.dev",
+                 server_name: str | None = None, timeout: float = 10.0) -> None:
+        self.identity: Identity = load_identity(cert, key, ca, trust_domain, role)
+        self.trust_domain = trust_domain
+        self._target = target
+        self._server_name = server_name
+        self._timeout = timeout
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.identity.ca_pem, private_key=self.identity.key_pem,
+            certificate_chain=self.identity.cert_pem)
+        options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                                          ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        self._channel = grpc.secure_channel(target, credentials, options=options)
+
+    @property
+    def channel(self) -> grpc.Channel:
+        """The mutual-TLS channel, for stubs of other services."""
+        return self._channel
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def translate_error(self, exc: grpc.RpcError) -> ClientError:
+        """The SDK error for a failed call: the broker's status and message, or a named TLS cause."""
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        if code is grpc.StatusCode.UNAVAILABLE:
+            return diagnose_handshake(self._target, self.identity, self._server_name)
+        return RemoteError(code, details or "")
+
+    def _call(self, method: Callable[..., T], request: Any, **kwargs: Any) -> T:
+        try:
+            return method(request, timeout=kwargs.pop("timeout", self._timeout), **kwargs)
+        except grpc.RpcError as exc:
+            raise self.translate_error(exc) from exc
