@@ -76,8 +76,8 @@ class Broker:
         self.registry.load(self.engine)
         policy_file = config.policy_file or Path("examples/policy-dev.toml")
         self.policy = RunningPolicy.load(policy_file)
-        ca_pem = config.path("ca_bundle").read_bytes()
-        self.trust_roots = x509.load_pem_x509_certificates(ca_pem)
+        self._roots_stamp = (-1, -1)
+        self._roots: list[x509.Certificate] = []
         self.ca_dir = config.ca_dir or config.cert_dir
         # check_interval=0: one stat per call, so a revocation bites on the very next call.
         self.revocations = RevocationList(self.ca_dir / "crl.pem", self._crl_issuer(), check_interval=0)
@@ -95,7 +95,7 @@ class Broker:
         ])
         broker_pb2_grpc.add_BrokerServiceServicer_to_server(
             BrokerServicer(self.auth, self.exchange, self.writer, self.registry, self.policy,
-                           lambda: self.trust_roots, config.trust_domain),
+                           self.trust_roots, config.trust_domain),
             self.server)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
             AuditServicer(self.auth, self.exchange, self.writer, self.sign_checkpoint), self.server)
@@ -130,12 +130,22 @@ class Broker:
         log.info("broker.started", listen=config.listen, port=self.port, database=_redact(config.database_url),
                  audit_size=audit_log.size, agencies=len(self.registry.all()))
 
+    def trust_roots(self) -> list[x509.Certificate]:
+        """The CA bundle, re-read when its file changes (it rotates without a restart, like TLS)."""
+        path = self.config.path("ca_bundle")
+        stat = path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._roots_stamp:
+            self._roots = x509.load_pem_x509_certificates(path.read_bytes())
+            self._roots_stamp = stamp
+        return self._roots
+
     def _crl_issuer(self) -> x509.Certificate:
         # The CRL is signed by the CA that issues leaves: the intermediate if the deployment has one.
         try:
             issuing = CaDirectory.open(self.ca_dir).issuing_cert_path
         except ConfigurationError:
-            return self.trust_roots[0]
+            return self.trust_roots()[0]
         return x509.load_pem_x509_certificate(issuing.read_bytes())
 
     async def _seed_agencies(self) -> None:
