@@ -27,6 +27,7 @@ from broker.config import BrokerConfig
 from broker.delivery.exchange import Exchange
 from broker.directory import AgencyRecord, RegisterAgency, Registry
 from broker.errors import ConfigurationError
+from broker.pki.ledger import CaLedger
 from broker.pki.revocation import RevocationList
 from broker.pki.store import CaDirectory
 from broker.policy import RunningPolicy
@@ -99,9 +100,10 @@ class Broker:
             self.server)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
             AuditServicer(self.auth, self.exchange, self.writer, self.sign_checkpoint), self.server)
+        self.ca_ledger = CaLedger(self.ca_dir, self.writer)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(self.auth, self.exchange, self.writer, self.registry, self.policy, self.revocations,
-                          lambda: open_ca(self.ca_dir)),
+                          lambda: open_ca(self.ca_dir), self.ca_ledger.lock),
             self.server)
         add_watchlist_service(self.server, self)
         self.health = health.aio.HealthServicer()
@@ -125,6 +127,7 @@ class Broker:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._checkpoints(), name="isb-checkpoints"))
         self._tasks.append(loop.create_task(self._watch_policy(), name="isb-policy-watch"))
+        self._tasks.append(loop.create_task(self.ca_ledger.run(), name="isb-ca-ledger"))
         if self.engine.dialect.name == "postgresql":
             self._tasks.append(loop.create_task(self._listen_for_replicas(), name="isb-replica-listen"))
         log.info("broker.started", listen=config.listen, port=self.port, database=_redact(config.database_url),

@@ -20,6 +20,7 @@ from broker.delivery.operations import RecordEvent
 from broker.directory import AgencyRecord, RegisterAgency, Registry
 from broker.errors import BrokerError, FailedPrecondition, InvalidRequest, PermissionDenied
 from broker.identity import AGENCY_ID, Role
+from broker.pki.csr import verify_csr
 from broker.pki.issuance import chain_pem, issue_from_csr
 from broker.pki.revocation import REVOCATION_REASONS, RevocationList, crl_der, revoke
 from broker.pki.store import CaDirectory, CertificateRecord, list_certificates
@@ -64,7 +65,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     """AdminService. The CA key is used only when this broker is configured with a CA directory."""
 
     def __init__(self, auth: Authenticator, exchange: Exchange, writer: Writer, registry: Registry,
-                 policy: RunningPolicy, revocations: RevocationList, ca: Callable[[], CaDirectory]) -> None:
+                 policy: RunningPolicy, revocations: RevocationList, ca: Callable[[], CaDirectory],
+                 ca_lock: asyncio.Lock) -> None:
         self._auth = auth
         self._exchange = exchange
         self._writer = writer
@@ -72,6 +74,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self._policy = policy
         self._revocations = revocations
         self._ca = ca
+        self._ca_lock = ca_lock
 
     async def refuse(self, actor: str, rpc: str, error: BrokerError) -> None:
         """Audit a refused admin call."""
@@ -103,12 +106,16 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidRequest(f"csr_pem must hold one PEM certificate request of at most {MAX_CSR_BYTES} bytes")
         agency = _agency(request.agency) if request.HasField("agency") else None
         ca = self._ca()
-        cert, record = await self._file_work(
-            lambda: issue_from_csr(ca, request.csr_pem, request.lifetime_days or None))
-        if agency is not None and (record.role is not Role.AGENCY or record.name != agency.agency_id):
-            raise InvalidRequest(f"registry data names {agency.agency_id} but the CSR is for {record.spiffe_id}")
-        await self._audit(caller, "certificate.issued", agency=record.name if record.role is Role.AGENCY else None,
-                          serial=record.serial, spiffe_id=record.spiffe_id, fingerprint=record.fingerprint_sha256)
+        if agency is not None:
+            request_id = verify_csr(request.csr_pem, ca.trust_domain).spiffe_id
+            if request_id.role is not Role.AGENCY or request_id.name != agency.agency_id:
+                raise InvalidRequest(f"registry data names {agency.agency_id} but the CSR is for {request_id}")
+        async with self._ca_lock:
+            cert, record = await self._file_work(
+                lambda: issue_from_csr(ca, request.csr_pem, request.lifetime_days or None))
+            await self._audit(caller, "certificate.issued",
+                              agency=record.name if record.role is Role.AGENCY else None, serial=record.serial,
+                              spiffe_id=record.spiffe_id, fingerprint=record.fingerprint_sha256, via="AdminService")
         if agency is not None:
             await self._writer.submit(RegisterAgency(agency, str(caller), self._registry))
         log.info("certificate.issued", serial=record.serial, spiffe_id=record.spiffe_id)
@@ -123,11 +130,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         if reason not in REVOCATION_REASONS:
             raise InvalidRequest(f"unknown revocation reason {reason!r}; use one of {', '.join(REVOCATION_REASONS)}")
         ca = self._ca()
-        record = await self._file_work(lambda: revoke(ca, request.serial, reason))
-        # Take effect on the very next call, without waiting for the file watch.
-        self._revocations.refresh(force=True)
-        await self._audit(caller, "certificate.revoked", agency=record.name if record.role is Role.AGENCY else None,
-                          serial=record.serial, spiffe_id=record.spiffe_id, reason=reason)
+        async with self._ca_lock:
+            record = await self._file_work(lambda: revoke(ca, request.serial, reason))
+            # Take effect on the very next call, without waiting for the file watch.
+            self._revocations.refresh(force=True)
+            await self._audit(caller, "certificate.revoked",
+                              agency=record.name if record.role is Role.AGENCY else None, serial=record.serial,
+                              spiffe_id=record.spiffe_id, reason=reason, via="AdminService")
         log.info("certificate.revoked", serial=record.serial, spiffe_id=record.spiffe_id, reason=reason)
         return _record(record)
 

@@ -3,6 +3,7 @@ issues from CSRs and refuses what it must; the broker's certificate rotates with
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import threading
@@ -141,7 +142,8 @@ def test_admin_issues_certificate_from_csr_and_registers_the_agency(
                            capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stderr
     assert database.scalar("SELECT country FROM agencies WHERE agency_id = 'IT-GDF'") == "IT"
-    assert database.scalar("SELECT count(*) FROM audit_entries WHERE event = 'certificate.issued'") == 1
+    assert database.scalar("SELECT count(*) FROM audit_entries WHERE event = 'certificate.issued' "
+                           "AND actor = 'spiffe://isb.dev/admin/admin-1'") == 1
 
 
 @pytest.mark.parametrize(("role", "name", "trust_domain", "message"), [
@@ -163,7 +165,8 @@ def test_admin_refuses_csr_outside_trust_domain_or_malformed(
         admin.IssueCertificate(admin_pb2.IssueCertificateRequest(csr_pem=pem), timeout=10)
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert message in refused.value.details()
-    assert database.scalar("SELECT count(*) FROM audit_entries WHERE event = 'certificate.issued'") == 0
+    assert database.scalar("SELECT count(*) FROM audit_entries WHERE event = 'certificate.issued' "
+                           "AND actor = 'spiffe://isb.dev/admin/admin-1'") == 0
     assert database.scalar("SELECT count(*) FROM audit_entries WHERE event = 'request.rejected'") == 1
 
 
@@ -243,3 +246,29 @@ def test_rotated_broker_certificate_keeps_streaming_without_losing_deliveries(
     assert broker.broker is not None
     assert broker.broker.credentials.reloads >= 1
 
+
+
+def _certificate_events(database: Database, serial: str) -> list[tuple[str, str]]:
+    rows = database.rows("SELECT event, actor, entry FROM audit_entries WHERE event LIKE 'certificate.%'")
+    return [(r.event, r.actor) for r in rows if json.loads(bytes(r.entry))["fields"].get("serial") == serial]
+
+
+def test_offline_issuance_and_revocation_reach_the_audit_log_once(
+    broker_factory: Any, own_pki: Path, database: Database,
+) -> None:
+    """`isb pki` work done offline is audited by the broker (actor: the CA); AdminService work only once."""
+    broker = broker_factory(cert_dir=own_pki)
+    offline = f"{_serial(own_pki / 'NL-FIOD.crt'):x}"
+    revoke(CaDirectory.open(own_pki), offline, "superseded")
+    deadline = time.monotonic() + 5
+    while ("certificate.revoked", "ca:pki") not in _certificate_events(database, offline):
+        assert time.monotonic() < deadline, "the offline revocation was not audited"
+        time.sleep(0.1)
+    assert _certificate_events(database, offline) == [("certificate.issued", "ca:pki"),
+                                                      ("certificate.revoked", "ca:pki")]
+    online = f"{_serial(own_pki / 'DE-BKA.crt'):x}"
+    _admin_stub(broker, own_pki).RevokeCertificate(
+        admin_pb2.RevokeCertificateRequest(serial=online, reason="keyCompromise"), timeout=5)
+    time.sleep(2.5)  # the ledger looks every second: it must not audit the online revocation again
+    assert _certificate_events(database, online) == [("certificate.issued", "ca:pki"),
+                                                     ("certificate.revoked", "spiffe://isb.dev/admin/admin-1")]
