@@ -43,7 +43,7 @@ class BrokerConfig:
     checkpoint_interval_seconds: float = 2.0
     max_connection_age_seconds: float = 3600.0
     policy_file: Path | None = None
-    metrics_listen: str = ""  # "" disables the Prometheus endpoint
+    metrics_listen: str = ""  # host:port of the Prometheus endpoint (mutual TLS only); "" disables it
     log_level: str = "info"
     extra: Mapping[str, Any] = field(default_factory=dict)
 

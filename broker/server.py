@@ -11,6 +11,7 @@ import json
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 import psycopg
@@ -27,6 +28,7 @@ from broker.config import BrokerConfig
 from broker.delivery.exchange import Exchange
 from broker.directory import AgencyRecord, RegisterAgency, Registry
 from broker.errors import ConfigurationError
+from broker.metrics import serve_metrics
 from broker.pki.ledger import CaLedger
 from broker.pki.revocation import RevocationList
 from broker.pki.store import CaDirectory
@@ -59,6 +61,7 @@ class Broker:
     server: grpc.aio.Server = field(init=False)
     port: int = field(init=False, default=0)
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+    metrics: WSGIServer | None = field(init=False, default=None)
 
     async def start(self) -> None:
         """Open the store, load PKI and policy, and start serving on `config.listen`."""
@@ -122,6 +125,10 @@ class Broker:
         if self.port == 0:
             raise ConfigurationError(f"cannot listen on {config.listen}")
         await self.server.start()
+        if config.metrics_listen:
+            # Same certificate and CA as the gRPC port: a scraper needs a certificate of this CA.
+            self.metrics = serve_metrics(config.metrics_listen, cert=config.path("server_cert"),
+                                         key=config.path("server_key"), ca=config.path("ca_bundle"))
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("isb.v1.BrokerService", health_pb2.HealthCheckResponse.SERVING)
         loop = asyncio.get_running_loop()
@@ -202,6 +209,9 @@ class Broker:
         """Stop accepting calls, finish queued writes, close the store."""
         for task in self._tasks:
             task.cancel()
+        if self.metrics is not None:
+            self.metrics.shutdown()
+            self.metrics.server_close()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.exchange.dispatcher.stop()

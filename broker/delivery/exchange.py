@@ -38,6 +38,7 @@ from broker.errors import (
     VerificationError,
 )
 from broker.identity import AGENCY_ID, GROUP_NAME
+from broker.metrics import DELIVERIES, ENVELOPES, RECEIPTS
 from broker.policy import Decision, RunningPolicy, kind_from_proto, tlp_from_proto
 from broker.protocol.envelope import verify_outer
 from broker.protocol.forwarding import verify_forward_consent
@@ -144,17 +145,24 @@ class Exchange:
                     "wrapped keys must be exactly one per recipient agency after group expansion: "
                     f"expected {sorted(recipients)}, envelope has {wrapped}")
         except BrokerError as exc:
+            ENVELOPES.labels("refused").inc()
             await self.refuse(str(caller.spiffe_id), "Send", exc,
                               message_id=header.message_id if header else None,
                               agency=caller.name, digest=digest.hex())
             raise
-        return await self._writer.submit(ops.AcceptEnvelope(
-            header=header, parsed=envelope, envelope=envelope_bytes, envelope_sha256=digest,
-            sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
-            caller=str(caller.spiffe_id), recipients=recipients, expansion=expansion,
-            policy_rule=decision.rule, sequence=self._arrival, known_certs=self._known_certs,
-            on_commit=self.dispatcher.accepted, expires_us=expires_us,
-        ))
+        try:
+            accepted = await self._writer.submit(ops.AcceptEnvelope(
+                header=header, parsed=envelope, envelope=envelope_bytes, envelope_sha256=digest,
+                sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
+                caller=str(caller.spiffe_id), recipients=recipients, expansion=expansion,
+                policy_rule=decision.rule, sequence=self._arrival, known_certs=self._known_certs,
+                on_commit=self.dispatcher.accepted, expires_us=expires_us,
+            ))
+        except BrokerError:
+            ENVELOPES.labels("refused").inc()
+            raise
+        ENVELOPES.labels("duplicate" if accepted.duplicate else "accepted").inc()
+        return accepted
 
     async def _route(self, header: envelope_pb2.Header) -> tuple[Decision, dict[str, list[str]]]:
         """The policy decision for this header, and the group expansion recorded in the audit entry."""
@@ -313,6 +321,7 @@ class Exchange:
         return await self.read(lambda conn: bytes(conn.execute(query).scalar_one()))
 
     def _delivered(self, item: ops.QueuedDelivery) -> None:
+        DELIVERIES.inc()
         # Deliveries handed out in one turn of the event loop are recorded by one operation.
         if not self._delivered_buffer:
             asyncio.get_running_loop().call_soon(self._flush_delivered)
@@ -363,6 +372,7 @@ class Exchange:
         except (BrokerError, VerificationError) as exc:
             await self.refuse(str(caller.spiffe_id), "Ack", exc, agency=caller.name)
             raise
+        RECEIPTS.inc(len(verified))
         return await self._writer.submit(ops.RecordReceipts(
             verified, actor=str(caller.spiffe_id), known_certs=self._known_certs,
             on_commit=self.dispatcher.acknowledged))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from broker.audit import AuditEvent, AuditLog
 from broker.errors import BrokerError, StorageUnavailable
+from broker.metrics import AUDIT_ENTRIES, WRITER_BATCH, WRITER_COMMIT
 from broker.store.db import now_us
 
 log = structlog.get_logger(__name__)
@@ -183,11 +185,17 @@ class Writer:
     def _commit(self, pending: list[_Pending]) -> list[Callable[[], None]]:
         self.batches += 1
         self.operations += len(pending)
+        started = time.perf_counter()
         try:
-            return self._commit_batch(pending)
+            committed = self._commit_batch(pending)
         except Exception:
             self._audit.rollback()
             log.exception("writer.batch_failed", operations=len(pending))
+        else:
+            WRITER_COMMIT.observe(time.perf_counter() - started)
+            WRITER_BATCH.observe(len(pending))
+            AUDIT_ENTRIES.set(self._audit.size)
+            return committed
         if len(pending) == 1:
             pending[0].error = StorageUnavailable("the broker could not store this; retry")
             return []

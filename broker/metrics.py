@@ -1,0 +1,32 @@
+"""Prometheus metrics, served on their own port over mutual TLS only (DESIGN.md section 10).
+
+The scraper presents a certificate of the deployment's CA, like every other client: there is no
+plain-HTTP port. Metrics carry counts and timings, never identities of messages or payloads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry()
+
+ENVELOPES = Counter("isb_envelopes", "Envelopes handled by Send, by outcome", ["outcome"], registry=REGISTRY)
+DELIVERIES = Counter("isb_deliveries", "Deliveries handed to subscriber streams", registry=REGISTRY)
+RECEIPTS = Counter("isb_receipts", "Signed receipts stored", registry=REGISTRY)
+WRITER_BATCH = Histogram("isb_writer_batch_operations", "Operations committed per transaction",
+                         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=REGISTRY)
+WRITER_COMMIT = Histogram("isb_writer_commit_seconds", "Time to stage and commit one batch",
+                          buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=REGISTRY)
+AUDIT_ENTRIES = Gauge("isb_audit_entries", "Entries in the audit log (committed)", registry=REGISTRY)
+
+
+def serve_metrics(listen: str, *, cert: Path, key: Path, ca: Path) -> WSGIServer:
+    """Serve /metrics on `listen` (host:port) with TLS that requires a client certificate of `ca`;
+    stop it with `shutdown()`."""
+    host, _, port = listen.rpartition(":")
+    server, _ = start_http_server(int(port), addr=host or "127.0.0.1", registry=REGISTRY, certfile=str(cert),
+                                  keyfile=str(key), client_cafile=str(ca), client_auth_required=True)
+    return server
