@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, func, literal, or_, select, union_all
+from sqlalchemy import Connection, and_, func, literal, or_, select, union_all
 
 from broker.audit.events import AuditEvent
 from broker.audit.signer import CheckpointSigner
 from broker.audit.tables import checkpoints_table, entries_table, nodes_table
 from broker.errors import BrokerError, FailedPrecondition, InvalidRequest, NotFound
 from broker.protocol import _merkle
+from broker.store.db import bulk_insert
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_PAGE_SIZE = 1000
@@ -97,32 +98,6 @@ _ENTRY_COLUMNS = (
 
 _ENTRY_INSERT_COLUMNS = ("leaf_index", "time_us", "event", "actor", "agency", "message_id", "entry", "leaf_hash")
 _NODE_INSERT_COLUMNS = ("level", "node_index", "hash")
-_INSERT_SQL: dict[tuple[str, str], tuple[str, bool]] = {}
-
-
-def _bulk_insert(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    """`INSERT` many rows through the DB-API's executemany, compiled once per dialect.
-
-    The hot path: going through `conn.execute(table.insert(), dicts)` spends more time building
-    SQLAlchemy's per-row parameters than the database spends inserting. Our values are ints, strings,
-    None and bytes, which every driver takes as they are, so no type processing is skipped that matters.
-    """
-    key = (conn.dialect.name, table.name)
-    cached = _INSERT_SQL.get(key)
-    if cached is None:
-        compiled = table.insert().values({name: bindparam(name) for name in columns}).compile(dialect=conn.dialect)
-        order = compiled.positiontup
-        if compiled.positional and order is not None and tuple(order) != columns:
-            raise RuntimeError(f"unexpected parameter order {order} for {table.name}")
-        cached = (str(compiled), compiled.positional)
-        _INSERT_SQL[key] = cached
-    sql, positional = cached
-    if positional:
-        conn.exec_driver_sql(sql, rows)
-    else:
-        conn.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
-
-
 def _node_key(start: int, end: int) -> tuple[int, int]:
     """`(level, node_index)` of the perfect subtree `[start, end)`."""
     return (end - start).bit_length() - 1, start // (end - start)
@@ -222,9 +197,9 @@ class AuditLog:
                 (index, event.time_us, event.event, event.actor, event.agency, event.message_id, entry, leaf)
             )
             node_rows.extend(frontier.append(leaf))
-        _bulk_insert(conn, entries_table, _ENTRY_INSERT_COLUMNS, entry_rows)
+        bulk_insert(conn, entries_table, _ENTRY_INSERT_COLUMNS, entry_rows)
         if node_rows:
-            _bulk_insert(conn, nodes_table, _NODE_INSERT_COLUMNS, node_rows)
+            bulk_insert(conn, nodes_table, _NODE_INSERT_COLUMNS, node_rows)
         self._pending = frontier
         return list(range(first, first + len(events)))
 

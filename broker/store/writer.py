@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from broker.audit import AuditEvent, AuditLog
 from broker.errors import BrokerError, StorageUnavailable
 from broker.metrics import AUDIT_ENTRIES, WRITER_BATCH, WRITER_COMMIT
-from broker.store.db import now_us
+from broker.store.db import bulk_insert, now_us
 
 log = structlog.get_logger(__name__)
 
@@ -224,7 +224,8 @@ class Writer:
                 except BrokerError as exc:
                     item.error = exc
             for table, rows in batch.inserts.items():
-                conn.execute(table.insert(), rows)
+                columns = tuple(rows[0])
+                bulk_insert(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
             if batch.events:
                 _check_indices(self._audit.append(conn, batch.events), batch.first_index)
             if self._shared and batch.notify:
