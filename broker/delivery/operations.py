@@ -14,6 +14,7 @@ from broker.api.v1 import broker_pb2, envelope_pb2
 from broker.audit import AuditEvent
 from broker.errors import AlreadyExists, BrokerError, FailedPrecondition, NotFound
 from broker.store import tables
+from broker.store.db import executemany
 from broker.store.writer import Batch
 
 PENDING = broker_pb2.PENDING
@@ -269,7 +270,8 @@ class RecordDelivered:
     actor: str
 
     def stage(self, batch: Batch) -> None:
-        batch.conn.execute(_MARK_IN_FLIGHT, [{"m": m, "r": r, "a": a, "t": batch.now_us} for m, r, a in self.items])
+        executemany(batch.conn, _MARK_IN_FLIGHT, ("m", "r", "a", "t"),
+                    [(m, r, a, batch.now_us) for m, r, a in self.items])
         for message_id, recipient, attempt in self.items:
             batch.audit(AuditEvent(
                 event="delivery.delivered", actor=self.actor, time=batch.now,
@@ -316,9 +318,8 @@ class RecordReceipts:
             raise InvalidReceipt("receipts refused, none recorded: " + "; ".join(problems))
         for r in self.receipts:
             remember_certificate(batch, self.known_certs, r.cert_fingerprint, r.cert_der)
-        batch.conn.execute(_ACKNOWLEDGE, [
-            {"m": r.message_id, "r": r.recipient, "t": batch.now_us, "rc": r.receipt, "rs": r.signature,
-             "rf": r.cert_fingerprint}
+        executemany(batch.conn, _ACKNOWLEDGE, ("m", "r", "t", "rc", "rs", "rf"), [
+            (r.message_id, r.recipient, batch.now_us, r.receipt, r.signature, r.cert_fingerprint)
             for r in self.receipts
         ])
         for r in self.receipts:

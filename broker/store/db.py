@@ -11,30 +11,48 @@ import sqlalchemy as sa
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 
-_INSERT_SQL: dict[tuple[str, str, tuple[str, ...]], tuple[str, bool]] = {}
+_COMPILED: dict[tuple[str, int], tuple[str, bool, tuple[str, ...], dict[str, Any]]] = {}
+_INSERTS: dict[tuple[str, tuple[str, ...]], sa.Insert] = {}
+
+
+def executemany(conn: Connection, statement: sa.Executable, columns: tuple[str, ...],
+                rows: Sequence[tuple[Any, ...]]) -> None:
+    """Run a prebuilt statement for many rows through the DB-API's executemany, compiled once per dialect.
+
+    The hot path: `conn.execute(statement, dicts)` spends more time building SQLAlchemy's per-row
+    parameters than the database spends writing them. Our values are ints, strings, None and bytes,
+    which every driver takes as they are, so no type processing that matters is skipped. `statement`
+    must be a long-lived object (a module constant): compiled SQL is cached by its identity.
+    `columns` name the statement's bind parameters in the order of each row; literal values
+    written into the statement (`state <= 2`) are bound from the compiled constants.
+    """
+    key = (conn.dialect.name, id(statement))
+    cached = _COMPILED.get(key)
+    if cached is None:
+        compiled = statement.compile(dialect=conn.dialect)  # type: ignore[attr-defined]
+        constants = {name: value for name, value in compiled.params.items() if name not in columns}
+        missing = [name for name in columns if name not in compiled.params]
+        if missing:
+            raise RuntimeError(f"statement has no parameters {missing}")
+        order = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.params)
+        cached = (str(compiled), compiled.positional, order, constants)
+        _COMPILED[key] = cached
+    sql, positional, order, constants = cached
+    if positional:
+        slots = [(columns.index(name), None) if name in columns else (-1, constants[name]) for name in order]
+        conn.exec_driver_sql(sql, [tuple(row[i] if i >= 0 else c for i, c in slots) for row in rows])
+    else:
+        conn.exec_driver_sql(sql, [{**constants, **dict(zip(columns, row, strict=True))} for row in rows])
 
 
 def bulk_insert(conn: Connection, table: Table, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
-    """`INSERT` many rows through the DB-API's executemany, compiled once per dialect and column set.
-
-    The hot path: `conn.execute(table.insert(), dicts)` spends more time building SQLAlchemy's
-    per-row parameters than the database spends inserting. Our values are ints, strings, None and
-    bytes, which every driver takes as they are, so no type processing that matters is skipped.
-    """
-    key = (conn.dialect.name, table.name, columns)
-    cached = _INSERT_SQL.get(key)
-    if cached is None:
-        compiled = table.insert().values({name: sa.bindparam(name) for name in columns}).compile(dialect=conn.dialect)
-        order = compiled.positiontup
-        if compiled.positional and order is not None and tuple(order) != columns:
-            raise RuntimeError(f"unexpected parameter order {order} for {table.name}")
-        cached = (str(compiled), compiled.positional)
-        _INSERT_SQL[key] = cached
-    sql, positional = cached
-    if positional:
-        conn.exec_driver_sql(sql, list(rows))
-    else:
-        conn.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
+    """`INSERT` many rows of `columns` into `table` (see `executemany`)."""
+    key = (table.name, columns)
+    statement = _INSERTS.get(key)
+    if statement is None:
+        statement = table.insert().values({name: sa.bindparam(name) for name in columns})
+        _INSERTS[key] = statement
+    executemany(conn, statement, columns, rows)
 
 
 def now_us() -> int:
