@@ -21,6 +21,7 @@ from broker.identity import Role, make_spiffe_id
 from broker.pki.authority import generate_identity_key
 from broker.pki.csr import create_csr, csr_pem
 from broker.pki.dev import DevPki
+from broker.pki.inspect import serial_hex
 from broker.pki.issuance import renew
 from broker.pki.revocation import revoke
 from broker.pki.store import CaDirectory
@@ -258,7 +259,7 @@ def test_offline_issuance_and_revocation_reach_the_audit_log_once(
 ) -> None:
     """`isb pki` work done offline is audited by the broker (actor: the CA); AdminService work only once."""
     broker = broker_factory(cert_dir=own_pki)
-    offline = f"{_serial(own_pki / 'NL-FIOD.crt'):x}"
+    offline = serial_hex(_serial(own_pki / "NL-FIOD.crt"))
     revoke(CaDirectory.open(own_pki), offline, "superseded")
     deadline = time.monotonic() + 5
     while ("certificate.revoked", "ca:pki") not in _certificate_events(database, offline):
@@ -266,7 +267,7 @@ def test_offline_issuance_and_revocation_reach_the_audit_log_once(
         time.sleep(0.1)
     assert _certificate_events(database, offline) == [("certificate.issued", "ca:pki"),
                                                       ("certificate.revoked", "ca:pki")]
-    online = f"{_serial(own_pki / 'DE-BKA.crt'):x}"
+    online = serial_hex(_serial(own_pki / "DE-BKA.crt"))
     _admin_stub(broker, own_pki).RevokeCertificate(
         admin_pb2.RevokeCertificateRequest(serial=online, reason="keyCompromise"), timeout=5)
     time.sleep(2.5)  # the ledger looks every second: it must not audit the online revocation again
