@@ -28,7 +28,8 @@ Context: TypeAlias = Any
 Refuser = Callable[[str, str, BrokerError], Awaitable[None]]
 
 
-def _caller_of(context: Context) -> str:
+def caller_of(context: Context) -> str:
+    """The SPIFFE id the peer certificate claims (for audit entries of refused calls)."""
     uris = context.auth_context().get("x509_subject_alternative_name") or []
     pems = context.auth_context().get("x509_common_name") or []
     named = [u.decode(errors="replace") for u in uris if u.startswith(b"spiffe://")]
@@ -38,7 +39,7 @@ def _caller_of(context: Context) -> str:
 async def _fail(context: Context, name: str, exc: BaseException, refuse: Refuser) -> None:
     if isinstance(exc, BrokerError):
         if not exc.audited:
-            await refuse(_caller_of(context), name, exc)
+            await refuse(caller_of(context), name, exc)
         log.info("rpc.refused", status=exc.status.name, reason=str(exc))
         await context.abort(exc.status, str(exc))
     log.exception("rpc.failed")

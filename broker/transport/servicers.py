@@ -22,7 +22,7 @@ from broker.protocol.keys import verify_key_bundle
 from broker.store.db import now_us
 from broker.store.writer import Writer
 from broker.transport.auth import Authenticator
-from broker.transport.rpc import Context, streaming, unary
+from broker.transport.rpc import Context, caller_of, streaming, unary
 
 log = structlog.get_logger(__name__)
 
@@ -100,7 +100,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                     yield await next_result
                 except BrokerError as exc:
                     if not exc.audited:
-                        await self.refuse(str(context.peer()), "SendStream", exc)
+                        await self.refuse(caller_of(context), "SendStream", exc)
                     await context.abort(exc.status, str(exc))
         finally:
             reader.cancel()
@@ -110,9 +110,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                     leftover.cancel()
 
     async def _send_batch(self, context: Context, batch: broker_pb2.SendBatch) -> broker_pb2.SendBatchResult:
+        caller = self._auth.authenticate(context)  # every batch: revocation bites mid-stream too
         if len(batch.envelopes) > MAX_BATCH_ENVELOPES:
             raise InvalidRequest(f"{len(batch.envelopes)} envelopes in one batch, over {MAX_BATCH_ENVELOPES}")
-        caller = self._auth.authenticate(context)  # every batch: revocation bites mid-stream too
         outcomes = await asyncio.gather(
             *(self._exchange.send(caller, e, e.ByteSize()) for e in batch.envelopes), return_exceptions=True)
         results = []
