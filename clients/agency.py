@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 X25519 = envelope_pb2.X25519_HKDF_SHA256_AES_256_GCM
 MLKEM768_X25519 = envelope_pb2.MLKEM768_X25519_HKDF_SHA256_AES_256_GCM
+_RECONNECT_FIRST, _RECONNECT_MAX = 0.2, 5.0  # seconds between attempts to reopen a broken stream
 FORWARD_CONSENT_REQUEST = "application/vnd.isb.forward-consent-request+json"
 _TLP = {
     "CLEAR": envelope_pb2.TLP_CLEAR, "GREEN": envelope_pb2.TLP_GREEN, "AMBER": envelope_pb2.TLP_AMBER,
@@ -272,33 +273,49 @@ class AgencyClient(Connection):
 
     # -- receiving -----------------------------------------------------------------------------
     def deliveries(self, *, max_in_flight: int = 64, timeout: float | None = None,
-                   on_invalid: Callable[[InvalidDelivery], None] | None = None) -> Iterator[ReceivedMessage]:
+                   on_invalid: Callable[[InvalidDelivery], None] | None = None,
+                   reconnect: bool = True) -> Iterator[ReceivedMessage]:
         """Verified, decrypted deliveries for this agency, in the broker's order; runs until `timeout`
         seconds pass without a delivery (None: forever). A delivery that fails verification is
-        rejected with a signed REJECTED receipt and reported to `on_invalid`, never yielded."""
-        call = self._stub.Subscribe(broker_pb2.SubscribeRequest(max_in_flight=max_in_flight))
-        reader: StreamReader[broker_pb2.DeliveryBatch] = StreamReader(call, "isb-subscribe")
-        try:
-            while True:
-                try:
-                    batch = reader.next(timeout)
-                except grpc.RpcError as exc:
-                    if exc.code() is grpc.StatusCode.CANCELLED:
-                        return
-                    raise self.translate_error(exc) from exc
-                if batch is None:
-                    return
-                for delivery in batch.deliveries:
+        rejected with a signed REJECTED receipt and reported to `on_invalid`, never yielded.
+
+        If the broker goes away (restart, rotation, network), the stream is opened again with a
+        growing pause, unless `reconnect` is False; nothing is lost, since unacknowledged
+        deliveries come back (at-least-once). A refusal (revoked certificate...) is raised at once.
+        """
+        pause = _RECONNECT_FIRST
+        last_seen = time.monotonic()
+        while True:
+            call = self._stub.Subscribe(broker_pb2.SubscribeRequest(max_in_flight=max_in_flight))
+            reader: StreamReader[broker_pb2.DeliveryBatch] = StreamReader(call, "isb-subscribe")
+            try:
+                while True:
                     try:
-                        yield self._open(delivery)
-                    except (VerificationError, ClientError) as exc:
-                        message_id = _header_message_id(delivery.envelope)
-                        log.warning("delivery.rejected", message_id=message_id, error=str(exc))
-                        self._reject(delivery, str(exc))
-                        if on_invalid is not None:
-                            on_invalid(InvalidDelivery(message_id, exc))
-        finally:
-            call.cancel()
+                        batch = reader.next(timeout)
+                    except grpc.RpcError as exc:
+                        if exc.code() is grpc.StatusCode.CANCELLED:
+                            return
+                        if not reconnect or exc.code() is not grpc.StatusCode.UNAVAILABLE or (
+                                timeout is not None and time.monotonic() - last_seen >= timeout):
+                            raise self.translate_error(exc) from exc
+                        log.warning("subscribe.reconnecting", pause=pause, error=exc.details())
+                        break
+                    if batch is None:
+                        return
+                    pause, last_seen = _RECONNECT_FIRST, time.monotonic()
+                    for delivery in batch.deliveries:
+                        try:
+                            yield self._open(delivery)
+                        except (VerificationError, ClientError) as exc:
+                            message_id = _header_message_id(delivery.envelope)
+                            log.warning("delivery.rejected", message_id=message_id, error=str(exc))
+                            self._reject(delivery, str(exc))
+                            if on_invalid is not None:
+                                on_invalid(InvalidDelivery(message_id, exc))
+            finally:
+                call.cancel()
+            time.sleep(pause)
+            pause = min(pause * 2, _RECONNECT_MAX)
 
     def _sender(self, der: bytes, agency: str, created: dt.datetime) -> x509.Certificate:
         """The sender's certificate, verified to chain to the CA and name `agency` at `created`.

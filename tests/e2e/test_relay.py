@@ -259,3 +259,21 @@ def test_expired_message_is_not_delivered_and_sender_learns_it(agencies: dict[st
         time.sleep(0.1)
     assert customs.status(sent.message_id)[0].state == "EXPIRED"
 
+
+
+def test_listener_reconnects_across_a_broker_restart_and_misses_nothing(
+    broker: RunningBroker, pki: DevPki, tmp_path: Path,
+) -> None:
+    """An open deliveries() iterator survives a broker restart and receives what is sent before and after it."""
+    police = AgencyClient.from_dir(broker.target, pki.directory, "DE-BKA", keystore=tmp_path / "de")
+    police.publish_key()
+    customs = AgencyClient.from_dir(broker.target, pki.directory, "FR-CUSTOMS", keystore=tmp_path / "fr")
+    stream = police.deliveries(timeout=15)
+    before = customs.send(["DE-BKA"], b"before the restart").message_id
+    first = next(stream)
+    police.ack(first)
+    broker.restart()
+    after = customs.send(["DE-BKA"], b"after the restart").message_id
+    second = next(stream)
+    police.ack(second)
+    assert [first.message_id, second.message_id] == [before, after]
