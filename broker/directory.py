@@ -7,7 +7,7 @@ themselves (DESIGN.md section 3): the broker is not trusted for keys, only for a
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -127,16 +127,3 @@ def current_bundles(conn: Connection, agencies: Sequence[str], now_us: int) -> d
         result.setdefault(row.agency, []).append(
             StoredBundle(row.agency, row.key_id, row.bundle, row.signature, row.certificate))
     return result
-
-
-def register_all(engine: Engine, records: Iterable[AgencyRecord], now_us: int) -> None:
-    """Seed the registry outside the writer (start-up of a dev broker, before serving)."""
-    with engine.begin() as conn:
-        existing = {r[0] for r in conn.execute(sa.select(tables.agencies.c.agency_id))}
-        rows = [
-            {"agency_id": r.agency_id, "display_name": r.display_name, "country": r.country,
-             "contact": r.contact, "registered_us": now_us}
-            for r in records if r.agency_id not in existing
-        ]
-        if rows:
-            conn.execute(tables.agencies.insert(), rows)

@@ -176,11 +176,6 @@ class Dispatcher:
         if fresh:
             queue.notify()
 
-    def pending_count(self, agency: str) -> int:
-        """Deliveries of `agency` held in memory (pending or in flight)."""
-        queue = self._queues.get(agency)
-        return 0 if queue is None else len(queue.items)
-
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(min(0.25, self._lease / 4))
@@ -262,4 +257,3 @@ class Stream:
         queue.per_stream.pop(self._id, None)
         if mine:
             queue.notify()
-

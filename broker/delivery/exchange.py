@@ -107,7 +107,7 @@ class Exchange:
         """Write the audit entry of a refused request (called for every refusal, then re-raised)."""
         event = ops.rejection(actor, rpc, str(error), dt.datetime.now(dt.UTC), message_id=message_id, agency=agency,
                               digest=digest, status=error.status.name)
-        await self._writer.submit(ops.RecordRejection(event))
+        await self._writer.submit(ops.RecordEvent(event))
         error.audited = True
 
     # -- Send ----------------------------------------------------------------------------------

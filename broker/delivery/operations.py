@@ -243,18 +243,8 @@ def rejection(actor: str, rpc: str, reason: str, time: datetime, *, message_id: 
 
 
 @dataclass
-class RecordRejection:
-    """Audit a request that was refused before it reached any other operation."""
-
-    event: AuditEvent
-
-    def stage(self, batch: Batch) -> int:
-        return batch.audit(self.event)
-
-
-@dataclass
 class RecordEvent:
-    """Audit an event that changes no other table (an auditor query, a certificate issued...)."""
+    """Audit an event that changes no other table (a refusal, an auditor query, a certificate issued...)."""
 
     event: AuditEvent
 
@@ -402,7 +392,6 @@ __all__ = [
     "RecordEvent",
     "RecordForwardConsent",
     "RecordReceipts",
-    "RecordRejection",
     "VerifiedReceipt",
     "rejection",
     "remember_certificate",

@@ -256,8 +256,3 @@ def _check_indices(indices: list[int], expected_first: int) -> None:
 def _log_failure(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.warning("writer.background_operation_failed", error=str(future.exception()))
-
-
-def chunks(values: Sequence[T], size: int = 500) -> list[Sequence[T]]:
-    """Split `values` for IN (...) lists that stay under every database's parameter limit."""
-    return [values[i:i + size] for i in range(0, len(values), size)]
