@@ -1,0 +1,9 @@
+"""Test-session set-up shared by unit and e2e tests."""
+
+from __future__ import annotations
+
+from broker.logs import configure_logging
+
+# The brokers that e2e tests run in-process log like a deployed broker (JSON), warnings and up, so
+# CI output stays readable; tests that check log content run the broker as a process of its own.
+configure_logging("warning")
