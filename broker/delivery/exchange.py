@@ -19,7 +19,6 @@ import sqlalchemy as sa
 import structlog
 from cryptography import x509
 from google.protobuf.message import DecodeError
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.engine import Connection, Engine
 
 from broker.api.v1 import envelope_pb2
@@ -35,9 +34,8 @@ from broker.errors import (
     NotFound,
     PermissionDenied,
     PolicyViolation,
-    VerificationError,
 )
-from broker.identity import AGENCY_ID, GROUP_NAME
+from broker.identity import AGENCY_ID, GROUP_NAME, Role
 from broker.metrics import DELIVERIES, ENVELOPES, RECEIPTS
 from broker.policy import Decision, RunningPolicy, kind_from_proto, tlp_from_proto
 from broker.protocol.envelope import verify_outer
@@ -118,7 +116,7 @@ class Exchange:
         header: envelope_pb2.Header | None = None
         try:
             # 1. Who, how big, well formed: cheap checks before any cryptography.
-            if caller.role.value != "agency":
+            if caller.role is not Role.AGENCY:
                 raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies send envelopes")
             if raw_size > self._config.max_envelope_bytes:
                 raise InvalidRequest(
@@ -133,7 +131,7 @@ class Exchange:
             self._check_recipients(header)
             # 2. The outer signature and digests, with the caller's own certificate.
             header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
-            expires_us = _timestamp_us(header.expires) if header.HasField("expires") else None
+            expires_us = header.expires.ToMicroseconds() if header.HasField("expires") else None
             if expires_us is not None and expires_us <= now_us():
                 raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
             # 3. Sharing policy, group expansion, and one wrapped key per expanded recipient.
@@ -266,7 +264,7 @@ class Exchange:
                                     signed: envelope_pb2.SignedForwardConsent) -> int:
         """Record the original sender's consent that a recipient may forward its message."""
         try:
-            if caller.role.value != "agency":
+            if caller.role is not Role.AGENCY:
                 raise PermissionDenied(f"{caller.spiffe_id} is not an agency")
             if len(signed.consent) > 16384:
                 raise InvalidRequest("forward consent is larger than any valid consent")
@@ -295,7 +293,7 @@ class Exchange:
     # -- Subscribe -----------------------------------------------------------------------------
     async def open_stream(self, caller: Principal, max_in_flight: int) -> Stream:
         """A delivery stream for the calling agency."""
-        if caller.role.value != "agency":
+        if caller.role is not Role.AGENCY:
             raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies receive deliveries")
         if caller.name not in self._registry:
             raise PermissionDenied(f"agency {caller.name} is not registered with this broker")
@@ -308,7 +306,7 @@ class Exchange:
             sa.select(d.c.message_id, d.c.priority, d.c.seq, d.c.attempts, m.c.expires_us, m.c.accepted_us,
                       m.c.sender_cert)
             .join(m, m.c.message_id == d.c.message_id)
-            .where(d.c.recipient == agency, d.c.state.in_((ops.PENDING, ops.IN_FLIGHT)))
+            .where(d.c.recipient == agency, ops.UNSETTLED)
         )
         return await self.read(lambda conn: [
             ops.QueuedDelivery(r.message_id, agency, r.priority, r.seq, r.expires_us, r.accepted_us, None, r.attempts,
@@ -351,7 +349,7 @@ class Exchange:
     async def acknowledge(self, caller: Principal, receipts: Sequence[envelope_pb2.SignedReceipt]) -> int:
         """Verify and store signed receipts of the calling agency."""
         try:
-            if caller.role.value != "agency":
+            if caller.role is not Role.AGENCY:
                 raise PermissionDenied(f"{caller.spiffe_id} is not an agency")
             if not receipts:
                 raise InvalidRequest("no receipts to acknowledge")
@@ -369,7 +367,7 @@ class Exchange:
                     message_id=receipt.message_id, recipient=caller.name, status=receipt.status,
                     receipt=signed.receipt, signature=signed.signature, cert_fingerprint=caller.fingerprint,
                     cert_der=caller.certificate_der, envelope_sha256=receipt.envelope_sha256))
-        except (BrokerError, VerificationError) as exc:
+        except BrokerError as exc:  # VerificationError included
             await self.refuse(str(caller.spiffe_id), "Ack", exc, agency=caller.name)
             raise
         RECEIPTS.inc(len(verified))
@@ -380,31 +378,26 @@ class Exchange:
     # -- GetStatus -----------------------------------------------------------------------------
     async def status(self, caller: Principal, message_id: str) -> list[tuple[RecipientState, bytes | None]]:
         """Delivery state and receipts of a message the caller sent."""
-        def load() -> tuple[str | None, list[tuple[RecipientState, bytes | None]]]:
+        def load(conn: Connection) -> tuple[str | None, list[tuple[RecipientState, bytes | None]]]:
             d, m, c = tables.deliveries, tables.messages, tables.peer_certificates
-            with self._engine.connect() as conn:
-                sender = conn.execute(sa.select(m.c.sender).where(m.c.message_id == message_id)).scalar()
-                rows = conn.execute(
-                    sa.select(d, c.c.der).outerjoin(c, c.c.fingerprint == d.c.receipt_cert)
-                    .where(d.c.message_id == message_id).order_by(d.c.recipient)
-                ).all()
+            sender = conn.execute(sa.select(m.c.sender).where(m.c.message_id == message_id)).scalar()
+            rows = conn.execute(
+                sa.select(d, c.c.der).outerjoin(c, c.c.fingerprint == d.c.receipt_cert)
+                .where(d.c.message_id == message_id).order_by(d.c.recipient)
+            ).all()
             return sender, [
                 (RecipientState(r.recipient, r.state, r.attempts, r.updated_us, r.receipt, r.receipt_signature,
                                 r.receipt_cert), r.der)
                 for r in rows
             ]
 
-        sender, rows = await asyncio.get_running_loop().run_in_executor(None, load)
+        sender, rows = await self.read(load)
         if sender is None or sender != caller.name:
             # Same answer for "absent" and "someone else's", so ids of others' messages leak nothing.
             error = NotFound(f"no message {message_id} sent by {caller.name}")
             await self.refuse(str(caller.spiffe_id), "GetStatus", error, message_id=message_id, agency=caller.name)
             raise error
         return rows
-
-
-def _timestamp_us(ts: Timestamp) -> int:
-    return ts.seconds * 1_000_000 + ts.nanos // 1000
 
 
 __all__ = ["Exchange", "RecipientState"]

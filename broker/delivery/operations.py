@@ -147,7 +147,7 @@ class AcceptEnvelope:
         dropped = batch.conn.execute(
             tables.deliveries.update()
             .where(tables.deliveries.c.message_id == target,
-                   _UNSETTLED)
+                   UNSETTLED)
             .values(state=RECALLED, updated_us=batch.now_us)
         ).rowcount
         batch.audit(AuditEvent(
@@ -203,7 +203,7 @@ def remember_certificate(batch: Batch, known: set[bytes], fingerprint: bytes, de
 
 # PENDING or IN_FLIGHT: the states before an outcome (ACKNOWLEDGED, EXPIRED, RECALLED are higher).
 # A comparison, not IN (...): SQLAlchemy cannot use an expanding IN with executemany.
-_UNSETTLED = tables.deliveries.c.state <= IN_FLIGHT
+UNSETTLED = tables.deliveries.c.state <= IN_FLIGHT
 
 _CERTIFICATE_KNOWN = sa.select(tables.peer_certificates.c.fingerprint).where(
     tables.peer_certificates.c.fingerprint == sa.bindparam("f"))
@@ -225,7 +225,7 @@ _ACKNOWLEDGE = (
 _MARK_IN_FLIGHT = (
     tables.deliveries.update()
     .where(tables.deliveries.c.message_id == sa.bindparam("m"), tables.deliveries.c.recipient == sa.bindparam("r"),
-           _UNSETTLED)
+           UNSETTLED)
     .values(state=IN_FLIGHT, attempts=sa.bindparam("a"), updated_us=sa.bindparam("t"))
 )
 
@@ -337,7 +337,7 @@ class ExpireDeliveries:
                 tables.deliveries.update()
                 .where(tables.deliveries.c.message_id == message_id,
                        tables.deliveries.c.recipient == recipient,
-                       _UNSETTLED)
+                       UNSETTLED)
                 .values(state=EXPIRED, updated_us=batch.now_us)
             ).rowcount
             if updated:
@@ -367,7 +367,7 @@ class RecordForwardConsent:
 
     def stage(self, batch: Batch) -> int:
         c = self.consent
-        not_after_us = c.not_after.seconds * 1_000_000 + c.not_after.nanos // 1000
+        not_after_us = c.not_after.ToMicroseconds()
         key = ((tables.forward_consents.c.message_id == c.message_id)
                & (tables.forward_consents.c.forwarder == c.forwarder)
                & (tables.forward_consents.c.recipient.in_(list(c.recipients))))
@@ -383,6 +383,7 @@ class RecordForwardConsent:
 
 
 __all__ = [
+    "UNSETTLED",
     "AcceptEnvelope",
     "Accepted",
     "ArrivalCounter",
