@@ -2,9 +2,10 @@
 open and acknowledge with signed receipts. Each runs in its own process (multiprocessing, spawn).
 
 Everything goes through the agency SDK's full security path: `AgencyClient.seal` (inner signature,
-AES-256-GCM, an HPKE wrap per recipient, outer signature), the SendStream RPC that `send_many`
-uses, `deliveries()` (sender certificate chain check, outer and inner signature checks, unwrap,
-decrypt) and `ack()` (one signed receipt per message, many receipts per call).
+AES-256-GCM, an HPKE wrap per recipient, outer signature), the SDK's `Producer` (envelopes ready
+within its linger share one SendStream message), `deliveries()` (sender certificate chain check,
+outer and inner signature checks, unwrap, decrypt) and `ack()` (one signed receipt per message,
+many receipts per call).
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any, cast
 
-import grpc
-
 from bench.workload import AgentSpec, Pacer, cpu_seconds_self, make_body, read_stamp
-from broker.api.v1 import broker_pb2
 from clients import AgencyClient
 from clients.agency import ReceivedMessage
 from clients.errors import ClientError
@@ -56,29 +54,24 @@ def run_sender(spec: AgentSpec, go: Event, stop: Event, out: Any) -> None:
         pacer = Pacer(spec.messages, None if scenario.rate is None else scenario.rate / scenario.senders,
                       scenario.batch_size, start, start + scenario.time_limit, offset)
 
-        def batches() -> Iterator[broker_pb2.SendBatch]:
+        futures = []
+        with client.producer(linger=scenario.linger, batch_size=scenario.batch_size) as producer:
             seq = 0
             for n in pacer.batches():
                 if stop.is_set():
-                    return
-                envelopes = []
+                    break
                 for _ in range(n):
-                    envelopes.append(client.seal(recipients, make_body(scenario.body_bytes, spec.index, seq),
-                                                 tlp="GREEN"))
+                    envelope = client.seal(recipients, make_body(scenario.body_bytes, spec.index, seq), tlp="GREEN")
+                    futures.append(producer.submit(envelope))
                     seq += 1
                 result["sent"] += n
-                yield broker_pb2.SendBatch(envelopes=envelopes)
-
         errors: dict[str, int] = result["errors"]
-        try:
-            for reply in client._stub.SendStream(batches(), timeout=scenario.time_limit + 30):
-                for r in reply.results:
-                    if r.code == 0:
-                        result["ok"] += 1
-                    else:
-                        errors[r.error[:120]] = errors.get(r.error[:120], 0) + 1
-        except grpc.RpcError as exc:
-            errors[f"stream: {exc.code()}"] = 1
+        for future in futures:
+            error = future.exception()
+            if error is None:
+                result["ok"] += 1
+            else:
+                errors[str(error)[:120]] = errors.get(str(error)[:120], 0) + 1
         result["cpu_s"] = cpu_seconds_self() - cpu0
         result["elapsed_s"] = time.monotonic() - start
         result["max_lag_s"] = pacer.max_lag

@@ -16,7 +16,7 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 class Sampler:
     """`py-spy record --pid` in the background; `stop()` makes it write its collapsed stacks."""
 
-    def __init__(self, py_spy: str, pid: int, output: Path, rate: int = 200, *, gil: bool = False) -> None:
+    def __init__(self, py_spy: str, pid: int, output: Path, rate: int = 500, *, gil: bool = False) -> None:
         self.output = output
         # --gil keeps only samples of the thread holding the GIL: where the broker's Python CPU goes.
         # Without it, threads blocked in C (fsync, epoll, locks) count too: where its wall time goes.

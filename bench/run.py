@@ -59,9 +59,10 @@ SENDERS = 2
 RECIPIENTS = 10
 
 
-def scenarios(quick: bool) -> list[Scenario]:
-    """The measured runs, sized so the quick mode stays under two minutes in all."""
-    seconds = 3.0 if quick else 6.0
+def scenarios(quick: bool, seconds: float | None = None) -> list[Scenario]:
+    """The measured runs, sized so the quick mode stays under two minutes in all; latency runs
+    last `seconds` each (default 6, quick 3)."""
+    seconds = seconds or (3.0 if quick else 6.0)
     one = 3000 if quick else 6000
     limit = 40 if quick else 90
     plan = [
@@ -274,11 +275,11 @@ def run_isb(backend: str, database_url: str, deployment: Deployment, work: Path,
                         broker.cpu_seconds)
         for scenario in plan:
             sampler: list[Sampler] = []
-            spy = py_spy() if args.profile and scenario.name == "throughput-1to1" else None
+            spy = py_spy() if scenario.name == args.profile else None
 
             def start_profile(pids: list[int], spy: str | None = spy, sampler: list[Sampler] = sampler) -> None:
                 if spy is not None:
-                    # Agents start subscribers first: pids[0] is the (only) subscriber of throughput-1to1.
+                    # Agents start subscribers first: pids[0] is the first subscriber.
                     sampler.append(Sampler(spy, pids[0], RESULTS / f"profile-{backend}-subscriber-gil.collapsed",
                                            gil=True))
                     sampler.append(Sampler(spy, broker.pid, RESULTS / f"profile-{backend}-wall.collapsed"))
@@ -338,20 +339,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small runs (under about two minutes)")
     parser.add_argument("--only", default=",".join(BACKENDS), help="comma-separated subset of " + ",".join(BACKENDS))
     parser.add_argument("--scenarios", default="", help="comma-separated subset of scenario names")
-    parser.add_argument("--profile", action="store_true", help="sample the broker with py-spy in throughput-1to1")
+    parser.add_argument("--profile", nargs="?", const="throughput-1to1", default=None, metavar="SCENARIO",
+                        help="sample the broker and a subscriber with py-spy during SCENARIO (default throughput-1to1)")
+    parser.add_argument("--seconds", type=float, default=None, help="length of each latency run (default 6, quick 3)")
+    parser.add_argument("--linger", type=float, default=0.001,
+                        help="ISB senders' producer linger in seconds (default 0.001, as the issue suggests)")
     parser.add_argument("--log-level", default="info", help="broker log level (default info, as deployed)")
     parser.add_argument("--output", type=Path, default=RESULTS / "results.json")
     args = parser.parse_args(argv)
     configure_logging("warning")  # the PKI set-up's info lines would bury the table
     backends = [b for b in args.only.split(",") if b]
-    plan = scenarios(args.quick)
+    plan = [replace(s, linger=args.linger) for s in scenarios(args.quick, args.seconds)]
     if args.scenarios:
         wanted = set(args.scenarios.split(","))
         plan = [s for s in plan if s.name in wanted]
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.profile and py_spy() is None:
         _say("py-spy is not installed (.venv/bin/pip install py-spy); running without --profile")
-        args.profile = False
+        args.profile = None
     started = time.monotonic()
     results: dict[str, Any] = {}
     samples: dict[str, dict[str, list[float]]] = {}

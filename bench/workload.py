@@ -30,6 +30,7 @@ class Scenario:
     senders: int
     subscribers: int
     batch_size: int = 64
+    linger: float = 0.001  # the SDK producer's: seconds an envelope waits for others to share its batch
     body_bytes: int = 2048
     time_limit: float = 60.0
     ack_batch: int = 128

@@ -32,6 +32,7 @@ from broker.protocol.receipts import make_receipt, verify_receipt
 from clients._connection import Connection
 from clients._stream import StreamReader
 from clients.errors import ClientError, VerificationError
+from clients.producer import Producer
 
 log = structlog.get_logger(__name__)
 
@@ -258,18 +259,23 @@ class AgencyClient(Connection):
         reply: broker_pb2.GrantForwardConsentResponse = self._call(self._stub.GrantForwardConsent, signed)
         return reply.audit_index
 
+    def producer(self, *, linger: float = 0.001, batch_size: int = 64, max_pending: int = 4096) -> Producer:
+        """A producer for high rates: envelopes submitted within `linger` seconds share one stream
+        message (see `clients.producer`). Close it, or use it as a context manager."""
+        return Producer(self._stub.SendStream, self.translate_error, linger=linger, batch_size=batch_size,
+                        max_pending=max_pending)
+
     def send_many(self, envelopes: Sequence[envelope_pb2.Envelope],
-                  batch_size: int = 64) -> list[broker_pb2.SendResult]:
-        """Send many sealed envelopes over one stream in batches; one result per envelope, in order."""
-        batches = [envelopes[i:i + batch_size] for i in range(0, len(envelopes), batch_size)]
-        requests = (broker_pb2.SendBatch(envelopes=b) for b in batches)
-        results: list[broker_pb2.SendResult] = []
-        try:
-            for reply in self._stub.SendStream(requests, timeout=max(self._timeout, 0.05 * len(envelopes))):
-                results.extend(reply.results)
-        except grpc.RpcError as exc:
-            raise self.translate_error(exc) from exc
-        return results
+                  batch_size: int = 64) -> list[broker_pb2.SendResponse | ClientError]:
+        """Send many sealed envelopes over one stream; per envelope, in order, the broker's
+        acceptance or the error that refused it (one refusal does not stop the others)."""
+        with self.producer(linger=0.0, batch_size=batch_size) as producer:
+            futures = [producer.submit(envelope) for envelope in envelopes]
+        outcomes: list[broker_pb2.SendResponse | ClientError] = []
+        for future in futures:
+            error = future.exception()
+            outcomes.append(future.result() if error is None else _as_client_error(error))
+        return outcomes
 
     # -- receiving -----------------------------------------------------------------------------
     def deliveries(self, *, max_in_flight: int = 64, timeout: float | None = None,
@@ -389,6 +395,10 @@ class AgencyClient(Connection):
                     raise VerificationError(f"receipt of {r.recipient} is for message {receipt.message_id}")
             result.append(RecipientReceipt(r.recipient, broker_pb2.DeliveryState.Name(r.state), r.attempts, receipt))
         return result
+
+
+def _as_client_error(error: BaseException) -> ClientError:
+    return error if isinstance(error, ClientError) else ClientError(str(error))
 
 
 def _header_message_id(envelope: envelope_pb2.Envelope) -> str:

@@ -118,6 +118,7 @@ class Writer:
                 await self._task
         self._thread.submit(self._close).result()
         self._thread.shutdown(wait=True)
+        log.info("writer.stopped", batches=self.batches, operations=self.operations)
 
     def _close(self) -> None:
         if self._conn is not None:
