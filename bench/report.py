@@ -19,10 +19,19 @@ def _fmt(value: Any, digits: int = 0) -> str:
     return str(value)
 
 
+def _client_cpu(r: Mapping[str, Any]) -> float | None:
+    """Sender and subscriber CPU per message (a message's deliveries included)."""
+    send, receive = r.get("sender_cpu_us_per_envelope"), r.get("subscriber_cpu_us_per_delivery")
+    if send is None or receive is None:
+        return None
+    return float(send + receive * r.get("fanout", 1))
+
+
 def table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
     """One row per backend and scenario, then the ISB/NATS ratios."""
     header = (f"{'system':<16} {'scenario':<17} {'msgs/s':>8} {'deliv/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'p99.9 ms':>8} {'srv us/env':>10} {'srv us/dlv':>10} {'offered/s':>9}  ok")
+              f"{'p99.9 ms':>8} {'srv us/env':>10} {'srv us/dlv':>10} {'db us/env':>9} {'cli us/msg':>10} "
+              f"{'offered/s':>9}  ok")
     lines = [header, "-" * len(header)]
     for backend, scenarios in results.items():
         for name, r in scenarios.items():
@@ -31,7 +40,8 @@ def table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
                 f"{BACKEND_LABELS.get(backend, backend):<16} {name:<17} {_fmt(r.get('messages_per_s')):>8} "
                 f"{_fmt(r.get('deliveries_per_s')):>8} {_fmt(lat.get('p50'), 1):>7} {_fmt(lat.get('p99'), 1):>7} "
                 f"{_fmt(lat.get('p99.9'), 1):>8} {_fmt(r.get('server_cpu_us_per_envelope')):>10} "
-                f"{_fmt(r.get('server_cpu_us_per_delivery')):>10} {_fmt(r.get('offered_per_s')):>9}  "
+                f"{_fmt(r.get('server_cpu_us_per_delivery')):>10} {_fmt(r.get('database_cpu_us_per_envelope')):>9} "
+                f"{_fmt(_client_cpu(r)):>10} {_fmt(r.get('offered_per_s')):>9}  "
                 f"{'yes' if r.get('complete') else 'NO'}")
     ratio_lines = []
     for key, ratio in ratios(results).items():

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import math
 import multiprocessing
 import os
 import platform
@@ -44,6 +45,7 @@ from bench.servers import (
     free_port,
     nats_available,
     postgres_available,
+    postgres_cpu_seconds,
     postgres_database,
     process_cpu_seconds,
     py_spy,
@@ -94,6 +96,7 @@ class Target:
     run_subscriber: Callable[..., None]
     target: str
     cpu: Callable[[], float]
+    db_cpu: Callable[[], float] | None = None  # a database server beside the broker (PostgreSQL)
     prepare: Callable[[Scenario, tuple[str, ...]], None] = lambda _s, _r: None
 
 
@@ -147,11 +150,11 @@ def run_scenario(target: Target, deployment: Deployment, scenario: Scenario,
             raise RuntimeError(f"{scenario.name}: only {ready}/{len(processes)} agents got ready: {fatal}")
         time.sleep(0.5)  # let subscriptions settle so the clock does not include a backlog load
         on_start([p.pid for p in processes if p.pid is not None])
-        cpu0 = target.cpu()
+        cpu0, db0 = target.cpu(), target.db_cpu() if target.db_cpu else math.nan
         t_go = time.time_ns()
         go.set()
         deadline = time.monotonic() + scenario.time_limit + 40
-        cpu1 = cpu0
+        cpu1, db1 = cpu0, db0
         while len(senders) + len(subscribers) < len(processes):
             if time.monotonic() > deadline:
                 stop.set()
@@ -172,7 +175,7 @@ def run_scenario(target: Target, deployment: Deployment, scenario: Scenario,
                     expected.value = sum(s.get("ok", 0) for s in senders)
             else:
                 subscribers.append(payload)
-                cpu1 = target.cpu()
+                cpu1, db1 = target.cpu(), target.db_cpu() if target.db_cpu else math.nan
     finally:
         stop.set()
         for process in processes:
@@ -180,11 +183,12 @@ def run_scenario(target: Target, deployment: Deployment, scenario: Scenario,
             if process.is_alive():
                 process.terminate()
                 process.join(5)
-    return _metrics(scenario, senders, subscribers, fatal, t_go, cpu1 - cpu0)
+    return _metrics(scenario, senders, subscribers, fatal, t_go, cpu1 - cpu0, db1 - db0)
 
 
 def _metrics(scenario: Scenario, senders: list[dict[str, Any]], subscribers: list[dict[str, Any]],
-             fatal: list[str], t_go: int, server_cpu: float) -> tuple[dict[str, Any], list[float]]:
+             fatal: list[str], t_go: int, server_cpu: float,
+             db_cpu: float = math.nan) -> tuple[dict[str, Any], list[float]]:
     ok = sum(s.get("ok", 0) for s in senders)
     sent = sum(s.get("sent", 0) for s in senders)
     agencies = [a for s in subscribers for a in s.get("agencies", [])]
@@ -217,6 +221,7 @@ def _metrics(scenario: Scenario, senders: list[dict[str, Any]], subscribers: lis
         "server_cpu_s": server_cpu,
         "server_cpu_us_per_envelope": server_cpu * 1e6 / ok if ok else None,
         "server_cpu_us_per_delivery": server_cpu * 1e6 / delivered if delivered else None,
+        "database_cpu_us_per_envelope": db_cpu * 1e6 / ok if ok and not math.isnan(db_cpu) else None,
         "sender_cpu_us_per_envelope": sum(s.get("cpu_s", 0.0) for s in senders) * 1e6 / ok if ok else None,
         "subscriber_cpu_us_per_delivery":
             sum(s.get("cpu_s", 0.0) for s in subscribers) * 1e6 / delivered if delivered else None,
@@ -272,7 +277,7 @@ def run_isb(backend: str, database_url: str, deployment: Deployment, work: Path,
     samples: dict[str, list[float]] = {}
     with isb_broker(deployment, work, backend, database_url, args.log_level) as broker:
         target = Target(backend, isb_agents.run_sender, isb_agents.run_subscriber, broker.target,
-                        broker.cpu_seconds)
+                        broker.cpu_seconds, postgres_cpu_seconds if backend == "postgresql" else None)
         for scenario in plan:
             sampler: list[Sampler] = []
             spy = py_spy() if scenario.name == args.profile else None
@@ -311,7 +316,7 @@ def run_nats(deployment: Deployment, plan: list[Scenario]) -> tuple[dict[str, An
         asyncio.run(nats_agents.prepare_stream(f"bench.{scenario.name}", recipients))
 
     target = Target("nats", nats_agents.run_sender, nats_agents.run_subscriber, nats_agents.NATS_URL,
-                    (lambda: process_cpu_seconds(pid)) if pid else (lambda: float("nan")), prepare)
+                    (lambda: process_cpu_seconds(pid)) if pid else (lambda: float("nan")), prepare=prepare)
     try:
         for scenario in plan:
             _say(f"  nats: {scenario.name} ...")

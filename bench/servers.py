@@ -69,6 +69,23 @@ def process_cpu_seconds(pid: int) -> float:
     return total
 
 
+def postgres_cpu_seconds() -> float:
+    """User + system CPU seconds of every PostgreSQL server process (with the exited backends the
+    postmaster reaped): the database's share of the machine, which the broker's own CPU leaves out."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15]) / _TICKS
+    return total
+
+
 def write_config(path: Path, settings: Mapping[str, str | int | float]) -> Path:
     """Write a `[broker]` TOML table."""
     lines = ["[broker]"]

@@ -56,6 +56,10 @@ def _check_field(name: str, value: object) -> FieldValue:
     raise TypeError(f"audit field {name!r} must be a str, an int or a list of str, not {kind}")
 
 
+# One encoder for every entry (json.dumps with options builds a new one per call).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _format_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -104,7 +108,7 @@ class AuditEvent:
             document["agency"] = self.agency
         if self.fields:
             document["fields"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.fields.items()}
-        return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return _CANONICAL.encode(document).encode()
 
     @classmethod
     def from_entry_bytes(cls, entry: bytes) -> tuple[int, AuditEvent]:
