@@ -259,11 +259,12 @@ class AgencyClient(Connection):
         reply: broker_pb2.GrantForwardConsentResponse = self._call(self._stub.GrantForwardConsent, signed)
         return reply.audit_index
 
-    def producer(self, *, linger: float = 0.001, batch_size: int = 64, max_pending: int = 4096) -> Producer:
+    def producer(self, *, linger: float = 0.001, batch_size: int = 64, max_pending: int = 4096,
+                 max_in_flight: int = 4) -> Producer:
         """A producer for high rates: envelopes submitted within `linger` seconds share one stream
         message (see `clients.producer`). Close it, or use it as a context manager."""
         return Producer(self._stub.SendStream, self.translate_error, linger=linger, batch_size=batch_size,
-                        max_pending=max_pending)
+                        max_pending=max_pending, max_in_flight=max_in_flight)
 
     def send_many(self, envelopes: Sequence[envelope_pb2.Envelope],
                   batch_size: int = 64) -> list[broker_pb2.SendResponse | ClientError]:

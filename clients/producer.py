@@ -1,8 +1,10 @@
 """Sending at a high rate: sealed envelopes share SendStream messages, as a Kafka producer batches.
 
 `AgencyClient.producer()` opens one long-lived SendStream. `submit` queues a sealed envelope and
-returns a future at once; a background writer takes what is queued, waits at most `linger` seconds
-for more to share the gRPC message (up to `batch_size`), and sends the batch. The broker answers
+returns a future at once; gRPC's request thread takes what is queued, waits at most `linger`
+seconds for more to share the gRPC message (up to `batch_size`), and sends the batch, unless
+`max_in_flight` batches are still unanswered: then the batch keeps filling until one is answered,
+so under load batches grow by themselves and at low rates nothing waits longer than the linger. The broker answers
 each batch in order, once it is durably committed, so each future resolves with the broker's
 `SendResponse`, or fails with the broker's refusal of that envelope alone.
 
@@ -33,7 +35,7 @@ class Producer:
 
     def __init__(self, send_stream: Callable[[Iterator[broker_pb2.SendBatch]], Any],
                  translate_error: Callable[[grpc.RpcError], ClientError], *, linger: float = 0.001,
-                 batch_size: int = 64, max_pending: int = 4096) -> None:
+                 batch_size: int = 64, max_pending: int = 4096, max_in_flight: int = 4) -> None:
         if not 0 <= linger <= 1.0:
             raise ValueError("linger must be between 0 and 1 second")
         if not 1 <= batch_size <= MAX_BATCH:
@@ -42,6 +44,8 @@ class Producer:
         self._linger = linger
         self._batch_size = batch_size
         self._max_pending = max(max_pending, batch_size)
+        self._max_in_flight = max(1, max_in_flight)
+        self._batches_in_flight = 0
         # One lock for all state. Submitters append to `_queued` and wake the request thread only
         # for the first envelope of a batch and for a full batch, so a batch costs one hand-over
         # between threads, not one per envelope.
@@ -105,19 +109,23 @@ class Producer:
                 if self._closed or self._failure is not None:
                     return None
                 self._cond.wait(0.25)
-            if self._linger and len(self._queued) < self._batch_size and not self._closed:
-                deadline = time.monotonic() + self._linger
-                while len(self._queued) < self._batch_size and not self._closed:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
+            # Linger for more envelopes; past the linger, keep filling the batch while the broker
+            # still owes answers to `max_in_flight` batches: under load batches grow by themselves
+            # (as TCP's Nagle and Kafka's in-flight limit do), at low rates nothing waits longer.
+            deadline = time.monotonic() + self._linger
+            while len(self._queued) < self._batch_size and not self._closed and self._failure is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 and self._batches_in_flight < self._max_in_flight:
+                    break
+                self._cond.wait(remaining if remaining > 0 else None)
             taken, self._queued = self._queued[:self._batch_size], self._queued[self._batch_size:]
             envelopes = []
             for envelope, future in taken:
                 if future.set_running_or_notify_cancel():  # False: cancelled while queued
                     envelopes.append(envelope)
                     self._in_flight.append(future)
+            if envelopes:
+                self._batches_in_flight += 1
             self._cond.notify_all()  # submitters waiting for room
             return envelopes
 
@@ -132,6 +140,8 @@ class Producer:
             for reply in self._call:
                 with self._cond:
                     futures = [self._in_flight.popleft() for _ in reply.results]
+                    self._batches_in_flight -= 1
+                    self._cond.notify_all()
                 for result, future in zip(reply.results, futures, strict=True):
                     if result.code == 0:
                         future.set_result(result.response)
