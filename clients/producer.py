@@ -64,10 +64,10 @@ class Producer:
         future: Future[broker_pb2.SendResponse] = Future()
         with self._cond:
             while True:
-                if self._failure is not None:
-                    raise self._failure
                 if self._closed:
                     raise ClientError("this producer is closed")
+                if self._failure is not None:
+                    raise self._failure
                 if len(self._queued) < self._max_pending:
                     break
                 self._cond.wait()
