@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError
 
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.identity import AGENCY_ID, Role
-from broker.protocol.envelope import OpenedMessage, open_envelope, seal
+from broker.protocol.envelope import OpenedMessage, open_envelope, seal, unverified_message_id
 from broker.protocol.forwarding import (
     FORWARDED_CONTENT_TYPE,
     OriginalMessage,
@@ -314,7 +314,7 @@ class AgencyClient(Connection):
                         try:
                             yield self._open(delivery)
                         except (VerificationError, ClientError) as exc:
-                            message_id = _header_message_id(delivery.envelope)
+                            message_id = unverified_message_id(delivery.envelope)
                             log.warning("delivery.rejected", message_id=message_id, error=str(exc))
                             self._reject(delivery, str(exc))
                             if on_invalid is not None:
@@ -362,7 +362,7 @@ class AgencyClient(Connection):
         return ReceivedMessage(opened, digest, delivery.attempt, sender_cert, delivery.envelope, original)
 
     def _reject(self, delivery: broker_pb2.Delivery, reason: str) -> None:
-        message_id = _header_message_id(delivery.envelope)
+        message_id = unverified_message_id(delivery.envelope)
         if not message_id:
             return
         receipt = make_receipt(message_id=message_id,
@@ -400,13 +400,6 @@ class AgencyClient(Connection):
 
 def _as_client_error(error: BaseException) -> ClientError:
     return error if isinstance(error, ClientError) else ClientError(str(error))
-
-
-def _header_message_id(envelope: envelope_pb2.Envelope) -> str:
-    try:
-        return envelope_pb2.Header.FromString(envelope.header).message_id
-    except Exception:  # noqa: BLE001 - only used to label a rejection
-        return ""
 
 
 __all__ = ["MLKEM768_X25519", "X25519", "AgencyClient", "InvalidDelivery", "ReceivedMessage", "RecipientReceipt",

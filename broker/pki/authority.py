@@ -182,6 +182,19 @@ def leaf_subject(spiffe_id: SpiffeId) -> x509.Name:
     )
 
 
+def subject_alt_names(spiffe_id: SpiffeId, dns_names: Iterable[str],
+                      ip_addresses: Iterable[str | ipaddress.IPv4Address | ipaddress.IPv6Address]
+                      ) -> list[x509.GeneralName]:
+    """The SANs of a leaf or a CSR: the SPIFFE URI first, then DNS names and IP addresses."""
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(spiffe_id))]
+    names += [x509.DNSName(name) for name in dns_names]
+    try:
+        names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+    except ValueError as exc:
+        raise InvalidRequest(f"not an IP address: {exc}") from exc
+    return names
+
+
 def issue_certificate(
     issuer: CertificateAuthority,
     public_key: CertificatePublicKeyTypes,
@@ -210,12 +223,7 @@ def issue_certificate(
         not_after = start + CLOCK_SKEW + timedelta(days=days)
     if not_after <= start:
         raise InvalidRequest("certificate would expire before it becomes valid")
-    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(spiffe_id))]
-    names += [x509.DNSName(name) for name in dns_names]
-    try:
-        names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
-    except ValueError as exc:
-        raise InvalidRequest(f"not an IP address: {exc}") from exc
+    names = subject_alt_names(spiffe_id, dns_names, ip_addresses)
     builder = (
         x509.CertificateBuilder()
         .subject_name(leaf_subject(spiffe_id))

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.errors import AuthenticationError, InvalidRequest, VerificationError
 from broker.identity import Role, SpiffeId, parse_spiffe_id
-from broker.pki.authority import leaf_subject
+from broker.pki.authority import leaf_subject, subject_alt_names
 
 __all__ = ["ACCEPTED_CURVES", "CertificateRequest", "create_csr", "csr_pem", "san_ip_addresses", "verify_csr"]
 
@@ -64,12 +64,7 @@ def create_csr(
     ip_addresses: Iterable[str | IpAddress] = (),
 ) -> x509.CertificateSigningRequest:
     """A CSR for `spiffe_id` signed with `key` (agency side)."""
-    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(spiffe_id))]
-    names += [x509.DNSName(name) for name in dns_names]
-    try:
-        names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
-    except ValueError as exc:
-        raise InvalidRequest(f"not an IP address: {exc}") from exc
+    names = subject_alt_names(spiffe_id, dns_names, ip_addresses)
     return (
         x509.CertificateSigningRequestBuilder()
         .subject_name(leaf_subject(spiffe_id))

@@ -48,6 +48,7 @@ __all__ = [
     "envelope_sha256",
     "open_envelope",
     "seal",
+    "unverified_message_id",
     "uuid7",
     "verify_outer",
 ]
@@ -90,6 +91,15 @@ def uuid7() -> str:
     value |= 0b10 << 62  # variant
     value |= rand & ((1 << 62) - 1)  # rand_b, 62 bits
     return str(uuid.UUID(int=value))
+
+
+def unverified_message_id(envelope: envelope_pb2.Envelope) -> str:
+    """The message id the header claims, unverified, or "" if it does not parse: only to label a
+    refusal or a rejection, never to decide anything."""
+    try:
+        return envelope_pb2.Header.FromString(envelope.header).message_id
+    except Exception:  # noqa: BLE001 - a label only: whatever fails to parse has no id to show
+        return ""
 
 
 def envelope_sha256(envelope_bytes: bytes) -> bytes:

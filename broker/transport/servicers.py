@@ -18,6 +18,7 @@ from broker.directory import PublishBundle, Registry, current_bundles
 from broker.errors import BrokerError, InvalidRequest, PermissionDenied
 from broker.identity import Role
 from broker.policy import RunningPolicy
+from broker.protocol.envelope import unverified_message_id
 from broker.protocol.keys import verify_key_bundle
 from broker.store.db import now_us
 from broker.store.writer import Writer
@@ -121,11 +122,12 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                 results.append(broker_pb2.SendResult(message_id=outcome.message_id, response=_send_response(outcome)))
             elif isinstance(outcome, BrokerError):
                 results.append(broker_pb2.SendResult(
-                    message_id=_message_id(envelope), code=outcome.status.value[0], error=str(outcome)))
+                    message_id=unverified_message_id(envelope), code=outcome.status.value[0], error=str(outcome)))
             else:
                 log.error("send_stream.failed", error=repr(outcome))
                 results.append(broker_pb2.SendResult(
-                    message_id=_message_id(envelope), code=grpc.StatusCode.INTERNAL.value[0], error="internal error"))
+                    message_id=unverified_message_id(envelope), code=grpc.StatusCode.INTERNAL.value[0],
+                    error="internal error"))
         return broker_pb2.SendBatchResult(results=results)
 
     @streaming("Subscribe")
@@ -223,9 +225,3 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             directory.groups.add(name=name, members=sorted(members))
         return directory
 
-
-def _message_id(envelope: envelope_pb2.Envelope) -> str:
-    try:
-        return envelope_pb2.Header.FromString(envelope.header).message_id
-    except Exception:  # noqa: BLE001 - only to label an error result; the error itself says what failed
-        return ""

@@ -26,7 +26,7 @@ from broker.pki.issuance import chain_pem, check_lifetime, issue_request, renew
 from broker.pki.revocation import REVOCATION_REASONS, publish_crl, revoke
 from broker.pki.store import CaDirectory, CertificateRecord, CertificateStatus, list_certificates
 
-__all__ = ["main", "register", "render_certificate_table"]
+__all__ = ["register", "render_certificate_table"]
 
 EXPIRY_WARNING = timedelta(days=30)
 _RED, _YELLOW, _DIM, _RESET = "\033[31m", "\033[33m", "\033[2m", "\033[0m"
@@ -109,14 +109,6 @@ def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     crl.add_argument("--der", action="store_true", help="write --out in DER instead of PEM")
     _set(crl, _cmd_crl)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run `pki ...` on its own (tests, or before the `isb` entry point exists)."""
-    parser = argparse.ArgumentParser(prog="isb")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    handler: Handler = args.func
-    return handler(args)
 
 
 def _set(parser: argparse.ArgumentParser, handler: Handler) -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from broker.errors import BrokerError
 from broker.policy import KINDS, TLP_CODES, Decision, Policy, PolicyError, diff
 
-__all__ = ["main", "register"]
+__all__ = ["register"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -58,14 +58,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     diff_cmd.add_argument("new", type=Path, metavar="NEW")
     diff_cmd.set_defaults(func=_cmd_diff)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run `policy ...` on its own (tests, or before the `isb` entry point exists)."""
-    parser = argparse.ArgumentParser(prog="isb")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    handler: Handler = args.func
-    return handler(args)
 
 
 def _read(path: Path) -> str | None:

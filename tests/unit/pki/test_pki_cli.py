@@ -15,7 +15,8 @@ import pytest
 
 from broker.identity import Role
 from broker.pki.store import CaDirectory, CertificateRecord, list_certificates
-from clients.cli.pki_cmd import main, register, render_certificate_table
+from clients.cli import main
+from clients.cli.pki_cmd import register, render_certificate_table
 
 OpenSsl = Callable[..., subprocess.CompletedProcess[str]]  # the `openssl` fixture
 TRUST_DOMAIN = "isb.test"

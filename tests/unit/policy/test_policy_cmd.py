@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.cli.policy_cmd import main
+from clients.cli import main
 
 
 @pytest.fixture
