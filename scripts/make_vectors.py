@@ -52,8 +52,8 @@ from broker.protocol.receipts import make_receipt
 
 ROOT = Path(__file__).resolve().parent.parent
 TRUST_DOMAIN = "vectors.isb"
-# The production profile: a 10-year root, 90-day leaves (broker.pki.authority), and the vectors' time
-# inside every validity window.
+# The production profile (broker.protocol.certificates): a 10-year root, 90-day leaves as
+# broker.pki.authority issues them, and the vectors' time inside every validity window.
 CA_FROM = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 CA_UNTIL = dt.datetime(2035, 1, 1, tzinfo=dt.UTC)
 VALID_FROM = dt.datetime(2025, 5, 1, tzinfo=dt.UTC)
