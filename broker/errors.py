@@ -1,16 +1,21 @@
-"""The broker's error types. Each maps to exactly one gRPC status code, here and nowhere else."""
+"""The broker's error types. Each maps to exactly one gRPC status code, here and nowhere else.
+
+The protocol's own errors (`broker.protocol.errors`, shared with the SDK and free of gRPC) are
+refusals of the broker too: `status_of` maps them, so a bad header or a signature that does not
+verify is INVALID_ARGUMENT (OUT_OF_RANGE for a value outside its range) wherever it is detected.
+"""
 
 from __future__ import annotations
 
 import grpc
+
+from broker.protocol.errors import OutOfRange, ProtocolError, VerificationError
 
 
 class BrokerError(Exception):
     """Root of every error the broker raises on purpose; the message is shown to the caller."""
 
     status: grpc.StatusCode = grpc.StatusCode.INTERNAL
-    # Set once the refusal has its audit entry, so the RPC layer does not write a second one.
-    audited: bool = False
 
 
 class InvalidRequest(BrokerError):
@@ -33,12 +38,6 @@ class PermissionDenied(BrokerError):
 
 class PolicyViolation(PermissionDenied):
     """The sharing policy forbids this send or forward; the message names the rule."""
-
-
-class VerificationError(BrokerError):
-    """A signature, digest or proof did not verify; the message says what did not match."""
-
-    status = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class NotFound(BrokerError):
@@ -67,3 +66,37 @@ class StorageUnavailable(BrokerError):
     """The database did not commit; nothing was stored and the call may be retried (sends are idempotent)."""
 
     status = grpc.StatusCode.UNAVAILABLE
+
+
+Refusal = BrokerError | ProtocolError
+"""Anything the broker answers with a status of its own (as opposed to a failure: INTERNAL)."""
+REFUSALS: tuple[type[BrokerError], type[ProtocolError]] = (BrokerError, ProtocolError)
+
+
+def status_of(error: Refusal) -> grpc.StatusCode:
+    """The one gRPC status code of a refusal."""
+    if isinstance(error, BrokerError):
+        return error.status
+    if isinstance(error, OutOfRange):
+        return grpc.StatusCode.OUT_OF_RANGE
+    return grpc.StatusCode.INVALID_ARGUMENT
+
+
+__all__ = [
+    "REFUSALS",
+    "AlreadyExists",
+    "AuthenticationError",
+    "BrokerError",
+    "ConfigurationError",
+    "FailedPrecondition",
+    "InvalidRequest",
+    "NotFound",
+    "OutOfRange",
+    "PermissionDenied",
+    "PolicyViolation",
+    "ProtocolError",
+    "Refusal",
+    "StorageUnavailable",
+    "VerificationError",
+    "status_of",
+]

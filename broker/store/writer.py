@@ -22,7 +22,7 @@ import structlog
 from sqlalchemy.engine import Connection, Engine
 
 from broker.audit import AuditEvent, AuditLog
-from broker.errors import BrokerError, StorageUnavailable
+from broker.errors import REFUSALS, StorageUnavailable
 from broker.metrics import AUDIT_ENTRIES, WRITER_BATCH, WRITER_COMMIT
 from broker.store.db import bulk_insert, now_us
 
@@ -222,7 +222,7 @@ class Writer:
             for item in pending:
                 try:
                     item.outcome = item.op.stage(batch)
-                except BrokerError as exc:
+                except REFUSALS as exc:
                     item.error = exc
             for table, rows in batch.inserts.items():
                 columns = tuple(rows[0])
