@@ -22,6 +22,8 @@ WRITER_COMMIT = Histogram("isb_writer_commit_seconds", "Time to stage and commit
                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=REGISTRY)
 REFUSALS_AUDITED = Counter("isb_refusals", "Refused requests, each audited once, by status", ["status"],
                            registry=REGISTRY)
+REFUSALS_ANSWERED = Counter("isb_refusals_answered", "Refusals returned to a client (a status or a batch result)",
+                            registry=REGISTRY)
 REFUSAL_AUDIT_FAILURES = Counter("isb_refusal_audit_failures", "Refusals whose audit entry could not be written",
                                  registry=REGISTRY)
 AUDIT_ENTRIES = Gauge("isb_audit_entries", "Entries in the audit log (committed)", registry=REGISTRY)

@@ -26,6 +26,7 @@ import structlog
 
 from broker.audit import refusals
 from broker.errors import REFUSALS, InvalidRequest, status_of
+from broker.metrics import REFUSALS_ANSWERED
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +70,7 @@ async def _call(context: Context, rpc: str, record: refusals.Record) -> AsyncIte
             raise
         except REFUSALS as exc:  # audited by the scope above
             reason = refusals.bounded(str(exc))
+            REFUSALS_ANSWERED.inc()
             log.info("rpc.refused", status=status_of(exc).name, reason=reason)
             await context.abort(status_of(exc), reason)
         except Exception:  # mapped to a status in one place

@@ -18,6 +18,7 @@ from broker.delivery.operations import Accepted
 from broker.directory import PublishBundle, Registry, current_bundles
 from broker.errors import REFUSALS, InvalidRequest, PermissionDenied, status_of
 from broker.identity import Role
+from broker.metrics import REFUSALS_ANSWERED
 from broker.policy import RunningPolicy
 from broker.protocol.envelope import unverified_message_id
 from broker.protocol.keys import verify_key_bundle
@@ -117,6 +118,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             if isinstance(outcome, Accepted):
                 results.append(broker_pb2.SendResult(message_id=outcome.message_id, response=_send_response(outcome)))
             elif isinstance(outcome, REFUSALS):  # audited by the exchange
+                REFUSALS_ANSWERED.inc()
                 results.append(broker_pb2.SendResult(
                     message_id=bounded(unverified_message_id(envelope), 64), code=status_of(outcome).value[0],
                     error=bounded(str(outcome))))
