@@ -24,9 +24,16 @@ REFUSALS_AUDITED = Counter("isb_refusals", "Refused requests, each audited once,
                            registry=REGISTRY)
 REFUSALS_ANSWERED = Counter("isb_refusals_answered", "Refusals returned to a client (a status or a batch result)",
                             registry=REGISTRY)
-REFUSAL_AUDIT_FAILURES = Counter("isb_refusal_audit_failures", "Refusals whose audit entry could not be written",
-                                 registry=REGISTRY)
 AUDIT_ENTRIES = Gauge("isb_audit_entries", "Entries in the audit log (committed)", registry=REGISTRY)
+WRITER_HEALTHY = Gauge("isb_writer_healthy", "1 while the writer's store commits, 0 while it is lost",
+                       registry=REGISTRY)
+WRITER_HELD = Gauge("isb_writer_held_records", "Records (audit entries nobody waits for) held until the store "
+                    "commits again", registry=REGISTRY)
+STORE_FAULTS = Counter("isb_store_faults", "Commits and probes the store failed, by the status callers got",
+                       ["status"], registry=REGISTRY)
+AUDIT_WRITE_FAILURES = Counter("isb_audit_write_failures", "Audit entries not written: a refusal's entry lost with "
+                               "its failed batch (refusal), held records dropped (dropped)", ["kind"],
+                               registry=REGISTRY)
 
 
 def serve_metrics(listen: str, *, cert: Path, key: Path, ca: Path) -> WSGIServer:

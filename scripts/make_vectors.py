@@ -49,6 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TRUST_DOMAIN = "vectors.isb"
 VALID_FROM = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 VALID_UNTIL = dt.datetime(2125, 1, 1, tzinfo=dt.UTC)
+# Leaves follow the production certificate profile (broker.protocol.certificates): at most 825 days.
+LEAF_VALID_UNTIL = VALID_FROM + dt.timedelta(days=825)
 CREATED = dt.datetime(2025, 6, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
@@ -160,17 +162,18 @@ def _agency_certificate(
         .public_key(key.public_key())
         .serial_number(serial)
         .not_valid_before(VALID_FROM)
-        .not_valid_after(VALID_UNTIL)
+        .not_valid_after(LEAF_VALID_UNTIL)
         .add_extension(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{TRUST_DOMAIN}/agency/{agency}")]),
             critical=False,
         )
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256(), ecdsa_deterministic=True)
     )

@@ -31,8 +31,8 @@ from typing import Final
 import structlog
 
 from broker.audit.events import AuditEvent, FieldValue
-from broker.errors import REFUSALS, Refusal, status_of
-from broker.metrics import REFUSAL_AUDIT_FAILURES, REFUSALS_AUDITED
+from broker.errors import REFUSALS, STORAGE_FAULTS, Refusal, status_of
+from broker.metrics import AUDIT_WRITE_FAILURES, REFUSALS_AUDITED
 
 __all__ = ["MAX_TEXT", "Record", "RefusalScope", "audit_outcome", "audited", "bounded", "note", "rejection"]
 
@@ -184,12 +184,12 @@ async def audit_outcome(error: Refusal) -> None:
 
 
 async def _audit(scope: RefusalScope, error: Refusal) -> None:
-    if not scope.call.claim(error):
-        return
+    if isinstance(error, STORAGE_FAULTS) or not scope.call.claim(error):
+        return  # a fault of the store is not a refusal of the request: the writer logs it
     REFUSALS_AUDITED.labels(status_of(error).name).inc()
     try:
         await scope.call.record(scope.entry(error))
     except Exception as exc:
-        REFUSAL_AUDIT_FAILURES.inc()
+        AUDIT_WRITE_FAILURES.labels("refusal").inc()
         log.exception("refusal.audit_failed", error=bounded(f"{type(exc).__name__}: {exc}"),
                       status=status_of(error).name, reason=bounded(str(error)))

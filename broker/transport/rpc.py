@@ -25,7 +25,7 @@ import grpc
 import structlog
 
 from broker.audit import refusals
-from broker.errors import REFUSALS, InvalidRequest, status_of
+from broker.errors import REFUSALS, STORAGE_FAULTS, BrokerError, InvalidRequest, status_of
 from broker.metrics import REFUSALS_ANSWERED
 
 log = structlog.get_logger(__name__)
@@ -68,11 +68,15 @@ async def _call(context: Context, rpc: str, record: refusals.Record) -> AsyncIte
                 yield
         except grpc.aio.AbortError:
             raise
-        except REFUSALS as exc:  # audited by the scope above
+        except REFUSALS as exc:  # audited by the scope above (a fault of the store is not a refusal)
             reason = refusals.bounded(str(exc))
-            REFUSALS_ANSWERED.inc()
+            if not isinstance(exc, STORAGE_FAULTS):
+                REFUSALS_ANSWERED.inc()
             log.info("rpc.refused", status=status_of(exc).name, reason=reason)
-            await context.abort(status_of(exc), reason)
+            trailing: tuple[tuple[str, str], ...] = ()
+            if isinstance(exc, BrokerError) and exc.trailing:  # replaces the call's trailing metadata
+                trailing = (("x-request-id", request_id), *exc.trailing)
+            await context.abort(status_of(exc), reason, trailing_metadata=trailing)
         except Exception:  # mapped to a status in one place
             log.exception("rpc.failed")
             await context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
