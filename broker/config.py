@@ -38,6 +38,8 @@ class BrokerConfig:
     database_url: str = "sqlite:///var/isb.db"
     max_envelope_bytes: int = 4 * 1024 * 1024
     max_recipients: int = 256
+    # How far an envelope's `created` may be from the broker's clock (issue 12; docs/protocol.md).
+    max_clock_skew_seconds: float = 600.0
     lease_seconds: float = 30.0
     max_in_flight: int = 256
     checkpoint_interval_seconds: float = 2.0
