@@ -106,7 +106,11 @@ def test_header_field_out_of_range_is_invalid_argument_naming_the_field(
 ) -> None:
     """A validly signed header with one field out of range or format is INVALID_ARGUMENT, stored nowhere."""
     customs = agencies["FR-CUSTOMS"]
-    envelope = _resigned(customs, lambda h: (h.expires.FromSeconds(h.created.seconds + 3600), change(h)))
+
+    def with_expiry(h: envelope_pb2.Header) -> None:
+        h.expires.FromSeconds(h.created.seconds + 3600)
+        change(h)
+    envelope = _resigned(customs, with_expiry)
     entry = _refused(database, lambda: customs.send_envelope(envelope), grpc.StatusCode.INVALID_ARGUMENT,
                      message, "Send")
     assert entry["actor"] == "spiffe://isb.dev/agency/FR-CUSTOMS"
