@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from broker.errors import InvalidRequest
@@ -22,7 +23,7 @@ from broker.pki.csr import CertificateRequest, create_csr, csr_pem, verify_csr
 from broker.pki.dev import ensure_dev_pki
 from broker.pki.inspect import parse_serial
 from broker.pki.issuance import chain_pem, check_lifetime, issue_request, renew
-from broker.pki.revocation import REVOCATION_REASONS, publish_crl, revoke
+from broker.pki.revocation import CRL_VALIDITY, MAX_CRL_VALIDITY, REVOCATION_REASONS, publish_crl, revoke
 from broker.pki.store import CaDirectory, CertificateRecord, CertificateStatus, list_certificates
 from clients.cli import install_cmd
 from clients.cli.failures import CommandError
@@ -108,8 +109,12 @@ def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     renewing.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
     _set(renewing, _cmd_renew)
 
-    crl = commands.add_parser("crl", help="re-sign the CRL (refreshes its next update) and optionally export it")
+    crl = commands.add_parser(
+        "crl", help="re-sign the CRL (refreshes its next update) and optionally export it; schedule it daily")
     _ca_argument(crl)
+    crl.add_argument("--days", type=float, default=CRL_VALIDITY.total_seconds() / 86400, metavar="DAYS",
+                     help="validity of the new CRL (its nextUpdate), default %(default)g days; SDKs refuse a CRL"
+                     " past its nextUpdate, so re-sign well before (e.g. daily from cron or a systemd timer)")
     crl.add_argument("--out", type=Path, help="also write the CRL here")
     crl.add_argument("--der", action="store_true", help="write --out in DER instead of PEM")
     _set(crl, _cmd_crl)
@@ -191,11 +196,20 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     # Check the lifetime before asking, so the admin does not confirm something that then fails.
     days = check_lifetime(ca.load_authority(), request.spiffe_id.role, args.days)
     out = output(args)
+    holders = _valid_holders(ca, str(request.spiffe_id))
+    question = "issue this certificate?"
+    if holders:
+        # A second valid certificate is a second identity key for the same agency: whoever holds
+        # either key can publish encryption keys under that id. Say so before anyone confirms.
+        out.warn(f"{request.spiffe_id} already holds {len(holders)} valid certificate(s): "
+                 + ", ".join(f"serial {r.serial} (expires {r.not_after.date().isoformat()})" for r in holders)
+                 + "; to replace a key, prefer `isb pki renew SERIAL --csr NEW.csr`, then revoke the old certificate")
+        question = f"issue a second valid certificate for {request.spiffe_id}?"
     if not args.yes:
         out.say(f"certificate signing request {args.csr}:")
         out.say(request.describe())
         out.say(f"  lifetime  : {days} days")
-        if not _confirm("issue this certificate?"):
+        if not _confirm(question):
             raise CommandError("not issued", "run the command again and answer y, or pass --yes")
     cert, record = issue_request(ca, request, lifetime_days=args.days, expected_role=role)
     path = args.out or args.csr.with_suffix(".crt")
@@ -204,6 +218,10 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     out.say(f"send {path} and the trust anchor {ca.root_cert_path} to its holder, who runs "
             f"`isb pki install {path.name} --ca-cert ca.crt`")
     return 0
+
+
+def _valid_holders(ca: CaDirectory, spiffe_id: str) -> list[CertificateRecord]:
+    return [r for r in list_certificates(ca) if r.spiffe_id == spiffe_id and r.status() is CertificateStatus.VALID]
 
 
 def _cmd_renew(args: argparse.Namespace) -> int:
@@ -282,13 +300,20 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 def _cmd_crl(args: argparse.Namespace) -> int:
     ca = CaDirectory.open(args.ca)
-    crl = publish_crl(ca)
+    if not 0 < args.days <= MAX_CRL_VALIDITY.days:
+        raise InvalidRequest(f"--days must be more than 0 and at most {MAX_CRL_VALIDITY.days}, not {args.days:g}")
+    crl = publish_crl(ca, validity=timedelta(days=args.days))
     if args.out:
         encoding = serialization.Encoding.DER if args.der else serialization.Encoding.PEM
         _files.write_public_file(args.out, crl.public_bytes(encoding))
-    output(args).record({"crl": ca.crl_path, "revoked": len(crl), "next_update": crl.next_update_utc,
+    output(args).record({"crl": ca.crl_path, "number": _crl_number(crl), "revoked": len(crl),
+                         "next_update": crl.next_update_utc,
                          "written_to": args.out}, title="CRL re-signed")
     return 0
+
+
+def _crl_number(crl: x509.CertificateRevocationList) -> int:
+    return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
 
 
 def _read_input(path: Path) -> bytes:
