@@ -50,7 +50,7 @@ def _ts(us: int) -> Timestamp:
 def _send_response(accepted: Accepted) -> broker_pb2.SendResponse:
     return broker_pb2.SendResponse(
         message_id=accepted.message_id, accepted_at=_ts(accepted.accepted_us),
-        audit_index=accepted.audit_index, duplicate=accepted.duplicate, delivered_to=accepted.recipients)
+        audit_index=accepted.audit_index, duplicate=accepted.duplicate, queued_for=accepted.recipients)
 
 
 class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
@@ -176,6 +176,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
     async def PublishKeyBundle(self, request: envelope_pb2.SignedKeyBundle,
                                context: Context) -> broker_pb2.PublishKeyBundleResponse:
         caller = self._auth.require(context, Role.AGENCY)
+        if caller.name not in self._registry:
+            # As for every other call: an agency the admin has not registered publishes nothing.
+            raise PermissionDenied(f"agency {caller.name} is not registered with this broker")
         if len(request.bundle) > 8192 or len(request.certificate) > 16384 or len(request.signature) > 256:
             raise InvalidRequest("key bundle is larger than any valid bundle")
         if request.certificate != caller.certificate_der:
