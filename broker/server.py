@@ -41,6 +41,7 @@ from broker.transport.admin_servicer import AdminServicer, open_ca
 from broker.transport.audit_servicer import AuditServicer
 from broker.transport.auth import Authenticator
 from broker.transport.credentials import ReloadingServerCredentials
+from broker.transport.rpc import CallInterceptor
 from broker.transport.servicers import BrokerServicer
 from broker.watchlists.servicer import SERVICE_NAME as WATCHLIST_SERVICE
 from broker.watchlists.servicer import add_watchlist_service
@@ -93,7 +94,7 @@ class Broker:
         self.exchange.dispatcher.start()
         await self._seed_agencies()
 
-        self.server = grpc.aio.server(options=[
+        self.server = grpc.aio.server(interceptors=[CallInterceptor(self.exchange.record_refusal)], options=[
             ("grpc.max_receive_message_length", config.max_envelope_bytes + _FRAME_SLACK),
             ("grpc.max_send_message_length", config.max_envelope_bytes + _FRAME_SLACK),
             ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),

@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from broker.errors import VerificationError
+from broker.protocol.errors import VerificationError
 
 __all__ = [
     "CRL_CLOCK_SKEW",
