@@ -98,7 +98,7 @@ def test_broker_serving_a_crl_older_than_one_seen_cannot_substitute_a_revoked_ke
     honest, old_crl, _ = _substitution_setup(broker_factory, own_pki, tmp_path)
     with _client(honest, own_pki, "FR-CUSTOMS", tmp_path) as customs:
         sent = customs.send(["DE-BKA"], b"to the real DE-BKA key")  # sees the CRL with the revocation
-    assert sent.delivered_to == ["DE-BKA"]
+    assert sent.queued_for == ["DE-BKA"]
     seen = customs.revocation_list().number
     honest.stop()
     stale = broker_factory(cert_dir=_pki_serving(own_pki, tmp_path, old_crl, "stale-pki"))
