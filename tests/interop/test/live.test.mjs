@@ -96,7 +96,7 @@ test("seals an alert to a group and an agency, wrapping for the expansion it com
   });
   const reply = await me.call("Send", { envelope });
   assert.equal(reply.message_id, messageId);
-  assert.deepEqual([...reply.delivered_to].sort(), ["DE-BKA", "FR-CUSTOMS"]);
+  assert.deepEqual([...(reply.queued_for ?? [])].sort(), ["DE-BKA", "FR-CUSTOMS"]);
   // Sending the same bytes again is idempotent (section 14).
   const again = await me.call("Send", { envelope });
   assert.equal(again.duplicate, true);
