@@ -19,6 +19,7 @@ import psycopg
 import sqlalchemy as sa
 import structlog
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.engine import Engine
@@ -28,7 +29,7 @@ from broker.audit import AuditLog, CheckpointSigner
 from broker.config import BrokerConfig
 from broker.delivery.exchange import Exchange
 from broker.directory import AgencyRecord, RegisterAgency, Registry
-from broker.errors import ConfigurationError, StorageUnavailable
+from broker.errors import STORAGE_FAULTS, ConfigurationError, StorageUnavailable
 from broker.metrics import serve_metrics
 from broker.pki.ledger import CaLedger
 from broker.pki.revocation import RevocationList
@@ -37,7 +38,7 @@ from broker.policy import RunningPolicy
 from broker.store.binding import Deployment, bind_deployment
 from broker.store.db import WriterLock, create_engine, storage_fault, writer_lock
 from broker.store.schema import upgrade_schema
-from broker.store.writer import NOTIFY_CHANNEL, Writer
+from broker.store.writer import NOTIFY_CHANNEL, Writer, parse_replica_note
 from broker.transport.admin_servicer import AdminServicer, open_ca
 from broker.transport.audit_servicer import AuditServicer
 from broker.transport.auth import Authenticator
@@ -147,7 +148,7 @@ class Broker:
         ])
         broker_pb2_grpc.add_BrokerServiceServicer_to_server(
             BrokerServicer(self.auth, self.exchange, self.writer, self.registry, self.policy,
-                           self.trust_roots, config.trust_domain),
+                           self.trust_roots, config.trust_domain, revocation_list=self.revocation_list),
             self.server)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
             AuditServicer(self.auth, self.exchange, self.writer, self.sign_checkpoint), self.server)
@@ -202,6 +203,12 @@ class Broker:
             self._roots_stamp = stamp
         return self._roots
 
+    def revocation_list(self) -> broker_pb2.RevocationList:
+        """The CRL this broker enforces, with its issuer's certificate when an intermediate signs it."""
+        issuer = self._crl_issuer()
+        chain = [] if issuer in self.trust_roots() else [issuer.public_bytes(serialization.Encoding.DER)]
+        return broker_pb2.RevocationList(crl=self.revocations.der, issuer_chain=chain)
+
     def _crl_issuer(self) -> x509.Certificate:
         # The CRL is signed by the CA that issues leaves: the intermediate if the deployment has one.
         try:
@@ -251,12 +258,19 @@ class Broker:
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    # Whatever other replicas committed while we were not listening.
+                    for agency in self.exchange.dispatcher.agencies():
+                        await self.exchange.dispatcher.refresh(agency)
                     async for note in conn.notifies():
-                        node, _, agency = note.payload.partition("|")
-                        if node != self.config.node:
+                        node, agency, settled = parse_replica_note(note.payload)
+                        if node == self.config.node:
+                            continue
+                        if settled is None:
                             await self.exchange.dispatcher.refresh(agency)
-            except psycopg.Error:
-                log.exception("replicas.listen_failed")
+                        else:  # receipts committed elsewhere release the leases held here
+                            self.exchange.dispatcher.acknowledged([(m, agency) for m in settled])
+            except (psycopg.Error, *STORAGE_FAULTS) as exc:  # the database is down: the writer reports it
+                log.warning("replicas.listen_failed", error=type(exc).__name__)
                 await asyncio.sleep(1.0)
 
     async def _watch_policy(self) -> None:
