@@ -9,6 +9,8 @@ class BrokerError(Exception):
     """Root of every error the broker raises on purpose; the message is shown to the caller."""
 
     status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    # Trailing metadata the caller gets with the status (for example gRPC's retry pushback).
+    trailing: tuple[tuple[str, str], ...] = ()
     # Set once the refusal has its audit entry, so the RPC layer does not write a second one.
     audited: bool = False
 
@@ -63,7 +65,27 @@ class ConfigurationError(BrokerError):
     """The broker's own configuration or PKI material is unusable."""
 
 
+# How long a client should wait before retrying a call the store could not serve: about one probe
+# of the writer (see Writer), so a retry lands soon after the store is back.
+RETRY_PUSHBACK_MS = 1000
+
+
 class StorageUnavailable(BrokerError):
-    """The database did not commit; nothing was stored and the call may be retried (sends are idempotent)."""
+    """The database did not commit; nothing was stored and the call may be retried (sends are idempotent).
+
+    The caller gets gRPC's retry pushback (`grpc-retry-pushback-ms`, gRFC A6), which the SDK's
+    retry policy honours.
+    """
 
     status = grpc.StatusCode.UNAVAILABLE
+    trailing = (("grpc-retry-pushback-ms", str(RETRY_PUSHBACK_MS)),)
+
+
+class StorageFull(BrokerError):
+    """The database's disk is full: nothing was stored, and retrying will not help until an operator frees space."""
+
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+# The store's faults (as opposed to refusals of a request): not the caller's doing.
+STORAGE_FAULTS = (StorageUnavailable, StorageFull)

@@ -28,6 +28,7 @@ from broker.delivery import operations as ops
 from broker.delivery.dispatcher import Dispatcher, Stream
 from broker.directory import Registry
 from broker.errors import (
+    STORAGE_FAULTS,
     BrokerError,
     FailedPrecondition,
     InvalidRequest,
@@ -36,13 +37,13 @@ from broker.errors import (
     PolicyViolation,
 )
 from broker.identity import AGENCY_ID, GROUP_NAME, Role
-from broker.metrics import DELIVERIES, ENVELOPES, RECEIPTS
+from broker.metrics import AUDIT_WRITE_FAILURES, DELIVERIES, ENVELOPES, RECEIPTS
 from broker.policy import Decision, RunningPolicy, kind_from_proto, tlp_from_proto
 from broker.protocol.envelope import verify_outer
 from broker.protocol.forwarding import verify_forward_consent
 from broker.protocol.receipts import verify_receipt
 from broker.store import tables
-from broker.store.db import now_us
+from broker.store.db import now_us, storage_fault
 from broker.store.writer import Writer
 from broker.transport.auth import Principal
 
@@ -94,8 +95,14 @@ class Exchange:
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run a read-only query on a pooled connection, off the event loop."""
         def run() -> T:
-            with self._engine.connect() as conn:
-                return fn(conn)
+            try:
+                with self._engine.connect() as conn:
+                    return fn(conn)
+            except sa.exc.SQLAlchemyError as exc:
+                fault = storage_fault(exc)
+                if fault is None:
+                    raise
+                raise fault from exc
 
         return await asyncio.get_running_loop().run_in_executor(None, run)
 
@@ -105,7 +112,15 @@ class Exchange:
         """Write the audit entry of a refused request (called for every refusal, then re-raised)."""
         event = ops.rejection(actor, rpc, str(error), dt.datetime.now(dt.UTC), message_id=message_id, agency=agency,
                               digest=digest, status=error.status.name)
-        await self._writer.submit(ops.RecordEvent(event))
+        try:
+            await self._writer.submit(ops.RecordEvent(event))
+        except STORAGE_FAULTS as fault:
+            # The refusal's own status still goes to the caller; its entry is held until the store
+            # commits again (Writer.submit_nowait), and the miss is logged and counted.
+            AUDIT_WRITE_FAILURES.labels("refusal").inc()
+            log.warning("audit.refusal_not_written", rpc=rpc, refused_status=error.status.name,
+                        cause=fault.status.name, held=True)
+            self._writer.submit_nowait(ops.RecordEvent(event))
         error.audited = True
 
     # -- Send ----------------------------------------------------------------------------------

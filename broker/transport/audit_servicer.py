@@ -3,6 +3,7 @@ an audit entry; callers without an auditor certificate are refused (and that is 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,7 +15,7 @@ from broker.api.v1 import audit_pb2, audit_pb2_grpc
 from broker.audit import AuditEvent, AuditLog, AuditRecord, CheckpointRecord
 from broker.delivery.exchange import Exchange
 from broker.delivery.operations import RecordEvent
-from broker.errors import BrokerError, FailedPrecondition, InvalidRequest
+from broker.errors import STORAGE_FAULTS, BrokerError, FailedPrecondition, InvalidRequest
 from broker.identity import Role
 from broker.store.writer import Writer
 from broker.transport.auth import Authenticator, Principal
@@ -55,7 +56,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def _auditor(self, context: Context, rpc: str, **fields: Any) -> Principal:
         caller = self._auth.require(context, Role.AUDITOR)
         # An auditor's query is an event like any other (DESIGN.md section 8): who looked at what.
-        await self._writer.submit(RecordEvent(AuditEvent(
+        # Recorded, not required first: while the store cannot commit, the entry is held and the
+        # auditor still gets the answer (reads work on a full disk).
+        await self._writer.record(RecordEvent(AuditEvent(
             event="audit.query", actor=str(caller), time=dt.datetime.now(dt.UTC),
             message_id=fields.pop("message_id", None) or None,
             agency=fields.pop("agency", None) or None,
@@ -81,8 +84,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     @unary("GetCheckpoint")
     async def GetCheckpoint(self, request: audit_pb2.GetCheckpointRequest, context: Context) -> audit_pb2.Checkpoint:
         await self._auditor(context, "GetCheckpoint")
-        if request.fresh:
-            await self._sign_checkpoint()
+        if request.fresh and self._writer.healthy:
+            # Without a store that commits, the latest signed checkpoint is the freshest there is.
+            with contextlib.suppress(*STORAGE_FAULTS):
+                await self._sign_checkpoint()
         latest = await self._exchange.read(self._log.latest_checkpoint)
         if latest is None:
             raise FailedPrecondition("no checkpoint has been signed yet; ask again with fresh=true")

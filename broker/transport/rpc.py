@@ -16,7 +16,7 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 import structlog
 
-from broker.errors import BrokerError
+from broker.errors import STORAGE_FAULTS, BrokerError
 
 log = structlog.get_logger(__name__)
 
@@ -38,10 +38,15 @@ def caller_of(context: Context) -> str:
 
 async def _fail(context: Context, name: str, exc: BaseException, refuse: Refuser) -> None:
     if isinstance(exc, BrokerError):
-        if not exc.audited:
+        # A fault of the store is not a refusal of the request: logged by the writer, not audited.
+        if not exc.audited and not isinstance(exc, STORAGE_FAULTS):
             await refuse(caller_of(context), name, exc)
         log.info("rpc.refused", status=exc.status.name, reason=str(exc))
-        await context.abort(exc.status, str(exc))
+        trailing: tuple[tuple[str, str], ...] = ()
+        if exc.trailing:  # replaces the call's trailing metadata, so the request id is repeated
+            request_id = str(structlog.contextvars.get_contextvars().get("request_id", ""))
+            trailing = (("x-request-id", request_id), *exc.trailing)
+        await context.abort(exc.status, str(exc), trailing_metadata=trailing)
     log.exception("rpc.failed")
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; the request id is in the trailing metadata")
 
