@@ -26,10 +26,11 @@ from cryptography.x509 import verification as x509_verification
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import envelope_pb2
-from broker.errors import ConfigurationError, VerificationError
+from broker.errors import ConfigurationError
 from broker.identity import Role
 from broker.protocol import _pae
 from broker.protocol.certificates import verify_leaf_profile
+from broker.protocol.errors import VerificationError
 
 __all__ = [
     "HYBRID_SUITE",

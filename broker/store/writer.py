@@ -24,7 +24,7 @@ import structlog
 from sqlalchemy.engine import Connection, Engine
 
 from broker.audit import AuditEvent, AuditLog
-from broker.errors import STORAGE_FAULTS, BrokerError, StorageFull, StorageUnavailable
+from broker.errors import REFUSALS, STORAGE_FAULTS, StorageFull, StorageUnavailable
 from broker.metrics import (
     AUDIT_ENTRIES,
     AUDIT_WRITE_FAILURES,
@@ -414,7 +414,7 @@ class Writer:
             for item in pending:
                 try:
                     item.outcome = item.op.stage(batch)
-                except BrokerError as exc:
+                except REFUSALS as exc:
                     item.error = exc
             for table, rows in batch.inserts.items():
                 columns = tuple(rows[0])
@@ -453,17 +453,15 @@ _HEARTBEAT = sa.text("INSERT INTO writer_heartbeat (node, beat_us) VALUES (:node
 def _hold_or_fail(pending: Sequence[_Pending], fault: Fault) -> None:
     """A batch the store could not take: records are held for later, callers get the fault.
 
-    A refusal staged by its operation keeps its own status (the caller's answer does not depend
-    on the store); only its audit entry is lost, and that is logged and counted.
+    A refusal raised by its operation keeps its own status (the caller's answer does not depend
+    on the store); its audit entry is the caller's refusal scope's (broker.audit.refusals).
     """
     for item in pending:
         item.outcome = None
         if item.deferred:
             item.held = True
-        elif isinstance(item.error, BrokerError) and not isinstance(item.error, STORAGE_FAULTS):
-            AUDIT_WRITE_FAILURES.labels("refusal").inc()
-            log.warning("audit.refusal_not_written", refused_status=item.error.status.name,
-                        cause=fault.status.name)
+        elif isinstance(item.error, REFUSALS) and not isinstance(item.error, STORAGE_FAULTS):
+            pass  # its audit entry is written (or held) by the caller's refusal scope, not by this batch
         else:
             item.error = type(fault)(str(fault))
 
