@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import envelope_pb2
-from broker.protocol import _pae
+from broker.protocol import _pae, validation
 from broker.protocol.errors import ProtocolError, VerificationError
 from broker.protocol.keys import (
     EncryptionKey,
@@ -264,6 +264,7 @@ def _verify_outer(
     # 1. Size, before any work.
     if max_bytes is not None and envelope.ByteSize() > max_bytes:
         raise ProtocolError(f"envelope is {envelope.ByteSize()} bytes, over the limit of {max_bytes}")
+    validation.check_envelope(envelope)
     # 2. Outer signature over the exact header bytes; nothing unauthenticated is parsed before this.
     verify_identity_signature(
         public_key,
@@ -275,8 +276,9 @@ def _verify_outer(
         header = envelope_pb2.Header.FromString(envelope.header)
     except DecodeError as exc:
         raise VerificationError("envelope header does not parse") from exc
-    # 3. The header is well formed.
+    # 3. The header is well formed, every field in its range (broker.protocol.validation).
     _check_header_fields(header)
+    validation.check_header(header)
     # 4. The header names the certificate that signed it, and its agency as sender.
     if header.sender_cert_sha256 != certificate_sha256(sender_certificate):
         raise VerificationError("header sender_cert_sha256 does not match the sender certificate")

@@ -14,18 +14,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from broker.config import DEFAULT_CERT_DIR
-from broker.errors import VerificationError
 from broker.protocol import _note
 from clients.auditor import AuditorClient
 from clients.cli.audit_cmd import load_audit_key
+from clients.cli.options import add_broker_arguments
+from clients.cli.output import output
 from clients.console import ConsoleServer, ExportSource, LiveSource
 from clients.console.sources import AuditSource
-from clients.errors import ClientError
 
 __all__ = ["register"]
 
-EXIT_OK, EXIT_TROUBLE = 0, 2
+EXIT_OK = 0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,13 +33,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "console", help="auditor's web console on 127.0.0.1: timeline, message life with proofs, checkpoints")
     console.add_argument("--export", type=Path, default=None, metavar="FILE",
                          help="open this export file (offline) instead of connecting to a broker")
-    console.add_argument("--broker", default="127.0.0.1:7443", help="host:port of the broker (default %(default)s)")
-    console.add_argument("--certs", type=Path, default=DEFAULT_CERT_DIR,
-                         help="folder with auditor.crt, auditor.key and ca.crt (default %(default)s)")
+    add_broker_arguments(console, holds="auditor.crt, auditor.key, ca.crt and audit.pub")
     console.add_argument("--key", type=Path, default=None, metavar="FILE",
                          help="the broker's audit public key, vkey line or PEM (default: audit.pub in --certs)")
-    console.add_argument("--trust-domain", default="isb.dev",
-                         help="trust domain of the deployment (default %(default)s)")
     console.add_argument("--port", type=int, default=8787,
                          help="port on 127.0.0.1 to serve on; 0 picks a free one (default %(default)s)")
     console.add_argument("--refresh", type=float, default=15.0, metavar="SECONDS",
@@ -62,13 +57,12 @@ def _source(args: argparse.Namespace) -> tuple[AuditSource, AuditorClient | None
 
 
 def _cmd_console(args: argparse.Namespace) -> int:
-    try:
-        source, auditor = _source(args)
-        server = ConsoleServer(source, port=args.port)
-    except (ClientError, VerificationError, OSError) as exc:
-        print(f"isb console: {exc}", file=sys.stderr)
-        return EXIT_TROUBLE
-    print(f"ISB audit console for {source.label}\n  open {server.url}\n  (Ctrl-C stops it)", flush=True)
+    # Failures (unreadable key or export, a port in use, certificate problems) are reported by `isb`'s main.
+    source, auditor = _source(args)
+    server = ConsoleServer(source, port=args.port)
+    output(args).record({"source": source.label, "url": server.url, "stop": "Ctrl-C"},
+                        title="ISB audit console: open the url in a browser on this machine")
+    sys.stdout.flush()
     try:
         server.run()
     finally:

@@ -14,6 +14,9 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -371,3 +374,36 @@ def test_console_refuses_requests_without_the_right_token_or_from_another_host(
     page.goto(f"{server.base}/?token=not-the-token")
     assert "Wrong token" in page.locator("h1").inner_text()
     _shot(page, "refused")
+
+
+def test_isb_console_command_prints_a_tokened_url_and_serves_an_export(
+    auditor: AuditorClient, traffic: Traffic, pki: DevPki, tmp_path: Path,
+) -> None:
+    """`isb console --export F --key audit.pub --port 0` prints one URL; the token in it opens the timeline."""
+    auditor.checkpoint(fresh=True)
+    export = tmp_path / "audit.jsonl"
+    with export.open("wb") as stream:
+        auditor.export(stream)
+    command = [sys.executable, "-c", "import sys; from clients.cli import main; sys.exit(main())", "console",
+               "--export", str(export), "--key", str(pki.audit_pub), "--port", "0", "--json"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert process.stdout is not None
+        printed = json.loads(process.stdout.readline())
+        url = urllib.parse.urlsplit(printed["url"])
+        assert url.hostname == "127.0.0.1"
+        connection = http.client.HTTPConnection("127.0.0.1", url.port, timeout=10)
+        connection.request("GET", f"/?{url.query}")
+        signed_in = connection.getresponse()
+        signed_in.read()
+        assert signed_in.status == 303
+        connection.request("GET", "/", headers={"Cookie": (signed_in.getheader("set-cookie") or "").split(";")[0]})
+        page = connection.getresponse()
+        body = page.read().decode()
+        assert page.status == 200
+        assert traffic.alert in body
+        assert "Log verified" in body
+        connection.close()
+    finally:
+        process.terminate()
+        process.wait(10)
