@@ -18,7 +18,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection as v1alpha
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-__all__ = ["V1_SERVICE_NAME", "V1ALPHA_SERVICE_NAME", "enable_server_reflection"]
+__all__ = ["V1ALPHA_SERVICE_NAME", "V1_SERVICE_NAME", "enable_server_reflection"]
 
 V1ALPHA_SERVICE_NAME: Final[str] = v1alpha.SERVICE_NAME
 V1_SERVICE_NAME: Final = "grpc.reflection.v1.ServerReflection"
@@ -29,9 +29,10 @@ _V1ALPHA_PACKAGE, _V1_PACKAGE = ".grpc.reflection.v1alpha.", ".grpc.reflection.v
 def _register_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
     try:
         pool.FindFileByName(_V1_FILE)
-        return  # another server in this process registered it already
     except KeyError:
         pass
+    else:
+        return  # another server in this process registered it already
     file = descriptor_pb2.FileDescriptorProto()
     reflection_pb2.DESCRIPTOR.CopyToProto(file)
     file.name, file.package = _V1_FILE, "grpc.reflection.v1"
