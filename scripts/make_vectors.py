@@ -1010,7 +1010,6 @@ def audit_log_vectors() -> tuple[dict[str, Any], bytes]:
     return log_vector, ("\n".join(good) + "\n").encode()
 
 
-<<<<<<< HEAD
 def cosigned_checkpoint_vector() -> dict[str, Any]:
     """A checkpoint cosigned by three witnesses (tlog-cosignature/v1 Ed25519) and a tlog-policy for it."""
     key = _audit_signer()
@@ -1074,7 +1073,10 @@ def cosigned_checkpoint_vector() -> dict[str, Any]:
              "note": _cosignature.attach(note, [changed_time, lines[2]]).decode()},
             {"description": "cosignatures without the log's signature",
              "note": text + "\n" + lines[0] + lines[1] + lines[2]},
-=======
+        ],
+    }
+
+
 # --- CRL freshness ---------------------------------------------------------------------------------
 
 
@@ -1151,7 +1153,6 @@ def crl_freshness_vector() -> dict[str, Any]:
              "certificate_pem": _pem_cert(revoked_cert), "serial": 401, "revoked": True},
             {"description": "DE-BKA certificate, serial 402, not revoked",
              "certificate_pem": _pem_cert(valid_cert), "serial": 402, "revoked": False},
->>>>>>> main
         ],
     }
 
@@ -1183,11 +1184,8 @@ def all_vectors() -> list[dict[str, Any]]:
         forward_consent_vector(),
         audit_entries_vector(),
         checkpoint_vector(),
-<<<<<<< HEAD
-        cosigned_checkpoint_vector(),
-=======
         crl_freshness_vector(),
->>>>>>> main
+        cosigned_checkpoint_vector(),
     ]
 
 
