@@ -97,7 +97,7 @@ def _identity(cert: x509.Certificate, trust_domain: str) -> SpiffeId:
         raise CertificateProfileError(f"certificate of {spiffe_id} names more than a SPIFFE id, DNS names and IPs")
     if server_names and spiffe_id.role not in {Role.BROKER, Role.WITNESS}:
         raise CertificateProfileError(
-            f"only broker and witness certificates may carry DNS names or IP addresses, not {spiffe_id}")
+            f"only broker certificates (and witness ones) may carry DNS names or IP addresses, not {spiffe_id}")
     return spiffe_id
 
 
