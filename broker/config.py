@@ -52,6 +52,12 @@ class BrokerConfig:
     state_dir: Path | None = None
     metrics_listen: str = ""  # host:port of the Prometheus endpoint (mutual TLS only); "" disables it
     log_level: str = "info"
+    # Witnesses (docs/protocol.md section 18): a tlog-policy file whose `witness` lines with a URL
+    # are sent every new checkpoint; the broker presents this witness-role client certificate.
+    witness_policy: Path | None = None
+    witness_client_cert: Path | None = None
+    witness_client_key: Path | None = None
+    witness_timeout_seconds: float = 5.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def path(self, name: str) -> Path:

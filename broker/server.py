@@ -34,6 +34,8 @@ from broker.pki.ledger import CaLedger
 from broker.pki.revocation import RevocationList
 from broker.pki.store import CaDirectory
 from broker.policy import RunningPolicy
+from broker.protocol.errors import ProtocolError
+from broker.protocol.witness_policy import load_policy
 from broker.store.binding import Deployment, bind_deployment
 from broker.store.db import WriterLock, create_engine, storage_fault, writer_lock
 from broker.store.schema import upgrade_schema
@@ -47,6 +49,8 @@ from broker.transport.rpc import CallInterceptor
 from broker.transport.servicers import BrokerServicer
 from broker.watchlists.servicer import SERVICE_NAME as WATCHLIST_SERVICE
 from broker.watchlists.servicer import add_watchlist_service
+from broker.witness.collector import WitnessCollector
+from broker.witness.submit import client_context
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +73,7 @@ class Broker:
     metrics: WSGIServer | None = field(init=False, default=None)
     _health_updates: set[asyncio.Task[None]] = field(init=False, default_factory=set)
     _lock: WriterLock | None = field(init=False, default=None)
+    witnesses: WitnessCollector | None = field(init=False, default=None)
 
     async def start(self) -> None:
         """Open the store, load PKI and policy, and start serving on `config.listen`."""
@@ -79,6 +84,7 @@ class Broker:
         self._roots_stamp = (-1, -1)
         self._roots: list[x509.Certificate] = []
         self.signer = CheckpointSigner.from_pem_file(config.path("audit_key"), origin=f"{config.trust_domain}/audit")
+        self.witnesses = self._witness_collector(config)
         self.engine = create_engine(config.database_url)
         self._lock = writer_lock(self.engine)
         try:
@@ -243,6 +249,45 @@ class Broker:
         self._health_updates.add(task)
         task.add_done_callback(self._health_updates.discard)
 
+    @staticmethod
+    def _witness_collector(config: BrokerConfig) -> WitnessCollector | None:
+        if config.witness_policy is None:
+            return None
+        try:
+            policy = load_policy(config.witness_policy)
+        except ProtocolError as exc:
+            raise ConfigurationError(str(exc)) from exc
+        if config.witness_client_cert is None or config.witness_client_key is None:
+            raise ConfigurationError("witness_policy needs witness_client_cert and witness_client_key"
+                                     " (a witness-role client certificate of the deployment CA)")
+        try:
+            context = client_context(config.path("ca_bundle"), config.witness_client_cert, config.witness_client_key)
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot load the witness client certificate: {exc}") from exc
+        collector = WitnessCollector(policy, context, config.trust_domain, timeout=config.witness_timeout_seconds)
+        if not collector.witnesses:
+            raise ConfigurationError(f"{config.witness_policy} names no witness with a URL to send checkpoints to")
+        return collector
+
+    async def collect_cosignatures(self) -> None:
+        """Send the latest checkpoint to the witnesses that have not cosigned it; attach what they give."""
+        collector = self.witnesses
+        if collector is None:
+            return
+        audit_log = self.writer.audit_log
+        latest = await self.writer.run_in_thread(audit_log.latest_checkpoint)
+        if latest is None:
+            return
+
+        def proof(old: int, new: int) -> list[bytes]:
+            with self.engine.connect() as conn:
+                return audit_log.consistency_proof(conn, old, new)
+
+        size = latest.tree_size
+        lines = await asyncio.to_thread(collector.collect, latest.note, size, proof)
+        if lines:
+            await self.writer.run_in_thread(lambda conn: audit_log.attach_cosignatures(conn, size, lines))
+
     async def _checkpoints(self) -> None:
         # Sign a checkpoint every few seconds while entries arrive (DESIGN.md section 8).
         while True:
@@ -253,6 +298,11 @@ class Broker:
                 await self.sign_checkpoint()
             except Exception:  # keep signing later; the failure is logged with its cause
                 log.exception("audit.checkpoint_failed")
+                continue
+            try:
+                await self.collect_cosignatures()
+            except Exception:  # a witness problem never stops the broker
+                log.exception("witness.collect_failed")
 
     async def _listen_for_replicas(self) -> None:
         # Subscribers connected here are woken by sends accepted on another replica (DESIGN.md section 9).

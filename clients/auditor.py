@@ -18,6 +18,8 @@ from broker.api.v1 import audit_pb2, audit_pb2_grpc
 from broker.audit import AuditEvent
 from broker.identity import Role
 from broker.protocol import _merkle, _note
+from broker.protocol.errors import ProtocolError
+from broker.protocol.witness_policy import Policy, verify_checkpoint_against_policy
 from clients._connection import Connection
 from clients.audit.exportfile import ExportWriter
 from clients.errors import ClientError, VerificationError
@@ -40,20 +42,31 @@ class AuditorClient(Connection):
     """An auditor's connection to the broker's AuditService."""
 
     def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, audit_key: Ed25519PublicKey,
-                 trust_domain: str = "isb.dev", key_name: str | None = None, timeout: float = 30.0) -> None:
+                 trust_domain: str = "isb.dev", key_name: str | None = None, timeout: float = 30.0,
+                 policy: Policy | None = None) -> None:
         super().__init__(target, cert=cert, key=key, ca=ca, role=Role.AUDITOR, trust_domain=trust_domain,
                          timeout=timeout)
         self.audit_key = audit_key
         self.key_name = key_name or f"{trust_domain}/audit"
         self.origin = f"{trust_domain}/audit"
         self._stub = audit_pb2_grpc.AuditServiceStub(self.channel)
+        self.policy = policy
+        self.cosigned_by: tuple[str, ...] = ()
+        """The policy witnesses that cosigned the last checkpoint `checkpoint()` returned."""
 
     def checkpoint(self, *, fresh: bool = False) -> _note.Checkpoint:
-        """The latest checkpoint, its signature verified with the audit key."""
+        """The latest checkpoint, its signature verified with the audit key (and the witness policy, if any)."""
         reply = self._call(self._stub.GetCheckpoint, audit_pb2.GetCheckpointRequest(fresh=fresh))
         checkpoint = _note.verify_checkpoint(reply.note, self.key_name, self.audit_key)
         if checkpoint.origin != self.origin:
             raise VerificationError(f"checkpoint is for log {checkpoint.origin!r}, expected {self.origin!r}")
+        if self.policy is not None:
+            # With a witness policy a checkpoint counts only with the quorum's cosignatures.
+            try:
+                verdict = verify_checkpoint_against_policy(reply.note, self.policy, origin=self.origin)
+            except ProtocolError as exc:
+                raise VerificationError(str(exc)) from exc
+            self.cosigned_by = tuple(sorted(verdict.cosigned))
         return checkpoint
 
     def entries(self, **filters: Any) -> Iterator[tuple[int, AuditEvent]]:

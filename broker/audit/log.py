@@ -28,7 +28,7 @@ from broker.audit.events import AuditEvent
 from broker.audit.signer import CheckpointSigner
 from broker.audit.tables import checkpoints_table, entries_table, nodes_table
 from broker.errors import BrokerError, FailedPrecondition, InvalidRequest, NotFound
-from broker.protocol import _merkle
+from broker.protocol import _cosignature, _merkle
 from broker.store.db import bulk_insert
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -236,6 +236,14 @@ class AuditLog:
             checkpoints_table.insert().values(tree_size=frontier.size, time_us=time_us, root_hash=root, note=note)
         )
         return CheckpointRecord(frontier.size, root, _from_us(time_us), note)
+
+    def attach_cosignatures(self, conn: Connection, tree_size: int, lines: Sequence[str]) -> bytes:
+        """Append witness cosignature lines to the stored checkpoint of `tree_size`; return the new note."""
+        record = self.checkpoint(conn, tree_size)
+        note = _cosignature.attach(record.note, list(lines))
+        if note != record.note:
+            conn.execute(checkpoints_table.update().where(checkpoints_table.c.tree_size == tree_size).values(note=note))
+        return note
 
     def latest_checkpoint(self, conn: Connection) -> CheckpointRecord | None:
         """The checkpoint of the largest tree, if any was signed."""

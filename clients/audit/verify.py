@@ -11,6 +11,8 @@ The verifier trusts nothing in the file but the auditor's copy of the broker's a
 4. Each checkpoint must be consistent with the previous one: a consistency proof generated over the
    recomputed tree is checked against both signed roots with the RFC 9162 verifier.
 5. Each checkpoint's root must equal the recomputed root at its size.
+7. With a witness policy (`--policy`, C2SP tlog-policy), the last checkpoint must carry enough
+   witness cosignatures (docs/protocol.md section 18); earlier ones are covered by consistency.
 6. Entries after the last checkpoint are covered by no signature: anyone who can write the file
    could have appended them, so they are a failure (`UnsignedTail`) unless the caller accepts
    them explicitly (`allow_unsigned_tail`, `isb audit verify --allow-unsigned-tail`).
@@ -33,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from broker.errors import VerificationError
 from broker.protocol import _merkle, _note
+from broker.protocol.witness_policy import Policy, verify_checkpoint_against_policy
 from clients.audit.exportfile import ExportCheckpoint, ExportEntry, ExportHeader, read_export
 
 Progress = Callable[[int, int], None]
@@ -59,6 +62,8 @@ class VerifyReport:
     root_hash: bytes
     unverified_entries: int
     """Entries after the last checkpoint, which no signature covers yet."""
+    cosigned_by: tuple[str, ...] = ()
+    """With a witness policy: the policy's witnesses whose cosignature on the last checkpoint verified."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,7 @@ class _Verifier:
         self.public_key = public_key
         self.tree = _merkle.MemoryTree()
         self.last: _Verified | None = None
+        self.last_note: bytes = b""
         self.checkpoints = 0
 
     def entry(self, record: ExportEntry) -> None:
@@ -159,6 +165,7 @@ class _Verifier:
                 f" changed, inserted, deleted or reordered, starting at the earliest, entry {previous.size}"
             )
         self.last = _Verified(size, checkpoint.root)
+        self.last_note = record.note
         self.checkpoints += 1
 
 
@@ -171,7 +178,7 @@ def _resolve_key(key: Ed25519PublicKey | str, header: ExportHeader) -> tuple[str
 
 
 def verify_export(path: Path, key: Ed25519PublicKey | str, progress: Progress | None = None, *,
-                  allow_unsigned_tail: bool = False) -> VerifyReport:
+                  allow_unsigned_tail: bool = False, policy: Policy | None = None) -> VerifyReport:
     """Verify an export file against the broker's audit key (a public key or a vkey string).
 
     Raises `VerificationError` naming the first problem; `UnsignedTail` when entries follow the
@@ -209,7 +216,17 @@ def verify_export(path: Path, key: Ed25519PublicKey | str, progress: Progress | 
             f"{verifier.tree.size - 1}) are covered by no signed checkpoint: anyone could have appended them;"
             " export up to a checkpoint (`isb audit export` does), or pass --allow-unsigned-tail to accept"
             " them unverified")
+    cosigned_by: tuple[str, ...] = ()
+    if policy is not None:
+        # Step 7: the last checkpoint, which every earlier one is consistent with, meets the quorum.
+        try:
+            verdict = verify_checkpoint_against_policy(verifier.last_note, policy, origin=header.origin)
+        except VerificationError as exc:
+            raise VerificationError(f"the last checkpoint (size {verifier.last.size}) does not meet the witness"
+                                    f" policy: {exc}") from exc
+        cosigned_by = tuple(sorted(verdict.cosigned))
     return VerifyReport(
+        cosigned_by=cosigned_by,
         origin=header.origin,
         entries=verifier.tree.size,
         checkpoints=verifier.checkpoints,

@@ -21,8 +21,9 @@ from typing import TextIO
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from broker.protocol import _note
+from broker.protocol import _cosignature, _note
 from broker.protocol.errors import ProtocolError, VerificationError
+from broker.protocol.witness_policy import Policy, load_policy
 from clients.audit.verify import verify_export
 from clients.auditor import AuditorClient
 from clients.cli.options import add_broker_arguments
@@ -51,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the broker's audit public key: a vkey line or a PEM public key",
     )
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    verify.add_argument("--policy", type=Path, default=None, metavar="FILE",
+                        help="a C2SP tlog-policy: the last checkpoint must carry its quorum of witness cosignatures")
     verify.add_argument("--allow-unsigned-tail", action="store_true",
                         help="accept entries after the last checkpoint (reported, not verified); without it they fail")
     verify.set_defaults(func=_cmd_verify)
@@ -80,6 +83,8 @@ def _online(parser: argparse.ArgumentParser) -> None:
     add_broker_arguments(parser, holds="auditor.crt, auditor.key and ca.crt")
     parser.add_argument("--key", type=Path, default=None, metavar="FILE",
                         help="the broker's audit public key (default: audit.pub in --certs)")
+    parser.add_argument("--policy", type=Path, default=None, metavar="FILE",
+                        help="a C2SP tlog-policy: accept checkpoints only with its quorum of witness cosignatures")
 
 
 def _auditor(args: argparse.Namespace) -> AuditorClient:
@@ -87,8 +92,10 @@ def _auditor(args: argparse.Namespace) -> AuditorClient:
     key_name = None
     if isinstance(key, str):
         key_name, key = _note.parse_vkey(key)
+    policy = load_policy(args.policy) if args.policy is not None else None
     return AuditorClient(args.broker, cert=args.certs / "auditor.crt", key=args.certs / "auditor.key",
-                         ca=args.certs / "ca.crt", audit_key=key, key_name=key_name, trust_domain=args.trust_domain)
+                         ca=args.certs / "ca.crt", audit_key=key, key_name=key_name, trust_domain=args.trust_domain,
+                         policy=policy)
 
 
 def _online_command(action: Callable[[AuditorClient, argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:
@@ -102,8 +109,14 @@ def _online_command(action: Callable[[AuditorClient, argparse.Namespace], None])
 
 def _checkpoint(auditor: AuditorClient, args: argparse.Namespace) -> None:
     cp = auditor.checkpoint(fresh=args.fresh)
-    output(args).record({"origin": cp.origin, "tree_size": cp.size, "root_hash": cp.root.hex(), "time": cp.time,
-                         "signature": "verified"}, title="latest checkpoint")
+    # Every signature line after the broker's: witness cosignatures (verified only with --policy).
+    _, lines = _cosignature.split_note(cp.note)
+    others = sorted({name for name, _ in lines if name != auditor.key_name})
+    record = {"origin": cp.origin, "tree_size": cp.size, "root_hash": cp.root.hex(), "time": cp.time,
+              "signature": "verified", "cosignature_lines": ", ".join(others) or "none"}
+    if auditor.policy is not None:
+        record["witness_quorum"] = f"met: {', '.join(auditor.cosigned_by) or 'no cosignature needed'}"
+    output(args).record(record, title="latest checkpoint")
 
 
 def _export(auditor: AuditorClient, args: argparse.Namespace) -> None:
@@ -178,6 +191,24 @@ class ProgressBar:
         self._stream.flush()
 
 
+class _InputTrouble(Exception):
+    """The key or the policy file cannot be used (exit 2, not a verification failure)."""
+
+
+def _verify_inputs(args: argparse.Namespace) -> tuple[Ed25519PublicKey | str, Policy | None]:
+    try:
+        key = load_audit_key(args.key)
+    except OSError as exc:
+        raise _InputTrouble(f"cannot read the key {args.key}: {exc.strerror}") from exc
+    except ProtocolError as exc:
+        raise _InputTrouble(f"{exc}; pass the broker's audit.pub (a vkey line or a PEM Ed25519 key)") from exc
+    try:
+        policy = load_policy(args.policy) if args.policy is not None else None
+    except ProtocolError as exc:
+        raise _InputTrouble(str(exc)) from exc
+    return key, policy
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     """Every failure is one `FAILED: ...` line (or one JSON object): 1 when the log does not verify,
     2 when the key or the export cannot be read."""
@@ -191,14 +222,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return status
 
     try:
-        key = load_audit_key(args.key)
-    except OSError as exc:
-        return failed(f"cannot read the key {args.key}: {exc.strerror}", EXIT_TROUBLE)
-    except ProtocolError as exc:
-        return failed(f"{exc}; pass the broker's audit.pub (a vkey line or a PEM Ed25519 key)", EXIT_TROUBLE)
+        key, policy = _verify_inputs(args)
+    except _InputTrouble as exc:
+        return failed(str(exc), EXIT_TROUBLE)
     progress = None if args.quiet or out.json else ProgressBar(sys.stderr, "verifying")
     try:
-        report = verify_export(args.export, key, progress, allow_unsigned_tail=args.allow_unsigned_tail)
+        report = verify_export(args.export, key, progress, allow_unsigned_tail=args.allow_unsigned_tail,
+                               policy=policy)
     except OSError as exc:
         return failed(f"cannot read the export {args.export}: {exc.strerror}", EXIT_TROUBLE)
     except ProtocolError as exc:
@@ -206,12 +236,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if out.json:
         out.record({"result": "OK", "export": args.export, "origin": report.origin, "entries": report.entries,
                     "checkpoints": report.checkpoints, "tree_size": report.tree_size,
-                    "root_hash": report.root_hash.hex(), "unverified_entries": report.unverified_entries})
+                    "root_hash": report.root_hash.hex(), "unverified_entries": report.unverified_entries,
+                    "cosigned_by": list(report.cosigned_by)})
         return EXIT_OK
     out.say(
         f"OK: {report.origin}: {report.entries} entries, {report.checkpoints} checkpoints verified;"
         f" tree size {report.tree_size}, root {report.root_hash.hex()}", style="bold green"
     )
+    if policy is not None:
+        out.say(f"witness policy met: the last checkpoint is cosigned by {', '.join(report.cosigned_by) or 'nobody'}"
+                f" ({policy.describe_quorum()})")
     if report.unverified_entries:
         out.say(f"note: {report.unverified_entries} entries after the last checkpoint are covered by no signature"
                 " and were accepted unverified (--allow-unsigned-tail)")
