@@ -142,8 +142,9 @@ def _names(
     ip_addresses = san_ip_addresses(san)
     if len(san) != len(uris) + len(dns_names) + len(ip_addresses):
         raise InvalidRequest("CSR may name only a SPIFFE URI, DNS names and IP addresses")
-    if (dns_names or ip_addresses) and spiffe_id.role is not Role.BROKER:
-        raise InvalidRequest(f"only broker certificates may carry DNS names or IP addresses, not {spiffe_id}")
+    if (dns_names or ip_addresses) and spiffe_id.role not in {Role.BROKER, Role.WITNESS}:
+        raise InvalidRequest(
+            f"only broker certificates (and witness ones) may carry DNS names or IP addresses, not {spiffe_id}")
     return spiffe_id, dns_names, ip_addresses
 
 

@@ -26,6 +26,7 @@ from broker.protocol.errors import ProtocolError, VerificationError
 from broker.protocol.witness_policy import Policy, load_policy
 from clients.audit.verify import verify_export
 from clients.auditor import AuditorClient
+from clients.cli.failures import CommandError
 from clients.cli.options import add_broker_arguments
 from clients.cli.output import output
 
@@ -108,7 +109,12 @@ def _online_command(action: Callable[[AuditorClient, argparse.Namespace], None])
 
 
 def _checkpoint(auditor: AuditorClient, args: argparse.Namespace) -> None:
-    cp = auditor.checkpoint(fresh=args.fresh)
+    try:
+        cp = auditor.checkpoint(fresh=args.fresh)
+    except VerificationError as exc:  # a failed check of the broker's answer: the command's verdict, not a bug
+        hint = ("the broker may not have collected the cosignatures of its newest checkpoint yet: try again in a"
+                " few seconds; if it persists, the witnesses refuse this log") if "witness quorum" in str(exc) else None
+        raise CommandError(f"checkpoint refused: {exc}", hint) from exc
     # Every signature line after the broker's: witness cosignatures (verified only with --policy).
     _, lines = _cosignature.split_note(cp.note)
     others = sorted({name for name, _ in lines if name != auditor.key_name})

@@ -65,10 +65,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     who.add_argument("--auditor", metavar="NAME")
     who.add_argument("--admin", metavar="NAME")
     who.add_argument("--broker", metavar="NODE", help="broker node name (server certificate)")
+    who.add_argument("--witness", metavar="NAME",
+                     help="a witness's TLS identity (server, and the broker's submitter), e.g. fr-customs-w1")
     add_trust_domain_argument(request)
     request.add_argument("--out", type=Path, required=True, help="directory for <name>.key and <name>.csr")
-    request.add_argument("--dns", action="append", default=[], help="DNS name (broker only; repeatable)")
-    request.add_argument("--ip", action="append", default=[], help="IP address (broker only; repeatable)")
+    request.add_argument("--dns", action="append", default=[], help="DNS name (broker, witness; repeatable)")
+    request.add_argument("--ip", action="append", default=[], help="IP address (broker, witness; repeatable)")
     _set(request, _cmd_request)
     install_cmd.register(commands)
     _add_admin_commands(commands)
@@ -162,8 +164,8 @@ def _cmd_request(args: argparse.Namespace) -> int:
         spiffe_id = make_spiffe_id(args.trust_domain, role, name)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
-    if (args.dns or args.ip) and role is not Role.BROKER:
-        raise InvalidRequest("--dns and --ip are only for broker certificates")
+    if (args.dns or args.ip) and role not in {Role.BROKER, Role.WITNESS}:
+        raise InvalidRequest("--dns and --ip are only for broker and witness certificates")
     args.out.mkdir(parents=True, exist_ok=True)
     key_path, request_path = args.out / f"{name}.key", args.out / f"{name}.csr"
     key = generate_identity_key()
@@ -180,10 +182,10 @@ def _cmd_request(args: argparse.Namespace) -> int:
 
 def _requested_identity(args: argparse.Namespace) -> tuple[Role, str]:
     for role in Role:
-        value: str | None = getattr(args, role.value)
+        value: str | None = getattr(args, role.value, None)
         if value is not None:
             return role, value
-    raise InvalidRequest("name an identity: --agency, --auditor, --admin or --broker")
+    raise InvalidRequest("name an identity: --agency, --auditor, --admin, --broker or --witness")
 
 
 def _cmd_issue(args: argparse.Namespace) -> int:
