@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from broker.errors import VerificationError
+from clients.errors import VerificationError
 
 FORMAT = "isb-audit-export/1"
 
