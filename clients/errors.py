@@ -70,9 +70,23 @@ def protocol_errors() -> Iterator[None]:
     except ClientError:
         raise
     except protocol.VerificationError as exc:
-        raise VerificationError(str(exc), field=exc.field) from exc
+        raise _sdk_class(type(exc), VerificationError)(str(exc), field=exc.field) from exc
     except protocol.ProtocolError as exc:
-        raise ProtocolViolation(str(exc), field=exc.field) from exc
+        raise _sdk_class(type(exc), ProtocolViolation)(str(exc), field=exc.field) from exc
+
+
+_SDK_CLASSES: dict[tuple[str, str, str], type[ProtocolViolation]] = {}
+
+
+def _sdk_class(cls: type[protocol.ProtocolError], base: type[ProtocolViolation]) -> type[ProtocolViolation]:
+    # A more specific protocol error (RevokedCertificate, StaleRevocationList...) keeps its type and
+    # becomes a ClientError too, so `except RevokedCertificate` and `except ClientError` both work.
+    if cls in (protocol.ProtocolError, protocol.VerificationError) or issubclass(cls, ClientError):
+        return base
+    key = (cls.__module__, cls.__qualname__, base.__name__)
+    if key not in _SDK_CLASSES:
+        _SDK_CLASSES[key] = type(cls.__name__, (base, cls), {"__module__": __name__, "__doc__": cls.__doc__})
+    return _SDK_CLASSES[key]
 
 
 __all__ = [
