@@ -33,10 +33,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from broker.errors import VerificationError
 from broker.protocol import _merkle, _note
+from broker.protocol.errors import VerificationError as ProtocolVerificationError
 from broker.protocol.witness_policy import Policy, verify_checkpoint_against_policy
 from clients.audit.exportfile import ExportCheckpoint, ExportEntry, ExportHeader, read_export
+from clients.errors import VerificationError
 
 Progress = Callable[[int, int], None]
 """`progress(bytes_done, bytes_total)`, called now and then while verifying."""
@@ -128,7 +129,7 @@ class _Verifier:
         # Step 3: signature, origin, position.
         try:
             checkpoint = _note.verify_checkpoint(record.note, self.key_name, self.public_key)
-        except VerificationError as exc:
+        except ProtocolVerificationError as exc:
             raise VerificationError(f"checkpoint on line {record.line} is not valid: {exc}") from exc
         size = checkpoint.size
         if checkpoint.origin != self.header.origin:
@@ -152,7 +153,7 @@ class _Verifier:
         proof = _merkle.consistency_proof(previous.size, size, self.tree.subtree)
         try:
             _merkle.verify_consistency(previous.size, size, previous.root, checkpoint.root, proof)
-        except VerificationError as exc:
+        except ProtocolVerificationError as exc:
             raise VerificationError(
                 f"checkpoint of size {size} (line {record.line}) is not consistent with the checkpoint of"
                 f" size {previous.size} over these entries ({exc}): {window} differs from what was"
@@ -221,7 +222,7 @@ def verify_export(path: Path, key: Ed25519PublicKey | str, progress: Progress | 
         # Step 7: the last checkpoint, which every earlier one is consistent with, meets the quorum.
         try:
             verdict = verify_checkpoint_against_policy(verifier.last_note, policy, origin=header.origin)
-        except VerificationError as exc:
+        except ProtocolVerificationError as exc:
             raise VerificationError(f"the last checkpoint (size {verifier.last.size}) does not meet the witness"
                                     f" policy: {exc}") from exc
         cosigned_by = tuple(sorted(verdict.cosigned))
