@@ -8,8 +8,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-import pytest
-
 from broker.pki.dev import DevPki
 from clients import AgencyClient
 from tests.e2e.broker_process import BrokerProcess
