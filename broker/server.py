@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -25,10 +26,11 @@ from sqlalchemy.engine import Engine
 
 from broker.api.v1 import admin_pb2, admin_pb2_grpc, audit_pb2, audit_pb2_grpc, broker_pb2, broker_pb2_grpc
 from broker.audit import AuditLog, CheckpointSigner
-from broker.config import BrokerConfig
+from broker.config import BrokerConfig, check_pki_files
 from broker.delivery.exchange import Exchange
 from broker.directory import AgencyRecord, RegisterAgency, Registry
 from broker.errors import STORAGE_FAULTS, ConfigurationError, StorageUnavailable
+from broker.health import HEALTH_FILE_INTERVAL_SECONDS, write_health_file
 from broker.metrics import serve_metrics
 from broker.pki.ledger import CaLedger
 from broker.pki.revocation import RevocationList
@@ -68,13 +70,12 @@ class Broker:
     metrics: WSGIServer | None = field(init=False, default=None)
     _health_updates: set[asyncio.Task[None]] = field(init=False, default_factory=set)
     _lock: WriterLock | None = field(init=False, default=None)
+    _serving: bool = field(init=False, default=False)
 
     async def start(self) -> None:
         """Open the store, load PKI and policy, and start serving on `config.listen`."""
         config = self.config
-        for name in ("server_cert", "server_key", "ca_bundle", "audit_key"):
-            if not config.path(name).exists():
-                raise ConfigurationError(f"{name} {config.path(name)} does not exist (run `isb pki dev` for a dev PKI)")
+        check_pki_files(config)  # names a missing or unreadable key before anything else starts
         self._roots_stamp = (-1, -1)
         self._roots: list[x509.Certificate] = []
         self.signer = CheckpointSigner.from_pem_file(config.path("audit_key"), origin=f"{config.trust_domain}/audit")
@@ -187,6 +188,8 @@ class Broker:
         self._tasks.append(loop.create_task(self._checkpoints(), name="isb-checkpoints"))
         self._tasks.append(loop.create_task(self._watch_policy(), name="isb-policy-watch"))
         self._tasks.append(loop.create_task(self.ca_ledger.run(), name="isb-ca-ledger"))
+        if config.health_file is not None:
+            self._tasks.append(loop.create_task(self._health_heartbeat(), name="isb-health-file"))
         if self.engine.dialect.name == "postgresql":
             self._tasks.append(loop.create_task(self._listen_for_replicas(), name="isb-replica-listen"))
         log.info("broker.started", listen=config.listen, port=self.port, database=_redact(config.database_url),
@@ -226,6 +229,25 @@ class Broker:
         status = health_pb2.HealthCheckResponse.SERVING if healthy else health_pb2.HealthCheckResponse.NOT_SERVING
         for service in _HEALTH_SERVICES:
             await self.health.set(service, status)
+        self._serving = healthy
+        self._write_health_file()
+
+    def _write_health_file(self) -> None:
+        # What the gRPC health service says, with a time: a stale file means a stuck or dead broker.
+        path = self.config.health_file
+        if path is None:
+            return
+        document = {"status": "SERVING" if self._serving else "NOT_SERVING", "updated": time.time(),
+                    "pid": os.getpid(), "listen": self.config.listen}
+        try:
+            write_health_file(path, document)
+        except OSError as exc:
+            log.warning("health_file.unwritable", path=str(path), error=exc.strerror)
+
+    async def _health_heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_FILE_INTERVAL_SECONDS)
+            self._write_health_file()
 
     def _writer_health(self, healthy: bool) -> None:
         # NOT_SERVING while the writer cannot commit (load balancers and clients route elsewhere).
@@ -285,6 +307,9 @@ class Broker:
             self.metrics.shutdown()
             self.metrics.server_close()
         await self.health.enter_graceful_shutdown()
+        if self.config.health_file is not None:
+            self._serving = False
+            self._write_health_file()
         await self.server.stop(grace)
         await self.exchange.dispatcher.stop()
         await self.writer.stop()
