@@ -22,9 +22,9 @@ pytestmark = pytest.mark.slow
 
 
 def _one_clear_line(output: str) -> str:
-    # Everything the broker prints is JSON (broker/logs.py): its last word is one `broker.exit` event.
-    exits = [json.loads(line) for line in output.splitlines() if '"broker.exit"' in line]
+    """The reason of the one `broker.exit` line `isb serve` ends with (its output is JSON lines)."""
     assert "Traceback" not in output
+    exits = [json.loads(line) for line in output.splitlines() if '"broker.exit"' in line]
     assert len(exits) == 1, output
     return str(exits[0]["reason"])
 
