@@ -29,14 +29,16 @@ from broker.api.v1 import admin_pb2, admin_pb2_grpc, audit_pb2, audit_pb2_grpc, 
 from broker.audit import AuditLog, CheckpointSigner
 from broker.config import BrokerConfig, check_pki_files
 from broker.delivery.exchange import Exchange
+from broker.delivery.operations import UNSETTLED
 from broker.directory import AgencyRecord, RegisterAgency, Registry
 from broker.errors import STORAGE_FAULTS, ConfigurationError, StorageUnavailable
 from broker.health import HEALTH_FILE_INTERVAL_SECONDS, write_health_file
-from broker.metrics import serve_metrics
+from broker.metrics import CERTIFICATE_EXPIRY, CHECKPOINT_TIME, serve_metrics, watch_queue_depth
 from broker.pki.ledger import CaLedger
 from broker.pki.revocation import RevocationList
 from broker.pki.store import CaDirectory
 from broker.policy import RunningPolicy
+from broker.store import tables
 from broker.store.binding import Deployment, bind_deployment
 from broker.store.db import WriterLock, create_engine, storage_fault, writer_lock
 from broker.store.schema import upgrade_schema
@@ -180,6 +182,8 @@ class Broker:
             raise ConfigurationError(f"cannot listen on {config.listen}: the address is taken or not this host's")
         await self.server.start()
         if config.metrics_listen:
+            self._watch_certificates()
+            watch_queue_depth(self._queue_depths)
             # Same certificate and CA as the gRPC port: a scraper needs a certificate of this CA.
             self.metrics = serve_metrics(config.metrics_listen, cert=config.path("server_cert"),
                                          key=config.path("server_key"), ca=config.path("ca_bundle"))
@@ -195,6 +199,19 @@ class Broker:
             self._tasks.append(loop.create_task(self._listen_for_replicas(), name="isb-replica-listen"))
         log.info("broker.started", listen=config.listen, port=self.port, database=_redact(config.database_url),
                  audit_size=audit_log.size, agencies=len(self.registry.all()))
+
+    def _watch_certificates(self) -> None:
+        # Expiry of what an outage would follow from: the broker's own certificate and the CA's.
+        server = x509.load_pem_x509_certificates(self.config.path("server_cert").read_bytes())[0]
+        CERTIFICATE_EXPIRY.labels("broker").set(server.not_valid_after_utc.timestamp())
+        for number, root in enumerate(self.trust_roots()):
+            CERTIFICATE_EXPIRY.labels(f"ca-{number}").set(root.not_valid_after_utc.timestamp())
+
+    def _queue_depths(self) -> dict[str, int]:
+        d = tables.deliveries
+        query = sa.select(d.c.recipient, sa.func.count()).where(UNSETTLED).group_by(d.c.recipient)
+        with self.engine.connect() as conn:
+            return {str(agency): int(depth) for agency, depth in conn.execute(query)}
 
     def trust_roots(self) -> list[x509.Certificate]:
         """The CA bundle, re-read when its file changes (it rotates without a restart, like TLS)."""
@@ -305,6 +322,7 @@ class Broker:
         """Sign a checkpoint of the committed log now (no-op when nothing changed)."""
         audit_log = self.writer.audit_log
         await self.writer.run_in_thread(lambda conn: audit_log.sign_checkpoint(conn, self.signer))
+        CHECKPOINT_TIME.set(time.time())
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls, finish queued writes, close the store."""
