@@ -58,16 +58,25 @@ class QueueDepth:
         """The gauge family, one sample per agency with a backlog."""
         family = GaugeMetricFamily("isb_queue_depth", "Deliveries queued or in flight, by recipient agency",
                                    labels=["agency"])
-        for agency, depth in sorted(self._count().items()):
+        try:
+            depths = self._count()
+        except Exception:  # noqa: BLE001 - a scrape during a store outage gets no queue samples, not an error
+            depths = {}
+        for agency, depth in sorted(depths.items()):
             family.add_metric([agency], depth)
         yield family
 
 
-def watch_queue_depth(count: Callable[[], dict[str, int]]) -> QueueDepth:
-    """Register the queue-depth collector (once per process; a later broker replaces the earlier one)."""
+def unwatch_queue_depth() -> None:
+    """Unregister the queue-depth collector (a stopped broker's store is closed)."""
     for collector in list(_queue_collectors):
         REGISTRY.unregister(collector)
         _queue_collectors.remove(collector)
+
+
+def watch_queue_depth(count: Callable[[], dict[str, int]]) -> QueueDepth:
+    """Register the queue-depth collector (once per process; a later broker replaces the earlier one)."""
+    unwatch_queue_depth()
     collector = QueueDepth(count)
     REGISTRY.register(collector)
     _queue_collectors.append(collector)

@@ -33,7 +33,7 @@ from broker.delivery.operations import UNSETTLED
 from broker.directory import AgencyRecord, RegisterAgency, Registry
 from broker.errors import STORAGE_FAULTS, ConfigurationError, StorageUnavailable
 from broker.health import HEALTH_FILE_INTERVAL_SECONDS, write_health_file
-from broker.metrics import CERTIFICATE_EXPIRY, CHECKPOINT_TIME, serve_metrics, watch_queue_depth
+from broker.metrics import CERTIFICATE_EXPIRY, CHECKPOINT_TIME, serve_metrics, unwatch_queue_depth, watch_queue_depth
 from broker.pki.ledger import CaLedger
 from broker.pki.revocation import RevocationList
 from broker.pki.store import CaDirectory
@@ -331,6 +331,7 @@ class Broker:
         if self.metrics is not None:
             self.metrics.shutdown()
             self.metrics.server_close()
+            unwatch_queue_depth()
         await self.health.enter_graceful_shutdown()
         if self.config.health_file is not None:
             self._serving = False

@@ -28,7 +28,7 @@ from tests.e2e.broker_process import _free_port
 from tests.e2e.conftest import REPO
 from tests.e2e.test_readme import Shell, readme_commands
 
-pytestmark = [pytest.mark.slow, pytest.mark.foreign_broker]
+pytestmark = [pytest.mark.slow, pytest.mark.foreign_broker, pytest.mark.timeout(300)]
 
 UID = GID = 10001
 

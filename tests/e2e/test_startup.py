@@ -111,11 +111,20 @@ def test_broker_started_before_its_database_retries_then_serves(pki: DevPki, tmp
         process = BrokerProcess(tmp_path / "b.toml", tmp_path / "b.log", pki, postgres.url, log_level="info",
                                 database_wait_seconds=60.0)
         process.launch()
-        starter = threading.Timer(3.0, postgres.start)
+
+        def start_after_two_attempts() -> None:
+            # Not a fixed delay: on a loaded machine the broker may not even have started in 3 s.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (
+                    not process.log.exists() or process.log.read_text().count("broker.database_unavailable") < 2):
+                time.sleep(0.1)
+            postgres.start()
+
+        starter = threading.Thread(target=start_after_two_attempts)
         starter.start()
         try:
-            process._wait_ready(timeout=60)
             starter.join()
+            process._wait_ready(timeout=60)
             attempts = [line for line in process.log.read_text().splitlines()
                         if "broker.database_unavailable" in line]
             assert len(attempts) >= 2
@@ -128,7 +137,7 @@ def test_broker_started_before_its_database_retries_then_serves(pki: DevPki, tmp
             export_verifies(auditor_for(process.target, pki), pki, tmp_path / "log.jsonl")
             print(f"\nstarted before its database: {len(attempts)} attempts logged")
         finally:
-            starter.cancel()
+            starter.join(timeout=35)
             process.terminate()
     finally:
         postgres.close()
