@@ -67,3 +67,15 @@ class StorageUnavailable(BrokerError):
     """The database did not commit; nothing was stored and the call may be retried (sends are idempotent)."""
 
     status = grpc.StatusCode.UNAVAILABLE
+
+
+class QuotaExceeded(BrokerError):
+    """The caller's agency would exceed a storage quota it is allowed (attachments)."""
+
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class StorageCorrupt(BrokerError):
+    """Stored data no longer matches the hash recorded when it was stored (a storage fault, not the caller's)."""
+
+    status = grpc.StatusCode.DATA_LOSS
