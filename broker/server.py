@@ -43,12 +43,14 @@ from broker.transport.admin_servicer import AdminServicer, open_ca
 from broker.transport.audit_servicer import AuditServicer
 from broker.transport.auth import Authenticator
 from broker.transport.credentials import ReloadingServerCredentials
+from broker.transport.rpc import CallInterceptor
 from broker.transport.servicers import BrokerServicer
 from broker.watchlists.servicer import SERVICE_NAME as WATCHLIST_SERVICE
 from broker.watchlists.servicer import add_watchlist_service
 
 log = structlog.get_logger(__name__)
 
+_HEALTH_SERVICES = ("", "isb.v1.BrokerService")
 # Headroom over the envelope limit for the request framing around it (SendRequest, batches).
 _FRAME_SLACK = 64 * 1024
 
@@ -65,6 +67,7 @@ class Broker:
     port: int = field(init=False, default=0)
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
     metrics: WSGIServer | None = field(init=False, default=None)
+    _health_updates: set[asyncio.Task[None]] = field(init=False, default_factory=set)
 
     async def start(self) -> None:
         """Open the store, load PKI and policy, and start serving on `config.listen`."""
@@ -95,7 +98,7 @@ class Broker:
         await self._seed_agencies()
 
         self.attachments = self._open_attachments()
-        self.server = grpc.aio.server(options=[
+        self.server = grpc.aio.server(interceptors=[CallInterceptor(self.exchange.record_refusal)], options=[
             ("grpc.max_receive_message_length", _max_message(config)),
             ("grpc.max_send_message_length", _max_message(config)),
             ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
@@ -134,8 +137,8 @@ class Broker:
             # Same certificate and CA as the gRPC port: a scraper needs a certificate of this CA.
             self.metrics = serve_metrics(config.metrics_listen, cert=config.path("server_cert"),
                                          key=config.path("server_key"), ca=config.path("ca_bundle"))
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        await self.health.set("isb.v1.BrokerService", health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(self.writer.healthy)
+        self.writer.on_health.append(self._writer_health)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._checkpoints(), name="isb-checkpoints"))
         self._tasks.append(loop.create_task(self._watch_policy(), name="isb-policy-watch"))
@@ -183,10 +186,23 @@ class Broker:
                                  item.get("contact", "")),
                     actor=f"broker:{self.config.node}", registry=self.registry))
 
+    async def _set_health(self, healthy: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if healthy else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in _HEALTH_SERVICES:
+            await self.health.set(service, status)
+
+    def _writer_health(self, healthy: bool) -> None:
+        # NOT_SERVING while the writer cannot commit (load balancers and clients route elsewhere).
+        task = asyncio.get_running_loop().create_task(self._set_health(healthy))
+        self._health_updates.add(task)
+        task.add_done_callback(self._health_updates.discard)
+
     async def _checkpoints(self) -> None:
         # Sign a checkpoint every few seconds while entries arrive (DESIGN.md section 8).
         while True:
             await asyncio.sleep(self.config.checkpoint_interval_seconds)
+            if not self.writer.healthy:
+                continue  # the writer's probe reports the outage; nothing new can be signed
             try:
                 await self.sign_checkpoint()
             except Exception:  # keep signing later; the failure is logged with its cause

@@ -16,7 +16,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
 
-from broker.identity import Role, SpiffeId, parse_spiffe_id
+from broker.errors import VerificationError
+from broker.identity import Role, SpiffeId
+from broker.protocol.certificates import verify_leaf_profile
 from clients.errors import CertificateProblem, ConnectionFailed
 
 
@@ -57,22 +59,20 @@ def load_identity(cert: Path, key: Path, ca: Path, trust_domain: str, role: Role
                                  "ask the admin to renew it")
     if leaf.not_valid_before_utc > now:
         raise CertificateProblem(f"our certificate {cert} is not valid before {leaf.not_valid_before_utc} UTC")
+    # The same profile the broker enforces per call: find out here, with a message, rather than
+    # from a refusal (or, for a CA:TRUE leaf, a broker that would wrongly accept it).
+    try:
+        spiffe = verify_leaf_profile(leaf, trust_domain)
+    except VerificationError as exc:
+        raise CertificateProblem(f"our certificate {cert} is outside the certificate profile: {exc}") from exc
+    if spiffe.role is not role:
+        raise CertificateProblem(f"our certificate {cert} is for a {spiffe.role.value} ({spiffe}), "
+                                 f"this client needs a {role.value} certificate")
     verifier = verification.PolicyBuilder().store(verification.Store(roots)).time(now).build_client_verifier()
     try:
         verifier.verify(leaf, certs[1:])
     except verification.VerificationError as exc:
         raise CertificateProblem(f"our certificate {cert} does not chain to the CA in {ca}: {exc}") from exc
-    uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.UniformResourceIdentifier)
-    if len(uris) != 1:
-        raise CertificateProblem(f"our certificate {cert} must carry exactly one SPIFFE id")
-    try:
-        spiffe = parse_spiffe_id(uris[0], trust_domain)
-    except Exception as exc:  # AuthenticationError from the shared parser; say it in SDK terms
-        raise CertificateProblem(f"our certificate {cert}: {exc}") from exc
-    if spiffe.role is not role:
-        raise CertificateProblem(f"our certificate {cert} is for a {spiffe.role.value} ({spiffe}), "
-                                 f"this client needs a {role.value} certificate")
     return Identity(spiffe, leaf, tuple(certs[1:]), private_key, cert_pem, key_pem, ca_pem, tuple(roots))
 
 

@@ -1,16 +1,17 @@
-"""Write the envelope test vectors `tests/vectors/envelope-*.json` (run from anywhere).
+"""Write the test vectors in `tests/vectors/` (run from anywhere); `tests/vectors/README.md` explains each file.
 
-Each vector holds fixed keys (CA, identity keys as PEM, HPKE private keys as hex), the inputs of one
-sealed message, every intermediate value in hex (PAE signing inputs, header bytes, associated data,
-ciphertext, wrapped keys, signatures, digests), the final envelope, a signed receipt and a few
-tampered envelopes that must be refused. A client in another language can use them to check its
-implementation; `tests/unit/protocol/test_vectors.py` checks that this library still opens them.
+Every signed or hashed object of docs/protocol.md has a vector: envelopes (`envelope-*.json`, with a
+refused envelope for each verification step), PAE encodings (`pae.json`), key bundles, receipts and
+forward consents (`key-bundle.json`, `receipt.json`, `forward-consent.json`), audit entries
+(`audit-entries.json`), checkpoints and signed notes (`checkpoint.json`), and a small audit log with
+its export file, inclusion and consistency proofs (`audit-log.json`, `audit-export.jsonl`).
+`tests/unit/protocol/test_vectors.py` checks them with this library, `tests/interop/` with Node.js.
 
-Keys, certificates, key bundles, the inner signature, the content, associated data and ciphertext
-are reproducible: keys derive from fixed labels, the content key and nonce are fixed, and the
-generator signs with deterministic ECDSA (RFC 6979; verifiers accept any valid ECDSA signature).
-HPKE encapsulation is randomized by design, so a rerun changes the wrapped keys and everything that
-covers them: the wrapped-keys digest, header, header signature, envelope and receipt.
+Keys derive from fixed labels, content keys and nonces are fixed, and signatures are deterministic
+(RFC 6979 ECDSA, Ed25519), so everything is reproducible except HPKE encapsulation, which is
+randomized by design: a rerun changes the wrapped keys of the envelope vectors and everything that
+covers them (wrapped-keys digest, header, header signature, envelope digest, receipt). Certificates
+follow the production profile (SKI and AKI, 90-day leaves, one URI SAN, the role's EKU).
 
     .venv/bin/python scripts/make_vectors.py [--out tests/vectors]
 """
@@ -18,22 +19,26 @@ covers them: the wrapped-keys digest, header, header signature, envelope and rec
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import hashlib
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from google.protobuf import timestamp_pb2
 
 from broker.api.v1 import envelope_pb2
-from broker.protocol import _pae, _stream
+from broker.audit.events import AuditEvent
+from broker.protocol import _merkle, _note, _pae, _stream
 from broker.protocol.attachments import AttachmentEncryptor
 from broker.protocol.envelope import envelope_sha256, seal
 from broker.protocol.keys import (
@@ -49,9 +54,15 @@ from broker.protocol.receipts import make_receipt
 
 ROOT = Path(__file__).resolve().parent.parent
 TRUST_DOMAIN = "vectors.isb"
-VALID_FROM = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-VALID_UNTIL = dt.datetime(2125, 1, 1, tzinfo=dt.UTC)
+# The production profile (broker.protocol.certificates): a 10-year root, 90-day leaves as
+# broker.pki.authority issues them, and the vectors' time inside every validity window.
+CA_FROM = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+CA_UNTIL = dt.datetime(2035, 1, 1, tzinfo=dt.UTC)
+VALID_FROM = dt.datetime(2025, 5, 1, tzinfo=dt.UTC)
+VALID_UNTIL = VALID_FROM + dt.timedelta(days=90)
 CREATED = dt.datetime(2025, 6, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
+AUDIT_ORIGIN = f"{TRUST_DOMAIN}/audit"
+_ECDSA = ec.ECDSA(hashes.SHA256())
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
@@ -114,8 +125,11 @@ class _DeterministicKey(ec.EllipticCurvePrivateKey):
         return self
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+def _name(common_name: str, unit: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, TRUST_DOMAIN)]
+    if unit is not None:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit))
+    return x509.Name([*attributes, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
@@ -139,9 +153,9 @@ def _ca(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
         .issuer_name(_name("ISB Test Vector CA"))
         .public_key(key.public_key())
         .serial_number(1)
-        .not_valid_before(VALID_FROM)
-        .not_valid_after(VALID_UNTIL)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .not_valid_before(CA_FROM)
+        .not_valid_after(CA_UNTIL)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256(), ecdsa_deterministic=True)
@@ -157,7 +171,7 @@ def _agency_certificate(
 ) -> x509.Certificate:
     return (
         x509.CertificateBuilder()
-        .subject_name(_name(agency))
+        .subject_name(_name(agency, "agency"))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(serial)
@@ -168,11 +182,12 @@ def _agency_certificate(
             critical=False,
         )
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256(), ecdsa_deterministic=True)
     )
@@ -234,6 +249,189 @@ def _public(party: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in party.items() if not k.startswith("_")}
 
 
+def _resign(
+    sender: dict[str, Any],
+    header: envelope_pb2.Header,
+    ciphertext: bytes,
+    wrapped_keys: Sequence[envelope_pb2.WrappedKey],
+) -> envelope_pb2.Envelope:
+    """An envelope the sender really signed, around the given parts: digests recomputed, then the outer signature."""
+    header = envelope_pb2.Header.FromString(header.SerializeToString())
+    header.ciphertext_sha256 = hashlib.sha256(ciphertext).digest()
+    header.wrapped_keys_sha256 = _pae.wrapped_keys_sha256(wrapped_keys)
+    header_bytes = header.SerializeToString()
+    return envelope_pb2.Envelope(
+        header=header_bytes,
+        header_signature=sender["_identity_key"].sign(_pae.header_signing_input(header_bytes), _ECDSA),
+        ciphertext=ciphertext,
+        wrapped_keys=wrapped_keys,
+    )
+
+
+def _encrypt(content_key: bytes, nonce: bytes, content: envelope_pb2.Content, header: envelope_pb2.Header) -> bytes:
+    return nonce + AESGCM(content_key).encrypt(nonce, content.SerializeToString(), _pae.content_aad(header))
+
+
+def _outer_refusals(
+    envelope: envelope_pb2.Envelope, sender: dict[str, Any], outsider: dict[str, Any], content_key: bytes
+) -> list[tuple[int, str, envelope_pb2.Envelope]]:
+    """Envelopes that the outer verification (steps 1 to 5) refuses."""
+    envelope_bytes = envelope.SerializeToString()
+    header = envelope_pb2.Header.FromString(envelope.header)
+    wrapped = list(envelope.wrapped_keys)
+    cases: list[tuple[int, str, envelope_pb2.Envelope]] = []
+
+    def copy() -> envelope_pb2.Envelope:
+        return envelope_pb2.Envelope.FromString(envelope_bytes)
+
+    # Steps 1-2: the outer signature.
+    e = copy()
+    e.header = _flip(e.header, 10)
+    cases.append((1, "header bit flipped (outer signature no longer verifies)", e))
+    e = copy()
+    e.header_signature = _flip(e.header_signature, 20)
+    cases.append((1, "outer signature bit flipped", e))
+    # Step 3: signed headers that are not well-formed version-1 headers.
+    for what, change in (
+        ("header version 2", lambda h: setattr(h, "version", 2)),
+        ("message id in upper case", lambda h: setattr(h, "message_id", h.message_id.upper())),
+        ("a recipient listed twice", lambda h: h.recipients.append(h.recipients[0])),
+        ("kind unspecified", lambda h: setattr(h, "kind", envelope_pb2.KIND_UNSPECIFIED)),
+        ("no creation time", lambda h: h.ClearField("created")),
+    ):
+        h = envelope_pb2.Header.FromString(envelope.header)
+        change(h)
+        cases.append((3, f"signed header with {what}", _resign(sender, h, envelope.ciphertext, wrapped)))
+    # Step 4: the header names another certificate or another sender.
+    h = envelope_pb2.Header.FromString(envelope.header)
+    h.sender_cert_sha256 = hashlib.sha256(b"another certificate").digest()
+    cases.append((4, "signed header naming another sender certificate",
+                  _resign(sender, h, envelope.ciphertext, wrapped)))
+    h = envelope_pb2.Header.FromString(envelope.header)
+    h.sender = outsider["agency"]
+    cases.append((4, "signed header naming another sender agency", _resign(sender, h, envelope.ciphertext, wrapped)))
+    # Step 5: digests.
+    e = copy()
+    e.ciphertext = _flip(e.ciphertext, 30)
+    cases.append((5, "ciphertext bit flipped (ciphertext_sha256 mismatch)", e))
+    e = copy()
+    e.wrapped_keys[0].enc = _flip(e.wrapped_keys[0].enc, 40)
+    cases.append((5, "wrapped key bit flipped (wrapped_keys_sha256 mismatch)", e))
+    e = copy()
+    e.wrapped_keys.add(recipient=outsider["agency"], key_id=outsider["key_id"],
+                       enc=_wrap_for(content_key, outsider["_bundle"], header.message_id))
+    cases.append((5, "wrapped key added for a non-recipient (re-addressed envelope)", e))
+    e = copy()
+    e.wrapped_keys.add().CopyFrom(e.wrapped_keys[0])
+    cases.append((5, "the same wrapped key twice", e))
+    return cases
+
+
+def _open_refusals(
+    envelope: envelope_pb2.Envelope,
+    sender: dict[str, Any],
+    opener: dict[str, Any],
+    outsider: dict[str, Any],
+    content_key: bytes,
+    nonce: bytes,
+    content: envelope_pb2.Content,
+) -> list[tuple[int, str, envelope_pb2.Envelope]]:
+    """Envelopes that pass the outer verification (signed, digests right) and fail when `opener` opens them."""
+    header = envelope_pb2.Header.FromString(envelope.header)
+    wrapped = list(envelope.wrapped_keys)
+    cases: list[tuple[int, str, envelope_pb2.Envelope]] = []
+    # Step 6: the opener holds no key for its wrapped key.
+    mine = next(i for i, k in enumerate(wrapped) if k.recipient == opener["agency"])
+    keys = [envelope_pb2.WrappedKey.FromString(k.SerializeToString()) for k in wrapped]
+    keys[mine].key_id = "retired-key"
+    cases.append((6, f"wrapped key of {opener['agency']} names a key id it does not hold, re-signed",
+                  _resign(sender, header, envelope.ciphertext, keys)))
+    # Step 7: the opener's wrapped key does not unwrap (signed and digested correctly).
+    keys = [envelope_pb2.WrappedKey.FromString(k.SerializeToString()) for k in wrapped]
+    keys[mine].enc = _flip(keys[mine].enc, len(keys[mine].enc) - 5)
+    cases.append((7, f"wrapped key of {opener['agency']} corrupted, digest and signature redone",
+                  _resign(sender, header, envelope.ciphertext, keys)))
+    keys = [envelope_pb2.WrappedKey.FromString(k.SerializeToString()) for k in wrapped]
+    keys[mine].enc = hpke_suite(opener["_bundle"].suite).encrypt(
+        content_key, public_key_of(opener["_bundle"]),
+        info=_pae.key_wrap_info(1, header.message_id, outsider["agency"]))
+    cases.append((7, f"wrapped key of {opener['agency']} sealed with the HPKE info of another recipient",
+                  _resign(sender, header, envelope.ciphertext, keys)))
+    keys = [envelope_pb2.WrappedKey.FromString(k.SerializeToString()) for k in wrapped]
+    keys[mine].enc = hpke_suite(opener["_bundle"].suite).encrypt(
+        content_key[:16], public_key_of(opener["_bundle"]),
+        info=_pae.key_wrap_info(1, header.message_id, opener["agency"]))
+    cases.append((7, "wrapped content key of 16 bytes instead of 32",
+                  _resign(sender, header, envelope.ciphertext, keys)))
+    # Step 8: AEAD. The ciphertext was sealed under other associated data, or damaged, and re-signed.
+    h = envelope_pb2.Header.FromString(envelope.header)
+    h.priority = envelope_pb2.FLASH
+    cases.append((8, "header priority changed after encryption (associated data mismatch), re-signed",
+                  _resign(sender, h, envelope.ciphertext, wrapped)))
+    h = envelope_pb2.Header.FromString(envelope.header)
+    h.handling.tlp = envelope_pb2.TLP_GREEN
+    cases.append((8, "header TLP lowered after encryption (associated data mismatch), re-signed",
+                  _resign(sender, h, envelope.ciphertext, wrapped)))
+    h = envelope_pb2.Header.FromString(envelope.header)
+    h.recipients[:] = list(reversed(h.recipients)) if len(h.recipients) > 1 else [*h.recipients]
+    if len(h.recipients) > 1:
+        cases.append((8, "recipients reordered after encryption (the associated data keeps header order), re-signed",
+                      _resign(sender, h, envelope.ciphertext, wrapped)))
+    cases.append((8, "ciphertext tag corrupted, digest and signature redone",
+                  _resign(sender, header, _flip(envelope.ciphertext, len(envelope.ciphertext) - 1), wrapped)))
+    # Step 9: the inner signature does not cover this content in this context.
+    for what, signed_input in (
+        ("inner signature over another body", _pae.content_signing_input(header, content.content_type, b"other")),
+        ("inner signature over another content type", _pae.content_signing_input(header, "text/plain", content.body)),
+        ("inner signature over another recipient list (surreptitious forwarding)",
+         _pae.content_signing_input(_with_recipients(header, [outsider["agency"]]), content.content_type,
+                                    content.body)),
+    ):
+        forged = envelope_pb2.Content(content_type=content.content_type, body=content.body,
+                                      inner_signature=sender["_identity_key"].sign(signed_input, _ECDSA))
+        cases.append((9, what, _resign(sender, header, _encrypt(content_key, nonce, forged, header), wrapped)))
+    forged = envelope_pb2.Content(content_type=content.content_type, body=content.body,
+                                  inner_signature=outsider["_identity_key"].sign(
+                                      _pae.content_signing_input(header, content.content_type, content.body), _ECDSA))
+    cases.append((9, "inner signature by another agency's key", _resign(sender, header,
+                                                                         _encrypt(content_key, nonce, forged, header),
+                                                                         wrapped)))
+    return cases
+
+
+def _refusals(
+    envelope: envelope_pb2.Envelope,
+    sender: dict[str, Any],
+    opener: dict[str, Any],
+    outsider: dict[str, Any],
+    content_key: bytes,
+    nonce: bytes,
+    content: envelope_pb2.Content,
+) -> list[dict[str, Any]]:
+    """One refused envelope per verification step of docs/protocol.md section 6.8.
+
+    `step` is the step that must refuse it; for steps 6 to 9 (opening) the envelope passes the outer
+    verification (steps 1 to 5) and `open_as` names the recipient that tries to open it.
+    """
+    cases = [*_outer_refusals(envelope, sender, outsider, content_key),
+             *_open_refusals(envelope, sender, opener, outsider, content_key, nonce, content)]
+    return [
+        {
+            "step": step,
+            "description": what,
+            "open_as": opener["agency"] if step >= 6 else None,
+            "envelope_hex": e.SerializeToString().hex(),
+        }
+        for step, what, e in cases
+    ]
+
+
+def _with_recipients(header: envelope_pb2.Header, recipients: Sequence[str]) -> envelope_pb2.Header:
+    copy = envelope_pb2.Header.FromString(header.SerializeToString())
+    copy.recipients[:] = list(recipients)
+    return copy
+
+
 def make_vector(
     name: str,
     description: str,
@@ -245,13 +443,12 @@ def make_vector(
     message_id: str,
     attachments: Sequence[tuple[bytes, int, str]] = (),
 ) -> dict[str, Any]:
-    """Build one vector: seal a message with fixed inputs and record every intermediate value.
+    """Build one envelope vector: seal a message with fixed inputs and record every intermediate value.
 
     `attachments` are (plaintext, chunk size, media type): each is encrypted under its key derived
     from the content key and recorded chunk by chunk, with tampered chunk streams to refuse.
     """
-    ca_key = _identity_key("ca")
-    ca = _ca(ca_key)
+    ca_key, ca = _authority()
     sender = _party(ca_key, ca, "FR-CUSTOMS", X25519_SUITE, 100)
     parties = [_party(ca_key, ca, agency, suite, 101 + i) for i, (agency, suite) in enumerate(recipients)]
     outsider = _party(ca_key, ca, "ES-AEAT", X25519_SUITE, 199)
@@ -285,7 +482,7 @@ def make_vector(
         _nonce=nonce,
         attachments=[a.pop("_ref") for a in attachment_vectors],
     )
-    # Decrypt our own ciphertext to record the content bytes (they hold the randomized inner signature).
+    # Decrypt our own ciphertext to record the content bytes (they hold the inner signature).
     header = envelope_pb2.Header.FromString(envelope.header)
     aad = _pae.content_aad(header)
     content_bytes = AESGCM(content_key).decrypt(nonce, envelope.ciphertext[12:], aad)
@@ -299,41 +496,13 @@ def make_vector(
         identity_key=parties[0]["_identity_key"],
         time=CREATED + dt.timedelta(minutes=5),
     )
-    readdressed = envelope_pb2.Envelope.FromString(envelope_bytes)
-    readdressed.wrapped_keys.add(
-        recipient=outsider["agency"],
-        key_id=outsider["key_id"],
-        enc=_wrap_for(content_key, outsider["_bundle"], header.message_id),
-    )
-    tampered = []
-    changes: list[tuple[str, Callable[[envelope_pb2.Envelope], None]]] = [
-        ("header bit flipped", lambda e: setattr(e, "header", _flip(e.header, 10))),
-        (
-            "outer signature bit flipped",
-            lambda e: setattr(e, "header_signature", _flip(e.header_signature, 20)),
-        ),
-        ("ciphertext bit flipped", lambda e: setattr(e, "ciphertext", _flip(e.ciphertext, 30))),
-        (
-            "wrapped key bit flipped",
-            lambda e: setattr(e.wrapped_keys[0], "enc", _flip(e.wrapped_keys[0].enc, 40)),
-        ),
-    ]
-    for what, change in changes:
-        copy = envelope_pb2.Envelope.FromString(envelope_bytes)
-        change(copy)
-        tampered.append({"description": what, "envelope_hex": copy.SerializeToString().hex()})
-    tampered.append(
-        {
-            "description": "wrapped key added for a non-recipient (re-addressed envelope)",
-            "envelope_hex": readdressed.SerializeToString().hex(),
-        }
-    )
     return {
         "name": name,
         "description": description,
         "protocol_version": 1,
         "pae": "ISBv1 SP LEN(type) SP type (SP LEN(field) SP field)*; lists: (LEN(item) SP item SP)*",
         "trust_domain": TRUST_DOMAIN,
+        "verification_time": CREATED.isoformat(),
         "ca_certificate_pem": _pem_cert(ca),
         "sender": _public(sender),
         "recipients": [_public(p) for p in parties],
@@ -386,7 +555,7 @@ def make_vector(
             "receipt_signing_input_hex": _pae.receipt_signing_input(signed_receipt.receipt).hex(),
             "signed_receipt_hex": signed_receipt.SerializeToString().hex(),
         },
-        "must_be_refused": tampered,
+        "must_be_refused": _refusals(envelope, sender, parties[-1], outsider, content_key, nonce, content),
         "attachments": attachment_vectors,
     }
 
@@ -445,8 +614,454 @@ def _wrap_for(content_key: bytes, bundle: envelope_pb2.KeyBundle, message_id: st
     )
 
 
+def _authority() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    ca_key = _identity_key("ca")
+    return ca_key, _ca(ca_key)
+
+
+# --- PAE -------------------------------------------------------------------------------------------
+
+
+def pae_vector() -> dict[str, Any]:
+    """The encoding rules of docs/protocol.md section 4, one case each."""
+    created = envelope_pb2.Header()
+    created.created.FromDatetime(CREATED)
+    handling = envelope_pb2.Handling(tlp=envelope_pb2.TLP_AMBER, classification="RESTREINT UE",
+                                     source_reliability=envelope_pb2.SOURCE_B,
+                                     information_accuracy=envelope_pb2.ACCURACY_2)
+
+    def case(description: str, encoded: bytes, **inputs: Any) -> dict[str, Any]:
+        return {"description": description, "inputs": inputs, "output_hex": encoded.hex(),
+                "output_text": encoded.decode("utf-8", errors="replace")}
+
+    return {
+        "name": "pae",
+        "description": "PAE(type, fields...) and the field encodings of docs/protocol.md section 4",
+        "pae": [
+            case("no fields", _pae.pae("isb.v1.header"), type="isb.v1.header", fields_hex=[]),
+            case("one empty field", _pae.pae("isb.v1.header", b""), type="isb.v1.header", fields_hex=[""]),
+            case("HPKE info", _pae.key_wrap_info(1, "abc", "DE-BKA"), type="isb.v1.key-wrap",
+                 fields_hex=[b"1".hex(), b"abc".hex(), b"DE-BKA".hex()]),
+            case("binary and UTF-8 fields", _pae.pae("isb.v1.receipt", bytes(range(5)), "é ü".encode()),
+                 type="isb.v1.receipt", fields_hex=[bytes(range(5)).hex(), "é ü".encode().hex()]),
+        ],
+        "list": [
+            case("empty list", _pae.encode_list([]), items=[]),
+            case("items with spaces and an empty item", _pae.encode_list([b"A B", b"", b"C"]), items=["A B", "", "C"]),
+        ],
+        "recipients": [
+            case("sorted by UTF-8 bytes", _pae.encode_recipients(["NL-FIOD", "DE-BKA", "G7-CT"], sort=True),
+                 recipients=["NL-FIOD", "DE-BKA", "G7-CT"], sort=True),
+            case("header order", _pae.encode_recipients(["NL-FIOD", "DE-BKA", "G7-CT"], sort=False),
+                 recipients=["NL-FIOD", "DE-BKA", "G7-CT"], sort=False),
+        ],
+        "integer": [case(str(n), _pae.encode_int(n), decimal=str(n)) for n in (0, 7, 18446744073709551615)],
+        "timestamp": [
+            case("set", _pae.encode_timestamp(created.created), seconds=created.created.seconds,
+                 nanos=created.created.nanos),
+            case("whole second", _pae.encode_timestamp(timestamp_pb2.Timestamp(seconds=5)),
+                 seconds=5, nanos=0),
+            case("unset", _pae.encode_timestamp(created.expires, present=False), seconds=None, nanos=None),
+        ],
+        "handling": [
+            case("AMBER, label, B2", _pae.encode_handling(handling), tlp=3, classification="RESTREINT UE",
+                 source_reliability=2, information_accuracy=2),
+            case("unset", _pae.encode_handling(envelope_pb2.Handling()), tlp=0, classification="",
+                 source_reliability=0, information_accuracy=0),
+        ],
+    }
+
+
+# --- key bundles, receipts, forward consents ------------------------------------------------------
+
+
+def _signer_block(ca: x509.Certificate, party: dict[str, Any]) -> dict[str, Any]:
+    return {"agency": party["agency"], "certificate_pem": party["certificate_pem"],
+            "identity_key_pem": party["identity_key_pem"]}
+
+
+def key_bundle_vector() -> dict[str, Any]:
+    """A signed key bundle of each suite, and bundles that must be refused."""
+    ca_key, ca = _authority()
+    x = _party(ca_key, ca, "DE-BKA", X25519_SUITE, 300)
+    h = _party(ca_key, ca, "US-CBP", HYBRID_SUITE, 301)
+    other = _party(ca_key, ca, "NL-FIOD", X25519_SUITE, 302)
+
+    def signed(agency: str, key: EncryptionKey, signer: dict[str, Any], **changes: Any) -> envelope_pb2.SignedKeyBundle:
+        bundle = envelope_pb2.KeyBundle(agency=agency, key_id=key.key_id, suite=key.suite,
+                                        public_key=key.public_key_bytes)
+        bundle.not_before.FromDatetime(changes.pop("not_before", VALID_FROM))
+        bundle.not_after.FromDatetime(changes.pop("not_after", VALID_UNTIL))
+        for name, value in changes.items():
+            setattr(bundle, name, value)
+        data = bundle.SerializeToString()
+        return envelope_pb2.SignedKeyBundle(
+            bundle=data, signature=signer["_identity_key"].sign(_pae.key_bundle_signing_input(data), _ECDSA),
+            certificate=signer["_certificate"].public_bytes(serialization.Encoding.DER))
+
+    key = _encryption_key("DE-BKA", X25519_SUITE)
+    good = envelope_pb2.SignedKeyBundle.FromString(bytes.fromhex(x["signed_key_bundle_hex"]))
+    flipped = envelope_pb2.SignedKeyBundle.FromString(good.SerializeToString())
+    flipped.signature = _flip(flipped.signature, 12)
+    refused = [
+        ("signature bit flipped", "DE-BKA", flipped),
+        ("bundle of another agency, asked for DE-BKA", "DE-BKA",
+         envelope_pb2.SignedKeyBundle.FromString(bytes.fromhex(other["signed_key_bundle_hex"]))),
+        ("bundle naming DE-BKA signed with the certificate of NL-FIOD", "DE-BKA", signed("DE-BKA", key, other)),
+        ("expired at the verification time", "DE-BKA",
+         signed("DE-BKA", key, x, not_before=VALID_FROM, not_after=CREATED - dt.timedelta(days=1))),
+        ("not yet valid at the verification time", "DE-BKA",
+         signed("DE-BKA", key, x, not_before=CREATED + dt.timedelta(days=1), not_after=VALID_UNTIL)),
+        ("X25519 public key of 31 bytes", "DE-BKA", signed("DE-BKA", key, x, public_key=key.public_key_bytes[:31])),
+        ("unknown key suite 9", "DE-BKA", signed("DE-BKA", key, x, suite=9)),
+        ("empty key id", "DE-BKA", signed("DE-BKA", key, x, key_id="")),
+    ]
+    return {
+        "name": "key-bundle",
+        "description": "Signed key bundles (docs/protocol.md section 8), verified at verification_time",
+        "trust_domain": TRUST_DOMAIN,
+        "verification_time": CREATED.isoformat(),
+        "ca_certificate_pem": _pem_cert(ca),
+        "valid": [
+            {"agency": p["agency"], "suite": p["suite"], "key_id": p["key_id"], "certificate_pem": p["certificate_pem"],
+             "hpke_public_key_hex": p["hpke_public_key_hex"], "hpke_private_key_hex": p["hpke_private_key_hex"],
+             "not_before": VALID_FROM.isoformat(), "not_after": VALID_UNTIL.isoformat(),
+             "bundle_hex": p["key_bundle_hex"], "signing_input_hex": p["key_bundle_signing_input_hex"],
+             "signed_key_bundle_hex": p["signed_key_bundle_hex"]}
+            for p in (x, h)
+        ],
+        "must_be_refused": [
+            {"description": what, "expected_agency": agency, "signed_key_bundle_hex": s.SerializeToString().hex()}
+            for what, agency, s in refused
+        ],
+    }
+
+
+def receipt_vector() -> dict[str, Any]:
+    """A signed receipt of each status, and receipts that must be refused."""
+    ca_key, ca = _authority()
+    signer = _party(ca_key, ca, "DE-BKA", X25519_SUITE, 400)
+    other = _party(ca_key, ca, "NL-FIOD", X25519_SUITE, 401)
+    digest = hashlib.sha256(b"an envelope").digest()
+    message_id = "01972b5a-8c00-7abc-8def-0123456789ad"
+
+    def receipt(status: envelope_pb2.ReceiptStatus.ValueType, reason: str = "", key: dict[str, Any] = signer,
+                **changes: Any) -> envelope_pb2.SignedReceipt:
+        body = envelope_pb2.Receipt(message_id=message_id, envelope_sha256=changes.pop("envelope_sha256", digest),
+                                    recipient=changes.pop("recipient", signer["agency"]), status=status, reason=reason)
+        if not changes.pop("no_time", False):
+            body.time.FromDatetime(CREATED + dt.timedelta(minutes=5))
+        data = body.SerializeToString()
+        return envelope_pb2.SignedReceipt(
+            receipt=data, signature=key["_identity_key"].sign(_pae.receipt_signing_input(data), _ECDSA))
+
+    valid = [receipt(envelope_pb2.DELIVERED), receipt(envelope_pb2.READ),
+             receipt(envelope_pb2.REJECTED, "inner content signature does not verify")]
+    flipped = envelope_pb2.SignedReceipt.FromString(valid[0].SerializeToString())
+    flipped.receipt = _flip(flipped.receipt, 3)
+    refused = [
+        ("receipt bytes changed after signing", flipped),
+        ("receipt naming DE-BKA signed by NL-FIOD", receipt(envelope_pb2.DELIVERED, key=other)),
+        ("receipt naming NL-FIOD signed by DE-BKA", receipt(envelope_pb2.DELIVERED, recipient="NL-FIOD")),
+        ("status unspecified", receipt(envelope_pb2.RECEIPT_STATUS_UNSPECIFIED)),
+        ("envelope digest of 31 bytes", receipt(envelope_pb2.DELIVERED, envelope_sha256=digest[:31])),
+        ("no time", receipt(envelope_pb2.DELIVERED, no_time=True)),
+    ]
+    return {
+        "name": "receipt",
+        "description": "Signed receipts (docs/protocol.md section 9), each checked with the signer certificate",
+        "trust_domain": TRUST_DOMAIN,
+        "ca_certificate_pem": _pem_cert(ca),
+        "signer": _signer_block(ca, signer),
+        "valid": [
+            {"status": envelope_pb2.ReceiptStatus.Name(envelope_pb2.Receipt.FromString(r.receipt).status),
+             "message_id": message_id, "envelope_sha256_hex": digest.hex(), "recipient": signer["agency"],
+             "receipt_hex": r.receipt.hex(), "signing_input_hex": _pae.receipt_signing_input(r.receipt).hex(),
+             "signed_receipt_hex": r.SerializeToString().hex()}
+            for r in valid
+        ],
+        "must_be_refused": [{"description": what, "signed_receipt_hex": r.SerializeToString().hex()}
+                            for what, r in refused],
+    }
+
+
+def forward_consent_vector() -> dict[str, Any]:
+    """A signed forward consent of the original sender, and consents that must be refused."""
+    ca_key, ca = _authority()
+    signer = _party(ca_key, ca, "FR-CUSTOMS", X25519_SUITE, 500)
+    other = _party(ca_key, ca, "DE-BKA", X25519_SUITE, 501)
+    message_id = "01972b5a-8c00-7abc-8def-0123456789ae"
+
+    def consent(key: dict[str, Any] = signer, **changes: Any) -> envelope_pb2.SignedForwardConsent:
+        body = envelope_pb2.ForwardConsent(message_id=changes.pop("message_id", message_id),
+                                           forwarder=changes.pop("forwarder", "DE-BKA"),
+                                           recipients=changes.pop("recipients", ["ES-AEAT", "NL-FIOD"]))
+        if not changes.pop("no_expiry", False):
+            body.not_after.FromDatetime(CREATED + dt.timedelta(days=7))
+        data = body.SerializeToString()
+        return envelope_pb2.SignedForwardConsent(
+            consent=data, signature=key["_identity_key"].sign(_pae.forward_consent_signing_input(data), _ECDSA))
+
+    good = consent()
+    flipped = envelope_pb2.SignedForwardConsent.FromString(good.SerializeToString())
+    flipped.signature = _flip(flipped.signature, 15)
+    refused = [
+        ("signature bit flipped", flipped),
+        ("signed by the forwarder instead of the original sender", consent(key=other)),
+        ("no recipients", consent(recipients=[])),
+        ("no forwarder", consent(forwarder="")),
+        ("no expiry", consent(no_expiry=True)),
+    ]
+    return {
+        "name": "forward-consent",
+        "description": "Signed forward consents (docs/protocol.md section 10), checked with the original sender's "
+                       "certificate",
+        "trust_domain": TRUST_DOMAIN,
+        "ca_certificate_pem": _pem_cert(ca),
+        "signer": _signer_block(ca, signer),
+        "valid": [{"message_id": message_id, "forwarder": "DE-BKA", "recipients": ["ES-AEAT", "NL-FIOD"],
+                   "not_after": (CREATED + dt.timedelta(days=7)).isoformat(), "consent_hex": good.consent.hex(),
+                   "signing_input_hex": _pae.forward_consent_signing_input(good.consent).hex(),
+                   "signed_forward_consent_hex": good.SerializeToString().hex()}],
+        "must_be_refused": [{"description": what, "signed_forward_consent_hex": c.SerializeToString().hex()}
+                            for what, c in refused],
+    }
+
+
+# --- audit entries, checkpoints, the log and its export -------------------------------------------
+
+
+def _audit_events() -> list[AuditEvent]:
+    t = CREATED
+    mid = "01972b5a-8c00-7abc-8def-0123456789ab"
+    digest = hashlib.sha256(b"an envelope").hexdigest()
+    return [
+        AuditEvent("agency.registered", "spiffe://vectors.isb/admin/alice", t, agency="DE-BKA",
+                   fields={"display_name": "Bundeskriminalamt"}),
+        AuditEvent("keybundle.published", "spiffe://vectors.isb/agency/DE-BKA", t, agency="DE-BKA",
+                   fields={"key_id": "DE-BKA-key-1", "suite": "X25519_HKDF_SHA256_AES_256_GCM"}),
+        AuditEvent("envelope.accepted", "spiffe://vectors.isb/agency/FR-CUSTOMS", t, message_id=mid,
+                   agency="FR-CUSTOMS", fields={"envelope_sha256": digest, "recipients": ["DE-BKA", "NL-FIOD"],
+                                                "kind": "ALERT", "tlp": "AMBER", "size": 1843}),
+        AuditEvent("delivery.delivered", "spiffe://vectors.isb/broker/node-1", t + dt.timedelta(seconds=1),
+                   message_id=mid, agency="DE-BKA", fields={"recipient": "DE-BKA", "attempt": 1}),
+        AuditEvent("receipt.received", "spiffe://vectors.isb/agency/DE-BKA", t + dt.timedelta(seconds=2),
+                   message_id=mid, agency="DE-BKA", fields={"recipient": "DE-BKA", "status": "READ"}),
+        AuditEvent("request.rejected", "spiffe://vectors.isb/agency/NL-FIOD", t + dt.timedelta(seconds=3),
+                   agency="NL-FIOD", fields={"rpc": "Send", "reason": "refused by policy: «RED» to a group \"G7-CT\"\n",
+                                             "status": "PERMISSION_DENIED"}),
+        AuditEvent("audit.query", "spiffe://vectors.isb/auditor/eve", t + dt.timedelta(seconds=4)),
+    ]
+
+
+def audit_entries_vector() -> dict[str, Any]:
+    """Audit events, their canonical JSON at an index, and the leaf hash; and entries that are not canonical."""
+    events = _audit_events()
+    valid = []
+    for index, event in enumerate(events):
+        entry = event.to_entry_bytes(index)
+        valid.append({"index": index, "entry_json": json.loads(entry), "entry_utf8": entry.decode(),
+                      "entry_hex": entry.hex(), "leaf_hash_hex": _merkle.leaf_hash(entry).hex()})
+    base = events[5].to_entry_bytes(5).decode()
+    document = json.loads(base)
+    refused = [
+        ("whitespace after separators", json.dumps(document, sort_keys=True)),
+        ("keys not sorted", json.dumps(dict(reversed(document.items())), separators=(",", ":"), ensure_ascii=False)),
+        ("non-ASCII characters escaped", json.dumps(document, sort_keys=True, separators=(",", ":"))),
+        ("a float", base.replace('"index":5', '"index":5.0')),
+        ("a null member", base.replace('{"actor"', '{"accepted":null,"actor"')),
+        ("version 2", base.replace('"v":1', '"v":2')),
+        ("no time", json.dumps({k: v for k, v in document.items() if k != "time"}, sort_keys=True,
+                               separators=(",", ":"), ensure_ascii=False)),
+    ]
+    return {
+        "name": "audit-entries",
+        "description": "Audit entries as canonical JSON (docs/protocol.md section 11.1) and leaf hashes "
+                       "SHA-256(0x00 || entry) (section 11.2)",
+        "valid": valid,
+        "must_be_refused": [{"description": what, "entry_utf8": text} for what, text in refused],
+    }
+
+
+def _audit_signer() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(_seed("audit key"))
+
+
+def _audit_key_block() -> dict[str, Any]:
+    key = _audit_signer()
+    public = key.public_key()
+    return {
+        "origin": AUDIT_ORIGIN,
+        "key_name": AUDIT_ORIGIN,
+        "ed25519_private_key_hex": key.private_bytes_raw().hex(),
+        "ed25519_public_key_hex": public.public_bytes_raw().hex(),
+        "audit_pub_pem": public.public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
+        "key_id_hex": _note.key_id(AUDIT_ORIGIN, public).hex(),
+        "vkey": _note.encode_vkey(AUDIT_ORIGIN, public),
+    }
+
+
+def checkpoint_vector() -> dict[str, Any]:
+    """Signed checkpoints (C2SP tlog-checkpoint in a signed note) and notes that must be refused."""
+    key = _audit_signer()
+    witness = Ed25519PrivateKey.from_private_bytes(_seed("witness key"))
+    root = _merkle.root_from_leaves([_merkle.leaf_hash(e.to_entry_bytes(i)) for i, e in enumerate(_audit_events())])
+    size = len(_audit_events())
+    when = CREATED + dt.timedelta(seconds=5)
+    extensions = (_note.timestamp_extension(when),)
+    text = _note.checkpoint_text(AUDIT_ORIGIN, size, root, extensions)
+    note = _note.sign_checkpoint(AUDIT_ORIGIN, size, root, AUDIT_ORIGIN, key, extensions=extensions)
+    witness_line = _note.sign_note(text, "witness.example/w1", witness).decode().split("\n\n")[-1]
+    cosigned = note.decode() + witness_line
+    empty = _note.sign_checkpoint(AUDIT_ORIGIN, 0, _merkle.EMPTY_ROOT, AUDIT_ORIGIN, key, extensions=extensions)
+    other_key = Ed25519PrivateKey.from_private_bytes(_seed("another key"))
+    signature_line = note.decode().split("\n\n")[-1]
+    refused = [
+        ("tree size changed after signing", note.decode().replace(f"\n{size}\n", f"\n{size + 1}\n", 1)),
+        ("signed by another key under the same name",
+         _note.sign_checkpoint(AUDIT_ORIGIN, size, root, AUDIT_ORIGIN, other_key, extensions=extensions).decode()),
+        ("signed only by a witness", _note.sign_note(text, "witness.example/w1", witness).decode()),
+        ("another origin", _note.sign_checkpoint("other.example/audit", size, root, AUDIT_ORIGIN, key,
+                                                 extensions=extensions).decode()),
+        ("no blank line before the signatures", text + signature_line),
+        ("root hash not canonical base64 (no padding)",
+         _note.sign_note(text.replace(base64.b64encode(root).decode(), base64.b64encode(root).decode().rstrip("=")),
+                         AUDIT_ORIGIN, key).decode()),
+        ("tree size with a leading zero", _note.sign_note(text.replace(f"\n{size}\n", f"\n0{size}\n", 1),
+                                                          AUDIT_ORIGIN, key).decode()),
+        ("a control character in the text", _note.sign_note(text, AUDIT_ORIGIN, key).decode().replace("timestamp ",
+                                                                                                    "timestamp\t")),
+    ]
+    return {
+        "name": "checkpoint",
+        "description": "Checkpoints of the audit log (docs/protocol.md section 12): C2SP tlog-checkpoint text in a "
+                       "C2SP signed note, Ed25519; the signature covers `text`",
+        "audit_key": _audit_key_block(),
+        "valid": [
+            {"description": "checkpoint of the 7 entries of audit-entries.json", "tree_size": size,
+             "root_hash_hex": root.hex(), "timestamp": int(when.timestamp()), "text": text, "note": note.decode(),
+             "note_hex": note.hex(), "signature_hex": base64.b64decode(signature_line.split(" ")[-1])[4:].hex()},
+            {"description": "the same checkpoint cosigned by a witness (an unknown key, to be ignored)",
+             "tree_size": size, "root_hash_hex": root.hex(), "timestamp": int(when.timestamp()), "text": text,
+             "note": cosigned, "note_hex": cosigned.encode().hex()},
+            {"description": "checkpoint of the empty log", "tree_size": 0, "root_hash_hex": _merkle.EMPTY_ROOT.hex(),
+             "timestamp": int(when.timestamp()), "text": _note.checkpoint_text(AUDIT_ORIGIN, 0, _merkle.EMPTY_ROOT,
+                                                                               extensions),
+             "note": empty.decode(), "note_hex": empty.hex()},
+        ],
+        "must_be_refused": [{"description": what, "note": n, "note_hex": n.encode().hex()} for what, n in refused],
+    }
+
+
+def audit_log_vectors() -> tuple[dict[str, Any], bytes]:
+    """A small log: its entries, checkpoints at sizes 3 and 7, every inclusion proof against both, every
+    consistency proof between sizes 1..7; and its export file, with exports that must fail."""
+    key = _audit_signer()
+    entries = [e.to_entry_bytes(i) for i, e in enumerate(_audit_events())]
+    tree = _merkle.MemoryTree()
+    for entry in entries:
+        tree.append(_merkle.leaf_hash(entry))
+    checkpoints = {}
+    for size, seconds in ((3, 3), (7, 5)):
+        checkpoints[size] = _note.sign_checkpoint(
+            AUDIT_ORIGIN, size, tree.root(size), AUDIT_ORIGIN, key,
+            extensions=(_note.timestamp_extension(CREATED + dt.timedelta(seconds=seconds)),))
+    inclusion = [
+        {"index": i, "tree_size": n, "leaf_hash_hex": _merkle.leaf_hash(entries[i]).hex(),
+         "root_hash_hex": tree.root(n).hex(),
+         "proof_hex": [h.hex() for h in _merkle.inclusion_proof(i, n, tree.subtree)]}
+        for n in (3, 7) for i in range(n)
+    ]
+    consistency = [
+        {"first": m, "second": n, "first_root_hex": tree.root(m).hex(), "second_root_hex": tree.root(n).hex(),
+         "proof_hex": [h.hex() for h in _merkle.consistency_proof(m, n, tree.subtree)]}
+        for n in range(1, 8) for m in range(0, n + 1)
+    ]
+    proof = _merkle.inclusion_proof(5, 7, tree.subtree)
+    bad_inclusion = [
+        ("a proof hash flipped", 5, 7, [_flip(proof[0], 0), *proof[1:]]),
+        ("the right proof for another index", 4, 7, proof),
+        ("one hash too few", 5, 7, proof[:-1]),
+        ("one hash too many", 5, 7, [*proof, proof[0]]),
+        ("index beyond the tree", 7, 7, proof),
+    ]
+    cproof = _merkle.consistency_proof(3, 7, tree.subtree)
+    bad_consistency = [
+        ("a proof hash flipped", 3, 7, [_flip(cproof[0], 0), *cproof[1:]]),
+        ("empty proof between different sizes", 3, 7, []),
+        ("one hash too few", 3, 7, cproof[:-1]),
+        ("the first size larger than the second", 7, 3, cproof),
+    ]
+
+    def lines(*, unsigned_tail: bool = False) -> list[str]:
+        out = [json.dumps({"type": "header", "format": "isb-audit-export/1", "origin": AUDIT_ORIGIN,
+                           "key_name": AUDIT_ORIGIN, "vkey": _note.encode_vkey(AUDIT_ORIGIN, key.public_key())},
+                          separators=(",", ":"))]
+        for i, entry in enumerate(entries):
+            out.append(json.dumps({"type": "entry", "index": i, "entry": base64.b64encode(entry).decode(),
+                                   "leaf_hash": _merkle.leaf_hash(entry).hex()}, separators=(",", ":")))
+            if i + 1 in checkpoints:
+                out.append(json.dumps({"type": "checkpoint", "note": base64.b64encode(checkpoints[i + 1]).decode()},
+                                      separators=(",", ":")))
+        if unsigned_tail:
+            extra = AuditEvent("envelope.accepted", "spiffe://vectors.isb/agency/FR-CUSTOMS", CREATED).to_entry_bytes(7)
+            out.append(json.dumps({"type": "entry", "index": 7, "entry": base64.b64encode(extra).decode(),
+                                   "leaf_hash": _merkle.leaf_hash(extra).hex()}, separators=(",", ":")))
+        return out
+
+    good = lines()
+    changed_entry = entries[1].replace(b"DE-BKA-key-1", b"DE-BKA-key-2")
+    changed = json.dumps({"type": "entry", "index": 1, "entry": base64.b64encode(changed_entry).decode(),
+                          "leaf_hash": _merkle.leaf_hash(changed_entry).hex()}, separators=(",", ":"))
+    bad_exports = [
+        ("entry 1 changed, its leaf hash recomputed", [good[0], good[1], changed, *good[3:]]),
+        ("entry 1 changed, its stored leaf hash kept",
+         [good[0], good[1], good[2].replace(base64.b64encode(entries[1]).decode(),
+                                            base64.b64encode(changed_entry).decode()), *good[3:]]),
+        ("entry 2 deleted", [good[0], good[1], good[2], *good[4:]]),
+        ("entries 3 and 4 swapped", [*good[:5], good[6], good[5], *good[7:]]),
+        ("a checkpoint signed by another key", [*good[:4], json.dumps({"type": "checkpoint", "note": base64.b64encode(
+            _note.sign_checkpoint(AUDIT_ORIGIN, 3, tree.root(3), AUDIT_ORIGIN,
+                                  Ed25519PrivateKey.from_private_bytes(_seed("another key")))).decode()},
+            separators=(",", ":")), *good[5:]]),
+        ("no checkpoint at all", [line for line in good if '"checkpoint"' not in line]),
+        ("no header", good[1:]),
+    ]
+    log_vector = {
+        "name": "audit-log",
+        "description": "The log of audit-entries.json: checkpoints at sizes 3 and 7, RFC 9162 inclusion proofs "
+                       "(section 2.1.3) and consistency proofs (section 2.1.4), and export files (docs/protocol.md "
+                       "sections 11-13); audit-export.jsonl is the valid export",
+        "audit_key": _audit_key_block(),
+        "entries_hex": [e.hex() for e in entries],
+        "leaf_hashes_hex": [_merkle.leaf_hash(e).hex() for e in entries],
+        "roots_hex": [tree.root(n).hex() for n in range(0, 8)],
+        "checkpoints": [{"tree_size": n, "note": note.decode()} for n, note in checkpoints.items()],
+        "inclusion": inclusion,
+        "consistency": consistency,
+        "inclusion_must_fail": [
+            {"description": what, "index": i, "tree_size": n,
+             "leaf_hash_hex": _merkle.leaf_hash(entries[min(i, 6)]).hex(), "root_hash_hex": tree.root(n).hex(),
+             "proof_hex": [h.hex() for h in p]}
+            for what, i, n, p in bad_inclusion
+        ],
+        "consistency_must_fail": [
+            {"description": what, "first": m, "second": n, "first_root_hex": tree.root(min(m, 7)).hex(),
+             "second_root_hex": tree.root(min(n, 7)).hex(), "proof_hex": [h.hex() for h in p]}
+            for what, m, n, p in bad_consistency
+        ],
+        "export": {"file": "audit-export.jsonl", "entries": 7, "checkpoints": 2, "tree_size": 7,
+                   "root_hash_hex": tree.root(7).hex()},
+        "export_with_unsigned_tail": {"lines": lines(unsigned_tail=True), "entries": 8, "tree_size": 7,
+                                      "unsigned_entries": 1},
+        "exports_must_fail": [{"description": what, "lines": bad} for what, bad in bad_exports],
+    }
+    return log_vector, ("\n".join(good) + "\n").encode()
+
+
 def all_vectors() -> list[dict[str, Any]]:
-    """The vectors this script writes, each named by its `name`."""
+    """The JSON vectors this script writes, each named by its `name`."""
     return [
         make_vector(
             "envelope-x25519-three-recipients",
@@ -459,7 +1074,7 @@ def all_vectors() -> list[dict[str, Any]]:
         ),
         make_vector(
             "envelope-hybrid-and-classical",
-            "An alert addressed to a group, expanded to one ML-KEM-768+X25519 and one X25519 agency.",
+            "An alert addressed to a group, expanded to one X-Wing (ML-KEM-768+X25519) and one X25519 agency.",
             recipients=[("US-CBP", HYBRID_SUITE), ("DE-BKA", X25519_SUITE)],
             addressed=["G7-CT"],
             body=bytes(range(256)),
@@ -479,6 +1094,12 @@ def all_vectors() -> list[dict[str, Any]]:
                 (b"", 16384, "text/plain"),
             ],
         ),
+        pae_vector(),
+        key_bundle_vector(),
+        receipt_vector(),
+        forward_consent_vector(),
+        audit_entries_vector(),
+        checkpoint_vector(),
     ]
 
 
@@ -488,10 +1109,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "vectors")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for vector in all_vectors():
+    log_vector, export = audit_log_vectors()
+    for vector in [*all_vectors(), log_vector]:
         path = args.out / f"{vector['name']}.json"
-        path.write_text(json.dumps(vector, indent=2) + "\n")
+        path.write_text(json.dumps(vector, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {path}")
+    path = args.out / "audit-export.jsonl"
+    path.write_bytes(export)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ entry. A refused request raises a `BrokerError` after its rejection has been aud
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,13 +22,14 @@ from sqlalchemy.engine import Connection, Engine
 
 from broker.api.v1 import envelope_pb2
 from broker.attachments.blobs import BlobStore
-from broker.audit import AuditEvent
+from broker.audit import AuditEvent, refusals
 from broker.config import BrokerConfig
 from broker.delivery import operations as ops
 from broker.delivery.dispatcher import Dispatcher, Stream
 from broker.directory import Registry
 from broker.errors import (
-    BrokerError,
+    REFUSALS,
+    STORAGE_FAULTS,
     FailedPrecondition,
     InvalidRequest,
     NotFound,
@@ -37,13 +37,13 @@ from broker.errors import (
     PolicyViolation,
 )
 from broker.identity import AGENCY_ID, GROUP_NAME, Role
-from broker.metrics import DELIVERIES, ENVELOPES, RECEIPTS
+from broker.metrics import AUDIT_WRITE_FAILURES, DELIVERIES, ENVELOPES, RECEIPTS
 from broker.policy import Decision, RunningPolicy, kind_from_proto, tlp_from_proto
 from broker.protocol.envelope import verify_outer
 from broker.protocol.forwarding import verify_forward_consent
 from broker.protocol.receipts import verify_receipt
 from broker.store import tables
-from broker.store.db import now_us
+from broker.store.db import now_us, storage_fault
 from broker.store.writer import Writer
 from broker.transport.auth import Principal
 
@@ -96,72 +96,80 @@ class Exchange:
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run a read-only query on a pooled connection, off the event loop."""
         def run() -> T:
-            with self._engine.connect() as conn:
-                return fn(conn)
+            try:
+                with self._engine.connect() as conn:
+                    return fn(conn)
+            except sa.exc.SQLAlchemyError as exc:
+                fault = storage_fault(exc)
+                if fault is None:
+                    raise
+                raise fault from exc
 
         return await asyncio.get_running_loop().run_in_executor(None, run)
 
     # -- audit of refusals ---------------------------------------------------------------------
-    async def refuse(self, actor: str, rpc: str, error: BrokerError, *, message_id: str | None = None,
-                     agency: str | None = None, digest: str = "") -> None:
-        """Write the audit entry of a refused request (called for every refusal, then re-raised)."""
-        event = ops.rejection(actor, rpc, str(error), dt.datetime.now(dt.UTC), message_id=message_id, agency=agency,
-                              digest=digest, status=error.status.name)
-        await self._writer.submit(ops.RecordEvent(event))
-        error.audited = True
+    async def record_refusal(self, event: AuditEvent) -> None:
+        """Write one refusal's audit entry (`broker.audit.refusals` decides when)."""
+        try:
+            await self._writer.submit(ops.RecordEvent(event))
+        except STORAGE_FAULTS as fault:
+            # The refusal's own status still goes to the caller; its entry is held until the store
+            # commits again (Writer.submit_nowait), and the miss is logged and counted.
+            AUDIT_WRITE_FAILURES.labels("refusal").inc()
+            log.warning("audit.refusal_not_written", rpc=event.fields.get("rpc"),
+                        refused_status=event.fields.get("status"), cause=fault.status.name, held=True)
+            self._writer.submit_nowait(ops.RecordEvent(event))
 
     # -- Send ----------------------------------------------------------------------------------
     async def send(self, caller: Principal, envelope: envelope_pb2.Envelope, raw_size: int) -> ops.Accepted:
         """Check and store one envelope; raise after auditing the refusal if it is refused."""
-        envelope_bytes = b""
-        digest = b""
-        header: envelope_pb2.Header | None = None
-        try:
-            # 1. Who, how big, well formed: cheap checks before any cryptography.
-            if caller.role is not Role.AGENCY:
-                raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies send envelopes")
-            if raw_size > self._config.max_envelope_bytes:
-                raise InvalidRequest(
-                    f"envelope is {raw_size} bytes, over the limit of {self._config.max_envelope_bytes} bytes")
-            envelope_bytes = envelope.SerializeToString()
-            digest = hashlib.sha256(envelope_bytes).digest()
-            header = self._peek_header(envelope)
-            if header.sender != caller.name:
-                raise PermissionDenied(
-                    f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "
-                    "an agency may only send as itself")
-            self._check_recipients(header)
-            # 2. The outer signature and digests, with the caller's own certificate.
-            header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
-            expires_us = header.expires.ToMicroseconds() if header.HasField("expires") else None
-            if expires_us is not None and expires_us <= now_us():
-                raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
-            # 3. Sharing policy, group expansion, and one wrapped key per expanded recipient.
-            decision, expansion = await self._route(header)
-            recipients = tuple(decision.expanded)
-            wrapped = sorted(k.recipient for k in envelope.wrapped_keys)
-            if wrapped != sorted(recipients):
-                raise InvalidRequest(
-                    "wrapped keys must be exactly one per recipient agency after group expansion: "
-                    f"expected {sorted(recipients)}, envelope has {wrapped}")
-        except BrokerError as exc:
-            ENVELOPES.labels("refused").inc()
-            await self.refuse(str(caller.spiffe_id), "Send", exc,
-                              message_id=header.message_id if header else None,
-                              agency=caller.name, digest=digest.hex())
-            raise
-        try:
-            accepted = await self._writer.submit(ops.AcceptEnvelope(
-                header=header, parsed=envelope, envelope=envelope_bytes, envelope_sha256=digest,
-                sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
-                caller=str(caller.spiffe_id), recipients=recipients, expansion=expansion,
-                policy_rule=decision.rule, sequence=self._arrival, known_certs=self._known_certs,
-                on_commit=self.dispatcher.accepted, expires_us=expires_us, blobs=self.blobs,
-            ))
-        except BrokerError:
-            ENVELOPES.labels("refused").inc()
-            raise
+        async with refusals.audited(self.record_refusal, str(caller.spiffe_id), agency=caller.name) as refusal:
+            try:
+                accepted = await self._send(caller, envelope, raw_size, refusal)
+            except REFUSALS:
+                ENVELOPES.labels("refused").inc()
+                raise
         ENVELOPES.labels("duplicate" if accepted.duplicate else "accepted").inc()
+        return accepted
+
+    async def _send(self, caller: Principal, envelope: envelope_pb2.Envelope, raw_size: int,
+                    refusal: refusals.RefusalScope) -> ops.Accepted:
+        # 1. Who, how big, well formed: cheap checks before any cryptography.
+        if caller.role is not Role.AGENCY:
+            raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies send envelopes")
+        if raw_size > self._config.max_envelope_bytes:
+            raise InvalidRequest(
+                f"envelope is {raw_size} bytes, over the limit of {self._config.max_envelope_bytes} bytes")
+        envelope_bytes = envelope.SerializeToString()
+        digest = hashlib.sha256(envelope_bytes).digest()
+        refusal.note(digest=digest.hex())
+        header = self._peek_header(envelope)
+        refusal.note(message_id=header.message_id)
+        if header.sender != caller.name:
+            raise PermissionDenied(
+                f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "
+                "an agency may only send as itself")
+        self._check_recipients(header)
+        # 2. The outer signature and digests, with the caller's own certificate.
+        header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
+        expires_us = header.expires.ToMicroseconds() if header.HasField("expires") else None
+        if expires_us is not None and expires_us <= now_us():
+            raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
+        # 3. Sharing policy, group expansion, and one wrapped key per expanded recipient.
+        decision, expansion = await self._route(header)
+        recipients = tuple(decision.expanded)
+        wrapped = sorted(k.recipient for k in envelope.wrapped_keys)
+        if wrapped != sorted(recipients):
+            raise InvalidRequest(
+                "wrapped keys must be exactly one per recipient agency after group expansion: "
+                f"expected {sorted(recipients)}, envelope has {wrapped}")
+        accepted: ops.Accepted = await self._writer.submit(ops.AcceptEnvelope(
+            header=header, parsed=envelope, envelope=envelope_bytes, envelope_sha256=digest,
+            sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
+            caller=str(caller.spiffe_id), recipients=recipients, expansion=expansion,
+            policy_rule=decision.rule, sequence=self._arrival, known_certs=self._known_certs,
+            on_commit=self.dispatcher.accepted, expires_us=expires_us, blobs=self.blobs,
+        ))
         return accepted
 
     async def _route(self, header: envelope_pb2.Header) -> tuple[Decision, dict[str, list[str]]]:
@@ -265,7 +273,7 @@ class Exchange:
     async def grant_forward_consent(self, caller: Principal,
                                     signed: envelope_pb2.SignedForwardConsent) -> int:
         """Record the original sender's consent that a recipient may forward its message."""
-        try:
+        async with refusals.audited(self.record_refusal, str(caller.spiffe_id), agency=caller.name):
             if caller.role is not Role.AGENCY:
                 raise PermissionDenied(f"{caller.spiffe_id} is not an agency")
             if len(signed.consent) > 16384:
@@ -285,11 +293,8 @@ class Exchange:
             unknown = [r for r in consent.recipients if r not in self._registry]
             if unknown:
                 raise NotFound(f"consent names {unknown[0]}, which is not a registered agency")
-        except BrokerError as exc:
-            await self.refuse(str(caller.spiffe_id), "GrantForwardConsent", exc, agency=caller.name)
-            raise
-        index: int = await self._writer.submit(ops.RecordForwardConsent(
-            consent, signed.consent, signed.signature, str(caller.spiffe_id), caller.name))
+            index: int = await self._writer.submit(ops.RecordForwardConsent(
+                consent, signed.consent, signed.signature, str(caller.spiffe_id), caller.name))
         return index
 
     # -- Subscribe -----------------------------------------------------------------------------
@@ -350,7 +355,7 @@ class Exchange:
     # -- Ack -----------------------------------------------------------------------------------
     async def acknowledge(self, caller: Principal, receipts: Sequence[envelope_pb2.SignedReceipt]) -> int:
         """Verify and store signed receipts of the calling agency."""
-        try:
+        async with refusals.audited(self.record_refusal, str(caller.spiffe_id), agency=caller.name):
             if caller.role is not Role.AGENCY:
                 raise PermissionDenied(f"{caller.spiffe_id} is not an agency")
             if not receipts:
@@ -369,13 +374,11 @@ class Exchange:
                     message_id=receipt.message_id, recipient=caller.name, status=receipt.status,
                     receipt=signed.receipt, signature=signed.signature, cert_fingerprint=caller.fingerprint,
                     cert_der=caller.certificate_der, envelope_sha256=receipt.envelope_sha256))
-        except BrokerError as exc:  # VerificationError included
-            await self.refuse(str(caller.spiffe_id), "Ack", exc, agency=caller.name)
-            raise
-        RECEIPTS.inc(len(verified))
-        return await self._writer.submit(ops.RecordReceipts(
-            verified, actor=str(caller.spiffe_id), known_certs=self._known_certs,
-            on_commit=self.dispatcher.acknowledged))
+            RECEIPTS.inc(len(verified))
+            count: int = await self._writer.submit(ops.RecordReceipts(
+                verified, actor=str(caller.spiffe_id), known_certs=self._known_certs,
+                on_commit=self.dispatcher.acknowledged))
+        return count
 
     # -- GetStatus -----------------------------------------------------------------------------
     async def status(self, caller: Principal, message_id: str) -> list[tuple[RecipientState, bytes | None]]:
@@ -396,9 +399,9 @@ class Exchange:
         sender, rows = await self.read(load)
         if sender is None or sender != caller.name:
             # Same answer for "absent" and "someone else's", so ids of others' messages leak nothing.
-            error = NotFound(f"no message {message_id} sent by {caller.name}")
-            await self.refuse(str(caller.spiffe_id), "GetStatus", error, message_id=message_id, agency=caller.name)
-            raise error
+            async with refusals.audited(self.record_refusal, str(caller.spiffe_id), message_id=message_id,
+                                        agency=caller.name):
+                raise NotFound(f"no message {message_id} sent by {caller.name}")
         return rows
 
 

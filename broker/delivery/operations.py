@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -15,7 +14,7 @@ from broker.attachments import tables as attachment_tables
 from broker.attachments.blobs import BlobStore
 from broker.attachments.operations import attach_to_message, delete_attachments
 from broker.audit import AuditEvent
-from broker.errors import AlreadyExists, BrokerError, FailedPrecondition, NotFound
+from broker.errors import AlreadyExists, FailedPrecondition, NotFound
 from broker.store import tables
 from broker.store.db import executemany
 from broker.store.writer import Batch
@@ -91,19 +90,13 @@ class AcceptEnvelope:
         if existing is not None:
             if existing[0] == self.envelope_sha256:
                 return Accepted(h.message_id, existing[2], existing[1], True, self.recipients)
-            self._reject(batch, "message id already used for a different envelope")
             raise AlreadyExists(
                 f"message id {h.message_id} was already accepted with different content; "
                 "use a new message id for a new message"
             )
-        if h.attachments:
-            try:
-                attach_to_message(batch, h.sender, h.message_id,
-                                  [(a.sha256, a.size, a.chunk_size, a.media_type) for a in h.attachments])
-            except BrokerError as exc:
-                self._reject(batch, str(exc))
-                exc.audited = True
-                raise
+        if h.attachments:  # refused before anything is staged; the caller's refusal scope audits it
+            attach_to_message(batch, h.sender, h.message_id,
+                              [(a.sha256, a.size, a.chunk_size, a.media_type) for a in h.attachments])
         recalled: str | None = None
         if h.kind == envelope_pb2.RECALL:
             recalled = self._stage_recall(batch)
@@ -151,10 +144,8 @@ class AcceptEnvelope:
             sa.select(tables.messages.c.sender).where(tables.messages.c.message_id == target)
         ).first()
         if row is None:
-            self._reject(batch, "recall of an unknown message")
             raise NotFound(f"RECALL references message {target or '(none)'}, which the broker does not hold")
         if row[0] != self.header.sender:
-            self._reject(batch, "recall of another agency's message")
             raise FailedPrecondition(f"only the original sender may recall message {target}")
         dropped = batch.conn.execute(
             tables.deliveries.update()
@@ -172,11 +163,6 @@ class AcceptEnvelope:
             delete_attachments(batch, self.blobs, attachment_tables.attachments.c.message_id == target,
                                "recalled", self.caller)
         return target
-
-    def _reject(self, batch: Batch, reason: str) -> None:
-        batch.audit(rejection(self.caller, "Send", reason, batch.now,
-                              message_id=self.header.message_id, agency=self.header.sender,
-                              digest=self.envelope_sha256.hex()))
 
 
 _EXISTING_MESSAGES = (
@@ -246,18 +232,6 @@ _MARK_IN_FLIGHT = (
 )
 
 
-def rejection(actor: str, rpc: str, reason: str, time: datetime, *, message_id: str | None = None,
-              agency: str | None = None, digest: str = "", status: str = "") -> AuditEvent:
-    """The audit entry of a refused request: who, which RPC, why; never the payload."""
-    fields: dict[str, str | int | list[str]] = {"rpc": rpc, "reason": reason}
-    if digest:
-        fields["envelope_sha256"] = digest
-    if status:
-        fields["status"] = status
-    return AuditEvent(event="request.rejected", actor=actor, time=time, message_id=message_id,
-                      agency=agency, fields=fields)
-
-
 @dataclass
 class RecordEvent:
     """Audit an event that changes no other table (a refusal, an auditor query, a certificate issued...)."""
@@ -319,8 +293,7 @@ class RecordReceipts:
                 problems.append(f"{r.message_id}: no delivery of this message to {recipient}")
             elif row.envelope_sha256 != r.envelope_sha256:
                 problems.append(f"{r.message_id}: receipt names another envelope digest than the one delivered")
-        if problems:
-            batch.audit(rejection(self.actor, "Ack", "; ".join(problems), batch.now, agency=recipient))
+        if problems:  # audited once by the caller's refusal scope
             raise InvalidReceipt("receipts refused, none recorded: " + "; ".join(problems))
         for r in self.receipts:
             remember_certificate(batch, self.known_certs, r.cert_fingerprint, r.cert_der)
@@ -361,10 +334,8 @@ class ExpireDeliveries:
                                        message_id=message_id, agency=recipient, fields={"recipient": recipient}))
 
 
-class InvalidReceipt(BrokerError):
+class InvalidReceipt(NotFound):
     """A receipt does not match a delivery of the caller."""
-
-    status = NotFound.status
 
 
 def _sha256(data: bytes) -> str:
@@ -410,6 +381,5 @@ __all__ = [
     "RecordForwardConsent",
     "RecordReceipts",
     "VerifiedReceipt",
-    "rejection",
     "remember_certificate",
 ]

@@ -14,10 +14,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from broker.errors import InvalidRequest
 from broker.identity import Role, SpiffeId
+from broker.protocol.certificates import (
+    MAX_LIFETIME_DAYS,
+    ROLE_EXTENDED_KEY_USAGE,
+    CertificateProfileError,
+    verify_leaf_profile,
+)
 
 __all__ = [
     "CLOCK_SKEW",
@@ -39,18 +45,6 @@ DEFAULT_LIFETIME_DAYS: Mapping[Role, int] = {
     Role.AUDITOR: 90,
     Role.ADMIN: 90,
     Role.BROKER: 90,
-}
-# Upper bound for any leaf: short-lived identities limit what a stolen key is worth even when
-# nobody thinks of revoking it; 825 days is the historical CA/Browser Forum ceiling.
-MAX_LIFETIME_DAYS = 825
-
-# One usage per role so an agency certificate cannot pose as a broker (issue 5: "an agency
-# certificate presented as a server certificate" must be refused).
-_EXTENDED_USAGE: Mapping[Role, tuple[x509.ObjectIdentifier, ...]] = {
-    Role.AGENCY: (ExtendedKeyUsageOID.CLIENT_AUTH,),
-    Role.AUDITOR: (ExtendedKeyUsageOID.CLIENT_AUTH,),
-    Role.ADMIN: (ExtendedKeyUsageOID.CLIENT_AUTH,),
-    Role.BROKER: (ExtendedKeyUsageOID.SERVER_AUTH,),
 }
 
 
@@ -210,8 +204,9 @@ def issue_certificate(
 ) -> x509.Certificate:
     """Sign a leaf certificate for `spiffe_id` with the key usages of `role` (default: the id's role).
 
-    This is the mechanism, without policy: it accepts any validity window (tests make expired
-    certificates with it). Issuance for real callers goes through `broker.pki.issuance`, which
+    This is the mechanism, without policy: it accepts any validity window within the profile's
+    maximum lifetime (tests make expired certificates with it), and checks the result against the
+    leaf profile. Issuance for real callers goes through `broker.pki.issuance`, which
     bounds the lifetime and checks the request.
     """
     profile = role or spiffe_id.role
@@ -249,7 +244,10 @@ def issue_certificate(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage(list(_EXTENDED_USAGE[profile])), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(sorted(ROLE_EXTENDED_KEY_USAGE[profile], key=lambda oid: oid.dotted_string)),
+            critical=False,
+        )
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
@@ -257,4 +255,11 @@ def issue_certificate(
             critical=False,
         )
     )
-    return builder.sign(issuer.private_key, hashes.SHA256())
+    cert = builder.sign(issuer.private_key, hashes.SHA256())
+    # The one profile every relying party checks (broker.protocol.certificates): never hand out a
+    # certificate that the broker or an SDK would then refuse.
+    try:
+        verify_leaf_profile(cert, issuer.trust_domain)
+    except CertificateProfileError as exc:
+        raise InvalidRequest(f"refusing to issue a certificate outside the profile: {exc}") from exc
+    return cert

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -21,7 +22,7 @@ from broker.errors import ConfigurationError
 from broker.identity import Role, SpiffeId, make_spiffe_id
 from broker.pki import _files
 from broker.pki.authority import CertificateAuthority, generate_identity_key, issue_certificate
-from broker.pki.revocation import publish_crl_locked
+from broker.pki.revocation import CRL_VALIDITY, publish_crl_locked
 from broker.pki.store import CaDirectory
 
 __all__ = ["DEV_AGENCIES", "DEV_LIFETIME_DAYS", "DevAgency", "DevPki", "ensure_dev_pki"]
@@ -171,7 +172,7 @@ def ensure_dev_pki(directory: Path, trust_domain: str = "isb.dev") -> DevPki:
         if not pki.agencies_json.exists():
             entries = [dataclasses.asdict(agency) for agency in DEV_AGENCIES]
             _files.write_public_file(pki.agencies_json, (json.dumps(entries, indent=2) + "\n").encode())
-        if not pki.crl.exists():
+        if _crl_needs_signing(pki):
             publish_crl_locked(ca)
     return pki
 
@@ -214,6 +215,19 @@ def _leaf_is_current(cert_path: Path, key_path: Path, authority: CertificateAuth
         return False
     # A day of margin so a test run started just before expiry does not fail half-way.
     return cert.not_valid_after_utc > datetime.now(UTC) + timedelta(days=1)
+
+
+def _crl_needs_signing(pki: DevPki) -> bool:
+    # SDKs refuse a CRL past its nextUpdate: a checkout left for a week must not fail closed on the
+    # next `make run`, so the dev CRL is re-signed once half its validity has passed.
+    if not pki.crl.exists():
+        return True
+    try:
+        crl = x509.load_pem_x509_crl(pki.crl.read_bytes())
+    except ValueError:
+        return True
+    next_update = crl.next_update_utc
+    return next_update is None or next_update - datetime.now(UTC) < CRL_VALIDITY / 2
 
 
 def _ensure_audit_key(pki: DevPki) -> None:

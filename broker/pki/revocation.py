@@ -27,6 +27,7 @@ from broker.pki.store import CaDirectory, CertificateRecord, mark_revoked
 
 __all__ = [
     "CRL_VALIDITY",
+    "MAX_CRL_VALIDITY",
     "REVOCATION_REASONS",
     "RevocationList",
     "crl_der",
@@ -39,8 +40,11 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-# How long a CRL claims to be current (its nextUpdate). `isb pki crl` re-signs it before then.
-CRL_VALIDITY = timedelta(days=30)
+# How long a CRL claims to be current (its nextUpdate). SDKs refuse a CRL past its nextUpdate
+# (fail closed), so this bounds how long a broker can hide a revocation by serving an old CRL.
+# `isb pki crl` re-signs it; admins schedule that well within this period (README, Operations).
+CRL_VALIDITY = timedelta(days=7)
+MAX_CRL_VALIDITY = timedelta(days=90)
 
 # RFC 5280 section 5.3.1 names, as typed on the command line.
 REVOCATION_REASONS: Mapping[str, x509.ReasonFlags] = {
@@ -77,9 +81,10 @@ def sign_crl(
     crl_number: int,
     *,
     validity: timedelta = CRL_VALIDITY,
+    now: datetime | None = None,
 ) -> x509.CertificateRevocationList:
-    """A CRL over the revoked records, signed by `authority` (RFC 5280 section 5)."""
-    now = datetime.now(UTC)
+    """A CRL over the revoked records, signed by `authority` (RFC 5280 section 5), issued at `now`."""
+    now = now or datetime.now(UTC)
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(authority.certificate.subject)
@@ -104,22 +109,22 @@ def sign_crl(
     return builder.sign(authority.private_key, hashes.SHA256())
 
 
-def publish_crl_locked(ca: CaDirectory) -> x509.CertificateRevocationList:
+def publish_crl_locked(ca: CaDirectory, *, validity: timedelta = CRL_VALIDITY) -> x509.CertificateRevocationList:
     """Re-sign crl.pem from the index with the next CRL number (caller holds `ca.locked()`)."""
     authority = ca.load_authority()
     index = ca.read_index()
     index.crl_number += 1
-    crl = sign_crl(authority, index.records, index.crl_number)
+    crl = sign_crl(authority, index.records, index.crl_number, validity=validity)
     # Index first: a CRL number must never be reused, even if writing the CRL then fails.
     ca.write_index(index)
     _files.write_public_file(ca.crl_path, crl.public_bytes(serialization.Encoding.PEM))
     return crl
 
 
-def publish_crl(ca: CaDirectory) -> x509.CertificateRevocationList:
-    """Re-sign crl.pem (refreshing its nextUpdate) from the index."""
+def publish_crl(ca: CaDirectory, *, validity: timedelta = CRL_VALIDITY) -> x509.CertificateRevocationList:
+    """Re-sign crl.pem (refreshing its nextUpdate, `validity` from now) from the index."""
     with ca.locked():
-        return publish_crl_locked(ca)
+        return publish_crl_locked(ca, validity=validity)
 
 
 def revoke(ca: CaDirectory, serial: str | int, reason: str = "unspecified") -> CertificateRecord:

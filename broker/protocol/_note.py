@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from broker.errors import VerificationError
+from broker.protocol.errors import VerificationError
 
 SIGNATURE_TYPE_ED25519 = 0x01
 _EM_DASH = "\u2014"

@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from broker.errors import VerificationError
 from broker.protocol import _pae
+from broker.protocol.errors import VerificationError
 
 TAG_LEN: Final = 16
 KEY_LEN: Final = 32

@@ -14,49 +14,29 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO, Final
+from typing import BinaryIO
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from broker.api.v1 import envelope_pb2
-from broker.errors import VerificationError
 from broker.protocol import _stream
 from broker.protocol._stream import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, attachment_key
+from broker.protocol.errors import VerificationError
+from broker.protocol.validation import MAX_ATTACHMENT_SIZE, MAX_ATTACHMENTS, MEDIA_TYPE, check_attachment_ref
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "MAX_ATTACHMENTS",
     "MAX_ATTACHMENT_SIZE",
     "MAX_CHUNK_SIZE",
+    "MEDIA_TYPE",
     "MIN_CHUNK_SIZE",
     "AttachmentEncryptor",
     "AttachmentReader",
     "attachment_key",
     "check_attachment_ref",
 ]
-
-# Protocol bounds; brokers configure lower size limits (default 2 GiB per attachment).
-MAX_ATTACHMENTS: Final = 16
-MAX_ATTACHMENT_SIZE: Final = 1 << 40  # 1 TiB
-# RFC 6838 section 4.2 restricted names, type/subtype, at most 127 characters each.
-MEDIA_TYPE: Final = re.compile(
-    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
-
-
-def check_attachment_ref(ref: envelope_pb2.AttachmentRef, index: int) -> None:
-    """Refuse an attachment reference outside the protocol's bounds (`VerificationError`)."""
-    if len(ref.sha256) != 32:
-        raise VerificationError(f"attachment {index}: sha256 must be 32 bytes, got {len(ref.sha256)}")
-    if ref.size > MAX_ATTACHMENT_SIZE:
-        raise VerificationError(f"attachment {index}: size {ref.size} is over the protocol bound {MAX_ATTACHMENT_SIZE}")
-    if not MIN_CHUNK_SIZE <= ref.chunk_size <= MAX_CHUNK_SIZE:
-        raise VerificationError(
-            f"attachment {index}: chunk_size {ref.chunk_size} is outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}")
-    if not MEDIA_TYPE.fullmatch(ref.media_type):
-        raise VerificationError(f"attachment {index}: media type {ref.media_type[:40]!r} is not type/subtype")
-
 
 class AttachmentEncryptor:
     """Encrypt one plaintext file as attachment `index` of a message, chunk by chunk."""
@@ -113,7 +93,7 @@ class AttachmentReader(io.RawIOBase):
 
     def __init__(self, key: bytes, ref: envelope_pb2.AttachmentRef, chunks: Iterable[bytes]) -> None:
         super().__init__()
-        check_attachment_ref(ref, 0)
+        check_attachment_ref(ref, "attachment")
         self._aead = AESGCM(key)
         self._ref = ref
         self._n = _stream.chunk_count(ref.size, ref.chunk_size)

@@ -29,9 +29,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import envelope_pb2
-from broker.errors import InvalidRequest, VerificationError
 from broker.protocol import _pae, _stream
-from broker.protocol.attachments import MAX_ATTACHMENTS, check_attachment_ref
+from broker.protocol.errors import ProtocolError, VerificationError
 from broker.protocol.keys import (
     EncryptionKey,
     agency_of_certificate,
@@ -42,6 +41,7 @@ from broker.protocol.keys import (
     sign_identity,
     verify_identity_signature,
 )
+from broker.protocol.validation import MAX_ATTACHMENTS, check_attachment_ref
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -278,9 +278,10 @@ def _check_header_fields(header: envelope_pb2.Header) -> None:
     if not header.HasField("created"):
         raise VerificationError("envelope has no creation time")
     if len(header.attachments) > MAX_ATTACHMENTS:
-        raise VerificationError(f"envelope has {len(header.attachments)} attachments, over {MAX_ATTACHMENTS}")
+        raise ProtocolError(f"header.attachments has {len(header.attachments)} items, over {MAX_ATTACHMENTS}",
+                            field="header.attachments")
     for index, ref in enumerate(header.attachments):
-        check_attachment_ref(ref, index)
+        check_attachment_ref(ref, f"header.attachments[{index}]")
 
 
 def verify_outer(
@@ -290,7 +291,7 @@ def verify_outer(
 
     This is the broker's check before storing; recipients run it first too. It does not check the
     certificate chain, revocation or the caller's identity: the caller has done that for
-    `sender_certificate`. Raise `VerificationError` (or `InvalidRequest` when over `max_bytes`).
+    `sender_certificate`. Raise `VerificationError` (or `ProtocolError` when over `max_bytes`).
     """
     return _verify_outer(envelope, sender_certificate, identity_public_key(sender_certificate), max_bytes)
 
@@ -304,7 +305,7 @@ def _verify_outer(
     """`verify_outer` with the certificate's key already extracted (opening reuses it)."""
     # 1. Size, before any work.
     if max_bytes is not None and envelope.ByteSize() > max_bytes:
-        raise InvalidRequest(f"envelope is {envelope.ByteSize()} bytes, over the limit of {max_bytes}")
+        raise ProtocolError(f"envelope is {envelope.ByteSize()} bytes, over the limit of {max_bytes}")
     # 2. Outer signature over the exact header bytes; nothing unauthenticated is parsed before this.
     verify_identity_signature(
         public_key,

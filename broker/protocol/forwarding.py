@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import envelope_pb2
-from broker.errors import VerificationError
 from broker.protocol import _pae
 from broker.protocol.envelope import OpenedMessage
+from broker.protocol.errors import VerificationError
 from broker.protocol.keys import (
     identity_public_key,
     sign_identity,

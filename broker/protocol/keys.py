@@ -26,8 +26,11 @@ from cryptography.x509 import verification as x509_verification
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import envelope_pb2
-from broker.errors import ConfigurationError, VerificationError
+from broker.errors import ConfigurationError
+from broker.identity import Role
 from broker.protocol import _pae
+from broker.protocol.certificates import verify_leaf_profile
+from broker.protocol.errors import VerificationError
 
 __all__ = [
     "HYBRID_SUITE",
@@ -162,7 +165,9 @@ def verify_agency_certificate(
 
     Uses `cryptography.x509.verification` (RFC 5280 path building with the Web PKI profile for
     client certificates: signatures, validity, basic constraints, key usage, clientAuth EKU), then
-    requires the single URI SAN `spiffe://<trust_domain>/agency/<expected_agency>` and a P-256 key.
+    requires the single URI SAN `spiffe://<trust_domain>/agency/<expected_agency>`, the leaf
+    profile of `broker.protocol.certificates` and a P-256 key. Revocation is the caller's check
+    (`broker.protocol.revocation`), against a CRL it has verified itself.
     """
     _require_aware(now, "now")
     if not trust_roots:
@@ -181,6 +186,7 @@ def verify_agency_certificate(
     uri = _single_uri_san(certificate)
     if uri != expected:
         raise VerificationError(f"certificate identity is {uri!r}, expected {expected!r}")
+    verify_leaf_profile(certificate, trust_domain, role=Role.AGENCY)
     identity_public_key(certificate)
 
 

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import envelope_pb2
-from broker.errors import VerificationError
 from broker.protocol import _pae
+from broker.protocol.errors import VerificationError
 from broker.protocol.keys import (
     agency_of_certificate,
     identity_public_key,

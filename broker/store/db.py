@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
+
+from broker.errors import StorageFull, StorageUnavailable
 
 _COMPILED: dict[tuple[str, int], tuple[str, bool, tuple[str, ...], dict[str, Any]]] = {}
 _INSERTS: dict[tuple[str, tuple[str, ...]], sa.Insert] = {}
@@ -94,3 +98,54 @@ def create_engine(url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+# SQLite primary result codes (the low byte of an extended code) that mean the store, not the
+# statement, failed: https://sqlite.org/rescode.html
+_SQLITE_FULL = 13
+_SQLITE_UNAVAILABLE = {5, 6, 8, 10, 11, 14, 26}  # BUSY, LOCKED, READONLY, IOERR, CORRUPT, CANTOPEN, NOTADB
+# PostgreSQL SQLSTATE: class 08 connection exception, 57P0x shutdown/crash, class 53 insufficient
+# resources (53100 is disk full), 58 system error (I/O).
+_PG_FULL = "53100"
+_PG_UNAVAILABLE_PREFIXES = ("08", "57P", "53", "58")
+
+
+def storage_fault(exc: BaseException) -> StorageUnavailable | StorageFull | None:
+    """The broker error for a database failure that is the store's, not the statement's, else None.
+
+    A full disk is `StorageFull` (RESOURCE_EXHAUSTED: retrying will not help until space is freed);
+    a database that cannot be reached or written is `StorageUnavailable` (UNAVAILABLE: retry).
+    Anything else (a bug in one statement, a constraint) is None, so that the writer can isolate it.
+    """
+    cause: BaseException | None = exc
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        cause = exc.orig
+    elif isinstance(exc, sa.exc.TimeoutError):  # the connection pool is exhausted
+        return StorageUnavailable(_unavailable("no database connection was free in time"))
+    full = False
+    unavailable = False
+    if isinstance(cause, sqlite3.Error):
+        code = (getattr(cause, "sqlite_errorcode", 0) or 0) & 0xFF
+        full = code == _SQLITE_FULL
+        unavailable = code in _SQLITE_UNAVAILABLE
+    elif isinstance(cause, OSError):
+        full = cause.errno == errno.ENOSPC
+        unavailable = not full
+    else:
+        sqlstate = str(getattr(cause, "sqlstate", "") or "")
+        full = sqlstate == _PG_FULL
+        unavailable = sqlstate.startswith(_PG_UNAVAILABLE_PREFIXES) or (
+            not sqlstate and type(cause).__name__ == "OperationalError")  # psycopg: no connection at all
+        if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+            unavailable = True
+    if full:
+        return StorageFull("the broker's database disk is full; nothing was stored. Retrying will not help until "
+                           "the operator frees space")
+    if unavailable:
+        return StorageUnavailable(_unavailable(f"{type(cause).__name__}"))
+    return None
+
+
+def _unavailable(cause: str) -> str:
+    return (f"the broker's database is unavailable ({cause}); nothing was stored. It is safe to retry "
+            "(sends are idempotent: the same message id gets the same answer)")

@@ -108,3 +108,28 @@ class ForwardConsentRow(SQLModel, table=True):
 
 
 forward_consents = ForwardConsentRow.__table__  # type: ignore[attr-defined]
+
+
+class DeploymentRow(SQLModel, table=True):
+    """The one deployment this database belongs to, recorded when it is created (see broker.store.binding)."""
+
+    __tablename__ = "deployment"
+
+    id: int = Field(default=1, primary_key=True)
+    trust_domain: str = Field(max_length=253)
+    ca_fingerprint: str = Field(max_length=64)  # SHA-256 of the CA certificate's DER, hex
+    audit_key_id: str = Field(max_length=200)  # the checkpoint signer's key name and key hash
+    created_us: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+class WriterHeartbeat(SQLModel, table=True):
+    """Each writer's last successful probe: the write with which a writer that lost its store finds it again."""
+
+    __tablename__ = "writer_heartbeat"
+
+    node: str = Field(primary_key=True, max_length=64)
+    beat_us: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+deployment = DeploymentRow.__table__  # type: ignore[attr-defined]
+writer_heartbeat = WriterHeartbeat.__table__  # type: ignore[attr-defined]

@@ -9,8 +9,10 @@ indices in commit order, and the entry and the state change it records commit to
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,14 +24,23 @@ import structlog
 from sqlalchemy.engine import Connection, Engine
 
 from broker.audit import AuditEvent, AuditLog
-from broker.errors import BrokerError, StorageUnavailable
-from broker.metrics import AUDIT_ENTRIES, WRITER_BATCH, WRITER_COMMIT
-from broker.store.db import bulk_insert, now_us
+from broker.errors import REFUSALS, STORAGE_FAULTS, StorageFull, StorageUnavailable
+from broker.metrics import (
+    AUDIT_ENTRIES,
+    AUDIT_WRITE_FAILURES,
+    STORE_FAULTS,
+    WRITER_BATCH,
+    WRITER_COMMIT,
+    WRITER_HEALTHY,
+    WRITER_HELD,
+)
+from broker.store.db import bulk_insert, now_us, storage_fault
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 MAX_BATCH = 512
+Fault = StorageUnavailable | StorageFull
 
 
 @dataclass
@@ -78,18 +89,39 @@ class _Pending:
     future: asyncio.Future[Any]
     outcome: Any = None
     error: BaseException | None = None
+    # A record nobody waits for (a delivery, an auditor's query, a refusal whose entry could not be
+    # written at once): while the store cannot commit it is held, not failed, and committed later.
+    deferred: bool = False
+    held: bool = False
+
+
+# Records held while the store cannot commit; past this many the oldest are dropped (and counted),
+# so that an outage cannot exhaust the broker's memory.
+MAX_DEFERRED = 100_000
 
 
 class Writer:
-    """Runs operations in batches on one dedicated thread and one connection at a time."""
+    """Runs operations in batches on one dedicated thread and one connection at a time.
 
-    def __init__(self, engine: Engine, audit_log: AuditLog, node: str = "node-1") -> None:
+    The writer also knows whether its store can commit. A batch that fails because of the store
+    (no connection, disk full: see `storage_fault`) puts the writer in a fault state: from then on
+    operations fail at once with the fault (UNAVAILABLE with a retry pushback, or RESOURCE_EXHAUSTED),
+    records are held, and a probe (a one-row write) runs with a growing pause until a commit
+    succeeds again. `on_health` hooks hear of both changes (the broker's health service follows
+    them). While healthy and idle, the same probe runs every `idle_probe_seconds`, so a store lost
+    between calls is noticed too.
+    """
+
+    def __init__(self, engine: Engine, audit_log: AuditLog, node: str = "node-1", *,
+                 probe_interval: float = 0.25, probe_max_interval: float = 2.0,
+                 idle_probe_seconds: float = 5.0) -> None:
         self._engine = engine
         self._node = node
         self._audit = audit_log
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="isb-writer")
         self._task: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
         self.batches = 0
         self.operations = 0
         # Replicas sharing one PostgreSQL database serialise their batches with an advisory lock, so
@@ -99,30 +131,54 @@ class Writer:
         self._shared = engine.dialect.name == "postgresql"
         self._conn: Connection | None = None
         self.on_foreign_writes: list[Callable[[Connection], None]] = []
+        self.on_health: list[Callable[[bool], None]] = []
+        self._fault: Fault | None = None
+        self._fault_since = 0.0
+        self._lost = asyncio.Event()
+        self._deferred: collections.deque[_Pending] = collections.deque()
+        self._probe_interval = probe_interval
+        self._probe_max = probe_max_interval
+        self._idle_probe = idle_probe_seconds
+        self._last_commit = time.monotonic()
 
     @property
     def audit_log(self) -> AuditLog:
         """The audit log this writer appends to (read it only from the writer thread or a snapshot)."""
         return self._audit
 
+    @property
+    def healthy(self) -> bool:
+        """True while the store commits (False from a failed commit until a probe succeeds)."""
+        return self._fault is None
+
     def start(self) -> None:
-        """Start the batching loop on the running event loop."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="isb-writer")
+        """Start the batching loop and the store probe on the running event loop."""
+        loop = asyncio.get_running_loop()
+        self._lost = asyncio.Event()
+        self._task = loop.create_task(self._run(), name="isb-writer")
+        self._prober = loop.create_task(self._probe_loop(), name="isb-writer-probe")
+        WRITER_HEALTHY.set(1)
 
     async def stop(self) -> None:
         """Finish the queued operations, then stop."""
         await self._queue.join()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._prober, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._deferred:
+            AUDIT_WRITE_FAILURES.labels("dropped").inc(len(self._deferred))
+            log.error("writer.held_records_lost", operations=len(self._deferred))
+            self._deferred.clear()
         self._thread.submit(self._close).result()
         self._thread.shutdown(wait=True)
         log.info("writer.stopped", batches=self.batches, operations=self.operations)
 
     def _close(self) -> None:
         if self._conn is not None:
-            self._conn.close()
+            with contextlib.suppress(Exception):  # closing a connection to a lost store may fail too
+                self._conn.close()
             self._conn = None
 
     async def submit(self, op: Operation[T]) -> T:
@@ -132,20 +188,46 @@ class Writer:
         return await future
 
     def submit_nowait(self, op: Operation[Any]) -> None:
-        """Queue `op` without waiting (for records whose caller does not need the outcome)."""
+        """Queue a record without waiting; while the store cannot commit it is held, then committed."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_log_failure)
-        self._queue.put_nowait(_Pending(op, future))
+        self._queue.put_nowait(_Pending(op, future, deferred=True))
+
+    async def record(self, op: Operation[Any]) -> None:
+        """Commit a record now if the store can; if it cannot, hold it (`submit_nowait`) and return.
+
+        For audit entries that must not stand between a caller and its answer (an auditor's query,
+        a refusal): they are written as soon as the store commits again.
+        """
+        if self._fault is None:
+            try:
+                await self.submit(op)
+            except STORAGE_FAULTS:
+                pass
+            else:
+                return
+        self.submit_nowait(op)
 
     async def run_in_thread(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn` on the writer thread in a transaction of its own, between batches."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._transaction, fn)
+        try:
+            return await loop.run_in_executor(self._thread, self._transaction, fn)
+        except sa.exc.SQLAlchemyError as exc:
+            fault = storage_fault(exc)
+            if fault is None:
+                raise
+            self._enter_fault(fault)
+            raise fault from exc
 
     def _transaction(self, fn: Callable[[Connection], T]) -> T:
         conn = self._connection()
-        with conn.begin():
-            return fn(conn)
+        try:
+            with conn.begin():
+                return fn(conn)
+        except sa.exc.SQLAlchemyError:
+            self._close()
+            raise
 
     def _connection(self) -> Connection:
         # The writer keeps one connection (only its thread uses it): no pool checkout per batch.
@@ -160,20 +242,117 @@ class Writer:
             pending = [await self._queue.get()]
             while len(pending) < MAX_BATCH and not self._queue.empty():
                 pending.append(self._queue.get_nowait())
-            after = await loop.run_in_executor(self._thread, self._commit, pending)
+            fault = self._fault
+            if fault is not None:
+                # Fail at once while the store is lost: the probe, not every caller, finds out when it is back.
+                _hold_or_fail(pending, fault)
+                after: list[Callable[[], None]] = []
+            else:
+                after, fault = await loop.run_in_executor(self._thread, self._commit, pending)
+                if fault is None:
+                    self._last_commit = time.monotonic()
+                else:
+                    self._enter_fault(fault)
             for callback in after:
                 try:
                     callback()
                 except Exception:  # a post-commit notification must not stop the writer
                     log.exception("writer.after_commit_failed")
-            for item in pending:
-                self._queue.task_done()
-                if item.future.done():
+            self._settle(pending)
+
+    def _settle(self, pending: list[_Pending]) -> None:
+        for item in pending:
+            self._queue.task_done()
+            if item.held:
+                item.held = False
+                self._hold(item)
+            elif item.future.done():
+                continue
+            elif item.error is not None:
+                item.future.set_exception(item.error)
+            else:
+                item.future.set_result(item.outcome)
+
+    def _hold(self, item: _Pending) -> None:
+        if len(self._deferred) >= MAX_DEFERRED:
+            self._deferred.popleft()
+            AUDIT_WRITE_FAILURES.labels("dropped").inc()
+            log.error("writer.held_record_dropped", held=len(self._deferred))
+        self._deferred.append(item)
+        WRITER_HELD.set(len(self._deferred))
+
+    def _enter_fault(self, fault: Fault) -> None:
+        STORE_FAULTS.labels(fault.status.name).inc()
+        first = self._fault is None
+        self._fault = fault
+        if not first:
+            return
+        self._fault_since = time.monotonic()
+        self._lost.set()
+        WRITER_HEALTHY.set(0)
+        log.error("writer.store_lost", status=fault.status.name, reason=str(fault))
+        self._tell_health(False)
+
+    def _recover(self) -> None:
+        lost_for = time.monotonic() - self._fault_since
+        self._fault = None
+        self._lost.clear()
+        self._last_commit = time.monotonic()
+        WRITER_HEALTHY.set(1)
+        log.info("writer.store_recovered", lost_seconds=round(lost_for, 3), held=len(self._deferred))
+        while self._deferred:
+            self._queue.put_nowait(self._deferred.popleft())
+        WRITER_HELD.set(0)
+        self._tell_health(True)
+
+    def _tell_health(self, healthy: bool) -> None:
+        for hook in self.on_health:
+            try:
+                hook(healthy)
+            except Exception:  # a health listener must not stop the writer
+                log.exception("writer.health_hook_failed")
+
+    async def _probe_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            if self._fault is None:
+                attempt = 0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._lost.wait(), self._idle_probe)
+                if self._fault is None:
+                    if time.monotonic() - self._last_commit >= self._idle_probe:
+                        fault = await loop.run_in_executor(self._thread, self._probe)
+                        if fault is None:
+                            self._last_commit = time.monotonic()
+                        else:
+                            self._enter_fault(fault)
                     continue
-                if item.error is not None:
-                    item.future.set_exception(item.error)
-                else:
-                    item.future.set_result(item.outcome)
+            pause = min(self._probe_interval * 2 ** attempt, self._probe_max)
+            await asyncio.sleep(pause)
+            attempt += 1
+            fault = await loop.run_in_executor(self._thread, self._probe)
+            if fault is None:
+                self._recover()
+            else:
+                self._fault = fault
+                log.info("writer.probe_failed", attempt=attempt, status=fault.status.name,
+                         retry_in=min(self._probe_interval * 2 ** attempt, self._probe_max))
+
+    def _probe(self) -> Fault | None:
+        # A real one-row write: a full disk fails it like any batch, while a SELECT would pass.
+        try:
+            conn = self._connection()
+            with conn.begin():
+                conn.execute(_HEARTBEAT, {"node": self._node, "beat": now_us()})
+        except (sa.exc.SQLAlchemyError, OSError, sqlite3.Error) as exc:  # every one is a verdict on the store
+            self._close()
+            fault = storage_fault(exc)
+            if fault is None:
+                log.warning("writer.probe_error", error=type(exc).__name__)
+                return StorageUnavailable(f"the broker's database cannot be written ({type(exc).__name__}); retry")
+            return fault
+        return None
 
     def _take_sequencer(self, conn: Connection) -> None:
         stored = _take_sequencer_lock(conn)
@@ -183,35 +362,48 @@ class Writer:
             for hook in self.on_foreign_writes:
                 hook(conn)
 
-    def _commit(self, pending: list[_Pending]) -> list[Callable[[], None]]:
+    def _commit(self, pending: list[_Pending]) -> tuple[list[Callable[[], None]], Fault | None]:
         self.batches += 1
         self.operations += len(pending)
         started = time.perf_counter()
         try:
             committed = self._commit_batch(pending)
-        except Exception:
+        except Exception as exc:
             self._audit.rollback()
+            fault = storage_fault(exc)
+            if fault is not None:
+                # The store's failure, not this batch's: one line, no traceback per batch of an outage.
+                log.error("writer.batch_failed", operations=len(pending), status=fault.status.name,  # noqa: TRY400
+                          error=type(exc).__name__)
+                self._close()
+                _hold_or_fail(pending, fault)
+                return [], fault
             log.exception("writer.batch_failed", operations=len(pending))
         else:
             WRITER_COMMIT.observe(time.perf_counter() - started)
             WRITER_BATCH.observe(len(pending))
             AUDIT_ENTRIES.set(self._audit.size)
-            return committed
+            return committed, None
         if len(pending) == 1:
             pending[0].error = StorageUnavailable("the broker could not store this; retry")
-            return []
+            return [], None
         # One operation's failure must not fail its neighbours: commit each alone, so that only
         # the culprit is refused (sends are idempotent, so a retried send is answered the same).
         after: list[Callable[[], None]] = []
-        for item in pending:
+        for position, item in enumerate(pending):
             item.outcome, item.error = None, None
             try:
                 after += self._commit_batch([item])
             except Exception as exc:
                 self._audit.rollback()
+                fault = storage_fault(exc)
+                if fault is not None:
+                    self._close()
+                    _hold_or_fail(pending[position:], fault)
+                    return after, fault
                 log.exception("writer.operation_failed", operation=type(item.op).__name__)
                 item.error = StorageUnavailable(f"the broker could not store this ({type(exc).__name__}); retry")
-        return after
+        return after, None
 
     def _commit_batch(self, pending: list[_Pending]) -> list[Callable[[], None]]:
         conn = self._connection()
@@ -222,7 +414,7 @@ class Writer:
             for item in pending:
                 try:
                     item.outcome = item.op.stage(batch)
-                except BrokerError as exc:
+                except REFUSALS as exc:
                     item.error = exc
             for table, rows in batch.inserts.items():
                 columns = tuple(rows[0])
@@ -252,6 +444,26 @@ def _check_indices(indices: list[int], expected_first: int) -> None:
     # Operations were told their entries' indices while staging; the log must agree.
     if indices and indices[0] != expected_first:
         raise RuntimeError("audit log index drifted from the writer's count")
+
+
+_HEARTBEAT = sa.text("INSERT INTO writer_heartbeat (node, beat_us) VALUES (:node, :beat) "
+                     "ON CONFLICT (node) DO UPDATE SET beat_us = excluded.beat_us")
+
+
+def _hold_or_fail(pending: Sequence[_Pending], fault: Fault) -> None:
+    """A batch the store could not take: records are held for later, callers get the fault.
+
+    A refusal raised by its operation keeps its own status (the caller's answer does not depend
+    on the store); its audit entry is the caller's refusal scope's (broker.audit.refusals).
+    """
+    for item in pending:
+        item.outcome = None
+        if item.deferred:
+            item.held = True
+        elif isinstance(item.error, REFUSALS) and not isinstance(item.error, STORAGE_FAULTS):
+            pass  # its audit entry is written (or held) by the caller's refusal scope, not by this batch
+        else:
+            item.error = type(fault)(str(fault))
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:

@@ -1,8 +1,9 @@
 """Who is calling: the verified peer certificate of each call, never a field of the request.
 
 gRPC has already verified the chain during the TLS handshake. Per call we add what grpcio's Python
-API cannot: the revocation check (DESIGN.md section 2), the expiry of long-lived connections, and
-the SPIFFE identity and role taken from the certificate's single URI SAN.
+API cannot: the revocation check (DESIGN.md section 2), the expiry of long-lived connections, the
+certificate profile (`broker.protocol.certificates`: TLS accepts a CA:TRUE leaf or one without an
+extended key usage; we do not), and the SPIFFE identity and role from the single URI SAN.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from broker.errors import AuthenticationError, PermissionDenied
 from broker.identity import Role, SpiffeId
-from broker.pki.inspect import certificate_identity, serial_hex
+from broker.pki.inspect import serial_hex
+from broker.protocol.certificates import CertificateProfileError, verify_leaf_profile
 
 _CACHE_LIMIT = 4096
 # grpcio ships no type information: the servicer context is typed loosely on purpose.
@@ -100,21 +102,22 @@ class Authenticator:
     def _principal(self, pem: bytes) -> Principal:
         cached = self._cache.get(pem)
         if isinstance(cached, AuthenticationError):
-            raise cached
+            # A fresh error per call: each refusal is audited on its own.
+            raise AuthenticationError(str(cached))
         if cached is not None:
             return cached
         try:
             cert = x509.load_pem_x509_certificate(pem)
             der = cert.public_bytes(Encoding.DER)
             principal: Principal | AuthenticationError = Principal(
-                spiffe_id=certificate_identity(cert, self._trust_domain),
+                spiffe_id=verify_leaf_profile(cert, self._trust_domain),
                 serial=cert.serial_number,
                 fingerprint=hashlib.sha256(der).digest(),
                 certificate_der=der,
                 not_after=cert.not_valid_after_utc,
             )
-        except AuthenticationError as exc:
-            principal = exc
+        except CertificateProfileError as exc:
+            principal = AuthenticationError(f"client certificate refused: {exc}")
         except ValueError as exc:
             principal = AuthenticationError(f"client certificate does not parse: {exc}")
         if len(self._cache) >= _CACHE_LIMIT:

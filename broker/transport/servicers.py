@@ -14,18 +14,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.attachments.desk import AttachmentDesk
 from broker.attachments.operations import Upload
+from broker.audit.refusals import bounded
 from broker.delivery.exchange import Exchange
 from broker.delivery.operations import Accepted
 from broker.directory import PublishBundle, Registry, current_bundles
-from broker.errors import BrokerError, InvalidRequest, PermissionDenied
+from broker.errors import REFUSALS, InvalidRequest, PermissionDenied, status_of
 from broker.identity import Role
+from broker.metrics import REFUSALS_ANSWERED
 from broker.policy import RunningPolicy
 from broker.protocol.envelope import unverified_message_id
 from broker.protocol.keys import verify_key_bundle
 from broker.store.db import now_us
 from broker.store.writer import Writer
 from broker.transport.auth import Authenticator
-from broker.transport.rpc import Context, caller_of, streaming, unary
+from broker.transport.rpc import Context
 
 log = structlog.get_logger(__name__)
 
@@ -67,11 +69,6 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         self._trust_roots = trust_roots
         self._trust_domain = trust_domain
 
-    async def refuse(self, actor: str, rpc: str, error: BrokerError) -> None:
-        """Audit a refusal that the exchange did not audit itself (authentication, roles)."""
-        await self._exchange.refuse(actor, rpc, error)
-
-    @unary("Send")
     async def Send(self, request: broker_pb2.SendRequest, context: Context) -> broker_pb2.SendResponse:
         caller = self._auth.authenticate(context)
         accepted = await self._exchange.send(caller, request.envelope, request.envelope.ByteSize())
@@ -94,18 +91,18 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             try:
                 async for batch in request_iterator:
                     await in_order.put(asyncio.ensure_future(self._send_batch(context, batch)))
+            except Exception as exc:  # noqa: BLE001 - a batch that does not parse ends the stream with its refusal
+                failed: asyncio.Future[broker_pb2.SendBatchResult] = asyncio.get_running_loop().create_future()
+                failed.set_exception(exc)
+                await in_order.put(failed)
             finally:
                 await in_order.put(None)
 
         reader = asyncio.ensure_future(read())
         try:
+            # A refused batch (or one that does not parse) ends the stream with its status, never OK.
             while (next_result := await in_order.get()) is not None:
-                try:
-                    yield await next_result
-                except BrokerError as exc:
-                    if not exc.audited:
-                        await self.refuse(caller_of(context), "SendStream", exc)
-                    await context.abort(exc.status, str(exc))
+                yield await next_result
         finally:
             reader.cancel()
             while not in_order.empty():
@@ -123,9 +120,11 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         for envelope, outcome in zip(batch.envelopes, outcomes, strict=True):
             if isinstance(outcome, Accepted):
                 results.append(broker_pb2.SendResult(message_id=outcome.message_id, response=_send_response(outcome)))
-            elif isinstance(outcome, BrokerError):
+            elif isinstance(outcome, REFUSALS):  # audited by the exchange
+                REFUSALS_ANSWERED.inc()
                 results.append(broker_pb2.SendResult(
-                    message_id=unverified_message_id(envelope), code=outcome.status.value[0], error=str(outcome)))
+                    message_id=bounded(unverified_message_id(envelope), 64), code=status_of(outcome).value[0],
+                    error=bounded(str(outcome))))
             else:
                 log.error("send_stream.failed", error=repr(outcome))
                 results.append(broker_pb2.SendResult(
@@ -133,7 +132,6 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                     error="internal error"))
         return broker_pb2.SendBatchResult(results=results)
 
-    @streaming("Subscribe")
     async def Subscribe(self, request: broker_pb2.SubscribeRequest,
                         context: Context) -> AsyncIterator[broker_pb2.DeliveryBatch]:
         caller = self._auth.authenticate(context)
@@ -156,13 +154,11 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             stream.close()
             log.info("subscribe.closed", agency=caller.name)
 
-    @unary("Ack")
     async def Ack(self, request: broker_pb2.AckRequest, context: Context) -> broker_pb2.AckResponse:
         caller = self._auth.authenticate(context)
         count = await self._exchange.acknowledge(caller, request.receipts)
         return broker_pb2.AckResponse(acknowledged=count)
 
-    @unary("GetStatus")
     async def GetStatus(self, request: broker_pb2.GetStatusRequest, context: Context) -> broker_pb2.MessageStatus:
         caller = self._auth.authenticate(context)
         if not request.message_id or len(request.message_id) > 64:
@@ -178,7 +174,6 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                 item.recipient_certificate = cert or b""
         return status
 
-    @unary("PublishKeyBundle")
     async def PublishKeyBundle(self, request: envelope_pb2.SignedKeyBundle,
                                context: Context) -> broker_pb2.PublishKeyBundleResponse:
         caller = self._auth.require(context, Role.AGENCY)
@@ -195,14 +190,12 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         log.info("keybundle.published", agency=caller.name, key_id=bundle.key_id)
         return broker_pb2.PublishKeyBundleResponse(key_id=bundle.key_id, audit_index=index)
 
-    @unary("GrantForwardConsent")
     async def GrantForwardConsent(self, request: envelope_pb2.SignedForwardConsent,
                                   context: Context) -> broker_pb2.GrantForwardConsentResponse:
         caller = self._auth.authenticate(context)
         index = await self._exchange.grant_forward_consent(caller, request)
         return broker_pb2.GrantForwardConsentResponse(audit_index=index)
 
-    @unary("GetDirectory")
     async def GetDirectory(self, request: broker_pb2.GetDirectoryRequest, context: Context) -> broker_pb2.Directory:
         self._auth.authenticate(context)
         if len(request.agencies) > MAX_DIRECTORY_QUERY:
@@ -229,7 +222,6 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         return directory
 
 
-    @unary("UploadAttachment")
     async def UploadAttachment(self, request_iterator: AsyncIterator[broker_pb2.UploadRequest],
                                context: Context) -> broker_pb2.UploadResponse:
         caller = self._auth.require(context, Role.AGENCY)
@@ -250,14 +242,12 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         return broker_pb2.UploadResponse(sha256=uploaded.sha256, chunks=uploaded.chunks,
                                          audit_index=uploaded.audit_index)
 
-    @unary("GetUpload")
     async def GetUpload(self, request: broker_pb2.UploadKey, context: Context) -> broker_pb2.UploadStatus:
         caller = self._auth.require(context, Role.AGENCY)
         progress = await self._attachments.progress(caller, request.message_id, request.attachment)
         return broker_pb2.UploadStatus(next_chunk=progress.next_chunk, complete=progress.complete,
                                        sha256=progress.sha256)
 
-    @streaming("DownloadAttachment")
     async def DownloadAttachment(self, request: broker_pb2.DownloadRequest,
                                  context: Context) -> AsyncIterator[broker_pb2.AttachmentChunk]:
         caller = self._auth.require(context, Role.AGENCY)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import mimetypes
 import sys
 from pathlib import Path
 
 from broker.api.v1 import envelope_pb2
 from broker.config import DEFAULT_CERT_DIR
 from broker.policy import tlp_from_proto
-from clients.agency import MLKEM768_X25519, X25519, AgencyClient
-from clients.errors import ClientError
+from clients.agency import MLKEM768_X25519, X25519, AgencyClient, ReceivedMessage
+from clients.cli.progress import ProgressBar
+from clients.errors import ClientError, VerificationError
 
 __all__ = ["add_connection_arguments", "agency_client", "register"]
 
@@ -48,12 +50,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     body = send.add_mutually_exclusive_group(required=True)
     body.add_argument("--text", help="the message body")
     body.add_argument("--file", type=Path, help="read the body from a file ('-' for standard input)")
+    send.add_argument("--attach", type=Path, action="append", default=[], metavar="FILE",
+                      help="attach a file, encrypted and uploaded in chunks (repeatable; up to 16)")
     send.set_defaults(func=_send)
 
     listen = subparsers.add_parser("listen", help="receive, verify, print and acknowledge deliveries")
     add_connection_arguments(listen)
     listen.add_argument("--count", type=int, default=0, help="stop after this many messages (0: run until idle)")
     listen.add_argument("--idle", type=float, default=None, help="stop after this many seconds without a delivery")
+    listen.add_argument("--save-attachments", type=Path, default=None, metavar="DIR",
+                        help="download, verify and save attachments as DIR/<message id>-<n><extension>")
     listen.set_defaults(func=_listen)
 
     status = subparsers.add_parser("status", help="delivery state and verified receipts of a message we sent")
@@ -98,23 +104,61 @@ def _do_send(client: AgencyClient, args: argparse.Namespace) -> int:
     if len(body) > MAX_BODY_BYTES:
         print(f"isb: the body is over {MAX_BODY_BYTES} bytes", file=sys.stderr)
         return 1
-    response = client.send(args.to, body, content_type=args.content_type, kind=envelope_pb2.Kind.Value(args.kind),
-                           tlp=args.tlp, priority=envelope_pb2.Priority.Value(args.priority))
+    missing = [str(path) for path in args.attach if not path.is_file()]
+    if missing:
+        print(f"isb: cannot attach {', '.join(missing)}: not a file", file=sys.stderr)
+        return 1
+    bar = ProgressBar("uploading")
+    try:
+        response = client.send(args.to, body, content_type=args.content_type,
+                               kind=envelope_pb2.Kind.Value(args.kind), tlp=args.tlp,
+                               priority=envelope_pb2.Priority.Value(args.priority), attachments=args.attach,
+                               progress=bar)
+    finally:
+        bar.close()
     print(json.dumps({"message_id": response.message_id, "audit_index": response.audit_index,
                       "delivered_to": list(response.delivered_to), "duplicate": response.duplicate}))
     return 0
 
 
+def _save_attachments(message: ReceivedMessage, directory: Path | None) -> tuple[list[dict[str, object]], bool]:
+    """Each attachment's description, saved under `directory` if given; False if one was refused."""
+    described: list[dict[str, object]] = []
+    intact = True
+    for attachment in message.attachments:
+        item: dict[str, object] = {"index": attachment.index, "size": attachment.size,
+                                   "media_type": attachment.media_type}
+        if directory is not None:
+            extension = mimetypes.guess_extension(attachment.media_type) or ".bin"
+            path = directory / f"{message.message_id}-{attachment.index}{extension}"
+            bar = ProgressBar(f"downloading {path.name}")
+            try:
+                attachment.save(path, progress=bar)
+                item["saved"] = str(path)
+            except VerificationError as exc:
+                item["error"] = str(exc)
+                intact = False
+            finally:
+                bar.close()
+        described.append(item)
+    return described, intact
+
+
 def _do_listen(client: AgencyClient, args: argparse.Namespace) -> None:
+    if args.save_attachments is not None:
+        args.save_attachments.mkdir(parents=True, exist_ok=True, mode=0o700)
     for received, message in enumerate(client.deliveries(timeout=args.idle), start=1):
         text = message.body.decode("utf-8", errors="replace") if message.content_type.startswith("text/") else None
+        attachments, intact = _save_attachments(message, args.save_attachments)
         print(json.dumps({
             "message_id": message.message_id, "sender": message.sender,
             "kind": envelope_pb2.Kind.Name(message.header.kind),
             "tlp": tlp_from_proto(message.header.handling.tlp), "content_type": message.content_type,
             "body": text if text is not None else f"<{len(message.body)} bytes>",
+            **({"attachments": attachments} if attachments else {}),
         }), flush=True)
-        client.ack(message)
+        # An attachment that failed verification is refused with the message: it will not verify later.
+        client.ack(message, envelope_pb2.DELIVERED if intact else envelope_pb2.REJECTED)
         if args.count and received >= args.count:
             return
 

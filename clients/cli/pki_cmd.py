@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from broker.config import DEFAULT_CERT_DIR
@@ -23,7 +24,7 @@ from broker.pki.csr import CertificateRequest, create_csr, csr_pem, verify_csr
 from broker.pki.dev import ensure_dev_pki
 from broker.pki.inspect import parse_serial
 from broker.pki.issuance import chain_pem, check_lifetime, issue_request, renew
-from broker.pki.revocation import REVOCATION_REASONS, publish_crl, revoke
+from broker.pki.revocation import CRL_VALIDITY, MAX_CRL_VALIDITY, REVOCATION_REASONS, publish_crl, revoke
 from broker.pki.store import CaDirectory, CertificateRecord, CertificateStatus, list_certificates
 
 __all__ = ["register", "render_certificate_table"]
@@ -103,8 +104,12 @@ def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     renewing.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
     _set(renewing, _cmd_renew)
 
-    crl = commands.add_parser("crl", help="re-sign the CRL (refreshes its next update) and optionally export it")
+    crl = commands.add_parser(
+        "crl", help="re-sign the CRL (refreshes its next update) and optionally export it; schedule it daily")
     _ca_argument(crl)
+    crl.add_argument("--days", type=float, default=CRL_VALIDITY.total_seconds() / 86400, metavar="DAYS",
+                     help="validity of the new CRL (its nextUpdate), default %(default)g days; SDKs refuse a CRL"
+                     " past its nextUpdate, so re-sign well before (e.g. daily from cron or a systemd timer)")
     crl.add_argument("--out", type=Path, help="also write the CRL here")
     crl.add_argument("--der", action="store_true", help="write --out in DER instead of PEM")
     _set(crl, _cmd_crl)
@@ -196,7 +201,18 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     print(f"certificate signing request {args.csr}:")
     print(request.describe())
     print(f"  lifetime  : {days} days")
-    if not args.yes and not _confirm("issue this certificate?"):
+    holders = _valid_holders(ca, str(request.spiffe_id))
+    question = "issue this certificate?"
+    if holders:
+        # A second valid certificate is a second identity key for the same agency: whoever holds
+        # either key can publish encryption keys under that id. Say so before anyone confirms.
+        print(f"warning: {request.spiffe_id} already holds {len(holders)} valid certificate(s):", file=sys.stderr)
+        for record in holders:
+            print(f"  serial {record.serial}, expires {record.not_after.date().isoformat()}", file=sys.stderr)
+        print("  to replace a key, prefer `isb pki renew SERIAL --csr NEW.csr`, then revoke the old certificate",
+              file=sys.stderr)
+        question = f"issue a second valid certificate for {request.spiffe_id}?"
+    if not args.yes and not _confirm(question):
         print("not issued", file=sys.stderr)
         return 1
     cert, record = issue_request(ca, request, lifetime_days=args.days, expected_role=role)
@@ -204,6 +220,10 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     _files.write_public_file(out, chain_pem(ca, cert))
     _print_issued(out, record)
     return 0
+
+
+def _valid_holders(ca: CaDirectory, spiffe_id: str) -> list[CertificateRecord]:
+    return [r for r in list_certificates(ca) if r.spiffe_id == spiffe_id and r.status() is CertificateStatus.VALID]
 
 
 def _cmd_renew(args: argparse.Namespace) -> int:
@@ -277,13 +297,19 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 def _cmd_crl(args: argparse.Namespace) -> int:
     ca = CaDirectory.open(args.ca)
-    crl = publish_crl(ca)
-    print(f"CRL {ca.crl_path}: {len(crl)} revoked, next update {crl.next_update_utc}")
+    if not 0 < args.days <= MAX_CRL_VALIDITY.days:
+        raise InvalidRequest(f"--days must be more than 0 and at most {MAX_CRL_VALIDITY.days}, not {args.days:g}")
+    crl = publish_crl(ca, validity=timedelta(days=args.days))
+    print(f"CRL {ca.crl_path}: number {_crl_number(crl)}, {len(crl)} revoked, next update {crl.next_update_utc}")
     if args.out:
         encoding = serialization.Encoding.DER if args.der else serialization.Encoding.PEM
         _files.write_public_file(args.out, crl.public_bytes(encoding))
         print(f"written to {args.out}")
     return 0
+
+
+def _crl_number(crl: x509.CertificateRevocationList) -> int:
+    return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
 
 
 def _read_input(path: Path) -> bytes:

@@ -9,12 +9,9 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
-from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 from google.protobuf import json_format
 
@@ -23,34 +20,20 @@ from clients.cli.agency_cmd import add_connection_arguments, agency_client
 from clients.errors import ClientError
 from clients.watchlist import (
     DEFAULT_MIN_SCORE,
-    ScreeningRecord,
     WatchlistReplica,
     create_watchlist,
     get_watchlist,
     publish_update,
 )
+from clients.watchlist.manifest import read_manifest
 
-__all__ = ["manifest_records", "register"]
+__all__ = ["register"]
 
 _TLP = {"CLEAR": envelope_pb2.TLP_CLEAR, "GREEN": envelope_pb2.TLP_GREEN, "AMBER": envelope_pb2.TLP_AMBER,
         "AMBER+STRICT": envelope_pb2.TLP_AMBER_STRICT, "RED": envelope_pb2.TLP_RED}
 _TYPES = {"person": payload_pb2.ENTITY_PERSON, "document": payload_pb2.ENTITY_DOCUMENT,
           "vehicle": payload_pb2.ENTITY_VEHICLE, "container": payload_pb2.ENTITY_CONTAINER,
           "object": payload_pb2.ENTITY_OBJECT}
-# PAXLST-like JSON keys (UN/EDIFACT PAXLST segment names in words) onto screening record fields.
-_PAX_KEYS = {
-    "record_id": ("record_id", "id", "sequence", "passenger_id"),
-    "family_name": ("family_name", "surname", "last_name"),
-    "given_names": ("given_names", "given_name", "first_name", "forenames"),
-    "name": ("name", "full_name"),
-    "date_of_birth": ("date_of_birth", "dob", "birth_date"),
-    "nationality": ("nationality",),
-    "document_number": ("document_number", "doc_number", "passport_number"),
-    "vehicle_plate": ("vehicle_plate", "plate"),
-    "container_number": ("container_number", "container"),
-}
-
-
 def _replica_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", required=True, dest="watchlist_id", help="watchlist id, e.g. FR-CUSTOMS/wanted")
     parser.add_argument("--owner", required=True, help="the owner agency, pinned in the replica file")
@@ -85,9 +68,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sync.add_argument("--idle", type=float, default=None, help="with --follow: stop after this many idle seconds")
     sync.set_defaults(func=_sync)
 
-    screen = commands.add_parser("screen", help="screen a CSV or PAXLST-like JSON manifest against a replica")
+    screen = commands.add_parser("screen", help="screen a CSV or PAXLST-like JSON manifest against a replica",
+                                 description="Screen a manifest against a synced replica, offline. Column names "
+                                             "and formats: clients/watchlist/manifest.py and the README.")
     _replica_args(screen)
     screen.add_argument("manifest", type=Path, help="a .csv with a header row, or a .json manifest")
+    screen.add_argument("--columns", type=lambda v: [c.strip() for c in v.split(",")], default=None,
+                        help="the columns of a CSV without a header row, in order, e.g. family_name,given_names,dob")
     screen.add_argument("--min-score", type=int, default=DEFAULT_MIN_SCORE)
     screen.set_defaults(func=_screen)
 
@@ -141,49 +128,29 @@ def _sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_synced(replica: WatchlistReplica, args: argparse.Namespace) -> None:
+    if replica.version == 0:
+        raise ClientError(f"the replica {args.replica} holds no version of {args.watchlist_id} yet: run "
+                          f"`isb watchlist sync --id {args.watchlist_id} --owner {args.owner} --replica {args.replica}`"
+                          " first")
+
+
 def _screen(args: argparse.Namespace) -> int:
     try:
-        records = list(manifest_records(args.manifest))
-        with WatchlistReplica(args.replica, watchlist_id=args.watchlist_id, owner=args.owner) as replica:
-            hits = replica.screen(records, min_score=args.min_score)
-    except (ClientError, ValueError, OSError) as exc:  # ValueError: JSON that does not parse
+        manifest = read_manifest(args.manifest, columns=args.columns)
+        with WatchlistReplica(args.replica, watchlist_id=args.watchlist_id, owner=args.owner,
+                              create=False) as replica:
+            _require_synced(replica, args)
+            hits = replica.screen(manifest.records, min_score=args.min_score)
+    except ClientError as exc:
         return _fail(exc)
+    for problem in manifest.problems:
+        print(f"{args.manifest}: {problem}", file=sys.stderr)
     for hit in hits:
         print(json.dumps({"record_id": hit.record.record_id, "entry_id": hit.entry_id, "score": hit.score,
                           "matched_fields": list(hit.matched_fields), "watchlist_id": hit.watchlist_id,
                           "version": hit.watchlist_version,
                           "action_on_hit": payload_pb2.ActionOnHit.Name(hit.entry.action_on_hit) if hit.entry else ""}))
-    print(json.dumps({"records": len(records), "hits": len(hits)}), file=sys.stderr)
+    print(json.dumps({"records": len(manifest.records), "hits": len(hits), "row_problems": len(manifest.problems)}),
+          file=sys.stderr)
     return 0
-
-
-def _pax_record(item: Mapping[str, Any], position: int) -> ScreeningRecord:
-    flat: dict[str, Any] = dict(item)
-    document = item.get("document")
-    if isinstance(document, Mapping):
-        flat.setdefault("document_number", document.get("number", ""))
-    values: dict[str, str] = {}
-    for field, keys in _PAX_KEYS.items():
-        for key in keys:
-            if flat.get(key):
-                values[field] = str(flat[key])
-                break
-    values.setdefault("record_id", str(position))
-    return ScreeningRecord.from_mapping(values)
-
-
-def manifest_records(path: Path) -> Iterator[ScreeningRecord]:
-    """Records of a CSV manifest (header row with record fields) or a PAXLST-like JSON manifest
-    (a list of passengers, or an object with "passengers"/"travellers"/"crew" lists)."""
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            for position, row in enumerate(csv.DictReader(handle), 1):
-                yield _pax_record(row, position)
-        return
-    data = json.loads(path.read_text(encoding="utf-8"))
-    people: list[Any] = data if isinstance(data, list) else [
-        p for key in ("passengers", "travellers", "crew") for p in data.get(key, [])]
-    for position, item in enumerate(people, 1):
-        if not isinstance(item, Mapping):
-            raise ClientError(f"manifest item {position} is not an object")
-        yield _pax_record(item, position)

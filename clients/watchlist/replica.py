@@ -154,24 +154,33 @@ class WatchlistReplica:
     """The local replica of one watchlist: `sync` it, `screen` records against it.
 
     `owner` is pinned in the file on first use: versions signed by anyone else are refused, and so
-    is reopening the file for another watchlist or owner.
+    is reopening the file for another watchlist or owner. With `create=False` a missing file is an
+    error instead of a new, empty replica.
     """
 
     def __init__(self, path: Path, *, watchlist_id: str, owner: str,
-                 today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date()) -> None:
+                 today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date(), create: bool = True) -> None:
+        if not create and not path.is_file():
+            # Screening against a replica that was never synced would find nothing and say nothing.
+            raise ClientError(f"no replica file at {path}: check --replica, or create it with `isb watchlist sync "
+                              f"--id {watchlist_id} --owner {owner} --replica {path}`")
         _open_private(path)
         self.path = path
         self.watchlist_id = watchlist_id
         self.owner = owner
         self._today = today
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            meta = dict(self._db.execute("SELECT key, value FROM replica_meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise ClientError(f"{path} is not a watchlist replica ({exc}): check --replica") from None
         self._lock = threading.Lock()
         self._index: ScreeningIndex | None = None
         self._keys = ScreeningIndex()  # normalises entries as they are applied (its name cache is reused)
-        meta = dict(self._db.execute("SELECT key, value FROM replica_meta").fetchall())
         if not meta:
             with self._db:
                 self._db.execute("BEGIN")

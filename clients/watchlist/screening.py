@@ -140,6 +140,7 @@ class ScreeningRecord:
     date_of_birth: str = ""  # YYYY-MM-DD (or YYYY-MM, YYYY)
     nationality: str = ""
     document_number: str = ""
+    document_country: str = ""
     vehicle_plate: str = ""
     container_number: str = ""
     catalogue_reference: str = ""

@@ -518,3 +518,19 @@ def test_large_round_trip_interrupted_and_resumed_keeps_memory_flat(
         police.close()
     finally:
         relay.close()
+
+
+def test_producer_keeps_sending_while_a_large_attachment_uploads(
+    agencies: dict[str, AgencyClient], tmp_path: Path,
+) -> None:
+    """Small envelopes submitted after a 48 MiB attachment are answered before its upload ends."""
+    customs = agencies["FR-CUSTOMS"]
+    big = _file(tmp_path, 48 * 1024 * 1024)
+    with customs.producer() as producer:
+        large = producer.submit_later(lambda: customs.seal(["DE-BKA"], b"big", attachments=[big]))
+        small = [producer.submit(customs.seal(["DE-BKA"], b"small %d" % i)) for i in range(20)]
+        for future in small:
+            future.result(timeout=30)
+        assert not large.done()
+        assert large.result(timeout=120).message_id
+    assert len({f.result().message_id for f in small}) == 20

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from broker.identity import Role
 from broker.pki.store import CaDirectory, CertificateRecord, list_certificates
@@ -206,3 +207,47 @@ def test_list_has_no_colour_for_a_certificate_far_from_expiry() -> None:
 def test_list_without_colour_has_no_escape_codes() -> None:
     """When stdout is not a terminal, no escape codes are written even for an expiring certificate."""
     assert "\033[" not in render_certificate_table([_record(1)], colour=False)
+
+
+def test_issue_warns_and_asks_when_the_id_already_holds_a_valid_certificate(
+    ca_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second certificate for FR-CUSTOMS is named as such, with the first one's serial, and declining stops it."""
+    first = _request(tmp_path / "first")
+    assert main(["pki", "issue", str(first), "--ca", str(ca_path), "--yes"]) == 0
+    serial = list_certificates(CaDirectory.open(ca_path))[0].serial
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    assert main(["pki", "issue", str(_request(tmp_path / "second")), "--ca", str(ca_path)]) == 1
+    captured = capsys.readouterr()
+    assert "already holds 1 valid certificate" in captured.err
+    assert serial in captured.err
+    assert f"issue a second valid certificate for spiffe://{TRUST_DOMAIN}/agency/FR-CUSTOMS?" in captured.out
+    assert len(list_certificates(CaDirectory.open(ca_path))) == 1
+
+
+def test_issue_of_a_first_certificate_gives_no_warning(
+    ca_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a valid certificate for the id, issuance asks the usual question only."""
+    assert main(["pki", "issue", str(_request(tmp_path / "agency")), "--ca", str(ca_path), "--yes"]) == 0
+    assert "already holds" not in capsys.readouterr().err
+
+
+def test_crl_command_signs_with_the_requested_validity(ca_path: Path) -> None:
+    """pki crl --days 2 makes a CRL whose nextUpdate is two days away; the default is seven."""
+    def next_update_days() -> float:
+        crl = x509.load_pem_x509_crl((ca_path / "crl.pem").read_bytes())
+        assert crl.next_update_utc is not None
+        return (crl.next_update_utc - datetime.now(UTC)).total_seconds() / 86400
+
+    assert main(["pki", "crl", "--ca", str(ca_path), "--days", "2"]) == 0
+    assert 1.9 < next_update_days() <= 2
+    assert main(["pki", "crl", "--ca", str(ca_path)]) == 0
+    assert 6.9 < next_update_days() <= 7
+
+
+def test_crl_command_refuses_a_validity_out_of_bounds(ca_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A zero or over-long validity is an error, not a CRL."""
+    assert main(["pki", "crl", "--ca", str(ca_path), "--days", "0"]) == 1
+    assert "--days must be" in capsys.readouterr().err

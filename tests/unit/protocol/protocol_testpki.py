@@ -67,7 +67,7 @@ def issue_certificate(
     *,
     not_before: dt.datetime = NOW - DAY,
     not_after: dt.datetime = NOW + 365 * DAY,
-    eku: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH),
+    eku: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.CLIENT_AUTH,),
 ) -> x509.Certificate:
     """An end-entity certificate with the given SPIFFE URI SANs, as the broker's PKI issues them."""
     return (

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.api.v1 import envelope_pb2
-from broker.errors import VerificationError
 from broker.protocol import _pae, _stream
 from broker.protocol.attachments import (
     MIN_CHUNK_SIZE,
@@ -19,6 +18,7 @@ from broker.protocol.attachments import (
     check_attachment_ref,
 )
 from broker.protocol.envelope import new_content_key, open_envelope, seal, uuid7, verify_outer
+from broker.protocol.errors import ProtocolError, VerificationError
 from tests.unit.protocol.protocol_testpki import Agency, Pki
 
 CHUNK = MIN_CHUNK_SIZE
@@ -166,13 +166,17 @@ def test_nonce_layout_is_counter_then_last_flag() -> None:
 
 @given(sha=st.binary(max_size=40), size=st.integers(0, 1 << 41), chunk_size=st.integers(0, 1 << 21),
        media_type=st.text(max_size=300))
-def test_reference_checks_never_raise_anything_but_verification_error(
+def test_reference_checks_never_raise_anything_but_protocol_error(
         sha: bytes, size: int, chunk_size: int, media_type: str) -> None:
-    """Whatever a header claims, checking the reference either passes or raises VerificationError."""
+    """Whatever a header claims, checking the reference either passes or raises ProtocolError naming the field."""
     ref = envelope_pb2.AttachmentRef(sha256=sha, size=size, chunk_size=chunk_size, media_type=media_type)
+    field = ""
     try:
-        check_attachment_ref(ref, 0)
-    except VerificationError:
+        check_attachment_ref(ref, "header.attachments[0]")
+    except ProtocolError as exc:
+        field = exc.field or ""
+    if field:
+        assert field.startswith("header.attachments[0].")
         return
     assert len(sha) == 32
     assert MIN_CHUNK_SIZE <= chunk_size <= _stream.MAX_CHUNK_SIZE
@@ -221,7 +225,7 @@ def test_header_with_a_malformed_reference_is_refused(pki: Pki) -> None:
     content_key, message_id = new_content_key(), uuid7()
     bad = envelope_pb2.AttachmentRef(sha256=bytes(31), size=1, chunk_size=CHUNK, media_type="image/jpeg")
     envelope, sender, _ = _sealed_with(pki, [bad], content_key, message_id)
-    with pytest.raises(VerificationError, match="sha256 must be 32 bytes"):
+    with pytest.raises(ProtocolError, match=r"header.attachments\[0\].sha256 is not a SHA-256 digest"):
         verify_outer(envelope, sender.certificate)
 
 

@@ -1,6 +1,8 @@
-"""The envelope test vectors in `tests/vectors/` still open, and every deterministic value recomputes.
+"""The envelope test vectors in `tests/vectors/` still open, every deterministic value recomputes, and
+every envelope under `must_be_refused` is refused at the step of docs/protocol.md section 6.8 it names.
 
-Regenerate with `scripts/make_vectors.py` only when the protocol changes on purpose.
+Regenerate with `scripts/make_vectors.py` only when the protocol changes on purpose. The other
+vector files are checked in `test_vectors_signed.py` and `test_vectors_audit.py`.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from broker.protocol.attachments import AttachmentReader
 from broker.protocol.envelope import envelope_sha256, open_envelope, verify_outer
 from broker.protocol.keys import HYBRID_SUITE, EncryptionKey, hpke_suite, verify_key_bundle
 from broker.protocol.receipts import verify_receipt
+from tests.unit.protocol.vector_support import assert_leaf_profile
 
 VECTOR_DIR = Path(__file__).resolve().parents[2] / "vectors"
 VECTOR_FILES = sorted(VECTOR_DIR.glob("envelope-*.json"))
+_OUTER_STEPS = range(1, 6)
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -177,14 +181,41 @@ def test_vector_receipt_verifies(vector: dict[str, Any]) -> None:
     assert _pae.receipt_signing_input(signed.receipt).hex() == vector["receipt"]["receipt_signing_input_hex"]
 
 
-def test_vector_tampered_envelopes_are_refused(vector: dict[str, Any]) -> None:
-    """Every envelope listed under must_be_refused fails verification."""
+def test_vector_refusals_cover_every_verification_step(vector: dict[str, Any]) -> None:
+    """There is a refused envelope for each step of section 6.8 that can fail (2 is parsing, after 1)."""
+    assert {case["step"] for case in vector["must_be_refused"]} == {1, 3, 4, 5, 6, 7, 8, 9}
+
+
+def test_vector_envelopes_refused_by_outer_verification(vector: dict[str, Any]) -> None:
+    """Every envelope refused at steps 1-5 fails `verify_outer`, as the broker runs it."""
     sender_certificate = _certificate(vector["sender"]["certificate_pem"])
-    assert vector["must_be_refused"]
     for case in vector["must_be_refused"]:
+        if case["step"] in _OUTER_STEPS:
+            envelope = envelope_pb2.Envelope.FromString(_hex(case["envelope_hex"]))
+            with pytest.raises(VerificationError):
+                verify_outer(envelope, sender_certificate)
+
+
+def test_vector_envelopes_refused_when_opened(vector: dict[str, Any]) -> None:
+    """Every envelope refused at steps 6-9 passes the outer verification and fails when its recipient opens it."""
+    sender_certificate = _certificate(vector["sender"]["certificate_pem"])
+    for case in vector["must_be_refused"]:
+        if case["step"] in _OUTER_STEPS:
+            continue
         envelope = envelope_pb2.Envelope.FromString(_hex(case["envelope_hex"]))
+        verify_outer(envelope, sender_certificate)
+        party = next(p for p in vector["recipients"] if p["agency"] == case["open_as"])
+        key = _encryption_key(party)
         with pytest.raises(VerificationError):
-            verify_outer(envelope, sender_certificate)
+            open_envelope(envelope, recipient=party["agency"], keys={key.key_id: key},
+                          sender_certificate=sender_certificate)
+
+
+def test_vector_certificates_follow_the_production_profile(vector: dict[str, Any]) -> None:
+    """Every agency certificate of the vector has SKI, AKI, one URI SAN, clientAuth only and a bounded lifetime."""
+    ca = _certificate(vector["ca_certificate_pem"])
+    for party in [*vector["recipients"], vector["sender"], vector["non_recipient"]]:
+        assert_leaf_profile(_certificate(party["certificate_pem"]), ca)
 
 
 def _attachment_vectors() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
 from broker.audit import AuditEvent, AuditLog
 from broker.delivery.operations import IN_FLIGHT, PENDING, RecordDelivered
-from broker.errors import InvalidRequest, StorageUnavailable
-from broker.store.db import create_engine
+from broker.errors import InvalidRequest, StorageFull, StorageUnavailable
+from broker.store.db import create_engine, storage_fault
 from broker.store.schema import upgrade_schema
 from broker.store.writer import Batch, Writer
 
@@ -130,3 +132,67 @@ def test_several_deliveries_are_recorded_by_one_operation(engine: sa.engine.Engi
         events = conn.execute(sa.text("SELECT count(*) FROM audit_entries WHERE event = 'delivery.delivered'"))
         assert states == [IN_FLIGHT] * 3
         assert events.scalar() == 3
+
+
+def _full_disk() -> sa.exc.OperationalError:
+    orig = sqlite3.OperationalError("database or disk is full")
+    orig.sqlite_errorcode = 13  # SQLITE_FULL
+    return sa.exc.OperationalError("COMMIT", {}, orig)
+
+
+@dataclass
+class DiskFull:
+    def stage(self, batch: Batch) -> None:
+        raise _full_disk()
+
+
+def test_storage_faults_are_classified_by_cause_not_statement() -> None:
+    """A full disk is StorageFull, a lost connection StorageUnavailable, a bad statement no fault at all."""
+    assert isinstance(storage_fault(_full_disk()), StorageFull)
+    busy = sqlite3.OperationalError("database is locked")
+    busy.sqlite_errorcode = 5
+    assert isinstance(storage_fault(sa.exc.OperationalError("x", {}, busy)), StorageUnavailable)
+    no_table = sqlite3.OperationalError("no such table: t")
+    no_table.sqlite_errorcode = 1
+    assert storage_fault(sa.exc.OperationalError("x", {}, no_table)) is None
+    assert isinstance(storage_fault(sa.exc.OperationalError("x", {}, psycopg.errors.DiskFull("full"))), StorageFull)
+    assert isinstance(storage_fault(sa.exc.OperationalError("x", {}, psycopg.OperationalError("refused"))),
+                      StorageUnavailable)
+    unavailable = storage_fault(sa.exc.OperationalError("x", {}, psycopg.errors.AdminShutdown("bye")))
+    assert isinstance(unavailable, StorageUnavailable)
+    assert ("grpc-retry-pushback-ms", "1000") in unavailable.trailing
+    assert "safe to retry" in str(unavailable)
+
+
+def test_a_store_fault_fails_calls_fast_holds_records_and_recovers_by_probe(engine: sa.engine.Engine) -> None:
+    """After a full-disk commit the writer is unhealthy: submits fail at once, records are held; the probe
+    finds the store again, health hooks hear both changes, and held records are committed."""
+    async def run() -> tuple[list[bool], type[object], type[object], bool, int]:
+        with engine.begin() as conn:
+            writer = Writer(engine, AuditLog.open(conn), probe_interval=0.05)
+        heard: list[bool] = []
+        writer.on_health.append(heard.append)
+        writer.start()
+        first = await asyncio.gather(writer.submit(DiskFull()), return_exceptions=True)
+        healthy_after_fault = writer.healthy
+        during = await asyncio.gather(writer.submit(Audit("refused fast")), return_exceptions=True)
+        writer.submit_nowait(Audit("held"))
+        await writer.record(Audit("recorded later"))
+        for _ in range(100):
+            if writer.healthy:
+                break
+            await asyncio.sleep(0.02)
+        after = await writer.submit(Audit("after"))
+        await writer.stop()
+        assert not healthy_after_fault
+        return heard, type(first[0]), type(during[0]), writer.healthy, after
+
+    heard, first, during, healthy, after = asyncio.run(run())
+    assert first is StorageFull
+    assert during is StorageFull
+    assert heard == [False, True]
+    assert healthy
+    with engine.connect() as conn:
+        events = [r[0] for r in conn.execute(sa.text("SELECT event FROM audit_entries ORDER BY leaf_index"))]
+    assert events == ["held", "recorded later", "after"]
+    assert after == 2
