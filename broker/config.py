@@ -36,6 +36,8 @@ class BrokerConfig:
     # crl.pem the broker checks on every call. Default: cert_dir (the dev PKI is a CA directory).
     ca_dir: Path | None = None
     database_url: str = "sqlite:///var/isb.db"
+    # How long a starting broker waits for its database (retrying with backoff) before it gives up.
+    database_wait_seconds: float = 30.0
     max_envelope_bytes: int = 4 * 1024 * 1024
     max_recipients: int = 256
     lease_seconds: float = 30.0
