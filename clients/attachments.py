@@ -131,6 +131,8 @@ def _upload_status(stub: broker_pb2_grpc.BrokerServiceStub, translate: Callable[
         try:
             status: broker_pb2.UploadStatus = stub.GetUpload(key, timeout=10)
         except grpc.RpcError as exc:
+            if exc.code() is grpc.StatusCode.NOT_FOUND:  # the broken stream never got as far as its start
+                return broker_pb2.UploadStatus(next_chunk=0)
             retry.wait_or_raise(exc, translate)
             continue
         return status

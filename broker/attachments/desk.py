@@ -160,11 +160,14 @@ class AttachmentDesk:
         if state.state != tables.UPLOADING:
             assert state.sha256 is not None
             return Uploaded(state.sha256, n, 0)
-        hashes = (await self._run(self.blobs.committed, state.blob))[:n]
-        if first_chunk != len(hashes):
+        committed = (await self._run(self.blobs.committed, state.blob))[:n]
+        if first_chunk > len(committed):
             raise FailedPrecondition(
-                f"the broker holds {len(hashes)} chunks of this upload: resume from chunk {len(hashes)}")
-        blob_writer = await self._run(self.blobs.writer, state.blob, upload.chunk_size, len(hashes))
+                f"the broker holds {len(committed)} chunks of this upload: resume from chunk {len(committed)}")
+        # Resuming from an earlier chunk than committed is fine (the sender asked before a broken
+        # stream's last chunks were committed): chunks are deterministic, the later ones are rewritten.
+        hashes = committed[:first_chunk]
+        blob_writer = await self._run(self.blobs.writer, state.blob, upload.chunk_size, first_chunk)
         expected, pending = len(hashes), 0
         try:
             async for index, data in chunks:
