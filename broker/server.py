@@ -30,7 +30,7 @@ from broker.audit import AuditLog, CheckpointSigner
 from broker.config import BrokerConfig
 from broker.delivery.exchange import Exchange
 from broker.directory import AgencyRecord, RegisterAgency, Registry
-from broker.errors import ConfigurationError, StorageUnavailable
+from broker.errors import STORAGE_FAULTS, ConfigurationError, StorageUnavailable
 from broker.metrics import serve_metrics
 from broker.pki.ledger import CaLedger
 from broker.pki.revocation import RevocationList
@@ -40,7 +40,7 @@ from broker.protocol.attachments import MAX_CHUNK_SIZE
 from broker.store.binding import Deployment, bind_deployment
 from broker.store.db import WriterLock, create_engine, storage_fault, writer_lock
 from broker.store.schema import upgrade_schema
-from broker.store.writer import NOTIFY_CHANNEL, Writer
+from broker.store.writer import NOTIFY_CHANNEL, Writer, parse_replica_note
 from broker.transport.admin_servicer import AdminServicer, open_ca
 from broker.transport.audit_servicer import AuditServicer
 from broker.transport.auth import Authenticator
@@ -263,12 +263,19 @@ class Broker:
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    # Whatever other replicas committed while we were not listening.
+                    for agency in self.exchange.dispatcher.agencies():
+                        await self.exchange.dispatcher.refresh(agency)
                     async for note in conn.notifies():
-                        node, _, agency = note.payload.partition("|")
-                        if node != self.config.node:
+                        node, agency, settled = parse_replica_note(note.payload)
+                        if node == self.config.node:
+                            continue
+                        if settled is None:
                             await self.exchange.dispatcher.refresh(agency)
-            except psycopg.Error:
-                log.exception("replicas.listen_failed")
+                        else:  # receipts committed elsewhere release the leases held here
+                            self.exchange.dispatcher.acknowledged([(m, agency) for m in settled])
+            except (psycopg.Error, *STORAGE_FAULTS) as exc:  # the database is down: the writer reports it
+                log.warning("replicas.listen_failed", error=type(exc).__name__)
                 await asyncio.sleep(1.0)
 
     async def _watch_policy(self) -> None:

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.identity import AGENCY_ID, Role
+from broker.policy.codes import tlp_from_proto
 from broker.protocol.attachments import attachment_key
 from broker.protocol.envelope import (
     PROTOCOL_VERSION,
@@ -96,6 +97,22 @@ class ReceivedMessage:
     def header(self) -> envelope_pb2.Header:
         """The verified header (kind, handling, priority, times...)."""
         return self.opened.header
+
+    @property
+    def tlp(self) -> str:
+        """The handling code by name (`"AMBER"`, not the enum number 3)."""
+        return tlp_from_proto(self.opened.header.handling.tlp)
+
+    @property
+    def kind(self) -> str:
+        """The message kind by name (`"ALERT"`)."""
+        return envelope_pb2.Kind.Name(self.opened.header.kind)
+
+    @property
+    def priority(self) -> str:
+        """The priority by name (`"NORMAL"` when the sender left it unspecified)."""
+        value = self.opened.header.priority or envelope_pb2.NORMAL
+        return envelope_pb2.Priority.Name(value)
 
 
 @dataclass(frozen=True)
@@ -199,7 +216,8 @@ class AgencyClient(Connection):
                     self._bundles[entry.agency] = (now + 60.0, best)
         absent = [a for a in wanted if a not in self._bundles]
         if absent:
-            raise ClientError(f"no valid key bundle published by {', '.join(absent)}; they must run publish_key")
+            raise ClientError(f"no valid key bundle published by {', '.join(absent)}; "
+                              f"each must publish one first (`isb keys publish --agency {absent[0]}`)")
         return {a: self._bundles[a][1] for a in wanted}
 
     def groups(self, *, refresh: bool = False) -> dict[str, list[str]]:

@@ -40,18 +40,18 @@ log = structlog.get_logger(__name__)
 
 MAX_TEXT: Final = 512
 """Characters of one text field of a refusal entry, log line or status message, at most."""
-_KEEP: Final = 384  # characters kept of a longer value; the rest of MAX_TEXT holds its length and digest
 
 Record = Callable[[AuditEvent], Awaitable[object]]
 """Writes one audit entry (the broker's: a `RecordEvent` through the writer)."""
 
 
 def bounded(text: str, limit: int = MAX_TEXT) -> str:
-    """`text` if it has at most `limit` characters; else its start, its UTF-8 length and SHA-256."""
+    """`text` if it has at most `limit` characters; else its first `limit // 2` characters, then its
+    UTF-8 length and SHA-256 (docs/protocol.md, "Limits and refusals")."""
     if len(text) <= limit:
         return text
     raw = text.encode("utf-8", "surrogatepass")
-    return f"{text[:min(_KEEP, limit // 2)]}…[cut: {len(raw)} bytes, sha256:{hashlib.sha256(raw).hexdigest()}]"
+    return f"{text[:limit // 2]}…[cut: {len(raw)} bytes, sha256:{hashlib.sha256(raw).hexdigest()}]"
 
 
 def rejection(actor: str, rpc: str, reason: str, time: dt.datetime, *, message_id: str | None = None,

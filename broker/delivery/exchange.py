@@ -8,8 +8,9 @@ entry. A refused request raises a `BrokerError` after its rejection has been aud
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import hashlib
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -36,10 +37,12 @@ from broker.errors import (
     PermissionDenied,
     PolicyViolation,
 )
-from broker.identity import AGENCY_ID, GROUP_NAME, Role
+from broker.identity import Role
 from broker.metrics import AUDIT_WRITE_FAILURES, DELIVERIES, ENVELOPES, RECEIPTS
 from broker.policy import Decision, RunningPolicy, kind_from_proto, tlp_from_proto
+from broker.protocol import validation
 from broker.protocol.envelope import verify_outer
+from broker.protocol.errors import OutOfRange
 from broker.protocol.forwarding import verify_forward_consent
 from broker.protocol.receipts import verify_receipt
 from broker.store import tables
@@ -50,6 +53,7 @@ from broker.transport.auth import Principal
 log = structlog.get_logger(__name__)
 
 MAX_RECEIPTS_PER_ACK = 1000
+MAX_RECEIPT_BYTES = 4096  # a receipt with the longest reason is about 1,200 bytes
 T = TypeVar("T")
 
 
@@ -143,18 +147,23 @@ class Exchange:
         envelope_bytes = envelope.SerializeToString()
         digest = hashlib.sha256(envelope_bytes).digest()
         refusal.note(digest=digest.hex())
-        header = self._peek_header(envelope)
+        header = envelope_pb2.Header()
+        with contextlib.suppress(DecodeError):  # only to name the message in a refusal of the header
+            header.ParseFromString(envelope.header)
         refusal.note(message_id=header.message_id)
+        header = validation.parse_header(envelope, max_recipients=self._config.max_recipients)
         if header.sender != caller.name:
             raise PermissionDenied(
                 f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "
                 "an agency may only send as itself")
-        self._check_recipients(header)
+        if header.sender in header.recipients:
+            raise InvalidRequest("an agency cannot address itself")
         # 2. The outer signature and digests, with the caller's own certificate.
         header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
         expires_us = header.expires.ToMicroseconds() if header.HasField("expires") else None
         if expires_us is not None and expires_us <= now_us():
             raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
+        await self._check_created(header, digest)
         # 3. Sharing policy, group expansion, and one wrapped key per expanded recipient.
         decision, expansion = await self._route(header)
         recipients = tuple(decision.expanded)
@@ -232,35 +241,18 @@ class Exchange:
                 event="policy.changed", actor=change.actor, time=change.time,
                 fields={"old_digest": change.old_digest, "new_digest": change.new_digest})))
 
-    def _peek_header(self, envelope: envelope_pb2.Envelope) -> envelope_pb2.Header:
-        # Parsed before the signature check only to name the sender and recipients in errors;
-        # nothing from it is trusted until `verify_outer` has verified the signature.
-        header = envelope_pb2.Header()
+    async def _check_created(self, header: envelope_pb2.Header, digest: bytes) -> None:
+        """`created` within the clock-skew window, unless this is a retry of a message already stored
+        (same id and bytes: a retry after an outage gets the same answer as the first send)."""
         try:
-            header.ParseFromString(envelope.header)
-        except DecodeError as exc:
-            raise InvalidRequest(f"envelope header does not parse: {exc}") from exc
-        if not header.message_id:
-            raise InvalidRequest("header has no message_id")
-        try:
-            uuid.UUID(header.message_id)
-        except ValueError as exc:
-            raise InvalidRequest(f"message_id {header.message_id!r} is not a UUID") from exc
-        return header
-
-    def _check_recipients(self, header: envelope_pb2.Header) -> None:
-        if not header.recipients:
-            raise InvalidRequest("header has an empty recipient list")
-        if len(header.recipients) > self._config.max_recipients:
-            raise InvalidRequest(
-                f"{len(header.recipients)} recipients, over the limit of {self._config.max_recipients}")
-        if len(set(header.recipients)) != len(header.recipients):
-            raise InvalidRequest("header names a recipient twice")
-        for r in header.recipients:
-            if not (AGENCY_ID.fullmatch(r) or GROUP_NAME.fullmatch(r)):
-                raise InvalidRequest(f"recipient {r!r} is neither an agency id nor a group name")
-            if r == header.sender:
-                raise InvalidRequest("an agency cannot address itself")
+            validation.check_created_skew(header, dt.datetime.now(dt.UTC),
+                                          dt.timedelta(seconds=self._config.max_clock_skew_seconds))
+        except OutOfRange:
+            m = tables.messages
+            stored = await self.read(lambda conn: conn.execute(
+                sa.select(m.c.envelope_sha256).where(m.c.message_id == header.message_id)).scalar())
+            if stored is None or bytes(stored) != digest:
+                raise
 
     def _certificate(self, caller: Principal) -> x509.Certificate:
         cert = self._certs.get(caller.fingerprint)
@@ -278,6 +270,7 @@ class Exchange:
                 raise PermissionDenied(f"{caller.spiffe_id} is not an agency")
             if len(signed.consent) > 16384:
                 raise InvalidRequest("forward consent is larger than any valid consent")
+            validation.check_signed(signed.consent, signed.signature, "forward consent", 16384)
             consent = verify_forward_consent(signed, self._certificate(caller))
             m, d = tables.messages, tables.deliveries
             sender = await self.read(lambda conn: conn.execute(
@@ -362,6 +355,8 @@ class Exchange:
                 raise InvalidRequest("no receipts to acknowledge")
             if len(receipts) > MAX_RECEIPTS_PER_ACK:
                 raise InvalidRequest(f"{len(receipts)} receipts in one Ack, over the limit of {MAX_RECEIPTS_PER_ACK}")
+            for i, signed in enumerate(receipts):
+                validation.check_signed(signed.receipt, signed.signature, f"receipts[{i}]", MAX_RECEIPT_BYTES)
             cert = self._certificate(caller)
             verified = []
             seen = set()

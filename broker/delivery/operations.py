@@ -309,6 +309,8 @@ class RecordReceipts:
                         "receipt_sha256": _sha256(r.receipt)},
             ))
         done = [(r.message_id, r.recipient) for r in self.receipts]
+        for message_id, recipient in done:
+            batch.settled.setdefault(recipient, []).append(message_id)
         batch.after_commit.append(lambda: self.on_commit(done))
         return len(self.receipts)
 

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import envelope_pb2
-from broker.protocol import _pae, _stream
+from broker.protocol import _pae, _stream, validation
 from broker.protocol.errors import ProtocolError, VerificationError
 from broker.protocol.keys import (
     EncryptionKey,
@@ -41,7 +41,7 @@ from broker.protocol.keys import (
     sign_identity,
     verify_identity_signature,
 )
-from broker.protocol.validation import MAX_ATTACHMENTS, check_attachment_ref
+from broker.protocol.validation import MAX_ATTACHMENTS
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -277,11 +277,6 @@ def _check_header_fields(header: envelope_pb2.Header) -> None:
         raise VerificationError("envelope kind is unspecified")
     if not header.HasField("created"):
         raise VerificationError("envelope has no creation time")
-    if len(header.attachments) > MAX_ATTACHMENTS:
-        raise ProtocolError(f"header.attachments has {len(header.attachments)} items, over {MAX_ATTACHMENTS}",
-                            field="header.attachments")
-    for index, ref in enumerate(header.attachments):
-        check_attachment_ref(ref, f"header.attachments[{index}]")
 
 
 def verify_outer(
@@ -306,6 +301,7 @@ def _verify_outer(
     # 1. Size, before any work.
     if max_bytes is not None and envelope.ByteSize() > max_bytes:
         raise ProtocolError(f"envelope is {envelope.ByteSize()} bytes, over the limit of {max_bytes}")
+    validation.check_envelope(envelope)
     # 2. Outer signature over the exact header bytes; nothing unauthenticated is parsed before this.
     verify_identity_signature(
         public_key,
@@ -317,8 +313,9 @@ def _verify_outer(
         header = envelope_pb2.Header.FromString(envelope.header)
     except DecodeError as exc:
         raise VerificationError("envelope header does not parse") from exc
-    # 3. The header is well formed.
+    # 3. The header is well formed, every field in its range (broker.protocol.validation).
     _check_header_fields(header)
+    validation.check_header(header)
     # 4. The header names the certificate that signed it, and its agency as sender.
     if header.sender_cert_sha256 != certificate_sha256(sender_certificate):
         raise VerificationError("header sender_cert_sha256 does not match the sender certificate")

@@ -18,6 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.api.v1 import broker_pb2, envelope_pb2, watchlist_pb2
@@ -48,6 +49,7 @@ __all__ = [
     "check_text",
     "check_timestamp",
     "check_watchlist_request",
+    "parse_header",
 ]
 
 # google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
@@ -225,6 +227,18 @@ def check_envelope(envelope: envelope_pb2.Envelope) -> None:
         check_agency_id(key.recipient, f"envelope.wrapped_keys[{i}].recipient")
         check_text(key.key_id, f"envelope.wrapped_keys[{i}].key_id", MAX_KEY_ID)
         _check_bytes(key.enc, f"envelope.wrapped_keys[{i}].enc", MAX_WRAPPED_KEY_BYTES)
+
+
+def parse_header(envelope: envelope_pb2.Envelope, *, max_recipients: int = MAX_RECIPIENTS) -> envelope_pb2.Header:
+    """The envelope's header, parsed and checked field by field, but not verified: the broker peeks
+    at it before the signature check to refuse early and to name the message in its refusal."""
+    check_envelope(envelope)
+    try:
+        header = envelope_pb2.Header.FromString(envelope.header)
+    except DecodeError:
+        raise ProtocolError("envelope header does not parse", field="envelope.header") from None
+    check_header(header, max_recipients=max_recipients)
+    return header
 
 
 def check_signed(blob: bytes, signature: bytes, what: str, limit: int) -> None:

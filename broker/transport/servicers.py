@@ -22,6 +22,7 @@ from broker.errors import REFUSALS, InvalidRequest, PermissionDenied, status_of
 from broker.identity import Role
 from broker.metrics import REFUSALS_ANSWERED
 from broker.policy import RunningPolicy
+from broker.protocol import validation
 from broker.protocol.envelope import unverified_message_id
 from broker.protocol.keys import verify_key_bundle
 from broker.store.db import now_us
@@ -51,7 +52,7 @@ def _ts(us: int) -> Timestamp:
 def _send_response(accepted: Accepted) -> broker_pb2.SendResponse:
     return broker_pb2.SendResponse(
         message_id=accepted.message_id, accepted_at=_ts(accepted.accepted_us),
-        audit_index=accepted.audit_index, duplicate=accepted.duplicate, delivered_to=accepted.recipients)
+        audit_index=accepted.audit_index, duplicate=accepted.duplicate, queued_for=accepted.recipients)
 
 
 class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
@@ -161,8 +162,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
 
     async def GetStatus(self, request: broker_pb2.GetStatusRequest, context: Context) -> broker_pb2.MessageStatus:
         caller = self._auth.authenticate(context)
-        if not request.message_id or len(request.message_id) > 64:
+        if not request.message_id:
             raise InvalidRequest("GetStatus needs the message_id of a message you sent")
+        validation.check_message_id(request.message_id, "message_id", uuid7=False)
         rows = await self._exchange.status(caller, request.message_id)
         status = broker_pb2.MessageStatus(message_id=request.message_id)
         for state, cert in rows:
@@ -177,6 +179,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
     async def PublishKeyBundle(self, request: envelope_pb2.SignedKeyBundle,
                                context: Context) -> broker_pb2.PublishKeyBundleResponse:
         caller = self._auth.require(context, Role.AGENCY)
+        if caller.name not in self._registry:
+            # As for every other call: an agency the admin has not registered publishes nothing.
+            raise PermissionDenied(f"agency {caller.name} is not registered with this broker")
         if len(request.bundle) > 8192 or len(request.certificate) > 16384 or len(request.signature) > 256:
             raise InvalidRequest("key bundle is larger than any valid bundle")
         if request.certificate != caller.certificate_der:
@@ -200,9 +205,11 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         self._auth.authenticate(context)
         if len(request.agencies) > MAX_DIRECTORY_QUERY:
             raise InvalidRequest(f"at most {MAX_DIRECTORY_QUERY} agencies per directory query")
+        validation.check_directory_request(request)
         wanted = list(request.agencies)
+        # No agencies named: every registered agency, as the proto documents.
         records = [self._registry.get(a) for a in wanted] if wanted else self._registry.all()
-        unknown = [a for a, r in zip(wanted, records, strict=True) if r is None]
+        unknown = [a for a, r in zip(wanted, records, strict=True) if r is None] if wanted else []
         if unknown:
             raise InvalidRequest(f"not registered: {', '.join(unknown[:5])}")
         bundles = await self._exchange.read(lambda conn: current_bundles(conn, wanted, now_us()))

@@ -37,7 +37,9 @@ from broker.directory import Registry
 from broker.errors import FailedPrecondition, InvalidRequest, NotFound, PermissionDenied
 from broker.identity import AGENCY_ID, GROUP_NAME, Role
 from broker.policy import RunningPolicy, tlp_from_proto
+from broker.protocol import validation
 from broker.protocol.envelope import verify_outer
+from broker.protocol.errors import OutOfRange
 from broker.store import tables as store_tables
 from broker.store.db import now_us
 from broker.store.writer import Writer
@@ -181,8 +183,11 @@ class WatchlistDesk:
             digest = hashlib.sha256(envelope_bytes).digest()
             refusal.note(digest=digest.hex())
             # 2. Peek at the header to name the watchlist in errors; trusted only after step 4.
-            header = _peek_header(envelope)
+            header = envelope_pb2.Header()
+            with contextlib.suppress(DecodeError):  # only to name the message in a refusal of the header
+                header.ParseFromString(envelope.header)
             refusal.note(message_id=header.message_id)
+            header = validation.parse_header(envelope, max_recipients=self._config.max_recipients)
             if header.sender != caller.name:
                 raise PermissionDenied(
                     f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "
@@ -203,6 +208,7 @@ class WatchlistDesk:
             header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
             if header.HasField("expires") and header.expires.ToMicroseconds() <= now_us():
                 raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
+            await self._check_created(header, digest)
             # 5. Addressed as the watchlist says, with the keys it needs.
             expected = self._check_addressing(record, header, envelope)
             # 6. The version check and the store, in the writer (see broker.watchlists.operations).
@@ -211,6 +217,18 @@ class WatchlistDesk:
                 sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
                 caller=str(caller.spiffe_id), wrapped_for=expected, on_commit=self._published))
         return published
+
+    async def _check_created(self, header: envelope_pb2.Header, digest: bytes) -> None:
+        # As for sends: `created` within the skew window, unless this is a retry of a stored version.
+        try:
+            validation.check_created_skew(header, dt.datetime.now(dt.UTC),
+                                          dt.timedelta(seconds=self._config.max_clock_skew_seconds))
+        except OutOfRange:
+            v = tables.watchlist_versions
+            stored = await self._exchange.read(lambda conn: conn.execute(
+                sa.select(v.c.envelope_sha256).where(v.c.message_id == header.message_id)).scalar())
+            if stored is None or bytes(stored) != digest:
+                raise
 
     def _check_addressing(self, record: WatchlistRecord, header: envelope_pb2.Header,
                           envelope: envelope_pb2.Envelope) -> tuple[str, ...]:
@@ -313,14 +331,3 @@ class WatchlistDesk:
         # Runs on the event loop after the commit (Writer runs after_commit callbacks there).
         for event in self._waiters.get(watchlist_id, ()):
             event.set()
-
-
-def _peek_header(envelope: envelope_pb2.Envelope) -> envelope_pb2.Header:
-    if not envelope.header:
-        raise InvalidRequest("envelope has no header")
-    header = envelope_pb2.Header()
-    try:
-        header.ParseFromString(envelope.header)
-    except DecodeError as exc:
-        raise InvalidRequest(f"envelope header does not parse: {exc}") from exc
-    return header

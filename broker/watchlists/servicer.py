@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from broker.api.v1 import envelope_pb2, payload_pb2, watchlist_pb2, watchlist_pb2_grpc
 from broker.errors import InvalidRequest
 from broker.identity import Role
+from broker.protocol import validation
 from broker.transport.auth import Authenticator
 from broker.transport.rpc import Context
 from broker.watchlists.desk import WatchlistDesk
@@ -63,6 +64,7 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
     async def CreateWatchlist(self, request: watchlist_pb2.CreateWatchlistRequest,
                               context: Context) -> watchlist_pb2.Watchlist:
         caller = self._auth.require(context, Role.AGENCY)
+        validation.check_watchlist_request(request)
         record = await self._desk.create(caller, request.watchlist_id, request.title, list(request.entry_types),
                                          list(request.subscribers), request.tlp)
         log.info("watchlist.created", watchlist_id=record.watchlist_id, owner=record.owner)
@@ -81,6 +83,7 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
     async def GetWatchlist(self, request: watchlist_pb2.GetWatchlistRequest,
                            context: Context) -> watchlist_pb2.Watchlist:
         caller = self._auth.require(context, Role.AGENCY)
+        validation.check_watchlist_request(request)
         return _watchlist(await self._desk.get(caller, request.watchlist_id))
 
     async def ListWatchlists(self, request: watchlist_pb2.ListWatchlistsRequest,
@@ -94,6 +97,7 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
         caller = self._auth.require(context, Role.AGENCY)
         if not request.watchlist_id:
             raise InvalidRequest("Sync needs a watchlist_id")
+        validation.check_watchlist_request(request)
         record = await self._desk.open_sync(caller, request.watchlist_id, request.have_version)
         watchlist_id = record.watchlist_id
         changed = self._desk.watch(watchlist_id)  # before the first read, so no commit is missed

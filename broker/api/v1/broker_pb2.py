@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from broker.api.v1 import envelope_pb2 as broker_dot_api_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62roker/api/v1/broker.proto\x12\x06isb.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1c\x62roker/api/v1/envelope.proto\"3\n\tUploadKey\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\nattachment\x18\x02 \x01(\r\"x\n\x0bUploadStart\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.isb.v1.UploadKey\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x12\n\nchunk_size\x18\x03 \x01(\r\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\x13\n\x0b\x66irst_chunk\x18\x05 \x01(\x04\"[\n\rUploadRequest\x12\"\n\x05start\x18\x01 \x01(\x0b\x32\x13.isb.v1.UploadStart\x12&\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.isb.v1.AttachmentChunk\".\n\x0f\x41ttachmentChunk\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"E\n\x0eUploadResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63hunks\x18\x02 \x01(\x04\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\"D\n\x0cUploadStatus\x12\x12\n\nnext_chunk\x18\x01 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\"N\n\x0f\x44ownloadRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\nattachment\x18\x02 \x01(\r\x12\x13\n\x0b\x66irst_chunk\x18\x03 \x01(\x04\"2\n\x1bGrantForwardConsentResponse\x12\x13\n\x0b\x61udit_index\x18\x01 \x01(\x04\"1\n\x0bSendRequest\x12\"\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x10.isb.v1.Envelope\"\x91\x01\n\x0cSendResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\x12\x11\n\tduplicate\x18\x04 \x01(\x08\x12\x14\n\x0c\x64\x65livered_to\x18\x05 \x03(\t\"0\n\tSendBatch\x12#\n\tenvelopes\x18\x01 \x03(\x0b\x32\x10.isb.v1.Envelope\"e\n\nSendResult\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12&\n\x08response\x18\x04 \x01(\x0b\x32\x14.isb.v1.SendResponse\"6\n\x0fSendBatchResult\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.isb.v1.SendResult\")\n\x10SubscribeRequest\x12\x15\n\rmax_in_flight\x18\x01 \x01(\r\"\xa1\x01\n\x08\x44\x65livery\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\"\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x10.isb.v1.Envelope\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x1a\n\x12sender_certificate\x18\x04 \x01(\x0c\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\rDeliveryBatch\x12$\n\ndeliveries\x18\x01 \x03(\x0b\x32\x10.isb.v1.Delivery\"5\n\nAckRequest\x12\'\n\x08receipts\x18\x01 \x03(\x0b\x32\x15.isb.v1.SignedReceipt\"#\n\x0b\x41\x63kResponse\x12\x14\n\x0c\x61\x63knowledged\x18\x01 \x01(\r\"&\n\x10GetStatusRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"\xd3\x01\n\x0fRecipientStatus\x12\x11\n\trecipient\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.isb.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x07receipt\x18\x05 \x01(\x0b\x32\x15.isb.v1.SignedReceipt\x12\x1d\n\x15recipient_certificate\x18\x06 \x01(\x0c\"P\n\rMessageStatus\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12+\n\nrecipients\x18\x02 \x03(\x0b\x32\x17.isb.v1.RecipientStatus\"?\n\x18PublishKeyBundleResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61udit_index\x18\x02 \x01(\x04\"\'\n\x13GetDirectoryRequest\x12\x10\n\x08\x61gencies\x18\x01 \x03(\t\"\x99\x01\n\x0e\x44irectoryEntry\x12\x0e\n\x06\x61gency\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x04 \x01(\x0c\x12,\n\x0bkey_bundles\x18\x05 \x03(\x0b\x32\x17.isb.v1.SignedKeyBundle\x12\r\n\x05\x63hain\x18\x06 \x03(\x0c\"&\n\x05Group\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07members\x18\x02 \x03(\t\"T\n\tDirectory\x12(\n\x08\x61gencies\x18\x01 \x03(\x0b\x32\x16.isb.v1.DirectoryEntry\x12\x1d\n\x06groups\x18\x02 \x03(\x0b\x32\r.isb.v1.Group*x\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\r\n\tIN_FLIGHT\x10\x02\x12\x10\n\x0c\x41\x43KNOWLEDGED\x10\x03\x12\x0b\n\x07\x45XPIRED\x10\x04\x12\x0c\n\x08RECALLED\x10\x05\x32\xdc\x05\n\rBrokerService\x12\x31\n\x04Send\x12\x13.isb.v1.SendRequest\x1a\x14.isb.v1.SendResponse\x12<\n\nSendStream\x12\x11.isb.v1.SendBatch\x1a\x17.isb.v1.SendBatchResult(\x01\x30\x01\x12>\n\tSubscribe\x12\x18.isb.v1.SubscribeRequest\x1a\x15.isb.v1.DeliveryBatch0\x01\x12.\n\x03\x41\x63k\x12\x12.isb.v1.AckRequest\x1a\x13.isb.v1.AckResponse\x12<\n\tGetStatus\x12\x18.isb.v1.GetStatusRequest\x1a\x15.isb.v1.MessageStatus\x12M\n\x10PublishKeyBundle\x12\x17.isb.v1.SignedKeyBundle\x1a .isb.v1.PublishKeyBundleResponse\x12>\n\x0cGetDirectory\x12\x1b.isb.v1.GetDirectoryRequest\x1a\x11.isb.v1.Directory\x12X\n\x13GrantForwardConsent\x12\x1c.isb.v1.SignedForwardConsent\x1a#.isb.v1.GrantForwardConsentResponse\x12\x43\n\x10UploadAttachment\x12\x15.isb.v1.UploadRequest\x1a\x16.isb.v1.UploadResponse(\x01\x12\x34\n\tGetUpload\x12\x11.isb.v1.UploadKey\x1a\x14.isb.v1.UploadStatus\x12H\n\x12\x44ownloadAttachment\x12\x17.isb.v1.DownloadRequest\x1a\x17.isb.v1.AttachmentChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62roker/api/v1/broker.proto\x12\x06isb.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1c\x62roker/api/v1/envelope.proto\"3\n\tUploadKey\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\nattachment\x18\x02 \x01(\r\"x\n\x0bUploadStart\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.isb.v1.UploadKey\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x12\n\nchunk_size\x18\x03 \x01(\r\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\x13\n\x0b\x66irst_chunk\x18\x05 \x01(\x04\"[\n\rUploadRequest\x12\"\n\x05start\x18\x01 \x01(\x0b\x32\x13.isb.v1.UploadStart\x12&\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.isb.v1.AttachmentChunk\".\n\x0f\x41ttachmentChunk\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"E\n\x0eUploadResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63hunks\x18\x02 \x01(\x04\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\"D\n\x0cUploadStatus\x12\x12\n\nnext_chunk\x18\x01 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\"N\n\x0f\x44ownloadRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\nattachment\x18\x02 \x01(\r\x12\x13\n\x0b\x66irst_chunk\x18\x03 \x01(\x04\"2\n\x1bGrantForwardConsentResponse\x12\x13\n\x0b\x61udit_index\x18\x01 \x01(\x04\"1\n\x0bSendRequest\x12\"\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x10.isb.v1.Envelope\"\x8f\x01\n\x0cSendResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\x12\x11\n\tduplicate\x18\x04 \x01(\x08\x12\x12\n\nqueued_for\x18\x05 \x03(\t\"0\n\tSendBatch\x12#\n\tenvelopes\x18\x01 \x03(\x0b\x32\x10.isb.v1.Envelope\"e\n\nSendResult\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12&\n\x08response\x18\x04 \x01(\x0b\x32\x14.isb.v1.SendResponse\"6\n\x0fSendBatchResult\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.isb.v1.SendResult\")\n\x10SubscribeRequest\x12\x15\n\rmax_in_flight\x18\x01 \x01(\r\"\xa1\x01\n\x08\x44\x65livery\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\"\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x10.isb.v1.Envelope\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x1a\n\x12sender_certificate\x18\x04 \x01(\x0c\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\rDeliveryBatch\x12$\n\ndeliveries\x18\x01 \x03(\x0b\x32\x10.isb.v1.Delivery\"5\n\nAckRequest\x12\'\n\x08receipts\x18\x01 \x03(\x0b\x32\x15.isb.v1.SignedReceipt\"#\n\x0b\x41\x63kResponse\x12\x14\n\x0c\x61\x63knowledged\x18\x01 \x01(\r\"&\n\x10GetStatusRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"\xd3\x01\n\x0fRecipientStatus\x12\x11\n\trecipient\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.isb.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x07receipt\x18\x05 \x01(\x0b\x32\x15.isb.v1.SignedReceipt\x12\x1d\n\x15recipient_certificate\x18\x06 \x01(\x0c\"P\n\rMessageStatus\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12+\n\nrecipients\x18\x02 \x03(\x0b\x32\x17.isb.v1.RecipientStatus\"?\n\x18PublishKeyBundleResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61udit_index\x18\x02 \x01(\x04\"\'\n\x13GetDirectoryRequest\x12\x10\n\x08\x61gencies\x18\x01 \x03(\t\"\x99\x01\n\x0e\x44irectoryEntry\x12\x0e\n\x06\x61gency\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x04 \x01(\x0c\x12,\n\x0bkey_bundles\x18\x05 \x03(\x0b\x32\x17.isb.v1.SignedKeyBundle\x12\r\n\x05\x63hain\x18\x06 \x03(\x0c\"&\n\x05Group\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07members\x18\x02 \x03(\t\"T\n\tDirectory\x12(\n\x08\x61gencies\x18\x01 \x03(\x0b\x32\x16.isb.v1.DirectoryEntry\x12\x1d\n\x06groups\x18\x02 \x03(\x0b\x32\r.isb.v1.Group*x\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\r\n\tIN_FLIGHT\x10\x02\x12\x10\n\x0c\x41\x43KNOWLEDGED\x10\x03\x12\x0b\n\x07\x45XPIRED\x10\x04\x12\x0c\n\x08RECALLED\x10\x05\x32\xdc\x05\n\rBrokerService\x12\x31\n\x04Send\x12\x13.isb.v1.SendRequest\x1a\x14.isb.v1.SendResponse\x12<\n\nSendStream\x12\x11.isb.v1.SendBatch\x1a\x17.isb.v1.SendBatchResult(\x01\x30\x01\x12>\n\tSubscribe\x12\x18.isb.v1.SubscribeRequest\x1a\x15.isb.v1.DeliveryBatch0\x01\x12.\n\x03\x41\x63k\x12\x12.isb.v1.AckRequest\x1a\x13.isb.v1.AckResponse\x12<\n\tGetStatus\x12\x18.isb.v1.GetStatusRequest\x1a\x15.isb.v1.MessageStatus\x12M\n\x10PublishKeyBundle\x12\x17.isb.v1.SignedKeyBundle\x1a .isb.v1.PublishKeyBundleResponse\x12>\n\x0cGetDirectory\x12\x1b.isb.v1.GetDirectoryRequest\x1a\x11.isb.v1.Directory\x12X\n\x13GrantForwardConsent\x12\x1c.isb.v1.SignedForwardConsent\x1a#.isb.v1.GrantForwardConsentResponse\x12\x43\n\x10UploadAttachment\x12\x15.isb.v1.UploadRequest\x1a\x16.isb.v1.UploadResponse(\x01\x12\x34\n\tGetUpload\x12\x11.isb.v1.UploadKey\x1a\x14.isb.v1.UploadStatus\x12H\n\x12\x44ownloadAttachment\x12\x17.isb.v1.DownloadRequest\x1a\x17.isb.v1.AttachmentChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.api.v1.broker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DELIVERYSTATE']._serialized_start=2176
-  _globals['_DELIVERYSTATE']._serialized_end=2296
+  _globals['_DELIVERYSTATE']._serialized_start=2174
+  _globals['_DELIVERYSTATE']._serialized_end=2294
   _globals['_UPLOADKEY']._serialized_start=101
   _globals['_UPLOADKEY']._serialized_end=152
   _globals['_UPLOADSTART']._serialized_start=154
@@ -54,39 +54,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SENDREQUEST']._serialized_start=690
   _globals['_SENDREQUEST']._serialized_end=739
   _globals['_SENDRESPONSE']._serialized_start=742
-  _globals['_SENDRESPONSE']._serialized_end=887
-  _globals['_SENDBATCH']._serialized_start=889
-  _globals['_SENDBATCH']._serialized_end=937
-  _globals['_SENDRESULT']._serialized_start=939
-  _globals['_SENDRESULT']._serialized_end=1040
-  _globals['_SENDBATCHRESULT']._serialized_start=1042
-  _globals['_SENDBATCHRESULT']._serialized_end=1096
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1098
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1139
-  _globals['_DELIVERY']._serialized_start=1142
-  _globals['_DELIVERY']._serialized_end=1303
-  _globals['_DELIVERYBATCH']._serialized_start=1305
-  _globals['_DELIVERYBATCH']._serialized_end=1358
-  _globals['_ACKREQUEST']._serialized_start=1360
-  _globals['_ACKREQUEST']._serialized_end=1413
-  _globals['_ACKRESPONSE']._serialized_start=1415
-  _globals['_ACKRESPONSE']._serialized_end=1450
-  _globals['_GETSTATUSREQUEST']._serialized_start=1452
-  _globals['_GETSTATUSREQUEST']._serialized_end=1490
-  _globals['_RECIPIENTSTATUS']._serialized_start=1493
-  _globals['_RECIPIENTSTATUS']._serialized_end=1704
-  _globals['_MESSAGESTATUS']._serialized_start=1706
-  _globals['_MESSAGESTATUS']._serialized_end=1786
-  _globals['_PUBLISHKEYBUNDLERESPONSE']._serialized_start=1788
-  _globals['_PUBLISHKEYBUNDLERESPONSE']._serialized_end=1851
-  _globals['_GETDIRECTORYREQUEST']._serialized_start=1853
-  _globals['_GETDIRECTORYREQUEST']._serialized_end=1892
-  _globals['_DIRECTORYENTRY']._serialized_start=1895
-  _globals['_DIRECTORYENTRY']._serialized_end=2048
-  _globals['_GROUP']._serialized_start=2050
-  _globals['_GROUP']._serialized_end=2088
-  _globals['_DIRECTORY']._serialized_start=2090
-  _globals['_DIRECTORY']._serialized_end=2174
-  _globals['_BROKERSERVICE']._serialized_start=2299
-  _globals['_BROKERSERVICE']._serialized_end=3031
+  _globals['_SENDRESPONSE']._serialized_end=885
+  _globals['_SENDBATCH']._serialized_start=887
+  _globals['_SENDBATCH']._serialized_end=935
+  _globals['_SENDRESULT']._serialized_start=937
+  _globals['_SENDRESULT']._serialized_end=1038
+  _globals['_SENDBATCHRESULT']._serialized_start=1040
+  _globals['_SENDBATCHRESULT']._serialized_end=1094
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1096
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1137
+  _globals['_DELIVERY']._serialized_start=1140
+  _globals['_DELIVERY']._serialized_end=1301
+  _globals['_DELIVERYBATCH']._serialized_start=1303
+  _globals['_DELIVERYBATCH']._serialized_end=1356
+  _globals['_ACKREQUEST']._serialized_start=1358
+  _globals['_ACKREQUEST']._serialized_end=1411
+  _globals['_ACKRESPONSE']._serialized_start=1413
+  _globals['_ACKRESPONSE']._serialized_end=1448
+  _globals['_GETSTATUSREQUEST']._serialized_start=1450
+  _globals['_GETSTATUSREQUEST']._serialized_end=1488
+  _globals['_RECIPIENTSTATUS']._serialized_start=1491
+  _globals['_RECIPIENTSTATUS']._serialized_end=1702
+  _globals['_MESSAGESTATUS']._serialized_start=1704
+  _globals['_MESSAGESTATUS']._serialized_end=1784
+  _globals['_PUBLISHKEYBUNDLERESPONSE']._serialized_start=1786
+  _globals['_PUBLISHKEYBUNDLERESPONSE']._serialized_end=1849
+  _globals['_GETDIRECTORYREQUEST']._serialized_start=1851
+  _globals['_GETDIRECTORYREQUEST']._serialized_end=1890
+  _globals['_DIRECTORYENTRY']._serialized_start=1893
+  _globals['_DIRECTORYENTRY']._serialized_end=2046
+  _globals['_GROUP']._serialized_start=2048
+  _globals['_GROUP']._serialized_end=2086
+  _globals['_DIRECTORY']._serialized_start=2088
+  _globals['_DIRECTORY']._serialized_end=2172
+  _globals['_BROKERSERVICE']._serialized_start=2297
+  _globals['_BROKERSERVICE']._serialized_end=3029
 # @@protoc_insertion_point(module_scope)

@@ -282,7 +282,7 @@ class SendResponse(_message.Message):
     ACCEPTED_AT_FIELD_NUMBER: _builtins.int
     AUDIT_INDEX_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
-    DELIVERED_TO_FIELD_NUMBER: _builtins.int
+    QUEUED_FOR_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     audit_index: _builtins.int
     """index of the "accepted" entry in the audit log"""
@@ -291,8 +291,10 @@ class SendResponse(_message.Message):
     @_builtins.property
     def accepted_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def delivered_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """the agency ids the envelope was routed to"""
+    def queued_for(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The agency ids the envelope was queued for (not yet delivered: `GetStatus` says when it is).
+        Named `delivered_to` before v0.2; the field number is unchanged, so the wire format is too.
+        """
 
     def __init__(
         self,
@@ -301,11 +303,11 @@ class SendResponse(_message.Message):
         accepted_at: _timestamp_pb2.Timestamp | None = ...,
         audit_index: _builtins.int = ...,
         duplicate: _builtins.bool = ...,
-        delivered_to: _abc.Iterable[_builtins.str] | None = ...,
+        queued_for: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "audit_index", b"audit_index", "delivered_to", b"delivered_to", "duplicate", b"duplicate", "message_id", b"message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "audit_index", b"audit_index", "duplicate", b"duplicate", "message_id", b"message_id", "queued_for", b"queued_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
