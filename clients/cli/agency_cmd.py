@@ -13,9 +13,9 @@ from broker.api.v1 import envelope_pb2
 from broker.policy import TLP_CODES
 from clients.agency import MLKEM768_X25519, X25519, AgencyClient, ReceivedMessage
 from clients.cli.failures import CommandError
-from clients.cli.progress import ProgressBar
 from clients.cli.options import add_broker_arguments, settings
 from clients.cli.output import output, value_style
+from clients.cli.progress import ProgressBar
 from clients.errors import VerificationError
 
 __all__ = ["add_connection_arguments", "agency_client", "register"]

@@ -32,11 +32,11 @@ def test_send_with_two_attachments_and_listen_saves_them_verified(
     police.publish_key()
     police.close()
     assert isb(["send", *_connection(broker, pki, "FR-CUSTOMS"), "--to", "DE-BKA", "--text", "photos attached",
-                "--attach", str(photo), "--attach", str(scan)]) == 0
+                "--attach", str(photo), "--attach", str(scan), "--json"]) == 0
     sent = json.loads(capsys.readouterr().out)
     out = tmp_path / "received"
     assert isb(["listen", *_connection(broker, pki, "DE-BKA"), "--count", "1", "--idle", "10",
-                "--save-attachments", str(out)]) == 0
+                "--save-attachments", str(out), "--json"]) == 0
     line = json.loads(capsys.readouterr().out.splitlines()[0])
     assert line["message_id"] == sent["message_id"]
     saved = [Path(a["saved"]) for a in line["attachments"]]
