@@ -77,7 +77,7 @@ test("seals an alert with a key bundle it verified itself, and the broker accept
   });
   const reply = await me.call("Send", { envelope });
   assert.equal(reply.message_id, messageId);
-  assert.deepEqual(reply.delivered_to, ["DE-BKA"]);
+  assert.deepEqual(reply.queued_for, ["DE-BKA"]);  // SendResponse.delivered_to was renamed queued_for (field 5)
   fs.writeFileSync(path.join(work, "node-sent.json"), JSON.stringify({ message_id: messageId, body_hex: toHex(body),
     audit_index: Number(reply.audit_index), envelope_sha256_hex: toHex(envelopeSha256(envelope)) }));
   me.close();

@@ -237,3 +237,12 @@ def test_seal_needs_the_content_key_of_its_attachments(pki: Pki) -> None:
         seal(sender=sender.name, identity_key=sender.identity_key, certificate=sender.certificate,
              recipients=[recipient.name], recipient_keys={recipient.name: recipient.bundle},
              kind=envelope_pb2.ALERT, body=b"", content_type="text/plain", attachments=[ref])
+
+
+@settings(max_examples=80, deadline=None)
+@given(chunks=st.lists(st.binary(max_size=CHUNK + 40), max_size=5), size=st.integers(0, 3 * CHUNK))
+def test_any_chunk_stream_is_read_or_refused_with_verification_error(chunks: list[bytes], size: int) -> None:
+    """Whatever bytes a broker serves, the reader returns nothing unverified and raises only VerificationError."""
+    ref = envelope_pb2.AttachmentRef(sha256=bytes(32), size=size, chunk_size=CHUNK, media_type="image/png")
+    with pytest.raises(VerificationError):
+        AttachmentReader(os.urandom(32), ref, chunks).read()
