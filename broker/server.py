@@ -19,6 +19,7 @@ import psycopg
 import sqlalchemy as sa
 import structlog
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.engine import Engine
@@ -151,7 +152,8 @@ class Broker:
         ])
         broker_pb2_grpc.add_BrokerServiceServicer_to_server(
             BrokerServicer(self.auth, self.exchange, self.writer, self.registry, self.policy,
-                           self.trust_roots, config.trust_domain, self.attachments),
+                           self.trust_roots, config.trust_domain, self.attachments,
+                           revocation_list=self.revocation_list),
             self.server)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
             AuditServicer(self.auth, self.exchange, self.writer, self.sign_checkpoint), self.server)
@@ -213,6 +215,12 @@ class Broker:
             self._roots = x509.load_pem_x509_certificates(path.read_bytes())
             self._roots_stamp = stamp
         return self._roots
+
+    def revocation_list(self) -> broker_pb2.RevocationList:
+        """The CRL this broker enforces, with its issuer's certificate when an intermediate signs it."""
+        issuer = self._crl_issuer()
+        chain = [] if issuer in self.trust_roots() else [issuer.public_bytes(serialization.Encoding.DER)]
+        return broker_pb2.RevocationList(crl=self.revocations.der, issuer_chain=chain)
 
     def _crl_issuer(self) -> x509.Certificate:
         # The CRL is signed by the CA that issues leaves: the intermediate if the deployment has one.

@@ -555,7 +555,7 @@ def make_vector(
             "receipt_signing_input_hex": _pae.receipt_signing_input(signed_receipt.receipt).hex(),
             "signed_receipt_hex": signed_receipt.SerializeToString().hex(),
         },
-        "must_be_refused": _refusals(envelope, sender, parties[-1], outsider, content_key, nonce, content),
+        "must_be_refused": _refusals(envelope, sender, parties[0], outsider, content_key, nonce, content),
         "attachments": attachment_vectors,
     }
 

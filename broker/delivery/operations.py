@@ -100,19 +100,22 @@ class AcceptEnvelope:
         recalled: str | None = None
         if h.kind == envelope_pb2.RECALL:
             recalled = self._stage_recall(batch)
+        fields: dict[str, str | int | list[str]] = {
+            "envelope_sha256": self.envelope_sha256.hex(),
+            "kind": envelope_pb2.Kind.Name(h.kind),
+            "tlp": envelope_pb2.Tlp.Name(h.handling.tlp),
+            "addressed": list(h.recipients),
+            "recipients": list(self.recipients),
+            "expansion": [f"{g}={','.join(m)}" for g, m in sorted(self.expansion.items())],
+            "rule": self.policy_rule,
+            "size": len(self.envelope),
+        }
+        if h.references:
+            # The recalled or forwarded original: so that an auditor can follow a message's forwards.
+            fields["references"] = h.references
         index = batch.audit(AuditEvent(
             event="envelope.accepted", actor=self.caller, time=batch.now,
-            message_id=h.message_id, agency=h.sender,
-            fields={
-                "envelope_sha256": self.envelope_sha256.hex(),
-                "kind": envelope_pb2.Kind.Name(h.kind),
-                "tlp": envelope_pb2.Tlp.Name(h.handling.tlp),
-                "addressed": list(h.recipients),
-                "recipients": list(self.recipients),
-                "expansion": [f"{g}={','.join(m)}" for g, m in sorted(self.expansion.items())],
-                "rule": self.policy_rule,
-                "size": len(self.envelope),
-            },
+            message_id=h.message_id, agency=h.sender, fields=fields,
         ))
         seq = self.sequence.take()
         message_row = {

@@ -18,7 +18,7 @@ from broker.audit.refusals import bounded
 from broker.delivery.exchange import Exchange
 from broker.delivery.operations import Accepted
 from broker.directory import PublishBundle, Registry, current_bundles
-from broker.errors import REFUSALS, InvalidRequest, PermissionDenied, status_of
+from broker.errors import REFUSALS, FailedPrecondition, InvalidRequest, PermissionDenied, status_of
 from broker.identity import Role
 from broker.metrics import REFUSALS_ANSWERED
 from broker.policy import RunningPolicy
@@ -60,7 +60,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
 
     def __init__(self, auth: Authenticator, exchange: Exchange, writer: Writer, registry: Registry,
                  policy: RunningPolicy, trust_roots: Callable[[], Sequence[x509.Certificate]],
-                 trust_domain: str, attachments: AttachmentDesk) -> None:
+                 trust_domain: str, attachments: AttachmentDesk, *,
+                 revocation_list: Callable[[], broker_pb2.RevocationList] | None = None) -> None:
         self._attachments = attachments
         self._auth = auth
         self._exchange = exchange
@@ -69,6 +70,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         self._policy = policy
         self._trust_roots = trust_roots
         self._trust_domain = trust_domain
+        self._revocation_list = revocation_list
 
     async def Send(self, request: broker_pb2.SendRequest, context: Context) -> broker_pb2.SendResponse:
         caller = self._auth.authenticate(context)
@@ -201,6 +203,13 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         index = await self._exchange.grant_forward_consent(caller, request)
         return broker_pb2.GrantForwardConsentResponse(audit_index=index)
 
+    async def GetRevocationList(self, request: broker_pb2.GetRevocationListRequest,
+                                context: Context) -> broker_pb2.RevocationList:
+        self._auth.authenticate(context)
+        if self._revocation_list is None:
+            raise FailedPrecondition("this broker serves no CRL")
+        return self._revocation_list()
+
     async def GetDirectory(self, request: broker_pb2.GetDirectoryRequest, context: Context) -> broker_pb2.Directory:
         self._auth.authenticate(context)
         if len(request.agencies) > MAX_DIRECTORY_QUERY:
@@ -212,6 +221,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         unknown = [a for a, r in zip(wanted, records, strict=True) if r is None] if wanted else []
         if unknown:
             raise InvalidRequest(f"not registered: {', '.join(unknown[:5])}")
+        bounds = dict(request.min_audit_index)
+        unasked = sorted(set(bounds) - set(wanted))
+        if unasked:
+            raise InvalidRequest(f"freshness bound for an agency not asked for: {', '.join(unasked[:5])}")
         bundles = await self._exchange.read(lambda conn: current_bundles(conn, wanted, now_us()))
         directory = broker_pb2.Directory()
         for record in records:
@@ -222,8 +235,17 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                 if self._auth.is_revoked_der(b.certificate):
                     continue  # a key signed under a revoked identity is not offered to senders
                 entry.key_bundles.add(bundle=b.bundle, signature=b.signature, certificate=b.certificate)
+                entry.key_bundle_audit_index.append(b.audit_index)
                 if not entry.certificate:
                     entry.certificate = b.certificate
+            newest = max(entry.key_bundle_audit_index, default=0)
+            bound = bounds.get(record.agency_id, 0)
+            if newest < bound:
+                # The caller has used a bundle published later than anything this broker holds:
+                # it is behind (a stale replica, a copy of the database) or withholds that bundle.
+                raise FailedPrecondition(
+                    f"this broker holds no current key bundle of {record.agency_id} published at or after"
+                    f" audit index {bound} (newest: {newest}); ask an up-to-date broker")
         for name, members in sorted(self._policy.current.groups.items()):
             directory.groups.add(name=name, members=sorted(members))
         return directory

@@ -4,7 +4,7 @@
 - operators: `isb serve`
 - admins: `isb pki ...` (offline CA), `isb admin ...` (running broker), `isb policy ...` (files)
 - agencies: `isb keys publish`, `isb send`, `isb listen`, `isb status`, `isb watchlist ...`
-- auditors: `isb audit ...`
+- auditors: `isb audit ...`, `isb console` (web console on 127.0.0.1)
 - everyone: `isb config` (the settings in force), `isb completion SHELL`
 
 Every subcommand sets `func(args) -> int`, the exit status, and prints through `output(args)` (an
@@ -30,7 +30,17 @@ import argcomplete
 
 from broker.errors import ConfigurationError
 from broker.logs import configure_logging
-from clients.cli import admin_cmd, agency_cmd, audit_cmd, config_cmd, pki_cmd, policy_cmd, serve_cmd, watchlist_cmd
+from clients.cli import (
+    admin_cmd,
+    agency_cmd,
+    audit_cmd,
+    config_cmd,
+    console_cmd,
+    pki_cmd,
+    policy_cmd,
+    serve_cmd,
+    watchlist_cmd,
+)
 from clients.cli.failures import EXIT_BUG, EXIT_FAILED, explain
 from clients.cli.options import reload_settings
 from clients.cli.output import ERROR_PREFIX, Output
@@ -72,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="isb", description="Inter-agency secure broker")
     parser.add_argument("--version", action="version", version=f"isb {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve_cmd, pki_cmd, admin_cmd, policy_cmd, agency_cmd, watchlist_cmd, audit_cmd, config_cmd):
+    for module in (serve_cmd, pki_cmd, admin_cmd, policy_cmd, agency_cmd, watchlist_cmd, audit_cmd, console_cmd,
+                   config_cmd):
         module.register(commands)
     return parser
 

@@ -17,6 +17,7 @@ import pytest
 
 from broker.pki.dev import DevPki
 from clients import AgencyClient
+from clients.agency import MLKEM768_X25519
 from clients.audit.verify import verify_export
 from clients.cli.audit_cmd import load_audit_key
 from tests.e2e.conftest import REPO, RunningBroker
@@ -52,8 +53,9 @@ def test_node_client_checks_every_vector() -> None:
 
 
 def test_node_client_interoperates_with_the_python_sdk(broker: RunningBroker, pki: DevPki, tmp_path: Path) -> None:
-    """Node publishes an X-Wing key and opens what the Python SDK seals to it; Python opens what Node seals;
-    the receipt Node signs verifies in the Python SDK, and Node's audit export verifies in Python's verifier."""
+    """Node publishes an X-Wing key and opens what the Python SDK seals to it; the Python SDK opens what
+    Node seals to a group (X25519) and an agency (X-Wing); the receipt Node signs verifies in the Python
+    SDK, and Node's audit export verifies in Python's verifier."""
     node = _node()
     work = tmp_path / "interop"
     work.mkdir()
@@ -61,7 +63,7 @@ def test_node_client_interoperates_with_the_python_sdk(broker: RunningBroker, pk
     with AgencyClient.from_dir(broker.target, pki.directory, "FR-CUSTOMS", keystore=keys / "FR-CUSTOMS") as customs, \
             AgencyClient.from_dir(broker.target, pki.directory, "DE-BKA", keystore=keys / "DE-BKA") as police:
         customs.publish_key()
-        police.publish_key()
+        police.publish_key(MLKEM768_X25519)
         # 1. Node generates NL-FIOD's X-Wing key and publishes its bundle; the Python SDK verifies it and seals to it.
         published = json.loads(_run([node, "bin/publish-key.mjs", broker.target, str(pki.directory), "NL-FIOD",
                                      X_WING_SUITE, str(work / "node-key.json")]))
@@ -75,14 +77,16 @@ def test_node_client_interoperates_with_the_python_sdk(broker: RunningBroker, pk
         env = {"ISB_INTEROP_TARGET": broker.target, "ISB_INTEROP_CERTS": str(pki.directory),
                "ISB_INTEROP_TRUST_DOMAIN": "isb.dev", "ISB_INTEROP_WORK": str(work)}
         _passed_all(_run([node, "--test", "test/live.test.mjs"], env), 3)
-        # 3. The Python SDK opens Node's alert.
+        # 3. Both Python recipients open Node's alert (DE-BKA by name, X-Wing; FR-CUSTOMS through EU-CUSTOMS, X25519).
         node_sent = json.loads((work / "node-sent.json").read_text())
-        received = next(iter(police.deliveries(timeout=10)))
-        assert (received.message_id, received.sender, received.body.hex()) == (
-            node_sent["message_id"], "FR-CUSTOMS", node_sent["body_hex"])
-        assert received.content_type == "application/json"
-        assert received.envelope_sha256.hex() == node_sent["envelope_sha256_hex"]
-        police.ack(received)
+        for client in (police, customs):
+            received = next(iter(client.deliveries(timeout=10)))
+            assert (received.message_id, received.sender, received.body.hex()) == (
+                node_sent["message_id"], "NL-FIOD", node_sent["body_hex"])
+            assert received.content_type == "application/json"
+            assert list(received.header.recipients) == ["EU-CUSTOMS", "DE-BKA"]
+            assert received.envelope_sha256.hex() == node_sent["envelope_sha256_hex"]
+            client.ack(received)
         # 4. The receipt Node signed as NL-FIOD verifies in the Python SDK.
         [status] = customs.status(sent.message_id)
         assert (status.recipient, status.state) == ("NL-FIOD", "ACKNOWLEDGED")

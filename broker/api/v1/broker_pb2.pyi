@@ -601,19 +601,48 @@ Global___PublishKeyBundleResponse: _TypeAlias = PublishKeyBundleResponse  # noqa
 class GetDirectoryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MinAuditIndexEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     AGENCIES_FIELD_NUMBER: _builtins.int
+    MIN_AUDIT_INDEX_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def agencies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """empty: every registered agency"""
+
+    @_builtins.property
+    def min_audit_index(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Freshness bound: for an agency, the audit index of the newest key bundle publication the
+        caller has already seen. The broker refuses with FAILED_PRECONDITION when it holds no current
+        bundle of that agency published at or after that index (it is behind, or withholds one).
+        """
 
     def __init__(
         self,
         *,
         agencies: _abc.Iterable[_builtins.str] | None = ...,
+        min_audit_index: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "min_audit_index", b"min_audit_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -629,6 +658,7 @@ class DirectoryEntry(_message.Message):
     CERTIFICATE_FIELD_NUMBER: _builtins.int
     KEY_BUNDLES_FIELD_NUMBER: _builtins.int
     CHAIN_FIELD_NUMBER: _builtins.int
+    KEY_BUNDLE_AUDIT_INDEX_FIELD_NUMBER: _builtins.int
     agency: _builtins.str
     display_name: _builtins.str
     country: _builtins.str
@@ -640,6 +670,12 @@ class DirectoryEntry(_message.Message):
     def chain(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """intermediate CA certificates, DER, leaf-most first"""
 
+    @_builtins.property
+    def key_bundle_audit_index(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The audit index of each key bundle's publication (its keybundle.published entry), in the
+        order of key_bundles; 0 for bundles published before the broker recorded it.
+        """
+
     def __init__(
         self,
         *,
@@ -649,10 +685,11 @@ class DirectoryEntry(_message.Message):
         certificate: _builtins.bytes = ...,
         key_bundles: _abc.Iterable[_envelope_pb2.SignedKeyBundle] | None = ...,
         chain: _abc.Iterable[_builtins.bytes] | None = ...,
+        key_bundle_audit_index: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "certificate", b"certificate", "chain", b"chain", "country", b"country", "display_name", b"display_name", "key_bundles", b"key_bundles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "certificate", b"certificate", "chain", b"chain", "country", b"country", "display_name", b"display_name", "key_bundle_audit_index", b"key_bundle_audit_index", "key_bundles", b"key_bundles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -704,3 +741,46 @@ class Directory(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Directory: _TypeAlias = Directory  # noqa: Y015
+
+@_typing.final
+class GetRevocationListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRevocationListRequest: _TypeAlias = GetRevocationListRequest  # noqa: Y015
+
+@_typing.final
+class RevocationList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CRL_FIELD_NUMBER: _builtins.int
+    ISSUER_CHAIN_FIELD_NUMBER: _builtins.int
+    crl: _builtins.bytes
+    """DER, signed by the CA that issues leaves (RFC 5280 section 5)"""
+    @_builtins.property
+    def issuer_chain(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """DER certificates from the CRL's issuer up to, not including, the trust anchor: empty when the
+        root signs the CRL, the intermediate CA otherwise. Clients verify them against their anchor.
+        """
+
+    def __init__(
+        self,
+        *,
+        crl: _builtins.bytes = ...,
+        issuer_chain: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crl", b"crl", "issuer_chain", b"issuer_chain"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevocationList: _TypeAlias = RevocationList  # noqa: Y015

@@ -58,26 +58,49 @@ test("opens an alert the Python SDK sent, and acknowledges it with a signed rece
   me.close();
 });
 
-test("seals an alert with a key bundle it verified itself, and the broker accepts it", { skip }, async () => {
+test("seals an alert to a group and an agency, wrapping for the expansion it computed", { skip }, async () => {
+  // As NL-FIOD to ["EU-CUSTOMS", "DE-BKA"]: the group expands (directory membership, minus the
+  // sender) to FR-CUSTOMS, so keys are wrapped for FR-CUSTOMS (X25519) and DE-BKA (X-Wing), and the
+  // header order differs from the sorted order the inner signature binds.
   const ca = parseCertificate(read("ca.crt"));
-  const me = connect(target, certs, "FR-CUSTOMS");
-  const directory = await me.call("GetDirectory", { agencies: ["DE-BKA"] });
-  const entry = directory.agencies.find((a) => a.agency === "DE-BKA");
-  const bundles = entry.key_bundles.map((b) => verifyKeyBundle(b, { ca, agency: "DE-BKA", trustDomain, when: new Date() }));
-  bundles.sort((a, b) => dateOf(b.not_before) - dateOf(a.not_before));
-  const ownCert = parseCertificate(leafPem(read("FR-CUSTOMS.crt")));
+  const me = connect(target, certs, "NL-FIOD");
+  const addressed = ["EU-CUSTOMS", "DE-BKA"];
+  // Groups come with every directory answer; then the bundles of the expanded agencies.
+  const own = await me.call("GetDirectory", { agencies: ["NL-FIOD"] });
+  const groups = Object.fromEntries((own.groups ?? []).map((g) => [g.name, g.members ?? []]));
+  const agencies = new Set(addressed.flatMap((r) => (r in groups ? groups[r] : [r])).filter((a) => a !== "NL-FIOD"));
+  assert.deepEqual([...agencies].sort(), ["DE-BKA", "FR-CUSTOMS"]);
+  const directory = await me.call("GetDirectory", { agencies: [...agencies] });
+  const bundles = {};
+  for (const agency of agencies) {
+    const entry = directory.agencies.find((a) => a.agency === agency);
+    const verified = entry.key_bundles.map((b) => verifyKeyBundle(b, { ca, agency, trustDomain, when: new Date() }));
+    verified.sort((a, b) => dateOf(b.not_before) - dateOf(a.not_before));
+    bundles[agency] = verified[0];
+  }
+  assert.deepEqual(Object.fromEntries(Object.entries(bundles).map(([a, b]) => [a, b.suite])),
+    { "DE-BKA": enums.KeySuite.MLKEM768_X25519_HKDF_SHA256_AES_256_GCM,
+      "FR-CUSTOMS": enums.KeySuite.X25519_HKDF_SHA256_AES_256_GCM });
+  const ownCert = parseCertificate(leafPem(read("NL-FIOD.crt")));
   const body = utf8(JSON.stringify({ category: "CASH_COURIER", flight: "AF1234", from: "node" }));
   const messageId = uuid7();
   const envelope = await seal({
-    header: { message_id: messageId, sender: "FR-CUSTOMS", sender_cert_sha256: fingerprint(ownCert),
-      recipients: ["DE-BKA"], kind: enums.Kind.ALERT, handling: { tlp: enums.Tlp.TLP_AMBER },
-      priority: enums.Priority.HIGH, created: timestampOf(new Date()) },
-    contentType: "application/json", body, bundles: { "DE-BKA": bundles[0] },
-    identityKey: privateKeyFromPem(read("FR-CUSTOMS.key")),
+    header: { message_id: messageId, sender: "NL-FIOD", sender_cert_sha256: fingerprint(ownCert),
+      recipients: addressed, kind: enums.Kind.ALERT,
+      handling: { tlp: enums.Tlp.TLP_AMBER, classification: "NL-DEP-V", source_reliability: 2,
+        information_accuracy: 3 },
+      priority: enums.Priority.HIGH, created: timestampOf(new Date()),
+      expires: timestampOf(new Date(Date.now() + 86_400_000)) },
+    contentType: "application/json", body, bundles,
+    identityKey: privateKeyFromPem(read("NL-FIOD.key")),
   });
   const reply = await me.call("Send", { envelope });
   assert.equal(reply.message_id, messageId);
-  assert.deepEqual(reply.queued_for, ["DE-BKA"]);  // SendResponse.delivered_to was renamed queued_for (field 5)
+  assert.deepEqual([...(reply.queued_for ?? [])].sort(), ["DE-BKA", "FR-CUSTOMS"]);
+  // Sending the same bytes again is idempotent (section 14).
+  const again = await me.call("Send", { envelope });
+  assert.equal(again.duplicate, true);
+  assert.equal(again.audit_index, reply.audit_index);
   fs.writeFileSync(path.join(work, "node-sent.json"), JSON.stringify({ message_id: messageId, body_hex: toHex(body),
     audit_index: Number(reply.audit_index), envelope_sha256_hex: toHex(envelopeSha256(envelope)) }));
   me.close();
