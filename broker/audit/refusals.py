@@ -41,6 +41,9 @@ log = structlog.get_logger(__name__)
 MAX_TEXT: Final = 512
 """Characters of one text field of a refusal entry, log line or status message, at most."""
 
+_ID_COLUMN: Final = 64  # audit_entries.message_id and .agency
+_ACTOR_COLUMN: Final = 255  # audit_entries.actor
+
 Record = Callable[[AuditEvent], Awaitable[object]]
 """Writes one audit entry (the broker's: a `RecordEvent` through the writer)."""
 
@@ -64,9 +67,14 @@ def rejection(actor: str, rpc: str, reason: str, time: dt.datetime, *, message_i
         entry["envelope_sha256"] = bounded(digest)
     if status:
         entry["status"] = status
-    return AuditEvent(event="request.rejected", actor=bounded(actor), time=time,
-                      message_id=bounded(message_id) if message_id is not None else None,
-                      agency=bounded(agency) if agency is not None else None, fields=entry)
+    # The indexed columns hold identifiers (at most 64 characters, 255 for the actor); a longer
+    # claim is no identifier: it moves to the fields, bounded, and the column stays empty.
+    if message_id is not None and len(message_id) > _ID_COLUMN:
+        entry["claimed_message_id"], message_id = bounded(message_id), None
+    if agency is not None and len(agency) > _ID_COLUMN:
+        entry["claimed_agency"], agency = bounded(agency), None
+    return AuditEvent(event="request.rejected", actor=bounded(actor, _ACTOR_COLUMN), time=time,
+                      message_id=message_id, agency=agency, fields=entry)
 
 
 def _bounded_value(value: FieldValue) -> FieldValue:

@@ -301,7 +301,8 @@ def _verify_outer(
     # 1. Size, before any work.
     if max_bytes is not None and envelope.ByteSize() > max_bytes:
         raise ProtocolError(f"envelope is {envelope.ByteSize()} bytes, over the limit of {max_bytes}")
-    validation.check_envelope(envelope)
+    with validation.verifying():
+        validation.check_envelope(envelope)
     # 2. Outer signature over the exact header bytes; nothing unauthenticated is parsed before this.
     verify_identity_signature(
         public_key,
@@ -315,7 +316,8 @@ def _verify_outer(
         raise VerificationError("envelope header does not parse") from exc
     # 3. The header is well formed, every field in its range (broker.protocol.validation).
     _check_header_fields(header)
-    validation.check_header(header)
+    with validation.verifying():
+        validation.check_header(header)
     # 4. The header names the certificate that signed it, and its agency as sender.
     if header.sender_cert_sha256 != certificate_sha256(sender_certificate):
         raise VerificationError("header sender_cert_sha256 does not match the sender certificate")

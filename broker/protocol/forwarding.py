@@ -118,5 +118,6 @@ def verify_forward_consent(signed: envelope_pb2.SignedForwardConsent,
         raise VerificationError("forward consent does not parse") from exc
     if not consent.message_id or not consent.forwarder or not consent.recipients or not consent.HasField("not_after"):
         raise VerificationError("forward consent must name the message, the forwarder, recipients and an expiry")
-    validation.check_forward_consent(consent)
+    with validation.verifying():
+        validation.check_forward_consent(consent)
     return consent

@@ -396,7 +396,8 @@ def verify_key_bundle(
     # 5. The bundle is within its validity window.
     if not (bundle.HasField("not_before") and bundle.HasField("not_after")):
         raise VerificationError(f"key bundle of {expected_agency} has no validity window")
-    validation.check_key_bundle(bundle)  # times in range before they become datetimes
+    with validation.verifying():  # times in range before they become datetimes
+        validation.check_key_bundle(bundle)
     not_before = bundle.not_before.ToDatetime(dt.UTC)
     not_after = bundle.not_after.ToDatetime(dt.UTC)
     if now < not_before:

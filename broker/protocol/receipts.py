@@ -97,5 +97,6 @@ def verify_receipt(
         raise VerificationError("receipt envelope_sha256 is not a SHA-256 digest")
     if not receipt.HasField("time"):
         raise VerificationError("receipt has no time")
-    validation.check_receipt(receipt)
+    with validation.verifying():
+        validation.check_receipt(receipt)
     return receipt

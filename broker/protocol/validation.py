@@ -13,9 +13,10 @@ checks on what they have verified.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 from google.protobuf.message import DecodeError
@@ -23,7 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.api.v1 import broker_pb2, envelope_pb2, watchlist_pb2
 from broker.protocol._stream import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
-from broker.protocol.errors import OutOfRange, ProtocolError
+from broker.protocol.errors import OutOfRange, ProtocolError, VerificationError
 
 __all__ = [
     "DEFAULT_MAX_CLOCK_SKEW",
@@ -50,6 +51,7 @@ __all__ = [
     "check_timestamp",
     "check_watchlist_request",
     "parse_header",
+    "verifying",
 ]
 
 # google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
@@ -93,6 +95,17 @@ def _known(enum: object, value: int, name: str, *, unspecified_ok: bool) -> None
     if value not in values or (value == 0 and not unspecified_ok):
         what = "unknown" if value not in values else "unspecified"
         raise ProtocolError(f"{name} is {what} ({value})", field=name)
+
+
+@contextlib.contextmanager
+def verifying() -> Iterator[None]:
+    """In a `verify_*` function: a field out of its range makes the signed object fail verification."""
+    try:
+        yield
+    except VerificationError:
+        raise
+    except ProtocolError as exc:
+        raise VerificationError(str(exc), field=exc.field) from None
 
 
 def check_text(value: str, name: str, limit: int) -> None:

@@ -3,6 +3,7 @@ deployment, and a database that is not there yet (issue 12, faults)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -21,10 +22,11 @@ pytestmark = pytest.mark.slow
 
 
 def _one_clear_line(output: str) -> str:
-    lines = [line for line in output.splitlines() if line.startswith("isb serve:")]
+    """The reason of the one `broker.exit` line `isb serve` ends with (its output is JSON lines)."""
     assert "Traceback" not in output
-    assert len(lines) == 1, output
-    return lines[0]
+    exits = [json.loads(line) for line in output.splitlines() if '"broker.exit"' in line]
+    assert len(exits) == 1, output
+    return str(exits[0]["reason"])
 
 
 def test_second_broker_on_the_same_sqlite_database_refuses_and_the_first_keeps_serving(

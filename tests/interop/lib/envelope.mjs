@@ -3,6 +3,7 @@ import crypto from "node:crypto";
 import { compareBytes, concat, equal, SHA256, utf8, VerificationError } from "./bytes.mjs";
 import { agencyOf, fingerprint, sign, verify } from "./identity.mjs";
 import { unwrap, wrap } from "./hpke.mjs";
+import { checkEnvelope, checkHeader } from "./limits.mjs";
 import { attachments, handling, int, pae, recipients, timestamp, TYPES } from "./pae.mjs";
 import { canonicalEnvelope, decode, encode } from "./proto.mjs";
 
@@ -77,6 +78,7 @@ export async function seal({ header, contentType, body, bundles, identityKey, co
 
 /** 6.8 steps 1-5, with the sender certificate already accepted; returns the parsed header. */
 export function verifyOuter(envelope, senderCert) {
+  checkEnvelope(envelope);
   verify(senderCert, headerSigningInput(envelope.header), envelope.header_signature, "envelope header");
   let h;
   try {
@@ -92,6 +94,7 @@ export function verifyOuter(envelope, senderCert) {
   }
   if (!h.kind) throw new VerificationError("kind is unspecified", 3);
   if (!h.created) throw new VerificationError("no creation time", 3);
+  checkHeader(h);
   if (!equal(h.sender_cert_sha256 ?? new Uint8Array(0), fingerprint(senderCert))) {
     throw new VerificationError("header names another sender certificate", 4);
   }
