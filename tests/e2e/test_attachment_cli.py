@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,30 +13,32 @@ from broker.pki.dev import DevPki
 from clients import AgencyClient
 from clients.cli import main as isb
 from clients.cli.progress import ProgressBar
-from tests.e2e.conftest import RunningBroker
+from tests.e2e.conftest import RunningBroker, copy_pki
 
 
-def _connection(broker: RunningBroker, pki: DevPki, agency: str) -> list[str]:
-    return ["--broker", broker.target, "--agency", agency, "--certs", str(pki.directory)]
+def _connection(broker: RunningBroker, certs: Path, agency: str) -> list[str]:
+    return ["--broker", broker.target, "--agency", agency, "--certs", str(certs)]
 
 
 def test_send_with_two_attachments_and_listen_saves_them_verified(
-    agencies: dict[str, AgencyClient], broker: RunningBroker, pki: DevPki, tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    broker_factory: Any, pki: DevPki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Two files attached with --attach arrive, verified, in the folder given to --save-attachments."""
+    # A private PKI copy: the CLI keeps keys and trust state under --certs, which must not leak to other tests.
+    certs = copy_pki(pki, tmp_path / "pki")
+    broker = broker_factory(cert_dir=certs)
     photo, scan = tmp_path / "statuette.jpg", tmp_path / "scan.pdf"
     photo.write_bytes(os.urandom(1_500_000))
     scan.write_bytes(b"%PDF-1.7 inventory")
-    # The police's key must be published with a keystore the CLI finds: its default under --certs.
-    police = AgencyClient.from_dir(broker.target, pki.directory, "DE-BKA")
+    # The police's key is published with a keystore the CLI finds: its default under --certs.
+    police = AgencyClient.from_dir(broker.target, certs, "DE-BKA")
     police.publish_key()
     police.close()
-    assert isb(["send", *_connection(broker, pki, "FR-CUSTOMS"), "--to", "DE-BKA", "--text", "photos attached",
+    assert isb(["send", *_connection(broker, certs, "FR-CUSTOMS"), "--to", "DE-BKA", "--text", "photos attached",
                 "--attach", str(photo), "--attach", str(scan), "--json"]) == 0
     sent = json.loads(capsys.readouterr().out)
     out = tmp_path / "received"
-    assert isb(["listen", *_connection(broker, pki, "DE-BKA"), "--count", "1", "--idle", "10",
+    assert isb(["listen", *_connection(broker, certs, "DE-BKA"), "--count", "1", "--idle", "10",
                 "--save-attachments", str(out), "--json"]) == 0
     line = json.loads(capsys.readouterr().out.splitlines()[0])
     assert line["message_id"] == sent["message_id"]
@@ -49,7 +52,7 @@ def test_send_refuses_a_missing_attachment_file(
     broker: RunningBroker, pki: DevPki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A path that is not a file is refused before anything is sent."""
-    code = isb(["send", *_connection(broker, pki, "FR-CUSTOMS"), "--to", "DE-BKA", "--text", "x",
+    code = isb(["send", *_connection(broker, pki.directory, "FR-CUSTOMS"), "--to", "DE-BKA", "--text", "x",
                 "--attach", str(tmp_path / "nope.jpg")])
     assert code == 1
     assert "cannot attach" in capsys.readouterr().err
