@@ -21,7 +21,6 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sqlalchemy.engine import Engine
 
 from broker.api.v1 import admin_pb2, admin_pb2_grpc, audit_pb2, audit_pb2_grpc, broker_pb2, broker_pb2_grpc
@@ -46,6 +45,7 @@ from broker.transport.admin_servicer import AdminServicer, open_ca
 from broker.transport.audit_servicer import AuditServicer
 from broker.transport.auth import Authenticator
 from broker.transport.credentials import ReloadingServerCredentials
+from broker.transport.reflection import enable_server_reflection
 from broker.transport.rpc import CallInterceptor
 from broker.transport.servicers import BrokerServicer
 from broker.watchlists.servicer import SERVICE_NAME as WATCHLIST_SERVICE
@@ -165,13 +165,12 @@ class Broker:
         add_watchlist_service(self.server, self)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection([
+        enable_server_reflection([
             broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
             WATCHLIST_SERVICE,
             audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
             admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
         ], self.server)
         self.credentials = ReloadingServerCredentials(
             config.path("server_cert"), config.path("server_key"), config.path("ca_bundle"))

@@ -1070,6 +1070,86 @@ def audit_log_vectors() -> tuple[dict[str, Any], bytes]:
     return log_vector, ("\n".join(good) + "\n").encode()
 
 
+# --- CRL freshness ---------------------------------------------------------------------------------
+
+
+def _crl(signer: ec.EllipticCurvePrivateKey, issuer: x509.Name, *, number: int | None, this_update: dt.datetime,
+         next_update: dt.datetime, revoked: Sequence[int]) -> bytes:
+    builder = x509.CertificateRevocationListBuilder().issuer_name(issuer).last_update(this_update) \
+        .next_update(next_update)
+    if number is not None:
+        builder = builder.add_extension(x509.CRLNumber(number), critical=False)
+    builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+                                    critical=False)
+    for serial in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(this_update).build())
+    return builder.sign(signer, hashes.SHA256(), ecdsa_deterministic=True).public_bytes(serialization.Encoding.DER)
+
+
+def crl_freshness_vector() -> dict[str, Any]:
+    """CRLs a client accepts or refuses at verification_time, given the highest CRL number it has seen."""
+    ca_key, ca = _authority()
+    revoked_key, valid_key = _identity_key("crl/revoked DE-BKA"), _identity_key("crl/valid DE-BKA")
+    revoked_cert = _agency_certificate(ca_key, ca, revoked_key, "DE-BKA", 401)
+    valid_cert = _agency_certificate(ca_key, ca, valid_key, "DE-BKA", 402)
+    day = dt.timedelta(days=1)
+    seen = 5
+
+    def case(description: str, expect: str, crl: bytes, **extra: Any) -> dict[str, Any]:
+        return {"description": description, "expect": expect, "crl_der_hex": crl.hex(), **extra}
+
+    current = _crl(ca_key, ca.subject, number=7, this_update=CREATED - day, next_update=CREATED + 6 * day,
+                   revoked=[401])
+    cases = [
+        case("current, number above the one seen: accepted; serial 401 revoked", "accept", current,
+             crl_number=7, revoked_serials=[401]),
+        case("equal to the number seen: accepted", "accept",
+             _crl(ca_key, ca.subject, number=seen, this_update=CREATED - day, next_update=CREATED + 6 * day,
+                  revoked=[]), crl_number=seen, revoked_serials=[]),
+        case("past its nextUpdate (stale): refused", "stale",
+             _crl(ca_key, ca.subject, number=8, this_update=CREATED - 8 * day, next_update=CREATED - day,
+                  revoked=[401])),
+        case("nextUpdate exactly at verification_time: refused (t >= nextUpdate)", "stale",
+             _crl(ca_key, ca.subject, number=8, this_update=CREATED - 7 * day,
+                  next_update=CREATED.replace(microsecond=0), revoked=[401]),
+             verification_time=CREATED.replace(microsecond=0).isoformat()),
+        case("CRL number 4, lower than 5 already seen (rolled back): refused", "rolled-back",
+             _crl(ca_key, ca.subject, number=4, this_update=CREATED - day, next_update=CREATED + 6 * day,
+                  revoked=[])),
+        case("signed by another key under the CA's name: refused", "invalid",
+             _crl(_identity_key("crl/impostor"), ca.subject, number=9, this_update=CREATED - day,
+                  next_update=CREATED + 6 * day, revoked=[])),
+        case("issued by a name that is no trust anchor: refused", "invalid",
+             _crl(ca_key, _name("Some Other CA"), number=9, this_update=CREATED - day,
+                  next_update=CREATED + 6 * day, revoked=[])),
+        case("without a CRL number: refused", "invalid",
+             _crl(ca_key, ca.subject, number=None, this_update=CREATED - day, next_update=CREATED + 6 * day,
+                  revoked=[])),
+        case("thisUpdate a day after verification_time: refused", "invalid",
+             _crl(ca_key, ca.subject, number=9, this_update=CREATED + day, next_update=CREATED + 7 * day,
+                  revoked=[])),
+    ]
+    return {
+        "name": "crl-freshness",
+        "description": "CRL acceptance (docs/protocol.md section 16): signature by the trust anchor, cRLNumber,"
+                       " thisUpdate <= t + 5 min, t < nextUpdate, number >= the highest seen; then revocation of"
+                       " certificates by serial",
+        "trust_domain": TRUST_DOMAIN,
+        "verification_time": CREATED.isoformat(),
+        "clock_skew_seconds": 300,
+        "highest_crl_number_seen": seen,
+        "ca_certificate_pem": _pem_cert(ca),
+        "crls": cases,
+        "certificates": [
+            {"description": "DE-BKA certificate, serial 401, revoked by the accepted CRL",
+             "certificate_pem": _pem_cert(revoked_cert), "serial": 401, "revoked": True},
+            {"description": "DE-BKA certificate, serial 402, not revoked",
+             "certificate_pem": _pem_cert(valid_cert), "serial": 402, "revoked": False},
+        ],
+    }
+
+
 def all_vectors() -> list[dict[str, Any]]:
     """The JSON vectors this script writes, each named by its `name`."""
     return [
@@ -1110,6 +1190,7 @@ def all_vectors() -> list[dict[str, Any]]:
         forward_consent_vector(),
         audit_entries_vector(),
         checkpoint_vector(),
+        crl_freshness_vector(),
     ]
 
 
