@@ -55,6 +55,9 @@ class BrokerConfig:
     attachment_quota_bytes: int = 50 * 1024 * 1024 * 1024  # per agency, every attachment it has stored
     upload_ttl_seconds: float = 24 * 3600.0  # an upload no envelope references by then is deleted
     attachment_sweep_seconds: float = 30.0
+    # The broker's own files (the policy an admin applied): default, the SQLite database's folder,
+    # or var/ beside a PostgreSQL database.
+    state_dir: Path | None = None
     metrics_listen: str = ""  # host:port of the Prometheus endpoint (mutual TLS only); "" disables it
     log_level: str = "info"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -71,6 +74,14 @@ class BrokerConfig:
             "audit_key": "audit.key",
         }
         return self.cert_dir / defaults[name]
+
+    def state_path(self, name: str) -> Path:
+        """A file of the broker's own in `state_dir` (default: the SQLite database's folder, else var/)."""
+        if self.state_dir is not None:
+            return self.state_dir / name
+        if self.database_url.startswith("sqlite:///") and self.database_url != "sqlite:///:memory:":
+            return Path(self.database_url.removeprefix("sqlite:///")).parent / name
+        return Path("var") / name
 
 
 def _coerce(name: str, raw: Any, annotation: str) -> Any:
