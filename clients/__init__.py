@@ -10,7 +10,15 @@ from clients.agency import (
     ReceivedMessage,
     RecipientReceipt,
 )
-from clients.errors import CertificateProblem, ClientError, ConnectionFailed, RemoteError, VerificationError
+from clients.errors import (
+    CertificateProblem,
+    ClientError,
+    ConnectionFailed,
+    ProtocolViolation,
+    RemoteError,
+    Unavailable,
+    VerificationError,
+)
 
 __all__ = [
     "MLKEM768_X25519",
@@ -21,9 +29,11 @@ __all__ = [
     "ClientError",
     "ConnectionFailed",
     "InvalidDelivery",
+    "ProtocolViolation",
     "ReceivedAttachment",
     "ReceivedMessage",
     "RecipientReceipt",
     "RemoteError",
+    "Unavailable",
     "VerificationError",
 ]
