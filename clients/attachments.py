@@ -24,7 +24,7 @@ import structlog
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.protocol import _stream
 from broker.protocol.attachments import DEFAULT_CHUNK_SIZE, AttachmentEncryptor, AttachmentReader
-from clients.errors import ClientError, VerificationError
+from clients.errors import ClientError, VerificationError, protocol_errors
 
 log = structlog.get_logger(__name__)
 
@@ -138,6 +138,25 @@ def _upload_status(stub: broker_pb2_grpc.BrokerServiceStub, translate: Callable[
         return status
 
 
+class _VerifiedStream(AttachmentReader):
+    """`AttachmentReader` raising the SDK's errors (`clients.errors.VerificationError`)."""
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        """Fill `buffer` with verified plaintext; 0 at the end."""
+        with protocol_errors():
+            return super().readinto(buffer)
+
+    def readall(self) -> bytes:
+        """The rest of the plaintext (holds it whole: for small attachments only)."""
+        with protocol_errors():
+            return super().readall()
+
+    def copy_to(self, destination: BinaryIO) -> int:
+        """Write the whole verified plaintext to `destination`; return its size."""
+        with protocol_errors():
+            return super().copy_to(destination)
+
+
 class ReceivedAttachment:
     """One attachment of a received message, as its verified header describes it."""
 
@@ -171,7 +190,8 @@ class ReceivedAttachment:
 
     def open(self, *, progress: Progress | None = None, retries: int = 8) -> AttachmentReader:
         """A readable stream of the plaintext; `read` raises `VerificationError` at the first bad chunk."""
-        return AttachmentReader(self._key, self.ref, self._chunks(progress, retries))
+        with protocol_errors():
+            return _VerifiedStream(self._key, self.ref, self._chunks(progress, retries))
 
     def save(self, path: Path, *, progress: Progress | None = None) -> int:
         """Download, verify and write the plaintext to `path` (0600); return its size.
