@@ -47,6 +47,14 @@ class BrokerConfig:
     checkpoint_interval_seconds: float = 2.0
     max_connection_age_seconds: float = 3600.0
     policy_file: Path | None = None
+    # Attachments (docs/protocol.md "Attachments"). blob_store "": a folder beside a SQLite database
+    # (blob_dir, default <database folder>/blobs), chunk rows in a PostgreSQL one; or "directory"/"database".
+    blob_store: str = ""
+    blob_dir: Path | None = None
+    max_attachment_bytes: int = 2 * 1024 * 1024 * 1024
+    attachment_quota_bytes: int = 50 * 1024 * 1024 * 1024  # per agency, every attachment it has stored
+    upload_ttl_seconds: float = 24 * 3600.0  # an upload no envelope references by then is deleted
+    attachment_sweep_seconds: float = 30.0
     # The broker's own files (the policy an admin applied): default, the SQLite database's folder,
     # or var/ beside a PostgreSQL database.
     state_dir: Path | None = None
@@ -58,6 +66,9 @@ class BrokerConfig:
     witness_client_cert: Path | None = None
     witness_client_key: Path | None = None
     witness_timeout_seconds: float = 5.0
+    # A file the broker rewrites every few seconds with its health (SERVING or NOT_SERVING), for a
+    # container health check that needs no client certificate (`python -m clients.healthcheck`).
+    health_file: Path | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def path(self, name: str) -> Path:
@@ -189,3 +200,32 @@ def load_client_settings(environ: Mapping[str, str] | None = None) -> ClientSett
         if raw_env:
             values[key] = _coerce(key, raw_env, annotation)
     return dataclasses.replace(ClientSettings(), **values)
+
+
+PKI_FILES = ("server_cert", "server_key", "ca_bundle", "audit_key")
+
+
+def check_pki_files(config: BrokerConfig) -> None:
+    """Each PKI file the broker reads exists and is readable by this process, or say which and how.
+
+    In the container the broker runs as uid 10001 (group 10001) and the deployment's keys are
+    mounted from the host: a key left 0600 for its host owner is the usual mistake (README, Container).
+    """
+    for name in PKI_FILES:
+        path = config.path(name)
+        try:
+            with path.open("rb"):
+                pass
+        except FileNotFoundError as exc:
+            raise ConfigurationError(f"{name} {path} does not exist (run `isb pki dev` for a dev PKI)") from exc
+        except PermissionError as exc:
+            try:
+                info = path.stat()
+                held = f"owner {info.st_uid}, group {info.st_gid}, mode {info.st_mode & 0o777:04o}"
+            except OSError:
+                held = "its folder cannot be entered"
+            raise ConfigurationError(
+                f"{name} {path} is not readable by the broker (uid {os.getuid()}, gid {os.getgid()}; {held}): "
+                f"`chgrp {os.getgid()} {path}` and `chmod 0640 {path}` (or chown it to uid {os.getuid()})") from exc
+        except OSError as exc:
+            raise ConfigurationError(f"{name} {path} cannot be read: {exc.strerror}") from exc
