@@ -39,9 +39,9 @@ from broker.pki.ledger import CaLedger
 from broker.pki.revocation import RevocationList
 from broker.pki.store import CaDirectory
 from broker.policy import RunningPolicy
+from broker.protocol.attachments import MAX_CHUNK_SIZE
 from broker.protocol.errors import ProtocolError
 from broker.protocol.witness_policy import load_policy
-from broker.protocol.attachments import MAX_CHUNK_SIZE
 from broker.store import tables
 from broker.store.binding import Deployment, bind_deployment
 from broker.store.db import WriterLock, create_engine, storage_fault, writer_lock
