@@ -75,7 +75,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     screen.add_argument("manifest", type=Path, help="a .csv with a header row, or a .json manifest")
     screen.add_argument("--columns", type=lambda v: [c.strip() for c in v.split(",")], default=None,
                         help="the columns of a CSV without a header row, in order, e.g. family_name,given_names,dob")
-    screen.add_argument("--min-score", type=int, default=DEFAULT_MIN_SCORE)
+    screen.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE,
+                        help=f"report hits scoring at least this (0..1, default {DEFAULT_MIN_SCORE})")
     screen.set_defaults(func=_screen)
 
 
@@ -148,7 +149,8 @@ def _screen(args: argparse.Namespace) -> int:
         print(f"{args.manifest}: {problem}", file=sys.stderr)
     for hit in hits:
         print(json.dumps({"record_id": hit.record.record_id, "entry_id": hit.entry_id, "score": hit.score,
-                          "matched_fields": list(hit.matched_fields), "watchlist_id": hit.watchlist_id,
+                          "matched_fields": list(hit.matched_fields), "explanation": list(hit.explanation),
+                          "watchlist_id": hit.watchlist_id,
                           "version": hit.watchlist_version,
                           "action_on_hit": payload_pb2.ActionOnHit.Name(hit.entry.action_on_hit) if hit.entry else ""}))
     print(json.dumps({"records": len(manifest.records), "hits": len(hits), "row_problems": len(manifest.problems)}),
