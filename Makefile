@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The Node.js conformance client's dependencies, from its committed lockfile (npm ci).
+INTEROP := tests/interop/node_modules/.package-lock.json
 
-.PHONY: run test lint proto bench clean
+.PHONY: run test lint proto bench clean interop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +25,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+$(INTEROP): tests/interop/package.json tests/interop/package-lock.json
+	cd tests/interop && npm ci --no-audit --no-fund
+	touch $(INTEROP)
+
+interop: $(INTEROP)
+
+test: lint $(INTEROP)
 	$(BIN)/python -m pytest -q
 	ISB_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q tests/e2e
 
@@ -34,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache tests/interop/node_modules

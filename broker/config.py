@@ -36,8 +36,12 @@ class BrokerConfig:
     # crl.pem the broker checks on every call. Default: cert_dir (the dev PKI is a CA directory).
     ca_dir: Path | None = None
     database_url: str = "sqlite:///var/isb.db"
+    # How long a starting broker waits for its database (retrying with backoff) before it gives up.
+    database_wait_seconds: float = 30.0
     max_envelope_bytes: int = 4 * 1024 * 1024
     max_recipients: int = 256
+    # How far an envelope's `created` may be from the broker's clock (issue 12; docs/protocol.md).
+    max_clock_skew_seconds: float = 600.0
     lease_seconds: float = 30.0
     max_in_flight: int = 256
     checkpoint_interval_seconds: float = 2.0
@@ -106,3 +110,65 @@ def load_config(
             raise ConfigurationError(f"unknown setting {key!r}")
         values[key] = raw
     return dataclasses.replace(BrokerConfig(), **values)
+
+
+DEFAULT_BROKER_ADDRESS = "127.0.0.1:7443"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """What every `isb` client command needs to find its broker and its own certificates.
+
+    Read from the `[client]` table of the file named by `ISB_CONFIG` (default
+    `$XDG_CONFIG_HOME/isb/config.toml`, if it exists), then overridden by `ISB_BROKER`,
+    `ISB_CERT_DIR`, `ISB_TRUST_DOMAIN` and `ISB_AGENCY`; command-line options override both.
+    """
+
+    broker: str = DEFAULT_BROKER_ADDRESS
+    cert_dir: Path = DEFAULT_CERT_DIR
+    trust_domain: str = "isb.dev"
+    agency: str | None = None
+    source: Path | None = None
+    """The configuration file the settings came from, if any."""
+
+
+_CLIENT_SETTINGS = {"broker": "str", "cert_dir": "Path", "trust_domain": "str", "agency": "str"}
+
+
+def client_config_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The client configuration file: `ISB_CONFIG`, else the per-user file if it exists."""
+    env = os.environ if environ is None else environ
+    if env.get("ISB_CONFIG"):
+        return Path(env["ISB_CONFIG"])
+    home = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else Path(env.get("HOME", "~")) / ".config"
+    candidate = home.expanduser() / "isb" / "config.toml"
+    return candidate if candidate.is_file() else None
+
+
+def load_client_settings(environ: Mapping[str, str] | None = None) -> ClientSettings:
+    """Client settings: defaults, then the `[client]` table of the configuration file, then `ISB_*`."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = client_config_path(env)
+    if path is not None:
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"cannot read the configuration file {path}: {exc}") from exc
+        section = document.get("client", {})
+        if not isinstance(section, dict):
+            raise ConfigurationError(f"{path}: [client] must be a table")
+        for key, raw in section.items():
+            if key not in _CLIENT_SETTINGS:
+                raise ConfigurationError(f"{path}: unknown setting {key!r} in [client] "
+                                         f"(known: {', '.join(_CLIENT_SETTINGS)})")
+            values[key] = _coerce(key, raw, _CLIENT_SETTINGS[key])
+        if isinstance(values.get("cert_dir"), Path) and not values["cert_dir"].is_absolute():
+            # A relative folder in a file means relative to that file, wherever the command runs.
+            values["cert_dir"] = path.parent / values["cert_dir"]
+        values["source"] = path
+    for key, annotation in _CLIENT_SETTINGS.items():
+        raw_env = env.get(f"ISB_{key.upper()}")
+        if raw_env:
+            values[key] = _coerce(key, raw_env, annotation)
+    return dataclasses.replace(ClientSettings(), **values)

@@ -7,6 +7,7 @@ themselves (DESIGN.md section 3): the broker is not trusted for keys, only for a
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from broker.audit import AuditEvent
+from broker.audit.tables import entries_table
 from broker.store import tables
 from broker.store.writer import Batch
 
@@ -80,6 +82,9 @@ class RegisterAgency:
         return r
 
 
+KEYBUNDLE_PUBLISHED = "keybundle.published"
+
+
 @dataclass
 class PublishBundle:
     """Writer operation: store a key bundle the broker has checked was signed by its agency."""
@@ -102,7 +107,7 @@ class PublishBundle:
             "published_us": batch.now_us,
         })
         return batch.audit(AuditEvent(
-            event="keybundle.published", actor=self.actor, time=batch.now, message_id=None,
+            event=KEYBUNDLE_PUBLISHED, actor=self.actor, time=batch.now, message_id=None,
             agency=self.agency, fields={"key_id": self.key_id, "suite": self.suite}))
 
 
@@ -115,15 +120,37 @@ class StoredBundle:
     bundle: bytes
     signature: bytes
     certificate: bytes
+    audit_index: int = 0
+    """Index of the bundle's `keybundle.published` audit entry (0 if the log holds none)."""
+
+
+def publication_indexes(conn: Connection, agencies: Sequence[str]) -> dict[tuple[str, str], int]:
+    """The audit index of the latest publication of each (agency, key id), read from the log itself.
+
+    The log is the record senders can later check a bundle against (DESIGN.md section 8), so the
+    index comes from there rather than from a column the directory would have to keep in step.
+    """
+    query = sa.select(entries_table.c.leaf_index, entries_table.c.agency, entries_table.c.entry).where(
+        entries_table.c.event == KEYBUNDLE_PUBLISHED)
+    if agencies:
+        query = query.where(entries_table.c.agency.in_(agencies))
+    result: dict[tuple[str, str], int] = {}
+    for index, agency, entry in conn.execute(query):
+        key_id = json.loads(bytes(entry)).get("fields", {}).get("key_id")
+        if isinstance(key_id, str) and agency:
+            result[(agency, key_id)] = max(result.get((agency, key_id), 0), int(index))
+    return result
 
 
 def current_bundles(conn: Connection, agencies: Sequence[str], now_us: int) -> dict[str, list[StoredBundle]]:
-    """The unexpired bundles of each agency, newest first."""
+    """The unexpired bundles of each agency with their publication index, newest first."""
     query = sa.select(tables.key_bundles).where(tables.key_bundles.c.not_after_us > now_us)
     if agencies:
         query = query.where(tables.key_bundles.c.agency.in_(agencies))
+    indexes = publication_indexes(conn, agencies)
     result: dict[str, list[StoredBundle]] = {}
     for row in conn.execute(query.order_by(tables.key_bundles.c.published_us.desc())):
         result.setdefault(row.agency, []).append(
-            StoredBundle(row.agency, row.key_id, row.bundle, row.signature, row.certificate))
+            StoredBundle(row.agency, row.key_id, row.bundle, row.signature, row.certificate,
+                         indexes.get((row.agency, row.key_id), 0)))
     return result

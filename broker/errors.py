@@ -1,8 +1,15 @@
-"""The broker's error types. Each maps to exactly one gRPC status code, here and nowhere else."""
+"""The broker's error types. Each maps to exactly one gRPC status code, here and nowhere else.
+
+The protocol's own errors (`broker.protocol.errors`, shared with the SDK and free of gRPC) are
+refusals of the broker too: `status_of` maps them, so a bad header or a signature that does not
+verify is INVALID_ARGUMENT (OUT_OF_RANGE for a value outside its range) wherever it is detected.
+"""
 
 from __future__ import annotations
 
 import grpc
+
+from broker.protocol.errors import OutOfRange, ProtocolError, VerificationError
 
 
 class BrokerError(Exception):
@@ -11,8 +18,6 @@ class BrokerError(Exception):
     status: grpc.StatusCode = grpc.StatusCode.INTERNAL
     # Trailing metadata the caller gets with the status (for example gRPC's retry pushback).
     trailing: tuple[tuple[str, str], ...] = ()
-    # Set once the refusal has its audit entry, so the RPC layer does not write a second one.
-    audited: bool = False
 
 
 class InvalidRequest(BrokerError):
@@ -35,12 +40,6 @@ class PermissionDenied(BrokerError):
 
 class PolicyViolation(PermissionDenied):
     """The sharing policy forbids this send or forward; the message names the rule."""
-
-
-class VerificationError(BrokerError):
-    """A signature, digest or proof did not verify; the message says what did not match."""
-
-    status = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class NotFound(BrokerError):
@@ -89,3 +88,39 @@ class StorageFull(BrokerError):
 
 # The store's faults (as opposed to refusals of a request): not the caller's doing.
 STORAGE_FAULTS = (StorageUnavailable, StorageFull)
+
+
+Refusal = BrokerError | ProtocolError
+"""Anything the broker answers with a status of its own (as opposed to a failure: INTERNAL)."""
+REFUSALS: tuple[type[BrokerError], type[ProtocolError]] = (BrokerError, ProtocolError)
+
+
+def status_of(error: Refusal) -> grpc.StatusCode:
+    """The one gRPC status code of a refusal."""
+    if isinstance(error, BrokerError):
+        return error.status
+    if isinstance(error, OutOfRange):
+        return grpc.StatusCode.OUT_OF_RANGE
+    return grpc.StatusCode.INVALID_ARGUMENT
+
+
+__all__ = [
+    "REFUSALS",
+    "STORAGE_FAULTS",
+    "AlreadyExists",
+    "AuthenticationError",
+    "BrokerError",
+    "ConfigurationError",
+    "FailedPrecondition",
+    "InvalidRequest",
+    "NotFound",
+    "OutOfRange",
+    "PermissionDenied",
+    "PolicyViolation",
+    "ProtocolError",
+    "Refusal",
+    "StorageFull",
+    "StorageUnavailable",
+    "VerificationError",
+    "status_of",
+]

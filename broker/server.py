@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
@@ -18,6 +19,7 @@ import psycopg
 import sqlalchemy as sa
 import structlog
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.engine import Engine
@@ -27,19 +29,21 @@ from broker.audit import AuditLog, CheckpointSigner
 from broker.config import BrokerConfig
 from broker.delivery.exchange import Exchange
 from broker.directory import AgencyRecord, RegisterAgency, Registry
-from broker.errors import ConfigurationError
+from broker.errors import STORAGE_FAULTS, ConfigurationError, StorageUnavailable
 from broker.metrics import serve_metrics
 from broker.pki.ledger import CaLedger
 from broker.pki.revocation import RevocationList
 from broker.pki.store import CaDirectory
 from broker.policy import RunningPolicy
-from broker.store.db import create_engine
+from broker.store.binding import Deployment, bind_deployment
+from broker.store.db import WriterLock, create_engine, storage_fault, writer_lock
 from broker.store.schema import upgrade_schema
-from broker.store.writer import NOTIFY_CHANNEL, Writer
+from broker.store.writer import NOTIFY_CHANNEL, Writer, parse_replica_note
 from broker.transport.admin_servicer import AdminServicer, open_ca
 from broker.transport.audit_servicer import AuditServicer
 from broker.transport.auth import Authenticator
 from broker.transport.credentials import ReloadingServerCredentials
+from broker.transport.rpc import CallInterceptor
 from broker.transport.servicers import BrokerServicer
 from broker.watchlists.servicer import SERVICE_NAME as WATCHLIST_SERVICE
 from broker.watchlists.servicer import add_watchlist_service
@@ -64,6 +68,7 @@ class Broker:
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
     metrics: WSGIServer | None = field(init=False, default=None)
     _health_updates: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    _lock: WriterLock | None = field(init=False, default=None)
 
     async def start(self) -> None:
         """Open the store, load PKI and policy, and start serving on `config.listen`."""
@@ -71,19 +76,59 @@ class Broker:
         for name in ("server_cert", "server_key", "ca_bundle", "audit_key"):
             if not config.path(name).exists():
                 raise ConfigurationError(f"{name} {config.path(name)} does not exist (run `isb pki dev` for a dev PKI)")
-        self.engine = create_engine(config.database_url)
-        upgrade_schema(self.engine)
-        with self.engine.begin() as conn:
-            audit_log = AuditLog.open(conn)
+        self._roots_stamp = (-1, -1)
+        self._roots: list[x509.Certificate] = []
         self.signer = CheckpointSigner.from_pem_file(config.path("audit_key"), origin=f"{config.trust_domain}/audit")
+        self.engine = create_engine(config.database_url)
+        self._lock = writer_lock(self.engine)
+        try:
+            await self._start(config)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    async def _open_store(self, config: BrokerConfig) -> AuditLog:
+        # Bring the schema up, check the deployment binding, open the log; retry while the database
+        # cannot be reached (a broker started before its database), one log line per attempt.
+        deployment = Deployment.of(config.trust_domain, self.trust_roots(), self.signer.vkey)
+        where = _redact(config.database_url)
+
+        def open_store() -> AuditLog:
+            upgrade_schema(self.engine)
+            with self.engine.begin() as conn:
+                bind_deployment(conn, deployment, where)
+                return AuditLog.open(conn)
+
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await asyncio.to_thread(open_store)
+            except sa.exc.SQLAlchemyError as exc:
+                if storage_fault(exc) is None:
+                    raise
+                waited = time.monotonic() - started
+                pause = min(0.5 * 2 ** (attempt - 1), 5.0)
+                cause = _first_line(exc)
+                if waited + pause > config.database_wait_seconds:
+                    raise StorageUnavailable(
+                        f"database {where} could not be reached in {attempt} attempts over {waited:.0f} s "
+                        f"(database_wait_seconds = {config.database_wait_seconds:g}): {cause}") from None
+                log.warning("broker.database_unavailable", attempt=attempt, retry_in=pause, database=where,
+                            error=cause)
+                self.engine.dispose()
+                await asyncio.sleep(pause)
+
+    async def _start(self, config: BrokerConfig) -> None:
+        audit_log = await self._open_store(config)
         self.writer = Writer(self.engine, audit_log, node=config.node)
         self.writer.start()
         self.registry = Registry()
         self.registry.load(self.engine)
         policy_file = config.policy_file or Path("examples/policy-dev.toml")
         self.policy = RunningPolicy.load(policy_file)
-        self._roots_stamp = (-1, -1)
-        self._roots: list[x509.Certificate] = []
         self.ca_dir = config.ca_dir or config.cert_dir
         # check_interval=0: one stat per call, so a revocation bites on the very next call.
         self.revocations = RevocationList(self.ca_dir / "crl.pem", self._crl_issuer(), check_interval=0)
@@ -92,16 +137,18 @@ class Broker:
         self.exchange.dispatcher.start()
         await self._seed_agencies()
 
-        self.server = grpc.aio.server(options=[
+        self.server = grpc.aio.server(interceptors=[CallInterceptor(self.exchange.record_refusal)], options=[
             ("grpc.max_receive_message_length", config.max_envelope_bytes + _FRAME_SLACK),
             ("grpc.max_send_message_length", config.max_envelope_bytes + _FRAME_SLACK),
             ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
             ("grpc.max_connection_age_grace_ms", 30_000),
             ("grpc.keepalive_time_ms", 60_000),
+            # A taken port is an error at start, never a second broker silently sharing it.
+            ("grpc.so_reuseport", 0),
         ])
         broker_pb2_grpc.add_BrokerServiceServicer_to_server(
             BrokerServicer(self.auth, self.exchange, self.writer, self.registry, self.policy,
-                           self.trust_roots, config.trust_domain),
+                           self.trust_roots, config.trust_domain, revocation_list=self.revocation_list),
             self.server)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
             AuditServicer(self.auth, self.exchange, self.writer, self.sign_checkpoint), self.server)
@@ -123,9 +170,13 @@ class Broker:
         ], self.server)
         self.credentials = ReloadingServerCredentials(
             config.path("server_cert"), config.path("server_key"), config.path("ca_bundle"))
-        self.port = self.server.add_secure_port(config.listen, self.credentials.credentials())
+        try:
+            self.port = self.server.add_secure_port(config.listen, self.credentials.credentials())
+        except RuntimeError:  # grpcio raises where older versions returned 0
+            self.port = 0
         if self.port == 0:
-            raise ConfigurationError(f"cannot listen on {config.listen}")
+            await self.writer.stop()
+            raise ConfigurationError(f"cannot listen on {config.listen}: the address is taken or not this host's")
         await self.server.start()
         if config.metrics_listen:
             # Same certificate and CA as the gRPC port: a scraper needs a certificate of this CA.
@@ -151,6 +202,12 @@ class Broker:
             self._roots = x509.load_pem_x509_certificates(path.read_bytes())
             self._roots_stamp = stamp
         return self._roots
+
+    def revocation_list(self) -> broker_pb2.RevocationList:
+        """The CRL this broker enforces, with its issuer's certificate when an intermediate signs it."""
+        issuer = self._crl_issuer()
+        chain = [] if issuer in self.trust_roots() else [issuer.public_bytes(serialization.Encoding.DER)]
+        return broker_pb2.RevocationList(crl=self.revocations.der, issuer_chain=chain)
 
     def _crl_issuer(self) -> x509.Certificate:
         # The CRL is signed by the CA that issues leaves: the intermediate if the deployment has one.
@@ -201,12 +258,19 @@ class Broker:
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    # Whatever other replicas committed while we were not listening.
+                    for agency in self.exchange.dispatcher.agencies():
+                        await self.exchange.dispatcher.refresh(agency)
                     async for note in conn.notifies():
-                        node, _, agency = note.payload.partition("|")
-                        if node != self.config.node:
+                        node, agency, settled = parse_replica_note(note.payload)
+                        if node == self.config.node:
+                            continue
+                        if settled is None:
                             await self.exchange.dispatcher.refresh(agency)
-            except psycopg.Error:
-                log.exception("replicas.listen_failed")
+                        else:  # receipts committed elsewhere release the leases held here
+                            self.exchange.dispatcher.acknowledged([(m, agency) for m in settled])
+            except (psycopg.Error, *STORAGE_FAULTS) as exc:  # the database is down: the writer reports it
+                log.warning("replicas.listen_failed", error=type(exc).__name__)
                 await asyncio.sleep(1.0)
 
     async def _watch_policy(self) -> None:
@@ -232,7 +296,15 @@ class Broker:
         await self.exchange.dispatcher.stop()
         await self.writer.stop()
         self.engine.dispose()
+        if self._lock is not None:
+            self._lock.release()
         log.info("broker.stopped")
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
 
 
 def _redact(url: str) -> str:

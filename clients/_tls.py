@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
 
-from broker.errors import VerificationError
 from broker.identity import Role, SpiffeId
 from broker.protocol.certificates import verify_leaf_profile
+from broker.protocol.errors import VerificationError
 from clients.errors import CertificateProblem, ConnectionFailed
 
 

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.identity import AGENCY_ID, Role
+from broker.policy.codes import tlp_from_proto
 from broker.protocol.envelope import OpenedMessage, open_envelope, seal, unverified_message_id
 from broker.protocol.forwarding import (
     FORWARDED_CONTENT_TYPE,
@@ -29,8 +30,11 @@ from broker.protocol.forwarding import (
 )
 from broker.protocol.keys import EncryptionKey, make_key_bundle, verify_agency_certificate, verify_key_bundle
 from broker.protocol.receipts import make_receipt, verify_receipt
+from broker.protocol.revocation import RevokedCertificate, VerifiedCrl, verify_revocation_list
 from clients._connection import Connection
 from clients._stream import StreamReader
+from clients._trust_state import FILE_NAME as TRUST_STATE_FILE
+from clients._trust_state import TrustState
 from clients.errors import ClientError, VerificationError
 from clients.producer import Producer
 
@@ -40,6 +44,7 @@ T = TypeVar("T")
 X25519 = envelope_pb2.X25519_HKDF_SHA256_AES_256_GCM
 MLKEM768_X25519 = envelope_pb2.MLKEM768_X25519_HKDF_SHA256_AES_256_GCM
 _RECONNECT_FIRST, _RECONNECT_MAX = 0.2, 5.0  # seconds between attempts to reopen a broken stream
+CRL_REFRESH_SECONDS = 60.0  # how long a verified CRL is used before it is fetched again
 FORWARD_CONSENT_REQUEST = "application/vnd.isb.forward-consent-request+json"
 _TLP = {
     "CLEAR": envelope_pb2.TLP_CLEAR, "GREEN": envelope_pb2.TLP_GREEN, "AMBER": envelope_pb2.TLP_AMBER,
@@ -83,6 +88,22 @@ class ReceivedMessage:
     def header(self) -> envelope_pb2.Header:
         """The verified header (kind, handling, priority, times...)."""
         return self.opened.header
+
+    @property
+    def tlp(self) -> str:
+        """The handling code by name (`"AMBER"`, not the enum number 3)."""
+        return tlp_from_proto(self.opened.header.handling.tlp)
+
+    @property
+    def kind(self) -> str:
+        """The message kind by name (`"ALERT"`)."""
+        return envelope_pb2.Kind.Name(self.opened.header.kind)
+
+    @property
+    def priority(self) -> str:
+        """The priority by name (`"NORMAL"` when the sender left it unspecified)."""
+        value = self.opened.header.priority or envelope_pb2.NORMAL
+        return envelope_pb2.Priority.Name(value)
 
 
 @dataclass(frozen=True)
@@ -131,7 +152,11 @@ class AgencyClient(Connection):
         self._keyring = _Keyring()
         self._keyring.load(keystore)
         self._stub = broker_pb2_grpc.BrokerServiceStub(self._channel)
-        self._bundles: dict[str, tuple[float, envelope_pb2.KeyBundle]] = {}
+        self._bundles: dict[str, tuple[float, envelope_pb2.KeyBundle, x509.Certificate]] = {}
+        # What this agency has seen and must never go back from (CRL number, bundle indexes).
+        self._trust = TrustState(keystore / TRUST_STATE_FILE if keystore is not None else None)
+        self._crl: VerifiedCrl | None = None
+        self._crl_refresh_at = 0.0
         self._groups: dict[str, list[str]] = {}
         self._groups_until = 0.0
         self._senders: dict[bytes, tuple[x509.Certificate, str]] = {}
@@ -166,28 +191,83 @@ class AgencyClient(Connection):
         response = self._call(self._stub.PublishKeyBundle, signed)
         return str(response.key_id)
 
+    def revocation_list(self, *, refresh: bool = False) -> VerifiedCrl:
+        """The CA's CRL, fetched through the broker and verified here against our trust anchor.
+
+        Refused (`StaleRevocationList`, fail closed) when past its nextUpdate or older than a CRL
+        this agency has already seen (the highest CRL number is kept in the keystore). Fetched
+        again every `CRL_REFRESH_SECONDS`, and whenever the one held passes its nextUpdate.
+        """
+        now = dt.datetime.now(dt.UTC)
+        held = self._crl
+        if refresh or held is None or time.monotonic() >= self._crl_refresh_at or not held.is_current(now):
+            reply = self._call(self._stub.GetRevocationList, broker_pb2.GetRevocationListRequest())
+            try:
+                chain = [x509.load_der_x509_certificate(der) for der in reply.issuer_chain]
+            except ValueError as exc:
+                raise VerificationError("the CRL's issuer chain from the broker does not parse") from exc
+            held = verify_revocation_list(reply.crl, trust_roots=self.identity.trust_roots,
+                                          issuer_chain=[*chain, *self.identity.chain], now=now,
+                                          min_number=self._trust.crl_number)
+            self._trust.saw_crl(held.number)
+            self._crl, self._crl_refresh_at = held, time.monotonic() + CRL_REFRESH_SECONDS
+        return held
+
     def recipient_keys(self, agencies: Iterable[str], *, refresh: bool = False) -> dict[str, envelope_pb2.KeyBundle]:
-        """A verified current key bundle for each agency, fetched from the directory and checked
-        against the agency's certificate chain here (the broker is not trusted for keys)."""
+        """A verified current key bundle for each agency, fetched from the directory and checked here
+        (the broker is not trusted for keys): chain to the CA, certificate profile, not revoked on a
+        fresh CRL, and never older than a bundle of that agency already seen (by audit index)."""
         wanted = sorted(set(agencies))
+        crl = self.revocation_list()
         now = time.monotonic()
+        for agency in wanted:
+            cached = self._bundles.get(agency)
+            if cached is not None and cached[2].serial_number in crl.revoked:
+                del self._bundles[agency]
         missing = [a for a in wanted if refresh or a not in self._bundles or self._bundles[a][0] < now]
+        revoked: dict[str, str] = {}
         if missing:
-            directory = self._call(self._stub.GetDirectory, broker_pb2.GetDirectoryRequest(agencies=missing))
+            bounds = {a: self._trust.bundle_index[a] for a in missing if a in self._trust.bundle_index}
+            directory = self._call(self._stub.GetDirectory,
+                                   broker_pb2.GetDirectoryRequest(agencies=missing, min_audit_index=bounds))
             when = dt.datetime.now(dt.UTC)
             for entry in directory.agencies:
-                best: envelope_pb2.KeyBundle | None = None
-                for signed in entry.key_bundles:
+                if entry.agency not in missing:
+                    continue
+                best: tuple[int, dt.datetime, envelope_pb2.KeyBundle, x509.Certificate] | None = None
+                indexes = list(entry.key_bundle_audit_index)
+                for position, signed in enumerate(entry.key_bundles):
                     bundle = verify_key_bundle(signed, trust_roots=self.identity.trust_roots,
                                                expected_agency=entry.agency, trust_domain=self.trust_domain, now=when)
-                    if best is None or bundle.not_before.ToDatetime() > best.not_before.ToDatetime():
-                        best = bundle
+                    certificate = x509.load_der_x509_certificate(signed.certificate)  # verified just above
+                    try:
+                        crl.verify_not_revoked(certificate, who=entry.agency)
+                    except RevokedCertificate as exc:
+                        revoked[entry.agency] = str(exc)
+                        continue
+                    index = indexes[position] if position < len(indexes) else 0
+                    candidate = (index, bundle.not_before.ToDatetime(dt.UTC), bundle, certificate)
+                    if best is None or candidate[:2] > best[:2]:
+                        best = candidate
                 if best is not None:
-                    self._bundles[entry.agency] = (now + 60.0, best)
+                    self._accept_bundle(entry.agency, best[0])
+                    self._bundles[entry.agency] = (now + 60.0, best[2], best[3])
         absent = [a for a in wanted if a not in self._bundles]
         if absent:
-            raise ClientError(f"no valid key bundle published by {', '.join(absent)}; they must run publish_key")
+            why = "; ".join(revoked[a] for a in absent if a in revoked)
+            raise ClientError(f"no valid key bundle published by {', '.join(absent)}; "
+                              f"each must publish one first (`isb keys publish --agency {absent[0]}`)"
+                              + (f" ({why})" if why else ""))
         return {a: self._bundles[a][1] for a in wanted}
+
+    def _accept_bundle(self, agency: str, audit_index: int) -> None:
+        seen = self._trust.bundle_index.get(agency, 0)
+        if audit_index < seen:
+            raise VerificationError(
+                f"the broker offers a key bundle of {agency} published at audit index {audit_index}, older than the"
+                f" one at index {seen} already used: it withholds the newer key (a stale replica or a copy of the"
+                " database?); refusing to encrypt to the older key")
+        self._trust.saw_bundle(agency, audit_index)
 
     def groups(self, *, refresh: bool = False) -> dict[str, list[str]]:
         """Group membership as the broker's directory publishes it (cached for a minute)."""
@@ -310,9 +390,12 @@ class AgencyClient(Connection):
                     if batch is None:
                         return
                     pause, last_seen = _RECONNECT_FIRST, time.monotonic()
+                    # Outside the per-delivery handling on purpose: without a fresh CRL nothing is
+                    # accepted *or* rejected (fail closed); the deliveries stay queued at the broker.
+                    crl = self.revocation_list()
                     for delivery in batch.deliveries:
                         try:
-                            yield self._open(delivery)
+                            yield self._open(delivery, crl)
                         except (VerificationError, ClientError) as exc:
                             message_id = unverified_message_id(delivery.envelope)
                             log.warning("delivery.rejected", message_id=message_id, error=str(exc))
@@ -324,8 +407,8 @@ class AgencyClient(Connection):
             time.sleep(pause)
             pause = min(pause * 2, _RECONNECT_MAX)
 
-    def _sender(self, der: bytes, agency: str, created: dt.datetime) -> x509.Certificate:
-        """The sender's certificate, verified to chain to the CA and name `agency` at `created`.
+    def _sender(self, der: bytes, agency: str, created: dt.datetime, crl: VerifiedCrl) -> x509.Certificate:
+        """The sender's certificate, verified to chain to the CA and name `agency` at `created`, not revoked.
 
         The chain is verified once per certificate; later messages only check that they were
         created within its validity (path building is a quarter of the receive cost otherwise).
@@ -333,6 +416,7 @@ class AgencyClient(Connection):
         cached = self._senders.get(der)
         if cached is not None and cached[1] == agency and \
                 cached[0].not_valid_before_utc <= created < cached[0].not_valid_after_utc:
+            crl.verify_not_revoked(cached[0], who=f"sender {agency}")
             return cached[0]
         try:
             cert = x509.load_der_x509_certificate(der)
@@ -340,18 +424,21 @@ class AgencyClient(Connection):
             raise VerificationError("delivery carries a sender certificate that does not parse") from exc
         verify_agency_certificate(cert, trust_roots=self.identity.trust_roots, expected_agency=agency,
                                   trust_domain=self.trust_domain, now=created)
+        # Revoked now means refused now, whatever the message's claimed creation time: a stolen key
+        # can claim any time.
+        crl.verify_not_revoked(cert, who=f"sender {agency}")
         if len(self._senders) >= 1024:
             self._senders.clear()
         self._senders[der] = (cert, agency)
         return cert
 
-    def _open(self, delivery: broker_pb2.Delivery) -> ReceivedMessage:
+    def _open(self, delivery: broker_pb2.Delivery, crl: VerifiedCrl) -> ReceivedMessage:
         try:
             # Parsed unverified only to find the sender; open_envelope verifies it below.
             header = envelope_pb2.Header.FromString(delivery.envelope.header)
         except DecodeError as exc:
             raise VerificationError("delivered envelope header does not parse") from exc
-        sender_cert = self._sender(delivery.sender_certificate, header.sender, header.created.ToDatetime(dt.UTC))
+        sender_cert = self._sender(delivery.sender_certificate, header.sender, header.created.ToDatetime(dt.UTC), crl)
         opened = open_envelope(delivery.envelope, recipient=self.agency, keys=self._keyring.keys,
                                sender_certificate=sender_cert)
         original = None

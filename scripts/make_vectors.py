@@ -296,6 +296,16 @@ def _outer_refusals(
         ("a recipient listed twice", lambda h: h.recipients.append(h.recipients[0])),
         ("kind unspecified", lambda h: setattr(h, "kind", envelope_pb2.KIND_UNSPECIFIED)),
         ("no creation time", lambda h: h.ClearField("created")),
+        # The limits of docs/protocol.md "Limits and refusals".
+        ("message id of UUID version 4",
+         lambda h: setattr(h, "message_id", h.message_id[:14] + "4" + h.message_id[15:])),
+        ("priority 99 (not a Priority)", lambda h: setattr(h, "priority", 99)),
+        ("TLP 9 (not a Tlp)", lambda h: setattr(h.handling, "tlp", 9)),
+        ("classification of 65 characters", lambda h: setattr(h.handling, "classification", "X" * 65)),
+        ("a recipient that is neither an agency id nor a group name", lambda h: h.recipients.append("de-bka")),
+        ("expiry not later than creation", lambda h: h.expires.CopyFrom(h.created)),
+        ("in_reply_to that is not a UUID", lambda h: setattr(h, "in_reply_to", "not-a-uuid")),
+        ("watchlist_id of 121 characters", lambda h: setattr(h, "watchlist_id", "W" * 121)),
     ):
         h = envelope_pb2.Header.FromString(envelope.header)
         change(h)
@@ -543,7 +553,7 @@ def make_vector(
             "receipt_signing_input_hex": _pae.receipt_signing_input(signed_receipt.receipt).hex(),
             "signed_receipt_hex": signed_receipt.SerializeToString().hex(),
         },
-        "must_be_refused": _refusals(envelope, sender, parties[-1], outsider, content_key, nonce, content),
+        "must_be_refused": _refusals(envelope, sender, parties[0], outsider, content_key, nonce, content),
     }
 
 

@@ -165,6 +165,10 @@ class Dispatcher:
             await queue.loaded.wait()
         return Stream(self, queue, next(self._streams), max_in_flight)
 
+    def agencies(self) -> list[str]:
+        """Agencies whose queues are loaded here."""
+        return list(self._queues)
+
     async def refresh(self, agency: str) -> None:
         """Another replica committed deliveries for `agency`: merge them in from the table."""
         queue = self._queues.get(agency)

@@ -8,9 +8,9 @@ entry. A refused request raises a `BrokerError` after its rejection has been aud
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -22,24 +22,26 @@ from google.protobuf.message import DecodeError
 from sqlalchemy.engine import Connection, Engine
 
 from broker.api.v1 import envelope_pb2
-from broker.audit import AuditEvent
+from broker.audit import AuditEvent, refusals
 from broker.config import BrokerConfig
 from broker.delivery import operations as ops
 from broker.delivery.dispatcher import Dispatcher, Stream
 from broker.directory import Registry
 from broker.errors import (
+    REFUSALS,
     STORAGE_FAULTS,
-    BrokerError,
     FailedPrecondition,
     InvalidRequest,
     NotFound,
     PermissionDenied,
     PolicyViolation,
 )
-from broker.identity import AGENCY_ID, GROUP_NAME, Role
+from broker.identity import Role
 from broker.metrics import AUDIT_WRITE_FAILURES, DELIVERIES, ENVELOPES, RECEIPTS
 from broker.policy import Decision, RunningPolicy, kind_from_proto, tlp_from_proto
+from broker.protocol import validation
 from broker.protocol.envelope import verify_outer
+from broker.protocol.errors import OutOfRange
 from broker.protocol.forwarding import verify_forward_consent
 from broker.protocol.receipts import verify_receipt
 from broker.store import tables
@@ -50,6 +52,7 @@ from broker.transport.auth import Principal
 log = structlog.get_logger(__name__)
 
 MAX_RECEIPTS_PER_ACK = 1000
+MAX_RECEIPT_BYTES = 4096  # a receipt with the longest reason is about 1,200 bytes
 T = TypeVar("T")
 
 
@@ -107,74 +110,73 @@ class Exchange:
         return await asyncio.get_running_loop().run_in_executor(None, run)
 
     # -- audit of refusals ---------------------------------------------------------------------
-    async def refuse(self, actor: str, rpc: str, error: BrokerError, *, message_id: str | None = None,
-                     agency: str | None = None, digest: str = "") -> None:
-        """Write the audit entry of a refused request (called for every refusal, then re-raised)."""
-        event = ops.rejection(actor, rpc, str(error), dt.datetime.now(dt.UTC), message_id=message_id, agency=agency,
-                              digest=digest, status=error.status.name)
+    async def record_refusal(self, event: AuditEvent) -> None:
+        """Write one refusal's audit entry (`broker.audit.refusals` decides when)."""
         try:
             await self._writer.submit(ops.RecordEvent(event))
         except STORAGE_FAULTS as fault:
             # The refusal's own status still goes to the caller; its entry is held until the store
             # commits again (Writer.submit_nowait), and the miss is logged and counted.
             AUDIT_WRITE_FAILURES.labels("refusal").inc()
-            log.warning("audit.refusal_not_written", rpc=rpc, refused_status=error.status.name,
-                        cause=fault.status.name, held=True)
+            log.warning("audit.refusal_not_written", rpc=event.fields.get("rpc"),
+                        refused_status=event.fields.get("status"), cause=fault.status.name, held=True)
             self._writer.submit_nowait(ops.RecordEvent(event))
-        error.audited = True
 
     # -- Send ----------------------------------------------------------------------------------
     async def send(self, caller: Principal, envelope: envelope_pb2.Envelope, raw_size: int) -> ops.Accepted:
         """Check and store one envelope; raise after auditing the refusal if it is refused."""
-        envelope_bytes = b""
-        digest = b""
-        header: envelope_pb2.Header | None = None
-        try:
-            # 1. Who, how big, well formed: cheap checks before any cryptography.
-            if caller.role is not Role.AGENCY:
-                raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies send envelopes")
-            if raw_size > self._config.max_envelope_bytes:
-                raise InvalidRequest(
-                    f"envelope is {raw_size} bytes, over the limit of {self._config.max_envelope_bytes} bytes")
-            envelope_bytes = envelope.SerializeToString()
-            digest = hashlib.sha256(envelope_bytes).digest()
-            header = self._peek_header(envelope)
-            if header.sender != caller.name:
-                raise PermissionDenied(
-                    f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "
-                    "an agency may only send as itself")
-            self._check_recipients(header)
-            # 2. The outer signature and digests, with the caller's own certificate.
-            header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
-            expires_us = header.expires.ToMicroseconds() if header.HasField("expires") else None
-            if expires_us is not None and expires_us <= now_us():
-                raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
-            # 3. Sharing policy, group expansion, and one wrapped key per expanded recipient.
-            decision, expansion = await self._route(header)
-            recipients = tuple(decision.expanded)
-            wrapped = sorted(k.recipient for k in envelope.wrapped_keys)
-            if wrapped != sorted(recipients):
-                raise InvalidRequest(
-                    "wrapped keys must be exactly one per recipient agency after group expansion: "
-                    f"expected {sorted(recipients)}, envelope has {wrapped}")
-        except BrokerError as exc:
-            ENVELOPES.labels("refused").inc()
-            await self.refuse(str(caller.spiffe_id), "Send", exc,
-                              message_id=header.message_id if header else None,
-                              agency=caller.name, digest=digest.hex())
-            raise
-        try:
-            accepted = await self._writer.submit(ops.AcceptEnvelope(
-                header=header, parsed=envelope, envelope=envelope_bytes, envelope_sha256=digest,
-                sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
-                caller=str(caller.spiffe_id), recipients=recipients, expansion=expansion,
-                policy_rule=decision.rule, sequence=self._arrival, known_certs=self._known_certs,
-                on_commit=self.dispatcher.accepted, expires_us=expires_us,
-            ))
-        except BrokerError:
-            ENVELOPES.labels("refused").inc()
-            raise
+        async with refusals.audited(self.record_refusal, str(caller.spiffe_id), agency=caller.name) as refusal:
+            try:
+                accepted = await self._send(caller, envelope, raw_size, refusal)
+            except REFUSALS:
+                ENVELOPES.labels("refused").inc()
+                raise
         ENVELOPES.labels("duplicate" if accepted.duplicate else "accepted").inc()
+        return accepted
+
+    async def _send(self, caller: Principal, envelope: envelope_pb2.Envelope, raw_size: int,
+                    refusal: refusals.RefusalScope) -> ops.Accepted:
+        # 1. Who, how big, well formed: cheap checks before any cryptography.
+        if caller.role is not Role.AGENCY:
+            raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies send envelopes")
+        if raw_size > self._config.max_envelope_bytes:
+            raise InvalidRequest(
+                f"envelope is {raw_size} bytes, over the limit of {self._config.max_envelope_bytes} bytes")
+        envelope_bytes = envelope.SerializeToString()
+        digest = hashlib.sha256(envelope_bytes).digest()
+        refusal.note(digest=digest.hex())
+        header = envelope_pb2.Header()
+        with contextlib.suppress(DecodeError):  # only to name the message in a refusal of the header
+            header.ParseFromString(envelope.header)
+        refusal.note(message_id=header.message_id)
+        header = validation.parse_header(envelope, max_recipients=self._config.max_recipients)
+        if header.sender != caller.name:
+            raise PermissionDenied(
+                f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "
+                "an agency may only send as itself")
+        if header.sender in header.recipients:
+            raise InvalidRequest("an agency cannot address itself")
+        # 2. The outer signature and digests, with the caller's own certificate.
+        header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
+        expires_us = header.expires.ToMicroseconds() if header.HasField("expires") else None
+        if expires_us is not None and expires_us <= now_us():
+            raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
+        await self._check_created(header, digest)
+        # 3. Sharing policy, group expansion, and one wrapped key per expanded recipient.
+        decision, expansion = await self._route(header)
+        recipients = tuple(decision.expanded)
+        wrapped = sorted(k.recipient for k in envelope.wrapped_keys)
+        if wrapped != sorted(recipients):
+            raise InvalidRequest(
+                "wrapped keys must be exactly one per recipient agency after group expansion: "
+                f"expected {sorted(recipients)}, envelope has {wrapped}")
+        accepted: ops.Accepted = await self._writer.submit(ops.AcceptEnvelope(
+            header=header, parsed=envelope, envelope=envelope_bytes, envelope_sha256=digest,
+            sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
+            caller=str(caller.spiffe_id), recipients=recipients, expansion=expansion,
+            policy_rule=decision.rule, sequence=self._arrival, known_certs=self._known_certs,
+            on_commit=self.dispatcher.accepted, expires_us=expires_us,
+        ))
         return accepted
 
     async def _route(self, header: envelope_pb2.Header) -> tuple[Decision, dict[str, list[str]]]:
@@ -237,35 +239,18 @@ class Exchange:
                 event="policy.changed", actor=change.actor, time=change.time,
                 fields={"old_digest": change.old_digest, "new_digest": change.new_digest})))
 
-    def _peek_header(self, envelope: envelope_pb2.Envelope) -> envelope_pb2.Header:
-        # Parsed before the signature check only to name the sender and recipients in errors;
-        # nothing from it is trusted until `verify_outer` has verified the signature.
-        header = envelope_pb2.Header()
+    async def _check_created(self, header: envelope_pb2.Header, digest: bytes) -> None:
+        """`created` within the clock-skew window, unless this is a retry of a message already stored
+        (same id and bytes: a retry after an outage gets the same answer as the first send)."""
         try:
-            header.ParseFromString(envelope.header)
-        except DecodeError as exc:
-            raise InvalidRequest(f"envelope header does not parse: {exc}") from exc
-        if not header.message_id:
-            raise InvalidRequest("header has no message_id")
-        try:
-            uuid.UUID(header.message_id)
-        except ValueError as exc:
-            raise InvalidRequest(f"message_id {header.message_id!r} is not a UUID") from exc
-        return header
-
-    def _check_recipients(self, header: envelope_pb2.Header) -> None:
-        if not header.recipients:
-            raise InvalidRequest("header has an empty recipient list")
-        if len(header.recipients) > self._config.max_recipients:
-            raise InvalidRequest(
-                f"{len(header.recipients)} recipients, over the limit of {self._config.max_recipients}")
-        if len(set(header.recipients)) != len(header.recipients):
-            raise InvalidRequest("header names a recipient twice")
-        for r in header.recipients:
-            if not (AGENCY_ID.fullmatch(r) or GROUP_NAME.fullmatch(r)):
-                raise InvalidRequest(f"recipient {r!r} is neither an agency id nor a group name")
-            if r == header.sender:
-                raise InvalidRequest("an agency cannot address itself")
+            validation.check_created_skew(header, dt.datetime.now(dt.UTC),
+                                          dt.timedelta(seconds=self._config.max_clock_skew_seconds))
+        except OutOfRange:
+            m = tables.messages
+            stored = await self.read(lambda conn: conn.execute(
+                sa.select(m.c.envelope_sha256).where(m.c.message_id == header.message_id)).scalar())
+            if stored is None or bytes(stored) != digest:
+                raise
 
     def _certificate(self, caller: Principal) -> x509.Certificate:
         cert = self._certs.get(caller.fingerprint)
@@ -278,11 +263,12 @@ class Exchange:
     async def grant_forward_consent(self, caller: Principal,
                                     signed: envelope_pb2.SignedForwardConsent) -> int:
         """Record the original sender's consent that a recipient may forward its message."""
-        try:
+        async with refusals.audited(self.record_refusal, str(caller.spiffe_id), agency=caller.name):
             if caller.role is not Role.AGENCY:
                 raise PermissionDenied(f"{caller.spiffe_id} is not an agency")
             if len(signed.consent) > 16384:
                 raise InvalidRequest("forward consent is larger than any valid consent")
+            validation.check_signed(signed.consent, signed.signature, "forward consent", 16384)
             consent = verify_forward_consent(signed, self._certificate(caller))
             m, d = tables.messages, tables.deliveries
             sender = await self.read(lambda conn: conn.execute(
@@ -298,11 +284,8 @@ class Exchange:
             unknown = [r for r in consent.recipients if r not in self._registry]
             if unknown:
                 raise NotFound(f"consent names {unknown[0]}, which is not a registered agency")
-        except BrokerError as exc:
-            await self.refuse(str(caller.spiffe_id), "GrantForwardConsent", exc, agency=caller.name)
-            raise
-        index: int = await self._writer.submit(ops.RecordForwardConsent(
-            consent, signed.consent, signed.signature, str(caller.spiffe_id), caller.name))
+            index: int = await self._writer.submit(ops.RecordForwardConsent(
+                consent, signed.consent, signed.signature, str(caller.spiffe_id), caller.name))
         return index
 
     # -- Subscribe -----------------------------------------------------------------------------
@@ -363,13 +346,15 @@ class Exchange:
     # -- Ack -----------------------------------------------------------------------------------
     async def acknowledge(self, caller: Principal, receipts: Sequence[envelope_pb2.SignedReceipt]) -> int:
         """Verify and store signed receipts of the calling agency."""
-        try:
+        async with refusals.audited(self.record_refusal, str(caller.spiffe_id), agency=caller.name):
             if caller.role is not Role.AGENCY:
                 raise PermissionDenied(f"{caller.spiffe_id} is not an agency")
             if not receipts:
                 raise InvalidRequest("no receipts to acknowledge")
             if len(receipts) > MAX_RECEIPTS_PER_ACK:
                 raise InvalidRequest(f"{len(receipts)} receipts in one Ack, over the limit of {MAX_RECEIPTS_PER_ACK}")
+            for i, signed in enumerate(receipts):
+                validation.check_signed(signed.receipt, signed.signature, f"receipts[{i}]", MAX_RECEIPT_BYTES)
             cert = self._certificate(caller)
             verified = []
             seen = set()
@@ -382,13 +367,11 @@ class Exchange:
                     message_id=receipt.message_id, recipient=caller.name, status=receipt.status,
                     receipt=signed.receipt, signature=signed.signature, cert_fingerprint=caller.fingerprint,
                     cert_der=caller.certificate_der, envelope_sha256=receipt.envelope_sha256))
-        except BrokerError as exc:  # VerificationError included
-            await self.refuse(str(caller.spiffe_id), "Ack", exc, agency=caller.name)
-            raise
-        RECEIPTS.inc(len(verified))
-        return await self._writer.submit(ops.RecordReceipts(
-            verified, actor=str(caller.spiffe_id), known_certs=self._known_certs,
-            on_commit=self.dispatcher.acknowledged))
+            RECEIPTS.inc(len(verified))
+            count: int = await self._writer.submit(ops.RecordReceipts(
+                verified, actor=str(caller.spiffe_id), known_certs=self._known_certs,
+                on_commit=self.dispatcher.acknowledged))
+        return count
 
     # -- GetStatus -----------------------------------------------------------------------------
     async def status(self, caller: Principal, message_id: str) -> list[tuple[RecipientState, bytes | None]]:
@@ -409,9 +392,9 @@ class Exchange:
         sender, rows = await self.read(load)
         if sender is None or sender != caller.name:
             # Same answer for "absent" and "someone else's", so ids of others' messages leak nothing.
-            error = NotFound(f"no message {message_id} sent by {caller.name}")
-            await self.refuse(str(caller.spiffe_id), "GetStatus", error, message_id=message_id, agency=caller.name)
-            raise error
+            async with refusals.audited(self.record_refusal, str(caller.spiffe_id), message_id=message_id,
+                                        agency=caller.name):
+                raise NotFound(f"no message {message_id} sent by {caller.name}")
         return rows
 
 

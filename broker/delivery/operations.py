@@ -6,13 +6,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import sqlalchemy as sa
 
 from broker.api.v1 import broker_pb2, envelope_pb2
 from broker.audit import AuditEvent
-from broker.errors import AlreadyExists, BrokerError, FailedPrecondition, NotFound
+from broker.errors import AlreadyExists, FailedPrecondition, NotFound
 from broker.store import tables
 from broker.store.db import executemany
 from broker.store.writer import Batch
@@ -87,7 +86,6 @@ class AcceptEnvelope:
         if existing is not None:
             if existing[0] == self.envelope_sha256:
                 return Accepted(h.message_id, existing[2], existing[1], True, self.recipients)
-            self._reject(batch, "message id already used for a different envelope")
             raise AlreadyExists(
                 f"message id {h.message_id} was already accepted with different content; "
                 "use a new message id for a new message"
@@ -95,19 +93,22 @@ class AcceptEnvelope:
         recalled: str | None = None
         if h.kind == envelope_pb2.RECALL:
             recalled = self._stage_recall(batch)
+        fields: dict[str, str | int | list[str]] = {
+            "envelope_sha256": self.envelope_sha256.hex(),
+            "kind": envelope_pb2.Kind.Name(h.kind),
+            "tlp": envelope_pb2.Tlp.Name(h.handling.tlp),
+            "addressed": list(h.recipients),
+            "recipients": list(self.recipients),
+            "expansion": [f"{g}={','.join(m)}" for g, m in sorted(self.expansion.items())],
+            "rule": self.policy_rule,
+            "size": len(self.envelope),
+        }
+        if h.references:
+            # The recalled or forwarded original: so that an auditor can follow a message's forwards.
+            fields["references"] = h.references
         index = batch.audit(AuditEvent(
             event="envelope.accepted", actor=self.caller, time=batch.now,
-            message_id=h.message_id, agency=h.sender,
-            fields={
-                "envelope_sha256": self.envelope_sha256.hex(),
-                "kind": envelope_pb2.Kind.Name(h.kind),
-                "tlp": envelope_pb2.Tlp.Name(h.handling.tlp),
-                "addressed": list(h.recipients),
-                "recipients": list(self.recipients),
-                "expansion": [f"{g}={','.join(m)}" for g, m in sorted(self.expansion.items())],
-                "rule": self.policy_rule,
-                "size": len(self.envelope),
-            },
+            message_id=h.message_id, agency=h.sender, fields=fields,
         ))
         seq = self.sequence.take()
         message_row = {
@@ -139,10 +140,8 @@ class AcceptEnvelope:
             sa.select(tables.messages.c.sender).where(tables.messages.c.message_id == target)
         ).first()
         if row is None:
-            self._reject(batch, "recall of an unknown message")
             raise NotFound(f"RECALL references message {target or '(none)'}, which the broker does not hold")
         if row[0] != self.header.sender:
-            self._reject(batch, "recall of another agency's message")
             raise FailedPrecondition(f"only the original sender may recall message {target}")
         dropped = batch.conn.execute(
             tables.deliveries.update()
@@ -156,11 +155,6 @@ class AcceptEnvelope:
             fields={"recall_message_id": self.header.message_id, "undelivered_dropped": dropped},
         ))
         return target
-
-    def _reject(self, batch: Batch, reason: str) -> None:
-        batch.audit(rejection(self.caller, "Send", reason, batch.now,
-                              message_id=self.header.message_id, agency=self.header.sender,
-                              digest=self.envelope_sha256.hex()))
 
 
 _EXISTING_MESSAGES = (
@@ -230,18 +224,6 @@ _MARK_IN_FLIGHT = (
 )
 
 
-def rejection(actor: str, rpc: str, reason: str, time: datetime, *, message_id: str | None = None,
-              agency: str | None = None, digest: str = "", status: str = "") -> AuditEvent:
-    """The audit entry of a refused request: who, which RPC, why; never the payload."""
-    fields: dict[str, str | int | list[str]] = {"rpc": rpc, "reason": reason}
-    if digest:
-        fields["envelope_sha256"] = digest
-    if status:
-        fields["status"] = status
-    return AuditEvent(event="request.rejected", actor=actor, time=time, message_id=message_id,
-                      agency=agency, fields=fields)
-
-
 @dataclass
 class RecordEvent:
     """Audit an event that changes no other table (a refusal, an auditor query, a certificate issued...)."""
@@ -303,8 +285,7 @@ class RecordReceipts:
                 problems.append(f"{r.message_id}: no delivery of this message to {recipient}")
             elif row.envelope_sha256 != r.envelope_sha256:
                 problems.append(f"{r.message_id}: receipt names another envelope digest than the one delivered")
-        if problems:
-            batch.audit(rejection(self.actor, "Ack", "; ".join(problems), batch.now, agency=recipient))
+        if problems:  # audited once by the caller's refusal scope
             raise InvalidReceipt("receipts refused, none recorded: " + "; ".join(problems))
         for r in self.receipts:
             remember_certificate(batch, self.known_certs, r.cert_fingerprint, r.cert_der)
@@ -320,6 +301,8 @@ class RecordReceipts:
                         "receipt_sha256": _sha256(r.receipt)},
             ))
         done = [(r.message_id, r.recipient) for r in self.receipts]
+        for message_id, recipient in done:
+            batch.settled.setdefault(recipient, []).append(message_id)
         batch.after_commit.append(lambda: self.on_commit(done))
         return len(self.receipts)
 
@@ -345,10 +328,8 @@ class ExpireDeliveries:
                                        message_id=message_id, agency=recipient, fields={"recipient": recipient}))
 
 
-class InvalidReceipt(BrokerError):
+class InvalidReceipt(NotFound):
     """A receipt does not match a delivery of the caller."""
-
-    status = NotFound.status
 
 
 def _sha256(data: bytes) -> str:
@@ -394,6 +375,5 @@ __all__ = [
     "RecordForwardConsent",
     "RecordReceipts",
     "VerifiedReceipt",
-    "rejection",
     "remember_certificate",
 ]

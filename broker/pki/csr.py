@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -82,6 +83,8 @@ def verify_csr(data: bytes, trust_domain: str) -> CertificateRequest:
     # 1. Parse: a broken encoding is the caller's error, reported as ours, never a raw ValueError.
     try:
         csr = x509.load_pem_x509_csr(data) if data.lstrip().startswith(b"-----BEGIN") else x509.load_der_x509_csr(data)
+    except x509.InvalidVersion as exc:  # not a ValueError: PKCS#10 knows version 1 (encoded 0) only
+        raise InvalidRequest(f"not a PKCS#10 version 1 certificate signing request: {exc}") from exc
     except ValueError as exc:
         raise InvalidRequest(f"not a certificate signing request: {exc}") from exc
     # 2. Proof of possession: the CSR must be signed by the key it asks us to certify.
@@ -102,6 +105,8 @@ def verify_csr(data: bytes, trust_domain: str) -> CertificateRequest:
 def _verify_csr_signature(csr: x509.CertificateSigningRequest) -> None:
     try:
         signature_ok = csr.is_signature_valid
+    except UnsupportedAlgorithm as exc:  # a curve or signature algorithm cryptography does not know
+        raise InvalidRequest(f"CSR key must be ECDSA on {' or '.join(ACCEPTED_CURVES)}: {exc}") from exc
     except (ValueError, TypeError) as exc:  # unsupported signature algorithm
         raise VerificationError(f"CSR signature cannot be checked: {exc}") from exc
     if not signature_ok:
@@ -113,7 +118,7 @@ def _verify_csr_signature(csr: x509.CertificateSigningRequest) -> None:
 def _accepted_key(csr: x509.CertificateSigningRequest) -> ec.EllipticCurvePublicKey:
     try:
         public_key = csr.public_key()
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise InvalidRequest(f"CSR public key does not parse: {exc}") from exc
     if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name not in ACCEPTED_CURVES:
         raise InvalidRequest(f"CSR key must be ECDSA on {' or '.join(ACCEPTED_CURVES)}")

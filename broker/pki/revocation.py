@@ -209,6 +209,7 @@ class RevocationList:
             raise ConfigurationError(f"CRL {crl_path} is unusable: {exc}") from exc
         self._state: _FileState | None = state
         self._revoked = _serials(crl)
+        self._der = crl.public_bytes(serialization.Encoding.DER)
         self._next_update = crl.next_update_utc
         self._next_check = time.monotonic() + check_interval
 
@@ -223,6 +224,12 @@ class RevocationList:
         """The serials currently revoked."""
         self.refresh()
         return self._revoked
+
+    @property
+    def der(self) -> bytes:
+        """The CRL in force, DER, exactly as the CA signed it: what GetRevocationList serves."""
+        self.refresh()
+        return self._der
 
     def is_revoked(self, serial: int) -> bool:
         """Whether `serial` is on the current CRL (reloading it first if the file changed)."""
@@ -251,6 +258,7 @@ class RevocationList:
             revoked = _serials(crl)
             # Swap in the new set with one assignment: readers on other threads see old or new.
             self._revoked = revoked
+            self._der = crl.public_bytes(serialization.Encoding.DER)
             self._next_update = crl.next_update_utc
             self._generation += 1
             log.info("pki.crl_loaded", path=str(self._path), revoked=len(revoked), generation=self._generation)

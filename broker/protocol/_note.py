@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from broker.errors import VerificationError
+from broker.protocol.errors import VerificationError
 
 SIGNATURE_TYPE_ED25519 = 0x01
 _EM_DASH = "\u2014"
@@ -101,7 +101,7 @@ def _parse_signature_line(line: str) -> tuple[str, bytes]:
     name, encoded = fields
     try:
         blob = base64.b64decode(encoded, validate=True)
-    except binascii.Error as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: a non-ASCII character in the base64
         raise VerificationError(f"signature line of {name!r} is not base64") from exc
     if len(blob) < 5:
         raise VerificationError(f"signature line of {name!r} is too short")
@@ -205,7 +205,7 @@ def verify_checkpoint(note: bytes, key_name: str, public_key: Ed25519PublicKey) 
         raise VerificationError(f"checkpoint tree size {size_text!r} is not a decimal number")
     try:
         root = base64.b64decode(root_text, validate=True)
-    except binascii.Error as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: a non-ASCII character in the base64
         raise VerificationError("checkpoint root hash is not base64") from exc
     if len(root) != 32 or base64.b64encode(root).decode() != root_text:
         raise VerificationError("checkpoint root hash is not a canonical base64 SHA-256 hash")

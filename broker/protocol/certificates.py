@@ -33,8 +33,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from broker.errors import AuthenticationError, VerificationError
+from broker.errors import AuthenticationError
 from broker.identity import Role, SpiffeId, parse_spiffe_id
+from broker.protocol.errors import VerificationError
 
 __all__ = [
     "MAX_LIFETIME_DAYS",

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import envelope_pb2
-from broker.errors import InvalidRequest, VerificationError
-from broker.protocol import _pae
+from broker.protocol import _pae, validation
+from broker.protocol.errors import ProtocolError, VerificationError
 from broker.protocol.keys import (
     EncryptionKey,
     agency_of_certificate,
@@ -249,7 +249,7 @@ def verify_outer(
 
     This is the broker's check before storing; recipients run it first too. It does not check the
     certificate chain, revocation or the caller's identity: the caller has done that for
-    `sender_certificate`. Raise `VerificationError` (or `InvalidRequest` when over `max_bytes`).
+    `sender_certificate`. Raise `VerificationError` (or `ProtocolError` when over `max_bytes`).
     """
     return _verify_outer(envelope, sender_certificate, identity_public_key(sender_certificate), max_bytes)
 
@@ -263,7 +263,9 @@ def _verify_outer(
     """`verify_outer` with the certificate's key already extracted (opening reuses it)."""
     # 1. Size, before any work.
     if max_bytes is not None and envelope.ByteSize() > max_bytes:
-        raise InvalidRequest(f"envelope is {envelope.ByteSize()} bytes, over the limit of {max_bytes}")
+        raise ProtocolError(f"envelope is {envelope.ByteSize()} bytes, over the limit of {max_bytes}")
+    with validation.verifying():
+        validation.check_envelope(envelope)
     # 2. Outer signature over the exact header bytes; nothing unauthenticated is parsed before this.
     verify_identity_signature(
         public_key,
@@ -275,8 +277,10 @@ def _verify_outer(
         header = envelope_pb2.Header.FromString(envelope.header)
     except DecodeError as exc:
         raise VerificationError("envelope header does not parse") from exc
-    # 3. The header is well formed.
+    # 3. The header is well formed, every field in its range (broker.protocol.validation).
     _check_header_fields(header)
+    with validation.verifying():
+        validation.check_header(header)
     # 4. The header names the certificate that signed it, and its agency as sender.
     if header.sender_cert_sha256 != certificate_sha256(sender_certificate):
         raise VerificationError("header sender_cert_sha256 does not match the sender certificate")

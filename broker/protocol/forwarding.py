@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import envelope_pb2
-from broker.errors import VerificationError
-from broker.protocol import _pae
+from broker.protocol import _pae, validation
 from broker.protocol.envelope import OpenedMessage
+from broker.protocol.errors import VerificationError
 from broker.protocol.keys import (
     identity_public_key,
     sign_identity,
@@ -118,4 +118,6 @@ def verify_forward_consent(signed: envelope_pb2.SignedForwardConsent,
         raise VerificationError("forward consent does not parse") from exc
     if not consent.message_id or not consent.forwarder or not consent.recipients or not consent.HasField("not_after"):
         raise VerificationError("forward consent must name the message, the forwarder, recipients and an expiry")
+    with validation.verifying():
+        validation.check_forward_consent(consent)
     return consent

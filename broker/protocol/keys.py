@@ -26,10 +26,11 @@ from cryptography.x509 import verification as x509_verification
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import envelope_pb2
-from broker.errors import ConfigurationError, VerificationError
+from broker.errors import ConfigurationError
 from broker.identity import Role
-from broker.protocol import _pae
+from broker.protocol import _pae, validation
 from broker.protocol.certificates import verify_leaf_profile
+from broker.protocol.errors import VerificationError
 
 __all__ = [
     "HYBRID_SUITE",
@@ -395,6 +396,8 @@ def verify_key_bundle(
     # 5. The bundle is within its validity window.
     if not (bundle.HasField("not_before") and bundle.HasField("not_after")):
         raise VerificationError(f"key bundle of {expected_agency} has no validity window")
+    with validation.verifying():  # times in range before they become datetimes
+        validation.check_key_bundle(bundle)
     not_before = bundle.not_before.ToDatetime(dt.UTC)
     not_after = bundle.not_after.ToDatetime(dt.UTC)
     if now < not_before:

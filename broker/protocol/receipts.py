@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import envelope_pb2
-from broker.errors import VerificationError
-from broker.protocol import _pae
+from broker.protocol import _pae, validation
+from broker.protocol.errors import VerificationError
 from broker.protocol.keys import (
     agency_of_certificate,
     identity_public_key,
@@ -97,4 +97,6 @@ def verify_receipt(
         raise VerificationError("receipt envelope_sha256 is not a SHA-256 digest")
     if not receipt.HasField("time"):
         raise VerificationError("receipt has no time")
+    with validation.verifying():
+        validation.check_receipt(receipt)
     return receipt

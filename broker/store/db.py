@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -13,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 
-from broker.errors import StorageFull, StorageUnavailable
+from broker.errors import ConfigurationError, StorageFull, StorageUnavailable
 
 _COMPILED: dict[tuple[str, int], tuple[str, bool, tuple[str, ...], dict[str, Any]]] = {}
 _INSERTS: dict[tuple[str, tuple[str, ...]], sa.Insert] = {}
@@ -97,7 +99,54 @@ def create_engine(url: str) -> Engine:
         )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    # A bounded connect, so that a database host that does not answer is an error, not a hang.
+    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True,
+                            connect_args={"connect_timeout": 5})
+
+
+class WriterLock:
+    """An exclusive `flock` on `<database>.lock`, held by the one broker that writes an SQLite database.
+
+    SQLite's own `PRAGMA locking_mode=EXCLUSIVE` cannot serve: in WAL mode it shuts out every other
+    connection, the broker's own pooled readers included ("database is locked" after busy_timeout),
+    and the broker reads beside its writer. The kernel drops the lock when the process dies, so a
+    crashed broker never leaves a stale lock; the file only names the holder's pid for the message.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, database: Path) -> WriterLock:
+        """Take the lock beside `database`; `ConfigurationError` naming the holder if another broker has it."""
+        path = database.with_name(database.name + ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigurationError(
+                f"database {database} is in use by another broker (pid {holder} holds {path}); one broker writes "
+                "one SQLite database: stop the other broker or give this one its own database_url") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(path, fd)
+
+    def release(self) -> None:
+        """Let go of the lock (also done by the kernel when the process ends)."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def writer_lock(engine: Engine) -> WriterLock | None:
+    """The lock of an SQLite file database; None for PostgreSQL (replicas share it) or an in-memory one."""
+    if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
+        return None
+    return WriterLock.acquire(Path(engine.url.database).resolve())
 
 
 # SQLite primary result codes (the low byte of an extended code) that mean the store, not the

@@ -24,7 +24,7 @@ import structlog
 from sqlalchemy.engine import Connection, Engine
 
 from broker.audit import AuditEvent, AuditLog
-from broker.errors import STORAGE_FAULTS, BrokerError, StorageFull, StorageUnavailable
+from broker.errors import REFUSALS, STORAGE_FAULTS, StorageFull, StorageUnavailable
 from broker.metrics import (
     AUDIT_ENTRIES,
     AUDIT_WRITE_FAILURES,
@@ -55,6 +55,9 @@ class Batch:
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     # Agencies with new deliveries: other replicas are told at commit (PostgreSQL NOTIFY).
     notify: set[str] = field(default_factory=set)
+    # Deliveries settled (receipts) by agency: the replica holding their lease is told at commit,
+    # so it takes them off its queue instead of redelivering them when the lease runs out.
+    settled: dict[str, list[str]] = field(default_factory=dict)
     # Every operation of this batch, so that one of them can prefetch for all of its kind with
     # one query (see AcceptEnvelope), and a per-batch scratch space for what they share.
     ops: Sequence[Any] = ()
@@ -224,6 +227,9 @@ class Writer:
         conn = self._connection()
         try:
             with conn.begin():
+                if self._shared:
+                    # Catch up with other replicas first: a checkpoint signs the log as it is stored.
+                    self._take_sequencer(conn)
                 return fn(conn)
         except sa.exc.SQLAlchemyError:
             self._close()
@@ -414,23 +420,51 @@ class Writer:
             for item in pending:
                 try:
                     item.outcome = item.op.stage(batch)
-                except BrokerError as exc:
+                except REFUSALS as exc:
                     item.error = exc
             for table, rows in batch.inserts.items():
                 columns = tuple(rows[0])
                 bulk_insert(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
             if batch.events:
                 _check_indices(self._audit.append(conn, batch.events), batch.first_index)
-            if self._shared and batch.notify:
+            if self._shared and (batch.notify or batch.settled):
                 # Delivered by PostgreSQL only if and when this transaction commits.
                 conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
-                             [{"channel": NOTIFY_CHANNEL, "payload": f"{self._node}|{agency}"}
-                              for agency in sorted(batch.notify)])
+                             [{"channel": NOTIFY_CHANNEL, "payload": payload}
+                              for payload in replica_notes(self._node, batch.notify, batch.settled)])
         self._audit.commit()
         return batch.after_commit
 
 
 NOTIFY_CHANNEL = "isb_deliveries"
+# PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; settled ids are split below that.
+_NOTE_BYTES = 7000
+
+
+def replica_notes(node: str, fresh: set[str], settled: dict[str, list[str]]) -> list[str]:
+    """The NOTIFY payloads of one commit: `node|agency` for new deliveries of an agency, and
+    `node|agency|settled|id,id,...` for deliveries of an agency that receipts settled."""
+    notes = [f"{node}|{agency}" for agency in sorted(fresh)]
+    for agency in sorted(settled):
+        prefix = f"{node}|{agency}|settled|"
+        chunk: list[str] = []
+        size = len(prefix)
+        for message_id in settled[agency]:
+            if chunk and size + len(message_id) + 1 > _NOTE_BYTES:
+                notes.append(prefix + ",".join(chunk))
+                chunk, size = [], len(prefix)
+            chunk.append(message_id)
+            size += len(message_id) + 1
+        if chunk:
+            notes.append(prefix + ",".join(chunk))
+    return notes
+
+
+def parse_replica_note(payload: str) -> tuple[str, str, list[str] | None]:
+    """(node, agency, settled message ids or None for new deliveries) of a NOTIFY payload."""
+    node, _, rest = payload.partition("|")
+    agency, _, settled = rest.partition("|settled|")
+    return node, agency, (settled.split(",") if settled else None)
 _SEQUENCER_LOCK = 0x15B0_0001  # pg_advisory_xact_lock key of the audit log's single sequencer
 
 
@@ -453,17 +487,15 @@ _HEARTBEAT = sa.text("INSERT INTO writer_heartbeat (node, beat_us) VALUES (:node
 def _hold_or_fail(pending: Sequence[_Pending], fault: Fault) -> None:
     """A batch the store could not take: records are held for later, callers get the fault.
 
-    A refusal staged by its operation keeps its own status (the caller's answer does not depend
-    on the store); only its audit entry is lost, and that is logged and counted.
+    A refusal raised by its operation keeps its own status (the caller's answer does not depend
+    on the store); its audit entry is the caller's refusal scope's (broker.audit.refusals).
     """
     for item in pending:
         item.outcome = None
         if item.deferred:
             item.held = True
-        elif isinstance(item.error, BrokerError) and not isinstance(item.error, STORAGE_FAULTS):
-            AUDIT_WRITE_FAILURES.labels("refusal").inc()
-            log.warning("audit.refusal_not_written", refused_status=item.error.status.name,
-                        cause=fault.status.name)
+        elif isinstance(item.error, REFUSALS) and not isinstance(item.error, STORAGE_FAULTS):
+            pass  # its audit entry is written (or held) by the caller's refusal scope, not by this batch
         else:
             item.error = type(fault)(str(fault))
 

@@ -27,7 +27,7 @@ from broker.pki.store import CaDirectory, CertificateRecord, list_certificates
 from broker.policy import RunningPolicy
 from broker.store.writer import Writer
 from broker.transport.auth import Authenticator, Principal
-from broker.transport.rpc import Context, unary
+from broker.transport.rpc import Context
 
 log = structlog.get_logger(__name__)
 
@@ -76,10 +76,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self._ca = ca
         self._ca_lock = ca_lock
 
-    async def refuse(self, actor: str, rpc: str, error: BrokerError) -> None:
-        """Audit a refused admin call."""
-        await self._exchange.refuse(actor, rpc, error)
-
     async def _file_work(self, fn: Callable[[], T]) -> T:
         # CA files are written with locks and fsync: keep that off the event loop.
         return await asyncio.get_running_loop().run_in_executor(None, fn)
@@ -90,7 +86,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             event=event, actor=str(caller), time=dt.datetime.now(dt.UTC), agency=agency, fields=fields)))
         return index
 
-    @unary("RegisterAgency")
     async def RegisterAgency(self, request: admin_pb2.RegisterAgencyRequest,
                              context: Context) -> admin_pb2.AgencyRecord:
         caller = self._auth.require(context, Role.ADMIN)
@@ -98,7 +93,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.AgencyRecord(agency=record.agency_id, display_name=record.display_name,
                                       country=record.country, contact=record.contact)
 
-    @unary("IssueCertificate")
     async def IssueCertificate(self, request: admin_pb2.IssueCertificateRequest,
                                context: Context) -> admin_pb2.IssuedCertificate:
         caller = self._auth.require(context, Role.ADMIN)
@@ -122,7 +116,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.IssuedCertificate(certificate_pem=cert.public_bytes(Encoding.PEM),
                                            chain_pem=chain_pem(ca, cert), record=_record(record))
 
-    @unary("RevokeCertificate")
     async def RevokeCertificate(self, request: admin_pb2.RevokeCertificateRequest,
                                 context: Context) -> admin_pb2.CertificateRecord:
         caller = self._auth.require(context, Role.ADMIN)
@@ -140,7 +133,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         log.info("certificate.revoked", serial=record.serial, spiffe_id=record.spiffe_id, reason=reason)
         return _record(record)
 
-    @unary("ListCertificates")
     async def ListCertificates(self, request: admin_pb2.ListCertificatesRequest,
                                context: Context) -> admin_pb2.ListCertificatesResponse:
         self._auth.require(context, Role.ADMIN)
@@ -148,13 +140,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         records = await self._file_work(lambda: list_certificates(ca))
         return admin_pb2.ListCertificatesResponse(certificates=[_record(r) for r in records])
 
-    @unary("GetCrl")
     async def GetCrl(self, request: admin_pb2.GetCrlRequest, context: Context) -> admin_pb2.Crl:
         self._auth.authenticate(context)
         ca = self._ca()
         return admin_pb2.Crl(der=await self._file_work(lambda: crl_der(ca)))
 
-    @unary("ValidatePolicy")
     async def ValidatePolicy(self, request: admin_pb2.PolicyDocument,
                              context: Context) -> admin_pb2.PolicyValidation:
         self._auth.require(context, Role.ADMIN)
@@ -163,7 +153,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.PolicyValidation(valid=report.valid, errors=report.errors, digest=report.digest,
                                           diff=report.diff)
 
-    @unary("ApplyPolicy")
     async def ApplyPolicy(self, request: admin_pb2.PolicyDocument, context: Context) -> admin_pb2.PolicyValidation:
         caller = self._auth.require(context, Role.ADMIN)
         _check_policy_size(request.toml)
@@ -175,12 +164,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             await self._audit(caller, "policy.changed", old_digest=change.old_digest, new_digest=change.new_digest)
         return admin_pb2.PolicyValidation(valid=True, digest=report.digest, diff=report.diff)
 
-    @unary("GetPolicy")
     async def GetPolicy(self, request: admin_pb2.GetPolicyRequest, context: Context) -> admin_pb2.PolicyDocument:
         self._auth.require(context, Role.ADMIN, Role.AUDITOR)
         return admin_pb2.PolicyDocument(toml=self._policy.current.text)
 
-    @unary("ExplainPolicy")
     async def ExplainPolicy(self, request: admin_pb2.ExplainPolicyRequest,
                             context: Context) -> admin_pb2.PolicyDecision:
         caller = self._auth.authenticate(context)

@@ -15,11 +15,11 @@ from broker.api.v1 import audit_pb2, audit_pb2_grpc
 from broker.audit import AuditEvent, AuditLog, AuditRecord, CheckpointRecord
 from broker.delivery.exchange import Exchange
 from broker.delivery.operations import RecordEvent
-from broker.errors import STORAGE_FAULTS, BrokerError, FailedPrecondition, InvalidRequest
+from broker.errors import STORAGE_FAULTS, FailedPrecondition, InvalidRequest
 from broker.identity import Role
 from broker.store.writer import Writer
 from broker.transport.auth import Authenticator, Principal
-from broker.transport.rpc import Context, streaming, unary
+from broker.transport.rpc import Context
 
 log = structlog.get_logger(__name__)
 
@@ -49,10 +49,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def _log(self) -> AuditLog:
         return self._writer.audit_log
 
-    async def refuse(self, actor: str, rpc: str, error: BrokerError) -> None:
-        """Audit a refused audit call (for example an agency certificate)."""
-        await self._exchange.refuse(actor, rpc, error)
-
     async def _auditor(self, context: Context, rpc: str, **fields: Any) -> Principal:
         caller = self._auth.require(context, Role.AUDITOR)
         # An auditor's query is an event like any other (DESIGN.md section 8): who looked at what.
@@ -65,7 +61,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             fields={"rpc": rpc, **{k: v for k, v in fields.items() if v not in (None, "", 0)}})))
         return caller
 
-    @unary("QueryEntries")
     async def QueryEntries(self, request: audit_pb2.QueryEntriesRequest,
                            context: Context) -> audit_pb2.QueryEntriesResponse:
         for name in ("agency", "message_id", "event"):
@@ -81,7 +76,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         return audit_pb2.QueryEntriesResponse(entries=[_entry(r) for r in page.records],
                                               next_index=page.next_index or 0)
 
-    @unary("GetCheckpoint")
     async def GetCheckpoint(self, request: audit_pb2.GetCheckpointRequest, context: Context) -> audit_pb2.Checkpoint:
         await self._auditor(context, "GetCheckpoint")
         if request.fresh and self._writer.healthy:
@@ -101,7 +95,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             raise FailedPrecondition("no checkpoint has been signed yet")
         return latest.tree_size
 
-    @unary("GetInclusionProof")
     async def GetInclusionProof(self, request: audit_pb2.InclusionProofRequest,
                                 context: Context) -> audit_pb2.InclusionProof:
         await self._auditor(context, "GetInclusionProof", index=request.index, tree_size=request.tree_size)
@@ -113,7 +106,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         hashes, record = await self._exchange.read(prove)
         return audit_pb2.InclusionProof(index=request.index, tree_size=size, hashes=hashes, entry=_entry(record))
 
-    @unary("GetConsistencyProof")
     async def GetConsistencyProof(self, request: audit_pb2.ConsistencyProofRequest,
                                   context: Context) -> audit_pb2.ConsistencyProof:
         await self._auditor(context, "GetConsistencyProof", first_size=request.first_size,
@@ -125,7 +117,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def _window(self, conn: Any, *, start: int, stop: int) -> list[AuditRecord | CheckpointRecord]:
         return list(self._log.export(conn, start, stop))
 
-    @streaming("Export")
     async def Export(self, request: audit_pb2.ExportRequest, context: Context) -> AsyncIterator[audit_pb2.ExportItem]:
         await self._auditor(context, "Export", start_index=request.start_index, end_index=request.end_index)
         end = request.end_index or await self._size(0)

@@ -1,31 +1,38 @@
-"""The one place where domain errors become gRPC statuses, and where every call gets a request id.
+"""The one place where a call gets its request id, its request parsed, and its errors turned into statuses.
 
-Each handler is wrapped so that: a request id is bound to the logs and returned in trailing
-metadata; a `BrokerError` aborts the call with its own status code and message, after its refusal
-has been written to the audit log (if the domain did not already); anything else is logged and
-returned as INTERNAL without details.
+`CallInterceptor` wraps the handler of every method of every service (the broker's own, health and
+reflection alike), so that for each call:
+
+1. a request id is bound to the logs and returned in trailing metadata;
+2. the request bytes are parsed here, not by grpcio (which answers a request that does not parse
+   with UNKNOWN before any handler runs): bytes that do not parse are INVALID_ARGUMENT, audited
+   with the caller, for unary and streamed requests alike;
+3. the call runs inside the root refusal scope (`broker.audit.refusals`), so every refusal gets
+   exactly one audit entry;
+4. a refusal aborts the call with its own status (`broker.errors.status_of`) and a bounded
+   message; anything else is logged and returned as INTERNAL without details.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 import grpc
 import structlog
 
-from broker.errors import STORAGE_FAULTS, BrokerError
+from broker.audit import refusals
+from broker.errors import REFUSALS, STORAGE_FAULTS, BrokerError, InvalidRequest, status_of
+from broker.metrics import REFUSALS_ANSWERED
 
 log = structlog.get_logger(__name__)
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
 # grpcio ships no type information: the servicer context is typed loosely on purpose.
 Context: TypeAlias = Any
-# Servicers provide `refuse(actor, rpc, error)`, which writes a refusal's audit entry.
-Refuser = Callable[[str, str, BrokerError], Awaitable[None]]
+_INTERNAL = "internal error; the request id is in the trailing metadata"
 
 
 def caller_of(context: Context) -> str:
@@ -36,58 +43,111 @@ def caller_of(context: Context) -> str:
     return named[0] if named else (pems[0].decode(errors="replace") if pems else "unknown")
 
 
-async def _fail(context: Context, name: str, exc: BaseException, refuse: Refuser) -> None:
-    if isinstance(exc, BrokerError):
-        # A fault of the store is not a refusal of the request: logged by the writer, not audited.
-        if not exc.audited and not isinstance(exc, STORAGE_FAULTS):
-            await refuse(caller_of(context), name, exc)
-        log.info("rpc.refused", status=exc.status.name, reason=str(exc))
-        trailing: tuple[tuple[str, str], ...] = ()
-        if exc.trailing:  # replaces the call's trailing metadata, so the request id is repeated
-            request_id = str(structlog.contextvars.get_contextvars().get("request_id", ""))
-            trailing = (("x-request-id", request_id), *exc.trailing)
-        await context.abort(exc.status, str(exc), trailing_metadata=trailing)
-    log.exception("rpc.failed")
-    await context.abort(grpc.StatusCode.INTERNAL, "internal error; the request id is in the trailing metadata")
+def _parser(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    if deserializer is None:
+        return lambda raw: raw
+    owner = getattr(deserializer, "__self__", None)
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    name = getattr(descriptor, "full_name", "the request message")
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception as exc:  # noqa: BLE001 - any parser failure is the client's malformed request
+            raise InvalidRequest(f"request does not parse as {name}: {refusals.bounded(str(exc), 200)}") from None
+    return parse
 
 
-def unary(name: str) -> Callable[[Callable[[Any, Req, Context], Awaitable[Resp]]],
-                                                 Callable[[Any, Req, Context], Awaitable[Resp]]]:
-    """Wrap a unary-response handler (unary or client-streaming request)."""
-    def wrap(handler: Callable[[Any, Req, Context], Awaitable[Resp]]) -> Callable[[Any, Req, Context], Awaitable[Resp]]:
-        @functools.wraps(handler)
-        async def run(self: Any, request: Req, context: Context) -> Resp:
-            request_id = uuid.uuid4().hex
-            context.set_trailing_metadata((("x-request-id", request_id),))
-            with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=name):
-                try:
-                    return await handler(self, request, context)
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as exc:  # mapped to a status in one place
-                    await _fail(context, name, exc, self.refuse)
-                    raise
-        return run
-    return wrap
+@contextlib.asynccontextmanager
+async def _call(context: Context, rpc: str, record: refusals.Record) -> AsyncIterator[None]:
+    request_id = uuid.uuid4().hex
+    context.set_trailing_metadata((("x-request-id", request_id),))
+    with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=rpc):
+        try:
+            async with refusals.audited(record, caller_of(context), rpc, request_id=request_id):
+                yield
+        except grpc.aio.AbortError:
+            raise
+        except REFUSALS as exc:  # audited by the scope above (a fault of the store is not a refusal)
+            reason = refusals.bounded(str(exc))
+            if not isinstance(exc, STORAGE_FAULTS):
+                REFUSALS_ANSWERED.inc()
+            log.info("rpc.refused", status=status_of(exc).name, reason=reason)
+            trailing: tuple[tuple[str, str], ...] = ()
+            if isinstance(exc, BrokerError) and exc.trailing:  # replaces the call's trailing metadata
+                trailing = (("x-request-id", request_id), *exc.trailing)
+            await context.abort(status_of(exc), reason, trailing_metadata=trailing)
+        except Exception:  # mapped to a status in one place
+            log.exception("rpc.failed")
+            await context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
 
 
-def streaming(name: str) -> Callable[[Callable[[Any, Req, Context], AsyncIterator[Resp]]],
-                                                     Callable[[Any, Req, Context], AsyncIterator[Resp]]]:
-    """Wrap a server-streaming handler."""
-    def wrap(handler: Callable[[Any, Req, Context], AsyncIterator[Resp]]) -> Callable[[Any, Req, Context],
-                                                                                     AsyncIterator[Resp]]:
-        @functools.wraps(handler)
-        async def run(self: Any, request: Req, context: Context) -> AsyncIterator[Resp]:
-            request_id = uuid.uuid4().hex
-            context.set_trailing_metadata((("x-request-id", request_id),))
-            with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=name):
-                try:
-                    async for item in handler(self, request, context):
-                        yield item
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as exc:  # mapped to a status in one place
-                    await _fail(context, name, exc, self.refuse)
-                    raise
-        return run
-    return wrap
+async def _parsed_stream(requests: AsyncIterator[bytes], parse: Callable[[bytes], Any]) -> AsyncIterator[Any]:
+    async for raw in requests:
+        yield parse(raw)
+
+
+def _wrap(handler: grpc.RpcMethodHandler, rpc: str, record: refusals.Record) -> grpc.RpcMethodHandler:
+    parse = _parser(handler.request_deserializer)
+    serializer = handler.response_serializer
+    if handler.request_streaming and handler.response_streaming:
+        behaviour = handler.stream_stream
+
+        async def stream_stream(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[Any]:
+            async with _call(context, rpc, record):
+                async for item in _responses(behaviour(_parsed_stream(requests, parse), context)):
+                    yield item
+        return grpc.stream_stream_rpc_method_handler(stream_stream, response_serializer=serializer)
+    if handler.request_streaming:
+        behaviour = handler.stream_unary
+
+        async def stream_unary(requests: AsyncIterator[bytes], context: Context) -> Any:
+            async with _call(context, rpc, record):
+                return await behaviour(_parsed_stream(requests, parse), context)
+            return None  # reached only after an abort, which raises
+        return grpc.stream_unary_rpc_method_handler(stream_unary, response_serializer=serializer)
+    if handler.response_streaming:
+        behaviour = handler.unary_stream
+
+        async def unary_stream(raw: bytes, context: Context) -> AsyncIterator[Any]:
+            async with _call(context, rpc, record):
+                request = parse(raw)
+                async for item in _responses(behaviour(request, context)):
+                    yield item
+        return grpc.unary_stream_rpc_method_handler(unary_stream, response_serializer=serializer)
+    behaviour = handler.unary_unary
+
+    async def unary_unary(raw: bytes, context: Context) -> Any:
+        async with _call(context, rpc, record):
+            return await behaviour(parse(raw), context)
+        return None  # reached only after an abort, which raises
+    return grpc.unary_unary_rpc_method_handler(unary_unary, response_serializer=serializer)
+
+
+async def _responses(result: AsyncIterator[Any] | Awaitable[Any]) -> AsyncIterator[Any]:
+    # A streaming handler is an async generator, or a coroutine that writes with context.write
+    # (grpcio's health servicer does).
+    if inspect.isasyncgen(result):
+        async for item in result:
+            yield item
+    else:
+        await result  # type: ignore[misc]
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps every method handler of the server (see the module docstring)."""
+
+    def __init__(self, record: refusals.Record) -> None:
+        self._record = record
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails],
+                                                             Awaitable[grpc.RpcMethodHandler | None]],
+                                handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method  # "/isb.v1.BrokerService/Send"
+        return _wrap(handler, method.rsplit("/", 1)[-1], self._record)
+
+
+__all__ = ["CallInterceptor", "Context", "caller_of"]

@@ -12,18 +12,21 @@ from cryptography import x509
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
+from broker.audit.refusals import bounded
 from broker.delivery.exchange import Exchange
 from broker.delivery.operations import Accepted
 from broker.directory import PublishBundle, Registry, current_bundles
-from broker.errors import BrokerError, InvalidRequest, PermissionDenied
+from broker.errors import REFUSALS, FailedPrecondition, InvalidRequest, PermissionDenied, status_of
 from broker.identity import Role
+from broker.metrics import REFUSALS_ANSWERED
 from broker.policy import RunningPolicy
+from broker.protocol import validation
 from broker.protocol.envelope import unverified_message_id
 from broker.protocol.keys import verify_key_bundle
 from broker.store.db import now_us
 from broker.store.writer import Writer
 from broker.transport.auth import Authenticator
-from broker.transport.rpc import Context, caller_of, streaming, unary
+from broker.transport.rpc import Context
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +50,7 @@ def _ts(us: int) -> Timestamp:
 def _send_response(accepted: Accepted) -> broker_pb2.SendResponse:
     return broker_pb2.SendResponse(
         message_id=accepted.message_id, accepted_at=_ts(accepted.accepted_us),
-        audit_index=accepted.audit_index, duplicate=accepted.duplicate, delivered_to=accepted.recipients)
+        audit_index=accepted.audit_index, duplicate=accepted.duplicate, queued_for=accepted.recipients)
 
 
 class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
@@ -55,7 +58,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
 
     def __init__(self, auth: Authenticator, exchange: Exchange, writer: Writer, registry: Registry,
                  policy: RunningPolicy, trust_roots: Callable[[], Sequence[x509.Certificate]],
-                 trust_domain: str) -> None:
+                 trust_domain: str, *,
+                 revocation_list: Callable[[], broker_pb2.RevocationList] | None = None) -> None:
         self._auth = auth
         self._exchange = exchange
         self._writer = writer
@@ -63,12 +67,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         self._policy = policy
         self._trust_roots = trust_roots
         self._trust_domain = trust_domain
+        self._revocation_list = revocation_list
 
-    async def refuse(self, actor: str, rpc: str, error: BrokerError) -> None:
-        """Audit a refusal that the exchange did not audit itself (authentication, roles)."""
-        await self._exchange.refuse(actor, rpc, error)
-
-    @unary("Send")
     async def Send(self, request: broker_pb2.SendRequest, context: Context) -> broker_pb2.SendResponse:
         caller = self._auth.authenticate(context)
         accepted = await self._exchange.send(caller, request.envelope, request.envelope.ByteSize())
@@ -91,18 +91,18 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             try:
                 async for batch in request_iterator:
                     await in_order.put(asyncio.ensure_future(self._send_batch(context, batch)))
+            except Exception as exc:  # noqa: BLE001 - a batch that does not parse ends the stream with its refusal
+                failed: asyncio.Future[broker_pb2.SendBatchResult] = asyncio.get_running_loop().create_future()
+                failed.set_exception(exc)
+                await in_order.put(failed)
             finally:
                 await in_order.put(None)
 
         reader = asyncio.ensure_future(read())
         try:
+            # A refused batch (or one that does not parse) ends the stream with its status, never OK.
             while (next_result := await in_order.get()) is not None:
-                try:
-                    yield await next_result
-                except BrokerError as exc:
-                    if not exc.audited:
-                        await self.refuse(caller_of(context), "SendStream", exc)
-                    await context.abort(exc.status, str(exc))
+                yield await next_result
         finally:
             reader.cancel()
             while not in_order.empty():
@@ -120,9 +120,11 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         for envelope, outcome in zip(batch.envelopes, outcomes, strict=True):
             if isinstance(outcome, Accepted):
                 results.append(broker_pb2.SendResult(message_id=outcome.message_id, response=_send_response(outcome)))
-            elif isinstance(outcome, BrokerError):
+            elif isinstance(outcome, REFUSALS):  # audited by the exchange
+                REFUSALS_ANSWERED.inc()
                 results.append(broker_pb2.SendResult(
-                    message_id=unverified_message_id(envelope), code=outcome.status.value[0], error=str(outcome)))
+                    message_id=bounded(unverified_message_id(envelope), 64), code=status_of(outcome).value[0],
+                    error=bounded(str(outcome))))
             else:
                 log.error("send_stream.failed", error=repr(outcome))
                 results.append(broker_pb2.SendResult(
@@ -130,7 +132,6 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                     error="internal error"))
         return broker_pb2.SendBatchResult(results=results)
 
-    @streaming("Subscribe")
     async def Subscribe(self, request: broker_pb2.SubscribeRequest,
                         context: Context) -> AsyncIterator[broker_pb2.DeliveryBatch]:
         caller = self._auth.authenticate(context)
@@ -153,17 +154,16 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             stream.close()
             log.info("subscribe.closed", agency=caller.name)
 
-    @unary("Ack")
     async def Ack(self, request: broker_pb2.AckRequest, context: Context) -> broker_pb2.AckResponse:
         caller = self._auth.authenticate(context)
         count = await self._exchange.acknowledge(caller, request.receipts)
         return broker_pb2.AckResponse(acknowledged=count)
 
-    @unary("GetStatus")
     async def GetStatus(self, request: broker_pb2.GetStatusRequest, context: Context) -> broker_pb2.MessageStatus:
         caller = self._auth.authenticate(context)
-        if not request.message_id or len(request.message_id) > 64:
+        if not request.message_id:
             raise InvalidRequest("GetStatus needs the message_id of a message you sent")
+        validation.check_message_id(request.message_id, "message_id", uuid7=False)
         rows = await self._exchange.status(caller, request.message_id)
         status = broker_pb2.MessageStatus(message_id=request.message_id)
         for state, cert in rows:
@@ -175,10 +175,12 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                 item.recipient_certificate = cert or b""
         return status
 
-    @unary("PublishKeyBundle")
     async def PublishKeyBundle(self, request: envelope_pb2.SignedKeyBundle,
                                context: Context) -> broker_pb2.PublishKeyBundleResponse:
         caller = self._auth.require(context, Role.AGENCY)
+        if caller.name not in self._registry:
+            # As for every other call: an agency the admin has not registered publishes nothing.
+            raise PermissionDenied(f"agency {caller.name} is not registered with this broker")
         if len(request.bundle) > 8192 or len(request.certificate) > 16384 or len(request.signature) > 256:
             raise InvalidRequest("key bundle is larger than any valid bundle")
         if request.certificate != caller.certificate_der:
@@ -192,23 +194,34 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         log.info("keybundle.published", agency=caller.name, key_id=bundle.key_id)
         return broker_pb2.PublishKeyBundleResponse(key_id=bundle.key_id, audit_index=index)
 
-    @unary("GrantForwardConsent")
     async def GrantForwardConsent(self, request: envelope_pb2.SignedForwardConsent,
                                   context: Context) -> broker_pb2.GrantForwardConsentResponse:
         caller = self._auth.authenticate(context)
         index = await self._exchange.grant_forward_consent(caller, request)
         return broker_pb2.GrantForwardConsentResponse(audit_index=index)
 
-    @unary("GetDirectory")
+    async def GetRevocationList(self, request: broker_pb2.GetRevocationListRequest,
+                                context: Context) -> broker_pb2.RevocationList:
+        self._auth.authenticate(context)
+        if self._revocation_list is None:
+            raise FailedPrecondition("this broker serves no CRL")
+        return self._revocation_list()
+
     async def GetDirectory(self, request: broker_pb2.GetDirectoryRequest, context: Context) -> broker_pb2.Directory:
         self._auth.authenticate(context)
         if len(request.agencies) > MAX_DIRECTORY_QUERY:
             raise InvalidRequest(f"at most {MAX_DIRECTORY_QUERY} agencies per directory query")
+        validation.check_directory_request(request)
         wanted = list(request.agencies)
+        # No agencies named: every registered agency, as the proto documents.
         records = [self._registry.get(a) for a in wanted] if wanted else self._registry.all()
-        unknown = [a for a, r in zip(wanted, records, strict=True) if r is None]
+        unknown = [a for a, r in zip(wanted, records, strict=True) if r is None] if wanted else []
         if unknown:
             raise InvalidRequest(f"not registered: {', '.join(unknown[:5])}")
+        bounds = dict(request.min_audit_index)
+        unasked = sorted(set(bounds) - set(wanted))
+        if unasked:
+            raise InvalidRequest(f"freshness bound for an agency not asked for: {', '.join(unasked[:5])}")
         bundles = await self._exchange.read(lambda conn: current_bundles(conn, wanted, now_us()))
         directory = broker_pb2.Directory()
         for record in records:
@@ -219,9 +232,17 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                 if self._auth.is_revoked_der(b.certificate):
                     continue  # a key signed under a revoked identity is not offered to senders
                 entry.key_bundles.add(bundle=b.bundle, signature=b.signature, certificate=b.certificate)
+                entry.key_bundle_audit_index.append(b.audit_index)
                 if not entry.certificate:
                     entry.certificate = b.certificate
+            newest = max(entry.key_bundle_audit_index, default=0)
+            bound = bounds.get(record.agency_id, 0)
+            if newest < bound:
+                # The caller has used a bundle published later than anything this broker holds:
+                # it is behind (a stale replica, a copy of the database) or withholds that bundle.
+                raise FailedPrecondition(
+                    f"this broker holds no current key bundle of {record.agency_id} published at or after"
+                    f" audit index {bound} (newest: {newest}); ask an up-to-date broker")
         for name, members in sorted(self._policy.current.groups.items()):
             directory.groups.add(name=name, members=sorted(members))
         return directory
-

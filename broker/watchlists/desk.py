@@ -15,6 +15,7 @@ reads versions from then on, and older ones only through the next snapshot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import re
@@ -27,15 +28,18 @@ from google.protobuf.message import DecodeError
 from sqlalchemy.engine import Connection
 
 from broker.api.v1 import envelope_pb2, payload_pb2
-from broker.audit import AuditEvent
+from broker.audit import AuditEvent, refusals
+from broker.audit.refusals import bounded
 from broker.config import BrokerConfig
 from broker.delivery.exchange import Exchange
 from broker.delivery.operations import RecordEvent
 from broker.directory import Registry
-from broker.errors import BrokerError, FailedPrecondition, InvalidRequest, NotFound, PermissionDenied
+from broker.errors import FailedPrecondition, InvalidRequest, NotFound, PermissionDenied
 from broker.identity import AGENCY_ID, GROUP_NAME, Role
 from broker.policy import RunningPolicy, tlp_from_proto
+from broker.protocol import validation
 from broker.protocol.envelope import verify_outer
+from broker.protocol.errors import OutOfRange
 from broker.store import tables as store_tables
 from broker.store.db import now_us
 from broker.store.writer import Writer
@@ -68,12 +72,9 @@ class WatchlistDesk:
         self.actor = f"broker:{config.node}"
 
     # -- refusals ------------------------------------------------------------------------------
-    async def _refused(self, caller: Principal, rpc: str, error: BrokerError, *, message_id: str | None = None,
-                       digest: str = "") -> BrokerError:
-        if not error.audited:
-            await self._exchange.refuse(str(caller.spiffe_id), rpc, error, message_id=message_id,
-                                        agency=caller.name, digest=digest)
-        return error
+    def _audited(self, caller: Principal) -> contextlib.AbstractAsyncContextManager[refusals.RefusalScope]:
+        """The refusal scope of one request by `caller` (one audit entry per refusal)."""
+        return refusals.audited(self._exchange.record_refusal, str(caller.spiffe_id), agency=caller.name)
 
     # -- reading -------------------------------------------------------------------------------
     async def _load(self, watchlist_id: str) -> WatchlistRecord | None:
@@ -101,13 +102,11 @@ class WatchlistDesk:
 
     async def get(self, caller: Principal, watchlist_id: str) -> WatchlistRecord:
         """One watchlist the caller owns or may subscribe to."""
-        try:
+        async with self._audited(caller):
             record = await self._load(watchlist_id)
             if record is None:
-                raise NotFound(f"no watchlist {watchlist_id!r}")
+                raise NotFound(f"no watchlist {bounded(watchlist_id, 200)!r}")
             self._require_subscriber(caller, record)
-        except BrokerError as exc:
-            raise await self._refused(caller, "GetWatchlist", exc) from None
         return record
 
     async def visible(self, caller: Principal) -> list[WatchlistRecord]:
@@ -120,7 +119,7 @@ class WatchlistDesk:
     async def create(self, caller: Principal, watchlist_id: str, title: str, entry_types: Sequence[int],
                      subscribers: Sequence[str], tlp: int) -> WatchlistRecord:
         """Create a watchlist owned by the caller, at version 0."""
-        try:
+        async with self._audited(caller):
             if caller.role is not Role.AGENCY:
                 raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies own watchlists")
             if caller.name not in self._registry:
@@ -143,10 +142,10 @@ class WatchlistDesk:
             tlp_name = tlp_from_proto(tlp)
             # A list nobody may receive under the policy is refused now, not at the first publish.
             self._policy.current.decide_send(caller.name, _KIND, tlp_name, names).raise_if_denied()
-        except BrokerError as exc:
-            raise await self._refused(caller, "CreateWatchlist", exc) from None
-        record = WatchlistRecord(watchlist_id, caller.name, title, tuple(sorted(set(types))), names, tlp, 0, 0, 0, 0)
-        return await self._writer.submit(CreateWatchlist(record, actor=str(caller.spiffe_id)))
+            record = WatchlistRecord(watchlist_id, caller.name, title, tuple(sorted(set(types))), names, tlp,
+                                     0, 0, 0, 0)
+            created: WatchlistRecord = await self._writer.submit(CreateWatchlist(record, actor=str(caller.spiffe_id)))
+        return created
 
     def _check_subscribers(self, owner: str, subscribers: Sequence[str]) -> tuple[str, ...]:
         if not subscribers:
@@ -172,9 +171,7 @@ class WatchlistDesk:
     # -- PublishUpdate -------------------------------------------------------------------------
     async def publish(self, caller: Principal, envelope: envelope_pb2.Envelope, snapshot: bool) -> Published:
         """Check one WATCHLIST_UPDATE envelope from the owner and store it as the next version."""
-        digest = b""
-        header: envelope_pb2.Header | None = None
-        try:
+        async with self._audited(caller) as refusal:
             # 1. Who and how big, before any parsing.
             if caller.role is not Role.AGENCY:
                 raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies publish watchlists")
@@ -184,8 +181,13 @@ class WatchlistDesk:
                     f"envelope is {size} bytes, over the limit of {self._config.max_envelope_bytes} bytes")
             envelope_bytes = envelope.SerializeToString()
             digest = hashlib.sha256(envelope_bytes).digest()
+            refusal.note(digest=digest.hex())
             # 2. Peek at the header to name the watchlist in errors; trusted only after step 4.
-            header = _peek_header(envelope)
+            header = envelope_pb2.Header()
+            with contextlib.suppress(DecodeError):  # only to name the message in a refusal of the header
+                header.ParseFromString(envelope.header)
+            refusal.note(message_id=header.message_id)
+            header = validation.parse_header(envelope, max_recipients=self._config.max_recipients)
             if header.sender != caller.name:
                 raise PermissionDenied(
                     f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "
@@ -206,16 +208,27 @@ class WatchlistDesk:
             header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
             if header.HasField("expires") and header.expires.ToMicroseconds() <= now_us():
                 raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
+            await self._check_created(header, digest)
             # 5. Addressed as the watchlist says, with the keys it needs.
             expected = self._check_addressing(record, header, envelope)
-        except BrokerError as exc:
-            raise await self._refused(caller, "PublishUpdate", exc, message_id=header.message_id if header else None,
-                                      digest=digest.hex()) from None
-        # 6. The version check and the store, in the writer (see broker.watchlists.operations).
-        return await self._writer.submit(PublishVersion(
-            header=header, snapshot=snapshot, envelope=envelope_bytes, envelope_sha256=digest,
-            sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
-            caller=str(caller.spiffe_id), wrapped_for=expected, on_commit=self._published))
+            # 6. The version check and the store, in the writer (see broker.watchlists.operations).
+            published: Published = await self._writer.submit(PublishVersion(
+                header=header, snapshot=snapshot, envelope=envelope_bytes, envelope_sha256=digest,
+                sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
+                caller=str(caller.spiffe_id), wrapped_for=expected, on_commit=self._published))
+        return published
+
+    async def _check_created(self, header: envelope_pb2.Header, digest: bytes) -> None:
+        # As for sends: `created` within the skew window, unless this is a retry of a stored version.
+        try:
+            validation.check_created_skew(header, dt.datetime.now(dt.UTC),
+                                          dt.timedelta(seconds=self._config.max_clock_skew_seconds))
+        except OutOfRange:
+            v = tables.watchlist_versions
+            stored = await self._exchange.read(lambda conn: conn.execute(
+                sa.select(v.c.envelope_sha256).where(v.c.message_id == header.message_id)).scalar())
+            if stored is None or bytes(stored) != digest:
+                raise
 
     def _check_addressing(self, record: WatchlistRecord, header: envelope_pb2.Header,
                           envelope: envelope_pb2.Envelope) -> tuple[str, ...]:
@@ -254,7 +267,7 @@ class WatchlistDesk:
     # -- Sync ----------------------------------------------------------------------------------
     async def open_sync(self, caller: Principal, watchlist_id: str, have_version: int) -> WatchlistRecord:
         """Check that the caller may sync `watchlist_id` from `have_version`; return the watchlist."""
-        try:
+        async with self._audited(caller):
             if caller.role is not Role.AGENCY:
                 raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies subscribe to watchlists")
             record = await self._load(watchlist_id)
@@ -265,8 +278,6 @@ class WatchlistDesk:
                 raise FailedPrecondition(
                     f"you hold version {have_version} of {watchlist_id}, but the broker has only published up to "
                     f"version {record.version}; start again from a snapshot (have_version 0)")
-        except BrokerError as exc:
-            raise await self._refused(caller, "Sync", exc) from None
         return record
 
     def still_allowed(self, caller: Principal, record: WatchlistRecord) -> None:
@@ -320,14 +331,3 @@ class WatchlistDesk:
         # Runs on the event loop after the commit (Writer runs after_commit callbacks there).
         for event in self._waiters.get(watchlist_id, ()):
             event.set()
-
-
-def _peek_header(envelope: envelope_pb2.Envelope) -> envelope_pb2.Header:
-    if not envelope.header:
-        raise InvalidRequest("envelope has no header")
-    header = envelope_pb2.Header()
-    try:
-        header.ParseFromString(envelope.header)
-    except DecodeError as exc:
-        raise InvalidRequest(f"envelope header does not parse: {exc}") from exc
-    return header

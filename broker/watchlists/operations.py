@@ -17,7 +17,6 @@ import sqlalchemy as sa
 
 from broker.api.v1 import envelope_pb2
 from broker.audit import AuditEvent
-from broker.delivery.operations import rejection
 from broker.errors import AlreadyExists, BrokerError, FailedPrecondition, NotFound, PermissionDenied
 from broker.store import tables as store_tables
 from broker.store.writer import Batch
@@ -60,9 +59,7 @@ class CreateWatchlist:
                                0, 0, batch.now_us, batch.now_us)
 
     def _refuse(self, batch: Batch, error: BrokerError) -> NoReturn:
-        batch.audit(rejection(self.actor, "CreateWatchlist", str(error), batch.now, agency=self.record.owner,
-                              status=error.status.name))
-        error.audited = True
+        # Audited once by the caller's refusal scope (broker.audit.refusals), not staged here.
         raise error
 
 
@@ -162,9 +159,6 @@ class PublishVersion:
                                                      der=self.sender_cert_der))
 
     def _refuse(self, batch: Batch, error: BrokerError) -> NoReturn:
-        batch.audit(rejection(self.caller, "PublishUpdate", str(error), batch.now, message_id=self.header.message_id,
-                              agency=self.header.sender, digest=self.envelope_sha256.hex(),
-                              status=error.status.name))
-        error.audited = True
+        # Audited once by the caller's refusal scope (broker.audit.refusals), not staged here.
         raise error
 

@@ -13,10 +13,11 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.api.v1 import envelope_pb2, payload_pb2, watchlist_pb2, watchlist_pb2_grpc
-from broker.errors import BrokerError, InvalidRequest
+from broker.errors import InvalidRequest
 from broker.identity import Role
+from broker.protocol import validation
 from broker.transport.auth import Authenticator
-from broker.transport.rpc import Context, streaming, unary
+from broker.transport.rpc import Context
 from broker.watchlists.desk import WatchlistDesk
 from broker.watchlists.records import WatchlistRecord
 
@@ -60,20 +61,15 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
         self._desk = desk
         self._broker = broker
 
-    async def refuse(self, actor: str, rpc: str, error: BrokerError) -> None:
-        """Audit a refusal the desk did not audit itself (authentication, malformed requests)."""
-        await self._broker.exchange.refuse(actor, rpc, error)
-
-    @unary("CreateWatchlist")
     async def CreateWatchlist(self, request: watchlist_pb2.CreateWatchlistRequest,
                               context: Context) -> watchlist_pb2.Watchlist:
         caller = self._auth.require(context, Role.AGENCY)
+        validation.check_watchlist_request(request)
         record = await self._desk.create(caller, request.watchlist_id, request.title, list(request.entry_types),
                                          list(request.subscribers), request.tlp)
         log.info("watchlist.created", watchlist_id=record.watchlist_id, owner=record.owner)
         return _watchlist(record)
 
-    @unary("PublishUpdate")
     async def PublishUpdate(self, request: watchlist_pb2.PublishUpdateRequest,
                             context: Context) -> watchlist_pb2.PublishUpdateResponse:
         caller = self._auth.require(context, Role.AGENCY)
@@ -84,25 +80,24 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
             watchlist_id=published.watchlist_id, version=published.version, audit_index=published.audit_index,
             accepted_at=_ts(published.accepted_us), duplicate=published.duplicate, wrapped_for=published.wrapped_for)
 
-    @unary("GetWatchlist")
     async def GetWatchlist(self, request: watchlist_pb2.GetWatchlistRequest,
                            context: Context) -> watchlist_pb2.Watchlist:
         caller = self._auth.require(context, Role.AGENCY)
+        validation.check_watchlist_request(request)
         return _watchlist(await self._desk.get(caller, request.watchlist_id))
 
-    @unary("ListWatchlists")
     async def ListWatchlists(self, request: watchlist_pb2.ListWatchlistsRequest,
                              context: Context) -> watchlist_pb2.ListWatchlistsResponse:
         caller = self._auth.require(context, Role.AGENCY)
         records = await self._desk.visible(caller)
         return watchlist_pb2.ListWatchlistsResponse(watchlists=[_watchlist(r) for r in records])
 
-    @streaming("Sync")
     async def Sync(self, request: watchlist_pb2.SyncRequest,
                    context: Context) -> AsyncIterator[watchlist_pb2.WatchlistVersion]:
         caller = self._auth.require(context, Role.AGENCY)
         if not request.watchlist_id:
             raise InvalidRequest("Sync needs a watchlist_id")
+        validation.check_watchlist_request(request)
         record = await self._desk.open_sync(caller, request.watchlist_id, request.have_version)
         watchlist_id = record.watchlist_id
         changed = self._desk.watch(watchlist_id)  # before the first read, so no commit is missed

@@ -7,15 +7,14 @@ on the next send. For the offline CA (init, CSRs, renewal) see `isb pki`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from broker.config import DEFAULT_CERT_DIR
 from broker.identity import Role
 from clients.admin import AdminClient
-from clients.errors import ClientError
+from clients.cli.options import add_broker_arguments
+from clients.cli.output import output
 
 __all__ = ["register"]
 
@@ -62,10 +61,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _online(parser: argparse.ArgumentParser, action: Action) -> argparse.ArgumentParser:
-    parser.add_argument("--broker", default="127.0.0.1:7443", help="host:port of the broker (default %(default)s)")
-    parser.add_argument("--certs", type=Path, default=DEFAULT_CERT_DIR,
-                        help="folder with admin.crt, admin.key and ca.crt (default %(default)s)")
-    parser.add_argument("--trust-domain", default="isb.dev")
+    add_broker_arguments(parser, holds="admin.crt, admin.key and ca.crt")
     parser.set_defaults(func=lambda args: _run(args, action))
     return parser
 
@@ -73,61 +69,66 @@ def _online(parser: argparse.ArgumentParser, action: Action) -> argparse.Argumen
 def _run(args: argparse.Namespace, action: Action) -> int:
     who = getattr(args, "who", "admin")
     role = {"admin": Role.ADMIN, "auditor": Role.AUDITOR}.get(who, Role.AGENCY)
-    try:
-        with AdminClient(args.broker, cert=args.certs / f"{who}.crt", key=args.certs / f"{who}.key",
-                         ca=args.certs / "ca.crt", trust_domain=args.trust_domain, role=role) as client:
-            return action(client, args)
-    except (ClientError, OSError) as exc:
-        print(f"isb admin: {exc}", file=sys.stderr)
-        return 1
+    with AdminClient(args.broker, cert=args.certs / f"{who}.crt", key=args.certs / f"{who}.key",
+                     ca=args.certs / "ca.crt", trust_domain=args.trust_domain, role=role) as client:
+        return action(client, args)
 
 
 def _register(client: AdminClient, args: argparse.Namespace) -> int:
     record = client.register_agency(args.agency, args.name, args.country, args.contact)
-    print(json.dumps({"agency": record.agency, "display_name": record.display_name, "country": record.country}))
+    output(args).record({"agency": record.agency, "display_name": record.display_name, "country": record.country},
+                    title="registered")
     return 0
 
 
 def _revoke(client: AdminClient, args: argparse.Namespace) -> int:
     record = client.revoke(args.serial, args.reason)
-    print(json.dumps({"serial": record.serial, "spiffe_id": record.spiffe_id, "status": record.status,
-                      "reason": record.revocation_reason}))
+    output(args).record({"serial": record.serial, "spiffe_id": record.spiffe_id, "status": record.status,
+                     "reason": record.revocation_reason}, title="revoked")
     return 0
 
 
 def _certificates(client: AdminClient, args: argparse.Namespace) -> int:
-    for r in client.certificates():
-        print(json.dumps({"serial": r.serial, "spiffe_id": r.spiffe_id, "role": r.role, "status": r.status,
-                          "not_after": r.not_after.ToDatetime().isoformat() + "Z"}))
+    output(args).rows([{"serial": r.serial, "spiffe_id": r.spiffe_id, "role": r.role, "status": r.status,
+                    "not_after": r.not_after.ToDatetime().isoformat() + "Z"} for r in client.certificates()],
+                  empty="no certificates issued")
     return 0
 
 
 def _policy_show(client: AdminClient, args: argparse.Namespace) -> int:
     text = client.policy()
     if args.out:
-        args.out.write_text(text)
+        args.out.write_text(text, encoding="utf-8")
+        output(args).record({"written_to": args.out, "bytes": len(text.encode())}, title="running policy saved")
+    elif output(args).json:
+        output(args).record({"toml": text})
     else:
-        print(text, end="")
+        sys.stdout.write(text)
     return 0
 
 
 def _policy_validate(client: AdminClient, args: argparse.Namespace) -> int:
-    report = client.validate_policy(args.file.read_text())
-    for error in report.errors:
-        print(error, file=sys.stderr)
-    print(report.diff or "(no change against the running policy)", end="" if report.diff else "\n")
+    report = client.validate_policy(args.file.read_text(encoding="utf-8"))
+    if output(args).json:
+        output(args).record({"file": args.file, "valid": report.valid, "errors": list(report.errors),
+                         "diff": report.diff})
+    else:
+        for error in report.errors:
+            output(args).warn(error)
+        output(args).say(report.diff or "(no change against the running policy)")
     return 0 if report.valid else 1
 
 
 def _policy_apply(client: AdminClient, args: argparse.Namespace) -> int:
-    report = client.apply_policy(args.file.read_text())
-    print(f"applied: sha256 {report.digest}")
+    report = client.apply_policy(args.file.read_text(encoding="utf-8"))
+    output(args).record({"file": args.file, "sha256": report.digest}, title="policy applied")
     return 0
 
 
 def _explain(client: AdminClient, args: argparse.Namespace) -> int:
     recipients = [r for item in args.to for r in item.split(",") if r]
     decision = client.explain(sender=args.sender, kind=args.kind, tlp=args.tlp, recipients=recipients)
-    print(json.dumps({"allowed": decision.allowed, "rule": decision.rule, "reason": decision.reason,
-                      "recipients": list(decision.expanded_recipients)}))
+    output(args).record({"verdict": "ALLOWED" if decision.allowed else "REFUSED", "allowed": decision.allowed,
+                     "rule": decision.rule, "reason": decision.reason,
+                     "recipients": list(decision.expanded_recipients)})
     return 0 if decision.allowed else 1

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from rich.text import Text
+
 from broker.api.v1 import envelope_pb2
-from broker.config import DEFAULT_CERT_DIR
-from broker.policy import tlp_from_proto
-from clients.agency import MLKEM768_X25519, X25519, AgencyClient
-from clients.errors import ClientError
+from broker.policy import TLP_CODES
+from clients.agency import MLKEM768_X25519, X25519, AgencyClient, ReceivedMessage
+from clients.cli.failures import CommandError
+from clients.cli.options import add_broker_arguments, settings
+from clients.cli.output import output, value_style
 
 __all__ = ["add_connection_arguments", "agency_client", "register"]
 
@@ -20,11 +22,12 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every agency command takes: broker address, agency id, PKI folder, trust domain."""
-    parser.add_argument("--broker", default="127.0.0.1:7443", help="host:port of the broker (default %(default)s)")
-    parser.add_argument("--agency", required=True, help="our agency id, e.g. FR-CUSTOMS")
-    parser.add_argument("--certs", type=Path, default=DEFAULT_CERT_DIR,
-                        help="folder with <AGENCY>.crt, <AGENCY>.key and ca.crt (default %(default)s)")
-    parser.add_argument("--trust-domain", default="isb.dev")
+    agency = settings().agency
+    parser.add_argument("--agency", required=agency is None, default=agency, metavar="ID",
+                        help="our agency id, e.g. FR-CUSTOMS" + (f" (default {agency}, from ISB_AGENCY or the "
+                                                                 "config file)" if agency else
+                                                                 "; ISB_AGENCY or the config file may set it"))
+    add_broker_arguments(parser, holds="<AGENCY>.crt, <AGENCY>.key and ca.crt")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     send.add_argument("--to", required=True, action="append", help="recipient agency or group (repeatable)")
     kinds = [k for k in envelope_pb2.Kind.keys() if k != "KIND_UNSPECIFIED"]  # noqa: SIM118 - protobuf enum API
     send.add_argument("--kind", default="ALERT", choices=kinds)
-    send.add_argument("--tlp", default="AMBER", choices=["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"])
+    send.add_argument("--tlp", default="AMBER", choices=list(TLP_CODES), help="handling code (default %(default)s)")
     send.add_argument("--priority", default="NORMAL", choices=["LOW", "NORMAL", "HIGH", "FLASH"])
     send.add_argument("--content-type", default="text/plain; charset=utf-8")
     body = send.add_mutually_exclusive_group(required=True)
@@ -67,69 +70,65 @@ def agency_client(args: argparse.Namespace) -> AgencyClient:
     return AgencyClient.from_dir(args.broker, args.certs, args.agency, trust_domain=args.trust_domain)
 
 
-def _run(args: argparse.Namespace, action: str) -> int:
-    try:
-        with agency_client(args) as client:
-            if action == "publish":
-                key_id = client.publish_key(MLKEM768_X25519 if args.post_quantum else X25519)
-                print(json.dumps({"agency": client.agency, "key_id": key_id}))
-            elif action == "send":
-                return _do_send(client, args)
-            elif action == "listen":
-                _do_listen(client, args)
-            else:
-                for r in client.status(args.message_id):
-                    receipt = envelope_pb2.ReceiptStatus.Name(r.receipt.status) if r.receipt else None
-                    print(json.dumps({"recipient": r.recipient, "state": r.state, "attempts": r.attempts,
-                                      "receipt": receipt, "receipt_verified": r.receipt is not None}))
-    except ClientError as exc:
-        print(f"isb: {exc}", file=sys.stderr)
-        return 1
+def _publish(args: argparse.Namespace) -> int:
+    with agency_client(args) as client:
+        key_id = client.publish_key(MLKEM768_X25519 if args.post_quantum else X25519)
+    output(args).record({"agency": client.agency, "key_id": key_id,
+                     "suite": "ML-KEM-768+X25519" if args.post_quantum else "X25519"}, title="key bundle published")
     return 0
 
 
-def _do_send(client: AgencyClient, args: argparse.Namespace) -> int:
+def _read_body(args: argparse.Namespace) -> bytes:
     if args.text is not None:
-        body = args.text.encode()
+        body: bytes = args.text.encode()
     else:
         source = sys.stdin.buffer if str(args.file) == "-" else args.file.open("rb")
         with source:
             body = source.read(MAX_BODY_BYTES + 1)
     if len(body) > MAX_BODY_BYTES:
-        print(f"isb: the body is over {MAX_BODY_BYTES} bytes", file=sys.stderr)
-        return 1
-    response = client.send(args.to, body, content_type=args.content_type, kind=envelope_pb2.Kind.Value(args.kind),
-                           tlp=args.tlp, priority=envelope_pb2.Priority.Value(args.priority))
-    print(json.dumps({"message_id": response.message_id, "audit_index": response.audit_index,
-                      "delivered_to": list(response.delivered_to), "duplicate": response.duplicate}))
-    return 0
-
-
-def _do_listen(client: AgencyClient, args: argparse.Namespace) -> None:
-    for received, message in enumerate(client.deliveries(timeout=args.idle), start=1):
-        text = message.body.decode("utf-8", errors="replace") if message.content_type.startswith("text/") else None
-        print(json.dumps({
-            "message_id": message.message_id, "sender": message.sender,
-            "kind": envelope_pb2.Kind.Name(message.header.kind),
-            "tlp": tlp_from_proto(message.header.handling.tlp), "content_type": message.content_type,
-            "body": text if text is not None else f"<{len(message.body)} bytes>",
-        }), flush=True)
-        client.ack(message)
-        if args.count and received >= args.count:
-            return
-
-
-def _publish(args: argparse.Namespace) -> int:
-    return _run(args, "publish")
+        raise CommandError(f"the body is over {MAX_BODY_BYTES} bytes",
+                           "send a smaller body (the broker refuses larger envelopes)")
+    return body
 
 
 def _send(args: argparse.Namespace) -> int:
-    return _run(args, "send")
+    body = _read_body(args)
+    with agency_client(args) as client:
+        response = client.send(args.to, body, content_type=args.content_type, kind=envelope_pb2.Kind.Value(args.kind),
+                               tlp=args.tlp, priority=envelope_pb2.Priority.Value(args.priority))
+    output(args).record({"message_id": response.message_id, "audit_index": response.audit_index,
+                     "queued_for": list(response.queued_for), "duplicate": response.duplicate},
+                    title="sent; `isb status MESSAGE_ID` shows deliveries and receipts")
+    return 0
+
+
+def _delivery_line(message: ReceivedMessage, text: str) -> Text:
+    line = Text()
+    line.append(f"{message.tlp:<12}", style=value_style(message.tlp))
+    line.append(f" {message.kind:<16} from {message.sender:<12} {message.message_id}\n", style="bold")
+    line.append(text)
+    return line
 
 
 def _listen(args: argparse.Namespace) -> int:
-    return _run(args, "listen")
+    out = output(args)
+    with agency_client(args) as client:
+        for received, message in enumerate(client.deliveries(timeout=args.idle), start=1):
+            is_text = message.content_type.startswith("text/")
+            text = message.body.decode("utf-8", errors="replace") if is_text else f"<{len(message.body)} bytes>"
+            out.item({"message_id": message.message_id, "sender": message.sender, "kind": message.kind,
+                      "tlp": message.tlp, "priority": message.priority, "content_type": message.content_type,
+                      "body": text}, _delivery_line(message, text))
+            client.ack(message)
+            if args.count and received >= args.count:
+                break
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    return _run(args, "status")
+    with agency_client(args) as client:
+        rows = [{"recipient": r.recipient, "state": r.state, "attempts": r.attempts,
+                 "receipt": envelope_pb2.ReceiptStatus.Name(r.receipt.status) if r.receipt else None,
+                 "receipt_verified": r.receipt is not None} for r in client.status(args.message_id)]
+    output(args).rows(rows, title=f"message {args.message_id}")
+    return 0

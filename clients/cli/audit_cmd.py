@@ -11,7 +11,6 @@ entry that does not match), 2 when the export or the key cannot be read.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -21,12 +20,13 @@ from typing import TextIO
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from broker.config import DEFAULT_CERT_DIR
 from broker.errors import VerificationError
 from broker.protocol import _note
 from clients.audit.verify import verify_export
 from clients.auditor import AuditorClient
-from clients.errors import ClientError
+from clients.cli.failures import CommandError
+from clients.cli.options import add_broker_arguments
+from clients.cli.output import output
 
 __all__ = ["register"]
 
@@ -75,12 +75,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _online(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", default="127.0.0.1:7443", help="host:port of the broker (default %(default)s)")
-    parser.add_argument("--certs", type=Path, default=DEFAULT_CERT_DIR,
-                        help="folder with auditor.crt, auditor.key and ca.crt (default %(default)s)")
+    add_broker_arguments(parser, holds="auditor.crt, auditor.key and ca.crt")
     parser.add_argument("--key", type=Path, default=None, metavar="FILE",
                         help="the broker's audit public key (default: audit.pub in --certs)")
-    parser.add_argument("--trust-domain", default="isb.dev")
 
 
 def _auditor(args: argparse.Namespace) -> AuditorClient:
@@ -94,38 +91,38 @@ def _auditor(args: argparse.Namespace) -> AuditorClient:
 
 def _online_command(action: Callable[[AuditorClient, argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        try:
-            with _auditor(args) as auditor:
-                action(auditor, args)
-        except (ClientError, VerificationError, OSError) as exc:
-            print(f"isb audit: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+        # Failures (ClientError, VerificationError, unreadable files) are reported by `isb`'s main.
+        with _auditor(args) as auditor:
+            action(auditor, args)
         return EXIT_OK
     return run
 
 
 def _checkpoint(auditor: AuditorClient, args: argparse.Namespace) -> None:
     cp = auditor.checkpoint(fresh=args.fresh)
-    print(json.dumps({"origin": cp.origin, "tree_size": cp.size, "root_hash": cp.root.hex(),
-                      "time": cp.time.isoformat() if cp.time else None, "signature": "verified"}))
+    output(args).record({"origin": cp.origin, "tree_size": cp.size, "root_hash": cp.root.hex(), "time": cp.time,
+                         "signature": "verified"}, title="latest checkpoint")
 
 
 def _export(auditor: AuditorClient, args: argparse.Namespace) -> None:
     with args.out.open("wb") as stream:
         count = auditor.export(stream)
-    print(f"exported {count} entries to {args.out}; check it with: isb audit verify {args.out} --key audit.pub")
+    output(args).record({"entries": count, "written_to": args.out},
+                        title=f"exported; check it with `isb audit verify {args.out} --key audit.pub`")
 
 
 def _prove(auditor: AuditorClient, args: argparse.Namespace) -> None:
-    for proven in auditor.prove_message(args.message_id):
-        print(json.dumps({"index": proven.index, "event": proven.event.event, "tree_size": proven.checkpoint.size,
-                          "root_hash": proven.checkpoint.root.hex(), "proof": [h.hex() for h in proven.proof],
-                          "inclusion": "verified"}))
+    out = output(args)
+    rows = [{"index": proven.index, "event": proven.event.event, "tree_size": proven.checkpoint.size,
+             "root_hash": proven.checkpoint.root.hex(), "proof": [h.hex() for h in proven.proof],
+             "inclusion": "verified"} for proven in auditor.prove_message(args.message_id)]
+    out.rows(rows, ["index", "event", "tree_size", "root_hash", "inclusion"] if not out.json else None,
+             title=f"inclusion proofs of {args.message_id}", empty="no audit entries for this message")
 
 
 def _report(auditor: AuditorClient, args: argparse.Namespace) -> None:
-    for row in auditor.report(args.message_id):
-        print(json.dumps(row, default=list))
+    output(args).rows([dict(row) for row in auditor.report(args.message_id)], title=f"life of {args.message_id}",
+                      empty="no audit entries for this message")
 
 
 _cmd_checkpoint = _online_command(_checkpoint)
@@ -180,27 +177,34 @@ class ProgressBar:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    out = output(args)
     try:
         key = load_audit_key(args.key)
     except OSError as exc:
-        print(f"isb audit verify: cannot read the key: {exc}", file=sys.stderr)
-        return EXIT_TROUBLE
+        raise CommandError(f"cannot read the key {args.key}: {exc.strerror}", exit_status=EXIT_TROUBLE) from exc
     except VerificationError as exc:
-        print(f"isb audit verify: {exc}", file=sys.stderr)
-        return EXIT_TROUBLE
-    progress = None if args.quiet else ProgressBar(sys.stderr, "verifying")
+        raise CommandError(str(exc), "pass the broker's audit.pub (a vkey line or a PEM Ed25519 key)",
+                           exit_status=EXIT_TROUBLE) from exc
+    progress = None if args.quiet or out.json else ProgressBar(sys.stderr, "verifying")
     try:
         report = verify_export(args.export, key, progress)
     except OSError as exc:
-        print(f"isb audit verify: cannot read the export: {exc}", file=sys.stderr)
-        return EXIT_TROUBLE
+        raise CommandError(f"cannot read the export {args.export}: {exc.strerror}", exit_status=EXIT_TROUBLE) from exc
     except VerificationError as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
+        if out.json:
+            out.record({"result": "FAILED", "export": args.export, "reason": str(exc)})
+        else:
+            out.error(f"FAILED: {exc}")
         return EXIT_FAILED
-    print(
+    if out.json:
+        out.record({"result": "OK", "export": args.export, "origin": report.origin, "entries": report.entries,
+                    "checkpoints": report.checkpoints, "tree_size": report.tree_size,
+                    "root_hash": report.root_hash.hex(), "unverified_entries": report.unverified_entries})
+        return EXIT_OK
+    out.say(
         f"OK: {report.origin}: {report.entries} entries, {report.checkpoints} checkpoints verified;"
-        f" tree size {report.tree_size}, root {report.root_hash.hex()}"
+        f" tree size {report.tree_size}, root {report.root_hash.hex()}", style="bold green"
     )
     if report.unverified_entries:
-        print(f"note: {report.unverified_entries} entries after the last checkpoint are not covered by any")
+        out.say(f"note: {report.unverified_entries} entries after the last checkpoint are not covered by any")
     return EXIT_OK

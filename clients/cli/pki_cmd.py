@@ -15,8 +15,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from broker.config import DEFAULT_CERT_DIR
-from broker.errors import BrokerError, InvalidRequest
+from broker.errors import InvalidRequest
 from broker.identity import Role, make_spiffe_id
 from broker.pki import _files
 from broker.pki.authority import generate_identity_key
@@ -26,6 +25,10 @@ from broker.pki.inspect import parse_serial
 from broker.pki.issuance import chain_pem, check_lifetime, issue_request, renew
 from broker.pki.revocation import CRL_VALIDITY, MAX_CRL_VALIDITY, REVOCATION_REASONS, publish_crl, revoke
 from broker.pki.store import CaDirectory, CertificateRecord, CertificateStatus, list_certificates
+from clients.cli import install_cmd
+from clients.cli.failures import CommandError
+from clients.cli.options import add_trust_domain_argument, settings
+from clients.cli.output import output
 
 __all__ = ["register", "render_certificate_table"]
 
@@ -42,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     init = commands.add_parser("init", help="create the deployment's root CA (refuses to overwrite)")
     init.add_argument("--dir", type=Path, required=True, help="directory for the new CA")
-    init.add_argument("--trust-domain", required=True, help="e.g. isb.example.eu")
+    init.add_argument("--trust-domain", required=True, metavar="DOMAIN",
+                      help="SPIFFE trust domain of the new deployment, e.g. isb.example.eu")
     init.add_argument(
         "--intermediate",
         action="store_true",
@@ -51,8 +55,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _set(init, _cmd_init)
 
     dev = commands.add_parser("dev", help="create the development PKI if missing (idempotent)")
-    dev.add_argument("--dir", type=Path, default=DEFAULT_CERT_DIR, help=f"default {DEFAULT_CERT_DIR}")
-    dev.add_argument("--trust-domain", default="isb.dev")
+    dev.add_argument("--dir", type=Path, default=settings().cert_dir, help="default %(default)s (ISB_CERT_DIR)")
+    add_trust_domain_argument(dev)
     _set(dev, _cmd_dev)
 
     request = commands.add_parser("request", help="generate an identity key and a CSR (agency side)")
@@ -61,11 +65,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     who.add_argument("--auditor", metavar="NAME")
     who.add_argument("--admin", metavar="NAME")
     who.add_argument("--broker", metavar="NODE", help="broker node name (server certificate)")
-    request.add_argument("--trust-domain", default="isb.dev")
+    add_trust_domain_argument(request)
     request.add_argument("--out", type=Path, required=True, help="directory for <name>.key and <name>.csr")
     request.add_argument("--dns", action="append", default=[], help="DNS name (broker only; repeatable)")
     request.add_argument("--ip", action="append", default=[], help="IP address (broker only; repeatable)")
     _set(request, _cmd_request)
+    install_cmd.register(commands)
     _add_admin_commands(commands)
 
 
@@ -117,34 +122,24 @@ def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def _set(parser: argparse.ArgumentParser, handler: Handler) -> None:
-    parser.set_defaults(func=_reporting_errors(handler))
+    # Errors (BrokerError with a message written for the operator) are reported by `isb`'s main.
+    parser.set_defaults(func=handler)
 
 
 def _ca_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ca", type=Path, default=DEFAULT_CERT_DIR, help=f"CA directory (default {DEFAULT_CERT_DIR})")
-
-
-def _reporting_errors(handler: Handler) -> Handler:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except BrokerError as exc:
-            # Our errors carry a message written for the operator; a traceback would bury it.
-            print(f"isb pki: error: {exc}", file=sys.stderr)
-            return 1
-
-    return run
+    parser.add_argument("--ca", type=Path, default=settings().cert_dir, metavar="DIR",
+                        help="CA directory (default %(default)s; ISB_CERT_DIR or the config file set it)")
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
     _check_trust_domain(args.trust_domain)
     ca = CaDirectory.init(args.dir, args.trust_domain, intermediate=args.intermediate)
-    print(f"created CA for trust domain {ca.trust_domain} in {ca.path}")
-    print(f"  trust anchor : {ca.root_cert_path}")
-    print(f"  CRL          : {ca.crl_path}")
+    out = output(args)
+    out.record({"trust_domain": ca.trust_domain, "directory": ca.path, "trust_anchor": ca.root_cert_path,
+                "crl": ca.crl_path, "issuing_ca": ca.intermediate_cert_path if ca.has_intermediate else None},
+               title=f"created CA for trust domain {ca.trust_domain}")
     if ca.has_intermediate:
-        print(f"  issuing CA   : {ca.intermediate_cert_path}")
-        print(f"  the root key {ca.root_key_path} is not needed to issue or revoke: move it offline")
+        out.say(f"the root key {ca.root_key_path} is not needed to issue or revoke: move it offline")
     return 0
 
 
@@ -157,7 +152,7 @@ def _check_trust_domain(trust_domain: str) -> None:
 
 def _cmd_dev(args: argparse.Namespace) -> int:
     pki = ensure_dev_pki(args.dir, args.trust_domain)
-    print(f"dev PKI ready in {pki.directory} (trust domain {pki.trust_domain})")
+    output(args).record({"directory": pki.directory, "trust_domain": pki.trust_domain}, title="dev PKI ready")
     return 0
 
 
@@ -175,9 +170,11 @@ def _cmd_request(args: argparse.Namespace) -> int:
     csr = create_csr(key, spiffe_id, dns_names=args.dns, ip_addresses=args.ip)
     _files.write_private_key(key_path, key)  # refuses to overwrite an existing key
     _files.write_public_file(request_path, csr_pem(csr))
-    print(f"identity key : {key_path} (mode 0600; keep it here, never send it)")
-    print(f"request      : {request_path} for {spiffe_id}")
-    print("send the request to your ISB administrator, who runs `isb pki issue`")
+    out = output(args)
+    out.record({"identity_key": key_path, "request": request_path, "spiffe_id": spiffe_id},
+               title="identity key (mode 0600: keep it here, never send it) and certificate request")
+    out.say(f"send {request_path} to your ISB administrator, who runs `isb pki issue {request_path.name}`; "
+            f"with the certificate and the CA's ca.crt, run `isb pki install CERT --ca-cert ca.crt --dir {args.out}`")
     return 0
 
 
@@ -198,27 +195,28 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         raise InvalidRequest(f"{args.csr} requests a {request.spiffe_id.role.value} certificate, not {role.value}")
     # Check the lifetime before asking, so the admin does not confirm something that then fails.
     days = check_lifetime(ca.load_authority(), request.spiffe_id.role, args.days)
-    print(f"certificate signing request {args.csr}:")
-    print(request.describe())
-    print(f"  lifetime  : {days} days")
+    out = output(args)
     holders = _valid_holders(ca, str(request.spiffe_id))
     question = "issue this certificate?"
     if holders:
         # A second valid certificate is a second identity key for the same agency: whoever holds
         # either key can publish encryption keys under that id. Say so before anyone confirms.
-        print(f"warning: {request.spiffe_id} already holds {len(holders)} valid certificate(s):", file=sys.stderr)
-        for record in holders:
-            print(f"  serial {record.serial}, expires {record.not_after.date().isoformat()}", file=sys.stderr)
-        print("  to replace a key, prefer `isb pki renew SERIAL --csr NEW.csr`, then revoke the old certificate",
-              file=sys.stderr)
+        out.warn(f"{request.spiffe_id} already holds {len(holders)} valid certificate(s): "
+                 + ", ".join(f"serial {r.serial} (expires {r.not_after.date().isoformat()})" for r in holders)
+                 + "; to replace a key, prefer `isb pki renew SERIAL --csr NEW.csr`, then revoke the old certificate")
         question = f"issue a second valid certificate for {request.spiffe_id}?"
-    if not args.yes and not _confirm(question):
-        print("not issued", file=sys.stderr)
-        return 1
+    if not args.yes:
+        out.say(f"certificate signing request {args.csr}:")
+        out.say(request.describe())
+        out.say(f"  lifetime  : {days} days")
+        if not _confirm(question):
+            raise CommandError("not issued", "run the command again and answer y, or pass --yes")
     cert, record = issue_request(ca, request, lifetime_days=args.days, expected_role=role)
-    out = args.out or args.csr.with_suffix(".crt")
-    _files.write_public_file(out, chain_pem(ca, cert))
-    _print_issued(out, record)
+    path = args.out or args.csr.with_suffix(".crt")
+    _files.write_public_file(path, chain_pem(ca, cert))
+    _print_issued(args, path, record)
+    out.say(f"send {path} and the trust anchor {ca.root_cert_path} to its holder, who runs "
+            f"`isb pki install {path.name} --ca-cert ca.crt`")
     return 0
 
 
@@ -230,36 +228,41 @@ def _cmd_renew(args: argparse.Namespace) -> int:
     ca = CaDirectory.open(args.ca)
     record = ca.read_index().find(parse_serial(args.serial))
     data = _read_input(args.csr) if args.csr else None
-    print(f"renewing {record.serial} for {record.spiffe_id} (expires {record.not_after.date().isoformat()})")
+    out = output(args)
+    out.say(f"renewing {record.serial} for {record.spiffe_id} (expires {record.not_after.date().isoformat()})")
     if data is not None:
         request: CertificateRequest = verify_csr(data, ca.trust_domain)
-        print("with a new key from the CSR:")
-        print(request.describe())
+        out.say("with a new key from the CSR:")
+        out.say(request.describe())
     else:
-        print("keeping the current key")
+        out.say("keeping the current key")
     if not args.yes and not _confirm("issue the successor?"):
-        print("not renewed", file=sys.stderr)
-        return 1
+        raise CommandError("not renewed", "run the command again and answer y, or pass --yes")
     cert, successor = renew(ca, record.serial, csr_pem=data, lifetime_days=args.days)
     _files.write_public_file(args.out, chain_pem(ca, cert))
-    _print_issued(args.out, successor)
-    print(f"the predecessor {record.serial} stays valid until it expires; revoke it once the new one is in use")
+    _print_issued(args, args.out, successor)
+    out.say(f"the predecessor {record.serial} stays valid until it expires; revoke it once the new one is in use")
     return 0
 
 
-def _print_issued(out: Path, record: CertificateRecord) -> None:
-    print(f"issued {record.spiffe_id}")
-    print(f"  serial      : {record.serial}")
-    print(f"  fingerprint : {record.fingerprint_sha256}")
-    print(f"  expires     : {record.not_after.isoformat()}")
-    print(f"  written to  : {out}")
+def _print_issued(args: argparse.Namespace, path: Path, record: CertificateRecord) -> None:
+    output(args).record({"spiffe_id": record.spiffe_id, "serial": record.serial,
+                         "fingerprint": record.fingerprint_sha256, "expires": record.not_after, "written_to": path},
+                        title=f"issued {record.spiffe_id}")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     ca = CaDirectory.open(args.ca)
     records = list_certificates(ca)
-    # Colours only for a person at a terminal: escape codes would corrupt a pipe or a file.
-    print(render_certificate_table(records, colour=sys.stdout.isatty()))
+    out = output(args)
+    if out.json:
+        now = datetime.now(UTC)
+        out.rows([{"role": r.role.value, "status": r.status(now).value, "not_after": r.not_after,
+                   "serial": r.serial, "fingerprint": r.fingerprint_sha256, "spiffe_id": r.spiffe_id,
+                   "revocation_reason": r.revocation_reason} for r in records])
+    else:
+        # Colours only for a person at a terminal: escape codes would corrupt a pipe or a file.
+        print(render_certificate_table(records, colour=sys.stdout.isatty() and out.console.is_terminal))
     return 0
 
 
@@ -290,8 +293,8 @@ def _coloured(line: str, record: CertificateRecord, now: datetime) -> str:
 def _cmd_revoke(args: argparse.Namespace) -> int:
     ca = CaDirectory.open(args.ca)
     record = revoke(ca, args.serial, args.reason)
-    print(f"revoked {record.serial} ({record.spiffe_id}), reason {record.revocation_reason}")
-    print(f"CRL re-signed: {ca.crl_path}")
+    output(args).record({"serial": record.serial, "spiffe_id": record.spiffe_id, "reason": record.revocation_reason,
+                         "crl": ca.crl_path}, title="revoked; CRL re-signed")
     return 0
 
 
@@ -300,11 +303,12 @@ def _cmd_crl(args: argparse.Namespace) -> int:
     if not 0 < args.days <= MAX_CRL_VALIDITY.days:
         raise InvalidRequest(f"--days must be more than 0 and at most {MAX_CRL_VALIDITY.days}, not {args.days:g}")
     crl = publish_crl(ca, validity=timedelta(days=args.days))
-    print(f"CRL {ca.crl_path}: number {_crl_number(crl)}, {len(crl)} revoked, next update {crl.next_update_utc}")
     if args.out:
         encoding = serialization.Encoding.DER if args.der else serialization.Encoding.PEM
         _files.write_public_file(args.out, crl.public_bytes(encoding))
-        print(f"written to {args.out}")
+    output(args).record({"crl": ca.crl_path, "number": _crl_number(crl), "revoked": len(crl),
+                         "next_update": crl.next_update_utc,
+                         "written_to": args.out}, title="CRL re-signed")
     return 0
 
 

@@ -14,8 +14,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.text import Text
+
 from broker.errors import BrokerError
 from broker.policy import KINDS, TLP_CODES, Decision, Policy, PolicyError, diff
+from clients.cli.failures import CommandError
+from clients.cli.output import Output, output, value_style
 
 __all__ = ["register"]
 
@@ -60,80 +64,91 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 
-def _read(path: Path) -> str | None:
+def _read(path: Path, trouble: int) -> str:
     try:
         return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"isb policy: error: cannot read {path}: {exc}", file=sys.stderr)
-        return None
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}", exit_status=trouble) from exc
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"{path} is not UTF-8 text (byte {exc.start})", exit_status=trouble) from exc
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    out = output(args)
     status = EXIT_OK
     for path in args.files:
-        text = _read(path)
-        if text is None:
+        try:
+            text = _read(path, EXIT_NO)
+        except CommandError as exc:
+            out.error(str(exc))
             status = EXIT_NO
             continue
         try:
             policy = Policy.parse(text, source=str(path))
         except PolicyError as exc:
-            for line in exc.errors:
-                print(line, file=sys.stderr)
-            print(f"{path}: invalid ({len(exc.errors)} error(s)); nothing would change", file=sys.stderr)
+            if out.json:
+                out.record({"file": path, "valid": False, "errors": list(exc.errors)})
+            else:
+                for line in exc.errors:
+                    out.warn(line)
+                out.error(f"{path}: invalid ({len(exc.errors)} error(s)); nothing would change")
             status = EXIT_NO
             continue
-        print(
-            f"{path}: valid: {len(policy.agencies)} agencies, {len(policy.groups)} groups, "
-            f"{len(policy.rules)} rules; sha256 {policy.digest}"
-        )
+        if out.json:
+            out.record({"file": path, "valid": True, "agencies": len(policy.agencies),
+                        "groups": len(policy.groups), "rules": len(policy.rules), "sha256": policy.digest})
+        else:
+            out.say(f"{path}: valid: {len(policy.agencies)} agencies, {len(policy.groups)} groups, "
+                    f"{len(policy.rules)} rules; sha256 {policy.digest}")
     return status
 
 
-def _print_decision(decision: Decision) -> None:
+def _print_decision(out: Output, decision: Decision) -> None:
     verdict = "ALLOWED" if decision.allowed else "REFUSED"
-    print(f"{verdict} ({decision.rule})")
+    if out.json:
+        out.record({"verdict": verdict, "allowed": decision.allowed, "rule": decision.rule,
+                    "recipients": list(decision.expanded), "reason": decision.reason})
+        return
+    out.say(Text(verdict, style=value_style(verdict)) + Text(f" ({decision.rule})"))
     if decision.expanded:
-        print(f"  recipients: {', '.join(decision.expanded)}")
-    print(f"  reason: {decision.reason}")
+        out.say(f"  recipients: {', '.join(decision.expanded)}")
+    out.say(f"  reason: {decision.reason}")
+
+
+def _parse(path: Path, text: str, out: Output) -> Policy:
+    try:
+        return Policy.parse(text, source=str(path))
+    except PolicyError as exc:
+        for line in exc.errors:
+            out.warn(line)
+        raise CommandError(f"{path} does not validate ({len(exc.errors)} error(s))",
+                           f"`isb policy check {path}` lists them", exit_status=EXIT_TROUBLE) from exc
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    text = _read(args.policy)
-    if text is None:
-        return EXIT_TROUBLE
-    try:
-        policy = Policy.parse(text, source=str(args.policy))
-    except PolicyError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return EXIT_TROUBLE
+    out = output(args)
+    policy = _parse(args.policy, _read(args.policy, EXIT_TROUBLE), out)
     recipients = [item.strip() for value in args.to for item in value.split(",") if item.strip()]
     if args.forwarded_by:
         if not recipients:
-            print("isb policy: error: --forwarded-by needs --to", file=sys.stderr)
-            return EXIT_TROUBLE
+            raise CommandError("--forwarded-by needs --to", exit_status=EXIT_TROUBLE)
         try:
             decision = policy.decide_forward(args.forwarded_by, args.sender, args.kind, args.tlp, recipients)
         except BrokerError as exc:
-            print(f"isb policy: error: {exc}", file=sys.stderr)
-            return EXIT_TROUBLE
+            raise CommandError(str(exc), exit_status=EXIT_TROUBLE) from exc
     else:
         decision = policy.explain(args.sender, args.kind, args.tlp, recipients)
-    _print_decision(decision)
+    _print_decision(out, decision)
     return EXIT_OK if decision.allowed else EXIT_NO
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    old, new = _read(args.old), _read(args.new)
-    if old is None or new is None:
-        return EXIT_TROUBLE
-    sys.stdout.write(diff(old, new, str(args.old), str(args.new)))
-    try:
-        Policy.parse(new, source=str(args.new))
-    except PolicyError as exc:
-        print(f"{args.new} does not validate:", file=sys.stderr)
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return EXIT_TROUBLE
+    out = output(args)
+    old, new = _read(args.old, EXIT_TROUBLE), _read(args.new, EXIT_TROUBLE)
+    text = diff(old, new, str(args.old), str(args.new))
+    if out.json:
+        out.record({"old": args.old, "new": args.new, "same": old == new, "diff": text})
+    else:
+        sys.stdout.write(text)
+    _parse(args.new, new, out)
     return EXIT_OK if old == new else EXIT_NO

@@ -6,13 +6,17 @@ import argparse
 import asyncio
 from pathlib import Path
 
+import structlog
+
 from broker.config import DEFAULT_CERT_DIR, load_config
 from broker.errors import BrokerError
-from broker.logs import configure_logging
+from broker.logs import capture_native_stderr, configure_logging
 from broker.pki.dev import ensure_dev_pki
 from broker.server import serve
 
 __all__ = ["register"]
+
+log = structlog.get_logger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Everything the broker prints is a JSON line, gRPC's own C-core lines included (broker/logs.py).
+    capture_native_stderr()
+    configure_logging()
     try:
         config = load_config(args.config)
         configure_logging(config.log_level)
@@ -32,7 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
             ensure_dev_pki(config.cert_dir, config.trust_domain)
         asyncio.run(serve(config))
     except BrokerError as exc:
-        print(f"isb serve: {exc}")
+        log.error("broker.exit", reason=str(exc), error=type(exc).__name__)  # noqa: TRY400 - a known cause, no traceback
         return 2
     except KeyboardInterrupt:
         return 0

@@ -17,6 +17,7 @@ from google.protobuf import json_format
 
 from broker.api.v1 import envelope_pb2, payload_pb2
 from clients.cli.agency_cmd import add_connection_arguments, agency_client
+from clients.cli.output import ERROR_PREFIX
 from clients.errors import ClientError
 from clients.watchlist import (
     DEFAULT_MIN_SCORE,
@@ -81,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _fail(exc: Exception) -> int:
-    print(f"error: {exc}", file=sys.stderr)
+    print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)  # the one error style (clients/cli/output.py)
     return 1
 
 

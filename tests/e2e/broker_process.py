@@ -20,8 +20,10 @@ from tests.e2e.conftest import REPO
 class BrokerProcess:
     """`isb serve --config FILE` as a child process that can be killed and started again."""
 
-    def __init__(self, config: Path, log: Path, pki: DevPki, database_url: str, log_level: str = "warning") -> None:
+    def __init__(self, config: Path, log: Path, pki: DevPki, database_url: str, log_level: str = "warning",
+                 **settings: str | float) -> None:
         self.log_level = log_level
+        self.settings = settings
         self.config = config
         self.database_url = database_url
         self.log = log
@@ -29,20 +31,37 @@ class BrokerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
-    def start(self, port: int = 0) -> None:
+    def write_config(self, port: int = 0) -> None:
         self.port = port or _free_port()
+        extra = "".join(f"{key} = {value!r}\n" if isinstance(value, float) else f'{key} = "{value}"\n'
+                        for key, value in self.settings.items())
         self.config.write_text(
             "[broker]\n"
             f'listen = "127.0.0.1:{self.port}"\n'
             f'cert_dir = "{self.pki.directory}"\n'
             f'database_url = "{self.database_url}"\n'
             f'policy_file = "{REPO / "examples" / "policy-dev.toml"}"\n'
-            f'log_level = "{self.log_level}"\n')
+            f'log_level = "{self.log_level}"\n' + extra)
+
+    def launch(self, port: int = 0) -> None:
+        """Start `isb serve` without waiting for it to serve."""
+        self.write_config(port)
         isb = Path(sys.executable).with_name("isb")
         with self.log.open("ab") as log:
             self.process = subprocess.Popen([str(isb), "serve", "--config", str(self.config)], cwd=REPO,
                                             stdout=log, stderr=subprocess.STDOUT)
-        self._wait_ready()
+
+    def start(self, port: int = 0, timeout: float = 20.0) -> None:
+        self.launch(port)
+        self._wait_ready(timeout)
+
+    def run_to_exit(self, port: int = 0, timeout: float = 60.0) -> tuple[int, str]:
+        """Run `isb serve` expecting it to refuse to start; its exit status and what it printed."""
+        self.write_config(port)
+        isb = Path(sys.executable).with_name("isb")
+        done = subprocess.run([str(isb), "serve", "--config", str(self.config)], cwd=REPO, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+        return done.returncode, done.stdout + done.stderr
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
         cert, key = self.pki.agency("DE-BKA")

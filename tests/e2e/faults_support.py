@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,17 +75,18 @@ def _pg_bin() -> Path | None:
 class PrivatePostgres:
     """A PostgreSQL server of its own for one test: initdb in a temp folder, pg_ctl start/stop."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self) -> None:
         bin_dir = _pg_bin()
         if bin_dir is None:
             pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql (install postgresql)")
         self.bin = bin_dir
+        # Not under pytest's tmp_path: its folders are root's alone, and the server runs as postgres.
+        root = Path(tempfile.mkdtemp(prefix="isb-pg-"))
         self.root = root
         self.data = root / "data"
         self.port = free_port()
         self.log = root / "postgres.log"
         self._user = "postgres" if os.geteuid() == 0 else None
-        root.mkdir(parents=True, exist_ok=True)
         if self._user:
             shutil.chown(root, self._user)
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
@@ -113,6 +115,7 @@ class PrivatePostgres:
     def close(self) -> None:
         with contextlib.suppress(RuntimeError):
             self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def health(target: str, pki: DevPki, service: str = "") -> str:

@@ -132,7 +132,7 @@ def test_cli_export_then_verify_passes_and_prove_checks_inclusion(
     assert isb(["audit", "checkpoint", "--fresh", *online]) == 0
     assert isb(["audit", "export", "--out", str(tmp_path / "log.jsonl"), *online]) == 0
     assert isb(["audit", "verify", str(tmp_path / "log.jsonl"), "--key", str(pki.audit_pub), "--quiet"]) == 0
-    assert isb(["audit", "prove", sent.message_id, *online]) == 0
+    assert isb(["audit", "prove", sent.message_id, "--json", *online]) == 0
     out = capsys.readouterr().out
     assert '"inclusion": "verified"' in out
     assert "OK: isb.dev/audit" in out

@@ -64,7 +64,7 @@ def test_revoked_sender_is_refused_on_next_send_and_others_keep_working(
         customs.send(["DE-BKA"], b"after revocation")
     assert refused.value.code is grpc.StatusCode.UNAUTHENTICATED
     assert "revoked" in refused.value.message
-    assert partner.send(["DE-BKA"], b"partner unaffected").delivered_to == ["DE-BKA"]
+    assert partner.send(["DE-BKA"], b"partner unaffected").queued_for == ["DE-BKA"]
     assert database.scalar("SELECT count(*) FROM messages") == 2
     assert database.scalar(
         "SELECT count(*) FROM audit_entries WHERE event = 'request.rejected' AND actor LIKE '%FR-CUSTOMS'") >= 1

@@ -25,7 +25,7 @@ MESSAGES = 3000
 BATCH = 50
 SENDER, RECIPIENT = "FR-CUSTOMS", "DE-BKA"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.foreign_broker]
 
 
 @pytest.fixture

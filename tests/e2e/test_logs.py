@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from broker.pki.dev import DevPki
 from clients import AgencyClient
 from tests.e2e.broker_process import BrokerProcess
 from tests.e2e.conftest import Database
+
+pytestmark = pytest.mark.foreign_broker
 
 MARKER = b"LOG-MARKER passport X1234567 of Jane DOE"
 

@@ -183,7 +183,7 @@ def test_invalid_policy_is_refused_naming_its_line_and_the_old_one_keeps_working
     assert f":{line}:" in refused.value.details()
     assert "G7-TC" in refused.value.details()
     policy_file.write_text(bad)  # an admin saves a broken file: the running policy stays
-    assert clients["FR-DNRED"].send(["G7-CT"], b"still allowed", tlp="GREEN").delivered_to
+    assert clients["FR-DNRED"].send(["G7-CT"], b"still allowed", tlp="GREEN").queued_for
     assert database.scalar("SELECT count(*) FROM audit_entries WHERE event = 'policy.changed'") == 0
 
 
@@ -192,7 +192,7 @@ def test_valid_policy_change_takes_effect_on_next_send_without_restart(
 ) -> None:
     """Removing the G7 rule from the file refuses the next G7 send, and the change is audited."""
     _, clients, policy_file = world
-    assert clients["FR-DNRED"].send(["DE-BKA"], b"before", tlp="GREEN").delivered_to == ["DE-BKA"]
+    assert clients["FR-DNRED"].send(["DE-BKA"], b"before", tlp="GREEN").queued_for == ["DE-BKA"]
     text = TABLE_POLICY.read_text()
     start = text.index('[[rules]]\nname = "g7-ct"')
     end = text.index("[[rules]]", start + 1)
@@ -268,7 +268,7 @@ def test_owner_consent_releases_a_forward_the_policy_refuses_but_not_past_the_or
         forwarder.grant_forward_consent(received.message_id, "NL-FIOD", ["DE-BKA"])
     assert not_owner.value.code is grpc.StatusCode.PERMISSION_DENIED
     owner.grant_forward_consent(received.message_id, "NL-FIOD", ["DE-BKA"])
-    assert forwarder.forward(received, ["DE-BKA"]).delivered_to == ["DE-BKA"]
+    assert forwarder.forward(received, ["DE-BKA"]).queued_for == ["DE-BKA"]
     forwarded = next(iter(target.deliveries(timeout=5)))
     assert forwarded.forwarded_from is not None
     assert forwarded.forwarded_from.sender == "FR-CUSTOMS"

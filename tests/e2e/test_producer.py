@@ -38,7 +38,7 @@ def test_burst_is_accepted_and_each_future_gets_its_own_acceptance(
         assert all(f.done() for f in futures)
     responses = [f.result() for f in futures]
     assert [r.message_id for r in responses] == [_message_id(e) for e in envelopes]
-    assert all(list(r.delivered_to) == ["DE-BKA"] and not r.duplicate for r in responses)
+    assert all(list(r.queued_for) == ["DE-BKA"] and not r.duplicate for r in responses)
     assert len({r.audit_index for r in responses}) == 200
     assert database.scalar("SELECT count(*) FROM messages") == 200
     assert database.scalar("SELECT count(*) FROM audit_entries WHERE event = 'envelope.accepted'") == 200

@@ -50,7 +50,7 @@ def test_alert_reaches_police_and_partner_who_ack_and_sender_sees_both_receipts(
     """Customs sends one alert to police and partner; both get it as sent, ack it, and GetStatus shows the acks."""
     customs, police, partner = agencies["FR-CUSTOMS"], agencies["DE-BKA"], agencies["NL-FIOD"]
     sent = customs.send(["DE-BKA", "NL-FIOD"], ALERT, content_type="application/json", tlp="AMBER")
-    assert sorted(sent.delivered_to) == ["DE-BKA", "NL-FIOD"]
+    assert sorted(sent.queued_for) == ["DE-BKA", "NL-FIOD"]
     for recipient in (police, partner):
         [message] = received(recipient, 1)
         assert message.body == ALERT

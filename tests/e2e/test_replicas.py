@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from broker.api.v1.broker_pb2 import ACKNOWLEDGED
 from broker.pki.dev import DevPki
 from clients import AgencyClient
 from clients.audit import verify_export
@@ -53,3 +54,29 @@ def test_sends_through_two_replicas_land_in_one_verifiable_log(
     assert database.scalar("SELECT count(*) FROM messages") == 20
     seqs = [r[0] for r in database.rows("SELECT seq FROM messages ORDER BY seq")]
     assert len(set(seqs)) == 20
+
+
+def test_acks_through_the_other_replica_release_the_lease_holder_no_redelivery(
+    broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path,
+) -> None:
+    """A stream on replica A, its receipts sent through replica B: A takes the deliveries off its queue
+    (NOTIFY on commit of the receipts), so with a 1 s lease nothing is redelivered over 4 s."""
+    if database.kind != "postgresql":
+        pytest.skip("replicas share a PostgreSQL database; the embedded SQLite default serves one broker process")
+    first, second = broker_factory(node="node-1", lease_seconds=1.0), broker_factory(
+        node="node-2", lease_seconds=1.0)
+    customs = AgencyClient.from_dir(first.target, pki.directory, "FR-CUSTOMS", keystore=tmp_path / "fr")
+    on_a = AgencyClient.from_dir(first.target, pki.directory, "DE-BKA", keystore=tmp_path / "de")
+    on_b = AgencyClient.from_dir(second.target, pki.directory, "DE-BKA", keystore=tmp_path / "de")
+    on_a.publish_key()
+    sent = {customs.send(["DE-BKA"], b"message %d" % i).message_id for i in range(20)}
+    deliveries = []
+    # The stream ends 2.5 s after its last delivery: past the 1 s lease, so a redelivery would show.
+    for message in on_a.deliveries(timeout=2.5, reconnect=False):
+        deliveries.append(message.message_id)
+        on_b.ack(message)
+        if len(deliveries) > 100:
+            break
+    assert sorted(deliveries) == sorted(sent), f"{len(deliveries)} deliveries of {len(sent)} messages"
+    assert database.scalar("SELECT count(*) FROM deliveries WHERE state = :s", s=ACKNOWLEDGED) == 20
+    assert database.scalar("SELECT max(attempts) FROM deliveries") == 1

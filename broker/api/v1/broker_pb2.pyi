@@ -91,7 +91,7 @@ class SendResponse(_message.Message):
     ACCEPTED_AT_FIELD_NUMBER: _builtins.int
     AUDIT_INDEX_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
-    DELIVERED_TO_FIELD_NUMBER: _builtins.int
+    QUEUED_FOR_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     audit_index: _builtins.int
     """index of the "accepted" entry in the audit log"""
@@ -100,8 +100,10 @@ class SendResponse(_message.Message):
     @_builtins.property
     def accepted_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def delivered_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """the agency ids the envelope was routed to"""
+    def queued_for(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The agency ids the envelope was queued for (not yet delivered: `GetStatus` says when it is).
+        Named `delivered_to` before v0.2; the field number is unchanged, so the wire format is too.
+        """
 
     def __init__(
         self,
@@ -110,11 +112,11 @@ class SendResponse(_message.Message):
         accepted_at: _timestamp_pb2.Timestamp | None = ...,
         audit_index: _builtins.int = ...,
         duplicate: _builtins.bool = ...,
-        delivered_to: _abc.Iterable[_builtins.str] | None = ...,
+        queued_for: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "audit_index", b"audit_index", "delivered_to", b"delivered_to", "duplicate", b"duplicate", "message_id", b"message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "audit_index", b"audit_index", "duplicate", b"duplicate", "message_id", b"message_id", "queued_for", b"queued_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -408,19 +410,48 @@ Global___PublishKeyBundleResponse: _TypeAlias = PublishKeyBundleResponse  # noqa
 class GetDirectoryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MinAuditIndexEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     AGENCIES_FIELD_NUMBER: _builtins.int
+    MIN_AUDIT_INDEX_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def agencies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """empty: every registered agency"""
+
+    @_builtins.property
+    def min_audit_index(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Freshness bound: for an agency, the audit index of the newest key bundle publication the
+        caller has already seen. The broker refuses with FAILED_PRECONDITION when it holds no current
+        bundle of that agency published at or after that index (it is behind, or withholds one).
+        """
 
     def __init__(
         self,
         *,
         agencies: _abc.Iterable[_builtins.str] | None = ...,
+        min_audit_index: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "min_audit_index", b"min_audit_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -436,6 +467,7 @@ class DirectoryEntry(_message.Message):
     CERTIFICATE_FIELD_NUMBER: _builtins.int
     KEY_BUNDLES_FIELD_NUMBER: _builtins.int
     CHAIN_FIELD_NUMBER: _builtins.int
+    KEY_BUNDLE_AUDIT_INDEX_FIELD_NUMBER: _builtins.int
     agency: _builtins.str
     display_name: _builtins.str
     country: _builtins.str
@@ -447,6 +479,12 @@ class DirectoryEntry(_message.Message):
     def chain(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """intermediate CA certificates, DER, leaf-most first"""
 
+    @_builtins.property
+    def key_bundle_audit_index(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The audit index of each key bundle's publication (its keybundle.published entry), in the
+        order of key_bundles; 0 for bundles published before the broker recorded it.
+        """
+
     def __init__(
         self,
         *,
@@ -456,10 +494,11 @@ class DirectoryEntry(_message.Message):
         certificate: _builtins.bytes = ...,
         key_bundles: _abc.Iterable[_envelope_pb2.SignedKeyBundle] | None = ...,
         chain: _abc.Iterable[_builtins.bytes] | None = ...,
+        key_bundle_audit_index: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "certificate", b"certificate", "chain", b"chain", "country", b"country", "display_name", b"display_name", "key_bundles", b"key_bundles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "certificate", b"certificate", "chain", b"chain", "country", b"country", "display_name", b"display_name", "key_bundle_audit_index", b"key_bundle_audit_index", "key_bundles", b"key_bundles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -511,3 +550,46 @@ class Directory(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Directory: _TypeAlias = Directory  # noqa: Y015
+
+@_typing.final
+class GetRevocationListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRevocationListRequest: _TypeAlias = GetRevocationListRequest  # noqa: Y015
+
+@_typing.final
+class RevocationList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CRL_FIELD_NUMBER: _builtins.int
+    ISSUER_CHAIN_FIELD_NUMBER: _builtins.int
+    crl: _builtins.bytes
+    """DER, signed by the CA that issues leaves (RFC 5280 section 5)"""
+    @_builtins.property
+    def issuer_chain(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """DER certificates from the CRL's issuer up to, not including, the trust anchor: empty when the
+        root signs the CRL, the intermediate CA otherwise. Clients verify them against their anchor.
+        """
+
+    def __init__(
+        self,
+        *,
+        crl: _builtins.bytes = ...,
+        issuer_chain: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crl", b"crl", "issuer_chain", b"issuer_chain"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevocationList: _TypeAlias = RevocationList  # noqa: Y015

@@ -70,6 +70,11 @@ class BrokerServiceStub:
                 request_serializer=broker_dot_api_dot_v1_dot_broker__pb2.GetDirectoryRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.Directory.FromString,
                 _registered_method=True)
+        self.GetRevocationList = channel.unary_unary(
+                '/isb.v1.BrokerService/GetRevocationList',
+                request_serializer=broker_dot_api_dot_v1_dot_broker__pb2.GetRevocationListRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.RevocationList.FromString,
+                _registered_method=True)
         self.GrantForwardConsent = channel.unary_unary(
                 '/isb.v1.BrokerService/GrantForwardConsent',
                 request_serializer=broker_dot_api_dot_v1_dot_envelope__pb2.SignedForwardConsent.SerializeToString,
@@ -130,6 +135,14 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRevocationList(self, request, context):
+        """The CA-signed CRL the broker enforces, for clients to verify and apply themselves
+        (docs/protocol.md, "Revocation"); any authenticated caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GrantForwardConsent(self, request, context):
         """The original sender lets a recipient forward its message beyond what the policy allows.
         """
@@ -174,6 +187,11 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.GetDirectory,
                     request_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.GetDirectoryRequest.FromString,
                     response_serializer=broker_dot_api_dot_v1_dot_broker__pb2.Directory.SerializeToString,
+            ),
+            'GetRevocationList': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRevocationList,
+                    request_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.GetRevocationListRequest.FromString,
+                    response_serializer=broker_dot_api_dot_v1_dot_broker__pb2.RevocationList.SerializeToString,
             ),
             'GrantForwardConsent': grpc.unary_unary_rpc_method_handler(
                     servicer.GrantForwardConsent,
@@ -370,6 +388,33 @@ class BrokerService:
             '/isb.v1.BrokerService/GetDirectory',
             broker_dot_api_dot_v1_dot_broker__pb2.GetDirectoryRequest.SerializeToString,
             broker_dot_api_dot_v1_dot_broker__pb2.Directory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRevocationList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isb.v1.BrokerService/GetRevocationList',
+            broker_dot_api_dot_v1_dot_broker__pb2.GetRevocationListRequest.SerializeToString,
+            broker_dot_api_dot_v1_dot_broker__pb2.RevocationList.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,10 @@ class BrokerServiceStub:
     """Publish an encryption key bundle of the calling agency."""
     GetDirectory: _grpc.UnaryUnaryMultiCallable[_broker_pb2.GetDirectoryRequest, _broker_pb2.Directory]
     """Certificates and current key bundles of agencies, and group membership."""
+    GetRevocationList: _grpc.UnaryUnaryMultiCallable[_broker_pb2.GetRevocationListRequest, _broker_pb2.RevocationList]
+    """The CA-signed CRL the broker enforces, for clients to verify and apply themselves
+    (docs/protocol.md, "Revocation"); any authenticated caller.
+    """
     GrantForwardConsent: _grpc.UnaryUnaryMultiCallable[_envelope_pb2.SignedForwardConsent, _broker_pb2.GrantForwardConsentResponse]
     """The original sender lets a recipient forward its message beyond what the policy allows."""
 
@@ -70,6 +74,10 @@ class BrokerServiceAsyncStub(BrokerServiceStub):
     """Publish an encryption key bundle of the calling agency."""
     GetDirectory: _aio.UnaryUnaryMultiCallable[_broker_pb2.GetDirectoryRequest, _broker_pb2.Directory]  # type: ignore[assignment]
     """Certificates and current key bundles of agencies, and group membership."""
+    GetRevocationList: _aio.UnaryUnaryMultiCallable[_broker_pb2.GetRevocationListRequest, _broker_pb2.RevocationList]  # type: ignore[assignment]
+    """The CA-signed CRL the broker enforces, for clients to verify and apply themselves
+    (docs/protocol.md, "Revocation"); any authenticated caller.
+    """
     GrantForwardConsent: _aio.UnaryUnaryMultiCallable[_envelope_pb2.SignedForwardConsent, _broker_pb2.GrantForwardConsentResponse]  # type: ignore[assignment]
     """The original sender lets a recipient forward its message beyond what the policy allows."""
 
@@ -131,6 +139,16 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_broker_pb2.Directory, _abc.Awaitable[_broker_pb2.Directory]]:
         """Certificates and current key bundles of agencies, and group membership."""
+
+    @_abc_1.abstractmethod
+    def GetRevocationList(
+        self,
+        request: _broker_pb2.GetRevocationListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_pb2.RevocationList, _abc.Awaitable[_broker_pb2.RevocationList]]:
+        """The CA-signed CRL the broker enforces, for clients to verify and apply themselves
+        (docs/protocol.md, "Revocation"); any authenticated caller.
+        """
 
     @_abc_1.abstractmethod
     def GrantForwardConsent(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker.errors import InvalidRequest, VerificationError
 from broker.identity import Role, make_spiffe_id
@@ -116,3 +120,36 @@ def test_garbage_is_refused_as_invalid_request() -> None:
     """Bytes that are not a CSR raise InvalidRequest, not ValueError."""
     with pytest.raises(InvalidRequest, match="not a certificate signing request"):
         verify_csr(b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", TRUST_DOMAIN)
+
+
+def _agency_csr_der() -> bytes:
+    return create_csr(generate_identity_key(), AGENCY).public_bytes(serialization.Encoding.DER)
+
+
+def test_csr_on_a_curve_cryptography_does_not_know_is_invalid_request() -> None:
+    """A CSR whose key names an unknown curve OID is refused as InvalidRequest, not UnsupportedAlgorithm."""
+    secp256r1 = bytes.fromhex("06082a8648ce3d030107")
+    data = _agency_csr_der().replace(secp256r1, bytes.fromhex("06082a8648ce3d030109"))
+    with pytest.raises(InvalidRequest, match="ECDSA on secp256r1 or secp384r1"):
+        verify_csr(data, TRUST_DOMAIN)
+
+
+def test_csr_of_an_unknown_version_is_invalid_request() -> None:
+    """A CSR claiming PKCS#10 version 6 is refused as InvalidRequest, not x509.InvalidVersion."""
+    der = _agency_csr_der()
+    at = der.index(bytes.fromhex("020100"))
+    with pytest.raises(InvalidRequest, match="version 1"):
+        verify_csr(der[:at] + bytes.fromhex("020105") + der[at + 3:], TRUST_DOMAIN)
+
+
+@settings(max_examples=300, deadline=None)
+@given(position=st.integers(min_value=0), value=st.integers(min_value=0, max_value=255))
+def test_any_altered_byte_of_a_csr_is_refused_with_our_errors(position: int, value: int) -> None:
+    """Changing one byte of a CSR gives a verified request or InvalidRequest/VerificationError, never another error."""
+    der = bytearray(_CSR_DER)
+    der[position % len(der)] = value
+    with contextlib.suppress(InvalidRequest, VerificationError):
+        verify_csr(bytes(der), TRUST_DOMAIN)
+
+
+_CSR_DER = _agency_csr_der()

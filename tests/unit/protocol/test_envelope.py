@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from broker.api.v1 import envelope_pb2
-from broker.errors import InvalidRequest, VerificationError
+from broker.errors import VerificationError
 from broker.protocol import _pae
 from broker.protocol.envelope import envelope_sha256, open_envelope, seal, uuid7, verify_outer
+from broker.protocol.errors import ProtocolError
 from broker.protocol.keys import HYBRID_SUITE, EncryptionKey, hpke_suite, make_key_bundle, public_key_of
 from tests.unit.protocol.protocol_testpki import NOW, Agency, Pki, issue_certificate, spiffe
 
@@ -353,7 +354,7 @@ def test_oversized_envelope_is_refused_before_verification(
     sender, recipients, _ = parties
     envelope = _seal(sender, recipients)
     assert verify_outer(envelope, sender.certificate, max_bytes=envelope.ByteSize())
-    with pytest.raises(InvalidRequest, match="over the limit"):
+    with pytest.raises(ProtocolError, match="over the limit"):
         verify_outer(envelope, sender.certificate, max_bytes=envelope.ByteSize() - 1)
 
 

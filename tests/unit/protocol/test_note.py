@@ -155,3 +155,12 @@ def test_key_names_with_spaces_or_plus_are_refused(key: Ed25519PrivateKey) -> No
     for name in ("has space", "a+b", ""):
         with pytest.raises(ValueError, match="key name"):
             _note.sign_note("x\n", name, key)
+
+
+def test_non_ascii_character_in_a_signature_line_is_a_verification_error() -> None:
+    """A non-ASCII character inside the base64 of a signature line is VerificationError, not ValueError."""
+    key = Ed25519PrivateKey.generate()
+    note = _note.sign_note("hello\n", "isb.test/audit", key).decode()
+    tampered = (note[:-3] + "\u00e9" + note[-2:]).encode()
+    with pytest.raises(VerificationError, match="not base64"):
+        _note.open_note(tampered, "isb.test/audit", key.public_key())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from broker.protocol import _pae
 from broker.protocol.forwarding import verify_forward_consent
 from broker.protocol.keys import verify_key_bundle
 from broker.protocol.receipts import verify_receipt
-from tests.unit.protocol.vector_support import assert_leaf_profile, certificate, load, unhex
+from tests.unit.protocol.vector_support import VECTOR_DIR, assert_leaf_profile, certificate, load, unhex
 
 PAE = load("pae")
 BUNDLES = load("key-bundle")
@@ -114,3 +115,25 @@ def test_forward_consent_vectors_refused(case: dict[str, Any]) -> None:
     signed = envelope_pb2.SignedForwardConsent.FromString(unhex(case["signed_forward_consent_hex"]))
     with pytest.raises(VerificationError):
         verify_forward_consent(signed, certificate(CONSENTS["signer"]["certificate_pem"]))
+
+
+def _generator() -> Any:
+    spec = importlib.util.spec_from_file_location("make_vectors", VECTOR_DIR.parents[1] / "scripts" / "make_vectors.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_deterministic_vectors_match_the_generator() -> None:
+    """Every vector without HPKE randomness is exactly what scripts/make_vectors.py writes today, so a
+    protocol change cannot leave the checked-in vectors behind."""
+    generator = _generator()
+    built = [generator.pae_vector(), generator.key_bundle_vector(), generator.receipt_vector(),
+             generator.forward_consent_vector(), generator.audit_entries_vector(), generator.checkpoint_vector()]
+    log_vector, export = generator.audit_log_vectors()
+    for vector in [*built, log_vector]:
+        stale = f"tests/vectors/{vector['name']}.json is stale: run scripts/make_vectors.py"
+        assert vector == load(vector["name"]), stale
+    assert export == (VECTOR_DIR / "audit-export.jsonl").read_bytes()

@@ -10,6 +10,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from broker.identity import Role
+from broker.protocol.certificates import verify_leaf_profile
+
 VECTOR_DIR = Path(__file__).resolve().parents[2] / "vectors"
 MAX_LEAF_LIFETIME = dt.timedelta(days=825)
 
@@ -32,6 +35,7 @@ def certificate(pem: str) -> x509.Certificate:
 
 def assert_leaf_profile(cert: x509.Certificate, ca: x509.Certificate) -> None:
     """The production profile of an agency leaf: SKI, AKI of the CA, one URI SAN, clientAuth, bounded lifetime."""
+    verify_leaf_profile(cert, "vectors.isb", role=Role.AGENCY)
     ext = cert.extensions
     assert ext.get_extension_for_class(x509.BasicConstraints).value.ca is False
     assert ext.get_extension_for_class(x509.KeyUsage).value.digital_signature

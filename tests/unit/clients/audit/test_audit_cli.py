@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
+import base64
 import io
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,17 +16,13 @@ from sqlmodel import SQLModel
 
 from broker.audit import AUDIT_TABLES, AuditEvent, AuditLog, AuditRecord, CheckpointSigner
 from clients.audit import ExportWriter
-from clients.cli import audit_cmd
+from clients.cli import audit_cmd, main
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="isb")
-    audit_cmd.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    status: int = args.func(args)
-    return status
+    return main(argv)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +80,23 @@ def test_verify_of_a_tampered_export_exits_1_naming_the_entry(
     export.write_text("".join(lines))
     assert run(["audit", "verify", str(export), "--key", str(vkey_file)]) == 1
     assert "FAILED: entry 5 is missing" in capsys.readouterr().err
+
+
+def test_non_ascii_byte_in_a_checkpoint_signature_line_fails_in_one_line(
+    export: Path, vkey_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint whose signature line holds a non-ASCII byte is a verification failure, not a traceback."""
+    lines = export.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if '"checkpoint"' in line)
+    note = base64.b64decode(json.loads(lines[at])["note"]).decode()
+    tampered = (note[:-3] + "\u00e9" + note[-2:]).encode()
+    lines[at] = json.dumps({"type": "checkpoint", "note": base64.b64encode(tampered).decode()}) + "\n"
+    export.write_text("".join(lines))
+    assert run(["audit", "verify", str(export), "--key", str(vkey_file)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("isb: error: FAILED: ")
+    assert "not base64" in err
 
 
 def test_unreadable_inputs_exit_2(tmp_path: Path, export: Path, vkey_file: Path) -> None:
