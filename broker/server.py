@@ -21,7 +21,6 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sqlalchemy.engine import Engine
 
 from broker.api.v1 import admin_pb2, admin_pb2_grpc, audit_pb2, audit_pb2_grpc, broker_pb2, broker_pb2_grpc
@@ -39,10 +38,11 @@ from broker.store.binding import Deployment, bind_deployment
 from broker.store.db import WriterLock, create_engine, storage_fault, writer_lock
 from broker.store.schema import upgrade_schema
 from broker.store.writer import NOTIFY_CHANNEL, Writer, parse_replica_note
-from broker.transport.admin_servicer import AdminServicer, open_ca
+from broker.transport.admin_servicer import APPLIED_POLICY, AdminServicer, open_ca
 from broker.transport.audit_servicer import AuditServicer
 from broker.transport.auth import Authenticator
 from broker.transport.credentials import ReloadingServerCredentials
+from broker.transport.reflection import enable_server_reflection
 from broker.transport.rpc import CallInterceptor
 from broker.transport.servicers import BrokerServicer
 from broker.watchlists.servicer import SERVICE_NAME as WATCHLIST_SERVICE
@@ -127,8 +127,12 @@ class Broker:
         self.writer.start()
         self.registry = Registry()
         self.registry.load(self.engine)
-        policy_file = config.policy_file or Path("examples/policy-dev.toml")
+        # An admin's ApplyPolicy wrote the broker's own copy: it outlives a restart. Otherwise the
+        # configured file (which the broker watches, and never rewrites).
+        applied = config.state_path(APPLIED_POLICY)
+        policy_file = applied if applied.exists() else (config.policy_file or Path("examples/policy-dev.toml"))
         self.policy = RunningPolicy.load(policy_file)
+        log.info("policy.loaded", path=str(policy_file), applied=policy_file == applied)
         self.ca_dir = config.ca_dir or config.cert_dir
         # check_interval=0: one stat per call, so a revocation bites on the very next call.
         self.revocations = RevocationList(self.ca_dir / "crl.pem", self._crl_issuer(), check_interval=0)
@@ -155,18 +159,17 @@ class Broker:
         self.ca_ledger = CaLedger(self.ca_dir, self.writer)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(self.auth, self.exchange, self.writer, self.registry, self.policy, self.revocations,
-                          lambda: open_ca(self.ca_dir), self.ca_ledger.lock),
+                          lambda: open_ca(self.ca_dir), self.ca_ledger.lock, applied),
             self.server)
         add_watchlist_service(self.server, self)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection([
+        enable_server_reflection([
             broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
             WATCHLIST_SERVICE,
             audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
             admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
         ], self.server)
         self.credentials = ReloadingServerCredentials(
             config.path("server_cert"), config.path("server_key"), config.path("ca_bundle"))

@@ -37,7 +37,7 @@ from google.protobuf import timestamp_pb2
 
 from broker.api.v1 import envelope_pb2
 from broker.audit.events import AuditEvent
-from broker.protocol import _merkle, _note, _pae
+from broker.protocol import _cosignature, _merkle, _note, _pae
 from broker.protocol.envelope import envelope_sha256, seal
 from broker.protocol.keys import (
     HYBRID_SUITE,
@@ -1010,6 +1010,153 @@ def audit_log_vectors() -> tuple[dict[str, Any], bytes]:
     return log_vector, ("\n".join(good) + "\n").encode()
 
 
+def cosigned_checkpoint_vector() -> dict[str, Any]:
+    """A checkpoint cosigned by three witnesses (tlog-cosignature/v1 Ed25519) and a tlog-policy for it."""
+    key = _audit_signer()
+    root = _merkle.root_from_leaves([_merkle.leaf_hash(e.to_entry_bytes(i)) for i, e in enumerate(_audit_events())])
+    size = len(_audit_events())
+    when = CREATED + dt.timedelta(seconds=5)
+    extensions = (_note.timestamp_extension(when),)
+    text = _note.checkpoint_text(AUDIT_ORIGIN, size, root, extensions)
+    note = _note.sign_checkpoint(AUDIT_ORIGIN, size, root, AUDIT_ORIGIN, key, extensions=extensions)
+    names = ["witness.customs.vectors.isb/w1", "witness.police.vectors.isb/w2", "witness.border.vectors.isb/w3"]
+    witnesses: list[dict[str, Any]] = []
+    lines: list[str] = []
+    timestamps: list[int] = []
+    for n, name in enumerate(names):
+        wkey = Ed25519PrivateKey.from_private_bytes(_seed(f"cosigner {n + 1}"))
+        timestamp = int(when.timestamp()) + 1 + n
+        line = _cosignature.cosign(text, name, wkey, timestamp)
+        lines.append(line)
+        timestamps.append(timestamp)
+        blob = base64.b64decode(line.split(" ")[2])
+        witnesses.append({
+            "name": name, "ed25519_private_key_hex": wkey.private_bytes_raw().hex(),
+            "ed25519_public_key_hex": wkey.public_key().public_bytes_raw().hex(),
+            "key_id_hex": _cosignature.cosigner_key_id(name, wkey.public_key()).hex(),
+            "vkey": _cosignature.encode_cosigner_vkey(name, wkey.public_key()), "timestamp": timestamp,
+            "signed_message": _cosignature.signed_message(text, timestamp).decode(),
+            "signature_line": line, "signature_hex": blob[12:].hex()})
+    policy = "".join([
+        f"log {_note.encode_vkey(AUDIT_ORIGIN, key.public_key())}\n",
+        *(f"witness w{n + 1} {w['vkey']}\n" for n, w in enumerate(witnesses)),
+        "group agencies 2 w1 w2 w3\n", "quorum agencies\n"])
+    full = _cosignature.attach(note, lines).decode()
+    two = _cosignature.attach(note, [lines[0], lines[2]]).decode()
+    one = _cosignature.attach(note, [lines[1]]).decode()
+    other = _note.checkpoint_text(AUDIT_ORIGIN, size + 1, root, extensions)
+    wrong_checkpoint = _cosignature.cosign(other, names[1], Ed25519PrivateKey.from_private_bytes(_seed("cosigner 2")),
+                                           timestamps[1])
+    shifted = lines[0].split(" ")
+    changed = bytearray(base64.b64decode(shifted[2]))
+    changed[11] ^= 1  # the timestamp is signed: changing it breaks the signature
+    changed_time = f"{shifted[0]} {shifted[1]} {base64.b64encode(bytes(changed)).decode()}\n"
+    return {
+        "name": "cosigned-checkpoint",
+        "description": "A checkpoint of audit-entries.json cosigned by three witnesses (docs/protocol.md section"
+                       " 'Witnesses'): C2SP tlog-cosignature/v1 Ed25519 lines (key id SHA-256(name || 0x0A || 0x04"
+                       " || key)[:4], blob key id || u64 big-endian timestamp || signature over signed_message), and a"
+                       " C2SP tlog-policy needing 2 of the 3",
+        "audit_key": _audit_key_block(),
+        "checkpoint_text": text,
+        "witnesses": witnesses,
+        "policy": policy,
+        "valid": [
+            {"description": "all three cosignatures", "note": full, "cosigned_by": ["w1", "w2", "w3"]},
+            {"description": "two of three: the quorum holds", "note": two, "cosigned_by": ["w1", "w3"]},
+        ],
+        "must_be_refused": [
+            {"description": "one of three: below the quorum", "note": one},
+            {"description": "w2's cosignature is over another checkpoint (size + 1)",
+             "note": _cosignature.attach(note, [lines[0], wrong_checkpoint]).decode()},
+            {"description": "w1's timestamp changed after signing",
+             "note": _cosignature.attach(note, [changed_time, lines[2]]).decode()},
+            {"description": "cosignatures without the log's signature",
+             "note": text + "\n" + lines[0] + lines[1] + lines[2]},
+        ],
+    }
+
+
+# --- CRL freshness ---------------------------------------------------------------------------------
+
+
+def _crl(signer: ec.EllipticCurvePrivateKey, issuer: x509.Name, *, number: int | None, this_update: dt.datetime,
+         next_update: dt.datetime, revoked: Sequence[int]) -> bytes:
+    builder = x509.CertificateRevocationListBuilder().issuer_name(issuer).last_update(this_update) \
+        .next_update(next_update)
+    if number is not None:
+        builder = builder.add_extension(x509.CRLNumber(number), critical=False)
+    builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+                                    critical=False)
+    for serial in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(this_update).build())
+    return builder.sign(signer, hashes.SHA256(), ecdsa_deterministic=True).public_bytes(serialization.Encoding.DER)
+
+
+def crl_freshness_vector() -> dict[str, Any]:
+    """CRLs a client accepts or refuses at verification_time, given the highest CRL number it has seen."""
+    ca_key, ca = _authority()
+    revoked_key, valid_key = _identity_key("crl/revoked DE-BKA"), _identity_key("crl/valid DE-BKA")
+    revoked_cert = _agency_certificate(ca_key, ca, revoked_key, "DE-BKA", 401)
+    valid_cert = _agency_certificate(ca_key, ca, valid_key, "DE-BKA", 402)
+    day = dt.timedelta(days=1)
+    seen = 5
+
+    def case(description: str, expect: str, crl: bytes, **extra: Any) -> dict[str, Any]:
+        return {"description": description, "expect": expect, "crl_der_hex": crl.hex(), **extra}
+
+    current = _crl(ca_key, ca.subject, number=7, this_update=CREATED - day, next_update=CREATED + 6 * day,
+                   revoked=[401])
+    cases = [
+        case("current, number above the one seen: accepted; serial 401 revoked", "accept", current,
+             crl_number=7, revoked_serials=[401]),
+        case("equal to the number seen: accepted", "accept",
+             _crl(ca_key, ca.subject, number=seen, this_update=CREATED - day, next_update=CREATED + 6 * day,
+                  revoked=[]), crl_number=seen, revoked_serials=[]),
+        case("past its nextUpdate (stale): refused", "stale",
+             _crl(ca_key, ca.subject, number=8, this_update=CREATED - 8 * day, next_update=CREATED - day,
+                  revoked=[401])),
+        case("nextUpdate exactly at verification_time: refused (t >= nextUpdate)", "stale",
+             _crl(ca_key, ca.subject, number=8, this_update=CREATED - 7 * day,
+                  next_update=CREATED.replace(microsecond=0), revoked=[401]),
+             verification_time=CREATED.replace(microsecond=0).isoformat()),
+        case("CRL number 4, lower than 5 already seen (rolled back): refused", "rolled-back",
+             _crl(ca_key, ca.subject, number=4, this_update=CREATED - day, next_update=CREATED + 6 * day,
+                  revoked=[])),
+        case("signed by another key under the CA's name: refused", "invalid",
+             _crl(_identity_key("crl/impostor"), ca.subject, number=9, this_update=CREATED - day,
+                  next_update=CREATED + 6 * day, revoked=[])),
+        case("issued by a name that is no trust anchor: refused", "invalid",
+             _crl(ca_key, _name("Some Other CA"), number=9, this_update=CREATED - day,
+                  next_update=CREATED + 6 * day, revoked=[])),
+        case("without a CRL number: refused", "invalid",
+             _crl(ca_key, ca.subject, number=None, this_update=CREATED - day, next_update=CREATED + 6 * day,
+                  revoked=[])),
+        case("thisUpdate a day after verification_time: refused", "invalid",
+             _crl(ca_key, ca.subject, number=9, this_update=CREATED + day, next_update=CREATED + 7 * day,
+                  revoked=[])),
+    ]
+    return {
+        "name": "crl-freshness",
+        "description": "CRL acceptance (docs/protocol.md section 16): signature by the trust anchor, cRLNumber,"
+                       " thisUpdate <= t + 5 min, t < nextUpdate, number >= the highest seen; then revocation of"
+                       " certificates by serial",
+        "trust_domain": TRUST_DOMAIN,
+        "verification_time": CREATED.isoformat(),
+        "clock_skew_seconds": 300,
+        "highest_crl_number_seen": seen,
+        "ca_certificate_pem": _pem_cert(ca),
+        "crls": cases,
+        "certificates": [
+            {"description": "DE-BKA certificate, serial 401, revoked by the accepted CRL",
+             "certificate_pem": _pem_cert(revoked_cert), "serial": 401, "revoked": True},
+            {"description": "DE-BKA certificate, serial 402, not revoked",
+             "certificate_pem": _pem_cert(valid_cert), "serial": 402, "revoked": False},
+        ],
+    }
+
+
 def all_vectors() -> list[dict[str, Any]]:
     """The JSON vectors this script writes, each named by its `name`."""
     return [
@@ -1037,6 +1184,8 @@ def all_vectors() -> list[dict[str, Any]]:
         forward_consent_vector(),
         audit_entries_vector(),
         checkpoint_vector(),
+        crl_freshness_vector(),
+        cosigned_checkpoint_vector(),
     ]
 
 
@@ -1044,8 +1193,16 @@ def main() -> None:
     """Write every vector to the output directory."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "vectors")
+    parser.add_argument("--only", help="write only the vector of this name (HPKE makes reruns of others differ)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.only:
+        for vector in all_vectors():
+            if vector["name"] == args.only:
+                path = args.out / f"{vector['name']}.json"
+                path.write_text(json.dumps(vector, indent=2, ensure_ascii=False) + "\n")
+                print(f"wrote {path}")
+        return
     log_vector, export = audit_log_vectors()
     for vector in [*all_vectors(), log_vector]:
         path = args.out / f"{vector['name']}.json"

@@ -4,6 +4,8 @@ Format: JSON Lines (UTF-8, one JSON object per line, `\\n`-terminated), in this 
 
 1. One header, first:
    `{"type": "header", "format": "isb-audit-export/1", "origin": ORIGIN, "key_name": NAME, "vkey": VKEY}`
+   `format` is `isb-audit-export/<version>`; this code writes and reads version 1 and refuses any
+   other version by name (docs/protocol.md, "Audit export files").
    `origin` is the log's checkpoint origin, `key_name` the name its checkpoints are signed under and
    `vkey` the C2SP verifier key the broker claims. The header is informational: the verifier trusts
    only the key the auditor passes it, never the `vkey` found in the file.
@@ -13,7 +15,8 @@ Format: JSON Lines (UTF-8, one JSON object per line, `\\n`-terminated), in this 
    what the broker stored, so a stored entry changed after the fact shows as a mismatch.
 3. Checkpoints, interleaved: `{"type": "checkpoint", "note": BASE64(C2SP tlog-checkpoint note)}`.
    A checkpoint of tree size S comes after entry S-1 and before entry S. An export normally ends at
-   its last checkpoint: later entries cannot be verified.
+   its last checkpoint: later entries cannot be verified, and `isb audit verify` fails on them unless
+   told `--allow-unsigned-tail`.
 
 An export must start at index 0 to be verifiable offline: the tree is recomputed from its first leaf.
 """
@@ -23,13 +26,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 from broker.errors import VerificationError
 
-FORMAT = "isb-audit-export/1"
+FORMAT_NAME = "isb-audit-export"
+FORMAT_VERSION = 1
+FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
+_FORMAT = re.compile(r"isb-audit-export/([1-9][0-9]{0,8})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +100,22 @@ def _field(document: dict[str, Any], name: str, kind: type, line: int) -> Any:
     return value
 
 
+def _check_format(value: object, line: int) -> None:
+    # The format names its version so that a later layout is refused by name, never misread.
+    match = _FORMAT.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise VerificationError(f"export line {line}: header format {value!r} is not {FORMAT_NAME}/<version>")
+    version = int(match.group(1))
+    if version != FORMAT_VERSION:
+        raise VerificationError(
+            f"export line {line}: export format version {version} is not supported (this verifier reads version"
+            f" {FORMAT_VERSION}); verify it with the isb release that wrote it, or a newer one")
+
+
 def _parse_line(raw: bytes, line: int) -> ExportHeader | ExportEntry | ExportCheckpoint:
     try:
         document = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, an over-long integer, deep nesting
         raise VerificationError(f"export line {line} is not JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise VerificationError(f"export line {line} is not a JSON object")
@@ -115,8 +134,7 @@ def _parse_line(raw: bytes, line: int) -> ExportHeader | ExportEntry | ExportChe
     except (binascii.Error, ValueError) as exc:
         raise VerificationError(f"export line {line}: bad base64 or hex encoding ({exc})") from exc
     if kind == "header":
-        if document.get("format") != FORMAT:
-            raise VerificationError(f"export line {line}: not an {FORMAT} file")
+        _check_format(document.get("format"), line)
         return ExportHeader(
             _field(document, "origin", str, line),
             _field(document, "key_name", str, line),

@@ -11,6 +11,9 @@ The verifier trusts nothing in the file but the auditor's copy of the broker's a
 4. Each checkpoint must be consistent with the previous one: a consistency proof generated over the
    recomputed tree is checked against both signed roots with the RFC 9162 verifier.
 5. Each checkpoint's root must equal the recomputed root at its size.
+6. Entries after the last checkpoint are covered by no signature: anyone who can write the file
+   could have appended them, so they are a failure (`UnsignedTail`) unless the caller accepts
+   them explicitly (`allow_unsigned_tail`, `isb audit verify --allow-unsigned-tail`).
 
 Localisation, and its limit: steps 1 and 3 name the exact entry. If someone changed an entry *and*
 rewrote its stored leaf hash (or rewrote several entries consistently), only the signed root tells
@@ -38,6 +41,10 @@ Progress = Callable[[int, int], None]
 _PROGRESS_EVERY = 4096
 
 
+class UnsignedTail(VerificationError):
+    """The export holds entries after its last checkpoint, which no signature covers."""
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
     """What a successful verification established."""
@@ -63,7 +70,7 @@ class _Verified:
 def _entry_index(entry: bytes) -> object:
     try:
         document = json.loads(entry)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # bad JSON or UTF-8, an over-long integer, deep nesting
         return None
     return document.get("index") if isinstance(document, dict) else None
 
@@ -163,8 +170,13 @@ def _resolve_key(key: Ed25519PublicKey | str, header: ExportHeader) -> tuple[str
     return header.key_name, key
 
 
-def verify_export(path: Path, key: Ed25519PublicKey | str, progress: Progress | None = None) -> VerifyReport:
-    """Verify an export file against the broker's audit key (a public key or a vkey string)."""
+def verify_export(path: Path, key: Ed25519PublicKey | str, progress: Progress | None = None, *,
+                  allow_unsigned_tail: bool = False) -> VerifyReport:
+    """Verify an export file against the broker's audit key (a public key or a vkey string).
+
+    Raises `VerificationError` naming the first problem; `UnsignedTail` when entries follow the
+    last checkpoint, unless `allow_unsigned_tail` (then the report counts them as unverified).
+    """
     total = path.stat().st_size
     with path.open("rb") as stream:
         records = read_export(stream)
@@ -189,11 +201,19 @@ def verify_export(path: Path, key: Ed25519PublicKey | str, progress: Progress | 
         raise VerificationError(
             f"export holds {verifier.tree.size} entries but no checkpoint: nothing signed to verify against"
         )
+    unverified = verifier.tree.size - verifier.last.size
+    if unverified and not allow_unsigned_tail:
+        # Step 6.
+        raise UnsignedTail(
+            f"{unverified} entries after the last checkpoint (entries {verifier.last.size}.."
+            f"{verifier.tree.size - 1}) are covered by no signed checkpoint: anyone could have appended them;"
+            " export up to a checkpoint (`isb audit export` does), or pass --allow-unsigned-tail to accept"
+            " them unverified")
     return VerifyReport(
         origin=header.origin,
         entries=verifier.tree.size,
         checkpoints=verifier.checkpoints,
         tree_size=verifier.last.size,
         root_hash=verifier.last.root,
-        unverified_entries=verifier.tree.size - verifier.last.size,
+        unverified_entries=unverified,
     )

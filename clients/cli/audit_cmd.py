@@ -2,7 +2,8 @@
 
 `isb audit verify EXPORT --key audit.pub` checks an export file offline (clients/audit/verify.py):
 exit 0 when every checkpoint verifies, 1 when the log does not verify (the message names the first
-entry that does not match), 2 when the export or the key cannot be read.
+entry that does not match) or entries follow the last checkpoint (unless `--allow-unsigned-tail`),
+2 when the export or the key cannot be read. Every failure is one `FAILED: ...` line.
 
 `--key` takes the broker's audit public key as a C2SP verifier key (one line,
 `<name>+<key id>+<base64>`) or as a PEM public key (then the key name comes from the export header).
@@ -20,11 +21,10 @@ from typing import TextIO
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from broker.errors import VerificationError
 from broker.protocol import _note
+from broker.protocol.errors import ProtocolError, VerificationError
 from clients.audit.verify import verify_export
 from clients.auditor import AuditorClient
-from clients.cli.failures import CommandError
 from clients.cli.options import add_broker_arguments
 from clients.cli.output import output
 
@@ -51,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the broker's audit public key: a vkey line or a PEM public key",
     )
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    verify.add_argument("--allow-unsigned-tail", action="store_true",
+                        help="accept entries after the last checkpoint (reported, not verified); without it they fail")
     verify.set_defaults(func=_cmd_verify)
 
     checkpoint = commands.add_parser("checkpoint", help="fetch and verify the latest signed checkpoint")
@@ -177,25 +179,30 @@ class ProgressBar:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    """Every failure is one `FAILED: ...` line (or one JSON object): 1 when the log does not verify,
+    2 when the key or the export cannot be read."""
     out = output(args)
+
+    def failed(reason: str, status: int) -> int:
+        if out.json:
+            out.record({"result": "FAILED", "export": args.export, "reason": reason})
+        else:
+            out.error(f"FAILED: {reason}")
+        return status
+
     try:
         key = load_audit_key(args.key)
     except OSError as exc:
-        raise CommandError(f"cannot read the key {args.key}: {exc.strerror}", exit_status=EXIT_TROUBLE) from exc
-    except VerificationError as exc:
-        raise CommandError(str(exc), "pass the broker's audit.pub (a vkey line or a PEM Ed25519 key)",
-                           exit_status=EXIT_TROUBLE) from exc
+        return failed(f"cannot read the key {args.key}: {exc.strerror}", EXIT_TROUBLE)
+    except ProtocolError as exc:
+        return failed(f"{exc}; pass the broker's audit.pub (a vkey line or a PEM Ed25519 key)", EXIT_TROUBLE)
     progress = None if args.quiet or out.json else ProgressBar(sys.stderr, "verifying")
     try:
-        report = verify_export(args.export, key, progress)
+        report = verify_export(args.export, key, progress, allow_unsigned_tail=args.allow_unsigned_tail)
     except OSError as exc:
-        raise CommandError(f"cannot read the export {args.export}: {exc.strerror}", exit_status=EXIT_TROUBLE) from exc
-    except VerificationError as exc:
-        if out.json:
-            out.record({"result": "FAILED", "export": args.export, "reason": str(exc)})
-        else:
-            out.error(f"FAILED: {exc}")
-        return EXIT_FAILED
+        return failed(f"cannot read the export {args.export}: {exc.strerror}", EXIT_TROUBLE)
+    except ProtocolError as exc:
+        return failed(str(exc), EXIT_FAILED)
     if out.json:
         out.record({"result": "OK", "export": args.export, "origin": report.origin, "entries": report.entries,
                     "checkpoints": report.checkpoints, "tree_size": report.tree_size,
@@ -206,5 +213,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         f" tree size {report.tree_size}, root {report.root_hash.hex()}", style="bold green"
     )
     if report.unverified_entries:
-        out.say(f"note: {report.unverified_entries} entries after the last checkpoint are not covered by any")
+        out.say(f"note: {report.unverified_entries} entries after the last checkpoint are covered by no signature"
+                " and were accepted unverified (--allow-unsigned-tail)")
     return EXIT_OK

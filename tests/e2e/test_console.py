@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -28,7 +29,9 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from broker.api.v1 import envelope_pb2
 from broker.audit import AuditEvent
+from broker.errors import VerificationError
 from broker.pki.dev import DevPki
+from broker.protocol import _merkle
 from clients import AgencyClient, ReceivedMessage, RemoteError
 from clients.auditor import AuditorClient
 from clients.cli.audit_cmd import load_audit_key
@@ -407,3 +410,57 @@ def test_isb_console_command_prints_a_tokened_url_and_serves_an_export(
     finally:
         process.terminate()
         process.wait(10)
+
+
+_JS_CHECK = """async (cases) => {
+  const v = window.isbVerify, out = [];
+  for (const c of cases) {
+    try {
+      await v.verifyInclusion(await v.leafHash(v.fromHex(c.entry)), BigInt(c.index), BigInt(c.size),
+                              c.proof.map(v.fromHex), v.fromHex(c.root));
+      out.push("ok");
+    } catch (e) {
+      out.push("fail: " + e.message);
+    }
+  }
+  return out;
+}"""
+
+
+def _python_accepts(case: dict[str, Any]) -> bool:
+    try:
+        _merkle.verify_inclusion(_merkle.leaf_hash(bytes.fromhex(case["entry"])), case["index"], case["size"],
+                                 [bytes.fromhex(h) for h in case["proof"]], bytes.fromhex(case["root"]))
+    except VerificationError:
+        return False
+    return True
+
+
+def test_browser_inclusion_verifier_agrees_with_the_python_one_on_every_small_tree(
+    page: Page, live_console: ConsoleServer, traffic: Traffic,
+) -> None:
+    """verify.js and the Python RFC 9162 verifier give the same answer on every proof of trees of 1..40 leaves
+    and on corrupted variants (changed entry, index, size, path element, a path too short or too long)."""
+    _open(page, live_console, f"/message/{traffic.alert}")
+    page.wait_for_selector("body[data-browser-check=passed]")
+    cases: list[dict[str, Any]] = []
+    for size in range(1, 41):
+        entries = [f"entry {i} of {size}".encode() for i in range(size)]
+        tree = _merkle.MemoryTree()
+        for entry in entries:
+            tree.append(_merkle.leaf_hash(entry))
+        root = tree.root()
+        for index in range(size):
+            proof = [h.hex() for h in _merkle.inclusion_proof(index, size, tree.subtree)]
+            good = {"entry": entries[index].hex(), "index": index, "size": size, "proof": proof, "root": root.hex()}
+            cases += [good, {**good, "entry": (entries[index] + b"!").hex()}, {**good, "index": index + 1},
+                      {**good, "size": size + 1}, {**good, "proof": [*proof, "00" * 32]}]
+            if proof:
+                flipped = ("01" if proof[-1][:2] == "00" else "00") + proof[-1][2:]
+                cases += [{**good, "proof": proof[:-1]}, {**good, "proof": [*proof[:-1], flipped]}]
+    expected = [_python_accepts(c) for c in cases]
+    assert expected.count(True) > 820  # every good proof, and the variants that are proofs too
+    results = page.evaluate(_JS_CHECK, cases)
+    wrong = [(c, r) for c, r, e in zip(cases, results, expected, strict=True) if (r == "ok") != e]
+    assert wrong == [], wrong[:3]
+    print(f"verify.js agreed with the Python verifier on {len(cases)} cases ({expected.count(True)} valid)")

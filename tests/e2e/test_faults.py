@@ -4,6 +4,8 @@ log verifies afterwards (issue 12, faults)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from broker.pki.dev import DevPki
 from clients import AgencyClient, RemoteError
 from tests.e2e.conftest import REPO, RunningBroker
 from tests.e2e.faults_support import (
+    PrivatePostgres,
     auditor_for,
     export_verifies,
     fill_disk,
@@ -108,3 +111,62 @@ def test_full_disk_is_resource_exhausted_not_serving_then_recovers_with_nothing_
     rejected = [e for _, e in auditor.entries(event="request.rejected")]
     assert any("signature" in str(e.fields.get("reason", "")) for e in rejected)
     assert health(running.target, pki) == "SERVING"
+
+
+def test_postgresql_stopped_and_restarted_under_load_unavailable_then_recovers_nothing_lost(
+    pki: DevPki, tmp_path: Path,
+) -> None:
+    """A private PostgreSQL server stopped under a stream of sends: callers get only UNAVAILABLE (after the SDK's
+    bounded retries with the broker's pushback), health turns NOT_SERVING and back to SERVING by itself once the
+    server is started again; every acknowledged send is delivered, and the audit log verifies."""
+    postgres = PrivatePostgres()
+    postgres.start()
+    running = RunningBroker(_config(pki, postgres.url))
+    running.start()
+    try:
+        clients = _clients(running.target, pki, tmp_path)
+        customs, police = clients["FR-CUSTOMS"], clients["DE-BKA"]
+        accepted: list[str] = []
+        failures: list[grpc.StatusCode] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            for i in range(3000):
+                if stop.is_set():
+                    return
+                try:
+                    accepted.append(customs.send(["DE-BKA"], b"under load %d" % i).message_id)
+                except RemoteError as exc:
+                    failures.append(exc.code)
+                    time.sleep(0.05)
+
+        sender = threading.Thread(target=load)
+        sender.start()
+        time.sleep(1.0)
+        before = len(accepted)
+        postgres.stop("immediate")
+        to_not_serving = wait_for_health(running.target, pki, "NOT_SERVING", timeout=15)
+        time.sleep(3.0)
+        postgres.start()
+        to_serving = wait_for_health(running.target, pki, "SERVING", timeout=30)
+        time.sleep(1.0)
+        stop.set()
+        sender.join(60)
+        assert before > 0
+        assert failures, "no send failed while the database was down"
+        assert set(failures) == {grpc.StatusCode.UNAVAILABLE}
+        after = customs.send(["DE-BKA"], b"after the restart").message_id
+        accepted.append(after)
+        received = set()
+        for message in police.deliveries(timeout=10):
+            received.add(message.message_id)
+            police.ack(message)
+            if received >= set(accepted):
+                break
+        assert received >= set(accepted)
+        print(f"\npostgresql outage: {len(accepted)} sends accepted, {len(failures)} UNAVAILABLE after SDK retries, "
+              f"NOT_SERVING after {to_not_serving:.2f} s, SERVING {to_serving:.2f} s after the server started")
+        export_verifies(auditor_for(running.target, pki), pki, tmp_path / "log.jsonl")
+    finally:
+        running.stop()
+        postgres.close()

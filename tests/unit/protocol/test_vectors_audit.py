@@ -132,8 +132,11 @@ def test_export_vector_with_an_unsigned_tail_reports_it(tmp_path: Path) -> None:
     """An entry after the last checkpoint is not covered by any signature, and the verifier says so."""
     path = tmp_path / "tail.jsonl"
     path.write_text("\n".join(LOG["export_with_unsigned_tail"]["lines"]) + "\n")
-    report = verify_export(path, _audit_key(LOG["audit_key"]))
+    report = verify_export(path, _audit_key(LOG["audit_key"]), allow_unsigned_tail=True)
     assert (report.entries, report.tree_size, report.unverified_entries) == (8, 7, 1)
+    # Without the explicit allowance, the unsigned entry is a failure (docs/protocol.md, export files).
+    with pytest.raises(VerificationError, match="1 entries after the last checkpoint"):
+        verify_export(path, _audit_key(LOG["audit_key"]))
 
 
 @pytest.mark.parametrize("case", LOG["exports_must_fail"], ids=lambda c: c["description"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 from datetime import UTC, datetime
@@ -122,3 +123,59 @@ def test_progress_bar_draws_on_a_terminal_only() -> None:
         bar(100, 100)
     assert tty.getvalue().endswith("[##########] 100.0%\n")
     assert pipe.getvalue() == ""
+
+
+def _fabricated_entry(index: int) -> str:
+    entry = AuditEvent(event="audit.query", actor="auditor", time=T0).to_entry_bytes(index)
+    line = {"type": "entry", "index": index, "entry": base64.b64encode(entry).decode(),
+            "leaf_hash": hashlib.sha256(b"\x00" + entry).hexdigest()}
+    return json.dumps(line) + "\n"
+
+
+def test_fabricated_unsigned_entry_appended_to_an_export_fails_with_the_count(
+    export: Path, vkey_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An entry appended after the last checkpoint (well formed, right index and leaf hash) is exit 1, one line."""
+    with export.open("a") as stream:
+        stream.write(_fabricated_entry(12))
+    assert run(["audit", "verify", str(export), "--key", str(vkey_file)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith("isb: error: FAILED: 1 entries after the last checkpoint")
+    assert "--allow-unsigned-tail" in captured.err
+    assert "OK" not in captured.out
+
+
+def test_allow_unsigned_tail_accepts_and_reports_trailing_entries(
+    export: Path, vkey_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --allow-unsigned-tail the same export is OK, and the output says what was not verified."""
+    with export.open("a") as stream:
+        stream.write(_fabricated_entry(12))
+    assert run(["audit", "verify", str(export), "--key", str(vkey_file), "--allow-unsigned-tail"]) == 0
+    out = capsys.readouterr().out
+    assert "OK:" in out
+    assert "1 entries after the last checkpoint are covered by no signature" in out
+
+
+@pytest.mark.parametrize("garbage", [b"\xff\xfe not utf-8\n", b"[" * 100_000 + b"\n", b"1" * 5000 + b"\n",
+                                     b'{"type": "entry", "index": 0, "entry": "\xc3\xa9", "leaf_hash": "00"}\n'])
+def test_garbage_lines_fail_in_one_line_never_a_traceback(
+    export: Path, vkey_file: Path, capsys: pytest.CaptureFixture[str], garbage: bytes
+) -> None:
+    """Invalid UTF-8, deep nesting, an over-long integer, a non-ASCII base64: one FAILED line, exit 1."""
+    with export.open("ab") as stream:
+        stream.write(garbage)
+    assert run(["audit", "verify", str(export), "--key", str(vkey_file)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("isb: error: FAILED: ")
+    assert "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+def test_unreadable_key_is_a_failed_line_with_exit_2(
+    tmp_path: Path, export: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Trouble reading the inputs is also one FAILED line (exit 2: no verdict on the log)."""
+    assert run(["audit", "verify", str(export), "--key", str(tmp_path / "nope.pub")]) == 2
+    assert capsys.readouterr().err.startswith("isb: error: FAILED: cannot read the key")

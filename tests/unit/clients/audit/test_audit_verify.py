@@ -20,6 +20,7 @@ from broker.audit.tables import entries_table
 from broker.errors import VerificationError
 from broker.protocol import _merkle, _note
 from clients.audit import ExportWriter, verify_export
+from clients.audit.verify import UnsignedTail
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 ORIGIN = "isb.test/audit"
@@ -133,11 +134,37 @@ def test_progress_is_reported_to_completion(setup: Setup) -> None:
 
 
 def test_entries_after_the_last_checkpoint_are_counted_as_unverified(setup: Setup) -> None:
-    """Trailing entries do not fail verification but are reported as not covered."""
+    """With allow_unsigned_tail, trailing entries do not fail verification but are reported as not covered."""
     lines = setup.lines()
     lines += [entry_line(50), entry_line(51)]
     setup.write(lines)
-    assert verify_export(setup.path, setup.signer.vkey).unverified_entries == 2
+    assert verify_export(setup.path, setup.signer.vkey, allow_unsigned_tail=True).unverified_entries == 2
+
+
+def test_entries_after_the_last_checkpoint_fail_by_default_with_their_count(setup: Setup) -> None:
+    """A fabricated, well-formed entry appended after the last checkpoint is refused, counted and located."""
+    setup.write([*setup.lines(), entry_line(50)])
+    with pytest.raises(UnsignedTail, match=r"1 entries after the last checkpoint \(entries 50\.\.50\)"):
+        verify_export(setup.path, setup.signer.vkey)
+
+
+def test_export_of_another_format_version_is_refused_by_name(setup: Setup) -> None:
+    """A header of format version 2 is refused as unsupported, not misread as version 1."""
+    lines = setup.lines()
+    lines[0]["format"] = "isb-audit-export/2"
+    setup.write(lines)
+    with pytest.raises(VerificationError, match="export format version 2 is not supported"):
+        verify_export(setup.path, setup.signer.vkey)
+
+
+@pytest.mark.parametrize("value", ["isb-audit-export", "isb-audit-export/01", "other/1", 1, None])
+def test_export_header_without_a_format_version_is_refused(setup: Setup, value: object) -> None:
+    """The header's format must be isb-audit-export/<version>."""
+    lines = setup.lines()
+    lines[0]["format"] = value
+    setup.write(lines)
+    with pytest.raises(VerificationError, match="is not isb-audit-export/<version>"):
+        verify_export(setup.path, setup.signer.vkey)
 
 
 # -- tampering with an export ---------------------------------------------------------------------
