@@ -481,7 +481,8 @@ def test_large_round_trip_interrupted_and_resumed_keeps_memory_flat(
     broker: RunningBroker, pki: DevPki, tmp_path: Path,
 ) -> None:
     """A 256 MiB file (ISB_TEST_ATTACHMENT_MIB to change it; the benchmark runs 2 GiB), cut halfway up
-    and down, arrives bit-identical while the process (broker and both agencies) grows by < 64 MiB."""
+    and down, arrives bit-identical while the process (broker and both agencies) grows by < 96 MiB, a bound
+    that does not depend on the size (gRPC's buffers on four streams, the relay and allocator slack)."""
     size = int(os.environ.get("ISB_TEST_ATTACHMENT_MIB", "256")) * 1024 * 1024
     relay = CuttableRelay(("127.0.0.1", int(broker.target.rsplit(":", 1)[1])))
     try:
@@ -513,7 +514,7 @@ def test_large_round_trip_interrupted_and_resumed_keeps_memory_flat(
         growth = sampler.stop()
         assert relay.cuts == 2
         assert _sha(received) == _sha(big)
-        assert growth < 64 * 1024 * 1024, f"memory grew by {growth / 2**20:.0f} MiB"
+        assert growth < 96 * 1024 * 1024, f"memory grew by {growth / 2**20:.0f} MiB"
         customs.close()
         police.close()
     finally:
