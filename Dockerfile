@@ -1,6 +1,9 @@
 # syntax=docker/dockerfile:1
 # Multi-stage: build a wheel with its dependencies, then run it as a non-root user (uid and gid 10001).
 FROM python:3.11-slim AS build
+# PyICU (screening transliteration) compiles against Debian's ICU.
+RUN apt-get update && apt-get install -y --no-install-recommends libicu-dev pkg-config g++ \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY broker ./broker
@@ -8,6 +11,10 @@ COPY clients ./clients
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
+# The ICU runtime library whatever its soname version in this Debian release.
+RUN apt-get update && apt-get install -y --no-install-recommends \
+        "$(apt-cache search --names-only '^libicu[0-9]+$' | cut -d' ' -f1 | head -1)" \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 isb && useradd --create-home --uid 10001 --gid 10001 isb
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/* && rm -rf /wheels

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from google.protobuf import json_format
 
@@ -19,14 +20,12 @@ from broker.api.v1 import envelope_pb2, payload_pb2
 from clients.cli.agency_cmd import add_connection_arguments, agency_client
 from clients.cli.output import ERROR_PREFIX
 from clients.errors import ClientError
-from clients.watchlist import (
-    DEFAULT_MIN_SCORE,
-    WatchlistReplica,
-    create_watchlist,
-    get_watchlist,
-    publish_update,
-)
-from clients.watchlist.manifest import read_manifest
+
+if TYPE_CHECKING:
+    from clients.watchlist import WatchlistReplica
+
+# The watchlist SDK (ICU, numpy, rapidfuzz) is imported by the commands that use it, not when
+# `isb` starts: `isb serve` would otherwise pay for it on every start.
 
 __all__ = ["register"]
 
@@ -76,7 +75,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     screen.add_argument("manifest", type=Path, help="a .csv with a header row, or a .json manifest")
     screen.add_argument("--columns", type=lambda v: [c.strip() for c in v.split(",")], default=None,
                         help="the columns of a CSV without a header row, in order, e.g. family_name,given_names,dob")
-    screen.add_argument("--min-score", type=int, default=DEFAULT_MIN_SCORE)
+    screen.add_argument("--min-score", type=float, default=None,
+                        help="report hits scoring at least this (0..1; default: the screening default, 0.4)")
     screen.set_defaults(func=_screen)
 
 
@@ -86,6 +86,7 @@ def _fail(exc: Exception) -> int:
 
 
 def _create(args: argparse.Namespace) -> int:
+    from clients.watchlist import create_watchlist  # noqa: PLC0415 (see the module imports)
     try:
         with agency_client(args) as client:
             created = create_watchlist(client, args.watchlist_id, subscribers=args.subscriber, title=args.title,
@@ -98,6 +99,7 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    from clients.watchlist import get_watchlist, publish_update  # noqa: PLC0415 (see the module imports)
     text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
     try:
         update = json_format.Parse(text, payload_pb2.WatchlistUpdate())
@@ -118,6 +120,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
+    from clients.watchlist import WatchlistReplica  # noqa: PLC0415 (see the module imports)
     try:
         with agency_client(args) as client, WatchlistReplica(args.replica, watchlist_id=args.watchlist_id,
                                                        owner=args.owner) as replica:
@@ -137,19 +140,23 @@ def _require_synced(replica: WatchlistReplica, args: argparse.Namespace) -> None
 
 
 def _screen(args: argparse.Namespace) -> int:
+    from clients.watchlist import DEFAULT_MIN_SCORE, WatchlistReplica  # noqa: PLC0415 (see the module imports)
+    from clients.watchlist.manifest import read_manifest  # noqa: PLC0415
     try:
         manifest = read_manifest(args.manifest, columns=args.columns)
         with WatchlistReplica(args.replica, watchlist_id=args.watchlist_id, owner=args.owner,
                               create=False) as replica:
             _require_synced(replica, args)
-            hits = replica.screen(manifest.records, min_score=args.min_score)
+            hits = replica.screen(manifest.records,
+                                  min_score=DEFAULT_MIN_SCORE if args.min_score is None else args.min_score)
     except ClientError as exc:
         return _fail(exc)
     for problem in manifest.problems:
         print(f"{args.manifest}: {problem}", file=sys.stderr)
     for hit in hits:
         print(json.dumps({"record_id": hit.record.record_id, "entry_id": hit.entry_id, "score": hit.score,
-                          "matched_fields": list(hit.matched_fields), "watchlist_id": hit.watchlist_id,
+                          "matched_fields": list(hit.matched_fields), "explanation": list(hit.explanation),
+                          "watchlist_id": hit.watchlist_id,
                           "version": hit.watchlist_version,
                           "action_on_hit": payload_pb2.ActionOnHit.Name(hit.entry.action_on_hit) if hit.entry else ""}))
     print(json.dumps({"records": len(manifest.records), "hits": len(hits), "row_problems": len(manifest.problems)}),

@@ -23,12 +23,16 @@ __all__ = ["hit_report_of", "read_hit_report", "report_hit"]
 
 def hit_report_of(hit: Hit, *, location: str, action_taken: payload_pb2.HitAction.ValueType,
                   encountered: dt.datetime | None = None, reporter_reference: str = "") -> payload_pb2.HitReport:
-    """The HitReport payload of `hit`: list, entry id, version, score and matched field names only."""
+    """The HitReport payload of `hit`: list, entry id, version, score (0..100) and matched field names only.
+
+    Nothing about the passenger travels: the owner already holds the entry, and the explanation
+    (which could quote the passenger's spelling) stays with the screening agency.
+    """
     if not hit.watchlist_id or not hit.owner:
         raise ClientError("the hit does not name its watchlist and owner; screen with a WatchlistReplica")
     report = payload_pb2.HitReport(
         watchlist_id=hit.watchlist_id, watchlist_version=hit.watchlist_version, entry_id=hit.entry_id,
-        location=location, action_taken=action_taken, score=hit.score, matched_fields=hit.matched_fields,
+        location=location, action_taken=action_taken, score=round(hit.score * 100), matched_fields=hit.matched_fields,
         reporter_reference=reporter_reference)
     report.encountered.FromDatetime(encountered or dt.datetime.now(dt.UTC))
     return report

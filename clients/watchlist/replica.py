@@ -47,10 +47,14 @@ from clients.watchlist.service import watchlist_stub
 
 __all__ = ["SyncResult", "VerifiedUpdate", "VersionGap", "VersionOpener", "WatchlistReplica"]
 
+# The version of the screening keys stored beside each entry; a replica written with other keys
+# recomputes them from its entries when it opens.
+_INDEX_FORMAT: Final = "2"
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS replica_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS replica_entries (
-    entry_id TEXT PRIMARY KEY, entry BLOB NOT NULL, review_date TEXT NOT NULL, index_keys TEXT NOT NULL);
+    entry_id TEXT PRIMARY KEY, entry BLOB NOT NULL, review_date TEXT NOT NULL, index_keys TEXT NOT NULL,
+    index_digests BLOB NOT NULL DEFAULT x'');
 CREATE INDEX IF NOT EXISTS replica_entries_review ON replica_entries (review_date) WHERE review_date != '';
 CREATE TABLE IF NOT EXISTS replica_versions (
     version INTEGER PRIMARY KEY, message_id TEXT NOT NULL, envelope_sha256 BLOB NOT NULL,
@@ -180,7 +184,6 @@ class WatchlistReplica:
             raise ClientError(f"{path} is not a watchlist replica ({exc}): check --replica") from None
         self._lock = threading.Lock()
         self._index: ScreeningIndex | None = None
-        self._keys = ScreeningIndex()  # normalises entries as they are applied (its name cache is reused)
         if not meta:
             with self._db:
                 self._db.execute("BEGIN")
@@ -190,7 +193,22 @@ class WatchlistReplica:
             self._db.close()
             raise ClientError(f"{path} is the replica of {meta['watchlist_id']} owned by {meta['owner']}, "
                               f"not of {watchlist_id} owned by {owner}")
+        if meta.get("index_format") != _INDEX_FORMAT:
+            self._rekey()
         self.purge_expired()
+
+    def _rekey(self) -> None:
+        """Recompute every entry's screening keys (a replica written by an older version)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(replica_entries)")}
+        rows = [(entry_id, *ScreeningIndex.keys_of(payload_pb2.WatchlistEntry.FromString(blob)))
+                for entry_id, blob in self._db.execute("SELECT entry_id, entry FROM replica_entries")]
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            if "index_digests" not in columns:
+                self._db.execute("ALTER TABLE replica_entries ADD COLUMN index_digests BLOB NOT NULL DEFAULT x''")
+            self._db.executemany("UPDATE replica_entries SET index_keys = ?, index_digests = ? WHERE entry_id = ?",
+                                 [(keys, digests, entry_id) for entry_id, keys, digests in rows])
+            self._db.execute("INSERT OR REPLACE INTO replica_meta VALUES ('index_format', ?)", (_INDEX_FORMAT,))
 
     def close(self) -> None:
         """Close the file."""
@@ -250,17 +268,16 @@ class WatchlistReplica:
                     f"that needs version {current + 1} first: sync again from version {current}")
             today = self._today().isoformat()
             rows = []
-            keys = self._keys
             for entry in update.upserts:
                 if not entry.entry_id:
                     raise VerificationError(f"version {update.version} has an entry without entry_id")
                 rows.append((entry.entry_id, entry.SerializeToString(), _review_text(entry.review_date),
-                             keys.keys_of(entry)))
+                             *ScreeningIndex.keys_of(entry)))
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 if update.snapshot:
                     self._db.execute("DELETE FROM replica_entries")
-                self._db.executemany("INSERT OR REPLACE INTO replica_entries VALUES (?, ?, ?, ?)", rows)
+                self._db.executemany("INSERT OR REPLACE INTO replica_entries VALUES (?, ?, ?, ?, ?)", rows)
                 self._db.executemany("DELETE FROM replica_entries WHERE entry_id = ?",
                                      [(e,) for e in update.removed_entry_ids])
                 self._db.execute("UPDATE replica_meta SET value = ? WHERE key = 'version'", (str(update.version),))
@@ -272,18 +289,18 @@ class WatchlistReplica:
         self.purge_expired()
         return True
 
-    def _update_index(self, update: payload_pb2.WatchlistUpdate, rows: list[tuple[str, bytes, str, str]],
+    def _update_index(self, update: payload_pb2.WatchlistUpdate, rows: list[tuple[str, bytes, str, str, bytes]],
                       today: str) -> None:
         if self._index is None:
             return
         if update.snapshot:
             self._index = None  # rebuilt on the next screening
             return
-        for entry_id, _, review, keys in rows:
+        for entry_id, _, review, keys, digests in rows:
             if review and review < today:
                 self._index.remove(entry_id)
             else:
-                self._index.add_keys(entry_id, keys)
+                self._index.add_keys(entry_id, keys, digests)
         for entry_id in update.removed_entry_ids:
             self._index.remove(entry_id)
 
@@ -327,13 +344,15 @@ class WatchlistReplica:
             if self._index is None:
                 index = ScreeningIndex()
                 with _no_cyclic_gc():
-                    for entry_id, keys in self._db.execute("SELECT entry_id, index_keys FROM replica_entries"):
-                        index.add_keys(entry_id, keys)
+                    for entry_id, keys, digests in self._db.execute(
+                            "SELECT entry_id, index_keys, index_digests FROM replica_entries"):
+                        index.add_keys(entry_id, keys, digests)
+                    index.build()
                 self._index = index
             return self._index
 
     def screen(self, records: Iterable[ScreeningRecord | Mapping[str, str]], *,
-               min_score: int = DEFAULT_MIN_SCORE) -> list[Hit]:
+               min_score: float = DEFAULT_MIN_SCORE) -> list[Hit]:
         """Candidate hits of `records` against the current entries, with the entries they match."""
         self.purge_expired()
         index = self.index()
@@ -343,7 +362,7 @@ class WatchlistReplica:
         entries = self._load_entries({h.entry_id for h in hits})
         version = self.version
         return [Hit(h.record, h.entry_id, h.score, h.matched_fields, self.watchlist_id, version, self.owner,
-                    entries.get(h.entry_id)) for h in hits]
+                    entries.get(h.entry_id), h.explanation) for h in hits]
 
     def _load_entries(self, entry_ids: set[str]) -> dict[str, payload_pb2.WatchlistEntry]:
         ids = sorted(entry_ids)

@@ -44,6 +44,7 @@ def _person(entry_id: str, family: str, given: str, dob: str = "", doc: str = ""
             review: dt.date | None = None) -> payload_pb2.WatchlistEntry:
     entry = payload_pb2.WatchlistEntry(entry_id=entry_id, entity_type=payload_pb2.ENTITY_PERSON, family_name=family,
                                        given_names=given, document_number=doc, reason="wanted",
+                                       issuing_country="POL" if doc else "",
                                        action_on_hit=payload_pb2.DISCREET_CHECK_AND_REPORT)
     if dob:
         y, m, d = (int(x) for x in dob.split("-"))
@@ -297,7 +298,8 @@ def test_screening_finds_planted_variants_and_a_hit_report_reaches_the_owner(
         ScreeningRecord(record_id="plant-umlaut", name="HANS PETER MUELLER", date_of_birth="1970-03-04"),
         ScreeningRecord(record_id="plant-order", family_name="Grete", given_names="SCHRODER",
                         date_of_birth="1988-12-24"),
-        ScreeningRecord(record_id="plant-doc", name="Somebody Else", document_number="x1234567"),
+        ScreeningRecord(record_id="plant-doc", name="Somebody Else", document_number="x1234567",
+                        document_country="POL"),
         ScreeningRecord(record_id="plant-nordic", name="SOEREN OESTERGAARD", date_of_birth="1975-09-10"),
         ScreeningRecord(record_id="removed", name="Jean Dupont", date_of_birth="1980-01-02"),
         ScreeningRecord(record_id="expired", name="Eve Expired", date_of_birth="1991-01-01"),
@@ -308,7 +310,7 @@ def test_screening_finds_planted_variants_and_a_hit_report_reaches_the_owner(
         ("plant-umlaut", "p1"), ("plant-order", "p7"), ("plant-doc", "p4"), ("plant-nordic", "p6")}
     umlaut = next(h for h in hits if h.record.record_id == "plant-umlaut")
     assert {"name", "date_of_birth"} <= set(umlaut.matched_fields)
-    assert umlaut.score >= 80
+    assert umlaut.score >= 0.8
     sent = report_hit(subscriber, umlaut, location="CDG", action_taken=payload_pb2.HIT_DISCREET_CHECK)
     [message] = list(_take(owner, 1))
     report = read_hit_report(message)
