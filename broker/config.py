@@ -47,6 +47,9 @@ class BrokerConfig:
     checkpoint_interval_seconds: float = 2.0
     max_connection_age_seconds: float = 3600.0
     policy_file: Path | None = None
+    # The broker's own files (the policy an admin applied): default, the SQLite database's folder,
+    # or var/ beside a PostgreSQL database.
+    state_dir: Path | None = None
     metrics_listen: str = ""  # host:port of the Prometheus endpoint (mutual TLS only); "" disables it
     log_level: str = "info"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -63,6 +66,14 @@ class BrokerConfig:
             "audit_key": "audit.key",
         }
         return self.cert_dir / defaults[name]
+
+    def state_path(self, name: str) -> Path:
+        """A file of the broker's own in `state_dir` (default: the SQLite database's folder, else var/)."""
+        if self.state_dir is not None:
+            return self.state_dir / name
+        if self.database_url.startswith("sqlite:///") and self.database_url != "sqlite:///:memory:":
+            return Path(self.database_url.removeprefix("sqlite:///")).parent / name
+        return Path("var") / name
 
 
 def _coerce(name: str, raw: Any, annotation: str) -> Any:

@@ -21,6 +21,7 @@ class Role(enum.StrEnum):
     AUDITOR = "auditor"
     ADMIN = "admin"
     BROKER = "broker"
+    WITNESS = "witness"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,9 @@ REFUSALS_AUDITED = Counter("isb_refusals", "Refused requests, each audited once,
                            registry=REGISTRY)
 REFUSALS_ANSWERED = Counter("isb_refusals_answered", "Refusals returned to a client (a status or a batch result)",
                             registry=REGISTRY)
+WITNESS_SUBMISSIONS = Counter("isb_witness_submissions", "Checkpoints sent to witnesses, by witness and outcome"
+                              " (cosigned, unreachable, refused <HTTP status>)", ["witness", "outcome"],
+                              registry=REGISTRY)
 AUDIT_ENTRIES = Gauge("isb_audit_entries", "Entries in the audit log (committed)", registry=REGISTRY)
 WRITER_HEALTHY = Gauge("isb_writer_healthy", "1 while the writer's store commits, 0 while it is lost",
                        registry=REGISTRY)

@@ -38,7 +38,7 @@ from broker.store.binding import Deployment, bind_deployment
 from broker.store.db import WriterLock, create_engine, storage_fault, writer_lock
 from broker.store.schema import upgrade_schema
 from broker.store.writer import NOTIFY_CHANNEL, Writer, parse_replica_note
-from broker.transport.admin_servicer import AdminServicer, open_ca
+from broker.transport.admin_servicer import APPLIED_POLICY, AdminServicer, open_ca
 from broker.transport.audit_servicer import AuditServicer
 from broker.transport.auth import Authenticator
 from broker.transport.credentials import ReloadingServerCredentials
@@ -127,8 +127,12 @@ class Broker:
         self.writer.start()
         self.registry = Registry()
         self.registry.load(self.engine)
-        policy_file = config.policy_file or Path("examples/policy-dev.toml")
+        # An admin's ApplyPolicy wrote the broker's own copy: it outlives a restart. Otherwise the
+        # configured file (which the broker watches, and never rewrites).
+        applied = config.state_path(APPLIED_POLICY)
+        policy_file = applied if applied.exists() else (config.policy_file or Path("examples/policy-dev.toml"))
         self.policy = RunningPolicy.load(policy_file)
+        log.info("policy.loaded", path=str(policy_file), applied=policy_file == applied)
         self.ca_dir = config.ca_dir or config.cert_dir
         # check_interval=0: one stat per call, so a revocation bites on the very next call.
         self.revocations = RevocationList(self.ca_dir / "crl.pem", self._crl_issuer(), check_interval=0)
@@ -155,7 +159,7 @@ class Broker:
         self.ca_ledger = CaLedger(self.ca_dir, self.writer)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(self.auth, self.exchange, self.writer, self.registry, self.policy, self.revocations,
-                          lambda: open_ca(self.ca_dir), self.ca_ledger.lock),
+                          lambda: open_ca(self.ca_dir), self.ca_ledger.lock, applied),
             self.server)
         add_watchlist_service(self.server, self)
         self.health = health.aio.HealthServicer()

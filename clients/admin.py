@@ -61,14 +61,17 @@ class AdminClient(Connection):
         reply: admin_pb2.PolicyDocument = self._call(self._stub.GetPolicy, admin_pb2.GetPolicyRequest())
         return reply.toml
 
-    def validate_policy(self, text: str) -> admin_pb2.PolicyValidation:
-        """Validate a proposed policy and diff it against the running one (changes nothing)."""
-        reply: admin_pb2.PolicyValidation = self._call(self._stub.ValidatePolicy, admin_pb2.PolicyDocument(toml=text))
+    def validate_policy(self, text: str, source: str = "") -> admin_pb2.PolicyValidation:
+        """Validate a proposed policy and diff it against the running one (changes nothing); errors name `source`."""
+        reply: admin_pb2.PolicyValidation = self._call(self._stub.ValidatePolicy,
+                                                       admin_pb2.PolicyDocument(toml=text, source=source))
         return reply
 
-    def apply_policy(self, text: str) -> admin_pb2.PolicyValidation:
-        """Replace the running policy; an invalid one is refused and the old one stays."""
-        reply: admin_pb2.PolicyValidation = self._call(self._stub.ApplyPolicy, admin_pb2.PolicyDocument(toml=text))
+    def apply_policy(self, text: str, *, force: bool = False, source: str = "") -> admin_pb2.PolicyValidation:
+        """Replace the running policy; an invalid one is refused and the old one stays, and so is one that names
+        no agency or cuts a registered agency off, unless `force`."""
+        reply: admin_pb2.PolicyValidation = self._call(
+            self._stub.ApplyPolicy, admin_pb2.PolicyDocument(toml=text, force=force, source=source))
         return reply
 
     def explain(self, *, sender: str = "", kind: str, tlp: str, recipients: list[str]) -> admin_pb2.PolicyDecision:

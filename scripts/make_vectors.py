@@ -37,7 +37,7 @@ from google.protobuf import timestamp_pb2
 
 from broker.api.v1 import envelope_pb2
 from broker.audit.events import AuditEvent
-from broker.protocol import _merkle, _note, _pae
+from broker.protocol import _cosignature, _merkle, _note, _pae
 from broker.protocol.envelope import envelope_sha256, seal
 from broker.protocol.keys import (
     HYBRID_SUITE,
@@ -1010,6 +1010,73 @@ def audit_log_vectors() -> tuple[dict[str, Any], bytes]:
     return log_vector, ("\n".join(good) + "\n").encode()
 
 
+def cosigned_checkpoint_vector() -> dict[str, Any]:
+    """A checkpoint cosigned by three witnesses (tlog-cosignature/v1 Ed25519) and a tlog-policy for it."""
+    key = _audit_signer()
+    root = _merkle.root_from_leaves([_merkle.leaf_hash(e.to_entry_bytes(i)) for i, e in enumerate(_audit_events())])
+    size = len(_audit_events())
+    when = CREATED + dt.timedelta(seconds=5)
+    extensions = (_note.timestamp_extension(when),)
+    text = _note.checkpoint_text(AUDIT_ORIGIN, size, root, extensions)
+    note = _note.sign_checkpoint(AUDIT_ORIGIN, size, root, AUDIT_ORIGIN, key, extensions=extensions)
+    names = ["witness.customs.vectors.isb/w1", "witness.police.vectors.isb/w2", "witness.border.vectors.isb/w3"]
+    witnesses: list[dict[str, Any]] = []
+    lines: list[str] = []
+    timestamps: list[int] = []
+    for n, name in enumerate(names):
+        wkey = Ed25519PrivateKey.from_private_bytes(_seed(f"cosigner {n + 1}"))
+        timestamp = int(when.timestamp()) + 1 + n
+        line = _cosignature.cosign(text, name, wkey, timestamp)
+        lines.append(line)
+        timestamps.append(timestamp)
+        blob = base64.b64decode(line.split(" ")[2])
+        witnesses.append({
+            "name": name, "ed25519_private_key_hex": wkey.private_bytes_raw().hex(),
+            "ed25519_public_key_hex": wkey.public_key().public_bytes_raw().hex(),
+            "key_id_hex": _cosignature.cosigner_key_id(name, wkey.public_key()).hex(),
+            "vkey": _cosignature.encode_cosigner_vkey(name, wkey.public_key()), "timestamp": timestamp,
+            "signed_message": _cosignature.signed_message(text, timestamp).decode(),
+            "signature_line": line, "signature_hex": blob[12:].hex()})
+    policy = "".join([
+        f"log {_note.encode_vkey(AUDIT_ORIGIN, key.public_key())}\n",
+        *(f"witness w{n + 1} {w['vkey']}\n" for n, w in enumerate(witnesses)),
+        "group agencies 2 w1 w2 w3\n", "quorum agencies\n"])
+    full = _cosignature.attach(note, lines).decode()
+    two = _cosignature.attach(note, [lines[0], lines[2]]).decode()
+    one = _cosignature.attach(note, [lines[1]]).decode()
+    other = _note.checkpoint_text(AUDIT_ORIGIN, size + 1, root, extensions)
+    wrong_checkpoint = _cosignature.cosign(other, names[1], Ed25519PrivateKey.from_private_bytes(_seed("cosigner 2")),
+                                           timestamps[1])
+    shifted = lines[0].split(" ")
+    changed = bytearray(base64.b64decode(shifted[2]))
+    changed[11] ^= 1  # the timestamp is signed: changing it breaks the signature
+    changed_time = f"{shifted[0]} {shifted[1]} {base64.b64encode(bytes(changed)).decode()}\n"
+    return {
+        "name": "cosigned-checkpoint",
+        "description": "A checkpoint of audit-entries.json cosigned by three witnesses (docs/protocol.md section"
+                       " 'Witnesses'): C2SP tlog-cosignature/v1 Ed25519 lines (key id SHA-256(name || 0x0A || 0x04"
+                       " || key)[:4], blob key id || u64 big-endian timestamp || signature over signed_message), and a"
+                       " C2SP tlog-policy needing 2 of the 3",
+        "audit_key": _audit_key_block(),
+        "checkpoint_text": text,
+        "witnesses": witnesses,
+        "policy": policy,
+        "valid": [
+            {"description": "all three cosignatures", "note": full, "cosigned_by": ["w1", "w2", "w3"]},
+            {"description": "two of three: the quorum holds", "note": two, "cosigned_by": ["w1", "w3"]},
+        ],
+        "must_be_refused": [
+            {"description": "one of three: below the quorum", "note": one},
+            {"description": "w2's cosignature is over another checkpoint (size + 1)",
+             "note": _cosignature.attach(note, [lines[0], wrong_checkpoint]).decode()},
+            {"description": "w1's timestamp changed after signing",
+             "note": _cosignature.attach(note, [changed_time, lines[2]]).decode()},
+            {"description": "cosignatures without the log's signature",
+             "note": text + "\n" + lines[0] + lines[1] + lines[2]},
+        ],
+    }
+
+
 # --- CRL freshness ---------------------------------------------------------------------------------
 
 
@@ -1118,6 +1185,7 @@ def all_vectors() -> list[dict[str, Any]]:
         audit_entries_vector(),
         checkpoint_vector(),
         crl_freshness_vector(),
+        cosigned_checkpoint_vector(),
     ]
 
 
@@ -1125,8 +1193,16 @@ def main() -> None:
     """Write every vector to the output directory."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "vectors")
+    parser.add_argument("--only", help="write only the vector of this name (HPKE makes reruns of others differ)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.only:
+        for vector in all_vectors():
+            if vector["name"] == args.only:
+                path = args.out / f"{vector['name']}.json"
+                path.write_text(json.dumps(vector, indent=2, ensure_ascii=False) + "\n")
+                print(f"wrote {path}")
+        return
     log_vector, export = audit_log_vectors()
     for vector in [*all_vectors(), log_vector]:
         path = args.out / f"{vector['name']}.json"

@@ -45,6 +45,7 @@ DEFAULT_LIFETIME_DAYS: Mapping[Role, int] = {
     Role.AUDITOR: 90,
     Role.ADMIN: 90,
     Role.BROKER: 90,
+    Role.WITNESS: 90,
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +44,12 @@ class ValidationReport:
     errors: tuple[str, ...]
     digest: str
     diff: str
+
+
+def _reachable(policy: Policy, agency: str) -> bool:
+    # Some rule lets the agency send to someone else, or lets someone else send to it.
+    return any((agency in rule.sender_set and rule.recipient_set - {agency})
+               or (agency in rule.recipient_set and rule.sender_set - {agency}) for rule in policy.rules)
 
 
 def _utcnow() -> datetime:
@@ -155,11 +161,11 @@ class RunningPolicy:
     def _source(self) -> str:
         return self._path.name if self._path is not None else "policy.toml"
 
-    def validate(self, text: str) -> ValidationReport:
-        """Check a proposed document (ValidatePolicy) and diff it against the running one."""
+    def validate(self, text: str, source: str = "") -> ValidationReport:
+        """Check a proposed document (ValidatePolicy) and diff it against the running one; errors name `source`."""
         errors: tuple[str, ...] = ()
         try:
-            Policy.parse(text, source=self._source())
+            Policy.parse(text, source=source or self._source())
         except PolicyError as exc:
             errors = tuple(exc.errors)
         return ValidationReport(
@@ -168,6 +174,18 @@ class RunningPolicy:
             digest=hashlib.sha256(text.encode()).hexdigest(),
             diff=diff(self._policy.text, text),
         )
+
+    def cut_off(self, text: str, registered: Iterable[str]) -> list[str]:
+        """Registered agencies that can send or receive under the running policy and could do neither under `text`."""
+        new = Policy.parse(text, source=self._source())
+        return [agency for agency in sorted(registered)
+                if _reachable(self._policy, agency) and not _reachable(new, agency)]
+
+    def move_to(self, path: Path) -> None:
+        """Watch and rewrite `path` from now on (the broker's own policy file in its state directory)."""
+        with self._lock:
+            self._path = path
+            self._seen = _file_state(path)
 
     def apply(self, text: str, actor: str) -> PolicyChange:
         """Replace the running policy with `text` (ApplyPolicy); `PolicyError` if it does not validate.

@@ -58,6 +58,9 @@ ROLE_EXTENDED_KEY_USAGE: Final[Mapping[Role, frozenset[x509.ObjectIdentifier]]] 
     Role.AUDITOR: frozenset({ExtendedKeyUsageOID.CLIENT_AUTH}),
     Role.ADMIN: frozenset({ExtendedKeyUsageOID.CLIENT_AUTH}),
     Role.BROKER: frozenset({ExtendedKeyUsageOID.SERVER_AUTH}),
+    # A partner agency's witness (docs/protocol.md section 18): it serves add-checkpoint over mutual
+    # TLS, and the broker submits to it with a witness-role submitter certificate.
+    Role.WITNESS: frozenset({ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}),
 }
 _USAGE_NAMES: Final = {ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth", ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth"}
 _AGENCY_CURVES: Final = ("secp256r1",)
@@ -92,8 +95,9 @@ def _identity(cert: x509.Certificate, trust_domain: str) -> SpiffeId:
     server_names = len(san.get_values_for_type(x509.DNSName)) + len(san.get_values_for_type(x509.IPAddress))
     if others != server_names:
         raise CertificateProfileError(f"certificate of {spiffe_id} names more than a SPIFFE id, DNS names and IPs")
-    if server_names and spiffe_id.role is not Role.BROKER:
-        raise CertificateProfileError(f"only broker certificates may carry DNS names or IP addresses, not {spiffe_id}")
+    if server_names and spiffe_id.role not in {Role.BROKER, Role.WITNESS}:
+        raise CertificateProfileError(
+            f"only broker certificates (and witness ones) may carry DNS names or IP addresses, not {spiffe_id}")
     return spiffe_id
 
 

@@ -24,7 +24,7 @@ from broker.pki.csr import verify_csr
 from broker.pki.issuance import chain_pem, issue_from_csr
 from broker.pki.revocation import REVOCATION_REASONS, RevocationList, crl_der, revoke
 from broker.pki.store import CaDirectory, CertificateRecord, list_certificates
-from broker.policy import RunningPolicy
+from broker.policy import Policy, RunningPolicy
 from broker.store.writer import Writer
 from broker.transport.auth import Authenticator, Principal
 from broker.transport.rpc import Context
@@ -35,6 +35,7 @@ T = TypeVar("T")
 MAX_CSR_BYTES = 16 * 1024
 MAX_POLICY_BYTES = 1024 * 1024
 MAX_TEXT = 200
+APPLIED_POLICY = "policy.toml"  # in the broker's state directory
 
 
 def _ts(when: dt.datetime) -> Timestamp:
@@ -66,7 +67,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     def __init__(self, auth: Authenticator, exchange: Exchange, writer: Writer, registry: Registry,
                  policy: RunningPolicy, revocations: RevocationList, ca: Callable[[], CaDirectory],
-                 ca_lock: asyncio.Lock) -> None:
+                 ca_lock: asyncio.Lock, applied_policy: Path | None = None) -> None:
         self._auth = auth
         self._exchange = exchange
         self._writer = writer
@@ -75,6 +76,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self._revocations = revocations
         self._ca = ca
         self._ca_lock = ca_lock
+        self._applied_policy = applied_policy
 
     async def _file_work(self, fn: Callable[[], T]) -> T:
         # CA files are written with locks and fsync: keep that off the event loop.
@@ -149,20 +151,31 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                              context: Context) -> admin_pb2.PolicyValidation:
         self._auth.require(context, Role.ADMIN)
         _check_policy_size(request.toml)
-        report = self._policy.validate(request.toml)
+        report = self._policy.validate(request.toml, request.source[:200])
         return admin_pb2.PolicyValidation(valid=report.valid, errors=report.errors, digest=report.digest,
                                           diff=report.diff)
 
     async def ApplyPolicy(self, request: admin_pb2.PolicyDocument, context: Context) -> admin_pb2.PolicyValidation:
         caller = self._auth.require(context, Role.ADMIN)
         _check_policy_size(request.toml)
-        report = self._policy.validate(request.toml)
+        report = self._policy.validate(request.toml, request.source[:200])
         if not report.valid:
             raise InvalidRequest("policy refused, the running policy stays in force: " + "; ".join(report.errors))
+        if not request.force:
+            _refuse_cut_off(self._policy, request.toml, [r.agency_id for r in self._registry.all()])
+        self._own_policy_file()
         change = self._policy.apply(request.toml, str(caller))
         if change.changed:
             await self._audit(caller, "policy.changed", old_digest=change.old_digest, new_digest=change.new_digest)
         return admin_pb2.PolicyValidation(valid=True, digest=report.digest, diff=report.diff)
+
+    def _own_policy_file(self) -> None:
+        # ApplyPolicy writes the broker's own copy in its state directory, never the file it was
+        # started with (which may be a tracked example); the copy is watched from then on.
+        target = self._applied_policy
+        if target is not None and self._policy.path != target:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._policy.move_to(target)
 
     async def GetPolicy(self, request: admin_pb2.GetPolicyRequest, context: Context) -> admin_pb2.PolicyDocument:
         self._auth.require(context, Role.ADMIN, Role.AUDITOR)
@@ -181,6 +194,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         decision = self._policy.current.explain(sender, request.kind, request.tlp, list(request.recipients))
         return admin_pb2.PolicyDecision(allowed=decision.allowed, rule=decision.rule, reason=decision.reason,
                                         expanded_recipients=decision.expanded)
+
+
+def _refuse_cut_off(policy: RunningPolicy, text: str, registered: list[str]) -> None:
+    # An operator slip (an empty or truncated document) must not silence the deployment.
+    proposed = Policy.parse(text, source="proposed policy")
+    if not proposed.agencies:
+        raise FailedPrecondition("policy refused, the running policy stays in force: it names no agency, so every "
+                                 "send would be denied; apply it with --force if that is intended")
+    cut = policy.cut_off(text, registered)
+    if cut:
+        raise FailedPrecondition(
+            f"policy refused, the running policy stays in force: it would cut off {', '.join(cut)} (registered, "
+            "able to send or receive today, able to do neither under it); apply it with --force if that is intended")
 
 
 def _check_policy_size(text: str) -> None:

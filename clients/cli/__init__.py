@@ -40,6 +40,7 @@ from clients.cli import (
     policy_cmd,
     serve_cmd,
     watchlist_cmd,
+    witness_cmd,
 )
 from clients.cli.failures import EXIT_BUG, EXIT_FAILED, explain
 from clients.cli.options import reload_settings
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"isb {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (serve_cmd, pki_cmd, admin_cmd, policy_cmd, agency_cmd, watchlist_cmd, audit_cmd, console_cmd,
-                   config_cmd):
+                   config_cmd, witness_cmd):
         module.register(commands)
     return parser
 

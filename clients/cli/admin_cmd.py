@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     apply = _online(commands.add_parser("policy-apply", help="apply a policy file (refused if invalid)"),
                     _policy_apply)
     apply.add_argument("file", type=Path)
+    apply.add_argument("--force", action="store_true",
+                       help="apply even a policy that names no agency or leaves a registered agency unable to "
+                            "send or receive")
 
     explain = _online(commands.add_parser("explain", help="ask the running broker which rule decides a send"),
                       _explain)
@@ -108,7 +111,7 @@ def _policy_show(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def _policy_validate(client: AdminClient, args: argparse.Namespace) -> int:
-    report = client.validate_policy(args.file.read_text(encoding="utf-8"))
+    report = client.validate_policy(args.file.read_text(encoding="utf-8"), source=str(args.file))
     if output(args).json:
         output(args).record({"file": args.file, "valid": report.valid, "errors": list(report.errors),
                          "diff": report.diff})
@@ -120,7 +123,7 @@ def _policy_validate(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def _policy_apply(client: AdminClient, args: argparse.Namespace) -> int:
-    report = client.apply_policy(args.file.read_text(encoding="utf-8"))
+    report = client.apply_policy(args.file.read_text(encoding="utf-8"), force=args.force, source=str(args.file))
     output(args).record({"file": args.file, "sha256": report.digest}, title="policy applied")
     return 0
 

@@ -4,7 +4,6 @@ deployment, and a database that is not there yet (issue 12, faults)."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -103,22 +102,27 @@ def test_broker_with_another_pki_refuses_the_database_naming_what_differs(
     assert again.broker is not None
 
 
+def _attempts(log: Path) -> int:
+    return sum("broker.database_unavailable" in line for line in log.read_text().splitlines()) if log.exists() else 0
+
+
 def test_broker_started_before_its_database_retries_then_serves(pki: DevPki, tmp_path: Path) -> None:
     """`isb serve` with its PostgreSQL server still down logs one line per attempt, and serves once the server
-    is up (started 3 s later); sends then work and the log verifies."""
+    is up (started after two attempts); sends then work and the log verifies."""
     postgres = PrivatePostgres()
     try:
         process = BrokerProcess(tmp_path / "b.toml", tmp_path / "b.log", pki, postgres.url, log_level="info",
                                 database_wait_seconds=60.0)
         process.launch()
-        starter = threading.Timer(3.0, postgres.start)
-        starter.start()
         try:
+            # The server starts once the broker has logged two failed attempts (however slow its start-up).
+            deadline = time.monotonic() + 60
+            while _attempts(process.log) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _attempts(process.log) >= 2, process.log.read_text()[-2000:]
+            postgres.start()
             process._wait_ready(timeout=60)
-            starter.join()
-            attempts = [line for line in process.log.read_text().splitlines()
-                        if "broker.database_unavailable" in line]
-            assert len(attempts) >= 2
+            attempts = _attempts(process.log)
             assert "Traceback" not in process.log.read_text()
             customs = AgencyClient.from_dir(process.target, pki.directory, "FR-CUSTOMS", keystore=tmp_path / "fr")
             police = AgencyClient.from_dir(process.target, pki.directory, "DE-BKA", keystore=tmp_path / "de")
@@ -126,9 +130,8 @@ def test_broker_started_before_its_database_retries_then_serves(pki: DevPki, tmp
             sent = customs.send(["DE-BKA"], b"after the database came up")
             assert sent.audit_index > 0
             export_verifies(auditor_for(process.target, pki), pki, tmp_path / "log.jsonl")
-            print(f"\nstarted before its database: {len(attempts)} attempts logged")
+            print(f"\nstarted before its database: {attempts} attempts logged")
         finally:
-            starter.cancel()
             process.terminate()
     finally:
         postgres.close()

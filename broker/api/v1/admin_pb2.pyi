@@ -271,15 +271,25 @@ class PolicyDocument(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TOML_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     toml: _builtins.str
+    force: _builtins.bool
+    """ApplyPolicy only: apply even a policy that names no agency or cuts a registered agency off
+    (it can then neither send nor receive); without it such a policy is refused, naming them.
+    """
+    source: _builtins.str
+    """The file name the document came from, used in validation errors (default: the running policy's)."""
     def __init__(
         self,
         *,
         toml: _builtins.str = ...,
+        force: _builtins.bool = ...,
+        source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["toml", b"toml"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "source", b"source", "toml", b"toml"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
