@@ -8,7 +8,15 @@ from clients.agency import (
     ReceivedMessage,
     RecipientReceipt,
 )
-from clients.errors import CertificateProblem, ClientError, ConnectionFailed, RemoteError, VerificationError
+from clients.errors import (
+    CertificateProblem,
+    ClientError,
+    ConnectionFailed,
+    ProtocolViolation,
+    RemoteError,
+    Unavailable,
+    VerificationError,
+)
 
 __all__ = [
     "MLKEM768_X25519",
@@ -18,8 +26,10 @@ __all__ = [
     "ClientError",
     "ConnectionFailed",
     "InvalidDelivery",
+    "ProtocolViolation",
     "ReceivedMessage",
     "RecipientReceipt",
     "RemoteError",
+    "Unavailable",
     "VerificationError",
 ]

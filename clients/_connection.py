@@ -12,7 +12,7 @@ import grpc
 
 from broker.identity import Role
 from clients._tls import Identity, diagnose_handshake, load_identity
-from clients.errors import ClientError, RemoteError
+from clients.errors import ClientError, error_for_status
 
 T = TypeVar("T")
 
@@ -78,7 +78,7 @@ class Connection:
         details = exc.details() if hasattr(exc, "details") else str(exc)
         if code is grpc.StatusCode.UNAVAILABLE and not _answered_by_broker(exc):
             return diagnose_handshake(self._target, self.identity, self._server_name)
-        return RemoteError(code, details or "")
+        return error_for_status(code, details or "")
 
     def _call(self, method: Callable[..., T], request: Any, **kwargs: Any) -> T:
         try:

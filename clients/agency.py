@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.identity import AGENCY_ID, Role
 from broker.policy.codes import tlp_from_proto
+from broker.protocol import validation
 from broker.protocol.envelope import OpenedMessage, open_envelope, seal, unverified_message_id
 from broker.protocol.forwarding import (
     FORWARDED_CONTENT_TYPE,
@@ -35,7 +36,7 @@ from clients._connection import Connection
 from clients._stream import StreamReader
 from clients._trust_state import FILE_NAME as TRUST_STATE_FILE
 from clients._trust_state import TrustState
-from clients.errors import ClientError, VerificationError
+from clients.errors import ClientError, ProtocolViolation, VerificationError, protocol_errors
 from clients.producer import Producer
 
 log = structlog.get_logger(__name__)
@@ -108,10 +109,19 @@ class ReceivedMessage:
 
 @dataclass(frozen=True)
 class InvalidDelivery:
-    """A delivery that failed verification; the SDK rejects it with a signed REJECTED receipt."""
+    """A delivery the SDK could not parse, validate, verify or open, reported to `deliveries(on_invalid=...)`.
+
+    The SDK has answered it with a signed REJECTED receipt whose reason is `reason` (`receipted`
+    says whether the broker took it; if not, the delivery comes back after its lease and is
+    reported again). It is never yielded as a message.
+    """
 
     message_id: str
-    error: ClientError | Exception
+    """The id the header claims (unverified; "" if the header does not parse)."""
+    error: ClientError
+    reason: str = ""
+    attempt: int = 0
+    receipted: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,8 +247,10 @@ class AgencyClient(Connection):
                 best: tuple[int, dt.datetime, envelope_pb2.KeyBundle, x509.Certificate] | None = None
                 indexes = list(entry.key_bundle_audit_index)
                 for position, signed in enumerate(entry.key_bundles):
-                    bundle = verify_key_bundle(signed, trust_roots=self.identity.trust_roots,
-                                               expected_agency=entry.agency, trust_domain=self.trust_domain, now=when)
+                    with protocol_errors():
+                        bundle = verify_key_bundle(signed, trust_roots=self.identity.trust_roots,
+                                                   expected_agency=entry.agency, trust_domain=self.trust_domain,
+                                                   now=when)
                     certificate = x509.load_der_x509_certificate(signed.certificate)  # verified just above
                     try:
                         crl.verify_not_revoked(certificate, who=entry.agency)
@@ -297,14 +309,21 @@ class AgencyClient(Connection):
              priority: envelope_pb2.Priority.ValueType = envelope_pb2.NORMAL, expires: dt.datetime | None = None,
              handling: envelope_pb2.Handling | None = None, **header: Any) -> envelope_pb2.Envelope:
         """Seal `body` for `recipients` (agency ids and/or groups) without sending it."""
+        repeated = sorted({r for r in recipients if list(recipients).count(r) > 1})
+        if repeated:
+            raise ClientError(f"recipient {', '.join(repeated)} is named more than once; name each recipient once")
         if handling is None:
             if tlp not in _TLP:
                 raise ClientError(f"unknown TLP code {tlp!r}; use one of {', '.join(_TLP)}")
             handling = envelope_pb2.Handling(tlp=_TLP[tlp])
         keys = self.recipient_keys(self.expand(recipients))
-        return seal(sender=self.agency, identity_key=self.identity.private_key, certificate=self.identity.certificate,
-                    recipients=list(recipients), recipient_keys=keys, kind=kind, body=body, content_type=content_type,
-                    handling=handling, priority=priority, expires=expires, **header)
+        try:
+            return seal(sender=self.agency, identity_key=self.identity.private_key,
+                        certificate=self.identity.certificate, recipients=list(recipients), recipient_keys=keys,
+                        kind=kind, body=body, content_type=content_type, handling=handling, priority=priority,
+                        expires=expires, **header)
+        except ValueError as exc:  # arguments that cannot make a valid envelope
+            raise ClientError(f"cannot seal this message: {exc}") from exc
 
     def send_envelope(self, envelope: envelope_pb2.Envelope) -> broker_pb2.SendResponse:
         """Send an already sealed envelope (sending the same one again is idempotent)."""
@@ -363,8 +382,12 @@ class AgencyClient(Connection):
                    on_invalid: Callable[[InvalidDelivery], None] | None = None,
                    reconnect: bool = True) -> Iterator[ReceivedMessage]:
         """Verified, decrypted deliveries for this agency, in the broker's order; runs until `timeout`
-        seconds pass without a delivery (None: forever). A delivery that fails verification is
-        rejected with a signed REJECTED receipt and reported to `on_invalid`, never yielded.
+        seconds pass without a delivery (None: forever).
+
+        The SDK never stalls on one bad delivery: one it cannot parse, validate, verify or open is
+        answered with a signed REJECTED receipt naming the reason (the sender sees it in
+        `status()`), reported to `on_invalid` as an `InvalidDelivery`, never yielded, and the
+        stream moves on to the next one.
 
         If the broker goes away (restart, rotation, network), the stream is opened again with a
         growing pause, unless `reconnect` is False; nothing is lost, since unacknowledged
@@ -395,13 +418,13 @@ class AgencyClient(Connection):
                     crl = self.revocation_list()
                     for delivery in batch.deliveries:
                         try:
-                            yield self._open(delivery, crl)
-                        except (VerificationError, ClientError) as exc:
-                            message_id = unverified_message_id(delivery.envelope)
-                            log.warning("delivery.rejected", message_id=message_id, error=str(exc))
-                            self._reject(delivery, str(exc))
+                            opened = self._open(delivery, crl)
+                        except ClientError as exc:  # VerificationError and ProtocolViolation included
+                            invalid = self._reject(delivery, exc)
                             if on_invalid is not None:
-                                on_invalid(InvalidDelivery(message_id, exc))
+                                on_invalid(invalid)
+                            continue
+                        yield opened
             finally:
                 call.cancel()
             time.sleep(pause)
@@ -433,11 +456,22 @@ class AgencyClient(Connection):
         return cert
 
     def _open(self, delivery: broker_pb2.Delivery, crl: VerifiedCrl) -> ReceivedMessage:
+        """Verify and open one delivery; every failure is a `ClientError` (one helper, no raw ValueError)."""
+        with protocol_errors():
+            try:
+                return self._open_checked(delivery, crl)
+            except (ValueError, TypeError) as exc:  # a library's parse failure on bytes we were sent
+                raise ProtocolViolation(f"delivery does not parse: {exc}"[:500]) from exc
+
+    def _open_checked(self, delivery: broker_pb2.Delivery, crl: VerifiedCrl) -> ReceivedMessage:
         try:
             # Parsed unverified only to find the sender; open_envelope verifies it below.
             header = envelope_pb2.Header.FromString(delivery.envelope.header)
         except DecodeError as exc:
             raise VerificationError("delivered envelope header does not parse") from exc
+        # Every field in range before any is used (a created time past year 9999 used to raise
+        # ValueError here on every redelivery, and the stream never moved on).
+        validation.check_header(header)
         sender_cert = self._sender(delivery.sender_certificate, header.sender, header.created.ToDatetime(dt.UTC), crl)
         opened = open_envelope(delivery.envelope, recipient=self.agency, keys=self._keyring.keys,
                                sender_certificate=sender_cert)
@@ -448,15 +482,23 @@ class AgencyClient(Connection):
         digest = hashlib.sha256(delivery.envelope.SerializeToString()).digest()
         return ReceivedMessage(opened, digest, delivery.attempt, sender_cert, delivery.envelope, original)
 
-    def _reject(self, delivery: broker_pb2.Delivery, reason: str) -> None:
+    def _reject(self, delivery: broker_pb2.Delivery, error: ClientError) -> InvalidDelivery:
+        """Answer a delivery we cannot use with a signed REJECTED receipt naming why; never raise, so
+        that the stream moves on (if the receipt is refused too, the delivery comes back after its lease)."""
         message_id = unverified_message_id(delivery.envelope)
-        if not message_id:
-            return
-        receipt = make_receipt(message_id=message_id,
-                               envelope_sha256=hashlib.sha256(delivery.envelope.SerializeToString()).digest(),
-                               recipient=self.agency, status=envelope_pb2.REJECTED,
-                               identity_key=self.identity.private_key, reason=reason[:500])
-        self._call(self._stub.Ack, broker_pb2.AckRequest(receipts=[receipt]))
+        reason = str(error)[:500]
+        log.warning("delivery.rejected", message_id=message_id[:64], error=reason)
+        receipted = False
+        try:
+            receipt = make_receipt(message_id=message_id,
+                                   envelope_sha256=hashlib.sha256(delivery.envelope.SerializeToString()).digest(),
+                                   recipient=self.agency, status=envelope_pb2.REJECTED,
+                                   identity_key=self.identity.private_key, reason=reason)
+            self._call(self._stub.Ack, broker_pb2.AckRequest(receipts=[receipt]))
+            receipted = True
+        except (ClientError, ValueError) as exc:
+            log.warning("delivery.reject_failed", message_id=message_id[:64], error=str(exc)[:500])
+        return InvalidDelivery(message_id, error, reason=reason, attempt=delivery.attempt, receipted=receipted)
 
     def ack(self, messages: ReceivedMessage | Sequence[ReceivedMessage],
             status: envelope_pb2.ReceiptStatus.ValueType = envelope_pb2.DELIVERED) -> int:
@@ -475,10 +517,15 @@ class AgencyClient(Connection):
         for r in reply.recipients:
             receipt = None
             if r.receipt.receipt:
-                cert = x509.load_der_x509_certificate(r.recipient_certificate)
-                verify_agency_certificate(cert, trust_roots=self.identity.trust_roots, expected_agency=r.recipient,
-                                          trust_domain=self.trust_domain, now=dt.datetime.now(dt.UTC))
-                receipt = verify_receipt(r.receipt, cert, expected_recipient=r.recipient)
+                with protocol_errors():
+                    try:
+                        cert = x509.load_der_x509_certificate(r.recipient_certificate)
+                    except ValueError as exc:
+                        raise VerificationError(f"certificate of {r.recipient} does not parse") from exc
+                    verify_agency_certificate(cert, trust_roots=self.identity.trust_roots,
+                                              expected_agency=r.recipient, trust_domain=self.trust_domain,
+                                              now=dt.datetime.now(dt.UTC))
+                    receipt = verify_receipt(r.receipt, cert, expected_recipient=r.recipient)
                 if receipt.message_id != message_id:
                     raise VerificationError(f"receipt of {r.recipient} is for message {receipt.message_id}")
             result.append(RecipientReceipt(r.recipient, broker_pb2.DeliveryState.Name(r.state), r.attempts, receipt))

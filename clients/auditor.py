@@ -20,7 +20,7 @@ from broker.identity import Role
 from broker.protocol import _merkle, _note
 from clients._connection import Connection
 from clients.audit.exportfile import ExportWriter
-from clients.errors import ClientError, VerificationError
+from clients.errors import ClientError, VerificationError, protocol_errors
 
 __all__ = ["AuditorClient", "ProvenEntry"]
 
@@ -51,7 +51,8 @@ class AuditorClient(Connection):
     def checkpoint(self, *, fresh: bool = False) -> _note.Checkpoint:
         """The latest checkpoint, its signature verified with the audit key."""
         reply = self._call(self._stub.GetCheckpoint, audit_pb2.GetCheckpointRequest(fresh=fresh))
-        checkpoint = _note.verify_checkpoint(reply.note, self.key_name, self.audit_key)
+        with protocol_errors():
+            checkpoint = _note.verify_checkpoint(reply.note, self.key_name, self.audit_key)
         if checkpoint.origin != self.origin:
             raise VerificationError(f"checkpoint is for log {checkpoint.origin!r}, expected {self.origin!r}")
         return checkpoint
@@ -64,7 +65,8 @@ class AuditorClient(Connection):
             for item in reply.entries:
                 if _merkle.leaf_hash(item.entry) != item.leaf_hash:
                     raise VerificationError(f"entry {item.index}: leaf hash does not match its bytes")
-                index, event = AuditEvent.from_entry_bytes(item.entry)
+                with protocol_errors():
+                    index, event = AuditEvent.from_entry_bytes(item.entry)
                 if index != item.index:
                     raise VerificationError(f"entry stored at {item.index} says it is entry {index}")
                 yield index, event
@@ -77,9 +79,10 @@ class AuditorClient(Connection):
         reply = self._call(self._stub.GetInclusionProof,
                            audit_pb2.InclusionProofRequest(index=index, tree_size=checkpoint.size))
         entry = reply.entry.entry
-        _merkle.verify_inclusion(_merkle.leaf_hash(entry), index, checkpoint.size, list(reply.hashes),
-                                 checkpoint.root)
-        stated, event = AuditEvent.from_entry_bytes(entry)
+        with protocol_errors():
+            _merkle.verify_inclusion(_merkle.leaf_hash(entry), index, checkpoint.size, list(reply.hashes),
+                                     checkpoint.root)
+            stated, event = AuditEvent.from_entry_bytes(entry)
         if stated != index:
             raise VerificationError(f"proof of entry {index} carries entry {stated}")
         return ProvenEntry(index, event, entry, list(reply.hashes), checkpoint)
@@ -96,7 +99,8 @@ class AuditorClient(Connection):
         """Verify that `new` extends `old` (the log was only appended to); raise otherwise."""
         reply = self._call(self._stub.GetConsistencyProof,
                            audit_pb2.ConsistencyProofRequest(first_size=old.size, second_size=new.size))
-        _merkle.verify_consistency(old.size, new.size, old.root, new.root, list(reply.hashes))
+        with protocol_errors():
+            _merkle.verify_consistency(old.size, new.size, old.root, new.root, list(reply.hashes))
 
     def export(self, stream: IO[bytes], *, start: int = 0, end: int = 0) -> int:
         """Write the log (entries and checkpoints) to `stream` in the export format; return entries written."""

@@ -77,6 +77,8 @@ async def _call(context: Context, rpc: str, record: refusals.Record) -> AsyncIte
             if isinstance(exc, BrokerError) and exc.trailing:  # replaces the call's trailing metadata
                 trailing = (("x-request-id", request_id), *exc.trailing)
             await context.abort(status_of(exc), reason, trailing_metadata=trailing)
+        except NotImplementedError:  # a generated servicer's default body (grpcio's health List, for one)
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{rpc} is not implemented by this broker")
         except Exception:  # mapped to a status in one place
             log.exception("rpc.failed")
             await context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)

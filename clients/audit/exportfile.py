@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from broker.errors import VerificationError
+from clients.errors import VerificationError
 
 FORMAT_NAME = "isb-audit-export"
 FORMAT_VERSION = 1

@@ -31,9 +31,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from broker.errors import VerificationError
 from broker.protocol import _merkle, _note
+from broker.protocol.errors import VerificationError as ProtocolVerificationError
 from clients.audit.exportfile import ExportCheckpoint, ExportEntry, ExportHeader, read_export
+from clients.errors import VerificationError
 
 Progress = Callable[[int, int], None]
 """`progress(bytes_done, bytes_total)`, called now and then while verifying."""
@@ -122,7 +123,7 @@ class _Verifier:
         # Step 3: signature, origin, position.
         try:
             checkpoint = _note.verify_checkpoint(record.note, self.key_name, self.public_key)
-        except VerificationError as exc:
+        except ProtocolVerificationError as exc:
             raise VerificationError(f"checkpoint on line {record.line} is not valid: {exc}") from exc
         size = checkpoint.size
         if checkpoint.origin != self.header.origin:
@@ -146,7 +147,7 @@ class _Verifier:
         proof = _merkle.consistency_proof(previous.size, size, self.tree.subtree)
         try:
             _merkle.verify_consistency(previous.size, size, previous.root, checkpoint.root, proof)
-        except VerificationError as exc:
+        except ProtocolVerificationError as exc:
             raise VerificationError(
                 f"checkpoint of size {size} (line {record.line}) is not consistent with the checkpoint of"
                 f" size {previous.size} over these entries ({exc}): {window} differs from what was"

@@ -13,9 +13,8 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import broker_pb2, envelope_pb2, payload_pb2
-from broker.errors import VerificationError
 from clients.agency import AgencyClient, ReceivedMessage
-from clients.errors import ClientError
+from clients.errors import ClientError, VerificationError
 from clients.watchlist.payloads import HIT_REPORT_CONTENT_TYPE
 from clients.watchlist.screening import Hit
 

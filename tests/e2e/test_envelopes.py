@@ -17,8 +17,9 @@ from broker.api.v1 import envelope_pb2
 from broker.pki.dev import DevPki
 from broker.protocol import _pae
 from broker.protocol.envelope import open_envelope, seal
+from broker.protocol.errors import VerificationError
 from broker.protocol.keys import EncryptionKey, make_key_bundle, sign_identity
-from clients import MLKEM768_X25519, AgencyClient, InvalidDelivery, RemoteError, VerificationError
+from clients import MLKEM768_X25519, AgencyClient, InvalidDelivery, RemoteError
 from tests.e2e.conftest import Database, RunningBroker
 from tests.e2e.pki_support import extended_pki
 
