@@ -214,7 +214,7 @@ class AgencyClient(Connection):
             reply = self._call(self._stub.GetRevocationList, broker_pb2.GetRevocationListRequest())
             try:
                 chain = [x509.load_der_x509_certificate(der) for der in reply.issuer_chain]
-            except ValueError as exc:
+            except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
                 raise VerificationError("the CRL's issuer chain from the broker does not parse") from exc
             held = verify_revocation_list(reply.crl, trust_roots=self.identity.trust_roots,
                                           issuer_chain=[*chain, *self.identity.chain], now=now,
@@ -443,7 +443,7 @@ class AgencyClient(Connection):
             return cached[0]
         try:
             cert = x509.load_der_x509_certificate(der)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
             raise VerificationError("delivery carries a sender certificate that does not parse") from exc
         verify_agency_certificate(cert, trust_roots=self.identity.trust_roots, expected_agency=agency,
                                   trust_domain=self.trust_domain, now=created)

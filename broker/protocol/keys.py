@@ -365,7 +365,7 @@ def verify_key_bundle(
     # 1. The signing certificate chains to the CA and names the expected agency.
     try:
         certificate = x509.load_der_x509_certificate(signed.certificate)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         raise VerificationError(f"key bundle certificate of {expected_agency} is malformed") from exc
     verify_agency_certificate(
         certificate,

@@ -109,6 +109,30 @@ def _issuer(crl: x509.CertificateRevocationList, trust_roots: Sequence[x509.Cert
     raise VerificationError(f"CRL issuer {crl.issuer.rfc4514_string()!r} is not a CA of our trust anchor")
 
 
+def _verified(crl: x509.CertificateRevocationList, trust_roots: Sequence[x509.Certificate],
+              issuer_chain: Sequence[x509.Certificate], now: dt.datetime) -> VerifiedCrl:
+    # 2. Issuer: the trust anchor or an intermediate CA it issued.
+    issuer = _issuer(crl, trust_roots, issuer_chain, now)
+    # 3. Signature.
+    public_key = issuer.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(public_key):
+        raise VerificationError(f"CRL signature does not verify with {issuer.subject.rfc4514_string()!r}")
+    # 4. CRL number (RFC 5280 5.2.3): required, it orders CRLs.
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        raise VerificationError("CRL has no CRL number: its age cannot be compared") from None
+    # 5. Freshness in time: issued, and not past nextUpdate.
+    this_update = crl.last_update_utc
+    next_update = crl.next_update_utc
+    if next_update is None:
+        raise VerificationError("CRL has no nextUpdate: its freshness cannot be judged")
+    if this_update > now + CRL_CLOCK_SKEW:
+        raise VerificationError(f"CRL (number {number}) claims to be issued in the future, at {this_update}")
+    return VerifiedCrl(number, crl.issuer, this_update, next_update,
+                       frozenset(entry.serial_number for entry in crl), now)
+
+
 def verify_revocation_list(
     data: bytes,
     *,
@@ -127,35 +151,18 @@ def verify_revocation_list(
     # 1. Parse.
     try:
         crl = x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----BEGIN") else x509.load_der_x509_crl(data)
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
+        raise VerificationError(f"CRL does not parse: {exc}") from exc
+    # cryptography parses a CRL's fields lazily: a malformed field surfaces only when read.
+    try:
+        verified = _verified(crl, trust_roots, issuer_chain, now)
     except ValueError as exc:
         raise VerificationError(f"CRL does not parse: {exc}") from exc
-    # 2. Issuer: the trust anchor or an intermediate CA it issued.
-    issuer = _issuer(crl, trust_roots, issuer_chain, now)
-    # 3. Signature.
-    public_key = issuer.public_key()
-    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(public_key):
-        raise VerificationError(f"CRL signature does not verify with {issuer.subject.rfc4514_string()!r}")
-    # 4. CRL number (RFC 5280 5.2.3): required, it orders CRLs.
-    try:
-        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    except x509.ExtensionNotFound:
-        raise VerificationError("CRL has no CRL number: its age cannot be compared") from None
-    except ValueError as exc:
-        raise VerificationError(f"CRL extensions do not parse: {exc}") from exc
-    # 5. Freshness in time: issued, and not past nextUpdate.
-    this_update = crl.last_update_utc
-    next_update = crl.next_update_utc
-    if next_update is None:
-        raise VerificationError("CRL has no nextUpdate: its freshness cannot be judged")
-    if this_update > now + CRL_CLOCK_SKEW:
-        raise VerificationError(f"CRL (number {number}) claims to be issued in the future, at {this_update}")
-    verified = VerifiedCrl(number, crl.issuer, this_update, next_update,
-                           frozenset(entry.serial_number for entry in crl), now)
     verified.require_current(now)
     # 6. Freshness in order: never older than one already seen.
-    if number < min_number:
+    if verified.number < min_number:
         raise StaleRevocationList(
-            f"the broker serves CRL number {number}, older than number {min_number} already seen: it hides"
+            f"the broker serves CRL number {verified.number}, older than number {min_number} already seen: it hides"
             " revocations (a stale replica or a copy of the database?); refusing to rely on it."
             " Use an up-to-date broker; if the CA was rebuilt, clear the SDK's trust state")
     return verified

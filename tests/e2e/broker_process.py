@@ -41,7 +41,8 @@ class BrokerProcess:
             f'cert_dir = "{self.pki.directory}"\n'
             f'database_url = "{self.database_url}"\n'
             f'policy_file = "{REPO / "examples" / "policy-dev.toml"}"\n'
-            f'log_level = "{self.log_level}"\n' + extra)
+            f'log_level = "{self.log_level}"\n'
+            f'state_dir = "{self.config.parent / "state"}"\n' + extra)
 
     def launch(self, port: int = 0) -> None:
         """Start `isb serve` without waiting for it to serve."""

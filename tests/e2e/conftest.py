@@ -42,6 +42,7 @@ class Database:
 
     def __init__(self, tmp: Path) -> None:
         self.kind = os.environ.get("ISB_TEST_DATABASE", "sqlite")
+        self.tmp = tmp
         if self.kind == "postgresql":
             self.name = f"isb_test_{uuid.uuid4().hex[:12]}"
             with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
@@ -165,6 +166,8 @@ def broker_config(pki: DevPki, database: Database, **overrides: Any) -> BrokerCo
     overrides.setdefault("policy_file", REPO / "examples" / "policy-dev.toml")
     overrides.setdefault("checkpoint_interval_seconds", 0.5)
     overrides.setdefault("cert_dir", pki.directory)
+    # The broker's own files (an applied policy) stay with the test, whatever the database.
+    overrides.setdefault("state_dir", database.tmp / "state")
     return load_config(environ={}, database_url=database.url, **overrides)
 
 

@@ -4,6 +4,7 @@ log verifies afterwards (issue 12, faults)."""
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ def _config(pki: DevPki, database_url: str, **overrides: Any) -> BrokerConfig:
     overrides.setdefault("listen", "127.0.0.1:0")
     overrides.setdefault("policy_file", REPO / "examples" / "policy-dev.toml")
     overrides.setdefault("checkpoint_interval_seconds", 0.5)
+    overrides.setdefault("state_dir", Path(tempfile.mkdtemp(prefix="isb-state-")))
     return load_config(environ={}, database_url=database_url, cert_dir=pki.directory, **overrides)
 
 

@@ -42,7 +42,7 @@ def test_empty_policy_is_refused_unless_forced_and_never_rewrites_the_example(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """An empty document is FAILED_PRECONDITION naming the cause; sends still pass; `policy-apply --force` applies
-    it into the broker's own policy.toml beside its database; examples/policy-dev.toml is untouched throughout."""
+    it into the broker's own policy.toml in its state directory; examples/policy-dev.toml is untouched throughout."""
     example = _digest(EXAMPLE)
     admin = _admin(broker, pki)
     with pytest.raises(RemoteError) as refused:
@@ -51,20 +51,17 @@ def test_empty_policy_is_refused_unless_forced_and_never_rewrites_the_example(
     assert "names no agency" in refused.value.message
     assert "--force" in refused.value.message
     assert agencies["FR-CUSTOMS"].send(["DE-BKA"], b"still allowed").audit_index > 0
-    empty = database.path.parent / "empty.toml" if database.kind == "sqlite" else Path("/nonexistent")
-    if database.kind == "sqlite":
-        empty.write_text("version = 1\n")
-        online = ["--broker", broker.target, "--certs", str(pki.directory)]
-        assert isb(["admin", "policy-apply", str(empty), *online]) != 0
-        assert isb(["admin", "policy-apply", "--force", str(empty), *online]) == 0
-        capsys.readouterr()
-        own = database.path.parent / "policy.toml"
-        assert own.read_text() == "version = 1\n"
-        with pytest.raises(RemoteError) as denied:
-            agencies["FR-CUSTOMS"].send(["DE-BKA"], b"now denied")
-        assert denied.value.code is grpc.StatusCode.PERMISSION_DENIED
-    else:
-        admin.apply_policy("version = 1\n", force=True)
+    empty = database.tmp / "empty.toml"
+    empty.write_text("version = 1\n")
+    online = ["--broker", broker.target, "--certs", str(pki.directory)]
+    assert isb(["admin", "policy-apply", str(empty), *online]) != 0
+    assert isb(["admin", "policy-apply", "--force", str(empty), *online]) == 0
+    capsys.readouterr()
+    own = database.tmp / "state" / "policy.toml"  # the broker's state_dir
+    assert own.read_text() == "version = 1\n"
+    with pytest.raises(RemoteError) as denied:
+        agencies["FR-CUSTOMS"].send(["DE-BKA"], b"now denied")
+    assert denied.value.code is grpc.StatusCode.PERMISSION_DENIED
     assert _digest(EXAMPLE) == example
 
 
