@@ -47,6 +47,14 @@ class BrokerConfig:
     checkpoint_interval_seconds: float = 2.0
     max_connection_age_seconds: float = 3600.0
     policy_file: Path | None = None
+    # Attachments (docs/protocol.md "Attachments"). blob_store "": a folder beside a SQLite database
+    # (blob_dir, default <database folder>/blobs), chunk rows in a PostgreSQL one; or "directory"/"database".
+    blob_store: str = ""
+    blob_dir: Path | None = None
+    max_attachment_bytes: int = 2 * 1024 * 1024 * 1024
+    attachment_quota_bytes: int = 50 * 1024 * 1024 * 1024  # per agency, every attachment it has stored
+    upload_ttl_seconds: float = 24 * 3600.0  # an upload no envelope references by then is deleted
+    attachment_sweep_seconds: float = 30.0
     # The broker's own files (the policy an admin applied): default, the SQLite database's folder,
     # or var/ beside a PostgreSQL database.
     state_dir: Path | None = None

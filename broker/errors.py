@@ -86,6 +86,18 @@ class StorageFull(BrokerError):
     status = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class QuotaExceeded(BrokerError):
+    """The caller's agency would exceed a storage quota it is allowed (attachments)."""
+
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class StorageCorrupt(BrokerError):
+    """Stored data no longer matches the hash recorded when it was stored (a storage fault, not the caller's)."""
+
+    status = grpc.StatusCode.DATA_LOSS
+
+
 # The store's faults (as opposed to refusals of a request): not the caller's doing.
 STORAGE_FAULTS = (StorageUnavailable, StorageFull)
 

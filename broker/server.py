@@ -24,6 +24,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.engine import Engine
 
 from broker.api.v1 import admin_pb2, admin_pb2_grpc, audit_pb2, audit_pb2_grpc, broker_pb2, broker_pb2_grpc
+from broker.attachments.blobs import open_blob_store
+from broker.attachments.desk import AttachmentDesk
 from broker.audit import AuditLog, CheckpointSigner
 from broker.config import BrokerConfig
 from broker.delivery.exchange import Exchange
@@ -34,6 +36,7 @@ from broker.pki.ledger import CaLedger
 from broker.pki.revocation import RevocationList
 from broker.pki.store import CaDirectory
 from broker.policy import RunningPolicy
+from broker.protocol.attachments import MAX_CHUNK_SIZE
 from broker.store.binding import Deployment, bind_deployment
 from broker.store.db import WriterLock, create_engine, storage_fault, writer_lock
 from broker.store.schema import upgrade_schema
@@ -141,9 +144,10 @@ class Broker:
         self.exchange.dispatcher.start()
         await self._seed_agencies()
 
+        self.attachments = self._open_attachments()
         self.server = grpc.aio.server(interceptors=[CallInterceptor(self.exchange.record_refusal)], options=[
-            ("grpc.max_receive_message_length", config.max_envelope_bytes + _FRAME_SLACK),
-            ("grpc.max_send_message_length", config.max_envelope_bytes + _FRAME_SLACK),
+            ("grpc.max_receive_message_length", _max_message(config)),
+            ("grpc.max_send_message_length", _max_message(config)),
             ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
             ("grpc.max_connection_age_grace_ms", 30_000),
             ("grpc.keepalive_time_ms", 60_000),
@@ -152,7 +156,8 @@ class Broker:
         ])
         broker_pb2_grpc.add_BrokerServiceServicer_to_server(
             BrokerServicer(self.auth, self.exchange, self.writer, self.registry, self.policy,
-                           self.trust_roots, config.trust_domain, revocation_list=self.revocation_list),
+                           self.trust_roots, config.trust_domain, self.attachments,
+                           revocation_list=self.revocation_list),
             self.server)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
             AuditServicer(self.auth, self.exchange, self.writer, self.sign_checkpoint), self.server)
@@ -195,6 +200,14 @@ class Broker:
             self._tasks.append(loop.create_task(self._listen_for_replicas(), name="isb-replica-listen"))
         log.info("broker.started", listen=config.listen, port=self.port, database=_redact(config.database_url),
                  audit_size=audit_log.size, agencies=len(self.registry.all()))
+
+    def _open_attachments(self) -> AttachmentDesk:
+        config = self.config
+        blobs = open_blob_store(config.blob_store, self.engine, config.database_url, config.blob_dir)
+        self.exchange.blobs = blobs  # a recall deletes the recalled message's attachments
+        desk = AttachmentDesk(config, self.engine, self.writer, blobs)
+        self._tasks.append(asyncio.get_running_loop().create_task(desk.sweep_forever(), name="isb-attachment-sweep"))
+        return desk
 
     def trust_roots(self) -> list[x509.Certificate]:
         """The CA bundle, re-read when its file changes (it rotates without a restart, like TLS)."""
@@ -302,6 +315,11 @@ class Broker:
         if self._lock is not None:
             self._lock.release()
         log.info("broker.stopped")
+
+
+def _max_message(config: BrokerConfig) -> int:
+    # An attachment chunk is one gRPC message too, whatever the envelope limit.
+    return max(config.max_envelope_bytes, MAX_CHUNK_SIZE + 16) + _FRAME_SLACK
 
 
 def _first_line(exc: BaseException) -> str:

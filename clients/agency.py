@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import grpc
 import structlog
@@ -21,7 +21,16 @@ from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.identity import AGENCY_ID, Role
 from broker.policy.codes import tlp_from_proto
 from broker.protocol import validation
-from broker.protocol.envelope import OpenedMessage, open_envelope, seal, unverified_message_id
+from broker.protocol.attachments import attachment_key
+from broker.protocol.envelope import (
+    PROTOCOL_VERSION,
+    OpenedMessage,
+    new_content_key,
+    open_envelope,
+    seal,
+    unverified_message_id,
+    uuid7,
+)
 from broker.protocol.forwarding import (
     FORWARDED_CONTENT_TYPE,
     OriginalMessage,
@@ -32,10 +41,12 @@ from broker.protocol.forwarding import (
 from broker.protocol.keys import EncryptionKey, make_key_bundle, verify_agency_certificate, verify_key_bundle
 from broker.protocol.receipts import make_receipt, verify_receipt
 from broker.protocol.revocation import RevokedCertificate, VerifiedCrl, verify_revocation_list
+from clients import attachments as _attachments
 from clients._connection import Connection
 from clients._stream import StreamReader
 from clients._trust_state import FILE_NAME as TRUST_STATE_FILE
 from clients._trust_state import TrustState
+from clients.attachments import Attachment, Progress, ReceivedAttachment
 from clients.errors import ClientError, ProtocolViolation, VerificationError, protocol_errors
 from clients.producer import Producer
 
@@ -64,6 +75,8 @@ class ReceivedMessage:
     envelope: envelope_pb2.Envelope
     forwarded_from: OriginalMessage | None = None
     """For a forward: the original, verified as written by its original sender."""
+    attachments: tuple[ReceivedAttachment, ...] = ()
+    """The attachments the signed header references, in order; each `open()`s as a verified stream."""
 
     @property
     def message_id(self) -> str:
@@ -307,8 +320,14 @@ class AgencyClient(Connection):
     def seal(self, recipients: Sequence[str], body: bytes, *, content_type: str = "application/octet-stream",
              kind: envelope_pb2.Kind.ValueType = envelope_pb2.ALERT, tlp: str = "AMBER",
              priority: envelope_pb2.Priority.ValueType = envelope_pb2.NORMAL, expires: dt.datetime | None = None,
-             handling: envelope_pb2.Handling | None = None, **header: Any) -> envelope_pb2.Envelope:
-        """Seal `body` for `recipients` (agency ids and/or groups) without sending it."""
+             handling: envelope_pb2.Handling | None = None,
+             attachments: Sequence[Path | BinaryIO | Attachment | str] = (), progress: Progress | None = None,
+             **header: Any) -> envelope_pb2.Envelope:
+        """Seal `body` for `recipients` (agency ids and/or groups) without sending it.
+
+        `attachments` are encrypted and uploaded first (resuming after a dropped connection), since
+        the envelope references them; `progress(done, total)` is called as each one uploads.
+        """
         repeated = sorted({r for r in recipients if list(recipients).count(r) > 1})
         if repeated:
             raise ClientError(f"recipient {', '.join(repeated)} is named more than once; name each recipient once")
@@ -317,6 +336,16 @@ class AgencyClient(Connection):
                 raise ClientError(f"unknown TLP code {tlp!r}; use one of {', '.join(_TLP)}")
             handling = envelope_pb2.Handling(tlp=_TLP[tlp])
         keys = self.recipient_keys(self.expand(recipients))
+        if attachments:
+            header.setdefault("message_id", uuid7())
+            content_key = new_content_key()
+            header["content_key"] = content_key
+            header["attachments"] = [
+                _attachments.upload(self._stub, self.translate_error, key=attachment_key(
+                    content_key, PROTOCOL_VERSION, header["message_id"], index),
+                    message_id=header["message_id"], index=index, attachment=_attachments.as_attachment(item),
+                    progress=progress)
+                for index, item in enumerate(attachments)]
         try:
             return seal(sender=self.agency, identity_key=self.identity.private_key,
                         certificate=self.identity.certificate, recipients=list(recipients), recipient_keys=keys,
@@ -480,7 +509,11 @@ class AgencyClient(Connection):
             original = verify_forwarded(opened.body, forward_header=opened.header,
                                         trust_roots=self.identity.trust_roots, trust_domain=self.trust_domain)
         digest = hashlib.sha256(delivery.envelope.SerializeToString()).digest()
-        return ReceivedMessage(opened, digest, delivery.attempt, sender_cert, delivery.envelope, original)
+        attachments = tuple(
+            ReceivedAttachment(self._stub, self.translate_error, opened.message_id, index, ref,
+                               opened.attachment_key(index))
+            for index, ref in enumerate(opened.attachments))
+        return ReceivedMessage(opened, digest, delivery.attempt, sender_cert, delivery.envelope, original, attachments)
 
     def _reject(self, delivery: broker_pb2.Delivery, error: ClientError) -> InvalidDelivery:
         """Answer a delivery we cannot use with a signed REJECTED receipt naming why; never raise, so
@@ -536,5 +569,5 @@ def _as_client_error(error: BaseException) -> ClientError:
     return error if isinstance(error, ClientError) else ClientError(str(error))
 
 
-__all__ = ["MLKEM768_X25519", "X25519", "AgencyClient", "InvalidDelivery", "ReceivedMessage", "RecipientReceipt",
-]
+__all__ = ["MLKEM768_X25519", "X25519", "AgencyClient", "Attachment", "InvalidDelivery", "ReceivedAttachment",
+           "ReceivedMessage", "RecipientReceipt"]

@@ -55,6 +55,7 @@ class Producer:
         self._in_flight: collections.deque[Future[broker_pb2.SendResponse]] = collections.deque()
         self._failure: ClientError | None = None
         self._closed = False
+        self._preparing = 0  # submit_later calls whose envelope is not submitted yet
         self._call = send_stream(self._requests())
         self._reader = threading.Thread(target=self._read, daemon=True, name="isb-producer")
         self._reader.start()
@@ -76,8 +77,36 @@ class Producer:
                 self._cond.notify_all()
         return future
 
+    def submit_later(self, prepare: Callable[[], envelope_pb2.Envelope]) -> Future[broker_pb2.SendResponse]:
+        """Run `prepare` (sealing with attachments: their uploads) on a thread of its own, then submit
+        the envelope it returns; the future is answered like `submit`'s. Other envelopes keep flowing
+        meanwhile: a large upload never blocks the producer."""
+        outer: Future[broker_pb2.SendResponse] = Future()
+        with self._cond:
+            if self._closed:
+                raise ClientError("this producer is closed")
+            self._preparing += 1
+
+        def run() -> None:
+            try:
+                inner = self.submit(prepare())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller through its future
+                outer.set_exception(exc)
+                return
+            finally:
+                with self._cond:
+                    self._preparing -= 1
+                    self._cond.notify_all()
+            inner.add_done_callback(lambda done: _copy_outcome(done, outer))
+
+        threading.Thread(target=run, daemon=True, name="isb-producer-prepare").start()
+        return outer
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every envelope submitted so far has been answered (or has failed)."""
+        with self._cond:
+            while self._preparing:
+                self._cond.wait()
         with self._cond:
             last = self._queued[-1][1] if self._queued else self._in_flight[-1] if self._in_flight else None
         if last is not None:
@@ -89,6 +118,8 @@ class Producer:
         with self._cond:
             if self._closed:
                 return
+            while self._preparing:  # envelopes still being prepared (uploads) are sent first
+                self._cond.wait()
             self._closed = True
             self._cond.notify_all()
         self._reader.join(timeout)
@@ -169,6 +200,14 @@ class Producer:
         for future in queued:
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)
+
+
+def _copy_outcome(done: Future[broker_pb2.SendResponse], outer: Future[broker_pb2.SendResponse]) -> None:
+    error = done.exception()
+    if error is not None:
+        outer.set_exception(error)
+    else:
+        outer.set_result(done.result())
 
 
 _STATUS: Final = {status.value[0]: status for status in grpc.StatusCode}

@@ -22,6 +22,7 @@ import argparse
 import base64
 import datetime as dt
 import hashlib
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +38,8 @@ from google.protobuf import timestamp_pb2
 
 from broker.api.v1 import envelope_pb2
 from broker.audit.events import AuditEvent
-from broker.protocol import _cosignature, _merkle, _note, _pae
+from broker.protocol import _cosignature, _merkle, _note, _pae, _stream
+from broker.protocol.attachments import AttachmentEncryptor
 from broker.protocol.envelope import envelope_sha256, seal
 from broker.protocol.keys import (
     HYBRID_SUITE,
@@ -449,8 +451,13 @@ def make_vector(
     body: bytes,
     content_type: str,
     message_id: str,
+    attachments: Sequence[tuple[bytes, int, str]] = (),
 ) -> dict[str, Any]:
-    """Build one envelope vector: seal a message with fixed inputs and record every intermediate value."""
+    """Build one envelope vector: seal a message with fixed inputs and record every intermediate value.
+
+    `attachments` are (plaintext, chunk size, media type): each is encrypted under its key derived
+    from the content key and recorded chunk by chunk, with tampered chunk streams to refuse.
+    """
     ca_key, ca = _authority()
     sender = _party(ca_key, ca, "FR-CUSTOMS", X25519_SUITE, 100)
     parties = [_party(ca_key, ca, agency, suite, 101 + i) for i, (agency, suite) in enumerate(recipients)]
@@ -463,6 +470,10 @@ def make_vector(
         source_reliability=envelope_pb2.SOURCE_B,
         information_accuracy=envelope_pb2.ACCURACY_2,
     )
+    attachment_vectors = [
+        make_attachment(content_key, message_id, index, plaintext, chunk_size, media_type)
+        for index, (plaintext, chunk_size, media_type) in enumerate(attachments)
+    ]
     envelope = seal(
         sender="FR-CUSTOMS",
         identity_key=sender["_identity_key"],
@@ -479,6 +490,7 @@ def make_vector(
         created=CREATED,
         _content_key=content_key,
         _nonce=nonce,
+        attachments=[a.pop("_ref") for a in attachment_vectors],
     )
     # Decrypt our own ciphertext to record the content bytes (they hold the inner signature).
     header = envelope_pb2.Header.FromString(envelope.header)
@@ -554,6 +566,54 @@ def make_vector(
             "signed_receipt_hex": signed_receipt.SerializeToString().hex(),
         },
         "must_be_refused": _refusals(envelope, sender, parties[0], outsider, content_key, nonce, content),
+        "attachments": attachment_vectors,
+    }
+
+
+def make_attachment(content_key: bytes, message_id: str, index: int, plaintext: bytes, chunk_size: int,
+                    media_type: str) -> dict[str, Any]:
+    """One attachment, chunk by chunk (docs/protocol.md "Attachments"), and chunk streams to refuse."""
+    key = _stream.attachment_key(content_key, 1, message_id, index)
+    encryptor = AttachmentEncryptor(key, io.BytesIO(plaintext), len(plaintext), chunk_size=chunk_size,
+                                    media_type=media_type)
+    encrypted = [data for _, data in encryptor.encrypted_chunks()]
+    ref = encryptor.reference()
+    n = len(encrypted)
+    chunks = [
+        {
+            "index": i,
+            "nonce_hex": _stream.nonce(i, last=i == n - 1).hex(),
+            "plaintext_hex": plaintext[i * chunk_size:(i + 1) * chunk_size].hex(),
+            "ciphertext_hex": data.hex(),
+            "sha256_hex": hashlib.sha256(data).hexdigest(),
+        }
+        for i, data in enumerate(encrypted)
+    ]
+    # Each stream to refuse is a sequence of positions into `chunks`, with some chunks replaced:
+    # a reader given it must raise before it has returned all of the plaintext.
+    last_unflagged = _stream.encrypt_chunk(AESGCM(key), n - 1, plaintext[(n - 1) * chunk_size:], last=False)
+    tampered: list[dict[str, Any]] = [
+        {"description": "truncated: last chunk missing", "sequence": list(range(n - 1))},
+        {"description": "extended: the last chunk repeated after itself", "sequence": [*range(n), n - 1]},
+        {"description": "bit 0 of byte 5 of chunk 0 flipped", "sequence": list(range(n)),
+         "replace": {"0": _flip(encrypted[0], 5).hex()}},
+        {"description": "last chunk encrypted without the last-chunk flag", "sequence": list(range(n)),
+         "replace": {str(n - 1): last_unflagged.hex()}},
+    ]
+    if n > 1:
+        tampered.append({"description": "reordered: chunks 0 and 1 exchanged", "sequence": [1, 0, *range(2, n)]})
+    return {
+        "index": index,
+        "key_info_hex": _pae.attachment_key_info(1, message_id, index).hex(),
+        "key_hex": key.hex(),
+        "size": len(plaintext),
+        "chunk_size": chunk_size,
+        "media_type": media_type,
+        "attachments_pae_field_hex": _pae.encode_attachments([ref]).hex(),
+        "sha256_hex": ref.sha256.hex(),
+        "chunks": chunks,
+        "must_be_refused": tampered,
+        "_ref": ref,
     }
 
 
@@ -1177,6 +1237,19 @@ def all_vectors() -> list[dict[str, Any]]:
             body=bytes(range(256)),
             content_type="application/octet-stream",
             message_id="01972b5a-8c00-7abc-8def-0123456789ac",
+        ),
+        make_vector(
+            "envelope-with-attachments",
+            "An alert with two attachments: a photo of two chunks and an empty file of one empty chunk.",
+            recipients=[("DE-BKA", X25519_SUITE)],
+            addressed=["DE-BKA"],
+            body=b'{"category":"CULTURAL_PROPERTY","object":"bronze statuette, see photo"}',
+            content_type="application/json",
+            message_id="01972b5a-8c00-7abc-8def-0123456789ad",
+            attachments=[
+                (hashlib.shake_256(b"isb test vector attachment").digest(16384 + 1000), 16384, "image/jpeg"),
+                (b"", 16384, "text/plain"),
+            ],
         ),
         pae_vector(),
         key_bundle_vector(),

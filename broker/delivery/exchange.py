@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from sqlalchemy.engine import Connection, Engine
 
 from broker.api.v1 import envelope_pb2
+from broker.attachments.blobs import BlobStore
 from broker.audit import AuditEvent, refusals
 from broker.config import BrokerConfig
 from broker.delivery import operations as ops
@@ -79,6 +80,7 @@ class Exchange:
         self._writer = writer
         self._registry = registry
         self._policy = policy
+        self.blobs: BlobStore | None = None  # set by the broker once its blob store is open
         self._certs: dict[bytes, x509.Certificate] = {}
         self._cert_der: dict[bytes, bytes] = {}  # fingerprint -> DER, for deliveries of the backlog
         self._delivered_buffer: list[tuple[str, str, int]] = []
@@ -175,7 +177,7 @@ class Exchange:
             sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
             caller=str(caller.spiffe_id), recipients=recipients, expansion=expansion,
             policy_rule=decision.rule, sequence=self._arrival, known_certs=self._known_certs,
-            on_commit=self.dispatcher.accepted, expires_us=expires_us,
+            on_commit=self.dispatcher.accepted, expires_us=expires_us, blobs=self.blobs,
         ))
         return accepted
 

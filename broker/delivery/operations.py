@@ -10,6 +10,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from broker.api.v1 import broker_pb2, envelope_pb2
+from broker.attachments import tables as attachment_tables
+from broker.attachments.blobs import BlobStore
+from broker.attachments.operations import attach_to_message, delete_attachments
 from broker.audit import AuditEvent
 from broker.errors import AlreadyExists, FailedPrecondition, NotFound
 from broker.store import tables
@@ -79,6 +82,7 @@ class AcceptEnvelope:
     known_certs: set[bytes]
     on_commit: Callable[[list[QueuedDelivery], str | None], None]
     expires_us: int | None = None
+    blobs: BlobStore | None = None  # where a recall deletes the recalled message's attachments
 
     def stage(self, batch: Batch) -> Accepted:
         h = self.header
@@ -90,6 +94,9 @@ class AcceptEnvelope:
                 f"message id {h.message_id} was already accepted with different content; "
                 "use a new message id for a new message"
             )
+        if h.attachments:  # refused before anything is staged; the caller's refusal scope audits it
+            attach_to_message(batch, h.sender, h.message_id,
+                              [(a.sha256, a.size, a.chunk_size, a.media_type) for a in h.attachments])
         recalled: str | None = None
         if h.kind == envelope_pb2.RECALL:
             recalled = self._stage_recall(batch)
@@ -154,6 +161,10 @@ class AcceptEnvelope:
             agency=self.header.sender,
             fields={"recall_message_id": self.header.message_id, "undelivered_dropped": dropped},
         ))
+        if self.blobs is not None:
+            # The recalled message's attachments go with it: no recipient may fetch them any more.
+            delete_attachments(batch, self.blobs, attachment_tables.attachments.c.message_id == target,
+                               "recalled", self.caller)
         return target
 
 

@@ -43,6 +43,7 @@ WRAPPED_KEY: Final = "isb.v1.wrapped-key"  # one wrapped key inside the wrapped-
 KEY_BUNDLE: Final = "isb.v1.key-bundle"  # signature over a serialized key bundle
 RECEIPT: Final = "isb.v1.receipt"  # signature over a serialized receipt
 FORWARD_CONSENT: Final = "isb.v1.forward-consent"  # the original sender's consent to a forward
+ATTACHMENT_KEY: Final = "isb.v1.attachment-key"  # HKDF info deriving one attachment's key
 
 
 def _len(data: bytes) -> bytes:
@@ -95,6 +96,15 @@ def encode_recipients(recipients: Iterable[str], *, sort: bool) -> bytes:
     return encode_list(sorted(encoded) if sort else encoded)
 
 
+def encode_attachments(attachments: Iterable[envelope_pb2.AttachmentRef]) -> bytes:
+    """Encode the attachment references as one list field, in header order; each item is itself the
+    list (sha256, size, chunk_size, media_type). No attachments: the empty string."""
+    return encode_list(
+        encode_list((a.sha256, encode_int(a.size), encode_int(a.chunk_size), a.media_type.encode("utf-8")))
+        for a in attachments
+    )
+
+
 def header_signing_input(header_bytes: bytes) -> bytes:
     """What the outer signature covers: the exact serialized header bytes."""
     return pae(HEADER, header_bytes)
@@ -115,6 +125,7 @@ def content_signing_input(header: envelope_pb2.Header, content_type: str, body: 
         encode_int(header.kind),
         encode_handling(header.handling),
         encode_timestamp(header.created, present=header.HasField("created")),
+        encode_attachments(header.attachments),
         content_type.encode("utf-8"),
         body,
     )
@@ -128,7 +139,8 @@ def content_aad(header: envelope_pb2.Header) -> bytes:
     encoding of all other header fields, which the recipient recomputes from the signed header it
     received: a ciphertext moved under any other header (another id, sender, recipient list, kind,
     handling, time...) fails to decrypt, and the digests are bound by the outer signature instead.
-    Recipients are encoded in header order here, binding the header exactly.
+    Recipients are encoded in header order here, binding the header exactly. The attachment
+    references are bound too: their digests are what the attachments' integrity rests on.
     """
     return pae(
         CONTENT_AAD,
@@ -146,7 +158,13 @@ def content_aad(header: envelope_pb2.Header) -> bytes:
         header.watchlist_id.encode("utf-8"),
         encode_int(header.watchlist_version),
         header.references.encode("utf-8"),
+        encode_attachments(header.attachments),
     )
+
+
+def attachment_key_info(version: int, message_id: str, index: int) -> bytes:
+    """The HKDF `info` deriving attachment `index`'s key from the content key of message `message_id`."""
+    return pae(ATTACHMENT_KEY, encode_int(version), message_id.encode("utf-8"), encode_int(index))
 
 
 def key_wrap_info(version: int, message_id: str, recipient: str) -> bytes:

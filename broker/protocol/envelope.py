@@ -19,7 +19,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from cryptography import x509
@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import envelope_pb2
-from broker.protocol import _pae, validation
+from broker.protocol import _pae, _stream, validation
 from broker.protocol.errors import ProtocolError, VerificationError
 from broker.protocol.keys import (
     EncryptionKey,
@@ -41,11 +41,13 @@ from broker.protocol.keys import (
     sign_identity,
     verify_identity_signature,
 )
+from broker.protocol.validation import MAX_ATTACHMENTS
 
 __all__ = [
     "PROTOCOL_VERSION",
     "OpenedMessage",
     "envelope_sha256",
+    "new_content_key",
     "open_envelope",
     "seal",
     "unverified_message_id",
@@ -72,6 +74,18 @@ class OpenedMessage:
     handling: envelope_pb2.Handling
     message_id: str
     inner_signature: bytes = b""
+    content_key: bytes = field(default=b"", repr=False)  # to derive attachment keys; never log it
+
+    @property
+    def attachments(self) -> Sequence[envelope_pb2.AttachmentRef]:
+        """The attachment references of the signed header, in order."""
+        return self.header.attachments
+
+    def attachment_key(self, index: int) -> bytes:
+        """The key of attachment `index` (docs/protocol.md "Attachments")."""
+        if not 0 <= index < len(self.header.attachments):
+            raise IndexError(f"message {self.message_id} has no attachment {index}")
+        return _stream.attachment_key(self.content_key, self.header.version, self.message_id, index)
 
     def __repr__(self) -> str:
         # The body is plaintext: keep it out of logs and tracebacks.
@@ -100,6 +114,11 @@ def unverified_message_id(envelope: envelope_pb2.Envelope) -> str:
         return envelope_pb2.Header.FromString(envelope.header).message_id
     except Exception:  # noqa: BLE001 - a label only: whatever fails to parse has no id to show
         return ""
+
+
+def new_content_key() -> bytes:
+    """A fresh random content key for one message (pass it to `seal` after encrypting attachments)."""
+    return AESGCM.generate_key(bit_length=256)
 
 
 def envelope_sha256(envelope_bytes: bytes) -> bytes:
@@ -135,13 +154,18 @@ def seal(
     watchlist_version: int = 0,
     message_id: str | None = None,
     created: dt.datetime | None = None,
+    attachments: Sequence[envelope_pb2.AttachmentRef] = (),
+    content_key: bytes | None = None,
     _content_key: bytes | None = None,
     _nonce: bytes | None = None,
 ) -> envelope_pb2.Envelope:
     """Seal `body` from `sender` for `recipients` (as addressed: agencies and/or groups).
 
     `recipient_keys` holds one verified key bundle per recipient agency after group expansion;
-    the content key is wrapped for exactly these agencies. `_content_key` and `_nonce` exist only
+    the content key is wrapped for exactly these agencies. `attachments` are the references of
+    attachments already encrypted under keys derived from `content_key` for this `message_id`
+    (see `broker.protocol.attachments`); `content_key` must then be the fresh key from
+    `new_content_key` they were derived from, used for this message only. `_content_key` and `_nonce` exist only
     so that `scripts/make_vectors.py` can produce reproducible test vectors: never pass them
     otherwise (a repeated key and nonce destroys AES-GCM's security).
     Raise `ValueError` for arguments that cannot make a valid envelope.
@@ -165,7 +189,7 @@ def seal(
         raise ValueError(f"message_id {message_id!r} is not a lowercase canonical UUID")
     created = _utc_now() if created is None else created
     _require_aware(created, "created")
-    content_key = AESGCM.generate_key(bit_length=256) if _content_key is None else _content_key
+    content_key = _choose_content_key(content_key, _content_key, attachments)
     nonce = os.urandom(_NONCE_LEN) if _nonce is None else _nonce
     if len(content_key) != _CONTENT_KEY_LEN or len(nonce) != _NONCE_LEN:
         raise ValueError("content key must be 32 bytes and nonce 12 bytes")
@@ -183,6 +207,7 @@ def seal(
         watchlist_id=watchlist_id,
         watchlist_version=watchlist_version,
         references=references,
+        attachments=attachments,
     )
     if handling is not None:
         header.handling.CopyFrom(handling)
@@ -224,6 +249,18 @@ def seal(
         ciphertext=ciphertext,
         wrapped_keys=wrapped_keys,
     )
+
+
+def _choose_content_key(content_key: bytes | None, fixed: bytes | None,
+                        attachments: Sequence[envelope_pb2.AttachmentRef]) -> bytes:
+    if content_key is not None and fixed is not None:
+        raise ValueError("pass content_key or _content_key, not both")
+    if attachments and content_key is None and fixed is None:
+        raise ValueError("attachments were encrypted under a content key: pass it as content_key")
+    if len(attachments) > MAX_ATTACHMENTS:
+        raise ValueError(f"at most {MAX_ATTACHMENTS} attachments per envelope")
+    chosen = content_key if content_key is not None else fixed
+    return new_content_key() if chosen is None else chosen
 
 
 def _check_header_fields(header: envelope_pb2.Header) -> None:
@@ -362,4 +399,5 @@ def open_envelope(
         handling=header.handling,
         message_id=header.message_id,
         inner_signature=content.inner_signature,
+        content_key=content_key,
     )

@@ -23,16 +23,21 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.api.v1 import broker_pb2, envelope_pb2, watchlist_pb2
+from broker.protocol._stream import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from broker.protocol.errors import OutOfRange, ProtocolError, VerificationError
 
 __all__ = [
     "DEFAULT_MAX_CLOCK_SKEW",
+    "MAX_ATTACHMENTS",
+    "MAX_ATTACHMENT_SIZE",
     "MAX_CLASSIFICATION",
     "MAX_HEADER_BYTES",
     "MAX_RECIPIENTS",
     "MAX_TIMESTAMP_SECONDS",
+    "MEDIA_TYPE",
     "MIN_TIMESTAMP_SECONDS",
     "check_agency_id",
+    "check_attachment_ref",
     "check_created_skew",
     "check_directory_request",
     "check_envelope",
@@ -60,6 +65,12 @@ MAX_KEY_ID: Final = 128
 MAX_WRAPPED_KEY_BYTES: Final = 4096  # ML-KEM-768+X25519 encapsulation and sealed key: about 1,200
 MAX_SIGNATURE_BYTES: Final = 256  # ECDSA P-256 DER: at most 72
 MAX_CLASSIFICATION: Final = 64
+# Attachments (docs/protocol.md "Attachments"); brokers configure lower size limits (default 2 GiB).
+MAX_ATTACHMENTS: Final = 16
+MAX_ATTACHMENT_SIZE: Final = 1 << 40  # 1 TiB
+# RFC 6838 section 4.2 restricted names, type/subtype, at most 127 characters each.
+MEDIA_TYPE: Final = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 MAX_WATCHLIST_ID: Final = 120
 MAX_TITLE: Final = 200
 MAX_REASON: Final = 1024
@@ -188,6 +199,22 @@ def check_header(header: envelope_pb2.Header, *, max_recipients: int = MAX_RECIP
     for name in ("ciphertext_sha256", "wrapped_keys_sha256"):
         if len(getattr(header, name)) != _SHA256:
             raise ProtocolError(f"header.{name} is not a SHA-256 digest", field=f"header.{name}")
+    _check_count(header.attachments, "header.attachments", MAX_ATTACHMENTS)
+    for i, ref in enumerate(header.attachments):
+        check_attachment_ref(ref, f"header.attachments[{i}]")
+
+
+def check_attachment_ref(ref: envelope_pb2.AttachmentRef, name: str) -> None:
+    """An attachment reference within the protocol's bounds: digest, size, chunk size, media type."""
+    if len(ref.sha256) != _SHA256:
+        raise ProtocolError(f"{name}.sha256 is not a SHA-256 digest", field=f"{name}.sha256")
+    if ref.size > MAX_ATTACHMENT_SIZE:
+        raise ProtocolError(f"{name}.size is over {MAX_ATTACHMENT_SIZE}", field=f"{name}.size")
+    if not MIN_CHUNK_SIZE <= ref.chunk_size <= MAX_CHUNK_SIZE:
+        raise ProtocolError(f"{name}.chunk_size {ref.chunk_size} is outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}",
+                            field=f"{name}.chunk_size")
+    if len(ref.media_type) > 255 or not MEDIA_TYPE.fullmatch(ref.media_type):
+        raise ProtocolError(f"{name}.media_type is not type/subtype (RFC 6838)", field=f"{name}.media_type")
 
 
 def check_created_skew(header: envelope_pb2.Header, now: dt.datetime,

@@ -12,6 +12,8 @@ from cryptography import x509
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
+from broker.attachments.desk import AttachmentDesk
+from broker.attachments.operations import Upload
 from broker.audit.refusals import bounded
 from broker.delivery.exchange import Exchange
 from broker.delivery.operations import Accepted
@@ -58,8 +60,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
 
     def __init__(self, auth: Authenticator, exchange: Exchange, writer: Writer, registry: Registry,
                  policy: RunningPolicy, trust_roots: Callable[[], Sequence[x509.Certificate]],
-                 trust_domain: str, *,
+                 trust_domain: str, attachments: AttachmentDesk, *,
                  revocation_list: Callable[[], broker_pb2.RevocationList] | None = None) -> None:
+        self._attachments = attachments
         self._auth = auth
         self._exchange = exchange
         self._writer = writer
@@ -246,3 +249,38 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         for name, members in sorted(self._policy.current.groups.items()):
             directory.groups.add(name=name, members=sorted(members))
         return directory
+
+
+    async def UploadAttachment(self, request_iterator: AsyncIterator[broker_pb2.UploadRequest],
+                               context: Context) -> broker_pb2.UploadResponse:
+        caller = self._auth.require(context, Role.AGENCY)
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("start"):
+            raise InvalidRequest("the first UploadRequest of a stream must carry start")
+        start = first.start
+        upload = Upload(caller.name, start.key.message_id, start.key.attachment, start.size, start.chunk_size,
+                        start.media_type)
+
+        async def chunks() -> AsyncIterator[tuple[int, bytes]]:
+            async for request in request_iterator:
+                if request.HasField("start"):
+                    raise InvalidRequest("start may only be the first request of an upload stream")
+                yield request.chunk.index, request.chunk.data
+
+        uploaded = await self._attachments.upload(caller, upload, start.first_chunk, chunks())
+        return broker_pb2.UploadResponse(sha256=uploaded.sha256, chunks=uploaded.chunks,
+                                         audit_index=uploaded.audit_index)
+
+    async def GetUpload(self, request: broker_pb2.UploadKey, context: Context) -> broker_pb2.UploadStatus:
+        caller = self._auth.require(context, Role.AGENCY)
+        progress = await self._attachments.progress(caller, request.message_id, request.attachment)
+        return broker_pb2.UploadStatus(next_chunk=progress.next_chunk, complete=progress.complete,
+                                       sha256=progress.sha256)
+
+    async def DownloadAttachment(self, request: broker_pb2.DownloadRequest,
+                                 context: Context) -> AsyncIterator[broker_pb2.AttachmentChunk]:
+        caller = self._auth.require(context, Role.AGENCY)
+        download = await self._attachments.authorise_download(caller, request.message_id, request.attachment,
+                                                              request.first_chunk)
+        async for index, data in self._attachments.chunks(download):
+            yield broker_pb2.AttachmentChunk(index=index, data=data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import mimetypes
 import sys
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from clients.agency import MLKEM768_X25519, X25519, AgencyClient, ReceivedMessag
 from clients.cli.failures import CommandError
 from clients.cli.options import add_broker_arguments, settings
 from clients.cli.output import output, value_style
+from clients.cli.progress import ProgressBar
+from clients.errors import VerificationError
 
 __all__ = ["add_connection_arguments", "agency_client", "register"]
 
@@ -51,12 +54,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     body = send.add_mutually_exclusive_group(required=True)
     body.add_argument("--text", help="the message body")
     body.add_argument("--file", type=Path, help="read the body from a file ('-' for standard input)")
+    send.add_argument("--attach", type=Path, action="append", default=[], metavar="FILE",
+                      help="attach a file, encrypted and uploaded in chunks (repeatable; up to 16)")
     send.set_defaults(func=_send)
 
     listen = subparsers.add_parser("listen", help="receive, verify, print and acknowledge deliveries")
     add_connection_arguments(listen)
     listen.add_argument("--count", type=int, default=0, help="stop after this many messages (0: run until idle)")
     listen.add_argument("--idle", type=float, default=None, help="stop after this many seconds without a delivery")
+    listen.add_argument("--save-attachments", type=Path, default=None, metavar="DIR",
+                        help="download, verify and save attachments as DIR/<message id>-<n><extension>")
     listen.set_defaults(func=_listen)
 
     status = subparsers.add_parser("status", help="delivery state and verified receipts of a message we sent")
@@ -93,9 +100,18 @@ def _read_body(args: argparse.Namespace) -> bytes:
 
 def _send(args: argparse.Namespace) -> int:
     body = _read_body(args)
+    missing = [str(path) for path in args.attach if not path.is_file()]
+    if missing:
+        raise CommandError(f"cannot attach {', '.join(missing)}: not a file", "check the path given to --attach")
+    bar = ProgressBar("uploading")
     with agency_client(args) as client:
-        response = client.send(args.to, body, content_type=args.content_type, kind=envelope_pb2.Kind.Value(args.kind),
-                               tlp=args.tlp, priority=envelope_pb2.Priority.Value(args.priority))
+        try:
+            response = client.send(args.to, body, content_type=args.content_type,
+                                   kind=envelope_pb2.Kind.Value(args.kind), tlp=args.tlp,
+                                   priority=envelope_pb2.Priority.Value(args.priority), attachments=args.attach,
+                                   progress=bar)
+        finally:
+            bar.close()
     output(args).record({"message_id": response.message_id, "audit_index": response.audit_index,
                      "queued_for": list(response.queued_for), "duplicate": response.duplicate},
                     title="sent; `isb status MESSAGE_ID` shows deliveries and receipts")
@@ -110,16 +126,47 @@ def _delivery_line(message: ReceivedMessage, text: str) -> Text:
     return line
 
 
+def _save_attachments(message: ReceivedMessage, directory: Path | None) -> tuple[list[dict[str, object]], bool]:
+    """Each attachment's description, saved under `directory` if given; False if one was refused."""
+    described: list[dict[str, object]] = []
+    intact = True
+    for attachment in message.attachments:
+        item: dict[str, object] = {"index": attachment.index, "size": attachment.size,
+                                   "media_type": attachment.media_type}
+        if directory is not None:
+            extension = mimetypes.guess_extension(attachment.media_type) or ".bin"
+            path = directory / f"{message.message_id}-{attachment.index}{extension}"
+            bar = ProgressBar(f"downloading {path.name}")
+            try:
+                attachment.save(path, progress=bar)
+                item["saved"] = str(path)
+            except VerificationError as exc:
+                item["error"] = str(exc)
+                intact = False
+            finally:
+                bar.close()
+        described.append(item)
+    return described, intact
+
+
 def _listen(args: argparse.Namespace) -> int:
     out = output(args)
+    if args.save_attachments is not None:
+        args.save_attachments.mkdir(parents=True, exist_ok=True, mode=0o700)
     with agency_client(args) as client:
         for received, message in enumerate(client.deliveries(timeout=args.idle), start=1):
             is_text = message.content_type.startswith("text/")
             text = message.body.decode("utf-8", errors="replace") if is_text else f"<{len(message.body)} bytes>"
+            attachments, intact = _save_attachments(message, args.save_attachments)
+            shown = text + "".join(f"\n  attachment {a['index']}: {a['media_type']}, {a['size']} bytes"
+                                   f"{' -> ' + str(a['saved']) if 'saved' in a else ''}"
+                                   f"{' REFUSED: ' + str(a['error']) if 'error' in a else ''}" for a in attachments)
             out.item({"message_id": message.message_id, "sender": message.sender, "kind": message.kind,
                       "tlp": message.tlp, "priority": message.priority, "content_type": message.content_type,
-                      "body": text}, _delivery_line(message, text))
-            client.ack(message)
+                      "body": text, **({"attachments": attachments} if attachments else {})},
+                     _delivery_line(message, shown))
+            # An attachment that failed verification is refused with its message: it will not verify later.
+            client.ack(message, envelope_pb2.DELIVERED if intact else envelope_pb2.REJECTED)
             if args.count and received >= args.count:
                 break
     return 0

@@ -80,6 +80,21 @@ class BrokerServiceStub:
                 request_serializer=broker_dot_api_dot_v1_dot_envelope__pb2.SignedForwardConsent.SerializeToString,
                 response_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.GrantForwardConsentResponse.FromString,
                 _registered_method=True)
+        self.UploadAttachment = channel.stream_unary(
+                '/isb.v1.BrokerService/UploadAttachment',
+                request_serializer=broker_dot_api_dot_v1_dot_broker__pb2.UploadRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.UploadResponse.FromString,
+                _registered_method=True)
+        self.GetUpload = channel.unary_unary(
+                '/isb.v1.BrokerService/GetUpload',
+                request_serializer=broker_dot_api_dot_v1_dot_broker__pb2.UploadKey.SerializeToString,
+                response_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.UploadStatus.FromString,
+                _registered_method=True)
+        self.DownloadAttachment = channel.unary_stream(
+                '/isb.v1.BrokerService/DownloadAttachment',
+                request_serializer=broker_dot_api_dot_v1_dot_broker__pb2.DownloadRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.AttachmentChunk.FromString,
+                _registered_method=True)
 
 
 class BrokerServiceServicer:
@@ -150,6 +165,28 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadAttachment(self, request_iterator, context):
+        """Upload one encrypted attachment of a message not yet sent, chunk by chunk. The first request
+        carries `start`; a resumed upload starts at the chunk GetUpload reports as next.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUpload(self, request, context):
+        """How far an upload got: the chunks committed so far, and whether it is complete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadAttachment(self, request, context):
+        """Download one encrypted attachment of a message delivered to the caller, from a chunk index.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -197,6 +234,21 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.GrantForwardConsent,
                     request_deserializer=broker_dot_api_dot_v1_dot_envelope__pb2.SignedForwardConsent.FromString,
                     response_serializer=broker_dot_api_dot_v1_dot_broker__pb2.GrantForwardConsentResponse.SerializeToString,
+            ),
+            'UploadAttachment': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadAttachment,
+                    request_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.UploadRequest.FromString,
+                    response_serializer=broker_dot_api_dot_v1_dot_broker__pb2.UploadResponse.SerializeToString,
+            ),
+            'GetUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUpload,
+                    request_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.UploadKey.FromString,
+                    response_serializer=broker_dot_api_dot_v1_dot_broker__pb2.UploadStatus.SerializeToString,
+            ),
+            'DownloadAttachment': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadAttachment,
+                    request_deserializer=broker_dot_api_dot_v1_dot_broker__pb2.DownloadRequest.FromString,
+                    response_serializer=broker_dot_api_dot_v1_dot_broker__pb2.AttachmentChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +494,87 @@ class BrokerService:
             '/isb.v1.BrokerService/GrantForwardConsent',
             broker_dot_api_dot_v1_dot_envelope__pb2.SignedForwardConsent.SerializeToString,
             broker_dot_api_dot_v1_dot_broker__pb2.GrantForwardConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadAttachment(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/isb.v1.BrokerService/UploadAttachment',
+            broker_dot_api_dot_v1_dot_broker__pb2.UploadRequest.SerializeToString,
+            broker_dot_api_dot_v1_dot_broker__pb2.UploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isb.v1.BrokerService/GetUpload',
+            broker_dot_api_dot_v1_dot_broker__pb2.UploadKey.SerializeToString,
+            broker_dot_api_dot_v1_dot_broker__pb2.UploadStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadAttachment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/isb.v1.BrokerService/DownloadAttachment',
+            broker_dot_api_dot_v1_dot_broker__pb2.DownloadRequest.SerializeToString,
+            broker_dot_api_dot_v1_dot_broker__pb2.AttachmentChunk.FromString,
             options,
             channel_credentials,
             insecure,

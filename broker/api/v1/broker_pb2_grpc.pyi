@@ -54,6 +54,14 @@ class BrokerServiceStub:
     """
     GrantForwardConsent: _grpc.UnaryUnaryMultiCallable[_envelope_pb2.SignedForwardConsent, _broker_pb2.GrantForwardConsentResponse]
     """The original sender lets a recipient forward its message beyond what the policy allows."""
+    UploadAttachment: _grpc.StreamUnaryMultiCallable[_broker_pb2.UploadRequest, _broker_pb2.UploadResponse]
+    """Upload one encrypted attachment of a message not yet sent, chunk by chunk. The first request
+    carries `start`; a resumed upload starts at the chunk GetUpload reports as next.
+    """
+    GetUpload: _grpc.UnaryUnaryMultiCallable[_broker_pb2.UploadKey, _broker_pb2.UploadStatus]
+    """How far an upload got: the chunks committed so far, and whether it is complete."""
+    DownloadAttachment: _grpc.UnaryStreamMultiCallable[_broker_pb2.DownloadRequest, _broker_pb2.AttachmentChunk]
+    """Download one encrypted attachment of a message delivered to the caller, from a chunk index."""
 
 @_typing.type_check_only
 class BrokerServiceAsyncStub(BrokerServiceStub):
@@ -80,6 +88,14 @@ class BrokerServiceAsyncStub(BrokerServiceStub):
     """
     GrantForwardConsent: _aio.UnaryUnaryMultiCallable[_envelope_pb2.SignedForwardConsent, _broker_pb2.GrantForwardConsentResponse]  # type: ignore[assignment]
     """The original sender lets a recipient forward its message beyond what the policy allows."""
+    UploadAttachment: _aio.StreamUnaryMultiCallable[_broker_pb2.UploadRequest, _broker_pb2.UploadResponse]  # type: ignore[assignment]
+    """Upload one encrypted attachment of a message not yet sent, chunk by chunk. The first request
+    carries `start`; a resumed upload starts at the chunk GetUpload reports as next.
+    """
+    GetUpload: _aio.UnaryUnaryMultiCallable[_broker_pb2.UploadKey, _broker_pb2.UploadStatus]  # type: ignore[assignment]
+    """How far an upload got: the chunks committed so far, and whether it is complete."""
+    DownloadAttachment: _aio.UnaryStreamMultiCallable[_broker_pb2.DownloadRequest, _broker_pb2.AttachmentChunk]  # type: ignore[assignment]
+    """Download one encrypted attachment of a message delivered to the caller, from a chunk index."""
 
 class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -157,5 +173,31 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_broker_pb2.GrantForwardConsentResponse, _abc.Awaitable[_broker_pb2.GrantForwardConsentResponse]]:
         """The original sender lets a recipient forward its message beyond what the policy allows."""
+
+    @_abc_1.abstractmethod
+    def UploadAttachment(
+        self,
+        request_iterator: _MaybeAsyncIterator[_broker_pb2.UploadRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_pb2.UploadResponse, _abc.Awaitable[_broker_pb2.UploadResponse]]:
+        """Upload one encrypted attachment of a message not yet sent, chunk by chunk. The first request
+        carries `start`; a resumed upload starts at the chunk GetUpload reports as next.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUpload(
+        self,
+        request: _broker_pb2.UploadKey,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_pb2.UploadStatus, _abc.Awaitable[_broker_pb2.UploadStatus]]:
+        """How far an upload got: the chunks committed so far, and whether it is complete."""
+
+    @_abc_1.abstractmethod
+    def DownloadAttachment(
+        self,
+        request: _broker_pb2.DownloadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_broker_pb2.AttachmentChunk], _abc.AsyncIterator[_broker_pb2.AttachmentChunk]]:
+        """Download one encrypted attachment of a message delivered to the caller, from a chunk index."""
 
 def add_BrokerServiceServicer_to_server(servicer: BrokerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -242,6 +242,7 @@ class Header(_message.Message):
     CIPHERTEXT_SHA256_FIELD_NUMBER: _builtins.int
     WRAPPED_KEYS_SHA256_FIELD_NUMBER: _builtins.int
     REFERENCES_FIELD_NUMBER: _builtins.int
+    ATTACHMENTS_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """protocol version, 1"""
     message_id: _builtins.str
@@ -271,6 +272,12 @@ class Header(_message.Message):
     def expires(self) -> _timestamp_pb2.Timestamp:
         """unset: no expiry"""
 
+    @_builtins.property
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttachmentRef]:
+        """17-19 unused. 20-29: attachments (docs/protocol.md "Attachments").
+        in order; attachment i is encrypted under key i
+        """
+
     def __init__(
         self,
         *,
@@ -290,14 +297,52 @@ class Header(_message.Message):
         ciphertext_sha256: _builtins.bytes = ...,
         wrapped_keys_sha256: _builtins.bytes = ...,
         references: _builtins.str = ...,
+        attachments: _abc.Iterable[Global___AttachmentRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "expires", b"expires", "handling", b"handling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext_sha256", b"ciphertext_sha256", "created", b"created", "expires", b"expires", "handling", b"handling", "in_reply_to", b"in_reply_to", "kind", b"kind", "message_id", b"message_id", "priority", b"priority", "recipients", b"recipients", "references", b"references", "sender", b"sender", "sender_cert_sha256", b"sender_cert_sha256", "version", b"version", "watchlist_id", b"watchlist_id", "watchlist_version", b"watchlist_version", "wrapped_keys_sha256", b"wrapped_keys_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "ciphertext_sha256", b"ciphertext_sha256", "created", b"created", "expires", b"expires", "handling", b"handling", "in_reply_to", b"in_reply_to", "kind", b"kind", "message_id", b"message_id", "priority", b"priority", "recipients", b"recipients", "references", b"references", "sender", b"sender", "sender_cert_sha256", b"sender_cert_sha256", "version", b"version", "watchlist_id", b"watchlist_id", "watchlist_version", b"watchlist_version", "wrapped_keys_sha256", b"wrapped_keys_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Header: _TypeAlias = Header  # noqa: Y015
+
+@_typing.final
+class AttachmentRef(_message.Message):
+    """One attachment an envelope carries by reference. The encrypted attachment travels apart
+    (BrokerService.UploadAttachment / DownloadAttachment); this reference, inside the signed header,
+    binds it: the header signature, the content AAD and the inner signature all cover it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.bytes
+    """SHA-256 over the SHA-256 of each encrypted chunk, in order"""
+    size: _builtins.int
+    """plaintext size in bytes"""
+    chunk_size: _builtins.int
+    """plaintext bytes per chunk (every chunk but the last is this long)"""
+    media_type: _builtins.str
+    """RFC 6838 type/subtype, e.g. image/jpeg"""
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.bytes = ...,
+        size: _builtins.int = ...,
+        chunk_size: _builtins.int = ...,
+        media_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "media_type", b"media_type", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachmentRef: _TypeAlias = AttachmentRef  # noqa: Y015
 
 @_typing.final
 class WrappedKey(_message.Message):

@@ -7,6 +7,7 @@ from sqlmodel import SQLModel
 
 import broker.audit.tables
 import broker.store.tables
+import broker.attachments.tables
 import broker.watchlists.tables  # registers the tables on SQLModel.metadata, for autogenerate
 
 del broker  # only imported for its side effect

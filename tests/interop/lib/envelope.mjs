@@ -4,7 +4,7 @@ import { compareBytes, concat, equal, SHA256, utf8, VerificationError } from "./
 import { agencyOf, fingerprint, sign, verify } from "./identity.mjs";
 import { unwrap, wrap } from "./hpke.mjs";
 import { checkEnvelope, checkHeader } from "./limits.mjs";
-import { handling, int, pae, recipients, timestamp, TYPES } from "./pae.mjs";
+import { attachments, handling, int, pae, recipients, timestamp, TYPES } from "./pae.mjs";
 import { canonicalEnvelope, decode, encode } from "./proto.mjs";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -13,15 +13,15 @@ const s = (v) => v ?? "";
 /** 6.3: the inner signature's input. */
 export function contentSigningInput(h, contentType, body) {
   return pae(TYPES.CONTENT, s(h.message_id), s(h.sender), recipients(h.recipients ?? [], { sort: true }),
-    int(h.kind), handling(h.handling), timestamp(h.created), contentType, body);
+    int(h.kind), handling(h.handling), timestamp(h.created), attachments(h.attachments), contentType, body);
 }
 
-/** 6.4: the AES-GCM associated data, 14 header fields without the digests. */
+/** 6.4: the AES-GCM associated data, 15 header fields without the digests. */
 export function contentAad(h) {
   return pae(TYPES.CONTENT_AAD, int(h.version), s(h.message_id), s(h.sender), h.sender_cert_sha256 ?? new Uint8Array(0),
     recipients(h.recipients ?? [], { sort: false }), int(h.kind), handling(h.handling), int(h.priority),
     timestamp(h.created), timestamp(h.expires), s(h.in_reply_to), s(h.watchlist_id), int(h.watchlist_version),
-    s(h.references));
+    s(h.references), attachments(h.attachments));
 }
 
 /** 6.5: HPKE info. */

@@ -6,6 +6,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const UUID7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const AGENCY = /^[A-Z0-9]{2,5}-[A-Z0-9-]{2,32}$/;
 const GROUP = /^[A-Z0-9][A-Z0-9-]{1,39}$/;
+const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$/;
 const MIN_SECONDS = -62135596800n;
 const MAX_SECONDS = 253402300799n;
 const chars = (s) => [...(s ?? "")].length;
@@ -74,4 +75,13 @@ export function checkHeader(h, maxRecipients = 256) {
   }
   if (chars(h.watchlist_id) > 120) refuse("header.watchlist_id is over 120 characters");
   if (BigInt((h.watchlist_version ?? 0).toString()) > 2n ** 63n - 1n) refuse("header.watchlist_version is too large");
+  const refs = h.attachments ?? [];  // section 15.1
+  if (refs.length > 16) refuse("header.attachments has more than 16 items");
+  refs.forEach((a, i) => {
+    const name = `header.attachments[${i}]`;
+    if ((a.sha256 ?? []).length !== 32) refuse(`${name}.sha256 is not a SHA-256 digest`);
+    if (BigInt((a.size ?? 0).toString()) > 2n ** 40n) refuse(`${name}.size is over 2^40`);
+    if (!((a.chunk_size ?? 0) >= 16384 && (a.chunk_size ?? 0) <= 1048576)) refuse(`${name}.chunk_size is out of range`);
+    if (chars(a.media_type) > 255 || !MEDIA_TYPE.test(a.media_type ?? "")) refuse(`${name}.media_type is not type/subtype`);
+  });
 }

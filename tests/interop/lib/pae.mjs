@@ -49,6 +49,12 @@ export function recipients(names, { sort }) {
   return list(sort ? [...encoded].sort(compareBytes) : encoded);
 }
 
+/** ATTACHMENTS(H): LIST of LIST(sha256, ASCII(size), ASCII(chunk_size), media_type), section 15.1. */
+export function attachments(refs) {
+  return list((refs ?? []).map((a) => list([a.sha256 ?? new Uint8Array(0), int(a.size ?? 0), int(a.chunk_size ?? 0),
+    utf8(a.media_type ?? "")])));
+}
+
 export const TYPES = Object.freeze({
   HEADER: "isb.v1.header",
   CONTENT: "isb.v1.content",
@@ -58,4 +64,5 @@ export const TYPES = Object.freeze({
   KEY_BUNDLE: "isb.v1.key-bundle",
   RECEIPT: "isb.v1.receipt",
   FORWARD_CONSENT: "isb.v1.forward-consent",
+  ATTACHMENT_KEY: "isb.v1.attachment-key",
 });

@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from broker.api.v1 import envelope_pb2
 from broker.errors import VerificationError
-from broker.protocol import _pae
+from broker.protocol import _pae, _stream
+from broker.protocol.attachments import AttachmentReader
 from broker.protocol.envelope import envelope_sha256, open_envelope, verify_outer
 from broker.protocol.errors import ProtocolError
 from broker.protocol.keys import HYBRID_SUITE, EncryptionKey, hpke_suite, verify_key_bundle
@@ -216,3 +217,67 @@ def test_vector_certificates_follow_the_production_profile(vector: dict[str, Any
     ca = _certificate(vector["ca_certificate_pem"])
     for party in [*vector["recipients"], vector["sender"], vector["non_recipient"]]:
         assert_leaf_profile(_certificate(party["certificate_pem"]), ca)
+
+
+def _attachment_vectors() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    found = []
+    for path in VECTOR_FILES:
+        vector = _load(path)
+        for attachment in vector.get("attachments", []):
+            found.append((f"{path.stem}-{attachment['index']}", vector, attachment))
+    return found
+
+
+ATTACHMENTS = _attachment_vectors()
+_each_attachment = pytest.mark.parametrize(
+    ("vector", "attachment"), [(v, a) for _, v, a in ATTACHMENTS], ids=[n for n, _, _ in ATTACHMENTS])
+
+
+@_each_attachment
+def test_vector_attachment_key_chunks_and_digest_recompute(vector: dict[str, Any], attachment: dict[str, Any]) -> None:
+    """Each attachment's key, nonces, encrypted chunks and digest recompute from the vector's inputs."""
+    inputs = vector["inputs"]
+    key = _stream.attachment_key(_hex(inputs["content_key_hex"]), 1, inputs["message_id"], attachment["index"])
+    assert _pae.attachment_key_info(1, inputs["message_id"], attachment["index"]).hex() == attachment["key_info_hex"]
+    assert key.hex() == attachment["key_hex"]
+    aead = AESGCM(key)
+    hashes = []
+    n = len(attachment["chunks"])
+    for chunk in attachment["chunks"]:
+        i = chunk["index"]
+        assert _stream.nonce(i, last=i == n - 1).hex() == chunk["nonce_hex"]
+        ciphertext = aead.encrypt(_hex(chunk["nonce_hex"]), _hex(chunk["plaintext_hex"]), None)
+        assert ciphertext.hex() == chunk["ciphertext_hex"]
+        assert hashlib.sha256(ciphertext).hexdigest() == chunk["sha256_hex"]
+        hashes.append(hashlib.sha256(ciphertext).digest())
+    assert hashlib.sha256(b"".join(hashes)).hexdigest() == attachment["sha256_hex"]
+
+
+@_each_attachment
+def test_vector_attachment_is_referenced_by_the_signed_header(
+        vector: dict[str, Any], attachment: dict[str, Any]) -> None:
+    """The signed header names the attachment, and the reader returns its plaintext from the chunks."""
+    header = envelope_pb2.Header.FromString(envelope_pb2.Envelope.FromString(_hex(vector["envelope_hex"])).header)
+    ref = header.attachments[attachment["index"]]
+    assert ref.sha256.hex() == attachment["sha256_hex"]
+    assert (ref.size, ref.chunk_size, ref.media_type) == (attachment["size"], attachment["chunk_size"],
+                                                          attachment["media_type"])
+    assert _pae.encode_attachments([ref]).hex() == attachment["attachments_pae_field_hex"]
+    chunks = [_hex(c["ciphertext_hex"]) for c in attachment["chunks"]]
+    reader = AttachmentReader(_hex(attachment["key_hex"]), ref, chunks)
+    assert reader.read() == b"".join(_hex(c["plaintext_hex"]) for c in attachment["chunks"])
+
+
+@_each_attachment
+def test_vector_tampered_attachment_streams_are_refused(vector: dict[str, Any], attachment: dict[str, Any]) -> None:
+    """Every truncated, extended, reordered or altered chunk stream of the vector is refused."""
+    header = envelope_pb2.Header.FromString(envelope_pb2.Envelope.FromString(_hex(vector["envelope_hex"])).header)
+    ref = header.attachments[attachment["index"]]
+    assert attachment["must_be_refused"]
+    for case in attachment["must_be_refused"]:
+        replace = case.get("replace", {})
+        chunks = [_hex(replace.get(str(pos), attachment["chunks"][i]["ciphertext_hex"]))
+                  for pos, i in enumerate(case["sequence"])]
+        reader = AttachmentReader(_hex(attachment["key_hex"]), ref, chunks)
+        with pytest.raises(VerificationError):
+            reader.read()
