@@ -60,6 +60,9 @@ class BrokerConfig:
     state_dir: Path | None = None
     metrics_listen: str = ""  # host:port of the Prometheus endpoint (mutual TLS only); "" disables it
     log_level: str = "info"
+    # A file the broker rewrites every few seconds with its health (SERVING or NOT_SERVING), for a
+    # container health check that needs no client certificate (`python -m clients.healthcheck`).
+    health_file: Path | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def path(self, name: str) -> Path:
@@ -191,3 +194,32 @@ def load_client_settings(environ: Mapping[str, str] | None = None) -> ClientSett
         if raw_env:
             values[key] = _coerce(key, raw_env, annotation)
     return dataclasses.replace(ClientSettings(), **values)
+
+
+PKI_FILES = ("server_cert", "server_key", "ca_bundle", "audit_key")
+
+
+def check_pki_files(config: BrokerConfig) -> None:
+    """Each PKI file the broker reads exists and is readable by this process, or say which and how.
+
+    In the container the broker runs as uid 10001 (group 10001) and the deployment's keys are
+    mounted from the host: a key left 0600 for its host owner is the usual mistake (README, Container).
+    """
+    for name in PKI_FILES:
+        path = config.path(name)
+        try:
+            with path.open("rb"):
+                pass
+        except FileNotFoundError as exc:
+            raise ConfigurationError(f"{name} {path} does not exist (run `isb pki dev` for a dev PKI)") from exc
+        except PermissionError as exc:
+            try:
+                info = path.stat()
+                held = f"owner {info.st_uid}, group {info.st_gid}, mode {info.st_mode & 0o777:04o}"
+            except OSError:
+                held = "its folder cannot be entered"
+            raise ConfigurationError(
+                f"{name} {path} is not readable by the broker (uid {os.getuid()}, gid {os.getgid()}; {held}): "
+                f"`chgrp {os.getgid()} {path}` and `chmod 0640 {path}` (or chown it to uid {os.getuid()})") from exc
+        except OSError as exc:
+            raise ConfigurationError(f"{name} {path} cannot be read: {exc.strerror}") from exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,16 +28,19 @@ from broker.api.v1 import admin_pb2, admin_pb2_grpc, audit_pb2, audit_pb2_grpc, 
 from broker.attachments.blobs import open_blob_store
 from broker.attachments.desk import AttachmentDesk
 from broker.audit import AuditLog, CheckpointSigner
-from broker.config import BrokerConfig
+from broker.config import BrokerConfig, check_pki_files
 from broker.delivery.exchange import Exchange
+from broker.delivery.operations import UNSETTLED
 from broker.directory import AgencyRecord, RegisterAgency, Registry
 from broker.errors import STORAGE_FAULTS, ConfigurationError, StorageUnavailable
-from broker.metrics import serve_metrics
+from broker.health import HEALTH_FILE_INTERVAL_SECONDS, write_health_file
+from broker.metrics import CERTIFICATE_EXPIRY, CHECKPOINT_TIME, serve_metrics, unwatch_queue_depth, watch_queue_depth
 from broker.pki.ledger import CaLedger
 from broker.pki.revocation import RevocationList
 from broker.pki.store import CaDirectory
 from broker.policy import RunningPolicy
 from broker.protocol.attachments import MAX_CHUNK_SIZE
+from broker.store import tables
 from broker.store.binding import Deployment, bind_deployment
 from broker.store.db import WriterLock, create_engine, storage_fault, writer_lock
 from broker.store.schema import upgrade_schema
@@ -72,13 +76,12 @@ class Broker:
     metrics: WSGIServer | None = field(init=False, default=None)
     _health_updates: set[asyncio.Task[None]] = field(init=False, default_factory=set)
     _lock: WriterLock | None = field(init=False, default=None)
+    _serving: bool = field(init=False, default=False)
 
     async def start(self) -> None:
         """Open the store, load PKI and policy, and start serving on `config.listen`."""
         config = self.config
-        for name in ("server_cert", "server_key", "ca_bundle", "audit_key"):
-            if not config.path(name).exists():
-                raise ConfigurationError(f"{name} {config.path(name)} does not exist (run `isb pki dev` for a dev PKI)")
+        check_pki_files(config)  # names a missing or unreadable key before anything else starts
         self._roots_stamp = (-1, -1)
         self._roots: list[x509.Certificate] = []
         self.signer = CheckpointSigner.from_pem_file(config.path("audit_key"), origin=f"{config.trust_domain}/audit")
@@ -187,6 +190,8 @@ class Broker:
             raise ConfigurationError(f"cannot listen on {config.listen}: the address is taken or not this host's")
         await self.server.start()
         if config.metrics_listen:
+            self._watch_certificates()
+            watch_queue_depth(self._queue_depths)
             # Same certificate and CA as the gRPC port: a scraper needs a certificate of this CA.
             self.metrics = serve_metrics(config.metrics_listen, cert=config.path("server_cert"),
                                          key=config.path("server_key"), ca=config.path("ca_bundle"))
@@ -196,10 +201,25 @@ class Broker:
         self._tasks.append(loop.create_task(self._checkpoints(), name="isb-checkpoints"))
         self._tasks.append(loop.create_task(self._watch_policy(), name="isb-policy-watch"))
         self._tasks.append(loop.create_task(self.ca_ledger.run(), name="isb-ca-ledger"))
+        if config.health_file is not None:
+            self._tasks.append(loop.create_task(self._health_heartbeat(), name="isb-health-file"))
         if self.engine.dialect.name == "postgresql":
             self._tasks.append(loop.create_task(self._listen_for_replicas(), name="isb-replica-listen"))
         log.info("broker.started", listen=config.listen, port=self.port, database=_redact(config.database_url),
                  audit_size=audit_log.size, agencies=len(self.registry.all()))
+
+    def _watch_certificates(self) -> None:
+        # Expiry of what an outage would follow from: the broker's own certificate and the CA's.
+        server = x509.load_pem_x509_certificates(self.config.path("server_cert").read_bytes())[0]
+        CERTIFICATE_EXPIRY.labels("broker").set(server.not_valid_after_utc.timestamp())
+        for number, root in enumerate(self.trust_roots()):
+            CERTIFICATE_EXPIRY.labels(f"ca-{number}").set(root.not_valid_after_utc.timestamp())
+
+    def _queue_depths(self) -> dict[str, int]:
+        d = tables.deliveries
+        query = sa.select(d.c.recipient, sa.func.count()).where(UNSETTLED).group_by(d.c.recipient)
+        with self.engine.connect() as conn:
+            return {str(agency): int(depth) for agency, depth in conn.execute(query)}
 
     def _open_attachments(self) -> AttachmentDesk:
         config = self.config
@@ -249,6 +269,25 @@ class Broker:
         status = health_pb2.HealthCheckResponse.SERVING if healthy else health_pb2.HealthCheckResponse.NOT_SERVING
         for service in _HEALTH_SERVICES:
             await self.health.set(service, status)
+        self._serving = healthy
+        self._write_health_file()
+
+    def _write_health_file(self) -> None:
+        # What the gRPC health service says, with a time: a stale file means a stuck or dead broker.
+        path = self.config.health_file
+        if path is None:
+            return
+        document = {"status": "SERVING" if self._serving else "NOT_SERVING", "updated": time.time(),
+                    "pid": os.getpid(), "listen": self.config.listen}
+        try:
+            write_health_file(path, document)
+        except OSError as exc:
+            log.warning("health_file.unwritable", path=str(path), error=exc.strerror)
+
+    async def _health_heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_FILE_INTERVAL_SECONDS)
+            self._write_health_file()
 
     def _writer_health(self, healthy: bool) -> None:
         # NOT_SERVING while the writer cannot commit (load balancers and clients route elsewhere).
@@ -299,6 +338,7 @@ class Broker:
         """Sign a checkpoint of the committed log now (no-op when nothing changed)."""
         audit_log = self.writer.audit_log
         await self.writer.run_in_thread(lambda conn: audit_log.sign_checkpoint(conn, self.signer))
+        CHECKPOINT_TIME.set(time.time())
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls, finish queued writes, close the store."""
@@ -307,7 +347,11 @@ class Broker:
         if self.metrics is not None:
             self.metrics.shutdown()
             self.metrics.server_close()
+            unwatch_queue_depth()
         await self.health.enter_graceful_shutdown()
+        if self.config.health_file is not None:
+            self._serving = False
+            self._write_health_file()
         await self.server.stop(grace)
         await self.exchange.dispatcher.stop()
         await self.writer.stop()

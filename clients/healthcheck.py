@@ -1,36 +1,37 @@
-"""Container health check: gRPC health checking over mutual TLS with the admin certificate.
+"""Container health check: the broker's own health file, no client certificate needed.
 
-Exit 0 when the broker answers SERVING, 1 otherwise. Configuration comes from `broker.config`
-(the same file and ISB_* variables as the broker), so it checks the broker it runs beside.
+Exit 0 when the broker's health file (setting `health_file`, `ISB_HEALTH_FILE`) says SERVING and
+is fresh, 1 otherwise with one line saying why. Configuration comes from `broker.config` (the same
+file and ISB_* variables as the broker), so it checks the broker it runs beside. See
+`broker/health.py` for why this is not a gRPC call over the mutual-TLS port.
 """
 
 from __future__ import annotations
 
 import sys
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from broker.config import load_config
+from broker.errors import ConfigurationError
+from broker.health import read_health_file
 
 
 def main() -> int:
-    """Ask the local broker for its health; return the exit status."""
-    config = load_config()
-    cert_dir = config.cert_dir
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=config.path("ca_bundle").read_bytes(),
-        private_key=(cert_dir / "admin.key").read_bytes(),
-        certificate_chain=(cert_dir / "admin.crt").read_bytes(),
-    )
-    port = config.listen.rpartition(":")[2]
-    with grpc.secure_channel(f"localhost:{port}", credentials) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
-        except grpc.RpcError as exc:
-            print(f"unhealthy: {exc.code().name}", file=sys.stderr)
-            return 1
-    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+    """Read the local broker's health file; return the exit status."""
+    try:
+        config = load_config()
+    except ConfigurationError as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    if config.health_file is None:
+        print("unhealthy: no health_file configured (set ISB_HEALTH_FILE for the broker and this check)",
+              file=sys.stderr)
+        return 1
+    try:
+        read_health_file(config.health_file)
+    except ValueError as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from broker.delivery.operations import Accepted
 from broker.directory import PublishBundle, Registry, current_bundles
 from broker.errors import REFUSALS, FailedPrecondition, InvalidRequest, PermissionDenied, status_of
 from broker.identity import Role
-from broker.metrics import REFUSALS_ANSWERED
+from broker.metrics import DELIVERY_LATENCY, REFUSALS_ANSWERED
 from broker.policy import RunningPolicy
 from broker.protocol import validation
 from broker.protocol.envelope import unverified_message_id
@@ -147,7 +147,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                 if not items:
                     continue
                 batch = broker_pb2.DeliveryBatch()
+                handed_us = now_us()
                 for item in items:
+                    if item.attempts <= 1:
+                        DELIVERY_LATENCY.observe(max(0, handed_us - item.accepted_us) / 1e6)
                     batch.deliveries.add(
                         delivery_id=f"{item.message_id}/{item.recipient}", envelope=item.envelope,
                         attempt=item.attempts, sender_certificate=await self._exchange.sender_certificate(item),

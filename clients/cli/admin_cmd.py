@@ -117,7 +117,7 @@ def _policy_validate(client: AdminClient, args: argparse.Namespace) -> int:
                          "diff": report.diff})
     else:
         for error in report.errors:
-            output(args).warn(error)
+            output(args).problem(error)
         output(args).say(report.diff or "(no change against the running policy)")
     return 0 if report.valid else 1
 

@@ -128,6 +128,12 @@ class Output:
         if not self.json:
             self.console.print(message if isinstance(message, Text) else Text(message, style=style))
 
+    def problem(self, line: str) -> None:
+        """One line of a list of problems (a policy's errors with their lines), on standard error;
+        with `--json` the command's record carries the list instead."""
+        if not self.json:
+            self.error_console.print(Text(line), soft_wrap=True)
+
     def warn(self, message: str) -> None:
         """A warning on standard error, in both modes (a script's log should keep it)."""
         if self.json:

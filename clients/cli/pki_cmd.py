@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from broker.errors import InvalidRequest
 from broker.identity import Role, make_spiffe_id
@@ -71,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     request.add_argument("--ip", action="append", default=[], help="IP address (broker only; repeatable)")
     _set(request, _cmd_request)
     install_cmd.register(commands)
+    audit_key = commands.add_parser("audit-key", help="create the broker's audit signing key (audit.key, audit.pub)")
+    audit_key.add_argument("--dir", type=Path, default=settings().cert_dir, help="default %(default)s (ISB_CERT_DIR)")
+    _set(audit_key, _cmd_audit_key)
     _add_admin_commands(commands)
 
 
@@ -148,6 +152,18 @@ def _check_trust_domain(trust_domain: str) -> None:
         make_spiffe_id(trust_domain, Role.ADMIN, "admin")
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
+
+
+def _cmd_audit_key(args: argparse.Namespace) -> int:
+    # The checkpoint signing key of a deployment: Ed25519, 0600; auditors get audit.pub.
+    args.dir.mkdir(parents=True, exist_ok=True)
+    key = ed25519.Ed25519PrivateKey.generate()
+    _files.write_private_key(args.dir / "audit.key", key)  # refuses to overwrite an existing key
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    _files.write_public_file(args.dir / "audit.pub", public)
+    output(args).record({"signing_key": args.dir / "audit.key", "public_key": args.dir / "audit.pub"},
+                        title="audit key created: give audit.pub to the auditors")
+    return 0
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:

@@ -90,7 +90,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 out.record({"file": path, "valid": False, "errors": list(exc.errors)})
             else:
                 for line in exc.errors:
-                    out.warn(line)
+                    out.problem(line)
                 out.error(f"{path}: invalid ({len(exc.errors)} error(s)); nothing would change")
             status = EXIT_NO
             continue
@@ -120,7 +120,7 @@ def _parse(path: Path, text: str, out: Output) -> Policy:
         return Policy.parse(text, source=str(path))
     except PolicyError as exc:
         for line in exc.errors:
-            out.warn(line)
+            out.problem(line)
         raise CommandError(f"{path} does not validate ({len(exc.errors)} error(s))",
                            f"`isb policy check {path}` lists them", exit_status=EXIT_TROUBLE) from exc
 

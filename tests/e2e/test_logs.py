@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import grpc
 import pytest
 
 from broker.pki.dev import DevPki
 from clients import AgencyClient
 from tests.e2e.broker_process import BrokerProcess
 from tests.e2e.conftest import Database
+from tests.e2e.pki_support import foreign_agency_certificate
 
 pytestmark = pytest.mark.foreign_broker
 
@@ -42,3 +44,28 @@ def test_logs_are_json_with_request_id_and_caller_and_never_plaintext_or_keys(
     assert [e["message_id"] for e in accepted] == [sent.message_id]
     assert accepted[0]["caller"] == "spiffe://isb.dev/agency/FR-CUSTOMS"
     assert len(accepted[0]["request_id"]) == 32
+
+
+def test_everything_the_broker_prints_is_json_and_a_refused_handshake_names_its_cause(
+    pki: DevPki, database: Database, tmp_path: Path,
+) -> None:
+    """Start-up (Alembic included) and a handshake with a certificate of another CA leave only JSON
+    lines, among them a `tls.handshake_failed` event naming the verification failure."""
+    database.engine.dispose()
+    broker = BrokerProcess(tmp_path / "broker.toml", tmp_path / "broker.log", pki, database.url, log_level="info")
+    broker.start()
+    try:
+        cert, key = foreign_agency_certificate(tmp_path, "DE-BKA")
+        credentials = grpc.ssl_channel_credentials(pki.ca_cert.read_bytes(), key.read_bytes(), cert.read_bytes())
+        with grpc.secure_channel(broker.target, credentials) as channel, pytest.raises(grpc.FutureTimeoutError):
+            grpc.channel_ready_future(channel).result(timeout=1.5)
+    finally:
+        broker.terminate()
+    lines = (tmp_path / "broker.log").read_text().splitlines()
+    events = [json.loads(line) for line in lines]  # every line parses: nothing but JSON
+    names = [e["event"] for e in events]
+    assert "broker.started" in names
+    assert any(name.startswith("alembic.") for name in names)
+    refused = [e for e in events if e["event"] == "tls.handshake_failed"]
+    assert refused, names
+    assert refused[0]["cause"] == "CERTIFICATE_VERIFY_FAILED"

@@ -48,3 +48,30 @@ def test_metrics_need_a_client_certificate_and_count_envelopes(broker_factory: A
     assert "counted, not logged" not in text
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         urllib.request.urlopen(url, context=_context(pki, False), timeout=5).read()
+
+
+def test_dashboard_metrics_show_queue_depth_latency_checkpoints_and_expiry(broker_factory: Any, pki: DevPki,
+                                                                          tmp_path: Path) -> None:
+    """A message queued for an agency without a stream shows in isb_queue_depth; a delivery observes the
+    latency histogram; checkpoint time and certificate expiry are exported for the Grafana dashboard."""
+    port = _free_port()
+    broker = broker_factory(metrics_listen=f"127.0.0.1:{port}")
+    customs = AgencyClient.from_dir(broker.target, pki.directory, "FR-CUSTOMS", keystore=tmp_path / "fr")
+    police = AgencyClient.from_dir(broker.target, pki.directory, "DE-BKA", keystore=tmp_path / "de")
+    police.publish_key()
+    customs.send(["DE-BKA"], b"waiting")
+    url = f"https://localhost:{port}/metrics"
+    with urllib.request.urlopen(url, context=_context(pki, True), timeout=5) as response:
+        before = response.read().decode()
+    assert 'isb_queue_depth{agency="DE-BKA"} 1.0' in before
+    assert 'isb_certificate_expiry_timestamp_seconds{certificate="broker"}' in before
+    message = next(iter(police.deliveries(timeout=5)))
+    police.ack(message)
+    broker.call(broker.broker.sign_checkpoint())
+    with urllib.request.urlopen(url, context=_context(pki, True), timeout=5) as response:
+        after = response.read().decode()
+    assert 'isb_queue_depth{agency="DE-BKA"}' not in after
+    count = [line for line in after.splitlines() if line.startswith("isb_delivery_latency_seconds_count")]
+    assert float(count[0].split()[-1]) >= 1
+    stamp = [line for line in after.splitlines() if line.startswith("isb_checkpoint_timestamp_seconds ")]
+    assert float(stamp[0].split()[-1]) > 0

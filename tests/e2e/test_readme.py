@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from broker.pki.dev import DevPki
 from tests.e2e.conftest import REPO, Database, copy_pki
 
@@ -87,6 +89,8 @@ def _repository_layout(pki: DevPki, tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # some 25 `isb` processes, each importing the SDK: slow on a loaded machine
 def test_readme_walkthrough_and_adding_an_agency_work_as_written(
     pki: DevPki, database: Database, broker_factory: Any, tmp_path: Path,
 ) -> None:
