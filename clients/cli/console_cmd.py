@@ -13,14 +13,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from broker.protocol import _note
 from clients.auditor import AuditorClient
 from clients.cli.audit_cmd import load_audit_key
 from clients.cli.options import add_broker_arguments
 from clients.cli.output import output
-from clients.console import ConsoleServer, ExportSource, LiveSource
-from clients.console.sources import AuditSource
+
+if TYPE_CHECKING:
+    from clients.console.sources import AuditSource
 
 __all__ = ["register"]
 
@@ -44,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _source(args: argparse.Namespace) -> tuple[AuditSource, AuditorClient | None]:
+    # The web stack (starlette, uvicorn, jinja2) is imported only here: every other `isb` command,
+    # `isb serve` included, starts without paying for it.
+    from clients.console import ExportSource, LiveSource  # noqa: PLC0415
+
     key = load_audit_key(args.key or args.certs / "audit.pub")
     if args.export is not None:
         return ExportSource(args.export, key), None
@@ -58,6 +64,8 @@ def _source(args: argparse.Namespace) -> tuple[AuditSource, AuditorClient | None
 
 def _cmd_console(args: argparse.Namespace) -> int:
     # Failures (unreadable key or export, a port in use, certificate problems) are reported by `isb`'s main.
+    from clients.console import ConsoleServer  # noqa: PLC0415 -- see _source
+
     source, auditor = _source(args)
     server = ConsoleServer(source, port=args.port)
     output(args).record({"source": source.label, "url": server.url, "stop": "Ctrl-C"},
