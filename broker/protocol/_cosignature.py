@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 import struct
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from broker.protocol import _note
 from broker.protocol.errors import ProtocolError, VerificationError
 
 COSIGNATURE_TYPE_ED25519 = 0x04
@@ -76,34 +76,19 @@ class Cosigner:
 
 def cosigner_key_id(name: str, public_key: Ed25519PublicKey) -> bytes:
     """The 4-byte key id of an Ed25519 cosignature/v1 key."""
-    data = name.encode() + b"\n" + bytes([COSIGNATURE_TYPE_ED25519]) + _public_bytes(public_key)
-    return hashlib.sha256(data).digest()[:4]
+    return _note.key_id(name, public_key, key_type=COSIGNATURE_TYPE_ED25519)
 
 
 def encode_cosigner_vkey(name: str, public_key: Ed25519PublicKey) -> str:
     """`<name>+<hex key id>+<base64(0x04 || public key)>`."""
     _check_name(name, ValueError)
-    material = base64.b64encode(bytes([COSIGNATURE_TYPE_ED25519]) + _public_bytes(public_key)).decode()
-    return f"{name}+{cosigner_key_id(name, public_key).hex()}+{material}"
+    return _note.encode_vkey(name, public_key, key_type=COSIGNATURE_TYPE_ED25519)
 
 
 def parse_cosigner_vkey(vkey: str) -> Cosigner:
     """Parse a cosignature/v1 Ed25519 verifier key (type 0x04), checking its key id."""
-    parts = vkey.strip().split("+", 2)
-    if len(parts) != 3:
-        raise ProtocolError("a verifier key has the form <name>+<hex key id>+<base64 key>")
-    name, hex_id, material = parts
-    _check_name(name)
-    try:
-        raw = base64.b64decode(material, validate=True)
-        claimed = bytes.fromhex(hex_id)
-    except (binascii.Error, ValueError) as exc:
-        raise ProtocolError(f"verifier key {name!r}: bad encoding ({exc})") from exc
-    if len(raw) != 33 or raw[0] != COSIGNATURE_TYPE_ED25519 or len(hex_id) != 8:
-        raise ProtocolError(f"verifier key {name!r} is not an Ed25519 cosignature/v1 (type 0x04) key")
-    public_key = Ed25519PublicKey.from_public_bytes(raw[1:])
-    if cosigner_key_id(name, public_key) != claimed:
-        raise ProtocolError(f"verifier key {name!r}: key id {hex_id} does not match the key")
+    name, public_key = _note.parse_vkey(vkey, key_type=COSIGNATURE_TYPE_ED25519, error=ProtocolError)
+    _check_name(name)  # cosigner names also refuse control characters
     return Cosigner(name, public_key)
 
 

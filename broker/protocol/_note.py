@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from broker.protocol.errors import VerificationError
+from broker.protocol.errors import ProtocolError, VerificationError
 
 SIGNATURE_TYPE_ED25519 = 0x01
 _EM_DASH = "\u2014"
@@ -49,37 +49,42 @@ def _check_key_name(name: str, error: type[Exception] = VerificationError) -> No
         raise error(f"{name!r} is not a signed-note key name (non-empty, no spaces, no '+')")
 
 
-def key_id(key_name: str, public_key: Ed25519PublicKey) -> bytes:
-    """The 4-byte key id: `SHA-256(key name || 0x0A || 0x01 || public key)[:4]`."""
-    data = key_name.encode() + b"\n" + bytes([SIGNATURE_TYPE_ED25519]) + _public_bytes(public_key)
+# Signed-note key types (C2SP signed-note): 0x01 signs notes, 0x04 is a cosignature/v1 witness key.
+_KEY_TYPE_NAMES = {SIGNATURE_TYPE_ED25519: "Ed25519 (type 0x01)", 0x04: "Ed25519 cosignature/v1 (type 0x04)"}
+
+
+def key_id(key_name: str, public_key: Ed25519PublicKey, *, key_type: int = SIGNATURE_TYPE_ED25519) -> bytes:
+    """The 4-byte key id: `SHA-256(key name || 0x0A || key type || public key)[:4]`."""
+    data = key_name.encode() + b"\n" + bytes([key_type]) + _public_bytes(public_key)
     return hashlib.sha256(data).digest()[:4]
 
 
-def encode_vkey(key_name: str, public_key: Ed25519PublicKey) -> str:
-    """The verifier key string `<name>+<hex key id>+<base64(0x01 || public key)>` to publish."""
+def encode_vkey(key_name: str, public_key: Ed25519PublicKey, *, key_type: int = SIGNATURE_TYPE_ED25519) -> str:
+    """The verifier key string `<name>+<hex key id>+<base64(key type || public key)>` to publish."""
     _check_key_name(key_name, ValueError)
-    material = base64.b64encode(bytes([SIGNATURE_TYPE_ED25519]) + _public_bytes(public_key)).decode()
-    return f"{key_name}+{key_id(key_name, public_key).hex()}+{material}"
+    material = base64.b64encode(bytes([key_type]) + _public_bytes(public_key)).decode()
+    return f"{key_name}+{key_id(key_name, public_key, key_type=key_type).hex()}+{material}"
 
 
-def parse_vkey(vkey: str) -> tuple[str, Ed25519PublicKey]:
-    """Parse a verifier key into its name and Ed25519 public key, checking its key id."""
+def parse_vkey(vkey: str, *, key_type: int = SIGNATURE_TYPE_ED25519,
+               error: type[ProtocolError] = VerificationError) -> tuple[str, Ed25519PublicKey]:
+    """Parse a verifier key of `key_type` into its name and Ed25519 public key, checking its key id."""
     # The base64 part may itself contain '+', so split from the left exactly twice.
     parts = vkey.strip().split("+", 2)
     if len(parts) != 3:
-        raise VerificationError("a verifier key has the form <name>+<hex key id>+<base64 key>")
+        raise error("a verifier key has the form <name>+<hex key id>+<base64 key>")
     name, hex_id, material = parts
-    _check_key_name(name)
+    _check_key_name(name, error)
     try:
         raw = base64.b64decode(material, validate=True)
         claimed_id = bytes.fromhex(hex_id)
     except (binascii.Error, ValueError) as exc:
-        raise VerificationError(f"verifier key {name!r}: bad encoding ({exc})") from exc
-    if len(raw) != 33 or raw[0] != SIGNATURE_TYPE_ED25519 or len(hex_id) != 8:
-        raise VerificationError(f"verifier key {name!r} is not an Ed25519 (type 0x01) key")
+        raise error(f"verifier key {name!r}: bad encoding ({exc})") from exc
+    if len(raw) != 33 or raw[0] != key_type or len(hex_id) != 8:
+        raise error(f"verifier key {name!r} is not an {_KEY_TYPE_NAMES[key_type]} key")
     public_key = Ed25519PublicKey.from_public_bytes(raw[1:])
-    if key_id(name, public_key) != claimed_id:
-        raise VerificationError(f"verifier key {name!r}: key id {hex_id} does not match the key")
+    if key_id(name, public_key, key_type=key_type) != claimed_id:
+        raise error(f"verifier key {name!r}: key id {hex_id} does not match the key")
     return name, public_key
 
 
