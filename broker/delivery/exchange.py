@@ -8,9 +8,7 @@ entry. A refused request raises a `BrokerError` after its rejection has been aud
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -18,7 +16,6 @@ from typing import TypeVar
 import sqlalchemy as sa
 import structlog
 from cryptography import x509
-from google.protobuf.message import DecodeError
 from sqlalchemy.engine import Connection, Engine
 
 from broker.api.v1 import envelope_pb2
@@ -27,6 +24,7 @@ from broker.audit import AuditEvent, refusals
 from broker.config import BrokerConfig
 from broker.delivery import operations as ops
 from broker.delivery.dispatcher import Dispatcher, Stream
+from broker.delivery.intake import take_in
 from broker.directory import Registry
 from broker.errors import (
     REFUSALS,
@@ -139,23 +137,9 @@ class Exchange:
     async def _send(self, caller: Principal, envelope: envelope_pb2.Envelope, raw_size: int,
                     refusal: refusals.RefusalScope) -> ops.Accepted:
         # 1. Who, how big, well formed: cheap checks before any cryptography.
-        if caller.role is not Role.AGENCY:
-            raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies send envelopes")
-        if raw_size > self._config.max_envelope_bytes:
-            raise InvalidRequest(
-                f"envelope is {raw_size} bytes, over the limit of {self._config.max_envelope_bytes} bytes")
-        envelope_bytes = envelope.SerializeToString()
-        digest = hashlib.sha256(envelope_bytes).digest()
-        refusal.note(digest=digest.hex())
-        header = envelope_pb2.Header()
-        with contextlib.suppress(DecodeError):  # only to name the message in a refusal of the header
-            header.ParseFromString(envelope.header)
-        refusal.note(message_id=header.message_id)
-        header = validation.parse_header(envelope, max_recipients=self._config.max_recipients)
-        if header.sender != caller.name:
-            raise PermissionDenied(
-                f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "
-                "an agency may only send as itself")
+        intake = take_in(caller, envelope, raw_size, refusal, max_bytes=self._config.max_envelope_bytes,
+                         max_recipients=self._config.max_recipients, action="send", what="envelopes")
+        envelope_bytes, digest, header = intake.envelope_bytes, intake.digest, intake.header
         if header.sender in header.recipients:
             raise InvalidRequest("an agency cannot address itself")
         # 2. The outer signature and digests, with the caller's own certificate.

@@ -17,14 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import re
 from collections.abc import Sequence
 from typing import Final
 
 import sqlalchemy as sa
 from cryptography import x509
-from google.protobuf.message import DecodeError
 from sqlalchemy.engine import Connection
 
 from broker.api.v1 import envelope_pb2, payload_pb2
@@ -32,6 +30,7 @@ from broker.audit import AuditEvent, refusals
 from broker.audit.refusals import bounded
 from broker.config import BrokerConfig
 from broker.delivery.exchange import Exchange
+from broker.delivery.intake import take_in
 from broker.delivery.operations import RecordEvent
 from broker.directory import Registry
 from broker.errors import FailedPrecondition, InvalidRequest, NotFound, PermissionDenied
@@ -172,26 +171,11 @@ class WatchlistDesk:
     async def publish(self, caller: Principal, envelope: envelope_pb2.Envelope, snapshot: bool) -> Published:
         """Check one WATCHLIST_UPDATE envelope from the owner and store it as the next version."""
         async with self._audited(caller) as refusal:
-            # 1. Who and how big, before any parsing.
-            if caller.role is not Role.AGENCY:
-                raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies publish watchlists")
-            size = envelope.ByteSize()
-            if size > self._config.max_envelope_bytes:
-                raise InvalidRequest(
-                    f"envelope is {size} bytes, over the limit of {self._config.max_envelope_bytes} bytes")
-            envelope_bytes = envelope.SerializeToString()
-            digest = hashlib.sha256(envelope_bytes).digest()
-            refusal.note(digest=digest.hex())
-            # 2. Peek at the header to name the watchlist in errors; trusted only after step 4.
-            header = envelope_pb2.Header()
-            with contextlib.suppress(DecodeError):  # only to name the message in a refusal of the header
-                header.ParseFromString(envelope.header)
-            refusal.note(message_id=header.message_id)
-            header = validation.parse_header(envelope, max_recipients=self._config.max_recipients)
-            if header.sender != caller.name:
-                raise PermissionDenied(
-                    f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "
-                    "an agency may only publish as itself")
+            # 1-2. Who, how big, well formed; the header is trusted only after step 4.
+            intake = take_in(caller, envelope, envelope.ByteSize(), refusal,
+                             max_bytes=self._config.max_envelope_bytes, max_recipients=self._config.max_recipients,
+                             action="publish", what="watchlists")
+            envelope_bytes, digest, header = intake.envelope_bytes, intake.digest, intake.header
             if header.kind != envelope_pb2.WATCHLIST_UPDATE:
                 raise InvalidRequest(
                     f"a watchlist update must be of kind WATCHLIST_UPDATE, not {envelope_pb2.Kind.Name(header.kind)}")
