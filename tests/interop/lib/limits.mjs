@@ -75,7 +75,7 @@ export function checkHeader(h, maxRecipients = 256) {
   }
   if (chars(h.watchlist_id) > 120) refuse("header.watchlist_id is over 120 characters");
   if (BigInt((h.watchlist_version ?? 0).toString()) > 2n ** 63n - 1n) refuse("header.watchlist_version is too large");
-  const refs = h.attachments ?? [];  // section 15.1
+  const refs = h.attachments ?? [];  // section 19.1
   if (refs.length > 16) refuse("header.attachments has more than 16 items");
   refs.forEach((a, i) => {
     const name = `header.attachments[${i}]`;

@@ -49,7 +49,7 @@ export function recipients(names, { sort }) {
   return list(sort ? [...encoded].sort(compareBytes) : encoded);
 }
 
-/** ATTACHMENTS(H): LIST of LIST(sha256, ASCII(size), ASCII(chunk_size), media_type), section 15.1. */
+/** ATTACHMENTS(H): LIST of LIST(sha256, ASCII(size), ASCII(chunk_size), media_type), section 19.1. */
 export function attachments(refs) {
   return list((refs ?? []).map((a) => list([a.sha256 ?? new Uint8Array(0), int(a.size ?? 0), int(a.chunk_size ?? 0),
     utf8(a.media_type ?? "")])));
