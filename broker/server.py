@@ -42,6 +42,7 @@ from broker.policy import RunningPolicy
 from broker.protocol.attachments import MAX_CHUNK_SIZE
 from broker.protocol.errors import ProtocolError
 from broker.protocol.witness_policy import load_policy
+from broker.retention import RetentionJob
 from broker.store import tables
 from broker.store.binding import Deployment, bind_deployment
 from broker.store.db import WriterLock, create_engine, storage_fault, writer_lock
@@ -154,6 +155,7 @@ class Broker:
         await self._seed_agencies()
 
         self.attachments = self._open_attachments()
+        self.retention = self._retention_job()
         self.server = grpc.aio.server(interceptors=[CallInterceptor(self.exchange.record_refusal)], options=[
             ("grpc.max_receive_message_length", _max_message(config)),
             ("grpc.max_send_message_length", _max_message(config)),
@@ -173,7 +175,7 @@ class Broker:
         self.ca_ledger = CaLedger(self.ca_dir, self.writer)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(self.auth, self.exchange, self.writer, self.registry, self.policy, self.revocations,
-                          lambda: open_ca(self.ca_dir), self.ca_ledger.lock, applied),
+                          lambda: open_ca(self.ca_dir), self.ca_ledger.lock, self.retention, applied),
             self.server)
         add_watchlist_service(self.server, self)
         self.health = health.aio.HealthServicer()
@@ -234,6 +236,13 @@ class Broker:
         desk = AttachmentDesk(config, self.engine, self.writer, blobs)
         self._tasks.append(asyncio.get_running_loop().create_task(desk.sweep_forever(), name="isb-attachment-sweep"))
         return desk
+
+    def _retention_job(self) -> RetentionJob:
+        job = RetentionJob(self.engine, self.writer, self.policy, self.revocations, lambda: self.exchange.blobs,
+                           self.exchange.dispatcher.acknowledged, node=self.config.node,
+                           interval_seconds=self.config.retention_interval_seconds)
+        self._tasks.append(asyncio.get_running_loop().create_task(job.run_forever(), name="isb-retention"))
+        return job
 
     def trust_roots(self) -> list[x509.Certificate]:
         """The CA bundle, re-read when its file changes (it rotates without a restart, like TLS)."""
