@@ -11,8 +11,10 @@ import json
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -241,8 +243,12 @@ class Broker:
         job = RetentionJob(self.engine, self.writer, self.policy, self.revocations, lambda: self.exchange.blobs,
                            self.exchange.dispatcher.acknowledged, node=self.config.node,
                            interval_seconds=self.config.retention_interval_seconds)
-        self._tasks.append(asyncio.get_running_loop().create_task(job.run_forever(), name="isb-retention"))
+        self.run_in_background(job.run_forever(), "isb-retention")
         return job
+
+    def run_in_background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `work` until the broker stops (a periodic job)."""
+        self._tasks.append(asyncio.get_running_loop().create_task(work, name=name))
 
     def trust_roots(self) -> list[x509.Certificate]:
         """The CA bundle, re-read when its file changes (it rotates without a restart, like TLS)."""
