@@ -26,7 +26,15 @@ from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.engine import Engine
 
-from broker.api.v1 import admin_pb2, admin_pb2_grpc, audit_pb2, audit_pb2_grpc, broker_pb2, broker_pb2_grpc
+from broker.api.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
+    broker_pb2,
+    broker_pb2_grpc,
+    watchlist_pb2_grpc,
+)
 from broker.attachments.blobs import open_blob_store
 from broker.attachments.desk import AttachmentDesk
 from broker.audit import AuditLog, CheckpointSigner
@@ -57,8 +65,10 @@ from broker.transport.credentials import ReloadingServerCredentials
 from broker.transport.reflection import enable_server_reflection
 from broker.transport.rpc import CallInterceptor
 from broker.transport.servicers import BrokerServicer
+from broker.watchlists.desk import WatchlistDesk
+from broker.watchlists.review import ReviewNotifier, notice_period
 from broker.watchlists.servicer import SERVICE_NAME as WATCHLIST_SERVICE
-from broker.watchlists.servicer import add_watchlist_service
+from broker.watchlists.servicer import WatchlistServicer
 from broker.witness.collector import WitnessCollector
 from broker.witness.submit import client_context
 
@@ -179,7 +189,7 @@ class Broker:
             AdminServicer(self.auth, self.exchange, self.writer, self.registry, self.policy, self.revocations,
                           lambda: open_ca(self.ca_dir), self.ca_ledger.lock, self.retention, applied),
             self.server)
-        add_watchlist_service(self.server, self)
+        self._add_watchlist_service()
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_server_reflection([
@@ -245,6 +255,15 @@ class Broker:
                            interval_seconds=self.config.retention_interval_seconds)
         self.run_in_background(job.run_forever(), "isb-retention")
         return job
+
+    def _add_watchlist_service(self) -> None:
+        config = self.config
+        desk = WatchlistDesk(config, self.writer, self.exchange, self.registry, self.policy)
+        watchlist_pb2_grpc.add_WatchlistServiceServicer_to_server(WatchlistServicer(self.auth, desk), self.server)
+        # Owners are told ahead of their watchlist entries' review dates (broker.watchlists.review).
+        notifier = ReviewNotifier(self.engine, self.writer, notice=notice_period(config.review_notice),
+                                  interval_seconds=config.review_notice_interval_seconds, node=config.node)
+        self.run_in_background(notifier.run_forever(), "isb-review-notices")
 
     def run_in_background(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run `work` until the broker stops (a periodic job)."""

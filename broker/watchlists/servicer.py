@@ -7,9 +7,8 @@ import contextlib
 import datetime as dt
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-import grpc
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -21,12 +20,8 @@ from broker.transport.auth import Authenticator
 from broker.transport.rpc import Context
 from broker.watchlists.desk import WatchlistDesk
 from broker.watchlists.records import WatchlistRecord
-from broker.watchlists.review import ReviewNotifier, notice_period
 
-if TYPE_CHECKING:
-    from broker.server import Broker
-
-__all__ = ["SERVICE_NAME", "WatchlistServicer", "add_watchlist_service"]
+__all__ = ["SERVICE_NAME", "WatchlistServicer"]
 
 log = structlog.get_logger(__name__)
 
@@ -58,10 +53,9 @@ def _watchlist(record: WatchlistRecord) -> watchlist_pb2.Watchlist:
 class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
     """WatchlistService over the desk; every call authenticates its caller first."""
 
-    def __init__(self, auth: Authenticator, desk: WatchlistDesk, broker: Broker) -> None:
+    def __init__(self, auth: Authenticator, desk: WatchlistDesk) -> None:
         self._auth = auth
         self._desk = desk
-        self._broker = broker
 
     async def CreateWatchlist(self, request: watchlist_pb2.CreateWatchlistRequest,
                               context: Context) -> watchlist_pb2.Watchlist:
@@ -150,14 +144,3 @@ def _review_due(day: str, entries: int) -> watchlist_pb2.ReviewDue:
     date = dt.date.fromisoformat(day)
     return watchlist_pb2.ReviewDue(date=payload_pb2.Date(year=date.year, month=date.month, day=date.day),
                                    entries=entries)
-
-
-def add_watchlist_service(server: grpc.aio.Server, broker: Broker) -> None:
-    """Register `WatchlistService` on `server`, backed by the broker's writer, exchange and policy, and
-    start the review notices (broker.watchlists.review)."""
-    config = broker.config
-    notifier = ReviewNotifier(broker.engine, broker.writer, notice=notice_period(config.review_notice),
-                              interval_seconds=config.review_notice_interval_seconds, node=config.node)
-    broker.run_in_background(notifier.run_forever(), "isb-review-notices")
-    desk = WatchlistDesk(config, broker.writer, broker.exchange, broker.registry, broker.policy)
-    watchlist_pb2_grpc.add_WatchlistServiceServicer_to_server(WatchlistServicer(broker.auth, desk, broker), server)
