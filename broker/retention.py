@@ -26,7 +26,7 @@ import structlog
 from cryptography import x509
 from sqlalchemy.engine import Connection, Engine
 
-from broker.api.v1 import broker_pb2
+from broker.api.v1 import broker_pb2, envelope_pb2
 from broker.attachments import tables as attachment_tables
 from broker.attachments.blobs import BlobStore
 from broker.attachments.operations import release_blob
@@ -37,13 +37,16 @@ from broker.policy.codes import KINDS, TLP_CODES
 from broker.policy.retention import Retention
 from broker.store import tables
 from broker.store.writer import Batch, Writer
+from broker.watchlists import tables as watchlist_tables
 
 log = structlog.get_logger(__name__)
 
 PURGED: Final = broker_pb2.PURGED
 EVENT: Final = "retention.purged"
-WHAT: Final = ("envelopes", "attachments", "receipts", "revoked_key_bundles")
+WHAT: Final = ("envelopes", "watchlist_versions", "attachments", "receipts", "revoked_key_bundles")
+WATCHLIST_UPDATE: Final = envelope_pb2.WATCHLIST_UPDATE
 M, D, A, K = tables.messages.c, tables.deliveries.c, attachment_tables.attachments.c, tables.key_bundles.c
+V, W = watchlist_tables.watchlist_versions.c, watchlist_tables.watchlist_lists.c
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,16 @@ class _Group:
     rule: str
     period: str
     cutoff_us: int
-    where: sa.ColumnElement[bool]
+    pairs: tuple[tuple[int, int], ...]
+
+    def matches(self, kind: sa.ColumnElement[Any], tlp: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+        """The condition on a table's kind and TLP columns."""
+        return sa.or_(*(sa.and_(kind == k, tlp == t) for k, t in self.pairs))
+
+    @property
+    def where(self) -> sa.ColumnElement[bool]:
+        """The condition on the messages table."""
+        return self.matches(M.kind, M.tlp)
 
 
 def _groups(retention: Retention, what: str, now: datetime) -> list[_Group]:
@@ -95,9 +107,7 @@ def _groups(retention: Retention, what: str, now: datetime) -> list[_Group]:
         key = (rule, str(period))
         found.setdefault(key, []).append((kind_value, tlp_value))
         cutoffs[key] = _us(period.cutoff(now))
-    return [_Group(rule, period, cutoffs[(rule, period)],
-                   sa.or_(*(sa.and_(M.kind == k, M.tlp == t) for k, t in pairs)))
-            for (rule, period), pairs in found.items()]
+    return [_Group(rule, period, cutoffs[(rule, period)], tuple(pairs)) for (rule, period), pairs in found.items()]
 
 
 def _us(when: datetime) -> int:
@@ -123,8 +133,19 @@ def _receipts(group: _Group) -> sa.Select[Any]:
             .order_by(D.seq, D.recipient))
 
 
-_SELECT: Final[Mapping[str, Callable[[_Group], sa.Select[Any]]]] = {
-    "envelopes": _envelopes, "attachments": _attachments, "receipts": _receipts}
+def _watchlist_versions(group: _Group) -> sa.Select[Any]:
+    # Versions before the latest snapshot are never served again (Sync starts at that snapshot).
+    return (sa.select(V.message_id, V.watchlist_id, V.version)
+            .join(watchlist_tables.watchlist_lists, W.watchlist_id == V.watchlist_id)
+            .where(group.matches(sa.literal(WATCHLIST_UPDATE), W.tlp), V.version < W.snapshot_version,
+                   V.accepted_us <= group.cutoff_us, sa.func.length(V.envelope) > 0)
+            .order_by(V.watchlist_id, V.version))
+
+
+# What a run purges, in order: (the name in reports, the policy key whose period applies, the selection).
+_SELECT: Final[tuple[tuple[str, str, Callable[[_Group], sa.Select[Any]]], ...]] = (
+    ("envelopes", "envelopes", _envelopes), ("watchlist_versions", "envelopes", _watchlist_versions),
+    ("attachments", "attachments", _attachments), ("receipts", "receipts", _receipts))
 
 
 def _revoked_bundles(conn: Connection, retention: Retention, now: datetime,
@@ -148,8 +169,8 @@ def plan(conn: Connection, retention: Retention, now: datetime,
          revoked: Mapping[int, datetime]) -> PurgeReport:
     """What a purge run at `now` would remove, counted per kind of data and rule; changes nothing."""
     counts = []
-    for what, select in _SELECT.items():
-        for group in _groups(retention, what, now):
+    for what, key, select in _SELECT:
+        for group in _groups(retention, key, now):
             n = conn.execute(sa.select(sa.func.count()).select_from(select(group).order_by(None).subquery())).scalar()
             if n:
                 counts.append(RuleCount(what, group.rule, group.period, int(n)))
@@ -178,9 +199,9 @@ class Purge:
         message_ids: list[str] = []
         dropped: list[tuple[str, str]] = []
         full = False
-        for what, select in _SELECT.items():
+        for what, key, select in _SELECT:
             room = self.limit
-            for group in _groups(self.retention, what, now):
+            for group in _groups(self.retention, key, now):
                 if room <= 0:
                     full = True
                     break
@@ -193,6 +214,11 @@ class Purge:
                     ids = [r.message_id for r in rows]
                     message_ids += ids
                     dropped += self._purge_envelopes(batch, ids, group.rule)
+                elif what == "watchlist_versions":
+                    ids = [r.message_id for r in rows]
+                    message_ids += ids
+                    batch.conn.execute(watchlist_tables.watchlist_versions.update().where(V.message_id.in_(ids))
+                                       .values(envelope=b""))
                 elif what == "attachments":
                     self._purge_attachments(batch, rows, group.rule)
                 else:

@@ -18,7 +18,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from broker.api.v1 import envelope_pb2
+from broker.api.v1 import envelope_pb2, payload_pb2
 from broker.pki.dev import DevPki
 from broker.pki.revocation import revoke
 from broker.pki.store import CaDirectory
@@ -28,6 +28,7 @@ from clients.attachments import Attachment
 from clients.audit import verify_export
 from clients.auditor import AuditorClient
 from clients.cli import main as isb
+from clients.watchlist import WatchlistReplica, create_watchlist, publish_update
 from tests.e2e.conftest import REPO, Database, RunningBroker, copy_pki
 from tests.e2e.test_revocation_checks import _second_certificate
 
@@ -42,6 +43,11 @@ kinds = ["ALERT"]
 envelopes = "{PERIOD_SECONDS}s"
 attachments = "{PERIOD_SECONDS}s"
 receipts = "{PERIOD_SECONDS}s"
+
+[[retention.rules]]
+name = "old-watchlist-versions"
+kinds = ["WATCHLIST_UPDATE"]
+envelopes = "{PERIOD_SECONDS}s"
 """
 
 
@@ -174,3 +180,41 @@ def test_key_bundle_of_a_revoked_certificate_is_purged_after_its_period(
     assert x509.load_der_x509_certificate(remaining[0]).serial_number != serial
     [entry] = _entries(database, "retention.purged")
     assert entry["fields"]["key_bundles"] == 1
+
+
+def test_watchlist_versions_before_the_latest_snapshot_are_purged_and_sync_still_works(
+    retention_broker: RunningBroker, pki: DevPki, database: Database, tmp_path: Path,
+) -> None:
+    """Versions superseded by a later snapshot are never served again: past the period their envelopes go
+    (digests stay); the latest snapshot and its deltas stay, and a new replica still syncs."""
+    broker = retention_broker
+    owner, subscriber = (_client(broker, pki, a, tmp_path) for a in ("FR-CUSTOMS", "DE-BKA"))
+    watchlist = create_watchlist(owner, "FR-CUSTOMS/kept", subscribers=["DE-BKA"])
+
+    def entry(entry_id: str) -> payload_pb2.WatchlistEntry:
+        return payload_pb2.WatchlistEntry(entry_id=entry_id, entity_type=payload_pb2.ENTITY_PERSON,
+                                          family_name=entry_id, reason="wanted")
+
+    for version, snapshot, upserts in ((1, True, ["a"]), (2, False, ["b"]), (3, True, ["c"]), (4, False, ["d"])):
+        publish_update(owner, payload_pb2.WatchlistUpdate(
+            watchlist_id="FR-CUSTOMS/kept", version=version, snapshot=snapshot,
+            upserts=[entry(e) for e in upserts]), watchlist=watchlist)
+    time.sleep(PERIOD_SECONDS + 0.5)
+    with AdminClient(broker.target, cert=pki.admin[0], key=pki.admin[1], ca=pki.ca_cert) as admin:
+        assert [(c.what, c.rule, c.count) for c in admin.retention(dry_run=True).counts] == [
+            ("watchlist_versions", "old-watchlist-versions", 2)]
+        report = admin.retention(dry_run=False)
+    sizes = dict(database.rows("SELECT version, length(envelope) FROM watchlist_versions ORDER BY version"))
+    assert sizes[1] == sizes[2] == 0
+    assert sizes[3] > 0
+    assert sizes[4] > 0
+    purged_ids = {r[0] for r in database.rows("SELECT message_id FROM watchlist_versions WHERE version < 3")}
+    assert set(report.message_ids) == purged_ids
+    [purge] = _entries(database, "retention.purged")
+    assert purge["fields"]["watchlist_versions"] == 2
+    replica = WatchlistReplica(tmp_path / "replica.db", watchlist_id="FR-CUSTOMS/kept", owner="FR-CUSTOMS")
+    assert replica.sync(subscriber).version == 4
+    assert sorted(replica.entries()) == ["c", "d"]
+    replica.close()
+    for client in (owner, subscriber):
+        client.close()

@@ -430,7 +430,7 @@ class RetentionCount(_message.Message):
     PERIOD_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
     what: _builtins.str
-    """envelopes, attachments, receipts, revoked_key_bundles"""
+    """envelopes, watchlist_versions, attachments, receipts, revoked_key_bundles"""
     rule: _builtins.str
     """the retention rule (or retention.<key>, builtin:retention) that decided"""
     period: _builtins.str
