@@ -69,10 +69,6 @@ class PurgeReport:
     audit_index: int | None = None
     full: bool = False  # some kind of data reached the run's limit: more may be due
 
-    def total(self, what: str) -> int:
-        """Items of `what` purged (or due) under every rule."""
-        return sum(c.count for c in self.counts if c.what == what)
-
 
 def _combinations() -> list[tuple[int, str, int, str | None]]:
     # (Kind value, kind name, Tlp value, TLP code or None for unspecified): every stored pair.
@@ -226,6 +222,7 @@ class Purge:
             full = full or room <= 0
         rule, period, bundles = _revoked_bundles(batch.conn, self.retention, now, self.revoked)
         if bundles:
+            full = full or len(bundles) > self.limit
             bundles = bundles[: self.limit]
             for agency, key_id in bundles:
                 batch.conn.execute(tables.key_bundles.delete().where(K.agency == agency, K.key_id == key_id))
