@@ -83,7 +83,8 @@ def test_a_backlog_is_purged_in_bounded_runs_each_one_audit_entry(engine: sa.eng
         rows = {r.message_id: r for r in conn.execute(sa.select(tables.messages))}
         entries = [json.loads(bytes(r[0])) for r in conn.execute(
             sa.text("SELECT entry FROM audit_entries WHERE event = 'retention.purged' ORDER BY leaf_index"))]
-        states = dict(conn.execute(sa.select(tables.deliveries.c.message_id, tables.deliveries.c.state)).all())
+        states: dict[str, int] = dict(conn.execute(
+            sa.select(tables.deliveries.c.message_id, tables.deliveries.c.state)).all())
     assert all(rows[m].envelope == b"" and rows[m].purge_rule == "retention.envelopes" for m in purged)
     assert all(len(rows[m].envelope_sha256) == 32 for m in purged)
     assert rows[young[0]].envelope == b"sealed bytes"
