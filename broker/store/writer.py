@@ -28,6 +28,7 @@ from broker.errors import REFUSALS, STORAGE_FAULTS, StorageFull, StorageUnavaila
 from broker.metrics import (
     AUDIT_ENTRIES,
     AUDIT_WRITE_FAILURES,
+    SEQUENCER_HELD,
     STORE_FAULTS,
     WRITER_BATCH,
     WRITER_COMMIT,
@@ -227,13 +228,14 @@ class Writer:
         conn = self._connection()
         try:
             with conn.begin():
-                if self._shared:
-                    # Catch up with other replicas first: a checkpoint signs the log as it is stored.
-                    self._take_sequencer(conn)
-                return fn(conn)
+                # Catch up with other replicas first: a checkpoint signs the log as it is stored.
+                held = self._take_sequencer(conn)
+                result = fn(conn)
         except sa.exc.SQLAlchemyError:
             self._close()
             raise
+        SEQUENCER_HELD.inc(time.perf_counter() - held)
+        return result
 
     def _connection(self) -> Connection:
         # The writer keeps one connection (only its thread uses it): no pool checkout per batch.
@@ -360,13 +362,19 @@ class Writer:
             return fault
         return None
 
-    def _take_sequencer(self, conn: Connection) -> None:
+    def _take_sequencer(self, conn: Connection) -> float:
+        """Enter the serialised section (replicas: the advisory lock, then catch up with the others'
+        writes); return when it was entered (perf_counter), for `isb_sequencer_held_seconds`."""
+        if not self._shared:
+            return time.perf_counter()  # SQLite: one writer, its whole transaction is the section
         stored = _take_sequencer_lock(conn)
+        held = time.perf_counter()
         if stored != self._audit.size:
             log.info("writer.caught_up", local_size=self._audit.size, stored_size=stored)
             self._audit = AuditLog.open(conn)
             for hook in self.on_foreign_writes:
                 hook(conn)
+        return held
 
     def _commit(self, pending: list[_Pending]) -> tuple[list[Callable[[], None]], Fault | None]:
         self.batches += 1
@@ -414,8 +422,7 @@ class Writer:
     def _commit_batch(self, pending: list[_Pending]) -> list[Callable[[], None]]:
         conn = self._connection()
         with conn.begin():
-            if self._shared:
-                self._take_sequencer(conn)
+            held = self._take_sequencer(conn)
             batch = Batch(conn=conn, now_us=now_us(), first_index=self._audit.size, ops=[item.op for item in pending])
             for item in pending:
                 try:
@@ -432,6 +439,7 @@ class Writer:
                 conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
                              [{"channel": NOTIFY_CHANNEL, "payload": payload}
                               for payload in replica_notes(self._node, batch.notify, batch.settled)])
+        SEQUENCER_HELD.inc(time.perf_counter() - held)
         self._audit.commit()
         return batch.after_commit
 
