@@ -75,7 +75,7 @@ class Batch:
         return self.first_index + len(self.events) - 1
 
     def insert(self, table: sa.Table, row: dict[str, Any]) -> None:
-        """Stage a row; rows of one table are inserted together with executemany."""
+        """Stage a row; rows of one table are inserted together (`bulk_insert`)."""
         self.inserts.setdefault(table, []).append(row)
 
 
@@ -436,15 +436,14 @@ class Writer:
                 _check_indices(self._audit.append(conn, batch.events), batch.first_index)
             if self._shared and (batch.notify or batch.settled):
                 # Delivered by PostgreSQL only if and when this transaction commits.
-                conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
-                             [{"channel": NOTIFY_CHANNEL, "payload": payload}
-                              for payload in replica_notes(self._node, batch.notify, batch.settled)])
+                conn.exec_driver_sql(_NOTIFY, (NOTIFY_CHANNEL, replica_notes(self._node, batch.notify, batch.settled)))
         SEQUENCER_HELD.inc(time.perf_counter() - held)
         self._audit.commit()
         return batch.after_commit
 
 
 NOTIFY_CHANNEL = "isb_deliveries"
+_NOTIFY = "SELECT pg_notify(%s, note) FROM unnest(%s::text[]) AS note"  # every note of a commit in one statement
 # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; settled ids are split below that.
 _NOTE_BYTES = 7000
 
