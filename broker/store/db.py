@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql
@@ -105,6 +107,28 @@ def bulk_update(conn: Connection, table: Table, keys: tuple[str, ...], columns: 
 
     extra = (tuple(sorted(fixed.items())), None if where is None else str(where))
     _run_bulk(conn, (dialect, "update", table.name, keys, columns, extra), build, rows)
+
+
+@contextlib.contextmanager
+def pipelined(conn: Connection) -> Iterator[None]:
+    """Send the statements run inside as one PostgreSQL pipeline (psycopg 3 pipeline mode): they go
+    out without waiting for each other's answers, and the end of the block waits once for all of
+    them, so a block of N statements costs one round trip instead of N. Only for statements whose
+    results nobody reads (inserts; updates whose row count is not used). On SQLite it does nothing.
+
+    A statement that failed raises at the end of the block, as the DB-API error SQLAlchemy would
+    have raised (so `storage_fault` and the writer's isolation of a failing operation see it as usual).
+    """
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    raw = conn.connection.dbapi_connection
+    assert isinstance(raw, psycopg.Connection)
+    try:
+        with raw.pipeline():
+            yield
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError.instance(None, None, exc, psycopg.Error, dialect=conn.dialect) from exc
 
 
 def now_us() -> int:

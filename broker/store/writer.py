@@ -35,7 +35,7 @@ from broker.metrics import (
     WRITER_HEALTHY,
     WRITER_HELD,
 )
-from broker.store.db import bulk_insert, now_us, storage_fault
+from broker.store.db import bulk_insert, now_us, pipelined, storage_fault
 
 log = structlog.get_logger(__name__)
 
@@ -429,14 +429,17 @@ class Writer:
                     item.outcome = item.op.stage(batch)
                 except REFUSALS as exc:
                     item.error = exc
-            for table, rows in batch.inserts.items():
-                columns = tuple(rows[0])
-                bulk_insert(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
-            if batch.events:
-                _check_indices(self._audit.append(conn, batch.events), batch.first_index)
-            if self._shared and (batch.notify or batch.settled):
-                # Delivered by PostgreSQL only if and when this transaction commits.
-                conn.exec_driver_sql(_NOTIFY, (NOTIFY_CHANNEL, replica_notes(self._node, batch.notify, batch.settled)))
+            # Nothing below reads a result: one round trip for every insert and note of the batch.
+            with pipelined(conn):
+                for table, rows in batch.inserts.items():
+                    columns = tuple(rows[0])
+                    bulk_insert(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
+                if batch.events:
+                    _check_indices(self._audit.append(conn, batch.events), batch.first_index)
+                if self._shared and (batch.notify or batch.settled):
+                    # Delivered by PostgreSQL only if and when this transaction commits.
+                    notes = replica_notes(self._node, batch.notify, batch.settled)
+                    conn.exec_driver_sql(_NOTIFY, (NOTIFY_CHANNEL, notes))
         SEQUENCER_HELD.inc(time.perf_counter() - held)
         self._audit.commit()
         return batch.after_commit
@@ -476,9 +479,17 @@ _SEQUENCER_LOCK = 0x15B0_0001  # pg_advisory_xact_lock key of the audit log's si
 
 
 def _take_sequencer_lock(conn: Connection) -> int:
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SEQUENCER_LOCK})
-    stored: int = conn.execute(sa.text("SELECT coalesce(max(leaf_index) + 1, 0) FROM audit_entries")).scalar_one()
+    # Two statements, not one: under READ COMMITTED each statement reads a snapshot taken when it
+    # starts, so the size must be read by a statement that starts once the lock is held. The
+    # transaction's BEGIN, the lock and the read share one round trip (pipelined).
+    with pipelined(conn):
+        conn.execute(_LOCK, {"key": _SEQUENCER_LOCK})
+    stored: int = conn.execute(_STORED_SIZE).scalar_one()
     return stored
+
+
+_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
+_STORED_SIZE = sa.text("SELECT coalesce(max(leaf_index) + 1, 0) FROM audit_entries")
 
 
 def _check_indices(indices: list[int], expected_first: int) -> None:
