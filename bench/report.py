@@ -96,7 +96,7 @@ def targets(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[dict
         goal(f"{backend} broker CPU per envelope / NATS server CPU per msg", _over(cpu, nats_cpu), None, 6, 1,
              f"{_fmt(cpu)} us vs {_fmt(nats_cpu)} us")
     goal("PostgreSQL 1-to-1 msgs/s / SQLite 1-to-1", _over(pg_rate, sqlite_rate), 0.8, None, 3)
-    goal("PostgreSQL server CPU per envelope, 1-to-1 (us)", get("postgresql", one, "database_cpu_us_per_envelope"),
+    goal("PostgreSQL backend CPU per envelope, 1-to-1 (us)", get("postgresql", one, "database_cpu_us_per_envelope"),
          None, 150, 0)
     for backend in ("sqlite", "postgresql"):
         p99, nats_p99 = get(backend, "latency-500", "latency_ms"), get("nats", "latency-500", "latency_ms")

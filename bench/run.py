@@ -42,11 +42,11 @@ from bench.profiling import Sampler, summarise
 from bench.report import plot_latency, ratios, table, targets, write_json
 from bench.servers import (
     BrokerProcess,
+    PostgresCpu,
     free_port,
     machine_cpu,
     nats_available,
     postgres_available,
-    postgres_cpu_seconds,
     postgres_database,
     process_cpu_seconds,
     py_spy,
@@ -60,6 +60,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BACKENDS = ("sqlite", "postgresql", "nats")
 SENDERS = 2
 RECIPIENTS = 10
+BENCH_DATABASE = "isb_bench"
 
 
 def scenarios(quick: bool, seconds: float | None = None) -> list[Scenario]:
@@ -304,7 +305,7 @@ def run_isb(backend: str, database_url: str, deployment: Deployment, work: Path,
     samples: dict[str, list[float]] = {}
     with isb_broker(deployment, work, backend, database_url, args.log_level) as broker:
         target = Target(backend, isb_agents.run_sender, isb_agents.run_subscriber, broker.target,
-                        broker.cpu_seconds, postgres_cpu_seconds if backend == "postgresql" else None,
+                        broker.cpu_seconds, PostgresCpu(BENCH_DATABASE) if backend == "postgresql" else None,
                         serial=lambda: broker.metric("isb_sequencer_held_seconds_total"))
         for scenario in plan:
             sampler: list[Sampler] = []
@@ -408,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not postgres_available():
                     skipped[backend] = "no PostgreSQL server on 127.0.0.1:5432"
                     continue
-                with postgres_database() as url:
+                with postgres_database(BENCH_DATABASE) as url:
                     results[backend], samples[backend] = run_isb(backend, url, deployment, work, plan, args)
             elif backend == "nats":
                 if not nats_available():
