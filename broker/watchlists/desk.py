@@ -268,7 +268,16 @@ class WatchlistDesk:
         return record
 
     async def review_notices(self, caller: Principal, watchlist_id: str) -> list[Notice]:
-        """The review notices of the caller's own watchlists (all, or the one named)."""
+        """The review notices of the caller's own watchlists (all, or the one named, which must be the caller's:
+        asking for another agency's is refused and audited, not answered with an empty list)."""
+        if watchlist_id:
+            async with self._audited(caller):
+                record = await self._load(watchlist_id)
+                if record is None:
+                    raise NotFound(f"no watchlist {bounded(watchlist_id, 200)!r}")
+                if record.owner != caller.name:
+                    raise PermissionDenied(f"{caller.name} does not own watchlist {record.watchlist_id}: only its "
+                                           f"owner {record.owner} reads its review notices")
         return await self._exchange.read(lambda conn: notices(conn, caller.name, watchlist_id))
 
     def still_allowed(self, caller: Principal, record: WatchlistRecord) -> None:

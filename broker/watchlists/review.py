@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -38,6 +39,8 @@ log = structlog.get_logger(__name__)
 
 MAX_DAYS: Final = 3660  # ten years of distinct review days
 MAX_REASON: Final = 200
+#: How far from the day of the call a review day may lie, either way: beyond it a date is a slip.
+WINDOW: Final = dt.timedelta(days=MAX_DAYS)
 R, N, L = tables.watchlist_reviews.c, tables.watchlist_review_notices.c, tables.watchlist_lists.c
 
 
@@ -50,20 +53,25 @@ class ReviewSchedule:
     renewed_entries: int = 0
 
 
-def _day(date: payload_pb2.Date, where: str) -> str:
+def _day(date: payload_pb2.Date, where: str, today: dt.date) -> str:
     try:
-        return dt.date(date.year, date.month, date.day).isoformat()
+        day = dt.date(date.year, date.month, date.day)
     except ValueError as exc:
         raise InvalidRequest(f"{where} is not a date ({date.year}-{date.month}-{date.day})") from exc
+    if abs(day - today) > WINDOW:
+        raise InvalidRequest(f"{where} {day.isoformat()} is more than {MAX_DAYS} days from today ({today.isoformat()})")
+    return day.isoformat()
 
 
-def schedule_of(review: watchlist_pb2.ReviewSchedule) -> ReviewSchedule:
-    """Check a PublishUpdateRequest's `review`; `InvalidRequest` names the field that is wrong."""
+def schedule_of(review: watchlist_pb2.ReviewSchedule, today: dt.date | None = None) -> ReviewSchedule:
+    """Check a PublishUpdateRequest's `review` on `today` (UTC; default: now); `InvalidRequest` names the
+    field that is wrong."""
+    today = today or dt.datetime.now(dt.UTC).date()
     if len(review.due) > MAX_DAYS:
         raise InvalidRequest(f"review.due lists {len(review.due)} days, over the limit of {MAX_DAYS}")
     due: dict[str, int] = {}
     for i, item in enumerate(review.due):
-        day = _day(item.date, f"review.due[{i}].date")
+        day = _day(item.date, f"review.due[{i}].date", today)
         if day in due:
             raise InvalidRequest(f"review.due[{i}].date {day} is listed twice")
         if item.entries == 0:
@@ -71,6 +79,9 @@ def schedule_of(review: watchlist_pb2.ReviewSchedule) -> ReviewSchedule:
         due[day] = item.entries
     if len(review.renewal_reason) > MAX_REASON:
         raise InvalidRequest(f"review.renewal_reason is longer than {MAX_REASON} characters")
+    if any(unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp") for c in review.renewal_reason):
+        raise InvalidRequest("review.renewal_reason holds a control, format or line-break character: write one line "
+                             "of plain text")
     if review.renewed_entries and not review.renewal_reason.strip():
         raise InvalidRequest("review.renewal_reason is required when review.renewed_entries is set: a renewal "
                              "records why the entries are still needed")

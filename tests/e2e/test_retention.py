@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from broker.api.v1 import envelope_pb2, payload_pb2
+from broker.identity import Role
 from broker.pki.dev import DevPki
 from broker.pki.revocation import revoke
 from broker.pki.store import CaDirectory
@@ -221,3 +222,29 @@ def test_watchlist_versions_before_the_latest_snapshot_are_purged_and_sync_still
     replica.close()
     for client in (owner, subscriber):
         client.close()
+
+
+def test_an_agency_may_not_run_or_preview_a_purge(
+    retention_broker: RunningBroker, pki: DevPki, database: Database, tmp_path: Path,
+) -> None:
+    """AdminService.Retention from an agency certificate: PERMISSION_DENIED naming the role, nothing purged,
+    one `request.rejected` entry per call (dry run or not)."""
+    broker = retention_broker
+    customs, police = (_client(broker, pki, a, tmp_path) for a in ("FR-CUSTOMS", "DE-BKA"))
+    sent = customs.send(["DE-BKA"], b"due in two seconds", tlp="GREEN")
+    time.sleep(PERIOD_SECONDS + 0.5)
+    cert, key = pki.agency("FR-CUSTOMS")
+    with AdminClient(broker.target, cert=cert, key=key, ca=pki.ca_cert, role=Role.AGENCY) as hostile:
+        for dry_run in (True, False):
+            with pytest.raises(RemoteError) as refused:
+                hostile.retention(dry_run=dry_run)
+            assert refused.value.code is grpc.StatusCode.PERMISSION_DENIED
+            assert "is a agency; only admin may call this" in refused.value.message
+    assert not _entries(database, "retention.purged")
+    assert database.scalar("SELECT length(envelope) FROM messages WHERE message_id = :m", m=sent.message_id) > 0
+    rejected = [e for e in _entries(database, "request.rejected") if e["fields"].get("rpc") == "Retention"]
+    assert len(rejected) == 2
+    assert all(e["actor"] == "spiffe://isb.dev/agency/FR-CUSTOMS" for e in rejected)
+    assert all("only admin may call this" in e["fields"]["reason"] for e in rejected)
+    customs.close()
+    police.close()

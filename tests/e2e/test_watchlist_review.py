@@ -128,3 +128,69 @@ def test_a_renewal_without_a_reason_is_refused(
     [rejected] = _entries(database, "request.rejected")
     assert "review.renewal_reason is required" in rejected["fields"]["reason"]
     owner.close()
+
+
+def test_another_agencys_review_notices_are_refused(
+    broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path,
+) -> None:
+    """A subscriber (or anyone) naming the owner's watchlist in GetReviewNotices: PERMISSION_DENIED, audited
+    once; an unknown id: NOT_FOUND; the owner's notices are untouched."""
+    broker = broker_factory(review_notice_interval_seconds=0.2)
+    owner = AgencyClient.from_dir(broker.target, pki.directory, OWNER, keystore=tmp_path / "owner")
+    subscriber = AgencyClient.from_dir(broker.target, pki.directory, SUBSCRIBER, keystore=tmp_path / "sub")
+    owner.publish_key()
+    subscriber.publish_key()
+    watchlist = create_watchlist(owner, LIST_ID, subscribers=[SUBSCRIBER])
+    update = payload_pb2.WatchlistUpdate(watchlist_id=LIST_ID, version=1, snapshot=True,
+                                         upserts=[_entry("e1", "X", SOON)])
+    publish_update(owner, update, watchlist=watchlist)
+    assert len(_notices(owner, 1)) == 1
+    before = len(_entries(database, "request.rejected"))
+    with pytest.raises(RemoteError) as refused:
+        review_notices(subscriber, LIST_ID)
+    assert refused.value.code is grpc.StatusCode.PERMISSION_DENIED
+    assert f"{SUBSCRIBER} does not own watchlist {LIST_ID}" in refused.value.message
+    with pytest.raises(RemoteError) as unknown:
+        review_notices(subscriber, "FR-CUSTOMS/none")
+    assert unknown.value.code is grpc.StatusCode.NOT_FOUND
+    rejected = _entries(database, "request.rejected")[before:]
+    assert [(e["agency"], e["fields"]["rpc"]) for e in rejected] == [(SUBSCRIBER, "GetReviewNotices")] * 2
+    assert f"does not own watchlist {LIST_ID}" in rejected[0]["fields"]["reason"]
+    assert review_notices(subscriber) == []
+    assert len(review_notices(owner, LIST_ID)) == 1
+    owner.close()
+    subscriber.close()
+
+
+@pytest.mark.parametrize(("review", "field"), [
+    (watchlist_pb2.ReviewSchedule(due=[watchlist_pb2.ReviewDue(date=payload_pb2.Date(year=9999, month=12, day=31),
+                                                               entries=1)]), "review.due[0].date 9999-12-31"),
+    (watchlist_pb2.ReviewSchedule(due=[watchlist_pb2.ReviewDue(date=payload_pb2.Date(year=1, month=1, day=1),
+                                                               entries=1)]), "review.due[0].date 0001-01-01"),
+    (watchlist_pb2.ReviewSchedule(renewal_reason="renewed\n[forged] line", renewed_entries=1),
+     "review.renewal_reason holds a control"),
+])
+def test_an_absurd_review_schedule_is_refused_naming_the_field(
+    broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path, review: watchlist_pb2.ReviewSchedule,
+    field: str,
+) -> None:
+    """A review day thousands of years off, or a reason with a line break: INVALID_ARGUMENT naming the field,
+    no version and no schedule stored, one bounded `request.rejected` entry."""
+    broker = broker_factory()
+    owner = AgencyClient.from_dir(broker.target, pki.directory, OWNER, keystore=tmp_path / "owner")
+    owner.publish_key()
+    watchlist = create_watchlist(owner, LIST_ID, subscribers=[SUBSCRIBER])
+    with AgencyClient.from_dir(broker.target, pki.directory, SUBSCRIBER, keystore=tmp_path / "sub") as subscriber:
+        subscriber.publish_key()
+    update = payload_pb2.WatchlistUpdate(watchlist_id=LIST_ID, version=1, snapshot=True,
+                                         upserts=[_entry("e1", "X", SOON)])
+    with pytest.raises(RemoteError) as refused:
+        publish_update(owner, update, watchlist=watchlist, review=review)
+    assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert field in refused.value.message
+    assert database.scalar("SELECT count(*) FROM watchlist_versions") == 0
+    assert database.scalar("SELECT count(*) FROM watchlist_reviews") == 0
+    [rejected] = _entries(database, "request.rejected")
+    assert field in rejected["fields"]["reason"]
+    assert len(json.dumps(rejected)) < 2000
+    owner.close()
