@@ -29,6 +29,9 @@ REFUSALS_AUDITED = Counter("isb_refusals", "Refused requests, each audited once,
                            registry=REGISTRY)
 REFUSALS_ANSWERED = Counter("isb_refusals_answered", "Refusals returned to a client (a status or a batch result)",
                             registry=REGISTRY)
+REFUSALS_UNANSWERED = Counter("isb_refusals_unanswered", "Refusals audited whose call was cancelled (deadline "
+                              "passed, client gone) while the entry was written: no status reached the client",
+                              registry=REGISTRY)
 WITNESS_SUBMISSIONS = Counter("isb_witness_submissions", "Checkpoints sent to witnesses, by witness and outcome"
                               " (cosigned, unreachable, refused <HTTP status>)", ["witness", "outcome"],
                               registry=REGISTRY)

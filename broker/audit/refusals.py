@@ -20,6 +20,7 @@ failed write is logged and counted, never raised in place of the refusal.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import hashlib
@@ -32,7 +33,7 @@ import structlog
 
 from broker.audit.events import AuditEvent, FieldValue
 from broker.errors import REFUSALS, STORAGE_FAULTS, Refusal, status_of
-from broker.metrics import AUDIT_WRITE_FAILURES, REFUSALS_AUDITED
+from broker.metrics import AUDIT_WRITE_FAILURES, REFUSALS_AUDITED, REFUSALS_UNANSWERED
 
 __all__ = ["MAX_TEXT", "Record", "RefusalScope", "audit_outcome", "audited", "bounded", "note", "rejection"]
 
@@ -195,8 +196,24 @@ async def _audit(scope: RefusalScope, error: Refusal) -> None:
     if isinstance(error, STORAGE_FAULTS) or not scope.call.claim(error):
         return  # a fault of the store is not a refusal of the request: the writer logs it
     REFUSALS_AUDITED.labels(status_of(error).name).inc()
+    # Shielded: a call cancelled meanwhile (its deadline passed, the client went away) still gets its entry,
+    # written or held like any other (the refusal happened), but no status reaches its caller: counted apart.
+    write = asyncio.ensure_future(_write(scope.call.record, scope.entry(error), error))
+    _WRITING.add(write)
+    write.add_done_callback(_WRITING.discard)
     try:
-        await scope.call.record(scope.entry(error))
+        await asyncio.shield(write)
+    except asyncio.CancelledError:
+        REFUSALS_UNANSWERED.inc()
+        raise
+
+
+_WRITING: set[asyncio.Future[None]] = set()  # entries being written for cancelled calls stay referenced
+
+
+async def _write(record: Record, entry: AuditEvent, error: Refusal) -> None:
+    try:
+        await record(entry)
     except Exception as exc:
         AUDIT_WRITE_FAILURES.labels("refusal").inc()
         log.exception("refusal.audit_failed", error=bounded(f"{type(exc).__name__}: {exc}"),
