@@ -43,6 +43,16 @@ def _entries(database: Database, event: str) -> list[dict[str, Any]]:
     return [json.loads(bytes(r[0])) for r in rows]
 
 
+def _owner_and_subscriber(broker: Any, pki: DevPki,
+                          tmp_path: Path) -> tuple[AgencyClient, AgencyClient, watchlist_pb2.Watchlist]:
+    """Both agencies with published keys, and the owner's watchlist shared with the subscriber."""
+    owner = AgencyClient.from_dir(broker.target, pki.directory, OWNER, keystore=tmp_path / "owner")
+    subscriber = AgencyClient.from_dir(broker.target, pki.directory, SUBSCRIBER, keystore=tmp_path / "sub")
+    owner.publish_key()
+    subscriber.publish_key()
+    return owner, subscriber, create_watchlist(owner, LIST_ID, subscribers=[SUBSCRIBER])
+
+
 def _notices(owner: AgencyClient, wanted: int) -> list[watchlist_pb2.ReviewNotice]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:  # the notifier runs every 0.2 s; no timing is asserted
@@ -59,11 +69,7 @@ def test_owner_is_notified_ahead_and_the_entry_drops_out_after_its_review_date(
     """An entry due in 10 days is notified now (notice 4 months); one due in 2 years is not. A replica whose
     clock is past the first date no longer holds it; the owner's renewal, with its reason, brings it back."""
     broker = broker_factory(review_notice_interval_seconds=0.2)
-    owner = AgencyClient.from_dir(broker.target, pki.directory, OWNER, keystore=tmp_path / "owner")
-    subscriber = AgencyClient.from_dir(broker.target, pki.directory, SUBSCRIBER, keystore=tmp_path / "sub")
-    owner.publish_key()
-    subscriber.publish_key()
-    watchlist = create_watchlist(owner, LIST_ID, subscribers=[SUBSCRIBER])
+    owner, subscriber, watchlist = _owner_and_subscriber(broker, pki, tmp_path)
     soon, later = _entry("e-soon", "Soon", SOON), _entry("e-later", "Later", LATER)
     publish_update(owner, payload_pb2.WatchlistUpdate(watchlist_id=LIST_ID, version=1, snapshot=True,
                                                       upserts=[soon, later]), watchlist=watchlist)
@@ -108,39 +114,13 @@ def test_owner_is_notified_ahead_and_the_entry_drops_out_after_its_review_date(
     subscriber.close()
 
 
-def test_a_renewal_without_a_reason_is_refused(
-    broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path,
-) -> None:
-    """`renewed_entries` without `renewal_reason` is INVALID_ARGUMENT naming the field; nothing is stored."""
-    broker = broker_factory()
-    owner = AgencyClient.from_dir(broker.target, pki.directory, OWNER, keystore=tmp_path / "owner")
-    owner.publish_key()
-    watchlist = create_watchlist(owner, LIST_ID, subscribers=[SUBSCRIBER])
-    with AgencyClient.from_dir(broker.target, pki.directory, SUBSCRIBER, keystore=tmp_path / "sub") as subscriber:
-        subscriber.publish_key()
-    update = payload_pb2.WatchlistUpdate(watchlist_id=LIST_ID, version=1, snapshot=True,
-                                         upserts=[_entry("e1", "X", SOON)])
-    with pytest.raises(RemoteError) as refused:
-        publish_update(owner, update, watchlist=watchlist, review=review_schedule(update.upserts, renewed_entries=1))
-    assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
-    assert "review.renewal_reason is required" in refused.value.message
-    assert database.scalar("SELECT count(*) FROM watchlist_versions") == 0
-    [rejected] = _entries(database, "request.rejected")
-    assert "review.renewal_reason is required" in rejected["fields"]["reason"]
-    owner.close()
-
-
 def test_another_agencys_review_notices_are_refused(
     broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path,
 ) -> None:
     """A subscriber (or anyone) naming the owner's watchlist in GetReviewNotices: PERMISSION_DENIED, audited
     once; an unknown id: NOT_FOUND; the owner's notices are untouched."""
     broker = broker_factory(review_notice_interval_seconds=0.2)
-    owner = AgencyClient.from_dir(broker.target, pki.directory, OWNER, keystore=tmp_path / "owner")
-    subscriber = AgencyClient.from_dir(broker.target, pki.directory, SUBSCRIBER, keystore=tmp_path / "sub")
-    owner.publish_key()
-    subscriber.publish_key()
-    watchlist = create_watchlist(owner, LIST_ID, subscribers=[SUBSCRIBER])
+    owner, subscriber, watchlist = _owner_and_subscriber(broker, pki, tmp_path)
     update = payload_pb2.WatchlistUpdate(watchlist_id=LIST_ID, version=1, snapshot=True,
                                          upserts=[_entry("e1", "X", SOON)])
     publish_update(owner, update, watchlist=watchlist)
@@ -169,19 +149,17 @@ def test_another_agencys_review_notices_are_refused(
                                                                entries=1)]), "review.due[0].date 0001-01-01"),
     (watchlist_pb2.ReviewSchedule(renewal_reason="renewed\n[forged] line", renewed_entries=1),
      "review.renewal_reason holds a control"),
+    (watchlist_pb2.ReviewSchedule(renewed_entries=1), "review.renewal_reason is required"),
 ])
 def test_an_absurd_review_schedule_is_refused_naming_the_field(
     broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path, review: watchlist_pb2.ReviewSchedule,
     field: str,
 ) -> None:
-    """A review day thousands of years off, or a reason with a line break: INVALID_ARGUMENT naming the field,
-    no version and no schedule stored, one bounded `request.rejected` entry."""
+    """A review day thousands of years off, a reason with a line break, a renewal without a reason:
+    INVALID_ARGUMENT naming the field, no version and no schedule stored, one bounded `request.rejected` entry."""
     broker = broker_factory()
-    owner = AgencyClient.from_dir(broker.target, pki.directory, OWNER, keystore=tmp_path / "owner")
-    owner.publish_key()
-    watchlist = create_watchlist(owner, LIST_ID, subscribers=[SUBSCRIBER])
-    with AgencyClient.from_dir(broker.target, pki.directory, SUBSCRIBER, keystore=tmp_path / "sub") as subscriber:
-        subscriber.publish_key()
+    owner, subscriber, watchlist = _owner_and_subscriber(broker, pki, tmp_path)
+    subscriber.close()
     update = payload_pb2.WatchlistUpdate(watchlist_id=LIST_ID, version=1, snapshot=True,
                                          upserts=[_entry("e1", "X", SOON)])
     with pytest.raises(RemoteError) as refused:
