@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -43,6 +43,8 @@ log = structlog.get_logger(__name__)
 
 PURGED: Final = broker_pb2.PURGED
 EVENT: Final = "retention.purged"
+#: The purged message ids one `RetentionJob.run` returns (an admin's RetentionReport.message_ids) at most.
+MAX_REPORTED_IDS: Final = 1000
 WHAT: Final = ("envelopes", "watchlist_versions", "attachments", "receipts", "revoked_key_bundles")
 WATCHLIST_UPDATE: Final = envelope_pb2.WATCHLIST_UPDATE
 M, D, A, K = tables.messages.c, tables.deliveries.c, attachment_tables.attachments.c, tables.key_bundles.c
@@ -306,16 +308,19 @@ class RetentionJob:
 
     async def run(self, actor: str, trigger: str) -> list[PurgeReport]:
         """Purge what is due, in bounded runs until nothing more is; one audit entry per run that purged."""
-        reports = []
+        reports: list[PurgeReport] = []
         while True:
             policy = self._policy.current
             report: PurgeReport = await self._writer.submit(Purge(
                 policy.retention, self._revocations.revocation_dates, self._blobs(), actor, trigger, policy.digest,
                 self._limit, self._dropped))
             if report.counts:
-                reports.append(report)
                 log.info("retention.purged", audit_index=report.audit_index, messages=len(report.message_ids),
                          undelivered_dropped=report.undelivered_dropped, trigger=trigger)
+                # A first purge of years of traffic runs thousands of times: keep the ids bounded (every id is
+                # in its run's audit entry), so the call's memory and an admin's reply stay small.
+                room = max(MAX_REPORTED_IDS - sum(len(r.message_ids) for r in reports), 0)
+                reports.append(replace(report, message_ids=report.message_ids[:room]))
             if not report.full:
                 return reports
 

@@ -11,16 +11,22 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from broker import retention as retention_module
 from broker.api.v1 import envelope_pb2
 from broker.audit import AuditLog
+from broker.pki import _files
+from broker.pki.dev import ensure_dev_pki
+from broker.pki.revocation import RevocationList
+from broker.policy import Policy, RunningPolicy
 from broker.policy.retention import Period, Retention
-from broker.retention import Purge, PurgeReport, plan
+from broker.retention import Purge, PurgeReport, RetentionJob, plan
 from broker.store import tables
 from broker.store.db import create_engine
 from broker.store.schema import upgrade_schema
 from broker.store.writer import Writer
 
 DAY_US = 86_400 * 1_000_000
+DEV_POLICY = Path(__file__).resolve().parents[3] / "examples" / "policy-dev.toml"
 
 
 @pytest.fixture
@@ -93,3 +99,35 @@ def test_a_backlog_is_purged_in_bounded_runs_each_one_audit_entry(engine: sa.eng
     assert sorted(m for e in entries for m in e["fields"]["message_ids"]) == sorted(purged)
     assert {states[m] for m in purged} == {6}  # PURGED
     assert states[young[0]] == 1
+
+
+def test_a_long_purge_reports_at_most_max_reported_ids(engine: sa.engine.Engine, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """RetentionJob.run over many runs returns at most MAX_REPORTED_IDS ids (memory and an admin's reply stay
+    bounded); every run still has its entry with all its ids, and the counts stay complete."""
+    monkeypatch.setattr(retention_module, "MAX_REPORTED_IDS", 3)
+    old = _store(engine, 7, age_days=40)
+    pki = ensure_dev_pki(tmp_path / "pki", "isb.dev")
+    ca = pki.ca_directory
+    revocations = RevocationList(ca.crl_path, _files.load_certificate(ca.issuing_cert_path))
+    policy = RunningPolicy(Policy.parse(DEV_POLICY.read_text()
+                                        + '\n[retention]\nenvelopes = "30d"\n'))
+
+    async def go() -> list[PurgeReport]:
+        with engine.begin() as conn:
+            writer = Writer(engine, AuditLog.open(conn))
+        writer.start()
+        try:
+            job = RetentionJob(engine, writer, policy, revocations, lambda: None, lambda _dropped: None,
+                               node="test", interval_seconds=3600, limit=2)
+            return await job.run("test", "admin")
+        finally:
+            await writer.stop()
+
+    reports = asyncio.run(go())
+    assert [len(r.message_ids) for r in reports] == [2, 1, 0, 0]
+    assert sum(c.count for r in reports for c in r.counts) == 7
+    with engine.connect() as conn:
+        entries = [json.loads(bytes(r[0])) for r in conn.execute(
+            sa.text("SELECT entry FROM audit_entries WHERE event = 'retention.purged' ORDER BY leaf_index"))]
+    assert sorted(m for e in entries for m in e["fields"]["message_ids"]) == sorted(old)
