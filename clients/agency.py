@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.identity import AGENCY_ID, Role
 from broker.policy.codes import tlp_from_proto
-from broker.protocol import validation
+from broker.protocol import _note, validation
 from broker.protocol.attachments import attachment_key
 from broker.protocol.envelope import (
     PROTOCOL_VERSION,
@@ -41,11 +41,13 @@ from broker.protocol.forwarding import (
 from broker.protocol.keys import EncryptionKey, make_key_bundle, verify_agency_certificate, verify_key_bundle
 from broker.protocol.receipts import make_receipt, verify_receipt
 from broker.protocol.revocation import RevokedCertificate, VerifiedCrl, verify_revocation_list
+from broker.protocol.witness_policy import Policy
 from clients import attachments as _attachments
 from clients._connection import Connection
 from clients._stream import StreamReader
+from clients._transparency import verify_directory_checkpoint, verify_publication
 from clients._trust_state import FILE_NAME as TRUST_STATE_FILE
-from clients._trust_state import TrustState
+from clients._trust_state import HeldCheckpoint, TrustState
 from clients.attachments import Attachment, Progress, ReceivedAttachment
 from clients.errors import ClientError, ProtocolViolation, VerificationError, protocol_errors
 from clients.producer import Producer
@@ -164,10 +166,14 @@ class AgencyClient(Connection):
 
     `AgencyClient(target, cert=..., key=..., ca=...)`; `keystore` is a folder holding this agency's
     HPKE private keys (written 0600), so messages sealed to an older key stay readable.
+    `witness_policy` (a C2SP tlog-policy, `broker.protocol.witness_policy.load_policy`) turns on key
+    transparency: only bundles whose publication a witnessed checkpoint includes are used, and the
+    largest checkpoint seen is kept in the keystore (docs/protocol.md section 18.4).
     """
 
     def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, trust_domain: str = "isb.dev",
-                 keystore: Path | None = None, server_name: str | None = None, timeout: float = 10.0) -> None:
+                 keystore: Path | None = None, server_name: str | None = None, timeout: float = 10.0,
+                 witness_policy: Policy | None = None) -> None:
         super().__init__(target, cert=cert, key=key, ca=ca, role=Role.AGENCY, trust_domain=trust_domain,
                          server_name=server_name, timeout=timeout)
         self.agency = self.identity.spiffe_id.name
@@ -183,6 +189,8 @@ class AgencyClient(Connection):
         self._groups: dict[str, list[str]] = {}
         self._groups_until = 0.0
         self._senders: dict[bytes, tuple[x509.Certificate, str]] = {}
+        self.witness_policy = witness_policy
+        """With a policy, key bundles count only if a checkpoint it accepts includes their publication."""
 
     @classmethod
     def from_dir(cls, target: str, cert_dir: Path, agency: str, **kwargs: Any) -> AgencyClient:
@@ -248,42 +256,74 @@ class AgencyClient(Connection):
             if cached is not None and cached[2].serial_number in crl.revoked:
                 del self._bundles[agency]
         missing = [a for a in wanted if refresh or a not in self._bundles or self._bundles[a][0] < now]
-        revoked: dict[str, str] = {}
+        skipped: dict[str, str] = {}  # why an agency has no usable bundle
         if missing:
             bounds = {a: self._trust.bundle_index[a] for a in missing if a in self._trust.bundle_index}
-            directory = self._call(self._stub.GetDirectory,
-                                   broker_pb2.GetDirectoryRequest(agencies=missing, min_audit_index=bounds))
+            request = broker_pb2.GetDirectoryRequest(agencies=missing, min_audit_index=bounds)
+            if self.witness_policy is not None:
+                self._trust.reload()
+                request.known_tree_size = self._trust.checkpoint.tree_size if self._trust.checkpoint else 0
+            directory = self._call(self._stub.GetDirectory, request)
+            checkpoint = self._witnessed(directory)
             when = dt.datetime.now(dt.UTC)
             for entry in directory.agencies:
                 if entry.agency not in missing:
                     continue
-                best: tuple[int, dt.datetime, envelope_pb2.KeyBundle, x509.Certificate] | None = None
-                indexes = list(entry.key_bundle_audit_index)
-                for position, signed in enumerate(entry.key_bundles):
-                    with protocol_errors():
-                        bundle = verify_key_bundle(signed, trust_roots=self.identity.trust_roots,
-                                                   expected_agency=entry.agency, trust_domain=self.trust_domain,
-                                                   now=when)
-                    certificate = x509.load_der_x509_certificate(signed.certificate)  # verified just above
-                    try:
-                        crl.verify_not_revoked(certificate, who=entry.agency)
-                    except RevokedCertificate as exc:
-                        revoked[entry.agency] = str(exc)
-                        continue
-                    index = indexes[position] if position < len(indexes) else 0
-                    candidate = (index, bundle.not_before.ToDatetime(dt.UTC), bundle, certificate)
-                    if best is None or candidate[:2] > best[:2]:
-                        best = candidate
+                best = self._best_bundle(entry, crl, checkpoint, when, skipped)
                 if best is not None:
                     self._accept_bundle(entry.agency, best[0])
                     self._bundles[entry.agency] = (now + 60.0, best[2], best[3])
         absent = [a for a in wanted if a not in self._bundles]
         if absent:
-            why = "; ".join(revoked[a] for a in absent if a in revoked)
+            why = "; ".join(skipped[a] for a in absent if a in skipped)
             raise ClientError(f"no valid key bundle published by {', '.join(absent)}; "
                               f"each must publish one first (`isb keys publish --agency {absent[0]}`)"
                               + (f" ({why})" if why else ""))
         return {a: self._bundles[a][1] for a in wanted}
+
+    def _best_bundle(self, entry: broker_pb2.DirectoryEntry, crl: VerifiedCrl, checkpoint: _note.Checkpoint | None,
+                     when: dt.datetime, skipped: dict[str, str],
+                     ) -> tuple[int, dt.datetime, envelope_pb2.KeyBundle, x509.Certificate] | None:
+        """Of an agency's bundles, the usable one with the highest publication index (then `not_before`).
+
+        A bundle that does not verify, or whose publication proof does not, raises; a revoked or (with
+        a witness policy) not yet witnessed one is skipped, its reason kept in `skipped`.
+        """
+        best: tuple[int, dt.datetime, envelope_pb2.KeyBundle, x509.Certificate] | None = None
+        indexes = list(entry.key_bundle_audit_index)
+        proofs = entry.key_bundle_proofs
+        for position, signed in enumerate(entry.key_bundles):
+            with protocol_errors():
+                bundle = verify_key_bundle(signed, trust_roots=self.identity.trust_roots,
+                                           expected_agency=entry.agency, trust_domain=self.trust_domain, now=when)
+            certificate = x509.load_der_x509_certificate(signed.certificate)  # verified just above
+            try:
+                crl.verify_not_revoked(certificate, who=entry.agency)
+            except RevokedCertificate as exc:
+                skipped[entry.agency] = str(exc)
+                continue
+            index = indexes[position] if position < len(indexes) else 0
+            if checkpoint is not None:
+                if position >= len(proofs) or not proofs[position].entry:
+                    skipped[entry.agency] = (f"key {bundle.key_id} is not yet in a witnessed checkpoint"
+                                             f" (of size {checkpoint.size}); retry in a few seconds")
+                    continue
+                verify_publication(signed, bundle.key_id, entry.agency, index, proofs[position], checkpoint)
+            candidate = (index, bundle.not_before.ToDatetime(dt.UTC), bundle, certificate)
+            if best is None or candidate[:2] > best[:2]:
+                best = candidate
+        return best
+
+    def _witnessed(self, directory: broker_pb2.Directory) -> _note.Checkpoint | None:
+        """The directory's checkpoint under the witness policy, consistent with the one held (then held)."""
+        if self.witness_policy is None:
+            return None
+        held = self._trust.checkpoint
+        checkpoint = verify_directory_checkpoint(
+            directory.checkpoint, list(directory.consistency_path), policy=self.witness_policy,
+            origin=f"{self.trust_domain}/audit", held=(held.tree_size, held.root_hash) if held else None)
+        self._trust.saw_checkpoint(HeldCheckpoint(checkpoint.size, checkpoint.root, checkpoint.note))
+        return checkpoint
 
     def _accept_bundle(self, agency: str, audit_index: int) -> None:
         seen = self._trust.bundle_index.get(agency, 0)

@@ -15,6 +15,7 @@ from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.attachments.desk import AttachmentDesk
 from broker.attachments.operations import Upload
 from broker.audit.refusals import bounded
+from broker.audit.witnessed import WitnessedCheckpoints
 from broker.delivery.exchange import Exchange
 from broker.delivery.operations import Accepted
 from broker.directory import PublishBundle, Registry, current_bundles
@@ -61,7 +62,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
     def __init__(self, auth: Authenticator, exchange: Exchange, writer: Writer, registry: Registry,
                  policy: RunningPolicy, trust_roots: Callable[[], Sequence[x509.Certificate]],
                  trust_domain: str, attachments: AttachmentDesk, *,
-                 revocation_list: Callable[[], broker_pb2.RevocationList] | None = None) -> None:
+                 revocation_list: Callable[[], broker_pb2.RevocationList] | None = None,
+                 witnessed: WitnessedCheckpoints | None = None) -> None:
+        self._witnessed = witnessed
         self._attachments = attachments
         self._auth = auth
         self._exchange = exchange
@@ -251,7 +254,27 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                     f" audit index {bound} (newest: {newest}); ask an up-to-date broker")
         for name, members in sorted(self._policy.current.groups.items()):
             directory.groups.add(name=name, members=sorted(members))
+        await self._prove_publications(directory, request.known_tree_size)
         return directory
+
+    async def _prove_publications(self, directory: broker_pb2.Directory, known_size: int) -> None:
+        """Attach each bundle's publication proof and the checkpoint they lead to (protocol 18.4)."""
+        witnessed = self._witnessed
+        if witnessed is None:
+            return
+        indexes = [i for entry in directory.agencies for i in entry.key_bundle_audit_index]
+        proofs = await self._exchange.read(lambda conn: witnessed.prove(conn, indexes, known_size))
+        if proofs is None:
+            return  # nothing signed yet: bundles go without proofs, and a checking SDK waits
+        directory.checkpoint = proofs.checkpoint.note
+        directory.consistency_path.extend(proofs.consistency)
+        for entry in directory.agencies:
+            for index in entry.key_bundle_audit_index:
+                publication = proofs.publications.get(index)
+                proof = entry.key_bundle_proofs.add()
+                if publication is not None:
+                    proof.entry = publication.entry
+                    proof.inclusion_path.extend(publication.path)
 
 
     async def UploadAttachment(self, request_iterator: AsyncIterator[broker_pb2.UploadRequest],

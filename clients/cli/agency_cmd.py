@@ -11,6 +11,8 @@ from rich.text import Text
 
 from broker.api.v1 import envelope_pb2
 from broker.policy import TLP_CODES
+from broker.protocol.errors import ProtocolError
+from broker.protocol.witness_policy import load_policy
 from clients.agency import MLKEM768_X25519, X25519, AgencyClient, ReceivedMessage
 from clients.cli.failures import CommandError
 from clients.cli.options import add_broker_arguments, settings
@@ -56,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     body.add_argument("--file", type=Path, help="read the body from a file ('-' for standard input)")
     send.add_argument("--attach", type=Path, action="append", default=[], metavar="FILE",
                       help="attach a file, encrypted and uploaded in chunks (repeatable; up to 16)")
+    send.add_argument("--witness-policy", type=Path, default=None, metavar="FILE",
+                      help="a C2SP tlog-policy: use only key bundles proven to a checkpoint its witness quorum"
+                           " cosigned (docs/protocol.md section 18.4)")
     send.set_defaults(func=_send)
 
     listen = subparsers.add_parser("listen", help="receive, verify, print and acknowledge deliveries")
@@ -74,7 +79,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def agency_client(args: argparse.Namespace) -> AgencyClient:
     """The SDK client the connection options describe."""
-    return AgencyClient.from_dir(args.broker, args.certs, args.agency, trust_domain=args.trust_domain)
+    policy_file: Path | None = getattr(args, "witness_policy", None)
+    try:
+        policy = load_policy(policy_file) if policy_file is not None else None
+    except ProtocolError as exc:
+        raise CommandError(str(exc), "give a C2SP tlog-policy file (docs/protocol.md section 18.2)") from exc
+    return AgencyClient.from_dir(args.broker, args.certs, args.agency, trust_domain=args.trust_domain,
+                                 witness_policy=policy)
 
 
 def _publish(args: argparse.Namespace) -> int:
