@@ -1070,6 +1070,90 @@ def audit_log_vectors() -> tuple[dict[str, Any], bytes]:
     return log_vector, ("\n".join(good) + "\n").encode()
 
 
+def _cosigners() -> list[tuple[str, Ed25519PrivateKey]]:
+    names = ["witness.customs.vectors.isb/w1", "witness.police.vectors.isb/w2", "witness.border.vectors.isb/w3"]
+    return [(name, Ed25519PrivateKey.from_private_bytes(_seed(f"cosigner {n + 1}"))) for n, name in enumerate(names)]
+
+
+def _witness_policy() -> str:
+    """The tlog-policy of the vectors: the audit key, the three cosigners, 2 of them."""
+    return "".join([
+        f"log {_note.encode_vkey(AUDIT_ORIGIN, _audit_signer().public_key())}\n",
+        *(f"witness w{n + 1} {_cosignature.encode_cosigner_vkey(name, wkey.public_key())}\n"
+          for n, (name, wkey) in enumerate(_cosigners())),
+        "group agencies 2 w1 w2 w3\n", "quorum agencies\n"])
+
+
+def _cosigned_note(size: int, root: bytes, when: dt.datetime, witnesses: int = 3) -> bytes:
+    """A checkpoint signed by the audit key and cosigned by the first `witnesses` cosigners."""
+    extensions = (_note.timestamp_extension(when),)
+    text = _note.checkpoint_text(AUDIT_ORIGIN, size, root, extensions)
+    note = _note.sign_checkpoint(AUDIT_ORIGIN, size, root, AUDIT_ORIGIN, _audit_signer(), extensions=extensions)
+    lines = [_cosignature.cosign(text, name, wkey, int(when.timestamp()) + 1 + n)
+             for n, (name, wkey) in enumerate(_cosigners()[:witnesses])]
+    return _cosignature.attach(note, lines)
+
+
+def directory_proof_vector() -> dict[str, Any]:
+    """A key bundle's publication entry proven to a cosigned checkpoint (docs/protocol.md section 18.4)."""
+    ca_key, ca = _authority()
+    party = _party(ca_key, ca, "DE-BKA", X25519_SUITE, 300)
+    signed = envelope_pb2.SignedKeyBundle.FromString(bytes.fromhex(party["signed_key_bundle_hex"]))
+    bundle = envelope_pb2.KeyBundle.FromString(signed.bundle)
+    events = _audit_events()
+    publication = AuditEvent(
+        "keybundle.published", "spiffe://vectors.isb/agency/DE-BKA", CREATED + dt.timedelta(seconds=6),
+        agency="DE-BKA", fields={"bundle_sha256": hashlib.sha256(signed.bundle).hexdigest(),
+                                 "key_id": bundle.key_id, "suite": envelope_pb2.KeySuite.Name(bundle.suite)})
+    index = len(events)
+    events = [*events, publication, AuditEvent("audit.query", "spiffe://vectors.isb/auditor/a",
+                                               CREATED + dt.timedelta(seconds=7))]
+    entries = [e.to_entry_bytes(i) for i, e in enumerate(events)]
+    tree = _merkle.MemoryTree()
+    for entry in entries:
+        tree.append(_merkle.leaf_hash(entry))
+    size, held = tree.size, 4
+    when = CREATED + dt.timedelta(seconds=8)
+    note = _cosigned_note(size, tree.root(), when).decode()
+    path = _merkle.inclusion_proof(index, size, tree.subtree)
+    consistency = _merkle.consistency_proof(held, size, tree.subtree)
+    other_tree = _merkle.MemoryTree()
+    for entry in entries[:held]:
+        other_tree.append(_merkle.leaf_hash(entry + b" "))
+    good: dict[str, Any] = {
+        "agency": "DE-BKA", "key_id": bundle.key_id, "key_bundle_audit_index": index,
+        "signed_key_bundle_hex": signed.SerializeToString().hex(),
+        "bundle_sha256_hex": hashlib.sha256(signed.bundle).hexdigest(),
+        "entry_utf8": entries[index].decode(), "leaf_hash_hex": _merkle.leaf_hash(entries[index]).hex(),
+        "inclusion_path_hex": [h.hex() for h in path], "checkpoint_note": note,
+        "held_tree_size": held, "held_root_hash_hex": tree.root(held).hex(),
+        "consistency_path_hex": [h.hex() for h in consistency],
+    }
+    other_entry = entries[index].decode().replace(bundle.key_id, "0" * len(bundle.key_id))
+    refused: list[tuple[str, dict[str, Any]]] = [
+        ("the entry names another key id", {"entry_utf8": other_entry}),
+        ("the stated audit index is not the entry's", {"key_bundle_audit_index": index - 1}),
+        ("an inclusion path hash flipped",
+         {"inclusion_path_hex": [_flip(path[0], 0).hex(), *good["inclusion_path_hex"][1:]]}),
+        ("the checkpoint has one cosignature of the two the policy needs",
+         {"checkpoint_note": _cosigned_note(size, tree.root(), when, witnesses=1).decode()}),
+        ("the held checkpoint is larger: a rollback",
+         {"held_tree_size": size + 1, "held_root_hash_hex": tree.root().hex(), "consistency_path_hex": []}),
+        ("the held checkpoint is of another history: a fork", {"held_root_hash_hex": other_tree.root().hex()}),
+    ]
+    return {
+        "name": "directory-proof",
+        "description": "Directory transparency (docs/protocol.md section 18.4): the keybundle.published entry of"
+                       " a DE-BKA key bundle (fields.bundle_sha256 = SHA-256 of SignedKeyBundle.bundle), its RFC 9162"
+                       " inclusion path to a checkpoint cosigned under the policy (2 of 3), and the consistency path"
+                       " from a held checkpoint; each must_be_refused case changes the listed members of valid",
+        "policy": _witness_policy(),
+        "origin": AUDIT_ORIGIN,
+        "valid": good,
+        "must_be_refused": [{"description": what, "changes": changes} for what, changes in refused],
+    }
+
+
 def cosigned_checkpoint_vector() -> dict[str, Any]:
     """A checkpoint cosigned by three witnesses (tlog-cosignature/v1 Ed25519) and a tlog-policy for it."""
     key = _audit_signer()
@@ -1079,12 +1163,11 @@ def cosigned_checkpoint_vector() -> dict[str, Any]:
     extensions = (_note.timestamp_extension(when),)
     text = _note.checkpoint_text(AUDIT_ORIGIN, size, root, extensions)
     note = _note.sign_checkpoint(AUDIT_ORIGIN, size, root, AUDIT_ORIGIN, key, extensions=extensions)
-    names = ["witness.customs.vectors.isb/w1", "witness.police.vectors.isb/w2", "witness.border.vectors.isb/w3"]
+    names = [name for name, _ in _cosigners()]
     witnesses: list[dict[str, Any]] = []
     lines: list[str] = []
     timestamps: list[int] = []
-    for n, name in enumerate(names):
-        wkey = Ed25519PrivateKey.from_private_bytes(_seed(f"cosigner {n + 1}"))
+    for n, (name, wkey) in enumerate(_cosigners()):
         timestamp = int(when.timestamp()) + 1 + n
         line = _cosignature.cosign(text, name, wkey, timestamp)
         lines.append(line)
@@ -1097,10 +1180,7 @@ def cosigned_checkpoint_vector() -> dict[str, Any]:
             "vkey": _cosignature.encode_cosigner_vkey(name, wkey.public_key()), "timestamp": timestamp,
             "signed_message": _cosignature.signed_message(text, timestamp).decode(),
             "signature_line": line, "signature_hex": blob[12:].hex()})
-    policy = "".join([
-        f"log {_note.encode_vkey(AUDIT_ORIGIN, key.public_key())}\n",
-        *(f"witness w{n + 1} {w['vkey']}\n" for n, w in enumerate(witnesses)),
-        "group agencies 2 w1 w2 w3\n", "quorum agencies\n"])
+    policy = _witness_policy()
     full = _cosignature.attach(note, lines).decode()
     two = _cosignature.attach(note, [lines[0], lines[2]]).decode()
     one = _cosignature.attach(note, [lines[1]]).decode()
@@ -1259,6 +1339,7 @@ def all_vectors() -> list[dict[str, Any]]:
         checkpoint_vector(),
         crl_freshness_vector(),
         cosigned_checkpoint_vector(),
+        directory_proof_vector(),
     ]
 
 

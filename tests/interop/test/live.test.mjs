@@ -13,6 +13,7 @@ import { envelopeSha256, openEnvelope, seal } from "../lib/envelope.mjs";
 import { fingerprint, parseCertificate, privateKeyFromPem, verifyAgencyCertificate } from "../lib/identity.mjs";
 import { dateOf, decode, enums, timestampOf } from "../lib/proto.mjs";
 import { makeReceipt, verifyKeyBundle } from "../lib/signed.mjs";
+import * as witness from "../lib/witness.mjs";
 
 const { ISB_INTEROP_TARGET: target, ISB_INTEROP_CERTS: certs, ISB_INTEROP_WORK: work } = process.env;
 const trustDomain = process.env.ISB_INTEROP_TRUST_DOMAIN ?? "isb.dev";
@@ -140,4 +141,30 @@ test("verifies a fresh checkpoint, the inclusion of its own message, and an expo
   assert.ok(report.entries > sent.audit_index);
   fs.writeFileSync(path.join(work, "node-export.jsonl"), text);
   auditor.close();
+});
+
+test("checks the directory's key bundle proofs against the broker's checkpoint", { skip }, async () => {
+  // The test broker has no witness policy, so it proves to its latest checkpoint: the policy here
+  // trusts its log with `quorum none` (docs/protocol.md section 18.4).
+  const origin = `${trustDomain}/audit`;
+  const policy = witness.parsePolicy(`log ${audit.encodeVkey(origin, audit.ed25519FromPem(read("audit.pub")))}\nquorum none\n`);
+  const me = connect(target, certs, "NL-FIOD");
+  const auditor = connect(target, certs, "auditor");
+  await auditor.call("GetCheckpoint", { fresh: true }); // covers every bundle published so far
+  auditor.close();
+  const directory = await me.call("GetDirectory", { agencies: ["DE-BKA", "FR-CUSTOMS"] });
+  let proven = 0;
+  for (const entry of directory.agencies) {
+    entry.key_bundles.forEach((signedBundle, i) => {
+      const proof = entry.key_bundle_proofs[i];
+      if (!proof.entry?.length) return; // published after the checkpoint: not witnessed yet
+      const keyId = decode("KeyBundle", signedBundle.bundle).key_id;
+      witness.verifyDirectoryProof({ policy, origin, note: directory.checkpoint, consistency: [], held: null,
+        signedBundle, agency: entry.agency, keyId, auditIndex: Number(entry.key_bundle_audit_index[i]),
+        entry: proof.entry, inclusionPath: proof.inclusion_path ?? [] });
+      proven += 1;
+    });
+  }
+  assert.ok(proven >= 2, `${proven} bundles proven`);
+  me.close();
 });

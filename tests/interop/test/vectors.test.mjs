@@ -12,6 +12,7 @@ import { parseCertificate, privateKeyFromPem, verifyAgencyCertificate } from "..
 import * as P from "../lib/pae.mjs";
 import { decode, enums } from "../lib/proto.mjs";
 import { verifyForwardConsent, verifyKeyBundle, verifyReceipt } from "../lib/signed.mjs";
+import * as witness from "../lib/witness.mjs";
 
 const DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../vectors");
 const load = (name) => JSON.parse(fs.readFileSync(path.join(DIR, `${name}.json`), "utf8"));
@@ -238,5 +239,43 @@ test("RFC 6962 reference vectors", () => {
   }
   for (const c of v.consistency) {
     audit.verifyConsistency(c.first, c.second, fromHex(v.roots[c.first]), fromHex(v.roots[c.second]), c.proof.map(fromHex));
+  }
+});
+
+test("cosigned checkpoints under a tlog-policy", () => {
+  const v = load("cosigned-checkpoint");
+  const policy = witness.parsePolicy(v.policy);
+  for (const w of v.witnesses) {
+    assert.equal(toHex(witness.parseCosignerVkey(w.vkey).keyId), w.key_id_hex);
+  }
+  for (const c of v.valid) {
+    const cp = witness.verifyCheckpointUnderPolicy(utf8(c.note), policy, v.audit_key.origin);
+    assert.deepEqual([...cp.cosigned].sort(), c.cosigned_by, c.description);
+  }
+  for (const c of v.must_be_refused) {
+    assert.throws(() => witness.verifyCheckpointUnderPolicy(utf8(c.note), policy, v.audit_key.origin),
+      VerificationError, c.description);
+  }
+});
+
+test("directory bundle inclusion proofs", () => {
+  const v = load("directory-proof");
+  const policy = witness.parsePolicy(v.policy);
+  const check = (c) => {
+    const signedBundle = decode("SignedKeyBundle", fromHex(c.signed_key_bundle_hex));
+    const keyId = decode("KeyBundle", signedBundle.bundle).key_id; // recomputed from the bundle received
+    assert.equal(keyId, v.valid.key_id);
+    return witness.verifyDirectoryProof({
+      policy, origin: v.origin, note: utf8(c.checkpoint_note), consistency: c.consistency_path_hex.map(fromHex),
+      held: { size: c.held_tree_size, root: fromHex(c.held_root_hash_hex) }, signedBundle, agency: c.agency, keyId,
+      auditIndex: c.key_bundle_audit_index, entry: utf8(c.entry_utf8), inclusionPath: c.inclusion_path_hex.map(fromHex),
+    });
+  };
+  const signed = decode("SignedKeyBundle", fromHex(v.valid.signed_key_bundle_hex));
+  assert.equal(toHex(SHA256(signed.bundle)), v.valid.bundle_sha256_hex);
+  assert.equal(toHex(audit.leafHash(utf8(v.valid.entry_utf8))), v.valid.leaf_hash_hex);
+  assert.ok(check(v.valid).size > v.valid.key_bundle_audit_index);
+  for (const c of v.must_be_refused) {
+    assert.throws(() => check({ ...v.valid, ...c.changes }), VerificationError, c.description);
   }
 });
