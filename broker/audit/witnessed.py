@@ -51,13 +51,20 @@ class WitnessedCheckpoints:
         self._origin = origin
         self._lock = threading.Lock()
         self._best: CheckpointRecord | None = None  # never goes back: checkpoints are only added
+        # Notes refused as they stood (tree size -> note): not verified again until cosignatures arrive.
+        self._refused: dict[int, bytes] = {}
 
     def _accepted(self, record: CheckpointRecord) -> bool:
         if self._policy is None:
             return True
+        if self._refused.get(record.tree_size) == record.note:
+            return False
         try:
             verify_checkpoint_against_policy(record.note, self._policy, origin=self._origin)
         except VerificationError:
+            if len(self._refused) >= 4 * _SEARCH_LIMIT:
+                self._refused.clear()
+            self._refused[record.tree_size] = record.note
             return False
         return True
 

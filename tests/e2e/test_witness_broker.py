@@ -74,7 +74,7 @@ def _cosigned(auditor: AuditorClient, size_above: int = 0) -> tuple[int, tuple[s
     return checkpoint.size, auditor.cosigned_by
 
 
-def test_broker_collects_a_quorum_and_survives_a_dead_witness(
+def test_broker_collects_a_quorum_survives_a_dead_witness_and_its_restart(
         pki: DevPki, database: Database, tmp_path: Path, witnesses: dict[str, RunningWitness],
         witness_settings: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     broker = RunningBroker(broker_config(pki, database, **witness_settings))
@@ -92,6 +92,10 @@ def test_broker_collects_a_quorum_and_survives_a_dead_witness(
             assert len(cosigned) >= 2
             assert (REGISTRY.get_sample_value("isb_witness_submissions_total",
                                               {"witness": "NL-FIOD", "outcome": "unreachable"}) or 0) >= 1
+            # Restarted mid-stream on its state file, it takes up again from the size it holds.
+            witnesses["NL-FIOD"].start()
+            _activity(pki, broker, tmp_path / "restart", "NL-FIOD")
+            new_size, cosigned = _until(lambda: _cosigned_by(auditor, new_size, "NL-FIOD"))
             export = tmp_path / "export.jsonl"
             with export.open("wb") as stream:
                 auditor.export(stream)
@@ -196,6 +200,12 @@ def test_directory_bundles_arrive_with_proofs_the_sdk_checks(
 
 def _held_size(keystore: Path) -> int:
     return int(json.loads((keystore / "trust-state.json").read_text())["checkpoint"]["tree_size"])
+
+
+def _cosigned_by(auditor: AuditorClient, size_above: int, witness: str) -> tuple[int, tuple[str, ...]]:
+    size, cosigned = _cosigned(auditor, size_above)
+    assert witness in cosigned
+    return size, cosigned
 
 
 def _note_has_line(auditor: AuditorClient, name: str) -> None:
