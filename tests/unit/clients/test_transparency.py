@@ -176,3 +176,11 @@ def test_a_malformed_checkpoint_member_is_an_error_not_a_reset(tmp_path: Path, m
                                 "checkpoint": member}))
     with pytest.raises(TrustStateError):
         TrustState(path)
+
+
+@given(st.binary(max_size=400), st.lists(st.binary(max_size=40), max_size=4), st.integers(0, 10))
+def test_directory_checkpoint_check_never_crashes(note: bytes, consistency: list[bytes], held_size: int) -> None:
+    """Whatever the broker sends as the checkpoint and consistency path, the answer is the SDK's refusal."""
+    with pytest.raises(ProtocolViolation):
+        verify_directory_checkpoint(note, consistency, policy=_policy(), origin=ORIGIN,
+                                    held=(held_size, bytes(32)))
