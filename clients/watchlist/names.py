@@ -176,10 +176,12 @@ def _part_similarity(a: str, b: str, *, prefix: bool) -> tuple[float, int]:
 
 
 _MATCH_FLOOR: Final = 0.55
+_JOINED_FLOOR: Final = 0.7
 
 
 def _align(passenger: tuple[str, ...], entry: tuple[str, ...], optional: frozenset[str],
-           truncated: bool) -> tuple[float, float, float, int, int, int]:
+           truncated: bool) -> tuple[float, float, float, int, int, int, bool]:
+    """(passenger coverage, entry coverage, weakest part, exact, variant, initials, every part paired)."""
     pairs = []
     last = len(passenger) - 1
     for i, a in enumerate(passenger):
@@ -205,7 +207,8 @@ def _align(passenger: tuple[str, ...], entry: tuple[str, ...], optional: frozens
     entry_cov = total / max(counted_entry, 1)
     # The weakest passenger part: 0 when one of them matches nothing on the entry.
     weakest = weakest if used_p and len(used_p) == len(passenger) else 0.0
-    return passenger_cov, entry_cov, weakest, counts[0], counts[1], counts[2]
+    complete = len(used_p) == len(passenger) and len(used_e) == len(entry)
+    return passenger_cov, entry_cov, weakest, counts[0], counts[1], counts[2], complete
 
 
 def _joins(parts: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -233,14 +236,20 @@ def compare_names(passenger: ParsedName, entry: ParsedName) -> NameComparison:
     best = _align(p_core, e_core, entry.optional, passenger.truncated)
     joined = False
     score = best[0] + best[1]
-    if best[0] < 1.0 or best[1] < 1.0:
-        for p_alt in [p_core, *_groups(passenger)]:
-            for e_alt in [e_core, *_groups(entry)]:
-                if p_alt is p_core and e_alt is e_core:
-                    continue
-                candidate = _align(p_alt, e_alt, entry.optional, passenger.truncated)
-                if candidate[0] + candidate[1] > score + 1e-9:
-                    best, score, joined = candidate, candidate[0] + candidate[1], True
-    passenger_cov, entry_cov, weakest, exact, variant, initials = best
+    alternatives: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+    if not best[6] and OSA.normalized_similarity("".join(p_core), "".join(e_core)) >= _JOINED_FLOOR:
+        # A part left unpaired, and the names alike written together: joining adjacent parts of the
+        # side with more parts may pair it.
+        p_alts = [p_core, *_groups(passenger)] if len(p_core) >= len(e_core) else [p_core]
+        e_alts = [e_core, *_groups(entry)] if len(e_core) >= len(p_core) else [e_core]
+        alternatives = [(a, b) for a in p_alts for b in e_alts if a is not p_core or b is not e_core]
+    elif score < 2.0 and len(p_core) > 1:
+        # Every part paired, some loosely: the whole names compared as one (short skeletons say more joined).
+        alternatives = [(("".join(p_core),), ("".join(e_core),))]
+    for p_alt, e_alt in alternatives:
+        candidate = _align(p_alt, e_alt, entry.optional, passenger.truncated)
+        if candidate[0] + candidate[1] > score + 1e-9:
+            best, score, joined = candidate, candidate[0] + candidate[1], True
+    passenger_cov, entry_cov, weakest, exact, variant, initials, _ = best
     return NameComparison(passenger_cov, entry_cov, weakest, exact, variant, initials, joined,
                           len(p_core), len([p for p in e_core if p not in entry.optional]) or len(e_core))

@@ -344,9 +344,7 @@ class WatchlistReplica:
             if self._index is None:
                 index = ScreeningIndex()
                 with _no_cyclic_gc():
-                    for entry_id, keys, digests in self._db.execute(
-                            "SELECT entry_id, index_keys, index_digests FROM replica_entries"):
-                        index.add_keys(entry_id, keys, digests)
+                    index.add_many(self._db.execute("SELECT entry_id, index_keys, index_digests FROM replica_entries"))
                     index.build()
                 self._index = index
             return self._index
