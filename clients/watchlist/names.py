@@ -55,6 +55,7 @@ _DOUBLES: Final = re.compile(r"(.)\1+")
 _PNR: Final = re.compile(r"^\s*([^/]+)/([^/]*)$")
 _TRUNCATED_AT: Final = 29
 _CACHE_LIMIT: Final = 2_000_000
+_LATIN_END: Final = "\u0250"  # letters below this are Latin (Basic Latin to Latin Extended-B)
 _latin_cache: dict[str, tuple[str, ...]] = {}
 _skeleton_cache: dict[str, str] = {}
 
@@ -64,8 +65,14 @@ def to_latin(text: str) -> tuple[str, ...]:
     found = _latin_cache.get(text)
     if found is not None:
         return found
-    latin = text.upper() if text.isascii() else _TRANSLITERATOR.transliterate(text).upper()
-    parts = tuple(p for p in _SEPARATORS.split(_APOSTROPHES.sub("", latin)) if p and p not in TITLES)
+    if text.isascii():
+        latin, titles = text.upper(), TITLES
+    else:
+        # A final ta marbuta is a vowel (FATIMA, AISHA), not the T that ICU writes; and a name written
+        # in another script holds no Latin titles (عمر reads MR).
+        latin = _TRANSLITERATOR.transliterate(text.replace("\u0629", "\u0647")).upper()
+        titles = TITLES if all(c < _LATIN_END or not c.isalpha() for c in text) else frozenset()
+    parts = tuple(p for p in _SEPARATORS.split(_APOSTROPHES.sub("", latin)) if p and p not in titles)
     if len(_latin_cache) < _CACHE_LIMIT:
         _latin_cache[text] = parts
     return parts
