@@ -11,6 +11,7 @@ threshold on the training seed (1) and prints them for clients/watchlist/screeni
     .venv/bin/python -m bench.bench_screening [--entries 1000000] [--passengers 100000] [--direct]
     .venv/bin/python -m bench.bench_screening --quick        # 100,000 entries, 20,000 passengers
     .venv/bin/python -m bench.bench_screening --fit          # training seed: weights and threshold
+    .venv/bin/python -m bench.bench_screening --collisions   # namesakes born the same day, by parsing alone
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from broker.pki.dev import ensure_dev_pki
 from broker.protocol.envelope import seal
 from broker.protocol.keys import EncryptionKey
 from clients.watchlist import VersionOpener, WatchlistReplica
+from clients.watchlist.dates import parse_date
+from clients.watchlist.names import parse_name, skeleton
 from clients.watchlist.payloads import WATCHLIST_UPDATE_CONTENT_TYPE
 from clients.watchlist.screening import DEFAULT_MIN_SCORE, FEATURE_NAMES, Evidence, Hit, ScreeningIndex
 
@@ -243,6 +246,29 @@ def _fit(entries: int, passengers: int, per_type: int) -> None:
     _print_report(_metrics(data.manifest, hits, best), [], {"train_entries": entries})
 
 
+def _collisions(data: ScreeningSet) -> None:
+    """How many ordinary passengers share name and full date of birth with a listed entry, counted by
+    parsing alone: the false alarms that any screening with recall on exact names must raise."""
+    exact: set[tuple[tuple[str, ...], tuple[int, int, int]]] = set()
+    alike: set[tuple[tuple[str, ...], tuple[int, int, int]]] = set()
+    for entry in data.entries:
+        d = entry.date_of_birth
+        if d.day:
+            core = parse_name(entry.family_name, entry.given_names).core
+            exact.add((tuple(sorted(core)), (d.year, d.month, d.day)))
+            alike.add((tuple(sorted(skeleton(p) for p in core)), (d.year, d.month, d.day)))
+    ordinary = [m.record for m in data.manifest if m.variation == "ordinary"]
+    same = similar = 0
+    for record in ordinary:
+        born = parse_date(record.date_of_birth)
+        if born is not None and born.day:
+            core = parse_name(record.family_name, record.given_names).core
+            same += (tuple(sorted(core)), (born.year, born.month, born.day)) in exact
+            similar += (tuple(sorted(skeleton(p) for p in core)), (born.year, born.month, born.day)) in alike
+    print(f"{len(ordinary)} ordinary passengers: {same / len(ordinary):.4f} share the spelling and the date of birth "
+          f"of an entry, {similar / len(ordinary):.4f} the name up to romanisation (skeletons) and the date")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=1_000_000)
@@ -253,6 +279,8 @@ def main() -> None:
     parser.add_argument("--direct", action="store_true", help="index the entries directly, without a replica")
     parser.add_argument("--quick", action="store_true", help="100,000 entries and 20,000 passengers")
     parser.add_argument("--fit", action="store_true", help="fit weights and threshold on the training seed")
+    parser.add_argument("--collisions", action="store_true",
+                        help="only count ordinary passengers sharing name and date of birth with an entry")
     args = parser.parse_args()
     if args.quick:
         args.entries, args.passengers, args.per_type = 100_000, 20_000, 100
@@ -263,6 +291,9 @@ def main() -> None:
     t0 = time.perf_counter()
     data = make_set(args.entries, args.passengers, seed=args.seed, per_type=args.per_type)
     generate_s = time.perf_counter() - t0
+    if args.collisions:
+        _collisions(data)
+        return
     records = [m.record for m in data.manifest]
     with tempfile.TemporaryDirectory() as tmp:
         rss_before = _rss_mb()
