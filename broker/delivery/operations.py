@@ -133,7 +133,7 @@ class AcceptEnvelope:
             batch.insert(tables.deliveries, {
                 "message_id": h.message_id, "recipient": recipient, "seq": seq, "priority": h.priority,
                 "state": PENDING, "attempts": 0, "updated_us": batch.now_us,
-                "receipt": None, "receipt_signature": None, "receipt_cert": None,
+                "receipt": None, "receipt_signature": None, "receipt_batch": None, "receipt_cert": None,
             })
             queued.append(QueuedDelivery(h.message_id, recipient, h.priority, seq, self.expires_us,
                                          batch.now_us, self.parsed, 0, self.sender_cert_der))
@@ -224,7 +224,7 @@ _ACKNOWLEDGE = (
     tables.deliveries.update()
     .where(tables.deliveries.c.message_id == sa.bindparam("m"), tables.deliveries.c.recipient == sa.bindparam("r"))
     .values(state=ACKNOWLEDGED, updated_us=sa.bindparam("t"), receipt=sa.bindparam("rc"),
-            receipt_signature=sa.bindparam("rs"), receipt_cert=sa.bindparam("rf"))
+            receipt_signature=sa.bindparam("rs"), receipt_batch=sa.bindparam("rb"), receipt_cert=sa.bindparam("rf"))
 )
 
 _MARK_IN_FLIGHT = (
@@ -271,6 +271,7 @@ class VerifiedReceipt:
     status: envelope_pb2.ReceiptStatus.ValueType
     receipt: bytes
     signature: bytes
+    batch_signature: bytes | None  # serialized BatchSignature of a batch-signed receipt (section 21)
     cert_fingerprint: bytes
     cert_der: bytes
     envelope_sha256: bytes
@@ -300,8 +301,8 @@ class RecordReceipts:
             raise InvalidReceipt("receipts refused, none recorded: " + "; ".join(problems))
         for r in self.receipts:
             remember_certificate(batch, self.known_certs, r.cert_fingerprint, r.cert_der)
-        executemany(batch.conn, _ACKNOWLEDGE, ("m", "r", "t", "rc", "rs", "rf"), [
-            (r.message_id, r.recipient, batch.now_us, r.receipt, r.signature, r.cert_fingerprint)
+        executemany(batch.conn, _ACKNOWLEDGE, ("m", "r", "t", "rc", "rs", "rb", "rf"), [
+            (r.message_id, r.recipient, batch.now_us, r.receipt, r.signature, r.batch_signature, r.cert_fingerprint)
             for r in self.receipts
         ])
         for r in self.receipts:
