@@ -1,38 +1,26 @@
 // Merkle batch signatures, docs/protocol.md section 21: one signature over the RFC 9162 tree head
 // of a batch, an inclusion path per member; each member verifies alone.
-import { concat, SHA256, VerificationError } from "./bytes.mjs";
+import { leafHash as entryLeafHash, rootFromInclusion } from "./audit.mjs";
+import { SHA256, VerificationError } from "./bytes.mjs";
 import { verify } from "./identity.mjs";
 import { int, pae } from "./pae.mjs";
 
 const MAX_BATCH = 4096;
 const MAX_PATH = 12;
-const nodeHash = (l, r) => SHA256(concat(Uint8Array.of(1), l, r));
 
 /** SHA-256(0x00 || SHA-256(PAE(T, b))): the leaf hash of structure bytes `b` of purpose `T`. */
-export const leafHash = (purpose, bytes) => SHA256(concat(Uint8Array.of(0), SHA256(pae(purpose, bytes))));
+export const leafHash = (purpose, bytes) => entryLeafHash(SHA256(pae(purpose, bytes)));
 
 /** PAE(T || "-batch", ASCII(n), root): what the batch signature covers. */
 export const rootSigningInput = (purpose, size, root) => pae(`${purpose}-batch`, int(size), root);
 
-/** RFC 9162 2.1.3.2 steps 1-5: the root the path leads to (no final comparison). */
+/** The root the path leads to (RFC 9162 2.1.3.2 without the final comparison), step 1 if it fails. */
 export function rootFromPath(leaf, index, size, path) {
-  if (!(index >= 0 && index < size)) throw new VerificationError("batch leaf index is not in the tree", 1);
-  let fn = BigInt(index);
-  let sn = BigInt(size - 1);
-  let r = leaf;
-  for (const p of path) {
-    if (sn === 0n) throw new VerificationError("batch path is too long", 1);
-    if (fn & 1n || fn === sn) {
-      r = nodeHash(p, r);
-      if (!(fn & 1n)) while (fn !== 0n && !(fn & 1n)) { fn >>= 1n; sn >>= 1n; }
-    } else {
-      r = nodeHash(r, p);
-    }
-    fn >>= 1n;
-    sn >>= 1n;
+  try {
+    return rootFromInclusion(leaf, index, size, path);
+  } catch (error) {
+    throw new VerificationError(`batch path: ${error.message}`, 1);
   }
-  if (sn !== 0n) throw new VerificationError("batch path is too short", 1);
-  return r;
 }
 
 /**
