@@ -13,9 +13,10 @@ from broker.errors import VerificationError
 from broker.protocol import _merkle, batch
 from broker.protocol.envelope import envelope_sha256, open_envelope, seal, sign_envelopes, verify_outer
 from broker.protocol.errors import ProtocolError
+from broker.protocol.forwarding import forwarded_content, verify_forwarded
 from broker.protocol.keys import certificate_sha256, identity_public_key, sign_identity
 from broker.protocol.receipts import new_receipt, sign_receipts, verify_receipt
-from tests.unit.protocol.protocol_testpki import NOW, Agency, Pki
+from tests.unit.protocol.protocol_testpki import NOW, TRUST_DOMAIN, Agency, Pki
 
 MESSAGE_ID = "0190a000-0000-7000-8000-000000000001"
 
@@ -297,4 +298,29 @@ def test_any_bytes_as_a_batch_signature_are_refused_as_a_protocol_error(pki: Pki
             proof,
             public_key=identity_public_key(certificate),
             signer_sha256=certificate_sha256(certificate),
+        )
+
+
+def test_a_forward_of_a_batch_signed_original_carries_its_batch_signature(pki: Pki) -> None:
+    """The forwarded record keeps the original's batch signature; the new recipient verifies it, and
+    refuses it once its path is altered."""
+    original = _batch(pki, 3)[1]
+    police = pki.agency("DE-BKA")
+    opened = open_envelope(
+        original, recipient="DE-BKA", keys=police.keys, sender_certificate=pki.agency("FR-CUSTOMS").certificate
+    )
+    body = forwarded_content(original, opened, pki.agency("FR-CUSTOMS").certificate)
+    forward_header = envelope_pb2.Header(references=opened.message_id, handling=opened.handling)
+    verified = verify_forwarded(
+        body, forward_header=forward_header, trust_roots=[pki.ca_certificate], trust_domain=TRUST_DOMAIN
+    )
+    assert verified.body == b"message 1"
+    record = envelope_pb2.Forwarded.FromString(body)
+    record.original_batch_signature.path[0] = bytes(32)
+    with pytest.raises(VerificationError, match="original header batch signature does not verify"):
+        verify_forwarded(
+            record.SerializeToString(),
+            forward_header=forward_header,
+            trust_roots=[pki.ca_certificate],
+            trust_domain=TRUST_DOMAIN,
         )
