@@ -19,8 +19,8 @@ from broker.identity import AGENCY_ID, GROUP_NAME
 from broker.policy._locate import Locator
 from broker.policy.codes import AGENCY_KINDS, COUNTRIES, KINDS, TLP_CODES
 from broker.policy.errors import PolicyError
-from broker.policy.forwarding import AnyOf, ForwardClause, NoForwarding, SameOrganisation, ToAgencies
-from broker.policy.model import Agency, Rule
+from broker.policy.forwarding import AnyOf, NoForwarding, SameOrganisation, ToAgencies
+from broker.policy.model import Agency, ForwardClause, Rule
 
 EVERYONE: Final = "*"
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
