@@ -104,11 +104,8 @@ def _make_file(path: Path, size: int) -> None:
 
 
 def _sha256(path: Path) -> bytes:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while block := f.read(4 * MIB):
-            digest.update(block)
-    return digest.digest()
+        return hashlib.file_digest(f, "sha256").digest()
 
 
 def _cp(source: Path, destination: Path, *, fsync: bool) -> float:

@@ -24,7 +24,7 @@ import pytest
 
 from broker.pki.dev import DevPki
 from clients import AgencyClient
-from tests.e2e.broker_process import BrokerProcess
+from tests.e2e.broker_process import BrokerProcess, serving
 from tests.e2e.conftest import REPO, Database
 from tests.e2e.tcp_cut import CuttableRelay
 
@@ -52,14 +52,6 @@ def _generate(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(4 * MIB):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _status(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
@@ -81,10 +73,8 @@ def _agent(action: str, relay: CuttableRelay, pki: DevPki, keystore: Path, file:
 def broker_process(pki: DevPki, database: Database, tmp_path: Path) -> Iterator[BrokerProcess]:
     """`isb serve` over the test's fresh database."""
     database.engine.dispose()  # the broker process owns the database from here
-    process = BrokerProcess(tmp_path / "broker.toml", tmp_path / "broker.log", pki, database.url)
-    process.start()
-    yield process
-    process.terminate()
+    with serving(pki, database.url, tmp_path) as process:
+        yield process
 
 
 def test_2_gib_round_trip_cut_halfway_both_ways_is_bit_identical_with_flat_memory(
@@ -112,7 +102,8 @@ def test_2_gib_round_trip_cut_halfway_both_ways_is_bit_identical_with_flat_memor
     finally:
         relay.close()
     broker_peak = _status(broker_pid, "VmHWM")
-    assert _sha256(received) == expected
+    with received.open("rb") as f:
+        assert hashlib.file_digest(f, "sha256").hexdigest() == expected
     # Each side resumed past the cut rather than starting again.
     uploaded = database.rows("SELECT entry FROM audit_entries WHERE event = 'attachment.uploaded'")
     assert json.loads(bytes(uploaded[-1][0]))["fields"]["resumed_from_chunk"] > 0

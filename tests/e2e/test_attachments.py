@@ -43,11 +43,8 @@ def _file(tmp_path: Path, size: int, name: str = "photo.jpg") -> Path:
 
 
 def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _first(client: AgencyClient, timeout: float = 10) -> Any:
