@@ -52,11 +52,28 @@ def _generate(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def _status(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    raise LookupError(field)
+class _PeakMemory:
+    """A process's resident high-water mark (VmHWM) over its resident set, per phase."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._start()
+
+    def _field(self, name: str) -> int:
+        for line in Path(f"/proc/{self._pid}/status").read_text().splitlines():
+            if line.startswith(f"{name}:"):
+                return int(line.split()[1]) * 1024
+        raise LookupError(name)
+
+    def _start(self) -> None:
+        Path(f"/proc/{self._pid}/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
+        self._base = self._field("VmRSS")
+
+    def growth(self) -> int:
+        """How far the peak rose over the resident set at the start of the phase; start the next phase."""
+        peak = self._field("VmHWM") - self._base
+        self._start()
+        return peak
 
 
 def _agent(action: str, relay: CuttableRelay, pki: DevPki, keystore: Path, file: Path) -> dict[str, Any]:
@@ -89,19 +106,19 @@ def test_2_gib_round_trip_cut_halfway_both_ways_is_bit_identical_with_flat_memor
         with AgencyClient.from_dir(broker_process.target, pki.directory, agency, keystore=keystore) as client:
             client.publish_key()
     assert broker_process.process is not None
-    broker_pid = broker_process.process.pid
-    broker_base = _status(broker_pid, "VmRSS")
+    broker = _PeakMemory(broker_process.process.pid)
     relay = CuttableRelay(("127.0.0.1", broker_process.port))
     try:
         relay.cut_after(size // 2)
         sender = _agent("send", relay, pki, keys["FR-CUSTOMS"], source)
+        broker_up = broker.growth()
         assert relay.cuts == 1
         relay.cut_after(size // 2)
         recipient = _agent("receive", relay, pki, keys["DE-BKA"], received)
+        broker_down = broker.growth()
         assert relay.cuts == 2
     finally:
         relay.close()
-    broker_peak = _status(broker_pid, "VmHWM")
     with received.open("rb") as f:
         assert hashlib.file_digest(f, "sha256").hexdigest() == expected
     # Each side resumed past the cut rather than starting again.
@@ -110,7 +127,7 @@ def test_2_gib_round_trip_cut_halfway_both_ways_is_bit_identical_with_flat_memor
     downloads = [json.loads(bytes(r[0])) for r in database.rows(
         "SELECT entry FROM audit_entries WHERE event = 'attachment.downloaded' ORDER BY leaf_index")]
     assert [d["fields"]["first_chunk"] > 0 for d in downloads] == [False, True]
-    growth = {"broker": broker_peak - broker_base, "sender": sender["peak"] - sender["base"],
+    growth = {"broker upload": broker_up, "broker download": broker_down, "sender": sender["peak"] - sender["base"],
               "recipient": recipient["peak"] - recipient["base"]}
     print(f"\n{size / MIB:.0f} MiB: resident growth " +
           ", ".join(f"{who} +{g / MIB:.1f} MiB" for who, g in growth.items()))
