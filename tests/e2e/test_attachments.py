@@ -389,11 +389,11 @@ def test_upload_with_a_malformed_start_is_refused(
 # --- tampering the broker cannot see: the recipient refuses it ----------------------------------
 
 
-@pytest.mark.parametrize("what", ["flipped", "swapped"])
+@pytest.mark.parametrize(("what", "bad_chunk"), [("flipped", 1), ("swapped", 1), ("reordered", 0)])
 def test_tampered_chunks_are_refused_by_the_recipient(
-    agencies: dict[str, AgencyClient], tmp_path: Path, what: str,
+    agencies: dict[str, AgencyClient], tmp_path: Path, what: str, bad_chunk: int,
 ) -> None:
-    """Chunks altered or swapped before upload (the broker cannot tell) fail the recipient's reader."""
+    """Chunks altered, swapped or reordered before upload (the broker cannot tell) fail the recipient's reader."""
     customs, police = agencies["FR-CUSTOMS"], agencies["DE-BKA"]
     content_key, message_id = new_content_key(), uuid7()
     data = os.urandom(3 * MIN_CHUNK_SIZE)
@@ -402,8 +402,10 @@ def test_tampered_chunks_are_refused_by_the_recipient(
         bad = bytearray(chunks[1][1])
         bad[100] ^= 0x01
         tampered = [chunks[0], (1, bytes(bad)), chunks[2]]
-    else:
+    elif what == "swapped":
         tampered = [chunks[0], (1, chunks[0][1]), chunks[2]]  # chunk 0's ciphertext again at index 1
+    else:
+        tampered = [(0, chunks[1][1]), (1, chunks[0][1]), chunks[2]]  # chunks 0 and 1 change places
     uploaded = _upload_raw(customs, message_id, 0, len(data), iter(tampered))
     # The sender signs what the broker stored, as a malicious or broken sender would.
     ref = envelope_pb2.AttachmentRef(sha256=uploaded.sha256, size=len(data), chunk_size=MIN_CHUNK_SIZE,
@@ -411,8 +413,9 @@ def test_tampered_chunks_are_refused_by_the_recipient(
     _send_with(customs, content_key, message_id, [ref])
     message = _first(police)
     reader = message.attachments[0].open()
-    assert reader.read(MIN_CHUNK_SIZE) == data[:MIN_CHUNK_SIZE]  # chunk 0 is genuine
-    with pytest.raises(VerificationError, match="chunk 1 does not authenticate"):
+    genuine = bad_chunk * MIN_CHUNK_SIZE  # the chunks before the bad one read as sent
+    assert not genuine or reader.read(genuine) == data[:genuine]
+    with pytest.raises(VerificationError, match=f"chunk {bad_chunk} does not authenticate"):
         reader.read()
     out = tmp_path / "refused.bin"
     with pytest.raises(VerificationError):
