@@ -41,6 +41,9 @@ KNOWN_EVENTS = frozenset(
         "certificate.revoked",
         "policy.changed",
         "audit.query",
+        "retention.purged",
+        "watchlist.review_notice",
+        "watchlist.review_renewed",
     }
 )
 

@@ -67,6 +67,15 @@ class RecipientState:
     receipt_cert: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class MessageState:
+    """What GetStatus answers: each recipient's state (with the receipt's certificate), and the purge."""
+
+    recipients: list[tuple[RecipientState, bytes | None]]
+    purged_under: str  # the retention rule, or "" while the envelope is kept
+    purged_us: int | None
+
+
 class Exchange:
     """The broker's domain core for the message lifecycle."""
 
@@ -195,6 +204,9 @@ class Exchange:
             .where(m.c.message_id == header.references)).first())
         if original is None:
             raise PermissionDenied(f"{header.sender} did not receive message {header.references}, so cannot forward it")
+        if not original.envelope:
+            raise FailedPrecondition(f"message {header.references} was purged under its retention period; "
+                                     "the broker no longer holds it to check a forward against")
         original_header = envelope_pb2.Header.FromString(envelope_pb2.Envelope.FromString(original.envelope).header)
         if original_header.handling != header.handling or original.kind != header.kind:
             was = f"{kind_from_proto(original.kind)} at {tlp_from_proto(original_header.handling.tlp)}"
@@ -359,28 +371,31 @@ class Exchange:
         return count
 
     # -- GetStatus -----------------------------------------------------------------------------
-    async def status(self, caller: Principal, message_id: str) -> list[tuple[RecipientState, bytes | None]]:
-        """Delivery state and receipts of a message the caller sent."""
-        def load(conn: Connection) -> tuple[str | None, list[tuple[RecipientState, bytes | None]]]:
+    async def status(self, caller: Principal, message_id: str) -> MessageState:
+        """Delivery state and receipts of a message the caller sent, and whether retention purged it."""
+        def load(conn: Connection) -> MessageState | None:
             d, m, c = tables.deliveries, tables.messages, tables.peer_certificates
-            sender = conn.execute(sa.select(m.c.sender).where(m.c.message_id == message_id)).scalar()
+            message = conn.execute(sa.select(m.c.sender, m.c.purge_rule, m.c.purged_us)
+                                   .where(m.c.message_id == message_id)).first()
+            if message is None or message.sender != caller.name:
+                return None
             rows = conn.execute(
                 sa.select(d, c.c.der).outerjoin(c, c.c.fingerprint == d.c.receipt_cert)
                 .where(d.c.message_id == message_id).order_by(d.c.recipient)
             ).all()
-            return sender, [
+            return MessageState([
                 (RecipientState(r.recipient, r.state, r.attempts, r.updated_us, r.receipt, r.receipt_signature,
                                 r.receipt_cert), r.der)
                 for r in rows
-            ]
+            ], message.purge_rule or "", message.purged_us)
 
-        sender, rows = await self.read(load)
-        if sender is None or sender != caller.name:
+        state = await self.read(load)
+        if state is None:
             # Same answer for "absent" and "someone else's", so ids of others' messages leak nothing.
             async with refusals.audited(self.record_refusal, str(caller.spiffe_id), message_id=message_id,
                                         agency=caller.name):
                 raise NotFound(f"no message {message_id} sent by {caller.name}")
-        return rows
+        return state
 
 
-__all__ = ["Exchange", "RecipientState"]
+__all__ = ["Exchange", "MessageState", "RecipientState"]

@@ -27,6 +27,7 @@ from broker.errors import BrokerError, PolicyViolation
 from broker.policy._schema import parse_document
 from broker.policy.codes import KINDS, ORGANISATION_BOUND, TLP_CODES, kind_name, tlp_code
 from broker.policy.model import Agency, Rule
+from broker.policy.retention import DEFAULT_RETENTION, Retention
 
 BUILTIN_UNKNOWN_SENDER: Final = "builtin:unknown-sender"
 BUILTIN_UNKNOWN_RECIPIENT: Final = "builtin:unknown-recipient"
@@ -100,7 +101,7 @@ def _ordered(values: Iterable[str], order: Sequence[str]) -> str:
 class Policy:
     """A validated, immutable sharing policy. Build one with `Policy.parse`."""
 
-    __slots__ = ("_agencies", "_by_send", "_digest", "_groups", "_rules", "_source", "_text")
+    __slots__ = ("_agencies", "_by_send", "_digest", "_groups", "_retention", "_rules", "_source", "_text")
 
     def __init__(
         self,
@@ -109,8 +110,10 @@ class Policy:
         agencies: Mapping[str, Agency],
         groups: Mapping[str, frozenset[str]],
         rules: tuple[Rule, ...],
+        retention: Retention = DEFAULT_RETENTION,
     ) -> None:
         """Use `Policy.parse`; this assembles the indexes from already validated parts."""
+        self._retention = retention
         self._text = text
         self._source = source
         self._digest = hashlib.sha256(text.encode()).hexdigest()
@@ -132,7 +135,7 @@ class Policy:
     def parse(cls, text: str, source: str = "policy.toml") -> Policy:
         """Validate a TOML policy document; raise `PolicyError` naming each bad line."""
         document = parse_document(text, source)
-        return cls(text, source, document.agencies, document.groups, document.rules)
+        return cls(text, source, document.agencies, document.groups, document.rules, document.retention)
 
     # Introspection --------------------------------------------------------------------------------
 
@@ -170,6 +173,11 @@ class Policy:
     def rules(self) -> tuple[Rule, ...]:
         """The rules, in file order."""
         return self._rules
+
+    @property
+    def retention(self) -> Retention:
+        """How long stored data is kept (`[retention]`, docs/protocol.md section 22)."""
+        return self._retention
 
     # Decisions ------------------------------------------------------------------------------------
 

@@ -170,9 +170,11 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         if not request.message_id:
             raise InvalidRequest("GetStatus needs the message_id of a message you sent")
         validation.check_message_id(request.message_id, "message_id", uuid7=False)
-        rows = await self._exchange.status(caller, request.message_id)
-        status = broker_pb2.MessageStatus(message_id=request.message_id)
-        for state, cert in rows:
+        found = await self._exchange.status(caller, request.message_id)
+        status = broker_pb2.MessageStatus(message_id=request.message_id, purged_under=found.purged_under)
+        if found.purged_us is not None:
+            status.purged_at.CopyFrom(_ts(found.purged_us))
+        for state, cert in found.recipients:
             item = status.recipients.add(recipient=state.recipient, state=state.state, attempts=state.attempts,
                                          updated_at=_ts(state.updated_us))
             if state.receipt is not None and state.receipt_signature is not None:
