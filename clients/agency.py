@@ -163,14 +163,18 @@ class AgencyClient(Connection):
     """An agency's connection to the broker.
 
     `AgencyClient(target, cert=..., key=..., ca=...)`; `keystore` is a folder holding this agency's
-    HPKE private keys (written 0600), so messages sealed to an older key stay readable.
+    HPKE private keys (written 0600), so messages sealed to an older key stay readable. `operator`
+    is the agency's opaque identifier of the person acting (never a name): every send and directory
+    lookup carries it unless a call passes its own, and the broker records it as asserted by us.
     """
 
     def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, trust_domain: str = "isb.dev",
-                 keystore: Path | None = None, server_name: str | None = None, timeout: float = 10.0) -> None:
+                 keystore: Path | None = None, server_name: str | None = None, timeout: float = 10.0,
+                 operator: str = "") -> None:
         super().__init__(target, cert=cert, key=key, ca=ca, role=Role.AGENCY, trust_domain=trust_domain,
                          server_name=server_name, timeout=timeout)
         self.agency = self.identity.spiffe_id.name
+        self.operator = operator
         self._keystore = keystore
         self._keyring = _Keyring()
         self._keyring.load(keystore)
@@ -252,7 +256,8 @@ class AgencyClient(Connection):
         if missing:
             bounds = {a: self._trust.bundle_index[a] for a in missing if a in self._trust.bundle_index}
             directory = self._call(self._stub.GetDirectory,
-                                   broker_pb2.GetDirectoryRequest(agencies=missing, min_audit_index=bounds))
+                                   broker_pb2.GetDirectoryRequest(agencies=missing, min_audit_index=bounds,
+                                                                   operator=self.operator))
             when = dt.datetime.now(dt.UTC)
             for entry in directory.agencies:
                 if entry.agency not in missing:
@@ -297,7 +302,8 @@ class AgencyClient(Connection):
     def groups(self, *, refresh: bool = False) -> dict[str, list[str]]:
         """Group membership as the broker's directory publishes it (cached for a minute)."""
         if refresh or time.monotonic() >= self._groups_until:
-            directory = self._call(self._stub.GetDirectory, broker_pb2.GetDirectoryRequest(agencies=[self.agency]))
+            directory = self._call(self._stub.GetDirectory, broker_pb2.GetDirectoryRequest(agencies=[self.agency],
+                                                                                          operator=self.operator))
             self._groups = {g.name: list(g.members) for g in directory.groups}
             self._groups_until = time.monotonic() + 60.0
         return self._groups
@@ -325,6 +331,8 @@ class AgencyClient(Connection):
              **header: Any) -> envelope_pb2.Envelope:
         """Seal `body` for `recipients` (agency ids and/or groups) without sending it.
 
+        `legal_basis` (a code of the deployment's list), `case_reference` and `operator` (default:
+        the client's) justify the disclosure; the policy may require the first two.
         `attachments` are encrypted and uploaded first (resuming after a dropped connection), since
         the envelope references them; `progress(done, total)` is called as each one uploads.
         """
@@ -335,6 +343,8 @@ class AgencyClient(Connection):
             if tlp not in _TLP:
                 raise ClientError(f"unknown TLP code {tlp!r}; use one of {', '.join(_TLP)}")
             handling = envelope_pb2.Handling(tlp=_TLP[tlp])
+        if self.operator:
+            header.setdefault("operator", self.operator)
         keys = self.recipient_keys(self.expand(recipients))
         if attachments:
             header.setdefault("message_id", uuid7())
@@ -363,12 +373,14 @@ class AgencyClient(Connection):
         """Seal and send; returns the broker's acceptance with the audit log index."""
         return self.send_envelope(self.seal(recipients, body, **options))
 
-    def forward(self, message: ReceivedMessage, recipients: Sequence[str]) -> broker_pb2.SendResponse:
-        """Pass a received message on, with its original signatures inside and its handling unchanged."""
+    def forward(self, message: ReceivedMessage, recipients: Sequence[str], **justification: str) -> \
+            broker_pb2.SendResponse:
+        """Pass a received message on, with its original signatures inside and its handling unchanged;
+        `legal_basis=`, `case_reference=`, `operator=` justify this disclosure (a new one)."""
         header = message.header
         return self.send(recipients, forwarded_content(message.envelope, message.opened, message.sender_certificate),
                          content_type=FORWARDED_CONTENT_TYPE, kind=header.kind, handling=header.handling,
-                         priority=header.priority, references=header.message_id)
+                         priority=header.priority, references=header.message_id, **justification)
 
     def request_forward_consent(self, message: ReceivedMessage, recipients: Sequence[str],
                                 reason: str = "") -> broker_pb2.SendResponse:

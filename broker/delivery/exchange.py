@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from broker.api.v1 import envelope_pb2
 from broker.attachments.blobs import BlobStore
-from broker.audit import AuditEvent, refusals
+from broker.audit import AuditEvent, justification_fields, refusals
 from broker.config import BrokerConfig
 from broker.delivery import operations as ops
 from broker.delivery.dispatcher import Dispatcher, Stream
@@ -169,6 +169,8 @@ class Exchange:
         """The policy decision for this header, and the group expansion recorded in the audit entry."""
         self.reload_policy()
         policy = self._policy.current
+        policy.justification.check_send(kind_from_proto(header.kind), tlp_from_proto(header.handling.tlp),
+                                        {"legal_basis": header.legal_basis, "case_reference": header.case_reference})
         for r in header.recipients:
             # Groups and agencies share one namespace (EU-CUSTOMS looks like an agency id).
             if r not in policy.groups and r not in self._registry:
@@ -215,6 +217,14 @@ class Exchange:
             return Decision(allowed=True, rule=f"consent:{original.sender}",
                             reason=f"{original.sender} consented to this forward", expanded=decision.expanded)
         return decision
+
+    def consultation(self, caller: str, legal_basis: str, case_reference: str, operator: str) -> dict[str, str]:
+        """The audit fields of a consultation's justification (docs/protocol.md section 22.1), checked:
+        within their limits, and a legal basis from the policy's list; raise `InvalidRequest` if not."""
+        validation.check_justification(legal_basis, case_reference, operator)
+        self.reload_policy()
+        self._policy.current.justification.check_code(legal_basis, "legal_basis")
+        return justification_fields(legal_basis, case_reference, operator, caller)
 
     def reload_policy(self) -> None:
         """Pick up an edited policy file (one stat); record the change in the audit log."""

@@ -13,7 +13,7 @@ from broker.api.v1 import broker_pb2, envelope_pb2
 from broker.attachments import tables as attachment_tables
 from broker.attachments.blobs import BlobStore
 from broker.attachments.operations import attach_to_message, delete_attachments
-from broker.audit import AuditEvent
+from broker.audit import AuditEvent, justification_fields
 from broker.errors import AlreadyExists, FailedPrecondition, NotFound
 from broker.store import tables
 from broker.store.db import executemany
@@ -113,6 +113,7 @@ class AcceptEnvelope:
         if h.references:
             # The recalled or forwarded original: so that an auditor can follow a message's forwards.
             fields["references"] = h.references
+        fields |= justification_fields(h.legal_basis, h.case_reference, h.operator, h.sender)
         index = batch.audit(AuditEvent(
             event="envelope.accepted", actor=self.caller, time=batch.now,
             message_id=h.message_id, agency=h.sender, fields=fields,

@@ -26,6 +26,7 @@ from typing import Final
 from broker.errors import BrokerError, PolicyViolation
 from broker.policy._schema import parse_document
 from broker.policy.codes import KINDS, ORGANISATION_BOUND, TLP_CODES, kind_name, tlp_code
+from broker.policy.justification import Justification
 from broker.policy.model import Agency, Rule
 
 BUILTIN_UNKNOWN_SENDER: Final = "builtin:unknown-sender"
@@ -100,7 +101,7 @@ def _ordered(values: Iterable[str], order: Sequence[str]) -> str:
 class Policy:
     """A validated, immutable sharing policy. Build one with `Policy.parse`."""
 
-    __slots__ = ("_agencies", "_by_send", "_digest", "_groups", "_rules", "_source", "_text")
+    __slots__ = ("_agencies", "_by_send", "_digest", "_groups", "_justification", "_rules", "_source", "_text")
 
     def __init__(
         self,
@@ -109,6 +110,7 @@ class Policy:
         agencies: Mapping[str, Agency],
         groups: Mapping[str, frozenset[str]],
         rules: tuple[Rule, ...],
+        justification: Justification | None = None,
     ) -> None:
         """Use `Policy.parse`; this assembles the indexes from already validated parts."""
         self._text = text
@@ -117,6 +119,7 @@ class Policy:
         self._agencies: Mapping[str, Agency] = MappingProxyType(dict(agencies))
         self._groups: Mapping[str, frozenset[str]] = MappingProxyType(dict(groups))
         self._rules = rules
+        self._justification = justification or Justification()
         # (sender, kind, tlp) -> rules that could allow it, in file order (first match is reported).
         by_send: dict[tuple[str, str, str], list[Rule]] = {}
         for rule in rules:
@@ -132,7 +135,7 @@ class Policy:
     def parse(cls, text: str, source: str = "policy.toml") -> Policy:
         """Validate a TOML policy document; raise `PolicyError` naming each bad line."""
         document = parse_document(text, source)
-        return cls(text, source, document.agencies, document.groups, document.rules)
+        return cls(text, source, document.agencies, document.groups, document.rules, document.justification)
 
     # Introspection --------------------------------------------------------------------------------
 
@@ -170,6 +173,11 @@ class Policy:
     def rules(self) -> tuple[Rule, ...]:
         """The rules, in file order."""
         return self._rules
+
+    @property
+    def justification(self) -> Justification:
+        """The accepted legal-basis codes and which sends must carry a justification."""
+        return self._justification
 
     # Decisions ------------------------------------------------------------------------------------
 

@@ -155,6 +155,9 @@ def seal(
     message_id: str | None = None,
     created: dt.datetime | None = None,
     attachments: Sequence[envelope_pb2.AttachmentRef] = (),
+    legal_basis: str = "",
+    case_reference: str = "",
+    operator: str = "",
     content_key: bytes | None = None,
     _content_key: bytes | None = None,
     _nonce: bytes | None = None,
@@ -165,7 +168,9 @@ def seal(
     the content key is wrapped for exactly these agencies. `attachments` are the references of
     attachments already encrypted under keys derived from `content_key` for this `message_id`
     (see `broker.protocol.attachments`); `content_key` must then be the fresh key from
-    `new_content_key` they were derived from, used for this message only. `_content_key` and `_nonce` exist only
+    `new_content_key` they were derived from, used for this message only. `legal_basis`,
+    `case_reference` and `operator` justify the disclosure (covered by the header signature only,
+    docs/protocol.md section 22.1). `_content_key` and `_nonce` exist only
     so that `scripts/make_vectors.py` can produce reproducible test vectors: never pass them
     otherwise (a repeated key and nonce destroys AES-GCM's security).
     Raise `ValueError` for arguments that cannot make a valid envelope.
@@ -208,6 +213,9 @@ def seal(
         watchlist_version=watchlist_version,
         references=references,
         attachments=attachments,
+        legal_basis=legal_basis,
+        case_reference=case_reference,
+        operator=operator,
     )
     if handling is not None:
         header.handling.CopyFrom(handling)

@@ -13,7 +13,7 @@ from broker.api.v1 import envelope_pb2
 from broker.policy import TLP_CODES
 from clients.agency import MLKEM768_X25519, X25519, AgencyClient, ReceivedMessage
 from clients.cli.failures import CommandError
-from clients.cli.options import add_broker_arguments, settings
+from clients.cli.options import add_broker_arguments, add_justification_arguments, justification, settings
 from clients.cli.output import output, value_style
 from clients.cli.progress import ProgressBar
 from clients.errors import VerificationError
@@ -56,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     body.add_argument("--file", type=Path, help="read the body from a file ('-' for standard input)")
     send.add_argument("--attach", type=Path, action="append", default=[], metavar="FILE",
                       help="attach a file, encrypted and uploaded in chunks (repeatable; up to 16)")
+    add_justification_arguments(send, what="this disclosure")
     send.set_defaults(func=_send)
 
     listen = subparsers.add_parser("listen", help="receive, verify, print and acknowledge deliveries")
@@ -109,7 +110,7 @@ def _send(args: argparse.Namespace) -> int:
             response = client.send(args.to, body, content_type=args.content_type,
                                    kind=envelope_pb2.Kind.Value(args.kind), tlp=args.tlp,
                                    priority=envelope_pb2.Priority.Value(args.priority), attachments=args.attach,
-                                   progress=bar)
+                                   progress=bar, **justification(args))
         finally:
             bar.close()
     output(args).record({"message_id": response.message_id, "audit_index": response.audit_index,

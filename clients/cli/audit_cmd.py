@@ -27,7 +27,7 @@ from broker.protocol.witness_policy import Policy, load_policy
 from clients.audit.verify import verify_export
 from clients.auditor import AuditorClient
 from clients.cli.failures import CommandError
-from clients.cli.options import add_broker_arguments
+from clients.cli.options import add_broker_arguments, add_justification_arguments
 from clients.cli.output import output
 
 __all__ = ["register"]
@@ -86,6 +86,7 @@ def _online(parser: argparse.ArgumentParser) -> None:
                         help="the broker's audit public key (default: audit.pub in --certs)")
     parser.add_argument("--policy", type=Path, default=None, metavar="FILE",
                         help="a C2SP tlog-policy: accept checkpoints only with its quorum of witness cosignatures")
+    add_justification_arguments(parser, what="this consultation of the log")
 
 
 def _auditor(args: argparse.Namespace) -> AuditorClient:
@@ -96,7 +97,8 @@ def _auditor(args: argparse.Namespace) -> AuditorClient:
     policy = load_policy(args.policy) if args.policy is not None else None
     return AuditorClient(args.broker, cert=args.certs / "auditor.crt", key=args.certs / "auditor.key",
                          ca=args.certs / "ca.crt", audit_key=key, key_name=key_name, trust_domain=args.trust_domain,
-                         policy=policy)
+                         policy=policy, legal_basis=args.legal_basis, case_reference=args.case_ref,
+                         operator=args.operator)
 
 
 def _online_command(action: Callable[[AuditorClient, argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:

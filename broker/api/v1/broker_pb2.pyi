@@ -623,6 +623,15 @@ class GetDirectoryRequest(_message.Message):
 
     AGENCIES_FIELD_NUMBER: _builtins.int
     MIN_AUDIT_INDEX_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    legal_basis: _builtins.str
+    """30-39: the justification of this consultation (docs/protocol.md section 22.1), recorded in
+    its audit entry; never personal data.
+    """
+    case_reference: _builtins.str
+    operator: _builtins.str
     @_builtins.property
     def agencies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """empty: every registered agency"""
@@ -639,10 +648,13 @@ class GetDirectoryRequest(_message.Message):
         *,
         agencies: _abc.Iterable[_builtins.str] | None = ...,
         min_audit_index: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        legal_basis: _builtins.str = ...,
+        case_reference: _builtins.str = ...,
+        operator: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "min_audit_index", b"min_audit_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "case_reference", b"case_reference", "legal_basis", b"legal_basis", "min_audit_index", b"min_audit_index", "operator", b"operator"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

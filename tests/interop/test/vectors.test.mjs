@@ -56,6 +56,10 @@ for (const name of ["envelope-x25519-three-recipients", "envelope-hybrid-and-cla
       const opened = await env.openEnvelope(envelope, { recipient: p.agency, keys: keysOf(p), senderCert: sender });
       assert.equal(toHex(opened.body), v.inputs.body_hex);
       assert.equal(opened.contentType, v.inputs.content_type);
+      // Justification (section 22.1): in the signed header only, as the sender set it.
+      for (const [field, value] of Object.entries(v.inputs.justification ?? {})) {
+        assert.equal(opened.header[field], value);
+      }
     }
     await refused(() => env.openEnvelope(envelope, { recipient: v.non_recipient.agency, keys: keysOf(v.non_recipient),
       senderCert: sender }));
