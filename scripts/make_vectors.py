@@ -773,8 +773,10 @@ def receipt_vector() -> dict[str, Any]:
         return envelope_pb2.SignedReceipt(
             receipt=data, signature=key["_identity_key"].sign(_pae.receipt_signing_input(data), _ECDSA))
 
+    # ERASED acknowledges a RECALL (this message id) of 01972b5a-...-0123456789ab (section 22, Erasure).
     valid = [receipt(envelope_pb2.DELIVERED), receipt(envelope_pb2.READ),
-             receipt(envelope_pb2.REJECTED, "inner content signature does not verify")]
+             receipt(envelope_pb2.REJECTED, "inner content signature does not verify"),
+             receipt(envelope_pb2.ERASED, "01972b5a-8c00-7abc-8def-0123456789ab: erased 1 from saved attachments")]
     flipped = envelope_pb2.SignedReceipt.FromString(valid[0].SerializeToString())
     flipped.receipt = _flip(flipped.receipt, 3)
     refused = [
@@ -794,6 +796,7 @@ def receipt_vector() -> dict[str, Any]:
         "valid": [
             {"status": envelope_pb2.ReceiptStatus.Name(envelope_pb2.Receipt.FromString(r.receipt).status),
              "message_id": message_id, "envelope_sha256_hex": digest.hex(), "recipient": signer["agency"],
+             "reason": envelope_pb2.Receipt.FromString(r.receipt).reason,
              "receipt_hex": r.receipt.hex(), "signing_input_hex": _pae.receipt_signing_input(r.receipt).hex(),
              "signed_receipt_hex": r.SerializeToString().hex()}
             for r in valid

@@ -47,7 +47,7 @@ KNOWN_EVENTS = frozenset(
 
 
 def justification_fields(legal_basis: str, case_reference: str, operator: str, asserted_by: str) -> dict[str, str]:
-    """The justification members of a disclosure's or consultation's entry (docs/protocol.md section 22.1).
+    """The justification members of a disclosure's or consultation's entry (docs/protocol.md section 22, Justification).
 
     Only the fields given appear. The operator is recorded as supplied, with `operator_asserted_by`
     naming the caller that asserted it: the broker cannot verify who sat at the agency's terminal.

@@ -68,6 +68,14 @@ class RecipientState:
     receipt_cert: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class MessageState:
+    """GetStatus: each recipient's state with its receipt certificate (DER), and the RECALLs of the message."""
+
+    recipients: list[tuple[RecipientState, bytes | None]]
+    recalls: tuple[str, ...]
+
+
 class Exchange:
     """The broker's domain core for the message lifecycle."""
 
@@ -219,7 +227,7 @@ class Exchange:
         return decision
 
     def consultation(self, caller: str, legal_basis: str, case_reference: str, operator: str) -> dict[str, str]:
-        """The audit fields of a consultation's justification (docs/protocol.md section 22.1), checked:
+        """The audit fields of a consultation's justification (docs/protocol.md section 22, Justification), checked:
         within their limits, and a legal basis from the policy's list; raise `InvalidRequest` if not."""
         validation.check_justification(legal_basis, case_reference, operator)
         self.reload_policy()
@@ -362,7 +370,8 @@ class Exchange:
                 verified.append(ops.VerifiedReceipt(
                     message_id=receipt.message_id, recipient=caller.name, status=receipt.status,
                     receipt=signed.receipt, signature=signed.signature, cert_fingerprint=caller.fingerprint,
-                    cert_der=caller.certificate_der, envelope_sha256=receipt.envelope_sha256))
+                    cert_der=caller.certificate_der, envelope_sha256=receipt.envelope_sha256,
+                    reason=receipt.reason))
             RECEIPTS.inc(len(verified))
             count: int = await self._writer.submit(ops.RecordReceipts(
                 verified, actor=str(caller.spiffe_id), known_certs=self._known_certs,
@@ -370,28 +379,31 @@ class Exchange:
         return count
 
     # -- GetStatus -----------------------------------------------------------------------------
-    async def status(self, caller: Principal, message_id: str) -> list[tuple[RecipientState, bytes | None]]:
-        """Delivery state and receipts of a message the caller sent."""
-        def load(conn: Connection) -> tuple[str | None, list[tuple[RecipientState, bytes | None]]]:
+    async def status(self, caller: Principal, message_id: str) -> MessageState:
+        """Delivery state and receipts of a message the caller sent, and the RECALLs it sent of it."""
+        def load(conn: Connection) -> tuple[str | None, MessageState]:
             d, m, c = tables.deliveries, tables.messages, tables.peer_certificates
             sender = conn.execute(sa.select(m.c.sender).where(m.c.message_id == message_id)).scalar()
             rows = conn.execute(
                 sa.select(d, c.c.der).outerjoin(c, c.c.fingerprint == d.c.receipt_cert)
                 .where(d.c.message_id == message_id).order_by(d.c.recipient)
             ).all()
-            return sender, [
+            recalls = conn.execute(
+                sa.select(m.c.message_id).where(m.c.references == message_id, m.c.kind == envelope_pb2.RECALL,
+                                                m.c.sender == caller.name).order_by(m.c.seq)).scalars().all()
+            return sender, MessageState([
                 (RecipientState(r.recipient, r.state, r.attempts, r.updated_us, r.receipt, r.receipt_signature,
                                 r.receipt_cert), r.der)
                 for r in rows
-            ]
+            ], tuple(recalls))
 
-        sender, rows = await self.read(load)
+        sender, state = await self.read(load)
         if sender is None or sender != caller.name:
             # Same answer for "absent" and "someone else's", so ids of others' messages leak nothing.
             async with refusals.audited(self.record_refusal, str(caller.spiffe_id), message_id=message_id,
                                         agency=caller.name):
                 raise NotFound(f"no message {message_id} sent by {caller.name}")
-        return rows
+        return state
 
 
-__all__ = ["Exchange", "RecipientState"]
+__all__ = ["Exchange", "MessageState", "RecipientState"]

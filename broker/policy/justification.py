@@ -1,4 +1,4 @@
-"""The justification a disclosure or consultation must carry (docs/protocol.md section 22.1).
+"""The justification a disclosure or consultation must carry (docs/protocol.md section 22, Justification).
 
 Law enforcement logs must show why data was disclosed or consulted (Directive 2016/680 Art. 25):
 the policy lists the legal-basis codes a deployment accepts (`legal_bases`) and, per kind and

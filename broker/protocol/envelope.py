@@ -170,7 +170,7 @@ def seal(
     (see `broker.protocol.attachments`); `content_key` must then be the fresh key from
     `new_content_key` they were derived from, used for this message only. `legal_basis`,
     `case_reference` and `operator` justify the disclosure (covered by the header signature only,
-    docs/protocol.md section 22.1). `_content_key` and `_nonce` exist only
+    docs/protocol.md section 22, Justification). `_content_key` and `_nonce` exist only
     so that `scripts/make_vectors.py` can produce reproducible test vectors: never pass them
     otherwise (a repeated key and nonce destroys AES-GCM's security).
     Raise `ValueError` for arguments that cannot make a valid envelope.

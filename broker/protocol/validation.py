@@ -83,8 +83,9 @@ MAX_COUNTER: Final = 2**63 - 1  # versions and counters are stored as signed 64-
 MAX_LIST: Final = 1000  # agencies of one directory query, receipts of one Ack
 MAX_ENTRY_TYPES: Final = 32
 MAX_SUBSCRIBERS: Final = 200
-# Justification (docs/protocol.md section 22.1): a short code, and two opaque references that are
-# never personal data; printable text only, so that an audit entry shows what was asserted.
+# Justification (docs/protocol.md section 22, Justification): a short code, and two opaque
+# references that are never personal data; printable text only, so that an audit entry shows
+# what was asserted.
 LEGAL_BASIS: Final = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,31}")
 MAX_CASE_REFERENCE: Final = 128
 MAX_OPERATOR: Final = 128

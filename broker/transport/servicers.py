@@ -171,9 +171,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         if not request.message_id:
             raise InvalidRequest("GetStatus needs the message_id of a message you sent")
         validation.check_message_id(request.message_id, "message_id", uuid7=False)
-        rows = await self._exchange.status(caller, request.message_id)
-        status = broker_pb2.MessageStatus(message_id=request.message_id)
-        for state, cert in rows:
+        found = await self._exchange.status(caller, request.message_id)
+        status = broker_pb2.MessageStatus(message_id=request.message_id, recalls=found.recalls)
+        for state, cert in found.recipients:
             item = status.recipients.add(recipient=state.recipient, state=state.state, attempts=state.attempts,
                                          updated_at=_ts(state.updated_us))
             if state.receipt is not None and state.receipt_signature is not None:
@@ -254,7 +254,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                     f" audit index {bound} (newest: {newest}); ask an up-to-date broker")
         for name, members in sorted(self._policy.current.groups.items()):
             directory.groups.add(name=name, members=sorted(members))
-        # A consultation like any other (docs/protocol.md section 22.1): who looked up whom, and why.
+        # A consultation like any other (docs/protocol.md section 22, Justification): who looked up whom, and why.
         # Recorded, not required first, as for auditors' queries: a full disk does not stop senders.
         await self._writer.record(RecordEvent(AuditEvent(
             event="directory.lookup", actor=str(caller.spiffe_id), time=dt.datetime.now(dt.UTC),

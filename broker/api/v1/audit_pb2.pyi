@@ -68,7 +68,7 @@ class QueryEntriesRequest(_message.Message):
     page_size: _builtins.int
     """0 = server default, capped by the server"""
     legal_basis: _builtins.str
-    """30-39: the justification of this consultation (docs/protocol.md section 22.1), recorded in
+    """30-39: the justification of this consultation (docs/protocol.md section 22, Justification), recorded in
     its audit entry; never personal data.
     """
     case_reference: _builtins.str
@@ -181,7 +181,7 @@ class InclusionProofRequest(_message.Message):
     tree_size: _builtins.int
     """0 = latest checkpoint"""
     legal_basis: _builtins.str
-    """30-39: the justification of this consultation (docs/protocol.md section 22.1), recorded in
+    """30-39: the justification of this consultation (docs/protocol.md section 22, Justification), recorded in
     its audit entry; never personal data.
     """
     case_reference: _builtins.str
@@ -295,7 +295,7 @@ class ExportRequest(_message.Message):
     end_index: _builtins.int
     """exclusive; 0 = to the latest checkpoint"""
     legal_basis: _builtins.str
-    """30-39: the justification of this consultation (docs/protocol.md section 22.1), recorded in
+    """30-39: the justification of this consultation (docs/protocol.md section 22, Justification), recorded in
     its audit entry; never personal data.
     """
     case_reference: _builtins.str

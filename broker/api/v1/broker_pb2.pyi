@@ -558,18 +558,26 @@ class MessageStatus(_message.Message):
 
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
+    RECALLS_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     @_builtins.property
     def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientStatus]: ...
+    @_builtins.property
+    def recalls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """30-39: erasure (docs/protocol.md section 22, Erasure). The ids of the RECALLs the caller sent of this
+        message, in the order sent; their recipients confirm erasure with ERASED receipts.
+        """
+
     def __init__(
         self,
         *,
         message_id: _builtins.str = ...,
         recipients: _abc.Iterable[Global___RecipientStatus] | None = ...,
+        recalls: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "recipients", b"recipients"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "recalls", b"recalls", "recipients", b"recipients"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -627,7 +635,7 @@ class GetDirectoryRequest(_message.Message):
     CASE_REFERENCE_FIELD_NUMBER: _builtins.int
     OPERATOR_FIELD_NUMBER: _builtins.int
     legal_basis: _builtins.str
-    """30-39: the justification of this consultation (docs/protocol.md section 22.1), recorded in
+    """30-39: the justification of this consultation (docs/protocol.md section 22, Justification), recorded in
     its audit entry; never personal data.
     """
     case_reference: _builtins.str

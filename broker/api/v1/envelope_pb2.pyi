@@ -184,7 +184,7 @@ class _ReceiptStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Receipt
     REJECTED: _ReceiptStatus.ValueType  # 3
     ERASED: _ReceiptStatus.ValueType  # 4
     """On the delivery of a RECALL: the recipient's SDK deleted its local copies of the message the
-    RECALL references (docs/protocol.md section 22.3).
+    RECALL references (docs/protocol.md section 22, Erasure).
     """
 
 class ReceiptStatus(_ReceiptStatus, metaclass=_ReceiptStatusEnumTypeWrapper): ...
@@ -195,7 +195,7 @@ READ: ReceiptStatus.ValueType  # 2
 REJECTED: ReceiptStatus.ValueType  # 3
 ERASED: ReceiptStatus.ValueType  # 4
 """On the delivery of a RECALL: the recipient's SDK deleted its local copies of the message the
-RECALL references (docs/protocol.md section 22.3).
+RECALL references (docs/protocol.md section 22, Erasure).
 """
 Global___ReceiptStatus: _TypeAlias = ReceiptStatus  # noqa: Y015
 
@@ -272,7 +272,7 @@ class Header(_message.Message):
     references: _builtins.str
     """RECALL target, or the original of a forwarded message"""
     legal_basis: _builtins.str
-    """21-29 unused. 30-39: justification (docs/protocol.md section 22.1), covered by the header
+    """21-29 unused. 30-39: justification (docs/protocol.md section 22, Justification), covered by the header
     signature only; never personal data.
     a code from the deployment's list (policy `legal_bases`), or empty
     """

@@ -86,7 +86,7 @@ export function checkHeader(h, maxRecipients = 256) {
     if (!((a.chunk_size ?? 0) >= 16384 && (a.chunk_size ?? 0) <= 1048576)) refuse(`${name}.chunk_size is out of range`);
     if (chars(a.media_type) > 255 || !MEDIA_TYPE.test(a.media_type ?? "")) refuse(`${name}.media_type is not type/subtype`);
   });
-  // Justification, section 22.1: each field optional; the broker's policy says which it requires.
+  // Justification, section 22, Justification: each field optional; the broker's policy says which it requires.
   if (h.legal_basis && !LEGAL_BASIS.test(h.legal_basis)) refuse("header.legal_basis is not a legal-basis code");
   for (const name of ["case_reference", "operator"]) {
     if (chars(h[name]) > 128) refuse(`header.${name} is over 128 characters`);

@@ -123,7 +123,7 @@ test("verifies a fresh checkpoint, the inclusion of its own message, and an expo
   assert.equal(entry.index, sent.audit_index);
   assert.equal(entry.event, "envelope.accepted");
   assert.equal(entry.message_id, sent.message_id);
-  // The disclosure's justification (section 22.1), with the operator marked as asserted by the sender.
+  // The disclosure's justification (section 22, Justification), with the operator marked as asserted by the sender.
   assert.deepEqual([entry.fields.legal_basis, entry.fields.case_reference, entry.fields.operator,
     entry.fields.operator_asserted_by], ["NAPLES-II", "NL-2026-17", "node-op-1", "NL-FIOD"]);
   audit.verifyInclusion(audit.leafHash(proof.entry.entry), sent.audit_index, checkpoint.size, proof.hashes ?? [],
