@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import re
 from dataclasses import dataclass
@@ -34,6 +35,30 @@ class SpiffeId:
 
     def __str__(self) -> str:
         return f"spiffe://{self.trust_domain}/{self.role.value}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller of one RPC."""
+
+    spiffe_id: SpiffeId
+    serial: int
+    fingerprint: bytes
+    certificate_der: bytes
+    not_after: dt.datetime
+
+    @property
+    def role(self) -> Role:
+        """agency, auditor, admin or broker."""
+        return self.spiffe_id.role
+
+    @property
+    def name(self) -> str:
+        """The agency id for agencies, the person or node name otherwise."""
+        return self.spiffe_id.name
+
+    def __str__(self) -> str:
+        return str(self.spiffe_id)
 
 
 def validate_agency_id(agency: str) -> None:

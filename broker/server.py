@@ -24,7 +24,15 @@ from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.engine import Engine
 
-from broker.api.v1 import admin_pb2, admin_pb2_grpc, audit_pb2, audit_pb2_grpc, broker_pb2, broker_pb2_grpc
+from broker.api.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
+    broker_pb2,
+    broker_pb2_grpc,
+    watchlist_pb2_grpc,
+)
 from broker.attachments.blobs import open_blob_store
 from broker.attachments.desk import AttachmentDesk
 from broker.audit import AuditLog, CheckpointSigner
@@ -54,8 +62,9 @@ from broker.transport.credentials import ReloadingServerCredentials
 from broker.transport.reflection import enable_server_reflection
 from broker.transport.rpc import CallInterceptor
 from broker.transport.servicers import BrokerServicer
+from broker.watchlists.desk import WatchlistDesk
 from broker.watchlists.servicer import SERVICE_NAME as WATCHLIST_SERVICE
-from broker.watchlists.servicer import add_watchlist_service
+from broker.watchlists.servicer import WatchlistServicer
 from broker.witness.collector import WitnessCollector
 from broker.witness.submit import client_context
 
@@ -175,7 +184,9 @@ class Broker:
             AdminServicer(self.auth, self.exchange, self.writer, self.registry, self.policy, self.revocations,
                           lambda: open_ca(self.ca_dir), self.ca_ledger.lock, applied),
             self.server)
-        add_watchlist_service(self.server, self)
+        watchlist_desk = WatchlistDesk(config, self.writer, self.exchange, self.registry, self.policy)
+        watchlist_pb2_grpc.add_WatchlistServiceServicer_to_server(WatchlistServicer(self.auth, watchlist_desk),
+                                                                  self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_server_reflection([

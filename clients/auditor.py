@@ -15,7 +15,7 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from broker.api.v1 import audit_pb2, audit_pb2_grpc
-from broker.audit import AuditEvent
+from broker.audit.events import AuditEvent
 from broker.identity import Role
 from broker.protocol import _merkle, _note
 from broker.protocol.errors import ProtocolError

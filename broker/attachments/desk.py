@@ -18,6 +18,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection, Engine
 
+from broker.api.v1 import broker_pb2
 from broker.attachments import tables
 from broker.attachments.blobs import BlobStore, BlobWriter
 from broker.attachments.operations import (
@@ -28,15 +29,13 @@ from broker.attachments.operations import (
     Upload,
 )
 from broker.config import BrokerConfig
-from broker.delivery.operations import ACKNOWLEDGED
 from broker.errors import FailedPrecondition, InvalidRequest, NotFound, StorageCorrupt
-from broker.identity import AGENCY_ID
+from broker.identity import AGENCY_ID, Principal
 from broker.protocol import _stream
 from broker.protocol.attachments import MAX_ATTACHMENTS, MEDIA_TYPE
 from broker.store import tables as store_tables
 from broker.store.db import now_us
 from broker.store.writer import Writer
-from broker.transport.auth import Principal
 
 log = structlog.get_logger(__name__)
 
@@ -220,7 +219,7 @@ class AttachmentDesk:
             sa.select(A.blob, A.size, A.chunk_size, A.sha256)
             .join(store_tables.deliveries, (d.message_id == A.message_id) & (d.recipient == caller.name))
             .where(A.message_id == message_id, A.idx == index, A.state == tables.ATTACHED,
-                   d.state <= ACKNOWLEDGED)).first())
+                   d.state <= broker_pb2.ACKNOWLEDGED)).first())
         if row is None:
             raise NotFound(f"no attachment {index} of message {message_id} for {caller.name}")
         n = _stream.chunk_count(row.size, row.chunk_size)

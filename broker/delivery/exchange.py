@@ -35,7 +35,7 @@ from broker.errors import (
     PermissionDenied,
     PolicyViolation,
 )
-from broker.identity import Role
+from broker.identity import Principal, Role
 from broker.metrics import AUDIT_WRITE_FAILURES, DELIVERIES, ENVELOPES, RECEIPTS
 from broker.policy import Decision, RunningPolicy, kind_from_proto, tlp_from_proto
 from broker.protocol import validation
@@ -46,7 +46,6 @@ from broker.protocol.receipts import verify_receipt
 from broker.store import tables
 from broker.store.db import now_us, storage_fault
 from broker.store.writer import Writer
-from broker.transport.auth import Principal
 
 log = structlog.get_logger(__name__)
 

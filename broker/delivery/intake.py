@@ -16,9 +16,8 @@ from google.protobuf.message import DecodeError
 from broker.api.v1 import envelope_pb2
 from broker.audit import refusals
 from broker.errors import InvalidRequest, PermissionDenied
-from broker.identity import Role
+from broker.identity import Principal, Role
 from broker.protocol import validation
-from broker.transport.auth import Principal
 
 
 @dataclass(frozen=True, slots=True)

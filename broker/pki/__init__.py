@@ -7,7 +7,8 @@ Modules, each with one job:
 - `csr`: creating (agency side) and verifying (CA side) signing requests;
 - `store`: a CA kept in a directory, with its issued-certificate index;
 - `issuance`: `issue_from_csr` and `renew`, with lifetime and identity policy;
-- `revocation`: `revoke`, CRL signing and the broker's per-call `RevocationList`;
+- `crl`: revocation reasons, CRL validity and `sign_crl`;
+- `revocation`: `revoke`, publishing and verifying the CRL, and the broker's per-call `RevocationList`;
 - `dev`: `ensure_dev_pki`, everything a local demo needs.
 """
 

@@ -22,8 +22,8 @@ from broker.errors import ConfigurationError
 from broker.identity import Role, SpiffeId, make_spiffe_id
 from broker.pki import _files
 from broker.pki.authority import CertificateAuthority, generate_identity_key, issue_certificate
-from broker.pki.revocation import CRL_VALIDITY, publish_crl_locked
-from broker.pki.store import CaDirectory
+from broker.pki.crl import CRL_VALIDITY
+from broker.pki.store import CaDirectory, publish_crl_locked
 
 __all__ = ["DEV_AGENCIES", "DEV_LIFETIME_DAYS", "DevAgency", "DevPki", "ensure_dev_pki"]
 

@@ -1,4 +1,4 @@
-"""Revocation: reasons, signing the CRL, and the broker's per-call `RevocationList`.
+"""Revocation: revoking, publishing and verifying the CRL, and the broker's per-call `RevocationList`.
 
 grpcio's Python API has no CRL hook (DESIGN.md section 2), so the broker checks every call's peer
 serial against `RevocationList`, which follows the CRL file the CA re-signs on each revocation.
@@ -9,117 +9,24 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from broker.errors import ConfigurationError, FailedPrecondition, InvalidRequest, VerificationError
+from broker.errors import ConfigurationError, FailedPrecondition, VerificationError
 from broker.pki import _files
-from broker.pki.authority import CertificateAuthority
+from broker.pki.crl import CRL_VALIDITY, parse_reason
 from broker.pki.inspect import parse_serial
-from broker.pki.store import CaDirectory, CertificateRecord, mark_revoked
+from broker.pki.store import CaDirectory, CertificateRecord, mark_revoked, publish_crl_locked
 
-__all__ = [
-    "CRL_VALIDITY",
-    "MAX_CRL_VALIDITY",
-    "REVOCATION_REASONS",
-    "RevocationList",
-    "crl_der",
-    "parse_reason",
-    "publish_crl",
-    "revoke",
-    "sign_crl",
-    "verify_crl",
-]
+__all__ = ["RevocationList", "crl_der", "publish_crl", "revoke", "verify_crl"]
 
 log = structlog.get_logger(__name__)
-
-# How long a CRL claims to be current (its nextUpdate). SDKs refuse a CRL past its nextUpdate
-# (fail closed), so this bounds how long a broker can hide a revocation by serving an old CRL.
-# `isb pki crl` re-signs it; admins schedule that well within this period (README, Operations).
-CRL_VALIDITY = timedelta(days=7)
-MAX_CRL_VALIDITY = timedelta(days=90)
-
-# RFC 5280 section 5.3.1 names, as typed on the command line.
-REVOCATION_REASONS: Mapping[str, x509.ReasonFlags] = {
-    "unspecified": x509.ReasonFlags.unspecified,
-    "keyCompromise": x509.ReasonFlags.key_compromise,
-    "cACompromise": x509.ReasonFlags.ca_compromise,
-    "affiliationChanged": x509.ReasonFlags.affiliation_changed,
-    "superseded": x509.ReasonFlags.superseded,
-    "cessationOfOperation": x509.ReasonFlags.cessation_of_operation,
-    "certificateHold": x509.ReasonFlags.certificate_hold,
-    "removeFromCRL": x509.ReasonFlags.remove_from_crl,
-    "privilegeWithdrawn": x509.ReasonFlags.privilege_withdrawn,
-    "aACompromise": x509.ReasonFlags.aa_compromise,
-}
-# Revocation here is final: a hold that can be lifted, or removing an entry, would let a
-# certificate come back after the broker has refused it, which nobody auditing expects.
-_NOT_ACCEPTED = {"certificateHold", "removeFromCRL"}
-
-
-def parse_reason(text: str) -> str:
-    """Check an RFC 5280 reason name (case-insensitive) and return its canonical spelling."""
-    for name in REVOCATION_REASONS:
-        if name.lower() == text.strip().lower():
-            if name in _NOT_ACCEPTED:
-                raise InvalidRequest(f"reason {name} is not accepted: revocation here is permanent")
-            return name
-    accepted = ", ".join(name for name in REVOCATION_REASONS if name not in _NOT_ACCEPTED)
-    raise InvalidRequest(f"{text!r} is not an RFC 5280 revocation reason (one of: {accepted})")
-
-
-def sign_crl(
-    authority: CertificateAuthority,
-    revoked: Iterable[CertificateRecord],
-    crl_number: int,
-    *,
-    validity: timedelta = CRL_VALIDITY,
-    now: datetime | None = None,
-) -> x509.CertificateRevocationList:
-    """A CRL over the revoked records, signed by `authority` (RFC 5280 section 5), issued at `now`."""
-    now = now or datetime.now(UTC)
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(authority.certificate.subject)
-        .last_update(now)
-        .next_update(now + validity)
-        .add_extension(x509.CRLNumber(crl_number), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.private_key.public_key()),
-            critical=False,
-        )
-    )
-    for record in revoked:
-        if record.revoked_at is None:
-            continue
-        entry = x509.RevokedCertificateBuilder().serial_number(record.serial_number)
-        entry = entry.revocation_date(record.revoked_at)
-        reason = record.revocation_reason or "unspecified"
-        # RFC 5280 5.3.1: the reasonCode "unspecified" SHOULD be absent rather than present.
-        if reason != "unspecified":
-            entry = entry.add_extension(x509.CRLReason(REVOCATION_REASONS[reason]), critical=False)
-        builder = builder.add_revoked_certificate(entry.build())
-    return builder.sign(authority.private_key, hashes.SHA256())
-
-
-def publish_crl_locked(ca: CaDirectory, *, validity: timedelta = CRL_VALIDITY) -> x509.CertificateRevocationList:
-    """Re-sign crl.pem from the index with the next CRL number (caller holds `ca.locked()`)."""
-    authority = ca.load_authority()
-    index = ca.read_index()
-    index.crl_number += 1
-    crl = sign_crl(authority, index.records, index.crl_number, validity=validity)
-    # Index first: a CRL number must never be reused, even if writing the CRL then fails.
-    ca.write_index(index)
-    _files.write_public_file(ca.crl_path, crl.public_bytes(serialization.Encoding.PEM))
-    return crl
-
 
 def publish_crl(ca: CaDirectory, *, validity: timedelta = CRL_VALIDITY) -> x509.CertificateRevocationList:
     """Re-sign crl.pem (refreshing its nextUpdate, `validity` from now) from the index."""

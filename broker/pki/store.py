@@ -19,17 +19,19 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.errors import ConfigurationError, NotFound
 from broker.identity import Role
 from broker.pki import _files
 from broker.pki.authority import CertificateAuthority, create_intermediate_ca, create_root_ca
+from broker.pki.crl import CRL_VALIDITY, sign_crl
 from broker.pki.inspect import certificate_identity, fingerprint_sha256, parse_serial, serial_hex
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "CertificateRecord",
     "CertificateStatus",
     "list_certificates",
+    "publish_crl_locked",
 ]
 
 _FORMAT_VERSION = 1
@@ -214,9 +217,6 @@ class CaDirectory:
             ca.write_index(CertificateIndex())
             meta = {"version": _FORMAT_VERSION, "trust_domain": trust_domain, "intermediate": intermediate}
             _files.write_public_file(path / "ca.json", (json.dumps(meta, indent=2) + "\n").encode())
-            # Late import: revocation imports this module for CaDirectory.
-            from broker.pki.revocation import publish_crl_locked  # noqa: PLC0415
-
             publish_crl_locked(ca)
         return ca
 
@@ -322,3 +322,15 @@ def list_certificates(ca: CaDirectory) -> list[CertificateRecord]:
 def mark_revoked(record: CertificateRecord, reason: str, when: datetime) -> CertificateRecord:
     """The record with revocation set (internal to `broker.pki.revocation`)."""
     return replace(record, revoked_at=when, revocation_reason=reason)
+
+
+def publish_crl_locked(ca: CaDirectory, *, validity: timedelta = CRL_VALIDITY) -> x509.CertificateRevocationList:
+    """Re-sign crl.pem from the index with the next CRL number (caller holds `ca.locked()`)."""
+    authority = ca.load_authority()
+    index = ca.read_index()
+    index.crl_number += 1
+    crl = sign_crl(authority, index.records, index.crl_number, validity=validity)
+    # Index first: a CRL number must never be reused, even if writing the CRL then fails.
+    ca.write_index(index)
+    _files.write_public_file(ca.crl_path, crl.public_bytes(serialization.Encoding.PEM))
+    return crl

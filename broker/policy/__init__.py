@@ -20,9 +20,9 @@ from broker.policy.codes import (
     tlp_from_proto,
 )
 from broker.policy.errors import PolicyError
-from broker.policy.forwarding import AnyOf, ForwardClause, NoForwarding, SameOrganisation, ToAgencies
+from broker.policy.forwarding import AnyOf, NoForwarding, SameOrganisation, ToAgencies
 from broker.policy.justification import Justification, Requirement
-from broker.policy.model import Agency, Rule
+from broker.policy.model import Agency, ForwardClause, Rule
 from broker.policy.policy import Decision, Policy, diff
 from broker.policy.running import PolicyChange, RunningPolicy, ValidationReport
 

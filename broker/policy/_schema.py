@@ -19,9 +19,9 @@ from broker.identity import AGENCY_ID, GROUP_NAME
 from broker.policy._locate import Locator
 from broker.policy.codes import AGENCY_KINDS, COUNTRIES, KINDS, TLP_CODES
 from broker.policy.errors import PolicyError
-from broker.policy.forwarding import AnyOf, ForwardClause, NoForwarding, SameOrganisation, ToAgencies
+from broker.policy.forwarding import AnyOf, NoForwarding, SameOrganisation, ToAgencies
 from broker.policy.justification import FIELDS, Justification, Requirement
-from broker.policy.model import Agency, Rule
+from broker.policy.model import Agency, ForwardClause, Rule
 from broker.protocol.validation import LEGAL_BASIS
 
 EVERYONE: Final = "*"

@@ -9,22 +9,8 @@ never leave the forwarder's organisation, whatever the clause says.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
 
-if TYPE_CHECKING:
-    from broker.policy.model import Agency
-
-
-class ForwardClause(Protocol):
-    """Decides whether `forwarder` may pass a message on to `target`."""
-
-    def allows(self, forwarder: Agency, target: Agency) -> bool:
-        """True if this clause lets `forwarder` forward to `target`."""
-        ...
-
-    def scope(self) -> str:
-        """Where forwarding may go, to follow "lets recipients forward" in a refusal."""
-        ...
+from broker.policy.model import Agency, ForwardClause
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from broker.policy.forwarding import ForwardClause
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +17,18 @@ class Agency:
     # share AMBER+STRICT material; an agency without one is an organisation of its own.
     organisation: str
     name: str = ""
+
+
+class ForwardClause(Protocol):
+    """Decides whether `forwarder` may pass a message on to `target`."""
+
+    def allows(self, forwarder: Agency, target: Agency) -> bool:
+        """True if this clause lets `forwarder` forward to `target`."""
+        ...
+
+    def scope(self) -> str:
+        """Where forwarding may go, to follow "lets recipients forward" in a refusal."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

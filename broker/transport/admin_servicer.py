@@ -19,14 +19,15 @@ from broker.delivery.exchange import Exchange
 from broker.delivery.operations import RecordEvent
 from broker.directory import AgencyRecord, RegisterAgency, Registry
 from broker.errors import BrokerError, FailedPrecondition, InvalidRequest, PermissionDenied
-from broker.identity import AGENCY_ID, Role
+from broker.identity import AGENCY_ID, Principal, Role
+from broker.pki.crl import REVOCATION_REASONS
 from broker.pki.csr import verify_csr
 from broker.pki.issuance import chain_pem, issue_from_csr
-from broker.pki.revocation import REVOCATION_REASONS, RevocationList, crl_der, revoke
+from broker.pki.revocation import RevocationList, crl_der, revoke
 from broker.pki.store import CaDirectory, CertificateRecord, list_certificates
 from broker.policy import Policy, RunningPolicy
 from broker.store.writer import Writer
-from broker.transport.auth import Authenticator, Principal
+from broker.transport.auth import Authenticator
 from broker.transport.rpc import Context
 
 log = structlog.get_logger(__name__)

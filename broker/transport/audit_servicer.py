@@ -16,9 +16,9 @@ from broker.audit import AuditEvent, AuditLog, AuditRecord, CheckpointRecord
 from broker.delivery.exchange import Exchange
 from broker.delivery.operations import RecordEvent
 from broker.errors import STORAGE_FAULTS, FailedPrecondition, InvalidRequest
-from broker.identity import Role
+from broker.identity import Principal, Role
 from broker.store.writer import Writer
-from broker.transport.auth import Authenticator, Principal
+from broker.transport.auth import Authenticator
 from broker.transport.rpc import Context
 
 log = structlog.get_logger(__name__)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
 import structlog
@@ -18,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from broker.errors import AuthenticationError, PermissionDenied
-from broker.identity import Role, SpiffeId
+from broker.identity import Principal, Role
 from broker.pki.inspect import serial_hex
 from broker.protocol.certificates import CertificateProfileError, verify_leaf_profile
 
@@ -31,30 +30,6 @@ class RevocationChecker(Protocol):
     """Answers whether a certificate serial has been revoked (see `broker.pki`)."""
 
     def is_revoked(self, serial: int) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The authenticated caller of one RPC."""
-
-    spiffe_id: SpiffeId
-    serial: int
-    fingerprint: bytes
-    certificate_der: bytes
-    not_after: dt.datetime
-
-    @property
-    def role(self) -> Role:
-        """agency, auditor, admin or broker."""
-        return self.spiffe_id.role
-
-    @property
-    def name(self) -> str:
-        """The agency id for agencies, the person or node name otherwise."""
-        return self.spiffe_id.name
-
-    def __str__(self) -> str:
-        return str(self.spiffe_id)
 
 
 class Authenticator:

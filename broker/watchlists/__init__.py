@@ -5,7 +5,7 @@ serves it to allowed subscribers; it cannot read the entries.
 - `tables`: the `watchlist_*` tables.
 - `operations`: writer operations (create a watchlist, publish a version), each with its audit entry.
 - `desk`: the domain logic (`WatchlistDesk`): who may publish and subscribe, what a version must be.
-- `servicer`: the gRPC `WatchlistService`, added to a broker by `add_watchlist_service`.
+- `servicer`: the gRPC `WatchlistService` (the broker's composition root, `broker.server`, adds it).
 """
 
 from broker.watchlists.desk import WatchlistDesk

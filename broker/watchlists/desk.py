@@ -34,7 +34,7 @@ from broker.delivery.intake import take_in
 from broker.delivery.operations import RecordEvent
 from broker.directory import Registry
 from broker.errors import FailedPrecondition, InvalidRequest, NotFound, PermissionDenied
-from broker.identity import AGENCY_ID, GROUP_NAME, Role
+from broker.identity import AGENCY_ID, GROUP_NAME, Principal, Role
 from broker.policy import RunningPolicy, tlp_from_proto
 from broker.protocol import validation
 from broker.protocol.envelope import verify_outer
@@ -42,7 +42,6 @@ from broker.protocol.errors import OutOfRange
 from broker.store import tables as store_tables
 from broker.store.db import now_us
 from broker.store.writer import Writer
-from broker.transport.auth import Principal
 from broker.watchlists import tables
 from broker.watchlists.operations import CreateWatchlist, Published, PublishVersion
 from broker.watchlists.records import StoredVersion, WatchlistRecord, record_of_row

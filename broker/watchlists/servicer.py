@@ -6,9 +6,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-import grpc
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -21,10 +20,7 @@ from broker.transport.rpc import Context
 from broker.watchlists.desk import WatchlistDesk
 from broker.watchlists.records import WatchlistRecord
 
-if TYPE_CHECKING:
-    from broker.server import Broker
-
-__all__ = ["SERVICE_NAME", "WatchlistServicer", "add_watchlist_service"]
+__all__ = ["SERVICE_NAME", "WatchlistServicer"]
 
 log = structlog.get_logger(__name__)
 
@@ -56,10 +52,9 @@ def _watchlist(record: WatchlistRecord) -> watchlist_pb2.Watchlist:
 class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
     """WatchlistService over the desk; every call authenticates its caller first."""
 
-    def __init__(self, auth: Authenticator, desk: WatchlistDesk, broker: Broker) -> None:
+    def __init__(self, auth: Authenticator, desk: WatchlistDesk) -> None:
         self._auth = auth
         self._desk = desk
-        self._broker = broker
 
     async def CreateWatchlist(self, request: watchlist_pb2.CreateWatchlistRequest,
                               context: Context) -> watchlist_pb2.Watchlist:
@@ -132,9 +127,3 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
                     self._desk.still_allowed(caller, record)
         finally:
             self._desk.unwatch(watchlist_id, changed)
-
-
-def add_watchlist_service(server: grpc.aio.Server, broker: Broker) -> None:
-    """Register `WatchlistService` on `server`, backed by the broker's writer, exchange and policy."""
-    desk = WatchlistDesk(broker.config, broker.writer, broker.exchange, broker.registry, broker.policy)
-    watchlist_pb2_grpc.add_WatchlistServiceServicer_to_server(WatchlistServicer(broker.auth, desk, broker), server)

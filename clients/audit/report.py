@@ -25,7 +25,7 @@ from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from broker.audit import AuditEvent
+from broker.audit.events import AuditEvent
 from broker.protocol.witness_policy import Policy
 from clients.audit.exportfile import ExportEntry
 from clients.audit.verify import VerifyReport, verify_export

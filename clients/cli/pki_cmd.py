@@ -20,11 +20,12 @@ from broker.errors import InvalidRequest
 from broker.identity import Role, make_spiffe_id
 from broker.pki import _files
 from broker.pki.authority import generate_identity_key
+from broker.pki.crl import CRL_VALIDITY, MAX_CRL_VALIDITY, REVOCATION_REASONS
 from broker.pki.csr import CertificateRequest, create_csr, csr_pem, verify_csr
 from broker.pki.dev import ensure_dev_pki
 from broker.pki.inspect import parse_serial
 from broker.pki.issuance import chain_pem, check_lifetime, issue_request, renew
-from broker.pki.revocation import CRL_VALIDITY, MAX_CRL_VALIDITY, REVOCATION_REASONS, publish_crl, revoke
+from broker.pki.revocation import publish_crl, revoke
 from broker.pki.store import CaDirectory, CertificateRecord, CertificateStatus, list_certificates
 from clients.cli import install_cmd
 from clients.cli.failures import CommandError

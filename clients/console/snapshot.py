@@ -27,7 +27,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from broker.audit import AuditEvent
+from broker.audit.events import AuditEvent
 from broker.errors import VerificationError
 from broker.protocol import _merkle, _note
 from clients.audit.exportfile import ExportCheckpoint, ExportEntry, ExportHeader, read_export

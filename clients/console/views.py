@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from broker.audit import AuditEvent
+from broker.audit.events import AuditEvent
 from clients.console.snapshot import AuditSnapshot, LoggedEntry
 
 __all__ = [

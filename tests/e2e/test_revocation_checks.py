@@ -24,8 +24,9 @@ from broker.api.v1 import broker_pb2, broker_pb2_grpc
 from broker.identity import Role, make_spiffe_id
 from broker.pki import _files
 from broker.pki.authority import generate_identity_key, issue_certificate
+from broker.pki.crl import sign_crl
 from broker.pki.dev import DevPki
-from broker.pki.revocation import revoke, sign_crl
+from broker.pki.revocation import revoke
 from broker.pki.store import CaDirectory
 from broker.protocol.revocation import RevokedCertificate, StaleRevocationList
 from clients import AgencyClient, InvalidDelivery, RemoteError, VerificationError

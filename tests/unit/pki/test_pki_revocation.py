@@ -17,17 +17,10 @@ from broker.errors import ConfigurationError, FailedPrecondition, InvalidRequest
 from broker.identity import Role, make_spiffe_id
 from broker.pki import _files
 from broker.pki.authority import create_root_ca, generate_identity_key
+from broker.pki.crl import parse_reason, sign_crl
 from broker.pki.csr import create_csr, csr_pem
 from broker.pki.issuance import chain_pem, issue_from_csr
-from broker.pki.revocation import (
-    RevocationList,
-    crl_der,
-    parse_reason,
-    publish_crl,
-    revoke,
-    sign_crl,
-    verify_crl,
-)
+from broker.pki.revocation import RevocationList, crl_der, publish_crl, revoke, verify_crl
 from broker.pki.store import CaDirectory, CertificateStatus
 
 TRUST_DOMAIN = "isb.test"
