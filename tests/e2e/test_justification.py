@@ -14,12 +14,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from broker.api.v1 import payload_pb2
 from broker.audit import AuditEvent
 from broker.pki.dev import DevPki
 from clients import AgencyClient, RemoteError
 from clients.audit.verify import verify_export
 from clients.auditor import AuditorClient
 from clients.cli import main as isb
+from clients.watchlist import create_watchlist, publish_update
 from tests.e2e.conftest import REPO, Database, RunningBroker, copy_pki
 
 REQUIREMENT = """
@@ -27,6 +29,10 @@ REQUIREMENT = """
 kinds = ["ALERT", "REQUEST"]
 handling = ["AMBER..RED"]
 require = ["legal_basis", "case_reference"]
+
+[[justification]]
+kinds = ["WATCHLIST_UPDATE"]
+require = ["legal_basis"]
 """
 
 
@@ -61,67 +67,27 @@ def _refused_send(database: Database, send: Any, expected: str) -> dict[str, Any
     return entry
 
 
-def test_send_without_a_required_legal_basis_is_refused_and_stores_nothing(
-    agencies: dict[str, AgencyClient],
-    database: Database,
+@pytest.mark.parametrize(("options", "expected"), [
+    ({"tlp": "AMBER", "case_reference": "FR-2026-0042"}, "header.legal_basis is required for ALERT at AMBER"),
+    ({"tlp": "RED", "kind": 2, "legal_basis": "LED-ART8"}, "header.case_reference is required for REQUEST at RED"),
+    ({"tlp": "GREEN", "legal_basis": "GDPR-ART6"}, "header.legal_basis 'GDPR-ART6' is not an accepted legal-basis "
+     "code; accepted: LED-ART8, NAPLES-II, REG-515-97, FD-2006-960, SIS-ART36"),
+    ({"tlp": "GREEN", "case_reference": "C" * 500}, "header.case_reference is 500 characters long, over the limit "
+     "of 128"),
+], ids=["missing-legal-basis", "missing-case-reference", "unknown-code", "over-long-case-reference"])
+def test_unjustified_send_is_refused_naming_the_field_and_stores_nothing(
+    agencies: dict[str, AgencyClient], database: Database, options: dict[str, Any], expected: str,
 ) -> None:
-    """An AMBER alert without a legal basis is INVALID_ARGUMENT naming header.legal_basis; one refusal entry."""
+    """A required field missing, a code off the policy's list or a field over its limit: INVALID_ARGUMENT naming
+    the field (and the accepted codes), nothing stored, one bounded refusal entry that quotes no long value."""
     customs = agencies["FR-CUSTOMS"]
-    entry = _refused_send(
-        database,
-        lambda: customs.send(["DE-BKA"], b"cash courier", tlp="AMBER", case_reference="FR-2026-0042"),
-        "header.legal_basis is required for ALERT at AMBER",
-    )
+    entry = _refused_send(database, lambda: customs.send(["DE-BKA"], b"cash courier", **options), expected)
     assert entry["agency"] == "FR-CUSTOMS"
-
-
-def test_send_without_a_required_case_reference_is_refused(
-    agencies: dict[str, AgencyClient],
-    database: Database,
-) -> None:
-    """A RED request with a legal basis but no case reference is refused naming header.case_reference."""
-    customs = agencies["FR-CUSTOMS"]
-    _refused_send(
-        database,
-        lambda: customs.send(["DE-BKA"], b"?", tlp="RED", kind=2, legal_basis="LED-ART8"),
-        "header.case_reference is required for REQUEST at RED",
-    )
-
-
-def test_unknown_legal_basis_is_refused_listing_the_accepted_codes(
-    agencies: dict[str, AgencyClient],
-    database: Database,
-) -> None:
-    """A code outside the policy's list is INVALID_ARGUMENT, and the message lists the accepted codes."""
-    customs = agencies["FR-CUSTOMS"]
-    _refused_send(
-        database,
-        lambda: customs.send(["DE-BKA"], b"x", tlp="GREEN", legal_basis="GDPR-ART6"),
-        "header.legal_basis 'GDPR-ART6' is not an accepted legal-basis code; accepted: LED-ART8, "
-        "NAPLES-II, REG-515-97, FD-2006-960, SIS-ART36",
-    )
-
-
-def test_malformed_justification_is_refused_by_the_validation_layer(
-    agencies: dict[str, AgencyClient],
-    database: Database,
-) -> None:
-    """A case reference over 128 characters is refused by its limit, without quoting it."""
-    customs = agencies["FR-CUSTOMS"]
-    entry = _refused_send(
-        database,
-        lambda: customs.send(["DE-BKA"], b"x", tlp="GREEN", case_reference="C" * 500),
-        "header.case_reference is 500 characters long, over the limit of 128",
-    )
     assert "C" * 129 not in json.dumps(entry)
 
 
 def test_disclosures_record_legal_basis_case_reference_and_the_asserted_operator(
-    agencies: dict[str, AgencyClient],
-    database: Database,
-    broker: RunningBroker,
-    pki: DevPki,
-    tmp_path: Path,
+    agencies: dict[str, AgencyClient], database: Database, broker: RunningBroker, pki: DevPki, tmp_path: Path,
 ) -> None:
     """A send, and the forward of it, record their justification; the operator is marked as asserted by the sender."""
     police, fiod = agencies["DE-BKA"], agencies["NL-FIOD"]
@@ -158,42 +124,14 @@ def test_disclosures_record_legal_basis_case_reference_and_the_asserted_operator
 
 
 def test_isb_send_takes_the_justification_options(
-    agencies: dict[str, AgencyClient],
-    database: Database,
-    broker: RunningBroker,
-    pki: DevPki,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    agencies: dict[str, AgencyClient], database: Database, broker: RunningBroker,
+    pki: DevPki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`isb send --legal-basis --case-ref --operator` carries all three into the audit entry."""
     certs = copy_pki(pki, tmp_path / "pki")  # the CLI keeps its trust state under --certs
-    assert (
-        isb(
-            [
-                "send",
-                "--broker",
-                broker.target,
-                "--agency",
-                "FR-CUSTOMS",
-                "--certs",
-                str(certs),
-                "--to",
-                "DE-BKA",
-                "--tlp",
-                "AMBER",
-                "--text",
-                "x",
-                "--legal-basis",
-                "REG-515-97",
-                "--case-ref",
-                "DOS-9",
-                "--operator",
-                "agent-4",
-                "--json",
-            ]
-        )
-        == 0
-    )
+    assert isb(["send", "--broker", broker.target, "--agency", "FR-CUSTOMS", "--certs", str(certs), "--to", "DE-BKA",
+                "--tlp", "AMBER", "--text", "x", "--legal-basis", "REG-515-97", "--case-ref", "DOS-9",
+                "--operator", "agent-4", "--json"]) == 0
     sent = json.loads(capsys.readouterr().out)
     fields = next(e["fields"] for e in _entries(database, "envelope.accepted") if e["message_id"] == sent["message_id"])
     assert (fields["legal_basis"], fields["case_reference"], fields["operator"]) == ("REG-515-97", "DOS-9", "agent-4")
@@ -218,10 +156,7 @@ def _auditor(
 
 
 def test_consultations_record_their_justification_in_the_verified_export(
-    agencies: dict[str, AgencyClient],
-    broker: RunningBroker,
-    pki: DevPki,
-    tmp_path: Path,
+    agencies: dict[str, AgencyClient], broker: RunningBroker, pki: DevPki, tmp_path: Path,
 ) -> None:
     """An auditor's query, proof and export and an agency's directory lookup show their justification in
     the export, which verifies offline."""
@@ -261,10 +196,7 @@ def test_consultations_record_their_justification_in_the_verified_export(
 
 
 def test_consultation_with_an_unknown_legal_basis_is_refused_and_audited(
-    agencies: dict[str, AgencyClient],
-    broker: RunningBroker,
-    pki: DevPki,
-    database: Database,
+    agencies: dict[str, AgencyClient], broker: RunningBroker, pki: DevPki, database: Database,
 ) -> None:
     """An export asked with a code outside the policy's list is INVALID_ARGUMENT listing the codes; one refusal."""
     refusals = len(_entries(database, "request.rejected"))
@@ -275,3 +207,24 @@ def test_consultation_with_an_unknown_legal_basis_is_refused_and_audited(
     entries = _entries(database, "request.rejected")
     assert len(entries) == refusals + 1
     assert entries[-1]["fields"]["rpc"] == "QueryEntries"
+
+
+def test_watchlist_version_needs_its_required_legal_basis_and_records_it(
+    agencies: dict[str, AgencyClient], database: Database,
+) -> None:
+    """A watchlist publication is a disclosure: refused without its required legal basis, recorded with it."""
+    owner = agencies["FR-CUSTOMS"]
+    watchlist = create_watchlist(owner, "FR-CUSTOMS/wanted", subscribers=["DE-BKA"], title="Wanted",
+                                 entry_types=[payload_pb2.ENTITY_PERSON])
+    update = payload_pb2.WatchlistUpdate(watchlist_id="FR-CUSTOMS/wanted", version=1, snapshot=True)
+    refusals = len(_entries(database, "request.rejected"))
+    with pytest.raises(RemoteError) as refused:
+        publish_update(owner, update, watchlist=watchlist)
+    assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "header.legal_basis is required for WATCHLIST_UPDATE at AMBER" in refused.value.message
+    assert len(_entries(database, "request.rejected")) == refusals + 1
+    assert database.scalar("SELECT count(*) FROM watchlist_versions") == 0
+    publish_update(owner, update, watchlist=watchlist, legal_basis="SIS-ART36", operator="op-9")
+    (published,) = _entries(database, "watchlist.published")
+    assert (published["fields"]["legal_basis"], published["fields"]["operator"],
+            published["fields"]["operator_asserted_by"]) == ("SIS-ART36", "op-9", "FR-CUSTOMS")
