@@ -39,13 +39,14 @@ from typing import Any
 from bench import isb_agents, nats_agents
 from bench.deployment import Deployment, build_deployment
 from bench.profiling import Sampler, summarise
-from bench.report import plot_latency, ratios, table, write_json
+from bench.report import plot_latency, ratios, table, targets, write_json
 from bench.servers import (
     BrokerProcess,
+    PostgresCpu,
     free_port,
+    machine_cpu,
     nats_available,
     postgres_available,
-    postgres_cpu_seconds,
     postgres_database,
     process_cpu_seconds,
     py_spy,
@@ -59,6 +60,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BACKENDS = ("sqlite", "postgresql", "nats")
 SENDERS = 2
 RECIPIENTS = 10
+BENCH_DATABASE = "isb_bench"
 
 
 def scenarios(quick: bool, seconds: float | None = None) -> list[Scenario]:
@@ -97,7 +99,25 @@ class Target:
     target: str
     cpu: Callable[[], float]
     db_cpu: Callable[[], float] | None = None  # a database server beside the broker (PostgreSQL)
+    serial: Callable[[], float] | None = None  # seconds spent in the audit sequencer's serialised section
     prepare: Callable[[Scenario, tuple[str, ...]], None] = lambda _s, _r: None
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The counters read at the start and end of a measured window."""
+
+    server: float
+    database: float
+    serial: float
+    machine_busy: float
+    machine_total: float
+
+    @classmethod
+    def take(cls, target: Target) -> Reading:
+        busy, total = machine_cpu()
+        return cls(target.cpu(), target.db_cpu() if target.db_cpu else math.nan,
+                   target.serial() if target.serial else math.nan, busy, total)
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -150,11 +170,12 @@ def run_scenario(target: Target, deployment: Deployment, scenario: Scenario,
             raise RuntimeError(f"{scenario.name}: only {ready}/{len(processes)} agents got ready: {fatal}")
         time.sleep(0.5)  # let subscriptions settle so the clock does not include a backlog load
         on_start([p.pid for p in processes if p.pid is not None])
-        cpu0, db0 = target.cpu(), target.db_cpu() if target.db_cpu else math.nan
+        load = os.getloadavg()[0]
+        first = Reading.take(target)
         t_go = time.time_ns()
         go.set()
         deadline = time.monotonic() + scenario.time_limit + 40
-        cpu1, db1 = cpu0, db0
+        last = first
         while len(senders) + len(subscribers) < len(processes):
             if time.monotonic() > deadline:
                 stop.set()
@@ -175,7 +196,7 @@ def run_scenario(target: Target, deployment: Deployment, scenario: Scenario,
                     expected.value = sum(s.get("ok", 0) for s in senders)
             else:
                 subscribers.append(payload)
-                cpu1, db1 = target.cpu(), target.db_cpu() if target.db_cpu else math.nan
+                last = Reading.take(target)
     finally:
         stop.set()
         for process in processes:
@@ -183,12 +204,15 @@ def run_scenario(target: Target, deployment: Deployment, scenario: Scenario,
             if process.is_alive():
                 process.terminate()
                 process.join(5)
-    return _metrics(scenario, senders, subscribers, fatal, t_go, cpu1 - cpu0, db1 - db0)
+    result, latencies = _metrics(scenario, senders, subscribers, fatal, t_go, first, last)
+    result["load_average_1min"] = load
+    return result, latencies
 
 
 def _metrics(scenario: Scenario, senders: list[dict[str, Any]], subscribers: list[dict[str, Any]],
-             fatal: list[str], t_go: int, server_cpu: float,
-             db_cpu: float = math.nan) -> tuple[dict[str, Any], list[float]]:
+             fatal: list[str], t_go: int, first: Reading, last: Reading) -> tuple[dict[str, Any], list[float]]:
+    server_cpu, db_cpu, serial = last.server - first.server, last.database - first.database, last.serial - first.serial
+    machine_total = last.machine_total - first.machine_total
     ok = sum(s.get("ok", 0) for s in senders)
     sent = sum(s.get("sent", 0) for s in senders)
     agencies = [a for s in subscribers for a in s.get("agencies", [])]
@@ -222,6 +246,8 @@ def _metrics(scenario: Scenario, senders: list[dict[str, Any]], subscribers: lis
         "server_cpu_us_per_envelope": server_cpu * 1e6 / ok if ok else None,
         "server_cpu_us_per_delivery": server_cpu * 1e6 / delivered if delivered else None,
         "database_cpu_us_per_envelope": db_cpu * 1e6 / ok if ok and not math.isnan(db_cpu) else None,
+        "serial_us_per_envelope": serial * 1e6 / ok if ok and not math.isnan(serial) else None,
+        "machine_busy": (last.machine_busy - first.machine_busy) / machine_total if machine_total > 0 else None,
         "sender_cpu_us_per_envelope": sum(s.get("cpu_s", 0.0) for s in senders) * 1e6 / ok if ok else None,
         "subscriber_cpu_us_per_delivery":
             sum(s.get("cpu_s", 0.0) for s in subscribers) * 1e6 / delivered if delivered else None,
@@ -236,14 +262,16 @@ def _metrics(scenario: Scenario, senders: list[dict[str, Any]], subscribers: lis
 def isb_broker(deployment: Deployment, work: Path, backend: str, database_url: str,
                log_level: str) -> Iterator[BrokerProcess]:
     """A broker process on `database_url`, recipients' keys published, stopped afterwards."""
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     config = write_config(work / f"broker-{backend}.toml", {
         "listen": f"127.0.0.1:{port}", "cert_dir": str(deployment.cert_dir), "database_url": database_url,
         "policy_file": str(deployment.policy_file), "log_level": log_level,
+        "metrics_listen": f"127.0.0.1:{metrics_port}",
     })
     some = deployment.recipients[0]
     broker = BrokerProcess(config, port, work / f"broker-{backend}.log", ca=deployment.cert_dir / "ca.crt",
-                           cert=deployment.cert_dir / f"{some}.crt", key=deployment.cert_dir / f"{some}.key")
+                           cert=deployment.cert_dir / f"{some}.crt", key=deployment.cert_dir / f"{some}.key",
+                           metrics_port=metrics_port)
     broker.start()
     try:
         for agency in deployment.recipients:
@@ -277,7 +305,8 @@ def run_isb(backend: str, database_url: str, deployment: Deployment, work: Path,
     samples: dict[str, list[float]] = {}
     with isb_broker(deployment, work, backend, database_url, args.log_level) as broker:
         target = Target(backend, isb_agents.run_sender, isb_agents.run_subscriber, broker.target,
-                        broker.cpu_seconds, postgres_cpu_seconds if backend == "postgresql" else None)
+                        broker.cpu_seconds, PostgresCpu(BENCH_DATABASE) if backend == "postgresql" else None,
+                        serial=lambda: broker.metric("isb_sequencer_held_seconds_total"))
         for scenario in plan:
             sampler: list[Sampler] = []
             spy = py_spy() if scenario.name == args.profile else None
@@ -334,6 +363,7 @@ def _line(r: dict[str, Any]) -> str:
     cpu = r["server_cpu_us_per_envelope"]
     return (f"{r['messages_per_s'] or 0:,.0f} msgs/s, {r['deliveries_per_s'] or 0:,.0f} deliveries/s, "
             f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, server {cpu or 0:,.0f} us/envelope, "
+            f"machine {100 * (r['machine_busy'] or 0):.0f}% busy, load {r['load_average_1min']:.1f}, "
             f"complete={r['complete']}" + (f", errors={r['errors']}" if r["errors"] else "")
             + (f", fatal={r['fatal']}" if r["fatal"] else ""))
 
@@ -379,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not postgres_available():
                     skipped[backend] = "no PostgreSQL server on 127.0.0.1:5432"
                     continue
-                with postgres_database() as url:
+                with postgres_database(BENCH_DATABASE) as url:
                     results[backend], samples[backend] = run_isb(backend, url, deployment, work, plan, args)
             elif backend == "nats":
                 if not nats_available():
@@ -395,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": dt.datetime.now(dt.UTC).isoformat(), "mode": "quick" if args.quick else "default",
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform()},
         "scenarios": [asdict(s) for s in plan], "results": results, "ratios_isb_over_nats": ratios(results),
+        "targets": targets(results),
         "skipped": skipped, "wall_seconds": time.monotonic() - started, "plot": str(plot),
     }
     write_json(args.output, document)

@@ -13,9 +13,11 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,21 +71,40 @@ def process_cpu_seconds(pid: int) -> float:
     return total
 
 
-def postgres_cpu_seconds() -> float:
-    """User + system CPU seconds of every PostgreSQL server process (with the exited backends the
-    postmaster reaped): the database's share of the machine, which the broker's own CPU leaves out."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "comm").read_text().strip() != "postgres":
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat: every process of
+    every session on it, which is what "the machine saturated" means."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    idle = values[3] + values[4]  # idle, iowait
+    total = sum(values)
+    return (total - idle) / _TICKS, total / _TICKS
+
+
+class PostgresCpu:
+    """User + system CPU seconds of the PostgreSQL backends serving one database.
+
+    Only that database's backends: the server is shared (other sessions' tests run on it too), so
+    summing every `postgres` process would charge their work to the benchmark. Background
+    processes (WAL writer, checkpointer) serve every database and are left out, so this is a floor.
+    A backend that exits keeps the CPU it was last seen with, so the total never goes back.
+    """
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self._seen: dict[int, float] = {}
+
+    def __call__(self) -> float:
+        """CPU seconds so far of every backend of the database seen until now."""
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            pids = [int(row[0]) for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (self.database,))]
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
                 continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(v) for v in fields[11:15]) / _TICKS
-    return total
+            self._seen[pid] = max(self._seen.get(pid, 0.0), sum(int(v) for v in fields[11:15]) / _TICKS)
+        return sum(self._seen.values())
 
 
 def write_config(path: Path, settings: Mapping[str, str | int | float]) -> Path:
@@ -106,6 +127,7 @@ class BrokerProcess:
     cert: Path
     key: Path
     environ: Mapping[str, str] = field(default_factory=dict)
+    metrics_port: int | None = None  # the broker's Prometheus endpoint (mutual TLS), if configured
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -148,6 +170,18 @@ class BrokerProcess:
     def cpu_seconds(self) -> float:
         """CPU seconds the broker has used so far."""
         return process_cpu_seconds(self.pid)
+
+    def metric(self, name: str) -> float:
+        """The sum of every sample of counter `name` on the broker's /metrics (NaN without an endpoint)."""
+        if self.metrics_port is None:
+            return float("nan")
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(self.cert, self.key)
+        url = f"https://localhost:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+            text = response.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name) and line[len(name)] in " {")
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (the broker drains and exits), then SIGKILL if it does not."""

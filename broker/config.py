@@ -55,6 +55,12 @@ class BrokerConfig:
     attachment_quota_bytes: int = 50 * 1024 * 1024 * 1024  # per agency, every attachment it has stored
     upload_ttl_seconds: float = 24 * 3600.0  # an upload no envelope references by then is deleted
     attachment_sweep_seconds: float = 30.0
+    # The retention purge (docs/protocol.md section 22): how often it runs; the periods are in the policy.
+    retention_interval_seconds: float = 3600.0
+    # Watchlist review (docs/protocol.md section 22): owners are notified this far ahead of a review
+    # date (a period: 4mo, 120d...), checked this often.
+    review_notice: str = "4mo"
+    review_notice_interval_seconds: float = 3600.0
     # The broker's own files (the policy an admin applied): default, the SQLite database's folder,
     # or var/ beside a PostgreSQL database.
     state_dir: Path | None = None

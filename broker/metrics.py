@@ -22,6 +22,9 @@ WRITER_BATCH = Histogram("isb_writer_batch_operations", "Operations committed pe
                          buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=REGISTRY)
 WRITER_COMMIT = Histogram("isb_writer_commit_seconds", "Time to stage and commit one batch",
                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=REGISTRY)
+SEQUENCER_HELD = Counter("isb_sequencer_held_seconds", "Time inside the audit log's serialised section: from "
+                         "taking the sequencer lock to commit (PostgreSQL replicas), the writer's whole "
+                         "transaction (SQLite's single writer)", registry=REGISTRY)
 REFUSALS_AUDITED = Counter("isb_refusals", "Refused requests, each audited once, by status", ["status"],
                            registry=REGISTRY)
 REFUSALS_ANSWERED = Counter("isb_refusals_answered", "Refusals returned to a client (a status or a batch result)",

@@ -11,8 +11,10 @@ import json
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -50,6 +52,7 @@ from broker.policy import RunningPolicy
 from broker.protocol.attachments import MAX_CHUNK_SIZE
 from broker.protocol.errors import ProtocolError
 from broker.protocol.witness_policy import load_policy
+from broker.retention import RetentionJob
 from broker.store import tables
 from broker.store.binding import Deployment, bind_deployment
 from broker.store.db import WriterLock, create_engine, storage_fault, writer_lock
@@ -63,6 +66,7 @@ from broker.transport.reflection import enable_server_reflection
 from broker.transport.rpc import CallInterceptor
 from broker.transport.servicers import BrokerServicer
 from broker.watchlists.desk import WatchlistDesk
+from broker.watchlists.review import ReviewNotifier, notice_period
 from broker.watchlists.servicer import SERVICE_NAME as WATCHLIST_SERVICE
 from broker.watchlists.servicer import WatchlistServicer
 from broker.witness.collector import WitnessCollector
@@ -163,6 +167,7 @@ class Broker:
         await self._seed_agencies()
 
         self.attachments = self._open_attachments()
+        self.retention = self._retention_job()
         self.server = grpc.aio.server(interceptors=[CallInterceptor(self.exchange.record_refusal)], options=[
             ("grpc.max_receive_message_length", _max_message(config)),
             ("grpc.max_send_message_length", _max_message(config)),
@@ -182,11 +187,9 @@ class Broker:
         self.ca_ledger = CaLedger(self.ca_dir, self.writer)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(self.auth, self.exchange, self.writer, self.registry, self.policy, self.revocations,
-                          lambda: open_ca(self.ca_dir), self.ca_ledger.lock, applied),
+                          lambda: open_ca(self.ca_dir), self.ca_ledger.lock, self.retention, applied),
             self.server)
-        watchlist_desk = WatchlistDesk(config, self.writer, self.exchange, self.registry, self.policy)
-        watchlist_pb2_grpc.add_WatchlistServiceServicer_to_server(WatchlistServicer(self.auth, watchlist_desk),
-                                                                  self.server)
+        self._add_watchlist_service()
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_server_reflection([
@@ -245,6 +248,26 @@ class Broker:
         desk = AttachmentDesk(config, self.engine, self.writer, blobs)
         self._tasks.append(asyncio.get_running_loop().create_task(desk.sweep_forever(), name="isb-attachment-sweep"))
         return desk
+
+    def _retention_job(self) -> RetentionJob:
+        job = RetentionJob(self.engine, self.writer, self.policy, self.revocations, lambda: self.exchange.blobs,
+                           self.exchange.dispatcher.acknowledged, node=self.config.node,
+                           interval_seconds=self.config.retention_interval_seconds)
+        self.run_in_background(job.run_forever(), "isb-retention")
+        return job
+
+    def _add_watchlist_service(self) -> None:
+        config = self.config
+        desk = WatchlistDesk(config, self.writer, self.exchange, self.registry, self.policy)
+        watchlist_pb2_grpc.add_WatchlistServiceServicer_to_server(WatchlistServicer(self.auth, desk), self.server)
+        # Owners are told ahead of their watchlist entries' review dates (broker.watchlists.review).
+        notifier = ReviewNotifier(self.engine, self.writer, notice=notice_period(config.review_notice),
+                                  interval_seconds=config.review_notice_interval_seconds, node=config.node)
+        self.run_in_background(notifier.run_forever(), "isb-review-notices")
+
+    def run_in_background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `work` until the broker stops (a periodic job)."""
+        self._tasks.append(asyncio.get_running_loop().create_task(work, name=name))
 
     def trust_roots(self) -> list[x509.Certificate]:
         """The CA bundle, re-read when its file changes (it rotates without a restart, like TLS)."""

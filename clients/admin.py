@@ -79,3 +79,9 @@ class AdminClient(Connection):
         reply: admin_pb2.PolicyDecision = self._call(self._stub.ExplainPolicy, admin_pb2.ExplainPolicyRequest(
             sender=sender, kind=kind, tlp=tlp, recipients=recipients))
         return reply
+
+    def retention(self, *, dry_run: bool) -> admin_pb2.RetentionReport:
+        """What the policy's retention periods make due now (`dry_run`), or purge it and say what went."""
+        reply: admin_pb2.RetentionReport = self._call(self._stub.Retention,
+                                                      admin_pb2.RetentionRequest(dry_run=dry_run))
+        return reply

@@ -221,6 +221,13 @@ class AttachmentDesk:
             .where(A.message_id == message_id, A.idx == index, A.state == tables.ATTACHED,
                    d.state <= broker_pb2.ACKNOWLEDGED)).first())
         if row is None:
+            purged = await self._read(lambda conn: conn.execute(
+                sa.select(A.purge_rule)
+                .join(store_tables.deliveries, (d.message_id == A.message_id) & (d.recipient == caller.name))
+                .where(A.message_id == message_id, A.idx == index, A.state == tables.PURGED)).scalar())
+            if purged is not None:  # a recipient of the message: it may know why
+                raise NotFound(f"attachment {index} of message {message_id} was purged under retention rule "
+                               f"'{purged}'")
             raise NotFound(f"no attachment {index} of message {message_id} for {caller.name}")
         n = _stream.chunk_count(row.size, row.chunk_size)
         if not 0 <= first_chunk < n:

@@ -71,7 +71,7 @@ class BeginUpload:
                     f"size, chunk size or media type ({row.size} bytes, chunks of {row.chunk_size}, {row.media_type})")
             return UploadState(row.state, row.sha256, row.blob)
         used = batch.conn.execute(sa.select(sa.func.coalesce(sa.func.sum(A.size), 0))
-                                  .where(A.uploader == u.uploader)).scalar_one()
+                                  .where(A.uploader == u.uploader, A.state != tables.PURGED)).scalar_one()
         if used + u.size > self.quota:
             raise QuotaExceeded(
                 f"{u.uploader} stores {used} bytes of attachments; {u.size} more would exceed its quota of "
@@ -152,6 +152,16 @@ def attach_to_message(batch: Batch, uploader: str, message_id: str,
                        .values(state=tables.ATTACHED, expires_us=None))
 
 
+def release_blob(batch: Batch, blobs: BlobStore, blob: str) -> None:
+    """Delete a blob no attachment row names any more (identical attachments share one blob)."""
+    if not blob:
+        return  # a purged attachment's tombstone has no blob
+    shared = batch.conn.execute(
+        sa.select(sa.func.count()).select_from(tables.attachments).where(A.blob == blob)).scalar_one()
+    if not shared:
+        blobs.delete_in(batch, blob)
+
+
 def delete_attachments(batch: Batch, blobs: BlobStore, where: sa.ColumnElement[bool], reason: str,
                        actor: str) -> int:
     """Delete the attachments matching `where` and their blobs, one audit entry each."""
@@ -160,10 +170,7 @@ def delete_attachments(batch: Batch, blobs: BlobStore, where: sa.ColumnElement[b
     for row in rows:
         batch.conn.execute(tables.attachments.delete().where(
             A.uploader == row.uploader, A.message_id == row.message_id, A.idx == row.idx))
-        shared = batch.conn.execute(
-            sa.select(sa.func.count()).select_from(tables.attachments).where(A.blob == row.blob)).scalar_one()
-        if not shared:
-            blobs.delete_in(batch, row.blob)
+        release_blob(batch, blobs, row.blob)
         batch.audit(AuditEvent(
             event="attachment.deleted", actor=actor, time=batch.now, message_id=row.message_id, agency=row.uploader,
             fields={"attachment": row.idx, "reason": reason, "size": row.size,

@@ -9,6 +9,7 @@ from sqlmodel import Field, SQLModel
 UPLOADING = 1  # chunks arriving; resumable
 COMPLETE = 2  # every chunk stored, digest known; waiting for the envelope that references it
 ATTACHED = 3  # referenced by an accepted envelope: downloadable by its recipients
+PURGED = 4  # its retention period ended: the blob is gone, the digest and size stay (a tombstone)
 
 
 class AttachmentRow(SQLModel, table=True):
@@ -28,6 +29,7 @@ class AttachmentRow(SQLModel, table=True):
     created_us: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     # An upload not referenced by then is deleted; NULL once attached (the message's expiry rules).
     expires_us: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    purge_rule: str | None = Field(default=None, max_length=80, nullable=True)  # set with state PURGED
 
 
 class BlobChunkRow(SQLModel, table=True):

@@ -42,6 +42,9 @@ KNOWN_EVENTS = frozenset(
         "policy.changed",
         "audit.query",
         "directory.lookup",
+        "retention.purged",
+        "watchlist.review_notice",
+        "watchlist.review_renewed",
     }
 )
 

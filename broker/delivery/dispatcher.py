@@ -244,8 +244,12 @@ class Stream:
         for taken in batch:
             item = taken
             if item.envelope is None:
-                item = replace(item, envelope=envelope_pb2.Envelope.FromString(
-                    await self._d._load_envelope(item.message_id)))
+                stored = await self._d._load_envelope(item.message_id)
+                if not stored:  # purged by retention after it was queued: its delivery is dropped
+                    queue.items.pop(item.message_id, None)
+                    queue.release(item.message_id)
+                    continue
+                item = replace(item, envelope=envelope_pb2.Envelope.FromString(stored))
             self._d._on_delivered(item)
             loaded.append(item)
         return loaded

@@ -69,10 +69,13 @@ class RecipientState:
 
 @dataclass(frozen=True, slots=True)
 class MessageState:
-    """GetStatus: each recipient's state with its receipt certificate (DER), and the RECALLs of the message."""
+    """What GetStatus answers: each recipient's state (with the receipt's certificate), the purge, and the
+    RECALLs the sender sent of the message."""
 
     recipients: list[tuple[RecipientState, bytes | None]]
-    recalls: tuple[str, ...]
+    purged_under: str  # the retention rule, or "" while the envelope is kept
+    purged_us: int | None
+    recalls: tuple[str, ...] = ()
 
 
 class Exchange:
@@ -205,6 +208,9 @@ class Exchange:
             .where(m.c.message_id == header.references)).first())
         if original is None:
             raise PermissionDenied(f"{header.sender} did not receive message {header.references}, so cannot forward it")
+        if not original.envelope:
+            raise FailedPrecondition(f"message {header.references} was purged under its retention period; "
+                                     "the broker no longer holds it to check a forward against")
         original_header = envelope_pb2.Header.FromString(envelope_pb2.Envelope.FromString(original.envelope).header)
         if original_header.handling != header.handling or original.kind != header.kind:
             was = f"{kind_from_proto(original.kind)} at {tlp_from_proto(original_header.handling.tlp)}"
@@ -379,10 +385,14 @@ class Exchange:
 
     # -- GetStatus -----------------------------------------------------------------------------
     async def status(self, caller: Principal, message_id: str) -> MessageState:
-        """Delivery state and receipts of a message the caller sent, and the RECALLs it sent of it."""
-        def load(conn: Connection) -> tuple[str | None, MessageState]:
+        """Delivery state and receipts of a message the caller sent, whether retention purged it, and the
+        RECALLs the caller sent of it."""
+        def load(conn: Connection) -> MessageState | None:
             d, m, c = tables.deliveries, tables.messages, tables.peer_certificates
-            sender = conn.execute(sa.select(m.c.sender).where(m.c.message_id == message_id)).scalar()
+            message = conn.execute(sa.select(m.c.sender, m.c.purge_rule, m.c.purged_us)
+                                   .where(m.c.message_id == message_id)).first()
+            if message is None or message.sender != caller.name:
+                return None
             rows = conn.execute(
                 sa.select(d, c.c.der).outerjoin(c, c.c.fingerprint == d.c.receipt_cert)
                 .where(d.c.message_id == message_id).order_by(d.c.recipient)
@@ -390,14 +400,14 @@ class Exchange:
             recalls = conn.execute(
                 sa.select(m.c.message_id).where(m.c.references == message_id, m.c.kind == envelope_pb2.RECALL,
                                                 m.c.sender == caller.name).order_by(m.c.seq)).scalars().all()
-            return sender, MessageState([
+            return MessageState([
                 (RecipientState(r.recipient, r.state, r.attempts, r.updated_us, r.receipt, r.receipt_signature,
                                 r.receipt_cert), r.der)
                 for r in rows
-            ], tuple(recalls))
+            ], message.purge_rule or "", message.purged_us, tuple(recalls))
 
-        sender, state = await self.read(load)
-        if sender is None or sender != caller.name:
+        state = await self.read(load)
+        if state is None:
             # Same answer for "absent" and "someone else's", so ids of others' messages leak nothing.
             async with refusals.audited(self.record_refusal, str(caller.spiffe_id), message_id=message_id,
                                         agency=caller.name):

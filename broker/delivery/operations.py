@@ -17,7 +17,7 @@ from broker.attachments.operations import attach_to_message, delete_attachments
 from broker.audit import AuditEvent, justification_fields
 from broker.errors import AlreadyExists, FailedPrecondition, InvalidRequest, NotFound
 from broker.store import tables
-from broker.store.db import executemany
+from broker.store.db import bulk_update
 from broker.store.writer import Batch
 
 PENDING = broker_pb2.PENDING
@@ -209,7 +209,6 @@ def remember_certificate(batch: Batch, known: set[bytes], fingerprint: bytes, de
 
 
 # PENDING or IN_FLIGHT: the states before an outcome (ACKNOWLEDGED, EXPIRED, RECALLED are higher).
-# A comparison, not IN (...): SQLAlchemy cannot use an expanding IN with executemany.
 UNSETTLED = tables.deliveries.c.state <= IN_FLIGHT
 
 _CERTIFICATE_KNOWN = sa.select(tables.peer_certificates.c.fingerprint).where(
@@ -223,19 +222,7 @@ _DELIVERED_DIGESTS = (
            tables.deliveries.c.recipient == sa.bindparam("r"))
 )
 
-_ACKNOWLEDGE = (
-    tables.deliveries.update()
-    .where(tables.deliveries.c.message_id == sa.bindparam("m"), tables.deliveries.c.recipient == sa.bindparam("r"))
-    .values(state=ACKNOWLEDGED, updated_us=sa.bindparam("t"), receipt=sa.bindparam("rc"),
-            receipt_signature=sa.bindparam("rs"), receipt_cert=sa.bindparam("rf"))
-)
-
-_MARK_IN_FLIGHT = (
-    tables.deliveries.update()
-    .where(tables.deliveries.c.message_id == sa.bindparam("m"), tables.deliveries.c.recipient == sa.bindparam("r"),
-           UNSETTLED)
-    .values(state=IN_FLIGHT, attempts=sa.bindparam("a"), updated_us=sa.bindparam("t"))
-)
+_DELIVERY_KEY = ("message_id", "recipient")
 
 
 @dataclass
@@ -256,8 +243,9 @@ class RecordDelivered:
     actor: str
 
     def stage(self, batch: Batch) -> None:
-        executemany(batch.conn, _MARK_IN_FLIGHT, ("m", "r", "a", "t"),
-                    [(m, r, a, batch.now_us) for m, r, a in self.items])
+        bulk_update(batch.conn, tables.deliveries, _DELIVERY_KEY, ("attempts", "updated_us"),
+                    [(m, r, a, batch.now_us) for m, r, a in self.items],
+                    constants={"state": IN_FLIGHT}, where=UNSETTLED)
         for message_id, recipient, attempt in self.items:
             batch.audit(AuditEvent(
                 event="delivery.delivered", actor=self.actor, time=batch.now,
@@ -305,10 +293,11 @@ class RecordReceipts:
         erased = _check_erasures(self.receipts, rows)
         for r in self.receipts:
             remember_certificate(batch, self.known_certs, r.cert_fingerprint, r.cert_der)
-        executemany(batch.conn, _ACKNOWLEDGE, ("m", "r", "t", "rc", "rs", "rf"), [
-            (r.message_id, r.recipient, batch.now_us, r.receipt, r.signature, r.cert_fingerprint)
-            for r in self.receipts
-        ])
+        bulk_update(batch.conn, tables.deliveries, _DELIVERY_KEY,
+                    ("updated_us", "receipt", "receipt_signature", "receipt_cert"),
+                    [(r.message_id, r.recipient, batch.now_us, r.receipt, r.signature, r.cert_fingerprint)
+                     for r in self.receipts],
+                    constants={"state": ACKNOWLEDGED})
         for r in self.receipts:
             batch.audit(AuditEvent(
                 event="receipt.received", actor=self.actor, time=batch.now, message_id=r.message_id,

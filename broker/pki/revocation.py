@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 
 import structlog
 from cryptography import x509
@@ -116,6 +118,7 @@ class RevocationList:
             raise ConfigurationError(f"CRL {crl_path} is unusable: {exc}") from exc
         self._state: _FileState | None = state
         self._revoked = _serials(crl)
+        self._dates = _dates(crl)
         self._der = crl.public_bytes(serialization.Encoding.DER)
         self._next_update = crl.next_update_utc
         self._next_check = time.monotonic() + check_interval
@@ -131,6 +134,12 @@ class RevocationList:
         """The serials currently revoked."""
         self.refresh()
         return self._revoked
+
+    @property
+    def revocation_dates(self) -> Mapping[int, datetime]:
+        """Serial -> when it was revoked, as the CRL says (the retention of revoked key bundles counts from it)."""
+        self.refresh()
+        return self._dates
 
     @property
     def der(self) -> bytes:
@@ -165,6 +174,7 @@ class RevocationList:
             revoked = _serials(crl)
             # Swap in the new set with one assignment: readers on other threads see old or new.
             self._revoked = revoked
+            self._dates = _dates(crl)
             self._der = crl.public_bytes(serialization.Encoding.DER)
             self._next_update = crl.next_update_utc
             self._generation += 1
@@ -191,3 +201,7 @@ class RevocationList:
 
 def _serials(crl: x509.CertificateRevocationList) -> frozenset[int]:
     return frozenset(entry.serial_number for entry in crl)
+
+
+def _dates(crl: x509.CertificateRevocationList) -> Mapping[int, datetime]:
+    return MappingProxyType({entry.serial_number: entry.revocation_date_utc for entry in crl})

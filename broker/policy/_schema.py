@@ -22,18 +22,21 @@ from broker.policy.errors import PolicyError
 from broker.policy.forwarding import AnyOf, NoForwarding, SameOrganisation, ToAgencies
 from broker.policy.justification import FIELDS, Justification, Requirement
 from broker.policy.model import Agency, ForwardClause, Rule
+from broker.policy.retention import PER_MESSAGE, STORED, Period, PeriodError, Retention, RetentionRule
 from broker.protocol.validation import LEGAL_BASIS
 
 EVERYONE: Final = "*"
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$|\s*\(at end of document\)$")
 
-_ROOT_KEYS: Final = frozenset({"version", "description", "agencies", "groups", "rules", "legal_bases",
+_ROOT_KEYS: Final = frozenset({"version", "description", "agencies", "groups", "rules", "retention", "legal_bases",
                                "justification"})
 _AGENCY_KEYS: Final = frozenset({"id", "country", "kind", "organisation", "name"})
 _GROUP_KEYS: Final = frozenset({"name", "members", "description"})
 _RULE_KEYS: Final = frozenset({"name", "description", "senders", "kinds", "handling", "recipients", "forward"})
 _JUSTIFICATION_KEYS: Final = frozenset({"kinds", "handling", "require"})
+_RETENTION_KEYS: Final = frozenset({"default", "rules", *STORED})
+_RETENTION_RULE_KEYS: Final = frozenset({"name", "description", "kinds", "handling", *PER_MESSAGE})
 _FORWARD_KEYWORDS: Final = ("none", "same-organisation", "rule-recipients")
 
 
@@ -45,6 +48,7 @@ class Document:
     groups: Mapping[str, frozenset[str]]
     rules: tuple[Rule, ...]
     justification: Justification
+    retention: Retention
 
 
 def _type_name(value: object) -> str:
@@ -153,9 +157,10 @@ def parse_document(text: str, source: str) -> Document:
     agencies = _agencies(check, root)
     groups = _groups(check, root, agencies)
     rules = _rules(check, root, agencies, groups)
+    retention = _retention(check, root)
     justification = _justification(check, root)
     check.fail_if_any()
-    return Document(agencies=agencies, groups=groups, rules=rules, justification=justification)
+    return Document(agencies=agencies, groups=groups, rules=rules, retention=retention, justification=justification)
 
 
 def _agencies(check: _Checker, root: Mapping[str, Any]) -> dict[str, Agency]:
@@ -542,3 +547,57 @@ def _justification(check: _Checker, root: Mapping[str, Any]) -> Justification:
             requirements.append(Requirement(kind_set, tlp_set, tuple(dict.fromkeys(fields)),
                                             check.locate("justification", index)))
     return Justification(tuple(codes), tuple(requirements))
+def _periods(check: _Checker, entry: Mapping[str, Any], keys: tuple[str, ...], table: str, index: int,
+             subject: str) -> dict[str, Period]:
+    """The periods `entry` sets for `keys`; each bad one is an error naming its key."""
+    periods: dict[str, Period] = {}
+    for key in keys:
+        value = check.string(entry, table, index, subject, key, required=False)
+        if value is None:
+            continue
+        try:
+            periods[key] = Period.parse(value)
+        except PeriodError as exc:
+            check.error(check.locate(table, index, key), f"{subject}: '{key}': {exc}")
+    return periods
+
+
+def _retention(check: _Checker, root: Mapping[str, Any]) -> Retention:
+    section = root.get("retention", {})
+    if not isinstance(section, dict):
+        check.error(check.locate("", 0, "retention"), "'retention' must be a table: write [retention]")
+        return Retention(periods={})
+    check.unknown_keys(section, _RETENTION_KEYS, "retention", 0, "retention")
+    periods = _periods(check, section, ("default", *STORED), "retention", 0, "retention")
+    rules: list[RetentionRule] = []
+    names: set[str] = set()
+    for index, entry in enumerate(check.tables(section, "rules")):
+        raw_name = entry.get("name")
+        subject = f"retention rule '{raw_name}'" if isinstance(raw_name, str) else f"retention rule #{index + 1}"
+        table = "retention.rules"
+        check.unknown_keys(entry, _RETENTION_RULE_KEYS, table, index, subject)
+        check.string(entry, table, index, subject, "description", required=False)
+        name = check.string(entry, table, index, subject, "name", required=True)
+        ok = name is not None
+        if name is not None and (not _RULE_NAME.fullmatch(name) or name in names):
+            why = ("duplicate rule name" if name in names
+                   else "not a rule name (letters, digits, '.', '_', '-'; up to 64)")
+            check.error(check.locate(table, index, "name"), f"{subject}: {why}")
+            ok = False
+        kinds = check.strings(entry, table, index, subject, "kinds", required=False) or []
+        for kind in kinds:
+            if kind not in KINDS:
+                check.error(check.locate(table, index, "kinds", kind),
+                            f"{subject}: unknown kind '{kind}' (expected one of {', '.join(KINDS)})")
+                ok = False
+        handling = _handling(check, check.strings(entry, table, index, subject, "handling", required=False) or [],
+                             index, subject, table)
+        rule_periods = _periods(check, entry, PER_MESSAGE, table, index, subject)
+        if not rule_periods and not any(key in entry for key in PER_MESSAGE):
+            check.error(check.locate(table, index),
+                        f"{subject}: sets no period (give one of {', '.join(PER_MESSAGE)})")
+            ok = False
+        if ok and name is not None and handling is not None:
+            names.add(name)
+            rules.append(RetentionRule(name, frozenset(kinds), handling, rule_periods))
+    return Retention(periods=periods, rules=tuple(rules))

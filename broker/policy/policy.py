@@ -28,6 +28,7 @@ from broker.policy._schema import parse_document
 from broker.policy.codes import KINDS, ORGANISATION_BOUND, TLP_CODES, kind_name, tlp_code
 from broker.policy.justification import Justification
 from broker.policy.model import Agency, Rule
+from broker.policy.retention import DEFAULT_RETENTION, Retention
 
 BUILTIN_UNKNOWN_SENDER: Final = "builtin:unknown-sender"
 BUILTIN_UNKNOWN_RECIPIENT: Final = "builtin:unknown-recipient"
@@ -101,7 +102,8 @@ def _ordered(values: Iterable[str], order: Sequence[str]) -> str:
 class Policy:
     """A validated, immutable sharing policy. Build one with `Policy.parse`."""
 
-    __slots__ = ("_agencies", "_by_send", "_digest", "_groups", "_justification", "_rules", "_source", "_text")
+    __slots__ = ("_agencies", "_by_send", "_digest", "_groups", "_justification", "_retention", "_rules", "_source",
+                 "_text")
 
     def __init__(
         self,
@@ -110,9 +112,11 @@ class Policy:
         agencies: Mapping[str, Agency],
         groups: Mapping[str, frozenset[str]],
         rules: tuple[Rule, ...],
+        retention: Retention = DEFAULT_RETENTION,
         justification: Justification | None = None,
     ) -> None:
         """Use `Policy.parse`; this assembles the indexes from already validated parts."""
+        self._retention = retention
         self._text = text
         self._source = source
         self._digest = hashlib.sha256(text.encode()).hexdigest()
@@ -135,7 +139,8 @@ class Policy:
     def parse(cls, text: str, source: str = "policy.toml") -> Policy:
         """Validate a TOML policy document; raise `PolicyError` naming each bad line."""
         document = parse_document(text, source)
-        return cls(text, source, document.agencies, document.groups, document.rules, document.justification)
+        return cls(text, source, document.agencies, document.groups, document.rules, document.retention,
+                   document.justification)
 
     # Introspection --------------------------------------------------------------------------------
 
@@ -178,6 +183,11 @@ class Policy:
     def justification(self) -> Justification:
         """The accepted legal-basis codes and which sends must carry a justification."""
         return self._justification
+
+    @property
+    def retention(self) -> Retention:
+        """How long stored data is kept (`[retention]`, docs/protocol.md section 22)."""
+        return self._retention
 
     # Decisions ------------------------------------------------------------------------------------
 

@@ -340,7 +340,7 @@ def check_directory_request(request: broker_pb2.GetDirectoryRequest) -> None:
 
 
 def check_watchlist_request(request: watchlist_pb2.CreateWatchlistRequest | watchlist_pb2.GetWatchlistRequest
-                            | watchlist_pb2.SyncRequest) -> None:
+                            | watchlist_pb2.SyncRequest | watchlist_pb2.GetReviewNoticesRequest) -> None:
     """Watchlist request fields within their limits (formats are the desk's business)."""
     check_text(request.watchlist_id, "watchlist_id", MAX_WATCHLIST_ID)
     if isinstance(request, watchlist_pb2.CreateWatchlistRequest):

@@ -2,63 +2,133 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from broker.errors import ConfigurationError, StorageFull, StorageUnavailable
 
-_COMPILED: dict[tuple[str, int], tuple[str, bool, tuple[str, ...], dict[str, Any]]] = {}
-_INSERTS: dict[tuple[str, tuple[str, ...]], sa.Insert] = {}
+# Compiled bulk statements by (dialect, table, key columns, value columns, extra SET/WHERE).
+_BULK: dict[tuple[Any, ...], tuple[str, bool, tuple[str, ...], dict[str, Any]]] = {}
 
 
-def executemany(conn: Connection, statement: sa.Executable, columns: tuple[str, ...],
-                rows: Sequence[tuple[Any, ...]]) -> None:
-    """Run a prebuilt statement for many rows through the DB-API's executemany, compiled once per dialect.
+def _params(names: Sequence[str], dialect: str, table: Table) -> list[sa.ColumnElement[Any]]:
+    """One bind parameter per column, `p0`, `p1`...: on PostgreSQL an array of the column's type."""
+    if dialect == "postgresql":
+        return [sa.cast(sa.bindparam(f"p{i}"), postgresql.ARRAY(table.c[n].type)) for i, n in enumerate(names)]
+    return [sa.bindparam(f"p{i}") for i in range(len(names))]
 
-    The hot path: `conn.execute(statement, dicts)` spends more time building SQLAlchemy's per-row
-    parameters than the database spends writing them. Our values are ints, strings, None and bytes,
-    which every driver takes as they are, so no type processing that matters is skipped. `statement`
-    must be a long-lived object (a module constant): compiled SQL is cached by its identity.
-    `columns` name the statement's bind parameters in the order of each row; literal values
-    written into the statement (`state <= 2`) are bound from the compiled constants.
+
+def _run_bulk(conn: Connection, key: tuple[Any, ...], build: Callable[[], sa.Executable],
+              rows: Sequence[tuple[Any, ...]]) -> None:
+    """Compile `build()` once per key; run it for `rows` whose i-th value binds `p<i>`.
+
+    PostgreSQL gets one execution with one array per column; SQLite (in-process, no round trips)
+    an executemany. SQLAlchemy's per-row parameter processing is skipped: our values are ints,
+    strings, None and bytes, which both drivers take as they are.
     """
-    key = (conn.dialect.name, id(statement))
-    cached = _COMPILED.get(key)
+    cached = _BULK.get(key)
     if cached is None:
-        compiled = statement.compile(dialect=conn.dialect)  # type: ignore[attr-defined]
-        constants = {name: value for name, value in compiled.params.items() if name not in columns}
-        missing = [name for name in columns if name not in compiled.params]
-        if missing:
-            raise RuntimeError(f"statement has no parameters {missing}")
+        compiled = build().compile(dialect=conn.dialect)  # type: ignore[attr-defined]
         order = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.params)
+        constants = {n: v for n, v in compiled.params.items() if not (n[0] == "p" and n[1:].isdigit())}
         cached = (str(compiled), compiled.positional, order, constants)
-        _COMPILED[key] = cached
+        _BULK[key] = cached
     sql, positional, order, constants = cached
+    if conn.dialect.name == "postgresql":
+        columns = {f"p{i}": list(values) for i, values in enumerate(zip(*rows, strict=True))}
+        conn.exec_driver_sql(sql, {**constants, **columns})
+        return
+    slots = [(int(n[1:]), None) if n not in constants else (-1, constants[n]) for n in order]
     if positional:
-        slots = [(columns.index(name), None) if name in columns else (-1, constants[name]) for name in order]
         conn.exec_driver_sql(sql, [tuple(row[i] if i >= 0 else c for i, c in slots) for row in rows])
     else:
-        conn.exec_driver_sql(sql, [{**constants, **dict(zip(columns, row, strict=True))} for row in rows])
+        conn.exec_driver_sql(sql, [{**constants, **{f"p{i}": v for i, v in enumerate(row)}} for row in rows])
 
 
 def bulk_insert(conn: Connection, table: Table, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
-    """`INSERT` many rows of `columns` into `table` (see `executemany`)."""
-    key = (table.name, columns)
-    statement = _INSERTS.get(key)
-    if statement is None:
-        statement = table.insert().values({name: sa.bindparam(name) for name in columns})
-        _INSERTS[key] = statement
-    executemany(conn, statement, columns, rows)
+    """`INSERT` many rows of `columns` into `table`: the writer's hot path.
+
+    On PostgreSQL the rows travel as one array per column and `unnest` turns them back into rows:
+    one statement, one round trip and one executor run for the whole batch, where executemany
+    costs the server one execution per row.
+    """
+    if not rows:
+        return
+    dialect = conn.dialect.name
+
+    def build() -> sa.Executable:
+        params = _params(columns, dialect, table)
+        if dialect == "postgresql":
+            unnested = sa.func.unnest(*params).table_valued(*columns).render_derived("u")
+            return table.insert().from_select(list(columns), sa.select(*(unnested.c[c] for c in columns)))
+        return table.insert().values(dict(zip(columns, params, strict=True)))
+
+    _run_bulk(conn, (dialect, "insert", table.name, columns), build, rows)
+
+
+def bulk_update(conn: Connection, table: Table, keys: tuple[str, ...], columns: tuple[str, ...],
+                rows: Sequence[tuple[Any, ...]], *, constants: Mapping[str, Any] | None = None,
+                where: sa.ColumnElement[bool] | None = None) -> None:
+    """`UPDATE` the rows of `table` named by `keys`, setting `columns`, for many rows in one go.
+
+    Each row holds the key values, then the column values; `constants` are set on every row and
+    `where` is an extra condition on `table`. On PostgreSQL the rows join the table from `unnest`
+    (one statement, see `bulk_insert`); on SQLite, executemany.
+    """
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    fixed = dict(constants or {})
+
+    def build() -> sa.Executable:
+        params = _params(keys + columns, dialect, table)
+        if dialect == "postgresql":
+            unnested = sa.func.unnest(*params).table_valued(*keys, *columns).render_derived("u")
+            sources: list[sa.ColumnElement[Any]] = [unnested.c[n] for n in keys + columns]
+        else:
+            sources = params
+        by_name = dict(zip(keys + columns, sources, strict=True))
+        statement = table.update().values({**{c: by_name[c] for c in columns}, **fixed})
+        statement = statement.where(*(table.c[k] == by_name[k] for k in keys))
+        return statement if where is None else statement.where(where)
+
+    extra = (tuple(sorted(fixed.items())), None if where is None else str(where))
+    _run_bulk(conn, (dialect, "update", table.name, keys, columns, extra), build, rows)
+
+
+@contextlib.contextmanager
+def pipelined(conn: Connection) -> Iterator[None]:
+    """Send the statements run inside as one PostgreSQL pipeline (psycopg 3 pipeline mode): they go
+    out without waiting for each other's answers, and the end of the block waits once for all of
+    them, so a block of N statements costs one round trip instead of N. Only for statements whose
+    results nobody reads (inserts; updates whose row count is not used). On SQLite it does nothing.
+
+    A statement that failed raises at the end of the block, as the DB-API error SQLAlchemy would
+    have raised (so `storage_fault` and the writer's isolation of a failing operation see it as usual).
+    """
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    raw = conn.connection.dbapi_connection
+    assert isinstance(raw, psycopg.Connection)
+    try:
+        with raw.pipeline():
+            yield
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError.instance(None, None, exc, psycopg.Error, dialect=conn.dialect) from exc
 
 
 def now_us() -> int:

@@ -51,6 +51,9 @@ class Message(SQLModel, table=True):
     envelope_sha256: bytes = Field(sa_column=sa.Column(sa.LargeBinary(32), nullable=False))
     sender_cert: bytes = Field(sa_column=sa.Column(sa.LargeBinary(32), nullable=False))
     audit_index: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    # Set when the retention period ended: `envelope` is then empty, the digest stays (a tombstone).
+    purged_us: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    purge_rule: str | None = Field(default=None, max_length=80, nullable=True)
 
 
 class DeliveryRow(SQLModel, table=True):

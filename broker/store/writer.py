@@ -28,13 +28,14 @@ from broker.errors import REFUSALS, STORAGE_FAULTS, StorageFull, StorageUnavaila
 from broker.metrics import (
     AUDIT_ENTRIES,
     AUDIT_WRITE_FAILURES,
+    SEQUENCER_HELD,
     STORE_FAULTS,
     WRITER_BATCH,
     WRITER_COMMIT,
     WRITER_HEALTHY,
     WRITER_HELD,
 )
-from broker.store.db import bulk_insert, now_us, storage_fault
+from broker.store.db import bulk_insert, now_us, pipelined, storage_fault
 
 log = structlog.get_logger(__name__)
 
@@ -74,7 +75,7 @@ class Batch:
         return self.first_index + len(self.events) - 1
 
     def insert(self, table: sa.Table, row: dict[str, Any]) -> None:
-        """Stage a row; rows of one table are inserted together with executemany."""
+        """Stage a row; rows of one table are inserted together (`bulk_insert`)."""
         self.inserts.setdefault(table, []).append(row)
 
 
@@ -227,13 +228,14 @@ class Writer:
         conn = self._connection()
         try:
             with conn.begin():
-                if self._shared:
-                    # Catch up with other replicas first: a checkpoint signs the log as it is stored.
-                    self._take_sequencer(conn)
-                return fn(conn)
+                # Catch up with other replicas first: a checkpoint signs the log as it is stored.
+                held = self._take_sequencer(conn)
+                result = fn(conn)
         except sa.exc.SQLAlchemyError:
             self._close()
             raise
+        SEQUENCER_HELD.inc(time.perf_counter() - held)
+        return result
 
     def _connection(self) -> Connection:
         # The writer keeps one connection (only its thread uses it): no pool checkout per batch.
@@ -360,13 +362,19 @@ class Writer:
             return fault
         return None
 
-    def _take_sequencer(self, conn: Connection) -> None:
+    def _take_sequencer(self, conn: Connection) -> float:
+        """Enter the serialised section (replicas: the advisory lock, then catch up with the others'
+        writes); return when it was entered (perf_counter), for `isb_sequencer_held_seconds`."""
+        if not self._shared:
+            return time.perf_counter()  # SQLite: one writer, its whole transaction is the section
         stored = _take_sequencer_lock(conn)
+        held = time.perf_counter()
         if stored != self._audit.size:
             log.info("writer.caught_up", local_size=self._audit.size, stored_size=stored)
             self._audit = AuditLog.open(conn)
             for hook in self.on_foreign_writes:
                 hook(conn)
+        return held
 
     def _commit(self, pending: list[_Pending]) -> tuple[list[Callable[[], None]], Fault | None]:
         self.batches += 1
@@ -414,29 +422,31 @@ class Writer:
     def _commit_batch(self, pending: list[_Pending]) -> list[Callable[[], None]]:
         conn = self._connection()
         with conn.begin():
-            if self._shared:
-                self._take_sequencer(conn)
+            held = self._take_sequencer(conn)
             batch = Batch(conn=conn, now_us=now_us(), first_index=self._audit.size, ops=[item.op for item in pending])
             for item in pending:
                 try:
                     item.outcome = item.op.stage(batch)
                 except REFUSALS as exc:
                     item.error = exc
-            for table, rows in batch.inserts.items():
-                columns = tuple(rows[0])
-                bulk_insert(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
-            if batch.events:
-                _check_indices(self._audit.append(conn, batch.events), batch.first_index)
-            if self._shared and (batch.notify or batch.settled):
-                # Delivered by PostgreSQL only if and when this transaction commits.
-                conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
-                             [{"channel": NOTIFY_CHANNEL, "payload": payload}
-                              for payload in replica_notes(self._node, batch.notify, batch.settled)])
+            # Nothing below reads a result: one round trip for every insert and note of the batch.
+            with pipelined(conn):
+                for table, rows in batch.inserts.items():
+                    columns = tuple(rows[0])
+                    bulk_insert(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
+                if batch.events:
+                    _check_indices(self._audit.append(conn, batch.events), batch.first_index)
+                if self._shared and (batch.notify or batch.settled):
+                    # Delivered by PostgreSQL only if and when this transaction commits.
+                    notes = replica_notes(self._node, batch.notify, batch.settled)
+                    conn.exec_driver_sql(_NOTIFY, (NOTIFY_CHANNEL, notes))
+        SEQUENCER_HELD.inc(time.perf_counter() - held)
         self._audit.commit()
         return batch.after_commit
 
 
 NOTIFY_CHANNEL = "isb_deliveries"
+_NOTIFY = "SELECT pg_notify(%s, note) FROM unnest(%s::text[]) AS note"  # every note of a commit in one statement
 # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; settled ids are split below that.
 _NOTE_BYTES = 7000
 
@@ -469,9 +479,17 @@ _SEQUENCER_LOCK = 0x15B0_0001  # pg_advisory_xact_lock key of the audit log's si
 
 
 def _take_sequencer_lock(conn: Connection) -> int:
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SEQUENCER_LOCK})
-    stored: int = conn.execute(sa.text("SELECT coalesce(max(leaf_index) + 1, 0) FROM audit_entries")).scalar_one()
+    # Two statements, not one: under READ COMMITTED each statement reads a snapshot taken when it
+    # starts, so the size must be read by a statement that starts once the lock is held. The
+    # transaction's BEGIN, the lock and the read share one round trip (pipelined).
+    with pipelined(conn):
+        conn.execute(_LOCK, {"key": _SEQUENCER_LOCK})
+    stored: int = conn.execute(_STORED_SIZE).scalar_one()
     return stored
+
+
+_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
+_STORED_SIZE = sa.text("SELECT coalesce(max(leaf_index) + 1, 0) FROM audit_entries")
 
 
 def _check_indices(indices: list[int], expected_first: int) -> None:

@@ -26,6 +26,7 @@ from broker.pki.issuance import chain_pem, issue_from_csr
 from broker.pki.revocation import RevocationList, crl_der, revoke
 from broker.pki.store import CaDirectory, CertificateRecord, list_certificates
 from broker.policy import Policy, RunningPolicy
+from broker.retention import RetentionJob
 from broker.store.writer import Writer
 from broker.transport.auth import Authenticator
 from broker.transport.rpc import Context
@@ -68,7 +69,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     def __init__(self, auth: Authenticator, exchange: Exchange, writer: Writer, registry: Registry,
                  policy: RunningPolicy, revocations: RevocationList, ca: Callable[[], CaDirectory],
-                 ca_lock: asyncio.Lock, applied_policy: Path | None = None) -> None:
+                 ca_lock: asyncio.Lock, retention: RetentionJob, applied_policy: Path | None = None) -> None:
         self._auth = auth
         self._exchange = exchange
         self._writer = writer
@@ -78,6 +79,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self._ca = ca
         self._ca_lock = ca_lock
         self._applied_policy = applied_policy
+        self._retention = retention
 
     async def _file_work(self, fn: Callable[[], T]) -> T:
         # CA files are written with locks and fsync: keep that off the event loop.
@@ -195,6 +197,24 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         decision = self._policy.current.explain(sender, request.kind, request.tlp, list(request.recipients))
         return admin_pb2.PolicyDecision(allowed=decision.allowed, rule=decision.rule, reason=decision.reason,
                                         expanded_recipients=decision.expanded)
+
+    async def Retention(self, request: admin_pb2.RetentionRequest, context: Context) -> admin_pb2.RetentionReport:
+        caller = self._auth.require(context, Role.ADMIN)
+        reply = admin_pb2.RetentionReport(dry_run=request.dry_run, policy_sha256=self._policy.current.digest,
+                                          at=_ts(dt.datetime.now(dt.UTC)))
+        reports = [await self._retention.dry_run()] if request.dry_run else await self._retention.run(
+            str(caller), "admin")
+        totals: dict[tuple[str, str, str], int] = {}
+        for report in reports:
+            for c in report.counts:
+                totals[(c.what, c.rule, c.period)] = totals.get((c.what, c.rule, c.period), 0) + c.count
+            reply.message_ids.extend(report.message_ids)
+            reply.undelivered_dropped += report.undelivered_dropped
+            if report.audit_index is not None:
+                reply.audit_indexes.append(report.audit_index)
+        reply.counts.extend(admin_pb2.RetentionCount(what=what, rule=rule, period=period, count=n)
+                            for (what, rule, period), n in totals.items())
+        return reply
 
 
 def _refuse_cut_off(policy: RunningPolicy, text: str, registered: list[str]) -> None:

@@ -172,7 +172,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             raise InvalidRequest("GetStatus needs the message_id of a message you sent")
         validation.check_message_id(request.message_id, "message_id", uuid7=False)
         found = await self._exchange.status(caller, request.message_id)
-        status = broker_pb2.MessageStatus(message_id=request.message_id, recalls=found.recalls)
+        status = broker_pb2.MessageStatus(message_id=request.message_id, purged_under=found.purged_under,
+                                          recalls=found.recalls)
+        if found.purged_us is not None:
+            status.purged_at.CopyFrom(_ts(found.purged_us))
         for state, cert in found.recipients:
             item = status.recipients.add(recipient=state.recipient, state=state.state, attempts=state.attempts,
                                          updated_at=_ts(state.updated_us))

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from cryptography import x509
 from sqlalchemy.engine import Connection
 
-from broker.api.v1 import envelope_pb2, payload_pb2
+from broker.api.v1 import envelope_pb2, payload_pb2, watchlist_pb2
 from broker.audit import AuditEvent, refusals
 from broker.audit.refusals import bounded
 from broker.config import BrokerConfig
@@ -45,6 +45,7 @@ from broker.store.writer import Writer
 from broker.watchlists import tables
 from broker.watchlists.operations import CreateWatchlist, Published, PublishVersion
 from broker.watchlists.records import StoredVersion, WatchlistRecord, record_of_row
+from broker.watchlists.review import Notice, notices, schedule_of
 
 __all__ = ["MAX_SUBSCRIBERS", "WATCHLIST_ID", "StoredVersion", "WatchlistDesk", "WatchlistRecord"]
 
@@ -167,8 +168,10 @@ class WatchlistDesk:
         return tuple(sorted(subscribers))
 
     # -- PublishUpdate -------------------------------------------------------------------------
-    async def publish(self, caller: Principal, envelope: envelope_pb2.Envelope, snapshot: bool) -> Published:
-        """Check one WATCHLIST_UPDATE envelope from the owner and store it as the next version."""
+    async def publish(self, caller: Principal, envelope: envelope_pb2.Envelope, snapshot: bool,
+                      review: watchlist_pb2.ReviewSchedule | None = None) -> Published:
+        """Check one WATCHLIST_UPDATE envelope from the owner and store it as the next version (and the
+        owner's review schedule, if given: broker.watchlists.review)."""
         async with self._audited(caller) as refusal:
             # 1-2. Who, how big, well formed; the header is trusted only after step 4.
             intake = take_in(caller, envelope, envelope.ByteSize(), refusal,
@@ -194,11 +197,12 @@ class WatchlistDesk:
             await self._check_created(header, digest)
             # 5. Addressed as the watchlist says, with the keys it needs.
             expected = self._check_addressing(record, header, envelope)
+            schedule = schedule_of(review) if review is not None else None
             # 6. The version check and the store, in the writer (see broker.watchlists.operations).
             published: Published = await self._writer.submit(PublishVersion(
                 header=header, snapshot=snapshot, envelope=envelope_bytes, envelope_sha256=digest,
                 sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
-                caller=str(caller.spiffe_id), wrapped_for=expected, on_commit=self._published))
+                caller=str(caller.spiffe_id), wrapped_for=expected, on_commit=self._published, review=schedule))
         return published
 
     async def _check_created(self, header: envelope_pb2.Header, digest: bytes) -> None:
@@ -265,6 +269,10 @@ class WatchlistDesk:
                     f"you hold version {have_version} of {watchlist_id}, but the broker has only published up to "
                     f"version {record.version}; start again from a snapshot (have_version 0)")
         return record
+
+    async def review_notices(self, caller: Principal, watchlist_id: str) -> list[Notice]:
+        """The review notices of the caller's own watchlists (all, or the one named)."""
+        return await self._exchange.read(lambda conn: notices(conn, caller.name, watchlist_id))
 
     def still_allowed(self, caller: Principal, record: WatchlistRecord) -> None:
         """Raise `PermissionDenied` if a policy change took the caller out of the subscribers."""

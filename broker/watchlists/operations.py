@@ -22,6 +22,7 @@ from broker.store import tables as store_tables
 from broker.store.writer import Batch
 from broker.watchlists import tables
 from broker.watchlists.records import WatchlistRecord, record_of_row
+from broker.watchlists.review import ReviewSchedule, store_schedule
 
 __all__ = ["CreateWatchlist", "PublishVersion", "Published"]
 
@@ -88,6 +89,7 @@ class PublishVersion:
     caller: str
     wrapped_for: tuple[str, ...]
     on_commit: Callable[[str, int], None]
+    review: ReviewSchedule | None = None  # the owner's review schedule after this version, if it sent one
 
     def stage(self, batch: Batch) -> Published:
         h = self.header
@@ -142,6 +144,8 @@ class PublishVersion:
             watchlist_id=h.watchlist_id, version=expected, message_id=h.message_id, snapshot=self.snapshot,
             envelope=self.envelope, envelope_sha256=self.envelope_sha256, sender_cert=self.sender_cert_fingerprint,
             accepted_us=batch.now_us, audit_index=index))
+        if self.review is not None:
+            store_schedule(batch, h.watchlist_id, expected, h.sender, self.caller, self.review)
         watchlist_id = h.watchlist_id
         batch.after_commit.append(lambda: self.on_commit(watchlist_id, expected))
         return Published(watchlist_id, expected, batch.now_us, index, False, self.wrapped_for)

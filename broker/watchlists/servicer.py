@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import time
 from collections.abc import AsyncIterator
 from typing import Final
@@ -68,7 +69,8 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
     async def PublishUpdate(self, request: watchlist_pb2.PublishUpdateRequest,
                             context: Context) -> watchlist_pb2.PublishUpdateResponse:
         caller = self._auth.require(context, Role.AGENCY)
-        published = await self._desk.publish(caller, request.envelope, request.snapshot)
+        published = await self._desk.publish(caller, request.envelope, request.snapshot,
+                                             request.review if request.HasField("review") else None)
         log.info("watchlist.published", watchlist_id=published.watchlist_id, version=published.version,
                  duplicate=published.duplicate)
         return watchlist_pb2.PublishUpdateResponse(
@@ -86,6 +88,15 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
         caller = self._auth.require(context, Role.AGENCY)
         records = await self._desk.visible(caller)
         return watchlist_pb2.ListWatchlistsResponse(watchlists=[_watchlist(r) for r in records])
+
+    async def GetReviewNotices(self, request: watchlist_pb2.GetReviewNoticesRequest,
+                               context: Context) -> watchlist_pb2.ReviewNotices:
+        caller = self._auth.require(context, Role.AGENCY)
+        validation.check_watchlist_request(request)
+        found = await self._desk.review_notices(caller, request.watchlist_id)
+        return watchlist_pb2.ReviewNotices(notices=[watchlist_pb2.ReviewNotice(
+            watchlist_id=n.watchlist_id, due=[_review_due(day, entries) for day, entries in n.due],
+            created=_ts(n.created_us), audit_index=n.audit_index, notice_period=n.notice_period) for n in found])
 
     async def Sync(self, request: watchlist_pb2.SyncRequest,
                    context: Context) -> AsyncIterator[watchlist_pb2.WatchlistVersion]:
@@ -127,3 +138,9 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
                     self._desk.still_allowed(caller, record)
         finally:
             self._desk.unwatch(watchlist_id, changed)
+
+
+def _review_due(day: str, entries: int) -> watchlist_pb2.ReviewDue:
+    date = dt.date.fromisoformat(day)
+    return watchlist_pb2.ReviewDue(date=payload_pb2.Date(year=date.year, month=date.month, day=date.day),
+                                   entries=entries)

@@ -40,7 +40,35 @@ class WatchlistVersionRow(SQLModel, table=True):
     audit_index: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
 
 
+class WatchlistReviewRow(SQLModel, table=True):
+    """The owner's account of how many entries fall due for review on one day (docs/protocol.md section 22)."""
+
+    __tablename__ = "watchlist_reviews"
+
+    watchlist_id: str = Field(primary_key=True, max_length=128)
+    review_date: str = Field(primary_key=True, max_length=10)  # YYYY-MM-DD, UTC
+    entries: int
+    # The audit index of the notice that told the owner about this day; NULL until it is sent.
+    notice_index: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+
+
+class WatchlistNoticeRow(SQLModel, table=True):
+    """One review notice to a watchlist's owner, as GetReviewNotices serves it."""
+
+    __tablename__ = "watchlist_review_notices"
+
+    audit_index: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
+    watchlist_id: str = Field(index=True, max_length=128)
+    owner: str = Field(index=True, max_length=40)
+    due: str = Field(max_length=4000)  # comma-separated YYYY-MM-DD=entries, sorted
+    notice_period: str = Field(max_length=16)
+    created_us: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
 watchlist_lists = WatchlistRow.__table__  # type: ignore[attr-defined]
 watchlist_versions = WatchlistVersionRow.__table__  # type: ignore[attr-defined]
+watchlist_reviews = WatchlistReviewRow.__table__  # type: ignore[attr-defined]
+watchlist_review_notices = WatchlistNoticeRow.__table__  # type: ignore[attr-defined]
 
-__all__ = ["WatchlistRow", "WatchlistVersionRow", "watchlist_lists", "watchlist_versions"]
+__all__ = ["WatchlistNoticeRow", "WatchlistReviewRow", "WatchlistRow", "WatchlistVersionRow", "watchlist_lists",
+           "watchlist_review_notices", "watchlist_reviews", "watchlist_versions"]

@@ -53,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="apply even a policy that names no agency or leaves a registered agency unable to "
                             "send or receive")
 
+    retention = _online(commands.add_parser(
+        "retention", help="purge what the policy's retention periods make due (--dry-run: only show it)"),
+        _retention)
+    retention.add_argument("--dry-run", action="store_true",
+                           help="count what would go, per kind of data and rule, and change nothing")
+
     explain = _online(commands.add_parser("explain", help="ask the running broker which rule decides a send"),
                       _explain)
     explain.add_argument("--sender", default="", help="default: the caller (an agency may ask only about itself)")
@@ -135,3 +141,19 @@ def _explain(client: AdminClient, args: argparse.Namespace) -> int:
                      "rule": decision.rule, "reason": decision.reason,
                      "recipients": list(decision.expanded_recipients)})
     return 0 if decision.allowed else 1
+
+
+def _retention(client: AdminClient, args: argparse.Namespace) -> int:
+    report = client.retention(dry_run=args.dry_run)
+    out = output(args)
+    rows = [{"what": c.what, "rule": c.rule, "period": c.period, "count": c.count} for c in report.counts]
+    if out.json:
+        out.record({"dry_run": report.dry_run, "counts": rows, "message_ids": list(report.message_ids),
+                    "undelivered_dropped": report.undelivered_dropped, "audit_indexes": list(report.audit_indexes),
+                    "policy_sha256": report.policy_sha256})
+        return 0
+    out.rows(rows, empty="nothing is due under the retention periods" if report.dry_run else "nothing was due")
+    if not report.dry_run and report.counts:
+        out.say(f"purged; {report.undelivered_dropped} undelivered deliveries dropped; audit entries "
+                f"{', '.join(str(i) for i in report.audit_indexes)}")
+    return 0

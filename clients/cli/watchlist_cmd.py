@@ -1,9 +1,10 @@
-"""Watchlist commands: `isb watchlist create | publish | sync | screen`.
+"""Watchlist commands: `isb watchlist create | publish | sync | screen | notices`.
 
 - create: a watchlist owned by our agency, shared with agencies and/or groups.
 - publish: the next version from a JSON WatchlistUpdate (protobuf JSON mapping).
 - sync: bring a local replica file up to date (optionally keep following).
 - screen: screen a CSV or PAXLST-like JSON manifest against a replica, offline; print hits as JSON lines.
+- notices: the broker's notices of our watchlists' entries falling due for review, as JSON lines.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from google.protobuf import json_format
 
 from broker.api.v1 import envelope_pb2, payload_pb2
 from clients.cli.agency_cmd import add_connection_arguments, agency_client
-from clients.cli.options import add_justification_arguments, justification
+from clients.cli.options import add_justification_arguments
 from clients.cli.output import ERROR_PREFIX
 from clients.errors import ClientError
 
@@ -81,6 +82,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="report hits scoring at least this (0..1; default: the screening default, 0.4)")
     screen.set_defaults(func=_screen)
 
+    notices = commands.add_parser("notices", help="entries of our watchlists falling due for review (broker notices)")
+    add_connection_arguments(notices)
+    notices.add_argument("--id", default="", dest="watchlist_id", help="one watchlist (default: all we own)")
+    notices.set_defaults(func=_notices)
+
 
 def _fail(exc: Exception) -> int:
     print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)  # the one error style (clients/cli/output.py)
@@ -113,7 +119,8 @@ def _publish(args: argparse.Namespace) -> int:
         with agency_client(args) as client:
             watchlist = get_watchlist(client, args.watchlist_id)
             update.version = update.version or watchlist.version + 1
-            reply = publish_update(client, update, watchlist=watchlist, **justification(args))
+            reply = publish_update(client, update, watchlist=watchlist, legal_basis=args.legal_basis,
+                                   case_reference=args.case_ref, operator=args.operator or None)
     except ClientError as exc:
         return _fail(exc)
     print(json.dumps({"watchlist_id": reply.watchlist_id, "version": reply.version, "audit_index": reply.audit_index,
@@ -131,6 +138,21 @@ def _sync(args: argparse.Namespace) -> int:
                               "version": result.version, "entries": len(replica)}))
     except ClientError as exc:
         return _fail(exc)
+    return 0
+
+
+def _notices(args: argparse.Namespace) -> int:
+    from clients.watchlist import review_notices  # noqa: PLC0415 (see the module imports)
+    try:
+        with agency_client(args) as client:
+            found = review_notices(client, args.watchlist_id)
+    except ClientError as exc:
+        return _fail(exc)
+    for notice in found:
+        print(json.dumps({"watchlist_id": notice.watchlist_id, "notice_period": notice.notice_period,
+                          "audit_index": notice.audit_index, "created": notice.created.ToJsonString(),
+                          "due": {f"{d.date.year:04}-{d.date.month:02}-{d.date.day:02}": d.entries
+                                  for d in notice.due}}))
     return 0
 
 

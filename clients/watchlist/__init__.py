@@ -23,6 +23,8 @@ from clients.watchlist.service import (
     list_watchlists,
     publish_envelope,
     publish_update,
+    review_notices,
+    review_schedule,
     seal_update,
     watchlist_stub,
 )
@@ -49,6 +51,8 @@ __all__ = [
     "publish_update",
     "read_hit_report",
     "report_hit",
+    "review_notices",
+    "review_schedule",
     "seal_update",
     "watchlist_stub",
 ]

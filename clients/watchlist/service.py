@@ -6,8 +6,9 @@ authenticates exactly as the client's other calls do.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -25,6 +26,8 @@ __all__ = [
     "list_watchlists",
     "publish_envelope",
     "publish_update",
+    "review_notices",
+    "review_schedule",
     "seal_update",
     "watchlist_stub",
 ]
@@ -98,20 +101,48 @@ def seal_update(client: AgencyClient, watchlist: watchlist_pb2.Watchlist, update
                 operator=client.operator if operator is None else operator)
 
 
+def review_schedule(entries: Iterable[payload_pb2.WatchlistEntry], *, renewal_reason: str = "",
+                    renewed_entries: int = 0) -> watchlist_pb2.ReviewSchedule:
+    """How many of `entries` (the whole list after a version) fall due on which day: what the broker
+    needs to notify the owner ahead of review dates it cannot read (docs/protocol.md section 22)."""
+    days = collections.Counter((e.review_date.year, e.review_date.month, e.review_date.day)
+                               for e in entries if e.HasField("review_date"))
+    return watchlist_pb2.ReviewSchedule(
+        due=[watchlist_pb2.ReviewDue(date=payload_pb2.Date(year=y, month=m, day=d), entries=n)
+             for (y, m, d), n in sorted(days.items())],
+        renewal_reason=renewal_reason, renewed_entries=renewed_entries)
+
+
 def publish_update(client: AgencyClient, update: payload_pb2.WatchlistUpdate, *,
                    watchlist: watchlist_pb2.Watchlist | None = None,
-                   **justification: str) -> watchlist_pb2.PublishUpdateResponse:
-    """Seal `update` and publish it; the broker refuses any version but the next one. `legal_basis=`,
-    `case_reference=`, `operator=` justify it (`seal_update`)."""
+                   review: watchlist_pb2.ReviewSchedule | None = None, legal_basis: str = "",
+                   case_reference: str = "", operator: str | None = None) -> watchlist_pb2.PublishUpdateResponse:
+    """Seal `update` and publish it; the broker refuses any version but the next one.
+
+    A snapshot tells the broker its review schedule by itself; for a delta, pass the schedule of the
+    whole list after it (`review_schedule`), with a `renewal_reason` when it renews entries.
+    `legal_basis`, `case_reference` and `operator` justify the publication (`seal_update`).
+    """
     watchlist = watchlist or get_watchlist(client, update.watchlist_id)
-    envelope = seal_update(client, watchlist, update, **justification)
-    return publish_envelope(client, envelope, snapshot=update.snapshot)
+    envelope = seal_update(client, watchlist, update, legal_basis=legal_basis, case_reference=case_reference,
+                           operator=operator)
+    if review is None and update.snapshot:
+        review = review_schedule(update.upserts)
+    return publish_envelope(client, envelope, snapshot=update.snapshot, review=review)
 
 
-def publish_envelope(client: AgencyClient, envelope: envelope_pb2.Envelope, *,
-                     snapshot: bool) -> watchlist_pb2.PublishUpdateResponse:
+def publish_envelope(client: AgencyClient, envelope: envelope_pb2.Envelope, *, snapshot: bool,
+                     review: watchlist_pb2.ReviewSchedule | None = None) -> watchlist_pb2.PublishUpdateResponse:
     """Publish an already sealed WATCHLIST_UPDATE envelope (publishing the same one again is idempotent)."""
-    reply: watchlist_pb2.PublishUpdateResponse = call(
-        client, watchlist_stub(client).PublishUpdate,
-        watchlist_pb2.PublishUpdateRequest(envelope=envelope, snapshot=snapshot))
+    request = watchlist_pb2.PublishUpdateRequest(envelope=envelope, snapshot=snapshot)
+    if review is not None:
+        request.review.CopyFrom(review)
+    reply: watchlist_pb2.PublishUpdateResponse = call(client, watchlist_stub(client).PublishUpdate, request)
     return reply
+
+
+def review_notices(client: AgencyClient, watchlist_id: str = "") -> list[watchlist_pb2.ReviewNotice]:
+    """The broker's notices to `client`'s agency of its entries falling due for review (oldest first)."""
+    reply = call(client, watchlist_stub(client).GetReviewNotices,
+                 watchlist_pb2.GetReviewNoticesRequest(watchlist_id=watchlist_id))
+    return list(reply.notices)

@@ -401,3 +401,98 @@ class PolicyDecision(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PolicyDecision: _TypeAlias = PolicyDecision  # noqa: Y015
+
+@_typing.final
+class RetentionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    def __init__(
+        self,
+        *,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetentionRequest: _TypeAlias = RetentionRequest  # noqa: Y015
+
+@_typing.final
+class RetentionCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WHAT_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    what: _builtins.str
+    """envelopes, watchlist_versions, attachments, receipts, revoked_key_bundles"""
+    rule: _builtins.str
+    """the retention rule (or retention.<key>, builtin:retention) that decided"""
+    period: _builtins.str
+    """e.g. 6mo"""
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        what: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        period: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "period", b"period", "rule", b"rule", "what", b"what"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetentionCount: _TypeAlias = RetentionCount  # noqa: Y015
+
+@_typing.final
+class RetentionReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    UNDELIVERED_DROPPED_FIELD_NUMBER: _builtins.int
+    AUDIT_INDEXES_FIELD_NUMBER: _builtins.int
+    POLICY_SHA256_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    undelivered_dropped: _builtins.int
+    policy_sha256: _builtins.str
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetentionCount]: ...
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """purged envelopes (empty for a dry run)"""
+
+    @_builtins.property
+    def audit_indexes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """one retention.purged entry per run"""
+
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        dry_run: _builtins.bool = ...,
+        counts: _abc.Iterable[Global___RetentionCount] | None = ...,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
+        undelivered_dropped: _builtins.int = ...,
+        audit_indexes: _abc.Iterable[_builtins.int] | None = ...,
+        policy_sha256: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "audit_indexes", b"audit_indexes", "counts", b"counts", "dry_run", b"dry_run", "message_ids", b"message_ids", "policy_sha256", b"policy_sha256", "undelivered_dropped", b"undelivered_dropped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetentionReport: _TypeAlias = RetentionReport  # noqa: Y015

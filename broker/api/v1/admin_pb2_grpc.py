@@ -79,6 +79,11 @@ class AdminServiceStub:
                 request_serializer=broker_dot_api_dot_v1_dot_admin__pb2.ExplainPolicyRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_v1_dot_admin__pb2.PolicyDecision.FromString,
                 _registered_method=True)
+        self.Retention = channel.unary_unary(
+                '/isb.v1.AdminService/Retention',
+                request_serializer=broker_dot_api_dot_v1_dot_admin__pb2.RetentionRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_v1_dot_admin__pb2.RetentionReport.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -140,6 +145,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Retention(self, request, context):
+        """What the retention periods make due now (dry_run), or purge it (docs/protocol.md section 22).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +199,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ExplainPolicy,
                     request_deserializer=broker_dot_api_dot_v1_dot_admin__pb2.ExplainPolicyRequest.FromString,
                     response_serializer=broker_dot_api_dot_v1_dot_admin__pb2.PolicyDecision.SerializeToString,
+            ),
+            'Retention': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retention,
+                    request_deserializer=broker_dot_api_dot_v1_dot_admin__pb2.RetentionRequest.FromString,
+                    response_serializer=broker_dot_api_dot_v1_dot_admin__pb2.RetentionReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -432,6 +449,33 @@ class AdminService:
             '/isb.v1.AdminService/ExplainPolicy',
             broker_dot_api_dot_v1_dot_admin__pb2.ExplainPolicyRequest.SerializeToString,
             broker_dot_api_dot_v1_dot_admin__pb2.PolicyDecision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isb.v1.AdminService/Retention',
+            broker_dot_api_dot_v1_dot_admin__pb2.RetentionRequest.SerializeToString,
+            broker_dot_api_dot_v1_dot_admin__pb2.RetentionReport.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,8 @@ class AdminServiceStub:
     GetPolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetPolicyRequest, _admin_pb2.PolicyDocument]
     ExplainPolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ExplainPolicyRequest, _admin_pb2.PolicyDecision]
     """Which rule allows or denies a send; any agency may ask about itself."""
+    Retention: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RetentionRequest, _admin_pb2.RetentionReport]
+    """What the retention periods make due now (dry_run), or purge it (docs/protocol.md section 22)."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -57,6 +59,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     GetPolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetPolicyRequest, _admin_pb2.PolicyDocument]  # type: ignore[assignment]
     ExplainPolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.ExplainPolicyRequest, _admin_pb2.PolicyDecision]  # type: ignore[assignment]
     """Which rule allows or denies a send; any agency may ask about itself."""
+    Retention: _aio.UnaryUnaryMultiCallable[_admin_pb2.RetentionRequest, _admin_pb2.RetentionReport]  # type: ignore[assignment]
+    """What the retention periods make due now (dry_run), or purge it (docs/protocol.md section 22)."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -123,5 +127,13 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.PolicyDecision, _abc.Awaitable[_admin_pb2.PolicyDecision]]:
         """Which rule allows or denies a send; any agency may ask about itself."""
+
+    @_abc_1.abstractmethod
+    def Retention(
+        self,
+        request: _admin_pb2.RetentionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RetentionReport, _abc.Awaitable[_admin_pb2.RetentionReport]]:
+        """What the retention periods make due now (dry_run), or purge it (docs/protocol.md section 22)."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -33,6 +33,8 @@ class _DeliveryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Deliver
     ACKNOWLEDGED: _DeliveryState.ValueType  # 3
     EXPIRED: _DeliveryState.ValueType  # 4
     RECALLED: _DeliveryState.ValueType  # 5
+    PURGED: _DeliveryState.ValueType  # 6
+    """the message's retention period ended before it was delivered (docs/protocol.md section 22)"""
 
 class DeliveryState(_DeliveryState, metaclass=_DeliveryStateEnumTypeWrapper): ...
 
@@ -42,6 +44,8 @@ IN_FLIGHT: DeliveryState.ValueType  # 2
 ACKNOWLEDGED: DeliveryState.ValueType  # 3
 EXPIRED: DeliveryState.ValueType  # 4
 RECALLED: DeliveryState.ValueType  # 5
+PURGED: DeliveryState.ValueType  # 6
+"""the message's retention period ended before it was delivered (docs/protocol.md section 22)"""
 Global___DeliveryState: _TypeAlias = DeliveryState  # noqa: Y015
 
 @_typing.final
@@ -558,10 +562,16 @@ class MessageStatus(_message.Message):
 
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
+    PURGED_UNDER_FIELD_NUMBER: _builtins.int
+    PURGED_AT_FIELD_NUMBER: _builtins.int
     RECALLS_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
+    purged_under: _builtins.str
+    """the retention rule that purged the envelope, or empty"""
     @_builtins.property
     def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientStatus]: ...
+    @_builtins.property
+    def purged_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def recalls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """30-39: erasure (docs/protocol.md section 22, Erasure). The ids of the RECALLs the caller sent of this
@@ -573,11 +583,13 @@ class MessageStatus(_message.Message):
         *,
         message_id: _builtins.str = ...,
         recipients: _abc.Iterable[Global___RecipientStatus] | None = ...,
+        purged_under: _builtins.str = ...,
+        purged_at: _timestamp_pb2.Timestamp | None = ...,
         recalls: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purged_at", b"purged_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "recalls", b"recalls", "recipients", b"recipients"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "purged_at", b"purged_at", "purged_under", b"purged_under", "recalls", b"recalls", "recipients", b"recipients"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

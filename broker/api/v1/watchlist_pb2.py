@@ -27,7 +27,7 @@ from broker.api.v1 import envelope_pb2 as broker_dot_api_dot_v1_dot_envelope__pb
 from broker.api.v1 import payload_pb2 as broker_dot_api_dot_v1_dot_payload__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62roker/api/v1/watchlist.proto\x12\x06isb.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1c\x62roker/api/v1/envelope.proto\x1a\x1b\x62roker/api/v1/payload.proto\"\x9c\x02\n\tWatchlist\x12\x14\n\x0cwatchlist_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\'\n\x0b\x65ntry_types\x18\x04 \x03(\x0e\x32\x12.isb.v1.EntityType\x12\x13\n\x0bsubscribers\x18\x05 \x03(\t\x12\x18\n\x03tlp\x18\x06 \x01(\x0e\x32\x0b.isb.v1.Tlp\x12\x0f\n\x07version\x18\x07 \x01(\x04\x12\x18\n\x10snapshot_version\x18\x08 \x01(\x04\x12+\n\x07\x63reated\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x01\n\x16\x43reateWatchlistRequest\x12\x14\n\x0cwatchlist_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\'\n\x0b\x65ntry_types\x18\x03 \x03(\x0e\x32\x12.isb.v1.EntityType\x12\x13\n\x0bsubscribers\x18\x04 \x03(\t\x12\x18\n\x03tlp\x18\x05 \x01(\x0e\x32\x0b.isb.v1.Tlp\"L\n\x14PublishUpdateRequest\x12\"\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x10.isb.v1.Envelope\x12\x10\n\x08snapshot\x18\x02 \x01(\x08\"\xac\x01\n\x15PublishUpdateResponse\x12\x14\n\x0cwatchlist_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tduplicate\x18\x05 \x01(\x08\x12\x13\n\x0bwrapped_for\x18\x06 \x03(\t\"I\n\x0bSyncRequest\x12\x14\n\x0cwatchlist_id\x18\x01 \x01(\t\x12\x14\n\x0chave_version\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"\xbc\x01\n\x10WatchlistVersion\x12\x14\n\x0cwatchlist_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\x12\"\n\x08\x65nvelope\x18\x04 \x01(\x0b\x32\x10.isb.v1.Envelope\x12\x1a\n\x12sender_certificate\x18\x05 \x01(\x0c\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"+\n\x13GetWatchlistRequest\x12\x14\n\x0cwatchlist_id\x18\x01 \x01(\t\"\x17\n\x15ListWatchlistsRequest\"?\n\x16ListWatchlistsResponse\x12%\n\nwatchlists\x18\x01 \x03(\x0b\x32\x11.isb.v1.Watchlist2\xf0\x02\n\x10WatchlistService\x12\x44\n\x0f\x43reateWatchlist\x12\x1e.isb.v1.CreateWatchlistRequest\x1a\x11.isb.v1.Watchlist\x12L\n\rPublishUpdate\x12\x1c.isb.v1.PublishUpdateRequest\x1a\x1d.isb.v1.PublishUpdateResponse\x12\x37\n\x04Sync\x12\x13.isb.v1.SyncRequest\x1a\x18.isb.v1.WatchlistVersion0\x01\x12>\n\x0cGetWatchlist\x12\x1b.isb.v1.GetWatchlistRequest\x1a\x11.isb.v1.Watchlist\x12O\n\x0eListWatchlists\x12\x1d.isb.v1.ListWatchlistsRequest\x1a\x1e.isb.v1.ListWatchlistsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62roker/api/v1/watchlist.proto\x12\x06isb.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1c\x62roker/api/v1/envelope.proto\x1a\x1b\x62roker/api/v1/payload.proto\"\x9c\x02\n\tWatchlist\x12\x14\n\x0cwatchlist_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\'\n\x0b\x65ntry_types\x18\x04 \x03(\x0e\x32\x12.isb.v1.EntityType\x12\x13\n\x0bsubscribers\x18\x05 \x03(\t\x12\x18\n\x03tlp\x18\x06 \x01(\x0e\x32\x0b.isb.v1.Tlp\x12\x0f\n\x07version\x18\x07 \x01(\x04\x12\x18\n\x10snapshot_version\x18\x08 \x01(\x04\x12+\n\x07\x63reated\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x01\n\x16\x43reateWatchlistRequest\x12\x14\n\x0cwatchlist_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\'\n\x0b\x65ntry_types\x18\x03 \x03(\x0e\x32\x12.isb.v1.EntityType\x12\x13\n\x0bsubscribers\x18\x04 \x03(\t\x12\x18\n\x03tlp\x18\x05 \x01(\x0e\x32\x0b.isb.v1.Tlp\"t\n\x14PublishUpdateRequest\x12\"\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x10.isb.v1.Envelope\x12\x10\n\x08snapshot\x18\x02 \x01(\x08\x12&\n\x06review\x18\x03 \x01(\x0b\x32\x16.isb.v1.ReviewSchedule\"8\n\tReviewDue\x12\x1a\n\x04\x64\x61te\x18\x01 \x01(\x0b\x32\x0c.isb.v1.Date\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\r\"a\n\x0eReviewSchedule\x12\x1e\n\x03\x64ue\x18\x01 \x03(\x0b\x32\x11.isb.v1.ReviewDue\x12\x16\n\x0erenewal_reason\x18\x02 \x01(\t\x12\x17\n\x0frenewed_entries\x18\x03 \x01(\r\"/\n\x17GetReviewNoticesRequest\x12\x14\n\x0cwatchlist_id\x18\x01 \x01(\t\"\x9d\x01\n\x0cReviewNotice\x12\x14\n\x0cwatchlist_id\x18\x01 \x01(\t\x12\x1e\n\x03\x64ue\x18\x02 \x03(\x0b\x32\x11.isb.v1.ReviewDue\x12+\n\x07\x63reated\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61udit_index\x18\x04 \x01(\x04\x12\x15\n\rnotice_period\x18\x05 \x01(\t\"6\n\rReviewNotices\x12%\n\x07notices\x18\x01 \x03(\x0b\x32\x14.isb.v1.ReviewNotice\"\xac\x01\n\x15PublishUpdateResponse\x12\x14\n\x0cwatchlist_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tduplicate\x18\x05 \x01(\x08\x12\x13\n\x0bwrapped_for\x18\x06 \x03(\t\"I\n\x0bSyncRequest\x12\x14\n\x0cwatchlist_id\x18\x01 \x01(\t\x12\x14\n\x0chave_version\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"\xbc\x01\n\x10WatchlistVersion\x12\x14\n\x0cwatchlist_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\x12\"\n\x08\x65nvelope\x18\x04 \x01(\x0b\x32\x10.isb.v1.Envelope\x12\x1a\n\x12sender_certificate\x18\x05 \x01(\x0c\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"+\n\x13GetWatchlistRequest\x12\x14\n\x0cwatchlist_id\x18\x01 \x01(\t\"\x17\n\x15ListWatchlistsRequest\"?\n\x16ListWatchlistsResponse\x12%\n\nwatchlists\x18\x01 \x03(\x0b\x32\x11.isb.v1.Watchlist2\xbc\x03\n\x10WatchlistService\x12\x44\n\x0f\x43reateWatchlist\x12\x1e.isb.v1.CreateWatchlistRequest\x1a\x11.isb.v1.Watchlist\x12L\n\rPublishUpdate\x12\x1c.isb.v1.PublishUpdateRequest\x1a\x1d.isb.v1.PublishUpdateResponse\x12\x37\n\x04Sync\x12\x13.isb.v1.SyncRequest\x1a\x18.isb.v1.WatchlistVersion0\x01\x12>\n\x0cGetWatchlist\x12\x1b.isb.v1.GetWatchlistRequest\x1a\x11.isb.v1.Watchlist\x12O\n\x0eListWatchlists\x12\x1d.isb.v1.ListWatchlistsRequest\x1a\x1e.isb.v1.ListWatchlistsResponse\x12J\n\x10GetReviewNotices\x12\x1f.isb.v1.GetReviewNoticesRequest\x1a\x15.isb.v1.ReviewNoticesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,19 +39,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEWATCHLISTREQUEST']._serialized_start=421
   _globals['_CREATEWATCHLISTREQUEST']._serialized_end=570
   _globals['_PUBLISHUPDATEREQUEST']._serialized_start=572
-  _globals['_PUBLISHUPDATEREQUEST']._serialized_end=648
-  _globals['_PUBLISHUPDATERESPONSE']._serialized_start=651
-  _globals['_PUBLISHUPDATERESPONSE']._serialized_end=823
-  _globals['_SYNCREQUEST']._serialized_start=825
-  _globals['_SYNCREQUEST']._serialized_end=898
-  _globals['_WATCHLISTVERSION']._serialized_start=901
-  _globals['_WATCHLISTVERSION']._serialized_end=1089
-  _globals['_GETWATCHLISTREQUEST']._serialized_start=1091
-  _globals['_GETWATCHLISTREQUEST']._serialized_end=1134
-  _globals['_LISTWATCHLISTSREQUEST']._serialized_start=1136
-  _globals['_LISTWATCHLISTSREQUEST']._serialized_end=1159
-  _globals['_LISTWATCHLISTSRESPONSE']._serialized_start=1161
-  _globals['_LISTWATCHLISTSRESPONSE']._serialized_end=1224
-  _globals['_WATCHLISTSERVICE']._serialized_start=1227
-  _globals['_WATCHLISTSERVICE']._serialized_end=1595
+  _globals['_PUBLISHUPDATEREQUEST']._serialized_end=688
+  _globals['_REVIEWDUE']._serialized_start=690
+  _globals['_REVIEWDUE']._serialized_end=746
+  _globals['_REVIEWSCHEDULE']._serialized_start=748
+  _globals['_REVIEWSCHEDULE']._serialized_end=845
+  _globals['_GETREVIEWNOTICESREQUEST']._serialized_start=847
+  _globals['_GETREVIEWNOTICESREQUEST']._serialized_end=894
+  _globals['_REVIEWNOTICE']._serialized_start=897
+  _globals['_REVIEWNOTICE']._serialized_end=1054
+  _globals['_REVIEWNOTICES']._serialized_start=1056
+  _globals['_REVIEWNOTICES']._serialized_end=1110
+  _globals['_PUBLISHUPDATERESPONSE']._serialized_start=1113
+  _globals['_PUBLISHUPDATERESPONSE']._serialized_end=1285
+  _globals['_SYNCREQUEST']._serialized_start=1287
+  _globals['_SYNCREQUEST']._serialized_end=1360
+  _globals['_WATCHLISTVERSION']._serialized_start=1363
+  _globals['_WATCHLISTVERSION']._serialized_end=1551
+  _globals['_GETWATCHLISTREQUEST']._serialized_start=1553
+  _globals['_GETWATCHLISTREQUEST']._serialized_end=1596
+  _globals['_LISTWATCHLISTSREQUEST']._serialized_start=1598
+  _globals['_LISTWATCHLISTSREQUEST']._serialized_end=1621
+  _globals['_LISTWATCHLISTSRESPONSE']._serialized_start=1623
+  _globals['_LISTWATCHLISTSRESPONSE']._serialized_end=1686
+  _globals['_WATCHLISTSERVICE']._serialized_start=1689
+  _globals['_WATCHLISTSERVICE']._serialized_end=2133
 # @@protoc_insertion_point(module_scope)

@@ -126,6 +126,7 @@ class PublishUpdateRequest(_message.Message):
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
     SNAPSHOT_FIELD_NUMBER: _builtins.int
+    REVIEW_FIELD_NUMBER: _builtins.int
     snapshot: _builtins.bool
     """Whether the sealed WatchlistUpdate is a full snapshot. The broker cannot read the payload, so
     the owner says so here (authenticated by the call); replicas check it against the signed payload.
@@ -134,19 +135,164 @@ class PublishUpdateRequest(_message.Message):
     def envelope(self) -> _envelope_pb2.Envelope:
         """kind WATCHLIST_UPDATE, header.watchlist_id and header.watchlist_version set"""
 
+    @_builtins.property
+    def review(self) -> Global___ReviewSchedule:
+        """The owner's own account of when the watchlist's entries fall due for review after this version
+        (unset: the previous account stands). The broker cannot read the entries' signed review dates;
+        it uses this only to notify the owner in advance. Replicas enforce the signed dates themselves.
+        """
+
     def __init__(
         self,
         *,
         envelope: _envelope_pb2.Envelope | None = ...,
         snapshot: _builtins.bool = ...,
+        review: Global___ReviewSchedule | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "review", b"review"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "snapshot", b"snapshot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "review", b"review", "snapshot", b"snapshot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PublishUpdateRequest: _TypeAlias = PublishUpdateRequest  # noqa: Y015
+
+@_typing.final
+class ReviewDue(_message.Message):
+    """How many entries fall due for review on one day (UTC)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATE_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    entries: _builtins.int
+    @_builtins.property
+    def date(self) -> _payload_pb2.Date: ...
+    def __init__(
+        self,
+        *,
+        date: _payload_pb2.Date | None = ...,
+        entries: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["date", b"date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewDue: _TypeAlias = ReviewDue  # noqa: Y015
+
+@_typing.final
+class ReviewSchedule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DUE_FIELD_NUMBER: _builtins.int
+    RENEWAL_REASON_FIELD_NUMBER: _builtins.int
+    RENEWED_ENTRIES_FIELD_NUMBER: _builtins.int
+    renewal_reason: _builtins.str
+    """A version that renews entries (upserts them with a later review date) says why: audited as
+    `watchlist.review_renewed`. At most 200 characters, no personal data.
+    """
+    renewed_entries: _builtins.int
+    """> 0 needs a renewal_reason"""
+    @_builtins.property
+    def due(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReviewDue]:
+        """at most 3,660 days, each once, entries >= 1"""
+
+    def __init__(
+        self,
+        *,
+        due: _abc.Iterable[Global___ReviewDue] | None = ...,
+        renewal_reason: _builtins.str = ...,
+        renewed_entries: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due", b"due", "renewal_reason", b"renewal_reason", "renewed_entries", b"renewed_entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewSchedule: _TypeAlias = ReviewSchedule  # noqa: Y015
+
+@_typing.final
+class GetReviewNoticesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WATCHLIST_ID_FIELD_NUMBER: _builtins.int
+    watchlist_id: _builtins.str
+    """empty: every watchlist the caller owns"""
+    def __init__(
+        self,
+        *,
+        watchlist_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["watchlist_id", b"watchlist_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReviewNoticesRequest: _TypeAlias = GetReviewNoticesRequest  # noqa: Y015
+
+@_typing.final
+class ReviewNotice(_message.Message):
+    """A notice from the broker to a watchlist's owner: entries fall due for review. Unsigned and
+    unencrypted on purpose (section 22): it holds no personal data, comes over the owner's mutual-TLS
+    channel from the broker, and is provable from its audit entry.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WATCHLIST_ID_FIELD_NUMBER: _builtins.int
+    DUE_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    AUDIT_INDEX_FIELD_NUMBER: _builtins.int
+    NOTICE_PERIOD_FIELD_NUMBER: _builtins.int
+    watchlist_id: _builtins.str
+    audit_index: _builtins.int
+    """its `watchlist.review_notice` entry"""
+    notice_period: _builtins.str
+    """e.g. 4mo: how far ahead the broker notifies"""
+    @_builtins.property
+    def due(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReviewDue]: ...
+    @_builtins.property
+    def created(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        watchlist_id: _builtins.str = ...,
+        due: _abc.Iterable[Global___ReviewDue] | None = ...,
+        created: _timestamp_pb2.Timestamp | None = ...,
+        audit_index: _builtins.int = ...,
+        notice_period: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_index", b"audit_index", "created", b"created", "due", b"due", "notice_period", b"notice_period", "watchlist_id", b"watchlist_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewNotice: _TypeAlias = ReviewNotice  # noqa: Y015
+
+@_typing.final
+class ReviewNotices(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def notices(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReviewNotice]: ...
+    def __init__(
+        self,
+        *,
+        notices: _abc.Iterable[Global___ReviewNotice] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notices", b"notices"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewNotices: _TypeAlias = ReviewNotices  # noqa: Y015
 
 @_typing.final
 class PublishUpdateResponse(_message.Message):

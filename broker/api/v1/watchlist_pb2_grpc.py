@@ -59,6 +59,11 @@ class WatchlistServiceStub:
                 request_serializer=broker_dot_api_dot_v1_dot_watchlist__pb2.ListWatchlistsRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_v1_dot_watchlist__pb2.ListWatchlistsResponse.FromString,
                 _registered_method=True)
+        self.GetReviewNotices = channel.unary_unary(
+                '/isb.v1.WatchlistService/GetReviewNotices',
+                request_serializer=broker_dot_api_dot_v1_dot_watchlist__pb2.GetReviewNoticesRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_v1_dot_watchlist__pb2.ReviewNotices.FromString,
+                _registered_method=True)
 
 
 class WatchlistServiceServicer:
@@ -101,6 +106,14 @@ class WatchlistServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReviewNotices(self, request, context):
+        """The review notices the broker has raised for the caller's own watchlists (docs/protocol.md
+        section 22 "Watchlist review"): entries due for review within the notice period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WatchlistServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +141,11 @@ def add_WatchlistServiceServicer_to_server(servicer, server):
                     servicer.ListWatchlists,
                     request_deserializer=broker_dot_api_dot_v1_dot_watchlist__pb2.ListWatchlistsRequest.FromString,
                     response_serializer=broker_dot_api_dot_v1_dot_watchlist__pb2.ListWatchlistsResponse.SerializeToString,
+            ),
+            'GetReviewNotices': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReviewNotices,
+                    request_deserializer=broker_dot_api_dot_v1_dot_watchlist__pb2.GetReviewNoticesRequest.FromString,
+                    response_serializer=broker_dot_api_dot_v1_dot_watchlist__pb2.ReviewNotices.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +283,33 @@ class WatchlistService:
             '/isb.v1.WatchlistService/ListWatchlists',
             broker_dot_api_dot_v1_dot_watchlist__pb2.ListWatchlistsRequest.SerializeToString,
             broker_dot_api_dot_v1_dot_watchlist__pb2.ListWatchlistsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReviewNotices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isb.v1.WatchlistService/GetReviewNotices',
+            broker_dot_api_dot_v1_dot_watchlist__pb2.GetReviewNoticesRequest.SerializeToString,
+            broker_dot_api_dot_v1_dot_watchlist__pb2.ReviewNotices.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,10 @@ class WatchlistServiceStub:
     """One watchlist's metadata (owner, subscribers, current version), if the caller may see it."""
     ListWatchlists: _grpc.UnaryUnaryMultiCallable[_watchlist_pb2.ListWatchlistsRequest, _watchlist_pb2.ListWatchlistsResponse]
     """The watchlists the caller owns or may subscribe to."""
+    GetReviewNotices: _grpc.UnaryUnaryMultiCallable[_watchlist_pb2.GetReviewNoticesRequest, _watchlist_pb2.ReviewNotices]
+    """The review notices the broker has raised for the caller's own watchlists (docs/protocol.md
+    section 22 "Watchlist review"): entries due for review within the notice period.
+    """
 
 @_typing.type_check_only
 class WatchlistServiceAsyncStub(WatchlistServiceStub):
@@ -72,6 +76,10 @@ class WatchlistServiceAsyncStub(WatchlistServiceStub):
     """One watchlist's metadata (owner, subscribers, current version), if the caller may see it."""
     ListWatchlists: _aio.UnaryUnaryMultiCallable[_watchlist_pb2.ListWatchlistsRequest, _watchlist_pb2.ListWatchlistsResponse]  # type: ignore[assignment]
     """The watchlists the caller owns or may subscribe to."""
+    GetReviewNotices: _aio.UnaryUnaryMultiCallable[_watchlist_pb2.GetReviewNoticesRequest, _watchlist_pb2.ReviewNotices]  # type: ignore[assignment]
+    """The review notices the broker has raised for the caller's own watchlists (docs/protocol.md
+    section 22 "Watchlist review"): entries due for review within the notice period.
+    """
 
 class WatchlistServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -117,5 +125,15 @@ class WatchlistServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_watchlist_pb2.ListWatchlistsResponse, _abc.Awaitable[_watchlist_pb2.ListWatchlistsResponse]]:
         """The watchlists the caller owns or may subscribe to."""
+
+    @_abc_1.abstractmethod
+    def GetReviewNotices(
+        self,
+        request: _watchlist_pb2.GetReviewNoticesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_watchlist_pb2.ReviewNotices, _abc.Awaitable[_watchlist_pb2.ReviewNotices]]:
+        """The review notices the broker has raised for the caller's own watchlists (docs/protocol.md
+        section 22 "Watchlist review"): entries due for review within the notice period.
+        """
 
 def add_WatchlistServiceServicer_to_server(servicer: WatchlistServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
