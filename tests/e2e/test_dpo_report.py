@@ -8,14 +8,16 @@ import csv
 import datetime as dt
 import io
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from broker.pki.dev import DevPki
 from clients import AgencyClient
 from clients.cli import main as isb
-from tests.e2e.conftest import RunningBroker, copy_pki
+from tests.e2e.conftest import REPO, RunningBroker, copy_pki
 
 
 def test_report_counts_disclosures_consultations_and_erasures_of_the_period(
@@ -106,3 +108,34 @@ def test_report_of_a_tampered_export_fails(
     capsys.readouterr()
     assert isb(["audit", "report", "--from", "2000-01-01", "--export", str(export), *connection]) == 1
     assert "was changed: its content does not match its leaf hash" in capsys.readouterr().err
+
+
+def test_report_counts_a_purge_run_of_the_period(
+    broker_factory: Any, pki: DevPki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A real purge (`isb admin retention`) of an alert past its 1-second period is a row of the purges section."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text((REPO / "examples" / "policy-dev.toml").read_text()
+                      + '\n[[retention.rules]]\nname = "short"\nkinds = ["ALERT"]\nenvelopes = "1s"\n')
+    broker = broker_factory(policy_file=policy)
+    police = AgencyClient.from_dir(broker.target, pki.directory, "DE-BKA", keystore=tmp_path / "keys" / "DE-BKA")
+    customs = AgencyClient.from_dir(broker.target, pki.directory, "FR-CUSTOMS",
+                                    keystore=tmp_path / "keys" / "FR-CUSTOMS")
+    police.publish_key()
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    customs.send(["DE-BKA"], b"short-lived", tlp="GREEN")
+    certs = copy_pki(pki, tmp_path / "pki")
+    connection = ["--broker", broker.target, "--certs", str(certs)]
+    purged = 0
+    while not purged:  # until the period has passed (no time is asserted: the purge decides)
+        time.sleep(0.5)
+        assert isb(["admin", "retention", *connection, "--json"]) == 0
+        run = json.loads(capsys.readouterr().out)
+        purged = sum(c["count"] for c in run["counts"] if c["what"] == "envelopes")
+    assert isb(["audit", "report", "--from", start.isoformat(), *connection, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    purges = [r for r in rows if r["section"] == "purges"]
+    assert [(p["count"], p["detail"]) for p in purges] == [(1, "envelopes=1; rules: envelopes:short:1s:1")]
+    assert purges[0]["subject"].endswith("(admin)")
+    customs.close()
+    police.close()
