@@ -171,6 +171,10 @@ class Broker:
         self.server = grpc.aio.server(interceptors=[CallInterceptor(self.exchange.record_refusal)], options=[
             ("grpc.max_receive_message_length", _max_message(config)),
             ("grpc.max_send_message_length", _max_message(config)),
+            # No bandwidth-delay probing: on a loaded host the probe's round trip stretches and the
+            # receive window grows with it, so a fast uploader could park ~100 MiB in the transport
+            # (measured on a 2 GiB upload). The fixed default window keeps it to a few chunks.
+            ("grpc.http2.bdp_probe", 0),
             ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
             ("grpc.max_connection_age_grace_ms", 30_000),
             ("grpc.keepalive_time_ms", 60_000),

@@ -8,6 +8,7 @@ position: an entry moved, dropped or duplicated in an export no longer matches w
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ def _check_field(name: str, value: object) -> FieldValue:
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+@functools.lru_cache(maxsize=16)  # the entries of one writer batch share one time: format it once
 def _format_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
