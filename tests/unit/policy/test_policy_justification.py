@@ -90,4 +90,4 @@ def test_justification_fields_are_accepted_or_refused_with_a_protocol_error(
         refused = exc
     if refused is not None:
         assert refused.field in {"header.legal_basis", "header.case_reference", "header.operator"}
-        assert len(str(refused)) < 200
+        assert len(str(refused)) < 512  # within a refusal entry's bound, whatever the input
