@@ -23,12 +23,14 @@ from broker.identity import AGENCY_ID, Role
 from broker.policy.codes import tlp_from_proto
 from broker.protocol import validation
 from broker.protocol.attachments import attachment_key
+from broker.protocol.batch import VerifiedRoots
 from broker.protocol.envelope import (
     PROTOCOL_VERSION,
     OpenedMessage,
     new_content_key,
     open_envelope,
     seal,
+    sign_envelopes,
     unverified_message_id,
     uuid7,
 )
@@ -40,7 +42,7 @@ from broker.protocol.forwarding import (
     verify_forwarded,
 )
 from broker.protocol.keys import EncryptionKey, make_key_bundle, verify_agency_certificate, verify_key_bundle
-from broker.protocol.receipts import make_receipt, verify_receipt
+from broker.protocol.receipts import make_receipt, new_receipt, sign_receipts, verify_receipt
 from broker.protocol.revocation import RevokedCertificate, VerifiedCrl, verify_revocation_list
 from clients import attachments as _attachments
 from clients._connection import Connection
@@ -195,6 +197,8 @@ class AgencyClient(Connection):
         self._groups: dict[str, list[str]] = {}
         self._groups_until = 0.0
         self._senders: dict[bytes, tuple[x509.Certificate, str]] = {}
+        # Batch roots verified once each (protocol section 21): deliveries and receipts of one batch.
+        self._roots = VerifiedRoots()
 
     @classmethod
     def from_dir(cls, target: str, cert_dir: Path, agency: str, **kwargs: Any) -> AgencyClient:
@@ -336,13 +340,15 @@ class AgencyClient(Connection):
              priority: envelope_pb2.Priority.ValueType = envelope_pb2.NORMAL, expires: dt.datetime | None = None,
              handling: envelope_pb2.Handling | None = None,
              attachments: Sequence[Path | BinaryIO | Attachment | str] = (), progress: Progress | None = None,
-             **header: Any) -> envelope_pb2.Envelope:
+             sign: bool = True, **header: Any) -> envelope_pb2.Envelope:
         """Seal `body` for `recipients` (agency ids and/or groups) without sending it.
 
         `legal_basis` (a code of the deployment's list), `case_reference` and `operator` (default:
         the client's) justify the disclosure; the policy may require the first two.
         `attachments` are encrypted and uploaded first (resuming after a dropped connection), since
         the envelope references them; `progress(done, total)` is called as each one uploads.
+        With `sign=False` the envelope has no outer signature yet: submit it to a `producer()` (or
+        `send_many`), which signs each batch it sends with one batch signature (protocol section 21).
         """
         repeated = sorted({r for r in recipients if list(recipients).count(r) > 1})
         if repeated:
@@ -368,12 +374,15 @@ class AgencyClient(Connection):
             return seal(sender=self.agency, identity_key=self.identity.private_key,
                         certificate=self.identity.certificate, recipients=list(recipients), recipient_keys=keys,
                         kind=kind, body=body, content_type=content_type, handling=handling, priority=priority,
-                        expires=expires, **header)
+                        expires=expires, sign=sign, **header)
         except ValueError as exc:  # arguments that cannot make a valid envelope
             raise ClientError(f"cannot seal this message: {exc}") from exc
 
     def send_envelope(self, envelope: envelope_pb2.Envelope) -> broker_pb2.SendResponse:
         """Send an already sealed envelope (sending the same one again is idempotent)."""
+        if not envelope.header_signature and not envelope.HasField("batch_signature"):
+            raise ClientError("this envelope has no outer signature: seal it with sign=True, or send it through "
+                              "producer() or send_many(), which batch-sign")
         response: broker_pb2.SendResponse = self._call(self._stub.Send, broker_pb2.SendRequest(envelope=envelope))
         return response
 
@@ -435,9 +444,11 @@ class AgencyClient(Connection):
     def producer(self, *, linger: float = 0.001, batch_size: int = 64, max_pending: int = 4096,
                  max_in_flight: int = 4) -> Producer:
         """A producer for high rates: envelopes submitted within `linger` seconds share one stream
-        message (see `clients.producer`). Close it, or use it as a context manager."""
+        message (see `clients.producer`), and those sealed with `sign=False` share one batch
+        signature per stream message. Close it, or use it as a context manager."""
         return Producer(self._stub.SendStream, self.translate_error, linger=linger, batch_size=batch_size,
-                        max_pending=max_pending, max_in_flight=max_in_flight)
+                        max_pending=max_pending, max_in_flight=max_in_flight,
+                        sign=lambda envelopes: sign_envelopes(envelopes, self.identity.private_key))
 
     def send_many(self, envelopes: Sequence[envelope_pb2.Envelope],
                   batch_size: int = 64) -> list[broker_pb2.SendResponse | ClientError]:
@@ -550,7 +561,7 @@ class AgencyClient(Connection):
         validation.check_header(header)
         sender_cert = self._sender(delivery.sender_certificate, header.sender, header.created.ToDatetime(dt.UTC), crl)
         opened = open_envelope(delivery.envelope, recipient=self.agency, keys=self._keyring.keys,
-                               sender_certificate=sender_cert)
+                               sender_certificate=sender_cert, roots=self._roots)
         original = None
         if opened.content_type == FORWARDED_CONTENT_TYPE:
             original = verify_forwarded(opened.body, forward_header=opened.header,
@@ -606,13 +617,15 @@ class AgencyClient(Connection):
 
     def ack(self, messages: ReceivedMessage | Sequence[ReceivedMessage],
             status: envelope_pb2.ReceiptStatus.ValueType = envelope_pb2.DELIVERED) -> int:
-        """Acknowledge deliveries with signed receipts; the broker takes them off our queue. RECALLs the
-        SDK has already confirmed as ERASED are left out."""
+        """Acknowledge deliveries with signed receipts, several under one batch signature (protocol
+        section 21); the broker takes them off our queue. RECALLs the SDK has already confirmed as
+        ERASED are left out."""
         batch = [m for m in ([messages] if isinstance(messages, ReceivedMessage) else messages) if m.erased is None]
         if not batch:
             return 0
-        receipts = [make_receipt(message_id=m.message_id, envelope_sha256=m.envelope_sha256, recipient=self.agency,
-                                 status=status, identity_key=self.identity.private_key) for m in batch]
+        receipts = sign_receipts([new_receipt(message_id=m.message_id, envelope_sha256=m.envelope_sha256,
+                                              recipient=self.agency, status=status) for m in batch],
+                                 self.identity.private_key)
         reply: broker_pb2.AckResponse = self._call(self._stub.Ack, broker_pb2.AckRequest(receipts=receipts))
         return reply.acknowledged
 
@@ -636,7 +649,7 @@ class AgencyClient(Connection):
                     verify_agency_certificate(cert, trust_roots=self.identity.trust_roots,
                                               expected_agency=r.recipient, trust_domain=self.trust_domain,
                                               now=dt.datetime.now(dt.UTC))
-                    receipt = verify_receipt(r.receipt, cert, expected_recipient=r.recipient)
+                    receipt = verify_receipt(r.receipt, cert, expected_recipient=r.recipient, roots=self._roots)
                 if receipt.message_id != message_id:
                     raise VerificationError(f"receipt of {r.recipient} is for message {receipt.message_id}")
             result.append(RecipientReceipt(r.recipient, broker_pb2.DeliveryState.Name(r.state), r.attempts, receipt))

@@ -2,7 +2,8 @@
 
 Every signed or hashed object of docs/protocol.md has a vector: envelopes (`envelope-*.json`, with a
 refused envelope for each verification step), PAE encodings (`pae.json`), key bundles, receipts and
-forward consents (`key-bundle.json`, `receipt.json`, `forward-consent.json`), audit entries
+forward consents (`key-bundle.json`, `receipt.json`, `forward-consent.json`), batch-signed envelopes
+and receipts (`batch-signatures.json`), audit entries
 (`audit-entries.json`), checkpoints and signed notes (`checkpoint.json`), and a small audit log with
 its export file, inclusion and consistency proofs (`audit-log.json`, `audit-export.jsonl`).
 `tests/unit/protocol/test_vectors.py` checks them with this library, `tests/interop/` with Node.js.
@@ -38,9 +39,9 @@ from google.protobuf import timestamp_pb2
 
 from broker.api.v1 import envelope_pb2
 from broker.audit.events import AuditEvent, justification_fields
-from broker.protocol import _cosignature, _merkle, _note, _pae, _stream
+from broker.protocol import _cosignature, _merkle, _note, _pae, _stream, batch
 from broker.protocol.attachments import AttachmentEncryptor
-from broker.protocol.envelope import envelope_sha256, seal
+from broker.protocol.envelope import envelope_sha256, seal, sign_envelopes
 from broker.protocol.keys import (
     HYBRID_SUITE,
     X25519_SUITE,
@@ -50,7 +51,7 @@ from broker.protocol.keys import (
     make_key_bundle,
     public_key_of,
 )
-from broker.protocol.receipts import make_receipt
+from broker.protocol.receipts import make_receipt, new_receipt, sign_receipts
 
 ROOT = Path(__file__).resolve().parent.parent
 TRUST_DOMAIN = "vectors.isb"
@@ -1232,6 +1233,142 @@ def crl_freshness_vector() -> dict[str, Any]:
     }
 
 
+# --- batch signatures (section 21) ------------------------------------------------------------------
+
+
+def _batch_member(purpose: batch.Purpose, signed: bytes, proof: envelope_pb2.BatchSignature) -> dict[str, Any]:
+    """The intermediate values of one batch member: its leaf, the root its path leads to, the signed input."""
+    leaf = batch.leaf_hash(purpose, signed)
+    root = _merkle.root_from_inclusion(leaf, proof.leaf_index, proof.tree_size, proof.path)
+    return {
+        "leaf_index": proof.leaf_index,
+        "leaf_data_hex": hashlib.sha256(_pae.pae(purpose.single, signed)).hexdigest(),
+        "leaf_hash_hex": leaf.hex(),
+        "path_hex": [h.hex() for h in proof.path],
+        "root_hex": root.hex(),
+        "root_signing_input_hex": batch.root_signing_input(purpose, proof.tree_size, root).hex(),
+    }
+
+
+def _batch_tampering(proof: envelope_pb2.BatchSignature, other: envelope_pb2.BatchSignature,
+                     key: ec.EllipticCurvePrivateKey, purpose: batch.Purpose,
+                     root: bytes) -> list[tuple[str, envelope_pb2.BatchSignature]]:
+    """Batch signatures that must fail for the member `proof` belongs to, each by one change."""
+    def changed(**fields: Any) -> envelope_pb2.BatchSignature:
+        out = envelope_pb2.BatchSignature()
+        out.CopyFrom(proof)
+        for name, value in fields.items():
+            if name == "path":
+                del out.path[:]
+                out.path.extend(value)
+            else:
+                setattr(out, name, value)
+        return out
+
+    wrong_purpose = batch.HEADER if purpose is batch.RECEIPT else batch.RECEIPT
+    return [
+        ("wrong path: the first path hash replaced", changed(path=[bytes(32), *proof.path[1:]])),
+        ("leaf moved to another batch: the signature and path of the same position in another batch", other),
+        ("root reused with another leaf count: tree_size changed", changed(tree_size=proof.tree_size + 1)),
+        ("wrong index: leaf_index changed", changed(leaf_index=(proof.leaf_index + 1) % proof.tree_size)),
+        ("bit flip in the root signature", changed(signature=_flip(proof.signature, 20))),
+        ("path one hash too long", changed(path=[*proof.path, bytes(32)])),
+        ("path one hash too short", changed(path=proof.path[:-1])),
+        ("a path hash of 31 bytes", changed(path=[proof.path[0][:31], *proof.path[1:]])),
+        ("tree_size 1 (a single structure is signed alone)", changed(tree_size=1, leaf_index=0, path=[])),
+        ("leaf_index equal to tree_size", changed(leaf_index=proof.tree_size)),
+        (f"the same root signed for the other purpose ({wrong_purpose.batch})",
+         changed(signature=key.sign(batch.root_signing_input(wrong_purpose, proof.tree_size, root), _ECDSA))),
+    ]
+
+
+def batch_signatures_vector() -> dict[str, Any]:
+    """Three envelopes under one header batch signature, five receipts under one receipt batch
+    signature, and batch signatures that must be refused (docs/protocol.md section 21)."""
+    ca_key, ca = _authority()
+    sender = _party(ca_key, ca, "FR-CUSTOMS", X25519_SUITE, 500)
+    recipient = _party(ca_key, ca, "DE-BKA", X25519_SUITE, 501)
+
+    def sealed_batch(label: str, count: int) -> list[envelope_pb2.Envelope]:
+        envelopes = [
+            seal(sender=sender["agency"], identity_key=sender["_identity_key"], certificate=sender["_certificate"],
+                 recipients=[recipient["agency"]], recipient_keys={recipient["agency"]: recipient["_bundle"]},
+                 kind=envelope_pb2.ALERT, body=f"{label} message {i}".encode(), content_type="text/plain",
+                 message_id=f"01972b5a-8c00-7abc-8def-0000000005{i:02d}", created=CREATED,
+                 _content_key=_seed(f"batch/{label}/{i}/content-key"), _nonce=_seed(f"batch/{label}/{i}/nonce", 12),
+                 sign=False)
+            for i in range(count)
+        ]
+        sign_envelopes(envelopes, sender["_identity_key"])
+        return envelopes
+
+    envelopes, others = sealed_batch("first", 3), sealed_batch("second", 3)
+    members = [_batch_member(batch.HEADER, e.header, e.batch_signature) for e in envelopes]
+    refused_envelopes = []
+    for what, proof in _batch_tampering(envelopes[2].batch_signature, others[2].batch_signature,
+                                        sender["_identity_key"], batch.HEADER, _root_of(members[2])):
+        e = envelope_pb2.Envelope()
+        e.CopyFrom(envelopes[2])
+        e.batch_signature.CopyFrom(proof)
+        refused_envelopes.append((what, e))
+    both = envelope_pb2.Envelope()
+    both.CopyFrom(envelopes[0])
+    both.header_signature = sender["_identity_key"].sign(_pae.header_signing_input(both.header), _ECDSA)
+    refused_envelopes.append(("both a header signature and a batch signature", both))
+
+    statuses = [envelope_pb2.DELIVERED] * 3 + [envelope_pb2.READ] * 2
+    receipts = [
+        new_receipt(message_id=envelope_pb2.Header.FromString(envelopes[i % 3].header).message_id,
+                    envelope_sha256=envelope_sha256(envelopes[i % 3].SerializeToString()),
+                    recipient=recipient["agency"], status=status, time=CREATED + dt.timedelta(minutes=5 + i))
+        for i, status in enumerate(statuses)
+    ]
+    signed = sign_receipts(receipts, recipient["_identity_key"])
+    other_signed = sign_receipts(receipts[::-1], recipient["_identity_key"])
+    receipt_members = [_batch_member(batch.RECEIPT, r.receipt, r.batch_signature) for r in signed]
+    refused_receipts = []
+    for what, proof in _batch_tampering(signed[1].batch_signature, other_signed[1].batch_signature,
+                                        recipient["_identity_key"], batch.RECEIPT, _root_of(receipt_members[1])):
+        r = envelope_pb2.SignedReceipt(receipt=signed[1].receipt)
+        r.batch_signature.CopyFrom(proof)
+        refused_receipts.append((what, r))
+    return {
+        "name": "batch-signatures",
+        "description": "Merkle batch signatures (docs/protocol.md section 21): a batch of three envelopes and a"
+                       " batch of five receipts, each member verifying alone, and members that must be refused",
+        "trust_domain": TRUST_DOMAIN,
+        "verification_time": CREATED.isoformat(),
+        "ca_certificate_pem": _pem_cert(ca),
+        "sender": _public(sender),
+        "recipient": _public(recipient),
+        "envelopes": {
+            "purpose": batch.HEADER.single,
+            "tree_size": len(envelopes),
+            "members": [{**m, "envelope_hex": e.SerializeToString().hex(),
+                         "envelope_sha256_hex": envelope_sha256(e.SerializeToString()).hex(),
+                         "body_hex": f"first message {i}".encode().hex()}
+                        for i, (m, e) in enumerate(zip(members, envelopes, strict=True))],
+            "must_be_refused": [{"description": what, "envelope_hex": e.SerializeToString().hex()}
+                                for what, e in refused_envelopes],
+        },
+        "receipts": {
+            "purpose": batch.RECEIPT.single,
+            "tree_size": len(signed),
+            "members": [{**m, "signed_receipt_hex": r.SerializeToString().hex(),
+                         "status": envelope_pb2.ReceiptStatus.Name(statuses[i])}
+                        for i, (m, r) in enumerate(zip(receipt_members, signed, strict=True))],
+            "must_be_refused": [{"description": what, "signed_receipt_hex": r.SerializeToString().hex()}
+                                for what, r in refused_receipts],
+        },
+    }
+
+
+def _root_of(member: dict[str, Any]) -> bytes:
+    """The root a member's path leads to."""
+    return bytes.fromhex(member["root_hex"])
+
+
+
 def all_vectors() -> list[dict[str, Any]]:
     """The JSON vectors this script writes, each named by its `name`."""
     return [
@@ -1275,6 +1412,7 @@ def all_vectors() -> list[dict[str, Any]]:
         checkpoint_vector(),
         crl_freshness_vector(),
         cosigned_checkpoint_vector(),
+        batch_signatures_vector(),
     ]
 
 

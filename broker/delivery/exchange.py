@@ -39,6 +39,7 @@ from broker.identity import Principal, Role
 from broker.metrics import AUDIT_WRITE_FAILURES, DELIVERIES, ENVELOPES, RECEIPTS
 from broker.policy import Decision, RunningPolicy, kind_from_proto, tlp_from_proto
 from broker.protocol import validation
+from broker.protocol.batch import VerifiedRoots
 from broker.protocol.envelope import verify_outer
 from broker.protocol.errors import OutOfRange
 from broker.protocol.forwarding import verify_forward_consent
@@ -64,6 +65,7 @@ class RecipientState:
     updated_us: int
     receipt: bytes | None
     receipt_signature: bytes | None
+    receipt_batch: bytes | None
     receipt_cert: bytes | None
 
 
@@ -93,6 +95,9 @@ class Exchange:
         self._cert_der: dict[bytes, bytes] = {}  # fingerprint -> DER, for deliveries of the backlog
         self._delivered_buffer: list[tuple[str, str, int]] = []
         self._known_certs: set[bytes] = set()
+        # Batch roots whose signature verified (protocol section 21): the other envelopes and receipts
+        # of a batch cost a path check, not an ECDSA verification.
+        self._roots = VerifiedRoots()
         with engine.connect() as conn:
             last = conn.execute(sa.select(sa.func.max(tables.messages.c.seq))).scalar()
         self._arrival = ops.ArrivalCounter((last or 0) + 1)
@@ -153,7 +158,8 @@ class Exchange:
         if header.sender in header.recipients:
             raise InvalidRequest("an agency cannot address itself")
         # 2. The outer signature and digests, with the caller's own certificate.
-        header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
+        header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes,
+                              roots=self._roots)
         expires_us = header.expires.ToMicroseconds() if header.HasField("expires") else None
         if expires_us is not None and expires_us <= now_us():
             raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
@@ -368,13 +374,15 @@ class Exchange:
             verified = []
             seen = set()
             for signed in receipts:
-                receipt = verify_receipt(signed, cert, expected_recipient=caller.name)
+                receipt = verify_receipt(signed, cert, expected_recipient=caller.name, roots=self._roots)
                 if receipt.message_id in seen:
                     raise InvalidRequest(f"message {receipt.message_id} acknowledged twice in one Ack")
                 seen.add(receipt.message_id)
                 verified.append(ops.VerifiedReceipt(
                     message_id=receipt.message_id, recipient=caller.name, status=receipt.status,
-                    receipt=signed.receipt, signature=signed.signature, cert_fingerprint=caller.fingerprint,
+                    receipt=signed.receipt, signature=signed.signature,
+                    batch_signature=signed.batch_signature.SerializeToString() if signed.HasField("batch_signature")
+                    else None, cert_fingerprint=caller.fingerprint,
                     cert_der=caller.certificate_der, envelope_sha256=receipt.envelope_sha256,
                     reason=receipt.reason))
             RECEIPTS.inc(len(verified))
@@ -402,7 +410,7 @@ class Exchange:
                                                 m.c.sender == caller.name).order_by(m.c.seq)).scalars().all()
             return MessageState([
                 (RecipientState(r.recipient, r.state, r.attempts, r.updated_us, r.receipt, r.receipt_signature,
-                                r.receipt_cert), r.der)
+                                r.receipt_batch, r.receipt_cert), r.der)
                 for r in rows
             ], message.purge_rule or "", message.purged_us, tuple(recalls))
 

@@ -135,7 +135,7 @@ class AcceptEnvelope:
             batch.insert(tables.deliveries, {
                 "message_id": h.message_id, "recipient": recipient, "seq": seq, "priority": h.priority,
                 "state": PENDING, "attempts": 0, "updated_us": batch.now_us,
-                "receipt": None, "receipt_signature": None, "receipt_cert": None,
+                "receipt": None, "receipt_signature": None, "receipt_batch": None, "receipt_cert": None,
             })
             queued.append(QueuedDelivery(h.message_id, recipient, h.priority, seq, self.expires_us,
                                          batch.now_us, self.parsed, 0, self.sender_cert_der))
@@ -262,6 +262,7 @@ class VerifiedReceipt:
     status: envelope_pb2.ReceiptStatus.ValueType
     receipt: bytes
     signature: bytes
+    batch_signature: bytes | None  # serialized BatchSignature of a batch-signed receipt (section 21)
     cert_fingerprint: bytes
     cert_der: bytes
     envelope_sha256: bytes
@@ -294,8 +295,9 @@ class RecordReceipts:
         for r in self.receipts:
             remember_certificate(batch, self.known_certs, r.cert_fingerprint, r.cert_der)
         bulk_update(batch.conn, tables.deliveries, _DELIVERY_KEY,
-                    ("updated_us", "receipt", "receipt_signature", "receipt_cert"),
-                    [(r.message_id, r.recipient, batch.now_us, r.receipt, r.signature, r.cert_fingerprint)
+                    ("updated_us", "receipt", "receipt_signature", "receipt_batch", "receipt_cert"),
+                    [(r.message_id, r.recipient, batch.now_us, r.receipt, r.signature, r.batch_signature,
+                      r.cert_fingerprint)
                      for r in self.receipts],
                     constants={"state": ACKNOWLEDGED})
         for r in self.receipts:

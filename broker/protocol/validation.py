@@ -31,6 +31,7 @@ __all__ = [
     "LEGAL_BASIS",
     "MAX_ATTACHMENTS",
     "MAX_ATTACHMENT_SIZE",
+    "MAX_BATCH_SIZE",
     "MAX_CASE_REFERENCE",
     "MAX_CLASSIFICATION",
     "MAX_HEADER_BYTES",
@@ -41,6 +42,7 @@ __all__ = [
     "MIN_TIMESTAMP_SECONDS",
     "check_agency_id",
     "check_attachment_ref",
+    "check_batch_signature",
     "check_created_skew",
     "check_directory_request",
     "check_envelope",
@@ -68,6 +70,8 @@ MAX_WRAPPED_KEYS: Final = 4096  # recipients after group expansion
 MAX_KEY_ID: Final = 128
 MAX_WRAPPED_KEY_BYTES: Final = 4096  # ML-KEM-768+X25519 encapsulation and sealed key: about 1,200
 MAX_SIGNATURE_BYTES: Final = 256  # ECDSA P-256 DER: at most 72
+MAX_BATCH_SIZE: Final = 4096  # leaves of one batch signature (section 21): a path of at most 12 hashes
+MAX_BATCH_PATH: Final = (MAX_BATCH_SIZE - 1).bit_length()
 MAX_CLASSIFICATION: Final = 64
 # Attachments (docs/protocol.md "Attachments"); brokers configure lower size limits (default 2 GiB).
 MAX_ATTACHMENTS: Final = 16
@@ -262,6 +266,8 @@ def check_envelope(envelope: envelope_pb2.Envelope) -> None:
         raise ProtocolError("envelope has no header", field="envelope.header")
     _check_bytes(envelope.header, "envelope.header", MAX_HEADER_BYTES)
     _check_bytes(envelope.header_signature, "envelope.header_signature", MAX_SIGNATURE_BYTES)
+    if envelope.HasField("batch_signature"):
+        check_batch_signature(envelope.batch_signature, "envelope.batch_signature")
     _check_count(envelope.wrapped_keys, "envelope.wrapped_keys", MAX_WRAPPED_KEYS)
     for i, key in enumerate(envelope.wrapped_keys):
         check_agency_id(key.recipient, f"envelope.wrapped_keys[{i}].recipient")
@@ -285,6 +291,24 @@ def check_signed(blob: bytes, signature: bytes, what: str, limit: int) -> None:
     """A signed structure's bytes and signature within their limits."""
     _check_bytes(blob, what, limit)
     _check_bytes(signature, f"{what} signature", MAX_SIGNATURE_BYTES)
+
+
+def check_batch_signature(batch: envelope_pb2.BatchSignature, name: str) -> None:
+    """A batch signature's fields in range (docs/protocol.md section 21): a signature, a tree of 2 to
+    `MAX_BATCH_SIZE` leaves, an index in it and at most `MAX_BATCH_PATH` hashes of 32 bytes."""
+    if not batch.signature:
+        raise ProtocolError(f"{name} has no signature", field=f"{name}.signature")
+    _check_bytes(batch.signature, f"{name}.signature", MAX_SIGNATURE_BYTES)
+    if not 2 <= batch.tree_size <= MAX_BATCH_SIZE:
+        raise ProtocolError(f"{name}.tree_size {batch.tree_size} is outside 2..{MAX_BATCH_SIZE}",
+                            field=f"{name}.tree_size")
+    if batch.leaf_index >= batch.tree_size:
+        raise ProtocolError(f"{name}.leaf_index {batch.leaf_index} is not in a tree of {batch.tree_size}",
+                            field=f"{name}.leaf_index")
+    _check_count(batch.path, f"{name}.path", MAX_BATCH_PATH)
+    for i, h in enumerate(batch.path):
+        if len(h) != _SHA256:
+            raise ProtocolError(f"{name}.path[{i}] is not a SHA-256 hash", field=f"{name}.path")
 
 
 def check_key_bundle(bundle: envelope_pb2.KeyBundle) -> None:

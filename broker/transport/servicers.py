@@ -182,6 +182,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             if state.receipt is not None and state.receipt_signature is not None:
                 item.receipt.receipt = state.receipt
                 item.receipt.signature = state.receipt_signature
+                if state.receipt_batch is not None:
+                    item.receipt.batch_signature.ParseFromString(state.receipt_batch)
                 item.recipient_certificate = cert or b""
         return status
 

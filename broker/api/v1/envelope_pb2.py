@@ -25,27 +25,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62roker/api/v1/envelope.proto\x12\x06isb.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x01\n\x08Handling\x12\x18\n\x03tlp\x18\x01 \x01(\x0e\x32\x0b.isb.v1.Tlp\x12\x16\n\x0e\x63lassification\x18\x02 \x01(\t\x12\x35\n\x12source_reliability\x18\x03 \x01(\x0e\x32\x19.isb.v1.SourceReliability\x12\x39\n\x14information_accuracy\x18\x04 \x01(\x0e\x32\x1b.isb.v1.InformationAccuracy\"\xa8\x04\n\x06Header\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x1a\n\x12sender_cert_sha256\x18\x04 \x01(\x0c\x12\x12\n\nrecipients\x18\x05 \x03(\t\x12\x1a\n\x04kind\x18\x06 \x01(\x0e\x32\x0c.isb.v1.Kind\x12\"\n\x08handling\x18\x07 \x01(\x0b\x32\x10.isb.v1.Handling\x12\"\n\x08priority\x18\x08 \x01(\x0e\x32\x10.isb.v1.Priority\x12+\n\x07\x63reated\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65xpires\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bin_reply_to\x18\x0b \x01(\t\x12\x14\n\x0cwatchlist_id\x18\x0c \x01(\t\x12\x19\n\x11watchlist_version\x18\r \x01(\x04\x12\x19\n\x11\x63iphertext_sha256\x18\x0e \x01(\x0c\x12\x1b\n\x13wrapped_keys_sha256\x18\x0f \x01(\x0c\x12\x12\n\nreferences\x18\x10 \x01(\t\x12*\n\x0b\x61ttachments\x18\x14 \x03(\x0b\x32\x15.isb.v1.AttachmentRef\x12\x13\n\x0blegal_basis\x18\x1e \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x1f \x01(\t\x12\x10\n\x08operator\x18  \x01(\t\"U\n\rAttachmentRef\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x12\n\nchunk_size\x18\x03 \x01(\r\x12\x12\n\nmedia_type\x18\x04 \x01(\t\"<\n\nWrappedKey\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0b\n\x03\x65nc\x18\x03 \x01(\x0c\"r\n\x08\x45nvelope\x12\x0e\n\x06header\x18\x01 \x01(\x0c\x12\x18\n\x10header_signature\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\x12(\n\x0cwrapped_keys\x18\x04 \x03(\x0b\x32\x12.isb.v1.WrappedKey\"F\n\x07\x43ontent\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x17\n\x0finner_signature\x18\x03 \x01(\x0c\"\xbf\x01\n\tKeyBundle\x12\x0e\n\x06\x61gency\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x1f\n\x05suite\x18\x03 \x01(\x0e\x32\x10.isb.v1.KeySuite\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12.\n\nnot_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x0fSignedKeyBundle\x12\x0e\n\x06\x62undle\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x03 \x01(\x0c\"\xaa\x01\n\x07Receipt\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65nvelope_sha256\x18\x02 \x01(\x0c\x12\x11\n\trecipient\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x06status\x18\x05 \x01(\x0e\x32\x15.isb.v1.ReceiptStatus\x12\x0e\n\x06reason\x18\x06 \x01(\t\"3\n\rSignedReceipt\x12\x0f\n\x07receipt\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x97\x01\n\tForwarded\x12\x17\n\x0foriginal_header\x18\x01 \x01(\x0c\x12!\n\x19original_header_signature\x18\x02 \x01(\x0c\x12#\n\x1boriginal_sender_certificate\x18\x03 \x01(\x0c\x12)\n\x10original_content\x18\x04 \x01(\x0b\x32\x0f.isb.v1.Content\"z\n\x0e\x46orwardConsent\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tforwarder\x18\x02 \x01(\t\x12\x12\n\nrecipients\x18\x03 \x03(\t\x12-\n\tnot_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x14SignedForwardConsent\x12\x0f\n\x07\x63onsent\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c*q\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LERT\x10\x01\x12\x0b\n\x07REQUEST\x10\x02\x12\t\n\x05REPLY\x10\x03\x12\x14\n\x10WATCHLIST_UPDATE\x10\x04\x12\x0e\n\nHIT_REPORT\x10\x05\x12\n\n\x06RECALL\x10\x06*j\n\x03Tlp\x12\x13\n\x0fTLP_UNSPECIFIED\x10\x00\x12\r\n\tTLP_CLEAR\x10\x01\x12\r\n\tTLP_GREEN\x10\x02\x12\r\n\tTLP_AMBER\x10\x03\x12\x14\n\x10TLP_AMBER_STRICT\x10\x04\x12\x0b\n\x07TLP_RED\x10\x05*o\n\x11SourceReliability\x12\"\n\x1eSOURCE_RELIABILITY_UNSPECIFIED\x10\x00\x12\x0c\n\x08SOURCE_A\x10\x01\x12\x0c\n\x08SOURCE_B\x10\x02\x12\x0c\n\x08SOURCE_C\x10\x03\x12\x0c\n\x08SOURCE_X\x10\x04*{\n\x13InformationAccuracy\x12$\n INFORMATION_ACCURACY_UNSPECIFIED\x10\x00\x12\x0e\n\nACCURACY_1\x10\x01\x12\x0e\n\nACCURACY_2\x10\x02\x12\x0e\n\nACCURACY_3\x10\x03\x12\x0e\n\nACCURACY_4\x10\x04*N\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x07\n\x03LOW\x10\x01\x12\n\n\x06NORMAL\x10\x02\x12\x08\n\x04HIGH\x10\x03\x12\t\n\x05\x46LASH\x10\x04*v\n\x08KeySuite\x12\x19\n\x15KEY_SUITE_UNSPECIFIED\x10\x00\x12\"\n\x1eX25519_HKDF_SHA256_AES_256_GCM\x10\x01\x12+\n\'MLKEM768_X25519_HKDF_SHA256_AES_256_GCM\x10\x02*b\n\rReceiptStatus\x12\x1e\n\x1aRECEIPT_STATUS_UNSPECIFIED\x10\x00\x12\r\n\tDELIVERED\x10\x01\x12\x08\n\x04READ\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\x12\n\n\x06\x45RASED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62roker/api/v1/envelope.proto\x12\x06isb.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x01\n\x08Handling\x12\x18\n\x03tlp\x18\x01 \x01(\x0e\x32\x0b.isb.v1.Tlp\x12\x16\n\x0e\x63lassification\x18\x02 \x01(\t\x12\x35\n\x12source_reliability\x18\x03 \x01(\x0e\x32\x19.isb.v1.SourceReliability\x12\x39\n\x14information_accuracy\x18\x04 \x01(\x0e\x32\x1b.isb.v1.InformationAccuracy\"\xa8\x04\n\x06Header\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x1a\n\x12sender_cert_sha256\x18\x04 \x01(\x0c\x12\x12\n\nrecipients\x18\x05 \x03(\t\x12\x1a\n\x04kind\x18\x06 \x01(\x0e\x32\x0c.isb.v1.Kind\x12\"\n\x08handling\x18\x07 \x01(\x0b\x32\x10.isb.v1.Handling\x12\"\n\x08priority\x18\x08 \x01(\x0e\x32\x10.isb.v1.Priority\x12+\n\x07\x63reated\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65xpires\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bin_reply_to\x18\x0b \x01(\t\x12\x14\n\x0cwatchlist_id\x18\x0c \x01(\t\x12\x19\n\x11watchlist_version\x18\r \x01(\x04\x12\x19\n\x11\x63iphertext_sha256\x18\x0e \x01(\x0c\x12\x1b\n\x13wrapped_keys_sha256\x18\x0f \x01(\x0c\x12\x12\n\nreferences\x18\x10 \x01(\t\x12*\n\x0b\x61ttachments\x18\x14 \x03(\x0b\x32\x15.isb.v1.AttachmentRef\x12\x13\n\x0blegal_basis\x18\x1e \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x1f \x01(\t\x12\x10\n\x08operator\x18  \x01(\t\"U\n\rAttachmentRef\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x12\n\nchunk_size\x18\x03 \x01(\r\x12\x12\n\nmedia_type\x18\x04 \x01(\t\"<\n\nWrappedKey\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0b\n\x03\x65nc\x18\x03 \x01(\x0c\"\xa3\x01\n\x08\x45nvelope\x12\x0e\n\x06header\x18\x01 \x01(\x0c\x12\x18\n\x10header_signature\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\x12(\n\x0cwrapped_keys\x18\x04 \x03(\x0b\x32\x12.isb.v1.WrappedKey\x12/\n\x0f\x62\x61tch_signature\x18\n \x01(\x0b\x32\x16.isb.v1.BatchSignature\"X\n\x0e\x42\x61tchSignature\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x12\n\nleaf_index\x18\x03 \x01(\x04\x12\x0c\n\x04path\x18\x04 \x03(\x0c\"F\n\x07\x43ontent\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x17\n\x0finner_signature\x18\x03 \x01(\x0c\"\xbf\x01\n\tKeyBundle\x12\x0e\n\x06\x61gency\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x1f\n\x05suite\x18\x03 \x01(\x0e\x32\x10.isb.v1.KeySuite\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12.\n\nnot_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x0fSignedKeyBundle\x12\x0e\n\x06\x62undle\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x03 \x01(\x0c\"\xaa\x01\n\x07Receipt\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65nvelope_sha256\x18\x02 \x01(\x0c\x12\x11\n\trecipient\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x06status\x18\x05 \x01(\x0e\x32\x15.isb.v1.ReceiptStatus\x12\x0e\n\x06reason\x18\x06 \x01(\t\"d\n\rSignedReceipt\x12\x0f\n\x07receipt\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12/\n\x0f\x62\x61tch_signature\x18\n \x01(\x0b\x32\x16.isb.v1.BatchSignature\"\xd1\x01\n\tForwarded\x12\x17\n\x0foriginal_header\x18\x01 \x01(\x0c\x12!\n\x19original_header_signature\x18\x02 \x01(\x0c\x12#\n\x1boriginal_sender_certificate\x18\x03 \x01(\x0c\x12)\n\x10original_content\x18\x04 \x01(\x0b\x32\x0f.isb.v1.Content\x12\x38\n\x18original_batch_signature\x18\x05 \x01(\x0b\x32\x16.isb.v1.BatchSignature\"z\n\x0e\x46orwardConsent\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tforwarder\x18\x02 \x01(\t\x12\x12\n\nrecipients\x18\x03 \x03(\t\x12-\n\tnot_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x14SignedForwardConsent\x12\x0f\n\x07\x63onsent\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c*q\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LERT\x10\x01\x12\x0b\n\x07REQUEST\x10\x02\x12\t\n\x05REPLY\x10\x03\x12\x14\n\x10WATCHLIST_UPDATE\x10\x04\x12\x0e\n\nHIT_REPORT\x10\x05\x12\n\n\x06RECALL\x10\x06*j\n\x03Tlp\x12\x13\n\x0fTLP_UNSPECIFIED\x10\x00\x12\r\n\tTLP_CLEAR\x10\x01\x12\r\n\tTLP_GREEN\x10\x02\x12\r\n\tTLP_AMBER\x10\x03\x12\x14\n\x10TLP_AMBER_STRICT\x10\x04\x12\x0b\n\x07TLP_RED\x10\x05*o\n\x11SourceReliability\x12\"\n\x1eSOURCE_RELIABILITY_UNSPECIFIED\x10\x00\x12\x0c\n\x08SOURCE_A\x10\x01\x12\x0c\n\x08SOURCE_B\x10\x02\x12\x0c\n\x08SOURCE_C\x10\x03\x12\x0c\n\x08SOURCE_X\x10\x04*{\n\x13InformationAccuracy\x12$\n INFORMATION_ACCURACY_UNSPECIFIED\x10\x00\x12\x0e\n\nACCURACY_1\x10\x01\x12\x0e\n\nACCURACY_2\x10\x02\x12\x0e\n\nACCURACY_3\x10\x03\x12\x0e\n\nACCURACY_4\x10\x04*N\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x07\n\x03LOW\x10\x01\x12\n\n\x06NORMAL\x10\x02\x12\x08\n\x04HIGH\x10\x03\x12\t\n\x05\x46LASH\x10\x04*v\n\x08KeySuite\x12\x19\n\x15KEY_SUITE_UNSPECIFIED\x10\x00\x12\"\n\x1eX25519_HKDF_SHA256_AES_256_GCM\x10\x01\x12+\n\'MLKEM768_X25519_HKDF_SHA256_AES_256_GCM\x10\x02*b\n\rReceiptStatus\x12\x1e\n\x1aRECEIPT_STATUS_UNSPECIFIED\x10\x00\x12\r\n\tDELIVERED\x10\x01\x12\x08\n\x04READ\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\x12\n\n\x06\x45RASED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.api.v1.envelope_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KIND']._serialized_start=1975
-  _globals['_KIND']._serialized_end=2088
-  _globals['_TLP']._serialized_start=2090
-  _globals['_TLP']._serialized_end=2196
-  _globals['_SOURCERELIABILITY']._serialized_start=2198
-  _globals['_SOURCERELIABILITY']._serialized_end=2309
-  _globals['_INFORMATIONACCURACY']._serialized_start=2311
-  _globals['_INFORMATIONACCURACY']._serialized_end=2434
-  _globals['_PRIORITY']._serialized_start=2436
-  _globals['_PRIORITY']._serialized_end=2514
-  _globals['_KEYSUITE']._serialized_start=2516
-  _globals['_KEYSUITE']._serialized_end=2634
-  _globals['_RECEIPTSTATUS']._serialized_start=2636
-  _globals['_RECEIPTSTATUS']._serialized_end=2734
+  _globals['_KIND']._serialized_start=2222
+  _globals['_KIND']._serialized_end=2335
+  _globals['_TLP']._serialized_start=2337
+  _globals['_TLP']._serialized_end=2443
+  _globals['_SOURCERELIABILITY']._serialized_start=2445
+  _globals['_SOURCERELIABILITY']._serialized_end=2556
+  _globals['_INFORMATIONACCURACY']._serialized_start=2558
+  _globals['_INFORMATIONACCURACY']._serialized_end=2681
+  _globals['_PRIORITY']._serialized_start=2683
+  _globals['_PRIORITY']._serialized_end=2761
+  _globals['_KEYSUITE']._serialized_start=2763
+  _globals['_KEYSUITE']._serialized_end=2881
+  _globals['_RECEIPTSTATUS']._serialized_start=2883
+  _globals['_RECEIPTSTATUS']._serialized_end=2981
   _globals['_HANDLING']._serialized_start=74
   _globals['_HANDLING']._serialized_end=248
   _globals['_HEADER']._serialized_start=251
@@ -54,22 +54,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTACHMENTREF']._serialized_end=890
   _globals['_WRAPPEDKEY']._serialized_start=892
   _globals['_WRAPPEDKEY']._serialized_end=952
-  _globals['_ENVELOPE']._serialized_start=954
-  _globals['_ENVELOPE']._serialized_end=1068
-  _globals['_CONTENT']._serialized_start=1070
-  _globals['_CONTENT']._serialized_end=1140
-  _globals['_KEYBUNDLE']._serialized_start=1143
-  _globals['_KEYBUNDLE']._serialized_end=1334
-  _globals['_SIGNEDKEYBUNDLE']._serialized_start=1336
-  _globals['_SIGNEDKEYBUNDLE']._serialized_end=1409
-  _globals['_RECEIPT']._serialized_start=1412
-  _globals['_RECEIPT']._serialized_end=1582
-  _globals['_SIGNEDRECEIPT']._serialized_start=1584
-  _globals['_SIGNEDRECEIPT']._serialized_end=1635
-  _globals['_FORWARDED']._serialized_start=1638
-  _globals['_FORWARDED']._serialized_end=1789
-  _globals['_FORWARDCONSENT']._serialized_start=1791
-  _globals['_FORWARDCONSENT']._serialized_end=1913
-  _globals['_SIGNEDFORWARDCONSENT']._serialized_start=1915
-  _globals['_SIGNEDFORWARDCONSENT']._serialized_end=1973
+  _globals['_ENVELOPE']._serialized_start=955
+  _globals['_ENVELOPE']._serialized_end=1118
+  _globals['_BATCHSIGNATURE']._serialized_start=1120
+  _globals['_BATCHSIGNATURE']._serialized_end=1208
+  _globals['_CONTENT']._serialized_start=1210
+  _globals['_CONTENT']._serialized_end=1280
+  _globals['_KEYBUNDLE']._serialized_start=1283
+  _globals['_KEYBUNDLE']._serialized_end=1474
+  _globals['_SIGNEDKEYBUNDLE']._serialized_start=1476
+  _globals['_SIGNEDKEYBUNDLE']._serialized_end=1549
+  _globals['_RECEIPT']._serialized_start=1552
+  _globals['_RECEIPT']._serialized_end=1722
+  _globals['_SIGNEDRECEIPT']._serialized_start=1724
+  _globals['_SIGNEDRECEIPT']._serialized_end=1824
+  _globals['_FORWARDED']._serialized_start=1827
+  _globals['_FORWARDED']._serialized_end=2036
+  _globals['_FORWARDCONSENT']._serialized_start=2038
+  _globals['_FORWARDCONSENT']._serialized_end=2160
+  _globals['_SIGNEDFORWARDCONSENT']._serialized_start=2162
+  _globals['_SIGNEDFORWARDCONSENT']._serialized_end=2220
 # @@protoc_insertion_point(module_scope)

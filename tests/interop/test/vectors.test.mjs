@@ -6,6 +6,7 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { fromHex, SHA256, toHex, utf8, VerificationError } from "../lib/bytes.mjs";
 import * as audit from "../lib/audit.mjs";
+import * as batch from "../lib/batch.mjs";
 import * as env from "../lib/envelope.mjs";
 import { unwrap } from "../lib/hpke.mjs";
 import { parseCertificate, privateKeyFromPem, verifyAgencyCertificate } from "../lib/identity.mjs";
@@ -246,5 +247,45 @@ test("RFC 6962 reference vectors", () => {
   }
   for (const c of v.consistency) {
     audit.verifyConsistency(c.first, c.second, fromHex(v.roots[c.first]), fromHex(v.roots[c.second]), c.proof.map(fromHex));
+  }
+});
+
+test("batch signatures: every member verifies alone, intermediates recompute, tampered members are refused", async () => {
+  const v = load("batch-signatures");
+  const sender = cert(v.sender.certificate_pem);
+  const recipient = cert(v.recipient.certificate_pem);
+  const keys = { [v.recipient.key_id]: { suite: SUITE(v.recipient.suite),
+    privateKey: fromHex(v.recipient.hpke_private_key_hex) } };
+  const checkMember = (purpose, bytes, proof, m) => {
+    assert.equal(toHex(SHA256(P.pae(purpose, bytes))), m.leaf_data_hex);
+    const leaf = batch.leafHash(purpose, bytes);
+    assert.equal(toHex(leaf), m.leaf_hash_hex);
+    assert.deepEqual(proof.path.map(toHex), m.path_hex);
+    const root = batch.rootFromPath(leaf, Number(proof.leaf_index ?? 0), Number(proof.tree_size), proof.path);
+    assert.equal(toHex(root), m.root_hex);
+    assert.equal(toHex(batch.rootSigningInput(purpose, Number(proof.tree_size), root)), m.root_signing_input_hex);
+  };
+  for (const m of v.envelopes.members) {
+    const envelope = decode("Envelope", fromHex(m.envelope_hex));
+    assert.equal(Number(envelope.batch_signature.tree_size), v.envelopes.tree_size);
+    checkMember(v.envelopes.purpose, envelope.header, envelope.batch_signature, m);
+    const opened = await env.openEnvelope(envelope, { recipient: v.recipient.agency, keys, senderCert: sender });
+    assert.equal(toHex(opened.body), m.body_hex);
+    assert.equal(toHex(env.envelopeSha256(envelope)), m.envelope_sha256_hex);
+  }
+  assert.ok(v.envelopes.must_be_refused.length >= 5);
+  for (const c of v.envelopes.must_be_refused) {
+    assert.throws(() => env.verifyOuter(decode("Envelope", fromHex(c.envelope_hex)), sender), VerificationError,
+      c.description);
+  }
+  for (const m of v.receipts.members) {
+    const signed = decode("SignedReceipt", fromHex(m.signed_receipt_hex));
+    checkMember(v.receipts.purpose, signed.receipt, signed.batch_signature, m);
+    const r = verifyReceipt(signed, recipient, v.recipient.agency);
+    assert.equal(r.status, enums.ReceiptStatus[m.status]);
+  }
+  for (const c of v.receipts.must_be_refused) {
+    assert.throws(() => verifyReceipt(decode("SignedReceipt", fromHex(c.signed_receipt_hex)), recipient),
+      VerificationError, c.description);
   }
 });
