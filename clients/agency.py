@@ -3,6 +3,7 @@ acknowledge deliveries with signed receipts, and read back the receipts of what 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -51,6 +52,7 @@ from clients._transparency import verify_directory_checkpoint, verify_publicatio
 from clients._trust_state import FILE_NAME as TRUST_STATE_FILE
 from clients._trust_state import HeldCheckpoint, TrustState
 from clients.attachments import Attachment, Progress, ReceivedAttachment
+from clients.erasure import ErasureConfirmation, LocalStore, erasure_reason
 from clients.errors import ClientError, ProtocolViolation, VerificationError, protocol_errors
 from clients.producer import Producer
 
@@ -81,6 +83,9 @@ class ReceivedMessage:
     """For a forward: the original, verified as written by its original sender."""
     attachments: tuple[ReceivedAttachment, ...] = ()
     """The attachments the signed header references, in order; each `open()`s as a verified stream."""
+    erased: str | None = None
+    """For a RECALL the SDK honoured: the reason of the ERASED receipt it signed (what each local store
+    deleted). The SDK has acknowledged it; `ack()` leaves it alone."""
 
     @property
     def message_id(self) -> str:
@@ -167,7 +172,11 @@ class AgencyClient(Connection):
     """An agency's connection to the broker.
 
     `AgencyClient(target, cert=..., key=..., ca=...)`; `keystore` is a folder holding this agency's
-    HPKE private keys (written 0600), so messages sealed to an older key stay readable.
+    HPKE private keys (written 0600), so messages sealed to an older key stay readable. `operator`
+    is the agency's opaque identifier of the person acting (never a name): every send and directory
+    lookup carries it unless a call passes its own, and the broker records it as asserted by us.
+    `local_stores` are where received messages are kept (`clients.erasure`): a RECALL erases its
+    message from each, and the SDK confirms with a signed ERASED receipt.
     `witness_policy` (a C2SP tlog-policy, `broker.protocol.witness_policy.load_policy`) turns on key
     transparency: only bundles whose publication a witnessed checkpoint includes are used, and the
     largest checkpoint seen is kept in the keystore (docs/protocol.md section 18.4).
@@ -175,10 +184,13 @@ class AgencyClient(Connection):
 
     def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, trust_domain: str = "isb.dev",
                  keystore: Path | None = None, server_name: str | None = None, timeout: float = 10.0,
+                 operator: str = "", local_stores: Sequence[LocalStore] = (),
                  witness_policy: Policy | None = None) -> None:
         super().__init__(target, cert=cert, key=key, ca=ca, role=Role.AGENCY, trust_domain=trust_domain,
                          server_name=server_name, timeout=timeout)
         self.agency = self.identity.spiffe_id.name
+        self.operator = operator
+        self.local_stores = list(local_stores)
         self._keystore = keystore
         self._keyring = _Keyring()
         self._keyring.load(keystore)
@@ -263,7 +275,8 @@ class AgencyClient(Connection):
         skipped: dict[str, str] = {}  # why an agency has no usable bundle
         if missing:
             bounds = {a: self._trust.bundle_index[a] for a in missing if a in self._trust.bundle_index}
-            request = broker_pb2.GetDirectoryRequest(agencies=missing, min_audit_index=bounds)
+            request = broker_pb2.GetDirectoryRequest(agencies=missing, min_audit_index=bounds,
+                                                    operator=self.operator)
             if self.witness_policy is not None:
                 self._trust.reload()
                 request.known_tree_size = self._trust.checkpoint.tree_size if self._trust.checkpoint else 0
@@ -341,7 +354,8 @@ class AgencyClient(Connection):
     def groups(self, *, refresh: bool = False) -> dict[str, list[str]]:
         """Group membership as the broker's directory publishes it (cached for a minute)."""
         if refresh or time.monotonic() >= self._groups_until:
-            directory = self._call(self._stub.GetDirectory, broker_pb2.GetDirectoryRequest(agencies=[self.agency]))
+            directory = self._call(self._stub.GetDirectory, broker_pb2.GetDirectoryRequest(agencies=[self.agency],
+                                                                                          operator=self.operator))
             self._groups = {g.name: list(g.members) for g in directory.groups}
             self._groups_until = time.monotonic() + 60.0
         return self._groups
@@ -369,6 +383,8 @@ class AgencyClient(Connection):
              sign: bool = True, **header: Any) -> envelope_pb2.Envelope:
         """Seal `body` for `recipients` (agency ids and/or groups) without sending it.
 
+        `legal_basis` (a code of the deployment's list), `case_reference` and `operator` (default:
+        the client's) justify the disclosure; the policy may require the first two.
         `attachments` are encrypted and uploaded first (resuming after a dropped connection), since
         the envelope references them; `progress(done, total)` is called as each one uploads.
         With `sign=False` the envelope has no outer signature yet: submit it to a `producer()` (or
@@ -381,6 +397,8 @@ class AgencyClient(Connection):
             if tlp not in _TLP:
                 raise ClientError(f"unknown TLP code {tlp!r}; use one of {', '.join(_TLP)}")
             handling = envelope_pb2.Handling(tlp=_TLP[tlp])
+        if self.operator:
+            header.setdefault("operator", self.operator)
         keys = self.recipient_keys(self.expand(recipients))
         if attachments:
             header.setdefault("message_id", uuid7())
@@ -412,12 +430,39 @@ class AgencyClient(Connection):
         """Seal and send; returns the broker's acceptance with the audit log index."""
         return self.send_envelope(self.seal(recipients, body, **options))
 
-    def forward(self, message: ReceivedMessage, recipients: Sequence[str]) -> broker_pb2.SendResponse:
-        """Pass a received message on, with its original signatures inside and its handling unchanged."""
+    def forward(self, message: ReceivedMessage, recipients: Sequence[str], **justification: str) -> \
+            broker_pb2.SendResponse:
+        """Pass a received message on, with its original signatures inside and its handling unchanged;
+        `legal_basis=`, `case_reference=`, `operator=` justify this disclosure (a new one)."""
         header = message.header
         return self.send(recipients, forwarded_content(message.envelope, message.opened, message.sender_certificate),
                          content_type=FORWARDED_CONTENT_TYPE, kind=header.kind, handling=header.handling,
-                         priority=header.priority, references=header.message_id)
+                         priority=header.priority, references=header.message_id, **justification)
+
+    def recall(self, message_id: str, recipients: Sequence[str] | None = None, *, tlp: str = "AMBER",
+               **justification: str) -> broker_pb2.SendResponse:
+        """Recall a message we sent: undelivered copies are dropped, and each recipient's SDK erases its
+        local copies and confirms (`erasure_status`). `recipients` default to the message's recipients."""
+        targets = list(recipients) if recipients is not None else [r.recipient for r in self.status(message_id)]
+        return self.send(targets, b"", kind=envelope_pb2.RECALL, tlp=tlp, references=message_id, **justification)
+
+    def erasure_status(self, message_id: str) -> list[ErasureConfirmation]:
+        """Per recipient of our RECALLs of `message_id`: did its SDK confirm erasure? Each ERASED receipt
+        is verified here (recipient's signature, and its reason names `message_id`); the latest
+        confirmation counts, else the latest RECALL asked."""
+        _, recalls = self._status(message_id)
+        answers: dict[str, ErasureConfirmation] = {}
+        for recall_id in recalls:
+            for r in self.status(recall_id):
+                receipt = r.receipt
+                if receipt is not None and receipt.status == envelope_pb2.ERASED and \
+                        receipt.reason.split(":", 1)[0] != message_id:
+                    raise VerificationError(f"the ERASED receipt of {r.recipient} for RECALL {recall_id} names "
+                                            f"another message than {message_id}")
+                answer = ErasureConfirmation(r.recipient, recall_id, r.state, receipt)
+                if answer.confirmed or not answers.get(r.recipient, answer).confirmed:
+                    answers[r.recipient] = answer
+        return [answers[r] for r in sorted(answers)]
 
     def request_forward_consent(self, message: ReceivedMessage, recipients: Sequence[str],
                                 reason: str = "") -> broker_pb2.SendResponse:
@@ -504,6 +549,8 @@ class AgencyClient(Connection):
                             if on_invalid is not None:
                                 on_invalid(invalid)
                             continue
+                        if opened.header.kind == envelope_pb2.RECALL and opened.header.references:
+                            opened = self._erase(opened)
                         yield opened
             finally:
                 call.cancel()
@@ -584,11 +631,38 @@ class AgencyClient(Connection):
             log.warning("delivery.reject_failed", message_id=message_id[:64], error=str(exc)[:500])
         return InvalidDelivery(message_id, error, reason=reason, attempt=delivery.attempt, receipted=receipted)
 
+    def _erase(self, recall: ReceivedMessage) -> ReceivedMessage:
+        """Honour a verified RECALL: erase the recalled message from every local store, then confirm with
+        a signed ERASED receipt. If a store fails, nothing is confirmed and the RECALL comes back after
+        its lease (the erasure is tried again)."""
+        target = recall.header.references
+        counts = []
+        try:
+            for store in self.local_stores:
+                counts.append((store.name, store.erase(target, recall.sender)))
+        except (OSError, ClientError) as exc:
+            log.warning("erasure.failed", message_id=target, recall_id=recall.message_id, error=str(exc)[:500])
+            return recall
+        reason = erasure_reason(target, counts)
+        receipt = make_receipt(message_id=recall.message_id, envelope_sha256=recall.envelope_sha256,
+                               recipient=self.agency, status=envelope_pb2.ERASED,
+                               identity_key=self.identity.private_key, reason=reason)
+        try:
+            self._call(self._stub.Ack, broker_pb2.AckRequest(receipts=[receipt]))
+        except ClientError as exc:  # erased, not confirmed: the RECALL comes back and is confirmed then
+            log.warning("erasure.unconfirmed", message_id=target, recall_id=recall.message_id, error=str(exc)[:500])
+            return recall
+        log.info("erasure.confirmed", message_id=target, recall_id=recall.message_id, stores=len(counts))
+        return dataclasses.replace(recall, erased=reason)
+
     def ack(self, messages: ReceivedMessage | Sequence[ReceivedMessage],
             status: envelope_pb2.ReceiptStatus.ValueType = envelope_pb2.DELIVERED) -> int:
         """Acknowledge deliveries with signed receipts, several under one batch signature (protocol
-        section 21); the broker takes them off our queue."""
-        batch = [messages] if isinstance(messages, ReceivedMessage) else list(messages)
+        section 21); the broker takes them off our queue. RECALLs the SDK has already confirmed as
+        ERASED are left out."""
+        batch = [m for m in ([messages] if isinstance(messages, ReceivedMessage) else messages) if m.erased is None]
+        if not batch:
+            return 0
         receipts = sign_receipts([new_receipt(message_id=m.message_id, envelope_sha256=m.envelope_sha256,
                                               recipient=self.agency, status=status) for m in batch],
                                  self.identity.private_key)
@@ -598,6 +672,10 @@ class AgencyClient(Connection):
     # -- status --------------------------------------------------------------------------------
     def status(self, message_id: str) -> list[RecipientReceipt]:
         """Each recipient's state of a message we sent, receipts verified against their certificates."""
+        return self._status(message_id)[0]
+
+    def _status(self, message_id: str) -> tuple[list[RecipientReceipt], list[str]]:
+        """`status`, and the ids of the RECALLs we sent of the message."""
         reply = self._call(self._stub.GetStatus, broker_pb2.GetStatusRequest(message_id=message_id))
         result = []
         for r in reply.recipients:
@@ -615,12 +693,12 @@ class AgencyClient(Connection):
                 if receipt.message_id != message_id:
                     raise VerificationError(f"receipt of {r.recipient} is for message {receipt.message_id}")
             result.append(RecipientReceipt(r.recipient, broker_pb2.DeliveryState.Name(r.state), r.attempts, receipt))
-        return result
+        return result, list(reply.recalls)
 
 
 def _as_client_error(error: BaseException) -> ClientError:
     return error if isinstance(error, ClientError) else ClientError(str(error))
 
 
-__all__ = ["MLKEM768_X25519", "X25519", "AgencyClient", "Attachment", "InvalidDelivery", "ReceivedAttachment",
-           "ReceivedMessage", "RecipientReceipt"]
+__all__ = ["MLKEM768_X25519", "X25519", "AgencyClient", "Attachment", "ErasureConfirmation", "InvalidDelivery",
+           "LocalStore", "ReceivedAttachment", "ReceivedMessage", "RecipientReceipt"]

@@ -25,7 +25,7 @@ import datetime as dt
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.protobuf import timestamp_pb2
 
 from broker.api.v1 import envelope_pb2
-from broker.audit.events import AuditEvent
+from broker.audit.events import AuditEvent, justification_fields
 from broker.protocol import _cosignature, _merkle, _note, _pae, _stream, batch
 from broker.protocol.attachments import AttachmentEncryptor
 from broker.protocol.envelope import envelope_sha256, seal, sign_envelopes
@@ -309,6 +309,9 @@ def _outer_refusals(
         ("expiry not later than creation", lambda h: h.expires.CopyFrom(h.created)),
         ("in_reply_to that is not a UUID", lambda h: setattr(h, "in_reply_to", "not-a-uuid")),
         ("watchlist_id of 121 characters", lambda h: setattr(h, "watchlist_id", "W" * 121)),
+        ("legal_basis in lower case (not a code)", lambda h: setattr(h, "legal_basis", "naples-ii")),
+        ("case_reference with a line feed", lambda h: setattr(h, "case_reference", "FR-2025\n0042")),
+        ("operator of 129 characters", lambda h: setattr(h, "operator", "o" * 129)),
     ):
         h = envelope_pb2.Header.FromString(envelope.header)
         change(h)
@@ -453,6 +456,7 @@ def make_vector(
     content_type: str,
     message_id: str,
     attachments: Sequence[tuple[bytes, int, str]] = (),
+    justification: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build one envelope vector: seal a message with fixed inputs and record every intermediate value.
 
@@ -492,6 +496,9 @@ def make_vector(
         _content_key=content_key,
         _nonce=nonce,
         attachments=[a.pop("_ref") for a in attachment_vectors],
+        legal_basis=(justification or {}).get("legal_basis", ""),
+        case_reference=(justification or {}).get("case_reference", ""),
+        operator=(justification or {}).get("operator", ""),
     )
     # Decrypt our own ciphertext to record the content bytes (they hold the inner signature).
     header = envelope_pb2.Header.FromString(envelope.header)
@@ -532,6 +539,7 @@ def make_vector(
                 "information_accuracy": "ACCURACY_2",
             },
             "content_type": content_type,
+            **({"justification": dict(justification)} if justification else {}),
             "body_hex": body.hex(),
             "content_key_hex": content_key.hex(),
             "nonce_hex": nonce.hex(),
@@ -766,8 +774,10 @@ def receipt_vector() -> dict[str, Any]:
         return envelope_pb2.SignedReceipt(
             receipt=data, signature=key["_identity_key"].sign(_pae.receipt_signing_input(data), _ECDSA))
 
+    # ERASED acknowledges a RECALL (this message id) of 01972b5a-...-0123456789ab (section 22, Erasure).
     valid = [receipt(envelope_pb2.DELIVERED), receipt(envelope_pb2.READ),
-             receipt(envelope_pb2.REJECTED, "inner content signature does not verify")]
+             receipt(envelope_pb2.REJECTED, "inner content signature does not verify"),
+             receipt(envelope_pb2.ERASED, "01972b5a-8c00-7abc-8def-0123456789ab: erased 1 from saved attachments")]
     flipped = envelope_pb2.SignedReceipt.FromString(valid[0].SerializeToString())
     flipped.receipt = _flip(flipped.receipt, 3)
     refused = [
@@ -787,6 +797,7 @@ def receipt_vector() -> dict[str, Any]:
         "valid": [
             {"status": envelope_pb2.ReceiptStatus.Name(envelope_pb2.Receipt.FromString(r.receipt).status),
              "message_id": message_id, "envelope_sha256_hex": digest.hex(), "recipient": signer["agency"],
+             "reason": envelope_pb2.Receipt.FromString(r.receipt).reason,
              "receipt_hex": r.receipt.hex(), "signing_input_hex": _pae.receipt_signing_input(r.receipt).hex(),
              "signed_receipt_hex": r.SerializeToString().hex()}
             for r in valid
@@ -853,7 +864,9 @@ def _audit_events() -> list[AuditEvent]:
                    fields={"key_id": "DE-BKA-key-1", "suite": "X25519_HKDF_SHA256_AES_256_GCM"}),
         AuditEvent("envelope.accepted", "spiffe://vectors.isb/agency/FR-CUSTOMS", t, message_id=mid,
                    agency="FR-CUSTOMS", fields={"envelope_sha256": digest, "recipients": ["DE-BKA", "NL-FIOD"],
-                                                "kind": "ALERT", "tlp": "AMBER", "size": 1843}),
+                                                "kind": "ALERT", "tlp": "AMBER", "size": 1843,
+                                                **justification_fields("NAPLES-II", "FR-2025-0042", "op-7f3a",
+                                                                       "FR-CUSTOMS")}),
         AuditEvent("delivery.delivered", "spiffe://vectors.isb/broker/node-1", t + dt.timedelta(seconds=1),
                    message_id=mid, agency="DE-BKA", fields={"recipient": "DE-BKA", "attempt": 1}),
         AuditEvent("receipt.received", "spiffe://vectors.isb/agency/DE-BKA", t + dt.timedelta(seconds=2),
@@ -861,7 +874,9 @@ def _audit_events() -> list[AuditEvent]:
         AuditEvent("request.rejected", "spiffe://vectors.isb/agency/NL-FIOD", t + dt.timedelta(seconds=3),
                    agency="NL-FIOD", fields={"rpc": "Send", "reason": "refused by policy: «RED» to a group \"G7-CT\"\n",
                                              "status": "PERMISSION_DENIED"}),
-        AuditEvent("audit.query", "spiffe://vectors.isb/auditor/eve", t + dt.timedelta(seconds=4)),
+        AuditEvent("audit.query", "spiffe://vectors.isb/auditor/eve", t + dt.timedelta(seconds=4),
+                   fields={"rpc": "Export", **justification_fields("LED-ART8", "DPO-2025-7", "dpo-1",
+                                                                   "spiffe://vectors.isb/auditor/eve")}),
     ]
 
 
@@ -1445,6 +1460,7 @@ def all_vectors() -> list[dict[str, Any]]:
             body=b'{"category":"CASH_COURIER","subject":"passenger on AF1234"}',
             content_type="application/json",
             message_id="01972b5a-8c00-7abc-8def-0123456789ab",
+            justification={"legal_basis": "NAPLES-II", "case_reference": "FR-2025-0042", "operator": "op-7f3a"},
         ),
         make_vector(
             "envelope-hybrid-and-classical",

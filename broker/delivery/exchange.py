@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from broker.api.v1 import envelope_pb2
 from broker.attachments.blobs import BlobStore
-from broker.audit import AuditEvent, refusals
+from broker.audit import AuditEvent, justification_fields, refusals
 from broker.config import BrokerConfig
 from broker.delivery import operations as ops
 from broker.delivery.dispatcher import Dispatcher, Stream
@@ -71,11 +71,13 @@ class RecipientState:
 
 @dataclass(frozen=True, slots=True)
 class MessageState:
-    """What GetStatus answers: each recipient's state (with the receipt's certificate), and the purge."""
+    """What GetStatus answers: each recipient's state (with the receipt's certificate), the purge, and the
+    RECALLs the sender sent of the message."""
 
     recipients: list[tuple[RecipientState, bytes | None]]
     purged_under: str  # the retention rule, or "" while the envelope is kept
     purged_us: int | None
+    recalls: tuple[str, ...] = ()
 
 
 class Exchange:
@@ -183,6 +185,8 @@ class Exchange:
         """The policy decision for this header, and the group expansion recorded in the audit entry."""
         self.reload_policy()
         policy = self._policy.current
+        policy.justification.check_send(kind_from_proto(header.kind), tlp_from_proto(header.handling.tlp),
+                                        {"legal_basis": header.legal_basis, "case_reference": header.case_reference})
         for r in header.recipients:
             # Groups and agencies share one namespace (EU-CUSTOMS looks like an agency id).
             if r not in policy.groups and r not in self._registry:
@@ -232,6 +236,14 @@ class Exchange:
             return Decision(allowed=True, rule=f"consent:{original.sender}",
                             reason=f"{original.sender} consented to this forward", expanded=decision.expanded)
         return decision
+
+    def consultation(self, caller: str, legal_basis: str, case_reference: str, operator: str) -> dict[str, str]:
+        """The audit fields of a consultation's justification (docs/protocol.md section 22, Justification), checked:
+        within their limits, and a legal basis from the policy's list; raise `InvalidRequest` if not."""
+        validation.check_justification(legal_basis, case_reference, operator)
+        self.reload_policy()
+        self._policy.current.justification.check_code(legal_basis, "legal_basis")
+        return justification_fields(legal_basis, case_reference, operator, caller)
 
     def reload_policy(self) -> None:
         """Pick up an edited policy file (one stat); record the change in the audit log."""
@@ -371,7 +383,8 @@ class Exchange:
                     receipt=signed.receipt, signature=signed.signature,
                     batch_signature=signed.batch_signature.SerializeToString() if signed.HasField("batch_signature")
                     else None, cert_fingerprint=caller.fingerprint,
-                    cert_der=caller.certificate_der, envelope_sha256=receipt.envelope_sha256))
+                    cert_der=caller.certificate_der, envelope_sha256=receipt.envelope_sha256,
+                    reason=receipt.reason))
             RECEIPTS.inc(len(verified))
             count: int = await self._writer.submit(ops.RecordReceipts(
                 verified, actor=str(caller.spiffe_id), known_certs=self._known_certs,
@@ -380,7 +393,8 @@ class Exchange:
 
     # -- GetStatus -----------------------------------------------------------------------------
     async def status(self, caller: Principal, message_id: str) -> MessageState:
-        """Delivery state and receipts of a message the caller sent, and whether retention purged it."""
+        """Delivery state and receipts of a message the caller sent, whether retention purged it, and the
+        RECALLs the caller sent of it."""
         def load(conn: Connection) -> MessageState | None:
             d, m, c = tables.deliveries, tables.messages, tables.peer_certificates
             message = conn.execute(sa.select(m.c.sender, m.c.purge_rule, m.c.purged_us)
@@ -391,11 +405,14 @@ class Exchange:
                 sa.select(d, c.c.der).outerjoin(c, c.c.fingerprint == d.c.receipt_cert)
                 .where(d.c.message_id == message_id).order_by(d.c.recipient)
             ).all()
+            recalls = conn.execute(
+                sa.select(m.c.message_id).where(m.c.references == message_id, m.c.kind == envelope_pb2.RECALL,
+                                                m.c.sender == caller.name).order_by(m.c.seq)).scalars().all()
             return MessageState([
                 (RecipientState(r.recipient, r.state, r.attempts, r.updated_us, r.receipt, r.receipt_signature,
                                 r.receipt_batch, r.receipt_cert), r.der)
                 for r in rows
-            ], message.purge_rule or "", message.purged_us)
+            ], message.purge_rule or "", message.purged_us, tuple(recalls))
 
         state = await self.read(load)
         if state is None:

@@ -159,6 +159,9 @@ def seal(
     message_id: str | None = None,
     created: dt.datetime | None = None,
     attachments: Sequence[envelope_pb2.AttachmentRef] = (),
+    legal_basis: str = "",
+    case_reference: str = "",
+    operator: str = "",
     content_key: bytes | None = None,
     sign: bool = True,
     _content_key: bytes | None = None,
@@ -170,8 +173,10 @@ def seal(
     the content key is wrapped for exactly these agencies. `attachments` are the references of
     attachments already encrypted under keys derived from `content_key` for this `message_id`
     (see `broker.protocol.attachments`); `content_key` must then be the fresh key from
-    `new_content_key` they were derived from, used for this message only. With `sign=False` the
-    envelope has no outer signature yet: pass it, with the others of its batch, to `sign_envelopes`.
+    `new_content_key` they were derived from, used for this message only. `legal_basis`,
+    `case_reference` and `operator` justify the disclosure (covered by the header signature only,
+    docs/protocol.md section 22, Justification). With `sign=False` the envelope has no outer
+    signature yet: pass it, with the others of its batch, to `sign_envelopes`.
     `_content_key` and `_nonce` exist only
     so that `scripts/make_vectors.py` can produce reproducible test vectors: never pass them
     otherwise (a repeated key and nonce destroys AES-GCM's security).
@@ -205,6 +210,9 @@ def seal(
         watchlist_version=watchlist_version,
         references=references,
         attachments=attachments,
+        legal_basis=legal_basis,
+        case_reference=case_reference,
+        operator=operator,
     )
     if handling is not None:
         header.handling.CopyFrom(handling)

@@ -28,11 +28,14 @@ from broker.protocol.errors import OutOfRange, ProtocolError, VerificationError
 
 __all__ = [
     "DEFAULT_MAX_CLOCK_SKEW",
+    "LEGAL_BASIS",
     "MAX_ATTACHMENTS",
     "MAX_ATTACHMENT_SIZE",
     "MAX_BATCH_SIZE",
+    "MAX_CASE_REFERENCE",
     "MAX_CLASSIFICATION",
     "MAX_HEADER_BYTES",
+    "MAX_OPERATOR",
     "MAX_RECIPIENTS",
     "MAX_TIMESTAMP_SECONDS",
     "MEDIA_TYPE",
@@ -45,6 +48,7 @@ __all__ = [
     "check_envelope",
     "check_forward_consent",
     "check_header",
+    "check_justification",
     "check_key_bundle",
     "check_message_id",
     "check_receipt",
@@ -83,6 +87,13 @@ MAX_COUNTER: Final = 2**63 - 1  # versions and counters are stored as signed 64-
 MAX_LIST: Final = 1000  # agencies of one directory query, receipts of one Ack
 MAX_ENTRY_TYPES: Final = 32
 MAX_SUBSCRIBERS: Final = 200
+# Justification (docs/protocol.md section 22, Justification): a short code, and two opaque
+# references that are never personal data; printable text only, so that an audit entry shows
+# what was asserted.
+LEGAL_BASIS: Final = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,31}")
+MAX_CASE_REFERENCE: Final = 128
+MAX_OPERATOR: Final = 128
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SHA256: Final = 32
 
 # Canonical lowercase text form only: the id is an idempotency key, so one UUID has one spelling.
@@ -206,6 +217,22 @@ def check_header(header: envelope_pb2.Header, *, max_recipients: int = MAX_RECIP
     _check_count(header.attachments, "header.attachments", MAX_ATTACHMENTS)
     for i, ref in enumerate(header.attachments):
         check_attachment_ref(ref, f"header.attachments[{i}]")
+    check_justification(header.legal_basis, header.case_reference, header.operator, "header.")
+
+
+def check_justification(legal_basis: str, case_reference: str, operator: str, prefix: str = "") -> None:
+    """A justification's three fields in format: each may be empty (the policy says which are required)."""
+    if legal_basis and not LEGAL_BASIS.fullmatch(legal_basis):
+        name = f"{prefix}legal_basis"
+        if len(legal_basis) > 32:
+            check_text(legal_basis, name, 32)
+        raise ProtocolError(f"{name} {legal_basis!r} is not a legal-basis code (1 to 32 of A-Z 0-9 . _ -, "
+                            "starting with a letter or digit)", field=name)
+    for name, value, limit in (("case_reference", case_reference, MAX_CASE_REFERENCE),
+                               ("operator", operator, MAX_OPERATOR)):
+        check_text(value, f"{prefix}{name}", limit)
+        if _CONTROL.search(value):
+            raise ProtocolError(f"{prefix}{name} contains a control character", field=f"{prefix}{name}")
 
 
 def check_attachment_ref(ref: envelope_pb2.AttachmentRef, name: str) -> None:

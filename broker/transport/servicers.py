@@ -14,10 +14,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.attachments.desk import AttachmentDesk
 from broker.attachments.operations import Upload
+from broker.audit import AuditEvent
 from broker.audit.refusals import bounded
 from broker.audit.witnessed import WitnessedCheckpoints
 from broker.delivery.exchange import Exchange
-from broker.delivery.operations import Accepted
+from broker.delivery.operations import Accepted, RecordEvent
 from broker.directory import PublishBundle, Registry, current_bundles
 from broker.errors import REFUSALS, FailedPrecondition, InvalidRequest, PermissionDenied, status_of
 from broker.identity import Role
@@ -174,7 +175,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             raise InvalidRequest("GetStatus needs the message_id of a message you sent")
         validation.check_message_id(request.message_id, "message_id", uuid7=False)
         found = await self._exchange.status(caller, request.message_id)
-        status = broker_pb2.MessageStatus(message_id=request.message_id, purged_under=found.purged_under)
+        status = broker_pb2.MessageStatus(message_id=request.message_id, purged_under=found.purged_under,
+                                          recalls=found.recalls)
         if found.purged_us is not None:
             status.purged_at.CopyFrom(_ts(found.purged_us))
         for state, cert in found.recipients:
@@ -221,10 +223,12 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         return self._revocation_list()
 
     async def GetDirectory(self, request: broker_pb2.GetDirectoryRequest, context: Context) -> broker_pb2.Directory:
-        self._auth.authenticate(context)
+        caller = self._auth.authenticate(context)
         if len(request.agencies) > MAX_DIRECTORY_QUERY:
             raise InvalidRequest(f"at most {MAX_DIRECTORY_QUERY} agencies per directory query")
         validation.check_directory_request(request)
+        justification = self._exchange.consultation(str(caller.spiffe_id), request.legal_basis,
+                                                    request.case_reference, request.operator)
         wanted = list(request.agencies)
         # No agencies named: every registered agency, as the proto documents.
         records = [self._registry.get(a) for a in wanted] if wanted else self._registry.all()
@@ -259,6 +263,12 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         for name, members in sorted(self._policy.current.groups.items()):
             directory.groups.add(name=name, members=sorted(members))
         await self._prove_publications(directory, request.known_tree_size)
+        # A consultation like any other (docs/protocol.md section 22, Justification): who looked up whom, and why.
+        # Recorded, not required first, as for auditors' queries: a full disk does not stop senders.
+        await self._writer.record(RecordEvent(AuditEvent(
+            event="directory.lookup", actor=str(caller.spiffe_id), time=dt.datetime.now(dt.UTC),
+            agency=caller.name if caller.role is Role.AGENCY else None,
+            fields={"asked": len(wanted), "agencies": wanted[:64], **justification})))
         return directory
 
     async def _prove_publications(self, directory: broker_pb2.Directory, known_size: int) -> None:

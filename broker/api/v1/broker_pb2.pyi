@@ -564,6 +564,7 @@ class MessageStatus(_message.Message):
     RECIPIENTS_FIELD_NUMBER: _builtins.int
     PURGED_UNDER_FIELD_NUMBER: _builtins.int
     PURGED_AT_FIELD_NUMBER: _builtins.int
+    RECALLS_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     purged_under: _builtins.str
     """the retention rule that purged the envelope, or empty"""
@@ -571,6 +572,12 @@ class MessageStatus(_message.Message):
     def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientStatus]: ...
     @_builtins.property
     def purged_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def recalls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """30-39: erasure (docs/protocol.md section 22, Erasure). The ids of the RECALLs the caller sent of this
+        message, in the order sent; their recipients confirm erasure with ERASED receipts.
+        """
+
     def __init__(
         self,
         *,
@@ -578,10 +585,11 @@ class MessageStatus(_message.Message):
         recipients: _abc.Iterable[Global___RecipientStatus] | None = ...,
         purged_under: _builtins.str = ...,
         purged_at: _timestamp_pb2.Timestamp | None = ...,
+        recalls: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["purged_at", b"purged_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "purged_at", b"purged_at", "purged_under", b"purged_under", "recipients", b"recipients"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "purged_at", b"purged_at", "purged_under", b"purged_under", "recalls", b"recalls", "recipients", b"recipients"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -636,11 +644,20 @@ class GetDirectoryRequest(_message.Message):
     AGENCIES_FIELD_NUMBER: _builtins.int
     MIN_AUDIT_INDEX_FIELD_NUMBER: _builtins.int
     KNOWN_TREE_SIZE_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
     known_tree_size: _builtins.int
     """Key transparency (docs/protocol.md section 18.4): the tree size of the largest checkpoint the
     caller holds (0: none); the broker answers the consistency proof from it to
     Directory.checkpoint.
     """
+    legal_basis: _builtins.str
+    """30-39: the justification of this consultation (docs/protocol.md section 22, Justification), recorded in
+    its audit entry; never personal data.
+    """
+    case_reference: _builtins.str
+    operator: _builtins.str
     @_builtins.property
     def agencies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """empty: every registered agency"""
@@ -658,10 +675,13 @@ class GetDirectoryRequest(_message.Message):
         agencies: _abc.Iterable[_builtins.str] | None = ...,
         min_audit_index: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         known_tree_size: _builtins.int = ...,
+        legal_basis: _builtins.str = ...,
+        case_reference: _builtins.str = ...,
+        operator: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "known_tree_size", b"known_tree_size", "min_audit_index", b"min_audit_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "case_reference", b"case_reference", "known_tree_size", b"known_tree_size", "legal_basis", b"legal_basis", "min_audit_index", b"min_audit_index", "operator", b"operator"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -182,6 +182,10 @@ class _ReceiptStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Receipt
     DELIVERED: _ReceiptStatus.ValueType  # 1
     READ: _ReceiptStatus.ValueType  # 2
     REJECTED: _ReceiptStatus.ValueType  # 3
+    ERASED: _ReceiptStatus.ValueType  # 4
+    """On the delivery of a RECALL: the recipient's SDK deleted its local copies of the message the
+    RECALL references (docs/protocol.md section 22, Erasure).
+    """
 
 class ReceiptStatus(_ReceiptStatus, metaclass=_ReceiptStatusEnumTypeWrapper): ...
 
@@ -189,6 +193,10 @@ RECEIPT_STATUS_UNSPECIFIED: ReceiptStatus.ValueType  # 0
 DELIVERED: ReceiptStatus.ValueType  # 1
 READ: ReceiptStatus.ValueType  # 2
 REJECTED: ReceiptStatus.ValueType  # 3
+ERASED: ReceiptStatus.ValueType  # 4
+"""On the delivery of a RECALL: the recipient's SDK deleted its local copies of the message the
+RECALL references (docs/protocol.md section 22, Erasure).
+"""
 Global___ReceiptStatus: _TypeAlias = ReceiptStatus  # noqa: Y015
 
 @_typing.final
@@ -243,6 +251,9 @@ class Header(_message.Message):
     WRAPPED_KEYS_SHA256_FIELD_NUMBER: _builtins.int
     REFERENCES_FIELD_NUMBER: _builtins.int
     ATTACHMENTS_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """protocol version, 1"""
     message_id: _builtins.str
@@ -260,6 +271,15 @@ class Header(_message.Message):
     wrapped_keys_sha256: _builtins.bytes
     references: _builtins.str
     """RECALL target, or the original of a forwarded message"""
+    legal_basis: _builtins.str
+    """21-29 unused. 30-39: justification (docs/protocol.md section 22, Justification), covered by the header
+    signature only; never personal data.
+    a code from the deployment's list (policy `legal_bases`), or empty
+    """
+    case_reference: _builtins.str
+    """the sender's case or file reference, or empty"""
+    operator: _builtins.str
+    """the agency's opaque id of the person acting, as asserted by the agency"""
     @_builtins.property
     def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """agency ids and/or group names, as addressed"""
@@ -298,10 +318,13 @@ class Header(_message.Message):
         wrapped_keys_sha256: _builtins.bytes = ...,
         references: _builtins.str = ...,
         attachments: _abc.Iterable[Global___AttachmentRef] | None = ...,
+        legal_basis: _builtins.str = ...,
+        case_reference: _builtins.str = ...,
+        operator: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "expires", b"expires", "handling", b"handling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "ciphertext_sha256", b"ciphertext_sha256", "created", b"created", "expires", b"expires", "handling", b"handling", "in_reply_to", b"in_reply_to", "kind", b"kind", "message_id", b"message_id", "priority", b"priority", "recipients", b"recipients", "references", b"references", "sender", b"sender", "sender_cert_sha256", b"sender_cert_sha256", "version", b"version", "watchlist_id", b"watchlist_id", "watchlist_version", b"watchlist_version", "wrapped_keys_sha256", b"wrapped_keys_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "case_reference", b"case_reference", "ciphertext_sha256", b"ciphertext_sha256", "created", b"created", "expires", b"expires", "handling", b"handling", "in_reply_to", b"in_reply_to", "kind", b"kind", "legal_basis", b"legal_basis", "message_id", b"message_id", "operator", b"operator", "priority", b"priority", "recipients", b"recipients", "references", b"references", "sender", b"sender", "sender_cert_sha256", b"sender_cert_sha256", "version", b"version", "watchlist_id", b"watchlist_id", "watchlist_version", b"watchlist_version", "wrapped_keys_sha256", b"wrapped_keys_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -91,7 +91,8 @@ test("seals an alert to a group and an agency, wrapping for the expansion it com
       handling: { tlp: enums.Tlp.TLP_AMBER, classification: "NL-DEP-V", source_reliability: 2,
         information_accuracy: 3 },
       priority: enums.Priority.HIGH, created: timestampOf(new Date()),
-      expires: timestampOf(new Date(Date.now() + 86_400_000)) },
+      expires: timestampOf(new Date(Date.now() + 86_400_000)),
+      legal_basis: "NAPLES-II", case_reference: "NL-2026-17", operator: "node-op-1" },
     contentType: "application/json", body, bundles,
     identityKey: privateKeyFromPem(read("NL-FIOD.key")),
   });
@@ -116,15 +117,21 @@ test("verifies a fresh checkpoint, the inclusion of its own message, and an expo
   const checkpoint = audit.verifyCheckpoint(reply.note, trusted);
   assert.ok(checkpoint.size > sent.audit_index);
 
-  const proof = await auditor.call("GetInclusionProof", { index: sent.audit_index, tree_size: checkpoint.size });
+  const justification = { legal_basis: "LED-ART8", case_reference: "AUDIT-1", operator: "node-auditor" };
+  const proof = await auditor.call("GetInclusionProof", { index: sent.audit_index, tree_size: checkpoint.size,
+    ...justification });
   const entry = audit.parseEntry(proof.entry.entry);
   assert.equal(entry.index, sent.audit_index);
   assert.equal(entry.event, "envelope.accepted");
   assert.equal(entry.message_id, sent.message_id);
+  // The disclosure's justification (section 22, Justification), with the operator marked as asserted by the sender.
+  assert.deepEqual([entry.fields.legal_basis, entry.fields.case_reference, entry.fields.operator,
+    entry.fields.operator_asserted_by], ["NAPLES-II", "NL-2026-17", "node-op-1", "NL-FIOD"]);
   audit.verifyInclusion(audit.leafHash(proof.entry.entry), sent.audit_index, checkpoint.size, proof.hashes ?? [],
     checkpoint.root);
 
-  const items = await collect(auditor.stub.Export({}));
+  await auditor.call("GetCheckpoint", { fresh: true }); // so that the export covers the proof's own query entry
+  const items = await collect(auditor.stub.Export({ ...justification }));
   const lines = [JSON.stringify({ type: "header", format: "isb-audit-export/1", origin, key_name: origin,
     vkey: audit.encodeVkey(origin, trusted.publicKey) })];
   for (const item of items) {
@@ -139,6 +146,11 @@ test("verifies a fresh checkpoint, the inclusion of its own message, and an expo
   const report = audit.verifyExport(text, trusted);
   assert.ok(report.treeSize >= checkpoint.size);
   assert.ok(report.entries > sent.audit_index);
+  // The consultation (the inclusion proof) is itself an entry carrying the auditor's justification.
+  const consulted = items.filter((item) => item.entry).map((item) => audit.parseEntry(item.entry.entry))
+    .filter((e) => e.event === "audit.query" && e.fields?.rpc === "GetInclusionProof");
+  assert.ok(consulted.some((e) => e.fields.legal_basis === "LED-ART8" && e.fields.operator === "node-auditor"
+    && e.fields.operator_asserted_by === `spiffe://${trustDomain}/auditor/audit-1`));
   fs.writeFileSync(path.join(work, "node-export.jsonl"), text);
   auditor.close();
 });

@@ -58,6 +58,10 @@ for (const name of ["envelope-x25519-three-recipients", "envelope-hybrid-and-cla
       const opened = await env.openEnvelope(envelope, { recipient: p.agency, keys: keysOf(p), senderCert: sender });
       assert.equal(toHex(opened.body), v.inputs.body_hex);
       assert.equal(opened.contentType, v.inputs.content_type);
+      // Justification (section 22, Justification): in the signed header only, as the sender set it.
+      for (const [field, value] of Object.entries(v.inputs.justification ?? {})) {
+        assert.equal(opened.header[field], value);
+      }
     }
     await refused(() => env.openEnvelope(envelope, { recipient: v.non_recipient.agency, keys: keysOf(v.non_recipient),
       senderCert: sender }));
@@ -149,7 +153,11 @@ test("receipts", () => {
   for (const c of v.valid) {
     const signed = decode("SignedReceipt", fromHex(c.signed_receipt_hex));
     assert.equal(toHex(P.pae(P.TYPES.RECEIPT, signed.receipt)), c.signing_input_hex);
-    assert.equal(verifyReceipt(signed, signer, v.signer.agency).status, enums.ReceiptStatus[c.status]);
+    const receipt = verifyReceipt(signed, signer, v.signer.agency);
+    assert.equal(receipt.status, enums.ReceiptStatus[c.status]);
+    assert.equal(receipt.reason ?? "", c.reason);
+    // Section 22, Erasure: an ERASED receipt's reason starts with the id of the message it erased.
+    if (c.status === "ERASED") assert.match(c.reason, /^[0-9a-f-]{36}: erased /);
   }
   for (const c of v.must_be_refused) {
     assert.throws(() => verifyReceipt(decode("SignedReceipt", fromHex(c.signed_receipt_hex)), signer,
