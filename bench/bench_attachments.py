@@ -30,11 +30,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.deployment import Deployment, build_deployment
-from bench.servers import BrokerProcess, free_port, postgres_available, postgres_database, write_config
+from bench.profiling import Sampler, summarise
+from bench.servers import BrokerProcess, free_port, postgres_available, postgres_database, py_spy, write_config
 from clients import AgencyClient
 
 MIB = 1024 * 1024
-_SIZES = {"1M": MIB, "100M": 100 * MIB, "2G": 2048 * MIB}
+
+
+def parse_size(text: str) -> int:
+    """"1M", "100M", "2G": bytes (MiB and GiB)."""
+    unit = {"K": 1024, "M": MIB, "G": 1024 * MIB}[text[-1].upper()]
+    return int(text[:-1]) * unit
 
 
 @dataclass
@@ -98,11 +104,8 @@ def _make_file(path: Path, size: int) -> None:
 
 
 def _sha256(path: Path) -> bytes:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while block := f.read(4 * MIB):
-            digest.update(block)
-    return digest.digest()
+        return hashlib.file_digest(f, "sha256").digest()
 
 
 def _cp(source: Path, destination: Path, *, fsync: bool) -> float:
@@ -135,7 +138,25 @@ def _broker(deployment: Deployment, work: Path, backend: str, url: str) -> Itera
         broker.stop()
 
 
-def run_one(broker: BrokerProcess, deployment: Deployment, work: Path, backend: str, size: int) -> Result:
+@contextmanager
+def _profiled(profile: Path | None, name: str, pids: dict[str, int]) -> Iterator[None]:
+    """Sample each process with py-spy (GIL holder only: where its Python CPU goes) while the block runs."""
+    spy = py_spy() if profile is not None else None
+    if spy is None or profile is None:
+        yield
+        return
+    profile.mkdir(parents=True, exist_ok=True)
+    samplers = {who: Sampler(spy, pid, profile / f"{name}-{who}.collapsed", gil=True) for who, pid in pids.items()}
+    try:
+        yield
+    finally:
+        for who, sampler in samplers.items():
+            sampler.stop()
+            (profile / f"{name}-{who}.txt").write_text(summarise(profile / f"{name}-{who}.collapsed"))
+
+
+def run_one(broker: BrokerProcess, deployment: Deployment, work: Path, backend: str, size: int,
+            profile: Path | None = None) -> Result:
     """Send one file of `size` bytes as an attachment, download it, and measure both."""
     sender, recipient = deployment.senders[0], deployment.recipients[0]
     source, received = work / "source.bin", work / "received.bin"
@@ -148,12 +169,16 @@ def run_one(broker: BrokerProcess, deployment: Deployment, work: Path, backend: 
             AgencyClient.from_dir(broker.target, deployment.cert_dir, recipient, keystore=keys / recipient) as police:
         police.publish_key()
         sampler = PeakSampler(broker.pid, os.getpid())
+        pids = {"broker": broker.pid, "client": os.getpid()}
+        label = f"{backend}-{size // MIB}M"
         cpu0, t0 = broker.cpu_seconds(), time.perf_counter()
-        sent = customs.send([recipient], b"benchmark attachment", attachments=[source])
+        with _profiled(profile, f"{label}-upload", pids):
+            sent = customs.send([recipient], b"benchmark attachment", attachments=[source])
         upload_s, cpu1 = time.perf_counter() - t0, broker.cpu_seconds()
         message = next(m for m in police.deliveries(timeout=30) if m.message_id == sent.message_id)
         cpu2, t2 = broker.cpu_seconds(), time.perf_counter()
-        message.attachments[0].save(received)
+        with _profiled(profile, f"{label}-download", pids):
+            message.attachments[0].save(received)
         download_s, cpu3 = time.perf_counter() - t2, broker.cpu_seconds()
         broker_growth, client_growth = sampler.stop()
         broker_base = sampler.base[0]
@@ -188,11 +213,13 @@ def _table(results: list[Result]) -> str:
 def main() -> None:
     """Run the benchmark and print a markdown table (and JSON with --json)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--sizes", default="1M,100M,2G", help="comma-separated: 1M, 100M, 2G")
+    parser.add_argument("--sizes", default="1M,100M,2G", help="comma-separated sizes in K, M or G (MiB, GiB)")
     parser.add_argument("--db", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
     parser.add_argument("--quick", action="store_true", help="1 MiB and 100 MiB on SQLite only")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder on the disk to measure")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="sample broker and client with py-spy into this folder (profiles add overhead)")
     args = parser.parse_args()
     sizes = ["1M", "100M"] if args.quick else args.sizes.split(",")
     backends = ["sqlite"] if args.quick else args.db.split(",")
@@ -207,10 +234,10 @@ def main() -> None:
             if backend == "postgresql":
                 with postgres_database("isb_bench_attachments") as url, \
                         _broker(deployment, work, backend, url) as broker:
-                    results += [run_one(broker, deployment, work, backend, _SIZES[s]) for s in sizes]
+                    results += [run_one(broker, deployment, work, backend, parse_size(s), args.profile) for s in sizes]
             else:
                 with _broker(deployment, work, backend, f"sqlite:///{work / 'broker.db'}") as broker:
-                    results += [run_one(broker, deployment, work, backend, _SIZES[s]) for s in sizes]
+                    results += [run_one(broker, deployment, work, backend, parse_size(s), args.profile) for s in sizes]
             for r in results[-len(sizes):]:
                 print(json.dumps(asdict(r)), flush=True)
     finally:

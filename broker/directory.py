@@ -7,6 +7,7 @@ themselves (DESIGN.md section 3): the broker is not trusted for keys, only for a
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,6 +86,12 @@ class RegisterAgency:
 KEYBUNDLE_PUBLISHED = "keybundle.published"
 
 
+def publication_fields(key_id: str, suite: str, bundle: bytes) -> dict[str, str]:
+    """The `fields` of a `keybundle.published` entry: the bundle's digest binds the entry to the exact
+    bytes its agency signed, so a sender can check a bundle it got against the log (protocol 18.4)."""
+    return {"bundle_sha256": hashlib.sha256(bundle).hexdigest(), "key_id": key_id, "suite": suite}
+
+
 @dataclass
 class PublishBundle:
     """Writer operation: store a key bundle the broker has checked was signed by its agency."""
@@ -108,7 +115,7 @@ class PublishBundle:
         })
         return batch.audit(AuditEvent(
             event=KEYBUNDLE_PUBLISHED, actor=self.actor, time=batch.now, message_id=None,
-            agency=self.agency, fields={"key_id": self.key_id, "suite": self.suite}))
+            agency=self.agency, fields=publication_fields(self.key_id, self.suite, self.bundle)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from broker.api.v1 import (
 from broker.attachments.blobs import open_blob_store
 from broker.attachments.desk import AttachmentDesk
 from broker.audit import AuditLog, CheckpointSigner
+from broker.audit.witnessed import WitnessedCheckpoints
 from broker.config import BrokerConfig, check_pki_files
 from broker.delivery.exchange import Exchange
 from broker.delivery.operations import UNSETTLED
@@ -51,7 +52,7 @@ from broker.pki.store import CaDirectory
 from broker.policy import RunningPolicy
 from broker.protocol.attachments import MAX_CHUNK_SIZE
 from broker.protocol.errors import ProtocolError
-from broker.protocol.witness_policy import load_policy
+from broker.protocol.witness_policy import Policy, load_policy
 from broker.retention import RetentionJob
 from broker.store import tables
 from broker.store.binding import Deployment, bind_deployment
@@ -94,6 +95,7 @@ class Broker:
     _health_updates: set[asyncio.Task[None]] = field(init=False, default_factory=set)
     _lock: WriterLock | None = field(init=False, default=None)
     witnesses: WitnessCollector | None = field(init=False, default=None)
+    witness_policy: Policy | None = field(init=False, default=None)
     _serving: bool = field(init=False, default=False)
 
     async def start(self) -> None:
@@ -103,7 +105,8 @@ class Broker:
         self._roots_stamp = (-1, -1)
         self._roots: list[x509.Certificate] = []
         self.signer = CheckpointSigner.from_pem_file(config.path("audit_key"), origin=f"{config.trust_domain}/audit")
-        self.witnesses = self._witness_collector(config)
+        self.witness_policy = self._load_witness_policy(config)
+        self.witnesses = self._witness_collector(config, self.witness_policy)
         self.engine = create_engine(config.database_url)
         self._lock = writer_lock(self.engine)
         try:
@@ -171,6 +174,10 @@ class Broker:
         self.server = grpc.aio.server(interceptors=[CallInterceptor(self.exchange.record_refusal)], options=[
             ("grpc.max_receive_message_length", _max_message(config)),
             ("grpc.max_send_message_length", _max_message(config)),
+            # No bandwidth-delay probing: on a loaded host the probe's round trip stretches and the
+            # receive window grows with it, so a fast uploader could park ~100 MiB in the transport
+            # (measured on a 2 GiB upload). The fixed default window keeps it to a few chunks.
+            ("grpc.http2.bdp_probe", 0),
             ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
             ("grpc.max_connection_age_grace_ms", 30_000),
             ("grpc.keepalive_time_ms", 60_000),
@@ -180,7 +187,9 @@ class Broker:
         broker_pb2_grpc.add_BrokerServiceServicer_to_server(
             BrokerServicer(self.auth, self.exchange, self.writer, self.registry, self.policy,
                            self.trust_roots, config.trust_domain, self.attachments,
-                           revocation_list=self.revocation_list),
+                           revocation_list=self.revocation_list,
+                           witnessed=WitnessedCheckpoints(lambda: self.writer.audit_log, self.witness_policy,
+                                                          self.signer.origin)),
             self.server)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
             AuditServicer(self.auth, self.exchange, self.writer, self.sign_checkpoint), self.server)
@@ -336,13 +345,18 @@ class Broker:
         task.add_done_callback(self._health_updates.discard)
 
     @staticmethod
-    def _witness_collector(config: BrokerConfig) -> WitnessCollector | None:
+    def _load_witness_policy(config: BrokerConfig) -> Policy | None:
         if config.witness_policy is None:
             return None
         try:
-            policy = load_policy(config.witness_policy)
+            return load_policy(config.witness_policy)
         except ProtocolError as exc:
             raise ConfigurationError(str(exc)) from exc
+
+    @staticmethod
+    def _witness_collector(config: BrokerConfig, policy: Policy | None) -> WitnessCollector | None:
+        if policy is None:
+            return None
         if config.witness_client_cert is None or config.witness_client_key is None:
             raise ConfigurationError("witness_policy needs witness_client_cert and witness_client_key"
                                      " (a witness-role client certificate of the deployment CA)")

@@ -3,6 +3,7 @@ acknowledge deliveries with signed receipts, and read back the receipts of what 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -20,14 +21,16 @@ from google.protobuf.message import DecodeError
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.identity import AGENCY_ID, Role
 from broker.policy.codes import tlp_from_proto
-from broker.protocol import validation
+from broker.protocol import _note, validation
 from broker.protocol.attachments import attachment_key
+from broker.protocol.batch import VerifiedRoots
 from broker.protocol.envelope import (
     PROTOCOL_VERSION,
     OpenedMessage,
     new_content_key,
     open_envelope,
     seal,
+    sign_envelopes,
     unverified_message_id,
     uuid7,
 )
@@ -39,14 +42,17 @@ from broker.protocol.forwarding import (
     verify_forwarded,
 )
 from broker.protocol.keys import EncryptionKey, make_key_bundle, verify_agency_certificate, verify_key_bundle
-from broker.protocol.receipts import make_receipt, verify_receipt
+from broker.protocol.receipts import make_receipt, new_receipt, sign_receipts, verify_receipt
 from broker.protocol.revocation import RevokedCertificate, VerifiedCrl, verify_revocation_list
+from broker.protocol.witness_policy import Policy
 from clients import attachments as _attachments
 from clients._connection import Connection
 from clients._stream import StreamReader
+from clients._transparency import verify_directory_checkpoint, verify_publication
 from clients._trust_state import FILE_NAME as TRUST_STATE_FILE
-from clients._trust_state import TrustState
+from clients._trust_state import HeldCheckpoint, TrustState
 from clients.attachments import Attachment, Progress, ReceivedAttachment
+from clients.erasure import ErasureConfirmation, LocalStore, erasure_reason
 from clients.errors import ClientError, ProtocolViolation, VerificationError, protocol_errors
 from clients.producer import Producer
 
@@ -77,6 +83,9 @@ class ReceivedMessage:
     """For a forward: the original, verified as written by its original sender."""
     attachments: tuple[ReceivedAttachment, ...] = ()
     """The attachments the signed header references, in order; each `open()`s as a verified stream."""
+    erased: str | None = None
+    """For a RECALL the SDK honoured: the reason of the ERASED receipt it signed (what each local store
+    deleted). The SDK has acknowledged it; `ack()` leaves it alone."""
 
     @property
     def message_id(self) -> str:
@@ -163,14 +172,25 @@ class AgencyClient(Connection):
     """An agency's connection to the broker.
 
     `AgencyClient(target, cert=..., key=..., ca=...)`; `keystore` is a folder holding this agency's
-    HPKE private keys (written 0600), so messages sealed to an older key stay readable.
+    HPKE private keys (written 0600), so messages sealed to an older key stay readable. `operator`
+    is the agency's opaque identifier of the person acting (never a name): every send and directory
+    lookup carries it unless a call passes its own, and the broker records it as asserted by us.
+    `local_stores` are where received messages are kept (`clients.erasure`): a RECALL erases its
+    message from each, and the SDK confirms with a signed ERASED receipt.
+    `witness_policy` (a C2SP tlog-policy, `broker.protocol.witness_policy.load_policy`) turns on key
+    transparency: only bundles whose publication a witnessed checkpoint includes are used, and the
+    largest checkpoint seen is kept in the keystore (docs/protocol.md section 18.4).
     """
 
     def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, trust_domain: str = "isb.dev",
-                 keystore: Path | None = None, server_name: str | None = None, timeout: float = 10.0) -> None:
+                 keystore: Path | None = None, server_name: str | None = None, timeout: float = 10.0,
+                 operator: str = "", local_stores: Sequence[LocalStore] = (),
+                 witness_policy: Policy | None = None) -> None:
         super().__init__(target, cert=cert, key=key, ca=ca, role=Role.AGENCY, trust_domain=trust_domain,
                          server_name=server_name, timeout=timeout)
         self.agency = self.identity.spiffe_id.name
+        self.operator = operator
+        self.local_stores = list(local_stores)
         self._keystore = keystore
         self._keyring = _Keyring()
         self._keyring.load(keystore)
@@ -183,6 +203,10 @@ class AgencyClient(Connection):
         self._groups: dict[str, list[str]] = {}
         self._groups_until = 0.0
         self._senders: dict[bytes, tuple[x509.Certificate, str]] = {}
+        self.witness_policy = witness_policy
+        """With a policy, key bundles count only if a checkpoint it accepts includes their publication."""
+        # Batch roots verified once each (protocol section 21): deliveries and receipts of one batch.
+        self._roots = VerifiedRoots()
 
     @classmethod
     def from_dir(cls, target: str, cert_dir: Path, agency: str, **kwargs: Any) -> AgencyClient:
@@ -248,42 +272,75 @@ class AgencyClient(Connection):
             if cached is not None and cached[2].serial_number in crl.revoked:
                 del self._bundles[agency]
         missing = [a for a in wanted if refresh or a not in self._bundles or self._bundles[a][0] < now]
-        revoked: dict[str, str] = {}
+        skipped: dict[str, str] = {}  # why an agency has no usable bundle
         if missing:
             bounds = {a: self._trust.bundle_index[a] for a in missing if a in self._trust.bundle_index}
-            directory = self._call(self._stub.GetDirectory,
-                                   broker_pb2.GetDirectoryRequest(agencies=missing, min_audit_index=bounds))
+            request = broker_pb2.GetDirectoryRequest(agencies=missing, min_audit_index=bounds,
+                                                    operator=self.operator)
+            if self.witness_policy is not None:
+                self._trust.reload()
+                request.known_tree_size = self._trust.checkpoint.tree_size if self._trust.checkpoint else 0
+            directory = self._call(self._stub.GetDirectory, request)
+            checkpoint = self._witnessed(directory)
             when = dt.datetime.now(dt.UTC)
             for entry in directory.agencies:
                 if entry.agency not in missing:
                     continue
-                best: tuple[int, dt.datetime, envelope_pb2.KeyBundle, x509.Certificate] | None = None
-                indexes = list(entry.key_bundle_audit_index)
-                for position, signed in enumerate(entry.key_bundles):
-                    with protocol_errors():
-                        bundle = verify_key_bundle(signed, trust_roots=self.identity.trust_roots,
-                                                   expected_agency=entry.agency, trust_domain=self.trust_domain,
-                                                   now=when)
-                    certificate = x509.load_der_x509_certificate(signed.certificate)  # verified just above
-                    try:
-                        crl.verify_not_revoked(certificate, who=entry.agency)
-                    except RevokedCertificate as exc:
-                        revoked[entry.agency] = str(exc)
-                        continue
-                    index = indexes[position] if position < len(indexes) else 0
-                    candidate = (index, bundle.not_before.ToDatetime(dt.UTC), bundle, certificate)
-                    if best is None or candidate[:2] > best[:2]:
-                        best = candidate
+                best = self._best_bundle(entry, crl, checkpoint, when, skipped)
                 if best is not None:
                     self._accept_bundle(entry.agency, best[0])
                     self._bundles[entry.agency] = (now + 60.0, best[2], best[3])
         absent = [a for a in wanted if a not in self._bundles]
         if absent:
-            why = "; ".join(revoked[a] for a in absent if a in revoked)
+            why = "; ".join(skipped[a] for a in absent if a in skipped)
             raise ClientError(f"no valid key bundle published by {', '.join(absent)}; "
                               f"each must publish one first (`isb keys publish --agency {absent[0]}`)"
                               + (f" ({why})" if why else ""))
         return {a: self._bundles[a][1] for a in wanted}
+
+    def _best_bundle(self, entry: broker_pb2.DirectoryEntry, crl: VerifiedCrl, checkpoint: _note.Checkpoint | None,
+                     when: dt.datetime, skipped: dict[str, str],
+                     ) -> tuple[int, dt.datetime, envelope_pb2.KeyBundle, x509.Certificate] | None:
+        """Of an agency's bundles, the usable one with the highest publication index (then `not_before`).
+
+        A bundle that does not verify, or whose publication proof does not, raises; a revoked or (with
+        a witness policy) not yet witnessed one is skipped, its reason kept in `skipped`.
+        """
+        best: tuple[int, dt.datetime, envelope_pb2.KeyBundle, x509.Certificate] | None = None
+        indexes = list(entry.key_bundle_audit_index)
+        proofs = entry.key_bundle_proofs
+        for position, signed in enumerate(entry.key_bundles):
+            with protocol_errors():
+                bundle = verify_key_bundle(signed, trust_roots=self.identity.trust_roots,
+                                           expected_agency=entry.agency, trust_domain=self.trust_domain, now=when)
+            certificate = x509.load_der_x509_certificate(signed.certificate)  # verified just above
+            try:
+                crl.verify_not_revoked(certificate, who=entry.agency)
+            except RevokedCertificate as exc:
+                skipped[entry.agency] = str(exc)
+                continue
+            index = indexes[position] if position < len(indexes) else 0
+            if checkpoint is not None:
+                if position >= len(proofs) or not proofs[position].entry:
+                    skipped[entry.agency] = (f"key {bundle.key_id} is not yet in a witnessed checkpoint"
+                                             f" (of size {checkpoint.size}); retry in a few seconds")
+                    continue
+                verify_publication(signed, bundle.key_id, entry.agency, index, proofs[position], checkpoint)
+            candidate = (index, bundle.not_before.ToDatetime(dt.UTC), bundle, certificate)
+            if best is None or candidate[:2] > best[:2]:
+                best = candidate
+        return best
+
+    def _witnessed(self, directory: broker_pb2.Directory) -> _note.Checkpoint | None:
+        """The directory's checkpoint under the witness policy, consistent with the one held (then held)."""
+        if self.witness_policy is None:
+            return None
+        held = self._trust.checkpoint
+        checkpoint = verify_directory_checkpoint(
+            directory.checkpoint, list(directory.consistency_path), policy=self.witness_policy,
+            origin=f"{self.trust_domain}/audit", held=(held.tree_size, held.root_hash) if held else None)
+        self._trust.saw_checkpoint(HeldCheckpoint(checkpoint.size, checkpoint.root, checkpoint.note))
+        return checkpoint
 
     def _accept_bundle(self, agency: str, audit_index: int) -> None:
         seen = self._trust.bundle_index.get(agency, 0)
@@ -297,7 +354,8 @@ class AgencyClient(Connection):
     def groups(self, *, refresh: bool = False) -> dict[str, list[str]]:
         """Group membership as the broker's directory publishes it (cached for a minute)."""
         if refresh or time.monotonic() >= self._groups_until:
-            directory = self._call(self._stub.GetDirectory, broker_pb2.GetDirectoryRequest(agencies=[self.agency]))
+            directory = self._call(self._stub.GetDirectory, broker_pb2.GetDirectoryRequest(agencies=[self.agency],
+                                                                                          operator=self.operator))
             self._groups = {g.name: list(g.members) for g in directory.groups}
             self._groups_until = time.monotonic() + 60.0
         return self._groups
@@ -322,11 +380,15 @@ class AgencyClient(Connection):
              priority: envelope_pb2.Priority.ValueType = envelope_pb2.NORMAL, expires: dt.datetime | None = None,
              handling: envelope_pb2.Handling | None = None,
              attachments: Sequence[Path | BinaryIO | Attachment | str] = (), progress: Progress | None = None,
-             **header: Any) -> envelope_pb2.Envelope:
+             sign: bool = True, **header: Any) -> envelope_pb2.Envelope:
         """Seal `body` for `recipients` (agency ids and/or groups) without sending it.
 
+        `legal_basis` (a code of the deployment's list), `case_reference` and `operator` (default:
+        the client's) justify the disclosure; the policy may require the first two.
         `attachments` are encrypted and uploaded first (resuming after a dropped connection), since
         the envelope references them; `progress(done, total)` is called as each one uploads.
+        With `sign=False` the envelope has no outer signature yet: submit it to a `producer()` (or
+        `send_many`), which signs each batch it sends with one batch signature (protocol section 21).
         """
         repeated = sorted({r for r in recipients if list(recipients).count(r) > 1})
         if repeated:
@@ -335,6 +397,8 @@ class AgencyClient(Connection):
             if tlp not in _TLP:
                 raise ClientError(f"unknown TLP code {tlp!r}; use one of {', '.join(_TLP)}")
             handling = envelope_pb2.Handling(tlp=_TLP[tlp])
+        if self.operator:
+            header.setdefault("operator", self.operator)
         keys = self.recipient_keys(self.expand(recipients))
         if attachments:
             header.setdefault("message_id", uuid7())
@@ -350,12 +414,15 @@ class AgencyClient(Connection):
             return seal(sender=self.agency, identity_key=self.identity.private_key,
                         certificate=self.identity.certificate, recipients=list(recipients), recipient_keys=keys,
                         kind=kind, body=body, content_type=content_type, handling=handling, priority=priority,
-                        expires=expires, **header)
+                        expires=expires, sign=sign, **header)
         except ValueError as exc:  # arguments that cannot make a valid envelope
             raise ClientError(f"cannot seal this message: {exc}") from exc
 
     def send_envelope(self, envelope: envelope_pb2.Envelope) -> broker_pb2.SendResponse:
         """Send an already sealed envelope (sending the same one again is idempotent)."""
+        if not envelope.header_signature and not envelope.HasField("batch_signature"):
+            raise ClientError("this envelope has no outer signature: seal it with sign=True, or send it through "
+                              "producer() or send_many(), which batch-sign")
         response: broker_pb2.SendResponse = self._call(self._stub.Send, broker_pb2.SendRequest(envelope=envelope))
         return response
 
@@ -363,12 +430,39 @@ class AgencyClient(Connection):
         """Seal and send; returns the broker's acceptance with the audit log index."""
         return self.send_envelope(self.seal(recipients, body, **options))
 
-    def forward(self, message: ReceivedMessage, recipients: Sequence[str]) -> broker_pb2.SendResponse:
-        """Pass a received message on, with its original signatures inside and its handling unchanged."""
+    def forward(self, message: ReceivedMessage, recipients: Sequence[str], **justification: str) -> \
+            broker_pb2.SendResponse:
+        """Pass a received message on, with its original signatures inside and its handling unchanged;
+        `legal_basis=`, `case_reference=`, `operator=` justify this disclosure (a new one)."""
         header = message.header
         return self.send(recipients, forwarded_content(message.envelope, message.opened, message.sender_certificate),
                          content_type=FORWARDED_CONTENT_TYPE, kind=header.kind, handling=header.handling,
-                         priority=header.priority, references=header.message_id)
+                         priority=header.priority, references=header.message_id, **justification)
+
+    def recall(self, message_id: str, recipients: Sequence[str] | None = None, *, tlp: str = "AMBER",
+               **justification: str) -> broker_pb2.SendResponse:
+        """Recall a message we sent: undelivered copies are dropped, and each recipient's SDK erases its
+        local copies and confirms (`erasure_status`). `recipients` default to the message's recipients."""
+        targets = list(recipients) if recipients is not None else [r.recipient for r in self.status(message_id)]
+        return self.send(targets, b"", kind=envelope_pb2.RECALL, tlp=tlp, references=message_id, **justification)
+
+    def erasure_status(self, message_id: str) -> list[ErasureConfirmation]:
+        """Per recipient of our RECALLs of `message_id`: did its SDK confirm erasure? Each ERASED receipt
+        is verified here (recipient's signature, and its reason names `message_id`); the latest
+        confirmation counts, else the latest RECALL asked."""
+        _, recalls = self._status(message_id)
+        answers: dict[str, ErasureConfirmation] = {}
+        for recall_id in recalls:
+            for r in self.status(recall_id):
+                receipt = r.receipt
+                if receipt is not None and receipt.status == envelope_pb2.ERASED and \
+                        receipt.reason.split(":", 1)[0] != message_id:
+                    raise VerificationError(f"the ERASED receipt of {r.recipient} for RECALL {recall_id} names "
+                                            f"another message than {message_id}")
+                answer = ErasureConfirmation(r.recipient, recall_id, r.state, receipt)
+                if answer.confirmed or not answers.get(r.recipient, answer).confirmed:
+                    answers[r.recipient] = answer
+        return [answers[r] for r in sorted(answers)]
 
     def request_forward_consent(self, message: ReceivedMessage, recipients: Sequence[str],
                                 reason: str = "") -> broker_pb2.SendResponse:
@@ -390,9 +484,11 @@ class AgencyClient(Connection):
     def producer(self, *, linger: float = 0.001, batch_size: int = 64, max_pending: int = 4096,
                  max_in_flight: int = 4) -> Producer:
         """A producer for high rates: envelopes submitted within `linger` seconds share one stream
-        message (see `clients.producer`). Close it, or use it as a context manager."""
+        message (see `clients.producer`), and those sealed with `sign=False` share one batch
+        signature per stream message. Close it, or use it as a context manager."""
         return Producer(self._stub.SendStream, self.translate_error, linger=linger, batch_size=batch_size,
-                        max_pending=max_pending, max_in_flight=max_in_flight)
+                        max_pending=max_pending, max_in_flight=max_in_flight,
+                        sign=lambda envelopes: sign_envelopes(envelopes, self.identity.private_key))
 
     def send_many(self, envelopes: Sequence[envelope_pb2.Envelope],
                   batch_size: int = 64) -> list[broker_pb2.SendResponse | ClientError]:
@@ -453,6 +549,8 @@ class AgencyClient(Connection):
                             if on_invalid is not None:
                                 on_invalid(invalid)
                             continue
+                        if opened.header.kind == envelope_pb2.RECALL and opened.header.references:
+                            opened = self._erase(opened)
                         yield opened
             finally:
                 call.cancel()
@@ -503,7 +601,7 @@ class AgencyClient(Connection):
         validation.check_header(header)
         sender_cert = self._sender(delivery.sender_certificate, header.sender, header.created.ToDatetime(dt.UTC), crl)
         opened = open_envelope(delivery.envelope, recipient=self.agency, keys=self._keyring.keys,
-                               sender_certificate=sender_cert)
+                               sender_certificate=sender_cert, roots=self._roots)
         original = None
         if opened.content_type == FORWARDED_CONTENT_TYPE:
             original = verify_forwarded(opened.body, forward_header=opened.header,
@@ -533,18 +631,51 @@ class AgencyClient(Connection):
             log.warning("delivery.reject_failed", message_id=message_id[:64], error=str(exc)[:500])
         return InvalidDelivery(message_id, error, reason=reason, attempt=delivery.attempt, receipted=receipted)
 
+    def _erase(self, recall: ReceivedMessage) -> ReceivedMessage:
+        """Honour a verified RECALL: erase the recalled message from every local store, then confirm with
+        a signed ERASED receipt. If a store fails, nothing is confirmed and the RECALL comes back after
+        its lease (the erasure is tried again)."""
+        target = recall.header.references
+        counts = []
+        try:
+            for store in self.local_stores:
+                counts.append((store.name, store.erase(target, recall.sender)))
+        except (OSError, ClientError) as exc:
+            log.warning("erasure.failed", message_id=target, recall_id=recall.message_id, error=str(exc)[:500])
+            return recall
+        reason = erasure_reason(target, counts)
+        receipt = make_receipt(message_id=recall.message_id, envelope_sha256=recall.envelope_sha256,
+                               recipient=self.agency, status=envelope_pb2.ERASED,
+                               identity_key=self.identity.private_key, reason=reason)
+        try:
+            self._call(self._stub.Ack, broker_pb2.AckRequest(receipts=[receipt]))
+        except ClientError as exc:  # erased, not confirmed: the RECALL comes back and is confirmed then
+            log.warning("erasure.unconfirmed", message_id=target, recall_id=recall.message_id, error=str(exc)[:500])
+            return recall
+        log.info("erasure.confirmed", message_id=target, recall_id=recall.message_id, stores=len(counts))
+        return dataclasses.replace(recall, erased=reason)
+
     def ack(self, messages: ReceivedMessage | Sequence[ReceivedMessage],
             status: envelope_pb2.ReceiptStatus.ValueType = envelope_pb2.DELIVERED) -> int:
-        """Acknowledge deliveries with signed receipts; the broker takes them off our queue."""
-        batch = [messages] if isinstance(messages, ReceivedMessage) else list(messages)
-        receipts = [make_receipt(message_id=m.message_id, envelope_sha256=m.envelope_sha256, recipient=self.agency,
-                                 status=status, identity_key=self.identity.private_key) for m in batch]
+        """Acknowledge deliveries with signed receipts, several under one batch signature (protocol
+        section 21); the broker takes them off our queue. RECALLs the SDK has already confirmed as
+        ERASED are left out."""
+        batch = [m for m in ([messages] if isinstance(messages, ReceivedMessage) else messages) if m.erased is None]
+        if not batch:
+            return 0
+        receipts = sign_receipts([new_receipt(message_id=m.message_id, envelope_sha256=m.envelope_sha256,
+                                              recipient=self.agency, status=status) for m in batch],
+                                 self.identity.private_key)
         reply: broker_pb2.AckResponse = self._call(self._stub.Ack, broker_pb2.AckRequest(receipts=receipts))
         return reply.acknowledged
 
     # -- status --------------------------------------------------------------------------------
     def status(self, message_id: str) -> list[RecipientReceipt]:
         """Each recipient's state of a message we sent, receipts verified against their certificates."""
+        return self._status(message_id)[0]
+
+    def _status(self, message_id: str) -> tuple[list[RecipientReceipt], list[str]]:
+        """`status`, and the ids of the RECALLs we sent of the message."""
         reply = self._call(self._stub.GetStatus, broker_pb2.GetStatusRequest(message_id=message_id))
         result = []
         for r in reply.recipients:
@@ -558,16 +689,16 @@ class AgencyClient(Connection):
                     verify_agency_certificate(cert, trust_roots=self.identity.trust_roots,
                                               expected_agency=r.recipient, trust_domain=self.trust_domain,
                                               now=dt.datetime.now(dt.UTC))
-                    receipt = verify_receipt(r.receipt, cert, expected_recipient=r.recipient)
+                    receipt = verify_receipt(r.receipt, cert, expected_recipient=r.recipient, roots=self._roots)
                 if receipt.message_id != message_id:
                     raise VerificationError(f"receipt of {r.recipient} is for message {receipt.message_id}")
             result.append(RecipientReceipt(r.recipient, broker_pb2.DeliveryState.Name(r.state), r.attempts, receipt))
-        return result
+        return result, list(reply.recalls)
 
 
 def _as_client_error(error: BaseException) -> ClientError:
     return error if isinstance(error, ClientError) else ClientError(str(error))
 
 
-__all__ = ["MLKEM768_X25519", "X25519", "AgencyClient", "Attachment", "InvalidDelivery", "ReceivedAttachment",
-           "ReceivedMessage", "RecipientReceipt"]
+__all__ = ["MLKEM768_X25519", "X25519", "AgencyClient", "Attachment", "ErasureConfirmation", "InvalidDelivery",
+           "LocalStore", "ReceivedAttachment", "ReceivedMessage", "RecipientReceipt"]

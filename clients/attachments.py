@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, Generic, TypeVar
 
 import grpc
 import structlog
@@ -33,6 +35,10 @@ Progress = Callable[[int, int], None]
 RETRYABLE: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED,
                               grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED})
 _PAUSE_FIRST, _PAUSE_MAX = 0.2, 5.0
+# Encrypted chunks prepared ahead of the network: the next chunks are read, encrypted and hashed
+# while gRPC sends this one (it waits for each message to be sent before asking for the next).
+READ_AHEAD: Final = 2
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,56 @@ class _Retry:
         self.pause = min(self.pause * 2, _PAUSE_MAX)
 
 
+class _ReadAhead(Generic[T]):
+    """Runs an iterator in a thread, at most `depth` items ahead of its consumer.
+
+    `close()` stops the thread and waits for it, so that the iterator's source (a file, an
+    encryptor) is never used by two threads: a retry starts a new one only after the old one closed.
+    """
+
+    _END: Final = object()
+
+    def __init__(self, items: Iterator[T], depth: int = READ_AHEAD) -> None:
+        self._items = items
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="isb-attachment-read-ahead")
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._items:
+                if not self._put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it  # noqa: BLE001
+            self._put(exc)
+        else:
+            self._put(self._END)
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Stop reading ahead and wait for the thread to end."""
+        self._stop.set()
+        self._thread.join()
+
+
 def upload(stub: broker_pb2_grpc.BrokerServiceStub, translate: Callable[[grpc.RpcError], ClientError], *,
            key: bytes, message_id: str, index: int, attachment: Attachment, chunk_size: int = DEFAULT_CHUNK_SIZE,
            progress: Progress | None = None, retries: int = 8, timeout: float | None = None,
@@ -99,10 +155,13 @@ def upload(stub: broker_pb2_grpc.BrokerServiceStub, translate: Callable[[grpc.Rp
     retry = _Retry(retries)
     first = 0
     while True:
-        def requests(first: int = first) -> Iterator[broker_pb2.UploadRequest]:
+        ahead = _ReadAhead(encryptor.encrypted_chunks(first))
+
+        def requests(first: int = first, ahead: _ReadAhead[tuple[int, bytes]] = ahead,
+                     ) -> Iterator[broker_pb2.UploadRequest]:
             yield broker_pb2.UploadRequest(start=broker_pb2.UploadStart(
                 key=upload_key, size=size, chunk_size=chunk_size, media_type=encryptor.media_type, first_chunk=first))
-            for i, data in encryptor.encrypted_chunks(first):
+            for i, data in ahead:
                 yield broker_pb2.UploadRequest(chunk=broker_pb2.AttachmentChunk(index=i, data=data))
                 if progress is not None:
                     progress(min(size, (i + 1) * chunk_size), size)
@@ -111,6 +170,8 @@ def upload(stub: broker_pb2_grpc.BrokerServiceStub, translate: Callable[[grpc.Rp
             break
         except grpc.RpcError as exc:
             retry.wait_or_raise(exc, translate)
+        finally:
+            ahead.close()
         status = _upload_status(stub, translate, upload_key, retry)
         if status.complete:
             response = broker_pb2.UploadResponse(sha256=status.sha256)

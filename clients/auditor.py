@@ -39,11 +39,17 @@ class ProvenEntry:
 
 
 class AuditorClient(Connection):
-    """An auditor's connection to the broker's AuditService."""
+    """An auditor's connection to the broker's AuditService.
+
+    `legal_basis`, `case_reference` and `operator` justify the consultations (queries, proofs,
+    exports): each request carries them and the broker records them in the query's audit entry
+    (`justification` holds them; change it between calls for another case).
+    """
 
     def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, audit_key: Ed25519PublicKey,
                  trust_domain: str = "isb.dev", key_name: str | None = None, timeout: float = 30.0,
-                 policy: Policy | None = None) -> None:
+                 policy: Policy | None = None, legal_basis: str = "", case_reference: str = "",
+                 operator: str = "") -> None:
         super().__init__(target, cert=cert, key=key, ca=ca, role=Role.AUDITOR, trust_domain=trust_domain,
                          timeout=timeout)
         self.audit_key = audit_key
@@ -51,6 +57,7 @@ class AuditorClient(Connection):
         self.origin = f"{trust_domain}/audit"
         self._stub = audit_pb2_grpc.AuditServiceStub(self.channel)
         self.policy = policy
+        self.justification = {"legal_basis": legal_basis, "case_reference": case_reference, "operator": operator}
         self.cosigned_by: tuple[str, ...] = ()
         """The policy witnesses that cosigned the last checkpoint `checkpoint()` returned."""
 
@@ -74,7 +81,8 @@ class AuditorClient(Connection):
         """Entries matching `filters` (agency, message_id, event, since, until), every page, in order."""
         start = 0
         while True:
-            reply = self._call(self._stub.QueryEntries, audit_pb2.QueryEntriesRequest(start_index=start, **filters))
+            reply = self._call(self._stub.QueryEntries, audit_pb2.QueryEntriesRequest(
+                start_index=start, **{**self.justification, **filters}))
             for item in reply.entries:
                 if _merkle.leaf_hash(item.entry) != item.leaf_hash:
                     raise VerificationError(f"entry {item.index}: leaf hash does not match its bytes")
@@ -90,7 +98,8 @@ class AuditorClient(Connection):
     def prove(self, index: int, checkpoint: _note.Checkpoint) -> ProvenEntry:
         """Entry `index` with its inclusion proof, verified against `checkpoint`."""
         reply = self._call(self._stub.GetInclusionProof,
-                           audit_pb2.InclusionProofRequest(index=index, tree_size=checkpoint.size))
+                           audit_pb2.InclusionProofRequest(index=index, tree_size=checkpoint.size,
+                                                           **self.justification))
         entry = reply.entry.entry
         with protocol_errors():
             _merkle.verify_inclusion(_merkle.leaf_hash(entry), index, checkpoint.size, list(reply.hashes),
@@ -120,7 +129,8 @@ class AuditorClient(Connection):
         writer = ExportWriter(stream, self.origin, self.key_name, _note.encode_vkey(self.key_name, self.audit_key))
         count = 0
         try:
-            for item in self._stub.Export(audit_pb2.ExportRequest(start_index=start, end_index=end),
+            for item in self._stub.Export(audit_pb2.ExportRequest(start_index=start, end_index=end,
+                                                                  **self.justification),
                                           timeout=max(self._timeout, 600)):
                 if item.HasField("entry"):
                     writer.entry(item.entry.index, item.entry.entry, item.entry.leaf_hash)

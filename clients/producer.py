@@ -6,7 +6,10 @@ seconds for more to share the gRPC message (up to `batch_size`), and sends the b
 `max_in_flight` batches are still unanswered: then the batch keeps filling until one is answered,
 so under load batches grow by themselves and at low rates nothing waits longer than the linger. The broker answers
 each batch in order, once it is durably committed, so each future resolves with the broker's
-`SendResponse`, or fails with the broker's refusal of that envelope alone.
+`SendResponse`, or fails with the broker's refusal of that envelope alone. Envelopes sealed
+without an outer signature (`AgencyClient.seal(..., sign=False)`) are signed just before they are
+sent, those of one stream message with one batch signature (docs/protocol.md section 21): one
+ECDSA signature per batch for the sender, one verification per batch for the broker and recipients.
 
 Batching is where the throughput comes from: one stream message per envelope costs the broker and
 this process about as much as sealing does (bench/README.md), and a linger of a millisecond or two
@@ -35,12 +38,14 @@ class Producer:
 
     def __init__(self, send_stream: Callable[[Iterator[broker_pb2.SendBatch]], Any],
                  translate_error: Callable[[grpc.RpcError], ClientError], *, linger: float = 0.001,
-                 batch_size: int = 64, max_pending: int = 4096, max_in_flight: int = 4) -> None:
+                 batch_size: int = 64, max_pending: int = 4096, max_in_flight: int = 4,
+                 sign: Callable[[list[envelope_pb2.Envelope]], None] | None = None) -> None:
         if not 0 <= linger <= 1.0:
             raise ValueError("linger must be between 0 and 1 second")
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}")
         self._translate_error = translate_error
+        self._sign = sign
         self._linger = linger
         self._batch_size = batch_size
         self._max_pending = max(max_pending, batch_size)
@@ -164,7 +169,15 @@ class Producer:
         # Runs on gRPC's request thread: one batch per stream message.
         while (envelopes := self._next_batch()) is not None:
             if envelopes:
+                self._sign_unsigned(envelopes)
                 yield broker_pb2.SendBatch(envelopes=envelopes)
+
+    def _sign_unsigned(self, envelopes: list[envelope_pb2.Envelope]) -> None:
+        """Give the envelopes sealed without an outer signature one batch signature (protocol
+        section 21), in place: a retry on another producer then sends the same bytes (idempotent)."""
+        unsigned = [e for e in envelopes if not e.header_signature and not e.HasField("batch_signature")]
+        if unsigned and self._sign is not None:
+            self._sign(unsigned)
 
     def _read(self) -> None:
         try:

@@ -2,7 +2,8 @@
 
 Every signed or hashed object of docs/protocol.md has a vector: envelopes (`envelope-*.json`, with a
 refused envelope for each verification step), PAE encodings (`pae.json`), key bundles, receipts and
-forward consents (`key-bundle.json`, `receipt.json`, `forward-consent.json`), audit entries
+forward consents (`key-bundle.json`, `receipt.json`, `forward-consent.json`), batch-signed envelopes
+and receipts (`batch-signatures.json`), audit entries
 (`audit-entries.json`), checkpoints and signed notes (`checkpoint.json`), and a small audit log with
 its export file, inclusion and consistency proofs (`audit-log.json`, `audit-export.jsonl`).
 `tests/unit/protocol/test_vectors.py` checks them with this library, `tests/interop/` with Node.js.
@@ -24,7 +25,7 @@ import datetime as dt
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.protobuf import timestamp_pb2
 
 from broker.api.v1 import envelope_pb2
-from broker.audit.events import AuditEvent
-from broker.protocol import _cosignature, _merkle, _note, _pae, _stream
+from broker.audit.events import AuditEvent, justification_fields
+from broker.protocol import _cosignature, _merkle, _note, _pae, _stream, batch
 from broker.protocol.attachments import AttachmentEncryptor
-from broker.protocol.envelope import envelope_sha256, seal
+from broker.protocol.envelope import envelope_sha256, seal, sign_envelopes
 from broker.protocol.keys import (
     HYBRID_SUITE,
     X25519_SUITE,
@@ -50,7 +51,7 @@ from broker.protocol.keys import (
     make_key_bundle,
     public_key_of,
 )
-from broker.protocol.receipts import make_receipt
+from broker.protocol.receipts import make_receipt, new_receipt, sign_receipts
 
 ROOT = Path(__file__).resolve().parent.parent
 TRUST_DOMAIN = "vectors.isb"
@@ -308,6 +309,9 @@ def _outer_refusals(
         ("expiry not later than creation", lambda h: h.expires.CopyFrom(h.created)),
         ("in_reply_to that is not a UUID", lambda h: setattr(h, "in_reply_to", "not-a-uuid")),
         ("watchlist_id of 121 characters", lambda h: setattr(h, "watchlist_id", "W" * 121)),
+        ("legal_basis in lower case (not a code)", lambda h: setattr(h, "legal_basis", "naples-ii")),
+        ("case_reference with a line feed", lambda h: setattr(h, "case_reference", "FR-2025\n0042")),
+        ("operator of 129 characters", lambda h: setattr(h, "operator", "o" * 129)),
     ):
         h = envelope_pb2.Header.FromString(envelope.header)
         change(h)
@@ -452,6 +456,7 @@ def make_vector(
     content_type: str,
     message_id: str,
     attachments: Sequence[tuple[bytes, int, str]] = (),
+    justification: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build one envelope vector: seal a message with fixed inputs and record every intermediate value.
 
@@ -491,6 +496,9 @@ def make_vector(
         _content_key=content_key,
         _nonce=nonce,
         attachments=[a.pop("_ref") for a in attachment_vectors],
+        legal_basis=(justification or {}).get("legal_basis", ""),
+        case_reference=(justification or {}).get("case_reference", ""),
+        operator=(justification or {}).get("operator", ""),
     )
     # Decrypt our own ciphertext to record the content bytes (they hold the inner signature).
     header = envelope_pb2.Header.FromString(envelope.header)
@@ -531,6 +539,7 @@ def make_vector(
                 "information_accuracy": "ACCURACY_2",
             },
             "content_type": content_type,
+            **({"justification": dict(justification)} if justification else {}),
             "body_hex": body.hex(),
             "content_key_hex": content_key.hex(),
             "nonce_hex": nonce.hex(),
@@ -765,8 +774,10 @@ def receipt_vector() -> dict[str, Any]:
         return envelope_pb2.SignedReceipt(
             receipt=data, signature=key["_identity_key"].sign(_pae.receipt_signing_input(data), _ECDSA))
 
+    # ERASED acknowledges a RECALL (this message id) of 01972b5a-...-0123456789ab (section 22, Erasure).
     valid = [receipt(envelope_pb2.DELIVERED), receipt(envelope_pb2.READ),
-             receipt(envelope_pb2.REJECTED, "inner content signature does not verify")]
+             receipt(envelope_pb2.REJECTED, "inner content signature does not verify"),
+             receipt(envelope_pb2.ERASED, "01972b5a-8c00-7abc-8def-0123456789ab: erased 1 from saved attachments")]
     flipped = envelope_pb2.SignedReceipt.FromString(valid[0].SerializeToString())
     flipped.receipt = _flip(flipped.receipt, 3)
     refused = [
@@ -786,6 +797,7 @@ def receipt_vector() -> dict[str, Any]:
         "valid": [
             {"status": envelope_pb2.ReceiptStatus.Name(envelope_pb2.Receipt.FromString(r.receipt).status),
              "message_id": message_id, "envelope_sha256_hex": digest.hex(), "recipient": signer["agency"],
+             "reason": envelope_pb2.Receipt.FromString(r.receipt).reason,
              "receipt_hex": r.receipt.hex(), "signing_input_hex": _pae.receipt_signing_input(r.receipt).hex(),
              "signed_receipt_hex": r.SerializeToString().hex()}
             for r in valid
@@ -852,7 +864,9 @@ def _audit_events() -> list[AuditEvent]:
                    fields={"key_id": "DE-BKA-key-1", "suite": "X25519_HKDF_SHA256_AES_256_GCM"}),
         AuditEvent("envelope.accepted", "spiffe://vectors.isb/agency/FR-CUSTOMS", t, message_id=mid,
                    agency="FR-CUSTOMS", fields={"envelope_sha256": digest, "recipients": ["DE-BKA", "NL-FIOD"],
-                                                "kind": "ALERT", "tlp": "AMBER", "size": 1843}),
+                                                "kind": "ALERT", "tlp": "AMBER", "size": 1843,
+                                                **justification_fields("NAPLES-II", "FR-2025-0042", "op-7f3a",
+                                                                       "FR-CUSTOMS")}),
         AuditEvent("delivery.delivered", "spiffe://vectors.isb/broker/node-1", t + dt.timedelta(seconds=1),
                    message_id=mid, agency="DE-BKA", fields={"recipient": "DE-BKA", "attempt": 1}),
         AuditEvent("receipt.received", "spiffe://vectors.isb/agency/DE-BKA", t + dt.timedelta(seconds=2),
@@ -860,7 +874,9 @@ def _audit_events() -> list[AuditEvent]:
         AuditEvent("request.rejected", "spiffe://vectors.isb/agency/NL-FIOD", t + dt.timedelta(seconds=3),
                    agency="NL-FIOD", fields={"rpc": "Send", "reason": "refused by policy: «RED» to a group \"G7-CT\"\n",
                                              "status": "PERMISSION_DENIED"}),
-        AuditEvent("audit.query", "spiffe://vectors.isb/auditor/eve", t + dt.timedelta(seconds=4)),
+        AuditEvent("audit.query", "spiffe://vectors.isb/auditor/eve", t + dt.timedelta(seconds=4),
+                   fields={"rpc": "Export", **justification_fields("LED-ART8", "DPO-2025-7", "dpo-1",
+                                                                   "spiffe://vectors.isb/auditor/eve")}),
     ]
 
 
@@ -1070,6 +1086,90 @@ def audit_log_vectors() -> tuple[dict[str, Any], bytes]:
     return log_vector, ("\n".join(good) + "\n").encode()
 
 
+def _cosigners() -> list[tuple[str, Ed25519PrivateKey]]:
+    names = ["witness.customs.vectors.isb/w1", "witness.police.vectors.isb/w2", "witness.border.vectors.isb/w3"]
+    return [(name, Ed25519PrivateKey.from_private_bytes(_seed(f"cosigner {n + 1}"))) for n, name in enumerate(names)]
+
+
+def _witness_policy() -> str:
+    """The tlog-policy of the vectors: the audit key, the three cosigners, 2 of them."""
+    return "".join([
+        f"log {_note.encode_vkey(AUDIT_ORIGIN, _audit_signer().public_key())}\n",
+        *(f"witness w{n + 1} {_cosignature.encode_cosigner_vkey(name, wkey.public_key())}\n"
+          for n, (name, wkey) in enumerate(_cosigners())),
+        "group agencies 2 w1 w2 w3\n", "quorum agencies\n"])
+
+
+def _cosigned_note(size: int, root: bytes, when: dt.datetime, witnesses: int = 3) -> bytes:
+    """A checkpoint signed by the audit key and cosigned by the first `witnesses` cosigners."""
+    extensions = (_note.timestamp_extension(when),)
+    text = _note.checkpoint_text(AUDIT_ORIGIN, size, root, extensions)
+    note = _note.sign_checkpoint(AUDIT_ORIGIN, size, root, AUDIT_ORIGIN, _audit_signer(), extensions=extensions)
+    lines = [_cosignature.cosign(text, name, wkey, int(when.timestamp()) + 1 + n)
+             for n, (name, wkey) in enumerate(_cosigners()[:witnesses])]
+    return _cosignature.attach(note, lines)
+
+
+def directory_proof_vector() -> dict[str, Any]:
+    """A key bundle's publication entry proven to a cosigned checkpoint (docs/protocol.md section 18.4)."""
+    ca_key, ca = _authority()
+    party = _party(ca_key, ca, "DE-BKA", X25519_SUITE, 300)
+    signed = envelope_pb2.SignedKeyBundle.FromString(bytes.fromhex(party["signed_key_bundle_hex"]))
+    bundle = envelope_pb2.KeyBundle.FromString(signed.bundle)
+    events = _audit_events()
+    publication = AuditEvent(
+        "keybundle.published", "spiffe://vectors.isb/agency/DE-BKA", CREATED + dt.timedelta(seconds=6),
+        agency="DE-BKA", fields={"bundle_sha256": hashlib.sha256(signed.bundle).hexdigest(),
+                                 "key_id": bundle.key_id, "suite": envelope_pb2.KeySuite.Name(bundle.suite)})
+    index = len(events)
+    events = [*events, publication, AuditEvent("audit.query", "spiffe://vectors.isb/auditor/a",
+                                               CREATED + dt.timedelta(seconds=7))]
+    entries = [e.to_entry_bytes(i) for i, e in enumerate(events)]
+    tree = _merkle.MemoryTree()
+    for entry in entries:
+        tree.append(_merkle.leaf_hash(entry))
+    size, held = tree.size, 4
+    when = CREATED + dt.timedelta(seconds=8)
+    note = _cosigned_note(size, tree.root(), when).decode()
+    path = _merkle.inclusion_proof(index, size, tree.subtree)
+    consistency = _merkle.consistency_proof(held, size, tree.subtree)
+    other_tree = _merkle.MemoryTree()
+    for entry in entries[:held]:
+        other_tree.append(_merkle.leaf_hash(entry + b" "))
+    good: dict[str, Any] = {
+        "agency": "DE-BKA", "key_id": bundle.key_id, "key_bundle_audit_index": index,
+        "signed_key_bundle_hex": signed.SerializeToString().hex(),
+        "bundle_sha256_hex": hashlib.sha256(signed.bundle).hexdigest(),
+        "entry_utf8": entries[index].decode(), "leaf_hash_hex": _merkle.leaf_hash(entries[index]).hex(),
+        "inclusion_path_hex": [h.hex() for h in path], "checkpoint_note": note,
+        "held_tree_size": held, "held_root_hash_hex": tree.root(held).hex(),
+        "consistency_path_hex": [h.hex() for h in consistency],
+    }
+    other_entry = entries[index].decode().replace(bundle.key_id, "0" * len(bundle.key_id))
+    refused: list[tuple[str, dict[str, Any]]] = [
+        ("the entry names another key id", {"entry_utf8": other_entry}),
+        ("the stated audit index is not the entry's", {"key_bundle_audit_index": index - 1}),
+        ("an inclusion path hash flipped",
+         {"inclusion_path_hex": [_flip(path[0], 0).hex(), *good["inclusion_path_hex"][1:]]}),
+        ("the checkpoint has one cosignature of the two the policy needs",
+         {"checkpoint_note": _cosigned_note(size, tree.root(), when, witnesses=1).decode()}),
+        ("the held checkpoint is larger: a rollback",
+         {"held_tree_size": size + 1, "held_root_hash_hex": tree.root().hex(), "consistency_path_hex": []}),
+        ("the held checkpoint is of another history: a fork", {"held_root_hash_hex": other_tree.root().hex()}),
+    ]
+    return {
+        "name": "directory-proof",
+        "description": "Directory transparency (docs/protocol.md section 18.4): the keybundle.published entry of"
+                       " a DE-BKA key bundle (fields.bundle_sha256 = SHA-256 of SignedKeyBundle.bundle), its RFC 9162"
+                       " inclusion path to a checkpoint cosigned under the policy (2 of 3), and the consistency path"
+                       " from a held checkpoint; each must_be_refused case changes the listed members of valid",
+        "policy": _witness_policy(),
+        "origin": AUDIT_ORIGIN,
+        "valid": good,
+        "must_be_refused": [{"description": what, "changes": changes} for what, changes in refused],
+    }
+
+
 def cosigned_checkpoint_vector() -> dict[str, Any]:
     """A checkpoint cosigned by three witnesses (tlog-cosignature/v1 Ed25519) and a tlog-policy for it."""
     key = _audit_signer()
@@ -1079,12 +1179,11 @@ def cosigned_checkpoint_vector() -> dict[str, Any]:
     extensions = (_note.timestamp_extension(when),)
     text = _note.checkpoint_text(AUDIT_ORIGIN, size, root, extensions)
     note = _note.sign_checkpoint(AUDIT_ORIGIN, size, root, AUDIT_ORIGIN, key, extensions=extensions)
-    names = ["witness.customs.vectors.isb/w1", "witness.police.vectors.isb/w2", "witness.border.vectors.isb/w3"]
+    names = [name for name, _ in _cosigners()]
     witnesses: list[dict[str, Any]] = []
     lines: list[str] = []
     timestamps: list[int] = []
-    for n, name in enumerate(names):
-        wkey = Ed25519PrivateKey.from_private_bytes(_seed(f"cosigner {n + 1}"))
+    for n, (name, wkey) in enumerate(_cosigners()):
         timestamp = int(when.timestamp()) + 1 + n
         line = _cosignature.cosign(text, name, wkey, timestamp)
         lines.append(line)
@@ -1097,10 +1196,7 @@ def cosigned_checkpoint_vector() -> dict[str, Any]:
             "vkey": _cosignature.encode_cosigner_vkey(name, wkey.public_key()), "timestamp": timestamp,
             "signed_message": _cosignature.signed_message(text, timestamp).decode(),
             "signature_line": line, "signature_hex": blob[12:].hex()})
-    policy = "".join([
-        f"log {_note.encode_vkey(AUDIT_ORIGIN, key.public_key())}\n",
-        *(f"witness w{n + 1} {w['vkey']}\n" for n, w in enumerate(witnesses)),
-        "group agencies 2 w1 w2 w3\n", "quorum agencies\n"])
+    policy = _witness_policy()
     full = _cosignature.attach(note, lines).decode()
     two = _cosignature.attach(note, [lines[0], lines[2]]).decode()
     one = _cosignature.attach(note, [lines[1]]).decode()
@@ -1217,6 +1313,142 @@ def crl_freshness_vector() -> dict[str, Any]:
     }
 
 
+# --- batch signatures (section 21) ------------------------------------------------------------------
+
+
+def _batch_member(purpose: batch.Purpose, signed: bytes, proof: envelope_pb2.BatchSignature) -> dict[str, Any]:
+    """The intermediate values of one batch member: its leaf, the root its path leads to, the signed input."""
+    leaf = batch.leaf_hash(purpose, signed)
+    root = _merkle.root_from_inclusion(leaf, proof.leaf_index, proof.tree_size, proof.path)
+    return {
+        "leaf_index": proof.leaf_index,
+        "leaf_data_hex": hashlib.sha256(_pae.pae(purpose.single, signed)).hexdigest(),
+        "leaf_hash_hex": leaf.hex(),
+        "path_hex": [h.hex() for h in proof.path],
+        "root_hex": root.hex(),
+        "root_signing_input_hex": batch.root_signing_input(purpose, proof.tree_size, root).hex(),
+    }
+
+
+def _batch_tampering(proof: envelope_pb2.BatchSignature, other: envelope_pb2.BatchSignature,
+                     key: ec.EllipticCurvePrivateKey, purpose: batch.Purpose,
+                     root: bytes) -> list[tuple[str, envelope_pb2.BatchSignature]]:
+    """Batch signatures that must fail for the member `proof` belongs to, each by one change."""
+    def changed(**fields: Any) -> envelope_pb2.BatchSignature:
+        out = envelope_pb2.BatchSignature()
+        out.CopyFrom(proof)
+        for name, value in fields.items():
+            if name == "path":
+                del out.path[:]
+                out.path.extend(value)
+            else:
+                setattr(out, name, value)
+        return out
+
+    wrong_purpose = batch.HEADER if purpose is batch.RECEIPT else batch.RECEIPT
+    return [
+        ("wrong path: the first path hash replaced", changed(path=[bytes(32), *proof.path[1:]])),
+        ("leaf moved to another batch: the signature and path of the same position in another batch", other),
+        ("root reused with another leaf count: tree_size changed", changed(tree_size=proof.tree_size + 1)),
+        ("wrong index: leaf_index changed", changed(leaf_index=(proof.leaf_index + 1) % proof.tree_size)),
+        ("bit flip in the root signature", changed(signature=_flip(proof.signature, 20))),
+        ("path one hash too long", changed(path=[*proof.path, bytes(32)])),
+        ("path one hash too short", changed(path=proof.path[:-1])),
+        ("a path hash of 31 bytes", changed(path=[proof.path[0][:31], *proof.path[1:]])),
+        ("tree_size 1 (a single structure is signed alone)", changed(tree_size=1, leaf_index=0, path=[])),
+        ("leaf_index equal to tree_size", changed(leaf_index=proof.tree_size)),
+        (f"the same root signed for the other purpose ({wrong_purpose.batch})",
+         changed(signature=key.sign(batch.root_signing_input(wrong_purpose, proof.tree_size, root), _ECDSA))),
+    ]
+
+
+def batch_signatures_vector() -> dict[str, Any]:
+    """Three envelopes under one header batch signature, five receipts under one receipt batch
+    signature, and batch signatures that must be refused (docs/protocol.md section 21)."""
+    ca_key, ca = _authority()
+    sender = _party(ca_key, ca, "FR-CUSTOMS", X25519_SUITE, 500)
+    recipient = _party(ca_key, ca, "DE-BKA", X25519_SUITE, 501)
+
+    def sealed_batch(label: str, count: int) -> list[envelope_pb2.Envelope]:
+        envelopes = [
+            seal(sender=sender["agency"], identity_key=sender["_identity_key"], certificate=sender["_certificate"],
+                 recipients=[recipient["agency"]], recipient_keys={recipient["agency"]: recipient["_bundle"]},
+                 kind=envelope_pb2.ALERT, body=f"{label} message {i}".encode(), content_type="text/plain",
+                 message_id=f"01972b5a-8c00-7abc-8def-0000000005{i:02d}", created=CREATED,
+                 _content_key=_seed(f"batch/{label}/{i}/content-key"), _nonce=_seed(f"batch/{label}/{i}/nonce", 12),
+                 sign=False)
+            for i in range(count)
+        ]
+        sign_envelopes(envelopes, sender["_identity_key"])
+        return envelopes
+
+    envelopes, others = sealed_batch("first", 3), sealed_batch("second", 3)
+    members = [_batch_member(batch.HEADER, e.header, e.batch_signature) for e in envelopes]
+    refused_envelopes = []
+    for what, proof in _batch_tampering(envelopes[2].batch_signature, others[2].batch_signature,
+                                        sender["_identity_key"], batch.HEADER, _root_of(members[2])):
+        e = envelope_pb2.Envelope()
+        e.CopyFrom(envelopes[2])
+        e.batch_signature.CopyFrom(proof)
+        refused_envelopes.append((what, e))
+    both = envelope_pb2.Envelope()
+    both.CopyFrom(envelopes[0])
+    both.header_signature = sender["_identity_key"].sign(_pae.header_signing_input(both.header), _ECDSA)
+    refused_envelopes.append(("both a header signature and a batch signature", both))
+
+    statuses = [envelope_pb2.DELIVERED] * 3 + [envelope_pb2.READ] * 2
+    receipts = [
+        new_receipt(message_id=envelope_pb2.Header.FromString(envelopes[i % 3].header).message_id,
+                    envelope_sha256=envelope_sha256(envelopes[i % 3].SerializeToString()),
+                    recipient=recipient["agency"], status=status, time=CREATED + dt.timedelta(minutes=5 + i))
+        for i, status in enumerate(statuses)
+    ]
+    signed = sign_receipts(receipts, recipient["_identity_key"])
+    other_signed = sign_receipts(receipts[::-1], recipient["_identity_key"])
+    receipt_members = [_batch_member(batch.RECEIPT, r.receipt, r.batch_signature) for r in signed]
+    refused_receipts = []
+    for what, proof in _batch_tampering(signed[1].batch_signature, other_signed[1].batch_signature,
+                                        recipient["_identity_key"], batch.RECEIPT, _root_of(receipt_members[1])):
+        r = envelope_pb2.SignedReceipt(receipt=signed[1].receipt)
+        r.batch_signature.CopyFrom(proof)
+        refused_receipts.append((what, r))
+    return {
+        "name": "batch-signatures",
+        "description": "Merkle batch signatures (docs/protocol.md section 21): a batch of three envelopes and a"
+                       " batch of five receipts, each member verifying alone, and members that must be refused",
+        "trust_domain": TRUST_DOMAIN,
+        "verification_time": CREATED.isoformat(),
+        "ca_certificate_pem": _pem_cert(ca),
+        "sender": _public(sender),
+        "recipient": _public(recipient),
+        "envelopes": {
+            "purpose": batch.HEADER.single,
+            "tree_size": len(envelopes),
+            "members": [{**m, "envelope_hex": e.SerializeToString().hex(),
+                         "envelope_sha256_hex": envelope_sha256(e.SerializeToString()).hex(),
+                         "body_hex": f"first message {i}".encode().hex()}
+                        for i, (m, e) in enumerate(zip(members, envelopes, strict=True))],
+            "must_be_refused": [{"description": what, "envelope_hex": e.SerializeToString().hex()}
+                                for what, e in refused_envelopes],
+        },
+        "receipts": {
+            "purpose": batch.RECEIPT.single,
+            "tree_size": len(signed),
+            "members": [{**m, "signed_receipt_hex": r.SerializeToString().hex(),
+                         "status": envelope_pb2.ReceiptStatus.Name(statuses[i])}
+                        for i, (m, r) in enumerate(zip(receipt_members, signed, strict=True))],
+            "must_be_refused": [{"description": what, "signed_receipt_hex": r.SerializeToString().hex()}
+                                for what, r in refused_receipts],
+        },
+    }
+
+
+def _root_of(member: dict[str, Any]) -> bytes:
+    """The root a member's path leads to."""
+    return bytes.fromhex(member["root_hex"])
+
+
+
 def all_vectors() -> list[dict[str, Any]]:
     """The JSON vectors this script writes, each named by its `name`."""
     return [
@@ -1228,6 +1460,7 @@ def all_vectors() -> list[dict[str, Any]]:
             body=b'{"category":"CASH_COURIER","subject":"passenger on AF1234"}',
             content_type="application/json",
             message_id="01972b5a-8c00-7abc-8def-0123456789ab",
+            justification={"legal_basis": "NAPLES-II", "case_reference": "FR-2025-0042", "operator": "op-7f3a"},
         ),
         make_vector(
             "envelope-hybrid-and-classical",
@@ -1259,6 +1492,8 @@ def all_vectors() -> list[dict[str, Any]]:
         checkpoint_vector(),
         crl_freshness_vector(),
         cosigned_checkpoint_vector(),
+        directory_proof_vector(),
+        batch_signatures_vector(),
     ]
 
 

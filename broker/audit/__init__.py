@@ -4,7 +4,7 @@
 `CheckpointSigner`, and answers queries, proofs and exports for the AuditService.
 """
 
-from broker.audit.events import KNOWN_EVENTS, AuditEvent
+from broker.audit.events import KNOWN_EVENTS, AuditEvent, justification_fields
 from broker.audit.log import AuditLog, AuditRecord, CheckpointRecord, QueryPage
 from broker.audit.signer import CheckpointSigner
 from broker.audit.tables import AUDIT_TABLES
@@ -18,4 +18,5 @@ __all__ = [
     "CheckpointRecord",
     "CheckpointSigner",
     "QueryPage",
+    "justification_fields",
 ]

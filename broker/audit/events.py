@@ -8,6 +8,7 @@ position: an entry moved, dropped or duplicated in an export no longer matches w
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,11 +42,24 @@ KNOWN_EVENTS = frozenset(
         "certificate.revoked",
         "policy.changed",
         "audit.query",
+        "directory.lookup",
         "retention.purged",
         "watchlist.review_notice",
         "watchlist.review_renewed",
     }
 )
+
+
+def justification_fields(legal_basis: str, case_reference: str, operator: str, asserted_by: str) -> dict[str, str]:
+    """The justification members of a disclosure's or consultation's entry (docs/protocol.md section 22, Justification).
+
+    Only the fields given appear. The operator is recorded as supplied, with `operator_asserted_by`
+    naming the caller that asserted it: the broker cannot verify who sat at the agency's terminal.
+    """
+    fields = {"legal_basis": legal_basis, "case_reference": case_reference}
+    if operator:
+        fields |= {"operator": operator, "operator_asserted_by": asserted_by}
+    return {name: value for name, value in fields.items() if value}
 
 
 def _check_field(name: str, value: object) -> FieldValue:
@@ -63,6 +77,7 @@ def _check_field(name: str, value: object) -> FieldValue:
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+@functools.lru_cache(maxsize=16)  # the entries of one writer batch share one time: format it once
 def _format_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

@@ -247,19 +247,24 @@ class AuditLog:
 
     def latest_checkpoint(self, conn: Connection) -> CheckpointRecord | None:
         """The checkpoint of the largest tree, if any was signed."""
-        row = conn.execute(
+        latest = self.checkpoints_above(conn, -1, 1)
+        return latest[0] if latest else None
+
+    def checkpoints_above(self, conn: Connection, tree_size: int, limit: int) -> list[CheckpointRecord]:
+        """Up to `limit` checkpoints larger than `tree_size`, the largest first."""
+        rows = conn.execute(
             select(
                 checkpoints_table.c.tree_size,
                 checkpoints_table.c.root_hash,
                 checkpoints_table.c.time_us,
                 checkpoints_table.c.note,
             )
+            .where(checkpoints_table.c.tree_size > tree_size)
             .order_by(checkpoints_table.c.tree_size.desc())
-            .limit(1)
-        ).first()
-        if row is None:
-            return None
-        return CheckpointRecord(int(row[0]), bytes(row[1]), _from_us(row[2]), bytes(row[3]))
+            .limit(limit)
+        )
+        return [CheckpointRecord(int(size), bytes(root), _from_us(time_us), bytes(note))
+                for size, root, time_us, note in rows]
 
     def checkpoint(self, conn: Connection, tree_size: int) -> CheckpointRecord:
         """The checkpoint signed at exactly `tree_size`."""

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from broker.api.v1 import envelope_pb2
 from broker.attachments.blobs import BlobStore
-from broker.audit import AuditEvent, refusals
+from broker.audit import AuditEvent, justification_fields, refusals
 from broker.config import BrokerConfig
 from broker.delivery import operations as ops
 from broker.delivery.dispatcher import Dispatcher, Stream
@@ -39,6 +39,7 @@ from broker.identity import Principal, Role
 from broker.metrics import AUDIT_WRITE_FAILURES, DELIVERIES, ENVELOPES, RECEIPTS
 from broker.policy import Decision, RunningPolicy, kind_from_proto, tlp_from_proto
 from broker.protocol import validation
+from broker.protocol.batch import VerifiedRoots
 from broker.protocol.envelope import verify_outer
 from broker.protocol.errors import OutOfRange
 from broker.protocol.forwarding import verify_forward_consent
@@ -64,16 +65,19 @@ class RecipientState:
     updated_us: int
     receipt: bytes | None
     receipt_signature: bytes | None
+    receipt_batch: bytes | None
     receipt_cert: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
 class MessageState:
-    """What GetStatus answers: each recipient's state (with the receipt's certificate), and the purge."""
+    """What GetStatus answers: each recipient's state (with the receipt's certificate), the purge, and the
+    RECALLs the sender sent of the message."""
 
     recipients: list[tuple[RecipientState, bytes | None]]
     purged_under: str  # the retention rule, or "" while the envelope is kept
     purged_us: int | None
+    recalls: tuple[str, ...] = ()
 
 
 class Exchange:
@@ -91,6 +95,9 @@ class Exchange:
         self._cert_der: dict[bytes, bytes] = {}  # fingerprint -> DER, for deliveries of the backlog
         self._delivered_buffer: list[tuple[str, str, int]] = []
         self._known_certs: set[bytes] = set()
+        # Batch roots whose signature verified (protocol section 21): the other envelopes and receipts
+        # of a batch cost a path check, not an ECDSA verification.
+        self._roots = VerifiedRoots()
         with engine.connect() as conn:
             last = conn.execute(sa.select(sa.func.max(tables.messages.c.seq))).scalar()
         self._arrival = ops.ArrivalCounter((last or 0) + 1)
@@ -151,7 +158,8 @@ class Exchange:
         if header.sender in header.recipients:
             raise InvalidRequest("an agency cannot address itself")
         # 2. The outer signature and digests, with the caller's own certificate.
-        header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
+        header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes,
+                              roots=self._roots)
         expires_us = header.expires.ToMicroseconds() if header.HasField("expires") else None
         if expires_us is not None and expires_us <= now_us():
             raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
@@ -177,6 +185,8 @@ class Exchange:
         """The policy decision for this header, and the group expansion recorded in the audit entry."""
         self.reload_policy()
         policy = self._policy.current
+        policy.justification.check_send(kind_from_proto(header.kind), tlp_from_proto(header.handling.tlp),
+                                        {"legal_basis": header.legal_basis, "case_reference": header.case_reference})
         for r in header.recipients:
             # Groups and agencies share one namespace (EU-CUSTOMS looks like an agency id).
             if r not in policy.groups and r not in self._registry:
@@ -226,6 +236,14 @@ class Exchange:
             return Decision(allowed=True, rule=f"consent:{original.sender}",
                             reason=f"{original.sender} consented to this forward", expanded=decision.expanded)
         return decision
+
+    def consultation(self, caller: str, legal_basis: str, case_reference: str, operator: str) -> dict[str, str]:
+        """The audit fields of a consultation's justification (docs/protocol.md section 22, Justification), checked:
+        within their limits, and a legal basis from the policy's list; raise `InvalidRequest` if not."""
+        validation.check_justification(legal_basis, case_reference, operator)
+        self.reload_policy()
+        self._policy.current.justification.check_code(legal_basis, "legal_basis")
+        return justification_fields(legal_basis, case_reference, operator, caller)
 
     def reload_policy(self) -> None:
         """Pick up an edited policy file (one stat); record the change in the audit log."""
@@ -356,14 +374,17 @@ class Exchange:
             verified = []
             seen = set()
             for signed in receipts:
-                receipt = verify_receipt(signed, cert, expected_recipient=caller.name)
+                receipt = verify_receipt(signed, cert, expected_recipient=caller.name, roots=self._roots)
                 if receipt.message_id in seen:
                     raise InvalidRequest(f"message {receipt.message_id} acknowledged twice in one Ack")
                 seen.add(receipt.message_id)
                 verified.append(ops.VerifiedReceipt(
                     message_id=receipt.message_id, recipient=caller.name, status=receipt.status,
-                    receipt=signed.receipt, signature=signed.signature, cert_fingerprint=caller.fingerprint,
-                    cert_der=caller.certificate_der, envelope_sha256=receipt.envelope_sha256))
+                    receipt=signed.receipt, signature=signed.signature,
+                    batch_signature=signed.batch_signature.SerializeToString() if signed.HasField("batch_signature")
+                    else None, cert_fingerprint=caller.fingerprint,
+                    cert_der=caller.certificate_der, envelope_sha256=receipt.envelope_sha256,
+                    reason=receipt.reason))
             RECEIPTS.inc(len(verified))
             count: int = await self._writer.submit(ops.RecordReceipts(
                 verified, actor=str(caller.spiffe_id), known_certs=self._known_certs,
@@ -372,7 +393,8 @@ class Exchange:
 
     # -- GetStatus -----------------------------------------------------------------------------
     async def status(self, caller: Principal, message_id: str) -> MessageState:
-        """Delivery state and receipts of a message the caller sent, and whether retention purged it."""
+        """Delivery state and receipts of a message the caller sent, whether retention purged it, and the
+        RECALLs the caller sent of it."""
         def load(conn: Connection) -> MessageState | None:
             d, m, c = tables.deliveries, tables.messages, tables.peer_certificates
             message = conn.execute(sa.select(m.c.sender, m.c.purge_rule, m.c.purged_us)
@@ -383,11 +405,14 @@ class Exchange:
                 sa.select(d, c.c.der).outerjoin(c, c.c.fingerprint == d.c.receipt_cert)
                 .where(d.c.message_id == message_id).order_by(d.c.recipient)
             ).all()
+            recalls = conn.execute(
+                sa.select(m.c.message_id).where(m.c.references == message_id, m.c.kind == envelope_pb2.RECALL,
+                                                m.c.sender == caller.name).order_by(m.c.seq)).scalars().all()
             return MessageState([
                 (RecipientState(r.recipient, r.state, r.attempts, r.updated_us, r.receipt, r.receipt_signature,
-                                r.receipt_cert), r.der)
+                                r.receipt_batch, r.receipt_cert), r.der)
                 for r in rows
-            ], message.purge_rule or "", message.purged_us)
+            ], message.purge_rule or "", message.purged_us, tuple(recalls))
 
         state = await self.read(load)
         if state is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -13,8 +14,8 @@ from broker.api.v1 import broker_pb2, envelope_pb2
 from broker.attachments import tables as attachment_tables
 from broker.attachments.blobs import BlobStore
 from broker.attachments.operations import attach_to_message, delete_attachments
-from broker.audit import AuditEvent
-from broker.errors import AlreadyExists, FailedPrecondition, NotFound
+from broker.audit import AuditEvent, justification_fields
+from broker.errors import AlreadyExists, FailedPrecondition, InvalidRequest, NotFound
 from broker.store import tables
 from broker.store.db import bulk_update
 from broker.store.writer import Batch
@@ -113,6 +114,7 @@ class AcceptEnvelope:
         if h.references:
             # The recalled or forwarded original: so that an auditor can follow a message's forwards.
             fields["references"] = h.references
+        fields |= justification_fields(h.legal_basis, h.case_reference, h.operator, h.sender)
         index = batch.audit(AuditEvent(
             event="envelope.accepted", actor=self.caller, time=batch.now,
             message_id=h.message_id, agency=h.sender, fields=fields,
@@ -133,7 +135,7 @@ class AcceptEnvelope:
             batch.insert(tables.deliveries, {
                 "message_id": h.message_id, "recipient": recipient, "seq": seq, "priority": h.priority,
                 "state": PENDING, "attempts": 0, "updated_us": batch.now_us,
-                "receipt": None, "receipt_signature": None, "receipt_cert": None,
+                "receipt": None, "receipt_signature": None, "receipt_batch": None, "receipt_cert": None,
             })
             queued.append(QueuedDelivery(h.message_id, recipient, h.priority, seq, self.expires_us,
                                          batch.now_us, self.parsed, 0, self.sender_cert_der))
@@ -213,7 +215,8 @@ _CERTIFICATE_KNOWN = sa.select(tables.peer_certificates.c.fingerprint).where(
     tables.peer_certificates.c.fingerprint == sa.bindparam("f"))
 
 _DELIVERED_DIGESTS = (
-    sa.select(tables.deliveries.c.message_id, tables.deliveries.c.state, tables.messages.c.envelope_sha256)
+    sa.select(tables.deliveries.c.message_id, tables.deliveries.c.state, tables.messages.c.envelope_sha256,
+              tables.messages.c.kind, tables.messages.c.references)
     .join(tables.messages, tables.messages.c.message_id == tables.deliveries.c.message_id)
     .where(tables.deliveries.c.message_id.in_(sa.bindparam("ids", expanding=True)),
            tables.deliveries.c.recipient == sa.bindparam("r"))
@@ -259,9 +262,11 @@ class VerifiedReceipt:
     status: envelope_pb2.ReceiptStatus.ValueType
     receipt: bytes
     signature: bytes
+    batch_signature: bytes | None  # serialized BatchSignature of a batch-signed receipt (section 21)
     cert_fingerprint: bytes
     cert_der: bytes
     envelope_sha256: bytes
+    reason: str = ""
 
 
 @dataclass
@@ -286,11 +291,13 @@ class RecordReceipts:
                 problems.append(f"{r.message_id}: receipt names another envelope digest than the one delivered")
         if problems:  # audited once by the caller's refusal scope
             raise InvalidReceipt("receipts refused, none recorded: " + "; ".join(problems))
+        erased = _check_erasures(self.receipts, rows)
         for r in self.receipts:
             remember_certificate(batch, self.known_certs, r.cert_fingerprint, r.cert_der)
         bulk_update(batch.conn, tables.deliveries, _DELIVERY_KEY,
-                    ("updated_us", "receipt", "receipt_signature", "receipt_cert"),
-                    [(r.message_id, r.recipient, batch.now_us, r.receipt, r.signature, r.cert_fingerprint)
+                    ("updated_us", "receipt", "receipt_signature", "receipt_batch", "receipt_cert"),
+                    [(r.message_id, r.recipient, batch.now_us, r.receipt, r.signature, r.batch_signature,
+                      r.cert_fingerprint)
                      for r in self.receipts],
                     constants={"state": ACKNOWLEDGED})
         for r in self.receipts:
@@ -298,7 +305,8 @@ class RecordReceipts:
                 event="receipt.received", actor=self.actor, time=batch.now, message_id=r.message_id,
                 agency=r.recipient,
                 fields={"recipient": r.recipient, "status": envelope_pb2.ReceiptStatus.Name(r.status),
-                        "receipt_sha256": _sha256(r.receipt)},
+                        "receipt_sha256": _sha256(r.receipt),
+                        **({"erased": erased[r.message_id]} if r.message_id in erased else {})},
             ))
         done = [(r.message_id, r.recipient) for r in self.receipts]
         for message_id, recipient in done:
@@ -326,6 +334,27 @@ class ExpireDeliveries:
             if updated:
                 batch.audit(AuditEvent(event="delivery.expired", actor=self.actor, time=batch.now,
                                        message_id=message_id, agency=recipient, fields={"recipient": recipient}))
+
+
+def _check_erasures(receipts: Sequence[VerifiedReceipt], rows: dict[str, Any]) -> dict[str, str]:
+    """RECALL id -> the message it erased, for each ERASED receipt; raise if one confirms no recall.
+
+    An ERASED receipt acknowledges the delivery of a RECALL, and its signed reason starts with the
+    recalled message id (docs/protocol.md section 22, Erasure), so the confirmation names what was erased.
+    """
+    erased: dict[str, str] = {}
+    for r in receipts:
+        if r.status != envelope_pb2.ERASED:
+            continue
+        row = rows[r.message_id]
+        if row.kind != envelope_pb2.RECALL:
+            raise InvalidRequest(f"receipt for {r.message_id}: ERASED confirms a RECALL, and this message is of kind "
+                                 f"{envelope_pb2.Kind.Name(row.kind)}; acknowledge it as DELIVERED or READ")
+        if r.reason.split(":", 1)[0] != row.references:
+            raise InvalidRequest(f"receipt for {r.message_id}: an ERASED receipt's reason must start with the "
+                                 f"recalled message id {row.references}")
+        erased[r.message_id] = row.references
+    return erased
 
 
 class InvalidReceipt(NotFound):

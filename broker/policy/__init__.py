@@ -21,6 +21,7 @@ from broker.policy.codes import (
 )
 from broker.policy.errors import PolicyError
 from broker.policy.forwarding import AnyOf, NoForwarding, SameOrganisation, ToAgencies
+from broker.policy.justification import Justification, Requirement
 from broker.policy.model import Agency, ForwardClause, Rule
 from broker.policy.policy import Decision, Policy, diff
 from broker.policy.running import PolicyChange, RunningPolicy, ValidationReport
@@ -33,10 +34,12 @@ __all__ = [
     "AnyOf",
     "Decision",
     "ForwardClause",
+    "Justification",
     "NoForwarding",
     "Policy",
     "PolicyChange",
     "PolicyError",
+    "Requirement",
     "Rule",
     "RunningPolicy",
     "SameOrganisation",

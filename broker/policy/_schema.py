@@ -20,17 +20,21 @@ from broker.policy._locate import Locator
 from broker.policy.codes import AGENCY_KINDS, COUNTRIES, KINDS, TLP_CODES
 from broker.policy.errors import PolicyError
 from broker.policy.forwarding import AnyOf, NoForwarding, SameOrganisation, ToAgencies
+from broker.policy.justification import FIELDS, Justification, Requirement
 from broker.policy.model import Agency, ForwardClause, Rule
 from broker.policy.retention import PER_MESSAGE, STORED, Period, PeriodError, Retention, RetentionRule
+from broker.protocol.validation import LEGAL_BASIS
 
 EVERYONE: Final = "*"
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$|\s*\(at end of document\)$")
 
-_ROOT_KEYS: Final = frozenset({"version", "description", "agencies", "groups", "rules", "retention"})
+_ROOT_KEYS: Final = frozenset({"version", "description", "agencies", "groups", "rules", "retention", "legal_bases",
+                               "justification"})
 _AGENCY_KEYS: Final = frozenset({"id", "country", "kind", "organisation", "name"})
 _GROUP_KEYS: Final = frozenset({"name", "members", "description"})
 _RULE_KEYS: Final = frozenset({"name", "description", "senders", "kinds", "handling", "recipients", "forward"})
+_JUSTIFICATION_KEYS: Final = frozenset({"kinds", "handling", "require"})
 _RETENTION_KEYS: Final = frozenset({"default", "rules", *STORED})
 _RETENTION_RULE_KEYS: Final = frozenset({"name", "description", "kinds", "handling", *PER_MESSAGE})
 _FORWARD_KEYWORDS: Final = ("none", "same-organisation", "rule-recipients")
@@ -43,6 +47,7 @@ class Document:
     agencies: Mapping[str, Agency]
     groups: Mapping[str, frozenset[str]]
     rules: tuple[Rule, ...]
+    justification: Justification
     retention: Retention
 
 
@@ -153,8 +158,9 @@ def parse_document(text: str, source: str) -> Document:
     groups = _groups(check, root, agencies)
     rules = _rules(check, root, agencies, groups)
     retention = _retention(check, root)
+    justification = _justification(check, root)
     check.fail_if_any()
-    return Document(agencies=agencies, groups=groups, rules=rules, retention=retention)
+    return Document(agencies=agencies, groups=groups, rules=rules, retention=retention, justification=justification)
 
 
 def _agencies(check: _Checker, root: Mapping[str, Any]) -> dict[str, Agency]:
@@ -504,6 +510,43 @@ def _rules(
     return tuple(rules)
 
 
+def _kinds(check: _Checker, values: list[str], table: str, index: int, subject: str) -> frozenset[str] | None:
+    bad = [kind for kind in values if kind not in KINDS]
+    for kind in bad:
+        check.error(check.locate(table, index, "kinds", kind),
+                    f"{subject}: unknown kind '{kind}' (expected one of {', '.join(KINDS)})")
+    return None if bad else frozenset(values)
+
+
+def _justification(check: _Checker, root: Mapping[str, Any]) -> Justification:
+    """`legal_bases` (the accepted codes) and the `[[justification]]` requirements."""
+    codes = check.strings(root, "", 0, "policy", "legal_bases", required=False) or []
+    for code in codes:
+        if not LEGAL_BASIS.fullmatch(code):
+            check.error(check.locate("", 0, "legal_bases", code),
+                        f"policy: legal basis '{code}' is not a code (1 to 32 of A-Z 0-9 . _ -)")
+    if len(set(codes)) != len(codes):
+        check.error(check.locate("", 0, "legal_bases"), "policy: 'legal_bases' lists a code twice")
+    requirements: list[Requirement] = []
+    for index, entry in enumerate(check.tables(root, "justification")):
+        subject = f"justification #{index + 1}"
+        check.unknown_keys(entry, _JUSTIFICATION_KEYS, "justification", index, subject)
+        kinds = check.strings(entry, "justification", index, subject, "kinds", required=False)
+        handling = check.strings(entry, "justification", index, subject, "handling", required=False)
+        fields = check.strings(entry, "justification", index, subject, "require", required=True) or []
+        unknown = [f for f in fields if f not in FIELDS]
+        for name in unknown:
+            check.error(check.locate("justification", index, "require", name),
+                        f"{subject}: unknown field '{name}' (expected {' or '.join(FIELDS)})")
+        if not fields:
+            check.error(check.locate("justification", index, "require"), f"{subject}: 'require' names no field")
+        kind_set = frozenset(KINDS) if kinds is None else _kinds(check, kinds, "justification", index, subject)
+        tlp_set = frozenset(TLP_CODES) if handling is None else _handling(check, handling, index, subject,
+                                                                          "justification")
+        if kind_set is not None and tlp_set is not None and fields and not unknown:
+            requirements.append(Requirement(kind_set, tlp_set, tuple(dict.fromkeys(fields)),
+                                            check.locate("justification", index)))
+    return Justification(tuple(codes), tuple(requirements))
 def _periods(check: _Checker, entry: Mapping[str, Any], keys: tuple[str, ...], table: str, index: int,
              subject: str) -> dict[str, Period]:
     """The periods `entry` sets for `keys`; each bad one is an error naming its key."""

@@ -26,6 +26,7 @@ from typing import Final
 from broker.errors import BrokerError, PolicyViolation
 from broker.policy._schema import parse_document
 from broker.policy.codes import KINDS, ORGANISATION_BOUND, TLP_CODES, kind_name, tlp_code
+from broker.policy.justification import Justification
 from broker.policy.model import Agency, Rule
 from broker.policy.retention import DEFAULT_RETENTION, Retention
 
@@ -101,7 +102,8 @@ def _ordered(values: Iterable[str], order: Sequence[str]) -> str:
 class Policy:
     """A validated, immutable sharing policy. Build one with `Policy.parse`."""
 
-    __slots__ = ("_agencies", "_by_send", "_digest", "_groups", "_retention", "_rules", "_source", "_text")
+    __slots__ = ("_agencies", "_by_send", "_digest", "_groups", "_justification", "_retention", "_rules", "_source",
+                 "_text")
 
     def __init__(
         self,
@@ -111,6 +113,7 @@ class Policy:
         groups: Mapping[str, frozenset[str]],
         rules: tuple[Rule, ...],
         retention: Retention = DEFAULT_RETENTION,
+        justification: Justification | None = None,
     ) -> None:
         """Use `Policy.parse`; this assembles the indexes from already validated parts."""
         self._retention = retention
@@ -120,6 +123,7 @@ class Policy:
         self._agencies: Mapping[str, Agency] = MappingProxyType(dict(agencies))
         self._groups: Mapping[str, frozenset[str]] = MappingProxyType(dict(groups))
         self._rules = rules
+        self._justification = justification or Justification()
         # (sender, kind, tlp) -> rules that could allow it, in file order (first match is reported).
         by_send: dict[tuple[str, str, str], list[Rule]] = {}
         for rule in rules:
@@ -135,7 +139,8 @@ class Policy:
     def parse(cls, text: str, source: str = "policy.toml") -> Policy:
         """Validate a TOML policy document; raise `PolicyError` naming each bad line."""
         document = parse_document(text, source)
-        return cls(text, source, document.agencies, document.groups, document.rules, document.retention)
+        return cls(text, source, document.agencies, document.groups, document.rules, document.retention,
+                   document.justification)
 
     # Introspection --------------------------------------------------------------------------------
 
@@ -173,6 +178,11 @@ class Policy:
     def rules(self) -> tuple[Rule, ...]:
         """The rules, in file order."""
         return self._rules
+
+    @property
+    def justification(self) -> Justification:
+        """The accepted legal-basis codes and which sends must carry a justification."""
+        return self._justification
 
     @property
     def retention(self) -> Retention:

@@ -155,9 +155,10 @@ def _check_hashes(what: str, hashes: Sequence[bytes]) -> None:
             raise VerificationError(f"{what}: element {i} is {len(h)} bytes, not a {HASH_SIZE}-byte hash")
 
 
-def verify_inclusion(leaf: bytes, index: int, tree_size: int, proof: Sequence[bytes], root: bytes) -> None:
-    """Check that leaf hash `leaf` is at `index` of the tree of `tree_size` with `root` (RFC 9162 2.1.3.2)."""
-    _check_hashes("inclusion proof", [leaf, root, *proof])
+def root_from_inclusion(leaf: bytes, index: int, tree_size: int, proof: Sequence[bytes]) -> bytes:
+    """The root that inclusion proof `proof` of leaf hash `leaf` at `index` leads to (RFC 9162 2.1.3.2
+    steps 1-5 without the final comparison); raise `VerificationError` for a proof of the wrong shape."""
+    _check_hashes("inclusion proof", [leaf, *proof])
     # 1. If leaf_index >= tree_size, fail.
     if not 0 <= index < tree_size:
         raise VerificationError(f"inclusion proof: leaf index {index} is not in a tree of size {tree_size}")
@@ -179,9 +180,16 @@ def verify_inclusion(leaf: bytes, index: int, tree_size: int, proof: Sequence[by
         # c. Right-shift both once.
         fn >>= 1
         sn >>= 1
-    # 5. sn must be 0 and r the root.
+    # 5. sn must be 0 (and the caller compares r with the root).
     if sn != 0:
         raise VerificationError(f"inclusion proof for leaf {index} of {tree_size} has too few hashes")
+    return r
+
+
+def verify_inclusion(leaf: bytes, index: int, tree_size: int, proof: Sequence[bytes], root: bytes) -> None:
+    """Check that leaf hash `leaf` is at `index` of the tree of `tree_size` with `root` (RFC 9162 2.1.3.2)."""
+    _check_hashes("inclusion proof", [root])
+    r = root_from_inclusion(leaf, index, tree_size, proof)
     if r != root:
         raise VerificationError(
             f"inclusion proof for leaf {index} of {tree_size} leads to root {r.hex()}, not {root.hex()}"

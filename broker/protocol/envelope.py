@@ -3,8 +3,11 @@
 - `seal` (sender): inner signature over plaintext and context, one AES-256-GCM encryption of the
   content, the content key wrapped with HPKE for each recipient agency, outer signature over the
   header bytes.
+- `sign_envelopes` (sender of a batch): one outer signature over the Merkle root of several
+  headers (docs/protocol.md section 21); `seal(..., sign=False)` leaves the outer signature to it.
 - `verify_outer` (broker, and first step of opening): the header signature and digests, without
-  decrypting. Cheap on purpose: one ECDSA verification and two SHA-256 passes.
+  decrypting. Cheap on purpose: one ECDSA verification (none for a batch root already verified,
+  given a `VerifiedRoots` cache) and two SHA-256 passes.
 - `open_envelope` (recipient): unwrap, decrypt, and verify the inner signature against the header.
 
 Every signed or bound byte string is built in `broker.protocol._pae`; see there for the encodings.
@@ -29,7 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import envelope_pb2
-from broker.protocol import _pae, _stream, validation
+from broker.protocol import _pae, _stream, batch, validation
 from broker.protocol.errors import ProtocolError, VerificationError
 from broker.protocol.keys import (
     EncryptionKey,
@@ -50,6 +53,7 @@ __all__ = [
     "new_content_key",
     "open_envelope",
     "seal",
+    "sign_envelopes",
     "unverified_message_id",
     "uuid7",
     "verify_outer",
@@ -155,7 +159,11 @@ def seal(
     message_id: str | None = None,
     created: dt.datetime | None = None,
     attachments: Sequence[envelope_pb2.AttachmentRef] = (),
+    legal_basis: str = "",
+    case_reference: str = "",
+    operator: str = "",
     content_key: bytes | None = None,
+    sign: bool = True,
     _content_key: bytes | None = None,
     _nonce: bytes | None = None,
 ) -> envelope_pb2.Envelope:
@@ -165,23 +173,17 @@ def seal(
     the content key is wrapped for exactly these agencies. `attachments` are the references of
     attachments already encrypted under keys derived from `content_key` for this `message_id`
     (see `broker.protocol.attachments`); `content_key` must then be the fresh key from
-    `new_content_key` they were derived from, used for this message only. `_content_key` and `_nonce` exist only
+    `new_content_key` they were derived from, used for this message only. `legal_basis`,
+    `case_reference` and `operator` justify the disclosure (covered by the header signature only,
+    docs/protocol.md section 22, Justification). With `sign=False` the envelope has no outer
+    signature yet: pass it, with the others of its batch, to `sign_envelopes`.
+    `_content_key` and `_nonce` exist only
     so that `scripts/make_vectors.py` can produce reproducible test vectors: never pass them
     otherwise (a repeated key and nonce destroys AES-GCM's security).
     Raise `ValueError` for arguments that cannot make a valid envelope.
     """
     # 0. Arguments. These are programming errors of the caller, hence ValueError.
-    if not recipients:
-        raise ValueError("an envelope needs at least one recipient")
-    if len(set(recipients)) != len(recipients) or not all(recipients):
-        raise ValueError("recipients must be distinct, non-empty names")
-    if not recipient_keys:
-        raise ValueError("recipient_keys is empty: nobody could open the envelope")
-    for agency, bundle in recipient_keys.items():
-        if bundle.agency != agency:
-            raise ValueError(f"key bundle for {agency!r} belongs to {bundle.agency!r}")
-    if kind == envelope_pb2.KIND_UNSPECIFIED:
-        raise ValueError("kind must be set")
+    _check_seal_arguments(recipients, recipient_keys, kind)
     if identity_key.public_key() != certificate.public_key():
         raise ValueError("identity_key does not belong to certificate")
     message_id = uuid7() if message_id is None else message_id
@@ -208,6 +210,9 @@ def seal(
         watchlist_version=watchlist_version,
         references=references,
         attachments=attachments,
+        legal_basis=legal_basis,
+        case_reference=case_reference,
+        operator=operator,
     )
     if handling is not None:
         header.handling.CopyFrom(handling)
@@ -242,13 +247,40 @@ def seal(
     # 5. Digests into the header, then the outer signature over the exact header bytes.
     header.ciphertext_sha256 = hashlib.sha256(ciphertext).digest()
     header.wrapped_keys_sha256 = _pae.wrapped_keys_sha256(wrapped_keys)
-    header_bytes = header.SerializeToString()
-    return envelope_pb2.Envelope(
-        header=header_bytes,
-        header_signature=sign_identity(identity_key, _pae.header_signing_input(header_bytes)),
-        ciphertext=ciphertext,
-        wrapped_keys=wrapped_keys,
-    )
+    envelope = envelope_pb2.Envelope(header=header.SerializeToString(), ciphertext=ciphertext,
+                                     wrapped_keys=wrapped_keys)
+    if sign:
+        sign_envelopes([envelope], identity_key)
+    return envelope
+
+
+def sign_envelopes(envelopes: Sequence[envelope_pb2.Envelope], identity_key: ec.EllipticCurvePrivateKey) -> None:
+    """Give sealed envelopes their outer signature, in place: one envelope its own header signature
+    (section 6.2 step 7), several one batch signature over their headers' tree (section 21)."""
+    if len(envelopes) == 1:
+        envelope = envelopes[0]
+        envelope.ClearField("batch_signature")
+        envelope.header_signature = sign_identity(identity_key, _pae.header_signing_input(envelope.header))
+        return
+    signatures = batch.sign_batch(batch.HEADER, [envelope.header for envelope in envelopes], identity_key)
+    for envelope, signature in zip(envelopes, signatures, strict=True):
+        envelope.header_signature = b""
+        envelope.batch_signature.CopyFrom(signature)
+
+
+def _check_seal_arguments(recipients: Sequence[str], recipient_keys: Mapping[str, envelope_pb2.KeyBundle],
+                          kind: envelope_pb2.Kind.ValueType) -> None:
+    if not recipients:
+        raise ValueError("an envelope needs at least one recipient")
+    if len(set(recipients)) != len(recipients) or not all(recipients):
+        raise ValueError("recipients must be distinct, non-empty names")
+    if not recipient_keys:
+        raise ValueError("recipient_keys is empty: nobody could open the envelope")
+    for agency, bundle in recipient_keys.items():
+        if bundle.agency != agency:
+            raise ValueError(f"key bundle for {agency!r} belongs to {bundle.agency!r}")
+    if kind == envelope_pb2.KIND_UNSPECIFIED:
+        raise ValueError("kind must be set")
 
 
 def _choose_content_key(content_key: bytes | None, fixed: bytes | None,
@@ -280,15 +312,20 @@ def _check_header_fields(header: envelope_pb2.Header) -> None:
 
 
 def verify_outer(
-    envelope: envelope_pb2.Envelope, sender_certificate: x509.Certificate, *, max_bytes: int | None = None
+    envelope: envelope_pb2.Envelope,
+    sender_certificate: x509.Certificate,
+    *,
+    max_bytes: int | None = None,
+    roots: batch.VerifiedRoots | None = None,
 ) -> envelope_pb2.Header:
     """Verify what anyone can verify without decrypting, and return the parsed header.
 
     This is the broker's check before storing; recipients run it first too. It does not check the
     certificate chain, revocation or the caller's identity: the caller has done that for
-    `sender_certificate`. Raise `VerificationError` (or `ProtocolError` when over `max_bytes`).
+    `sender_certificate`. With `roots`, a batch root verified before is not verified again.
+    Raise `VerificationError` (or `ProtocolError` when over `max_bytes`).
     """
-    return _verify_outer(envelope, sender_certificate, identity_public_key(sender_certificate), max_bytes)
+    return _verify_outer(envelope, sender_certificate, identity_public_key(sender_certificate), max_bytes, roots)
 
 
 def _verify_outer(
@@ -296,6 +333,7 @@ def _verify_outer(
     sender_certificate: x509.Certificate,
     public_key: ec.EllipticCurvePublicKey,
     max_bytes: int | None,
+    roots: batch.VerifiedRoots | None,
 ) -> envelope_pb2.Header:
     """`verify_outer` with the certificate's key already extracted (opening reuses it)."""
     # 1. Size, before any work.
@@ -303,13 +341,11 @@ def _verify_outer(
         raise ProtocolError(f"envelope is {envelope.ByteSize()} bytes, over the limit of {max_bytes}")
     with validation.verifying():
         validation.check_envelope(envelope)
-    # 2. Outer signature over the exact header bytes; nothing unauthenticated is parsed before this.
-    verify_identity_signature(
-        public_key,
-        envelope.header_signature,
-        _pae.header_signing_input(envelope.header),
-        what="envelope header",
-    )
+    # 2. Outer signature over the exact header bytes, alone or through its batch's root (section 21);
+    #    nothing unauthenticated is parsed before this.
+    sender_sha256 = certificate_sha256(sender_certificate)
+    batch.verify_signed(batch.HEADER, envelope.header, envelope.header_signature, batch.batch_of(envelope),
+                        public_key=public_key, signer_sha256=sender_sha256, roots=roots)
     try:
         header = envelope_pb2.Header.FromString(envelope.header)
     except DecodeError as exc:
@@ -319,7 +355,7 @@ def _verify_outer(
     with validation.verifying():
         validation.check_header(header)
     # 4. The header names the certificate that signed it, and its agency as sender.
-    if header.sender_cert_sha256 != certificate_sha256(sender_certificate):
+    if header.sender_cert_sha256 != sender_sha256:
         raise VerificationError("header sender_cert_sha256 does not match the sender certificate")
     certified = agency_of_certificate(sender_certificate)
     if header.sender != certified:
@@ -343,15 +379,17 @@ def open_envelope(
     recipient: str,
     keys: Mapping[str, EncryptionKey],
     sender_certificate: x509.Certificate,
+    roots: batch.VerifiedRoots | None = None,
 ) -> OpenedMessage:
     """Verify and decrypt an envelope addressed to `recipient`, holding `keys` (by key id).
 
     `sender_certificate` must already be verified by the caller as the certificate of the header's
-    sender (chain, validity, revocation). Raise `VerificationError` if anything does not match.
+    sender (chain, validity, revocation); `roots` caches verified batch roots (see `verify_outer`).
+    Raise `VerificationError` if anything does not match.
     """
     # 1. Everything the broker checked.
     public_key = identity_public_key(sender_certificate)
-    header = _verify_outer(envelope, sender_certificate, public_key, None)
+    header = _verify_outer(envelope, sender_certificate, public_key, None, roots)
     # 2. The content key wrapped for us, under a key we hold (old and new keys during rotation).
     wrapped = next((key for key in envelope.wrapped_keys if key.recipient == recipient), None)
     if wrapped is None:

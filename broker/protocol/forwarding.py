@@ -21,10 +21,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import envelope_pb2
-from broker.protocol import _pae, validation
+from broker.protocol import _pae, batch, validation
 from broker.protocol.envelope import OpenedMessage
 from broker.protocol.errors import VerificationError
 from broker.protocol.keys import (
+    certificate_sha256,
     identity_public_key,
     sign_identity,
     verify_agency_certificate,
@@ -60,13 +61,16 @@ class OriginalMessage:
 def forwarded_content(original: envelope_pb2.Envelope, opened: OpenedMessage,
                       sender_certificate: x509.Certificate) -> bytes:
     """The body of a forward of `original` (as received and opened by the forwarder)."""
-    return envelope_pb2.Forwarded(
+    record = envelope_pb2.Forwarded(
         original_header=original.header,
         original_header_signature=original.header_signature,
         original_sender_certificate=sender_certificate.public_bytes(Encoding.DER),
         original_content=envelope_pb2.Content(content_type=opened.content_type, body=opened.body,
                                               inner_signature=opened.inner_signature),
-    ).SerializeToString()
+    )
+    if original.HasField("batch_signature"):
+        record.original_batch_signature.CopyFrom(original.batch_signature)
+    return record.SerializeToString()
 
 
 def verify_forwarded(body: bytes, *, forward_header: envelope_pb2.Header, trust_roots: Sequence[x509.Certificate],
@@ -83,8 +87,10 @@ def verify_forwarded(body: bytes, *, forward_header: envelope_pb2.Header, trust_
                               trust_domain=trust_domain, now=original_header.created.ToDatetime(dt.UTC))
     # 2. The original sender signed the original header (outer) and the content with it (inner).
     public_key = identity_public_key(certificate)
-    verify_identity_signature(public_key, record.original_header_signature,
-                              _pae.header_signing_input(record.original_header), what="original header")
+    original_batch = record.original_batch_signature if record.HasField("original_batch_signature") else None
+    batch.verify_signed(batch.Purpose(_pae.HEADER, "original header"), record.original_header,
+                        record.original_header_signature, original_batch, public_key=public_key,
+                        signer_sha256=certificate_sha256(certificate))
     content = record.original_content
     verify_identity_signature(public_key, content.inner_signature,
                               _pae.content_signing_input(original_header, content.content_type, content.body),

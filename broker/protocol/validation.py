@@ -28,21 +28,27 @@ from broker.protocol.errors import OutOfRange, ProtocolError, VerificationError
 
 __all__ = [
     "DEFAULT_MAX_CLOCK_SKEW",
+    "LEGAL_BASIS",
     "MAX_ATTACHMENTS",
     "MAX_ATTACHMENT_SIZE",
+    "MAX_BATCH_SIZE",
+    "MAX_CASE_REFERENCE",
     "MAX_CLASSIFICATION",
     "MAX_HEADER_BYTES",
+    "MAX_OPERATOR",
     "MAX_RECIPIENTS",
     "MAX_TIMESTAMP_SECONDS",
     "MEDIA_TYPE",
     "MIN_TIMESTAMP_SECONDS",
     "check_agency_id",
     "check_attachment_ref",
+    "check_batch_signature",
     "check_created_skew",
     "check_directory_request",
     "check_envelope",
     "check_forward_consent",
     "check_header",
+    "check_justification",
     "check_key_bundle",
     "check_message_id",
     "check_receipt",
@@ -64,6 +70,8 @@ MAX_WRAPPED_KEYS: Final = 4096  # recipients after group expansion
 MAX_KEY_ID: Final = 128
 MAX_WRAPPED_KEY_BYTES: Final = 4096  # ML-KEM-768+X25519 encapsulation and sealed key: about 1,200
 MAX_SIGNATURE_BYTES: Final = 256  # ECDSA P-256 DER: at most 72
+MAX_BATCH_SIZE: Final = 4096  # leaves of one batch signature (section 21): a path of at most 12 hashes
+MAX_BATCH_PATH: Final = (MAX_BATCH_SIZE - 1).bit_length()
 MAX_CLASSIFICATION: Final = 64
 # Attachments (docs/protocol.md "Attachments"); brokers configure lower size limits (default 2 GiB).
 MAX_ATTACHMENTS: Final = 16
@@ -79,6 +87,13 @@ MAX_COUNTER: Final = 2**63 - 1  # versions and counters are stored as signed 64-
 MAX_LIST: Final = 1000  # agencies of one directory query, receipts of one Ack
 MAX_ENTRY_TYPES: Final = 32
 MAX_SUBSCRIBERS: Final = 200
+# Justification (docs/protocol.md section 22, Justification): a short code, and two opaque
+# references that are never personal data; printable text only, so that an audit entry shows
+# what was asserted.
+LEGAL_BASIS: Final = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,31}")
+MAX_CASE_REFERENCE: Final = 128
+MAX_OPERATOR: Final = 128
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SHA256: Final = 32
 
 # Canonical lowercase text form only: the id is an idempotency key, so one UUID has one spelling.
@@ -202,6 +217,22 @@ def check_header(header: envelope_pb2.Header, *, max_recipients: int = MAX_RECIP
     _check_count(header.attachments, "header.attachments", MAX_ATTACHMENTS)
     for i, ref in enumerate(header.attachments):
         check_attachment_ref(ref, f"header.attachments[{i}]")
+    check_justification(header.legal_basis, header.case_reference, header.operator, "header.")
+
+
+def check_justification(legal_basis: str, case_reference: str, operator: str, prefix: str = "") -> None:
+    """A justification's three fields in format: each may be empty (the policy says which are required)."""
+    if legal_basis and not LEGAL_BASIS.fullmatch(legal_basis):
+        name = f"{prefix}legal_basis"
+        if len(legal_basis) > 32:
+            check_text(legal_basis, name, 32)
+        raise ProtocolError(f"{name} {legal_basis!r} is not a legal-basis code (1 to 32 of A-Z 0-9 . _ -, "
+                            "starting with a letter or digit)", field=name)
+    for name, value, limit in (("case_reference", case_reference, MAX_CASE_REFERENCE),
+                               ("operator", operator, MAX_OPERATOR)):
+        check_text(value, f"{prefix}{name}", limit)
+        if _CONTROL.search(value):
+            raise ProtocolError(f"{prefix}{name} contains a control character", field=f"{prefix}{name}")
 
 
 def check_attachment_ref(ref: envelope_pb2.AttachmentRef, name: str) -> None:
@@ -235,6 +266,8 @@ def check_envelope(envelope: envelope_pb2.Envelope) -> None:
         raise ProtocolError("envelope has no header", field="envelope.header")
     _check_bytes(envelope.header, "envelope.header", MAX_HEADER_BYTES)
     _check_bytes(envelope.header_signature, "envelope.header_signature", MAX_SIGNATURE_BYTES)
+    if envelope.HasField("batch_signature"):
+        check_batch_signature(envelope.batch_signature, "envelope.batch_signature")
     _check_count(envelope.wrapped_keys, "envelope.wrapped_keys", MAX_WRAPPED_KEYS)
     for i, key in enumerate(envelope.wrapped_keys):
         check_agency_id(key.recipient, f"envelope.wrapped_keys[{i}].recipient")
@@ -258,6 +291,24 @@ def check_signed(blob: bytes, signature: bytes, what: str, limit: int) -> None:
     """A signed structure's bytes and signature within their limits."""
     _check_bytes(blob, what, limit)
     _check_bytes(signature, f"{what} signature", MAX_SIGNATURE_BYTES)
+
+
+def check_batch_signature(batch: envelope_pb2.BatchSignature, name: str) -> None:
+    """A batch signature's fields in range (docs/protocol.md section 21): a signature, a tree of 2 to
+    `MAX_BATCH_SIZE` leaves, an index in it and at most `MAX_BATCH_PATH` hashes of 32 bytes."""
+    if not batch.signature:
+        raise ProtocolError(f"{name} has no signature", field=f"{name}.signature")
+    _check_bytes(batch.signature, f"{name}.signature", MAX_SIGNATURE_BYTES)
+    if not 2 <= batch.tree_size <= MAX_BATCH_SIZE:
+        raise ProtocolError(f"{name}.tree_size {batch.tree_size} is outside 2..{MAX_BATCH_SIZE}",
+                            field=f"{name}.tree_size")
+    if batch.leaf_index >= batch.tree_size:
+        raise ProtocolError(f"{name}.leaf_index {batch.leaf_index} is not in a tree of {batch.tree_size}",
+                            field=f"{name}.leaf_index")
+    _check_count(batch.path, f"{name}.path", MAX_BATCH_PATH)
+    for i, h in enumerate(batch.path):
+        if len(h) != _SHA256:
+            raise ProtocolError(f"{name}.path[{i}] is not a SHA-256 hash", field=f"{name}.path")
 
 
 def check_key_bundle(bundle: envelope_pb2.KeyBundle) -> None:

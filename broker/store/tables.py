@@ -73,6 +73,8 @@ class DeliveryRow(SQLModel, table=True):
     updated_us: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     receipt: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary, nullable=True))
     receipt_signature: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary, nullable=True))
+    # The serialized BatchSignature of a batch-signed receipt (protocol section 21); receipt_signature is empty then.
+    receipt_batch: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary, nullable=True))
     receipt_cert: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary(32), nullable=True))
 
 

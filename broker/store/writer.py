@@ -12,6 +12,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -64,9 +65,9 @@ class Batch:
     ops: Sequence[Any] = ()
     scratch: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def now(self) -> datetime:
-        """The batch's timestamp as an aware datetime, for audit entries."""
+        """The batch's timestamp as an aware datetime, for audit entries (made once per batch)."""
         return datetime.fromtimestamp(self.now_us / 1_000_000, UTC)
 
     def audit(self, event: AuditEvent) -> int:

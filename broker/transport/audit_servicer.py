@@ -24,6 +24,8 @@ from broker.transport.rpc import Context
 log = structlog.get_logger(__name__)
 
 EXPORT_WINDOW = 1000
+# The consultations that carry a justification (request fields 30-32).
+_Justified = audit_pb2.QueryEntriesRequest | audit_pb2.InclusionProofRequest | audit_pb2.ExportRequest
 MAX_FILTER_LENGTH = 128
 
 
@@ -49,8 +51,12 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def _log(self) -> AuditLog:
         return self._writer.audit_log
 
-    async def _auditor(self, context: Context, rpc: str, **fields: Any) -> Principal:
+    async def _auditor(self, context: Context, rpc: str, request: _Justified | None = None,
+                       **fields: Any) -> Principal:
         caller = self._auth.require(context, Role.AUDITOR)
+        if request is not None:  # the consultation's justification, checked before anything is read
+            fields |= self._exchange.consultation(str(caller), request.legal_basis, request.case_reference,
+                                                  request.operator)
         # An auditor's query is an event like any other (DESIGN.md section 8): who looked at what.
         # Recorded, not required first: while the store cannot commit, the entry is held and the
         # auditor still gets the answer (reads work on a full disk).
@@ -66,7 +72,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         for name in ("agency", "message_id", "event"):
             if len(getattr(request, name)) > MAX_FILTER_LENGTH:
                 raise InvalidRequest(f"{name} filter is longer than {MAX_FILTER_LENGTH} characters")
-        await self._auditor(context, "QueryEntries", agency=request.agency, message_id=request.message_id,
+        await self._auditor(context, "QueryEntries", request, agency=request.agency, message_id=request.message_id,
                             event=request.event, start_index=request.start_index)
         since = request.since.ToDatetime(dt.UTC) if request.HasField("since") else None
         until = request.until.ToDatetime(dt.UTC) if request.HasField("until") else None
@@ -97,7 +103,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
 
     async def GetInclusionProof(self, request: audit_pb2.InclusionProofRequest,
                                 context: Context) -> audit_pb2.InclusionProof:
-        await self._auditor(context, "GetInclusionProof", index=request.index, tree_size=request.tree_size)
+        await self._auditor(context, "GetInclusionProof", request, index=request.index, tree_size=request.tree_size)
         size = await self._size(request.tree_size)
 
         def prove(conn: Any) -> tuple[list[bytes], AuditRecord]:
@@ -118,7 +124,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         return list(self._log.export(conn, start, stop))
 
     async def Export(self, request: audit_pb2.ExportRequest, context: Context) -> AsyncIterator[audit_pb2.ExportItem]:
-        await self._auditor(context, "Export", start_index=request.start_index, end_index=request.end_index)
+        await self._auditor(context, "Export", request, start_index=request.start_index, end_index=request.end_index)
         end = request.end_index or await self._size(0)
         position = request.start_index
         while position < end:

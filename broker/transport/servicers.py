@@ -14,9 +14,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.attachments.desk import AttachmentDesk
 from broker.attachments.operations import Upload
+from broker.audit import AuditEvent
 from broker.audit.refusals import bounded
+from broker.audit.witnessed import WitnessedCheckpoints
 from broker.delivery.exchange import Exchange
-from broker.delivery.operations import Accepted
+from broker.delivery.operations import Accepted, RecordEvent
 from broker.directory import PublishBundle, Registry, current_bundles
 from broker.errors import REFUSALS, FailedPrecondition, InvalidRequest, PermissionDenied, status_of
 from broker.identity import Role
@@ -61,7 +63,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
     def __init__(self, auth: Authenticator, exchange: Exchange, writer: Writer, registry: Registry,
                  policy: RunningPolicy, trust_roots: Callable[[], Sequence[x509.Certificate]],
                  trust_domain: str, attachments: AttachmentDesk, *,
-                 revocation_list: Callable[[], broker_pb2.RevocationList] | None = None) -> None:
+                 revocation_list: Callable[[], broker_pb2.RevocationList] | None = None,
+                 witnessed: WitnessedCheckpoints | None = None) -> None:
+        self._witnessed = witnessed
         self._attachments = attachments
         self._auth = auth
         self._exchange = exchange
@@ -171,7 +175,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             raise InvalidRequest("GetStatus needs the message_id of a message you sent")
         validation.check_message_id(request.message_id, "message_id", uuid7=False)
         found = await self._exchange.status(caller, request.message_id)
-        status = broker_pb2.MessageStatus(message_id=request.message_id, purged_under=found.purged_under)
+        status = broker_pb2.MessageStatus(message_id=request.message_id, purged_under=found.purged_under,
+                                          recalls=found.recalls)
         if found.purged_us is not None:
             status.purged_at.CopyFrom(_ts(found.purged_us))
         for state, cert in found.recipients:
@@ -180,6 +185,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             if state.receipt is not None and state.receipt_signature is not None:
                 item.receipt.receipt = state.receipt
                 item.receipt.signature = state.receipt_signature
+                if state.receipt_batch is not None:
+                    item.receipt.batch_signature.ParseFromString(state.receipt_batch)
                 item.recipient_certificate = cert or b""
         return status
 
@@ -216,10 +223,12 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         return self._revocation_list()
 
     async def GetDirectory(self, request: broker_pb2.GetDirectoryRequest, context: Context) -> broker_pb2.Directory:
-        self._auth.authenticate(context)
+        caller = self._auth.authenticate(context)
         if len(request.agencies) > MAX_DIRECTORY_QUERY:
             raise InvalidRequest(f"at most {MAX_DIRECTORY_QUERY} agencies per directory query")
         validation.check_directory_request(request)
+        justification = self._exchange.consultation(str(caller.spiffe_id), request.legal_basis,
+                                                    request.case_reference, request.operator)
         wanted = list(request.agencies)
         # No agencies named: every registered agency, as the proto documents.
         records = [self._registry.get(a) for a in wanted] if wanted else self._registry.all()
@@ -253,7 +262,33 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                     f" audit index {bound} (newest: {newest}); ask an up-to-date broker")
         for name, members in sorted(self._policy.current.groups.items()):
             directory.groups.add(name=name, members=sorted(members))
+        await self._prove_publications(directory, request.known_tree_size)
+        # A consultation like any other (docs/protocol.md section 22, Justification): who looked up whom, and why.
+        # Recorded, not required first, as for auditors' queries: a full disk does not stop senders.
+        await self._writer.record(RecordEvent(AuditEvent(
+            event="directory.lookup", actor=str(caller.spiffe_id), time=dt.datetime.now(dt.UTC),
+            agency=caller.name if caller.role is Role.AGENCY else None,
+            fields={"asked": len(wanted), "agencies": wanted[:64], **justification})))
         return directory
+
+    async def _prove_publications(self, directory: broker_pb2.Directory, known_size: int) -> None:
+        """Attach each bundle's publication proof and the checkpoint they lead to (protocol 18.4)."""
+        witnessed = self._witnessed
+        if witnessed is None:
+            return
+        indexes = [i for entry in directory.agencies for i in entry.key_bundle_audit_index]
+        proofs = await self._exchange.read(lambda conn: witnessed.prove(conn, indexes, known_size))
+        if proofs is None:
+            return  # nothing signed yet: bundles go without proofs, and a checking SDK waits
+        directory.checkpoint = proofs.checkpoint.note
+        directory.consistency_path.extend(proofs.consistency)
+        for entry in directory.agencies:
+            for index in entry.key_bundle_audit_index:
+                publication = proofs.publications.get(index)
+                proof = entry.key_bundle_proofs.add()
+                if publication is not None:
+                    proof.entry = publication.entry
+                    proof.inclusion_path.extend(publication.path)
 
 
     async def UploadAttachment(self, request_iterator: AsyncIterator[broker_pb2.UploadRequest],

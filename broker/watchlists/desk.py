@@ -229,8 +229,11 @@ class WatchlistDesk:
             raise InvalidRequest(
                 f"watchlist {record.watchlist_id} is {envelope_pb2.Tlp.Name(record.tlp)}; "  # type: ignore[arg-type]
                 f"the update is {envelope_pb2.Tlp.Name(header.handling.tlp)}")
-        decision = self._policy.current.decide_send(
-            record.owner, _KIND, tlp_from_proto(header.handling.tlp), list(record.subscribers))
+        policy = self._policy.current
+        policy.justification.check_send(_KIND, tlp_from_proto(header.handling.tlp),
+                                        {"legal_basis": header.legal_basis, "case_reference": header.case_reference})
+        decision = policy.decide_send(record.owner, _KIND, tlp_from_proto(header.handling.tlp),
+                                      list(record.subscribers))
         decision.raise_if_denied()
         # One wrapped key per subscribing agency and for the owner (see the module docstring).
         expected = tuple(sorted(set(decision.expanded) | {record.owner}))

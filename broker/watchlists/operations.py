@@ -16,7 +16,7 @@ from typing import NoReturn
 import sqlalchemy as sa
 
 from broker.api.v1 import envelope_pb2
-from broker.audit import AuditEvent
+from broker.audit import AuditEvent, justification_fields
 from broker.errors import AlreadyExists, BrokerError, FailedPrecondition, NotFound, PermissionDenied
 from broker.store import tables as store_tables
 from broker.store.writer import Batch
@@ -137,7 +137,8 @@ class PublishVersion:
             agency=h.sender,
             fields={"watchlist_id": h.watchlist_id, "version": expected, "snapshot": int(self.snapshot),
                     "envelope_sha256": self.envelope_sha256.hex(), "size": len(self.envelope),
-                    "tlp": envelope_pb2.Tlp.Name(h.handling.tlp), "wrapped_for": list(self.wrapped_for)},
+                    "tlp": envelope_pb2.Tlp.Name(h.handling.tlp), "wrapped_for": list(self.wrapped_for),
+                    **justification_fields(h.legal_basis, h.case_reference, h.operator, h.sender)},
         ))
         batch.conn.execute(versions.insert().values(
             watchlist_id=h.watchlist_id, version=expected, message_id=h.message_id, snapshot=self.snapshot,

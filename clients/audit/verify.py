@@ -179,11 +179,14 @@ def _resolve_key(key: Ed25519PublicKey | str, header: ExportHeader) -> tuple[str
 
 
 def verify_export(path: Path, key: Ed25519PublicKey | str, progress: Progress | None = None, *,
-                  allow_unsigned_tail: bool = False, policy: Policy | None = None) -> VerifyReport:
+                  allow_unsigned_tail: bool = False, policy: Policy | None = None,
+                  on_entry: Callable[[ExportEntry], None] | None = None) -> VerifyReport:
     """Verify an export file against the broker's audit key (a public key or a vkey string).
 
     Raises `VerificationError` naming the first problem; `UnsignedTail` when entries follow the
     last checkpoint, unless `allow_unsigned_tail` (then the report counts them as unverified).
+    `on_entry` sees each entry once its index and leaf hash have been checked, in the same pass:
+    what it computes holds only if this function then returns (the whole file verified).
     """
     total = path.stat().st_size
     with path.open("rb") as stream:
@@ -197,6 +200,8 @@ def verify_export(path: Path, key: Ed25519PublicKey | str, progress: Progress | 
         for count, (done, record) in enumerate(records):
             if isinstance(record, ExportEntry):
                 verifier.entry(record)
+                if on_entry is not None:
+                    on_entry(record)
             elif isinstance(record, ExportCheckpoint):
                 verifier.checkpoint(record)
             else:

@@ -12,7 +12,10 @@ entry that does not match) or entries follow the last checkpoint (unless `--allo
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime as dt
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,10 +27,11 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from broker.protocol import _cosignature, _note
 from broker.protocol.errors import ProtocolError, VerificationError
 from broker.protocol.witness_policy import Policy, load_policy
+from clients.audit.report import SECTIONS, DpoReport, report_from_export
 from clients.audit.verify import verify_export
 from clients.auditor import AuditorClient
 from clients.cli.failures import CommandError
-from clients.cli.options import add_broker_arguments
+from clients.cli.options import add_broker_arguments, add_justification_arguments
 from clients.cli.output import output
 
 __all__ = ["register"]
@@ -74,9 +78,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     prove.add_argument("message_id")
     prove.set_defaults(func=_cmd_prove)
 
-    report = commands.add_parser("report", help="the proven life of one message: sent, delivered, receipts")
+    report = commands.add_parser(
+        "report", help="the proven life of one message (MESSAGE_ID), or the data protection officer's report "
+                       "over a period (--from/--to): disclosures, consultations, purges, erasures, reviews")
     _online(report)
-    report.add_argument("message_id")
+    report.add_argument("message_id", nargs="?", default=None, help="a message whose life to prove")
+    report.add_argument("--from", dest="start", type=_instant, default=None, metavar="WHEN",
+                        help="start of the period, ISO 8601 (2026-01-01 or 2026-01-01T08:00Z), inclusive")
+    report.add_argument("--to", dest="end", type=_instant, default=None, metavar="WHEN",
+                        help="end of the period, exclusive (default: now)")
+    report.add_argument("--export", type=Path, default=None, metavar="FILE",
+                        help="report from this export file, verified offline with --key (default: export now)")
+    report.add_argument("--csv", action="store_true", help="write the report as CSV")
     report.set_defaults(func=_cmd_report)
 
 
@@ -86,6 +99,7 @@ def _online(parser: argparse.ArgumentParser) -> None:
                         help="the broker's audit public key (default: audit.pub in --certs)")
     parser.add_argument("--policy", type=Path, default=None, metavar="FILE",
                         help="a C2SP tlog-policy: accept checkpoints only with its quorum of witness cosignatures")
+    add_justification_arguments(parser, what="this consultation of the log")
 
 
 def _auditor(args: argparse.Namespace) -> AuditorClient:
@@ -96,7 +110,8 @@ def _auditor(args: argparse.Namespace) -> AuditorClient:
     policy = load_policy(args.policy) if args.policy is not None else None
     return AuditorClient(args.broker, cert=args.certs / "auditor.crt", key=args.certs / "auditor.key",
                          ca=args.certs / "ca.crt", audit_key=key, key_name=key_name, trust_domain=args.trust_domain,
-                         policy=policy)
+                         policy=policy, legal_basis=args.legal_basis, case_reference=args.case_ref,
+                         operator=args.operator)
 
 
 def _online_command(action: Callable[[AuditorClient, argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:
@@ -146,10 +161,62 @@ def _report(auditor: AuditorClient, args: argparse.Namespace) -> None:
                       empty="no audit entries for this message")
 
 
+def _instant(text: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or time") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    """The life of one message, or the DPO report over --from/--to, from an export verified first."""
+    if args.message_id is not None:
+        if args.start is not None or args.end is not None or args.export is not None:
+            raise CommandError("give a MESSAGE_ID or a period (--from/--to), not both",
+                               "`isb audit report MESSAGE_ID` or `isb audit report --from 2026-01-01`")
+        return _online_command(_report)(args)
+    if args.start is None:
+        raise CommandError("the report needs a period", "pass --from (and --to, default now), or a MESSAGE_ID")
+    end = args.end or dt.datetime.now(dt.UTC)
+    key = load_audit_key(args.key or args.certs / "audit.pub")
+    policy = load_policy(args.policy) if args.policy is not None else None
+    if args.export is not None:
+        report = report_from_export(args.export, key, args.start, end, policy=policy)
+    else:
+        with tempfile.TemporaryDirectory(prefix="isb-report-") as folder, _auditor(args) as auditor:
+            auditor.checkpoint(fresh=True)  # so that the export ends at a checkpoint covering the period
+            export = Path(folder) / "audit.jsonl"
+            with export.open("wb") as stream:
+                auditor.export(stream)
+            report = report_from_export(export, key, args.start, end, policy=policy)
+    _print_report(args, report)
+    return EXIT_OK
+
+
+def _print_report(args: argparse.Namespace, report: DpoReport) -> None:
+    rows = [row.as_dict() for row in report.rows]
+    if args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=["section", "subject", "legal_basis", "count", "detail"],
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    out = output(args)
+    if out.json:
+        for row in rows:
+            out.record(row)
+        return
+    out.say(f"audit report {report.start.isoformat()} to {report.end.isoformat()}, from entries verified under "
+            f"checkpoint {report.tree_size} (root {report.root_hash.hex()})", style="bold")
+    for section in SECTIONS:
+        out.rows([{k: v for k, v in row.items() if k != "section"} for row in rows if row["section"] == section],
+                 title=section, empty=f"{section}: none in this period")
+
+
 _cmd_checkpoint = _online_command(_checkpoint)
 _cmd_export = _online_command(_export)
 _cmd_prove = _online_command(_prove)
-_cmd_report = _online_command(_report)
 
 
 def load_audit_key(path: Path) -> Ed25519PublicKey | str:

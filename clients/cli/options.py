@@ -13,7 +13,8 @@ from pathlib import Path
 
 from broker.config import ClientSettings, load_client_settings
 
-__all__ = ["add_broker_arguments", "add_trust_domain_argument", "settings"]
+__all__ = ["add_broker_arguments", "add_justification_arguments", "add_trust_domain_argument", "justification",
+           "settings"]
 
 _current: ClientSettings | None = None
 
@@ -46,6 +47,22 @@ def add_broker_arguments(parser: argparse.ArgumentParser, *, holds: str) -> None
     parser.add_argument("--certs", type=_path, default=current.cert_dir, metavar="DIR",
                         help=f"folder with {holds} (default %(default)s; ISB_CERT_DIR or the config file set it)")
     add_trust_domain_argument(parser)
+
+
+def add_justification_arguments(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """`--legal-basis`, `--case-ref` and `--operator`: the justification recorded in the audit log."""
+    group = parser.add_argument_group("justification", f"why {what}, recorded in the audit log (never personal data)")
+    group.add_argument("--legal-basis", default="", metavar="CODE",
+                       help="legal-basis code from the deployment's list (policy `legal_bases`)")
+    group.add_argument("--case-ref", default="", metavar="REF", help="case or file reference")
+    group.add_argument("--operator", default="", metavar="ID",
+                       help="our opaque identifier of the person acting (recorded as asserted by us)")
+
+
+def justification(args: argparse.Namespace) -> dict[str, str]:
+    """The justification options as SDK keyword arguments (only those given)."""
+    given = {"legal_basis": args.legal_basis, "case_reference": args.case_ref, "operator": args.operator}
+    return {name: value for name, value in given.items() if value}
 
 
 def _path(text: str) -> Path:

@@ -19,6 +19,7 @@ from google.protobuf import json_format
 
 from broker.api.v1 import envelope_pb2, payload_pb2
 from clients.cli.agency_cmd import add_connection_arguments, agency_client
+from clients.cli.options import add_justification_arguments
 from clients.cli.output import ERROR_PREFIX
 from clients.errors import ClientError
 
@@ -60,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     publish.add_argument("--id", required=True, dest="watchlist_id")
     publish.add_argument("--file", type=Path, required=True, help="WatchlistUpdate in protobuf JSON ('-': stdin)")
     publish.add_argument("--snapshot", action="store_true", help="the file is the whole list")
+    add_justification_arguments(publish, what="this publication")
     publish.set_defaults(func=_publish)
 
     sync = commands.add_parser("sync", help="bring a local replica up to date")
@@ -117,7 +119,8 @@ def _publish(args: argparse.Namespace) -> int:
         with agency_client(args) as client:
             watchlist = get_watchlist(client, args.watchlist_id)
             update.version = update.version or watchlist.version + 1
-            reply = publish_update(client, update, watchlist=watchlist)
+            reply = publish_update(client, update, watchlist=watchlist, legal_basis=args.legal_basis,
+                                   case_reference=args.case_ref, operator=args.operator or None)
     except ClientError as exc:
         return _fail(exc)
     print(json.dumps({"watchlist_id": reply.watchlist_id, "version": reply.version, "audit_index": reply.audit_index,

@@ -42,7 +42,8 @@ def report_hit(client: AgencyClient, hit: Hit, *, location: str,
                action_taken: payload_pb2.HitAction.ValueType = payload_pb2.HIT_NO_ACTION,
                encountered: dt.datetime | None = None, reporter_reference: str = "", tlp: str = "AMBER",
                **options: Any) -> broker_pb2.SendResponse:
-    """Send a HIT_REPORT about `hit` to the watchlist's owner with the normal `AgencyClient.send`."""
+    """Send a HIT_REPORT about `hit` to the watchlist's owner with the normal `AgencyClient.send`
+    (`legal_basis=`, `case_reference=`, `operator=` among the `options` justify the report)."""
     report = hit_report_of(hit, location=location, action_taken=action_taken, encountered=encountered,
                            reporter_reference=reporter_reference)
     return client.send([hit.owner], report.SerializeToString(), content_type=HIT_REPORT_CONTENT_TYPE,

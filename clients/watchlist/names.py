@@ -55,6 +55,7 @@ _DOUBLES: Final = re.compile(r"(.)\1+")
 _PNR: Final = re.compile(r"^\s*([^/]+)/([^/]*)$")
 _TRUNCATED_AT: Final = 29
 _CACHE_LIMIT: Final = 2_000_000
+_LATIN_END: Final = "\u0250"  # letters below this are Latin (Basic Latin to Latin Extended-B)
 _latin_cache: dict[str, tuple[str, ...]] = {}
 _skeleton_cache: dict[str, str] = {}
 
@@ -64,8 +65,14 @@ def to_latin(text: str) -> tuple[str, ...]:
     found = _latin_cache.get(text)
     if found is not None:
         return found
-    latin = text.upper() if text.isascii() else _TRANSLITERATOR.transliterate(text).upper()
-    parts = tuple(p for p in _SEPARATORS.split(_APOSTROPHES.sub("", latin)) if p and p not in TITLES)
+    if text.isascii():
+        latin, titles = text.upper(), TITLES
+    else:
+        # A final ta marbuta is a vowel (FATIMA, AISHA), not the T that ICU writes; and a name written
+        # in another script holds no Latin titles (عمر reads MR).
+        latin = _TRANSLITERATOR.transliterate(text.replace("\u0629", "\u0647")).upper()
+        titles = TITLES if all(c < _LATIN_END or not c.isalpha() for c in text) else frozenset()
+    parts = tuple(p for p in _SEPARATORS.split(_APOSTROPHES.sub("", latin)) if p and p not in titles)
     if len(_latin_cache) < _CACHE_LIMIT:
         _latin_cache[text] = parts
     return parts
@@ -176,10 +183,12 @@ def _part_similarity(a: str, b: str, *, prefix: bool) -> tuple[float, int]:
 
 
 _MATCH_FLOOR: Final = 0.55
+_JOINED_FLOOR: Final = 0.7
 
 
 def _align(passenger: tuple[str, ...], entry: tuple[str, ...], optional: frozenset[str],
-           truncated: bool) -> tuple[float, float, float, int, int, int]:
+           truncated: bool) -> tuple[float, float, float, int, int, int, bool]:
+    """(passenger coverage, entry coverage, weakest part, exact, variant, initials, every part paired)."""
     pairs = []
     last = len(passenger) - 1
     for i, a in enumerate(passenger):
@@ -205,7 +214,8 @@ def _align(passenger: tuple[str, ...], entry: tuple[str, ...], optional: frozens
     entry_cov = total / max(counted_entry, 1)
     # The weakest passenger part: 0 when one of them matches nothing on the entry.
     weakest = weakest if used_p and len(used_p) == len(passenger) else 0.0
-    return passenger_cov, entry_cov, weakest, counts[0], counts[1], counts[2]
+    complete = len(used_p) == len(passenger) and len(used_e) == len(entry)
+    return passenger_cov, entry_cov, weakest, counts[0], counts[1], counts[2], complete
 
 
 def _joins(parts: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -233,14 +243,20 @@ def compare_names(passenger: ParsedName, entry: ParsedName) -> NameComparison:
     best = _align(p_core, e_core, entry.optional, passenger.truncated)
     joined = False
     score = best[0] + best[1]
-    if best[0] < 1.0 or best[1] < 1.0:
-        for p_alt in [p_core, *_groups(passenger)]:
-            for e_alt in [e_core, *_groups(entry)]:
-                if p_alt is p_core and e_alt is e_core:
-                    continue
-                candidate = _align(p_alt, e_alt, entry.optional, passenger.truncated)
-                if candidate[0] + candidate[1] > score + 1e-9:
-                    best, score, joined = candidate, candidate[0] + candidate[1], True
-    passenger_cov, entry_cov, weakest, exact, variant, initials = best
+    alternatives: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+    if not best[6] and OSA.normalized_similarity("".join(p_core), "".join(e_core)) >= _JOINED_FLOOR:
+        # A part left unpaired, and the names alike written together: joining adjacent parts of the
+        # side with more parts may pair it.
+        p_alts = [p_core, *_groups(passenger)] if len(p_core) >= len(e_core) else [p_core]
+        e_alts = [e_core, *_groups(entry)] if len(e_core) >= len(p_core) else [e_core]
+        alternatives = [(a, b) for a in p_alts for b in e_alts if a is not p_core or b is not e_core]
+    elif score < 2.0 and len(p_core) > 1:
+        # Every part paired, some loosely: the whole names compared as one (short skeletons say more joined).
+        alternatives = [(("".join(p_core),), ("".join(e_core),))]
+    for p_alt, e_alt in alternatives:
+        candidate = _align(p_alt, e_alt, entry.optional, passenger.truncated)
+        if candidate[0] + candidate[1] > score + 1e-9:
+            best, score, joined = candidate, candidate[0] + candidate[1], True
+    passenger_cov, entry_cov, weakest, exact, variant, initials, _ = best
     return NameComparison(passenger_cov, entry_cov, weakest, exact, variant, initials, joined,
                           len(p_core), len([p for p in e_core if p not in entry.optional]) or len(e_core))

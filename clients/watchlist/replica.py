@@ -49,7 +49,7 @@ __all__ = ["SyncResult", "VerifiedUpdate", "VersionGap", "VersionOpener", "Watch
 
 # The version of the screening keys stored beside each entry; a replica written with other keys
 # recomputes them from its entries when it opens.
-_INDEX_FORMAT: Final = "2"
+_INDEX_FORMAT: Final = "3"
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS replica_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS replica_entries (
@@ -344,9 +344,7 @@ class WatchlistReplica:
             if self._index is None:
                 index = ScreeningIndex()
                 with _no_cyclic_gc():
-                    for entry_id, keys, digests in self._db.execute(
-                            "SELECT entry_id, index_keys, index_digests FROM replica_entries"):
-                        index.add_keys(entry_id, keys, digests)
+                    index.add_many(self._db.execute("SELECT entry_id, index_keys, index_digests FROM replica_entries"))
                     index.build()
                 self._index = index
             return self._index

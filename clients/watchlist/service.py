@@ -75,14 +75,15 @@ def list_watchlists(client: AgencyClient) -> list[watchlist_pb2.Watchlist]:
     return list(reply.watchlists)
 
 
-def seal_update(client: AgencyClient, watchlist: watchlist_pb2.Watchlist,
-                update: payload_pb2.WatchlistUpdate) -> envelope_pb2.Envelope:
+def seal_update(client: AgencyClient, watchlist: watchlist_pb2.Watchlist, update: payload_pb2.WatchlistUpdate, *,
+                legal_basis: str = "", case_reference: str = "", operator: str | None = None) -> envelope_pb2.Envelope:
     """Seal `update` as a WATCHLIST_UPDATE envelope of `watchlist`, owned by `client`'s agency.
 
     The content key is wrapped for every agency the subscribers expand to and for the owner, which
     the broker requires (see broker.watchlists.desk): every subscriber can open every version, and
     the owner can rebuild its own list from the broker. Keys come from the directory, each bundle
-    verified against its agency's certificate here.
+    verified against its agency's certificate here. `legal_basis`, `case_reference` and `operator`
+    (default: the client's) justify the disclosure, as for a send.
     """
     if watchlist.owner != client.agency:
         raise ClientError(f"{client.agency} does not own watchlist {watchlist.watchlist_id} ({watchlist.owner} does)")
@@ -96,7 +97,8 @@ def seal_update(client: AgencyClient, watchlist: watchlist_pb2.Watchlist,
                 recipients=sorted(watchlist.subscribers), recipient_keys=keys, kind=envelope_pb2.WATCHLIST_UPDATE,
                 body=update.SerializeToString(), content_type=WATCHLIST_UPDATE_CONTENT_TYPE,
                 handling=envelope_pb2.Handling(tlp=watchlist.tlp), watchlist_id=watchlist.watchlist_id,
-                watchlist_version=update.version)
+                watchlist_version=update.version, legal_basis=legal_basis, case_reference=case_reference,
+                operator=client.operator if operator is None else operator)
 
 
 def review_schedule(entries: Iterable[payload_pb2.WatchlistEntry], *, renewal_reason: str = "",
@@ -113,14 +115,17 @@ def review_schedule(entries: Iterable[payload_pb2.WatchlistEntry], *, renewal_re
 
 def publish_update(client: AgencyClient, update: payload_pb2.WatchlistUpdate, *,
                    watchlist: watchlist_pb2.Watchlist | None = None,
-                   review: watchlist_pb2.ReviewSchedule | None = None) -> watchlist_pb2.PublishUpdateResponse:
+                   review: watchlist_pb2.ReviewSchedule | None = None, legal_basis: str = "",
+                   case_reference: str = "", operator: str | None = None) -> watchlist_pb2.PublishUpdateResponse:
     """Seal `update` and publish it; the broker refuses any version but the next one.
 
     A snapshot tells the broker its review schedule by itself; for a delta, pass the schedule of the
     whole list after it (`review_schedule`), with a `renewal_reason` when it renews entries.
+    `legal_basis`, `case_reference` and `operator` justify the publication (`seal_update`).
     """
     watchlist = watchlist or get_watchlist(client, update.watchlist_id)
-    envelope = seal_update(client, watchlist, update)
+    envelope = seal_update(client, watchlist, update, legal_basis=legal_basis, case_reference=case_reference,
+                           operator=operator)
     if review is None and update.snapshot:
         review = review_schedule(update.upserts)
     return publish_envelope(client, envelope, snapshot=update.snapshot, review=review)

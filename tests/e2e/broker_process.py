@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -97,6 +99,17 @@ class BrokerProcess:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+@contextlib.contextmanager
+def serving(pki: DevPki, database_url: str, folder: Path) -> Iterator[BrokerProcess]:
+    """A started broker subprocess over `database_url` (the caller no longer uses the database's pool)."""
+    process = BrokerProcess(folder / "broker.toml", folder / "broker.log", pki, database_url)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.terminate()
 
 
 def _free_port() -> int:

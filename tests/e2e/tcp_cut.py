@@ -18,6 +18,7 @@ class CuttableRelay:
         self._lock = threading.Lock()
         self._closed = False
         self.cuts = 0
+        self._cut_after: int | None = None  # bytes still to relay before cutting, once armed
         threading.Thread(target=self._accept, daemon=True, name="test-relay").start()
 
     @property
@@ -37,13 +38,28 @@ class CuttableRelay:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(1 << 16):
                 sink.sendall(data)
+                self._count(len(data))
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_RDWR)
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            if self._cut_after is None:
+                return
+            self._cut_after -= n
+            if self._cut_after > 0:
+                return
+            self._cut_after = None
+        self.cut()
+
+    def cut_after(self, n: int) -> None:
+        """Cut every connection once `n` more bytes went through (either way), for a process not under test control."""
+        with self._lock:
+            self._cut_after = n
 
     def cut(self) -> None:
         """Drop every connection open now, as a failing network would."""

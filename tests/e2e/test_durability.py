@@ -18,7 +18,7 @@ import pytest
 from broker.api.v1 import broker_pb2, envelope_pb2
 from broker.pki.dev import DevPki
 from clients import AgencyClient
-from tests.e2e.broker_process import BrokerProcess
+from tests.e2e.broker_process import BrokerProcess, serving
 from tests.e2e.conftest import Database
 
 MESSAGES = 3000
@@ -32,10 +32,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.foreign_broker]
 def broker_process(pki: DevPki, database: Database, tmp_path: Path) -> Iterator[BrokerProcess]:
     """A broker subprocess over the test's fresh database; killed after the test."""
     database.engine.dispose()  # the broker process owns the database from here
-    process = BrokerProcess(tmp_path / "broker.toml", tmp_path / "broker.log", pki, database.url)
-    process.start()
-    yield process
-    process.terminate()
+    with serving(pki, database.url, tmp_path) as process:
+        yield process
 
 
 class AcknowledgedSends:

@@ -49,13 +49,14 @@ def _passed_all(tap: str, expected: int) -> None:
 
 def test_node_client_checks_every_vector() -> None:
     """The Node client recomputes and verifies every vector in tests/vectors and refuses every refused one."""
-    _passed_all(_run([_node(), "--test", "test/vectors.test.mjs"]), 18)
+    _passed_all(_run([_node(), "--test", "test/vectors.test.mjs"]), 21)
 
 
 def test_node_client_interoperates_with_the_python_sdk(broker: RunningBroker, pki: DevPki, tmp_path: Path) -> None:
     """Node publishes an X-Wing key and opens what the Python SDK seals to it; the Python SDK opens what
     Node seals to a group (X25519) and an agency (X-Wing); the receipt Node signs verifies in the Python
-    SDK, and Node's audit export verifies in Python's verifier."""
+    SDK, Node checks the directory's key bundle proofs (protocol 18.4), and Node's audit export verifies in
+    Python's verifier."""
     node = _node()
     work = tmp_path / "interop"
     work.mkdir()
@@ -76,7 +77,7 @@ def test_node_client_interoperates_with_the_python_sdk(broker: RunningBroker, pk
         # 2. Node opens it and acknowledges, seals an alert to DE-BKA, and verifies checkpoint, proof and export.
         env = {"ISB_INTEROP_TARGET": broker.target, "ISB_INTEROP_CERTS": str(pki.directory),
                "ISB_INTEROP_TRUST_DOMAIN": "isb.dev", "ISB_INTEROP_WORK": str(work)}
-        _passed_all(_run([node, "--test", "test/live.test.mjs"], env), 3)
+        _passed_all(_run([node, "--test", "test/live.test.mjs"], env), 4)
         # 3. Both Python recipients open Node's alert (DE-BKA by name, X-Wing; FR-CUSTOMS through EU-CUSTOMS, X25519).
         node_sent = json.loads((work / "node-sent.json").read_text())
         for client in (police, customs):

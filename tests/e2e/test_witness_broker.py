@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
-from broker.api.v1 import audit_pb2
+from broker.api.v1 import audit_pb2, broker_pb2
 from broker.metrics import REGISTRY
 from broker.pki.dev import DevPki
 from broker.protocol import _note
@@ -73,7 +74,7 @@ def _cosigned(auditor: AuditorClient, size_above: int = 0) -> tuple[int, tuple[s
     return checkpoint.size, auditor.cosigned_by
 
 
-def test_broker_collects_a_quorum_and_survives_a_dead_witness(
+def test_broker_collects_a_quorum_survives_a_dead_witness_and_its_restart(
         pki: DevPki, database: Database, tmp_path: Path, witnesses: dict[str, RunningWitness],
         witness_settings: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     broker = RunningBroker(broker_config(pki, database, **witness_settings))
@@ -91,6 +92,10 @@ def test_broker_collects_a_quorum_and_survives_a_dead_witness(
             assert len(cosigned) >= 2
             assert (REGISTRY.get_sample_value("isb_witness_submissions_total",
                                               {"witness": "NL-FIOD", "outcome": "unreachable"}) or 0) >= 1
+            # Restarted mid-stream on its state file, it takes up again from the size it holds.
+            witnesses["NL-FIOD"].start()
+            _activity(pki, broker, tmp_path / "restart", "NL-FIOD")
+            new_size, cosigned = _until(lambda: _cosigned_by(auditor, new_size, "NL-FIOD"))
             export = tmp_path / "export.jsonl"
             with export.open("wb") as stream:
                 auditor.export(stream)
@@ -147,6 +152,62 @@ def test_a_lying_witness_alone_is_no_quorum(pki: DevPki, database: Database, tmp
         broker.stop()
 
 
+def _sender(pki: DevPki, broker: RunningBroker, keystore: Path, policy: Path, agency: str = "FR-CUSTOMS",
+            ) -> AgencyClient:
+    """An agency SDK that checks key transparency under `policy`, its trust state in `keystore`."""
+    return AgencyClient.from_dir(broker.target, pki.directory, agency, keystore=keystore,
+                                 witness_policy=load_policy(policy))
+
+
+def test_directory_bundles_arrive_with_proofs_the_sdk_checks(
+        pki: DevPki, database: Database, tmp_path: Path, witnesses: dict[str, RunningWitness],
+        witness_settings: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """Under a 2-of-3 policy (one witness lying), a sender uses a bundle only with its publication
+    proven to a witnessed checkpoint, and keeps that checkpoint in its keystore."""
+    broker = RunningBroker(broker_config(pki, database, **witness_settings))
+    broker.start()
+    try:
+        _activity(pki, broker, tmp_path, "DE-BKA")
+        keystore = tmp_path / "sender"
+        with _sender(pki, broker, keystore, witness_settings["witness_policy"]) as sender:
+            bundles = _until(lambda: sender.recipient_keys(["DE-BKA"], refresh=True))
+            first = _held_size(keystore)
+            assert first > sender._trust.bundle_index["DE-BKA"]
+            # What the broker sent: the bundle's publication entry and its inclusion path.
+            directory = sender._stub.GetDirectory(broker_pb2.GetDirectoryRequest(agencies=["DE-BKA"]), timeout=10)
+            proven = [p for p in directory.agencies[0].key_bundle_proofs if p.entry]
+            assert proven
+            assert all(p.inclusion_path for p in proven)
+            assert bundles["DE-BKA"].key_id in {json.loads(p.entry)["fields"]["key_id"] for p in proven}
+            assert sender.send(["DE-BKA"], b"witnessed keys only").audit_index > 0
+
+            # The next lookup proves consistency from the held checkpoint to the broker's newer one.
+            def newer() -> None:
+                sender.recipient_keys(["DE-BKA"], refresh=True)
+                assert _held_size(keystore) > first
+
+            _activity(pki, broker, tmp_path / "again", "DE-BKA")
+            _until(newer)
+        # `isb send --witness-policy`: a policy that does not parse stops the command before it connects.
+        bad = tmp_path / "bad-policy.txt"
+        bad.write_text("quorum nobody\n")
+        assert main(["send", "--broker", broker.target, "--certs", str(pki.directory), "--agency", "FR-CUSTOMS",
+                     "--to", "DE-BKA", "--text", "x", "--witness-policy", str(bad)]) == 1
+        assert "quorum 'nobody' is not defined above" in capsys.readouterr().err
+    finally:
+        broker.stop()
+
+
+def _held_size(keystore: Path) -> int:
+    return int(json.loads((keystore / "trust-state.json").read_text())["checkpoint"]["tree_size"])
+
+
+def _cosigned_by(auditor: AuditorClient, size_above: int, witness: str) -> tuple[int, tuple[str, ...]]:
+    size, cosigned = _cosigned(auditor, size_above)
+    assert witness in cosigned
+    return size, cosigned
+
+
 def _note_has_line(auditor: AuditorClient, name: str) -> None:
     reply = auditor._stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=10)
     assert f"\u2014 {name} ".encode() in reply.note
@@ -156,7 +217,9 @@ def test_fork_from_two_database_copies_is_caught(pki: DevPki, database: Database
                                                  witnesses: dict[str, RunningWitness],
                                                  witness_settings: dict[str, Any]) -> None:
     """Branch A and branch B share a prefix; the witnesses cosign A; B is refused by the two honest
-    witnesses, only the liar cosigns it, and B's export fails `isb audit verify --policy`."""
+    witnesses, only the liar cosigns it, and B's export fails `isb audit verify --policy`. Agency SDKs
+    that looked keys up on A refuse B's checkpoint: no quorum under 2-of-3, and, for an SDK whose
+    policy the liar alone satisfies, not consistent with the checkpoint of A it holds (a fork)."""
     if database.kind != "sqlite":
         pytest.skip("the fork is built from two copies of an SQLite file")
     policy_path = witness_settings["witness_policy"]
@@ -174,19 +237,29 @@ def test_fork_from_two_database_copies_is_caught(pki: DevPki, database: Database
         if source.exists():
             shutil.copy(source, f"{copy}{suffix}")
     # Branch A grows and is cosigned.
+    # An SDK whose policy any one witness satisfies: the liar's cosignature is enough for it.
+    naive_policy = tmp_path / "any-witness-policy.txt"
+    naive_policy.write_text(policy_text(pki, witnesses, 1))
+    strict_keys, naive_keys = tmp_path / "strict-sender", tmp_path / "naive-sender"
     a = RunningBroker(config)
     a.start()
     _activity(pki, a, tmp_path / "a", "DE-BKA")
     with _auditor(pki, a, policy_path) as auditor:
         size_a, cosigned = _until(lambda: _cosigned(auditor, prefix))
         assert {"FR-CUSTOMS", "NL-FIOD"} <= set(cosigned)
+    for keystore, policy in ((strict_keys, policy_path), (naive_keys, naive_policy)):
+        with _sender(pki, a, keystore, policy) as sender:
+            _until(lambda sender=sender: sender.recipient_keys(["DE-BKA"]))  # type: ignore[misc]
+    held_a = _held_size(naive_keys)
+    assert held_a > prefix
     a.stop()
-    # Branch B: the same broker key, another history from the same prefix.
-    b = RunningBroker(dataclasses.replace(config, database_url=f"sqlite:///{copy}"))
+    # Branch B: the same broker key, another history from the same prefix; its operator serves the
+    # checkpoints only the liar cosigned (a policy of any one witness).
+    b = RunningBroker(dataclasses.replace(config, database_url=f"sqlite:///{copy}", witness_policy=naive_policy))
     b.start()
     try:
-        _activity(pki, b, tmp_path / "b", "NL-FIOD")
-        _activity(pki, b, tmp_path / "b2", "FR-CUSTOMS")
+        for n in range(3):
+            _activity(pki, b, tmp_path / f"b{n}", ("NL-FIOD", "FR-CUSTOMS", "NL-FIOD")[n])
         with _auditor(pki, b, None) as plain:
             _until(lambda: _latest_cosigned_by(plain, witnesses["DE-BKA"].name, prefix))
             time.sleep(1.5)  # let the honest witnesses answer (and refuse)
@@ -205,11 +278,24 @@ def test_fork_from_two_database_copies_is_caught(pki: DevPki, database: Database
             verify_export(export, audit_log_key(pki).public_key, policy=load_policy(policy_path))
         assert main(["audit", "verify", str(export), "--key", str(pki.directory / "audit.pub"), "--quiet",
                      "--policy", str(policy_path)]) == 1
+        with _sender(pki, b, strict_keys, policy_path) as strict:
+            _until(lambda: _refused(strict, "lacks the witness quorum"))
+        with _sender(pki, b, naive_keys, naive_policy) as naive:
+            _until(lambda: _refused(naive, r"not consistent with the one of size \d+ this agency has already seen: .*"
+                                           r" \(a fork\)"))
+        assert _held_size(naive_keys) == held_a  # branch B's checkpoint was not kept
     finally:
         b.stop()
     held = witnesses["FR-CUSTOMS"].server
     assert held is not None
     assert held.witness.state.latest("isb.dev/audit") == (size_a, _root_of(held, size_a))
+
+
+def _refused(sender: AgencyClient, reason: str) -> None:
+    # Raises AssertionError (retried by _until) while branch B still serves the prefix checkpoint.
+    with pytest.raises(VerificationError) as refusal:
+        sender.recipient_keys(["NL-FIOD"], refresh=True)
+    assert re.search(reason, str(refusal.value)), str(refusal.value)
 
 
 def _latest_cosigned_by(auditor: AuditorClient, name: str, size: int) -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62roker/api/v1/audit.proto\x12\x06isb.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n\nAuditEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\"\xc6\x01\n\x13QueryEntriesRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61gency\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12\r\n\x05\x65vent\x18\x05 \x01(\t\x12\x13\n\x0bstart_index\x18\x06 \x01(\x04\x12\x11\n\tpage_size\x18\x07 \x01(\r\"O\n\x14QueryEntriesResponse\x12#\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x12.isb.v1.AuditEntry\x12\x12\n\nnext_index\x18\x02 \x01(\x04\"%\n\x14GetCheckpointRequest\x12\r\n\x05\x66resh\x18\x01 \x01(\x08\"@\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\"9\n\x15InclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"e\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12!\n\x05\x65ntry\x18\x04 \x01(\x0b\x32\x12.isb.v1.AuditEntry\"B\n\x17\x43onsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"K\n\x10\x43onsistencyProof\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"7\n\rExportRequest\x12\x13\n\x0bstart_index\x18\x01 \x01(\x04\x12\x11\n\tend_index\x18\x02 \x01(\x04\"c\n\nExportItem\x12#\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x12.isb.v1.AuditEntryH\x00\x12(\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x12.isb.v1.CheckpointH\x00\x42\x06\n\x04item2\xf1\x02\n\x0c\x41uditService\x12I\n\x0cQueryEntries\x12\x1b.isb.v1.QueryEntriesRequest\x1a\x1c.isb.v1.QueryEntriesResponse\x12\x41\n\rGetCheckpoint\x12\x1c.isb.v1.GetCheckpointRequest\x1a\x12.isb.v1.Checkpoint\x12J\n\x11GetInclusionProof\x12\x1d.isb.v1.InclusionProofRequest\x1a\x16.isb.v1.InclusionProof\x12P\n\x13GetConsistencyProof\x12\x1f.isb.v1.ConsistencyProofRequest\x1a\x18.isb.v1.ConsistencyProof\x12\x35\n\x06\x45xport\x12\x15.isb.v1.ExportRequest\x1a\x12.isb.v1.ExportItem0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62roker/api/v1/audit.proto\x12\x06isb.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n\nAuditEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\"\x85\x02\n\x13QueryEntriesRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61gency\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12\r\n\x05\x65vent\x18\x05 \x01(\t\x12\x13\n\x0bstart_index\x18\x06 \x01(\x04\x12\x11\n\tpage_size\x18\x07 \x01(\r\x12\x13\n\x0blegal_basis\x18\x1e \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x1f \x01(\t\x12\x10\n\x08operator\x18  \x01(\t\"O\n\x14QueryEntriesResponse\x12#\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x12.isb.v1.AuditEntry\x12\x12\n\nnext_index\x18\x02 \x01(\x04\"%\n\x14GetCheckpointRequest\x12\r\n\x05\x66resh\x18\x01 \x01(\x08\"@\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\"x\n\x15InclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x13\n\x0blegal_basis\x18\x1e \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x1f \x01(\t\x12\x10\n\x08operator\x18  \x01(\t\"e\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12!\n\x05\x65ntry\x18\x04 \x01(\x0b\x32\x12.isb.v1.AuditEntry\"B\n\x17\x43onsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"K\n\x10\x43onsistencyProof\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"v\n\rExportRequest\x12\x13\n\x0bstart_index\x18\x01 \x01(\x04\x12\x11\n\tend_index\x18\x02 \x01(\x04\x12\x13\n\x0blegal_basis\x18\x1e \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x1f \x01(\t\x12\x10\n\x08operator\x18  \x01(\t\"c\n\nExportItem\x12#\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x12.isb.v1.AuditEntryH\x00\x12(\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x12.isb.v1.CheckpointH\x00\x42\x06\n\x04item2\xf1\x02\n\x0c\x41uditService\x12I\n\x0cQueryEntries\x12\x1b.isb.v1.QueryEntriesRequest\x1a\x1c.isb.v1.QueryEntriesResponse\x12\x41\n\rGetCheckpoint\x12\x1c.isb.v1.GetCheckpointRequest\x1a\x12.isb.v1.Checkpoint\x12J\n\x11GetInclusionProof\x12\x1d.isb.v1.InclusionProofRequest\x1a\x16.isb.v1.InclusionProof\x12P\n\x13GetConsistencyProof\x12\x1f.isb.v1.ConsistencyProofRequest\x1a\x18.isb.v1.ConsistencyProof\x12\x35\n\x06\x45xport\x12\x15.isb.v1.ExportRequest\x1a\x12.isb.v1.ExportItem0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,25 +35,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITENTRY']._serialized_start=70
   _globals['_AUDITENTRY']._serialized_end=131
   _globals['_QUERYENTRIESREQUEST']._serialized_start=134
-  _globals['_QUERYENTRIESREQUEST']._serialized_end=332
-  _globals['_QUERYENTRIESRESPONSE']._serialized_start=334
-  _globals['_QUERYENTRIESRESPONSE']._serialized_end=413
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=415
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=452
-  _globals['_CHECKPOINT']._serialized_start=454
-  _globals['_CHECKPOINT']._serialized_end=518
-  _globals['_INCLUSIONPROOFREQUEST']._serialized_start=520
-  _globals['_INCLUSIONPROOFREQUEST']._serialized_end=577
-  _globals['_INCLUSIONPROOF']._serialized_start=579
-  _globals['_INCLUSIONPROOF']._serialized_end=680
-  _globals['_CONSISTENCYPROOFREQUEST']._serialized_start=682
-  _globals['_CONSISTENCYPROOFREQUEST']._serialized_end=748
-  _globals['_CONSISTENCYPROOF']._serialized_start=750
-  _globals['_CONSISTENCYPROOF']._serialized_end=825
-  _globals['_EXPORTREQUEST']._serialized_start=827
-  _globals['_EXPORTREQUEST']._serialized_end=882
-  _globals['_EXPORTITEM']._serialized_start=884
-  _globals['_EXPORTITEM']._serialized_end=983
-  _globals['_AUDITSERVICE']._serialized_start=986
-  _globals['_AUDITSERVICE']._serialized_end=1355
+  _globals['_QUERYENTRIESREQUEST']._serialized_end=395
+  _globals['_QUERYENTRIESRESPONSE']._serialized_start=397
+  _globals['_QUERYENTRIESRESPONSE']._serialized_end=476
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=478
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=515
+  _globals['_CHECKPOINT']._serialized_start=517
+  _globals['_CHECKPOINT']._serialized_end=581
+  _globals['_INCLUSIONPROOFREQUEST']._serialized_start=583
+  _globals['_INCLUSIONPROOFREQUEST']._serialized_end=703
+  _globals['_INCLUSIONPROOF']._serialized_start=705
+  _globals['_INCLUSIONPROOF']._serialized_end=806
+  _globals['_CONSISTENCYPROOFREQUEST']._serialized_start=808
+  _globals['_CONSISTENCYPROOFREQUEST']._serialized_end=874
+  _globals['_CONSISTENCYPROOF']._serialized_start=876
+  _globals['_CONSISTENCYPROOF']._serialized_end=951
+  _globals['_EXPORTREQUEST']._serialized_start=953
+  _globals['_EXPORTREQUEST']._serialized_end=1071
+  _globals['_EXPORTITEM']._serialized_start=1073
+  _globals['_EXPORTITEM']._serialized_end=1172
+  _globals['_AUDITSERVICE']._serialized_start=1175
+  _globals['_AUDITSERVICE']._serialized_end=1544
 # @@protoc_insertion_point(module_scope)

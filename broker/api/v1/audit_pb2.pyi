@@ -57,6 +57,9 @@ class QueryEntriesRequest(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     START_INDEX_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
     agency: _builtins.str
     message_id: _builtins.str
     event: _builtins.str
@@ -64,6 +67,12 @@ class QueryEntriesRequest(_message.Message):
     """pagination cursor: first index to return"""
     page_size: _builtins.int
     """0 = server default, capped by the server"""
+    legal_basis: _builtins.str
+    """30-39: the justification of this consultation (docs/protocol.md section 22, Justification), recorded in
+    its audit entry; never personal data.
+    """
+    case_reference: _builtins.str
+    operator: _builtins.str
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -78,10 +87,13 @@ class QueryEntriesRequest(_message.Message):
         event: _builtins.str = ...,
         start_index: _builtins.int = ...,
         page_size: _builtins.int = ...,
+        legal_basis: _builtins.str = ...,
+        case_reference: _builtins.str = ...,
+        operator: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "event", b"event", "message_id", b"message_id", "page_size", b"page_size", "since", b"since", "start_index", b"start_index", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "case_reference", b"case_reference", "event", b"event", "legal_basis", b"legal_basis", "message_id", b"message_id", "operator", b"operator", "page_size", b"page_size", "since", b"since", "start_index", b"start_index", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -162,18 +174,30 @@ class InclusionProofRequest(_message.Message):
 
     INDEX_FIELD_NUMBER: _builtins.int
     TREE_SIZE_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     tree_size: _builtins.int
     """0 = latest checkpoint"""
+    legal_basis: _builtins.str
+    """30-39: the justification of this consultation (docs/protocol.md section 22, Justification), recorded in
+    its audit entry; never personal data.
+    """
+    case_reference: _builtins.str
+    operator: _builtins.str
     def __init__(
         self,
         *,
         index: _builtins.int = ...,
         tree_size: _builtins.int = ...,
+        legal_basis: _builtins.str = ...,
+        case_reference: _builtins.str = ...,
+        operator: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "index", b"index", "legal_basis", b"legal_basis", "operator", b"operator", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -264,18 +288,30 @@ class ExportRequest(_message.Message):
 
     START_INDEX_FIELD_NUMBER: _builtins.int
     END_INDEX_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
     start_index: _builtins.int
     end_index: _builtins.int
     """exclusive; 0 = to the latest checkpoint"""
+    legal_basis: _builtins.str
+    """30-39: the justification of this consultation (docs/protocol.md section 22, Justification), recorded in
+    its audit entry; never personal data.
+    """
+    case_reference: _builtins.str
+    operator: _builtins.str
     def __init__(
         self,
         *,
         start_index: _builtins.int = ...,
         end_index: _builtins.int = ...,
+        legal_basis: _builtins.str = ...,
+        case_reference: _builtins.str = ...,
+        operator: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_index", b"end_index", "start_index", b"start_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "end_index", b"end_index", "legal_basis", b"legal_basis", "operator", b"operator", "start_index", b"start_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -564,6 +564,7 @@ class MessageStatus(_message.Message):
     RECIPIENTS_FIELD_NUMBER: _builtins.int
     PURGED_UNDER_FIELD_NUMBER: _builtins.int
     PURGED_AT_FIELD_NUMBER: _builtins.int
+    RECALLS_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     purged_under: _builtins.str
     """the retention rule that purged the envelope, or empty"""
@@ -571,6 +572,12 @@ class MessageStatus(_message.Message):
     def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientStatus]: ...
     @_builtins.property
     def purged_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def recalls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """30-39: erasure (docs/protocol.md section 22, Erasure). The ids of the RECALLs the caller sent of this
+        message, in the order sent; their recipients confirm erasure with ERASED receipts.
+        """
+
     def __init__(
         self,
         *,
@@ -578,10 +585,11 @@ class MessageStatus(_message.Message):
         recipients: _abc.Iterable[Global___RecipientStatus] | None = ...,
         purged_under: _builtins.str = ...,
         purged_at: _timestamp_pb2.Timestamp | None = ...,
+        recalls: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["purged_at", b"purged_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "purged_at", b"purged_at", "purged_under", b"purged_under", "recipients", b"recipients"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "purged_at", b"purged_at", "purged_under", b"purged_under", "recalls", b"recalls", "recipients", b"recipients"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -635,6 +643,21 @@ class GetDirectoryRequest(_message.Message):
 
     AGENCIES_FIELD_NUMBER: _builtins.int
     MIN_AUDIT_INDEX_FIELD_NUMBER: _builtins.int
+    KNOWN_TREE_SIZE_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    known_tree_size: _builtins.int
+    """Key transparency (docs/protocol.md section 18.4): the tree size of the largest checkpoint the
+    caller holds (0: none); the broker answers the consistency proof from it to
+    Directory.checkpoint.
+    """
+    legal_basis: _builtins.str
+    """30-39: the justification of this consultation (docs/protocol.md section 22, Justification), recorded in
+    its audit entry; never personal data.
+    """
+    case_reference: _builtins.str
+    operator: _builtins.str
     @_builtins.property
     def agencies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """empty: every registered agency"""
@@ -651,10 +674,14 @@ class GetDirectoryRequest(_message.Message):
         *,
         agencies: _abc.Iterable[_builtins.str] | None = ...,
         min_audit_index: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        known_tree_size: _builtins.int = ...,
+        legal_basis: _builtins.str = ...,
+        case_reference: _builtins.str = ...,
+        operator: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "min_audit_index", b"min_audit_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "case_reference", b"case_reference", "known_tree_size", b"known_tree_size", "legal_basis", b"legal_basis", "min_audit_index", b"min_audit_index", "operator", b"operator"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -671,6 +698,7 @@ class DirectoryEntry(_message.Message):
     KEY_BUNDLES_FIELD_NUMBER: _builtins.int
     CHAIN_FIELD_NUMBER: _builtins.int
     KEY_BUNDLE_AUDIT_INDEX_FIELD_NUMBER: _builtins.int
+    KEY_BUNDLE_PROOFS_FIELD_NUMBER: _builtins.int
     agency: _builtins.str
     display_name: _builtins.str
     country: _builtins.str
@@ -688,6 +716,13 @@ class DirectoryEntry(_message.Message):
         order of key_bundles; 0 for bundles published before the broker recorded it.
         """
 
+    @_builtins.property
+    def key_bundle_proofs(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyBundleProof]:
+        """Key transparency (docs/protocol.md section 18.4): for each key bundle, in the order of
+        key_bundles, its publication entry and the entry's inclusion proof to Directory.checkpoint.
+        Empty (no entry) for a bundle published after that checkpoint: not yet witnessed.
+        """
+
     def __init__(
         self,
         *,
@@ -698,14 +733,41 @@ class DirectoryEntry(_message.Message):
         key_bundles: _abc.Iterable[_envelope_pb2.SignedKeyBundle] | None = ...,
         chain: _abc.Iterable[_builtins.bytes] | None = ...,
         key_bundle_audit_index: _abc.Iterable[_builtins.int] | None = ...,
+        key_bundle_proofs: _abc.Iterable[Global___KeyBundleProof] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "certificate", b"certificate", "chain", b"chain", "country", b"country", "display_name", b"display_name", "key_bundle_audit_index", b"key_bundle_audit_index", "key_bundles", b"key_bundles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "certificate", b"certificate", "chain", b"chain", "country", b"country", "display_name", b"display_name", "key_bundle_audit_index", b"key_bundle_audit_index", "key_bundle_proofs", b"key_bundle_proofs", "key_bundles", b"key_bundles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DirectoryEntry: _TypeAlias = DirectoryEntry  # noqa: Y015
+
+@_typing.final
+class KeyBundleProof(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    INCLUSION_PATH_FIELD_NUMBER: _builtins.int
+    entry: _builtins.bytes
+    """the keybundle.published audit entry, canonical bytes (section 11.1)"""
+    @_builtins.property
+    def inclusion_path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """RFC 9162 PATH(index, D[tree size]) to Directory.checkpoint"""
+
+    def __init__(
+        self,
+        *,
+        entry: _builtins.bytes = ...,
+        inclusion_path: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "inclusion_path", b"inclusion_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyBundleProof: _TypeAlias = KeyBundleProof  # noqa: Y015
 
 @_typing.final
 class Group(_message.Message):
@@ -736,19 +798,30 @@ class Directory(_message.Message):
 
     AGENCIES_FIELD_NUMBER: _builtins.int
     GROUPS_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_PATH_FIELD_NUMBER: _builtins.int
+    checkpoint: _builtins.bytes
+    """Key transparency (docs/protocol.md section 18.4): the signed note of the checkpoint the bundle
+    proofs lead to, with its witness cosignatures (the largest one the broker's witness policy
+    accepts), and the consistency proof to it from GetDirectoryRequest.known_tree_size.
+    """
     @_builtins.property
     def agencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___DirectoryEntry]: ...
     @_builtins.property
     def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___Group]: ...
+    @_builtins.property
+    def consistency_path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
         self,
         *,
         agencies: _abc.Iterable[Global___DirectoryEntry] | None = ...,
         groups: _abc.Iterable[Global___Group] | None = ...,
+        checkpoint: _builtins.bytes = ...,
+        consistency_path: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "groups", b"groups"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "checkpoint", b"checkpoint", "consistency_path", b"consistency_path", "groups", b"groups"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -182,6 +182,10 @@ class _ReceiptStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Receipt
     DELIVERED: _ReceiptStatus.ValueType  # 1
     READ: _ReceiptStatus.ValueType  # 2
     REJECTED: _ReceiptStatus.ValueType  # 3
+    ERASED: _ReceiptStatus.ValueType  # 4
+    """On the delivery of a RECALL: the recipient's SDK deleted its local copies of the message the
+    RECALL references (docs/protocol.md section 22, Erasure).
+    """
 
 class ReceiptStatus(_ReceiptStatus, metaclass=_ReceiptStatusEnumTypeWrapper): ...
 
@@ -189,6 +193,10 @@ RECEIPT_STATUS_UNSPECIFIED: ReceiptStatus.ValueType  # 0
 DELIVERED: ReceiptStatus.ValueType  # 1
 READ: ReceiptStatus.ValueType  # 2
 REJECTED: ReceiptStatus.ValueType  # 3
+ERASED: ReceiptStatus.ValueType  # 4
+"""On the delivery of a RECALL: the recipient's SDK deleted its local copies of the message the
+RECALL references (docs/protocol.md section 22, Erasure).
+"""
 Global___ReceiptStatus: _TypeAlias = ReceiptStatus  # noqa: Y015
 
 @_typing.final
@@ -243,6 +251,9 @@ class Header(_message.Message):
     WRAPPED_KEYS_SHA256_FIELD_NUMBER: _builtins.int
     REFERENCES_FIELD_NUMBER: _builtins.int
     ATTACHMENTS_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """protocol version, 1"""
     message_id: _builtins.str
@@ -260,6 +271,15 @@ class Header(_message.Message):
     wrapped_keys_sha256: _builtins.bytes
     references: _builtins.str
     """RECALL target, or the original of a forwarded message"""
+    legal_basis: _builtins.str
+    """21-29 unused. 30-39: justification (docs/protocol.md section 22, Justification), covered by the header
+    signature only; never personal data.
+    a code from the deployment's list (policy `legal_bases`), or empty
+    """
+    case_reference: _builtins.str
+    """the sender's case or file reference, or empty"""
+    operator: _builtins.str
+    """the agency's opaque id of the person acting, as asserted by the agency"""
     @_builtins.property
     def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """agency ids and/or group names, as addressed"""
@@ -298,10 +318,13 @@ class Header(_message.Message):
         wrapped_keys_sha256: _builtins.bytes = ...,
         references: _builtins.str = ...,
         attachments: _abc.Iterable[Global___AttachmentRef] | None = ...,
+        legal_basis: _builtins.str = ...,
+        case_reference: _builtins.str = ...,
+        operator: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "expires", b"expires", "handling", b"handling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "ciphertext_sha256", b"ciphertext_sha256", "created", b"created", "expires", b"expires", "handling", b"handling", "in_reply_to", b"in_reply_to", "kind", b"kind", "message_id", b"message_id", "priority", b"priority", "recipients", b"recipients", "references", b"references", "sender", b"sender", "sender_cert_sha256", b"sender_cert_sha256", "version", b"version", "watchlist_id", b"watchlist_id", "watchlist_version", b"watchlist_version", "wrapped_keys_sha256", b"wrapped_keys_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "case_reference", b"case_reference", "ciphertext_sha256", b"ciphertext_sha256", "created", b"created", "expires", b"expires", "handling", b"handling", "in_reply_to", b"in_reply_to", "kind", b"kind", "legal_basis", b"legal_basis", "message_id", b"message_id", "operator", b"operator", "priority", b"priority", "recipients", b"recipients", "references", b"references", "sender", b"sender", "sender_cert_sha256", b"sender_cert_sha256", "version", b"version", "watchlist_id", b"watchlist_id", "watchlist_version", b"watchlist_version", "wrapped_keys_sha256", b"wrapped_keys_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -382,14 +405,21 @@ class Envelope(_message.Message):
     HEADER_SIGNATURE_FIELD_NUMBER: _builtins.int
     CIPHERTEXT_FIELD_NUMBER: _builtins.int
     WRAPPED_KEYS_FIELD_NUMBER: _builtins.int
+    BATCH_SIGNATURE_FIELD_NUMBER: _builtins.int
     header: _builtins.bytes
     """serialized Header"""
     header_signature: _builtins.bytes
-    """sender identity key over PAE("isb.v1.header", header)"""
+    """sender identity key over PAE("isb.v1.header", header); empty when batch-signed"""
     ciphertext: _builtins.bytes
     """nonce || AES-256-GCM(Content), associated data = header"""
     @_builtins.property
     def wrapped_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___WrappedKey]: ...
+    @_builtins.property
+    def batch_signature(self) -> Global___BatchSignature:
+        """Instead of header_signature: one signature over the Merkle root of a batch of headers
+        (docs/protocol.md section 21). An envelope carries exactly one of the two.
+        """
+
     def __init__(
         self,
         *,
@@ -397,14 +427,54 @@ class Envelope(_message.Message):
         header_signature: _builtins.bytes = ...,
         ciphertext: _builtins.bytes = ...,
         wrapped_keys: _abc.Iterable[Global___WrappedKey] | None = ...,
+        batch_signature: Global___BatchSignature | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_signature", b"batch_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "header", b"header", "header_signature", b"header_signature", "wrapped_keys", b"wrapped_keys"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_signature", b"batch_signature", "ciphertext", b"ciphertext", "header", b"header", "header_signature", b"header_signature", "wrapped_keys", b"wrapped_keys"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Envelope: _TypeAlias = Envelope  # noqa: Y015
+
+@_typing.final
+class BatchSignature(_message.Message):
+    """A signature over the Merkle tree head of a batch of signed structures, and the inclusion path
+    of this one (docs/protocol.md section 21). The root is not carried: it is recomputed from the
+    leaf and the path, so a path that does not lead to the signed root fails the signature.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    signature: _builtins.bytes
+    """identity key over PAE("<type>-batch", ASCII(tree_size), root)"""
+    tree_size: _builtins.int
+    """leaves in the batch, 2..4096 (a batch of one is signed alone)"""
+    leaf_index: _builtins.int
+    """this structure's position, 0-based"""
+    @_builtins.property
+    def path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """RFC 9162 PATH(leaf_index, D[tree_size]), leaf side first, 32 bytes each"""
+
+    def __init__(
+        self,
+        *,
+        signature: _builtins.bytes = ...,
+        tree_size: _builtins.int = ...,
+        leaf_index: _builtins.int = ...,
+        path: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leaf_index", b"leaf_index", "path", b"path", "signature", b"signature", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchSignature: _TypeAlias = BatchSignature  # noqa: Y015
 
 @_typing.final
 class Content(_message.Message):
@@ -546,19 +616,25 @@ class SignedReceipt(_message.Message):
 
     RECEIPT_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    BATCH_SIGNATURE_FIELD_NUMBER: _builtins.int
     receipt: _builtins.bytes
     """serialized Receipt"""
     signature: _builtins.bytes
-    """recipient identity key over PAE("isb.v1.receipt", receipt)"""
+    """recipient identity key over PAE("isb.v1.receipt", receipt); empty when batch-signed"""
+    @_builtins.property
+    def batch_signature(self) -> Global___BatchSignature:
+        """instead of signature: one per acknowledged batch (section 21)"""
+
     def __init__(
         self,
         *,
         receipt: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
+        batch_signature: Global___BatchSignature | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_signature", b"batch_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_signature", b"batch_signature", "receipt", b"receipt", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -577,6 +653,7 @@ class Forwarded(_message.Message):
     ORIGINAL_HEADER_SIGNATURE_FIELD_NUMBER: _builtins.int
     ORIGINAL_SENDER_CERTIFICATE_FIELD_NUMBER: _builtins.int
     ORIGINAL_CONTENT_FIELD_NUMBER: _builtins.int
+    ORIGINAL_BATCH_SIGNATURE_FIELD_NUMBER: _builtins.int
     original_header: _builtins.bytes
     """the original Envelope.header bytes"""
     original_header_signature: _builtins.bytes
@@ -587,6 +664,10 @@ class Forwarded(_message.Message):
     def original_content(self) -> Global___Content:
         """with the original inner signature"""
 
+    @_builtins.property
+    def original_batch_signature(self) -> Global___BatchSignature:
+        """instead of original_header_signature, if batch-signed"""
+
     def __init__(
         self,
         *,
@@ -594,10 +675,11 @@ class Forwarded(_message.Message):
         original_header_signature: _builtins.bytes = ...,
         original_sender_certificate: _builtins.bytes = ...,
         original_content: Global___Content | None = ...,
+        original_batch_signature: Global___BatchSignature | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["original_content", b"original_content"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["original_batch_signature", b"original_batch_signature", "original_content", b"original_content"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["original_content", b"original_content", "original_header", b"original_header", "original_header_signature", b"original_header_signature", "original_sender_certificate", b"original_sender_certificate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["original_batch_signature", b"original_batch_signature", "original_content", b"original_content", "original_header", b"original_header", "original_header_signature", b"original_header_signature", "original_sender_certificate", b"original_sender_certificate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

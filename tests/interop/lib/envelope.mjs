@@ -2,6 +2,7 @@
 import crypto from "node:crypto";
 import { compareBytes, concat, equal, SHA256, utf8, VerificationError } from "./bytes.mjs";
 import { agencyOf, fingerprint, sign, verify } from "./identity.mjs";
+import { verifySigned } from "./batch.mjs";
 import { unwrap, wrap } from "./hpke.mjs";
 import { checkEnvelope, checkHeader } from "./limits.mjs";
 import { attachments, handling, int, pae, recipients, timestamp, TYPES } from "./pae.mjs";
@@ -79,7 +80,9 @@ export async function seal({ header, contentType, body, bundles, identityKey, co
 /** 6.8 steps 1-5, with the sender certificate already accepted; returns the parsed header. */
 export function verifyOuter(envelope, senderCert) {
   checkEnvelope(envelope);
-  verify(senderCert, headerSigningInput(envelope.header), envelope.header_signature, "envelope header");
+  // Step 1: the header signature, or the batch signature of section 21.3.
+  verifySigned(TYPES.HEADER, envelope.header, envelope.header_signature, envelope.batch_signature, senderCert,
+    "envelope header");
   let h;
   try {
     h = decode("Header", envelope.header);

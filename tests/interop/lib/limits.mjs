@@ -7,6 +7,8 @@ const UUID7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{
 const AGENCY = /^[A-Z0-9]{2,5}-[A-Z0-9-]{2,32}$/;
 const GROUP = /^[A-Z0-9][A-Z0-9-]{1,39}$/;
 const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$/;
+const LEGAL_BASIS = /^[A-Z0-9][A-Z0-9._-]{0,31}$/;
+const CONTROL = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/;
 const MIN_SECONDS = -62135596800n;
 const MAX_SECONDS = 253402300799n;
 const chars = (s) => [...(s ?? "")].length;
@@ -84,4 +86,10 @@ export function checkHeader(h, maxRecipients = 256) {
     if (!((a.chunk_size ?? 0) >= 16384 && (a.chunk_size ?? 0) <= 1048576)) refuse(`${name}.chunk_size is out of range`);
     if (chars(a.media_type) > 255 || !MEDIA_TYPE.test(a.media_type ?? "")) refuse(`${name}.media_type is not type/subtype`);
   });
+  // Justification, section 22, Justification: each field optional; the broker's policy says which it requires.
+  if (h.legal_basis && !LEGAL_BASIS.test(h.legal_basis)) refuse("header.legal_basis is not a legal-basis code");
+  for (const name of ["case_reference", "operator"]) {
+    if (chars(h[name]) > 128) refuse(`header.${name} is over 128 characters`);
+    if (CONTROL.test(h[name] ?? "")) refuse(`header.${name} contains a control character`);
+  }
 }

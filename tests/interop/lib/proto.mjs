@@ -58,5 +58,14 @@ export function canonicalEnvelope(envelope) {
     field(k, 3, key.enc);
     w.uint32((4 << 3) | 2).bytes(k.finish());
   }
+  const batch = envelope.batch_signature;
+  if (batch) {  // section 21: a message field, written when present, its own fields in number order
+    const b = protobuf.Writer.create();
+    field(b, 1, batch.signature);
+    if (Number(batch.tree_size ?? 0)) b.uint32(2 << 3).uint64(batch.tree_size);
+    if (Number(batch.leaf_index ?? 0)) b.uint32(3 << 3).uint64(batch.leaf_index);
+    for (const h of batch.path ?? []) b.uint32((4 << 3) | 2).bytes(h);
+    w.uint32((10 << 3) | 2).bytes(b.finish());
+  }
   return w.finish();
 }

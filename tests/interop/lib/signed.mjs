@@ -2,6 +2,7 @@
 import { VerificationError } from "./bytes.mjs";
 import { agencyOf, parseCertificate, sign, verify, verifyAgencyCertificate } from "./identity.mjs";
 import { checkPublicKey } from "./hpke.mjs";
+import { verifySigned } from "./batch.mjs";
 import { pae, TYPES } from "./pae.mjs";
 import { dateOf, decode, encode, timestampOf } from "./proto.mjs";
 
@@ -41,9 +42,9 @@ export function makeReceipt({ messageId, envelopeSha256, recipient, status, reas
   return { receipt, signature: sign(identityKey, pae(TYPES.RECEIPT, receipt)) };
 }
 
-/** 9: verify a SignedReceipt with the recipient's (accepted) certificate. */
+/** 9: verify a SignedReceipt with the recipient's (accepted) certificate, signed alone or in a batch (21). */
 export function verifyReceipt(signed, cert, expectedRecipient) {
-  verify(cert, pae(TYPES.RECEIPT, signed.receipt), signed.signature, "receipt");
+  verifySigned(TYPES.RECEIPT, signed.receipt, signed.signature, signed.batch_signature, cert, "receipt");
   const r = decode("Receipt", signed.receipt);
   if (r.recipient !== agencyOf(cert)) throw new VerificationError("receipt names another agency than its signer");
   if (expectedRecipient && r.recipient !== expectedRecipient) throw new VerificationError("unexpected recipient");

@@ -13,6 +13,7 @@ import { envelopeSha256, openEnvelope, seal } from "../lib/envelope.mjs";
 import { fingerprint, parseCertificate, privateKeyFromPem, verifyAgencyCertificate } from "../lib/identity.mjs";
 import { dateOf, decode, enums, timestampOf } from "../lib/proto.mjs";
 import { makeReceipt, verifyKeyBundle } from "../lib/signed.mjs";
+import * as witness from "../lib/witness.mjs";
 
 const { ISB_INTEROP_TARGET: target, ISB_INTEROP_CERTS: certs, ISB_INTEROP_WORK: work } = process.env;
 const trustDomain = process.env.ISB_INTEROP_TRUST_DOMAIN ?? "isb.dev";
@@ -90,7 +91,8 @@ test("seals an alert to a group and an agency, wrapping for the expansion it com
       handling: { tlp: enums.Tlp.TLP_AMBER, classification: "NL-DEP-V", source_reliability: 2,
         information_accuracy: 3 },
       priority: enums.Priority.HIGH, created: timestampOf(new Date()),
-      expires: timestampOf(new Date(Date.now() + 86_400_000)) },
+      expires: timestampOf(new Date(Date.now() + 86_400_000)),
+      legal_basis: "NAPLES-II", case_reference: "NL-2026-17", operator: "node-op-1" },
     contentType: "application/json", body, bundles,
     identityKey: privateKeyFromPem(read("NL-FIOD.key")),
   });
@@ -115,15 +117,21 @@ test("verifies a fresh checkpoint, the inclusion of its own message, and an expo
   const checkpoint = audit.verifyCheckpoint(reply.note, trusted);
   assert.ok(checkpoint.size > sent.audit_index);
 
-  const proof = await auditor.call("GetInclusionProof", { index: sent.audit_index, tree_size: checkpoint.size });
+  const justification = { legal_basis: "LED-ART8", case_reference: "AUDIT-1", operator: "node-auditor" };
+  const proof = await auditor.call("GetInclusionProof", { index: sent.audit_index, tree_size: checkpoint.size,
+    ...justification });
   const entry = audit.parseEntry(proof.entry.entry);
   assert.equal(entry.index, sent.audit_index);
   assert.equal(entry.event, "envelope.accepted");
   assert.equal(entry.message_id, sent.message_id);
+  // The disclosure's justification (section 22, Justification), with the operator marked as asserted by the sender.
+  assert.deepEqual([entry.fields.legal_basis, entry.fields.case_reference, entry.fields.operator,
+    entry.fields.operator_asserted_by], ["NAPLES-II", "NL-2026-17", "node-op-1", "NL-FIOD"]);
   audit.verifyInclusion(audit.leafHash(proof.entry.entry), sent.audit_index, checkpoint.size, proof.hashes ?? [],
     checkpoint.root);
 
-  const items = await collect(auditor.stub.Export({}));
+  await auditor.call("GetCheckpoint", { fresh: true }); // so that the export covers the proof's own query entry
+  const items = await collect(auditor.stub.Export({ ...justification }));
   const lines = [JSON.stringify({ type: "header", format: "isb-audit-export/1", origin, key_name: origin,
     vkey: audit.encodeVkey(origin, trusted.publicKey) })];
   for (const item of items) {
@@ -138,6 +146,37 @@ test("verifies a fresh checkpoint, the inclusion of its own message, and an expo
   const report = audit.verifyExport(text, trusted);
   assert.ok(report.treeSize >= checkpoint.size);
   assert.ok(report.entries > sent.audit_index);
+  // The consultation (the inclusion proof) is itself an entry carrying the auditor's justification.
+  const consulted = items.filter((item) => item.entry).map((item) => audit.parseEntry(item.entry.entry))
+    .filter((e) => e.event === "audit.query" && e.fields?.rpc === "GetInclusionProof");
+  assert.ok(consulted.some((e) => e.fields.legal_basis === "LED-ART8" && e.fields.operator === "node-auditor"
+    && e.fields.operator_asserted_by === `spiffe://${trustDomain}/auditor/audit-1`));
   fs.writeFileSync(path.join(work, "node-export.jsonl"), text);
   auditor.close();
+});
+
+test("checks the directory's key bundle proofs against the broker's checkpoint", { skip }, async () => {
+  // The test broker has no witness policy, so it proves to its latest checkpoint: the policy here
+  // trusts its log with `quorum none` (docs/protocol.md section 18.4).
+  const origin = `${trustDomain}/audit`;
+  const policy = witness.parsePolicy(`log ${audit.encodeVkey(origin, audit.ed25519FromPem(read("audit.pub")))}\nquorum none\n`);
+  const me = connect(target, certs, "NL-FIOD");
+  const auditor = connect(target, certs, "auditor");
+  await auditor.call("GetCheckpoint", { fresh: true }); // covers every bundle published so far
+  auditor.close();
+  const directory = await me.call("GetDirectory", { agencies: ["DE-BKA", "FR-CUSTOMS"] });
+  let proven = 0;
+  for (const entry of directory.agencies) {
+    entry.key_bundles.forEach((signedBundle, i) => {
+      const proof = entry.key_bundle_proofs[i];
+      if (!proof.entry?.length) return; // published after the checkpoint: not witnessed yet
+      const keyId = decode("KeyBundle", signedBundle.bundle).key_id;
+      witness.verifyDirectoryProof({ policy, origin, note: directory.checkpoint, consistency: [], held: null,
+        signedBundle, agency: entry.agency, keyId, auditIndex: Number(entry.key_bundle_audit_index[i]),
+        entry: proof.entry, inclusionPath: proof.inclusion_path ?? [] });
+      proven += 1;
+    });
+  }
+  assert.ok(proven >= 2, `${proven} bundles proven`);
+  me.close();
 });

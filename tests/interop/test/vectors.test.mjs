@@ -6,12 +6,14 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { fromHex, SHA256, toHex, utf8, VerificationError } from "../lib/bytes.mjs";
 import * as audit from "../lib/audit.mjs";
+import * as batch from "../lib/batch.mjs";
 import * as env from "../lib/envelope.mjs";
 import { unwrap } from "../lib/hpke.mjs";
 import { parseCertificate, privateKeyFromPem, verifyAgencyCertificate } from "../lib/identity.mjs";
 import * as P from "../lib/pae.mjs";
 import { decode, enums } from "../lib/proto.mjs";
 import { verifyForwardConsent, verifyKeyBundle, verifyReceipt } from "../lib/signed.mjs";
+import * as witness from "../lib/witness.mjs";
 
 const DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../vectors");
 const load = (name) => JSON.parse(fs.readFileSync(path.join(DIR, `${name}.json`), "utf8"));
@@ -56,6 +58,10 @@ for (const name of ["envelope-x25519-three-recipients", "envelope-hybrid-and-cla
       const opened = await env.openEnvelope(envelope, { recipient: p.agency, keys: keysOf(p), senderCert: sender });
       assert.equal(toHex(opened.body), v.inputs.body_hex);
       assert.equal(opened.contentType, v.inputs.content_type);
+      // Justification (section 22, Justification): in the signed header only, as the sender set it.
+      for (const [field, value] of Object.entries(v.inputs.justification ?? {})) {
+        assert.equal(opened.header[field], value);
+      }
     }
     await refused(() => env.openEnvelope(envelope, { recipient: v.non_recipient.agency, keys: keysOf(v.non_recipient),
       senderCert: sender }));
@@ -147,7 +153,11 @@ test("receipts", () => {
   for (const c of v.valid) {
     const signed = decode("SignedReceipt", fromHex(c.signed_receipt_hex));
     assert.equal(toHex(P.pae(P.TYPES.RECEIPT, signed.receipt)), c.signing_input_hex);
-    assert.equal(verifyReceipt(signed, signer, v.signer.agency).status, enums.ReceiptStatus[c.status]);
+    const receipt = verifyReceipt(signed, signer, v.signer.agency);
+    assert.equal(receipt.status, enums.ReceiptStatus[c.status]);
+    assert.equal(receipt.reason ?? "", c.reason);
+    // Section 22, Erasure: an ERASED receipt's reason starts with the id of the message it erased.
+    if (c.status === "ERASED") assert.match(c.reason, /^[0-9a-f-]{36}: erased /);
   }
   for (const c of v.must_be_refused) {
     assert.throws(() => verifyReceipt(decode("SignedReceipt", fromHex(c.signed_receipt_hex)), signer,
@@ -238,5 +248,83 @@ test("RFC 6962 reference vectors", () => {
   }
   for (const c of v.consistency) {
     audit.verifyConsistency(c.first, c.second, fromHex(v.roots[c.first]), fromHex(v.roots[c.second]), c.proof.map(fromHex));
+  }
+});
+
+test("cosigned checkpoints under a tlog-policy", () => {
+  const v = load("cosigned-checkpoint");
+  const policy = witness.parsePolicy(v.policy);
+  for (const w of v.witnesses) {
+    assert.equal(toHex(witness.parseCosignerVkey(w.vkey).keyId), w.key_id_hex);
+  }
+  for (const c of v.valid) {
+    const cp = witness.verifyCheckpointUnderPolicy(utf8(c.note), policy, v.audit_key.origin);
+    assert.deepEqual([...cp.cosigned].sort(), c.cosigned_by, c.description);
+  }
+  for (const c of v.must_be_refused) {
+    assert.throws(() => witness.verifyCheckpointUnderPolicy(utf8(c.note), policy, v.audit_key.origin),
+      VerificationError, c.description);
+  }
+});
+
+test("directory bundle inclusion proofs", () => {
+  const v = load("directory-proof");
+  const policy = witness.parsePolicy(v.policy);
+  const check = (c) => {
+    const signedBundle = decode("SignedKeyBundle", fromHex(c.signed_key_bundle_hex));
+    const keyId = decode("KeyBundle", signedBundle.bundle).key_id; // recomputed from the bundle received
+    assert.equal(keyId, v.valid.key_id);
+    return witness.verifyDirectoryProof({
+      policy, origin: v.origin, note: utf8(c.checkpoint_note), consistency: c.consistency_path_hex.map(fromHex),
+      held: { size: c.held_tree_size, root: fromHex(c.held_root_hash_hex) }, signedBundle, agency: c.agency, keyId,
+      auditIndex: c.key_bundle_audit_index, entry: utf8(c.entry_utf8), inclusionPath: c.inclusion_path_hex.map(fromHex),
+    });
+  };
+  const signed = decode("SignedKeyBundle", fromHex(v.valid.signed_key_bundle_hex));
+  assert.equal(toHex(SHA256(signed.bundle)), v.valid.bundle_sha256_hex);
+  assert.equal(toHex(audit.leafHash(utf8(v.valid.entry_utf8))), v.valid.leaf_hash_hex);
+  assert.ok(check(v.valid).size > v.valid.key_bundle_audit_index);
+  for (const c of v.must_be_refused) {
+    assert.throws(() => check({ ...v.valid, ...c.changes }), VerificationError, c.description);
+  }
+});
+
+test("batch signatures: every member verifies alone, intermediates recompute, tampered members are refused", async () => {
+  const v = load("batch-signatures");
+  const sender = cert(v.sender.certificate_pem);
+  const recipient = cert(v.recipient.certificate_pem);
+  const keys = { [v.recipient.key_id]: { suite: SUITE(v.recipient.suite),
+    privateKey: fromHex(v.recipient.hpke_private_key_hex) } };
+  const checkMember = (purpose, bytes, proof, m) => {
+    assert.equal(toHex(SHA256(P.pae(purpose, bytes))), m.leaf_data_hex);
+    const leaf = batch.leafHash(purpose, bytes);
+    assert.equal(toHex(leaf), m.leaf_hash_hex);
+    assert.deepEqual(proof.path.map(toHex), m.path_hex);
+    const root = batch.rootFromPath(leaf, Number(proof.leaf_index ?? 0), Number(proof.tree_size), proof.path);
+    assert.equal(toHex(root), m.root_hex);
+    assert.equal(toHex(batch.rootSigningInput(purpose, Number(proof.tree_size), root)), m.root_signing_input_hex);
+  };
+  for (const m of v.envelopes.members) {
+    const envelope = decode("Envelope", fromHex(m.envelope_hex));
+    assert.equal(Number(envelope.batch_signature.tree_size), v.envelopes.tree_size);
+    checkMember(v.envelopes.purpose, envelope.header, envelope.batch_signature, m);
+    const opened = await env.openEnvelope(envelope, { recipient: v.recipient.agency, keys, senderCert: sender });
+    assert.equal(toHex(opened.body), m.body_hex);
+    assert.equal(toHex(env.envelopeSha256(envelope)), m.envelope_sha256_hex);
+  }
+  assert.ok(v.envelopes.must_be_refused.length >= 5);
+  for (const c of v.envelopes.must_be_refused) {
+    assert.throws(() => env.verifyOuter(decode("Envelope", fromHex(c.envelope_hex)), sender), VerificationError,
+      c.description);
+  }
+  for (const m of v.receipts.members) {
+    const signed = decode("SignedReceipt", fromHex(m.signed_receipt_hex));
+    checkMember(v.receipts.purpose, signed.receipt, signed.batch_signature, m);
+    const r = verifyReceipt(signed, recipient, v.recipient.agency);
+    assert.equal(r.status, enums.ReceiptStatus[m.status]);
+  }
+  for (const c of v.receipts.must_be_refused) {
+    assert.throws(() => verifyReceipt(decode("SignedReceipt", fromHex(c.signed_receipt_hex)), recipient),
+      VerificationError, c.description);
   }
 });

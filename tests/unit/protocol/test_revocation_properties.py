@@ -54,15 +54,20 @@ def test_any_changed_byte_of_a_signed_crl_is_refused(position: int, value: int) 
     assert outcome is None or (base is not None and (outcome.number, outcome.revoked) == (base.number, base.revoked))
 
 
+_JSON_VALUES = st.recursive(st.none() | st.integers() | st.text(max_size=10),
+                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                          max_size=3))
+
+
 @PROPERTY_SETTINGS
 @given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode)
-       | st.recursive(st.none() | st.integers() | st.text(max_size=10),
-                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                                    max_size=3))
-       .map(lambda value: json.dumps({"format": "isb-sdk-trust-state/1", "crl_number": value,
-                                      "key_bundle_audit_index": value}).encode()))
+       | _JSON_VALUES.map(lambda value: json.dumps({"format": "isb-sdk-trust-state/1", "crl_number": value,
+                                                    "key_bundle_audit_index": value}).encode())
+       | _JSON_VALUES.map(lambda value: json.dumps({"format": "isb-sdk-trust-state/1", "crl_number": 1,
+                                                    "key_bundle_audit_index": {}, "checkpoint": value}).encode()))
 def test_trust_state_files_load_or_raise_trust_state_error(tmp_path: Path, data: bytes) -> None:
-    """A state file either loads with non-negative marks or is refused with TrustStateError (never reset)."""
+    """A state file (CRL number, bundle indexes, held checkpoint) either loads with well-typed marks or
+    is refused with TrustStateError (never reset)."""
     path = tmp_path / "trust-state.json"
     path.write_bytes(data)
     try:
@@ -71,3 +76,4 @@ def test_trust_state_files_load_or_raise_trust_state_error(tmp_path: Path, data:
         return
     assert isinstance(state.crl_number, int)
     assert all(isinstance(k, str) and isinstance(v, int) for k, v in state.bundle_index.items())
+    assert state.checkpoint is None or len(state.checkpoint.root_hash) == 32

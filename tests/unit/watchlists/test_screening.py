@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from broker.api.v1 import payload_pb2
-from clients.watchlist.screening import DEFAULT_MIN_SCORE, Hit, ScreeningIndex, ScreeningRecord, identifier_key
+from clients.watchlist.dates import parse_date
+from clients.watchlist.screening import (
+    DEFAULT_MIN_SCORE,
+    Hit,
+    ScreeningIndex,
+    ScreeningRecord,
+    _dob_columns,
+    _dob_parts,
+    identifier_key,
+)
 
 
 def _person(entry_id: str, family: str, given: str, dob: tuple[int, ...] | None = (1975, 3, 12), *,
@@ -23,9 +34,9 @@ def _person(entry_id: str, family: str, given: str, dob: tuple[int, ...] | None 
 def _index(*entries: payload_pb2.WatchlistEntry) -> ScreeningIndex:
     index = ScreeningIndex()
     # Bystanders with similar names, so that candidate keys have company.
-    for i, (family, given) in enumerate([("Garcia", "Maria"), ("Martinez", "Jose"), ("Petrov", "Ivan"),
+    for i, (family, given_names) in enumerate([("Garcia", "Maria"), ("Martinez", "Jose"), ("Petrov", "Ivan"),
                                          ("Hassan", "Ali"), ("Wang", "Wei"), ("Schmidt", "Hans")]):
-        index.add(_person(f"bystander{i}", family, given, (1960 + i, 1, 1)))
+        index.add(_person(f"bystander{i}", family, given_names, (1960 + i, 1, 1)))
     for e in entries:
         index.add(e)
     return index
@@ -146,7 +157,9 @@ def test_mrz_truncated_pnr_name_is_a_hit() -> None:
 
 @pytest.mark.parametrize(("listed", "passenger"), [
     (("SHCHERBAKOV", "YURIY"), ("Щербаков", "Юрий")), (("AL-MASRI", "MOHAMMED"), ("المصري", "محمد")),
-    (("WANG", "XIAOMING"), ("王", "小明"))])
+    (("WANG", "XIAOMING"), ("王", "小明")),
+    (("HASSAN", "OMAR"), ("حسن", "عمر")),  # عمر reads MR: not a title in Arabic script
+    (("AL-MASRI", "FATIMA"), ("المصري", "فاطمة"))])  # a final ta marbuta is a vowel
 def test_passenger_name_in_another_script_is_a_hit(listed: tuple[str, str], passenger: tuple[str, str]) -> None:
     """A passenger written in Cyrillic, Arabic or Han script hits the Latin entry."""
     index = _index(_person("e1", *listed))
@@ -267,3 +280,30 @@ def test_identifier_key_ignores_spaces_dashes_and_case() -> None:
 def test_record_repr_hides_personal_data() -> None:
     """A record's repr shows its id, not the name."""
     assert "Secret" not in repr(ScreeningRecord("7", name="Secret Person"))
+
+
+@given(st.lists(st.one_of(
+    st.builds(lambda y, m, d: f"{y:04d}-{m:02d}-{d:02d}", st.integers(1, 9999), st.integers(0, 99), st.integers(0, 99)),
+    st.builds(lambda y, m: f"{y:04d}-{m:02d}", st.integers(1, 9999), st.integers(0, 99)),
+    st.builds(lambda y: f"{y:04d}", st.integers(0, 9999)), st.just("")), max_size=20))
+def test_index_reads_dates_of_birth_as_parse_date_does(texts: list[str]) -> None:
+    """The index's vectorised reading of stored dates agrees with parse_date on any stored text."""
+    expected = [_dob_parts(parse_date(t)) for t in texts]
+    assert [tuple(row) for row in _dob_columns(texts).tolist()] == expected
+
+
+def test_bulk_loading_finds_what_one_by_one_loading_finds() -> None:
+    """add_many (start-up from a replica file) indexes exactly like add_keys, a repeated id included."""
+    entries = [_person("e1", "Garcia Lopez", "Maria"), _person("e2", "Petrov", "Ivan", (1980, 5, 1)),
+               _person("e1", "Schmidt", "Hans")]
+    rows = [(e.entry_id, *ScreeningIndex.keys_of(e)) for e in entries]
+    one_by_one, bulk = ScreeningIndex(), ScreeningIndex()
+    for row in rows:
+        one_by_one.add_keys(*row)
+    bulk.add_many(rows)
+    records = [ScreeningRecord("r1", family_name="Schmidt", given_names="Hans", date_of_birth="1975-03-12"),
+               ScreeningRecord("r2", family_name="Petrov", given_names="Ivan", date_of_birth="1980-05-01"),
+               ScreeningRecord("r3", family_name="Garcia Lopez", given_names="Maria", date_of_birth="1975-03-12")]
+    found = [(h.record.record_id, h.entry_id, h.score) for h in bulk.screen(records)]
+    assert found == [(h.record.record_id, h.entry_id, h.score) for h in one_by_one.screen(records)]
+    assert [(r, e) for r, e, _ in found] == [("r1", "e1"), ("r2", "e2")]
