@@ -65,6 +65,13 @@ def raw_csr(key: ec.EllipticCurvePrivateKey, uri: str) -> bytes:
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
+def dev_policy_plus(tmp: Path, extra: str) -> Path:
+    """`tmp/policy.toml`: the dev policy (examples/policy-dev.toml) with `extra` TOML appended."""
+    policy = tmp / "policy.toml"
+    policy.write_text((REPO / "examples" / "policy-dev.toml").read_text() + extra)
+    return policy
+
+
 def extended_pki(pki: DevPki, tmp: Path, extra: dict[str, str], policy_text: str | None = None) -> tuple[Path, Path]:
     """A copy of the dev PKI with more agencies (id -> country), and a policy file: `policy_text`, or
     by default the dev policy extended with the new agencies.

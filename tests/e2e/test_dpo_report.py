@@ -17,7 +17,8 @@ import pytest
 from broker.pki.dev import DevPki
 from clients import AgencyClient
 from clients.cli import main as isb
-from tests.e2e.conftest import REPO, Database, RunningBroker, copy_pki
+from tests.e2e.conftest import Database, RunningBroker, copy_pki
+from tests.e2e.pki_support import dev_policy_plus
 
 
 def test_report_counts_disclosures_consultations_and_erasures_of_the_period(
@@ -114,9 +115,7 @@ def test_report_counts_a_purge_run_of_the_period(
     broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A real purge (`isb admin retention`) of an alert past its 1-second period is a row of the purges section."""
-    policy = tmp_path / "policy.toml"
-    policy.write_text((REPO / "examples" / "policy-dev.toml").read_text()
-                      + '\n[[retention.rules]]\nname = "short"\nkinds = ["ALERT"]\nenvelopes = "1s"\n')
+    policy = dev_policy_plus(tmp_path, '\n[[retention.rules]]\nname = "short"\nkinds = ["ALERT"]\nenvelopes = "1s"\n')
     broker = broker_factory(policy_file=policy)
     police = AgencyClient.from_dir(broker.target, pki.directory, "DE-BKA", keystore=tmp_path / "keys" / "DE-BKA")
     customs = AgencyClient.from_dir(broker.target, pki.directory, "FR-CUSTOMS",

@@ -22,7 +22,8 @@ from clients.audit.verify import verify_export
 from clients.auditor import AuditorClient
 from clients.cli import main as isb
 from clients.watchlist import create_watchlist, publish_update
-from tests.e2e.conftest import REPO, Database, RunningBroker, copy_pki
+from tests.e2e.conftest import Database, RunningBroker, copy_pki
+from tests.e2e.pki_support import dev_policy_plus
 
 REQUIREMENT = """
 [[justification]]
@@ -39,9 +40,7 @@ require = ["legal_basis"]
 @pytest.fixture
 def broker(broker_factory: Any, tmp_path: Path) -> RunningBroker:
     """A broker whose policy is the dev policy plus a justification requirement for AMBER and above."""
-    policy = tmp_path / "policy.toml"
-    policy.write_text((REPO / "examples" / "policy-dev.toml").read_text() + REQUIREMENT)
-    started: RunningBroker = broker_factory(policy_file=policy)
+    started: RunningBroker = broker_factory(policy_file=dev_policy_plus(tmp_path, REQUIREMENT))
     return started
 
 

@@ -30,7 +30,8 @@ from clients.audit import verify_export
 from clients.auditor import AuditorClient
 from clients.cli import main as isb
 from clients.watchlist import WatchlistReplica, create_watchlist, publish_update
-from tests.e2e.conftest import REPO, Database, RunningBroker, copy_pki
+from tests.e2e.conftest import Database, RunningBroker, copy_pki
+from tests.e2e.pki_support import dev_policy_plus
 from tests.e2e.test_revocation_checks import _second_certificate
 
 PERIOD_SECONDS = 2
@@ -55,9 +56,7 @@ envelopes = "{PERIOD_SECONDS}s"
 @pytest.fixture
 def retention_broker(broker_factory: Any, tmp_path: Path) -> RunningBroker:
     """A broker whose policy keeps ALERT envelopes, attachments and receipts two seconds."""
-    policy = tmp_path / "policy.toml"
-    policy.write_text((REPO / "examples" / "policy-dev.toml").read_text() + RETENTION)
-    broker: RunningBroker = broker_factory(policy_file=policy)
+    broker: RunningBroker = broker_factory(policy_file=dev_policy_plus(tmp_path, RETENTION))
     return broker
 
 
@@ -161,9 +160,7 @@ def test_key_bundle_of_a_revoked_certificate_is_purged_after_its_period(
     """`revoked_key_bundles` counts from the revocation date on the CRL: the bundle under the revoked
     certificate goes, the agency's current bundle stays, and the run's entry counts it."""
     certs = copy_pki(pki, tmp_path / "pki")
-    policy = tmp_path / "policy.toml"
-    policy.write_text((REPO / "examples" / "policy-dev.toml").read_text()
-                      + f'\n[retention]\nrevoked_key_bundles = "{PERIOD_SECONDS}s"\n')
+    policy = dev_policy_plus(tmp_path, f'\n[retention]\nrevoked_key_bundles = "{PERIOD_SECONDS}s"\n')
     broker = broker_factory(cert_dir=certs, policy_file=policy)
     with AgencyClient.from_dir(broker.target, certs, "DE-BKA", keystore=tmp_path / "police") as police:
         police.publish_key()
