@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from broker.audit import AuditEvent
+from broker.audit.events import KEYBUNDLE_PUBLISHED
 from broker.audit.tables import entries_table
 from broker.store import tables
 from broker.store.writer import Batch
@@ -81,9 +82,6 @@ class RegisterAgency:
                                fields={"display_name": r.display_name, "country": r.country}))
         batch.after_commit.append(lambda: self.registry.added(r))
         return r
-
-
-KEYBUNDLE_PUBLISHED = "keybundle.published"
 
 
 def publication_fields(key_id: str, suite: str, bundle: bytes) -> dict[str, str]:

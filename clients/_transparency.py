@@ -12,15 +12,13 @@ from __future__ import annotations
 import hashlib
 
 from broker.api.v1 import broker_pb2, envelope_pb2
-from broker.audit.events import AuditEvent
+from broker.audit.events import KEYBUNDLE_PUBLISHED, AuditEvent
 from broker.protocol import _merkle, _note
 from broker.protocol import errors as protocol
 from broker.protocol.witness_policy import Policy, verify_checkpoint_against_policy
 from clients.errors import VerificationError, protocol_errors
 
-__all__ = ["KEYBUNDLE_PUBLISHED", "verify_directory_checkpoint", "verify_publication"]
-
-KEYBUNDLE_PUBLISHED = "keybundle.published"
+__all__ = ["verify_directory_checkpoint", "verify_publication"]
 
 
 def verify_directory_checkpoint(

@@ -23,6 +23,10 @@ ENTRY_VERSION = 1
 FieldValue = str | int | list[str] | tuple[str, ...]
 """A field of an entry: a digest, reason, count, or a list of agency ids."""
 
+# A key bundle's publication: its entry carries `bundle_sha256`, which the SDK checks against the bundle the
+# directory serves (docs/protocol.md section 18.4).
+KEYBUNDLE_PUBLISHED = "keybundle.published"
+
 # The events the broker logs (DESIGN.md section 8). Not enforced: a new kind of event must not need a
 # change here to be logged, but using these names keeps queries stable.
 KNOWN_EVENTS = frozenset(
@@ -37,7 +41,7 @@ KNOWN_EVENTS = frozenset(
         "watchlist.published",
         "watchlist.delivered",
         "agency.registered",
-        "keybundle.published",
+        KEYBUNDLE_PUBLISHED,
         "certificate.issued",
         "certificate.revoked",
         "policy.changed",

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.api.v1 import broker_pb2, envelope_pb2
-from broker.audit.events import AuditEvent
-from broker.directory import KEYBUNDLE_PUBLISHED, publication_fields
+from broker.audit.events import KEYBUNDLE_PUBLISHED, AuditEvent
+from broker.directory import publication_fields
 from broker.protocol import _cosignature, _merkle, _note
 from broker.protocol.witness_policy import Policy, parse_policy
 from clients._transparency import verify_directory_checkpoint, verify_publication
