@@ -38,7 +38,7 @@ MIB = 1024 * 1024
 
 
 def parse_size(text: str) -> int:
-    """"1M", "100M", "2G": bytes (MiB and GiB)."""
+    """ "1M", "100M", "2G": bytes (MiB and GiB)."""
     unit = {"K": 1024, "M": MIB, "G": 1024 * MIB}[text[-1].upper()]
     return int(text[:-1]) * unit
 
@@ -97,7 +97,7 @@ def _make_file(path: Path, size: int) -> None:
     with path.open("wb") as out:
         written = 0
         while written < size:
-            piece = block[(written // MIB) % 997:] + block[: (written // MIB) % 997]
+            piece = block[(written // MIB) % 997 :] + block[: (written // MIB) % 997]
             piece = piece[: size - written]
             out.write(piece)
             written += len(piece)
@@ -123,14 +123,27 @@ def _cp(source: Path, destination: Path, *, fsync: bool) -> float:
 @contextmanager
 def _broker(deployment: Deployment, work: Path, backend: str, url: str) -> Iterator[BrokerProcess]:
     port = free_port()
-    config = write_config(work / f"broker-{backend}.toml", {
-        "listen": f"127.0.0.1:{port}", "cert_dir": str(deployment.cert_dir), "database_url": url,
-        "policy_file": str(deployment.policy_file), "log_level": "warning",
-        "max_attachment_bytes": 4096 * MIB, "attachment_quota_bytes": 16384 * MIB,
-    })
+    config = write_config(
+        work / f"broker-{backend}.toml",
+        {
+            "listen": f"127.0.0.1:{port}",
+            "cert_dir": str(deployment.cert_dir),
+            "database_url": url,
+            "policy_file": str(deployment.policy_file),
+            "log_level": "warning",
+            "max_attachment_bytes": 4096 * MIB,
+            "attachment_quota_bytes": 16384 * MIB,
+        },
+    )
     some = deployment.recipients[0]
-    broker = BrokerProcess(config, port, work / f"broker-{backend}.log", ca=deployment.cert_dir / "ca.crt",
-                           cert=deployment.cert_dir / f"{some}.crt", key=deployment.cert_dir / f"{some}.key")
+    broker = BrokerProcess(
+        config,
+        port,
+        work / f"broker-{backend}.log",
+        ca=deployment.cert_dir / "ca.crt",
+        cert=deployment.cert_dir / f"{some}.crt",
+        key=deployment.cert_dir / f"{some}.key",
+    )
     broker.start()
     try:
         yield broker
@@ -155,8 +168,9 @@ def _profiled(profile: Path | None, name: str, pids: dict[str, int]) -> Iterator
             (profile / f"{name}-{who}.txt").write_text(summarise(profile / f"{name}-{who}.collapsed"))
 
 
-def run_one(broker: BrokerProcess, deployment: Deployment, work: Path, backend: str, size: int,
-            profile: Path | None = None) -> Result:
+def run_one(
+    broker: BrokerProcess, deployment: Deployment, work: Path, backend: str, size: int, profile: Path | None = None
+) -> Result:
     """Send one file of `size` bytes as an attachment, download it, and measure both."""
     sender, recipient = deployment.senders[0], deployment.recipients[0]
     source, received = work / "source.bin", work / "received.bin"
@@ -165,8 +179,10 @@ def run_one(broker: BrokerProcess, deployment: Deployment, work: Path, backend: 
     cp_fsync_s = _cp(source, work / "cp.bin", fsync=True)
     # Keystores (and the SDK's trust state in them) per database: each broker has its own audit log.
     keys = work / "keys" / backend
-    with AgencyClient.from_dir(broker.target, deployment.cert_dir, sender, keystore=keys / sender) as customs, \
-            AgencyClient.from_dir(broker.target, deployment.cert_dir, recipient, keystore=keys / recipient) as police:
+    with (
+        AgencyClient.from_dir(broker.target, deployment.cert_dir, sender, keystore=keys / sender) as customs,
+        AgencyClient.from_dir(broker.target, deployment.cert_dir, recipient, keystore=keys / recipient) as police,
+    ):
         police.publish_key()
         sampler = PeakSampler(broker.pid, os.getpid())
         pids = {"broker": broker.pid, "client": os.getpid()}
@@ -189,24 +205,36 @@ def run_one(broker: BrokerProcess, deployment: Deployment, work: Path, backend: 
     source.unlink()
     mb = size / 1e6
     return Result(
-        database=backend, size_mib=size / MIB, upload_mb_s=mb / upload_s, download_mb_s=mb / download_s,
-        round_trip_mb_s=mb / (upload_s + download_s), cp_mb_s=mb / cp_s, cp_fsync_mb_s=mb / cp_fsync_s,
-        broker_cpu_ms_per_mb_upload=1000 * (cpu1 - cpu0) / mb, broker_cpu_ms_per_mb_download=1000 * (cpu3 - cpu2) / mb,
-        broker_rss_base_mib=broker_base / MIB, broker_rss_peak_growth_mib=broker_growth / MIB,
-        client_rss_peak_growth_mib=client_growth / MIB, identical=identical)
+        database=backend,
+        size_mib=size / MIB,
+        upload_mb_s=mb / upload_s,
+        download_mb_s=mb / download_s,
+        round_trip_mb_s=mb / (upload_s + download_s),
+        cp_mb_s=mb / cp_s,
+        cp_fsync_mb_s=mb / cp_fsync_s,
+        broker_cpu_ms_per_mb_upload=1000 * (cpu1 - cpu0) / mb,
+        broker_cpu_ms_per_mb_download=1000 * (cpu3 - cpu2) / mb,
+        broker_rss_base_mib=broker_base / MIB,
+        broker_rss_peak_growth_mib=broker_growth / MIB,
+        client_rss_peak_growth_mib=client_growth / MIB,
+        identical=identical,
+    )
 
 
 def _table(results: list[Result]) -> str:
-    rows = ["| database | size | upload MB/s | download MB/s | cp MB/s (fsync) | broker CPU ms/MB up/down | "
-            "broker RSS peak over base | client RSS peak growth | identical |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "| database | size | upload MB/s | download MB/s | cp MB/s (fsync) | broker CPU ms/MB up/down | "
+        "broker RSS peak over base | client RSS peak growth | identical |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in results:
         size = f"{r.size_mib:.0f} MiB" if r.size_mib < 1024 else f"{r.size_mib / 1024:.0f} GiB"
         rows.append(
             f"| {r.database} | {size} | {r.upload_mb_s:.0f} | {r.download_mb_s:.0f} | {r.cp_mb_s:.0f} "
             f"({r.cp_fsync_mb_s:.0f}) | {r.broker_cpu_ms_per_mb_upload:.2f} / {r.broker_cpu_ms_per_mb_download:.2f} | "
             f"+{r.broker_rss_peak_growth_mib:.0f} MiB (base {r.broker_rss_base_mib:.0f}) | "
-            f"+{r.client_rss_peak_growth_mib:.0f} MiB | {'yes' if r.identical else 'NO'} |")
+            f"+{r.client_rss_peak_growth_mib:.0f} MiB | {'yes' if r.identical else 'NO'} |"
+        )
     return "\n".join(rows)
 
 
@@ -218,8 +246,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 MiB and 100 MiB on SQLite only")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder on the disk to measure")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    parser.add_argument("--profile", type=Path, default=None,
-                        help="sample broker and client with py-spy into this folder (profiles add overhead)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="sample broker and client with py-spy into this folder (profiles add overhead)",
+    )
     args = parser.parse_args()
     sizes = ["1M", "100M"] if args.quick else args.sizes.split(",")
     backends = ["sqlite"] if args.quick else args.db.split(",")
@@ -232,13 +264,15 @@ def main() -> None:
         deployment = build_deployment(work, senders=1, recipients=1)
         for backend in backends:
             if backend == "postgresql":
-                with postgres_database("isb_bench_attachments") as url, \
-                        _broker(deployment, work, backend, url) as broker:
+                with (
+                    postgres_database("isb_bench_attachments") as url,
+                    _broker(deployment, work, backend, url) as broker,
+                ):
                     results += [run_one(broker, deployment, work, backend, parse_size(s), args.profile) for s in sizes]
             else:
                 with _broker(deployment, work, backend, f"sqlite:///{work / 'broker.db'}") as broker:
                     results += [run_one(broker, deployment, work, backend, parse_size(s), args.profile) for s in sizes]
-            for r in results[-len(sizes):]:
+            for r in results[-len(sizes) :]:
                 print(json.dumps(asdict(r)), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -35,11 +35,20 @@ def _per_message(fn: Callable[[], object], n: int, rounds: int) -> float:
 
 
 def _seal_all(sender: Agency, recipient: Agency, n: int, *, batched: bool) -> list[envelope_pb2.Envelope]:
-    envelopes = [seal(sender=sender.name, identity_key=sender.identity_key, certificate=sender.certificate,
-                      recipients=[recipient.name], recipient_keys={recipient.name: recipient.bundle},
-                      kind=envelope_pb2.ALERT, body=bytes(200), content_type="application/octet-stream",
-                      sign=not batched)
-                 for _ in range(n)]
+    envelopes = [
+        seal(
+            sender=sender.name,
+            identity_key=sender.identity_key,
+            certificate=sender.certificate,
+            recipients=[recipient.name],
+            recipient_keys={recipient.name: recipient.bundle},
+            kind=envelope_pb2.ALERT,
+            body=bytes(200),
+            content_type="application/octet-stream",
+            sign=not batched,
+        )
+        for _ in range(n)
+    ]
     if batched:
         sign_envelopes(envelopes, sender.identity_key)
     return envelopes
@@ -48,9 +57,15 @@ def _seal_all(sender: Agency, recipient: Agency, n: int, *, batched: bool) -> li
 def _measure(sender: Agency, recipient: Agency, n: int, rounds: int, *, batched: bool) -> dict[str, float]:
     envelopes = _seal_all(sender, recipient, n, batched=batched)
     roots = VerifiedRoots() if batched else None
-    receipts = [new_receipt(message_id=envelope_pb2.Header.FromString(e.header).message_id,
-                            envelope_sha256=envelope_sha256(e.SerializeToString()), recipient=recipient.name,
-                            status=envelope_pb2.DELIVERED) for e in envelopes]
+    receipts = [
+        new_receipt(
+            message_id=envelope_pb2.Header.FromString(e.header).message_id,
+            envelope_sha256=envelope_sha256(e.SerializeToString()),
+            recipient=recipient.name,
+            status=envelope_pb2.DELIVERED,
+        )
+        for e in envelopes
+    ]
 
     def sign() -> list[envelope_pb2.SignedReceipt]:
         if batched:
@@ -61,13 +76,22 @@ def _measure(sender: Agency, recipient: Agency, n: int, rounds: int, *, batched:
     return {
         "seal (sender)": _per_message(lambda: _seal_all(sender, recipient, n, batched=batched), n, rounds),
         "verify_outer (broker)": _per_message(
-            lambda: [verify_outer(e, sender.certificate, roots=roots) for e in envelopes], n, rounds),
+            lambda: [verify_outer(e, sender.certificate, roots=roots) for e in envelopes], n, rounds
+        ),
         "open_envelope (recipient)": _per_message(
-            lambda: [open_envelope(e, recipient=recipient.name, keys=recipient.keys,
-                                   sender_certificate=sender.certificate, roots=roots) for e in envelopes], n, rounds),
+            lambda: [
+                open_envelope(
+                    e, recipient=recipient.name, keys=recipient.keys, sender_certificate=sender.certificate, roots=roots
+                )
+                for e in envelopes
+            ],
+            n,
+            rounds,
+        ),
         "sign receipts (recipient)": _per_message(sign, n, rounds),
         "verify receipts (broker)": _per_message(
-            lambda: [verify_receipt(r, recipient.certificate, roots=roots) for r in signed], n, rounds),
+            lambda: [verify_receipt(r, recipient.certificate, roots=roots) for r in signed], n, rounds
+        ),
     }
 
 

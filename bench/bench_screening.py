@@ -53,8 +53,7 @@ def _rss_mb() -> float:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
-def _replica_index(data: ScreeningSet, tmp: Path,
-                   per_version: int) -> tuple[WatchlistReplica, float, float, float]:
+def _replica_index(data: ScreeningSet, tmp: Path, per_version: int) -> tuple[WatchlistReplica, float, float, float]:
     """Apply the entries to a replica through sealing and verification; return (replica, apply_s,
     build_s, build_cpu_s)."""
     pki = ensure_dev_pki(tmp / "pki", "isb.dev")
@@ -63,26 +62,45 @@ def _replica_index(data: ScreeningSet, tmp: Path,
     identity_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     assert isinstance(identity_key, ec.EllipticCurvePrivateKey)
     reader_key = EncryptionKey.generate()
-    bundle = envelope_pb2.KeyBundle(agency=READER, key_id=reader_key.key_id, suite=reader_key.suite,
-                                    public_key=reader_key.public_key_bytes)
+    bundle = envelope_pb2.KeyBundle(
+        agency=READER, key_id=reader_key.key_id, suite=reader_key.suite, public_key=reader_key.public_key_bytes
+    )
     owner_key = EncryptionKey.generate()
-    owner_bundle = envelope_pb2.KeyBundle(agency=OWNER, key_id=owner_key.key_id, suite=owner_key.suite,
-                                          public_key=owner_key.public_key_bytes)
-    opener = VersionOpener(READER, {reader_key.key_id: reader_key},
-                           x509.load_pem_x509_certificates(pki.ca_cert.read_bytes()), "isb.dev")
+    owner_bundle = envelope_pb2.KeyBundle(
+        agency=OWNER, key_id=owner_key.key_id, suite=owner_key.suite, public_key=owner_key.public_key_bytes
+    )
+    opener = VersionOpener(
+        READER, {reader_key.key_id: reader_key}, x509.load_pem_x509_certificates(pki.ca_cert.read_bytes()), "isb.dev"
+    )
     replica = WatchlistReplica(tmp / "replica.db", watchlist_id=LIST_ID, owner=OWNER)
     t0 = time.perf_counter()
     for v, start in enumerate(range(0, len(data.entries), per_version), 1):
-        update = payload_pb2.WatchlistUpdate(watchlist_id=LIST_ID, version=v, snapshot=(v == 1),
-                                             upserts=data.entries[start:start + per_version])
-        envelope = seal(sender=OWNER, identity_key=identity_key, certificate=certificate, recipients=[READER],
-                        recipient_keys={READER: bundle, OWNER: owner_bundle}, kind=envelope_pb2.WATCHLIST_UPDATE,
-                        body=update.SerializeToString(), content_type=WATCHLIST_UPDATE_CONTENT_TYPE,
-                        handling=envelope_pb2.Handling(tlp=envelope_pb2.TLP_AMBER), watchlist_id=LIST_ID,
-                        watchlist_version=v)
-        replica.apply_served(watchlist_pb2.WatchlistVersion(
-            watchlist_id=LIST_ID, version=v, snapshot=update.snapshot, envelope=envelope,
-            sender_certificate=certificate.public_bytes(serialization.Encoding.DER)), opener)
+        update = payload_pb2.WatchlistUpdate(
+            watchlist_id=LIST_ID, version=v, snapshot=(v == 1), upserts=data.entries[start : start + per_version]
+        )
+        envelope = seal(
+            sender=OWNER,
+            identity_key=identity_key,
+            certificate=certificate,
+            recipients=[READER],
+            recipient_keys={READER: bundle, OWNER: owner_bundle},
+            kind=envelope_pb2.WATCHLIST_UPDATE,
+            body=update.SerializeToString(),
+            content_type=WATCHLIST_UPDATE_CONTENT_TYPE,
+            handling=envelope_pb2.Handling(tlp=envelope_pb2.TLP_AMBER),
+            watchlist_id=LIST_ID,
+            watchlist_version=v,
+        )
+        replica.apply_served(
+            watchlist_pb2.WatchlistVersion(
+                watchlist_id=LIST_ID,
+                version=v,
+                snapshot=update.snapshot,
+                envelope=envelope,
+                sender_certificate=certificate.public_bytes(serialization.Encoding.DER),
+            ),
+            opener,
+        )
     apply_s = time.perf_counter() - t0
     gc.collect()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -113,8 +131,11 @@ def _metrics(manifest: Sequence[Labelled], hits: Sequence[Hit], threshold: float
         if variation in POSITIVE_TYPES:
             recall = c["tp"] / c["n"]
             precision = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 1.0
-            row.update(recall=recall, precision=precision,
-                       f1=2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+            row.update(
+                recall=recall,
+                precision=precision,
+                f1=2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            )
         else:
             row.update(false_alarm_rate=c["alarmed"] / c["n"])
         table[variation] = row
@@ -126,11 +147,15 @@ def _metrics(manifest: Sequence[Labelled], hits: Sequence[Hit], threshold: float
     recall = tp / totals["pos_n"] if totals["pos_n"] else 0.0
     precision_labelled = tp / (tp + fp_labelled) if tp + fp_labelled else 1.0
     precision_all = tp / (tp + fp_all) if tp + fp_all else 1.0
-    return {"threshold": threshold, "recall": recall, "precision_labelled": precision_labelled,
-            "precision_all": precision_all,
-            "f1_all": 2 * precision_all * recall / (precision_all + recall) if precision_all + recall else 0.0,
-            "ordinary_false_alarm_rate": totals["ord_alarmed"] / totals["ord_n"] if totals["ord_n"] else 0.0,
-            "by_variation": table}
+    return {
+        "threshold": threshold,
+        "recall": recall,
+        "precision_labelled": precision_labelled,
+        "precision_all": precision_all,
+        "f1_all": 2 * precision_all * recall / (precision_all + recall) if precision_all + recall else 0.0,
+        "ordinary_false_alarm_rate": totals["ord_alarmed"] / totals["ord_n"] if totals["ord_n"] else 0.0,
+        "by_variation": table,
+    }
 
 
 def _print_report(result: dict[str, object], curve: list[dict[str, object]], speed: dict[str, object]) -> None:
@@ -145,13 +170,17 @@ def _print_report(result: dict[str, object], curve: list[dict[str, object]], spe
             print(f"{variation:<26} {row['n']:>6.0f} {row['recall']:>7.3f} {row['precision']:>9.3f} {row['f1']:>6.3f}")
         else:
             print(f"{variation:<26} {row['n']:>6.0f} {'':>7} {'':>9} {'':>6} {row['false_alarm_rate']:>12.4f}")
-    print(f"\nat threshold {result['threshold']}: recall {result['recall']:.3f}, precision (labelled passengers) "
-          f"{result['precision_labelled']:.3f}, precision (all passengers) {result['precision_all']:.3f}, "
-          f"ordinary passengers with a hit {result['ordinary_false_alarm_rate']:.4f}")
+    print(
+        f"\nat threshold {result['threshold']}: recall {result['recall']:.3f}, precision (labelled passengers) "
+        f"{result['precision_labelled']:.3f}, precision (all passengers) {result['precision_all']:.3f}, "
+        f"ordinary passengers with a hit {result['ordinary_false_alarm_rate']:.4f}"
+    )
     print("\nthreshold  recall  precision(all)  precision(labelled)  ordinary-with-hit")
     for point in curve:
-        print(f"{point['threshold']:>9}  {point['recall']:.3f}  {point['precision_all']:>14.3f}  "
-              f"{point['precision_labelled']:>19.3f}  {point['ordinary_false_alarm_rate']:>17.4f}")
+        print(
+            f"{point['threshold']:>9}  {point['recall']:.3f}  {point['precision_all']:>14.3f}  "
+            f"{point['precision_labelled']:>19.3f}  {point['ordinary_false_alarm_rate']:>17.4f}"
+        )
     print()
     width = max(len(k) for k in speed)
     for key, value in speed.items():
@@ -171,8 +200,10 @@ def _failures(data: ScreeningSet, index: ScreeningIndex, weights: np.ndarray) ->
             continue
         shown[item.variation] += 1
         e, r = entries[item.target], item.record
-        print(f"  missed {item.variation}: {r.family_name}|{r.given_names}|{r.name}|{r.date_of_birth} vs "
-              f"{e.family_name}|{e.given_names}|{e.date_of_birth.year}-{e.date_of_birth.month}-{e.date_of_birth.day}")
+        print(
+            f"  missed {item.variation}: {r.family_name}|{r.given_names}|{r.name}|{r.date_of_birth} vs "
+            f"{e.family_name}|{e.given_names}|{e.date_of_birth.year}-{e.date_of_birth.month}-{e.date_of_birth.day}"
+        )
 
 
 def fit_weights(manifest: Sequence[Labelled], candidates: Sequence[Sequence[tuple[str, Evidence]]]) -> np.ndarray:
@@ -216,8 +247,10 @@ def choose_threshold(manifest: Sequence[Labelled], hits: Sequence[Hit]) -> float
     the best F1 over all passengers among those that keep the false-alarm target; else the best F1."""
     curve = {t: _metrics(manifest, hits, t) for t in THRESHOLDS}
     for t, m in curve.items():
-        print(f"train threshold {t}: recall {m['recall']:.3f} precision(all) {m['precision_all']:.3f} "
-              f"F1 {m['f1_all']:.3f} ordinary-with-hit {m['ordinary_false_alarm_rate']:.4f}")
+        print(
+            f"train threshold {t}: recall {m['recall']:.3f} precision(all) {m['precision_all']:.3f} "
+            f"F1 {m['f1_all']:.3f} ordinary-with-hit {m['ordinary_false_alarm_rate']:.4f}"
+        )
 
     def value(t: float, key: str) -> float:
         return float(curve[t][key])  # type: ignore[arg-type]
@@ -265,8 +298,10 @@ def _collisions(data: ScreeningSet) -> None:
             core = parse_name(record.family_name, record.given_names).core
             same += (tuple(sorted(core)), (born.year, born.month, born.day)) in exact
             similar += (tuple(sorted(skeleton(p) for p in core)), (born.year, born.month, born.day)) in alike
-    print(f"{len(ordinary)} ordinary passengers: {same / len(ordinary):.4f} share the spelling and the date of birth "
-          f"of an entry, {similar / len(ordinary):.4f} the name up to romanisation (skeletons) and the date")
+    print(
+        f"{len(ordinary)} ordinary passengers: {same / len(ordinary):.4f} share the spelling and the date of birth "
+        f"of an entry, {similar / len(ordinary):.4f} the name up to romanisation (skeletons) and the date"
+    )
 
 
 def main() -> None:
@@ -279,8 +314,11 @@ def main() -> None:
     parser.add_argument("--direct", action="store_true", help="index the entries directly, without a replica")
     parser.add_argument("--quick", action="store_true", help="100,000 entries and 20,000 passengers")
     parser.add_argument("--fit", action="store_true", help="fit weights and threshold on the training seed")
-    parser.add_argument("--collisions", action="store_true",
-                        help="only count ordinary passengers sharing name and date of birth with an entry")
+    parser.add_argument(
+        "--collisions",
+        action="store_true",
+        help="only count ordinary passengers sharing name and date of birth with an entry",
+    )
     args = parser.parse_args()
     if args.quick:
         args.entries, args.passengers, args.per_type = 100_000, 20_000, 100
@@ -322,15 +360,23 @@ def main() -> None:
     for point in curve:
         point.pop("by_variation")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
-    speed = {"entries": args.entries, "passengers": len(records), "seed": args.seed,
-             "generate_s": round(generate_s, 1), "verify_apply_and_key_s": round(apply_s, 1),
-             "index_build_s": round(build_s, 2),
-             "index_build_cpu_s": round(build_cpu_s, 2), "screen_s": round(screen_s, 2),
-             "screen_cpu_s": round(screen_cpu_s, 2),
-             "passengers_per_s": round(len(records) / screen_s),
-             "index_memory_mb": round(rss_index - rss_before), "rss_after_screening_mb": round(rss_after),
-             "peak_rss_mb": round(peak_mb), "load_average_before": [round(x, 1) for x in load_before],
-             "load_average_after": [round(x, 1) for x in os.getloadavg()]}
+    speed = {
+        "entries": args.entries,
+        "passengers": len(records),
+        "seed": args.seed,
+        "generate_s": round(generate_s, 1),
+        "verify_apply_and_key_s": round(apply_s, 1),
+        "index_build_s": round(build_s, 2),
+        "index_build_cpu_s": round(build_cpu_s, 2),
+        "screen_s": round(screen_s, 2),
+        "screen_cpu_s": round(screen_cpu_s, 2),
+        "passengers_per_s": round(len(records) / screen_s),
+        "index_memory_mb": round(rss_index - rss_before),
+        "rss_after_screening_mb": round(rss_after),
+        "peak_rss_mb": round(peak_mb),
+        "load_average_before": [round(x, 1) for x in load_before],
+        "load_average_after": [round(x, 1) for x in os.getloadavg()],
+    }
     _print_report(result, curve, speed)
     print(json.dumps({"default": result, "curve": curve, "speed": speed}))
 

@@ -66,15 +66,22 @@ def build_deployment(root: Path, senders: int, recipients: int) -> Deployment:
         authority = ca.load_authority()
         for agency in sender_ids + recipient_ids:
             key = generate_identity_key()
-            cert = issue_certificate(authority, key.public_key(), make_spiffe_id(TRUST_DOMAIN, Role.AGENCY, agency),
-                                     lifetime_days=2)
-            _write_private(pki.directory / f"{agency}.key", key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+            cert = issue_certificate(
+                authority, key.public_key(), make_spiffe_id(TRUST_DOMAIN, Role.AGENCY, agency), lifetime_days=2
+            )
+            _write_private(
+                pki.directory / f"{agency}.key",
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                ),
+            )
             chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (cert, *authority.chain))
             (pki.directory / f"{agency}.crt").write_bytes(chain)
             ca.record_issued(cert)
-    listing = [{"agency": a, "display_name": f"Benchmark agency {a}", "country": "FR", "contact": ""}
-               for a in sender_ids + recipient_ids]
+    listing = [
+        {"agency": a, "display_name": f"Benchmark agency {a}", "country": "FR", "contact": ""}
+        for a in sender_ids + recipient_ids
+    ]
     (pki.directory / "agencies.json").write_text(json.dumps(listing, indent=2) + "\n")
     policy_file = root / "policy-bench.toml"
     policy_file.write_text(_policy(sender_ids, recipient_ids))
@@ -89,7 +96,13 @@ def _policy(senders: tuple[str, ...], recipients: tuple[str, ...]) -> str:
         quoted = ", ".join(f'"{m}"' for m in members)
         lines += ["[[groups]]", f'name = "{name}"', f"members = [{quoted}]", ""]
     lines += [
-        "[[rules]]", 'name = "bench-alerts"', f'senders = ["{SENDER_GROUP}"]', 'kinds = ["ALERT"]',
-        'handling = ["CLEAR..AMBER"]', f'recipients = ["{RECIPIENT_GROUP}"]', 'forward = "none"', "",
+        "[[rules]]",
+        'name = "bench-alerts"',
+        f'senders = ["{SENDER_GROUP}"]',
+        'kinds = ["ALERT"]',
+        'handling = ["CLEAR..AMBER"]',
+        f'recipients = ["{RECIPIENT_GROUP}"]',
+        'forward = "none"',
+        "",
     ]
     return "\n".join(lines)

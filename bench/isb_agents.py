@@ -28,8 +28,7 @@ ACK_LINGER_S = 0.005  # receipts wait at most this long to be acknowledged toget
 
 def _client(spec: AgentSpec, agency: str) -> AgencyClient:
     cert_dir = Path(spec.cert_dir)
-    return AgencyClient.from_dir(spec.target, cert_dir, agency, keystore=cert_dir / "keys" / agency,
-                                 timeout=30.0)
+    return AgencyClient.from_dir(spec.target, cert_dir, agency, keystore=cert_dir / "keys" / agency, timeout=30.0)
 
 
 def _await_start(go: Event) -> None:
@@ -51,8 +50,14 @@ def run_sender(spec: AgentSpec, go: Event, stop: Event, out: Any) -> None:
         start = time.monotonic()
         cpu0 = cpu_seconds_self()
         offset = spec.index / scenario.rate if scenario.rate else 0.0
-        pacer = Pacer(spec.messages, None if scenario.rate is None else scenario.rate / scenario.senders,
-                      scenario.batch_size, start, start + scenario.time_limit, offset)
+        pacer = Pacer(
+            spec.messages,
+            None if scenario.rate is None else scenario.rate / scenario.senders,
+            scenario.batch_size,
+            start,
+            start + scenario.time_limit,
+            offset,
+        )
 
         futures = []
         with client.producer(linger=scenario.linger, batch_size=scenario.batch_size) as producer:
@@ -61,8 +66,9 @@ def run_sender(spec: AgentSpec, go: Event, stop: Event, out: Any) -> None:
                 if stop.is_set():
                     break
                 for _ in range(n):
-                    envelope = client.seal(recipients, make_body(scenario.body_bytes, spec.index, seq), tlp="GREEN",
-                                           sign=False)
+                    envelope = client.seal(
+                        recipients, make_body(scenario.body_bytes, spec.index, seq), tlp="GREEN", sign=False
+                    )
                     futures.append(producer.submit(envelope))
                     seq += 1
                 result["sent"] += n
@@ -104,8 +110,10 @@ class _Receiver:
         self.done = threading.Event()
         self.subscribed = threading.Event()
         self._acks: queue.Queue[ReceivedMessage] = queue.Queue()
-        self._threads = [threading.Thread(target=self._receive, daemon=True, name=f"recv-{agency}"),
-                         threading.Thread(target=self._ack, daemon=True, name=f"ack-{agency}")]
+        self._threads = [
+            threading.Thread(target=self._receive, daemon=True, name=f"recv-{agency}"),
+            threading.Thread(target=self._ack, daemon=True, name=f"ack-{agency}"),
+        ]
 
     def start(self) -> None:
         for thread in self._threads:
@@ -118,8 +126,7 @@ class _Receiver:
     def _receive(self) -> None:
         # deliveries() ends after a second of silence; resubscribe until done or told to stop.
         while not (self.finished() or self.stop.is_set()):
-            stream = self.client.deliveries(max_in_flight=256, timeout=1.0,
-                                            on_invalid=lambda _: self._count_invalid())
+            stream = self.client.deliveries(max_in_flight=256, timeout=1.0, on_invalid=lambda _: self._count_invalid())
             deliveries = cast(Generator[ReceivedMessage, None, None], stream)
             self.subscribed.set()
             try:
@@ -179,9 +186,17 @@ class _Receiver:
             thread.join(timeout)
 
     def result(self) -> dict[str, Any]:
-        return {"agency": self.agency, "unique": len(self.seen), "duplicates": self.duplicates,
-                "invalid": self.invalid, "acked": self.acked, "ack_calls": self.ack_calls,
-                "ack_errors": self.ack_errors, "last_open_ns": self.last_open_ns, "last_ack_ns": self.last_ack_ns}
+        return {
+            "agency": self.agency,
+            "unique": len(self.seen),
+            "duplicates": self.duplicates,
+            "invalid": self.invalid,
+            "acked": self.acked,
+            "ack_calls": self.ack_calls,
+            "ack_errors": self.ack_errors,
+            "last_open_ns": self.last_open_ns,
+            "last_ack_ns": self.last_ack_ns,
+        }
 
 
 def run_subscriber(spec: AgentSpec, go: Event, stop: Event, expected: Any, delivered: Any, out: Any) -> None:

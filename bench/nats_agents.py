@@ -37,9 +37,16 @@ async def prepare_stream(subject: str, agencies: tuple[str, ...]) -> None:
             await js.delete_stream(STREAM)
         await js.add_stream(api.StreamConfig(name=STREAM, subjects=[subject], storage=api.StorageType.FILE))
         for agency in agencies:
-            await js.add_consumer(STREAM, api.ConsumerConfig(
-                durable_name=consumer_name(agency), ack_policy=api.AckPolicy.EXPLICIT,
-                deliver_policy=api.DeliverPolicy.ALL, max_ack_pending=100_000, ack_wait=30))
+            await js.add_consumer(
+                STREAM,
+                api.ConsumerConfig(
+                    durable_name=consumer_name(agency),
+                    ack_policy=api.AckPolicy.EXPLICIT,
+                    deliver_policy=api.DeliverPolicy.ALL,
+                    max_ack_pending=100_000,
+                    ack_wait=30,
+                ),
+            )
     finally:
         await nc.close()
 
@@ -70,8 +77,14 @@ async def _send(spec: AgentSpec, go: Event, stop: Event, out: Any) -> dict[str, 
     start = time.monotonic()
     cpu0 = cpu_seconds_self()
     offset = spec.index / scenario.rate if scenario.rate else 0.0
-    pacer = Pacer(spec.messages, None if scenario.rate is None else scenario.rate / scenario.senders,
-                  scenario.batch_size, start, start + scenario.time_limit, offset)
+    pacer = Pacer(
+        spec.messages,
+        None if scenario.rate is None else scenario.rate / scenario.senders,
+        scenario.batch_size,
+        start,
+        start + scenario.time_limit,
+        offset,
+    )
     errors: dict[str, int] = result["errors"]
 
     def confirmed(future: asyncio.Future[Any]) -> None:
@@ -107,27 +120,33 @@ def run_sender(spec: AgentSpec, go: Event, stop: Event, out: Any) -> None:
     out.put(("result", result))
 
 
-async def _consume(spec: AgentSpec, go: Event, stop: Event, expected: Any, delivered: Any,
-                   out: Any) -> dict[str, Any]:
+async def _consume(spec: AgentSpec, go: Event, stop: Event, expected: Any, delivered: Any, out: Any) -> dict[str, Any]:
     scenario = spec.scenario
     nc = await nats.connect(NATS_URL, connect_timeout=5)
     js = nc.jetstream()
     latencies: list[int] = []
     per_agency: list[dict[str, Any]] = []
 
-    subs = {agency: await js.pull_subscribe(spec.subject, durable=consumer_name(agency), stream=STREAM)
-            for agency in spec.agencies}
+    subs = {
+        agency: await js.pull_subscribe(spec.subject, durable=consumer_name(agency), stream=STREAM)
+        for agency in spec.agencies
+    }
 
     async def consume(agency: str) -> None:
         sub = subs[agency]
         seen: set[tuple[int, int]] = set()
-        state: dict[str, Any] = {"agency": agency, "unique": 0, "duplicates": 0, "acked": 0,
-                                 "last_open_ns": 0, "last_ack_ns": 0}
+        state: dict[str, Any] = {
+            "agency": agency,
+            "unique": 0,
+            "duplicates": 0,
+            "acked": 0,
+            "last_open_ns": 0,
+            "last_ack_ns": 0,
+        }
         per_agency.append(state)
         deadline = time.monotonic() + scenario.time_limit + 150
         # Several consumer processes may share one durable consumer: the count of all of them decides.
-        while (delivered.value < expected.value * scenario.fanout and not stop.is_set()
-               and time.monotonic() < deadline):
+        while delivered.value < expected.value * scenario.fanout and not stop.is_set() and time.monotonic() < deadline:
             try:
                 messages = await sub.fetch(batch=256, timeout=0.5)
             except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when nothing is pending
@@ -155,8 +174,13 @@ async def _consume(spec: AgentSpec, go: Event, stop: Event, expected: Any, deliv
         raise TimeoutError("never told to start")
     cpu0 = cpu_seconds_self()
     await asyncio.gather(*(consume(agency) for agency in spec.agencies))
-    result = {"role": "subscriber", "index": spec.index, "cpu_s": cpu_seconds_self() - cpu0,
-              "agencies": per_agency, "latencies_us": latencies}
+    result = {
+        "role": "subscriber",
+        "index": spec.index,
+        "cpu_s": cpu_seconds_self() - cpu0,
+        "agencies": per_agency,
+        "latencies_us": latencies,
+    }
     await nc.close()
     return result
 

@@ -21,9 +21,24 @@ class Sampler:
         # --gil keeps only samples of the thread holding the GIL: where the broker's Python CPU goes.
         # Without it, threads blocked in C (fsync, epoll, locks) count too: where its wall time goes.
         self._process = subprocess.Popen(
-            [py_spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw", "--threads",
-             "--nonblocking", *(["--gil"] if gil else []), "--output", str(output)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                str(rate),
+                "--format",
+                "raw",
+                "--threads",
+                "--nonblocking",
+                *(["--gil"] if gil else []),
+                "--output",
+                str(output),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def stop(self) -> str:
         """Stop sampling; return py-spy's own messages (empty when all went well)."""

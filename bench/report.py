@@ -29,9 +29,11 @@ def _client_cpu(r: Mapping[str, Any]) -> float | None:
 
 def table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
     """One row per backend and scenario, then the ISB/NATS ratios."""
-    header = (f"{'system':<16} {'scenario':<17} {'msgs/s':>8} {'deliv/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'p99.9 ms':>8} {'srv us/env':>10} {'srv us/dlv':>10} {'db us/env':>9} {'cli us/msg':>10} "
-              f"{'offered/s':>9}  ok")
+    header = (
+        f"{'system':<16} {'scenario':<17} {'msgs/s':>8} {'deliv/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'p99.9 ms':>8} {'srv us/env':>10} {'srv us/dlv':>10} {'db us/env':>9} {'cli us/msg':>10} "
+        f"{'offered/s':>9}  ok"
+    )
     lines = [header, "-" * len(header)]
     for backend, scenarios in results.items():
         for name, r in scenarios.items():
@@ -42,7 +44,8 @@ def table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
                 f"{_fmt(lat.get('p99.9'), 1):>8} {_fmt(r.get('server_cpu_us_per_envelope')):>10} "
                 f"{_fmt(r.get('server_cpu_us_per_delivery')):>10} {_fmt(r.get('database_cpu_us_per_envelope')):>9} "
                 f"{_fmt(_client_cpu(r)):>10} {_fmt(r.get('offered_per_s')):>9}  "
-                f"{'yes' if r.get('complete') else 'NO'}")
+                f"{'yes' if r.get('complete') else 'NO'}"
+            )
     ratio_lines = []
     for key, ratio in ratios(results).items():
         ratio_lines.append(f"  {key:<48} {ratio:.3f}")
@@ -53,13 +56,14 @@ def table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
         lines += ["", "Issue 19 targets (this run; ratios compare systems measured minutes apart on the same machine):"]
         for goal in goals:
             met = {True: "met", False: "NOT met", None: ""}[goal["met"]]
-            lines.append(f"  {goal['target']:<58} {_fmt(goal['value'], goal['digits']):>10}  "
-                         f"{goal['goal']:<9} {met:<8} {goal['note']}")
+            lines.append(
+                f"  {goal['target']:<58} {_fmt(goal['value'], goal['digits']):>10}  "
+                f"{goal['goal']:<9} {met:<8} {goal['note']}"
+            )
     return "\n".join(lines)
 
 
-def _get(results: Mapping[str, Mapping[str, Mapping[str, Any]]], backend: str, scenario: str,
-         key: str) -> float | None:
+def _get(results: Mapping[str, Mapping[str, Mapping[str, Any]]], backend: str, scenario: str, key: str) -> float | None:
     value = results.get(backend, {}).get(scenario, {}).get(key)
     if isinstance(value, dict):
         value = value.get("p99")
@@ -72,51 +76,89 @@ def _over(a: float | None, b: float | None) -> float | None:
 
 def targets(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
     """Issue 19's targets, each as the ratio or figure of this run, its goal, and whether it is met."""
+
     def get(backend: str, scenario: str, key: str) -> float | None:
         return _get(results, backend, scenario, key)
 
     out: list[dict[str, Any]] = []
 
-    def goal(target: str, value: float | None, at_least: float | None, at_most: float | None, digits: int,
-             note: str = "") -> None:
+    def goal(
+        target: str, value: float | None, at_least: float | None, at_most: float | None, digits: int, note: str = ""
+    ) -> None:
         if value is None:
             return
         met = (at_least is None or value >= at_least) and (at_most is None or value <= at_most)
         bound = f">= {at_least:g}" if at_least is not None else f"<= {at_most:g}" if at_most is not None else ""
-        out.append({"target": target, "value": value, "goal": bound,
-                    "met": met if bound else None, "digits": digits, "note": note})
+        out.append(
+            {
+                "target": target,
+                "value": value,
+                "goal": bound,
+                "met": met if bound else None,
+                "digits": digits,
+                "note": note,
+            }
+        )
 
     one = "throughput-1to1"
     sqlite_rate, pg_rate = get("sqlite", one, "messages_per_s"), get("postgresql", one, "messages_per_s")
-    goal("SQLite 1-to-1 msgs/s / NATS JetStream", _over(sqlite_rate, get("nats", one, "messages_per_s")),
-         0.25, None, 3)
+    goal("SQLite 1-to-1 msgs/s / NATS JetStream", _over(sqlite_rate, get("nats", one, "messages_per_s")), 0.25, None, 3)
     nats_cpu = get("nats", one, "server_cpu_us_per_envelope")
     for backend in ("sqlite", "postgresql"):
         cpu = get(backend, one, "server_cpu_us_per_envelope")
-        goal(f"{backend} broker CPU per envelope / NATS server CPU per msg", _over(cpu, nats_cpu), None, 6, 1,
-             f"{_fmt(cpu)} us vs {_fmt(nats_cpu)} us")
+        goal(
+            f"{backend} broker CPU per envelope / NATS server CPU per msg",
+            _over(cpu, nats_cpu),
+            None,
+            6,
+            1,
+            f"{_fmt(cpu)} us vs {_fmt(nats_cpu)} us",
+        )
     goal("PostgreSQL 1-to-1 msgs/s / SQLite 1-to-1", _over(pg_rate, sqlite_rate), 0.8, None, 3)
-    goal("PostgreSQL backend CPU per envelope, 1-to-1 (us)", get("postgresql", one, "database_cpu_us_per_envelope"),
-         None, 150, 0)
+    goal(
+        "PostgreSQL backend CPU per envelope, 1-to-1 (us)",
+        get("postgresql", one, "database_cpu_us_per_envelope"),
+        None,
+        150,
+        0,
+    )
     for backend in ("sqlite", "postgresql"):
         p99, nats_p99 = get(backend, "latency-500", "latency_ms"), get("nats", "latency-500", "latency_ms")
-        goal(f"{backend} p99 at 500/s / NATS p99 at 500/s", _over(p99, nats_p99), None, 4, 1,
-             f"{_fmt(p99, 1)} ms vs {_fmt(nats_p99, 1)} ms")
+        goal(
+            f"{backend} p99 at 500/s / NATS p99 at 500/s",
+            _over(p99, nats_p99),
+            None,
+            4,
+            1,
+            f"{_fmt(p99, 1)} ms vs {_fmt(nats_p99, 1)} ms",
+        )
     rate = get("sqlite", "latency-1000", "messages_per_s")
     if rate is not None:
         cores = (get("sqlite", "latency-1000", "server_cpu_us_per_envelope") or 0) * 1000 / 1e6
         busy = get("sqlite", "latency-1000", "machine_busy")
-        goal("SQLite at 1,000/s offered: delivered msgs/s", rate, 950, None, 0,
-             f"p99 {_fmt(get('sqlite', 'latency-1000', 'latency_ms'), 1)} ms, broker {cores:.2f} cores, "
-             f"machine {100 * (busy or 0):.0f}% busy")
+        goal(
+            "SQLite at 1,000/s offered: delivered msgs/s",
+            rate,
+            950,
+            None,
+            0,
+            f"p99 {_fmt(get('sqlite', 'latency-1000', 'latency_ms'), 1)} ms, broker {cores:.2f} cores, "
+            f"machine {100 * (busy or 0):.0f}% busy",
+        )
     for backend in ("postgresql", "sqlite"):
         serial = get(backend, one, "serial_us_per_envelope")
         if serial:
             capacity = 1e6 / (get(backend, one, "server_cpu_us_per_envelope") or math.inf)
             bound = 1e6 / serial
             limit = 20 if backend == "postgresql" else None
-            goal(f"{backend} serialised section per envelope (us)", serial, None, limit, 1,
-                 f"bounds all replicas to {bound:,.0f} env/s = {bound / capacity:.1f} broker cores' worth")
+            goal(
+                f"{backend} serialised section per envelope (us)",
+                serial,
+                None,
+                limit,
+                1,
+                f"bounds all replicas to {bound:,.0f} env/s = {bound / capacity:.1f} broker cores' worth",
+            )
     for backend in ("sqlite", "postgresql"):
         cpu = get(backend, one, "server_cpu_us_per_envelope")
         if cpu:

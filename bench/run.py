@@ -70,20 +70,68 @@ def scenarios(quick: bool, seconds: float | None = None) -> list[Scenario]:
     one = 3000 if quick else 6000
     limit = 40 if quick else 90
     plan = [
-        Scenario("throughput-1to1", "throughput", fanout=1, messages=one, rate=None,
-                 senders=SENDERS, subscribers=1, time_limit=limit),
+        Scenario(
+            "throughput-1to1",
+            "throughput",
+            fanout=1,
+            messages=one,
+            rate=None,
+            senders=SENDERS,
+            subscribers=1,
+            time_limit=limit,
+        ),
         # Two subscriber processes sharing the recipient's queue (DESIGN.md section 6).
-        Scenario("throughput-1to1-x2", "throughput", fanout=1, messages=one, rate=None,
-                 senders=SENDERS, subscribers=2, time_limit=limit),
-        Scenario("throughput-1to10", "throughput", fanout=10, messages=300 if quick else 600, rate=None,
-                 senders=SENDERS, subscribers=2, time_limit=limit),
+        Scenario(
+            "throughput-1to1-x2",
+            "throughput",
+            fanout=1,
+            messages=one,
+            rate=None,
+            senders=SENDERS,
+            subscribers=2,
+            time_limit=limit,
+        ),
+        Scenario(
+            "throughput-1to10",
+            "throughput",
+            fanout=10,
+            messages=300 if quick else 600,
+            rate=None,
+            senders=SENDERS,
+            subscribers=2,
+            time_limit=limit,
+        ),
         # A light load, so that latency is measured once below the broker's current capacity too.
-        Scenario("latency-100", "latency", fanout=1, messages=int(100 * seconds), rate=100.0,
-                 senders=SENDERS, subscribers=1, time_limit=seconds + 20),
-        Scenario("latency-500", "latency", fanout=1, messages=int(500 * seconds), rate=500.0,
-                 senders=SENDERS, subscribers=1, time_limit=seconds + 20),
-        Scenario("latency-1000", "latency", fanout=1, messages=int(1000 * seconds), rate=1000.0,
-                 senders=SENDERS, subscribers=1, time_limit=seconds + 20),
+        Scenario(
+            "latency-100",
+            "latency",
+            fanout=1,
+            messages=int(100 * seconds),
+            rate=100.0,
+            senders=SENDERS,
+            subscribers=1,
+            time_limit=seconds + 20,
+        ),
+        Scenario(
+            "latency-500",
+            "latency",
+            fanout=1,
+            messages=int(500 * seconds),
+            rate=500.0,
+            senders=SENDERS,
+            subscribers=1,
+            time_limit=seconds + 20,
+        ),
+        Scenario(
+            "latency-1000",
+            "latency",
+            fanout=1,
+            messages=int(1000 * seconds),
+            rate=1000.0,
+            senders=SENDERS,
+            subscribers=1,
+            time_limit=seconds + 20,
+        ),
     ]
     # The quick mode leaves out the shared-queue variant to stay under two minutes.
     return [s for s in plan if not (quick and s.name == "throughput-1to1-x2")]
@@ -116,39 +164,66 @@ class Reading:
     @classmethod
     def take(cls, target: Target) -> Reading:
         busy, total = machine_cpu()
-        return cls(target.cpu(), target.db_cpu() if target.db_cpu else math.nan,
-                   target.serial() if target.serial else math.nan, busy, total)
+        return cls(
+            target.cpu(),
+            target.db_cpu() if target.db_cpu else math.nan,
+            target.serial() if target.serial else math.nan,
+            busy,
+            total,
+        )
 
 
 def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def run_scenario(target: Target, deployment: Deployment, scenario: Scenario,
-                 on_start: Callable[[list[int]], None] = lambda _pids: None) -> tuple[dict[str, Any], list[float]]:
+def run_scenario(
+    target: Target,
+    deployment: Deployment,
+    scenario: Scenario,
+    on_start: Callable[[list[int]], None] = lambda _pids: None,
+) -> tuple[dict[str, Any], list[float]]:
     """Run one scenario with fresh agent processes; return its metrics and its latency samples (ms)."""
     ctx = multiprocessing.get_context("spawn")
     out: Any = ctx.Queue()
     go, stop = ctx.Event(), ctx.Event()
     expected: Any = ctx.Value("q", scenario.messages)
     delivered: Any = ctx.Value("q", 0)
-    recipients = deployment.recipients[:scenario.fanout]
+    recipients = deployment.recipients[: scenario.fanout]
     target.prepare(scenario, recipients)
     subject = f"bench.{scenario.name}"
-    common = AgentSpec(backend=target.backend, scenario=scenario, index=0, agencies=(), target=target.target,
-                       cert_dir=str(deployment.cert_dir), subject=subject, stream=nats_agents.STREAM)
+    common = AgentSpec(
+        backend=target.backend,
+        scenario=scenario,
+        index=0,
+        agencies=(),
+        target=target.target,
+        cert_dir=str(deployment.cert_dir),
+        subject=subject,
+        stream=nats_agents.STREAM,
+    )
     processes = []
     for i in range(scenario.subscribers):
         # More subscriber processes than recipients: several consumers share each agency's queue.
-        mine = (tuple(recipients[i::scenario.subscribers]) if scenario.subscribers <= len(recipients)
-                else (recipients[i % len(recipients)],))
+        mine = (
+            tuple(recipients[i :: scenario.subscribers])
+            if scenario.subscribers <= len(recipients)
+            else (recipients[i % len(recipients)],)
+        )
         spec = replace(common, index=i, agencies=mine)
-        processes.append(ctx.Process(target=target.run_subscriber, name=f"bench-sub-{i}", daemon=True,
-                                     args=(spec, go, stop, expected, delivered, out)))
+        processes.append(
+            ctx.Process(
+                target=target.run_subscriber,
+                name=f"bench-sub-{i}",
+                daemon=True,
+                args=(spec, go, stop, expected, delivered, out),
+            )
+        )
     for i, count in enumerate(_split(scenario.messages, scenario.senders)):
         spec = replace(common, index=i, agencies=(deployment.senders[i],), recipients=recipients, messages=count)
-        processes.append(ctx.Process(target=target.run_sender, args=(spec, go, stop, out),
-                                     name=f"bench-send-{i}", daemon=True))
+        processes.append(
+            ctx.Process(target=target.run_sender, args=(spec, go, stop, out), name=f"bench-send-{i}", daemon=True)
+        )
     for process in processes:
         process.start()
     senders: list[dict[str, Any]] = []
@@ -209,8 +284,15 @@ def run_scenario(target: Target, deployment: Deployment, scenario: Scenario,
     return result, latencies
 
 
-def _metrics(scenario: Scenario, senders: list[dict[str, Any]], subscribers: list[dict[str, Any]],
-             fatal: list[str], t_go: int, first: Reading, last: Reading) -> tuple[dict[str, Any], list[float]]:
+def _metrics(
+    scenario: Scenario,
+    senders: list[dict[str, Any]],
+    subscribers: list[dict[str, Any]],
+    fatal: list[str],
+    t_go: int,
+    first: Reading,
+    last: Reading,
+) -> tuple[dict[str, Any], list[float]]:
     server_cpu, db_cpu, serial = last.server - first.server, last.database - first.database, last.serial - first.serial
     machine_total = last.machine_total - first.machine_total
     ok = sum(s.get("ok", 0) for s in senders)
@@ -231,17 +313,27 @@ def _metrics(scenario: Scenario, senders: list[dict[str, Any]], subscribers: lis
     # Consumers sharing a queue may each get a copy of a redelivered message (at-least-once): >= not ==.
     complete = not fatal and sent == scenario.messages and ok == sent and delivered >= ok * scenario.fanout
     result: dict[str, Any] = {
-        "kind": scenario.kind, "fanout": scenario.fanout, "offered_rate": scenario.rate,
-        "messages_planned": scenario.messages, "sent": sent, "accepted": ok, "deliveries": delivered,
-        "duplicates": sum(a["duplicates"] for a in agencies), "complete": complete,
+        "kind": scenario.kind,
+        "fanout": scenario.fanout,
+        "offered_rate": scenario.rate,
+        "messages_planned": scenario.messages,
+        "sent": sent,
+        "accepted": ok,
+        "deliveries": delivered,
+        "duplicates": sum(a["duplicates"] for a in agencies),
+        "complete": complete,
         "elapsed_s": elapsed,
         "messages_per_s": ok / elapsed if elapsed > 0 else None,
         "deliveries_per_s": delivered / elapsed if elapsed > 0 else None,
         "offered_per_s": sent / send_elapsed if send_elapsed > 0 else None,
         "sender_max_lag_s": max((s.get("max_lag_s", 0.0) for s in senders), default=0.0),
-        "latency_ms": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
-                       "p99.9": percentile(latencies, 99.9), "max": latencies[-1] if latencies else None,
-                       "samples": len(latencies)},
+        "latency_ms": {
+            "p50": percentile(latencies, 50),
+            "p99": percentile(latencies, 99),
+            "p99.9": percentile(latencies, 99.9),
+            "max": latencies[-1] if latencies else None,
+            "samples": len(latencies),
+        },
         "server_cpu_s": server_cpu,
         "server_cpu_us_per_envelope": server_cpu * 1e6 / ok if ok else None,
         "server_cpu_us_per_delivery": server_cpu * 1e6 / delivered if delivered else None,
@@ -249,34 +341,50 @@ def _metrics(scenario: Scenario, senders: list[dict[str, Any]], subscribers: lis
         "serial_us_per_envelope": serial * 1e6 / ok if ok and not math.isnan(serial) else None,
         "machine_busy": (last.machine_busy - first.machine_busy) / machine_total if machine_total > 0 else None,
         "sender_cpu_us_per_envelope": sum(s.get("cpu_s", 0.0) for s in senders) * 1e6 / ok if ok else None,
-        "subscriber_cpu_us_per_delivery":
-            sum(s.get("cpu_s", 0.0) for s in subscribers) * 1e6 / delivered if delivered else None,
+        "subscriber_cpu_us_per_delivery": sum(s.get("cpu_s", 0.0) for s in subscribers) * 1e6 / delivered
+        if delivered
+        else None,
         "ack_calls": sum(a.get("ack_calls", 0) for a in agencies),
-        "errors": errors, "fatal": fatal,
+        "errors": errors,
+        "fatal": fatal,
     }
     return result, latencies
 
 
 # -- systems -----------------------------------------------------------------------------------
 @contextmanager
-def isb_broker(deployment: Deployment, work: Path, backend: str, database_url: str,
-               log_level: str) -> Iterator[BrokerProcess]:
+def isb_broker(
+    deployment: Deployment, work: Path, backend: str, database_url: str, log_level: str
+) -> Iterator[BrokerProcess]:
     """A broker process on `database_url`, recipients' keys published, stopped afterwards."""
     port, metrics_port = free_port(), free_port()
-    config = write_config(work / f"broker-{backend}.toml", {
-        "listen": f"127.0.0.1:{port}", "cert_dir": str(deployment.cert_dir), "database_url": database_url,
-        "policy_file": str(deployment.policy_file), "log_level": log_level,
-        "metrics_listen": f"127.0.0.1:{metrics_port}",
-    })
+    config = write_config(
+        work / f"broker-{backend}.toml",
+        {
+            "listen": f"127.0.0.1:{port}",
+            "cert_dir": str(deployment.cert_dir),
+            "database_url": database_url,
+            "policy_file": str(deployment.policy_file),
+            "log_level": log_level,
+            "metrics_listen": f"127.0.0.1:{metrics_port}",
+        },
+    )
     some = deployment.recipients[0]
-    broker = BrokerProcess(config, port, work / f"broker-{backend}.log", ca=deployment.cert_dir / "ca.crt",
-                           cert=deployment.cert_dir / f"{some}.crt", key=deployment.cert_dir / f"{some}.key",
-                           metrics_port=metrics_port)
+    broker = BrokerProcess(
+        config,
+        port,
+        work / f"broker-{backend}.log",
+        ca=deployment.cert_dir / "ca.crt",
+        cert=deployment.cert_dir / f"{some}.crt",
+        key=deployment.cert_dir / f"{some}.key",
+        metrics_port=metrics_port,
+    )
     broker.start()
     try:
         for agency in deployment.recipients:
-            with AgencyClient.from_dir(broker.target, deployment.cert_dir, agency,
-                                       keystore=deployment.keystore(agency)) as client:
+            with AgencyClient.from_dir(
+                broker.target, deployment.cert_dir, agency, keystore=deployment.keystore(agency)
+            ) as client:
                 client.publish_key()
         yield broker
     finally:
@@ -298,15 +406,22 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def run_isb(backend: str, database_url: str, deployment: Deployment, work: Path, plan: list[Scenario],
-            args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]]]:
+def run_isb(
+    backend: str, database_url: str, deployment: Deployment, work: Path, plan: list[Scenario], args: argparse.Namespace
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """Every scenario against one broker on `database_url`."""
     results: dict[str, Any] = {}
     samples: dict[str, list[float]] = {}
     with isb_broker(deployment, work, backend, database_url, args.log_level) as broker:
-        target = Target(backend, isb_agents.run_sender, isb_agents.run_subscriber, broker.target,
-                        broker.cpu_seconds, PostgresCpu(BENCH_DATABASE) if backend == "postgresql" else None,
-                        serial=lambda: broker.metric("isb_sequencer_held_seconds_total"))
+        target = Target(
+            backend,
+            isb_agents.run_sender,
+            isb_agents.run_subscriber,
+            broker.target,
+            broker.cpu_seconds,
+            PostgresCpu(BENCH_DATABASE) if backend == "postgresql" else None,
+            serial=lambda: broker.metric("isb_sequencer_held_seconds_total"),
+        )
         for scenario in plan:
             sampler: list[Sampler] = []
             spy = py_spy() if scenario.name == args.profile else None
@@ -314,8 +429,9 @@ def run_isb(backend: str, database_url: str, deployment: Deployment, work: Path,
             def start_profile(pids: list[int], spy: str | None = spy, sampler: list[Sampler] = sampler) -> None:
                 if spy is not None:
                     # Agents start subscribers first: pids[0] is the first subscriber.
-                    sampler.append(Sampler(spy, pids[0], RESULTS / f"profile-{backend}-subscriber-gil.collapsed",
-                                           gil=True))
+                    sampler.append(
+                        Sampler(spy, pids[0], RESULTS / f"profile-{backend}-subscriber-gil.collapsed", gil=True)
+                    )
                     sampler.append(Sampler(spy, broker.pid, RESULTS / f"profile-{backend}-wall.collapsed"))
                     sampler.append(Sampler(spy, broker.pid, RESULTS / f"profile-{backend}-gil.collapsed", gil=True))
 
@@ -344,8 +460,14 @@ def run_nats(deployment: Deployment, plan: list[Scenario]) -> tuple[dict[str, An
     def prepare(scenario: Scenario, recipients: tuple[str, ...]) -> None:
         asyncio.run(nats_agents.prepare_stream(f"bench.{scenario.name}", recipients))
 
-    target = Target("nats", nats_agents.run_sender, nats_agents.run_subscriber, nats_agents.NATS_URL,
-                    (lambda: process_cpu_seconds(pid)) if pid else (lambda: float("nan")), prepare=prepare)
+    target = Target(
+        "nats",
+        nats_agents.run_sender,
+        nats_agents.run_subscriber,
+        nats_agents.NATS_URL,
+        (lambda: process_cpu_seconds(pid)) if pid else (lambda: float("nan")),
+        prepare=prepare,
+    )
     try:
         for scenario in plan:
             _say(f"  nats: {scenario.name} ...")
@@ -361,11 +483,14 @@ def run_nats(deployment: Deployment, plan: list[Scenario]) -> tuple[dict[str, An
 def _line(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     cpu = r["server_cpu_us_per_envelope"]
-    return (f"{r['messages_per_s'] or 0:,.0f} msgs/s, {r['deliveries_per_s'] or 0:,.0f} deliveries/s, "
-            f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, server {cpu or 0:,.0f} us/envelope, "
-            f"machine {100 * (r['machine_busy'] or 0):.0f}% busy, load {r['load_average_1min']:.1f}, "
-            f"complete={r['complete']}" + (f", errors={r['errors']}" if r["errors"] else "")
-            + (f", fatal={r['fatal']}" if r["fatal"] else ""))
+    return (
+        f"{r['messages_per_s'] or 0:,.0f} msgs/s, {r['deliveries_per_s'] or 0:,.0f} deliveries/s, "
+        f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, server {cpu or 0:,.0f} us/envelope, "
+        f"machine {100 * (r['machine_busy'] or 0):.0f}% busy, load {r['load_average_1min']:.1f}, "
+        f"complete={r['complete']}"
+        + (f", errors={r['errors']}" if r["errors"] else "")
+        + (f", fatal={r['fatal']}" if r["fatal"] else "")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,11 +499,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small runs (under about two minutes)")
     parser.add_argument("--only", default=",".join(BACKENDS), help="comma-separated subset of " + ",".join(BACKENDS))
     parser.add_argument("--scenarios", default="", help="comma-separated subset of scenario names")
-    parser.add_argument("--profile", nargs="?", const="throughput-1to1", default=None, metavar="SCENARIO",
-                        help="sample the broker and a subscriber with py-spy during SCENARIO (default throughput-1to1)")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="throughput-1to1",
+        default=None,
+        metavar="SCENARIO",
+        help="sample the broker and a subscriber with py-spy during SCENARIO (default throughput-1to1)",
+    )
     parser.add_argument("--seconds", type=float, default=None, help="length of each latency run (default 6, quick 3)")
-    parser.add_argument("--linger", type=float, default=0.001,
-                        help="ISB senders' producer linger in seconds (default 0.001, as the issue suggests)")
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=0.001,
+        help="ISB senders' producer linger in seconds (default 0.001, as the issue suggests)",
+    )
     parser.add_argument("--log-level", default="info", help="broker log level (default info, as deployed)")
     parser.add_argument("--output", type=Path, default=RESULTS / "results.json")
     args = parser.parse_args(argv)
@@ -422,11 +557,16 @@ def main(argv: list[str] | None = None) -> int:
     plot = RESULTS / "latency.png"
     plot_latency(plot, latency_samples)
     document = {
-        "when": dt.datetime.now(dt.UTC).isoformat(), "mode": "quick" if args.quick else "default",
+        "when": dt.datetime.now(dt.UTC).isoformat(),
+        "mode": "quick" if args.quick else "default",
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform()},
-        "scenarios": [asdict(s) for s in plan], "results": results, "ratios_isb_over_nats": ratios(results),
+        "scenarios": [asdict(s) for s in plan],
+        "results": results,
+        "ratios_isb_over_nats": ratios(results),
         "targets": targets(results),
-        "skipped": skipped, "wall_seconds": time.monotonic() - started, "plot": str(plot),
+        "skipped": skipped,
+        "wall_seconds": time.monotonic() - started,
+        "plot": str(plot),
     }
     write_json(args.output, document)
     _say("")

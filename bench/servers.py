@@ -96,8 +96,12 @@ class PostgresCpu:
     def __call__(self) -> float:
         """CPU seconds so far of every backend of the database seen until now."""
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            pids = [int(row[0]) for row in conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (self.database,))]
+            pids = [
+                int(row[0])
+                for row in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (self.database,)
+                )
+            ]
         for pid in pids:
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -152,8 +156,7 @@ class BrokerProcess:
 
     def wait_ready(self, timeout: float) -> None:
         """Block until the broker accepts an mTLS connection (raise if it exits or times out)."""
-        credentials = grpc.ssl_channel_credentials(self.ca.read_bytes(), self.key.read_bytes(),
-                                                   self.cert.read_bytes())
+        credentials = grpc.ssl_channel_credentials(self.ca.read_bytes(), self.key.read_bytes(), self.cert.read_bytes())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None
@@ -180,8 +183,11 @@ class BrokerProcess:
         url = f"https://localhost:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, context=context, timeout=10) as response:
             text = response.read().decode()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name) and line[len(name)] in " {")
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and line[len(name)] in " {"
+        )
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (the broker drains and exits), then SIGKILL if it does not."""

@@ -70,8 +70,9 @@ class Pacer:
     of `rate` per second from `start` (late messages are not dropped, they go out in the next batch,
     so a slow system sees growing latency instead of a lower offered rate)."""
 
-    def __init__(self, count: int, rate: float | None, batch_size: int, start: float, deadline: float,
-                 offset: float = 0.0) -> None:
+    def __init__(
+        self, count: int, rate: float | None, batch_size: int, start: float, deadline: float, offset: float = 0.0
+    ) -> None:
         self.count = count
         self.rate = rate
         self.batch_size = batch_size

@@ -194,8 +194,9 @@ def load_client_settings(environ: Mapping[str, str] | None = None) -> ClientSett
             raise ConfigurationError(f"{path}: [client] must be a table")
         for key, raw in section.items():
             if key not in _CLIENT_SETTINGS:
-                raise ConfigurationError(f"{path}: unknown setting {key!r} in [client] "
-                                         f"(known: {', '.join(_CLIENT_SETTINGS)})")
+                raise ConfigurationError(
+                    f"{path}: unknown setting {key!r} in [client] (known: {', '.join(_CLIENT_SETTINGS)})"
+                )
             values[key] = _coerce(key, raw, _CLIENT_SETTINGS[key])
         if isinstance(values.get("cert_dir"), Path) and not values["cert_dir"].is_absolute():
             # A relative folder in a file means relative to that file, wherever the command runs.
@@ -232,6 +233,7 @@ def check_pki_files(config: BrokerConfig) -> None:
                 held = "its folder cannot be entered"
             raise ConfigurationError(
                 f"{name} {path} is not readable by the broker (uid {os.getuid()}, gid {os.getgid()}; {held}): "
-                f"`chgrp {os.getgid()} {path}` and `chmod 0640 {path}` (or chown it to uid {os.getuid()})") from exc
+                f"`chgrp {os.getgid()} {path}` and `chmod 0640 {path}` (or chown it to uid {os.getuid()})"
+            ) from exc
         except OSError as exc:
             raise ConfigurationError(f"{name} {path} cannot be read: {exc.strerror}") from exc

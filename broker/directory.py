@@ -75,11 +75,19 @@ class RegisterAgency:
             tables.agencies.update().where(tables.agencies.c.agency_id == r.agency_id).values(**values)
         ).rowcount
         if not updated:
-            batch.conn.execute(tables.agencies.insert().values(agency_id=r.agency_id, registered_us=batch.now_us,
-                                                               **values))
-        batch.audit(AuditEvent(event="agency.registered", actor=self.actor, time=batch.now,
-                               message_id=None, agency=r.agency_id,
-                               fields={"display_name": r.display_name, "country": r.country}))
+            batch.conn.execute(
+                tables.agencies.insert().values(agency_id=r.agency_id, registered_us=batch.now_us, **values)
+            )
+        batch.audit(
+            AuditEvent(
+                event="agency.registered",
+                actor=self.actor,
+                time=batch.now,
+                message_id=None,
+                agency=r.agency_id,
+                fields={"display_name": r.display_name, "country": r.country},
+            )
+        )
         batch.after_commit.append(lambda: self.registry.added(r))
         return r
 
@@ -106,14 +114,28 @@ class PublishBundle:
     def stage(self, batch: Batch) -> int:
         key = (tables.key_bundles.c.agency == self.agency) & (tables.key_bundles.c.key_id == self.key_id)
         batch.conn.execute(tables.key_bundles.delete().where(key))
-        batch.insert(tables.key_bundles, {
-            "agency": self.agency, "key_id": self.key_id, "bundle": self.bundle, "signature": self.signature,
-            "certificate": self.certificate, "not_after_us": int(self.not_after.timestamp() * 1_000_000),
-            "published_us": batch.now_us,
-        })
-        return batch.audit(AuditEvent(
-            event=KEYBUNDLE_PUBLISHED, actor=self.actor, time=batch.now, message_id=None,
-            agency=self.agency, fields=publication_fields(self.key_id, self.suite, self.bundle)))
+        batch.insert(
+            tables.key_bundles,
+            {
+                "agency": self.agency,
+                "key_id": self.key_id,
+                "bundle": self.bundle,
+                "signature": self.signature,
+                "certificate": self.certificate,
+                "not_after_us": int(self.not_after.timestamp() * 1_000_000),
+                "published_us": batch.now_us,
+            },
+        )
+        return batch.audit(
+            AuditEvent(
+                event=KEYBUNDLE_PUBLISHED,
+                actor=self.actor,
+                time=batch.now,
+                message_id=None,
+                agency=self.agency,
+                fields=publication_fields(self.key_id, self.suite, self.bundle),
+            )
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +158,8 @@ def publication_indexes(conn: Connection, agencies: Sequence[str]) -> dict[tuple
     index comes from there rather than from a column the directory would have to keep in step.
     """
     query = sa.select(entries_table.c.leaf_index, entries_table.c.agency, entries_table.c.entry).where(
-        entries_table.c.event == KEYBUNDLE_PUBLISHED)
+        entries_table.c.event == KEYBUNDLE_PUBLISHED
+    )
     if agencies:
         query = query.where(entries_table.c.agency.in_(agencies))
     result: dict[tuple[str, str], int] = {}
@@ -156,6 +179,13 @@ def current_bundles(conn: Connection, agencies: Sequence[str], now_us: int) -> d
     result: dict[str, list[StoredBundle]] = {}
     for row in conn.execute(query.order_by(tables.key_bundles.c.published_us.desc())):
         result.setdefault(row.agency, []).append(
-            StoredBundle(row.agency, row.key_id, row.bundle, row.signature, row.certificate,
-                         indexes.get((row.agency, row.key_id), 0)))
+            StoredBundle(
+                row.agency,
+                row.key_id,
+                row.bundle,
+                row.signature,
+                row.certificate,
+                indexes.get((row.agency, row.key_id), 0),
+            )
+        )
     return result

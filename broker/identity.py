@@ -83,7 +83,7 @@ def parse_spiffe_id(uri: str, trust_domain: str) -> SpiffeId:
     prefix = f"spiffe://{trust_domain}/"
     if not uri.startswith(prefix):
         raise AuthenticationError(f"identity {uri!r} is not in trust domain {trust_domain!r}")
-    parts = uri[len(prefix):].split("/")
+    parts = uri[len(prefix) :].split("/")
     if len(parts) != 2:
         raise AuthenticationError(f"identity {uri!r} is not of the form spiffe://{trust_domain}/<role>/<name>")
     try:

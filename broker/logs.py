@@ -90,11 +90,15 @@ def configure_logging(level: str = "info") -> None:
     _configured[:] = [level]
     numeric = logging.getLevelName(level.upper())
     handler = logging.StreamHandler(_sink)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.JSONRenderer()],
-        foreign_pre_chain=[_foreign_event, *_processors()],
-    ))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+            foreign_pre_chain=[_foreign_event, *_processors()],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
@@ -112,14 +116,22 @@ def native_line_event(line: str) -> dict[str, Any]:
     if match is None:
         return {"event": "stderr", "level": "warning", "message": line}
     severity, source, number, text = match.groups()
-    event: dict[str, Any] = {"event": "grpc.core", "level": _NATIVE_LEVELS[severity],
-                             "source": f"{source}:{number}", "message": text}
+    event: dict[str, Any] = {
+        "event": "grpc.core",
+        "level": _NATIVE_LEVELS[severity],
+        "source": f"{source}:{number}",
+        "message": text,
+    }
     handshake = _HANDSHAKE.search(text)
     if handshake is not None:
         reason = _OPENSSL_REASON.search(handshake.group(2))
-        event.update(event="tls.handshake_failed", level="warning", ssl_error=handshake.group(1),
-                     cause=reason.group(1) if reason else handshake.group(2),
-                     detail=(reason.group(2) or "") if reason else "")
+        event.update(
+            event="tls.handshake_failed",
+            level="warning",
+            ssl_error=handshake.group(1),
+            cause=reason.group(1) if reason else handshake.group(2),
+            detail=(reason.group(2) or "") if reason else "",
+        )
     return event
 
 

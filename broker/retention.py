@@ -74,8 +74,11 @@ class PurgeReport:
 
 def _combinations() -> list[tuple[int, str, int, str | None]]:
     # (Kind value, kind name, Tlp value, TLP code or None for unspecified): every stored pair.
-    return [(k + 1, kind, t, TLP_CODES[t - 1] if t else None)
-            for k, kind in enumerate(KINDS) for t in range(len(TLP_CODES) + 1)]
+    return [
+        (k + 1, kind, t, TLP_CODES[t - 1] if t else None)
+        for k, kind in enumerate(KINDS)
+        for t in range(len(TLP_CODES) + 1)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,41 +116,58 @@ def _us(when: datetime) -> int:
 
 
 def _envelopes(group: _Group) -> sa.Select[Any]:
-    return (sa.select(M.message_id).where(group.where, M.accepted_us <= group.cutoff_us, M.purged_us.is_(None))
-            .order_by(M.seq))
+    return (
+        sa.select(M.message_id)
+        .where(group.where, M.accepted_us <= group.cutoff_us, M.purged_us.is_(None))
+        .order_by(M.seq)
+    )
 
 
 def _attachments(group: _Group) -> sa.Select[Any]:
-    return (sa.select(A.uploader, A.message_id, A.idx, A.blob)
-            .join(tables.messages, (M.message_id == A.message_id) & (M.sender == A.uploader))
-            .where(group.where, M.accepted_us <= group.cutoff_us, A.state == attachment_tables.ATTACHED)
-            .order_by(M.seq, A.idx))
+    return (
+        sa.select(A.uploader, A.message_id, A.idx, A.blob)
+        .join(tables.messages, (M.message_id == A.message_id) & (M.sender == A.uploader))
+        .where(group.where, M.accepted_us <= group.cutoff_us, A.state == attachment_tables.ATTACHED)
+        .order_by(M.seq, A.idx)
+    )
 
 
 def _receipts(group: _Group) -> sa.Select[Any]:
-    return (sa.select(D.message_id, D.recipient)
-            .join(tables.messages, M.message_id == D.message_id)
-            .where(group.where, D.receipt.is_not(None), D.updated_us <= group.cutoff_us)
-            .order_by(D.seq, D.recipient))
+    return (
+        sa.select(D.message_id, D.recipient)
+        .join(tables.messages, M.message_id == D.message_id)
+        .where(group.where, D.receipt.is_not(None), D.updated_us <= group.cutoff_us)
+        .order_by(D.seq, D.recipient)
+    )
 
 
 def _watchlist_versions(group: _Group) -> sa.Select[Any]:
     # Versions before the latest snapshot are never served again (Sync starts at that snapshot).
-    return (sa.select(V.message_id, V.watchlist_id, V.version)
-            .join(watchlist_tables.watchlist_lists, W.watchlist_id == V.watchlist_id)
-            .where(group.matches(sa.literal(WATCHLIST_UPDATE), W.tlp), V.version < W.snapshot_version,
-                   V.accepted_us <= group.cutoff_us, sa.func.length(V.envelope) > 0)
-            .order_by(V.watchlist_id, V.version))
+    return (
+        sa.select(V.message_id, V.watchlist_id, V.version)
+        .join(watchlist_tables.watchlist_lists, W.watchlist_id == V.watchlist_id)
+        .where(
+            group.matches(sa.literal(WATCHLIST_UPDATE), W.tlp),
+            V.version < W.snapshot_version,
+            V.accepted_us <= group.cutoff_us,
+            sa.func.length(V.envelope) > 0,
+        )
+        .order_by(V.watchlist_id, V.version)
+    )
 
 
 # What a run purges, in order: (the name in reports, the policy key whose period applies, the selection).
 _SELECT: Final[tuple[tuple[str, str, Callable[[_Group], sa.Select[Any]]], ...]] = (
-    ("envelopes", "envelopes", _envelopes), ("watchlist_versions", "envelopes", _watchlist_versions),
-    ("attachments", "attachments", _attachments), ("receipts", "receipts", _receipts))
+    ("envelopes", "envelopes", _envelopes),
+    ("watchlist_versions", "envelopes", _watchlist_versions),
+    ("attachments", "attachments", _attachments),
+    ("receipts", "receipts", _receipts),
+)
 
 
-def _revoked_bundles(conn: Connection, retention: Retention, now: datetime,
-                     revoked: Mapping[int, datetime]) -> tuple[str, str, list[tuple[str, str]]]:
+def _revoked_bundles(
+    conn: Connection, retention: Retention, now: datetime, revoked: Mapping[int, datetime]
+) -> tuple[str, str, list[tuple[str, str]]]:
     """The key bundles whose certificate was revoked at least the period ago: (rule, period, keys)."""
     period, rule = retention.period_for("revoked_key_bundles")
     cutoff = period.cutoff(now)
@@ -163,8 +183,7 @@ def _revoked_bundles(conn: Connection, retention: Retention, now: datetime,
     return rule, str(period), due
 
 
-def plan(conn: Connection, retention: Retention, now: datetime,
-         revoked: Mapping[int, datetime]) -> PurgeReport:
+def plan(conn: Connection, retention: Retention, now: datetime, revoked: Mapping[int, datetime]) -> PurgeReport:
     """What a purge run at `now` would remove, counted per kind of data and rule; changes nothing."""
     counts = []
     for what, key, select in _SELECT:
@@ -215,8 +234,9 @@ class Purge:
                 elif what == "watchlist_versions":
                     ids = [r.message_id for r in rows]
                     message_ids += ids
-                    batch.conn.execute(watchlist_tables.watchlist_versions.update().where(V.message_id.in_(ids))
-                                       .values(envelope=b""))
+                    batch.conn.execute(
+                        watchlist_tables.watchlist_versions.update().where(V.message_id.in_(ids)).values(envelope=b"")
+                    )
                 elif what == "attachments":
                     self._purge_attachments(batch, rows, group.rule)
                 else:
@@ -231,8 +251,9 @@ class Purge:
             counts.append(RuleCount("revoked_key_bundles", rule, period, len(bundles)))
         if not counts:
             return PurgeReport(())
-        index = batch.audit(AuditEvent(
-            event=EVENT, actor=self.actor, time=now, fields=_fields(counts, message_ids, len(dropped), self)))
+        index = batch.audit(
+            AuditEvent(event=EVENT, actor=self.actor, time=now, fields=_fields(counts, message_ids, len(dropped), self))
+        )
         for message_id, recipient in dropped:
             batch.settled.setdefault(recipient, []).append(message_id)  # other replicas drop them too
         batch.after_commit.append(lambda: self.on_commit(dropped))
@@ -241,51 +262,79 @@ class Purge:
     @staticmethod
     def _purge_envelopes(batch: Batch, ids: list[str], rule: str) -> list[tuple[str, str]]:
         conn = batch.conn
-        dropped = [(r.message_id, r.recipient) for r in conn.execute(
-            sa.select(D.message_id, D.recipient).where(D.message_id.in_(ids), D.state <= broker_pb2.IN_FLIGHT))]
-        conn.execute(tables.deliveries.update().where(D.message_id.in_(ids), D.state <= broker_pb2.IN_FLIGHT)
-                     .values(state=PURGED, updated_us=batch.now_us))
-        conn.execute(tables.messages.update().where(M.message_id.in_(ids))
-                     .values(envelope=b"", purged_us=batch.now_us, purge_rule=rule))
+        dropped = [
+            (r.message_id, r.recipient)
+            for r in conn.execute(
+                sa.select(D.message_id, D.recipient).where(D.message_id.in_(ids), D.state <= broker_pb2.IN_FLIGHT)
+            )
+        ]
+        conn.execute(
+            tables.deliveries.update()
+            .where(D.message_id.in_(ids), D.state <= broker_pb2.IN_FLIGHT)
+            .values(state=PURGED, updated_us=batch.now_us)
+        )
+        conn.execute(
+            tables.messages.update()
+            .where(M.message_id.in_(ids))
+            .values(envelope=b"", purged_us=batch.now_us, purge_rule=rule)
+        )
         return dropped
 
     def _purge_attachments(self, batch: Batch, rows: Iterable[Any], rule: str) -> None:
         for row in rows:
-            batch.conn.execute(attachment_tables.attachments.update()
-                               .where(A.uploader == row.uploader, A.message_id == row.message_id, A.idx == row.idx)
-                               .values(state=attachment_tables.PURGED, blob="", purge_rule=rule))
+            batch.conn.execute(
+                attachment_tables.attachments.update()
+                .where(A.uploader == row.uploader, A.message_id == row.message_id, A.idx == row.idx)
+                .values(state=attachment_tables.PURGED, blob="", purge_rule=rule)
+            )
             if self.blobs is not None:
                 release_blob(batch, self.blobs, row.blob)
 
     @staticmethod
     def _purge_receipts(batch: Batch, rows: Iterable[Any]) -> None:
         for row in rows:
-            batch.conn.execute(tables.deliveries.update()
-                               .where(D.message_id == row.message_id, D.recipient == row.recipient)
-                               .values(receipt=None, receipt_signature=None))
+            batch.conn.execute(
+                tables.deliveries.update()
+                .where(D.message_id == row.message_id, D.recipient == row.recipient)
+                .values(receipt=None, receipt_signature=None)
+            )
 
 
-def _fields(counts: list[RuleCount], message_ids: list[str], dropped: int,
-            run: Purge) -> dict[str, str | int | list[str]]:
+def _fields(
+    counts: list[RuleCount], message_ids: list[str], dropped: int, run: Purge
+) -> dict[str, str | int | list[str]]:
     fields: dict[str, str | int | list[str]] = {
         what if what != "revoked_key_bundles" else "key_bundles": sum(c.count for c in counts if c.what == what)
-        for what in WHAT}
-    fields.update({
-        "rules": [f"{c.what}:{c.rule}:{c.period}:{c.count}" for c in counts],
-        "message_ids": sorted(message_ids),
-        "undelivered_dropped": dropped,
-        "trigger": run.trigger,
-        "policy_sha256": run.policy_digest,
-    })
+        for what in WHAT
+    }
+    fields.update(
+        {
+            "rules": [f"{c.what}:{c.rule}:{c.period}:{c.count}" for c in counts],
+            "message_ids": sorted(message_ids),
+            "undelivered_dropped": dropped,
+            "trigger": run.trigger,
+            "policy_sha256": run.policy_digest,
+        }
+    )
     return fields
 
 
 class RetentionJob:
     """Runs purges for the running policy: every `retention_interval_seconds`, and on an admin's request."""
 
-    def __init__(self, engine: Engine, writer: Writer, policy: RunningPolicy, revocations: RevocationList,
-                 blobs: Callable[[], BlobStore | None], dropped: Callable[[list[tuple[str, str]]], None], *,
-                 node: str, interval_seconds: float, limit: int = 500) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        writer: Writer,
+        policy: RunningPolicy,
+        revocations: RevocationList,
+        blobs: Callable[[], BlobStore | None],
+        dropped: Callable[[list[tuple[str, str]]], None],
+        *,
+        node: str,
+        interval_seconds: float,
+        limit: int = 500,
+    ) -> None:
         self._engine = engine
         self._writer = writer
         self._policy = policy
@@ -304,6 +353,7 @@ class RetentionJob:
         def count() -> PurgeReport:
             with self._engine.connect() as conn:
                 return plan(conn, retention, now, revoked)
+
         return await asyncio.to_thread(count)
 
     async def run(self, actor: str, trigger: str) -> list[PurgeReport]:
@@ -311,12 +361,26 @@ class RetentionJob:
         reports: list[PurgeReport] = []
         while True:
             policy = self._policy.current
-            report: PurgeReport = await self._writer.submit(Purge(
-                policy.retention, self._revocations.revocation_dates, self._blobs(), actor, trigger, policy.digest,
-                self._limit, self._dropped))
+            report: PurgeReport = await self._writer.submit(
+                Purge(
+                    policy.retention,
+                    self._revocations.revocation_dates,
+                    self._blobs(),
+                    actor,
+                    trigger,
+                    policy.digest,
+                    self._limit,
+                    self._dropped,
+                )
+            )
             if report.counts:
-                log.info("retention.purged", audit_index=report.audit_index, messages=len(report.message_ids),
-                         undelivered_dropped=report.undelivered_dropped, trigger=trigger)
+                log.info(
+                    "retention.purged",
+                    audit_index=report.audit_index,
+                    messages=len(report.message_ids),
+                    undelivered_dropped=report.undelivered_dropped,
+                    trigger=trigger,
+                )
                 # A first purge of years of traffic runs thousands of times: keep the ids bounded (every id is
                 # in its run's audit entry), so the call's memory and an admin's reply stay small.
                 room = max(MAX_REPORTED_IDS - sum(len(r.message_ids) for r in reports), 0)

@@ -143,9 +143,9 @@ class Broker:
                 if waited + pause > config.database_wait_seconds:
                     raise StorageUnavailable(
                         f"database {where} could not be reached in {attempt} attempts over {waited:.0f} s "
-                        f"(database_wait_seconds = {config.database_wait_seconds:g}): {cause}") from None
-                log.warning("broker.database_unavailable", attempt=attempt, retry_in=pause, database=where,
-                            error=cause)
+                        f"(database_wait_seconds = {config.database_wait_seconds:g}): {cause}"
+                    ) from None
+                log.warning("broker.database_unavailable", attempt=attempt, retry_in=pause, database=where, error=cause)
                 self.engine.dispose()
                 await asyncio.sleep(pause)
 
@@ -171,45 +171,72 @@ class Broker:
 
         self.attachments = self._open_attachments()
         self.retention = self._retention_job()
-        self.server = grpc.aio.server(interceptors=[CallInterceptor(self.exchange.record_refusal)], options=[
-            ("grpc.max_receive_message_length", _max_message(config)),
-            ("grpc.max_send_message_length", _max_message(config)),
-            # No bandwidth-delay probing: on a loaded host the probe's round trip stretches and the
-            # receive window grows with it, so a fast uploader could park ~100 MiB in the transport
-            # (measured on a 2 GiB upload). The fixed default window keeps it to a few chunks.
-            ("grpc.http2.bdp_probe", 0),
-            ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
-            ("grpc.max_connection_age_grace_ms", 30_000),
-            ("grpc.keepalive_time_ms", 60_000),
-            # A taken port is an error at start, never a second broker silently sharing it.
-            ("grpc.so_reuseport", 0),
-        ])
+        self.server = grpc.aio.server(
+            interceptors=[CallInterceptor(self.exchange.record_refusal)],
+            options=[
+                ("grpc.max_receive_message_length", _max_message(config)),
+                ("grpc.max_send_message_length", _max_message(config)),
+                # No bandwidth-delay probing: on a loaded host the probe's round trip stretches and the
+                # receive window grows with it, so a fast uploader could park ~100 MiB in the transport
+                # (measured on a 2 GiB upload). The fixed default window keeps it to a few chunks.
+                ("grpc.http2.bdp_probe", 0),
+                ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
+                ("grpc.max_connection_age_grace_ms", 30_000),
+                ("grpc.keepalive_time_ms", 60_000),
+                # A taken port is an error at start, never a second broker silently sharing it.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
         broker_pb2_grpc.add_BrokerServiceServicer_to_server(
-            BrokerServicer(self.auth, self.exchange, self.writer, self.registry, self.policy,
-                           self.trust_roots, config.trust_domain, self.attachments,
-                           revocation_list=self.revocation_list,
-                           witnessed=WitnessedCheckpoints(lambda: self.writer.audit_log, self.witness_policy,
-                                                          self.signer.origin)),
-            self.server)
+            BrokerServicer(
+                self.auth,
+                self.exchange,
+                self.writer,
+                self.registry,
+                self.policy,
+                self.trust_roots,
+                config.trust_domain,
+                self.attachments,
+                revocation_list=self.revocation_list,
+                witnessed=WitnessedCheckpoints(lambda: self.writer.audit_log, self.witness_policy, self.signer.origin),
+            ),
+            self.server,
+        )
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
-            AuditServicer(self.auth, self.exchange, self.writer, self.sign_checkpoint), self.server)
+            AuditServicer(self.auth, self.exchange, self.writer, self.sign_checkpoint), self.server
+        )
         self.ca_ledger = CaLedger(self.ca_dir, self.writer)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(self.auth, self.exchange, self.writer, self.registry, self.policy, self.revocations,
-                          lambda: open_ca(self.ca_dir), self.ca_ledger.lock, self.retention, applied),
-            self.server)
+            AdminServicer(
+                self.auth,
+                self.exchange,
+                self.writer,
+                self.registry,
+                self.policy,
+                self.revocations,
+                lambda: open_ca(self.ca_dir),
+                self.ca_ledger.lock,
+                self.retention,
+                applied,
+            ),
+            self.server,
+        )
         self._add_watchlist_service()
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        enable_server_reflection([
-            broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
-            WATCHLIST_SERVICE,
-            audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
-            admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        ], self.server)
+        enable_server_reflection(
+            [
+                broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
+                WATCHLIST_SERVICE,
+                audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+                admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            ],
+            self.server,
+        )
         self.credentials = ReloadingServerCredentials(
-            config.path("server_cert"), config.path("server_key"), config.path("ca_bundle"))
+            config.path("server_cert"), config.path("server_key"), config.path("ca_bundle")
+        )
         try:
             self.port = self.server.add_secure_port(config.listen, self.credentials.credentials())
         except RuntimeError:  # grpcio raises where older versions returned 0
@@ -222,8 +249,12 @@ class Broker:
             self._watch_certificates()
             watch_queue_depth(self._queue_depths)
             # Same certificate and CA as the gRPC port: a scraper needs a certificate of this CA.
-            self.metrics = serve_metrics(config.metrics_listen, cert=config.path("server_cert"),
-                                         key=config.path("server_key"), ca=config.path("ca_bundle"))
+            self.metrics = serve_metrics(
+                config.metrics_listen,
+                cert=config.path("server_cert"),
+                key=config.path("server_key"),
+                ca=config.path("ca_bundle"),
+            )
         await self._set_health(self.writer.healthy)
         self.writer.on_health.append(self._writer_health)
         loop = asyncio.get_running_loop()
@@ -234,8 +265,14 @@ class Broker:
             self._tasks.append(loop.create_task(self._health_heartbeat(), name="isb-health-file"))
         if self.engine.dialect.name == "postgresql":
             self._tasks.append(loop.create_task(self._listen_for_replicas(), name="isb-replica-listen"))
-        log.info("broker.started", listen=config.listen, port=self.port, database=_redact(config.database_url),
-                 audit_size=audit_log.size, agencies=len(self.registry.all()))
+        log.info(
+            "broker.started",
+            listen=config.listen,
+            port=self.port,
+            database=_redact(config.database_url),
+            audit_size=audit_log.size,
+            agencies=len(self.registry.all()),
+        )
 
     def _watch_certificates(self) -> None:
         # Expiry of what an outage would follow from: the broker's own certificate and the CA's.
@@ -259,9 +296,16 @@ class Broker:
         return desk
 
     def _retention_job(self) -> RetentionJob:
-        job = RetentionJob(self.engine, self.writer, self.policy, self.revocations, lambda: self.exchange.blobs,
-                           self.exchange.dispatcher.acknowledged, node=self.config.node,
-                           interval_seconds=self.config.retention_interval_seconds)
+        job = RetentionJob(
+            self.engine,
+            self.writer,
+            self.policy,
+            self.revocations,
+            lambda: self.exchange.blobs,
+            self.exchange.dispatcher.acknowledged,
+            node=self.config.node,
+            interval_seconds=self.config.retention_interval_seconds,
+        )
         self.run_in_background(job.run_forever(), "isb-retention")
         return job
 
@@ -270,8 +314,13 @@ class Broker:
         desk = WatchlistDesk(config, self.writer, self.exchange, self.registry, self.policy)
         watchlist_pb2_grpc.add_WatchlistServiceServicer_to_server(WatchlistServicer(self.auth, desk), self.server)
         # Owners are told ahead of their watchlist entries' review dates (broker.watchlists.review).
-        notifier = ReviewNotifier(self.engine, self.writer, notice=notice_period(config.review_notice),
-                                  interval_seconds=config.review_notice_interval_seconds, node=config.node)
+        notifier = ReviewNotifier(
+            self.engine,
+            self.writer,
+            notice=notice_period(config.review_notice),
+            interval_seconds=config.review_notice_interval_seconds,
+            node=config.node,
+        )
         self.run_in_background(notifier.run_forever(), "isb-review-notices")
 
     def run_in_background(self, work: Coroutine[Any, Any, None], name: str) -> None:
@@ -309,10 +358,18 @@ class Broker:
             return
         for item in json.loads(listing.read_text()):
             if item["agency"] not in self.registry:
-                await self.writer.submit(RegisterAgency(
-                    AgencyRecord(item["agency"], item.get("display_name", ""), item.get("country", ""),
-                                 item.get("contact", "")),
-                    actor=f"broker:{self.config.node}", registry=self.registry))
+                await self.writer.submit(
+                    RegisterAgency(
+                        AgencyRecord(
+                            item["agency"],
+                            item.get("display_name", ""),
+                            item.get("country", ""),
+                            item.get("contact", ""),
+                        ),
+                        actor=f"broker:{self.config.node}",
+                        registry=self.registry,
+                    )
+                )
 
     async def _set_health(self, healthy: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if healthy else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -326,8 +383,12 @@ class Broker:
         path = self.config.health_file
         if path is None:
             return
-        document = {"status": "SERVING" if self._serving else "NOT_SERVING", "updated": time.time(),
-                    "pid": os.getpid(), "listen": self.config.listen}
+        document = {
+            "status": "SERVING" if self._serving else "NOT_SERVING",
+            "updated": time.time(),
+            "pid": os.getpid(),
+            "listen": self.config.listen,
+        }
         try:
             write_health_file(path, document)
         except OSError as exc:
@@ -358,8 +419,10 @@ class Broker:
         if policy is None:
             return None
         if config.witness_client_cert is None or config.witness_client_key is None:
-            raise ConfigurationError("witness_policy needs witness_client_cert and witness_client_key"
-                                     " (a witness-role client certificate of the deployment CA)")
+            raise ConfigurationError(
+                "witness_policy needs witness_client_cert and witness_client_key"
+                " (a witness-role client certificate of the deployment CA)"
+            )
         try:
             context = client_context(config.path("ca_bundle"), config.witness_client_cert, config.witness_client_key)
         except (OSError, ValueError) as exc:

@@ -24,13 +24,26 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # idempotent by message id, receipts and key bundles by content, and the audit service only reads.
 # Streams (Subscribe, SendStream) are not listed: deliveries() and the producer reopen them.
 RETRY_ATTEMPTS = 4
-_IDEMPOTENT = [{"service": "isb.v1.BrokerService", "method": name}
-               for name in ("Send", "Ack", "GetStatus", "GetDirectory", "PublishKeyBundle")]
-SERVICE_CONFIG = json.dumps({"methodConfig": [{
-    "name": [*_IDEMPOTENT, {"service": "isb.v1.AuditService"}],
-    "retryPolicy": {"maxAttempts": RETRY_ATTEMPTS, "initialBackoff": "0.1s", "maxBackoff": "2s",
-                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
-}]})
+_IDEMPOTENT = [
+    {"service": "isb.v1.BrokerService", "method": name}
+    for name in ("Send", "Ack", "GetStatus", "GetDirectory", "PublishKeyBundle")
+]
+SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [*_IDEMPOTENT, {"service": "isb.v1.AuditService"}],
+                "retryPolicy": {
+                    "maxAttempts": RETRY_ATTEMPTS,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
 # A call whose request is larger than gRPC's retry buffer (256 KiB by default) is never retried:
 # make room for the largest envelope.
 RETRY_BUFFER_BYTES = 8 * 1024 * 1024
@@ -39,24 +52,38 @@ RETRY_BUFFER_BYTES = 8 * 1024 * 1024
 class Connection:
     """A channel to the broker authenticated with our certificate, checked before connecting."""
 
-    def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, role: Role, trust_domain: str = "isb.dev",
-                 server_name: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        cert: Path,
+        key: Path,
+        ca: Path,
+        role: Role,
+        trust_domain: str = "isb.dev",
+        server_name: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         self.identity: Identity = load_identity(cert, key, ca, trust_domain, role)
         self.trust_domain = trust_domain
         self._target = target
         self._server_name = server_name
         self._timeout = timeout
         credentials = grpc.ssl_channel_credentials(
-            root_certificates=self.identity.ca_pem, private_key=self.identity.key_pem,
-            certificate_chain=self.identity.cert_pem)
-        options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                                          ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                                          ("grpc.service_config", SERVICE_CONFIG),
-                                          ("grpc.per_rpc_retry_buffer_size", RETRY_BUFFER_BYTES),
-                                          # As on the broker: no bandwidth-delay probing, so a download
-                                          # read slower than it arrives waits in a fixed window instead of
-                                          # parking ~100 MiB in the transport on a loaded host.
-                                          ("grpc.http2.bdp_probe", 0)]
+            root_certificates=self.identity.ca_pem,
+            private_key=self.identity.key_pem,
+            certificate_chain=self.identity.cert_pem,
+        )
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.service_config", SERVICE_CONFIG),
+            ("grpc.per_rpc_retry_buffer_size", RETRY_BUFFER_BYTES),
+            # As on the broker: no bandwidth-delay probing, so a download
+            # read slower than it arrives waits in a fixed window instead of
+            # parking ~100 MiB in the transport on a loaded host.
+            ("grpc.http2.bdp_probe", 0),
+        ]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
         self._channel = grpc.secure_channel(target, credentials, options=options)

@@ -55,8 +55,10 @@ def load_identity(cert: Path, key: Path, ca: Path, trust_domain: str, role: Role
         raise CertificateProblem(f"{key} is not the private key of {cert}")
     now = dt.datetime.now(dt.UTC)
     if leaf.not_valid_after_utc <= now:
-        raise CertificateProblem(f"our certificate {cert} expired at {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; "
-                                 "ask the admin to renew it")
+        raise CertificateProblem(
+            f"our certificate {cert} expired at {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; "
+            "ask the admin to renew it"
+        )
     if leaf.not_valid_before_utc > now:
         raise CertificateProblem(f"our certificate {cert} is not valid before {leaf.not_valid_before_utc} UTC")
     # The same profile the broker enforces per call: find out here, with a message, rather than
@@ -66,8 +68,10 @@ def load_identity(cert: Path, key: Path, ca: Path, trust_domain: str, role: Role
     except VerificationError as exc:
         raise CertificateProblem(f"our certificate {cert} is outside the certificate profile: {exc}") from exc
     if spiffe.role is not role:
-        raise CertificateProblem(f"our certificate {cert} is for a {spiffe.role.value} ({spiffe}), "
-                                 f"this client needs a {role.value} certificate")
+        raise CertificateProblem(
+            f"our certificate {cert} is for a {spiffe.role.value} ({spiffe}), "
+            f"this client needs a {role.value} certificate"
+        )
     verifier = verification.PolicyBuilder().store(verification.Store(roots)).time(now).build_client_verifier()
     try:
         verifier.verify(leaf, certs[1:])
@@ -91,8 +95,10 @@ def diagnose_handshake(target: str, identity: Identity, server_name: str | None 
         key_file.write_bytes(identity.key_pem)
         context.load_cert_chain(cert_file, key_file)
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=5) as sock, \
-                context.wrap_socket(sock, server_hostname=server_name or host) as tls:
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=5) as sock,
+            context.wrap_socket(sock, server_hostname=server_name or host) as tls,
+        ):
             # In TLS 1.3 the server judges our certificate after the client's handshake is done;
             # gRPC then closes the connection without an alert, so an empty read is the refusal.
             tls.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -100,8 +106,10 @@ def diagnose_handshake(target: str, identity: Identity, server_name: str | None 
     except ConnectionRefusedError:
         return ConnectionFailed(f"nothing listens on {target} (connection refused): is the broker running?")
     except ssl.SSLCertVerificationError as exc:
-        return ConnectionFailed(f"the broker's certificate at {target} is not trusted: {exc.verify_message}; "
-                                "check that the CA bundle is this deployment's")
+        return ConnectionFailed(
+            f"the broker's certificate at {target} is not trusted: {exc.verify_message}; "
+            "check that the CA bundle is this deployment's"
+        )
     except ssl.SSLError as exc:
         reason = exc.reason or str(exc)
         hint = {
@@ -117,5 +125,6 @@ def diagnose_handshake(target: str, identity: Identity, server_name: str | None 
     if not answer:
         return ConnectionFailed(
             f"the broker at {target} closed the connection after seeing our certificate: it does not accept it "
-            "(issued by another CA, expired, or not a client certificate); the broker's log names the reason")
+            "(issued by another CA, expired, or not a client certificate); the broker's log names the reason"
+        )
     return ConnectionFailed(f"the broker at {target} is unavailable, though a TLS handshake succeeds; retry later")

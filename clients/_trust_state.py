@@ -61,8 +61,10 @@ def _larger(held: HeldCheckpoint | None, other: HeldCheckpoint | None) -> HeldCh
     if held is None or other is None:
         return held or other
     if held.tree_size == other.tree_size and held.root_hash != other.root_hash:
-        raise CheckpointFork(f"two checkpoints of tree size {held.tree_size} with different root hashes were"
-                             " seen: the broker showed two histories of its audit log (a fork)")
+        raise CheckpointFork(
+            f"two checkpoints of tree size {held.tree_size} with different root hashes were"
+            " seen: the broker showed two histories of its audit log (a fork)"
+        )
     return other if other.tree_size > held.tree_size else held
 
 
@@ -121,12 +123,17 @@ class TrustState:
         with _locked(self._path.with_name(f".{self._path.name}.lock")):
             if self._path.exists():
                 self._merge(_read(self._path))
-            document: dict[str, Any] = {"format": FORMAT, "crl_number": self.crl_number,
-                                        "key_bundle_audit_index": dict(sorted(self.bundle_index.items()))}
+            document: dict[str, Any] = {
+                "format": FORMAT,
+                "crl_number": self.crl_number,
+                "key_bundle_audit_index": dict(sorted(self.bundle_index.items())),
+            }
             if self.checkpoint is not None:
-                document["checkpoint"] = {"tree_size": self.checkpoint.tree_size,
-                                          "root_hash": base64.b64encode(self.checkpoint.root_hash).decode(),
-                                          "note": base64.b64encode(self.checkpoint.note).decode()}
+                document["checkpoint"] = {
+                    "tree_size": self.checkpoint.tree_size,
+                    "root_hash": base64.b64encode(self.checkpoint.root_hash).decode(),
+                    "note": base64.b64encode(self.checkpoint.note).decode(),
+                }
             _atomic_write(self._path, (json.dumps(document, indent=2) + "\n").encode())
 
 
@@ -139,23 +146,32 @@ def _read(path: Path) -> _State:
             raise TrustStateError(f"{path} is not an {FORMAT} file")
         number = document["crl_number"]
         bundles = document["key_bundle_audit_index"]
-        if not isinstance(number, int) or not isinstance(bundles, dict) or \
-                not all(isinstance(k, str) and isinstance(v, int) for k, v in bundles.items()):
+        if (
+            not isinstance(number, int)
+            or not isinstance(bundles, dict)
+            or not all(isinstance(k, str) and isinstance(v, int) for k, v in bundles.items())
+        ):
             raise TrustStateError(f"{path} has malformed values")
         checkpoint = _checkpoint(document.get("checkpoint"), path)
     except (OSError, ValueError, KeyError, binascii.Error) as exc:
-        raise TrustStateError(f"cannot read the SDK trust state {path}: {exc}; restore it from a backup"
-                              " (deleting it forgets which CRL, key bundles and checkpoint were already seen)"
-                              ) from exc
+        raise TrustStateError(
+            f"cannot read the SDK trust state {path}: {exc}; restore it from a backup"
+            " (deleting it forgets which CRL, key bundles and checkpoint were already seen)"
+        ) from exc
     return number, dict(bundles), checkpoint
 
 
 def _checkpoint(member: Any, path: Path) -> HeldCheckpoint | None:
     if member is None:
         return None
-    if not isinstance(member, dict) or not isinstance(member.get("tree_size"), int) or \
-            isinstance(member["tree_size"], bool) or member["tree_size"] < 0 or \
-            not isinstance(member.get("root_hash"), str) or not isinstance(member.get("note"), str):
+    if (
+        not isinstance(member, dict)
+        or not isinstance(member.get("tree_size"), int)
+        or isinstance(member["tree_size"], bool)
+        or member["tree_size"] < 0
+        or not isinstance(member.get("root_hash"), str)
+        or not isinstance(member.get("note"), str)
+    ):
         raise TrustStateError(f"{path} has a malformed checkpoint")
     root = base64.b64decode(member["root_hash"], validate=True)
     if len(root) != 32:

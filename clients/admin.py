@@ -19,20 +19,33 @@ class AdminClient(Connection):
     """A connection to the broker's AdminService: an admin certificate for administration; any
     certificate (`role`) for the CRL and for ExplainPolicy about itself."""
 
-    def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, trust_domain: str = "isb.dev",
-                 timeout: float = 30.0, role: Role = Role.ADMIN) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        cert: Path,
+        key: Path,
+        ca: Path,
+        trust_domain: str = "isb.dev",
+        timeout: float = 30.0,
+        role: Role = Role.ADMIN,
+    ) -> None:
         super().__init__(target, cert=cert, key=key, ca=ca, role=role, trust_domain=trust_domain, timeout=timeout)
         self._stub = admin_pb2_grpc.AdminServiceStub(self.channel)
 
-    def register_agency(self, agency: str, display_name: str = "", country: str = "",
-                        contact: str = "") -> admin_pb2.AgencyRecord:
+    def register_agency(
+        self, agency: str, display_name: str = "", country: str = "", contact: str = ""
+    ) -> admin_pb2.AgencyRecord:
         """Register (or update) an agency in the broker's directory."""
-        reply: admin_pb2.AgencyRecord = self._call(self._stub.RegisterAgency, admin_pb2.RegisterAgencyRequest(
-            agency=agency, display_name=display_name, country=country, contact=contact))
+        reply: admin_pb2.AgencyRecord = self._call(
+            self._stub.RegisterAgency,
+            admin_pb2.RegisterAgencyRequest(agency=agency, display_name=display_name, country=country, contact=contact),
+        )
         return reply
 
-    def issue(self, csr_pem: bytes, *, lifetime_days: int = 0,
-              agency: admin_pb2.RegisterAgencyRequest | None = None) -> admin_pb2.IssuedCertificate:
+    def issue(
+        self, csr_pem: bytes, *, lifetime_days: int = 0, agency: admin_pb2.RegisterAgencyRequest | None = None
+    ) -> admin_pb2.IssuedCertificate:
         """Issue a certificate from a CSR with the broker's CA directory (and register the agency)."""
         request = admin_pb2.IssueCertificateRequest(csr_pem=csr_pem, lifetime_days=lifetime_days)
         if agency is not None:
@@ -43,7 +56,8 @@ class AdminClient(Connection):
     def revoke(self, serial: str, reason: str = "unspecified") -> admin_pb2.CertificateRecord:
         """Revoke a certificate; the broker refuses it from the next call on."""
         reply: admin_pb2.CertificateRecord = self._call(
-            self._stub.RevokeCertificate, admin_pb2.RevokeCertificateRequest(serial=serial, reason=reason))
+            self._stub.RevokeCertificate, admin_pb2.RevokeCertificateRequest(serial=serial, reason=reason)
+        )
         return reply
 
     def certificates(self) -> list[admin_pb2.CertificateRecord]:
@@ -63,25 +77,28 @@ class AdminClient(Connection):
 
     def validate_policy(self, text: str, source: str = "") -> admin_pb2.PolicyValidation:
         """Validate a proposed policy and diff it against the running one (changes nothing); errors name `source`."""
-        reply: admin_pb2.PolicyValidation = self._call(self._stub.ValidatePolicy,
-                                                       admin_pb2.PolicyDocument(toml=text, source=source))
+        reply: admin_pb2.PolicyValidation = self._call(
+            self._stub.ValidatePolicy, admin_pb2.PolicyDocument(toml=text, source=source)
+        )
         return reply
 
     def apply_policy(self, text: str, *, force: bool = False, source: str = "") -> admin_pb2.PolicyValidation:
         """Replace the running policy; an invalid one is refused and the old one stays, and so is one that names
         no agency or cuts a registered agency off, unless `force`."""
         reply: admin_pb2.PolicyValidation = self._call(
-            self._stub.ApplyPolicy, admin_pb2.PolicyDocument(toml=text, force=force, source=source))
+            self._stub.ApplyPolicy, admin_pb2.PolicyDocument(toml=text, force=force, source=source)
+        )
         return reply
 
     def explain(self, *, sender: str = "", kind: str, tlp: str, recipients: list[str]) -> admin_pb2.PolicyDecision:
         """Which rule allows or refuses a send (an agency may ask about itself only)."""
-        reply: admin_pb2.PolicyDecision = self._call(self._stub.ExplainPolicy, admin_pb2.ExplainPolicyRequest(
-            sender=sender, kind=kind, tlp=tlp, recipients=recipients))
+        reply: admin_pb2.PolicyDecision = self._call(
+            self._stub.ExplainPolicy,
+            admin_pb2.ExplainPolicyRequest(sender=sender, kind=kind, tlp=tlp, recipients=recipients),
+        )
         return reply
 
     def retention(self, *, dry_run: bool) -> admin_pb2.RetentionReport:
         """What the policy's retention periods make due now (`dry_run`), or purge it and say what went."""
-        reply: admin_pb2.RetentionReport = self._call(self._stub.Retention,
-                                                      admin_pb2.RetentionRequest(dry_run=dry_run))
+        reply: admin_pb2.RetentionReport = self._call(self._stub.Retention, admin_pb2.RetentionRequest(dry_run=dry_run))
         return reply

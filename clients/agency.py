@@ -65,8 +65,11 @@ _RECONNECT_FIRST, _RECONNECT_MAX = 0.2, 5.0  # seconds between attempts to reope
 CRL_REFRESH_SECONDS = 60.0  # how long a verified CRL is used before it is fetched again
 FORWARD_CONSENT_REQUEST = "application/vnd.isb.forward-consent-request+json"
 _TLP = {
-    "CLEAR": envelope_pb2.TLP_CLEAR, "GREEN": envelope_pb2.TLP_GREEN, "AMBER": envelope_pb2.TLP_AMBER,
-    "AMBER+STRICT": envelope_pb2.TLP_AMBER_STRICT, "RED": envelope_pb2.TLP_RED,
+    "CLEAR": envelope_pb2.TLP_CLEAR,
+    "GREEN": envelope_pb2.TLP_GREEN,
+    "AMBER": envelope_pb2.TLP_AMBER,
+    "AMBER+STRICT": envelope_pb2.TLP_AMBER_STRICT,
+    "RED": envelope_pb2.TLP_RED,
 }
 
 
@@ -182,12 +185,31 @@ class AgencyClient(Connection):
     largest checkpoint seen is kept in the keystore (docs/protocol.md section 18.4).
     """
 
-    def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, trust_domain: str = "isb.dev",
-                 keystore: Path | None = None, server_name: str | None = None, timeout: float = 10.0,
-                 operator: str = "", local_stores: Sequence[LocalStore] = (),
-                 witness_policy: Policy | None = None) -> None:
-        super().__init__(target, cert=cert, key=key, ca=ca, role=Role.AGENCY, trust_domain=trust_domain,
-                         server_name=server_name, timeout=timeout)
+    def __init__(
+        self,
+        target: str,
+        *,
+        cert: Path,
+        key: Path,
+        ca: Path,
+        trust_domain: str = "isb.dev",
+        keystore: Path | None = None,
+        server_name: str | None = None,
+        timeout: float = 10.0,
+        operator: str = "",
+        local_stores: Sequence[LocalStore] = (),
+        witness_policy: Policy | None = None,
+    ) -> None:
+        super().__init__(
+            target,
+            cert=cert,
+            key=key,
+            ca=ca,
+            role=Role.AGENCY,
+            trust_domain=trust_domain,
+            server_name=server_name,
+            timeout=timeout,
+        )
         self.agency = self.identity.spiffe_id.name
         self.operator = operator
         self.local_stores = list(local_stores)
@@ -214,8 +236,9 @@ class AgencyClient(Connection):
         if not AGENCY_ID.fullmatch(agency):
             raise ClientError(f"{agency!r} is not an agency id")
         kwargs.setdefault("keystore", cert_dir / "keys" / agency)
-        return cls(target, cert=cert_dir / f"{agency}.crt", key=cert_dir / f"{agency}.key",
-                   ca=cert_dir / "ca.crt", **kwargs)
+        return cls(
+            target, cert=cert_dir / f"{agency}.crt", key=cert_dir / f"{agency}.key", ca=cert_dir / "ca.crt", **kwargs
+        )
 
     @property
     def decryption_keys(self) -> dict[str, EncryptionKey]:
@@ -223,8 +246,9 @@ class AgencyClient(Connection):
         return self._keyring.keys
 
     # -- keys ----------------------------------------------------------------------------------
-    def publish_key(self, suite: envelope_pb2.KeySuite.ValueType = X25519, *,
-                    lifetime: dt.timedelta = dt.timedelta(days=30)) -> str:
+    def publish_key(
+        self, suite: envelope_pb2.KeySuite.ValueType = X25519, *, lifetime: dt.timedelta = dt.timedelta(days=30)
+    ) -> str:
         """Generate an encryption key, keep it in the keystore, publish its signed bundle; return its id."""
         key = EncryptionKey.generate(suite)
         if self._keystore is not None:
@@ -232,9 +256,14 @@ class AgencyClient(Connection):
             key.save(self._keystore / f"{key.key_id}.hpke")
         self._keyring.keys[key.key_id] = key
         now = dt.datetime.now(dt.UTC)
-        signed = make_key_bundle(self.agency, key, identity_key=self.identity.private_key,
-                                 certificate=self.identity.certificate, not_before=now - dt.timedelta(minutes=5),
-                                 not_after=now + lifetime)
+        signed = make_key_bundle(
+            self.agency,
+            key,
+            identity_key=self.identity.private_key,
+            certificate=self.identity.certificate,
+            not_before=now - dt.timedelta(minutes=5),
+            not_after=now + lifetime,
+        )
         response = self._call(self._stub.PublishKeyBundle, signed)
         return str(response.key_id)
 
@@ -253,9 +282,13 @@ class AgencyClient(Connection):
                 chain = [x509.load_der_x509_certificate(der) for der in reply.issuer_chain]
             except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
                 raise VerificationError("the CRL's issuer chain from the broker does not parse") from exc
-            held = verify_revocation_list(reply.crl, trust_roots=self.identity.trust_roots,
-                                          issuer_chain=[*chain, *self.identity.chain], now=now,
-                                          min_number=self._trust.crl_number)
+            held = verify_revocation_list(
+                reply.crl,
+                trust_roots=self.identity.trust_roots,
+                issuer_chain=[*chain, *self.identity.chain],
+                now=now,
+                min_number=self._trust.crl_number,
+            )
             self._trust.saw_crl(held.number)
             self._crl, self._crl_refresh_at = held, time.monotonic() + CRL_REFRESH_SECONDS
         return held
@@ -275,8 +308,7 @@ class AgencyClient(Connection):
         skipped: dict[str, str] = {}  # why an agency has no usable bundle
         if missing:
             bounds = {a: self._trust.bundle_index[a] for a in missing if a in self._trust.bundle_index}
-            request = broker_pb2.GetDirectoryRequest(agencies=missing, min_audit_index=bounds,
-                                                    operator=self.operator)
+            request = broker_pb2.GetDirectoryRequest(agencies=missing, min_audit_index=bounds, operator=self.operator)
             if self.witness_policy is not None:
                 self._trust.reload()
                 request.known_tree_size = self._trust.checkpoint.tree_size if self._trust.checkpoint else 0
@@ -293,14 +325,20 @@ class AgencyClient(Connection):
         absent = [a for a in wanted if a not in self._bundles]
         if absent:
             why = "; ".join(skipped[a] for a in absent if a in skipped)
-            raise ClientError(f"no valid key bundle published by {', '.join(absent)}; "
-                              f"each must publish one first (`isb keys publish --agency {absent[0]}`)"
-                              + (f" ({why})" if why else ""))
+            raise ClientError(
+                f"no valid key bundle published by {', '.join(absent)}; "
+                f"each must publish one first (`isb keys publish --agency {absent[0]}`)" + (f" ({why})" if why else "")
+            )
         return {a: self._bundles[a][1] for a in wanted}
 
-    def _best_bundle(self, entry: broker_pb2.DirectoryEntry, crl: VerifiedCrl, checkpoint: _note.Checkpoint | None,
-                     when: dt.datetime, skipped: dict[str, str],
-                     ) -> tuple[int, dt.datetime, envelope_pb2.KeyBundle, x509.Certificate] | None:
+    def _best_bundle(
+        self,
+        entry: broker_pb2.DirectoryEntry,
+        crl: VerifiedCrl,
+        checkpoint: _note.Checkpoint | None,
+        when: dt.datetime,
+        skipped: dict[str, str],
+    ) -> tuple[int, dt.datetime, envelope_pb2.KeyBundle, x509.Certificate] | None:
         """Of an agency's bundles, the usable one with the highest publication index (then `not_before`).
 
         A bundle that does not verify, or whose publication proof does not, raises; a revoked or (with
@@ -311,8 +349,13 @@ class AgencyClient(Connection):
         proofs = entry.key_bundle_proofs
         for position, signed in enumerate(entry.key_bundles):
             with protocol_errors():
-                bundle = verify_key_bundle(signed, trust_roots=self.identity.trust_roots,
-                                           expected_agency=entry.agency, trust_domain=self.trust_domain, now=when)
+                bundle = verify_key_bundle(
+                    signed,
+                    trust_roots=self.identity.trust_roots,
+                    expected_agency=entry.agency,
+                    trust_domain=self.trust_domain,
+                    now=when,
+                )
             certificate = x509.load_der_x509_certificate(signed.certificate)  # verified just above
             try:
                 crl.verify_not_revoked(certificate, who=entry.agency)
@@ -322,8 +365,10 @@ class AgencyClient(Connection):
             index = indexes[position] if position < len(indexes) else 0
             if checkpoint is not None:
                 if position >= len(proofs) or not proofs[position].entry:
-                    skipped[entry.agency] = (f"key {bundle.key_id} is not yet in a witnessed checkpoint"
-                                             f" (of size {checkpoint.size}); retry in a few seconds")
+                    skipped[entry.agency] = (
+                        f"key {bundle.key_id} is not yet in a witnessed checkpoint"
+                        f" (of size {checkpoint.size}); retry in a few seconds"
+                    )
                     continue
                 verify_publication(signed, bundle.key_id, entry.agency, index, proofs[position], checkpoint)
             candidate = (index, bundle.not_before.ToDatetime(dt.UTC), bundle, certificate)
@@ -337,8 +382,12 @@ class AgencyClient(Connection):
             return None
         held = self._trust.checkpoint
         checkpoint = verify_directory_checkpoint(
-            directory.checkpoint, list(directory.consistency_path), policy=self.witness_policy,
-            origin=f"{self.trust_domain}/audit", held=(held.tree_size, held.root_hash) if held else None)
+            directory.checkpoint,
+            list(directory.consistency_path),
+            policy=self.witness_policy,
+            origin=f"{self.trust_domain}/audit",
+            held=(held.tree_size, held.root_hash) if held else None,
+        )
         self._trust.saw_checkpoint(HeldCheckpoint(checkpoint.size, checkpoint.root, checkpoint.note))
         return checkpoint
 
@@ -348,14 +397,16 @@ class AgencyClient(Connection):
             raise VerificationError(
                 f"the broker offers a key bundle of {agency} published at audit index {audit_index}, older than the"
                 f" one at index {seen} already used: it withholds the newer key (a stale replica or a copy of the"
-                " database?); refusing to encrypt to the older key")
+                " database?); refusing to encrypt to the older key"
+            )
         self._trust.saw_bundle(agency, audit_index)
 
     def groups(self, *, refresh: bool = False) -> dict[str, list[str]]:
         """Group membership as the broker's directory publishes it (cached for a minute)."""
         if refresh or time.monotonic() >= self._groups_until:
-            directory = self._call(self._stub.GetDirectory, broker_pb2.GetDirectoryRequest(agencies=[self.agency],
-                                                                                          operator=self.operator))
+            directory = self._call(
+                self._stub.GetDirectory, broker_pb2.GetDirectoryRequest(agencies=[self.agency], operator=self.operator)
+            )
             self._groups = {g.name: list(g.members) for g in directory.groups}
             self._groups_until = time.monotonic() + 60.0
         return self._groups
@@ -375,12 +426,22 @@ class AgencyClient(Connection):
         return sorted(agencies)
 
     # -- sending -------------------------------------------------------------------------------
-    def seal(self, recipients: Sequence[str], body: bytes, *, content_type: str = "application/octet-stream",
-             kind: envelope_pb2.Kind.ValueType = envelope_pb2.ALERT, tlp: str = "AMBER",
-             priority: envelope_pb2.Priority.ValueType = envelope_pb2.NORMAL, expires: dt.datetime | None = None,
-             handling: envelope_pb2.Handling | None = None,
-             attachments: Sequence[Path | BinaryIO | Attachment | str] = (), progress: Progress | None = None,
-             sign: bool = True, **header: Any) -> envelope_pb2.Envelope:
+    def seal(
+        self,
+        recipients: Sequence[str],
+        body: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        kind: envelope_pb2.Kind.ValueType = envelope_pb2.ALERT,
+        tlp: str = "AMBER",
+        priority: envelope_pb2.Priority.ValueType = envelope_pb2.NORMAL,
+        expires: dt.datetime | None = None,
+        handling: envelope_pb2.Handling | None = None,
+        attachments: Sequence[Path | BinaryIO | Attachment | str] = (),
+        progress: Progress | None = None,
+        sign: bool = True,
+        **header: Any,
+    ) -> envelope_pb2.Envelope:
         """Seal `body` for `recipients` (agency ids and/or groups) without sending it.
 
         `legal_basis` (a code of the deployment's list), `case_reference` and `operator` (default:
@@ -405,24 +466,43 @@ class AgencyClient(Connection):
             content_key = new_content_key()
             header["content_key"] = content_key
             header["attachments"] = [
-                _attachments.upload(self._stub, self.translate_error, key=attachment_key(
-                    content_key, PROTOCOL_VERSION, header["message_id"], index),
-                    message_id=header["message_id"], index=index, attachment=_attachments.as_attachment(item),
-                    progress=progress)
-                for index, item in enumerate(attachments)]
+                _attachments.upload(
+                    self._stub,
+                    self.translate_error,
+                    key=attachment_key(content_key, PROTOCOL_VERSION, header["message_id"], index),
+                    message_id=header["message_id"],
+                    index=index,
+                    attachment=_attachments.as_attachment(item),
+                    progress=progress,
+                )
+                for index, item in enumerate(attachments)
+            ]
         try:
-            return seal(sender=self.agency, identity_key=self.identity.private_key,
-                        certificate=self.identity.certificate, recipients=list(recipients), recipient_keys=keys,
-                        kind=kind, body=body, content_type=content_type, handling=handling, priority=priority,
-                        expires=expires, sign=sign, **header)
+            return seal(
+                sender=self.agency,
+                identity_key=self.identity.private_key,
+                certificate=self.identity.certificate,
+                recipients=list(recipients),
+                recipient_keys=keys,
+                kind=kind,
+                body=body,
+                content_type=content_type,
+                handling=handling,
+                priority=priority,
+                expires=expires,
+                sign=sign,
+                **header,
+            )
         except ValueError as exc:  # arguments that cannot make a valid envelope
             raise ClientError(f"cannot seal this message: {exc}") from exc
 
     def send_envelope(self, envelope: envelope_pb2.Envelope) -> broker_pb2.SendResponse:
         """Send an already sealed envelope (sending the same one again is idempotent)."""
         if not envelope.header_signature and not envelope.HasField("batch_signature"):
-            raise ClientError("this envelope has no outer signature: seal it with sign=True, or send it through "
-                              "producer() or send_many(), which batch-sign")
+            raise ClientError(
+                "this envelope has no outer signature: seal it with sign=True, or send it through "
+                "producer() or send_many(), which batch-sign"
+            )
         response: broker_pb2.SendResponse = self._call(self._stub.Send, broker_pb2.SendRequest(envelope=envelope))
         return response
 
@@ -430,17 +510,26 @@ class AgencyClient(Connection):
         """Seal and send; returns the broker's acceptance with the audit log index."""
         return self.send_envelope(self.seal(recipients, body, **options))
 
-    def forward(self, message: ReceivedMessage, recipients: Sequence[str], **justification: str) -> \
-            broker_pb2.SendResponse:
+    def forward(
+        self, message: ReceivedMessage, recipients: Sequence[str], **justification: str
+    ) -> broker_pb2.SendResponse:
         """Pass a received message on, with its original signatures inside and its handling unchanged;
         `legal_basis=`, `case_reference=`, `operator=` justify this disclosure (a new one)."""
         header = message.header
-        return self.send(recipients, forwarded_content(message.envelope, message.opened, message.sender_certificate),
-                         content_type=FORWARDED_CONTENT_TYPE, kind=header.kind, handling=header.handling,
-                         priority=header.priority, references=header.message_id, **justification)
+        return self.send(
+            recipients,
+            forwarded_content(message.envelope, message.opened, message.sender_certificate),
+            content_type=FORWARDED_CONTENT_TYPE,
+            kind=header.kind,
+            handling=header.handling,
+            priority=header.priority,
+            references=header.message_id,
+            **justification,
+        )
 
-    def recall(self, message_id: str, recipients: Sequence[str] | None = None, *, tlp: str = "AMBER",
-               **justification: str) -> broker_pb2.SendResponse:
+    def recall(
+        self, message_id: str, recipients: Sequence[str] | None = None, *, tlp: str = "AMBER", **justification: str
+    ) -> broker_pb2.SendResponse:
         """Recall a message we sent: undelivered copies are dropped, and each recipient's SDK erases its
         local copies and confirms (`erasure_status`). `recipients` default to the message's recipients."""
         targets = list(recipients) if recipients is not None else [r.recipient for r in self.status(message_id)]
@@ -455,43 +544,74 @@ class AgencyClient(Connection):
         for recall_id in recalls:
             for r in self.status(recall_id):
                 receipt = r.receipt
-                if receipt is not None and receipt.status == envelope_pb2.ERASED and \
-                        receipt.reason.split(":", 1)[0] != message_id:
-                    raise VerificationError(f"the ERASED receipt of {r.recipient} for RECALL {recall_id} names "
-                                            f"another message than {message_id}")
+                if (
+                    receipt is not None
+                    and receipt.status == envelope_pb2.ERASED
+                    and receipt.reason.split(":", 1)[0] != message_id
+                ):
+                    raise VerificationError(
+                        f"the ERASED receipt of {r.recipient} for RECALL {recall_id} names "
+                        f"another message than {message_id}"
+                    )
                 answer = ErasureConfirmation(r.recipient, recall_id, r.state, receipt)
                 if answer.confirmed or not answers.get(r.recipient, answer).confirmed:
                     answers[r.recipient] = answer
         return [answers[r] for r in sorted(answers)]
 
-    def request_forward_consent(self, message: ReceivedMessage, recipients: Sequence[str],
-                                reason: str = "") -> broker_pb2.SendResponse:
+    def request_forward_consent(
+        self, message: ReceivedMessage, recipients: Sequence[str], reason: str = ""
+    ) -> broker_pb2.SendResponse:
         """Ask the original sender, with a REQUEST in reply to its message, to let us forward it."""
-        body = json.dumps({"forward_consent_request": message.message_id, "recipients": sorted(recipients),
-                           "reason": reason}).encode()
-        return self.send([message.sender], body, content_type=FORWARD_CONSENT_REQUEST, kind=envelope_pb2.REQUEST,
-                         handling=message.header.handling, in_reply_to=message.message_id)
+        body = json.dumps(
+            {"forward_consent_request": message.message_id, "recipients": sorted(recipients), "reason": reason}
+        ).encode()
+        return self.send(
+            [message.sender],
+            body,
+            content_type=FORWARD_CONSENT_REQUEST,
+            kind=envelope_pb2.REQUEST,
+            handling=message.header.handling,
+            in_reply_to=message.message_id,
+        )
 
-    def grant_forward_consent(self, message_id: str, forwarder: str, recipients: Sequence[str], *,
-                              valid_for: dt.timedelta = dt.timedelta(days=7)) -> int:
+    def grant_forward_consent(
+        self,
+        message_id: str,
+        forwarder: str,
+        recipients: Sequence[str],
+        *,
+        valid_for: dt.timedelta = dt.timedelta(days=7),
+    ) -> int:
         """As the original sender, let `forwarder` forward our message to `recipients`; returns the audit index."""
-        signed = make_forward_consent(message_id=message_id, forwarder=forwarder, recipients=recipients,
-                                      not_after=dt.datetime.now(dt.UTC) + valid_for,
-                                      identity_key=self.identity.private_key)
+        signed = make_forward_consent(
+            message_id=message_id,
+            forwarder=forwarder,
+            recipients=recipients,
+            not_after=dt.datetime.now(dt.UTC) + valid_for,
+            identity_key=self.identity.private_key,
+        )
         reply: broker_pb2.GrantForwardConsentResponse = self._call(self._stub.GrantForwardConsent, signed)
         return reply.audit_index
 
-    def producer(self, *, linger: float = 0.001, batch_size: int = 64, max_pending: int = 4096,
-                 max_in_flight: int = 4) -> Producer:
+    def producer(
+        self, *, linger: float = 0.001, batch_size: int = 64, max_pending: int = 4096, max_in_flight: int = 4
+    ) -> Producer:
         """A producer for high rates: envelopes submitted within `linger` seconds share one stream
         message (see `clients.producer`), and those sealed with `sign=False` share one batch
         signature per stream message. Close it, or use it as a context manager."""
-        return Producer(self._stub.SendStream, self.translate_error, linger=linger, batch_size=batch_size,
-                        max_pending=max_pending, max_in_flight=max_in_flight,
-                        sign=lambda envelopes: sign_envelopes(envelopes, self.identity.private_key))
+        return Producer(
+            self._stub.SendStream,
+            self.translate_error,
+            linger=linger,
+            batch_size=batch_size,
+            max_pending=max_pending,
+            max_in_flight=max_in_flight,
+            sign=lambda envelopes: sign_envelopes(envelopes, self.identity.private_key),
+        )
 
-    def send_many(self, envelopes: Sequence[envelope_pb2.Envelope],
-                  batch_size: int = 64) -> list[broker_pb2.SendResponse | ClientError]:
+    def send_many(
+        self, envelopes: Sequence[envelope_pb2.Envelope], batch_size: int = 64
+    ) -> list[broker_pb2.SendResponse | ClientError]:
         """Send many sealed envelopes over one stream; per envelope, in order, the broker's
         acceptance or the error that refused it (one refusal does not stop the others)."""
         with self.producer(linger=0.0, batch_size=batch_size) as producer:
@@ -503,9 +623,14 @@ class AgencyClient(Connection):
         return outcomes
 
     # -- receiving -----------------------------------------------------------------------------
-    def deliveries(self, *, max_in_flight: int = 64, timeout: float | None = None,
-                   on_invalid: Callable[[InvalidDelivery], None] | None = None,
-                   reconnect: bool = True) -> Iterator[ReceivedMessage]:
+    def deliveries(
+        self,
+        *,
+        max_in_flight: int = 64,
+        timeout: float | None = None,
+        on_invalid: Callable[[InvalidDelivery], None] | None = None,
+        reconnect: bool = True,
+    ) -> Iterator[ReceivedMessage]:
         """Verified, decrypted deliveries for this agency, in the broker's order; runs until `timeout`
         seconds pass without a delivery (None: forever).
 
@@ -530,8 +655,11 @@ class AgencyClient(Connection):
                     except grpc.RpcError as exc:
                         if exc.code() is grpc.StatusCode.CANCELLED:
                             return
-                        if not reconnect or exc.code() is not grpc.StatusCode.UNAVAILABLE or (
-                                timeout is not None and time.monotonic() - last_seen >= timeout):
+                        if (
+                            not reconnect
+                            or exc.code() is not grpc.StatusCode.UNAVAILABLE
+                            or (timeout is not None and time.monotonic() - last_seen >= timeout)
+                        ):
                             raise self.translate_error(exc) from exc
                         log.warning("subscribe.reconnecting", pause=pause, error=exc.details())
                         break
@@ -564,16 +692,24 @@ class AgencyClient(Connection):
         created within its validity (path building is a quarter of the receive cost otherwise).
         """
         cached = self._senders.get(der)
-        if cached is not None and cached[1] == agency and \
-                cached[0].not_valid_before_utc <= created < cached[0].not_valid_after_utc:
+        if (
+            cached is not None
+            and cached[1] == agency
+            and cached[0].not_valid_before_utc <= created < cached[0].not_valid_after_utc
+        ):
             crl.verify_not_revoked(cached[0], who=f"sender {agency}")
             return cached[0]
         try:
             cert = x509.load_der_x509_certificate(der)
         except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
             raise VerificationError("delivery carries a sender certificate that does not parse") from exc
-        verify_agency_certificate(cert, trust_roots=self.identity.trust_roots, expected_agency=agency,
-                                  trust_domain=self.trust_domain, now=created)
+        verify_agency_certificate(
+            cert,
+            trust_roots=self.identity.trust_roots,
+            expected_agency=agency,
+            trust_domain=self.trust_domain,
+            now=created,
+        )
         # Revoked now means refused now, whatever the message's claimed creation time: a stolen key
         # can claim any time.
         crl.verify_not_revoked(cert, who=f"sender {agency}")
@@ -600,17 +736,28 @@ class AgencyClient(Connection):
         # ValueError here on every redelivery, and the stream never moved on).
         validation.check_header(header)
         sender_cert = self._sender(delivery.sender_certificate, header.sender, header.created.ToDatetime(dt.UTC), crl)
-        opened = open_envelope(delivery.envelope, recipient=self.agency, keys=self._keyring.keys,
-                               sender_certificate=sender_cert, roots=self._roots)
+        opened = open_envelope(
+            delivery.envelope,
+            recipient=self.agency,
+            keys=self._keyring.keys,
+            sender_certificate=sender_cert,
+            roots=self._roots,
+        )
         original = None
         if opened.content_type == FORWARDED_CONTENT_TYPE:
-            original = verify_forwarded(opened.body, forward_header=opened.header,
-                                        trust_roots=self.identity.trust_roots, trust_domain=self.trust_domain)
+            original = verify_forwarded(
+                opened.body,
+                forward_header=opened.header,
+                trust_roots=self.identity.trust_roots,
+                trust_domain=self.trust_domain,
+            )
         digest = hashlib.sha256(delivery.envelope.SerializeToString()).digest()
         attachments = tuple(
-            ReceivedAttachment(self._stub, self.translate_error, opened.message_id, index, ref,
-                               opened.attachment_key(index))
-            for index, ref in enumerate(opened.attachments))
+            ReceivedAttachment(
+                self._stub, self.translate_error, opened.message_id, index, ref, opened.attachment_key(index)
+            )
+            for index, ref in enumerate(opened.attachments)
+        )
         return ReceivedMessage(opened, digest, delivery.attempt, sender_cert, delivery.envelope, original, attachments)
 
     def _reject(self, delivery: broker_pb2.Delivery, error: ClientError) -> InvalidDelivery:
@@ -621,10 +768,14 @@ class AgencyClient(Connection):
         log.warning("delivery.rejected", message_id=message_id[:64], error=reason)
         receipted = False
         try:
-            receipt = make_receipt(message_id=message_id,
-                                   envelope_sha256=hashlib.sha256(delivery.envelope.SerializeToString()).digest(),
-                                   recipient=self.agency, status=envelope_pb2.REJECTED,
-                                   identity_key=self.identity.private_key, reason=reason)
+            receipt = make_receipt(
+                message_id=message_id,
+                envelope_sha256=hashlib.sha256(delivery.envelope.SerializeToString()).digest(),
+                recipient=self.agency,
+                status=envelope_pb2.REJECTED,
+                identity_key=self.identity.private_key,
+                reason=reason,
+            )
             self._call(self._stub.Ack, broker_pb2.AckRequest(receipts=[receipt]))
             receipted = True
         except (ClientError, ValueError) as exc:
@@ -644,9 +795,14 @@ class AgencyClient(Connection):
             log.warning("erasure.failed", message_id=target, recall_id=recall.message_id, error=str(exc)[:500])
             return recall
         reason = erasure_reason(target, counts)
-        receipt = make_receipt(message_id=recall.message_id, envelope_sha256=recall.envelope_sha256,
-                               recipient=self.agency, status=envelope_pb2.ERASED,
-                               identity_key=self.identity.private_key, reason=reason)
+        receipt = make_receipt(
+            message_id=recall.message_id,
+            envelope_sha256=recall.envelope_sha256,
+            recipient=self.agency,
+            status=envelope_pb2.ERASED,
+            identity_key=self.identity.private_key,
+            reason=reason,
+        )
         try:
             self._call(self._stub.Ack, broker_pb2.AckRequest(receipts=[receipt]))
         except ClientError as exc:  # erased, not confirmed: the RECALL comes back and is confirmed then
@@ -655,17 +811,26 @@ class AgencyClient(Connection):
         log.info("erasure.confirmed", message_id=target, recall_id=recall.message_id, stores=len(counts))
         return dataclasses.replace(recall, erased=reason)
 
-    def ack(self, messages: ReceivedMessage | Sequence[ReceivedMessage],
-            status: envelope_pb2.ReceiptStatus.ValueType = envelope_pb2.DELIVERED) -> int:
+    def ack(
+        self,
+        messages: ReceivedMessage | Sequence[ReceivedMessage],
+        status: envelope_pb2.ReceiptStatus.ValueType = envelope_pb2.DELIVERED,
+    ) -> int:
         """Acknowledge deliveries with signed receipts, several under one batch signature (protocol
         section 21); the broker takes them off our queue. RECALLs the SDK has already confirmed as
         ERASED are left out."""
         batch = [m for m in ([messages] if isinstance(messages, ReceivedMessage) else messages) if m.erased is None]
         if not batch:
             return 0
-        receipts = sign_receipts([new_receipt(message_id=m.message_id, envelope_sha256=m.envelope_sha256,
-                                              recipient=self.agency, status=status) for m in batch],
-                                 self.identity.private_key)
+        receipts = sign_receipts(
+            [
+                new_receipt(
+                    message_id=m.message_id, envelope_sha256=m.envelope_sha256, recipient=self.agency, status=status
+                )
+                for m in batch
+            ],
+            self.identity.private_key,
+        )
         reply: broker_pb2.AckResponse = self._call(self._stub.Ack, broker_pb2.AckRequest(receipts=receipts))
         return reply.acknowledged
 
@@ -686,9 +851,13 @@ class AgencyClient(Connection):
                         cert = x509.load_der_x509_certificate(r.recipient_certificate)
                     except ValueError as exc:
                         raise VerificationError(f"certificate of {r.recipient} does not parse") from exc
-                    verify_agency_certificate(cert, trust_roots=self.identity.trust_roots,
-                                              expected_agency=r.recipient, trust_domain=self.trust_domain,
-                                              now=dt.datetime.now(dt.UTC))
+                    verify_agency_certificate(
+                        cert,
+                        trust_roots=self.identity.trust_roots,
+                        expected_agency=r.recipient,
+                        trust_domain=self.trust_domain,
+                        now=dt.datetime.now(dt.UTC),
+                    )
                     receipt = verify_receipt(r.receipt, cert, expected_recipient=r.recipient, roots=self._roots)
                 if receipt.message_id != message_id:
                     raise VerificationError(f"receipt of {r.recipient} is for message {receipt.message_id}")
@@ -700,5 +869,15 @@ def _as_client_error(error: BaseException) -> ClientError:
     return error if isinstance(error, ClientError) else ClientError(str(error))
 
 
-__all__ = ["MLKEM768_X25519", "X25519", "AgencyClient", "Attachment", "ErasureConfirmation", "InvalidDelivery",
-           "LocalStore", "ReceivedAttachment", "ReceivedMessage", "RecipientReceipt"]
+__all__ = [
+    "MLKEM768_X25519",
+    "X25519",
+    "AgencyClient",
+    "Attachment",
+    "ErasureConfirmation",
+    "InvalidDelivery",
+    "LocalStore",
+    "ReceivedAttachment",
+    "ReceivedMessage",
+    "RecipientReceipt",
+]

@@ -32,8 +32,15 @@ log = structlog.get_logger(__name__)
 
 # Progress of one transfer: (bytes done, bytes in all).
 Progress = Callable[[int, int], None]
-RETRYABLE: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED,
-                              grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED})
+RETRYABLE: Final = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 _PAUSE_FIRST, _PAUSE_MAX = 0.2, 5.0
 # Encrypted chunks prepared ahead of the network: the next chunks are read, encrypted and hashed
 # while gRPC sends this one (it waits for each message to be sent before asking for the next).
@@ -136,17 +143,35 @@ class _ReadAhead(Generic[T]):
         self._thread.join()
 
 
-def upload(stub: broker_pb2_grpc.BrokerServiceStub, translate: Callable[[grpc.RpcError], ClientError], *,
-           key: bytes, message_id: str, index: int, attachment: Attachment, chunk_size: int = DEFAULT_CHUNK_SIZE,
-           progress: Progress | None = None, retries: int = 8, timeout: float | None = None,
-           ) -> envelope_pb2.AttachmentRef:
+def upload(
+    stub: broker_pb2_grpc.BrokerServiceStub,
+    translate: Callable[[grpc.RpcError], ClientError],
+    *,
+    key: bytes,
+    message_id: str,
+    index: int,
+    attachment: Attachment,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: Progress | None = None,
+    retries: int = 8,
+    timeout: float | None = None,
+) -> envelope_pb2.AttachmentRef:
     """Encrypt and upload one attachment; resume after a dropped connection; return its reference."""
     source = attachment.source
     if isinstance(source, Path):
         with source.open("rb") as file:
-            return upload(stub, translate, key=key, message_id=message_id, index=index,
-                          attachment=Attachment(file, attachment.media()), chunk_size=chunk_size,
-                          progress=progress, retries=retries, timeout=timeout)
+            return upload(
+                stub,
+                translate,
+                key=key,
+                message_id=message_id,
+                index=index,
+                attachment=Attachment(file, attachment.media()),
+                chunk_size=chunk_size,
+                progress=progress,
+                retries=retries,
+                timeout=timeout,
+            )
     if not source.seekable():
         raise ClientError("an attachment must be a seekable file (a resumed upload reads it again)")
     size = source.seek(0, os.SEEK_END)
@@ -157,14 +182,20 @@ def upload(stub: broker_pb2_grpc.BrokerServiceStub, translate: Callable[[grpc.Rp
     while True:
         ahead = _ReadAhead(encryptor.encrypted_chunks(first))
 
-        def requests(first: int = first, ahead: _ReadAhead[tuple[int, bytes]] = ahead,
-                     ) -> Iterator[broker_pb2.UploadRequest]:
-            yield broker_pb2.UploadRequest(start=broker_pb2.UploadStart(
-                key=upload_key, size=size, chunk_size=chunk_size, media_type=encryptor.media_type, first_chunk=first))
+        def requests(
+            first: int = first,
+            ahead: _ReadAhead[tuple[int, bytes]] = ahead,
+        ) -> Iterator[broker_pb2.UploadRequest]:
+            yield broker_pb2.UploadRequest(
+                start=broker_pb2.UploadStart(
+                    key=upload_key, size=size, chunk_size=chunk_size, media_type=encryptor.media_type, first_chunk=first
+                )
+            )
             for i, data in ahead:
                 yield broker_pb2.UploadRequest(chunk=broker_pb2.AttachmentChunk(index=i, data=data))
                 if progress is not None:
                     progress(min(size, (i + 1) * chunk_size), size)
+
         try:
             response = stub.UploadAttachment(requests(), timeout=timeout)
             break
@@ -186,8 +217,12 @@ def upload(stub: broker_pb2_grpc.BrokerServiceStub, translate: Callable[[grpc.Rp
     return reference
 
 
-def _upload_status(stub: broker_pb2_grpc.BrokerServiceStub, translate: Callable[[grpc.RpcError], ClientError],
-                   key: broker_pb2.UploadKey, retry: _Retry) -> broker_pb2.UploadStatus:
+def _upload_status(
+    stub: broker_pb2_grpc.BrokerServiceStub,
+    translate: Callable[[grpc.RpcError], ClientError],
+    key: broker_pb2.UploadKey,
+    retry: _Retry,
+) -> broker_pb2.UploadStatus:
     while True:
         try:
             status: broker_pb2.UploadStatus = stub.GetUpload(key, timeout=10)
@@ -221,8 +256,15 @@ class _VerifiedStream(AttachmentReader):
 class ReceivedAttachment:
     """One attachment of a received message, as its verified header describes it."""
 
-    def __init__(self, stub: broker_pb2_grpc.BrokerServiceStub, translate: Callable[[grpc.RpcError], ClientError],
-                 message_id: str, index: int, ref: envelope_pb2.AttachmentRef, key: bytes) -> None:
+    def __init__(
+        self,
+        stub: broker_pb2_grpc.BrokerServiceStub,
+        translate: Callable[[grpc.RpcError], ClientError],
+        message_id: str,
+        index: int,
+        ref: envelope_pb2.AttachmentRef,
+        key: bytes,
+    ) -> None:
         self._stub = stub
         self._translate = translate
         self.message_id = message_id
@@ -246,8 +288,10 @@ class ReceivedAttachment:
         return self.ref.sha256
 
     def __repr__(self) -> str:
-        return (f"ReceivedAttachment(message_id={self.message_id!r}, index={self.index}, size={self.size}, "
-                f"media_type={self.media_type!r})")
+        return (
+            f"ReceivedAttachment(message_id={self.message_id!r}, index={self.index}, size={self.size}, "
+            f"media_type={self.media_type!r})"
+        )
 
     def open(self, *, progress: Progress | None = None, retries: int = 8) -> AttachmentReader:
         """A readable stream of the plaintext; `read` raises `VerificationError` at the first bad chunk."""
@@ -276,8 +320,9 @@ class ReceivedAttachment:
         retry = _Retry(retries)
         received = 0
         while received < n:
-            call = self._stub.DownloadAttachment(broker_pb2.DownloadRequest(
-                message_id=self.message_id, attachment=self.index, first_chunk=received))
+            call = self._stub.DownloadAttachment(
+                broker_pb2.DownloadRequest(message_id=self.message_id, attachment=self.index, first_chunk=received)
+            )
             try:
                 for chunk in call:
                     yield chunk.data

@@ -46,12 +46,25 @@ class AuditorClient(Connection):
     (`justification` holds them; change it between calls for another case).
     """
 
-    def __init__(self, target: str, *, cert: Path, key: Path, ca: Path, audit_key: Ed25519PublicKey,
-                 trust_domain: str = "isb.dev", key_name: str | None = None, timeout: float = 30.0,
-                 policy: Policy | None = None, legal_basis: str = "", case_reference: str = "",
-                 operator: str = "") -> None:
-        super().__init__(target, cert=cert, key=key, ca=ca, role=Role.AUDITOR, trust_domain=trust_domain,
-                         timeout=timeout)
+    def __init__(
+        self,
+        target: str,
+        *,
+        cert: Path,
+        key: Path,
+        ca: Path,
+        audit_key: Ed25519PublicKey,
+        trust_domain: str = "isb.dev",
+        key_name: str | None = None,
+        timeout: float = 30.0,
+        policy: Policy | None = None,
+        legal_basis: str = "",
+        case_reference: str = "",
+        operator: str = "",
+    ) -> None:
+        super().__init__(
+            target, cert=cert, key=key, ca=ca, role=Role.AUDITOR, trust_domain=trust_domain, timeout=timeout
+        )
         self.audit_key = audit_key
         self.key_name = key_name or f"{trust_domain}/audit"
         self.origin = f"{trust_domain}/audit"
@@ -81,8 +94,10 @@ class AuditorClient(Connection):
         """Entries matching `filters` (agency, message_id, event, since, until), every page, in order."""
         start = 0
         while True:
-            reply = self._call(self._stub.QueryEntries, audit_pb2.QueryEntriesRequest(
-                start_index=start, **{**self.justification, **filters}))
+            reply = self._call(
+                self._stub.QueryEntries,
+                audit_pb2.QueryEntriesRequest(start_index=start, **{**self.justification, **filters}),
+            )
             for item in reply.entries:
                 if _merkle.leaf_hash(item.entry) != item.leaf_hash:
                     raise VerificationError(f"entry {item.index}: leaf hash does not match its bytes")
@@ -97,13 +112,15 @@ class AuditorClient(Connection):
 
     def prove(self, index: int, checkpoint: _note.Checkpoint) -> ProvenEntry:
         """Entry `index` with its inclusion proof, verified against `checkpoint`."""
-        reply = self._call(self._stub.GetInclusionProof,
-                           audit_pb2.InclusionProofRequest(index=index, tree_size=checkpoint.size,
-                                                           **self.justification))
+        reply = self._call(
+            self._stub.GetInclusionProof,
+            audit_pb2.InclusionProofRequest(index=index, tree_size=checkpoint.size, **self.justification),
+        )
         entry = reply.entry.entry
         with protocol_errors():
-            _merkle.verify_inclusion(_merkle.leaf_hash(entry), index, checkpoint.size, list(reply.hashes),
-                                     checkpoint.root)
+            _merkle.verify_inclusion(
+                _merkle.leaf_hash(entry), index, checkpoint.size, list(reply.hashes), checkpoint.root
+            )
             stated, event = AuditEvent.from_entry_bytes(entry)
         if stated != index:
             raise VerificationError(f"proof of entry {index} carries entry {stated}")
@@ -119,8 +136,9 @@ class AuditorClient(Connection):
 
     def check_consistency(self, old: _note.Checkpoint, new: _note.Checkpoint) -> None:
         """Verify that `new` extends `old` (the log was only appended to); raise otherwise."""
-        reply = self._call(self._stub.GetConsistencyProof,
-                           audit_pb2.ConsistencyProofRequest(first_size=old.size, second_size=new.size))
+        reply = self._call(
+            self._stub.GetConsistencyProof, audit_pb2.ConsistencyProofRequest(first_size=old.size, second_size=new.size)
+        )
         with protocol_errors():
             _merkle.verify_consistency(old.size, new.size, old.root, new.root, list(reply.hashes))
 
@@ -129,9 +147,10 @@ class AuditorClient(Connection):
         writer = ExportWriter(stream, self.origin, self.key_name, _note.encode_vkey(self.key_name, self.audit_key))
         count = 0
         try:
-            for item in self._stub.Export(audit_pb2.ExportRequest(start_index=start, end_index=end,
-                                                                  **self.justification),
-                                          timeout=max(self._timeout, 600)):
+            for item in self._stub.Export(
+                audit_pb2.ExportRequest(start_index=start, end_index=end, **self.justification),
+                timeout=max(self._timeout, 600),
+            ):
                 if item.HasField("entry"):
                     writer.entry(item.entry.index, item.entry.entry, item.entry.leaf_hash)
                     count += 1
@@ -144,8 +163,13 @@ class AuditorClient(Connection):
     def report(self, message_id: str) -> list[dict[str, Any]]:
         """The life of one message as proven entries: accepted, delivered, receipts, expiry, recall."""
         return [
-            {"index": p.index, "event": p.event.event, "time": p.event.time.isoformat(), "actor": p.event.actor,
-             "agency": p.event.agency, **dict(p.event.fields)}
+            {
+                "index": p.index,
+                "event": p.event.event,
+                "time": p.event.time.isoformat(),
+                "actor": p.event.actor,
+                "agency": p.event.agency,
+                **dict(p.event.fields),
+            }
             for p in self.prove_message(message_id)
         ]
-

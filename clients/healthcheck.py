@@ -23,8 +23,9 @@ def main() -> int:
         print(f"unhealthy: {exc}", file=sys.stderr)
         return 1
     if config.health_file is None:
-        print("unhealthy: no health_file configured (set ISB_HEALTH_FILE for the broker and this check)",
-              file=sys.stderr)
+        print(
+            "unhealthy: no health_file configured (set ISB_HEALTH_FILE for the broker and this check)", file=sys.stderr
+        )
         return 1
     try:
         read_health_file(config.health_file)

@@ -36,10 +36,17 @@ MAX_BATCH: Final = 256  # the broker refuses larger batches
 class Producer:
     """One SendStream shared by many sends; use as a context manager, or call `close()`."""
 
-    def __init__(self, send_stream: Callable[[Iterator[broker_pb2.SendBatch]], Any],
-                 translate_error: Callable[[grpc.RpcError], ClientError], *, linger: float = 0.001,
-                 batch_size: int = 64, max_pending: int = 4096, max_in_flight: int = 4,
-                 sign: Callable[[list[envelope_pb2.Envelope]], None] | None = None) -> None:
+    def __init__(
+        self,
+        send_stream: Callable[[Iterator[broker_pb2.SendBatch]], Any],
+        translate_error: Callable[[grpc.RpcError], ClientError],
+        *,
+        linger: float = 0.001,
+        batch_size: int = 64,
+        max_pending: int = 4096,
+        max_in_flight: int = 4,
+        sign: Callable[[list[envelope_pb2.Envelope]], None] | None = None,
+    ) -> None:
         if not 0 <= linger <= 1.0:
             raise ValueError("linger must be between 0 and 1 second")
         if not 1 <= batch_size <= MAX_BATCH:
@@ -154,7 +161,7 @@ class Producer:
                 if remaining <= 0 and self._batches_in_flight < self._max_in_flight:
                     break
                 self._cond.wait(remaining if remaining > 0 else None)
-            taken, self._queued = self._queued[:self._batch_size], self._queued[self._batch_size:]
+            taken, self._queued = self._queued[: self._batch_size], self._queued[self._batch_size :]
             envelopes = []
             for envelope, future in taken:
                 if future.set_running_or_notify_cancel():  # False: cancelled while queued

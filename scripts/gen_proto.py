@@ -26,12 +26,17 @@ def generate(out: Path) -> None:
     include = Path(grpc_tools.__file__).parent / "_proto"
     bindir = Path(sys.executable).parent
     cmd = [
-        sys.executable, "-m", "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}", f"-I{include}",
-        f"--python_out={out}", f"--grpc_python_out={out}",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{include}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
         f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
-        f"--mypy_out={out}", f"--mypy_grpc_out={out}",
+        f"--mypy_out={out}",
+        f"--mypy_grpc_out={out}",
         *protos,
     ]
     subprocess.run(cmd, check=True)
@@ -49,8 +54,9 @@ def main() -> int:
         fresh, current = out / OUT_PACKAGE, ROOT / OUT_PACKAGE
         names = sorted(p.name for p in fresh.iterdir())
         if args.check:
-            stale = [n for n in names
-                     if not (current / n).exists() or not filecmp.cmp(fresh / n, current / n, shallow=False)]
+            stale = [
+                n for n in names if not (current / n).exists() or not filecmp.cmp(fresh / n, current / n, shallow=False)
+            ]
             existing = sorted(p.name for p in current.iterdir() if p.is_file()) if current.exists() else []
             extra = [n for n in existing if n not in names]
             if stale or extra:

@@ -300,8 +300,10 @@ def _outer_refusals(
         ("kind unspecified", lambda h: setattr(h, "kind", envelope_pb2.KIND_UNSPECIFIED)),
         ("no creation time", lambda h: h.ClearField("created")),
         # The limits of docs/protocol.md "Limits and refusals".
-        ("message id of UUID version 4",
-         lambda h: setattr(h, "message_id", h.message_id[:14] + "4" + h.message_id[15:])),
+        (
+            "message id of UUID version 4",
+            lambda h: setattr(h, "message_id", h.message_id[:14] + "4" + h.message_id[15:]),
+        ),
         ("priority 99 (not a Priority)", lambda h: setattr(h, "priority", 99)),
         ("TLP 9 (not a Tlp)", lambda h: setattr(h.handling, "tlp", 9)),
         ("classification of 65 characters", lambda h: setattr(h.handling, "classification", "X" * 65)),
@@ -319,8 +321,9 @@ def _outer_refusals(
     # Step 4: the header names another certificate or another sender.
     h = envelope_pb2.Header.FromString(envelope.header)
     h.sender_cert_sha256 = hashlib.sha256(b"another certificate").digest()
-    cases.append((4, "signed header naming another sender certificate",
-                  _resign(sender, h, envelope.ciphertext, wrapped)))
+    cases.append(
+        (4, "signed header naming another sender certificate", _resign(sender, h, envelope.ciphertext, wrapped))
+    )
     h = envelope_pb2.Header.FromString(envelope.header)
     h.sender = outsider["agency"]
     cases.append((4, "signed header naming another sender agency", _resign(sender, h, envelope.ciphertext, wrapped)))
@@ -332,8 +335,11 @@ def _outer_refusals(
     e.wrapped_keys[0].enc = _flip(e.wrapped_keys[0].enc, 40)
     cases.append((5, "wrapped key bit flipped (wrapped_keys_sha256 mismatch)", e))
     e = copy()
-    e.wrapped_keys.add(recipient=outsider["agency"], key_id=outsider["key_id"],
-                       enc=_wrap_for(content_key, outsider["_bundle"], header.message_id))
+    e.wrapped_keys.add(
+        recipient=outsider["agency"],
+        key_id=outsider["key_id"],
+        enc=_wrap_for(content_key, outsider["_bundle"], header.message_id),
+    )
     cases.append((5, "wrapped key added for a non-recipient (re-addressed envelope)", e))
     e = copy()
     e.wrapped_keys.add().CopyFrom(e.wrapped_keys[0])
@@ -358,58 +364,110 @@ def _open_refusals(
     mine = next(i for i, k in enumerate(wrapped) if k.recipient == opener["agency"])
     keys = [envelope_pb2.WrappedKey.FromString(k.SerializeToString()) for k in wrapped]
     keys[mine].key_id = "retired-key"
-    cases.append((6, f"wrapped key of {opener['agency']} names a key id it does not hold, re-signed",
-                  _resign(sender, header, envelope.ciphertext, keys)))
+    cases.append(
+        (
+            6,
+            f"wrapped key of {opener['agency']} names a key id it does not hold, re-signed",
+            _resign(sender, header, envelope.ciphertext, keys),
+        )
+    )
     # Step 7: the opener's wrapped key does not unwrap (signed and digested correctly).
     keys = [envelope_pb2.WrappedKey.FromString(k.SerializeToString()) for k in wrapped]
     keys[mine].enc = _flip(keys[mine].enc, len(keys[mine].enc) - 5)
-    cases.append((7, f"wrapped key of {opener['agency']} corrupted, digest and signature redone",
-                  _resign(sender, header, envelope.ciphertext, keys)))
+    cases.append(
+        (
+            7,
+            f"wrapped key of {opener['agency']} corrupted, digest and signature redone",
+            _resign(sender, header, envelope.ciphertext, keys),
+        )
+    )
     keys = [envelope_pb2.WrappedKey.FromString(k.SerializeToString()) for k in wrapped]
     keys[mine].enc = hpke_suite(opener["_bundle"].suite).encrypt(
-        content_key, public_key_of(opener["_bundle"]),
-        info=_pae.key_wrap_info(1, header.message_id, outsider["agency"]))
-    cases.append((7, f"wrapped key of {opener['agency']} sealed with the HPKE info of another recipient",
-                  _resign(sender, header, envelope.ciphertext, keys)))
+        content_key, public_key_of(opener["_bundle"]), info=_pae.key_wrap_info(1, header.message_id, outsider["agency"])
+    )
+    cases.append(
+        (
+            7,
+            f"wrapped key of {opener['agency']} sealed with the HPKE info of another recipient",
+            _resign(sender, header, envelope.ciphertext, keys),
+        )
+    )
     keys = [envelope_pb2.WrappedKey.FromString(k.SerializeToString()) for k in wrapped]
     keys[mine].enc = hpke_suite(opener["_bundle"].suite).encrypt(
-        content_key[:16], public_key_of(opener["_bundle"]),
-        info=_pae.key_wrap_info(1, header.message_id, opener["agency"]))
-    cases.append((7, "wrapped content key of 16 bytes instead of 32",
-                  _resign(sender, header, envelope.ciphertext, keys)))
+        content_key[:16],
+        public_key_of(opener["_bundle"]),
+        info=_pae.key_wrap_info(1, header.message_id, opener["agency"]),
+    )
+    cases.append(
+        (7, "wrapped content key of 16 bytes instead of 32", _resign(sender, header, envelope.ciphertext, keys))
+    )
     # Step 8: AEAD. The ciphertext was sealed under other associated data, or damaged, and re-signed.
     h = envelope_pb2.Header.FromString(envelope.header)
     h.priority = envelope_pb2.FLASH
-    cases.append((8, "header priority changed after encryption (associated data mismatch), re-signed",
-                  _resign(sender, h, envelope.ciphertext, wrapped)))
+    cases.append(
+        (
+            8,
+            "header priority changed after encryption (associated data mismatch), re-signed",
+            _resign(sender, h, envelope.ciphertext, wrapped),
+        )
+    )
     h = envelope_pb2.Header.FromString(envelope.header)
     h.handling.tlp = envelope_pb2.TLP_GREEN
-    cases.append((8, "header TLP lowered after encryption (associated data mismatch), re-signed",
-                  _resign(sender, h, envelope.ciphertext, wrapped)))
+    cases.append(
+        (
+            8,
+            "header TLP lowered after encryption (associated data mismatch), re-signed",
+            _resign(sender, h, envelope.ciphertext, wrapped),
+        )
+    )
     h = envelope_pb2.Header.FromString(envelope.header)
     h.recipients[:] = list(reversed(h.recipients)) if len(h.recipients) > 1 else [*h.recipients]
     if len(h.recipients) > 1:
-        cases.append((8, "recipients reordered after encryption (the associated data keeps header order), re-signed",
-                      _resign(sender, h, envelope.ciphertext, wrapped)))
-    cases.append((8, "ciphertext tag corrupted, digest and signature redone",
-                  _resign(sender, header, _flip(envelope.ciphertext, len(envelope.ciphertext) - 1), wrapped)))
+        cases.append(
+            (
+                8,
+                "recipients reordered after encryption (the associated data keeps header order), re-signed",
+                _resign(sender, h, envelope.ciphertext, wrapped),
+            )
+        )
+    cases.append(
+        (
+            8,
+            "ciphertext tag corrupted, digest and signature redone",
+            _resign(sender, header, _flip(envelope.ciphertext, len(envelope.ciphertext) - 1), wrapped),
+        )
+    )
     # Step 9: the inner signature does not cover this content in this context.
     for what, signed_input in (
         ("inner signature over another body", _pae.content_signing_input(header, content.content_type, b"other")),
         ("inner signature over another content type", _pae.content_signing_input(header, "text/plain", content.body)),
-        ("inner signature over another recipient list (surreptitious forwarding)",
-         _pae.content_signing_input(_with_recipients(header, [outsider["agency"]]), content.content_type,
-                                    content.body)),
+        (
+            "inner signature over another recipient list (surreptitious forwarding)",
+            _pae.content_signing_input(
+                _with_recipients(header, [outsider["agency"]]), content.content_type, content.body
+            ),
+        ),
     ):
-        forged = envelope_pb2.Content(content_type=content.content_type, body=content.body,
-                                      inner_signature=sender["_identity_key"].sign(signed_input, _ECDSA))
+        forged = envelope_pb2.Content(
+            content_type=content.content_type,
+            body=content.body,
+            inner_signature=sender["_identity_key"].sign(signed_input, _ECDSA),
+        )
         cases.append((9, what, _resign(sender, header, _encrypt(content_key, nonce, forged, header), wrapped)))
-    forged = envelope_pb2.Content(content_type=content.content_type, body=content.body,
-                                  inner_signature=outsider["_identity_key"].sign(
-                                      _pae.content_signing_input(header, content.content_type, content.body), _ECDSA))
-    cases.append((9, "inner signature by another agency's key", _resign(sender, header,
-                                                                         _encrypt(content_key, nonce, forged, header),
-                                                                         wrapped)))
+    forged = envelope_pb2.Content(
+        content_type=content.content_type,
+        body=content.body,
+        inner_signature=outsider["_identity_key"].sign(
+            _pae.content_signing_input(header, content.content_type, content.body), _ECDSA
+        ),
+    )
+    cases.append(
+        (
+            9,
+            "inner signature by another agency's key",
+            _resign(sender, header, _encrypt(content_key, nonce, forged, header), wrapped),
+        )
+    )
     return cases
 
 
@@ -427,8 +485,10 @@ def _refusals(
     `step` is the step that must refuse it; for steps 6 to 9 (opening) the envelope passes the outer
     verification (steps 1 to 5) and `open_as` names the recipient that tries to open it.
     """
-    cases = [*_outer_refusals(envelope, sender, outsider, content_key),
-             *_open_refusals(envelope, sender, opener, outsider, content_key, nonce, content)]
+    cases = [
+        *_outer_refusals(envelope, sender, outsider, content_key),
+        *_open_refusals(envelope, sender, opener, outsider, content_key, nonce, content),
+    ]
     return [
         {
             "step": step,
@@ -579,12 +639,14 @@ def make_vector(
     }
 
 
-def make_attachment(content_key: bytes, message_id: str, index: int, plaintext: bytes, chunk_size: int,
-                    media_type: str) -> dict[str, Any]:
+def make_attachment(
+    content_key: bytes, message_id: str, index: int, plaintext: bytes, chunk_size: int, media_type: str
+) -> dict[str, Any]:
     """One attachment, chunk by chunk (docs/protocol.md "Attachments"), and chunk streams to refuse."""
     key = _stream.attachment_key(content_key, 1, message_id, index)
-    encryptor = AttachmentEncryptor(key, io.BytesIO(plaintext), len(plaintext), chunk_size=chunk_size,
-                                    media_type=media_type)
+    encryptor = AttachmentEncryptor(
+        key, io.BytesIO(plaintext), len(plaintext), chunk_size=chunk_size, media_type=media_type
+    )
     encrypted = [data for _, data in encryptor.encrypted_chunks()]
     ref = encryptor.reference()
     n = len(encrypted)
@@ -592,7 +654,7 @@ def make_attachment(content_key: bytes, message_id: str, index: int, plaintext: 
         {
             "index": i,
             "nonce_hex": _stream.nonce(i, last=i == n - 1).hex(),
-            "plaintext_hex": plaintext[i * chunk_size:(i + 1) * chunk_size].hex(),
+            "plaintext_hex": plaintext[i * chunk_size : (i + 1) * chunk_size].hex(),
             "ciphertext_hex": data.hex(),
             "sha256_hex": hashlib.sha256(data).hexdigest(),
         }
@@ -600,14 +662,20 @@ def make_attachment(content_key: bytes, message_id: str, index: int, plaintext: 
     ]
     # Each stream to refuse is a sequence of positions into `chunks`, with some chunks replaced:
     # a reader given it must raise before it has returned all of the plaintext.
-    last_unflagged = _stream.encrypt_chunk(AESGCM(key), n - 1, plaintext[(n - 1) * chunk_size:], last=False)
+    last_unflagged = _stream.encrypt_chunk(AESGCM(key), n - 1, plaintext[(n - 1) * chunk_size :], last=False)
     tampered: list[dict[str, Any]] = [
         {"description": "truncated: last chunk missing", "sequence": list(range(n - 1))},
         {"description": "extended: the last chunk repeated after itself", "sequence": [*range(n), n - 1]},
-        {"description": "bit 0 of byte 5 of chunk 0 flipped", "sequence": list(range(n)),
-         "replace": {"0": _flip(encrypted[0], 5).hex()}},
-        {"description": "last chunk encrypted without the last-chunk flag", "sequence": list(range(n)),
-         "replace": {str(n - 1): last_unflagged.hex()}},
+        {
+            "description": "bit 0 of byte 5 of chunk 0 flipped",
+            "sequence": list(range(n)),
+            "replace": {"0": _flip(encrypted[0], 5).hex()},
+        },
+        {
+            "description": "last chunk encrypted without the last-chunk flag",
+            "sequence": list(range(n)),
+            "replace": {str(n - 1): last_unflagged.hex()},
+        },
     ]
     if n > 1:
         tampered.append({"description": "reordered: chunks 0 and 1 exchanged", "sequence": [1, 0, *range(2, n)]})
@@ -645,13 +713,20 @@ def pae_vector() -> dict[str, Any]:
     """The encoding rules of docs/protocol.md section 4, one case each."""
     created = envelope_pb2.Header()
     created.created.FromDatetime(CREATED)
-    handling = envelope_pb2.Handling(tlp=envelope_pb2.TLP_AMBER, classification="RESTREINT UE",
-                                     source_reliability=envelope_pb2.SOURCE_B,
-                                     information_accuracy=envelope_pb2.ACCURACY_2)
+    handling = envelope_pb2.Handling(
+        tlp=envelope_pb2.TLP_AMBER,
+        classification="RESTREINT UE",
+        source_reliability=envelope_pb2.SOURCE_B,
+        information_accuracy=envelope_pb2.ACCURACY_2,
+    )
 
     def case(description: str, encoded: bytes, **inputs: Any) -> dict[str, Any]:
-        return {"description": description, "inputs": inputs, "output_hex": encoded.hex(),
-                "output_text": encoded.decode("utf-8", errors="replace")}
+        return {
+            "description": description,
+            "inputs": inputs,
+            "output_hex": encoded.hex(),
+            "output_text": encoded.decode("utf-8", errors="replace"),
+        }
 
     return {
         "name": "pae",
@@ -659,34 +734,65 @@ def pae_vector() -> dict[str, Any]:
         "pae": [
             case("no fields", _pae.pae("isb.v1.header"), type="isb.v1.header", fields_hex=[]),
             case("one empty field", _pae.pae("isb.v1.header", b""), type="isb.v1.header", fields_hex=[""]),
-            case("HPKE info", _pae.key_wrap_info(1, "abc", "DE-BKA"), type="isb.v1.key-wrap",
-                 fields_hex=[b"1".hex(), b"abc".hex(), b"DE-BKA".hex()]),
-            case("binary and UTF-8 fields", _pae.pae("isb.v1.receipt", bytes(range(5)), "é ü".encode()),
-                 type="isb.v1.receipt", fields_hex=[bytes(range(5)).hex(), "é ü".encode().hex()]),
+            case(
+                "HPKE info",
+                _pae.key_wrap_info(1, "abc", "DE-BKA"),
+                type="isb.v1.key-wrap",
+                fields_hex=[b"1".hex(), b"abc".hex(), b"DE-BKA".hex()],
+            ),
+            case(
+                "binary and UTF-8 fields",
+                _pae.pae("isb.v1.receipt", bytes(range(5)), "é ü".encode()),
+                type="isb.v1.receipt",
+                fields_hex=[bytes(range(5)).hex(), "é ü".encode().hex()],
+            ),
         ],
         "list": [
             case("empty list", _pae.encode_list([]), items=[]),
             case("items with spaces and an empty item", _pae.encode_list([b"A B", b"", b"C"]), items=["A B", "", "C"]),
         ],
         "recipients": [
-            case("sorted by UTF-8 bytes", _pae.encode_recipients(["NL-FIOD", "DE-BKA", "G7-CT"], sort=True),
-                 recipients=["NL-FIOD", "DE-BKA", "G7-CT"], sort=True),
-            case("header order", _pae.encode_recipients(["NL-FIOD", "DE-BKA", "G7-CT"], sort=False),
-                 recipients=["NL-FIOD", "DE-BKA", "G7-CT"], sort=False),
+            case(
+                "sorted by UTF-8 bytes",
+                _pae.encode_recipients(["NL-FIOD", "DE-BKA", "G7-CT"], sort=True),
+                recipients=["NL-FIOD", "DE-BKA", "G7-CT"],
+                sort=True,
+            ),
+            case(
+                "header order",
+                _pae.encode_recipients(["NL-FIOD", "DE-BKA", "G7-CT"], sort=False),
+                recipients=["NL-FIOD", "DE-BKA", "G7-CT"],
+                sort=False,
+            ),
         ],
         "integer": [case(str(n), _pae.encode_int(n), decimal=str(n)) for n in (0, 7, 18446744073709551615)],
         "timestamp": [
-            case("set", _pae.encode_timestamp(created.created), seconds=created.created.seconds,
-                 nanos=created.created.nanos),
-            case("whole second", _pae.encode_timestamp(timestamp_pb2.Timestamp(seconds=5)),
-                 seconds=5, nanos=0),
+            case(
+                "set",
+                _pae.encode_timestamp(created.created),
+                seconds=created.created.seconds,
+                nanos=created.created.nanos,
+            ),
+            case("whole second", _pae.encode_timestamp(timestamp_pb2.Timestamp(seconds=5)), seconds=5, nanos=0),
             case("unset", _pae.encode_timestamp(created.expires, present=False), seconds=None, nanos=None),
         ],
         "handling": [
-            case("AMBER, label, B2", _pae.encode_handling(handling), tlp=3, classification="RESTREINT UE",
-                 source_reliability=2, information_accuracy=2),
-            case("unset", _pae.encode_handling(envelope_pb2.Handling()), tlp=0, classification="",
-                 source_reliability=0, information_accuracy=0),
+            case(
+                "AMBER, label, B2",
+                _pae.encode_handling(handling),
+                tlp=3,
+                classification="RESTREINT UE",
+                source_reliability=2,
+                information_accuracy=2,
+            ),
+            case(
+                "unset",
+                _pae.encode_handling(envelope_pb2.Handling()),
+                tlp=0,
+                classification="",
+                source_reliability=0,
+                information_accuracy=0,
+            ),
         ],
     }
 
@@ -695,8 +801,11 @@ def pae_vector() -> dict[str, Any]:
 
 
 def _signer_block(ca: x509.Certificate, party: dict[str, Any]) -> dict[str, Any]:
-    return {"agency": party["agency"], "certificate_pem": party["certificate_pem"],
-            "identity_key_pem": party["identity_key_pem"]}
+    return {
+        "agency": party["agency"],
+        "certificate_pem": party["certificate_pem"],
+        "identity_key_pem": party["identity_key_pem"],
+    }
 
 
 def key_bundle_vector() -> dict[str, Any]:
@@ -707,16 +816,19 @@ def key_bundle_vector() -> dict[str, Any]:
     other = _party(ca_key, ca, "NL-FIOD", X25519_SUITE, 302)
 
     def signed(agency: str, key: EncryptionKey, signer: dict[str, Any], **changes: Any) -> envelope_pb2.SignedKeyBundle:
-        bundle = envelope_pb2.KeyBundle(agency=agency, key_id=key.key_id, suite=key.suite,
-                                        public_key=key.public_key_bytes)
+        bundle = envelope_pb2.KeyBundle(
+            agency=agency, key_id=key.key_id, suite=key.suite, public_key=key.public_key_bytes
+        )
         bundle.not_before.FromDatetime(changes.pop("not_before", VALID_FROM))
         bundle.not_after.FromDatetime(changes.pop("not_after", VALID_UNTIL))
         for name, value in changes.items():
             setattr(bundle, name, value)
         data = bundle.SerializeToString()
         return envelope_pb2.SignedKeyBundle(
-            bundle=data, signature=signer["_identity_key"].sign(_pae.key_bundle_signing_input(data), _ECDSA),
-            certificate=signer["_certificate"].public_bytes(serialization.Encoding.DER))
+            bundle=data,
+            signature=signer["_identity_key"].sign(_pae.key_bundle_signing_input(data), _ECDSA),
+            certificate=signer["_certificate"].public_bytes(serialization.Encoding.DER),
+        )
 
     key = _encryption_key("DE-BKA", X25519_SUITE)
     good = envelope_pb2.SignedKeyBundle.FromString(bytes.fromhex(x["signed_key_bundle_hex"]))
@@ -724,13 +836,22 @@ def key_bundle_vector() -> dict[str, Any]:
     flipped.signature = _flip(flipped.signature, 12)
     refused = [
         ("signature bit flipped", "DE-BKA", flipped),
-        ("bundle of another agency, asked for DE-BKA", "DE-BKA",
-         envelope_pb2.SignedKeyBundle.FromString(bytes.fromhex(other["signed_key_bundle_hex"]))),
+        (
+            "bundle of another agency, asked for DE-BKA",
+            "DE-BKA",
+            envelope_pb2.SignedKeyBundle.FromString(bytes.fromhex(other["signed_key_bundle_hex"])),
+        ),
         ("bundle naming DE-BKA signed with the certificate of NL-FIOD", "DE-BKA", signed("DE-BKA", key, other)),
-        ("expired at the verification time", "DE-BKA",
-         signed("DE-BKA", key, x, not_before=VALID_FROM, not_after=CREATED - dt.timedelta(days=1))),
-        ("not yet valid at the verification time", "DE-BKA",
-         signed("DE-BKA", key, x, not_before=CREATED + dt.timedelta(days=1), not_after=VALID_UNTIL)),
+        (
+            "expired at the verification time",
+            "DE-BKA",
+            signed("DE-BKA", key, x, not_before=VALID_FROM, not_after=CREATED - dt.timedelta(days=1)),
+        ),
+        (
+            "not yet valid at the verification time",
+            "DE-BKA",
+            signed("DE-BKA", key, x, not_before=CREATED + dt.timedelta(days=1), not_after=VALID_UNTIL),
+        ),
         ("X25519 public key of 31 bytes", "DE-BKA", signed("DE-BKA", key, x, public_key=key.public_key_bytes[:31])),
         ("unknown key suite 9", "DE-BKA", signed("DE-BKA", key, x, suite=9)),
         ("empty key id", "DE-BKA", signed("DE-BKA", key, x, key_id="")),
@@ -742,11 +863,19 @@ def key_bundle_vector() -> dict[str, Any]:
         "verification_time": CREATED.isoformat(),
         "ca_certificate_pem": _pem_cert(ca),
         "valid": [
-            {"agency": p["agency"], "suite": p["suite"], "key_id": p["key_id"], "certificate_pem": p["certificate_pem"],
-             "hpke_public_key_hex": p["hpke_public_key_hex"], "hpke_private_key_hex": p["hpke_private_key_hex"],
-             "not_before": VALID_FROM.isoformat(), "not_after": VALID_UNTIL.isoformat(),
-             "bundle_hex": p["key_bundle_hex"], "signing_input_hex": p["key_bundle_signing_input_hex"],
-             "signed_key_bundle_hex": p["signed_key_bundle_hex"]}
+            {
+                "agency": p["agency"],
+                "suite": p["suite"],
+                "key_id": p["key_id"],
+                "certificate_pem": p["certificate_pem"],
+                "hpke_public_key_hex": p["hpke_public_key_hex"],
+                "hpke_private_key_hex": p["hpke_private_key_hex"],
+                "not_before": VALID_FROM.isoformat(),
+                "not_after": VALID_UNTIL.isoformat(),
+                "bundle_hex": p["key_bundle_hex"],
+                "signing_input_hex": p["key_bundle_signing_input_hex"],
+                "signed_key_bundle_hex": p["signed_key_bundle_hex"],
+            }
             for p in (x, h)
         ],
         "must_be_refused": [
@@ -764,20 +893,30 @@ def receipt_vector() -> dict[str, Any]:
     digest = hashlib.sha256(b"an envelope").digest()
     message_id = "01972b5a-8c00-7abc-8def-0123456789ad"
 
-    def receipt(status: envelope_pb2.ReceiptStatus.ValueType, reason: str = "", key: dict[str, Any] = signer,
-                **changes: Any) -> envelope_pb2.SignedReceipt:
-        body = envelope_pb2.Receipt(message_id=message_id, envelope_sha256=changes.pop("envelope_sha256", digest),
-                                    recipient=changes.pop("recipient", signer["agency"]), status=status, reason=reason)
+    def receipt(
+        status: envelope_pb2.ReceiptStatus.ValueType, reason: str = "", key: dict[str, Any] = signer, **changes: Any
+    ) -> envelope_pb2.SignedReceipt:
+        body = envelope_pb2.Receipt(
+            message_id=message_id,
+            envelope_sha256=changes.pop("envelope_sha256", digest),
+            recipient=changes.pop("recipient", signer["agency"]),
+            status=status,
+            reason=reason,
+        )
         if not changes.pop("no_time", False):
             body.time.FromDatetime(CREATED + dt.timedelta(minutes=5))
         data = body.SerializeToString()
         return envelope_pb2.SignedReceipt(
-            receipt=data, signature=key["_identity_key"].sign(_pae.receipt_signing_input(data), _ECDSA))
+            receipt=data, signature=key["_identity_key"].sign(_pae.receipt_signing_input(data), _ECDSA)
+        )
 
     # ERASED acknowledges a RECALL (this message id) of 01972b5a-...-0123456789ab (section 22, Erasure).
-    valid = [receipt(envelope_pb2.DELIVERED), receipt(envelope_pb2.READ),
-             receipt(envelope_pb2.REJECTED, "inner content signature does not verify"),
-             receipt(envelope_pb2.ERASED, "01972b5a-8c00-7abc-8def-0123456789ab: erased 1 from saved attachments")]
+    valid = [
+        receipt(envelope_pb2.DELIVERED),
+        receipt(envelope_pb2.READ),
+        receipt(envelope_pb2.REJECTED, "inner content signature does not verify"),
+        receipt(envelope_pb2.ERASED, "01972b5a-8c00-7abc-8def-0123456789ab: erased 1 from saved attachments"),
+    ]
     flipped = envelope_pb2.SignedReceipt.FromString(valid[0].SerializeToString())
     flipped.receipt = _flip(flipped.receipt, 3)
     refused = [
@@ -795,15 +934,21 @@ def receipt_vector() -> dict[str, Any]:
         "ca_certificate_pem": _pem_cert(ca),
         "signer": _signer_block(ca, signer),
         "valid": [
-            {"status": envelope_pb2.ReceiptStatus.Name(envelope_pb2.Receipt.FromString(r.receipt).status),
-             "message_id": message_id, "envelope_sha256_hex": digest.hex(), "recipient": signer["agency"],
-             "reason": envelope_pb2.Receipt.FromString(r.receipt).reason,
-             "receipt_hex": r.receipt.hex(), "signing_input_hex": _pae.receipt_signing_input(r.receipt).hex(),
-             "signed_receipt_hex": r.SerializeToString().hex()}
+            {
+                "status": envelope_pb2.ReceiptStatus.Name(envelope_pb2.Receipt.FromString(r.receipt).status),
+                "message_id": message_id,
+                "envelope_sha256_hex": digest.hex(),
+                "recipient": signer["agency"],
+                "reason": envelope_pb2.Receipt.FromString(r.receipt).reason,
+                "receipt_hex": r.receipt.hex(),
+                "signing_input_hex": _pae.receipt_signing_input(r.receipt).hex(),
+                "signed_receipt_hex": r.SerializeToString().hex(),
+            }
             for r in valid
         ],
-        "must_be_refused": [{"description": what, "signed_receipt_hex": r.SerializeToString().hex()}
-                            for what, r in refused],
+        "must_be_refused": [
+            {"description": what, "signed_receipt_hex": r.SerializeToString().hex()} for what, r in refused
+        ],
     }
 
 
@@ -815,14 +960,17 @@ def forward_consent_vector() -> dict[str, Any]:
     message_id = "01972b5a-8c00-7abc-8def-0123456789ae"
 
     def consent(key: dict[str, Any] = signer, **changes: Any) -> envelope_pb2.SignedForwardConsent:
-        body = envelope_pb2.ForwardConsent(message_id=changes.pop("message_id", message_id),
-                                           forwarder=changes.pop("forwarder", "DE-BKA"),
-                                           recipients=changes.pop("recipients", ["ES-AEAT", "NL-FIOD"]))
+        body = envelope_pb2.ForwardConsent(
+            message_id=changes.pop("message_id", message_id),
+            forwarder=changes.pop("forwarder", "DE-BKA"),
+            recipients=changes.pop("recipients", ["ES-AEAT", "NL-FIOD"]),
+        )
         if not changes.pop("no_expiry", False):
             body.not_after.FromDatetime(CREATED + dt.timedelta(days=7))
         data = body.SerializeToString()
         return envelope_pb2.SignedForwardConsent(
-            consent=data, signature=key["_identity_key"].sign(_pae.forward_consent_signing_input(data), _ECDSA))
+            consent=data, signature=key["_identity_key"].sign(_pae.forward_consent_signing_input(data), _ECDSA)
+        )
 
     good = consent()
     flipped = envelope_pb2.SignedForwardConsent.FromString(good.SerializeToString())
@@ -837,16 +985,24 @@ def forward_consent_vector() -> dict[str, Any]:
     return {
         "name": "forward-consent",
         "description": "Signed forward consents (docs/protocol.md section 10), checked with the original sender's "
-                       "certificate",
+        "certificate",
         "trust_domain": TRUST_DOMAIN,
         "ca_certificate_pem": _pem_cert(ca),
         "signer": _signer_block(ca, signer),
-        "valid": [{"message_id": message_id, "forwarder": "DE-BKA", "recipients": ["ES-AEAT", "NL-FIOD"],
-                   "not_after": (CREATED + dt.timedelta(days=7)).isoformat(), "consent_hex": good.consent.hex(),
-                   "signing_input_hex": _pae.forward_consent_signing_input(good.consent).hex(),
-                   "signed_forward_consent_hex": good.SerializeToString().hex()}],
-        "must_be_refused": [{"description": what, "signed_forward_consent_hex": c.SerializeToString().hex()}
-                            for what, c in refused],
+        "valid": [
+            {
+                "message_id": message_id,
+                "forwarder": "DE-BKA",
+                "recipients": ["ES-AEAT", "NL-FIOD"],
+                "not_after": (CREATED + dt.timedelta(days=7)).isoformat(),
+                "consent_hex": good.consent.hex(),
+                "signing_input_hex": _pae.forward_consent_signing_input(good.consent).hex(),
+                "signed_forward_consent_hex": good.SerializeToString().hex(),
+            }
+        ],
+        "must_be_refused": [
+            {"description": what, "signed_forward_consent_hex": c.SerializeToString().hex()} for what, c in refused
+        ],
     }
 
 
@@ -858,25 +1014,71 @@ def _audit_events() -> list[AuditEvent]:
     mid = "01972b5a-8c00-7abc-8def-0123456789ab"
     digest = hashlib.sha256(b"an envelope").hexdigest()
     return [
-        AuditEvent("agency.registered", "spiffe://vectors.isb/admin/alice", t, agency="DE-BKA",
-                   fields={"display_name": "Bundeskriminalamt"}),
-        AuditEvent("keybundle.published", "spiffe://vectors.isb/agency/DE-BKA", t, agency="DE-BKA",
-                   fields={"key_id": "DE-BKA-key-1", "suite": "X25519_HKDF_SHA256_AES_256_GCM"}),
-        AuditEvent("envelope.accepted", "spiffe://vectors.isb/agency/FR-CUSTOMS", t, message_id=mid,
-                   agency="FR-CUSTOMS", fields={"envelope_sha256": digest, "recipients": ["DE-BKA", "NL-FIOD"],
-                                                "kind": "ALERT", "tlp": "AMBER", "size": 1843,
-                                                **justification_fields("NAPLES-II", "FR-2025-0042", "op-7f3a",
-                                                                       "FR-CUSTOMS")}),
-        AuditEvent("delivery.delivered", "spiffe://vectors.isb/broker/node-1", t + dt.timedelta(seconds=1),
-                   message_id=mid, agency="DE-BKA", fields={"recipient": "DE-BKA", "attempt": 1}),
-        AuditEvent("receipt.received", "spiffe://vectors.isb/agency/DE-BKA", t + dt.timedelta(seconds=2),
-                   message_id=mid, agency="DE-BKA", fields={"recipient": "DE-BKA", "status": "READ"}),
-        AuditEvent("request.rejected", "spiffe://vectors.isb/agency/NL-FIOD", t + dt.timedelta(seconds=3),
-                   agency="NL-FIOD", fields={"rpc": "Send", "reason": "refused by policy: «RED» to a group \"G7-CT\"\n",
-                                             "status": "PERMISSION_DENIED"}),
-        AuditEvent("audit.query", "spiffe://vectors.isb/auditor/eve", t + dt.timedelta(seconds=4),
-                   fields={"rpc": "Export", **justification_fields("LED-ART8", "DPO-2025-7", "dpo-1",
-                                                                   "spiffe://vectors.isb/auditor/eve")}),
+        AuditEvent(
+            "agency.registered",
+            "spiffe://vectors.isb/admin/alice",
+            t,
+            agency="DE-BKA",
+            fields={"display_name": "Bundeskriminalamt"},
+        ),
+        AuditEvent(
+            "keybundle.published",
+            "spiffe://vectors.isb/agency/DE-BKA",
+            t,
+            agency="DE-BKA",
+            fields={"key_id": "DE-BKA-key-1", "suite": "X25519_HKDF_SHA256_AES_256_GCM"},
+        ),
+        AuditEvent(
+            "envelope.accepted",
+            "spiffe://vectors.isb/agency/FR-CUSTOMS",
+            t,
+            message_id=mid,
+            agency="FR-CUSTOMS",
+            fields={
+                "envelope_sha256": digest,
+                "recipients": ["DE-BKA", "NL-FIOD"],
+                "kind": "ALERT",
+                "tlp": "AMBER",
+                "size": 1843,
+                **justification_fields("NAPLES-II", "FR-2025-0042", "op-7f3a", "FR-CUSTOMS"),
+            },
+        ),
+        AuditEvent(
+            "delivery.delivered",
+            "spiffe://vectors.isb/broker/node-1",
+            t + dt.timedelta(seconds=1),
+            message_id=mid,
+            agency="DE-BKA",
+            fields={"recipient": "DE-BKA", "attempt": 1},
+        ),
+        AuditEvent(
+            "receipt.received",
+            "spiffe://vectors.isb/agency/DE-BKA",
+            t + dt.timedelta(seconds=2),
+            message_id=mid,
+            agency="DE-BKA",
+            fields={"recipient": "DE-BKA", "status": "READ"},
+        ),
+        AuditEvent(
+            "request.rejected",
+            "spiffe://vectors.isb/agency/NL-FIOD",
+            t + dt.timedelta(seconds=3),
+            agency="NL-FIOD",
+            fields={
+                "rpc": "Send",
+                "reason": 'refused by policy: «RED» to a group "G7-CT"\n',
+                "status": "PERMISSION_DENIED",
+            },
+        ),
+        AuditEvent(
+            "audit.query",
+            "spiffe://vectors.isb/auditor/eve",
+            t + dt.timedelta(seconds=4),
+            fields={
+                "rpc": "Export",
+                **justification_fields("LED-ART8", "DPO-2025-7", "dpo-1", "spiffe://vectors.isb/auditor/eve"),
+            },
+        ),
     ]
 
 
@@ -886,8 +1088,15 @@ def audit_entries_vector() -> dict[str, Any]:
     valid = []
     for index, event in enumerate(events):
         entry = event.to_entry_bytes(index)
-        valid.append({"index": index, "entry_json": json.loads(entry), "entry_utf8": entry.decode(),
-                      "entry_hex": entry.hex(), "leaf_hash_hex": _merkle.leaf_hash(entry).hex()})
+        valid.append(
+            {
+                "index": index,
+                "entry_json": json.loads(entry),
+                "entry_utf8": entry.decode(),
+                "entry_hex": entry.hex(),
+                "leaf_hash_hex": _merkle.leaf_hash(entry).hex(),
+            }
+        )
     base = events[5].to_entry_bytes(5).decode()
     document = json.loads(base)
     refused = [
@@ -897,13 +1106,20 @@ def audit_entries_vector() -> dict[str, Any]:
         ("a float", base.replace('"index":5', '"index":5.0')),
         ("a null member", base.replace('{"actor"', '{"accepted":null,"actor"')),
         ("version 2", base.replace('"v":1', '"v":2')),
-        ("no time", json.dumps({k: v for k, v in document.items() if k != "time"}, sort_keys=True,
-                               separators=(",", ":"), ensure_ascii=False)),
+        (
+            "no time",
+            json.dumps(
+                {k: v for k, v in document.items() if k != "time"},
+                sort_keys=True,
+                separators=(",", ":"),
+                ensure_ascii=False,
+            ),
+        ),
     ]
     return {
         "name": "audit-entries",
         "description": "Audit entries as canonical JSON (docs/protocol.md section 11.1) and leaf hashes "
-                       "SHA-256(0x00 || entry) (section 11.2)",
+        "SHA-256(0x00 || entry) (section 11.2)",
         "valid": valid,
         "must_be_refused": [{"description": what, "entry_utf8": text} for what, text in refused],
     }
@@ -921,8 +1137,9 @@ def _audit_key_block() -> dict[str, Any]:
         "key_name": AUDIT_ORIGIN,
         "ed25519_private_key_hex": key.private_bytes_raw().hex(),
         "ed25519_public_key_hex": public.public_bytes_raw().hex(),
-        "audit_pub_pem": public.public_bytes(serialization.Encoding.PEM,
-                                             serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
+        "audit_pub_pem": public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode(),
         "key_id_hex": _note.key_id(AUDIT_ORIGIN, public).hex(),
         "vkey": _note.encode_vkey(AUDIT_ORIGIN, public),
     }
@@ -945,36 +1162,67 @@ def checkpoint_vector() -> dict[str, Any]:
     signature_line = note.decode().split("\n\n")[-1]
     refused = [
         ("tree size changed after signing", note.decode().replace(f"\n{size}\n", f"\n{size + 1}\n", 1)),
-        ("signed by another key under the same name",
-         _note.sign_checkpoint(AUDIT_ORIGIN, size, root, AUDIT_ORIGIN, other_key, extensions=extensions).decode()),
+        (
+            "signed by another key under the same name",
+            _note.sign_checkpoint(AUDIT_ORIGIN, size, root, AUDIT_ORIGIN, other_key, extensions=extensions).decode(),
+        ),
         ("signed only by a witness", _note.sign_note(text, "witness.example/w1", witness).decode()),
-        ("another origin", _note.sign_checkpoint("other.example/audit", size, root, AUDIT_ORIGIN, key,
-                                                 extensions=extensions).decode()),
+        (
+            "another origin",
+            _note.sign_checkpoint("other.example/audit", size, root, AUDIT_ORIGIN, key, extensions=extensions).decode(),
+        ),
         ("no blank line before the signatures", text + signature_line),
-        ("root hash not canonical base64 (no padding)",
-         _note.sign_note(text.replace(base64.b64encode(root).decode(), base64.b64encode(root).decode().rstrip("=")),
-                         AUDIT_ORIGIN, key).decode()),
-        ("tree size with a leading zero", _note.sign_note(text.replace(f"\n{size}\n", f"\n0{size}\n", 1),
-                                                          AUDIT_ORIGIN, key).decode()),
-        ("a control character in the text", _note.sign_note(text, AUDIT_ORIGIN, key).decode().replace("timestamp ",
-                                                                                                    "timestamp\t")),
+        (
+            "root hash not canonical base64 (no padding)",
+            _note.sign_note(
+                text.replace(base64.b64encode(root).decode(), base64.b64encode(root).decode().rstrip("=")),
+                AUDIT_ORIGIN,
+                key,
+            ).decode(),
+        ),
+        (
+            "tree size with a leading zero",
+            _note.sign_note(text.replace(f"\n{size}\n", f"\n0{size}\n", 1), AUDIT_ORIGIN, key).decode(),
+        ),
+        (
+            "a control character in the text",
+            _note.sign_note(text, AUDIT_ORIGIN, key).decode().replace("timestamp ", "timestamp\t"),
+        ),
     ]
     return {
         "name": "checkpoint",
         "description": "Checkpoints of the audit log (docs/protocol.md section 12): C2SP tlog-checkpoint text in a "
-                       "C2SP signed note, Ed25519; the signature covers `text`",
+        "C2SP signed note, Ed25519; the signature covers `text`",
         "audit_key": _audit_key_block(),
         "valid": [
-            {"description": "checkpoint of the 7 entries of audit-entries.json", "tree_size": size,
-             "root_hash_hex": root.hex(), "timestamp": int(when.timestamp()), "text": text, "note": note.decode(),
-             "note_hex": note.hex(), "signature_hex": base64.b64decode(signature_line.split(" ")[-1])[4:].hex()},
-            {"description": "the same checkpoint cosigned by a witness (an unknown key, to be ignored)",
-             "tree_size": size, "root_hash_hex": root.hex(), "timestamp": int(when.timestamp()), "text": text,
-             "note": cosigned, "note_hex": cosigned.encode().hex()},
-            {"description": "checkpoint of the empty log", "tree_size": 0, "root_hash_hex": _merkle.EMPTY_ROOT.hex(),
-             "timestamp": int(when.timestamp()), "text": _note.checkpoint_text(AUDIT_ORIGIN, 0, _merkle.EMPTY_ROOT,
-                                                                               extensions),
-             "note": empty.decode(), "note_hex": empty.hex()},
+            {
+                "description": "checkpoint of the 7 entries of audit-entries.json",
+                "tree_size": size,
+                "root_hash_hex": root.hex(),
+                "timestamp": int(when.timestamp()),
+                "text": text,
+                "note": note.decode(),
+                "note_hex": note.hex(),
+                "signature_hex": base64.b64decode(signature_line.split(" ")[-1])[4:].hex(),
+            },
+            {
+                "description": "the same checkpoint cosigned by a witness (an unknown key, to be ignored)",
+                "tree_size": size,
+                "root_hash_hex": root.hex(),
+                "timestamp": int(when.timestamp()),
+                "text": text,
+                "note": cosigned,
+                "note_hex": cosigned.encode().hex(),
+            },
+            {
+                "description": "checkpoint of the empty log",
+                "tree_size": 0,
+                "root_hash_hex": _merkle.EMPTY_ROOT.hex(),
+                "timestamp": int(when.timestamp()),
+                "text": _note.checkpoint_text(AUDIT_ORIGIN, 0, _merkle.EMPTY_ROOT, extensions),
+                "note": empty.decode(),
+                "note_hex": empty.hex(),
+            },
         ],
         "must_be_refused": [{"description": what, "note": n, "note_hex": n.encode().hex()} for what, n in refused],
     }
@@ -991,18 +1239,34 @@ def audit_log_vectors() -> tuple[dict[str, Any], bytes]:
     checkpoints = {}
     for size, seconds in ((3, 3), (7, 5)):
         checkpoints[size] = _note.sign_checkpoint(
-            AUDIT_ORIGIN, size, tree.root(size), AUDIT_ORIGIN, key,
-            extensions=(_note.timestamp_extension(CREATED + dt.timedelta(seconds=seconds)),))
+            AUDIT_ORIGIN,
+            size,
+            tree.root(size),
+            AUDIT_ORIGIN,
+            key,
+            extensions=(_note.timestamp_extension(CREATED + dt.timedelta(seconds=seconds)),),
+        )
     inclusion = [
-        {"index": i, "tree_size": n, "leaf_hash_hex": _merkle.leaf_hash(entries[i]).hex(),
-         "root_hash_hex": tree.root(n).hex(),
-         "proof_hex": [h.hex() for h in _merkle.inclusion_proof(i, n, tree.subtree)]}
-        for n in (3, 7) for i in range(n)
+        {
+            "index": i,
+            "tree_size": n,
+            "leaf_hash_hex": _merkle.leaf_hash(entries[i]).hex(),
+            "root_hash_hex": tree.root(n).hex(),
+            "proof_hex": [h.hex() for h in _merkle.inclusion_proof(i, n, tree.subtree)],
+        }
+        for n in (3, 7)
+        for i in range(n)
     ]
     consistency = [
-        {"first": m, "second": n, "first_root_hex": tree.root(m).hex(), "second_root_hex": tree.root(n).hex(),
-         "proof_hex": [h.hex() for h in _merkle.consistency_proof(m, n, tree.subtree)]}
-        for n in range(1, 8) for m in range(0, n + 1)
+        {
+            "first": m,
+            "second": n,
+            "first_root_hex": tree.root(m).hex(),
+            "second_root_hex": tree.root(n).hex(),
+            "proof_hex": [h.hex() for h in _merkle.consistency_proof(m, n, tree.subtree)],
+        }
+        for n in range(1, 8)
+        for m in range(0, n + 1)
     ]
     proof = _merkle.inclusion_proof(5, 7, tree.subtree)
     bad_inclusion = [
@@ -1021,44 +1285,106 @@ def audit_log_vectors() -> tuple[dict[str, Any], bytes]:
     ]
 
     def lines(*, unsigned_tail: bool = False) -> list[str]:
-        out = [json.dumps({"type": "header", "format": "isb-audit-export/1", "origin": AUDIT_ORIGIN,
-                           "key_name": AUDIT_ORIGIN, "vkey": _note.encode_vkey(AUDIT_ORIGIN, key.public_key())},
-                          separators=(",", ":"))]
+        out = [
+            json.dumps(
+                {
+                    "type": "header",
+                    "format": "isb-audit-export/1",
+                    "origin": AUDIT_ORIGIN,
+                    "key_name": AUDIT_ORIGIN,
+                    "vkey": _note.encode_vkey(AUDIT_ORIGIN, key.public_key()),
+                },
+                separators=(",", ":"),
+            )
+        ]
         for i, entry in enumerate(entries):
-            out.append(json.dumps({"type": "entry", "index": i, "entry": base64.b64encode(entry).decode(),
-                                   "leaf_hash": _merkle.leaf_hash(entry).hex()}, separators=(",", ":")))
+            out.append(
+                json.dumps(
+                    {
+                        "type": "entry",
+                        "index": i,
+                        "entry": base64.b64encode(entry).decode(),
+                        "leaf_hash": _merkle.leaf_hash(entry).hex(),
+                    },
+                    separators=(",", ":"),
+                )
+            )
             if i + 1 in checkpoints:
-                out.append(json.dumps({"type": "checkpoint", "note": base64.b64encode(checkpoints[i + 1]).decode()},
-                                      separators=(",", ":")))
+                out.append(
+                    json.dumps(
+                        {"type": "checkpoint", "note": base64.b64encode(checkpoints[i + 1]).decode()},
+                        separators=(",", ":"),
+                    )
+                )
         if unsigned_tail:
             extra = AuditEvent("envelope.accepted", "spiffe://vectors.isb/agency/FR-CUSTOMS", CREATED).to_entry_bytes(7)
-            out.append(json.dumps({"type": "entry", "index": 7, "entry": base64.b64encode(extra).decode(),
-                                   "leaf_hash": _merkle.leaf_hash(extra).hex()}, separators=(",", ":")))
+            out.append(
+                json.dumps(
+                    {
+                        "type": "entry",
+                        "index": 7,
+                        "entry": base64.b64encode(extra).decode(),
+                        "leaf_hash": _merkle.leaf_hash(extra).hex(),
+                    },
+                    separators=(",", ":"),
+                )
+            )
         return out
 
     good = lines()
     changed_entry = entries[1].replace(b"DE-BKA-key-1", b"DE-BKA-key-2")
-    changed = json.dumps({"type": "entry", "index": 1, "entry": base64.b64encode(changed_entry).decode(),
-                          "leaf_hash": _merkle.leaf_hash(changed_entry).hex()}, separators=(",", ":"))
+    changed = json.dumps(
+        {
+            "type": "entry",
+            "index": 1,
+            "entry": base64.b64encode(changed_entry).decode(),
+            "leaf_hash": _merkle.leaf_hash(changed_entry).hex(),
+        },
+        separators=(",", ":"),
+    )
     bad_exports = [
         ("entry 1 changed, its leaf hash recomputed", [good[0], good[1], changed, *good[3:]]),
-        ("entry 1 changed, its stored leaf hash kept",
-         [good[0], good[1], good[2].replace(base64.b64encode(entries[1]).decode(),
-                                            base64.b64encode(changed_entry).decode()), *good[3:]]),
+        (
+            "entry 1 changed, its stored leaf hash kept",
+            [
+                good[0],
+                good[1],
+                good[2].replace(base64.b64encode(entries[1]).decode(), base64.b64encode(changed_entry).decode()),
+                *good[3:],
+            ],
+        ),
         ("entry 2 deleted", [good[0], good[1], good[2], *good[4:]]),
         ("entries 3 and 4 swapped", [*good[:5], good[6], good[5], *good[7:]]),
-        ("a checkpoint signed by another key", [*good[:4], json.dumps({"type": "checkpoint", "note": base64.b64encode(
-            _note.sign_checkpoint(AUDIT_ORIGIN, 3, tree.root(3), AUDIT_ORIGIN,
-                                  Ed25519PrivateKey.from_private_bytes(_seed("another key")))).decode()},
-            separators=(",", ":")), *good[5:]]),
+        (
+            "a checkpoint signed by another key",
+            [
+                *good[:4],
+                json.dumps(
+                    {
+                        "type": "checkpoint",
+                        "note": base64.b64encode(
+                            _note.sign_checkpoint(
+                                AUDIT_ORIGIN,
+                                3,
+                                tree.root(3),
+                                AUDIT_ORIGIN,
+                                Ed25519PrivateKey.from_private_bytes(_seed("another key")),
+                            )
+                        ).decode(),
+                    },
+                    separators=(",", ":"),
+                ),
+                *good[5:],
+            ],
+        ),
         ("no checkpoint at all", [line for line in good if '"checkpoint"' not in line]),
         ("no header", good[1:]),
     ]
     log_vector = {
         "name": "audit-log",
         "description": "The log of audit-entries.json: checkpoints at sizes 3 and 7, RFC 9162 inclusion proofs "
-                       "(section 2.1.3) and consistency proofs (section 2.1.4), and export files (docs/protocol.md "
-                       "sections 11-13); audit-export.jsonl is the valid export",
+        "(section 2.1.3) and consistency proofs (section 2.1.4), and export files (docs/protocol.md "
+        "sections 11-13); audit-export.jsonl is the valid export",
         "audit_key": _audit_key_block(),
         "entries_hex": [e.hex() for e in entries],
         "leaf_hashes_hex": [_merkle.leaf_hash(e).hex() for e in entries],
@@ -1067,20 +1393,40 @@ def audit_log_vectors() -> tuple[dict[str, Any], bytes]:
         "inclusion": inclusion,
         "consistency": consistency,
         "inclusion_must_fail": [
-            {"description": what, "index": i, "tree_size": n,
-             "leaf_hash_hex": _merkle.leaf_hash(entries[min(i, 6)]).hex(), "root_hash_hex": tree.root(n).hex(),
-             "proof_hex": [h.hex() for h in p]}
+            {
+                "description": what,
+                "index": i,
+                "tree_size": n,
+                "leaf_hash_hex": _merkle.leaf_hash(entries[min(i, 6)]).hex(),
+                "root_hash_hex": tree.root(n).hex(),
+                "proof_hex": [h.hex() for h in p],
+            }
             for what, i, n, p in bad_inclusion
         ],
         "consistency_must_fail": [
-            {"description": what, "first": m, "second": n, "first_root_hex": tree.root(min(m, 7)).hex(),
-             "second_root_hex": tree.root(min(n, 7)).hex(), "proof_hex": [h.hex() for h in p]}
+            {
+                "description": what,
+                "first": m,
+                "second": n,
+                "first_root_hex": tree.root(min(m, 7)).hex(),
+                "second_root_hex": tree.root(min(n, 7)).hex(),
+                "proof_hex": [h.hex() for h in p],
+            }
             for what, m, n, p in bad_consistency
         ],
-        "export": {"file": "audit-export.jsonl", "entries": 7, "checkpoints": 2, "tree_size": 7,
-                   "root_hash_hex": tree.root(7).hex()},
-        "export_with_unsigned_tail": {"lines": lines(unsigned_tail=True), "entries": 8, "tree_size": 7,
-                                      "unsigned_entries": 1},
+        "export": {
+            "file": "audit-export.jsonl",
+            "entries": 7,
+            "checkpoints": 2,
+            "tree_size": 7,
+            "root_hash_hex": tree.root(7).hex(),
+        },
+        "export_with_unsigned_tail": {
+            "lines": lines(unsigned_tail=True),
+            "entries": 8,
+            "tree_size": 7,
+            "unsigned_entries": 1,
+        },
         "exports_must_fail": [{"description": what, "lines": bad} for what, bad in bad_exports],
     }
     return log_vector, ("\n".join(good) + "\n").encode()
@@ -1093,11 +1439,17 @@ def _cosigners() -> list[tuple[str, Ed25519PrivateKey]]:
 
 def _witness_policy() -> str:
     """The tlog-policy of the vectors: the audit key, the three cosigners, 2 of them."""
-    return "".join([
-        f"log {_note.encode_vkey(AUDIT_ORIGIN, _audit_signer().public_key())}\n",
-        *(f"witness w{n + 1} {_cosignature.encode_cosigner_vkey(name, wkey.public_key())}\n"
-          for n, (name, wkey) in enumerate(_cosigners())),
-        "group agencies 2 w1 w2 w3\n", "quorum agencies\n"])
+    return "".join(
+        [
+            f"log {_note.encode_vkey(AUDIT_ORIGIN, _audit_signer().public_key())}\n",
+            *(
+                f"witness w{n + 1} {_cosignature.encode_cosigner_vkey(name, wkey.public_key())}\n"
+                for n, (name, wkey) in enumerate(_cosigners())
+            ),
+            "group agencies 2 w1 w2 w3\n",
+            "quorum agencies\n",
+        ]
+    )
 
 
 def _cosigned_note(size: int, root: bytes, when: dt.datetime, witnesses: int = 3) -> bytes:
@@ -1105,8 +1457,10 @@ def _cosigned_note(size: int, root: bytes, when: dt.datetime, witnesses: int = 3
     extensions = (_note.timestamp_extension(when),)
     text = _note.checkpoint_text(AUDIT_ORIGIN, size, root, extensions)
     note = _note.sign_checkpoint(AUDIT_ORIGIN, size, root, AUDIT_ORIGIN, _audit_signer(), extensions=extensions)
-    lines = [_cosignature.cosign(text, name, wkey, int(when.timestamp()) + 1 + n)
-             for n, (name, wkey) in enumerate(_cosigners()[:witnesses])]
+    lines = [
+        _cosignature.cosign(text, name, wkey, int(when.timestamp()) + 1 + n)
+        for n, (name, wkey) in enumerate(_cosigners()[:witnesses])
+    ]
     return _cosignature.attach(note, lines)
 
 
@@ -1118,12 +1472,22 @@ def directory_proof_vector() -> dict[str, Any]:
     bundle = envelope_pb2.KeyBundle.FromString(signed.bundle)
     events = _audit_events()
     publication = AuditEvent(
-        "keybundle.published", "spiffe://vectors.isb/agency/DE-BKA", CREATED + dt.timedelta(seconds=6),
-        agency="DE-BKA", fields={"bundle_sha256": hashlib.sha256(signed.bundle).hexdigest(),
-                                 "key_id": bundle.key_id, "suite": envelope_pb2.KeySuite.Name(bundle.suite)})
+        "keybundle.published",
+        "spiffe://vectors.isb/agency/DE-BKA",
+        CREATED + dt.timedelta(seconds=6),
+        agency="DE-BKA",
+        fields={
+            "bundle_sha256": hashlib.sha256(signed.bundle).hexdigest(),
+            "key_id": bundle.key_id,
+            "suite": envelope_pb2.KeySuite.Name(bundle.suite),
+        },
+    )
     index = len(events)
-    events = [*events, publication, AuditEvent("audit.query", "spiffe://vectors.isb/auditor/a",
-                                               CREATED + dt.timedelta(seconds=7))]
+    events = [
+        *events,
+        publication,
+        AuditEvent("audit.query", "spiffe://vectors.isb/auditor/a", CREATED + dt.timedelta(seconds=7)),
+    ]
     entries = [e.to_entry_bytes(i) for i, e in enumerate(events)]
     tree = _merkle.MemoryTree()
     for entry in entries:
@@ -1137,32 +1501,43 @@ def directory_proof_vector() -> dict[str, Any]:
     for entry in entries[:held]:
         other_tree.append(_merkle.leaf_hash(entry + b" "))
     good: dict[str, Any] = {
-        "agency": "DE-BKA", "key_id": bundle.key_id, "key_bundle_audit_index": index,
+        "agency": "DE-BKA",
+        "key_id": bundle.key_id,
+        "key_bundle_audit_index": index,
         "signed_key_bundle_hex": signed.SerializeToString().hex(),
         "bundle_sha256_hex": hashlib.sha256(signed.bundle).hexdigest(),
-        "entry_utf8": entries[index].decode(), "leaf_hash_hex": _merkle.leaf_hash(entries[index]).hex(),
-        "inclusion_path_hex": [h.hex() for h in path], "checkpoint_note": note,
-        "held_tree_size": held, "held_root_hash_hex": tree.root(held).hex(),
+        "entry_utf8": entries[index].decode(),
+        "leaf_hash_hex": _merkle.leaf_hash(entries[index]).hex(),
+        "inclusion_path_hex": [h.hex() for h in path],
+        "checkpoint_note": note,
+        "held_tree_size": held,
+        "held_root_hash_hex": tree.root(held).hex(),
         "consistency_path_hex": [h.hex() for h in consistency],
     }
     other_entry = entries[index].decode().replace(bundle.key_id, "0" * len(bundle.key_id))
     refused: list[tuple[str, dict[str, Any]]] = [
         ("the entry names another key id", {"entry_utf8": other_entry}),
         ("the stated audit index is not the entry's", {"key_bundle_audit_index": index - 1}),
-        ("an inclusion path hash flipped",
-         {"inclusion_path_hex": [_flip(path[0], 0).hex(), *good["inclusion_path_hex"][1:]]}),
-        ("the checkpoint has one cosignature of the two the policy needs",
-         {"checkpoint_note": _cosigned_note(size, tree.root(), when, witnesses=1).decode()}),
-        ("the held checkpoint is larger: a rollback",
-         {"held_tree_size": size + 1, "held_root_hash_hex": tree.root().hex(), "consistency_path_hex": []}),
+        (
+            "an inclusion path hash flipped",
+            {"inclusion_path_hex": [_flip(path[0], 0).hex(), *good["inclusion_path_hex"][1:]]},
+        ),
+        (
+            "the checkpoint has one cosignature of the two the policy needs",
+            {"checkpoint_note": _cosigned_note(size, tree.root(), when, witnesses=1).decode()},
+        ),
+        (
+            "the held checkpoint is larger: a rollback",
+            {"held_tree_size": size + 1, "held_root_hash_hex": tree.root().hex(), "consistency_path_hex": []},
+        ),
         ("the held checkpoint is of another history: a fork", {"held_root_hash_hex": other_tree.root().hex()}),
     ]
     return {
         "name": "directory-proof",
         "description": "Directory transparency (docs/protocol.md section 18.4): the keybundle.published entry of"
-                       " a DE-BKA key bundle (fields.bundle_sha256 = SHA-256 of SignedKeyBundle.bundle), its RFC 9162"
-                       " inclusion path to a checkpoint cosigned under the policy (2 of 3), and the consistency path"
-                       " from a held checkpoint; each must_be_refused case changes the listed members of valid",
+        " a DE-BKA key bundle (fields.bundle_sha256 = SHA-256 of SignedKeyBundle.bundle), its RFC 9162"
+        " inclusion path to a checkpoint cosigned under the policy (2 of 3), and the consistency path"
+        " from a held checkpoint; each must_be_refused case changes the listed members of valid",
         "policy": _witness_policy(),
         "origin": AUDIT_ORIGIN,
         "valid": good,
@@ -1189,20 +1564,27 @@ def cosigned_checkpoint_vector() -> dict[str, Any]:
         lines.append(line)
         timestamps.append(timestamp)
         blob = base64.b64decode(line.split(" ")[2])
-        witnesses.append({
-            "name": name, "ed25519_private_key_hex": wkey.private_bytes_raw().hex(),
-            "ed25519_public_key_hex": wkey.public_key().public_bytes_raw().hex(),
-            "key_id_hex": _cosignature.cosigner_key_id(name, wkey.public_key()).hex(),
-            "vkey": _cosignature.encode_cosigner_vkey(name, wkey.public_key()), "timestamp": timestamp,
-            "signed_message": _cosignature.signed_message(text, timestamp).decode(),
-            "signature_line": line, "signature_hex": blob[12:].hex()})
+        witnesses.append(
+            {
+                "name": name,
+                "ed25519_private_key_hex": wkey.private_bytes_raw().hex(),
+                "ed25519_public_key_hex": wkey.public_key().public_bytes_raw().hex(),
+                "key_id_hex": _cosignature.cosigner_key_id(name, wkey.public_key()).hex(),
+                "vkey": _cosignature.encode_cosigner_vkey(name, wkey.public_key()),
+                "timestamp": timestamp,
+                "signed_message": _cosignature.signed_message(text, timestamp).decode(),
+                "signature_line": line,
+                "signature_hex": blob[12:].hex(),
+            }
+        )
     policy = _witness_policy()
     full = _cosignature.attach(note, lines).decode()
     two = _cosignature.attach(note, [lines[0], lines[2]]).decode()
     one = _cosignature.attach(note, [lines[1]]).decode()
     other = _note.checkpoint_text(AUDIT_ORIGIN, size + 1, root, extensions)
-    wrong_checkpoint = _cosignature.cosign(other, names[1], Ed25519PrivateKey.from_private_bytes(_seed("cosigner 2")),
-                                           timestamps[1])
+    wrong_checkpoint = _cosignature.cosign(
+        other, names[1], Ed25519PrivateKey.from_private_bytes(_seed("cosigner 2")), timestamps[1]
+    )
     shifted = lines[0].split(" ")
     changed = bytearray(base64.b64decode(shifted[2]))
     changed[11] ^= 1  # the timestamp is signed: changing it breaks the signature
@@ -1210,9 +1592,9 @@ def cosigned_checkpoint_vector() -> dict[str, Any]:
     return {
         "name": "cosigned-checkpoint",
         "description": "A checkpoint of audit-entries.json cosigned by three witnesses (docs/protocol.md section"
-                       " 'Witnesses'): C2SP tlog-cosignature/v1 Ed25519 lines (key id SHA-256(name || 0x0A || 0x04"
-                       " || key)[:4], blob key id || u64 big-endian timestamp || signature over signed_message), and a"
-                       " C2SP tlog-policy needing 2 of the 3",
+        " 'Witnesses'): C2SP tlog-cosignature/v1 Ed25519 lines (key id SHA-256(name || 0x0A || 0x04"
+        " || key)[:4], blob key id || u64 big-endian timestamp || signature over signed_message), and a"
+        " C2SP tlog-policy needing 2 of the 3",
         "audit_key": _audit_key_block(),
         "checkpoint_text": text,
         "witnesses": witnesses,
@@ -1223,12 +1605,18 @@ def cosigned_checkpoint_vector() -> dict[str, Any]:
         ],
         "must_be_refused": [
             {"description": "one of three: below the quorum", "note": one},
-            {"description": "w2's cosignature is over another checkpoint (size + 1)",
-             "note": _cosignature.attach(note, [lines[0], wrong_checkpoint]).decode()},
-            {"description": "w1's timestamp changed after signing",
-             "note": _cosignature.attach(note, [changed_time, lines[2]]).decode()},
-            {"description": "cosignatures without the log's signature",
-             "note": text + "\n" + lines[0] + lines[1] + lines[2]},
+            {
+                "description": "w2's cosignature is over another checkpoint (size + 1)",
+                "note": _cosignature.attach(note, [lines[0], wrong_checkpoint]).decode(),
+            },
+            {
+                "description": "w1's timestamp changed after signing",
+                "note": _cosignature.attach(note, [changed_time, lines[2]]).decode(),
+            },
+            {
+                "description": "cosignatures without the log's signature",
+                "note": text + "\n" + lines[0] + lines[1] + lines[2],
+            },
         ],
     }
 
@@ -1236,17 +1624,27 @@ def cosigned_checkpoint_vector() -> dict[str, Any]:
 # --- CRL freshness ---------------------------------------------------------------------------------
 
 
-def _crl(signer: ec.EllipticCurvePrivateKey, issuer: x509.Name, *, number: int | None, this_update: dt.datetime,
-         next_update: dt.datetime, revoked: Sequence[int]) -> bytes:
-    builder = x509.CertificateRevocationListBuilder().issuer_name(issuer).last_update(this_update) \
-        .next_update(next_update)
+def _crl(
+    signer: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    *,
+    number: int | None,
+    this_update: dt.datetime,
+    next_update: dt.datetime,
+    revoked: Sequence[int],
+) -> bytes:
+    builder = (
+        x509.CertificateRevocationListBuilder().issuer_name(issuer).last_update(this_update).next_update(next_update)
+    )
     if number is not None:
         builder = builder.add_extension(x509.CRLNumber(number), critical=False)
-    builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
-                                    critical=False)
+    builder = builder.add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False
+    )
     for serial in revoked:
         builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(this_update).build())
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(this_update).build()
+        )
     return builder.sign(signer, hashes.SHA256(), ecdsa_deterministic=True).public_bytes(serialization.Encoding.DER)
 
 
@@ -1262,42 +1660,87 @@ def crl_freshness_vector() -> dict[str, Any]:
     def case(description: str, expect: str, crl: bytes, **extra: Any) -> dict[str, Any]:
         return {"description": description, "expect": expect, "crl_der_hex": crl.hex(), **extra}
 
-    current = _crl(ca_key, ca.subject, number=7, this_update=CREATED - day, next_update=CREATED + 6 * day,
-                   revoked=[401])
+    current = _crl(
+        ca_key, ca.subject, number=7, this_update=CREATED - day, next_update=CREATED + 6 * day, revoked=[401]
+    )
     cases = [
-        case("current, number above the one seen: accepted; serial 401 revoked", "accept", current,
-             crl_number=7, revoked_serials=[401]),
-        case("equal to the number seen: accepted", "accept",
-             _crl(ca_key, ca.subject, number=seen, this_update=CREATED - day, next_update=CREATED + 6 * day,
-                  revoked=[]), crl_number=seen, revoked_serials=[]),
-        case("past its nextUpdate (stale): refused", "stale",
-             _crl(ca_key, ca.subject, number=8, this_update=CREATED - 8 * day, next_update=CREATED - day,
-                  revoked=[401])),
-        case("nextUpdate exactly at verification_time: refused (t >= nextUpdate)", "stale",
-             _crl(ca_key, ca.subject, number=8, this_update=CREATED - 7 * day,
-                  next_update=CREATED.replace(microsecond=0), revoked=[401]),
-             verification_time=CREATED.replace(microsecond=0).isoformat()),
-        case("CRL number 4, lower than 5 already seen (rolled back): refused", "rolled-back",
-             _crl(ca_key, ca.subject, number=4, this_update=CREATED - day, next_update=CREATED + 6 * day,
-                  revoked=[])),
-        case("signed by another key under the CA's name: refused", "invalid",
-             _crl(_identity_key("crl/impostor"), ca.subject, number=9, this_update=CREATED - day,
-                  next_update=CREATED + 6 * day, revoked=[])),
-        case("issued by a name that is no trust anchor: refused", "invalid",
-             _crl(ca_key, _name("Some Other CA"), number=9, this_update=CREATED - day,
-                  next_update=CREATED + 6 * day, revoked=[])),
-        case("without a CRL number: refused", "invalid",
-             _crl(ca_key, ca.subject, number=None, this_update=CREATED - day, next_update=CREATED + 6 * day,
-                  revoked=[])),
-        case("thisUpdate a day after verification_time: refused", "invalid",
-             _crl(ca_key, ca.subject, number=9, this_update=CREATED + day, next_update=CREATED + 7 * day,
-                  revoked=[])),
+        case(
+            "current, number above the one seen: accepted; serial 401 revoked",
+            "accept",
+            current,
+            crl_number=7,
+            revoked_serials=[401],
+        ),
+        case(
+            "equal to the number seen: accepted",
+            "accept",
+            _crl(ca_key, ca.subject, number=seen, this_update=CREATED - day, next_update=CREATED + 6 * day, revoked=[]),
+            crl_number=seen,
+            revoked_serials=[],
+        ),
+        case(
+            "past its nextUpdate (stale): refused",
+            "stale",
+            _crl(ca_key, ca.subject, number=8, this_update=CREATED - 8 * day, next_update=CREATED - day, revoked=[401]),
+        ),
+        case(
+            "nextUpdate exactly at verification_time: refused (t >= nextUpdate)",
+            "stale",
+            _crl(
+                ca_key,
+                ca.subject,
+                number=8,
+                this_update=CREATED - 7 * day,
+                next_update=CREATED.replace(microsecond=0),
+                revoked=[401],
+            ),
+            verification_time=CREATED.replace(microsecond=0).isoformat(),
+        ),
+        case(
+            "CRL number 4, lower than 5 already seen (rolled back): refused",
+            "rolled-back",
+            _crl(ca_key, ca.subject, number=4, this_update=CREATED - day, next_update=CREATED + 6 * day, revoked=[]),
+        ),
+        case(
+            "signed by another key under the CA's name: refused",
+            "invalid",
+            _crl(
+                _identity_key("crl/impostor"),
+                ca.subject,
+                number=9,
+                this_update=CREATED - day,
+                next_update=CREATED + 6 * day,
+                revoked=[],
+            ),
+        ),
+        case(
+            "issued by a name that is no trust anchor: refused",
+            "invalid",
+            _crl(
+                ca_key,
+                _name("Some Other CA"),
+                number=9,
+                this_update=CREATED - day,
+                next_update=CREATED + 6 * day,
+                revoked=[],
+            ),
+        ),
+        case(
+            "without a CRL number: refused",
+            "invalid",
+            _crl(ca_key, ca.subject, number=None, this_update=CREATED - day, next_update=CREATED + 6 * day, revoked=[]),
+        ),
+        case(
+            "thisUpdate a day after verification_time: refused",
+            "invalid",
+            _crl(ca_key, ca.subject, number=9, this_update=CREATED + day, next_update=CREATED + 7 * day, revoked=[]),
+        ),
     ]
     return {
         "name": "crl-freshness",
         "description": "CRL acceptance (docs/protocol.md section 16): signature by the trust anchor, cRLNumber,"
-                       " thisUpdate <= t + 5 min, t < nextUpdate, number >= the highest seen; then revocation of"
-                       " certificates by serial",
+        " thisUpdate <= t + 5 min, t < nextUpdate, number >= the highest seen; then revocation of"
+        " certificates by serial",
         "trust_domain": TRUST_DOMAIN,
         "verification_time": CREATED.isoformat(),
         "clock_skew_seconds": 300,
@@ -1305,10 +1748,18 @@ def crl_freshness_vector() -> dict[str, Any]:
         "ca_certificate_pem": _pem_cert(ca),
         "crls": cases,
         "certificates": [
-            {"description": "DE-BKA certificate, serial 401, revoked by the accepted CRL",
-             "certificate_pem": _pem_cert(revoked_cert), "serial": 401, "revoked": True},
-            {"description": "DE-BKA certificate, serial 402, not revoked",
-             "certificate_pem": _pem_cert(valid_cert), "serial": 402, "revoked": False},
+            {
+                "description": "DE-BKA certificate, serial 401, revoked by the accepted CRL",
+                "certificate_pem": _pem_cert(revoked_cert),
+                "serial": 401,
+                "revoked": True,
+            },
+            {
+                "description": "DE-BKA certificate, serial 402, not revoked",
+                "certificate_pem": _pem_cert(valid_cert),
+                "serial": 402,
+                "revoked": False,
+            },
         ],
     }
 
@@ -1330,10 +1781,15 @@ def _batch_member(purpose: batch.Purpose, signed: bytes, proof: envelope_pb2.Bat
     }
 
 
-def _batch_tampering(proof: envelope_pb2.BatchSignature, other: envelope_pb2.BatchSignature,
-                     key: ec.EllipticCurvePrivateKey, purpose: batch.Purpose,
-                     root: bytes) -> list[tuple[str, envelope_pb2.BatchSignature]]:
+def _batch_tampering(
+    proof: envelope_pb2.BatchSignature,
+    other: envelope_pb2.BatchSignature,
+    key: ec.EllipticCurvePrivateKey,
+    purpose: batch.Purpose,
+    root: bytes,
+) -> list[tuple[str, envelope_pb2.BatchSignature]]:
     """Batch signatures that must fail for the member `proof` belongs to, each by one change."""
+
     def changed(**fields: Any) -> envelope_pb2.BatchSignature:
         out = envelope_pb2.BatchSignature()
         out.CopyFrom(proof)
@@ -1357,8 +1813,10 @@ def _batch_tampering(proof: envelope_pb2.BatchSignature, other: envelope_pb2.Bat
         ("a path hash of 31 bytes", changed(path=[proof.path[0][:31], *proof.path[1:]])),
         ("tree_size 1 (a single structure is signed alone)", changed(tree_size=1, leaf_index=0, path=[])),
         ("leaf_index equal to tree_size", changed(leaf_index=proof.tree_size)),
-        (f"the same root signed for the other purpose ({wrong_purpose.batch})",
-         changed(signature=key.sign(batch.root_signing_input(wrong_purpose, proof.tree_size, root), _ECDSA))),
+        (
+            f"the same root signed for the other purpose ({wrong_purpose.batch})",
+            changed(signature=key.sign(batch.root_signing_input(wrong_purpose, proof.tree_size, root), _ECDSA)),
+        ),
     ]
 
 
@@ -1371,12 +1829,21 @@ def batch_signatures_vector() -> dict[str, Any]:
 
     def sealed_batch(label: str, count: int) -> list[envelope_pb2.Envelope]:
         envelopes = [
-            seal(sender=sender["agency"], identity_key=sender["_identity_key"], certificate=sender["_certificate"],
-                 recipients=[recipient["agency"]], recipient_keys={recipient["agency"]: recipient["_bundle"]},
-                 kind=envelope_pb2.ALERT, body=f"{label} message {i}".encode(), content_type="text/plain",
-                 message_id=f"01972b5a-8c00-7abc-8def-0000000005{i:02d}", created=CREATED,
-                 _content_key=_seed(f"batch/{label}/{i}/content-key"), _nonce=_seed(f"batch/{label}/{i}/nonce", 12),
-                 sign=False)
+            seal(
+                sender=sender["agency"],
+                identity_key=sender["_identity_key"],
+                certificate=sender["_certificate"],
+                recipients=[recipient["agency"]],
+                recipient_keys={recipient["agency"]: recipient["_bundle"]},
+                kind=envelope_pb2.ALERT,
+                body=f"{label} message {i}".encode(),
+                content_type="text/plain",
+                message_id=f"01972b5a-8c00-7abc-8def-0000000005{i:02d}",
+                created=CREATED,
+                _content_key=_seed(f"batch/{label}/{i}/content-key"),
+                _nonce=_seed(f"batch/{label}/{i}/nonce", 12),
+                sign=False,
+            )
             for i in range(count)
         ]
         sign_envelopes(envelopes, sender["_identity_key"])
@@ -1385,8 +1852,13 @@ def batch_signatures_vector() -> dict[str, Any]:
     envelopes, others = sealed_batch("first", 3), sealed_batch("second", 3)
     members = [_batch_member(batch.HEADER, e.header, e.batch_signature) for e in envelopes]
     refused_envelopes = []
-    for what, proof in _batch_tampering(envelopes[2].batch_signature, others[2].batch_signature,
-                                        sender["_identity_key"], batch.HEADER, _root_of(members[2])):
+    for what, proof in _batch_tampering(
+        envelopes[2].batch_signature,
+        others[2].batch_signature,
+        sender["_identity_key"],
+        batch.HEADER,
+        _root_of(members[2]),
+    ):
         e = envelope_pb2.Envelope()
         e.CopyFrom(envelopes[2])
         e.batch_signature.CopyFrom(proof)
@@ -1398,24 +1870,33 @@ def batch_signatures_vector() -> dict[str, Any]:
 
     statuses = [envelope_pb2.DELIVERED] * 3 + [envelope_pb2.READ] * 2
     receipts = [
-        new_receipt(message_id=envelope_pb2.Header.FromString(envelopes[i % 3].header).message_id,
-                    envelope_sha256=envelope_sha256(envelopes[i % 3].SerializeToString()),
-                    recipient=recipient["agency"], status=status, time=CREATED + dt.timedelta(minutes=5 + i))
+        new_receipt(
+            message_id=envelope_pb2.Header.FromString(envelopes[i % 3].header).message_id,
+            envelope_sha256=envelope_sha256(envelopes[i % 3].SerializeToString()),
+            recipient=recipient["agency"],
+            status=status,
+            time=CREATED + dt.timedelta(minutes=5 + i),
+        )
         for i, status in enumerate(statuses)
     ]
     signed = sign_receipts(receipts, recipient["_identity_key"])
     other_signed = sign_receipts(receipts[::-1], recipient["_identity_key"])
     receipt_members = [_batch_member(batch.RECEIPT, r.receipt, r.batch_signature) for r in signed]
     refused_receipts = []
-    for what, proof in _batch_tampering(signed[1].batch_signature, other_signed[1].batch_signature,
-                                        recipient["_identity_key"], batch.RECEIPT, _root_of(receipt_members[1])):
+    for what, proof in _batch_tampering(
+        signed[1].batch_signature,
+        other_signed[1].batch_signature,
+        recipient["_identity_key"],
+        batch.RECEIPT,
+        _root_of(receipt_members[1]),
+    ):
         r = envelope_pb2.SignedReceipt(receipt=signed[1].receipt)
         r.batch_signature.CopyFrom(proof)
         refused_receipts.append((what, r))
     return {
         "name": "batch-signatures",
         "description": "Merkle batch signatures (docs/protocol.md section 21): a batch of three envelopes and a"
-                       " batch of five receipts, each member verifying alone, and members that must be refused",
+        " batch of five receipts, each member verifying alone, and members that must be refused",
         "trust_domain": TRUST_DOMAIN,
         "verification_time": CREATED.isoformat(),
         "ca_certificate_pem": _pem_cert(ca),
@@ -1424,21 +1905,33 @@ def batch_signatures_vector() -> dict[str, Any]:
         "envelopes": {
             "purpose": batch.HEADER.single,
             "tree_size": len(envelopes),
-            "members": [{**m, "envelope_hex": e.SerializeToString().hex(),
-                         "envelope_sha256_hex": envelope_sha256(e.SerializeToString()).hex(),
-                         "body_hex": f"first message {i}".encode().hex()}
-                        for i, (m, e) in enumerate(zip(members, envelopes, strict=True))],
-            "must_be_refused": [{"description": what, "envelope_hex": e.SerializeToString().hex()}
-                                for what, e in refused_envelopes],
+            "members": [
+                {
+                    **m,
+                    "envelope_hex": e.SerializeToString().hex(),
+                    "envelope_sha256_hex": envelope_sha256(e.SerializeToString()).hex(),
+                    "body_hex": f"first message {i}".encode().hex(),
+                }
+                for i, (m, e) in enumerate(zip(members, envelopes, strict=True))
+            ],
+            "must_be_refused": [
+                {"description": what, "envelope_hex": e.SerializeToString().hex()} for what, e in refused_envelopes
+            ],
         },
         "receipts": {
             "purpose": batch.RECEIPT.single,
             "tree_size": len(signed),
-            "members": [{**m, "signed_receipt_hex": r.SerializeToString().hex(),
-                         "status": envelope_pb2.ReceiptStatus.Name(statuses[i])}
-                        for i, (m, r) in enumerate(zip(receipt_members, signed, strict=True))],
-            "must_be_refused": [{"description": what, "signed_receipt_hex": r.SerializeToString().hex()}
-                                for what, r in refused_receipts],
+            "members": [
+                {
+                    **m,
+                    "signed_receipt_hex": r.SerializeToString().hex(),
+                    "status": envelope_pb2.ReceiptStatus.Name(statuses[i]),
+                }
+                for i, (m, r) in enumerate(zip(receipt_members, signed, strict=True))
+            ],
+            "must_be_refused": [
+                {"description": what, "signed_receipt_hex": r.SerializeToString().hex()} for what, r in refused_receipts
+            ],
         },
     }
 
@@ -1446,7 +1939,6 @@ def batch_signatures_vector() -> dict[str, Any]:
 def _root_of(member: dict[str, Any]) -> bytes:
     """The root a member's path leads to."""
     return bytes.fromhex(member["root_hex"])
-
 
 
 def all_vectors() -> list[dict[str, Any]]:

@@ -23,9 +23,16 @@ _DEFAULT: Any = object()
 def key_usage(*, digital_signature: bool = True, cert_sign: bool = False) -> x509.KeyUsage:
     """A keyUsage value: digitalSignature by default, keyCertSign/cRLSign with `cert_sign`."""
     return x509.KeyUsage(
-        digital_signature=digital_signature, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign, crl_sign=cert_sign,
-        encipher_only=False, decipher_only=False)
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def leaf(
@@ -55,8 +62,9 @@ def leaf(
     )
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
-    constraints = x509.BasicConstraints(ca=False, path_length=None) if basic_constraints is _DEFAULT \
-        else basic_constraints
+    constraints = (
+        x509.BasicConstraints(ca=False, path_length=None) if basic_constraints is _DEFAULT else basic_constraints
+    )
     if constraints is not None:
         builder = builder.add_extension(constraints, critical=True)
     chosen_usage = key_usage() if usage is _DEFAULT else usage
@@ -67,7 +75,8 @@ def leaf(
     builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     if authority_key_id:
         builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.private_key.public_key()), critical=False)
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.private_key.public_key()), critical=False
+        )
     return builder.sign(issuer.private_key, hashes.SHA256()), key
 
 

@@ -125,7 +125,7 @@ class DirectoryBlobStore:
             raw = hashes.read_bytes()
         except FileNotFoundError:
             return []
-        return [raw[i:i + _HASH] for i in range(0, len(raw) - len(raw) % _HASH, _HASH)]
+        return [raw[i : i + _HASH] for i in range(0, len(raw) - len(raw) % _HASH, _HASH)]
 
     def writer(self, name: str, chunk_size: int, keep: int) -> BlobWriter:
         data, hashes = self._paths(name)
@@ -167,8 +167,9 @@ class _RowWriter:
         self._conn.execute(tables.blob_chunks.delete().where(_CHUNK.blob == name, _CHUNK.idx >= keep))
 
     def append(self, data: bytes, sha256: bytes) -> None:
-        self._conn.execute(tables.blob_chunks.insert().values(blob=self._name, idx=self._index, sha256=sha256,
-                                                              data=data))
+        self._conn.execute(
+            tables.blob_chunks.insert().values(blob=self._name, idx=self._index, sha256=sha256, data=data)
+        )
         self._index += 1
 
     def commit(self) -> None:
@@ -188,12 +189,17 @@ class DatabaseBlobStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._read_query = sa.select(_CHUNK.data, _CHUNK.sha256).where(
-            _CHUNK.blob == sa.bindparam("b"), _CHUNK.idx == sa.bindparam("i"))
+            _CHUNK.blob == sa.bindparam("b"), _CHUNK.idx == sa.bindparam("i")
+        )
 
     def committed(self, name: str) -> list[bytes]:
         with self._engine.connect() as conn:
-            return [bytes(h) for h in conn.execute(
-                sa.select(_CHUNK.sha256).where(_CHUNK.blob == name).order_by(_CHUNK.idx)).scalars()]
+            return [
+                bytes(h)
+                for h in conn.execute(
+                    sa.select(_CHUNK.sha256).where(_CHUNK.blob == name).order_by(_CHUNK.idx)
+                ).scalars()
+            ]
 
     def writer(self, name: str, chunk_size: int, keep: int) -> BlobWriter:
         return _RowWriter(self._engine, name, keep)

@@ -129,6 +129,7 @@ class AttachmentDesk:
         def run() -> T:
             with self._engine.connect() as conn:
                 return fn(conn)
+
         return await self._run(run)
 
     def check_name(self, message_id: str, index: int) -> None:
@@ -145,18 +146,21 @@ class AttachmentDesk:
             raise InvalidRequest("only agencies upload attachments")
         if upload.size > self._config.max_attachment_bytes:
             raise InvalidRequest(
-                f"attachment is {upload.size} bytes, over the limit of {self._config.max_attachment_bytes} bytes")
+                f"attachment is {upload.size} bytes, over the limit of {self._config.max_attachment_bytes} bytes"
+            )
         if not _stream.MIN_CHUNK_SIZE <= upload.chunk_size <= _stream.MAX_CHUNK_SIZE:
             raise InvalidRequest(
-                f"chunk_size {upload.chunk_size} is outside {_stream.MIN_CHUNK_SIZE}..{_stream.MAX_CHUNK_SIZE}")
+                f"chunk_size {upload.chunk_size} is outside {_stream.MIN_CHUNK_SIZE}..{_stream.MAX_CHUNK_SIZE}"
+            )
         if not MEDIA_TYPE.fullmatch(upload.media_type):
             raise InvalidRequest(f"media type {upload.media_type[:40]!r} is not type/subtype (RFC 6838)")
         n = _stream.chunk_count(upload.size, upload.chunk_size)
         if not 0 <= first_chunk < n:
             raise InvalidRequest(f"first_chunk {first_chunk} is outside 0..{n - 1}")
 
-    async def upload(self, caller: Principal, upload: Upload, first_chunk: int,
-                     chunks: AsyncIterator[tuple[int, bytes]]) -> Uploaded:
+    async def upload(
+        self, caller: Principal, upload: Upload, first_chunk: int, chunks: AsyncIterator[tuple[int, bytes]]
+    ) -> Uploaded:
         """Store the chunks of one upload from `first_chunk`; answer once the last one is stored."""
         self.check_start(upload, first_chunk)
         lock = self._locks.setdefault(upload.blob, asyncio.Lock())
@@ -173,18 +177,22 @@ class AttachmentDesk:
             if not lock.locked() and self._locks.get(upload.blob) is lock:
                 del self._locks[upload.blob]
 
-    async def _upload(self, caller: Principal, upload: Upload, first_chunk: int,
-                      chunks: AsyncIterator[tuple[int, bytes]]) -> Uploaded:
+    async def _upload(
+        self, caller: Principal, upload: Upload, first_chunk: int, chunks: AsyncIterator[tuple[int, bytes]]
+    ) -> Uploaded:
         n = _stream.chunk_count(upload.size, upload.chunk_size)
-        state = await self._writer.submit(BeginUpload(upload, self._config.attachment_quota_bytes,
-                                                      int(self._config.upload_ttl_seconds * 1_000_000)))
+        state = await self._writer.submit(
+            BeginUpload(upload, self._config.attachment_quota_bytes, int(self._config.upload_ttl_seconds * 1_000_000))
+        )
         if state.state != tables.UPLOADING:
-            assert state.sha256 is not None
+            if state.sha256 is None:
+                raise RuntimeError(f"stored attachment {upload.blob} is {state.state} but has no digest")
             return Uploaded(state.sha256, n, 0)
         committed = (await self._run(self.blobs.committed, state.blob))[:n]
         if first_chunk > len(committed):
             raise FailedPrecondition(
-                f"the broker holds {len(committed)} chunks of this upload: resume from chunk {len(committed)}")
+                f"the broker holds {len(committed)} chunks of this upload: resume from chunk {len(committed)}"
+            )
         # Resuming from an earlier chunk than committed is fine (the sender asked before a broken
         # stream's last chunks were committed): chunks are deterministic, the later ones are rewritten.
         hashes = committed[:first_chunk]
@@ -216,21 +224,32 @@ class AttachmentDesk:
             # writer is used by one thread at a time: the chunk in flight is stored before the commit.
             await asyncio.shield(self._run_after(storing, _commit_and_close, blob_writer))
         if expected < n:
-            raise InvalidRequest(f"the upload stream ended before chunk {expected} of {n}: "
-                                 f"resume from chunk {expected}")
+            raise InvalidRequest(
+                f"the upload stream ended before chunk {expected} of {n}: resume from chunk {expected}"
+            )
         digest = _stream.attachment_digest(hashes)
         await self._run(self.blobs.rename, state.blob, digest.hex())
         index = await self._writer.submit(CompleteUpload(upload, digest, n, first_chunk, str(caller.spiffe_id)))
-        log.info("attachment.uploaded", message_id=upload.message_id, attachment=upload.index,
-                 uploader=upload.uploader, size=upload.size, chunks=n)
+        log.info(
+            "attachment.uploaded",
+            message_id=upload.message_id,
+            attachment=upload.index,
+            uploader=upload.uploader,
+            size=upload.size,
+            chunks=n,
+        )
         return Uploaded(digest, n, index)
 
     async def progress(self, caller: Principal, message_id: str, index: int) -> UploadProgress:
         """How many chunks of the caller's upload are committed, and whether it is complete."""
         self.check_name(message_id, index)
-        row = await self._read(lambda conn: conn.execute(
-            sa.select(A.state, A.sha256, A.blob, A.size, A.chunk_size)
-            .where(A.uploader == caller.name, A.message_id == message_id, A.idx == index)).first())
+        row = await self._read(
+            lambda conn: conn.execute(
+                sa.select(A.state, A.sha256, A.blob, A.size, A.chunk_size).where(
+                    A.uploader == caller.name, A.message_id == message_id, A.idx == index
+                )
+            ).first()
+        )
         if row is None:
             raise NotFound(f"{caller.name} has no upload of attachment {index} of message {message_id}")
         n = _stream.chunk_count(row.size, row.chunk_size)
@@ -239,30 +258,39 @@ class AttachmentDesk:
         committed = len(await self._run(self.blobs.committed, row.blob))
         return UploadProgress(min(committed, n), False, b"")
 
-    async def authorise_download(self, caller: Principal, message_id: str, index: int,
-                                 first_chunk: int) -> Download:
+    async def authorise_download(self, caller: Principal, message_id: str, index: int, first_chunk: int) -> Download:
         """Check that the caller is a recipient of the message, not recalled or expired; audit the download."""
         self.check_name(message_id, index)
         d = store_tables.deliveries.c
-        row = await self._read(lambda conn: conn.execute(
-            sa.select(A.blob, A.size, A.chunk_size, A.sha256)
-            .join(store_tables.deliveries, (d.message_id == A.message_id) & (d.recipient == caller.name))
-            .where(A.message_id == message_id, A.idx == index, A.state == tables.ATTACHED,
-                   d.state <= broker_pb2.ACKNOWLEDGED)).first())
-        if row is None:
-            purged = await self._read(lambda conn: conn.execute(
-                sa.select(A.purge_rule)
+        row = await self._read(
+            lambda conn: conn.execute(
+                sa.select(A.blob, A.size, A.chunk_size, A.sha256)
                 .join(store_tables.deliveries, (d.message_id == A.message_id) & (d.recipient == caller.name))
-                .where(A.message_id == message_id, A.idx == index, A.state == tables.PURGED)).scalar())
+                .where(
+                    A.message_id == message_id,
+                    A.idx == index,
+                    A.state == tables.ATTACHED,
+                    d.state <= broker_pb2.ACKNOWLEDGED,
+                )
+            ).first()
+        )
+        if row is None:
+            purged = await self._read(
+                lambda conn: conn.execute(
+                    sa.select(A.purge_rule)
+                    .join(store_tables.deliveries, (d.message_id == A.message_id) & (d.recipient == caller.name))
+                    .where(A.message_id == message_id, A.idx == index, A.state == tables.PURGED)
+                ).scalar()
+            )
             if purged is not None:  # a recipient of the message: it may know why
-                raise NotFound(f"attachment {index} of message {message_id} was purged under retention rule "
-                               f"'{purged}'")
+                raise NotFound(f"attachment {index} of message {message_id} was purged under retention rule '{purged}'")
             raise NotFound(f"no attachment {index} of message {message_id} for {caller.name}")
         n = _stream.chunk_count(row.size, row.chunk_size)
         if not 0 <= first_chunk < n:
             raise InvalidRequest(f"first_chunk {first_chunk} is outside 0..{n - 1}")
-        await self._writer.submit(RecordDownload(message_id, index, caller.name, bytes(row.sha256), first_chunk,
-                                                 str(caller.spiffe_id)))
+        await self._writer.submit(
+            RecordDownload(message_id, index, caller.name, bytes(row.sha256), first_chunk, str(caller.spiffe_id))
+        )
         return Download(row.blob, row.size, row.chunk_size, first_chunk)
 
     async def chunks(self, download: Download) -> AsyncIterator[tuple[int, bytes]]:
@@ -290,14 +318,15 @@ class AttachmentDesk:
         m = store_tables.messages.c
         expired_uploads = (A.state != tables.ATTACHED) & (A.expires_us <= now)
         expired_messages = (A.state == tables.ATTACHED) & A.message_id.in_(
-            sa.select(m.message_id).where(m.expires_us <= now))
+            sa.select(m.message_id).where(m.expires_us <= now)
+        )
         deleted = 0
-        for where, reason in ((expired_uploads, "upload expired unreferenced"),
-                              (expired_messages, "message expired")):
+        for where, reason in ((expired_uploads, "upload expired unreferenced"), (expired_messages, "message expired")):
             found = await self._count(where)
             if found:
-                deleted += await self._writer.submit(DeleteAttachments(self.blobs, where, reason,
-                                                                       f"broker:{self._config.node}"))
+                deleted += await self._writer.submit(
+                    DeleteAttachments(self.blobs, where, reason, f"broker:{self._config.node}")
+                )
         return deleted
 
     async def _count(self, where: sa.ColumnElement[bool]) -> int:
@@ -306,6 +335,7 @@ class AttachmentDesk:
         def count(conn: Connection) -> int:
             found: int = conn.execute(query).scalar_one()
             return found
+
         return await self._read(count)
 
     async def sweep_forever(self) -> None:

@@ -49,8 +49,10 @@ class UploadState:
 
 def _row(batch: Batch, upload: Upload) -> Any:  # a result row
     return batch.conn.execute(
-        sa.select(A.size, A.chunk_size, A.state, A.media_type, A.sha256, A.blob)
-        .where(A.uploader == upload.uploader, A.message_id == upload.message_id, A.idx == upload.index)).first()
+        sa.select(A.size, A.chunk_size, A.state, A.media_type, A.sha256, A.blob).where(
+            A.uploader == upload.uploader, A.message_id == upload.message_id, A.idx == upload.index
+        )
+    ).first()
 
 
 @dataclass
@@ -68,18 +70,35 @@ class BeginUpload:
             if (row.size, row.chunk_size, row.media_type) != (u.size, u.chunk_size, u.media_type):
                 raise AlreadyExists(
                     f"attachment {u.index} of message {u.message_id} is already being uploaded with another "
-                    f"size, chunk size or media type ({row.size} bytes, chunks of {row.chunk_size}, {row.media_type})")
+                    f"size, chunk size or media type ({row.size} bytes, chunks of {row.chunk_size}, {row.media_type})"
+                )
             return UploadState(row.state, row.sha256, row.blob)
-        used = batch.conn.execute(sa.select(sa.func.coalesce(sa.func.sum(A.size), 0))
-                                  .where(A.uploader == u.uploader, A.state != tables.PURGED)).scalar_one()
+        used = batch.conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(A.size), 0)).where(
+                A.uploader == u.uploader, A.state != tables.PURGED
+            )
+        ).scalar_one()
         if used + u.size > self.quota:
             raise QuotaExceeded(
                 f"{u.uploader} stores {used} bytes of attachments; {u.size} more would exceed its quota of "
-                f"{self.quota} bytes")
-        batch.insert(tables.attachments, {
-            "uploader": u.uploader, "message_id": u.message_id, "idx": u.index, "size": u.size,
-            "chunk_size": u.chunk_size, "media_type": u.media_type, "state": tables.UPLOADING, "sha256": None,
-            "blob": u.blob, "created_us": batch.now_us, "expires_us": batch.now_us + self.ttl_us})
+                f"{self.quota} bytes"
+            )
+        batch.insert(
+            tables.attachments,
+            {
+                "uploader": u.uploader,
+                "message_id": u.message_id,
+                "idx": u.index,
+                "size": u.size,
+                "chunk_size": u.chunk_size,
+                "media_type": u.media_type,
+                "state": tables.UPLOADING,
+                "sha256": None,
+                "blob": u.blob,
+                "created_us": batch.now_us,
+                "expires_us": batch.now_us + self.ttl_us,
+            },
+        )
         return UploadState(tables.UPLOADING, None, u.blob)
 
 
@@ -97,16 +116,30 @@ class CompleteUpload:
         u = self.upload
         updated = batch.conn.execute(
             tables.attachments.update()
-            .where(A.uploader == u.uploader, A.message_id == u.message_id, A.idx == u.index,
-                   A.state == tables.UPLOADING)
-            .values(state=tables.COMPLETE, sha256=self.sha256, blob=self.sha256.hex())).rowcount
+            .where(
+                A.uploader == u.uploader, A.message_id == u.message_id, A.idx == u.index, A.state == tables.UPLOADING
+            )
+            .values(state=tables.COMPLETE, sha256=self.sha256, blob=self.sha256.hex())
+        ).rowcount
         if not updated:
             raise FailedPrecondition(f"attachment {u.index} of message {u.message_id} is no longer being uploaded")
-        return batch.audit(AuditEvent(
-            event="attachment.uploaded", actor=self.actor, time=batch.now, message_id=u.message_id,
-            agency=u.uploader,
-            fields={"attachment": u.index, "sha256": self.sha256.hex(), "size": u.size, "chunks": self.chunks,
-                    "media_type": u.media_type, "resumed_from_chunk": self.resumed_from}))
+        return batch.audit(
+            AuditEvent(
+                event="attachment.uploaded",
+                actor=self.actor,
+                time=batch.now,
+                message_id=u.message_id,
+                agency=u.uploader,
+                fields={
+                    "attachment": u.index,
+                    "sha256": self.sha256.hex(),
+                    "size": u.size,
+                    "chunks": self.chunks,
+                    "media_type": u.media_type,
+                    "resumed_from_chunk": self.resumed_from,
+                },
+            )
+        )
 
 
 @dataclass
@@ -121,35 +154,55 @@ class RecordDownload:
     actor: str
 
     def stage(self, batch: Batch) -> int:
-        return batch.audit(AuditEvent(
-            event="attachment.downloaded", actor=self.actor, time=batch.now, message_id=self.message_id,
-            agency=self.recipient,
-            fields={"attachment": self.index, "recipient": self.recipient, "sha256": self.sha256.hex(),
-                    "first_chunk": self.first_chunk}))
+        return batch.audit(
+            AuditEvent(
+                event="attachment.downloaded",
+                actor=self.actor,
+                time=batch.now,
+                message_id=self.message_id,
+                agency=self.recipient,
+                fields={
+                    "attachment": self.index,
+                    "recipient": self.recipient,
+                    "sha256": self.sha256.hex(),
+                    "first_chunk": self.first_chunk,
+                },
+            )
+        )
 
 
-def attach_to_message(batch: Batch, uploader: str, message_id: str,
-                      refs: Sequence[tuple[bytes, int, int, str]]) -> None:
+def attach_to_message(
+    batch: Batch, uploader: str, message_id: str, refs: Sequence[tuple[bytes, int, int, str]]
+) -> None:
     """Bind the complete uploads named by an accepted envelope's header to it (inside its AcceptEnvelope).
 
     Raise `FailedPrecondition` before changing anything if one is missing or differs.
     """
-    rows = {row.idx: row for row in batch.conn.execute(
-        sa.select(A.idx, A.state, A.sha256, A.size, A.chunk_size, A.media_type)
-        .where(A.uploader == uploader, A.message_id == message_id))}
+    rows = {
+        row.idx: row
+        for row in batch.conn.execute(
+            sa.select(A.idx, A.state, A.sha256, A.size, A.chunk_size, A.media_type).where(
+                A.uploader == uploader, A.message_id == message_id
+            )
+        )
+    }
     for index, (sha256, size, chunk_size, media_type) in enumerate(refs):
         row = rows.get(index)
         if row is None or row.state != tables.COMPLETE:
             raise FailedPrecondition(
                 f"attachment {index} of message {message_id} has not been uploaded completely; "
-                "upload it before sending the envelope")
+                "upload it before sending the envelope"
+            )
         if (bytes(row.sha256), row.size, row.chunk_size, row.media_type) != (sha256, size, chunk_size, media_type):
             raise FailedPrecondition(
                 f"attachment {index} of message {message_id} differs from the upload (digest, size, chunk size "
-                "or media type)")
-    batch.conn.execute(tables.attachments.update()
-                       .where(A.uploader == uploader, A.message_id == message_id, A.idx < len(refs))
-                       .values(state=tables.ATTACHED, expires_us=None))
+                "or media type)"
+            )
+    batch.conn.execute(
+        tables.attachments.update()
+        .where(A.uploader == uploader, A.message_id == message_id, A.idx < len(refs))
+        .values(state=tables.ATTACHED, expires_us=None)
+    )
 
 
 def release_blob(batch: Batch, blobs: BlobStore, blob: str) -> None:
@@ -157,25 +210,40 @@ def release_blob(batch: Batch, blobs: BlobStore, blob: str) -> None:
     if not blob:
         return  # a purged attachment's tombstone has no blob
     shared = batch.conn.execute(
-        sa.select(sa.func.count()).select_from(tables.attachments).where(A.blob == blob)).scalar_one()
+        sa.select(sa.func.count()).select_from(tables.attachments).where(A.blob == blob)
+    ).scalar_one()
     if not shared:
         blobs.delete_in(batch, blob)
 
 
-def delete_attachments(batch: Batch, blobs: BlobStore, where: sa.ColumnElement[bool], reason: str,
-                       actor: str) -> int:
+def delete_attachments(batch: Batch, blobs: BlobStore, where: sa.ColumnElement[bool], reason: str, actor: str) -> int:
     """Delete the attachments matching `where` and their blobs, one audit entry each."""
-    rows = list(batch.conn.execute(
-        sa.select(A.uploader, A.message_id, A.idx, A.size, A.sha256, A.blob, A.state).where(where)))
+    rows = list(
+        batch.conn.execute(sa.select(A.uploader, A.message_id, A.idx, A.size, A.sha256, A.blob, A.state).where(where))
+    )
     for row in rows:
-        batch.conn.execute(tables.attachments.delete().where(
-            A.uploader == row.uploader, A.message_id == row.message_id, A.idx == row.idx))
+        batch.conn.execute(
+            tables.attachments.delete().where(
+                A.uploader == row.uploader, A.message_id == row.message_id, A.idx == row.idx
+            )
+        )
         release_blob(batch, blobs, row.blob)
-        batch.audit(AuditEvent(
-            event="attachment.deleted", actor=actor, time=batch.now, message_id=row.message_id, agency=row.uploader,
-            fields={"attachment": row.idx, "reason": reason, "size": row.size,
+        batch.audit(
+            AuditEvent(
+                event="attachment.deleted",
+                actor=actor,
+                time=batch.now,
+                message_id=row.message_id,
+                agency=row.uploader,
+                fields={
+                    "attachment": row.idx,
+                    "reason": reason,
+                    "size": row.size,
                     "sha256": bytes(row.sha256).hex() if row.sha256 else "",
-                    "complete": int(row.state != tables.UPLOADING)}))
+                    "complete": int(row.state != tables.UPLOADING),
+                },
+            )
+        )
     return len(rows)
 
 

@@ -98,6 +98,8 @@ _ENTRY_COLUMNS = (
 
 _ENTRY_INSERT_COLUMNS = ("leaf_index", "time_us", "event", "actor", "agency", "message_id", "entry", "leaf_hash")
 _NODE_INSERT_COLUMNS = ("level", "node_index", "hash")
+
+
 def _node_key(start: int, end: int) -> tuple[int, int]:
     """`(level, node_index)` of the perfect subtree `[start, end)`."""
     return (end - start).bit_length() - 1, start // (end - start)
@@ -263,8 +265,10 @@ class AuditLog:
             .order_by(checkpoints_table.c.tree_size.desc())
             .limit(limit)
         )
-        return [CheckpointRecord(int(size), bytes(root), _from_us(time_us), bytes(note))
-                for size, root, time_us, note in rows]
+        return [
+            CheckpointRecord(int(size), bytes(root), _from_us(time_us), bytes(note))
+            for size, root, time_us, note in rows
+        ]
 
     def checkpoint(self, conn: Connection, tree_size: int) -> CheckpointRecord:
         """The checkpoint signed at exactly `tree_size`."""

@@ -55,12 +55,21 @@ def bounded(text: str, limit: int = MAX_TEXT) -> str:
     if len(text) <= limit:
         return text
     raw = text.encode("utf-8", "surrogatepass")
-    return f"{text[:limit // 2]}…[cut: {len(raw)} bytes, sha256:{hashlib.sha256(raw).hexdigest()}]"
+    return f"{text[: limit // 2]}…[cut: {len(raw)} bytes, sha256:{hashlib.sha256(raw).hexdigest()}]"
 
 
-def rejection(actor: str, rpc: str, reason: str, time: dt.datetime, *, message_id: str | None = None,
-              agency: str | None = None, digest: str = "", status: str = "",
-              fields: dict[str, FieldValue] | None = None) -> AuditEvent:
+def rejection(
+    actor: str,
+    rpc: str,
+    reason: str,
+    time: dt.datetime,
+    *,
+    message_id: str | None = None,
+    agency: str | None = None,
+    digest: str = "",
+    status: str = "",
+    fields: dict[str, FieldValue] | None = None,
+) -> AuditEvent:
     """The audit entry of a refused request: who, which RPC, why; never the payload, every text bounded."""
     entry: dict[str, FieldValue] = {k: _bounded_value(v) for k, v in (fields or {}).items()}
     entry.update({"rpc": bounded(rpc), "reason": bounded(reason)})
@@ -74,8 +83,14 @@ def rejection(actor: str, rpc: str, reason: str, time: dt.datetime, *, message_i
         entry["claimed_message_id"], message_id = bounded(message_id), None
     if agency is not None and len(agency) > _ID_COLUMN:
         entry["claimed_agency"], agency = bounded(agency), None
-    return AuditEvent(event="request.rejected", actor=bounded(actor, _ACTOR_COLUMN), time=time,
-                      message_id=message_id, agency=agency, fields=entry)
+    return AuditEvent(
+        event="request.rejected",
+        actor=bounded(actor, _ACTOR_COLUMN),
+        time=time,
+        message_id=message_id,
+        agency=agency,
+        fields=entry,
+    )
 
 
 def _bounded_value(value: FieldValue) -> FieldValue:
@@ -114,8 +129,14 @@ class RefusalScope:
     digest: str = ""
     fields: dict[str, FieldValue] = field(default_factory=dict)
 
-    def note(self, *, message_id: str | None = None, agency: str | None = None, digest: str | None = None,
-             **fields: FieldValue) -> None:
+    def note(
+        self,
+        *,
+        message_id: str | None = None,
+        agency: str | None = None,
+        digest: str | None = None,
+        **fields: FieldValue,
+    ) -> None:
         """Add what became known (a message id once the header is read, the envelope digest...)."""
         if message_id is not None:
             self.message_id = message_id
@@ -141,18 +162,33 @@ class RefusalScope:
             merged.agency = s.agency if s.agency is not None else merged.agency
             merged.digest = s.digest or merged.digest
             fields.update(s.fields)
-        return rejection(merged.actor or "unknown", merged.rpc or "unknown", str(error), dt.datetime.now(dt.UTC),
-                         message_id=merged.message_id, agency=merged.agency, digest=merged.digest,
-                         status=status_of(error).name, fields=fields)
+        return rejection(
+            merged.actor or "unknown",
+            merged.rpc or "unknown",
+            str(error),
+            dt.datetime.now(dt.UTC),
+            message_id=merged.message_id,
+            agency=merged.agency,
+            digest=merged.digest,
+            status=status_of(error).name,
+            fields=fields,
+        )
 
 
 _SCOPE: ContextVar[RefusalScope | None] = ContextVar("isb_refusal_scope", default=None)
 
 
 @contextlib.asynccontextmanager
-async def audited(record: Record | None = None, actor: str | None = None, rpc: str | None = None, *,
-                  message_id: str | None = None, agency: str | None = None, digest: str = "",
-                  **fields: FieldValue) -> AsyncIterator[RefusalScope]:
+async def audited(
+    record: Record | None = None,
+    actor: str | None = None,
+    rpc: str | None = None,
+    *,
+    message_id: str | None = None,
+    agency: str | None = None,
+    digest: str = "",
+    **fields: FieldValue,
+) -> AsyncIterator[RefusalScope]:
     """A refusal raised inside is audited once (here, unless a nested scope did), then re-raised.
 
     The outermost scope of a call needs `record`; nested scopes belong to the same call (their
@@ -176,8 +212,9 @@ async def audited(record: Record | None = None, actor: str | None = None, rpc: s
         _SCOPE.reset(token)
 
 
-def note(*, message_id: str | None = None, agency: str | None = None, digest: str | None = None,
-         **fields: FieldValue) -> None:
+def note(
+    *, message_id: str | None = None, agency: str | None = None, digest: str | None = None, **fields: FieldValue
+) -> None:
     """Add to the current scope's fields (no-op outside a scope)."""
     scope = _SCOPE.get()
     if scope is not None:
@@ -216,5 +253,9 @@ async def _write(record: Record, entry: AuditEvent, error: Refusal) -> None:
         await record(entry)
     except Exception as exc:
         AUDIT_WRITE_FAILURES.labels("refusal").inc()
-        log.exception("refusal.audit_failed", error=bounded(f"{type(exc).__name__}: {exc}"),
-                      status=status_of(error).name, reason=bounded(str(error)))
+        log.exception(
+            "refusal.audit_failed",
+            error=bounded(f"{type(exc).__name__}: {exc}"),
+            status=status_of(error).name,
+            reason=bounded(str(error)),
+        )

@@ -90,9 +90,14 @@ class AgencyQueue:
 class Dispatcher:
     """Hands deliveries to subscribed streams in priority then arrival order, with leases."""
 
-    def __init__(self, load_backlog: Loader, load_envelope: EnvelopeLoader, lease_seconds: float,
-                 on_delivered: Callable[[QueuedDelivery], None],
-                 on_expired: Callable[[QueuedDelivery], None]) -> None:
+    def __init__(
+        self,
+        load_backlog: Loader,
+        load_envelope: EnvelopeLoader,
+        lease_seconds: float,
+        on_delivered: Callable[[QueuedDelivery], None],
+        on_expired: Callable[[QueuedDelivery], None],
+    ) -> None:
         self._queues: dict[str, AgencyQueue] = {}
         self._load_backlog = load_backlog
         self._load_envelope = load_envelope

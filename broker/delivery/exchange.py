@@ -83,8 +83,9 @@ class MessageState:
 class Exchange:
     """The broker's domain core for the message lifecycle."""
 
-    def __init__(self, config: BrokerConfig, engine: Engine, writer: Writer, registry: Registry,
-                 policy: RunningPolicy) -> None:
+    def __init__(
+        self, config: BrokerConfig, engine: Engine, writer: Writer, registry: Registry, policy: RunningPolicy
+    ) -> None:
         self._config = config
         self._engine = engine
         self._writer = writer
@@ -102,8 +103,9 @@ class Exchange:
             last = conn.execute(sa.select(sa.func.max(tables.messages.c.seq))).scalar()
         self._arrival = ops.ArrivalCounter((last or 0) + 1)
         writer.on_foreign_writes.append(self._resync_arrival)
-        self.dispatcher = Dispatcher(self._load_backlog, self._load_envelope, config.lease_seconds,
-                                     self._delivered, self._expired)
+        self.dispatcher = Dispatcher(
+            self._load_backlog, self._load_envelope, config.lease_seconds, self._delivered, self._expired
+        )
 
     def _resync_arrival(self, conn: Connection) -> None:
         # Another replica accepted messages since our last batch: continue after its sequence.
@@ -112,6 +114,7 @@ class Exchange:
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run a read-only query on a pooled connection, off the event loop."""
+
         def run() -> T:
             try:
                 with self._engine.connect() as conn:
@@ -133,8 +136,13 @@ class Exchange:
             # The refusal's own status still goes to the caller; its entry is held until the store
             # commits again (Writer.submit_nowait), and the miss is logged and counted.
             AUDIT_WRITE_FAILURES.labels("refusal").inc()
-            log.warning("audit.refusal_not_written", rpc=event.fields.get("rpc"),
-                        refused_status=event.fields.get("status"), cause=fault.status.name, held=True)
+            log.warning(
+                "audit.refusal_not_written",
+                rpc=event.fields.get("rpc"),
+                refused_status=event.fields.get("status"),
+                cause=fault.status.name,
+                held=True,
+            )
             self._writer.submit_nowait(ops.RecordEvent(event))
 
     # -- Send ----------------------------------------------------------------------------------
@@ -149,17 +157,27 @@ class Exchange:
         ENVELOPES.labels("duplicate" if accepted.duplicate else "accepted").inc()
         return accepted
 
-    async def _send(self, caller: Principal, envelope: envelope_pb2.Envelope, raw_size: int,
-                    refusal: refusals.RefusalScope) -> ops.Accepted:
+    async def _send(
+        self, caller: Principal, envelope: envelope_pb2.Envelope, raw_size: int, refusal: refusals.RefusalScope
+    ) -> ops.Accepted:
         # 1. Who, how big, well formed: cheap checks before any cryptography.
-        intake = take_in(caller, envelope, raw_size, refusal, max_bytes=self._config.max_envelope_bytes,
-                         max_recipients=self._config.max_recipients, action="send", what="envelopes")
+        intake = take_in(
+            caller,
+            envelope,
+            raw_size,
+            refusal,
+            max_bytes=self._config.max_envelope_bytes,
+            max_recipients=self._config.max_recipients,
+            action="send",
+            what="envelopes",
+        )
         envelope_bytes, digest, header = intake.envelope_bytes, intake.digest, intake.header
         if header.sender in header.recipients:
             raise InvalidRequest("an agency cannot address itself")
         # 2. The outer signature and digests, with the caller's own certificate.
-        header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes,
-                              roots=self._roots)
+        header = verify_outer(
+            envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes, roots=self._roots
+        )
         expires_us = header.expires.ToMicroseconds() if header.HasField("expires") else None
         if expires_us is not None and expires_us <= now_us():
             raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
@@ -171,22 +189,38 @@ class Exchange:
         if wrapped != sorted(recipients):
             raise InvalidRequest(
                 "wrapped keys must be exactly one per recipient agency after group expansion: "
-                f"expected {sorted(recipients)}, envelope has {wrapped}")
-        accepted: ops.Accepted = await self._writer.submit(ops.AcceptEnvelope(
-            header=header, parsed=envelope, envelope=envelope_bytes, envelope_sha256=digest,
-            sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
-            caller=str(caller.spiffe_id), recipients=recipients, expansion=expansion,
-            policy_rule=decision.rule, sequence=self._arrival, known_certs=self._known_certs,
-            on_commit=self.dispatcher.accepted, expires_us=expires_us, blobs=self.blobs,
-        ))
+                f"expected {sorted(recipients)}, envelope has {wrapped}"
+            )
+        accepted: ops.Accepted = await self._writer.submit(
+            ops.AcceptEnvelope(
+                header=header,
+                parsed=envelope,
+                envelope=envelope_bytes,
+                envelope_sha256=digest,
+                sender_cert_fingerprint=caller.fingerprint,
+                sender_cert_der=caller.certificate_der,
+                caller=str(caller.spiffe_id),
+                recipients=recipients,
+                expansion=expansion,
+                policy_rule=decision.rule,
+                sequence=self._arrival,
+                known_certs=self._known_certs,
+                on_commit=self.dispatcher.accepted,
+                expires_us=expires_us,
+                blobs=self.blobs,
+            )
+        )
         return accepted
 
     async def _route(self, header: envelope_pb2.Header) -> tuple[Decision, dict[str, list[str]]]:
         """The policy decision for this header, and the group expansion recorded in the audit entry."""
         self.reload_policy()
         policy = self._policy.current
-        policy.justification.check_send(kind_from_proto(header.kind), tlp_from_proto(header.handling.tlp),
-                                        {"legal_basis": header.legal_basis, "case_reference": header.case_reference})
+        policy.justification.check_send(
+            kind_from_proto(header.kind),
+            tlp_from_proto(header.handling.tlp),
+            {"legal_basis": header.legal_basis, "case_reference": header.case_reference},
+        )
         for r in header.recipients:
             # Groups and agencies share one namespace (EU-CUSTOMS looks like an agency id).
             if r not in policy.groups and r not in self._registry:
@@ -194,8 +228,12 @@ class Exchange:
         if header.references and header.kind != envelope_pb2.RECALL:
             decision = await self._decide_forward(header)
         else:
-            decision = policy.decide_send(header.sender, kind_from_proto(header.kind),
-                                          tlp_from_proto(header.handling.tlp), list(header.recipients))
+            decision = policy.decide_send(
+                header.sender,
+                kind_from_proto(header.kind),
+                tlp_from_proto(header.handling.tlp),
+                list(header.recipients),
+            )
         decision.raise_if_denied()
         unregistered = [r for r in decision.expanded if r not in self._registry]
         if unregistered:
@@ -208,33 +246,58 @@ class Exchange:
         # A header that references another message (other than a RECALL) is a forward: the forwarder
         # must have received the original, keep its handling code, and be allowed by policy.
         m, d = tables.messages, tables.deliveries
-        original = await self.read(lambda conn: conn.execute(
-            sa.select(m.c.sender, m.c.kind, m.c.envelope)
-            .join(d, (d.c.message_id == m.c.message_id) & (d.c.recipient == header.sender))
-            .where(m.c.message_id == header.references)).first())
+        original = await self.read(
+            lambda conn: conn.execute(
+                sa.select(m.c.sender, m.c.kind, m.c.envelope)
+                .join(d, (d.c.message_id == m.c.message_id) & (d.c.recipient == header.sender))
+                .where(m.c.message_id == header.references)
+            ).first()
+        )
         if original is None:
             raise PermissionDenied(f"{header.sender} did not receive message {header.references}, so cannot forward it")
         if not original.envelope:
-            raise FailedPrecondition(f"message {header.references} was purged under its retention period; "
-                                     "the broker no longer holds it to check a forward against")
+            raise FailedPrecondition(
+                f"message {header.references} was purged under its retention period; "
+                "the broker no longer holds it to check a forward against"
+            )
         original_header = envelope_pb2.Header.FromString(envelope_pb2.Envelope.FromString(original.envelope).header)
         if original_header.handling != header.handling or original.kind != header.kind:
             was = f"{kind_from_proto(original.kind)} at {tlp_from_proto(original_header.handling.tlp)}"
-            raise PolicyViolation("refused by policy (builtin:forward-keeps-handling): a forwarded message must keep "
-                                  f"the kind and handling code of the original ({was})")
+            raise PolicyViolation(
+                "refused by policy (builtin:forward-keeps-handling): a forwarded message must keep "
+                f"the kind and handling code of the original ({was})"
+            )
         decision = self._policy.current.decide_forward(
-            header.sender, original.sender, kind_from_proto(header.kind), tlp_from_proto(header.handling.tlp),
-            list(header.recipients))
+            header.sender,
+            original.sender,
+            kind_from_proto(header.kind),
+            tlp_from_proto(header.handling.tlp),
+            list(header.recipients),
+        )
         if decision.allowed or decision.rule.startswith("builtin:") or not decision.expanded:
             return decision  # the organisation bound of AMBER+STRICT and RED holds whatever the owner says
         # A rule refused it: the original sender may have consented to exactly these recipients.
         c = tables.forward_consents
-        consented = await self.read(lambda conn: {r[0] for r in conn.execute(
-            sa.select(c.c.recipient).where(c.c.message_id == header.references, c.c.forwarder == header.sender,
-                                           c.c.recipient.in_(decision.expanded), c.c.not_after_us > now_us()))})
+        consented = await self.read(
+            lambda conn: {
+                r[0]
+                for r in conn.execute(
+                    sa.select(c.c.recipient).where(
+                        c.c.message_id == header.references,
+                        c.c.forwarder == header.sender,
+                        c.c.recipient.in_(decision.expanded),
+                        c.c.not_after_us > now_us(),
+                    )
+                )
+            }
+        )
         if consented.issuperset(decision.expanded):
-            return Decision(allowed=True, rule=f"consent:{original.sender}",
-                            reason=f"{original.sender} consented to this forward", expanded=decision.expanded)
+            return Decision(
+                allowed=True,
+                rule=f"consent:{original.sender}",
+                reason=f"{original.sender} consented to this forward",
+                expanded=decision.expanded,
+            )
         return decision
 
     def consultation(self, caller: str, legal_basis: str, case_reference: str, operator: str) -> dict[str, str]:
@@ -250,20 +313,31 @@ class Exchange:
         change = self._policy.reload_if_changed()
         if change is not None and change.changed:
             log.info("policy.reloaded", old_digest=change.old_digest, new_digest=change.new_digest)
-            self._writer.submit_nowait(ops.RecordEvent(AuditEvent(
-                event="policy.changed", actor=change.actor, time=change.time,
-                fields={"old_digest": change.old_digest, "new_digest": change.new_digest})))
+            self._writer.submit_nowait(
+                ops.RecordEvent(
+                    AuditEvent(
+                        event="policy.changed",
+                        actor=change.actor,
+                        time=change.time,
+                        fields={"old_digest": change.old_digest, "new_digest": change.new_digest},
+                    )
+                )
+            )
 
     async def _check_created(self, header: envelope_pb2.Header, digest: bytes) -> None:
         """`created` within the clock-skew window, unless this is a retry of a message already stored
         (same id and bytes: a retry after an outage gets the same answer as the first send)."""
         try:
-            validation.check_created_skew(header, dt.datetime.now(dt.UTC),
-                                          dt.timedelta(seconds=self._config.max_clock_skew_seconds))
+            validation.check_created_skew(
+                header, dt.datetime.now(dt.UTC), dt.timedelta(seconds=self._config.max_clock_skew_seconds)
+            )
         except OutOfRange:
             m = tables.messages
-            stored = await self.read(lambda conn: conn.execute(
-                sa.select(m.c.envelope_sha256).where(m.c.message_id == header.message_id)).scalar())
+            stored = await self.read(
+                lambda conn: conn.execute(
+                    sa.select(m.c.envelope_sha256).where(m.c.message_id == header.message_id)
+                ).scalar()
+            )
             if stored is None or bytes(stored) != digest:
                 raise
 
@@ -275,8 +349,7 @@ class Exchange:
             self._cert_der[caller.fingerprint] = caller.certificate_der
         return cert
 
-    async def grant_forward_consent(self, caller: Principal,
-                                    signed: envelope_pb2.SignedForwardConsent) -> int:
+    async def grant_forward_consent(self, caller: Principal, signed: envelope_pb2.SignedForwardConsent) -> int:
         """Record the original sender's consent that a recipient may forward its message."""
         async with refusals.audited(self.record_refusal, str(caller.spiffe_id), agency=caller.name):
             if caller.role is not Role.AGENCY:
@@ -286,21 +359,28 @@ class Exchange:
             validation.check_signed(signed.consent, signed.signature, "forward consent", 16384)
             consent = verify_forward_consent(signed, self._certificate(caller))
             m, d = tables.messages, tables.deliveries
-            sender = await self.read(lambda conn: conn.execute(
-                sa.select(m.c.sender).where(m.c.message_id == consent.message_id)).scalar())
+            sender = await self.read(
+                lambda conn: conn.execute(sa.select(m.c.sender).where(m.c.message_id == consent.message_id)).scalar()
+            )
             if sender != caller.name:
-                raise PermissionDenied(f"only the original sender of message {consent.message_id} may consent "
-                                       "to forwarding it")
-            received = await self.read(lambda conn: conn.execute(
-                sa.select(d.c.recipient).where(d.c.message_id == consent.message_id,
-                                               d.c.recipient == consent.forwarder)).scalar())
+                raise PermissionDenied(
+                    f"only the original sender of message {consent.message_id} may consent to forwarding it"
+                )
+            received = await self.read(
+                lambda conn: conn.execute(
+                    sa.select(d.c.recipient).where(
+                        d.c.message_id == consent.message_id, d.c.recipient == consent.forwarder
+                    )
+                ).scalar()
+            )
             if received is None:
                 raise FailedPrecondition(f"{consent.forwarder} did not receive message {consent.message_id}")
             unknown = [r for r in consent.recipients if r not in self._registry]
             if unknown:
                 raise NotFound(f"consent names {unknown[0]}, which is not a registered agency")
-            index: int = await self._writer.submit(ops.RecordForwardConsent(
-                consent, signed.consent, signed.signature, str(caller.spiffe_id), caller.name))
+            index: int = await self._writer.submit(
+                ops.RecordForwardConsent(consent, signed.consent, signed.signature, str(caller.spiffe_id), caller.name)
+            )
         return index
 
     # -- Subscribe -----------------------------------------------------------------------------
@@ -316,16 +396,28 @@ class Exchange:
     async def _load_backlog(self, agency: str) -> list[ops.QueuedDelivery]:
         d, m = tables.deliveries, tables.messages
         query = (
-            sa.select(d.c.message_id, d.c.priority, d.c.seq, d.c.attempts, m.c.expires_us, m.c.accepted_us,
-                      m.c.sender_cert)
+            sa.select(
+                d.c.message_id, d.c.priority, d.c.seq, d.c.attempts, m.c.expires_us, m.c.accepted_us, m.c.sender_cert
+            )
             .join(m, m.c.message_id == d.c.message_id)
             .where(d.c.recipient == agency, ops.UNSETTLED)
         )
-        return await self.read(lambda conn: [
-            ops.QueuedDelivery(r.message_id, agency, r.priority, r.seq, r.expires_us, r.accepted_us, None, r.attempts,
-                               self._cert_der.get(bytes(r.sender_cert)))
-            for r in conn.execute(query)
-        ])
+        return await self.read(
+            lambda conn: [
+                ops.QueuedDelivery(
+                    r.message_id,
+                    agency,
+                    r.priority,
+                    r.seq,
+                    r.expires_us,
+                    r.accepted_us,
+                    None,
+                    r.attempts,
+                    self._cert_der.get(bytes(r.sender_cert)),
+                )
+                for r in conn.execute(query)
+            ]
+        )
 
     async def _load_envelope(self, message_id: str) -> bytes:
         query = sa.select(tables.messages.c.envelope).where(tables.messages.c.message_id == message_id)
@@ -343,8 +435,9 @@ class Exchange:
         self._writer.submit_nowait(ops.RecordDelivered(items, actor=f"broker:{self._config.node}"))
 
     def _expired(self, item: ops.QueuedDelivery) -> None:
-        self._writer.submit_nowait(ops.ExpireDeliveries([(item.message_id, item.recipient)],
-                                                        actor=f"broker:{self._config.node}"))
+        self._writer.submit_nowait(
+            ops.ExpireDeliveries([(item.message_id, item.recipient)], actor=f"broker:{self._config.node}")
+        )
 
     async def sender_certificate(self, item: ops.QueuedDelivery) -> bytes:
         """The DER certificate the sender of a delivery used, as the broker verified it."""
@@ -378,47 +471,88 @@ class Exchange:
                 if receipt.message_id in seen:
                     raise InvalidRequest(f"message {receipt.message_id} acknowledged twice in one Ack")
                 seen.add(receipt.message_id)
-                verified.append(ops.VerifiedReceipt(
-                    message_id=receipt.message_id, recipient=caller.name, status=receipt.status,
-                    receipt=signed.receipt, signature=signed.signature,
-                    batch_signature=signed.batch_signature.SerializeToString() if signed.HasField("batch_signature")
-                    else None, cert_fingerprint=caller.fingerprint,
-                    cert_der=caller.certificate_der, envelope_sha256=receipt.envelope_sha256,
-                    reason=receipt.reason))
+                verified.append(
+                    ops.VerifiedReceipt(
+                        message_id=receipt.message_id,
+                        recipient=caller.name,
+                        status=receipt.status,
+                        receipt=signed.receipt,
+                        signature=signed.signature,
+                        batch_signature=signed.batch_signature.SerializeToString()
+                        if signed.HasField("batch_signature")
+                        else None,
+                        cert_fingerprint=caller.fingerprint,
+                        cert_der=caller.certificate_der,
+                        envelope_sha256=receipt.envelope_sha256,
+                        reason=receipt.reason,
+                    )
+                )
             RECEIPTS.inc(len(verified))
-            count: int = await self._writer.submit(ops.RecordReceipts(
-                verified, actor=str(caller.spiffe_id), known_certs=self._known_certs,
-                on_commit=self.dispatcher.acknowledged))
+            count: int = await self._writer.submit(
+                ops.RecordReceipts(
+                    verified,
+                    actor=str(caller.spiffe_id),
+                    known_certs=self._known_certs,
+                    on_commit=self.dispatcher.acknowledged,
+                )
+            )
         return count
 
     # -- GetStatus -----------------------------------------------------------------------------
     async def status(self, caller: Principal, message_id: str) -> MessageState:
         """Delivery state and receipts of a message the caller sent, whether retention purged it, and the
         RECALLs the caller sent of it."""
+
         def load(conn: Connection) -> MessageState | None:
             d, m, c = tables.deliveries, tables.messages, tables.peer_certificates
-            message = conn.execute(sa.select(m.c.sender, m.c.purge_rule, m.c.purged_us)
-                                   .where(m.c.message_id == message_id)).first()
+            message = conn.execute(
+                sa.select(m.c.sender, m.c.purge_rule, m.c.purged_us).where(m.c.message_id == message_id)
+            ).first()
             if message is None or message.sender != caller.name:
                 return None
             rows = conn.execute(
-                sa.select(d, c.c.der).outerjoin(c, c.c.fingerprint == d.c.receipt_cert)
-                .where(d.c.message_id == message_id).order_by(d.c.recipient)
+                sa.select(d, c.c.der)
+                .outerjoin(c, c.c.fingerprint == d.c.receipt_cert)
+                .where(d.c.message_id == message_id)
+                .order_by(d.c.recipient)
             ).all()
-            recalls = conn.execute(
-                sa.select(m.c.message_id).where(m.c.references == message_id, m.c.kind == envelope_pb2.RECALL,
-                                                m.c.sender == caller.name).order_by(m.c.seq)).scalars().all()
-            return MessageState([
-                (RecipientState(r.recipient, r.state, r.attempts, r.updated_us, r.receipt, r.receipt_signature,
-                                r.receipt_batch, r.receipt_cert), r.der)
-                for r in rows
-            ], message.purge_rule or "", message.purged_us, tuple(recalls))
+            recalls = (
+                conn.execute(
+                    sa.select(m.c.message_id)
+                    .where(m.c.references == message_id, m.c.kind == envelope_pb2.RECALL, m.c.sender == caller.name)
+                    .order_by(m.c.seq)
+                )
+                .scalars()
+                .all()
+            )
+            return MessageState(
+                [
+                    (
+                        RecipientState(
+                            r.recipient,
+                            r.state,
+                            r.attempts,
+                            r.updated_us,
+                            r.receipt,
+                            r.receipt_signature,
+                            r.receipt_batch,
+                            r.receipt_cert,
+                        ),
+                        r.der,
+                    )
+                    for r in rows
+                ],
+                message.purge_rule or "",
+                message.purged_us,
+                tuple(recalls),
+            )
 
         state = await self.read(load)
         if state is None:
             # Same answer for "absent" and "someone else's", so ids of others' messages leak nothing.
-            async with refusals.audited(self.record_refusal, str(caller.spiffe_id), message_id=message_id,
-                                        agency=caller.name):
+            async with refusals.audited(
+                self.record_refusal, str(caller.spiffe_id), message_id=message_id, agency=caller.name
+            ):
                 raise NotFound(f"no message {message_id} sent by {caller.name}")
         return state
 

@@ -29,8 +29,17 @@ class Intake:
     header: envelope_pb2.Header
 
 
-def take_in(caller: Principal, envelope: envelope_pb2.Envelope, size: int, refusal: refusals.RefusalScope, *,
-            max_bytes: int, max_recipients: int, action: str, what: str) -> Intake:
+def take_in(
+    caller: Principal,
+    envelope: envelope_pb2.Envelope,
+    size: int,
+    refusal: refusals.RefusalScope,
+    *,
+    max_bytes: int,
+    max_recipients: int,
+    action: str,
+    what: str,
+) -> Intake:
     """Check who sends, how big and how well formed; `action` and `what` word the refusals ("send", "envelopes")."""
     if caller.role is not Role.AGENCY:
         raise PermissionDenied(f"{caller.spiffe_id} is not an agency; only agencies {action} {what}")
@@ -47,7 +56,8 @@ def take_in(caller: Principal, envelope: envelope_pb2.Envelope, size: int, refus
     if header.sender != caller.name:
         raise PermissionDenied(
             f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "
-            f"an agency may only {action} as itself")
+            f"an agency may only {action} as itself"
+        )
     return Intake(envelope_bytes, digest, header)
 
 

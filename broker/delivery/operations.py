@@ -96,8 +96,9 @@ class AcceptEnvelope:
                 "use a new message id for a new message"
             )
         if h.attachments:  # refused before anything is staged; the caller's refusal scope audits it
-            attach_to_message(batch, h.sender, h.message_id,
-                              [(a.sha256, a.size, a.chunk_size, a.media_type) for a in h.attachments])
+            attach_to_message(
+                batch, h.sender, h.message_id, [(a.sha256, a.size, a.chunk_size, a.media_type) for a in h.attachments]
+            )
         recalled: str | None = None
         if h.kind == envelope_pb2.RECALL:
             recalled = self._stage_recall(batch)
@@ -115,16 +116,30 @@ class AcceptEnvelope:
             # The recalled or forwarded original: so that an auditor can follow a message's forwards.
             fields["references"] = h.references
         fields |= justification_fields(h.legal_basis, h.case_reference, h.operator, h.sender)
-        index = batch.audit(AuditEvent(
-            event="envelope.accepted", actor=self.caller, time=batch.now,
-            message_id=h.message_id, agency=h.sender, fields=fields,
-        ))
+        index = batch.audit(
+            AuditEvent(
+                event="envelope.accepted",
+                actor=self.caller,
+                time=batch.now,
+                message_id=h.message_id,
+                agency=h.sender,
+                fields=fields,
+            )
+        )
         seq = self.sequence.take()
         message_row = {
-            "message_id": h.message_id, "seq": seq, "sender": h.sender, "kind": h.kind,
-            "priority": h.priority, "tlp": h.handling.tlp, "references": h.references,
-            "accepted_us": batch.now_us, "expires_us": self.expires_us, "envelope": self.envelope,
-            "envelope_sha256": self.envelope_sha256, "sender_cert": self.sender_cert_fingerprint,
+            "message_id": h.message_id,
+            "seq": seq,
+            "sender": h.sender,
+            "kind": h.kind,
+            "priority": h.priority,
+            "tlp": h.handling.tlp,
+            "references": h.references,
+            "accepted_us": batch.now_us,
+            "expires_us": self.expires_us,
+            "envelope": self.envelope,
+            "envelope_sha256": self.envelope_sha256,
+            "sender_cert": self.sender_cert_fingerprint,
             "audit_index": index,
         }
         batch.insert(tables.messages, message_row)
@@ -132,13 +147,35 @@ class AcceptEnvelope:
         remember_certificate(batch, self.known_certs, self.sender_cert_fingerprint, self.sender_cert_der)
         queued = []
         for recipient in self.recipients:
-            batch.insert(tables.deliveries, {
-                "message_id": h.message_id, "recipient": recipient, "seq": seq, "priority": h.priority,
-                "state": PENDING, "attempts": 0, "updated_us": batch.now_us,
-                "receipt": None, "receipt_signature": None, "receipt_batch": None, "receipt_cert": None,
-            })
-            queued.append(QueuedDelivery(h.message_id, recipient, h.priority, seq, self.expires_us,
-                                         batch.now_us, self.parsed, 0, self.sender_cert_der))
+            batch.insert(
+                tables.deliveries,
+                {
+                    "message_id": h.message_id,
+                    "recipient": recipient,
+                    "seq": seq,
+                    "priority": h.priority,
+                    "state": PENDING,
+                    "attempts": 0,
+                    "updated_us": batch.now_us,
+                    "receipt": None,
+                    "receipt_signature": None,
+                    "receipt_batch": None,
+                    "receipt_cert": None,
+                },
+            )
+            queued.append(
+                QueuedDelivery(
+                    h.message_id,
+                    recipient,
+                    h.priority,
+                    seq,
+                    self.expires_us,
+                    batch.now_us,
+                    self.parsed,
+                    0,
+                    self.sender_cert_der,
+                )
+            )
         batch.notify.update(self.recipients)
         batch.after_commit.append(lambda: self.on_commit(queued, recalled))
         return Accepted(h.message_id, batch.now_us, index, False, self.recipients)
@@ -154,27 +191,33 @@ class AcceptEnvelope:
             raise FailedPrecondition(f"only the original sender may recall message {target}")
         dropped = batch.conn.execute(
             tables.deliveries.update()
-            .where(tables.deliveries.c.message_id == target,
-                   UNSETTLED)
+            .where(tables.deliveries.c.message_id == target, UNSETTLED)
             .values(state=RECALLED, updated_us=batch.now_us)
         ).rowcount
-        batch.audit(AuditEvent(
-            event="envelope.recalled", actor=self.caller, time=batch.now, message_id=target,
-            agency=self.header.sender,
-            fields={"recall_message_id": self.header.message_id, "undelivered_dropped": dropped},
-        ))
+        batch.audit(
+            AuditEvent(
+                event="envelope.recalled",
+                actor=self.caller,
+                time=batch.now,
+                message_id=target,
+                agency=self.header.sender,
+                fields={"recall_message_id": self.header.message_id, "undelivered_dropped": dropped},
+            )
+        )
         if self.blobs is not None:
             # The recalled message's attachments go with it: no recipient may fetch them any more.
-            delete_attachments(batch, self.blobs, attachment_tables.attachments.c.message_id == target,
-                               "recalled", self.caller)
+            delete_attachments(
+                batch, self.blobs, attachment_tables.attachments.c.message_id == target, "recalled", self.caller
+            )
         return target
 
 
-_EXISTING_MESSAGES = (
-    sa.select(tables.messages.c.message_id, tables.messages.c.envelope_sha256, tables.messages.c.audit_index,
-              tables.messages.c.accepted_us)
-    .where(tables.messages.c.message_id.in_(sa.bindparam("ids", expanding=True)))
-)
+_EXISTING_MESSAGES = sa.select(
+    tables.messages.c.message_id,
+    tables.messages.c.envelope_sha256,
+    tables.messages.c.audit_index,
+    tables.messages.c.accepted_us,
+).where(tables.messages.c.message_id.in_(sa.bindparam("ids", expanding=True)))
 
 
 def _known_messages(batch: Batch) -> dict[str, tuple[bytes, int, int]]:
@@ -212,14 +255,22 @@ def remember_certificate(batch: Batch, known: set[bytes], fingerprint: bytes, de
 UNSETTLED = tables.deliveries.c.state <= IN_FLIGHT
 
 _CERTIFICATE_KNOWN = sa.select(tables.peer_certificates.c.fingerprint).where(
-    tables.peer_certificates.c.fingerprint == sa.bindparam("f"))
+    tables.peer_certificates.c.fingerprint == sa.bindparam("f")
+)
 
 _DELIVERED_DIGESTS = (
-    sa.select(tables.deliveries.c.message_id, tables.deliveries.c.state, tables.messages.c.envelope_sha256,
-              tables.messages.c.kind, tables.messages.c.references)
+    sa.select(
+        tables.deliveries.c.message_id,
+        tables.deliveries.c.state,
+        tables.messages.c.envelope_sha256,
+        tables.messages.c.kind,
+        tables.messages.c.references,
+    )
     .join(tables.messages, tables.messages.c.message_id == tables.deliveries.c.message_id)
-    .where(tables.deliveries.c.message_id.in_(sa.bindparam("ids", expanding=True)),
-           tables.deliveries.c.recipient == sa.bindparam("r"))
+    .where(
+        tables.deliveries.c.message_id.in_(sa.bindparam("ids", expanding=True)),
+        tables.deliveries.c.recipient == sa.bindparam("r"),
+    )
 )
 
 _DELIVERY_KEY = ("message_id", "recipient")
@@ -243,14 +294,26 @@ class RecordDelivered:
     actor: str
 
     def stage(self, batch: Batch) -> None:
-        bulk_update(batch.conn, tables.deliveries, _DELIVERY_KEY, ("attempts", "updated_us"),
-                    [(m, r, a, batch.now_us) for m, r, a in self.items],
-                    constants={"state": IN_FLIGHT}, where=UNSETTLED)
+        bulk_update(
+            batch.conn,
+            tables.deliveries,
+            _DELIVERY_KEY,
+            ("attempts", "updated_us"),
+            [(m, r, a, batch.now_us) for m, r, a in self.items],
+            constants={"state": IN_FLIGHT},
+            where=UNSETTLED,
+        )
         for message_id, recipient, attempt in self.items:
-            batch.audit(AuditEvent(
-                event="delivery.delivered", actor=self.actor, time=batch.now,
-                message_id=message_id, agency=recipient, fields={"recipient": recipient, "attempt": attempt},
-            ))
+            batch.audit(
+                AuditEvent(
+                    event="delivery.delivered",
+                    actor=self.actor,
+                    time=batch.now,
+                    message_id=message_id,
+                    agency=recipient,
+                    fields={"recipient": recipient, "attempt": attempt},
+                )
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,20 +357,33 @@ class RecordReceipts:
         erased = _check_erasures(self.receipts, rows)
         for r in self.receipts:
             remember_certificate(batch, self.known_certs, r.cert_fingerprint, r.cert_der)
-        bulk_update(batch.conn, tables.deliveries, _DELIVERY_KEY,
-                    ("updated_us", "receipt", "receipt_signature", "receipt_batch", "receipt_cert"),
-                    [(r.message_id, r.recipient, batch.now_us, r.receipt, r.signature, r.batch_signature,
-                      r.cert_fingerprint)
-                     for r in self.receipts],
-                    constants={"state": ACKNOWLEDGED})
+        bulk_update(
+            batch.conn,
+            tables.deliveries,
+            _DELIVERY_KEY,
+            ("updated_us", "receipt", "receipt_signature", "receipt_batch", "receipt_cert"),
+            [
+                (r.message_id, r.recipient, batch.now_us, r.receipt, r.signature, r.batch_signature, r.cert_fingerprint)
+                for r in self.receipts
+            ],
+            constants={"state": ACKNOWLEDGED},
+        )
         for r in self.receipts:
-            batch.audit(AuditEvent(
-                event="receipt.received", actor=self.actor, time=batch.now, message_id=r.message_id,
-                agency=r.recipient,
-                fields={"recipient": r.recipient, "status": envelope_pb2.ReceiptStatus.Name(r.status),
+            batch.audit(
+                AuditEvent(
+                    event="receipt.received",
+                    actor=self.actor,
+                    time=batch.now,
+                    message_id=r.message_id,
+                    agency=r.recipient,
+                    fields={
+                        "recipient": r.recipient,
+                        "status": envelope_pb2.ReceiptStatus.Name(r.status),
                         "receipt_sha256": _sha256(r.receipt),
-                        **({"erased": erased[r.message_id]} if r.message_id in erased else {})},
-            ))
+                        **({"erased": erased[r.message_id]} if r.message_id in erased else {}),
+                    },
+                )
+            )
         done = [(r.message_id, r.recipient) for r in self.receipts]
         for message_id, recipient in done:
             batch.settled.setdefault(recipient, []).append(message_id)
@@ -326,14 +402,22 @@ class ExpireDeliveries:
         for message_id, recipient in self.items:
             updated = batch.conn.execute(
                 tables.deliveries.update()
-                .where(tables.deliveries.c.message_id == message_id,
-                       tables.deliveries.c.recipient == recipient,
-                       UNSETTLED)
+                .where(
+                    tables.deliveries.c.message_id == message_id, tables.deliveries.c.recipient == recipient, UNSETTLED
+                )
                 .values(state=EXPIRED, updated_us=batch.now_us)
             ).rowcount
             if updated:
-                batch.audit(AuditEvent(event="delivery.expired", actor=self.actor, time=batch.now,
-                                       message_id=message_id, agency=recipient, fields={"recipient": recipient}))
+                batch.audit(
+                    AuditEvent(
+                        event="delivery.expired",
+                        actor=self.actor,
+                        time=batch.now,
+                        message_id=message_id,
+                        agency=recipient,
+                        fields={"recipient": recipient},
+                    )
+                )
 
 
 def _check_erasures(receipts: Sequence[VerifiedReceipt], rows: dict[str, Any]) -> dict[str, str]:
@@ -348,11 +432,15 @@ def _check_erasures(receipts: Sequence[VerifiedReceipt], rows: dict[str, Any]) -
             continue
         row = rows[r.message_id]
         if row.kind != envelope_pb2.RECALL:
-            raise InvalidRequest(f"receipt for {r.message_id}: ERASED confirms a RECALL, and this message is of kind "
-                                 f"{envelope_pb2.Kind.Name(row.kind)}; acknowledge it as DELIVERED or READ")
+            raise InvalidRequest(
+                f"receipt for {r.message_id}: ERASED confirms a RECALL, and this message is of kind "
+                f"{envelope_pb2.Kind.Name(row.kind)}; acknowledge it as DELIVERED or READ"
+            )
         if r.reason.split(":", 1)[0] != row.references:
-            raise InvalidRequest(f"receipt for {r.message_id}: an ERASED receipt's reason must start with the "
-                                 f"recalled message id {row.references}")
+            raise InvalidRequest(
+                f"receipt for {r.message_id}: an ERASED receipt's reason must start with the "
+                f"recalled message id {row.references}"
+            )
         erased[r.message_id] = row.references
     return erased
 
@@ -378,18 +466,38 @@ class RecordForwardConsent:
     def stage(self, batch: Batch) -> int:
         c = self.consent
         not_after_us = c.not_after.ToMicroseconds()
-        key = ((tables.forward_consents.c.message_id == c.message_id)
-               & (tables.forward_consents.c.forwarder == c.forwarder)
-               & (tables.forward_consents.c.recipient.in_(list(c.recipients))))
+        key = (
+            (tables.forward_consents.c.message_id == c.message_id)
+            & (tables.forward_consents.c.forwarder == c.forwarder)
+            & (tables.forward_consents.c.recipient.in_(list(c.recipients)))
+        )
         batch.conn.execute(tables.forward_consents.delete().where(key))
         for recipient in c.recipients:
-            batch.insert(tables.forward_consents, {
-                "message_id": c.message_id, "forwarder": c.forwarder, "recipient": recipient,
-                "not_after_us": not_after_us, "consent": self.consent_bytes, "signature": self.signature})
-        return batch.audit(AuditEvent(
-            event="forward.consented", actor=self.actor, time=batch.now, message_id=c.message_id, agency=self.owner,
-            fields={"forwarder": c.forwarder, "recipients": sorted(c.recipients),
-                    "consent_sha256": _sha256(self.consent_bytes)}))
+            batch.insert(
+                tables.forward_consents,
+                {
+                    "message_id": c.message_id,
+                    "forwarder": c.forwarder,
+                    "recipient": recipient,
+                    "not_after_us": not_after_us,
+                    "consent": self.consent_bytes,
+                    "signature": self.signature,
+                },
+            )
+        return batch.audit(
+            AuditEvent(
+                event="forward.consented",
+                actor=self.actor,
+                time=batch.now,
+                message_id=c.message_id,
+                agency=self.owner,
+                fields={
+                    "forwarder": c.forwarder,
+                    "recipients": sorted(c.recipients),
+                    "consent_sha256": _sha256(self.consent_bytes),
+                },
+            )
+        )
 
 
 __all__ = [

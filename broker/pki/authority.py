@@ -177,9 +177,11 @@ def leaf_subject(spiffe_id: SpiffeId) -> x509.Name:
     )
 
 
-def subject_alt_names(spiffe_id: SpiffeId, dns_names: Iterable[str],
-                      ip_addresses: Iterable[str | ipaddress.IPv4Address | ipaddress.IPv6Address]
-                      ) -> list[x509.GeneralName]:
+def subject_alt_names(
+    spiffe_id: SpiffeId,
+    dns_names: Iterable[str],
+    ip_addresses: Iterable[str | ipaddress.IPv4Address | ipaddress.IPv6Address],
+) -> list[x509.GeneralName]:
     """The SANs of a leaf or a CSR: the SPIFFE URI first, then DNS names and IP addresses."""
     names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(spiffe_id))]
     names += [x509.DNSName(name) for name in dns_names]

@@ -144,7 +144,8 @@ def _names(
         raise InvalidRequest("CSR may name only a SPIFFE URI, DNS names and IP addresses")
     if (dns_names or ip_addresses) and spiffe_id.role not in {Role.BROKER, Role.WITNESS}:
         raise InvalidRequest(
-            f"only broker certificates (and witness ones) may carry DNS names or IP addresses, not {spiffe_id}")
+            f"only broker certificates (and witness ones) may carry DNS names or IP addresses, not {spiffe_id}"
+        )
     return spiffe_id, dns_names, ip_addresses
 
 

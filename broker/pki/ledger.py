@@ -32,8 +32,9 @@ ISSUED, REVOKED = "certificate.issued", "certificate.revoked"
 def audited_serials(conn: Connection) -> dict[str, set[str]]:
     """Serials already in the log, per event (certificate events are few: one per issuance)."""
     seen: dict[str, set[str]] = {ISSUED: set(), REVOKED: set()}
-    rows = conn.execute(sa.select(entries_table.c.event, entries_table.c.entry)
-                        .where(entries_table.c.event.in_([ISSUED, REVOKED])))
+    rows = conn.execute(
+        sa.select(entries_table.c.event, entries_table.c.entry).where(entries_table.c.event.in_([ISSUED, REVOKED]))
+    )
     for event, entry in rows:
         serial = json.loads(bytes(entry)).get("fields", {}).get("serial")
         if serial:
@@ -54,14 +55,36 @@ class RecordCaEvents:
         for r in self.records:
             agency = r.name if r.role is Role.AGENCY else None
             if r.serial not in seen[ISSUED]:
-                batch.audit(AuditEvent(event=ISSUED, actor=self.actor, time=batch.now, agency=agency,
-                                       fields={"serial": r.serial, "spiffe_id": r.spiffe_id,
-                                               "fingerprint": r.fingerprint_sha256, "via": "offline CA"}))
+                batch.audit(
+                    AuditEvent(
+                        event=ISSUED,
+                        actor=self.actor,
+                        time=batch.now,
+                        agency=agency,
+                        fields={
+                            "serial": r.serial,
+                            "spiffe_id": r.spiffe_id,
+                            "fingerprint": r.fingerprint_sha256,
+                            "via": "offline CA",
+                        },
+                    )
+                )
                 written += 1
             if r.revoked_at is not None and r.serial not in seen[REVOKED]:
-                batch.audit(AuditEvent(event=REVOKED, actor=self.actor, time=batch.now, agency=agency,
-                                       fields={"serial": r.serial, "spiffe_id": r.spiffe_id,
-                                               "reason": r.revocation_reason or "unspecified", "via": "offline CA"}))
+                batch.audit(
+                    AuditEvent(
+                        event=REVOKED,
+                        actor=self.actor,
+                        time=batch.now,
+                        agency=agency,
+                        fields={
+                            "serial": r.serial,
+                            "spiffe_id": r.spiffe_id,
+                            "reason": r.revocation_reason or "unspecified",
+                            "via": "offline CA",
+                        },
+                    )
+                )
                 written += 1
         return written
 
@@ -93,7 +116,8 @@ class CaLedger:
             return 0
         try:
             records = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: list_certificates(CaDirectory.open(self._ca_dir)))
+                None, lambda: list_certificates(CaDirectory.open(self._ca_dir))
+            )
         except ConfigurationError as exc:
             log.warning("ca_ledger.unreadable", error=str(exc))
             return 0

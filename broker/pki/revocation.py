@@ -30,6 +30,7 @@ __all__ = ["RevocationList", "crl_der", "publish_crl", "revoke", "verify_crl"]
 
 log = structlog.get_logger(__name__)
 
+
 def publish_crl(ca: CaDirectory, *, validity: timedelta = CRL_VALIDITY) -> x509.CertificateRevocationList:
     """Re-sign crl.pem (refreshing its nextUpdate, `validity` from now) from the index."""
     with ca.locked():

@@ -29,8 +29,9 @@ EVERYONE: Final = "*"
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$|\s*\(at end of document\)$")
 
-_ROOT_KEYS: Final = frozenset({"version", "description", "agencies", "groups", "rules", "retention", "legal_bases",
-                               "justification"})
+_ROOT_KEYS: Final = frozenset(
+    {"version", "description", "agencies", "groups", "rules", "retention", "legal_bases", "justification"}
+)
 _AGENCY_KEYS: Final = frozenset({"id", "country", "kind", "organisation", "name"})
 _GROUP_KEYS: Final = frozenset({"name", "members", "description"})
 _RULE_KEYS: Final = frozenset({"name", "description", "senders", "kinds", "handling", "recipients", "forward"})
@@ -382,8 +383,9 @@ def _forward(
     return clauses[0] if len(clauses) == 1 else AnyOf(tuple(clauses))
 
 
-def _handling(check: _Checker, values: list[str], index: int, subject: str,
-              table: str = "rules") -> frozenset[str] | None:
+def _handling(
+    check: _Checker, values: list[str], index: int, subject: str, table: str = "rules"
+) -> frozenset[str] | None:
     """TLP codes, where `"CLEAR..AMBER"` stands for the codes from CLEAR up to AMBER."""
     result: set[str] = set()
     ok = True
@@ -513,8 +515,10 @@ def _rules(
 def _kinds(check: _Checker, values: list[str], table: str, index: int, subject: str) -> frozenset[str] | None:
     bad = [kind for kind in values if kind not in KINDS]
     for kind in bad:
-        check.error(check.locate(table, index, "kinds", kind),
-                    f"{subject}: unknown kind '{kind}' (expected one of {', '.join(KINDS)})")
+        check.error(
+            check.locate(table, index, "kinds", kind),
+            f"{subject}: unknown kind '{kind}' (expected one of {', '.join(KINDS)})",
+        )
     return None if bad else frozenset(values)
 
 
@@ -523,8 +527,10 @@ def _justification(check: _Checker, root: Mapping[str, Any]) -> Justification:
     codes = check.strings(root, "", 0, "policy", "legal_bases", required=False) or []
     for code in codes:
         if not LEGAL_BASIS.fullmatch(code):
-            check.error(check.locate("", 0, "legal_bases", code),
-                        f"policy: legal basis '{code}' is not a code (1 to 32 of A-Z 0-9 . _ -)")
+            check.error(
+                check.locate("", 0, "legal_bases", code),
+                f"policy: legal basis '{code}' is not a code (1 to 32 of A-Z 0-9 . _ -)",
+            )
     if len(set(codes)) != len(codes):
         check.error(check.locate("", 0, "legal_bases"), "policy: 'legal_bases' lists a code twice")
     requirements: list[Requirement] = []
@@ -536,19 +542,26 @@ def _justification(check: _Checker, root: Mapping[str, Any]) -> Justification:
         fields = check.strings(entry, "justification", index, subject, "require", required=True) or []
         unknown = [f for f in fields if f not in FIELDS]
         for name in unknown:
-            check.error(check.locate("justification", index, "require", name),
-                        f"{subject}: unknown field '{name}' (expected {' or '.join(FIELDS)})")
+            check.error(
+                check.locate("justification", index, "require", name),
+                f"{subject}: unknown field '{name}' (expected {' or '.join(FIELDS)})",
+            )
         if not fields:
             check.error(check.locate("justification", index, "require"), f"{subject}: 'require' names no field")
         kind_set = frozenset(KINDS) if kinds is None else _kinds(check, kinds, "justification", index, subject)
-        tlp_set = frozenset(TLP_CODES) if handling is None else _handling(check, handling, index, subject,
-                                                                          "justification")
+        tlp_set = (
+            frozenset(TLP_CODES) if handling is None else _handling(check, handling, index, subject, "justification")
+        )
         if kind_set is not None and tlp_set is not None and fields and not unknown:
-            requirements.append(Requirement(kind_set, tlp_set, tuple(dict.fromkeys(fields)),
-                                            check.locate("justification", index)))
+            requirements.append(
+                Requirement(kind_set, tlp_set, tuple(dict.fromkeys(fields)), check.locate("justification", index))
+            )
     return Justification(tuple(codes), tuple(requirements))
-def _periods(check: _Checker, entry: Mapping[str, Any], keys: tuple[str, ...], table: str, index: int,
-             subject: str) -> dict[str, Period]:
+
+
+def _periods(
+    check: _Checker, entry: Mapping[str, Any], keys: tuple[str, ...], table: str, index: int, subject: str
+) -> dict[str, Period]:
     """The periods `entry` sets for `keys`; each bad one is an error naming its key."""
     periods: dict[str, Period] = {}
     for key in keys:
@@ -580,22 +593,25 @@ def _retention(check: _Checker, root: Mapping[str, Any]) -> Retention:
         name = check.string(entry, table, index, subject, "name", required=True)
         ok = name is not None
         if name is not None and (not _RULE_NAME.fullmatch(name) or name in names):
-            why = ("duplicate rule name" if name in names
-                   else "not a rule name (letters, digits, '.', '_', '-'; up to 64)")
+            why = (
+                "duplicate rule name" if name in names else "not a rule name (letters, digits, '.', '_', '-'; up to 64)"
+            )
             check.error(check.locate(table, index, "name"), f"{subject}: {why}")
             ok = False
         kinds = check.strings(entry, table, index, subject, "kinds", required=False) or []
         for kind in kinds:
             if kind not in KINDS:
-                check.error(check.locate(table, index, "kinds", kind),
-                            f"{subject}: unknown kind '{kind}' (expected one of {', '.join(KINDS)})")
+                check.error(
+                    check.locate(table, index, "kinds", kind),
+                    f"{subject}: unknown kind '{kind}' (expected one of {', '.join(KINDS)})",
+                )
                 ok = False
-        handling = _handling(check, check.strings(entry, table, index, subject, "handling", required=False) or [],
-                             index, subject, table)
+        handling = _handling(
+            check, check.strings(entry, table, index, subject, "handling", required=False) or [], index, subject, table
+        )
         rule_periods = _periods(check, entry, PER_MESSAGE, table, index, subject)
         if not rule_periods and not any(key in entry for key in PER_MESSAGE):
-            check.error(check.locate(table, index),
-                        f"{subject}: sets no period (give one of {', '.join(PER_MESSAGE)})")
+            check.error(check.locate(table, index), f"{subject}: sets no period (give one of {', '.join(PER_MESSAGE)})")
             ok = False
         if ok and name is not None and handling is not None:
             names.add(name)

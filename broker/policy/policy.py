@@ -102,8 +102,17 @@ def _ordered(values: Iterable[str], order: Sequence[str]) -> str:
 class Policy:
     """A validated, immutable sharing policy. Build one with `Policy.parse`."""
 
-    __slots__ = ("_agencies", "_by_send", "_digest", "_groups", "_justification", "_retention", "_rules", "_source",
-                 "_text")
+    __slots__ = (
+        "_agencies",
+        "_by_send",
+        "_digest",
+        "_groups",
+        "_justification",
+        "_retention",
+        "_rules",
+        "_source",
+        "_text",
+    )
 
     def __init__(
         self,
@@ -139,8 +148,9 @@ class Policy:
     def parse(cls, text: str, source: str = "policy.toml") -> Policy:
         """Validate a TOML policy document; raise `PolicyError` naming each bad line."""
         document = parse_document(text, source)
-        return cls(text, source, document.agencies, document.groups, document.rules, document.retention,
-                   document.justification)
+        return cls(
+            text, source, document.agencies, document.groups, document.rules, document.retention, document.justification
+        )
 
     # Introspection --------------------------------------------------------------------------------
 

@@ -48,8 +48,11 @@ class ValidationReport:
 
 def _reachable(policy: Policy, agency: str) -> bool:
     # Some rule lets the agency send to someone else, or lets someone else send to it.
-    return any((agency in rule.sender_set and rule.recipient_set - {agency})
-               or (agency in rule.recipient_set and rule.sender_set - {agency}) for rule in policy.rules)
+    return any(
+        (agency in rule.sender_set and rule.recipient_set - {agency})
+        or (agency in rule.recipient_set and rule.sender_set - {agency})
+        for rule in policy.rules
+    )
 
 
 def _utcnow() -> datetime:
@@ -178,8 +181,9 @@ class RunningPolicy:
     def cut_off(self, text: str, registered: Iterable[str]) -> list[str]:
         """Registered agencies that can send or receive under the running policy and could do neither under `text`."""
         new = Policy.parse(text, source=self._source())
-        return [agency for agency in sorted(registered)
-                if _reachable(self._policy, agency) and not _reachable(new, agency)]
+        return [
+            agency for agency in sorted(registered) if _reachable(self._policy, agency) and not _reachable(new, agency)
+        ]
 
     def move_to(self, path: Path) -> None:
         """Watch and rewrite `path` from now on (the broker's own policy file in its state directory)."""

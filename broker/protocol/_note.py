@@ -66,8 +66,9 @@ def encode_vkey(key_name: str, public_key: Ed25519PublicKey, *, key_type: int = 
     return f"{key_name}+{key_id(key_name, public_key, key_type=key_type).hex()}+{material}"
 
 
-def parse_vkey(vkey: str, *, key_type: int = SIGNATURE_TYPE_ED25519,
-               error: type[ProtocolError] = VerificationError) -> tuple[str, Ed25519PublicKey]:
+def parse_vkey(
+    vkey: str, *, key_type: int = SIGNATURE_TYPE_ED25519, error: type[ProtocolError] = VerificationError
+) -> tuple[str, Ed25519PublicKey]:
     """Parse a verifier key of `key_type` into its name and Ed25519 public key, checking its key id."""
     # The base64 part may itself contain '+', so split from the left exactly twice.
     parts = vkey.strip().split("+", 2)

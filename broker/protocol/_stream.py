@@ -44,8 +44,9 @@ def attachment_key(content_key: bytes, version: int, message_id: str, index: int
     """The AES-256-GCM key of attachment `index` of message `message_id`."""
     if len(content_key) != KEY_LEN:
         raise ValueError("the content key is 32 bytes")
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_LEN, salt=None,
-                info=_pae.attachment_key_info(version, message_id, index)).derive(content_key)
+    return HKDF(
+        algorithm=hashes.SHA256(), length=KEY_LEN, salt=None, info=_pae.attachment_key_info(version, message_id, index)
+    ).derive(content_key)
 
 
 def chunk_count(size: int, chunk_size: int) -> int:
@@ -94,7 +95,8 @@ def decrypt_chunk(aead: AESGCM, index: int, ciphertext: bytes, *, last: bool) ->
         position = "last chunk" if last else "chunk"
         raise VerificationError(
             f"attachment chunk {index} does not authenticate as {position} {index}: "
-            "altered, reordered, swapped or truncated") from None
+            "altered, reordered, swapped or truncated"
+        ) from None
 
 
 def attachment_digest(chunk_hashes: Iterable[bytes]) -> bytes:

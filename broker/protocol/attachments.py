@@ -38,11 +38,19 @@ __all__ = [
     "check_attachment_ref",
 ]
 
+
 class AttachmentEncryptor:
     """Encrypt one plaintext file as attachment `index` of a message, chunk by chunk."""
 
-    def __init__(self, key: bytes, source: BinaryIO, size: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 media_type: str = "application/octet-stream") -> None:
+    def __init__(
+        self,
+        key: bytes,
+        source: BinaryIO,
+        size: int,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        media_type: str = "application/octet-stream",
+    ) -> None:
         if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be within {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}")
         if not MEDIA_TYPE.fullmatch(media_type):
@@ -79,8 +87,12 @@ class AttachmentEncryptor:
         """The header's reference to this attachment; every chunk must have been encrypted once."""
         if len(self._hashes) != self.chunks:
             raise ValueError("the attachment is not fully encrypted yet")
-        return envelope_pb2.AttachmentRef(sha256=_stream.attachment_digest(self._hashes), size=self.size,
-                                          chunk_size=self.chunk_size, media_type=self.media_type)
+        return envelope_pb2.AttachmentRef(
+            sha256=_stream.attachment_digest(self._hashes),
+            size=self.size,
+            chunk_size=self.chunk_size,
+            media_type=self.media_type,
+        )
 
 
 class AttachmentReader(io.RawIOBase):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -71,7 +71,10 @@ class CertificateProfileError(VerificationError):
     """A certificate is outside the deployment's certificate profile; the message names the rule."""
 
 
-def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType], rule: str) -> x509.Extension[x509.ExtensionType]:
+_E = TypeVar("_E", bound=x509.ExtensionType)
+
+
+def _extension(cert: x509.Certificate, kind: type[_E], rule: str) -> x509.Extension[_E]:
     try:
         return cert.extensions.get_extension_for_class(kind)
     except x509.ExtensionNotFound:
@@ -82,11 +85,9 @@ def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType], rule: str
 
 def _identity(cert: x509.Certificate, trust_domain: str) -> SpiffeId:
     san = _extension(cert, x509.SubjectAlternativeName, "subjectAltName").value
-    assert isinstance(san, x509.SubjectAlternativeName)
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     if len(uris) != 1:
-        raise CertificateProfileError(
-            f"certificate must carry exactly one URI SAN (its SPIFFE id), found {len(uris)}")
+        raise CertificateProfileError(f"certificate must carry exactly one URI SAN (its SPIFFE id), found {len(uris)}")
     try:
         spiffe_id = parse_spiffe_id(uris[0], trust_domain)
     except AuthenticationError as exc:
@@ -97,7 +98,8 @@ def _identity(cert: x509.Certificate, trust_domain: str) -> SpiffeId:
         raise CertificateProfileError(f"certificate of {spiffe_id} names more than a SPIFFE id, DNS names and IPs")
     if server_names and spiffe_id.role not in {Role.BROKER, Role.WITNESS}:
         raise CertificateProfileError(
-            f"only broker certificates (and witness ones) may carry DNS names or IP addresses, not {spiffe_id}")
+            f"only broker certificates (and witness ones) may carry DNS names or IP addresses, not {spiffe_id}"
+        )
     return spiffe_id
 
 
@@ -117,13 +119,11 @@ def verify_leaf_profile(cert: x509.Certificate, trust_domain: str, *, role: Role
     who = str(spiffe_id)
     # 3. Never a CA.
     constraints = _extension(cert, x509.BasicConstraints, "basicConstraints").value
-    assert isinstance(constraints, x509.BasicConstraints)
     if constraints.ca:
         raise CertificateProfileError(f"certificate of {who} is a CA certificate (cA TRUE), not a leaf")
     # 4. Key usage: signs (TLS 1.3 handshakes, envelopes), never certifies.
     usage_extension = _extension(cert, x509.KeyUsage, "keyUsage")
     usage = usage_extension.value
-    assert isinstance(usage, x509.KeyUsage)
     if not usage_extension.critical:
         raise CertificateProfileError(f"certificate of {who} has a non-critical keyUsage extension")
     if not usage.digital_signature:
@@ -132,22 +132,22 @@ def verify_leaf_profile(cert: x509.Certificate, trust_domain: str, *, role: Role
         raise CertificateProfileError(f"certificate of {who} may sign certificates or CRLs (keyCertSign/cRLSign)")
     # 5. Extended key usage: exactly the role's.
     extended = _extension(cert, x509.ExtendedKeyUsage, "extendedKeyUsage").value
-    assert isinstance(extended, x509.ExtendedKeyUsage)
     expected = ROLE_EXTENDED_KEY_USAGE[spiffe_id.role]
     if frozenset(extended) != expected or len(list(extended)) != len(expected):
         names = ", ".join(sorted(_USAGE_NAMES[oid] for oid in expected))
-        raise CertificateProfileError(f"certificate of {who} must have exactly the extended key usage {names}"
-                                      f" of a {spiffe_id.role.value}")
+        raise CertificateProfileError(
+            f"certificate of {who} must have exactly the extended key usage {names} of a {spiffe_id.role.value}"
+        )
     # 6. Authority key identifier.
     aki = _extension(cert, x509.AuthorityKeyIdentifier, "authorityKeyIdentifier").value
-    assert isinstance(aki, x509.AuthorityKeyIdentifier)
     if not aki.key_identifier:
         raise CertificateProfileError(f"certificate of {who} has an authorityKeyIdentifier without a key identifier")
     # 7. Bounded lifetime.
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
     if lifetime > dt.timedelta(days=MAX_LIFETIME_DAYS) + PROFILE_CLOCK_SKEW:
         raise CertificateProfileError(
-            f"certificate of {who} is valid for {lifetime.days} days, over the {MAX_LIFETIME_DAYS}-day maximum")
+            f"certificate of {who} is valid for {lifetime.days} days, over the {MAX_LIFETIME_DAYS}-day maximum"
+        )
     # 8. Key type.
     try:
         key = cert.public_key()

@@ -247,8 +247,9 @@ def seal(
     # 5. Digests into the header, then the outer signature over the exact header bytes.
     header.ciphertext_sha256 = hashlib.sha256(ciphertext).digest()
     header.wrapped_keys_sha256 = _pae.wrapped_keys_sha256(wrapped_keys)
-    envelope = envelope_pb2.Envelope(header=header.SerializeToString(), ciphertext=ciphertext,
-                                     wrapped_keys=wrapped_keys)
+    envelope = envelope_pb2.Envelope(
+        header=header.SerializeToString(), ciphertext=ciphertext, wrapped_keys=wrapped_keys
+    )
     if sign:
         sign_envelopes([envelope], identity_key)
     return envelope
@@ -268,8 +269,9 @@ def sign_envelopes(envelopes: Sequence[envelope_pb2.Envelope], identity_key: ec.
         envelope.batch_signature.CopyFrom(signature)
 
 
-def _check_seal_arguments(recipients: Sequence[str], recipient_keys: Mapping[str, envelope_pb2.KeyBundle],
-                          kind: envelope_pb2.Kind.ValueType) -> None:
+def _check_seal_arguments(
+    recipients: Sequence[str], recipient_keys: Mapping[str, envelope_pb2.KeyBundle], kind: envelope_pb2.Kind.ValueType
+) -> None:
     if not recipients:
         raise ValueError("an envelope needs at least one recipient")
     if len(set(recipients)) != len(recipients) or not all(recipients):
@@ -283,8 +285,9 @@ def _check_seal_arguments(recipients: Sequence[str], recipient_keys: Mapping[str
         raise ValueError("kind must be set")
 
 
-def _choose_content_key(content_key: bytes | None, fixed: bytes | None,
-                        attachments: Sequence[envelope_pb2.AttachmentRef]) -> bytes:
+def _choose_content_key(
+    content_key: bytes | None, fixed: bytes | None, attachments: Sequence[envelope_pb2.AttachmentRef]
+) -> bytes:
     if content_key is not None and fixed is not None:
         raise ValueError("pass content_key or _content_key, not both")
     if attachments and content_key is None and fixed is None:
@@ -344,8 +347,15 @@ def _verify_outer(
     # 2. Outer signature over the exact header bytes, alone or through its batch's root (section 21);
     #    nothing unauthenticated is parsed before this.
     sender_sha256 = certificate_sha256(sender_certificate)
-    batch.verify_signed(batch.HEADER, envelope.header, envelope.header_signature, batch.batch_of(envelope),
-                        public_key=public_key, signer_sha256=sender_sha256, roots=roots)
+    batch.verify_signed(
+        batch.HEADER,
+        envelope.header,
+        envelope.header_signature,
+        batch.batch_of(envelope),
+        public_key=public_key,
+        signer_sha256=sender_sha256,
+        roots=roots,
+    )
     try:
         header = envelope_pb2.Header.FromString(envelope.header)
     except DecodeError as exc:

@@ -37,16 +37,22 @@ def make_receipt(*, identity_key: ec.EllipticCurvePrivateKey, **fields: Any) -> 
     return sign_receipts([new_receipt(**fields)], identity_key)[0]
 
 
-def sign_receipts(receipts: Sequence[envelope_pb2.Receipt],
-                  identity_key: ec.EllipticCurvePrivateKey) -> list[envelope_pb2.SignedReceipt]:
+def sign_receipts(
+    receipts: Sequence[envelope_pb2.Receipt], identity_key: ec.EllipticCurvePrivateKey
+) -> list[envelope_pb2.SignedReceipt]:
     """Sign receipts, in order: one alone (section 9), several with one batch signature (section 21)."""
     blobs = [receipt.SerializeToString() for receipt in receipts]
     if len(blobs) == 1:
-        return [envelope_pb2.SignedReceipt(receipt=blobs[0], signature=sign_identity(
-            identity_key, _pae.receipt_signing_input(blobs[0])))]
+        return [
+            envelope_pb2.SignedReceipt(
+                receipt=blobs[0], signature=sign_identity(identity_key, _pae.receipt_signing_input(blobs[0]))
+            )
+        ]
     signatures = batch.sign_batch(batch.RECEIPT, blobs, identity_key)
-    return [envelope_pb2.SignedReceipt(receipt=blob, batch_signature=signature)
-            for blob, signature in zip(blobs, signatures, strict=True)]
+    return [
+        envelope_pb2.SignedReceipt(receipt=blob, batch_signature=signature)
+        for blob, signature in zip(blobs, signatures, strict=True)
+    ]
 
 
 def new_receipt(
@@ -91,9 +97,15 @@ def verify_receipt(
     recipient is the agency the certificate names.
     """
     # 1. The signature over the exact receipt bytes; parse only afterwards.
-    batch.verify_signed(batch.RECEIPT, signed.receipt, signed.signature, batch.batch_of(signed),
-                        public_key=identity_public_key(certificate), signer_sha256=certificate_sha256(certificate),
-                        roots=roots)
+    batch.verify_signed(
+        batch.RECEIPT,
+        signed.receipt,
+        signed.signature,
+        batch.batch_of(signed),
+        public_key=identity_public_key(certificate),
+        signer_sha256=certificate_sha256(certificate),
+        roots=roots,
+    )
     try:
         receipt = envelope_pb2.Receipt.FromString(signed.receipt)
     except DecodeError as exc:

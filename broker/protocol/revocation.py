@@ -69,7 +69,8 @@ class VerifiedCrl:
         if not self.is_current(now):
             raise StaleRevocationList(
                 f"the CRL (number {self.number}) expired at {self.next_update.isoformat()} (its nextUpdate):"
-                f" revocation cannot be checked, so nothing is encrypted to or accepted from a certificate; {_FIX}")
+                f" revocation cannot be checked, so nothing is encrypted to or accepted from a certificate; {_FIX}"
+            )
 
     def verify_not_revoked(self, certificate: x509.Certificate, *, who: str) -> None:
         """Raise `RevokedCertificate` if `certificate` (of `who`) is on this CRL."""
@@ -85,8 +86,12 @@ def _serial_hex(number: int) -> str:
     return text if len(text) % 2 == 0 else "0" + text
 
 
-def _issuer(crl: x509.CertificateRevocationList, trust_roots: Sequence[x509.Certificate],
-            issuer_chain: Sequence[x509.Certificate], now: dt.datetime) -> x509.Certificate:
+def _issuer(
+    crl: x509.CertificateRevocationList,
+    trust_roots: Sequence[x509.Certificate],
+    issuer_chain: Sequence[x509.Certificate],
+    now: dt.datetime,
+) -> x509.Certificate:
     for root in trust_roots:
         if root.subject == crl.issuer:
             return root
@@ -109,8 +114,12 @@ def _issuer(crl: x509.CertificateRevocationList, trust_roots: Sequence[x509.Cert
     raise VerificationError(f"CRL issuer {crl.issuer.rfc4514_string()!r} is not a CA of our trust anchor")
 
 
-def _verified(crl: x509.CertificateRevocationList, trust_roots: Sequence[x509.Certificate],
-              issuer_chain: Sequence[x509.Certificate], now: dt.datetime) -> VerifiedCrl:
+def _verified(
+    crl: x509.CertificateRevocationList,
+    trust_roots: Sequence[x509.Certificate],
+    issuer_chain: Sequence[x509.Certificate],
+    now: dt.datetime,
+) -> VerifiedCrl:
     # 2. Issuer: the trust anchor or an intermediate CA it issued.
     issuer = _issuer(crl, trust_roots, issuer_chain, now)
     # 3. Signature.
@@ -129,8 +138,9 @@ def _verified(crl: x509.CertificateRevocationList, trust_roots: Sequence[x509.Ce
         raise VerificationError("CRL has no nextUpdate: its freshness cannot be judged")
     if this_update > now + CRL_CLOCK_SKEW:
         raise VerificationError(f"CRL (number {number}) claims to be issued in the future, at {this_update}")
-    return VerifiedCrl(number, crl.issuer, this_update, next_update,
-                       frozenset(entry.serial_number for entry in crl), now)
+    return VerifiedCrl(
+        number, crl.issuer, this_update, next_update, frozenset(entry.serial_number for entry in crl), now
+    )
 
 
 def verify_revocation_list(
@@ -164,5 +174,6 @@ def verify_revocation_list(
         raise StaleRevocationList(
             f"the broker serves CRL number {verified.number}, older than number {min_number} already seen: it hides"
             " revocations (a stale replica or a copy of the database?); refusing to rely on it."
-            " Use an up-to-date broker; if the CA was rebuilt, clear the SDK's trust state")
+            " Use an up-to-date broker; if the CA was rebuilt, clear the SDK's trust state"
+        )
     return verified

@@ -77,8 +77,7 @@ MAX_CLASSIFICATION: Final = 64
 MAX_ATTACHMENTS: Final = 16
 MAX_ATTACHMENT_SIZE: Final = 1 << 40  # 1 TiB
 # RFC 6838 section 4.2 restricted names, type/subtype, at most 127 characters each.
-MEDIA_TYPE: Final = re.compile(
-    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
+MEDIA_TYPE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 MAX_WATCHLIST_ID: Final = 120
 MAX_TITLE: Final = 200
 MAX_REASON: Final = 1024
@@ -192,10 +191,18 @@ def check_header(header: envelope_pb2.Header, *, max_recipients: int = MAX_RECIP
     handling = header.handling
     _known(envelope_pb2.Tlp, handling.tlp, "header.handling.tlp", unspecified_ok=True)
     check_text(handling.classification, "header.handling.classification", MAX_CLASSIFICATION)
-    _known(envelope_pb2.SourceReliability, handling.source_reliability, "header.handling.source_reliability",
-           unspecified_ok=True)
-    _known(envelope_pb2.InformationAccuracy, handling.information_accuracy, "header.handling.information_accuracy",
-           unspecified_ok=True)
+    _known(
+        envelope_pb2.SourceReliability,
+        handling.source_reliability,
+        "header.handling.source_reliability",
+        unspecified_ok=True,
+    )
+    _known(
+        envelope_pb2.InformationAccuracy,
+        handling.information_accuracy,
+        "header.handling.information_accuracy",
+        unspecified_ok=True,
+    )
     _known(envelope_pb2.Priority, header.priority, "header.priority", unspecified_ok=True)
     if not header.HasField("created"):
         raise ProtocolError("header.created is missing", field="header.created")
@@ -226,10 +233,15 @@ def check_justification(legal_basis: str, case_reference: str, operator: str, pr
         name = f"{prefix}legal_basis"
         if len(legal_basis) > 32:
             check_text(legal_basis, name, 32)
-        raise ProtocolError(f"{name} {legal_basis!r} is not a legal-basis code (1 to 32 of A-Z 0-9 . _ -, "
-                            "starting with a letter or digit)", field=name)
-    for name, value, limit in (("case_reference", case_reference, MAX_CASE_REFERENCE),
-                               ("operator", operator, MAX_OPERATOR)):
+        raise ProtocolError(
+            f"{name} {legal_basis!r} is not a legal-basis code (1 to 32 of A-Z 0-9 . _ -, "
+            "starting with a letter or digit)",
+            field=name,
+        )
+    for name, value, limit in (
+        ("case_reference", case_reference, MAX_CASE_REFERENCE),
+        ("operator", operator, MAX_OPERATOR),
+    ):
         check_text(value, f"{prefix}{name}", limit)
         if _CONTROL.search(value):
             raise ProtocolError(f"{prefix}{name} contains a control character", field=f"{prefix}{name}")
@@ -242,14 +254,17 @@ def check_attachment_ref(ref: envelope_pb2.AttachmentRef, name: str) -> None:
     if ref.size > MAX_ATTACHMENT_SIZE:
         raise ProtocolError(f"{name}.size is over {MAX_ATTACHMENT_SIZE}", field=f"{name}.size")
     if not MIN_CHUNK_SIZE <= ref.chunk_size <= MAX_CHUNK_SIZE:
-        raise ProtocolError(f"{name}.chunk_size {ref.chunk_size} is outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}",
-                            field=f"{name}.chunk_size")
+        raise ProtocolError(
+            f"{name}.chunk_size {ref.chunk_size} is outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}",
+            field=f"{name}.chunk_size",
+        )
     if len(ref.media_type) > 255 or not MEDIA_TYPE.fullmatch(ref.media_type):
         raise ProtocolError(f"{name}.media_type is not type/subtype (RFC 6838)", field=f"{name}.media_type")
 
 
-def check_created_skew(header: envelope_pb2.Header, now: dt.datetime,
-                       skew: dt.timedelta = DEFAULT_MAX_CLOCK_SKEW) -> None:
+def check_created_skew(
+    header: envelope_pb2.Header, now: dt.datetime, skew: dt.timedelta = DEFAULT_MAX_CLOCK_SKEW
+) -> None:
     """`header.created` within `skew` of `now` (the broker's clock); raise `OutOfRange` if not."""
     created = header.created.seconds + header.created.nanos / 1e9
     offset = created - now.timestamp()
@@ -257,7 +272,9 @@ def check_created_skew(header: envelope_pb2.Header, now: dt.datetime,
         side = "ahead of" if offset > 0 else "behind"
         raise OutOfRange(
             f"header.created is {abs(offset):.0f} s {side} the broker's clock, outside the allowed skew of "
-            f"{skew.total_seconds():.0f} s (check the sender's clock)", field="header.created")
+            f"{skew.total_seconds():.0f} s (check the sender's clock)",
+            field="header.created",
+        )
 
 
 def check_envelope(envelope: envelope_pb2.Envelope) -> None:
@@ -300,11 +317,13 @@ def check_batch_signature(batch: envelope_pb2.BatchSignature, name: str) -> None
         raise ProtocolError(f"{name} has no signature", field=f"{name}.signature")
     _check_bytes(batch.signature, f"{name}.signature", MAX_SIGNATURE_BYTES)
     if not 2 <= batch.tree_size <= MAX_BATCH_SIZE:
-        raise ProtocolError(f"{name}.tree_size {batch.tree_size} is outside 2..{MAX_BATCH_SIZE}",
-                            field=f"{name}.tree_size")
+        raise ProtocolError(
+            f"{name}.tree_size {batch.tree_size} is outside 2..{MAX_BATCH_SIZE}", field=f"{name}.tree_size"
+        )
     if batch.leaf_index >= batch.tree_size:
-        raise ProtocolError(f"{name}.leaf_index {batch.leaf_index} is not in a tree of {batch.tree_size}",
-                            field=f"{name}.leaf_index")
+        raise ProtocolError(
+            f"{name}.leaf_index {batch.leaf_index} is not in a tree of {batch.tree_size}", field=f"{name}.leaf_index"
+        )
     _check_count(batch.path, f"{name}.path", MAX_BATCH_PATH)
     for i, h in enumerate(batch.path):
         if len(h) != _SHA256:
@@ -363,8 +382,12 @@ def check_directory_request(request: broker_pb2.GetDirectoryRequest) -> None:
         check_agency_id(agency, f"agencies[{i}]")
 
 
-def check_watchlist_request(request: watchlist_pb2.CreateWatchlistRequest | watchlist_pb2.GetWatchlistRequest
-                            | watchlist_pb2.SyncRequest | watchlist_pb2.GetReviewNoticesRequest) -> None:
+def check_watchlist_request(
+    request: watchlist_pb2.CreateWatchlistRequest
+    | watchlist_pb2.GetWatchlistRequest
+    | watchlist_pb2.SyncRequest
+    | watchlist_pb2.GetReviewNoticesRequest,
+) -> None:
     """Watchlist request fields within their limits (formats are the desk's business)."""
     check_text(request.watchlist_id, "watchlist_id", MAX_WATCHLIST_ID)
     if isinstance(request, watchlist_pb2.CreateWatchlistRequest):

@@ -177,7 +177,8 @@ class _Builder:
             k = int(k_text)
         else:
             raise ProtocolError(
-                f"policy line {line_no}: threshold {k_text[:20]!r} is not all, any or 1..{len(members)}")
+                f"policy line {line_no}: threshold {k_text[:20]!r} is not all, any or 1..{len(members)}"
+            )
         self.groups[name] = Group(name, k, members)
 
     def set_quorum(self, args: list[str], line_no: int) -> None:

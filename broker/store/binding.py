@@ -48,22 +48,35 @@ def bind_deployment(conn: Connection, mine: Deployment, where: str) -> bool:
     """
     row = conn.execute(sa.select(tables.deployment).where(tables.deployment.c.id == 1)).first()
     if row is None:
-        conn.execute(tables.deployment.insert().values(
-            id=1, trust_domain=mine.trust_domain, ca_fingerprint=mine.ca_fingerprints[0],
-            audit_key_id=mine.audit_key_id, created_us=now_us()))
-        log.info("deployment.bound", trust_domain=mine.trust_domain, ca_fingerprint=mine.ca_fingerprints[0],
-                 audit_key_id=mine.audit_key_id)
+        conn.execute(
+            tables.deployment.insert().values(
+                id=1,
+                trust_domain=mine.trust_domain,
+                ca_fingerprint=mine.ca_fingerprints[0],
+                audit_key_id=mine.audit_key_id,
+                created_us=now_us(),
+            )
+        )
+        log.info(
+            "deployment.bound",
+            trust_domain=mine.trust_domain,
+            ca_fingerprint=mine.ca_fingerprints[0],
+            audit_key_id=mine.audit_key_id,
+        )
         return True
     differences = []
     if row.trust_domain != mine.trust_domain:
         differences.append(f"trust domain: the database's is {row.trust_domain!r}, this broker's {mine.trust_domain!r}")
     if row.ca_fingerprint not in mine.ca_fingerprints:
-        differences.append(f"CA certificate: the database's has SHA-256 {row.ca_fingerprint}, this broker's CA "
-                           f"bundle holds {', '.join(mine.ca_fingerprints)}")
+        differences.append(
+            f"CA certificate: the database's has SHA-256 {row.ca_fingerprint}, this broker's CA "
+            f"bundle holds {', '.join(mine.ca_fingerprints)}"
+        )
     if row.audit_key_id != mine.audit_key_id:
         differences.append(f"audit key: the database's is {row.audit_key_id}, this broker's {mine.audit_key_id}")
     if differences:
         raise ConfigurationError(
             f"database {where} belongs to another deployment; {'; '.join(differences)}. Start this broker with "
-            "that deployment's PKI (cert_dir, ca_bundle, audit_key) or give it its own database_url")
+            "that deployment's PKI (cert_dir, ca_bundle, audit_key) or give it its own database_url"
+        )
     return False

@@ -31,8 +31,9 @@ def _params(names: Sequence[str], dialect: str, table: Table) -> list[sa.ColumnE
     return [sa.bindparam(f"p{i}") for i in range(len(names))]
 
 
-def _run_bulk(conn: Connection, key: tuple[Any, ...], build: Callable[[], sa.Executable],
-              rows: Sequence[tuple[Any, ...]]) -> None:
+def _run_bulk(
+    conn: Connection, key: tuple[Any, ...], build: Callable[[], sa.Executable], rows: Sequence[tuple[Any, ...]]
+) -> None:
     """Compile `build()` once per key; run it for `rows` whose i-th value binds `p<i>`.
 
     PostgreSQL gets one execution with one array per column; SQLite (in-process, no round trips)
@@ -79,9 +80,16 @@ def bulk_insert(conn: Connection, table: Table, columns: tuple[str, ...], rows: 
     _run_bulk(conn, (dialect, "insert", table.name, columns), build, rows)
 
 
-def bulk_update(conn: Connection, table: Table, keys: tuple[str, ...], columns: tuple[str, ...],
-                rows: Sequence[tuple[Any, ...]], *, constants: Mapping[str, Any] | None = None,
-                where: sa.ColumnElement[bool] | None = None) -> None:
+def bulk_update(
+    conn: Connection,
+    table: Table,
+    keys: tuple[str, ...],
+    columns: tuple[str, ...],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    constants: Mapping[str, Any] | None = None,
+    where: sa.ColumnElement[bool] | None = None,
+) -> None:
     """`UPDATE` the rows of `table` named by `keys`, setting `columns`, for many rows in one go.
 
     Each row holds the key values, then the column values; `constants` are set on every row and
@@ -123,7 +131,8 @@ def pipelined(conn: Connection) -> Iterator[None]:
         yield
         return
     raw = conn.connection.dbapi_connection
-    assert isinstance(raw, psycopg.Connection)
+    if not isinstance(raw, psycopg.Connection):
+        raise TypeError(f"PostgreSQL pipeline needs a psycopg connection, not {type(raw).__name__}")
     try:
         with raw.pipeline():
             yield
@@ -140,7 +149,7 @@ def normalise_url(url: str) -> str:
     """Accept the usual `postgresql://` spelling and pick the psycopg 3 driver."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -170,8 +179,7 @@ def create_engine(url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # A bounded connect, so that a database host that does not answer is an error, not a hang.
-    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True,
-                            connect_args={"connect_timeout": 5})
+    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True, connect_args={"connect_timeout": 5})
 
 
 class WriterLock:
@@ -199,7 +207,8 @@ class WriterLock:
             os.close(fd)
             raise ConfigurationError(
                 f"database {database} is in use by another broker (pid {holder} holds {path}); one broker writes "
-                "one SQLite database: stop the other broker or give this one its own database_url") from exc
+                "one SQLite database: stop the other broker or give this one its own database_url"
+            ) from exc
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(path, fd)
@@ -254,17 +263,22 @@ def storage_fault(exc: BaseException) -> StorageUnavailable | StorageFull | None
         sqlstate = str(getattr(cause, "sqlstate", "") or "")
         full = sqlstate == _PG_FULL
         unavailable = sqlstate.startswith(_PG_UNAVAILABLE_PREFIXES) or (
-            not sqlstate and type(cause).__name__ == "OperationalError")  # psycopg: no connection at all
+            not sqlstate and type(cause).__name__ == "OperationalError"
+        )  # psycopg: no connection at all
         if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
             unavailable = True
     if full:
-        return StorageFull("the broker's database disk is full; nothing was stored. Retrying will not help until "
-                           "the operator frees space")
+        return StorageFull(
+            "the broker's database disk is full; nothing was stored. Retrying will not help until "
+            "the operator frees space"
+        )
     if unavailable:
         return StorageUnavailable(_unavailable(f"{type(cause).__name__}"))
     return None
 
 
 def _unavailable(cause: str) -> str:
-    return (f"the broker's database is unavailable ({cause}); nothing was stored. It is safe to retry "
-            "(sends are idempotent: the same message id gets the same answer)")
+    return (
+        f"the broker's database is unavailable ({cause}); nothing was stored. It is safe to retry "
+        "(sends are idempotent: the same message id gets the same answer)"
+    )

@@ -60,9 +60,7 @@ class DeliveryRow(SQLModel, table=True):
     """One recipient's copy of a message: the durable per-recipient queue."""
 
     __tablename__ = "deliveries"
-    __table_args__ = (
-        sa.Index("ix_deliveries_queue", "recipient", "state", "priority", "seq"),
-    )
+    __table_args__ = (sa.Index("ix_deliveries_queue", "recipient", "state", "priority", "seq"),)
 
     message_id: str = Field(primary_key=True, max_length=36)
     recipient: str = Field(primary_key=True, max_length=40)

@@ -117,9 +117,16 @@ class Writer:
     between calls is noticed too.
     """
 
-    def __init__(self, engine: Engine, audit_log: AuditLog, node: str = "node-1", *,
-                 probe_interval: float = 0.25, probe_max_interval: float = 2.0,
-                 idle_probe_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        audit_log: AuditLog,
+        node: str = "node-1",
+        *,
+        probe_interval: float = 0.25,
+        probe_max_interval: float = 2.0,
+        idle_probe_seconds: float = 5.0,
+    ) -> None:
         self._engine = engine
         self._node = node
         self._audit = audit_log
@@ -337,7 +344,7 @@ class Writer:
                         else:
                             self._enter_fault(fault)
                     continue
-            pause = min(self._probe_interval * 2 ** attempt, self._probe_max)
+            pause = min(self._probe_interval * 2**attempt, self._probe_max)
             await asyncio.sleep(pause)
             attempt += 1
             fault = await loop.run_in_executor(self._thread, self._probe)
@@ -345,8 +352,12 @@ class Writer:
                 self._recover()
             else:
                 self._fault = fault
-                log.info("writer.probe_failed", attempt=attempt, status=fault.status.name,
-                         retry_in=min(self._probe_interval * 2 ** attempt, self._probe_max))
+                log.info(
+                    "writer.probe_failed",
+                    attempt=attempt,
+                    status=fault.status.name,
+                    retry_in=min(self._probe_interval * 2**attempt, self._probe_max),
+                )
 
     def _probe(self) -> Fault | None:
         # A real one-row write: a full disk fails it like any batch, while a SELECT would pass.
@@ -388,8 +399,12 @@ class Writer:
             fault = storage_fault(exc)
             if fault is not None:
                 # The store's failure, not this batch's: one line, no traceback per batch of an outage.
-                log.error("writer.batch_failed", operations=len(pending), status=fault.status.name,  # noqa: TRY400
-                          error=type(exc).__name__)
+                log.error(  # noqa: TRY400
+                    "writer.batch_failed",
+                    operations=len(pending),
+                    status=fault.status.name,
+                    error=type(exc).__name__,
+                )
                 self._close()
                 _hold_or_fail(pending, fault)
                 return [], fault
@@ -476,6 +491,8 @@ def parse_replica_note(payload: str) -> tuple[str, str, list[str] | None]:
     node, _, rest = payload.partition("|")
     agency, _, settled = rest.partition("|settled|")
     return node, agency, (settled.split(",") if settled else None)
+
+
 _SEQUENCER_LOCK = 0x15B0_0001  # pg_advisory_xact_lock key of the audit log's single sequencer
 
 
@@ -499,8 +516,10 @@ def _check_indices(indices: list[int], expected_first: int) -> None:
         raise RuntimeError("audit log index drifted from the writer's count")
 
 
-_HEARTBEAT = sa.text("INSERT INTO writer_heartbeat (node, beat_us) VALUES (:node, :beat) "
-                     "ON CONFLICT (node) DO UPDATE SET beat_us = excluded.beat_us")
+_HEARTBEAT = sa.text(
+    "INSERT INTO writer_heartbeat (node, beat_us) VALUES (:node, :beat) "
+    "ON CONFLICT (node) DO UPDATE SET beat_us = excluded.beat_us"
+)
 
 
 def _hold_or_fail(pending: Sequence[_Pending], fault: Fault) -> None:

@@ -48,9 +48,15 @@ def _ts(when: dt.datetime) -> Timestamp:
 
 def _record(r: CertificateRecord) -> admin_pb2.CertificateRecord:
     return admin_pb2.CertificateRecord(
-        serial=r.serial, spiffe_id=r.spiffe_id, role=r.role.value, fingerprint_sha256=r.fingerprint_sha256,
-        not_before=_ts(r.not_before), not_after=_ts(r.not_after), status=r.status().value,
-        revocation_reason=r.revocation_reason or "")
+        serial=r.serial,
+        spiffe_id=r.spiffe_id,
+        role=r.role.value,
+        fingerprint_sha256=r.fingerprint_sha256,
+        not_before=_ts(r.not_before),
+        not_after=_ts(r.not_after),
+        status=r.status().value,
+        revocation_reason=r.revocation_reason or "",
+    )
 
 
 def _agency(request: admin_pb2.RegisterAgencyRequest) -> AgencyRecord:
@@ -67,9 +73,19 @@ def _agency(request: admin_pb2.RegisterAgencyRequest) -> AgencyRecord:
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     """AdminService. The CA key is used only when this broker is configured with a CA directory."""
 
-    def __init__(self, auth: Authenticator, exchange: Exchange, writer: Writer, registry: Registry,
-                 policy: RunningPolicy, revocations: RevocationList, ca: Callable[[], CaDirectory],
-                 ca_lock: asyncio.Lock, retention: RetentionJob, applied_policy: Path | None = None) -> None:
+    def __init__(
+        self,
+        auth: Authenticator,
+        exchange: Exchange,
+        writer: Writer,
+        registry: Registry,
+        policy: RunningPolicy,
+        revocations: RevocationList,
+        ca: Callable[[], CaDirectory],
+        ca_lock: asyncio.Lock,
+        retention: RetentionJob,
+        applied_policy: Path | None = None,
+    ) -> None:
         self._auth = auth
         self._exchange = exchange
         self._writer = writer
@@ -85,21 +101,26 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         # CA files are written with locks and fsync: keep that off the event loop.
         return await asyncio.get_running_loop().run_in_executor(None, fn)
 
-    async def _audit(self, caller: Principal, event: str, agency: str | None = None,
-                     **fields: str | int) -> int:
-        index: int = await self._writer.submit(RecordEvent(AuditEvent(
-            event=event, actor=str(caller), time=dt.datetime.now(dt.UTC), agency=agency, fields=fields)))
+    async def _audit(self, caller: Principal, event: str, agency: str | None = None, **fields: str | int) -> int:
+        index: int = await self._writer.submit(
+            RecordEvent(
+                AuditEvent(event=event, actor=str(caller), time=dt.datetime.now(dt.UTC), agency=agency, fields=fields)
+            )
+        )
         return index
 
-    async def RegisterAgency(self, request: admin_pb2.RegisterAgencyRequest,
-                             context: Context) -> admin_pb2.AgencyRecord:
+    async def RegisterAgency(
+        self, request: admin_pb2.RegisterAgencyRequest, context: Context
+    ) -> admin_pb2.AgencyRecord:
         caller = self._auth.require(context, Role.ADMIN)
         record = await self._writer.submit(RegisterAgency(_agency(request), str(caller), self._registry))
-        return admin_pb2.AgencyRecord(agency=record.agency_id, display_name=record.display_name,
-                                      country=record.country, contact=record.contact)
+        return admin_pb2.AgencyRecord(
+            agency=record.agency_id, display_name=record.display_name, country=record.country, contact=record.contact
+        )
 
-    async def IssueCertificate(self, request: admin_pb2.IssueCertificateRequest,
-                               context: Context) -> admin_pb2.IssuedCertificate:
+    async def IssueCertificate(
+        self, request: admin_pb2.IssueCertificateRequest, context: Context
+    ) -> admin_pb2.IssuedCertificate:
         caller = self._auth.require(context, Role.ADMIN)
         if not request.csr_pem or len(request.csr_pem) > MAX_CSR_BYTES:
             raise InvalidRequest(f"csr_pem must hold one PEM certificate request of at most {MAX_CSR_BYTES} bytes")
@@ -111,18 +132,27 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 raise InvalidRequest(f"registry data names {agency.agency_id} but the CSR is for {request_id}")
         async with self._ca_lock:
             cert, record = await self._file_work(
-                lambda: issue_from_csr(ca, request.csr_pem, request.lifetime_days or None))
-            await self._audit(caller, "certificate.issued",
-                              agency=record.name if record.role is Role.AGENCY else None, serial=record.serial,
-                              spiffe_id=record.spiffe_id, fingerprint=record.fingerprint_sha256, via="AdminService")
+                lambda: issue_from_csr(ca, request.csr_pem, request.lifetime_days or None)
+            )
+            await self._audit(
+                caller,
+                "certificate.issued",
+                agency=record.name if record.role is Role.AGENCY else None,
+                serial=record.serial,
+                spiffe_id=record.spiffe_id,
+                fingerprint=record.fingerprint_sha256,
+                via="AdminService",
+            )
         if agency is not None:
             await self._writer.submit(RegisterAgency(agency, str(caller), self._registry))
         log.info("certificate.issued", serial=record.serial, spiffe_id=record.spiffe_id)
-        return admin_pb2.IssuedCertificate(certificate_pem=cert.public_bytes(Encoding.PEM),
-                                           chain_pem=chain_pem(ca, cert), record=_record(record))
+        return admin_pb2.IssuedCertificate(
+            certificate_pem=cert.public_bytes(Encoding.PEM), chain_pem=chain_pem(ca, cert), record=_record(record)
+        )
 
-    async def RevokeCertificate(self, request: admin_pb2.RevokeCertificateRequest,
-                                context: Context) -> admin_pb2.CertificateRecord:
+    async def RevokeCertificate(
+        self, request: admin_pb2.RevokeCertificateRequest, context: Context
+    ) -> admin_pb2.CertificateRecord:
         caller = self._auth.require(context, Role.ADMIN)
         reason = request.reason or "unspecified"
         if reason not in REVOCATION_REASONS:
@@ -132,14 +162,21 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             record = await self._file_work(lambda: revoke(ca, request.serial, reason))
             # Take effect on the very next call, without waiting for the file watch.
             self._revocations.refresh(force=True)
-            await self._audit(caller, "certificate.revoked",
-                              agency=record.name if record.role is Role.AGENCY else None, serial=record.serial,
-                              spiffe_id=record.spiffe_id, reason=reason, via="AdminService")
+            await self._audit(
+                caller,
+                "certificate.revoked",
+                agency=record.name if record.role is Role.AGENCY else None,
+                serial=record.serial,
+                spiffe_id=record.spiffe_id,
+                reason=reason,
+                via="AdminService",
+            )
         log.info("certificate.revoked", serial=record.serial, spiffe_id=record.spiffe_id, reason=reason)
         return _record(record)
 
-    async def ListCertificates(self, request: admin_pb2.ListCertificatesRequest,
-                               context: Context) -> admin_pb2.ListCertificatesResponse:
+    async def ListCertificates(
+        self, request: admin_pb2.ListCertificatesRequest, context: Context
+    ) -> admin_pb2.ListCertificatesResponse:
         self._auth.require(context, Role.ADMIN)
         ca = self._ca()
         records = await self._file_work(lambda: list_certificates(ca))
@@ -150,13 +187,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         ca = self._ca()
         return admin_pb2.Crl(der=await self._file_work(lambda: crl_der(ca)))
 
-    async def ValidatePolicy(self, request: admin_pb2.PolicyDocument,
-                             context: Context) -> admin_pb2.PolicyValidation:
+    async def ValidatePolicy(self, request: admin_pb2.PolicyDocument, context: Context) -> admin_pb2.PolicyValidation:
         self._auth.require(context, Role.ADMIN)
         _check_policy_size(request.toml)
         report = self._policy.validate(request.toml, request.source[:200])
-        return admin_pb2.PolicyValidation(valid=report.valid, errors=report.errors, digest=report.digest,
-                                          diff=report.diff)
+        return admin_pb2.PolicyValidation(
+            valid=report.valid, errors=report.errors, digest=report.digest, diff=report.diff
+        )
 
     async def ApplyPolicy(self, request: admin_pb2.PolicyDocument, context: Context) -> admin_pb2.PolicyValidation:
         caller = self._auth.require(context, Role.ADMIN)
@@ -184,8 +221,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self._auth.require(context, Role.ADMIN, Role.AUDITOR)
         return admin_pb2.PolicyDocument(toml=self._policy.current.text)
 
-    async def ExplainPolicy(self, request: admin_pb2.ExplainPolicyRequest,
-                            context: Context) -> admin_pb2.PolicyDecision:
+    async def ExplainPolicy(
+        self, request: admin_pb2.ExplainPolicyRequest, context: Context
+    ) -> admin_pb2.PolicyDecision:
         caller = self._auth.authenticate(context)
         sender = request.sender or caller.name
         if caller.role is Role.AGENCY and sender != caller.name:
@@ -195,15 +233,18 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         if len(request.recipients) > 256 or any(len(r) > 64 for r in request.recipients):
             raise InvalidRequest("too many or too long recipients")
         decision = self._policy.current.explain(sender, request.kind, request.tlp, list(request.recipients))
-        return admin_pb2.PolicyDecision(allowed=decision.allowed, rule=decision.rule, reason=decision.reason,
-                                        expanded_recipients=decision.expanded)
+        return admin_pb2.PolicyDecision(
+            allowed=decision.allowed, rule=decision.rule, reason=decision.reason, expanded_recipients=decision.expanded
+        )
 
     async def Retention(self, request: admin_pb2.RetentionRequest, context: Context) -> admin_pb2.RetentionReport:
         caller = self._auth.require(context, Role.ADMIN)
-        reply = admin_pb2.RetentionReport(dry_run=request.dry_run, policy_sha256=self._policy.current.digest,
-                                          at=_ts(dt.datetime.now(dt.UTC)))
-        reports = [await self._retention.dry_run()] if request.dry_run else await self._retention.run(
-            str(caller), "admin")
+        reply = admin_pb2.RetentionReport(
+            dry_run=request.dry_run, policy_sha256=self._policy.current.digest, at=_ts(dt.datetime.now(dt.UTC))
+        )
+        reports = (
+            [await self._retention.dry_run()] if request.dry_run else await self._retention.run(str(caller), "admin")
+        )
         totals: dict[tuple[str, str, str], int] = {}
         for report in reports:
             for c in report.counts:
@@ -212,8 +253,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             reply.undelivered_dropped += report.undelivered_dropped
             if report.audit_index is not None:
                 reply.audit_indexes.append(report.audit_index)
-        reply.counts.extend(admin_pb2.RetentionCount(what=what, rule=rule, period=period, count=n)
-                            for (what, rule, period), n in totals.items())
+        reply.counts.extend(
+            admin_pb2.RetentionCount(what=what, rule=rule, period=period, count=n)
+            for (what, rule, period), n in totals.items()
+        )
         return reply
 
 
@@ -221,13 +264,16 @@ def _refuse_cut_off(policy: RunningPolicy, text: str, registered: list[str]) -> 
     # An operator slip (an empty or truncated document) must not silence the deployment.
     proposed = Policy.parse(text, source="proposed policy")
     if not proposed.agencies:
-        raise FailedPrecondition("policy refused, the running policy stays in force: it names no agency, so every "
-                                 "send would be denied; apply it with --force if that is intended")
+        raise FailedPrecondition(
+            "policy refused, the running policy stays in force: it names no agency, so every "
+            "send would be denied; apply it with --force if that is intended"
+        )
     cut = policy.cut_off(text, registered)
     if cut:
         raise FailedPrecondition(
             f"policy refused, the running policy stays in force: it would cut off {', '.join(cut)} (registered, "
-            "able to send or receive today, able to do neither under it); apply it with --force if that is intended")
+            "able to send or receive today, able to do neither under it); apply it with --force if that is intended"
+        )
 
 
 def _check_policy_size(text: str) -> None:

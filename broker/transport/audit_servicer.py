@@ -40,8 +40,9 @@ def _checkpoint(record: CheckpointRecord) -> audit_pb2.Checkpoint:
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     """AuditService over the broker's audit log (read-only, auditors only)."""
 
-    def __init__(self, auth: Authenticator, exchange: Exchange, writer: Writer,
-                 sign_checkpoint: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, auth: Authenticator, exchange: Exchange, writer: Writer, sign_checkpoint: Callable[[], Awaitable[None]]
+    ) -> None:
         self._auth = auth
         self._exchange = exchange
         self._writer = writer
@@ -51,36 +52,61 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def _log(self) -> AuditLog:
         return self._writer.audit_log
 
-    async def _auditor(self, context: Context, rpc: str, request: _Justified | None = None,
-                       **fields: Any) -> Principal:
+    async def _auditor(self, context: Context, rpc: str, request: _Justified | None = None, **fields: Any) -> Principal:
         caller = self._auth.require(context, Role.AUDITOR)
         if request is not None:  # the consultation's justification, checked before anything is read
-            fields |= self._exchange.consultation(str(caller), request.legal_basis, request.case_reference,
-                                                  request.operator)
+            fields |= self._exchange.consultation(
+                str(caller), request.legal_basis, request.case_reference, request.operator
+            )
         # An auditor's query is an event like any other (DESIGN.md section 8): who looked at what.
         # Recorded, not required first: while the store cannot commit, the entry is held and the
         # auditor still gets the answer (reads work on a full disk).
-        await self._writer.record(RecordEvent(AuditEvent(
-            event="audit.query", actor=str(caller), time=dt.datetime.now(dt.UTC),
-            message_id=fields.pop("message_id", None) or None,
-            agency=fields.pop("agency", None) or None,
-            fields={"rpc": rpc, **{k: v for k, v in fields.items() if v not in (None, "", 0)}})))
+        await self._writer.record(
+            RecordEvent(
+                AuditEvent(
+                    event="audit.query",
+                    actor=str(caller),
+                    time=dt.datetime.now(dt.UTC),
+                    message_id=fields.pop("message_id", None) or None,
+                    agency=fields.pop("agency", None) or None,
+                    fields={"rpc": rpc, **{k: v for k, v in fields.items() if v not in (None, "", 0)}},
+                )
+            )
+        )
         return caller
 
-    async def QueryEntries(self, request: audit_pb2.QueryEntriesRequest,
-                           context: Context) -> audit_pb2.QueryEntriesResponse:
+    async def QueryEntries(
+        self, request: audit_pb2.QueryEntriesRequest, context: Context
+    ) -> audit_pb2.QueryEntriesResponse:
         for name in ("agency", "message_id", "event"):
             if len(getattr(request, name)) > MAX_FILTER_LENGTH:
                 raise InvalidRequest(f"{name} filter is longer than {MAX_FILTER_LENGTH} characters")
-        await self._auditor(context, "QueryEntries", request, agency=request.agency, message_id=request.message_id,
-                            event=request.event, start_index=request.start_index)
+        await self._auditor(
+            context,
+            "QueryEntries",
+            request,
+            agency=request.agency,
+            message_id=request.message_id,
+            event=request.event,
+            start_index=request.start_index,
+        )
         since = request.since.ToDatetime(dt.UTC) if request.HasField("since") else None
         until = request.until.ToDatetime(dt.UTC) if request.HasField("until") else None
-        page = await self._exchange.read(lambda conn: self._log.query(
-            conn, since=since, until=until, agency=request.agency or None, message_id=request.message_id or None,
-            event=request.event or None, start_index=request.start_index, limit=request.page_size or 100))
-        return audit_pb2.QueryEntriesResponse(entries=[_entry(r) for r in page.records],
-                                              next_index=page.next_index or 0)
+        page = await self._exchange.read(
+            lambda conn: self._log.query(
+                conn,
+                since=since,
+                until=until,
+                agency=request.agency or None,
+                message_id=request.message_id or None,
+                event=request.event or None,
+                start_index=request.start_index,
+                limit=request.page_size or 100,
+            )
+        )
+        return audit_pb2.QueryEntriesResponse(
+            entries=[_entry(r) for r in page.records], next_index=page.next_index or 0
+        )
 
     async def GetCheckpoint(self, request: audit_pb2.GetCheckpointRequest, context: Context) -> audit_pb2.Checkpoint:
         await self._auditor(context, "GetCheckpoint")
@@ -101,8 +127,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             raise FailedPrecondition("no checkpoint has been signed yet")
         return latest.tree_size
 
-    async def GetInclusionProof(self, request: audit_pb2.InclusionProofRequest,
-                                context: Context) -> audit_pb2.InclusionProof:
+    async def GetInclusionProof(
+        self, request: audit_pb2.InclusionProofRequest, context: Context
+    ) -> audit_pb2.InclusionProof:
         await self._auditor(context, "GetInclusionProof", request, index=request.index, tree_size=request.tree_size)
         size = await self._size(request.tree_size)
 
@@ -112,10 +139,12 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         hashes, record = await self._exchange.read(prove)
         return audit_pb2.InclusionProof(index=request.index, tree_size=size, hashes=hashes, entry=_entry(record))
 
-    async def GetConsistencyProof(self, request: audit_pb2.ConsistencyProofRequest,
-                                  context: Context) -> audit_pb2.ConsistencyProof:
-        await self._auditor(context, "GetConsistencyProof", first_size=request.first_size,
-                            second_size=request.second_size)
+    async def GetConsistencyProof(
+        self, request: audit_pb2.ConsistencyProofRequest, context: Context
+    ) -> audit_pb2.ConsistencyProof:
+        await self._auditor(
+            context, "GetConsistencyProof", first_size=request.first_size, second_size=request.second_size
+        )
         second = await self._size(request.second_size)
         hashes = await self._exchange.read(lambda conn: self._log.consistency_proof(conn, request.first_size, second))
         return audit_pb2.ConsistencyProof(first_size=request.first_size, second_size=second, hashes=hashes)
@@ -136,4 +165,3 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 else:
                     yield audit_pb2.ExportItem(entry=_entry(item))
             position = window_end
-

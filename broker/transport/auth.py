@@ -50,10 +50,12 @@ class Authenticator:
         structlog.contextvars.bind_contextvars(caller=str(principal.spiffe_id))
         if self._revocations.is_revoked(principal.serial):
             raise AuthenticationError(
-                f"certificate {serial_hex(principal.serial)} of {principal.spiffe_id} has been revoked")
+                f"certificate {serial_hex(principal.serial)} of {principal.spiffe_id} has been revoked"
+            )
         if principal.not_after <= dt.datetime.now(dt.UTC):
             raise AuthenticationError(
-                f"certificate of {principal.spiffe_id} expired at {principal.not_after.isoformat()}")
+                f"certificate of {principal.spiffe_id} expired at {principal.not_after.isoformat()}"
+            )
         return principal
 
     def is_revoked_der(self, certificate_der: bytes) -> bool:
@@ -101,4 +103,3 @@ class Authenticator:
         if isinstance(principal, AuthenticationError):
             raise principal
         return principal
-

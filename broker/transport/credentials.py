@@ -52,4 +52,5 @@ class ReloadingServerCredentials:
     def credentials(self) -> grpc.ServerCredentials:
         """Credentials that require and verify a client certificate on every connection."""
         return grpc.dynamic_ssl_server_credentials(
-            self._configuration(), self._fetch, require_client_authentication=True)
+            self._configuration(), self._fetch, require_client_authentication=True
+        )

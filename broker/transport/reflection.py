@@ -54,11 +54,14 @@ def enable_server_reflection(service_names: Iterable[str], server: grpc.aio.Serv
     names = [*service_names, V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME]
     servicer: Any = v1alpha.aio.ReflectionServicer(names)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
-    v1 = grpc.method_handlers_generic_handler(V1_SERVICE_NAME, {
-        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
-            servicer.ServerReflectionInfo,
-            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
-        ),
-    })
+    v1 = grpc.method_handlers_generic_handler(
+        V1_SERVICE_NAME,
+        {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                servicer.ServerReflectionInfo,
+                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            ),
+        },
+    )
     server.add_generic_rpc_handlers((v1,))

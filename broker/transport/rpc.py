@@ -55,6 +55,7 @@ def _parser(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], An
             return deserializer(raw)
         except Exception as exc:  # noqa: BLE001 - any parser failure is the client's malformed request
             raise InvalidRequest(f"request does not parse as {name}: {refusals.bounded(str(exc), 200)}") from None
+
     return parse
 
 
@@ -99,6 +100,7 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: str, record: refusals.Record) -> 
             async with _call(context, rpc, record):
                 async for item in _responses(behaviour(_parsed_stream(requests, parse), context)):
                     yield item
+
         return grpc.stream_stream_rpc_method_handler(stream_stream, response_serializer=serializer)
     if handler.request_streaming:
         behaviour = handler.stream_unary
@@ -107,6 +109,7 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: str, record: refusals.Record) -> 
             async with _call(context, rpc, record):
                 return await behaviour(_parsed_stream(requests, parse), context)
             return None  # reached only after an abort, which raises
+
         return grpc.stream_unary_rpc_method_handler(stream_unary, response_serializer=serializer)
     if handler.response_streaming:
         behaviour = handler.unary_stream
@@ -116,6 +119,7 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: str, record: refusals.Record) -> 
                 request = parse(raw)
                 async for item in _responses(behaviour(request, context)):
                     yield item
+
         return grpc.unary_stream_rpc_method_handler(unary_stream, response_serializer=serializer)
     behaviour = handler.unary_unary
 
@@ -123,6 +127,7 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: str, record: refusals.Record) -> 
         async with _call(context, rpc, record):
             return await behaviour(parse(raw), context)
         return None  # reached only after an abort, which raises
+
     return grpc.unary_unary_rpc_method_handler(unary_unary, response_serializer=serializer)
 
 
@@ -142,9 +147,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, record: refusals.Record) -> None:
         self._record = record
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails],
-                                                             Awaitable[grpc.RpcMethodHandler | None]],
-                                handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None

@@ -59,8 +59,9 @@ _KIND = "WATCHLIST_UPDATE"
 class WatchlistDesk:
     """Creates watchlists, accepts versions from their owners, serves them to allowed subscribers."""
 
-    def __init__(self, config: BrokerConfig, writer: Writer, exchange: Exchange, registry: Registry,
-                 policy: RunningPolicy) -> None:
+    def __init__(
+        self, config: BrokerConfig, writer: Writer, exchange: Exchange, registry: Registry, policy: RunningPolicy
+    ) -> None:
         self._config = config
         self._writer = writer
         self._exchange = exchange
@@ -97,7 +98,8 @@ class WatchlistDesk:
         if not self.may_subscribe(caller.name, record):
             raise PermissionDenied(
                 f"{caller.name} may not subscribe to watchlist {record.watchlist_id}: its owner {record.owner} "
-                f"shares it with {', '.join(record.subscribers)} only")
+                f"shares it with {', '.join(record.subscribers)} only"
+            )
 
     async def get(self, caller: Principal, watchlist_id: str) -> WatchlistRecord:
         """One watchlist the caller owns or may subscribe to."""
@@ -115,8 +117,15 @@ class WatchlistDesk:
         return [r for r in records if self.may_subscribe(caller.name, r)]
 
     # -- CreateWatchlist -----------------------------------------------------------------------
-    async def create(self, caller: Principal, watchlist_id: str, title: str, entry_types: Sequence[int],
-                     subscribers: Sequence[str], tlp: int) -> WatchlistRecord:
+    async def create(
+        self,
+        caller: Principal,
+        watchlist_id: str,
+        title: str,
+        entry_types: Sequence[int],
+        subscribers: Sequence[str],
+        tlp: int,
+    ) -> WatchlistRecord:
         """Create a watchlist owned by the caller, at version 0."""
         async with self._audited(caller):
             if caller.role is not Role.AGENCY:
@@ -127,7 +136,8 @@ class WatchlistDesk:
             if match is None:
                 raise InvalidRequest(
                     f"watchlist id {watchlist_id!r} must look like '{caller.name}/stolen-documents' "
-                    "(owner id, '/', lowercase name)")
+                    "(owner id, '/', lowercase name)"
+                )
             if match["owner"] != caller.name:
                 raise PermissionDenied(f"watchlist id {watchlist_id!r} must start with the owner's id {caller.name}/")
             if len(title) > MAX_TITLE:
@@ -141,8 +151,9 @@ class WatchlistDesk:
             tlp_name = tlp_from_proto(tlp)
             # A list nobody may receive under the policy is refused now, not at the first publish.
             self._policy.current.decide_send(caller.name, _KIND, tlp_name, names).raise_if_denied()
-            record = WatchlistRecord(watchlist_id, caller.name, title, tuple(sorted(set(types))), names, tlp,
-                                     0, 0, 0, 0)
+            record = WatchlistRecord(
+                watchlist_id, caller.name, title, tuple(sorted(set(types))), names, tlp, 0, 0, 0, 0
+            )
             created: WatchlistRecord = await self._writer.submit(CreateWatchlist(record, actor=str(caller.spiffe_id)))
         return created
 
@@ -168,19 +179,32 @@ class WatchlistDesk:
         return tuple(sorted(subscribers))
 
     # -- PublishUpdate -------------------------------------------------------------------------
-    async def publish(self, caller: Principal, envelope: envelope_pb2.Envelope, snapshot: bool,
-                      review: watchlist_pb2.ReviewSchedule | None = None) -> Published:
+    async def publish(
+        self,
+        caller: Principal,
+        envelope: envelope_pb2.Envelope,
+        snapshot: bool,
+        review: watchlist_pb2.ReviewSchedule | None = None,
+    ) -> Published:
         """Check one WATCHLIST_UPDATE envelope from the owner and store it as the next version (and the
         owner's review schedule, if given: broker.watchlists.review)."""
         async with self._audited(caller) as refusal:
             # 1-2. Who, how big, well formed; the header is trusted only after step 4.
-            intake = take_in(caller, envelope, envelope.ByteSize(), refusal,
-                             max_bytes=self._config.max_envelope_bytes, max_recipients=self._config.max_recipients,
-                             action="publish", what="watchlists")
+            intake = take_in(
+                caller,
+                envelope,
+                envelope.ByteSize(),
+                refusal,
+                max_bytes=self._config.max_envelope_bytes,
+                max_recipients=self._config.max_recipients,
+                action="publish",
+                what="watchlists",
+            )
             envelope_bytes, digest, header = intake.envelope_bytes, intake.digest, intake.header
             if header.kind != envelope_pb2.WATCHLIST_UPDATE:
                 raise InvalidRequest(
-                    f"a watchlist update must be of kind WATCHLIST_UPDATE, not {envelope_pb2.Kind.Name(header.kind)}")
+                    f"a watchlist update must be of kind WATCHLIST_UPDATE, not {envelope_pb2.Kind.Name(header.kind)}"
+                )
             if not header.watchlist_id or header.watchlist_version == 0:
                 raise InvalidRequest("a watchlist update needs header.watchlist_id and header.watchlist_version >= 1")
             # 3. The watchlist exists and the caller owns it.
@@ -189,7 +213,8 @@ class WatchlistDesk:
                 raise NotFound(f"no watchlist {header.watchlist_id!r}")
             if record.owner != caller.name:
                 raise PermissionDenied(
-                    f"watchlist {record.watchlist_id} is owned by {record.owner}; only its owner may publish updates")
+                    f"watchlist {record.watchlist_id} is owned by {record.owner}; only its owner may publish updates"
+                )
             # 4. The outer signature and digests, against the caller's own certificate.
             header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
             if header.HasField("expires") and header.expires.ToMicroseconds() <= now_us():
@@ -199,41 +224,62 @@ class WatchlistDesk:
             expected = self._check_addressing(record, header, envelope)
             schedule = schedule_of(review) if review is not None else None
             # 6. The version check and the store, in the writer (see broker.watchlists.operations).
-            published: Published = await self._writer.submit(PublishVersion(
-                header=header, snapshot=snapshot, envelope=envelope_bytes, envelope_sha256=digest,
-                sender_cert_fingerprint=caller.fingerprint, sender_cert_der=caller.certificate_der,
-                caller=str(caller.spiffe_id), wrapped_for=expected, on_commit=self._published, review=schedule))
+            published: Published = await self._writer.submit(
+                PublishVersion(
+                    header=header,
+                    snapshot=snapshot,
+                    envelope=envelope_bytes,
+                    envelope_sha256=digest,
+                    sender_cert_fingerprint=caller.fingerprint,
+                    sender_cert_der=caller.certificate_der,
+                    caller=str(caller.spiffe_id),
+                    wrapped_for=expected,
+                    on_commit=self._published,
+                    review=schedule,
+                )
+            )
         return published
 
     async def _check_created(self, header: envelope_pb2.Header, digest: bytes) -> None:
         # As for sends: `created` within the skew window, unless this is a retry of a stored version.
         try:
-            validation.check_created_skew(header, dt.datetime.now(dt.UTC),
-                                          dt.timedelta(seconds=self._config.max_clock_skew_seconds))
+            validation.check_created_skew(
+                header, dt.datetime.now(dt.UTC), dt.timedelta(seconds=self._config.max_clock_skew_seconds)
+            )
         except OutOfRange:
             v = tables.watchlist_versions
-            stored = await self._exchange.read(lambda conn: conn.execute(
-                sa.select(v.c.envelope_sha256).where(v.c.message_id == header.message_id)).scalar())
+            stored = await self._exchange.read(
+                lambda conn: conn.execute(
+                    sa.select(v.c.envelope_sha256).where(v.c.message_id == header.message_id)
+                ).scalar()
+            )
             if stored is None or bytes(stored) != digest:
                 raise
 
-    def _check_addressing(self, record: WatchlistRecord, header: envelope_pb2.Header,
-                          envelope: envelope_pb2.Envelope) -> tuple[str, ...]:
+    def _check_addressing(
+        self, record: WatchlistRecord, header: envelope_pb2.Header, envelope: envelope_pb2.Envelope
+    ) -> tuple[str, ...]:
         """The agencies an update of `record` must be wrapped for; raise if `header`/`envelope` differ."""
         # Addressed to the watchlist's subscribers, at its handling code, as the policy allows.
         if sorted(header.recipients) != list(record.subscribers):
             raise InvalidRequest(
                 f"a version of {record.watchlist_id} must be addressed to its subscribers "
-                f"{list(record.subscribers)}, not {sorted(header.recipients)}")
+                f"{list(record.subscribers)}, not {sorted(header.recipients)}"
+            )
         if header.handling.tlp != record.tlp:
             raise InvalidRequest(
                 f"watchlist {record.watchlist_id} is {envelope_pb2.Tlp.Name(record.tlp)}; "  # type: ignore[arg-type]
-                f"the update is {envelope_pb2.Tlp.Name(header.handling.tlp)}")
+                f"the update is {envelope_pb2.Tlp.Name(header.handling.tlp)}"
+            )
         policy = self._policy.current
-        policy.justification.check_send(_KIND, tlp_from_proto(header.handling.tlp),
-                                        {"legal_basis": header.legal_basis, "case_reference": header.case_reference})
-        decision = policy.decide_send(record.owner, _KIND, tlp_from_proto(header.handling.tlp),
-                                      list(record.subscribers))
+        policy.justification.check_send(
+            _KIND,
+            tlp_from_proto(header.handling.tlp),
+            {"legal_basis": header.legal_basis, "case_reference": header.case_reference},
+        )
+        decision = policy.decide_send(
+            record.owner, _KIND, tlp_from_proto(header.handling.tlp), list(record.subscribers)
+        )
         decision.raise_if_denied()
         # One wrapped key per subscribing agency and for the owner (see the module docstring).
         expected = tuple(sorted(set(decision.expanded) | {record.owner}))
@@ -244,7 +290,8 @@ class WatchlistDesk:
         if wrapped != expected:
             raise InvalidRequest(
                 "a watchlist update must carry a wrapped key for every subscribing agency and the owner: "
-                f"expected {list(expected)}, envelope has {list(wrapped)}")
+                f"expected {list(expected)}, envelope has {list(wrapped)}"
+            )
         return expected
 
     def _certificate(self, caller: Principal) -> x509.Certificate:
@@ -267,7 +314,8 @@ class WatchlistDesk:
             if have_version > record.version:
                 raise FailedPrecondition(
                     f"you hold version {have_version} of {watchlist_id}, but the broker has only published up to "
-                    f"version {record.version}; start again from a snapshot (have_version 0)")
+                    f"version {record.version}; start again from a snapshot (have_version 0)"
+                )
         return record
 
     async def review_notices(self, caller: Principal, watchlist_id: str) -> list[Notice]:
@@ -279,8 +327,10 @@ class WatchlistDesk:
                 if record is None:
                     raise NotFound(f"no watchlist {bounded(watchlist_id, 200)!r}")
                 if record.owner != caller.name:
-                    raise PermissionDenied(f"{caller.name} does not own watchlist {record.watchlist_id}: only its "
-                                           f"owner {record.owner} reads its review notices")
+                    raise PermissionDenied(
+                        f"{caller.name} does not own watchlist {record.watchlist_id}: only its "
+                        f"owner {record.owner} reads its review notices"
+                    )
         return await self._exchange.read(lambda conn: notices(conn, caller.name, watchlist_id))
 
     def still_allowed(self, caller: Principal, record: WatchlistRecord) -> None:
@@ -294,26 +344,43 @@ class WatchlistDesk:
             sa.select(v.c.version, v.c.snapshot, v.c.envelope, v.c.accepted_us, c.c.der)
             .join(c, c.c.fingerprint == v.c.sender_cert)
             .where(v.c.watchlist_id == watchlist_id, v.c.version > after)
-            .order_by(v.c.version).limit(limit)
+            .order_by(v.c.version)
+            .limit(limit)
         )
-        return await self._exchange.read(lambda conn: [
-            StoredVersion(watchlist_id, int(r.version), bool(r.snapshot), bytes(r.envelope), bytes(r.der),
-                          int(r.accepted_us))
-            for r in conn.execute(query)
-        ])
+        return await self._exchange.read(
+            lambda conn: [
+                StoredVersion(
+                    watchlist_id, int(r.version), bool(r.snapshot), bytes(r.envelope), bytes(r.der), int(r.accepted_us)
+                )
+                for r in conn.execute(query)
+            ]
+        )
 
     async def latest_snapshot(self, watchlist_id: str) -> int:
         """The version of the latest snapshot of `watchlist_id` (0: none)."""
         query = sa.select(tables.watchlist_lists.c.snapshot_version).where(
-            tables.watchlist_lists.c.watchlist_id == watchlist_id)
+            tables.watchlist_lists.c.watchlist_id == watchlist_id
+        )
         return int(await self._exchange.read(lambda conn: conn.execute(query).scalar() or 0))
 
     def served(self, caller: Principal, watchlist_id: str, first: int, last: int) -> None:
         """Audit that versions `first..last` were sent to the caller (queued, not awaited)."""
-        self._writer.submit_nowait(RecordEvent(AuditEvent(
-            event="watchlist.delivered", actor=self.actor, time=dt.datetime.now(dt.UTC), agency=caller.name,
-            fields={"watchlist_id": watchlist_id, "recipient": caller.name, "from_version": first,
-                    "to_version": last})))
+        self._writer.submit_nowait(
+            RecordEvent(
+                AuditEvent(
+                    event="watchlist.delivered",
+                    actor=self.actor,
+                    time=dt.datetime.now(dt.UTC),
+                    agency=caller.name,
+                    fields={
+                        "watchlist_id": watchlist_id,
+                        "recipient": caller.name,
+                        "from_version": first,
+                        "to_version": last,
+                    },
+                )
+            )
+        )
 
     # -- live pushes ---------------------------------------------------------------------------
     def watch(self, watchlist_id: str) -> asyncio.Event:

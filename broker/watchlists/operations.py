@@ -43,21 +43,42 @@ class CreateWatchlist:
             existing = record_of_row(row)
             if existing.same_definition(r):
                 return existing
-            self._refuse(batch, AlreadyExists(
-                f"watchlist {r.watchlist_id} already exists with another definition; choose another id"))
+            self._refuse(
+                batch,
+                AlreadyExists(f"watchlist {r.watchlist_id} already exists with another definition; choose another id"),
+            )
         # Executed now rather than staged, so that a second create of this id in the same batch sees it.
-        batch.conn.execute(tables.watchlist_lists.insert().values(
-            watchlist_id=r.watchlist_id, owner=r.owner, title=r.title, entry_types=",".join(r.entry_types),
-            subscribers=",".join(r.subscribers), tlp=r.tlp, version=0, snapshot_version=0,
-            created_us=batch.now_us, updated_us=batch.now_us))
-        batch.audit(AuditEvent(
-            event="watchlist.created", actor=self.actor, time=batch.now, agency=r.owner,
-            fields={"watchlist_id": r.watchlist_id, "subscribers": list(r.subscribers),
+        batch.conn.execute(
+            tables.watchlist_lists.insert().values(
+                watchlist_id=r.watchlist_id,
+                owner=r.owner,
+                title=r.title,
+                entry_types=",".join(r.entry_types),
+                subscribers=",".join(r.subscribers),
+                tlp=r.tlp,
+                version=0,
+                snapshot_version=0,
+                created_us=batch.now_us,
+                updated_us=batch.now_us,
+            )
+        )
+        batch.audit(
+            AuditEvent(
+                event="watchlist.created",
+                actor=self.actor,
+                time=batch.now,
+                agency=r.owner,
+                fields={
+                    "watchlist_id": r.watchlist_id,
+                    "subscribers": list(r.subscribers),
                     "tlp": envelope_pb2.Tlp.Name(r.tlp),  # type: ignore[arg-type]
-                    "entry_types": list(r.entry_types)},
-        ))
-        return WatchlistRecord(r.watchlist_id, r.owner, r.title, r.entry_types, r.subscribers, r.tlp,
-                               0, 0, batch.now_us, batch.now_us)
+                    "entry_types": list(r.entry_types),
+                },
+            )
+        )
+        return WatchlistRecord(
+            r.watchlist_id, r.owner, r.title, r.entry_types, r.subscribers, r.tlp, 0, 0, batch.now_us, batch.now_us
+        )
 
     def _refuse(self, batch: Batch, error: BrokerError) -> NoReturn:
         # Audited once by the caller's refusal scope (broker.audit.refusals), not staged here.
@@ -99,51 +120,95 @@ class PublishVersion:
         if row is None:
             self._refuse(batch, NotFound(f"no watchlist {h.watchlist_id!r}"))
         if row.owner != h.sender:
-            self._refuse(batch, PermissionDenied(
-                f"watchlist {h.watchlist_id} is owned by {row.owner}; only its owner may publish updates"))
+            self._refuse(
+                batch,
+                PermissionDenied(
+                    f"watchlist {h.watchlist_id} is owned by {row.owner}; only its owner may publish updates"
+                ),
+            )
         # 2. Exactly the next version. The same envelope again for the latest version is a retry.
         current = int(row.version)
         expected = current + 1
         if h.watchlist_version != expected:
             if h.watchlist_version == current and current > 0:
                 stored = batch.conn.execute(
-                    sa.select(versions.c.envelope_sha256, versions.c.accepted_us, versions.c.audit_index)
-                    .where(versions.c.watchlist_id == h.watchlist_id, versions.c.version == current)
+                    sa.select(versions.c.envelope_sha256, versions.c.accepted_us, versions.c.audit_index).where(
+                        versions.c.watchlist_id == h.watchlist_id, versions.c.version == current
+                    )
                 ).one()
                 if bytes(stored.envelope_sha256) == self.envelope_sha256:
-                    return Published(h.watchlist_id, current, int(stored.accepted_us), int(stored.audit_index),
-                                     True, self.wrapped_for)
-            self._refuse(batch, FailedPrecondition(
-                f"watchlist {h.watchlist_id} is at version {current}: expected version {expected}, "
-                f"got {h.watchlist_version}"
-                + (" (an old version cannot be published again)" if h.watchlist_version <= current else
-                   " (versions may not skip)")))
+                    return Published(
+                        h.watchlist_id,
+                        current,
+                        int(stored.accepted_us),
+                        int(stored.audit_index),
+                        True,
+                        self.wrapped_for,
+                    )
+            self._refuse(
+                batch,
+                FailedPrecondition(
+                    f"watchlist {h.watchlist_id} is at version {current}: expected version {expected}, "
+                    f"got {h.watchlist_version}"
+                    + (
+                        " (an old version cannot be published again)"
+                        if h.watchlist_version <= current
+                        else " (versions may not skip)"
+                    )
+                ),
+            )
         # 3. Message ids stay unique: a version is an envelope like any other.
         if batch.conn.execute(sa.select(versions.c.version).where(versions.c.message_id == h.message_id)).first():
-            self._refuse(batch, AlreadyExists(
-                f"message id {h.message_id} was already used for another watchlist version"))
+            self._refuse(
+                batch, AlreadyExists(f"message id {h.message_id} was already used for another watchlist version")
+            )
         updated = batch.conn.execute(
             lists.update()
             .where(lists.c.watchlist_id == h.watchlist_id, lists.c.version == current)
-            .values(version=expected, updated_us=batch.now_us,
-                    **({"snapshot_version": expected} if self.snapshot else {}))
+            .values(
+                version=expected, updated_us=batch.now_us, **({"snapshot_version": expected} if self.snapshot else {})
+            )
         ).rowcount
         if updated != 1:  # another broker replica published this version in the meantime
-            self._refuse(batch, FailedPrecondition(
-                f"watchlist {h.watchlist_id} moved past version {current} meanwhile; fetch it and retry"))
+            self._refuse(
+                batch,
+                FailedPrecondition(
+                    f"watchlist {h.watchlist_id} moved past version {current} meanwhile; fetch it and retry"
+                ),
+            )
         self._store_certificate(batch)
-        index = batch.audit(AuditEvent(
-            event="watchlist.published", actor=self.caller, time=batch.now, message_id=h.message_id,
-            agency=h.sender,
-            fields={"watchlist_id": h.watchlist_id, "version": expected, "snapshot": int(self.snapshot),
-                    "envelope_sha256": self.envelope_sha256.hex(), "size": len(self.envelope),
-                    "tlp": envelope_pb2.Tlp.Name(h.handling.tlp), "wrapped_for": list(self.wrapped_for),
-                    **justification_fields(h.legal_basis, h.case_reference, h.operator, h.sender)},
-        ))
-        batch.conn.execute(versions.insert().values(
-            watchlist_id=h.watchlist_id, version=expected, message_id=h.message_id, snapshot=self.snapshot,
-            envelope=self.envelope, envelope_sha256=self.envelope_sha256, sender_cert=self.sender_cert_fingerprint,
-            accepted_us=batch.now_us, audit_index=index))
+        index = batch.audit(
+            AuditEvent(
+                event="watchlist.published",
+                actor=self.caller,
+                time=batch.now,
+                message_id=h.message_id,
+                agency=h.sender,
+                fields={
+                    "watchlist_id": h.watchlist_id,
+                    "version": expected,
+                    "snapshot": int(self.snapshot),
+                    "envelope_sha256": self.envelope_sha256.hex(),
+                    "size": len(self.envelope),
+                    "tlp": envelope_pb2.Tlp.Name(h.handling.tlp),
+                    "wrapped_for": list(self.wrapped_for),
+                    **justification_fields(h.legal_basis, h.case_reference, h.operator, h.sender),
+                },
+            )
+        )
+        batch.conn.execute(
+            versions.insert().values(
+                watchlist_id=h.watchlist_id,
+                version=expected,
+                message_id=h.message_id,
+                snapshot=self.snapshot,
+                envelope=self.envelope,
+                envelope_sha256=self.envelope_sha256,
+                sender_cert=self.sender_cert_fingerprint,
+                accepted_us=batch.now_us,
+                audit_index=index,
+            )
+        )
         if self.review is not None:
             store_schedule(batch, h.watchlist_id, expected, h.sender, self.caller, self.review)
         watchlist_id = h.watchlist_id
@@ -158,12 +223,13 @@ class PublishVersion:
         if self.sender_cert_fingerprint in staged:
             return
         exists = batch.conn.execute(
-            sa.select(certs.c.fingerprint).where(certs.c.fingerprint == self.sender_cert_fingerprint)).first()
+            sa.select(certs.c.fingerprint).where(certs.c.fingerprint == self.sender_cert_fingerprint)
+        ).first()
         if exists is None:
-            batch.conn.execute(certs.insert().values(fingerprint=self.sender_cert_fingerprint,
-                                                     der=self.sender_cert_der))
+            batch.conn.execute(
+                certs.insert().values(fingerprint=self.sender_cert_fingerprint, der=self.sender_cert_der)
+            )
 
     def _refuse(self, batch: Batch, error: BrokerError) -> NoReturn:
         # Audited once by the caller's refusal scope (broker.audit.refusals), not staged here.
         raise error
-

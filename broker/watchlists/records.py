@@ -26,7 +26,12 @@ class WatchlistRecord:
     def same_definition(self, other: WatchlistRecord) -> bool:
         """Whether `other` defines the same watchlist (for an idempotent repeated create)."""
         return (self.owner, self.title, self.entry_types, self.subscribers, self.tlp) == (
-            other.owner, other.title, other.entry_types, other.subscribers, other.tlp)
+            other.owner,
+            other.title,
+            other.entry_types,
+            other.subscribers,
+            other.tlp,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,14 @@ def _split(value: str) -> tuple[str, ...]:
 def record_of_row(row: Any) -> WatchlistRecord:
     """A record from a `watchlist_lists` row."""
     return WatchlistRecord(
-        watchlist_id=row.watchlist_id, owner=row.owner, title=row.title, entry_types=_split(row.entry_types),
-        subscribers=_split(row.subscribers), tlp=int(row.tlp), version=int(row.version),
-        snapshot_version=int(row.snapshot_version), created_us=int(row.created_us), updated_us=int(row.updated_us))
+        watchlist_id=row.watchlist_id,
+        owner=row.owner,
+        title=row.title,
+        entry_types=_split(row.entry_types),
+        subscribers=_split(row.subscribers),
+        tlp=int(row.tlp),
+        version=int(row.version),
+        snapshot_version=int(row.snapshot_version),
+        created_us=int(row.created_us),
+        updated_us=int(row.updated_us),
+    )

@@ -80,33 +80,52 @@ def schedule_of(review: watchlist_pb2.ReviewSchedule, today: dt.date | None = No
     if len(review.renewal_reason) > MAX_REASON:
         raise InvalidRequest(f"review.renewal_reason is longer than {MAX_REASON} characters")
     if any(unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp") for c in review.renewal_reason):
-        raise InvalidRequest("review.renewal_reason holds a control, format or line-break character: write one line "
-                             "of plain text")
+        raise InvalidRequest(
+            "review.renewal_reason holds a control, format or line-break character: write one line of plain text"
+        )
     if review.renewed_entries and not review.renewal_reason.strip():
-        raise InvalidRequest("review.renewal_reason is required when review.renewed_entries is set: a renewal "
-                             "records why the entries are still needed")
+        raise InvalidRequest(
+            "review.renewal_reason is required when review.renewed_entries is set: a renewal "
+            "records why the entries are still needed"
+        )
     return ReviewSchedule(tuple(sorted(due.items())), review.renewal_reason.strip(), review.renewed_entries)
 
 
-def store_schedule(batch: Batch, watchlist_id: str, version: int, owner: str, actor: str,
-                   schedule: ReviewSchedule) -> None:
+def store_schedule(
+    batch: Batch, watchlist_id: str, version: int, owner: str, actor: str, schedule: ReviewSchedule
+) -> None:
     """Replace the watchlist's schedule (inside its PublishVersion); audit a renewal.
 
     A day already notified keeps its notice, so a re-published schedule does not notify twice.
     """
     conn = batch.conn
-    notified = {row.review_date: row.notice_index for row in conn.execute(
-        sa.select(R.review_date, R.notice_index).where(R.watchlist_id == watchlist_id))}
+    notified = {
+        row.review_date: row.notice_index
+        for row in conn.execute(sa.select(R.review_date, R.notice_index).where(R.watchlist_id == watchlist_id))
+    }
     conn.execute(tables.watchlist_reviews.delete().where(R.watchlist_id == watchlist_id))
     for day, entries in schedule.due:
-        conn.execute(tables.watchlist_reviews.insert().values(
-            watchlist_id=watchlist_id, review_date=day, entries=entries, notice_index=notified.get(day)))
+        conn.execute(
+            tables.watchlist_reviews.insert().values(
+                watchlist_id=watchlist_id, review_date=day, entries=entries, notice_index=notified.get(day)
+            )
+        )
     if schedule.renewal_reason:
-        batch.audit(AuditEvent(
-            event="watchlist.review_renewed", actor=actor, time=batch.now, agency=owner,
-            fields={"watchlist_id": watchlist_id, "version": version, "reason": schedule.renewal_reason,
+        batch.audit(
+            AuditEvent(
+                event="watchlist.review_renewed",
+                actor=actor,
+                time=batch.now,
+                agency=owner,
+                fields={
+                    "watchlist_id": watchlist_id,
+                    "version": version,
+                    "reason": schedule.renewal_reason,
                     "renewed_entries": schedule.renewed_entries,
-                    "next_review": schedule.due[0][0] if schedule.due else ""}))
+                    "next_review": schedule.due[0][0] if schedule.due else "",
+                },
+            )
+        )
 
 
 def _due_text(due: Iterable[tuple[str, int]]) -> str:
@@ -126,22 +145,46 @@ class RecordReviewNotice:
     def stage(self, batch: Batch) -> int | None:
         days = [day for day, _ in self.due]
         # Only days not yet notified (another replica may have just done it).
-        pending = {row.review_date for row in batch.conn.execute(
-            sa.select(R.review_date).where(R.watchlist_id == self.watchlist_id, R.review_date.in_(days),
-                                           R.notice_index.is_(None)))}
+        pending = {
+            row.review_date
+            for row in batch.conn.execute(
+                sa.select(R.review_date).where(
+                    R.watchlist_id == self.watchlist_id, R.review_date.in_(days), R.notice_index.is_(None)
+                )
+            )
+        }
         due = [(day, n) for day, n in self.due if day in pending]
         if not due:
             return None
-        index = batch.audit(AuditEvent(
-            event="watchlist.review_notice", actor=self.actor, time=batch.now, agency=self.owner,
-            fields={"watchlist_id": self.watchlist_id, "due": [f"{d}={n}" for d, n in due],
-                    "entries": sum(n for _, n in due), "notice_period": self.notice_period}))
-        batch.conn.execute(tables.watchlist_reviews.update()
-                           .where(R.watchlist_id == self.watchlist_id, R.review_date.in_([d for d, _ in due]))
-                           .values(notice_index=index))
-        batch.conn.execute(tables.watchlist_review_notices.insert().values(
-            audit_index=index, watchlist_id=self.watchlist_id, owner=self.owner, due=_due_text(due),
-            notice_period=self.notice_period, created_us=batch.now_us))
+        index = batch.audit(
+            AuditEvent(
+                event="watchlist.review_notice",
+                actor=self.actor,
+                time=batch.now,
+                agency=self.owner,
+                fields={
+                    "watchlist_id": self.watchlist_id,
+                    "due": [f"{d}={n}" for d, n in due],
+                    "entries": sum(n for _, n in due),
+                    "notice_period": self.notice_period,
+                },
+            )
+        )
+        batch.conn.execute(
+            tables.watchlist_reviews.update()
+            .where(R.watchlist_id == self.watchlist_id, R.review_date.in_([d for d, _ in due]))
+            .values(notice_index=index)
+        )
+        batch.conn.execute(
+            tables.watchlist_review_notices.insert().values(
+                audit_index=index,
+                watchlist_id=self.watchlist_id,
+                owner=self.owner,
+                due=_due_text(due),
+                notice_period=self.notice_period,
+                created_us=batch.now_us,
+            )
+        )
         return index
 
 
@@ -161,10 +204,16 @@ def notices(conn: Connection, owner: str, watchlist_id: str = "") -> list[Notice
     query = sa.select(tables.watchlist_review_notices).where(N.owner == owner).order_by(N.audit_index)
     if watchlist_id:
         query = query.where(N.watchlist_id == watchlist_id)
-    return [Notice(row.watchlist_id,
-                   tuple((day, int(n)) for day, n in (item.split("=") for item in row.due.split(",") if item)),
-                   int(row.created_us), int(row.audit_index), row.notice_period)
-            for row in conn.execute(query)]
+    return [
+        Notice(
+            row.watchlist_id,
+            tuple((day, int(n)) for day, n in (item.split("=") for item in row.due.split(",") if item)),
+            int(row.created_us),
+            int(row.audit_index),
+            row.notice_period,
+        )
+        for row in conn.execute(query)
+    ]
 
 
 def notice_period(text: str) -> Period:
@@ -187,9 +236,12 @@ class ReviewNotifier:
 
     def _due(self, now: dt.datetime) -> dict[tuple[str, str], list[tuple[str, int]]]:
         # A day is due for notice once it lies within the notice period: day - notice <= now.
-        query = (sa.select(R.watchlist_id, L.owner, R.review_date, R.entries)
-                 .join(tables.watchlist_lists, L.watchlist_id == R.watchlist_id)
-                 .where(R.notice_index.is_(None)).order_by(R.watchlist_id, R.review_date))
+        query = (
+            sa.select(R.watchlist_id, L.owner, R.review_date, R.entries)
+            .join(tables.watchlist_lists, L.watchlist_id == R.watchlist_id)
+            .where(R.notice_index.is_(None))
+            .order_by(R.watchlist_id, R.review_date)
+        )
         due: dict[tuple[str, str], list[tuple[str, int]]] = {}
         with self._engine.connect() as conn:
             for row in conn.execute(query):
@@ -203,12 +255,14 @@ class ReviewNotifier:
         due = await asyncio.to_thread(self._due, dt.datetime.now(dt.UTC))
         sent = []
         for (watchlist_id, owner), days in due.items():
-            index = await self._writer.submit(RecordReviewNotice(watchlist_id, owner, days, str(self._notice),
-                                                                 self._actor))
+            index = await self._writer.submit(
+                RecordReviewNotice(watchlist_id, owner, days, str(self._notice), self._actor)
+            )
             if index is not None:
                 sent.append(index)
-                log.info("watchlist.review_notice", watchlist_id=watchlist_id, owner=owner, days=len(days),
-                         audit_index=index)
+                log.info(
+                    "watchlist.review_notice", watchlist_id=watchlist_id, owner=owner, days=len(days), audit_index=index
+                )
         return sent
 
     async def run_forever(self) -> None:
@@ -223,5 +277,13 @@ class ReviewNotifier:
                 log.exception("watchlist.review_notice_failed")
 
 
-__all__ = ["Notice", "RecordReviewNotice", "ReviewNotifier", "ReviewSchedule", "notice_period", "notices",
-           "schedule_of", "store_schedule"]
+__all__ = [
+    "Notice",
+    "RecordReviewNotice",
+    "ReviewNotifier",
+    "ReviewSchedule",
+    "notice_period",
+    "notices",
+    "schedule_of",
+    "store_schedule",
+]

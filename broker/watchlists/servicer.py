@@ -43,11 +43,17 @@ def _ts(us: int) -> Timestamp:
 
 def _watchlist(record: WatchlistRecord) -> watchlist_pb2.Watchlist:
     return watchlist_pb2.Watchlist(
-        watchlist_id=record.watchlist_id, owner=record.owner, title=record.title,
+        watchlist_id=record.watchlist_id,
+        owner=record.owner,
+        title=record.title,
         entry_types=[payload_pb2.EntityType.Value(t) for t in record.entry_types],
-        subscribers=record.subscribers, tlp=record.tlp,  # type: ignore[arg-type]
-        version=record.version, snapshot_version=record.snapshot_version,
-        created=_ts(record.created_us), updated=_ts(record.updated_us))
+        subscribers=record.subscribers,
+        tlp=record.tlp,  # type: ignore[arg-type]
+        version=record.version,
+        snapshot_version=record.snapshot_version,
+        created=_ts(record.created_us),
+        updated=_ts(record.updated_us),
+    )
 
 
 class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
@@ -57,49 +63,80 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
         self._auth = auth
         self._desk = desk
 
-    async def CreateWatchlist(self, request: watchlist_pb2.CreateWatchlistRequest,
-                              context: Context) -> watchlist_pb2.Watchlist:
+    async def CreateWatchlist(
+        self, request: watchlist_pb2.CreateWatchlistRequest, context: Context
+    ) -> watchlist_pb2.Watchlist:
         caller = self._auth.require(context, Role.AGENCY)
         validation.check_watchlist_request(request)
-        record = await self._desk.create(caller, request.watchlist_id, request.title, list(request.entry_types),
-                                         list(request.subscribers), request.tlp)
+        record = await self._desk.create(
+            caller,
+            request.watchlist_id,
+            request.title,
+            list(request.entry_types),
+            list(request.subscribers),
+            request.tlp,
+        )
         log.info("watchlist.created", watchlist_id=record.watchlist_id, owner=record.owner)
         return _watchlist(record)
 
-    async def PublishUpdate(self, request: watchlist_pb2.PublishUpdateRequest,
-                            context: Context) -> watchlist_pb2.PublishUpdateResponse:
+    async def PublishUpdate(
+        self, request: watchlist_pb2.PublishUpdateRequest, context: Context
+    ) -> watchlist_pb2.PublishUpdateResponse:
         caller = self._auth.require(context, Role.AGENCY)
-        published = await self._desk.publish(caller, request.envelope, request.snapshot,
-                                             request.review if request.HasField("review") else None)
-        log.info("watchlist.published", watchlist_id=published.watchlist_id, version=published.version,
-                 duplicate=published.duplicate)
+        published = await self._desk.publish(
+            caller, request.envelope, request.snapshot, request.review if request.HasField("review") else None
+        )
+        log.info(
+            "watchlist.published",
+            watchlist_id=published.watchlist_id,
+            version=published.version,
+            duplicate=published.duplicate,
+        )
         return watchlist_pb2.PublishUpdateResponse(
-            watchlist_id=published.watchlist_id, version=published.version, audit_index=published.audit_index,
-            accepted_at=_ts(published.accepted_us), duplicate=published.duplicate, wrapped_for=published.wrapped_for)
+            watchlist_id=published.watchlist_id,
+            version=published.version,
+            audit_index=published.audit_index,
+            accepted_at=_ts(published.accepted_us),
+            duplicate=published.duplicate,
+            wrapped_for=published.wrapped_for,
+        )
 
-    async def GetWatchlist(self, request: watchlist_pb2.GetWatchlistRequest,
-                           context: Context) -> watchlist_pb2.Watchlist:
+    async def GetWatchlist(
+        self, request: watchlist_pb2.GetWatchlistRequest, context: Context
+    ) -> watchlist_pb2.Watchlist:
         caller = self._auth.require(context, Role.AGENCY)
         validation.check_watchlist_request(request)
         return _watchlist(await self._desk.get(caller, request.watchlist_id))
 
-    async def ListWatchlists(self, request: watchlist_pb2.ListWatchlistsRequest,
-                             context: Context) -> watchlist_pb2.ListWatchlistsResponse:
+    async def ListWatchlists(
+        self, request: watchlist_pb2.ListWatchlistsRequest, context: Context
+    ) -> watchlist_pb2.ListWatchlistsResponse:
         caller = self._auth.require(context, Role.AGENCY)
         records = await self._desk.visible(caller)
         return watchlist_pb2.ListWatchlistsResponse(watchlists=[_watchlist(r) for r in records])
 
-    async def GetReviewNotices(self, request: watchlist_pb2.GetReviewNoticesRequest,
-                               context: Context) -> watchlist_pb2.ReviewNotices:
+    async def GetReviewNotices(
+        self, request: watchlist_pb2.GetReviewNoticesRequest, context: Context
+    ) -> watchlist_pb2.ReviewNotices:
         caller = self._auth.require(context, Role.AGENCY)
         validation.check_watchlist_request(request)
         found = await self._desk.review_notices(caller, request.watchlist_id)
-        return watchlist_pb2.ReviewNotices(notices=[watchlist_pb2.ReviewNotice(
-            watchlist_id=n.watchlist_id, due=[_review_due(day, entries) for day, entries in n.due],
-            created=_ts(n.created_us), audit_index=n.audit_index, notice_period=n.notice_period) for n in found])
+        return watchlist_pb2.ReviewNotices(
+            notices=[
+                watchlist_pb2.ReviewNotice(
+                    watchlist_id=n.watchlist_id,
+                    due=[_review_due(day, entries) for day, entries in n.due],
+                    created=_ts(n.created_us),
+                    audit_index=n.audit_index,
+                    notice_period=n.notice_period,
+                )
+                for n in found
+            ]
+        )
 
-    async def Sync(self, request: watchlist_pb2.SyncRequest,
-                   context: Context) -> AsyncIterator[watchlist_pb2.WatchlistVersion]:
+    async def Sync(
+        self, request: watchlist_pb2.SyncRequest, context: Context
+    ) -> AsyncIterator[watchlist_pb2.WatchlistVersion]:
         caller = self._auth.require(context, Role.AGENCY)
         if not request.watchlist_id:
             raise InvalidRequest("Sync needs a watchlist_id")
@@ -120,9 +157,13 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
                 last_poll = time.monotonic()
                 for item in page:
                     yield watchlist_pb2.WatchlistVersion(
-                        watchlist_id=watchlist_id, version=item.version, snapshot=item.snapshot,
+                        watchlist_id=watchlist_id,
+                        version=item.version,
+                        snapshot=item.snapshot,
                         envelope=envelope_pb2.Envelope.FromString(item.envelope),
-                        sender_certificate=item.sender_certificate, accepted_at=_ts(item.accepted_us))
+                        sender_certificate=item.sender_certificate,
+                        accepted_at=_ts(item.accepted_us),
+                    )
                 if page:
                     self._desk.served(caller, watchlist_id, page[0].version, page[-1].version)
                     after = page[-1].version
@@ -142,5 +183,6 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
 
 def _review_due(day: str, entries: int) -> watchlist_pb2.ReviewDue:
     date = dt.date.fromisoformat(day)
-    return watchlist_pb2.ReviewDue(date=payload_pb2.Date(year=date.year, month=date.month, day=date.day),
-                                   entries=entries)
+    return watchlist_pb2.ReviewDue(
+        date=payload_pb2.Date(year=date.year, month=date.month, day=date.day), entries=entries
+    )

@@ -70,5 +70,13 @@ watchlist_versions = WatchlistVersionRow.__table__  # type: ignore[attr-defined]
 watchlist_reviews = WatchlistReviewRow.__table__  # type: ignore[attr-defined]
 watchlist_review_notices = WatchlistNoticeRow.__table__  # type: ignore[attr-defined]
 
-__all__ = ["WatchlistNoticeRow", "WatchlistReviewRow", "WatchlistRow", "WatchlistVersionRow", "watchlist_lists",
-           "watchlist_review_notices", "watchlist_reviews", "watchlist_versions"]
+__all__ = [
+    "WatchlistNoticeRow",
+    "WatchlistReviewRow",
+    "WatchlistRow",
+    "WatchlistVersionRow",
+    "watchlist_lists",
+    "watchlist_review_notices",
+    "watchlist_reviews",
+    "watchlist_versions",
+]

@@ -83,13 +83,15 @@ class WitnessCollector:
             status.updated = time.time()
         return lines
 
-    def _submit(self, entry: WitnessEntry, status: WitnessStatus, note: bytes, size: int,
-                proof: ProofSource) -> list[str]:
+    def _submit(
+        self, entry: WitnessEntry, status: WitnessStatus, note: bytes, size: int, proof: ProofSource
+    ) -> list[str]:
         old = status.held_size if status.held_size <= size else 0
         for attempt in range(2):
             hashes = proof(old, size) if 0 < old < size else []
-            answer = add_checkpoint(entry.url or "", self.context, old, hashes, note, trust_domain=self.trust_domain,
-                                    timeout=self.timeout)
+            answer = add_checkpoint(
+                entry.url or "", self.context, old, hashes, note, trust_domain=self.trust_domain, timeout=self.timeout
+            )
             if answer.status == 200:
                 status.held_size = size
                 return cosignature_lines(answer, entry.cosigner, note)

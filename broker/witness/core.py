@@ -139,7 +139,8 @@ class WitnessState:
     def latest(self, origin: str) -> tuple[int, bytes] | None:
         """(size, root) of the latest cosigned checkpoint of `origin`."""
         row = self._conn.execute(
-            "SELECT tree_size, root_hash FROM witness_checkpoints WHERE origin = ?", (origin,)).fetchone()
+            "SELECT tree_size, root_hash FROM witness_checkpoints WHERE origin = ?", (origin,)
+        ).fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]))
 
     def transaction(self, origin: str, decide: Decision) -> Reply:
@@ -153,7 +154,8 @@ class WitnessState:
                         "INSERT INTO witness_checkpoints (origin, tree_size, root_hash, note, updated_at)"
                         " VALUES (?, ?, ?, ?, ?) ON CONFLICT (origin) DO UPDATE SET tree_size = excluded.tree_size,"
                         " root_hash = excluded.root_hash, note = excluded.note, updated_at = excluded.updated_at",
-                        (origin, accepted.size, accepted.root, accepted.note, int(time.time())))
+                        (origin, accepted.size, accepted.root, accepted.note, int(time.time())),
+                    )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -168,8 +170,15 @@ class WitnessState:
 class Witness:
     """A witness named `name` with an Ed25519 key, following the logs `logs` (origin -> key)."""
 
-    def __init__(self, name: str, private_key: Ed25519PrivateKey, logs: Mapping[str, Ed25519PublicKey],
-                 state: WitnessState, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        name: str,
+        private_key: Ed25519PrivateKey,
+        logs: Mapping[str, Ed25519PublicKey],
+        state: WitnessState,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.name = name
         self._key = private_key
         self.logs = dict(logs)
@@ -191,14 +200,16 @@ class Witness:
         except VerificationError as exc:
             return Reply.refuse(403, f"no trusted signature on the checkpoint: {exc}")
         if request.old_size > checkpoint.size:
-            return Reply.refuse(400, f"old size {request.old_size} is larger than the checkpoint size"
-                                     f" {checkpoint.size}")
+            return Reply.refuse(
+                400, f"old size {request.old_size} is larger than the checkpoint size {checkpoint.size}"
+            )
         if request.old_size == 0 and request.proof:
             return Reply.refuse(400, "the consistency proof must be empty when the old size is 0")
         return self.state.transaction(origin, lambda latest: self._decide(origin, request, checkpoint, latest))
 
-    def _decide(self, origin: str, request: Request, checkpoint: _note.Checkpoint,
-                latest: tuple[int, bytes] | None) -> tuple[Reply, _note.Checkpoint | None]:
+    def _decide(
+        self, origin: str, request: Request, checkpoint: _note.Checkpoint, latest: tuple[int, bytes] | None
+    ) -> tuple[Reply, _note.Checkpoint | None]:
         held_size, held_root = latest if latest is not None else (0, _merkle.EMPTY_ROOT)
         if request.old_size != held_size:
             reply = Reply(409, f"{held_size}\n".encode(), SIZE_CONTENT_TYPE)
@@ -206,15 +217,19 @@ class Witness:
         if checkpoint.size == held_size and latest is not None:
             if checkpoint.root != held_root:
                 log.warning("witness.fork", origin=origin, size=held_size)
-                return Reply.refuse(409, f"checkpoint of size {held_size} has another root hash than the one"
-                                         " this witness cosigned: the log forked"), None
+                return Reply.refuse(
+                    409,
+                    f"checkpoint of size {held_size} has another root hash than the one"
+                    " this witness cosigned: the log forked",
+                ), None
         elif held_size > 0:
             try:
                 _merkle.verify_consistency(held_size, checkpoint.size, held_root, checkpoint.root, request.proof)
             except VerificationError as exc:
                 log.warning("witness.inconsistent", origin=origin, old=held_size, new=checkpoint.size)
-                return Reply.refuse(422, f"consistency proof from size {held_size} to {checkpoint.size} does not"
-                                         f" verify: {exc}"), None
+                return Reply.refuse(
+                    422, f"consistency proof from size {held_size} to {checkpoint.size} does not verify: {exc}"
+                ), None
         line = _cosignature.cosign(checkpoint_text(checkpoint), self.name, self._key, int(self._clock()))
         log.info("witness.cosigned", origin=origin, size=checkpoint.size)
         return Reply(200, line.encode()), checkpoint

@@ -63,8 +63,16 @@ def _peer_is_witness(connection: http.client.HTTPSConnection, trust_domain: str)
     raise VerificationError(f"the server is not a witness of {trust_domain} (SPIFFE ids: {uris})")
 
 
-def add_checkpoint(url: str, context: ssl.SSLContext, old_size: int, proof: list[bytes], note: bytes, *,
-                   trust_domain: str, timeout: float = 10.0) -> Answer:
+def add_checkpoint(
+    url: str,
+    context: ssl.SSLContext,
+    old_size: int,
+    proof: list[bytes],
+    note: bytes,
+    *,
+    trust_domain: str,
+    timeout: float = 10.0,
+) -> Answer:
     """POST one add-checkpoint request to the witness whose submission prefix is `url`."""
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
@@ -74,8 +82,9 @@ def add_checkpoint(url: str, context: ssl.SSLContext, old_size: int, proof: list
         connection.connect()
         _peer_is_witness(connection, trust_domain)
         body = request_body(old_size, proof, note)
-        connection.request("POST", f"{parts.path.rstrip('/')}/add-checkpoint", body=body,
-                           headers={"Content-Type": "text/plain"})
+        connection.request(
+            "POST", f"{parts.path.rstrip('/')}/add-checkpoint", body=body, headers={"Content-Type": "text/plain"}
+        )
         response = connection.getresponse()
         data = response.read(1 << 16)
         return Answer(response.status, response.getheader("Content-Type", ""), data)

@@ -109,7 +109,8 @@ def _check_format(value: object, line: int) -> None:
     if version != FORMAT_VERSION:
         raise VerificationError(
             f"export line {line}: export format version {version} is not supported (this verifier reads version"
-            f" {FORMAT_VERSION}); verify it with the isb release that wrote it, or a newer one")
+            f" {FORMAT_VERSION}); verify it with the isb release that wrote it, or a newer one"
+        )
 
 
 def _parse_line(raw: bytes, line: int) -> ExportHeader | ExportEntry | ExportCheckpoint:

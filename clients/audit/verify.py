@@ -178,9 +178,15 @@ def _resolve_key(key: Ed25519PublicKey | str, header: ExportHeader) -> tuple[str
     return header.key_name, key
 
 
-def verify_export(path: Path, key: Ed25519PublicKey | str, progress: Progress | None = None, *,
-                  allow_unsigned_tail: bool = False, policy: Policy | None = None,
-                  on_entry: Callable[[ExportEntry], None] | None = None) -> VerifyReport:
+def verify_export(
+    path: Path,
+    key: Ed25519PublicKey | str,
+    progress: Progress | None = None,
+    *,
+    allow_unsigned_tail: bool = False,
+    policy: Policy | None = None,
+    on_entry: Callable[[ExportEntry], None] | None = None,
+) -> VerifyReport:
     """Verify an export file against the broker's audit key (a public key or a vkey string).
 
     Raises `VerificationError` naming the first problem; `UnsignedTail` when entries follow the
@@ -221,15 +227,17 @@ def verify_export(path: Path, key: Ed25519PublicKey | str, progress: Progress | 
             f"{unverified} entries after the last checkpoint (entries {verifier.last.size}.."
             f"{verifier.tree.size - 1}) are covered by no signed checkpoint: anyone could have appended them;"
             " export up to a checkpoint (`isb audit export` does), or pass --allow-unsigned-tail to accept"
-            " them unverified")
+            " them unverified"
+        )
     cosigned_by: tuple[str, ...] = ()
     if policy is not None:
         # Step 7: the last checkpoint, which every earlier one is consistent with, meets the quorum.
         try:
             verdict = verify_checkpoint_against_policy(verifier.last_note, policy, origin=header.origin)
         except ProtocolVerificationError as exc:
-            raise VerificationError(f"the last checkpoint (size {verifier.last.size}) does not meet the witness"
-                                    f" policy: {exc}") from exc
+            raise VerificationError(
+                f"the last checkpoint (size {verifier.last.size}) does not meet the witness policy: {exc}"
+            ) from exc
         cosigned_by = tuple(sorted(verdict.cosigned))
     return VerifyReport(
         cosigned_by=cosigned_by,

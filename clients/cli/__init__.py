@@ -59,10 +59,18 @@ class CommandParser(argparse.ArgumentParser):
         """As `argparse.ArgumentParser`, plus the output options."""
         super().__init__(*args, **kwargs)
         # SUPPRESS: a subcommand that does not see the option leaves the value given before it.
-        self.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                          help="print results as JSON lines (one object per line), errors as JSON on stderr")
-        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                          help="on an unexpected error, print its traceback")
+        self.add_argument(
+            "--json",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print results as JSON lines (one object per line), errors as JSON on stderr",
+        )
+        self.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="on an unexpected error, print its traceback",
+        )
 
     def error(self, message: str) -> NoReturn:
         """A usage error: the usage, then the one error line naming the help command."""
@@ -83,8 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="isb", description="Inter-agency secure broker")
     parser.add_argument("--version", action="version", version=f"isb {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve_cmd, pki_cmd, admin_cmd, policy_cmd, agency_cmd, watchlist_cmd, audit_cmd, console_cmd,
-                   config_cmd, witness_cmd):
+    for module in (
+        serve_cmd,
+        pki_cmd,
+        admin_cmd,
+        policy_cmd,
+        agency_cmd,
+        watchlist_cmd,
+        audit_cmd,
+        console_cmd,
+        config_cmd,
+        witness_cmd,
+    ):
         module.register(commands)
     return parser
 

@@ -30,10 +30,18 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every agency command takes: broker address, agency id, PKI folder, trust domain."""
     agency = settings().agency
-    parser.add_argument("--agency", required=agency is None, default=agency, metavar="ID",
-                        help="our agency id, e.g. FR-CUSTOMS" + (f" (default {agency}, from ISB_AGENCY or the "
-                                                                 "config file)" if agency else
-                                                                 "; ISB_AGENCY or the config file may set it"))
+    parser.add_argument(
+        "--agency",
+        required=agency is None,
+        default=agency,
+        metavar="ID",
+        help="our agency id, e.g. FR-CUSTOMS"
+        + (
+            f" (default {agency}, from ISB_AGENCY or the config file)"
+            if agency
+            else "; ISB_AGENCY or the config file may set it"
+        ),
+    )
     add_broker_arguments(parser, holds="<AGENCY>.crt, <AGENCY>.key and ca.crt")
 
 
@@ -58,19 +66,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     body = send.add_mutually_exclusive_group(required=True)
     body.add_argument("--text", help="the message body")
     body.add_argument("--file", type=Path, help="read the body from a file ('-' for standard input)")
-    send.add_argument("--attach", type=Path, action="append", default=[], metavar="FILE",
-                      help="attach a file, encrypted and uploaded in chunks (repeatable; up to 16)")
-    send.add_argument("--witness-policy", type=Path, default=None, metavar="FILE",
-                      help="a C2SP tlog-policy: use only key bundles proven to a checkpoint its witness quorum"
-                           " cosigned (docs/protocol.md section 18.4)")
+    send.add_argument(
+        "--attach",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="attach a file, encrypted and uploaded in chunks (repeatable; up to 16)",
+    )
+    send.add_argument(
+        "--witness-policy",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a C2SP tlog-policy: use only key bundles proven to a checkpoint its witness quorum"
+        " cosigned (docs/protocol.md section 18.4)",
+    )
     add_justification_arguments(send, what="this disclosure")
     send.set_defaults(func=_send)
 
     recall = subparsers.add_parser("recall", help="recall a message we sent: recipients erase their copies and confirm")
     add_connection_arguments(recall)
     recall.add_argument("message_id")
-    recall.add_argument("--to", action="append", default=None,
-                        help="recipient to ask (repeatable; default: every recipient of the message)")
+    recall.add_argument(
+        "--to",
+        action="append",
+        default=None,
+        help="recipient to ask (repeatable; default: every recipient of the message)",
+    )
     recall.add_argument("--tlp", default="AMBER", choices=list(TLP_CODES), help="handling code (default %(default)s)")
     add_justification_arguments(recall, what="this recall")
     recall.set_defaults(func=_recall)
@@ -79,13 +102,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_connection_arguments(listen)
     listen.add_argument("--count", type=int, default=0, help="stop after this many messages (0: run until idle)")
     listen.add_argument("--idle", type=float, default=None, help="stop after this many seconds without a delivery")
-    listen.add_argument("--save-attachments", type=Path, default=None, metavar="DIR",
-                        help="download, verify and save attachments as DIR/<message id>-<n><extension>; a RECALL"
-                             " deletes them and is confirmed with a signed ERASED receipt")
+    listen.add_argument(
+        "--save-attachments",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="download, verify and save attachments as DIR/<message id>-<n><extension>; a RECALL"
+        " deletes them and is confirmed with a signed ERASED receipt",
+    )
     listen.set_defaults(func=_listen)
 
-    status = subparsers.add_parser("status", help="delivery state, verified receipts and erasure confirmations of a "
-                                                  "message we sent")
+    status = subparsers.add_parser(
+        "status", help="delivery state, verified receipts and erasure confirmations of a message we sent"
+    )
     add_connection_arguments(status)
     status.add_argument("message_id")
     status.set_defaults(func=_status)
@@ -98,15 +127,23 @@ def agency_client(args: argparse.Namespace, local_stores: Sequence[LocalStore] =
         policy = load_policy(policy_file) if policy_file is not None else None
     except ProtocolError as exc:
         raise CommandError(str(exc), "give a C2SP tlog-policy file (docs/protocol.md section 18.2)") from exc
-    return AgencyClient.from_dir(args.broker, args.certs, args.agency, trust_domain=args.trust_domain,
-                                 witness_policy=policy, local_stores=local_stores)
+    return AgencyClient.from_dir(
+        args.broker,
+        args.certs,
+        args.agency,
+        trust_domain=args.trust_domain,
+        witness_policy=policy,
+        local_stores=local_stores,
+    )
 
 
 def _publish(args: argparse.Namespace) -> int:
     with agency_client(args) as client:
         key_id = client.publish_key(MLKEM768_X25519 if args.post_quantum else X25519)
-    output(args).record({"agency": client.agency, "key_id": key_id,
-                     "suite": "ML-KEM-768+X25519" if args.post_quantum else "X25519"}, title="key bundle published")
+    output(args).record(
+        {"agency": client.agency, "key_id": key_id, "suite": "ML-KEM-768+X25519" if args.post_quantum else "X25519"},
+        title="key bundle published",
+    )
     return 0
 
 
@@ -118,8 +155,9 @@ def _read_body(args: argparse.Namespace) -> bytes:
         with source:
             body = source.read(MAX_BODY_BYTES + 1)
     if len(body) > MAX_BODY_BYTES:
-        raise CommandError(f"the body is over {MAX_BODY_BYTES} bytes",
-                           "send a smaller body (the broker refuses larger envelopes)")
+        raise CommandError(
+            f"the body is over {MAX_BODY_BYTES} bytes", "send a smaller body (the broker refuses larger envelopes)"
+        )
     return body
 
 
@@ -131,24 +169,43 @@ def _send(args: argparse.Namespace) -> int:
     bar = ProgressBar("uploading")
     with agency_client(args) as client:
         try:
-            response = client.send(args.to, body, content_type=args.content_type,
-                                   kind=envelope_pb2.Kind.Value(args.kind), tlp=args.tlp,
-                                   priority=envelope_pb2.Priority.Value(args.priority), attachments=args.attach,
-                                   progress=bar, **justification(args))
+            response = client.send(
+                args.to,
+                body,
+                content_type=args.content_type,
+                kind=envelope_pb2.Kind.Value(args.kind),
+                tlp=args.tlp,
+                priority=envelope_pb2.Priority.Value(args.priority),
+                attachments=args.attach,
+                progress=bar,
+                **justification(args),
+            )
         finally:
             bar.close()
-    output(args).record({"message_id": response.message_id, "audit_index": response.audit_index,
-                     "queued_for": list(response.queued_for), "duplicate": response.duplicate},
-                    title="sent; `isb status MESSAGE_ID` shows deliveries and receipts")
+    output(args).record(
+        {
+            "message_id": response.message_id,
+            "audit_index": response.audit_index,
+            "queued_for": list(response.queued_for),
+            "duplicate": response.duplicate,
+        },
+        title="sent; `isb status MESSAGE_ID` shows deliveries and receipts",
+    )
     return 0
 
 
 def _recall(args: argparse.Namespace) -> int:
     with agency_client(args) as client:
         response = client.recall(args.message_id, args.to, tlp=args.tlp, **justification(args))
-    output(args).record({"recall_id": response.message_id, "recalls": args.message_id,
-                         "audit_index": response.audit_index, "asked": list(response.queued_for)},
-                        title=f"recalled; `isb status {args.message_id}` shows who confirmed erasure")
+    output(args).record(
+        {
+            "recall_id": response.message_id,
+            "recalls": args.message_id,
+            "audit_index": response.audit_index,
+            "asked": list(response.queued_for),
+        },
+        title=f"recalled; `isb status {args.message_id}` shows who confirmed erasure",
+    )
     return 0
 
 
@@ -165,8 +222,11 @@ def _save_attachments(message: ReceivedMessage, directory: Path | None) -> tuple
     described: list[dict[str, object]] = []
     intact = True
     for attachment in message.attachments:
-        item: dict[str, object] = {"index": attachment.index, "size": attachment.size,
-                                   "media_type": attachment.media_type}
+        item: dict[str, object] = {
+            "index": attachment.index,
+            "size": attachment.size,
+            "media_type": attachment.media_type,
+        }
         if directory is not None:
             extension = mimetypes.guess_extension(attachment.media_type) or ".bin"
             path = directory / f"{message.message_id}-{attachment.index}{extension}"
@@ -193,16 +253,28 @@ def _listen(args: argparse.Namespace) -> int:
             is_text = message.content_type.startswith("text/")
             text = message.body.decode("utf-8", errors="replace") if is_text else f"<{len(message.body)} bytes>"
             attachments, intact = _save_attachments(message, args.save_attachments)
-            shown = text + "".join(f"\n  attachment {a['index']}: {a['media_type']}, {a['size']} bytes"
-                                   f"{' -> ' + str(a['saved']) if 'saved' in a else ''}"
-                                   f"{' REFUSED: ' + str(a['error']) if 'error' in a else ''}" for a in attachments)
+            shown = text + "".join(
+                f"\n  attachment {a['index']}: {a['media_type']}, {a['size']} bytes"
+                f"{' -> ' + str(a['saved']) if 'saved' in a else ''}"
+                f"{' REFUSED: ' + str(a['error']) if 'error' in a else ''}"
+                for a in attachments
+            )
             if message.erased is not None:
                 shown += f"\n  recall honoured, confirmed ERASED: {message.erased}"
-            out.item({"message_id": message.message_id, "sender": message.sender, "kind": message.kind,
-                      "tlp": message.tlp, "priority": message.priority, "content_type": message.content_type,
-                      "body": text, **({"attachments": attachments} if attachments else {}),
-                      **({"erased": message.erased} if message.erased is not None else {})},
-                     _delivery_line(message, shown))
+            out.item(
+                {
+                    "message_id": message.message_id,
+                    "sender": message.sender,
+                    "kind": message.kind,
+                    "tlp": message.tlp,
+                    "priority": message.priority,
+                    "content_type": message.content_type,
+                    "body": text,
+                    **({"attachments": attachments} if attachments else {}),
+                    **({"erased": message.erased} if message.erased is not None else {}),
+                },
+                _delivery_line(message, shown),
+            )
             # An attachment that failed verification is refused with its message: it will not verify later.
             client.ack(message, envelope_pb2.DELIVERED if intact else envelope_pb2.REJECTED)
             if args.count and received >= args.count:
@@ -213,11 +285,23 @@ def _listen(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     with agency_client(args) as client:
         erasure = {e.recipient: e for e in client.erasure_status(args.message_id)}
-        rows = [{"recipient": r.recipient, "state": r.state, "attempts": r.attempts,
-                 "receipt": envelope_pb2.ReceiptStatus.Name(r.receipt.status) if r.receipt else None,
-                 "receipt_verified": r.receipt is not None,
-                 **({"erasure": "confirmed" if erasure[r.recipient].confirmed else "not confirmed",
-                     "erasure_detail": erasure[r.recipient].detail} if r.recipient in erasure else {})}
-                for r in client.status(args.message_id)]
+        rows = [
+            {
+                "recipient": r.recipient,
+                "state": r.state,
+                "attempts": r.attempts,
+                "receipt": envelope_pb2.ReceiptStatus.Name(r.receipt.status) if r.receipt else None,
+                "receipt_verified": r.receipt is not None,
+                **(
+                    {
+                        "erasure": "confirmed" if erasure[r.recipient].confirmed else "not confirmed",
+                        "erasure_detail": erasure[r.recipient].detail,
+                    }
+                    if r.recipient in erasure
+                    else {}
+                ),
+            }
+            for r in client.status(args.message_id)
+        ]
     output(args).rows(rows, title=f"message {args.message_id}")
     return 0

@@ -57,10 +57,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the broker's audit public key: a vkey line or a PEM public key",
     )
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
-    verify.add_argument("--policy", type=Path, default=None, metavar="FILE",
-                        help="a C2SP tlog-policy: the last checkpoint must carry its quorum of witness cosignatures")
-    verify.add_argument("--allow-unsigned-tail", action="store_true",
-                        help="accept entries after the last checkpoint (reported, not verified); without it they fail")
+    verify.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a C2SP tlog-policy: the last checkpoint must carry its quorum of witness cosignatures",
+    )
+    verify.add_argument(
+        "--allow-unsigned-tail",
+        action="store_true",
+        help="accept entries after the last checkpoint (reported, not verified); without it they fail",
+    )
     verify.set_defaults(func=_cmd_verify)
 
     checkpoint = commands.add_parser("checkpoint", help="fetch and verify the latest signed checkpoint")
@@ -79,26 +87,55 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     prove.set_defaults(func=_cmd_prove)
 
     report = commands.add_parser(
-        "report", help="the proven life of one message (MESSAGE_ID), or the data protection officer's report "
-                       "over a period (--from/--to): disclosures, consultations, purges, erasures, reviews")
+        "report",
+        help="the proven life of one message (MESSAGE_ID), or the data protection officer's report "
+        "over a period (--from/--to): disclosures, consultations, purges, erasures, reviews",
+    )
     _online(report)
     report.add_argument("message_id", nargs="?", default=None, help="a message whose life to prove")
-    report.add_argument("--from", dest="start", type=_instant, default=None, metavar="WHEN",
-                        help="start of the period, ISO 8601 (2026-01-01 or 2026-01-01T08:00Z), inclusive")
-    report.add_argument("--to", dest="end", type=_instant, default=None, metavar="WHEN",
-                        help="end of the period, exclusive (default: now)")
-    report.add_argument("--export", type=Path, default=None, metavar="FILE",
-                        help="report from this export file, verified offline with --key (default: export now)")
+    report.add_argument(
+        "--from",
+        dest="start",
+        type=_instant,
+        default=None,
+        metavar="WHEN",
+        help="start of the period, ISO 8601 (2026-01-01 or 2026-01-01T08:00Z), inclusive",
+    )
+    report.add_argument(
+        "--to",
+        dest="end",
+        type=_instant,
+        default=None,
+        metavar="WHEN",
+        help="end of the period, exclusive (default: now)",
+    )
+    report.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="report from this export file, verified offline with --key (default: export now)",
+    )
     report.add_argument("--csv", action="store_true", help="write the report as CSV")
     report.set_defaults(func=_cmd_report)
 
 
 def _online(parser: argparse.ArgumentParser) -> None:
     add_broker_arguments(parser, holds="auditor.crt, auditor.key and ca.crt")
-    parser.add_argument("--key", type=Path, default=None, metavar="FILE",
-                        help="the broker's audit public key (default: audit.pub in --certs)")
-    parser.add_argument("--policy", type=Path, default=None, metavar="FILE",
-                        help="a C2SP tlog-policy: accept checkpoints only with its quorum of witness cosignatures")
+    parser.add_argument(
+        "--key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the broker's audit public key (default: audit.pub in --certs)",
+    )
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a C2SP tlog-policy: accept checkpoints only with its quorum of witness cosignatures",
+    )
     add_justification_arguments(parser, what="this consultation of the log")
 
 
@@ -108,10 +145,19 @@ def _auditor(args: argparse.Namespace) -> AuditorClient:
     if isinstance(key, str):
         key_name, key = _note.parse_vkey(key)
     policy = load_policy(args.policy) if args.policy is not None else None
-    return AuditorClient(args.broker, cert=args.certs / "auditor.crt", key=args.certs / "auditor.key",
-                         ca=args.certs / "ca.crt", audit_key=key, key_name=key_name, trust_domain=args.trust_domain,
-                         policy=policy, legal_basis=args.legal_basis, case_reference=args.case_ref,
-                         operator=args.operator)
+    return AuditorClient(
+        args.broker,
+        cert=args.certs / "auditor.crt",
+        key=args.certs / "auditor.key",
+        ca=args.certs / "ca.crt",
+        audit_key=key,
+        key_name=key_name,
+        trust_domain=args.trust_domain,
+        policy=policy,
+        legal_basis=args.legal_basis,
+        case_reference=args.case_ref,
+        operator=args.operator,
+    )
 
 
 def _online_command(action: Callable[[AuditorClient, argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:
@@ -120,6 +166,7 @@ def _online_command(action: Callable[[AuditorClient, argparse.Namespace], None])
         with _auditor(args) as auditor:
             action(auditor, args)
         return EXIT_OK
+
     return run
 
 
@@ -127,14 +174,26 @@ def _checkpoint(auditor: AuditorClient, args: argparse.Namespace) -> None:
     try:
         cp = auditor.checkpoint(fresh=args.fresh)
     except VerificationError as exc:  # a failed check of the broker's answer: the command's verdict, not a bug
-        hint = ("the broker may not have collected the cosignatures of its newest checkpoint yet: try again in a"
-                " few seconds; if it persists, the witnesses refuse this log") if "witness quorum" in str(exc) else None
+        hint = (
+            (
+                "the broker may not have collected the cosignatures of its newest checkpoint yet: try again in a"
+                " few seconds; if it persists, the witnesses refuse this log"
+            )
+            if "witness quorum" in str(exc)
+            else None
+        )
         raise CommandError(f"checkpoint refused: {exc}", hint) from exc
     # Every signature line after the broker's: witness cosignatures (verified only with --policy).
     _, lines = _cosignature.split_note(cp.note)
     others = sorted({name for name, _ in lines if name != auditor.key_name})
-    record = {"origin": cp.origin, "tree_size": cp.size, "root_hash": cp.root.hex(), "time": cp.time,
-              "signature": "verified", "cosignature_lines": ", ".join(others) or "none"}
+    record = {
+        "origin": cp.origin,
+        "tree_size": cp.size,
+        "root_hash": cp.root.hex(),
+        "time": cp.time,
+        "signature": "verified",
+        "cosignature_lines": ", ".join(others) or "none",
+    }
     if auditor.policy is not None:
         record["witness_quorum"] = f"met: {', '.join(auditor.cosigned_by) or 'no cosignature needed'}"
     output(args).record(record, title="latest checkpoint")
@@ -143,22 +202,39 @@ def _checkpoint(auditor: AuditorClient, args: argparse.Namespace) -> None:
 def _export(auditor: AuditorClient, args: argparse.Namespace) -> None:
     with args.out.open("wb") as stream:
         count = auditor.export(stream)
-    output(args).record({"entries": count, "written_to": args.out},
-                        title=f"exported; check it with `isb audit verify {args.out} --key audit.pub`")
+    output(args).record(
+        {"entries": count, "written_to": args.out},
+        title=f"exported; check it with `isb audit verify {args.out} --key audit.pub`",
+    )
 
 
 def _prove(auditor: AuditorClient, args: argparse.Namespace) -> None:
     out = output(args)
-    rows = [{"index": proven.index, "event": proven.event.event, "tree_size": proven.checkpoint.size,
-             "root_hash": proven.checkpoint.root.hex(), "proof": [h.hex() for h in proven.proof],
-             "inclusion": "verified"} for proven in auditor.prove_message(args.message_id)]
-    out.rows(rows, ["index", "event", "tree_size", "root_hash", "inclusion"] if not out.json else None,
-             title=f"inclusion proofs of {args.message_id}", empty="no audit entries for this message")
+    rows = [
+        {
+            "index": proven.index,
+            "event": proven.event.event,
+            "tree_size": proven.checkpoint.size,
+            "root_hash": proven.checkpoint.root.hex(),
+            "proof": [h.hex() for h in proven.proof],
+            "inclusion": "verified",
+        }
+        for proven in auditor.prove_message(args.message_id)
+    ]
+    out.rows(
+        rows,
+        ["index", "event", "tree_size", "root_hash", "inclusion"] if not out.json else None,
+        title=f"inclusion proofs of {args.message_id}",
+        empty="no audit entries for this message",
+    )
 
 
 def _report(auditor: AuditorClient, args: argparse.Namespace) -> None:
-    output(args).rows([dict(row) for row in auditor.report(args.message_id)], title=f"life of {args.message_id}",
-                      empty="no audit entries for this message")
+    output(args).rows(
+        [dict(row) for row in auditor.report(args.message_id)],
+        title=f"life of {args.message_id}",
+        empty="no audit entries for this message",
+    )
 
 
 def _instant(text: str) -> dt.datetime:
@@ -173,8 +249,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     """The life of one message, or the DPO report over --from/--to, from an export verified first."""
     if args.message_id is not None:
         if args.start is not None or args.end is not None or args.export is not None:
-            raise CommandError("give a MESSAGE_ID or a period (--from/--to), not both",
-                               "`isb audit report MESSAGE_ID` or `isb audit report --from 2026-01-01`")
+            raise CommandError(
+                "give a MESSAGE_ID or a period (--from/--to), not both",
+                "`isb audit report MESSAGE_ID` or `isb audit report --from 2026-01-01`",
+            )
         return _online_command(_report)(args)
     if args.start is None:
         raise CommandError("the report needs a period", "pass --from (and --to, default now), or a MESSAGE_ID")
@@ -197,8 +275,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _print_report(args: argparse.Namespace, report: DpoReport) -> None:
     rows = [row.as_dict() for row in report.rows]
     if args.csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=["section", "subject", "legal_basis", "count", "detail"],
-                                lineterminator="\n")
+        writer = csv.DictWriter(
+            sys.stdout, fieldnames=["section", "subject", "legal_basis", "count", "detail"], lineterminator="\n"
+        )
         writer.writeheader()
         writer.writerows(rows)
         return
@@ -207,11 +286,17 @@ def _print_report(args: argparse.Namespace, report: DpoReport) -> None:
         for row in rows:
             out.record(row)
         return
-    out.say(f"audit report {report.start.isoformat()} to {report.end.isoformat()}, from entries verified under "
-            f"checkpoint {report.tree_size} (root {report.root_hash.hex()})", style="bold")
+    out.say(
+        f"audit report {report.start.isoformat()} to {report.end.isoformat()}, from entries verified under "
+        f"checkpoint {report.tree_size} (root {report.root_hash.hex()})",
+        style="bold",
+    )
     for section in SECTIONS:
-        out.rows([{k: v for k, v in row.items() if k != "section"} for row in rows if row["section"] == section],
-                 title=section, empty=f"{section}: none in this period")
+        out.rows(
+            [{k: v for k, v in row.items() if k != "section"} for row in rows if row["section"] == section],
+            title=section,
+            empty=f"{section}: none in this period",
+        )
 
 
 _cmd_checkpoint = _online_command(_checkpoint)
@@ -300,26 +385,39 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return failed(str(exc), EXIT_TROUBLE)
     progress = None if args.quiet or out.json else ProgressBar(sys.stderr, "verifying")
     try:
-        report = verify_export(args.export, key, progress, allow_unsigned_tail=args.allow_unsigned_tail,
-                               policy=policy)
+        report = verify_export(args.export, key, progress, allow_unsigned_tail=args.allow_unsigned_tail, policy=policy)
     except OSError as exc:
         return failed(f"cannot read the export {args.export}: {exc.strerror}", EXIT_TROUBLE)
     except ProtocolError as exc:
         return failed(str(exc), EXIT_FAILED)
     if out.json:
-        out.record({"result": "OK", "export": args.export, "origin": report.origin, "entries": report.entries,
-                    "checkpoints": report.checkpoints, "tree_size": report.tree_size,
-                    "root_hash": report.root_hash.hex(), "unverified_entries": report.unverified_entries,
-                    "cosigned_by": list(report.cosigned_by)})
+        out.record(
+            {
+                "result": "OK",
+                "export": args.export,
+                "origin": report.origin,
+                "entries": report.entries,
+                "checkpoints": report.checkpoints,
+                "tree_size": report.tree_size,
+                "root_hash": report.root_hash.hex(),
+                "unverified_entries": report.unverified_entries,
+                "cosigned_by": list(report.cosigned_by),
+            }
+        )
         return EXIT_OK
     out.say(
         f"OK: {report.origin}: {report.entries} entries, {report.checkpoints} checkpoints verified;"
-        f" tree size {report.tree_size}, root {report.root_hash.hex()}", style="bold green"
+        f" tree size {report.tree_size}, root {report.root_hash.hex()}",
+        style="bold green",
     )
     if policy is not None:
-        out.say(f"witness policy met: the last checkpoint is cosigned by {', '.join(report.cosigned_by) or 'nobody'}"
-                f" ({policy.describe_quorum()})")
+        out.say(
+            f"witness policy met: the last checkpoint is cosigned by {', '.join(report.cosigned_by) or 'nobody'}"
+            f" ({policy.describe_quorum()})"
+        )
     if report.unverified_entries:
-        out.say(f"note: {report.unverified_entries} entries after the last checkpoint are covered by no signature"
-                " and were accepted unverified (--allow-unsigned-tail)")
+        out.say(
+            f"note: {report.unverified_entries} entries after the last checkpoint are covered by no signature"
+            " and were accepted unverified (--allow-unsigned-tail)"
+        )
     return EXIT_OK

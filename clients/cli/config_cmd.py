@@ -17,18 +17,28 @@ SHELLS = ("bash", "zsh", "fish", "tcsh", "powershell")
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `config` and `completion`."""
     config = subparsers.add_parser(
-        "config", help="show the client settings every command uses (ISB_CONFIG file, ISB_* variables)")
+        "config", help="show the client settings every command uses (ISB_CONFIG file, ISB_* variables)"
+    )
     config.set_defaults(func=_show)
     completion = subparsers.add_parser(
-        "completion", help="print the shell completion script, e.g. `eval \"$(isb completion bash)\"`")
+        "completion", help='print the shell completion script, e.g. `eval "$(isb completion bash)"`'
+    )
     completion.add_argument("shell", choices=SHELLS)
     completion.set_defaults(func=_completion)
 
 
 def _show(args: argparse.Namespace) -> int:
     current = settings()
-    output(args).record({"broker": current.broker, "cert_dir": current.cert_dir, "trust_domain": current.trust_domain,
-                     "agency": current.agency, "config_file": current.source}, title="client settings")
+    output(args).record(
+        {
+            "broker": current.broker,
+            "cert_dir": current.cert_dir,
+            "trust_domain": current.trust_domain,
+            "agency": current.agency,
+            "config_file": current.source,
+        },
+        title="client settings",
+    )
     return 0
 
 

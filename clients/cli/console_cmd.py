@@ -32,16 +32,33 @@ EXIT_OK = 0
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `console` command to the `isb` parser."""
     console = subparsers.add_parser(
-        "console", help="auditor's web console on 127.0.0.1: timeline, message life with proofs, checkpoints")
-    console.add_argument("--export", type=Path, default=None, metavar="FILE",
-                         help="open this export file (offline) instead of connecting to a broker")
+        "console", help="auditor's web console on 127.0.0.1: timeline, message life with proofs, checkpoints"
+    )
+    console.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="open this export file (offline) instead of connecting to a broker",
+    )
     add_broker_arguments(console, holds="auditor.crt, auditor.key, ca.crt and audit.pub")
-    console.add_argument("--key", type=Path, default=None, metavar="FILE",
-                         help="the broker's audit public key, vkey line or PEM (default: audit.pub in --certs)")
-    console.add_argument("--port", type=int, default=8787,
-                         help="port on 127.0.0.1 to serve on; 0 picks a free one (default %(default)s)")
-    console.add_argument("--refresh", type=float, default=15.0, metavar="SECONDS",
-                         help="online: re-read the log when the pages' copy is older than this (default %(default)s)")
+    console.add_argument(
+        "--key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the broker's audit public key, vkey line or PEM (default: audit.pub in --certs)",
+    )
+    console.add_argument(
+        "--port", type=int, default=8787, help="port on 127.0.0.1 to serve on; 0 picks a free one (default %(default)s)"
+    )
+    console.add_argument(
+        "--refresh",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="online: re-read the log when the pages' copy is older than this (default %(default)s)",
+    )
     console.set_defaults(func=_cmd_console)
 
 
@@ -56,9 +73,15 @@ def _source(args: argparse.Namespace) -> tuple[AuditSource, AuditorClient | None
     key_name = None
     if isinstance(key, str):
         key_name, key = _note.parse_vkey(key)
-    auditor = AuditorClient(args.broker, cert=args.certs / "auditor.crt", key=args.certs / "auditor.key",
-                            ca=args.certs / "ca.crt", audit_key=key, key_name=key_name,
-                            trust_domain=args.trust_domain)
+    auditor = AuditorClient(
+        args.broker,
+        cert=args.certs / "auditor.crt",
+        key=args.certs / "auditor.key",
+        ca=args.certs / "ca.crt",
+        audit_key=key,
+        key_name=key_name,
+        trust_domain=args.trust_domain,
+    )
     return LiveSource(auditor, args.broker, refresh_seconds=args.refresh), auditor
 
 
@@ -68,8 +91,10 @@ def _cmd_console(args: argparse.Namespace) -> int:
 
     source, auditor = _source(args)
     server = ConsoleServer(source, port=args.port)
-    output(args).record({"source": source.label, "url": server.url, "stop": "Ctrl-C"},
-                        title="ISB audit console: open the url in a browser on this machine")
+    output(args).record(
+        {"source": source.label, "url": server.url, "stop": "Ctrl-C"},
+        title="ISB audit console: open the url in a browser on this machine",
+    )
     sys.stdout.flush()
     try:
         server.run()

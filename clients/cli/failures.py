@@ -66,8 +66,10 @@ def _client_hint(error: ClientError) -> str | None:  # noqa: PLR0911 - one answe
         return _remote_hint(error)
     if isinstance(error, CertificateProblem):
         if "cannot read TLS material" in message:
-            return ("point --certs (or ISB_CERT_DIR) at the folder with the certificate, its key and ca.crt; "
-                    "`isb pki install` prepares one from an issued certificate")
+            return (
+                "point --certs (or ISB_CERT_DIR) at the folder with the certificate, its key and ca.crt; "
+                "`isb pki install` prepares one from an issued certificate"
+            )
         if "expired" in message:
             return "ask the admin to renew it (`isb pki renew SERIAL`)"
         if "trust domain" in message:
@@ -92,9 +94,14 @@ def explain(error: BaseException) -> Failure:  # noqa: PLR0911 - one report per 
         name = error.filename or ""
         return Failure(f"cannot open {name}: {error.strerror}", None, EXIT_FAILED, known=True)
     if isinstance(error, UnicodeDecodeError):
-        return Failure(f"the input is not UTF-8 text ({error.reason} at byte {error.start})", None, EXIT_FAILED,
-                       known=True)
+        return Failure(
+            f"the input is not UTF-8 text ({error.reason} at byte {error.start})", None, EXIT_FAILED, known=True
+        )
     if isinstance(error, OSError):
         return Failure(f"{error.strerror or error}", None, EXIT_FAILED, known=True)
-    return Failure(f"unexpected {type(error).__name__}: {error}",
-                   "run the command again with --debug to see the traceback, and report it", EXIT_BUG, known=False)
+    return Failure(
+        f"unexpected {type(error).__name__}: {error}",
+        "run the command again with --debug to see the traceback, and report it",
+        EXIT_BUG,
+        known=False,
+    )

@@ -34,14 +34,25 @@ CONFIG_NAME = "isb.toml"
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `pki install`."""
     install = commands.add_parser(
-        "install", help="check an issued certificate with its key and the CA, and lay out a ready folder")
+        "install", help="check an issued certificate with its key and the CA, and lay out a ready folder"
+    )
     install.add_argument("certificate", type=Path, metavar="CERT", help="the certificate chain `isb pki issue` wrote")
-    install.add_argument("--ca-cert", type=Path, required=True, metavar="FILE",
-                         help="the deployment's trust anchor (ca.crt), from the admin")
-    install.add_argument("--dir", type=Path, metavar="DIR",
-                         help="the folder to make ready (default: the certificate's folder)")
-    install.add_argument("--key", type=Path, metavar="FILE",
-                         help="the private key `isb pki request` wrote (default: found by name in DIR)")
+    install.add_argument(
+        "--ca-cert",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the deployment's trust anchor (ca.crt), from the admin",
+    )
+    install.add_argument(
+        "--dir", type=Path, metavar="DIR", help="the folder to make ready (default: the certificate's folder)"
+    )
+    install.add_argument(
+        "--key",
+        type=Path,
+        metavar="FILE",
+        help="the private key `isb pki request` wrote (default: found by name in DIR)",
+    )
     install.add_argument("--broker", metavar="HOST:PORT", help="broker address to record in DIR/isb.toml")
     install.set_defaults(func=_install)
 
@@ -50,12 +61,15 @@ def _spiffe_id(certificate: Path) -> SpiffeId:
     try:
         leaf = x509.load_pem_x509_certificates(certificate.read_bytes())[0]
         uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-            x509.UniformResourceIdentifier)
+            x509.UniformResourceIdentifier
+        )
     except OSError as exc:
         raise CommandError(f"cannot read {certificate}: {exc.strerror}") from exc
     except (ValueError, IndexError, x509.ExtensionNotFound) as exc:
-        raise CommandError(f"{certificate} is not a PEM certificate with a SPIFFE id ({exc})",
-                           "use the .crt file `isb pki issue` wrote") from exc
+        raise CommandError(
+            f"{certificate} is not a PEM certificate with a SPIFFE id ({exc})",
+            "use the .crt file `isb pki issue` wrote",
+        ) from exc
     if len(uris) != 1:
         raise CommandError(f"{certificate} must carry exactly one SPIFFE id, it has {len(uris)}")
     try:
@@ -73,14 +87,18 @@ def _find_key(args: argparse.Namespace, directory: Path, spiffe_id: SpiffeId) ->
     if args.key is not None:
         return Path(str(args.key))
     base = _base_name(spiffe_id)
-    candidates: list[Path] = [directory / f"{base}.key", directory / f"{spiffe_id.name}.key",
-                  args.certificate.parent / f"{spiffe_id.name}.key"]
+    candidates: list[Path] = [
+        directory / f"{base}.key",
+        directory / f"{spiffe_id.name}.key",
+        args.certificate.parent / f"{spiffe_id.name}.key",
+    ]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise CommandError(f"no private key for {spiffe_id} in {directory} (looked for "
-                       f"{', '.join(c.name for c in candidates[:2])})",
-                       "pass --key with the file `isb pki request` wrote")
+    raise CommandError(
+        f"no private key for {spiffe_id} in {directory} (looked for {', '.join(c.name for c in candidates[:2])})",
+        "pass --key with the file `isb pki request` wrote",
+    )
 
 
 def _place_key(key: Path, target: Path) -> None:
@@ -103,8 +121,12 @@ def _copy_public(source: Path, target: Path) -> None:
 
 
 def _config_text(spiffe_id: SpiffeId, broker: str | None) -> str:
-    lines = ["# Written by `isb pki install`; ISB_CONFIG=<this file> makes every isb command use it.",
-             "[client]", 'cert_dir = "."', f'trust_domain = "{spiffe_id.trust_domain}"']
+    lines = [
+        "# Written by `isb pki install`; ISB_CONFIG=<this file> makes every isb command use it.",
+        "[client]",
+        'cert_dir = "."',
+        f'trust_domain = "{spiffe_id.trust_domain}"',
+    ]
     if spiffe_id.role is Role.AGENCY:
         lines.append(f'agency = "{spiffe_id.name}"')
     if broker:
@@ -130,11 +152,22 @@ def _install(args: argparse.Namespace) -> int:
     _files.write_public_file(config, _config_text(spiffe_id, args.broker).encode())
     anchor = identity.trust_roots[0].public_bytes(serialization.Encoding.DER)
     out = output(args)
-    out.record({"spiffe_id": spiffe_id, "certificate": cert_target, "key": key_target, "ca_bundle": ca_target,
-                "config": config, "expires": identity.certificate.not_valid_after_utc,
-                "ca_fingerprint": hashlib.sha256(anchor).hexdigest()}, title=f"{directory} is ready")
+    out.record(
+        {
+            "spiffe_id": spiffe_id,
+            "certificate": cert_target,
+            "key": key_target,
+            "ca_bundle": ca_target,
+            "config": config,
+            "expires": identity.certificate.not_valid_after_utc,
+            "ca_fingerprint": hashlib.sha256(anchor).hexdigest(),
+        },
+        title=f"{directory} is ready",
+    )
     out.say("compare the CA fingerprint with the one your admin gives you over another channel")
     if spiffe_id.role is Role.AGENCY:
-        out.say(f"next: the admin runs `isb admin register {spiffe_id.name}` and adds {spiffe_id.name} to the "
-                f"sharing policy; then `ISB_CONFIG={config} isb keys publish`")
+        out.say(
+            f"next: the admin runs `isb admin register {spiffe_id.name}` and adds {spiffe_id.name} to the "
+            f"sharing policy; then `ISB_CONFIG={config} isb keys publish`"
+        )
     return 0

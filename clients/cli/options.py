@@ -13,8 +13,13 @@ from pathlib import Path
 
 from broker.config import ClientSettings, load_client_settings
 
-__all__ = ["add_broker_arguments", "add_justification_arguments", "add_trust_domain_argument", "justification",
-           "settings"]
+__all__ = [
+    "add_broker_arguments",
+    "add_justification_arguments",
+    "add_trust_domain_argument",
+    "justification",
+    "settings",
+]
 
 _current: ClientSettings | None = None
 
@@ -34,29 +39,49 @@ def reload_settings() -> ClientSettings:
 def add_trust_domain_argument(parser: argparse.ArgumentParser) -> None:
     """`--trust-domain`, with its default from the settings."""
     parser.add_argument(
-        "--trust-domain", default=settings().trust_domain, metavar="DOMAIN",
+        "--trust-domain",
+        default=settings().trust_domain,
+        metavar="DOMAIN",
         help="SPIFFE trust domain of the deployment, as in spiffe://DOMAIN/agency/ID "
-             "(default %(default)s; ISB_TRUST_DOMAIN or the config file set it)")
+        "(default %(default)s; ISB_TRUST_DOMAIN or the config file set it)",
+    )
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser, *, holds: str) -> None:
     """`--broker`, `--certs` and `--trust-domain`; `holds` says which files `--certs` must contain."""
     current = settings()
-    parser.add_argument("--broker", default=current.broker, metavar="HOST:PORT",
-                        help="address of the broker (default %(default)s; ISB_BROKER or the config file set it)")
-    parser.add_argument("--certs", type=_path, default=current.cert_dir, metavar="DIR",
-                        help=f"folder with {holds} (default %(default)s; ISB_CERT_DIR or the config file set it)")
+    parser.add_argument(
+        "--broker",
+        default=current.broker,
+        metavar="HOST:PORT",
+        help="address of the broker (default %(default)s; ISB_BROKER or the config file set it)",
+    )
+    parser.add_argument(
+        "--certs",
+        type=_path,
+        default=current.cert_dir,
+        metavar="DIR",
+        help=f"folder with {holds} (default %(default)s; ISB_CERT_DIR or the config file set it)",
+    )
     add_trust_domain_argument(parser)
 
 
 def add_justification_arguments(parser: argparse.ArgumentParser, *, what: str) -> None:
     """`--legal-basis`, `--case-ref` and `--operator`: the justification recorded in the audit log."""
     group = parser.add_argument_group("justification", f"why {what}, recorded in the audit log (never personal data)")
-    group.add_argument("--legal-basis", default="", metavar="CODE",
-                       help="legal-basis code from the deployment's list (policy `legal_bases`)")
+    group.add_argument(
+        "--legal-basis",
+        default="",
+        metavar="CODE",
+        help="legal-basis code from the deployment's list (policy `legal_bases`)",
+    )
     group.add_argument("--case-ref", default="", metavar="REF", help="case or file reference")
-    group.add_argument("--operator", default="", metavar="ID",
-                       help="our opaque identifier of the person acting (recorded as asserted by us)")
+    group.add_argument(
+        "--operator",
+        default="",
+        metavar="ID",
+        help="our opaque identifier of the person acting (recorded as asserted by us)",
+    )
 
 
 def justification(args: argparse.Namespace) -> dict[str, str]:

@@ -25,10 +25,23 @@ __all__ = ["ERROR_PREFIX", "Output", "json_value", "output", "value_style"]
 ERROR_PREFIX = "isb: error: "
 # Handling codes and states in the colours people expect (TLP 2.0 uses red, amber, green, white).
 _VALUE_STYLES = {
-    "RED": "bold red", "AMBER+STRICT": "bold yellow", "AMBER": "yellow", "GREEN": "green", "CLEAR": "bold",
-    "revoked": "dim", "expired": "red", "valid": "green", "verified": "green", "ALLOWED": "bold green",
-    "REFUSED": "bold red", "DELIVERED": "green", "ACKNOWLEDGED": "green", "REJECTED": "red", "QUEUED": "yellow",
-    "OK": "bold green", "FAILED": "bold red",
+    "RED": "bold red",
+    "AMBER+STRICT": "bold yellow",
+    "AMBER": "yellow",
+    "GREEN": "green",
+    "CLEAR": "bold",
+    "revoked": "dim",
+    "expired": "red",
+    "valid": "green",
+    "verified": "green",
+    "ALLOWED": "bold green",
+    "REFUSED": "bold red",
+    "DELIVERED": "green",
+    "ACKNOWLEDGED": "green",
+    "REJECTED": "red",
+    "QUEUED": "yellow",
+    "OK": "bold green",
+    "FAILED": "bold red",
 }
 # Off a terminal there is no width to fit: wide enough that serials and SPIFFE ids stay whole.
 _PIPE_WIDTH = 240
@@ -98,8 +111,14 @@ class Output:
             self.console.print(Text(title, style="bold"))
         self.console.print(grid)
 
-    def rows(self, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *,
-             title: str | None = None, empty: str = "nothing to show") -> None:
+    def rows(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        columns: Sequence[str] | None = None,
+        *,
+        title: str | None = None,
+        empty: str = "nothing to show",
+    ) -> None:
         """A list of results: one JSON object per row, or a table of `columns` (default: every key)."""
         if self.json:
             for row in rows:

@@ -47,8 +47,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     init = commands.add_parser("init", help="create the deployment's root CA (refuses to overwrite)")
     init.add_argument("--dir", type=Path, required=True, help="directory for the new CA")
-    init.add_argument("--trust-domain", required=True, metavar="DOMAIN",
-                      help="SPIFFE trust domain of the new deployment, e.g. isb.example.eu")
+    init.add_argument(
+        "--trust-domain",
+        required=True,
+        metavar="DOMAIN",
+        help="SPIFFE trust domain of the new deployment, e.g. isb.example.eu",
+    )
     init.add_argument(
         "--intermediate",
         action="store_true",
@@ -67,8 +71,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     who.add_argument("--auditor", metavar="NAME")
     who.add_argument("--admin", metavar="NAME")
     who.add_argument("--broker", metavar="NODE", help="broker node name (server certificate)")
-    who.add_argument("--witness", metavar="NAME",
-                     help="a witness's TLS identity (server, and the broker's submitter), e.g. fr-customs-w1")
+    who.add_argument(
+        "--witness",
+        metavar="NAME",
+        help="a witness's TLS identity (server, and the broker's submitter), e.g. fr-customs-w1",
+    )
     add_trust_domain_argument(request)
     request.add_argument("--out", type=Path, required=True, help="directory for <name>.key and <name>.csr")
     request.add_argument("--dns", action="append", default=[], help="DNS name (broker, witness; repeatable)")
@@ -117,15 +124,20 @@ def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     _set(renewing, _cmd_renew)
 
     crl = commands.add_parser(
-        "crl", help="re-sign the CRL (refreshes its next update) and optionally export it; schedule it daily")
+        "crl", help="re-sign the CRL (refreshes its next update) and optionally export it; schedule it daily"
+    )
     _ca_argument(crl)
-    crl.add_argument("--days", type=float, default=CRL_VALIDITY.total_seconds() / 86400, metavar="DAYS",
-                     help="validity of the new CRL (its nextUpdate), default %(default)g days; SDKs refuse a CRL"
-                     " past its nextUpdate, so re-sign well before (e.g. daily from cron or a systemd timer)")
+    crl.add_argument(
+        "--days",
+        type=float,
+        default=CRL_VALIDITY.total_seconds() / 86400,
+        metavar="DAYS",
+        help="validity of the new CRL (its nextUpdate), default %(default)g days; SDKs refuse a CRL"
+        " past its nextUpdate, so re-sign well before (e.g. daily from cron or a systemd timer)",
+    )
     crl.add_argument("--out", type=Path, help="also write the CRL here")
     crl.add_argument("--der", action="store_true", help="write --out in DER instead of PEM")
     _set(crl, _cmd_crl)
-
 
 
 def _set(parser: argparse.ArgumentParser, handler: Handler) -> None:
@@ -134,17 +146,29 @@ def _set(parser: argparse.ArgumentParser, handler: Handler) -> None:
 
 
 def _ca_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ca", type=Path, default=settings().cert_dir, metavar="DIR",
-                        help="CA directory (default %(default)s; ISB_CERT_DIR or the config file set it)")
+    parser.add_argument(
+        "--ca",
+        type=Path,
+        default=settings().cert_dir,
+        metavar="DIR",
+        help="CA directory (default %(default)s; ISB_CERT_DIR or the config file set it)",
+    )
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
     _check_trust_domain(args.trust_domain)
     ca = CaDirectory.init(args.dir, args.trust_domain, intermediate=args.intermediate)
     out = output(args)
-    out.record({"trust_domain": ca.trust_domain, "directory": ca.path, "trust_anchor": ca.root_cert_path,
-                "crl": ca.crl_path, "issuing_ca": ca.intermediate_cert_path if ca.has_intermediate else None},
-               title=f"created CA for trust domain {ca.trust_domain}")
+    out.record(
+        {
+            "trust_domain": ca.trust_domain,
+            "directory": ca.path,
+            "trust_anchor": ca.root_cert_path,
+            "crl": ca.crl_path,
+            "issuing_ca": ca.intermediate_cert_path if ca.has_intermediate else None,
+        },
+        title=f"created CA for trust domain {ca.trust_domain}",
+    )
     if ca.has_intermediate:
         out.say(f"the root key {ca.root_key_path} is not needed to issue or revoke: move it offline")
     return 0
@@ -164,8 +188,10 @@ def _cmd_audit_key(args: argparse.Namespace) -> int:
     _files.write_private_key(args.dir / "audit.key", key)  # refuses to overwrite an existing key
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     _files.write_public_file(args.dir / "audit.pub", public)
-    output(args).record({"signing_key": args.dir / "audit.key", "public_key": args.dir / "audit.pub"},
-                        title="audit key created: give audit.pub to the auditors")
+    output(args).record(
+        {"signing_key": args.dir / "audit.key", "public_key": args.dir / "audit.pub"},
+        title="audit key created: give audit.pub to the auditors",
+    )
     return 0
 
 
@@ -190,10 +216,14 @@ def _cmd_request(args: argparse.Namespace) -> int:
     _files.write_private_key(key_path, key)  # refuses to overwrite an existing key
     _files.write_public_file(request_path, csr_pem(csr))
     out = output(args)
-    out.record({"identity_key": key_path, "request": request_path, "spiffe_id": spiffe_id},
-               title="identity key (mode 0600: keep it here, never send it) and certificate request")
-    out.say(f"send {request_path} to your ISB administrator, who runs `isb pki issue {request_path.name}`; "
-            f"with the certificate and the CA's ca.crt, run `isb pki install CERT --ca-cert ca.crt --dir {args.out}`")
+    out.record(
+        {"identity_key": key_path, "request": request_path, "spiffe_id": spiffe_id},
+        title="identity key (mode 0600: keep it here, never send it) and certificate request",
+    )
+    out.say(
+        f"send {request_path} to your ISB administrator, who runs `isb pki issue {request_path.name}`; "
+        f"with the certificate and the CA's ca.crt, run `isb pki install CERT --ca-cert ca.crt --dir {args.out}`"
+    )
     return 0
 
 
@@ -220,9 +250,11 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     if holders:
         # A second valid certificate is a second identity key for the same agency: whoever holds
         # either key can publish encryption keys under that id. Say so before anyone confirms.
-        out.warn(f"{request.spiffe_id} already holds {len(holders)} valid certificate(s): "
-                 + ", ".join(f"serial {r.serial} (expires {r.not_after.date().isoformat()})" for r in holders)
-                 + "; to replace a key, prefer `isb pki renew SERIAL --csr NEW.csr`, then revoke the old certificate")
+        out.warn(
+            f"{request.spiffe_id} already holds {len(holders)} valid certificate(s): "
+            + ", ".join(f"serial {r.serial} (expires {r.not_after.date().isoformat()})" for r in holders)
+            + "; to replace a key, prefer `isb pki renew SERIAL --csr NEW.csr`, then revoke the old certificate"
+        )
         question = f"issue a second valid certificate for {request.spiffe_id}?"
     if not args.yes:
         out.say(f"certificate signing request {args.csr}:")
@@ -234,8 +266,10 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     path = args.out or args.csr.with_suffix(".crt")
     _files.write_public_file(path, chain_pem(ca, cert))
     _print_issued(args, path, record)
-    out.say(f"send {path} and the trust anchor {ca.root_cert_path} to its holder, who runs "
-            f"`isb pki install {path.name} --ca-cert ca.crt`")
+    out.say(
+        f"send {path} and the trust anchor {ca.root_cert_path} to its holder, who runs "
+        f"`isb pki install {path.name} --ca-cert ca.crt`"
+    )
     return 0
 
 
@@ -265,9 +299,16 @@ def _cmd_renew(args: argparse.Namespace) -> int:
 
 
 def _print_issued(args: argparse.Namespace, path: Path, record: CertificateRecord) -> None:
-    output(args).record({"spiffe_id": record.spiffe_id, "serial": record.serial,
-                         "fingerprint": record.fingerprint_sha256, "expires": record.not_after, "written_to": path},
-                        title=f"issued {record.spiffe_id}")
+    output(args).record(
+        {
+            "spiffe_id": record.spiffe_id,
+            "serial": record.serial,
+            "fingerprint": record.fingerprint_sha256,
+            "expires": record.not_after,
+            "written_to": path,
+        },
+        title=f"issued {record.spiffe_id}",
+    )
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -276,9 +317,20 @@ def _cmd_list(args: argparse.Namespace) -> int:
     out = output(args)
     if out.json:
         now = datetime.now(UTC)
-        out.rows([{"role": r.role.value, "status": r.status(now).value, "not_after": r.not_after,
-                   "serial": r.serial, "fingerprint": r.fingerprint_sha256, "spiffe_id": r.spiffe_id,
-                   "revocation_reason": r.revocation_reason} for r in records])
+        out.rows(
+            [
+                {
+                    "role": r.role.value,
+                    "status": r.status(now).value,
+                    "not_after": r.not_after,
+                    "serial": r.serial,
+                    "fingerprint": r.fingerprint_sha256,
+                    "spiffe_id": r.spiffe_id,
+                    "revocation_reason": r.revocation_reason,
+                }
+                for r in records
+            ]
+        )
     else:
         # Colours only for a person at a terminal: escape codes would corrupt a pipe or a file.
         print(render_certificate_table(records, colour=sys.stdout.isatty() and out.console.is_terminal))
@@ -312,8 +364,15 @@ def _coloured(line: str, record: CertificateRecord, now: datetime) -> str:
 def _cmd_revoke(args: argparse.Namespace) -> int:
     ca = CaDirectory.open(args.ca)
     record = revoke(ca, args.serial, args.reason)
-    output(args).record({"serial": record.serial, "spiffe_id": record.spiffe_id, "reason": record.revocation_reason,
-                         "crl": ca.crl_path}, title="revoked; CRL re-signed")
+    output(args).record(
+        {
+            "serial": record.serial,
+            "spiffe_id": record.spiffe_id,
+            "reason": record.revocation_reason,
+            "crl": ca.crl_path,
+        },
+        title="revoked; CRL re-signed",
+    )
     return 0
 
 
@@ -325,9 +384,16 @@ def _cmd_crl(args: argparse.Namespace) -> int:
     if args.out:
         encoding = serialization.Encoding.DER if args.der else serialization.Encoding.PEM
         _files.write_public_file(args.out, crl.public_bytes(encoding))
-    output(args).record({"crl": ca.crl_path, "number": _crl_number(crl), "revoked": len(crl),
-                         "next_update": crl.next_update_utc,
-                         "written_to": args.out}, title="CRL re-signed")
+    output(args).record(
+        {
+            "crl": ca.crl_path,
+            "number": _crl_number(crl),
+            "revoked": len(crl),
+            "next_update": crl.next_update_utc,
+            "written_to": args.out,
+        },
+        title="CRL re-signed",
+    )
     return 0
 
 

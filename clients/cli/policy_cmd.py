@@ -63,7 +63,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     diff_cmd.set_defaults(func=_cmd_diff)
 
 
-
 def _read(path: Path, trouble: int) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -95,19 +94,36 @@ def _cmd_check(args: argparse.Namespace) -> int:
             status = EXIT_NO
             continue
         if out.json:
-            out.record({"file": path, "valid": True, "agencies": len(policy.agencies),
-                        "groups": len(policy.groups), "rules": len(policy.rules), "sha256": policy.digest})
+            out.record(
+                {
+                    "file": path,
+                    "valid": True,
+                    "agencies": len(policy.agencies),
+                    "groups": len(policy.groups),
+                    "rules": len(policy.rules),
+                    "sha256": policy.digest,
+                }
+            )
         else:
-            out.say(f"{path}: valid: {len(policy.agencies)} agencies, {len(policy.groups)} groups, "
-                    f"{len(policy.rules)} rules; sha256 {policy.digest}")
+            out.say(
+                f"{path}: valid: {len(policy.agencies)} agencies, {len(policy.groups)} groups, "
+                f"{len(policy.rules)} rules; sha256 {policy.digest}"
+            )
     return status
 
 
 def _print_decision(out: Output, decision: Decision) -> None:
     verdict = "ALLOWED" if decision.allowed else "REFUSED"
     if out.json:
-        out.record({"verdict": verdict, "allowed": decision.allowed, "rule": decision.rule,
-                    "recipients": list(decision.expanded), "reason": decision.reason})
+        out.record(
+            {
+                "verdict": verdict,
+                "allowed": decision.allowed,
+                "rule": decision.rule,
+                "recipients": list(decision.expanded),
+                "reason": decision.reason,
+            }
+        )
         return
     out.say(Text(verdict, style=value_style(verdict)) + Text(f" ({decision.rule})"))
     if decision.expanded:
@@ -121,8 +137,11 @@ def _parse(path: Path, text: str, out: Output) -> Policy:
     except PolicyError as exc:
         for line in exc.errors:
             out.problem(line)
-        raise CommandError(f"{path} does not validate ({len(exc.errors)} error(s))",
-                           f"`isb policy check {path}` lists them", exit_status=EXIT_TROUBLE) from exc
+        raise CommandError(
+            f"{path} does not validate ({len(exc.errors)} error(s))",
+            f"`isb policy check {path}` lists them",
+            exit_status=EXIT_TROUBLE,
+        ) from exc
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:

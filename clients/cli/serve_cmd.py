@@ -23,8 +23,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add `serve`."""
     serve = subparsers.add_parser("serve", help="run the broker (mutual TLS only)")
     serve.add_argument("--config", type=Path, help="TOML configuration file (ISB_* variables override it)")
-    serve.add_argument("--dev", action="store_true",
-                       help=f"create the development PKI in {DEFAULT_CERT_DIR} first if it is missing")
+    serve.add_argument(
+        "--dev", action="store_true", help=f"create the development PKI in {DEFAULT_CERT_DIR} first if it is missing"
+    )
     serve.set_defaults(func=_serve)
 
 

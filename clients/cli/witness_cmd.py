@@ -53,8 +53,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--prefix", default="", help="the submission prefix path, e.g. /witness (default none)")
     serve.add_argument("--cert", type=Path, required=True, help="the witness's TLS certificate (role witness)")
     serve.add_argument("--tls-key", type=Path, required=True, help="the TLS certificate's key")
-    serve.add_argument("--ca", type=Path, required=True,
-                       help="the deployment CA; clients must present its certificates")
+    serve.add_argument(
+        "--ca", type=Path, required=True, help="the deployment CA; clients must present its certificates"
+    )
     serve.set_defaults(func=_cmd_serve)
 
 
@@ -82,8 +83,10 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"cannot create {args.out}: {exc.strerror}") from exc
     with os.fdopen(fd, "wb") as stream:
         stream.write(pem)
-    output(args).record({"key": str(args.out), "vkey": vkey, "policy_line": f"witness <name> {vkey}"},
-                        title="witness key created: pin the vkey in the partners' tlog-policy")
+    output(args).record(
+        {"key": str(args.out), "vkey": vkey, "policy_line": f"witness <name> {vkey}"},
+        title="witness key created: pin the vkey in the partners' tlog-policy",
+    )
     return EXIT_OK
 
 
@@ -92,8 +95,12 @@ def build_server(args: argparse.Namespace) -> WitnessHTTPServer:
     policy = load_policy(args.logs)
     if not policy.logs:
         raise ConfigurationError(f"{args.logs} has no `log` line: the witness would follow no log")
-    witness = Witness(args.name, load_witness_key(args.key), {log.origin: log.public_key for log in policy.logs},
-                      WitnessState(args.state))
+    witness = Witness(
+        args.name,
+        load_witness_key(args.key),
+        {log.origin: log.public_key for log in policy.logs},
+        WitnessState(args.state),
+    )
     host, _, port = args.listen.rpartition(":")
     try:
         context = server_context(args.cert, args.tls_key, args.ca)
@@ -105,8 +112,15 @@ def build_server(args: argparse.Namespace) -> WitnessHTTPServer:
 def _cmd_serve(args: argparse.Namespace) -> int:
     server = build_server(args)
     host = str(server.server_address[0])
-    output(args).record({"url": f"https://{host}:{server.port}{server.prefix}", "vkey": server.witness.vkey,
-                         "logs": sorted(server.witness.logs), "stop": "Ctrl-C"}, title="ISB witness serving")
+    output(args).record(
+        {
+            "url": f"https://{host}:{server.port}{server.prefix}",
+            "vkey": server.witness.vkey,
+            "logs": sorted(server.witness.logs),
+            "stop": "Ctrl-C",
+        },
+        title="ISB witness serving",
+    )
     stop = threading.Event()
     thread = server.start()
     try:

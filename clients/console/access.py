@@ -76,8 +76,13 @@ class AccessGuard:
             rest = urlencode([(k, v) for k, v in query if k != "token"])
             location = scope["path"] + (f"?{rest}" if rest else "")
             cookie = f"{self.cookie}={self.token}; Path=/; HttpOnly; SameSite=Strict"
-            await _answer(send, 303, "Signed in", "Continue to the console.",
-                          extra=[(b"location", location.encode()), (b"set-cookie", cookie.encode())])
+            await _answer(
+                send,
+                303,
+                "Signed in",
+                "Continue to the console.",
+                extra=[(b"location", location.encode()), (b"set-cookie", cookie.encode())],
+            )
             return
         jar: SimpleCookie = SimpleCookie()
         try:
@@ -86,8 +91,12 @@ class AccessGuard:
             jar = SimpleCookie()
         morsel = jar.get(self.cookie)
         if morsel is None or not _same(morsel.value, self.token):
-            await _answer(send, 403, "Access token needed",
-                          "Open the console with the URL that <code>isb console</code> printed: it holds the token.")
+            await _answer(
+                send,
+                403,
+                "Access token needed",
+                "Open the console with the URL that <code>isb console</code> printed: it holds the token.",
+            )
             return
 
         async def send_with_headers(message: Message) -> None:
@@ -102,10 +111,15 @@ def _security_headers() -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
 
 
-async def _answer(send: Send, status: int, title: str, detail: str,
-                  extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _answer(
+    send: Send, status: int, title: str, detail: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = _REFUSED_PAGE.format(title=title, detail=detail).encode()
-    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-               *_security_headers(), *(extra or [])]
+    headers = [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        *_security_headers(),
+        *(extra or []),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

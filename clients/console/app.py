@@ -69,10 +69,15 @@ class _Pages:
         self.source = source
         self.templates = _templates()
 
-    def render(self, request: Request, name: str, snapshot: AuditSnapshot, status_code: int = 200,
-               **context: Any) -> Response:
-        base = {"snap": snapshot, "source": self.source.label, "live": self.source.label.startswith("broker"),
-                "path": request.url.path}
+    def render(
+        self, request: Request, name: str, snapshot: AuditSnapshot, status_code: int = 200, **context: Any
+    ) -> Response:
+        base = {
+            "snap": snapshot,
+            "source": self.source.label,
+            "live": self.source.label.startswith("broker"),
+            "path": request.url.path,
+        }
         return self.templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 
     def guarded(self, page: Callable[[Request, AuditSnapshot], Response]) -> Callable[[Request], Response]:
@@ -81,21 +86,38 @@ class _Pages:
                 snapshot = self.source.snapshot()
             except (ClientError, VerificationError, OSError) as exc:
                 return self.templates.TemplateResponse(
-                    request, "unavailable.html", {"source": self.source.label, "error": str(exc)}, status_code=502)
+                    request, "unavailable.html", {"source": self.source.label, "error": str(exc)}, status_code=502
+                )
             return page(request, snapshot)
+
         return endpoint
 
     def timeline(self, request: Request, snapshot: AuditSnapshot) -> Response:
         q = request.query_params
-        chosen = views.ExchangeFilter(agency=q.get("agency", ""), kind=q.get("kind", ""),
-                                      handling=q.get("handling", ""), since=_parse_time(q.get("since", "")),
-                                      until=_parse_time(q.get("until", "")))
+        chosen = views.ExchangeFilter(
+            agency=q.get("agency", ""),
+            kind=q.get("kind", ""),
+            handling=q.get("handling", ""),
+            since=_parse_time(q.get("since", "")),
+            until=_parse_time(q.get("until", "")),
+        )
         every = views.exchanges(snapshot)
         shown = [e for e in every if chosen.admits(e)]
         agencies = sorted({a for e in every for a in e.agencies if a})
-        return self.render(request, "timeline.html", snapshot, page="timeline", rows=shown[-_PAGE_ROWS:][::-1],
-                           matched=len(shown), total=len(every), chosen=chosen, agencies=agencies,
-                           kinds=views.KINDS, codes=views.HANDLING_CODES, form=dict(q))
+        return self.render(
+            request,
+            "timeline.html",
+            snapshot,
+            page="timeline",
+            rows=shown[-_PAGE_ROWS:][::-1],
+            matched=len(shown),
+            total=len(every),
+            chosen=chosen,
+            agencies=agencies,
+            kinds=views.KINDS,
+            codes=views.HANDLING_CODES,
+            form=dict(q),
+        )
 
     def message(self, request: Request, snapshot: AuditSnapshot) -> Response:
         message_id = request.path_params["message_id"]
@@ -105,36 +127,60 @@ class _Pages:
         proofs = []
         for step in steps:
             proof = self.source.proof(snapshot, step.entry.index)
-            proofs.append({"index": step.entry.index, "entry": step.entry.entry_b64,
-                           "proof": [h.hex() for h in proof.hashes], "console_error": proof.console_error})
+            proofs.append(
+                {
+                    "index": step.entry.index,
+                    "entry": step.entry.entry_b64,
+                    "proof": [h.hex() for h in proof.hashes],
+                    "console_error": proof.console_error,
+                }
+            )
         data = {
             "note": base64.b64encode(checkpoint.note).decode() if checkpoint else "",
             "vkey": snapshot.vkey,
             "steps": proofs,
         }
-        return self.render(request, "message.html", snapshot, 200 if steps else 404, page="message",
-                           message_id=message_id, steps=list(zip(steps, proofs, strict=True)), exchange=exchange,
-                           checkpoint=checkpoint, data=data)
+        return self.render(
+            request,
+            "message.html",
+            snapshot,
+            200 if steps else 404,
+            page="message",
+            message_id=message_id,
+            steps=list(zip(steps, proofs, strict=True)),
+            exchange=exchange,
+            checkpoint=checkpoint,
+            data=data,
+        )
 
     def checkpoints(self, request: Request, snapshot: AuditSnapshot) -> Response:
-        return self.render(request, "checkpoints.html", snapshot, page="checkpoints",
-                           rows=list(enumerate(snapshot.checkpoints))[::-1])
+        return self.render(
+            request, "checkpoints.html", snapshot, page="checkpoints", rows=list(enumerate(snapshot.checkpoints))[::-1]
+        )
 
     def refusals(self, request: Request, snapshot: AuditSnapshot) -> Response:
         groups = views.refusals_by_rule(snapshot)
-        return self.render(request, "refusals.html", snapshot, page="refusals", groups=groups,
-                           total=sum(len(g.refusals) for g in groups))
+        return self.render(
+            request,
+            "refusals.html",
+            snapshot,
+            page="refusals",
+            groups=groups,
+            total=sum(len(g.refusals) for g in groups),
+        )
 
     def volume(self, request: Request, snapshot: AuditSnapshot) -> Response:
-        return self.render(request, "volume.html", snapshot, page="volume",
-                           chart=views.volume_chart(views.exchanges(snapshot)))
+        return self.render(
+            request, "volume.html", snapshot, page="volume", chart=views.volume_chart(views.exchanges(snapshot))
+        )
 
     def reload(self, request: Request) -> Response:
         try:
             self.source.snapshot(reload=True)
         except (ClientError, VerificationError, OSError) as exc:
             return self.templates.TemplateResponse(
-                request, "unavailable.html", {"source": self.source.label, "error": str(exc)}, status_code=502)
+                request, "unavailable.html", {"source": self.source.label, "error": str(exc)}, status_code=502
+            )
         back = request.query_params.get("back", "/")
         return RedirectResponse(back if back.startswith("/") and not back.startswith("//") else "/", status_code=303)
 

@@ -30,8 +30,9 @@ class ConsoleServer:
         self.port: int = self._socket.getsockname()[1]
         self.token = token or secrets.token_urlsafe(32)
         app = create_app(source, token=self.token, port=self.port)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
-                                proxy_headers=False)
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", server_header=False, proxy_headers=False
+        )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 

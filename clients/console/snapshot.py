@@ -160,23 +160,33 @@ class _Builder:
         try:
             checkpoint = _note.verify_checkpoint(record.note, snap.key_name, self.public_key)
         except VerificationError as exc:
-            snap.checkpoints.append(CheckpointState(record.line, record.note, None, None, None, False,
-                                                    f"signature does not verify: {exc}", cosigners))
+            snap.checkpoints.append(
+                CheckpointState(
+                    record.line, record.note, None, None, None, False, f"signature does not verify: {exc}", cosigners
+                )
+            )
             return
         problem = None
         if checkpoint.origin != snap.origin:
             problem = f"checkpoint is for log {checkpoint.origin!r}, not {snap.origin!r}"
         elif checkpoint.size > self.recomputed.size:
-            problem = (f"checkpoint of size {checkpoint.size} follows only {self.recomputed.size} entries:"
-                       f" entry {self.recomputed.size} is missing")
+            problem = (
+                f"checkpoint of size {checkpoint.size} follows only {self.recomputed.size} entries:"
+                f" entry {self.recomputed.size} is missing"
+            )
         elif self.recomputed.root(checkpoint.size) != checkpoint.root:
             bad = [e.index for e in snap.entries[: checkpoint.size] if e.problem is not None]
             named = f"entry {bad[0]} does not match" if bad else "entries were changed with their leaf hashes"
             problem = f"entries 0..{checkpoint.size - 1} do not hash to the signed root: {named}"
-        snap.checkpoints.append(CheckpointState(record.line, record.note, checkpoint.size, checkpoint.root,
-                                                checkpoint.time, True, problem, cosigners))
-        if checkpoint.origin == snap.origin and checkpoint.size <= self.recomputed.size and (
-            snap.proof_checkpoint is None or checkpoint.size >= snap.proof_checkpoint.size
+        snap.checkpoints.append(
+            CheckpointState(
+                record.line, record.note, checkpoint.size, checkpoint.root, checkpoint.time, True, problem, cosigners
+            )
+        )
+        if (
+            checkpoint.origin == snap.origin
+            and checkpoint.size <= self.recomputed.size
+            and (snap.proof_checkpoint is None or checkpoint.size >= snap.proof_checkpoint.size)
         ):
             snap.proof_checkpoint = checkpoint
 
@@ -200,8 +210,11 @@ def load_snapshot(path: Path, key: Ed25519PublicKey | str, *, source: str | None
         header = first[1]
         key_name, public_key = _resolve_key(key, header.key_name)
         snapshot = AuditSnapshot(
-            source=source or str(path), origin=header.origin, key_name=key_name,
-            vkey=_note.encode_vkey(key_name, public_key), loaded_at=datetime.now(UTC),
+            source=source or str(path),
+            origin=header.origin,
+            key_name=key_name,
+            vkey=_note.encode_vkey(key_name, public_key),
+            loaded_at=datetime.now(UTC),
         )
         builder = _Builder(snapshot, public_key)
         try:
@@ -222,8 +235,13 @@ def load_snapshot(path: Path, key: Ed25519PublicKey | str, *, source: str | None
             snapshot.failure = str(exc)
     if snapshot.failure is not None:
         snapshot.verified_size = max(
-            (c.size for c in snapshot.checkpoints if c.verified and c.size is not None
-             and all(e.problem is None for e in snapshot.entries[: c.size])), default=0)
+            (
+                c.size
+                for c in snapshot.checkpoints
+                if c.verified and c.size is not None and all(e.problem is None for e in snapshot.entries[: c.size])
+            ),
+            default=0,
+        )
     return snapshot
 
 

@@ -53,8 +53,9 @@ def _local_proof(snapshot: AuditSnapshot, index: int) -> StepProof:
     if checkpoint is None:  # inclusion_proof refuses then; this tells the type checker
         return StepProof([], f"entry {index} is not covered by a signed checkpoint")
     try:
-        _merkle.verify_inclusion(_merkle.leaf_hash(snapshot.entries[index].entry), index, checkpoint.size, hashes,
-                                 checkpoint.root)
+        _merkle.verify_inclusion(
+            _merkle.leaf_hash(snapshot.entries[index].entry), index, checkpoint.size, hashes, checkpoint.root
+        )
     except VerificationError as exc:
         return StepProof(hashes, f"entry {index}: {exc}")
     return StepProof(hashes, None)

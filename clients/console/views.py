@@ -30,7 +30,11 @@ __all__ = [
 ]
 
 ACCEPTED, DELIVERED, RECEIPT, EXPIRED, RECALLED, REJECTED = (
-    "envelope.accepted", "delivery.delivered", "receipt.received", "delivery.expired", "envelope.recalled",
+    "envelope.accepted",
+    "delivery.delivered",
+    "receipt.received",
+    "delivery.expired",
+    "envelope.recalled",
     "request.rejected",
 )
 FORWARD_CONSENTED = "forward.consented"
@@ -120,9 +124,15 @@ def exchanges(snapshot: AuditSnapshot) -> list[Exchange]:
             references = _text(fields.get("references")) or None
             kind = _text(fields.get("kind"))
             exchange = Exchange(
-                message_id=event.message_id, index=entry.index, time=event.time, sender=event.agency or "",
-                recipients=_names(fields.get("recipients")), kind=kind, handling=_text(fields.get("tlp")),
-                rule=_text(fields.get("rule")), forwarded_from=references if kind != "RECALL" else None,
+                message_id=event.message_id,
+                index=entry.index,
+                time=event.time,
+                sender=event.agency or "",
+                recipients=_names(fields.get("recipients")),
+                kind=kind,
+                handling=_text(fields.get("tlp")),
+                rule=_text(fields.get("rule")),
+                forwarded_from=references if kind != "RECALL" else None,
                 recalls=references if kind == "RECALL" else None,
             )
             by_id[event.message_id] = exchange
@@ -164,8 +174,10 @@ def _describe(entry: LoggedEntry, event: AuditEvent, message_id: str) -> LifeSte
     what, summary = name, name
     if name == ACCEPTED and event.message_id == message_id:
         what = "sent"
-        summary = (f"{event.agency} sent a {fields.get('kind')} at {handling_label(_text(fields.get('tlp')))}"
-                   f" to {recipients} (policy rule {fields.get('rule')})")
+        summary = (
+            f"{event.agency} sent a {fields.get('kind')} at {handling_label(_text(fields.get('tlp')))}"
+            f" to {recipients} (policy rule {fields.get('rule')})"
+        )
     elif name == ACCEPTED:
         what = "recalled" if fields.get("kind") == "RECALL" else "forwarded"
         summary = f"{event.agency} sent {event.message_id} ({fields.get('kind')}) referring to it, to {recipients}"
@@ -177,8 +189,10 @@ def _describe(entry: LoggedEntry, event: AuditEvent, message_id: str) -> LifeSte
         what, summary = "expired", f"expired before {recipient} acknowledged it"
     elif name == RECALLED:
         what = "recalled"
-        summary = (f"recalled by {event.agency} with {fields.get('recall_message_id')};"
-                   f" {fields.get('undelivered_dropped')} undelivered copies dropped")
+        summary = (
+            f"recalled by {event.agency} with {fields.get('recall_message_id')};"
+            f" {fields.get('undelivered_dropped')} undelivered copies dropped"
+        )
     elif name == FORWARD_CONSENTED:
         what, summary = "consented", f"{event.agency} let {fields.get('forwarder')} forward it to {recipients}"
     elif name == REJECTED:
@@ -246,7 +260,8 @@ def refusals_by_rule(snapshot: AuditSnapshot) -> list[RefusalGroup]:
         fields = event.fields
         rule = refusal_rule(fields)
         groups.setdefault(rule, RefusalGroup(rule)).refusals.append(
-            Refusal(entry, rule, _text(fields.get("rpc")), _text(fields.get("status")), _text(fields.get("reason"))))
+            Refusal(entry, rule, _text(fields.get("rpc")), _text(fields.get("status")), _text(fields.get("reason")))
+        )
     return sorted(groups.values(), key=lambda g: (-len(g.refusals), g.rule))
 
 
@@ -310,14 +325,21 @@ def volume_chart(items: list[Exchange]) -> VolumeChart:
     pairs = sorted(((s, r, n) for (s, r), n in counts.items()), key=lambda p: (-p[2], p[0], p[1]))
     top = max((n for _, _, n in pairs), default=1)
     chart = VolumeChart(pairs=pairs, bars=[], senders=[], recipients=[], cells=[], total=sum(counts.values()))
-    chart.bars = [Bar(f"{s} \u2192 {r}", n, i * chart.bar_height, max(2, round(chart.plot_width * n / top)))
-                  for i, (s, r, n) in enumerate(pairs)]
+    chart.bars = [
+        Bar(f"{s} \u2192 {r}", n, i * chart.bar_height, max(2, round(chart.plot_width * n / top)))
+        for i, (s, r, n) in enumerate(pairs)
+    ]
     chart.senders = sorted({s for s, _ in counts})
     chart.recipients = sorted({r for _, r in counts})
     by_pair: defaultdict[tuple[str, str], int] = defaultdict(int, counts)
     chart.cells = [
-        Cell(140 + c * chart.cell, 90 + r * chart.cell, by_pair[(s, t)],
-             f"{0.12 + 0.88 * by_pair[(s, t)] / top:.2f}" if by_pair[(s, t)] else "0")
-        for r, s in enumerate(chart.senders) for c, t in enumerate(chart.recipients)
+        Cell(
+            140 + c * chart.cell,
+            90 + r * chart.cell,
+            by_pair[(s, t)],
+            f"{0.12 + 0.88 * by_pair[(s, t)] / top:.2f}" if by_pair[(s, t)] else "0",
+        )
+        for r, s in enumerate(chart.senders)
+        for c, t in enumerate(chart.recipients)
     ]
     return chart

@@ -21,8 +21,14 @@ from clients.watchlist.screening import Hit
 __all__ = ["hit_report_of", "read_hit_report", "report_hit"]
 
 
-def hit_report_of(hit: Hit, *, location: str, action_taken: payload_pb2.HitAction.ValueType,
-                  encountered: dt.datetime | None = None, reporter_reference: str = "") -> payload_pb2.HitReport:
+def hit_report_of(
+    hit: Hit,
+    *,
+    location: str,
+    action_taken: payload_pb2.HitAction.ValueType,
+    encountered: dt.datetime | None = None,
+    reporter_reference: str = "",
+) -> payload_pb2.HitReport:
     """The HitReport payload of `hit`: list, entry id, version, score (0..100) and matched field names only.
 
     Nothing about the passenger travels: the owner already holds the entry, and the explanation
@@ -31,24 +37,49 @@ def hit_report_of(hit: Hit, *, location: str, action_taken: payload_pb2.HitActio
     if not hit.watchlist_id or not hit.owner:
         raise ClientError("the hit does not name its watchlist and owner; screen with a WatchlistReplica")
     report = payload_pb2.HitReport(
-        watchlist_id=hit.watchlist_id, watchlist_version=hit.watchlist_version, entry_id=hit.entry_id,
-        location=location, action_taken=action_taken, score=round(hit.score * 100), matched_fields=hit.matched_fields,
-        reporter_reference=reporter_reference)
+        watchlist_id=hit.watchlist_id,
+        watchlist_version=hit.watchlist_version,
+        entry_id=hit.entry_id,
+        location=location,
+        action_taken=action_taken,
+        score=round(hit.score * 100),
+        matched_fields=hit.matched_fields,
+        reporter_reference=reporter_reference,
+    )
     report.encountered.FromDatetime(encountered or dt.datetime.now(dt.UTC))
     return report
 
 
-def report_hit(client: AgencyClient, hit: Hit, *, location: str,
-               action_taken: payload_pb2.HitAction.ValueType = payload_pb2.HIT_NO_ACTION,
-               encountered: dt.datetime | None = None, reporter_reference: str = "", tlp: str = "AMBER",
-               **options: Any) -> broker_pb2.SendResponse:
+def report_hit(
+    client: AgencyClient,
+    hit: Hit,
+    *,
+    location: str,
+    action_taken: payload_pb2.HitAction.ValueType = payload_pb2.HIT_NO_ACTION,
+    encountered: dt.datetime | None = None,
+    reporter_reference: str = "",
+    tlp: str = "AMBER",
+    **options: Any,
+) -> broker_pb2.SendResponse:
     """Send a HIT_REPORT about `hit` to the watchlist's owner with the normal `AgencyClient.send`
     (`legal_basis=`, `case_reference=`, `operator=` among the `options` justify the report)."""
-    report = hit_report_of(hit, location=location, action_taken=action_taken, encountered=encountered,
-                           reporter_reference=reporter_reference)
-    return client.send([hit.owner], report.SerializeToString(), content_type=HIT_REPORT_CONTENT_TYPE,
-                       kind=envelope_pb2.HIT_REPORT, tlp=tlp, watchlist_id=hit.watchlist_id,
-                       watchlist_version=hit.watchlist_version, **options)
+    report = hit_report_of(
+        hit,
+        location=location,
+        action_taken=action_taken,
+        encountered=encountered,
+        reporter_reference=reporter_reference,
+    )
+    return client.send(
+        [hit.owner],
+        report.SerializeToString(),
+        content_type=HIT_REPORT_CONTENT_TYPE,
+        kind=envelope_pb2.HIT_REPORT,
+        tlp=tlp,
+        watchlist_id=hit.watchlist_id,
+        watchlist_version=hit.watchlist_version,
+        **options,
+    )
 
 
 def read_hit_report(message: ReceivedMessage) -> payload_pb2.HitReport:

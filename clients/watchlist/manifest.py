@@ -56,27 +56,47 @@ _ALIASES: Final[dict[str, tuple[str, ...]]] = {
     "name": ("full_name", "fullname", "passenger_name", "pnr_name"),
     "date_of_birth": ("dob", "birth_date", "birthdate", "date_birth"),
     "nationality": ("citizenship", "nationality_code"),
-    "document_number": ("doc_number", "document", "document_no", "doc_no", "passport_number", "passport",
-                        "travel_document_number"),
+    "document_number": (
+        "doc_number",
+        "document",
+        "document_no",
+        "doc_no",
+        "passport_number",
+        "passport",
+        "travel_document_number",
+    ),
     "document_country": ("issuing_country", "issuing_state", "doc_country", "document_issuing_country"),
     "vehicle_plate": ("plate", "registration"),
     "container_number": ("container",),
     "catalogue_reference": ("catalogue_ref", "catalog_reference"),
 }
-_IGNORED: Final = ("sex", "gender", "seat", "flight", "document_type", "doc_type", "document_expiry",
-                   "place_of_birth")
+_IGNORED: Final = ("sex", "gender", "seat", "flight", "document_type", "doc_type", "document_expiry", "place_of_birth")
 _COLUMN: Final = {alias: canonical for canonical, aliases in _ALIASES.items() for alias in (canonical, *aliases)}
 ACCEPTED_COLUMNS: Final = tuple(sorted(_COLUMN)) + _IGNORED
 """Every column name a manifest may use."""
 
-_SCREENED: Final = ("family_name", "given_names", "name", "document_number", "vehicle_plate", "container_number",
-                    "catalogue_reference")
+_SCREENED: Final = (
+    "family_name",
+    "given_names",
+    "name",
+    "document_number",
+    "vehicle_plate",
+    "container_number",
+    "catalogue_reference",
+)
 _MAX_FIELD: Final = 256
 _MAX_FILE: Final = 512 * 1024 * 1024
 _SEPARATORS: Final = ",;\t|"
 _PEOPLE_KEYS: Final = ("passengers", "travellers", "crew")
-_JSON_TYPES: Final = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number",
-                      bool: "a boolean", type(None): "null"}
+_JSON_TYPES: Final = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
 
 
 class ManifestError(ClientError):
@@ -125,8 +145,10 @@ def _columns(names: Sequence[str], *, where: str, header: bool = False) -> list[
     if unknown:
         shown = ", ".join(repr(u[:40]) for u in unknown[:10])
         if header and len(unknown) == len(names):
-            raise ManifestError(f"{where} names no known column ({shown}); if the file has no header row, name "
-                                f"its columns with --columns; accepted column names: {_accepted_text()}")
+            raise ManifestError(
+                f"{where} names no known column ({shown}); if the file has no header row, name "
+                f"its columns with --columns; accepted column names: {_accepted_text()}"
+            )
         raise ManifestError(f"{where} has unknown column(s) {shown}; accepted column names: {_accepted_text()}")
     seen: dict[str, str] = {}
     for name, canonical in zip(names, fields, strict=True):
@@ -140,17 +162,23 @@ def _columns(names: Sequence[str], *, where: str, header: bool = False) -> list[
 def _record(values: Mapping[str, str], row: int, problems: list[ManifestProblem]) -> ScreeningRecord | None:
     for name, value in values.items():
         if len(value) > _MAX_FIELD:
-            problems.append(ManifestProblem(row, f"{name} is {len(value)} characters long (at most {_MAX_FIELD}); "
-                                                 "row skipped"))
+            problems.append(
+                ManifestProblem(row, f"{name} is {len(value)} characters long (at most {_MAX_FIELD}); row skipped")
+            )
             return None
     if not any(values.get(f, "").strip() for f in _SCREENED):
         problems.append(ManifestProblem(row, "no name, document or identifier to screen; row skipped"))
         return None
     dob = values.get("date_of_birth", "").strip()
     if dob and parse_date(dob) is None:
-        problems.append(ManifestProblem(row, f"date of birth {dob[:40]!r} is not a date this reader knows "
-                                             "(YYYY-MM-DD, DD/MM/YYYY, DD.MM.YYYY, YYYYMMDD, YYMMDD, 12MAR75); "
-                                             "screened without it"))
+        problems.append(
+            ManifestProblem(
+                row,
+                f"date of birth {dob[:40]!r} is not a date this reader knows "
+                "(YYYY-MM-DD, DD/MM/YYYY, DD.MM.YYYY, YYYYMMDD, YYMMDD, 12MAR75); "
+                "screened without it",
+            )
+        )
     record = dict(values)
     record.setdefault("record_id", str(row))
     if not record["record_id"].strip():
@@ -162,7 +190,7 @@ def _decode(data: bytes, where: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise ManifestError(f"{where} is not UTF-8 text (byte {exc.start}, line {line}): save it as UTF-8") from None
 
 
@@ -191,8 +219,9 @@ def _read_csv(text: str, where: str, columns: Sequence[str] | None, manifest: Ma
         if not any(c.strip() for c in cells):
             continue
         if len(cells) > len(fields):
-            manifest.problems.append(ManifestProblem(
-                row, f"{len(cells)} cells, the header names {len(fields)} columns; row skipped"))
+            manifest.problems.append(
+                ManifestProblem(row, f"{len(cells)} cells, the header names {len(fields)} columns; row skipped")
+            )
             continue
         values = {f: c.strip() for f, c in zip(fields, cells, strict=False) if f is not None}
         record = _record(values, row, manifest.problems)
@@ -210,12 +239,15 @@ def _json_people(data: object, where: str) -> list[object]:
     if isinstance(data, list):
         return data
     if not isinstance(data, dict):
-        raise ManifestError(f"{where} is {_json_type(data)}; a JSON manifest is a list of passenger objects or an "
-                            f"object with {', '.join(repr(k) for k in _PEOPLE_KEYS)} lists")
+        raise ManifestError(
+            f"{where} is {_json_type(data)}; a JSON manifest is a list of passenger objects or an "
+            f"object with {', '.join(repr(k) for k in _PEOPLE_KEYS)} lists"
+        )
     present = [k for k in _PEOPLE_KEYS if k in data]
     if not present:
-        raise ManifestError(f"{where} is an object without {', '.join(repr(k) for k in _PEOPLE_KEYS)}: "
-                            "nothing to screen")
+        raise ManifestError(
+            f"{where} is an object without {', '.join(repr(k) for k in _PEOPLE_KEYS)}: nothing to screen"
+        )
     people: list[object] = []
     for key in present:
         value = data[key]
@@ -229,8 +261,12 @@ def _json_values(item: Mapping[str, Any], row: int, problems: list[ManifestProbl
     flat: dict[str, Any] = {k: v for k, v in item.items() if k != "document"}
     document = item.get("document")
     if isinstance(document, Mapping):
-        for key, target in (("number", "document_number"), ("issuing_country", "document_country"),
-                            ("country", "document_country"), ("type", "document_type")):
+        for key, target in (
+            ("number", "document_number"),
+            ("issuing_country", "document_country"),
+            ("country", "document_country"),
+            ("type", "document_type"),
+        ):
             if key in document:
                 flat.setdefault(target, document[key])
     elif document is not None:
@@ -256,8 +292,9 @@ def _read_json(text: str, where: str, manifest: Manifest) -> None:
         raise ManifestError(f"{where} nests too deeply to be a manifest") from None
     for row, item in enumerate(_json_people(data, where), 1):
         if not isinstance(item, dict):
-            manifest.problems.append(ManifestProblem(row, f"passenger is {_json_type(item)}, not an object; "
-                                                          "row skipped"))
+            manifest.problems.append(
+                ManifestProblem(row, f"passenger is {_json_type(item)}, not an object; row skipped")
+            )
             continue
         values = _json_values(item, row, manifest.problems)
         if values is not None:
@@ -279,8 +316,9 @@ def read_manifest(path: Path, *, columns: Sequence[str] | None = None) -> Manife
     return parse_manifest(data, json_format=path.suffix.lower() == ".json", where=where, columns=columns)
 
 
-def parse_manifest(data: bytes, *, json_format: bool, where: str = "the manifest",
-                   columns: Sequence[str] | None = None) -> Manifest:
+def parse_manifest(
+    data: bytes, *, json_format: bool, where: str = "the manifest", columns: Sequence[str] | None = None
+) -> Manifest:
     """Parse manifest bytes (CSV unless `json_format`); raise `ManifestError` when they cannot be read at all."""
     text = _decode(data, where)
     manifest = Manifest()
@@ -291,4 +329,3 @@ def parse_manifest(data: bytes, *, json_format: bool, where: str = "the manifest
     else:
         _read_csv(text, where, columns, manifest)
     return manifest
-

@@ -31,21 +31,106 @@ from rapidfuzz.distance import OSA
 __all__ = ["NameComparison", "ParsedName", "compare_names", "parse_name", "skeleton", "to_latin"]
 
 _TRANSLITERATOR: Final = icu.Transliterator.createInstance(
-    "Russian-Latin/BGN; Han-Latin/Names; Any-Latin; Latin-ASCII; Upper")
+    "Russian-Latin/BGN; Han-Latin/Names; Any-Latin; Latin-ASCII; Upper"
+)
 _APOSTROPHES: Final = re.compile("['`\u2018\u2019\u02bb\u02bc\u02be\u02bf\u02b9\u02ba\u00b4]")
 _SEPARATORS: Final = re.compile(r"[^A-Z0-9]+")
-TITLES: Final = frozenset({"MR", "MRS", "MS", "MISS", "MSTR", "MASTER", "DR", "PROF", "REV", "SIR", "MME", "MLLE",
-                           "CHD", "INF", "HERR", "FRAU", "SR", "SRA", "SRTA"})
-PARTICLES: Final = frozenset({"AL", "EL", "UL", "AD", "AR", "AS", "AZ", "ASH", "AN", "BIN", "BEN", "IBN", "BINT",
-                              "DE", "DEL", "DELLA", "DELLE", "DEGLI", "DI", "DA", "DAL", "DAS", "DOS", "DO", "DU",
-                              "DES", "LA", "LE", "LES", "LO", "VAN", "VON", "DER", "DEN", "TER", "TEN", "ZU", "ZUR",
-                              "Y", "E", "OF"})
+TITLES: Final = frozenset(
+    {
+        "MR",
+        "MRS",
+        "MS",
+        "MISS",
+        "MSTR",
+        "MASTER",
+        "DR",
+        "PROF",
+        "REV",
+        "SIR",
+        "MME",
+        "MLLE",
+        "CHD",
+        "INF",
+        "HERR",
+        "FRAU",
+        "SR",
+        "SRA",
+        "SRTA",
+    }
+)
+PARTICLES: Final = frozenset(
+    {
+        "AL",
+        "EL",
+        "UL",
+        "AD",
+        "AR",
+        "AS",
+        "AZ",
+        "ASH",
+        "AN",
+        "BIN",
+        "BEN",
+        "IBN",
+        "BINT",
+        "DE",
+        "DEL",
+        "DELLA",
+        "DELLE",
+        "DEGLI",
+        "DI",
+        "DA",
+        "DAL",
+        "DAS",
+        "DOS",
+        "DO",
+        "DU",
+        "DES",
+        "LA",
+        "LE",
+        "LES",
+        "LO",
+        "VAN",
+        "VON",
+        "DER",
+        "DEN",
+        "TER",
+        "TEN",
+        "ZU",
+        "ZUR",
+        "Y",
+        "E",
+        "OF",
+    }
+)
 _PATRONYMIC: Final = re.compile(r".*(OVICH|EVICH|YEVICH|OVNA|EVNA|YEVNA|ICHNA|INICHNA|OGLU|OGLY|KYZY|QIZI)$")
 _ARTICLE: Final = re.compile(r"^(AL|EL)(?=[^AEIOU])")
-_DIGRAPHS: Final = (("SCHTSCH", "S"), ("SHCH", "S"), ("CHTCH", "S"), ("TSCH", "S"), ("SCH", "S"), ("TCH", "S"),
-                    ("DJ", "J"), ("DZH", "S"), ("SH", "S"), ("ZH", "S"), ("CH", "S"), ("KH", "K"), ("GH", "K"),
-                    ("PH", "F"), ("TH", "T"), ("DH", "T"), ("CK", "K"), ("TS", "S"), ("TZ", "S"), ("DZ", "S"),
-                    ("HS", "S"), ("CE", "SE"), ("CI", "SI"), ("CY", "SY"))
+_DIGRAPHS: Final = (
+    ("SCHTSCH", "S"),
+    ("SHCH", "S"),
+    ("CHTCH", "S"),
+    ("TSCH", "S"),
+    ("SCH", "S"),
+    ("TCH", "S"),
+    ("DJ", "J"),
+    ("DZH", "S"),
+    ("SH", "S"),
+    ("ZH", "S"),
+    ("CH", "S"),
+    ("KH", "K"),
+    ("GH", "K"),
+    ("PH", "F"),
+    ("TH", "T"),
+    ("DH", "T"),
+    ("CK", "K"),
+    ("TS", "S"),
+    ("TZ", "S"),
+    ("DZ", "S"),
+    ("HS", "S"),
+    ("CE", "SE"),
+    ("CI", "SI"),
+    ("CY", "SY"),
+)
 _DIGRAPH: Final = re.compile("|".join(d for d, _ in _DIGRAPHS))
 _DIGRAPH_MAP: Final = dict(_DIGRAPHS)
 _CLASSES: Final = str.maketrans({"B": "P", "V": "F", "C": "K", "G": "K", "Q": "K", "D": "T", "Z": "S", "X": "S"})
@@ -186,8 +271,9 @@ _MATCH_FLOOR: Final = 0.55
 _JOINED_FLOOR: Final = 0.7
 
 
-def _align(passenger: tuple[str, ...], entry: tuple[str, ...], optional: frozenset[str],
-           truncated: bool) -> tuple[float, float, float, int, int, int, bool]:
+def _align(
+    passenger: tuple[str, ...], entry: tuple[str, ...], optional: frozenset[str], truncated: bool
+) -> tuple[float, float, float, int, int, int, bool]:
     """(passenger coverage, entry coverage, weakest part, exact, variant, initials, every part paired)."""
     pairs = []
     last = len(passenger) - 1
@@ -222,7 +308,7 @@ def _joins(parts: tuple[str, ...]) -> list[tuple[str, ...]]:
     """`parts` with each adjacent pair joined, and all joined (XIAO MING -> XIAOMING)."""
     if len(parts) < 2:
         return []
-    out = [(*parts[:i], parts[i] + parts[i + 1], *parts[i + 2:]) for i in range(len(parts) - 1)]
+    out = [(*parts[:i], parts[i] + parts[i + 1], *parts[i + 2 :]) for i in range(len(parts) - 1)]
     if len(parts) > 2:
         out.append(("".join(parts),))
     return out
@@ -258,5 +344,14 @@ def compare_names(passenger: ParsedName, entry: ParsedName) -> NameComparison:
         if candidate[0] + candidate[1] > score + 1e-9:
             best, score, joined = candidate, candidate[0] + candidate[1], True
     passenger_cov, entry_cov, weakest, exact, variant, initials, _ = best
-    return NameComparison(passenger_cov, entry_cov, weakest, exact, variant, initials, joined,
-                          len(p_core), len([p for p in e_core if p not in entry.optional]) or len(e_core))
+    return NameComparison(
+        passenger_cov,
+        entry_cov,
+        weakest,
+        exact,
+        variant,
+        initials,
+        joined,
+        len(p_core),
+        len([p for p in e_core if p not in entry.optional]) or len(e_core),
+    )

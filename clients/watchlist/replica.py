@@ -98,19 +98,26 @@ class VersionOpener:
         except (ValueError, DecodeError) as exc:
             raise VerificationError(f"version {item.version} of {watchlist_id} does not parse") from exc
         # 1. The certificate is the pinned owner's, valid when the version was created.
-        verify_agency_certificate(certificate, trust_roots=self.trust_roots, expected_agency=owner,
-                                  trust_domain=self.trust_domain, now=claimed.created.ToDatetime(dt.UTC))
+        verify_agency_certificate(
+            certificate,
+            trust_roots=self.trust_roots,
+            expected_agency=owner,
+            trust_domain=self.trust_domain,
+            now=claimed.created.ToDatetime(dt.UTC),
+        )
         # 2. Outer and inner signatures, and decryption.
         opened = open_envelope(item.envelope, recipient=self.recipient, keys=self.keys, sender_certificate=certificate)
         header = opened.header
         # 3. Signed header, signed payload and the broker's framing agree.
         if header.kind != envelope_pb2.WATCHLIST_UPDATE:
-            raise VerificationError(f"version {item.version} is a {envelope_pb2.Kind.Name(header.kind)}, "
-                                    "not a WATCHLIST_UPDATE")
+            raise VerificationError(
+                f"version {item.version} is a {envelope_pb2.Kind.Name(header.kind)}, not a WATCHLIST_UPDATE"
+            )
         if header.watchlist_id != watchlist_id or header.watchlist_version != item.version:
             raise VerificationError(
                 f"signed header names {header.watchlist_id} version {header.watchlist_version}; "
-                f"the broker served it as {watchlist_id} version {item.version}")
+                f"the broker served it as {watchlist_id} version {item.version}"
+            )
         if opened.content_type != WATCHLIST_UPDATE_CONTENT_TYPE:
             raise VerificationError(f"version {item.version} carries {opened.content_type!r}, not a watchlist update")
         try:
@@ -120,11 +127,13 @@ class VersionOpener:
         if update.watchlist_id != watchlist_id or update.version != item.version:
             raise VerificationError(
                 f"signed payload names {update.watchlist_id} version {update.version}, "
-                f"its header {watchlist_id} version {item.version}")
+                f"its header {watchlist_id} version {item.version}"
+            )
         if update.snapshot != item.snapshot:
             raise VerificationError(
                 f"the broker served version {item.version} as a {'snapshot' if item.snapshot else 'delta'}, "
-                f"the owner signed a {'snapshot' if update.snapshot else 'delta'}")
+                f"the owner signed a {'snapshot' if update.snapshot else 'delta'}"
+            )
         digest = hashlib.sha256(item.envelope.SerializeToString()).digest()
         return VerifiedUpdate(update, opened.message_id, digest)
 
@@ -162,12 +171,21 @@ class WatchlistReplica:
     error instead of a new, empty replica.
     """
 
-    def __init__(self, path: Path, *, watchlist_id: str, owner: str,
-                 today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date(), create: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        watchlist_id: str,
+        owner: str,
+        today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date(),
+        create: bool = True,
+    ) -> None:
         if not create and not path.is_file():
             # Screening against a replica that was never synced would find nothing and say nothing.
-            raise ClientError(f"no replica file at {path}: check --replica, or create it with `isb watchlist sync "
-                              f"--id {watchlist_id} --owner {owner} --replica {path}`")
+            raise ClientError(
+                f"no replica file at {path}: check --replica, or create it with `isb watchlist sync "
+                f"--id {watchlist_id} --owner {owner} --replica {path}`"
+            )
         _open_private(path)
         self.path = path
         self.watchlist_id = watchlist_id
@@ -187,12 +205,16 @@ class WatchlistReplica:
         if not meta:
             with self._db:
                 self._db.execute("BEGIN")
-                self._db.executemany("INSERT INTO replica_meta VALUES (?, ?)",
-                                     [("watchlist_id", watchlist_id), ("owner", owner), ("version", "0")])
+                self._db.executemany(
+                    "INSERT INTO replica_meta VALUES (?, ?)",
+                    [("watchlist_id", watchlist_id), ("owner", owner), ("version", "0")],
+                )
         elif (meta["watchlist_id"], meta["owner"]) != (watchlist_id, owner):
             self._db.close()
-            raise ClientError(f"{path} is the replica of {meta['watchlist_id']} owned by {meta['owner']}, "
-                              f"not of {watchlist_id} owned by {owner}")
+            raise ClientError(
+                f"{path} is the replica of {meta['watchlist_id']} owned by {meta['owner']}, "
+                f"not of {watchlist_id} owned by {owner}"
+            )
         if meta.get("index_format") != _INDEX_FORMAT:
             self._rekey()
         self.purge_expired()
@@ -200,14 +222,18 @@ class WatchlistReplica:
     def _rekey(self) -> None:
         """Recompute every entry's screening keys (a replica written by an older version)."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(replica_entries)")}
-        rows = [(entry_id, *ScreeningIndex.keys_of(payload_pb2.WatchlistEntry.FromString(blob)))
-                for entry_id, blob in self._db.execute("SELECT entry_id, entry FROM replica_entries")]
+        rows = [
+            (entry_id, *ScreeningIndex.keys_of(payload_pb2.WatchlistEntry.FromString(blob)))
+            for entry_id, blob in self._db.execute("SELECT entry_id, entry FROM replica_entries")
+        ]
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             if "index_digests" not in columns:
                 self._db.execute("ALTER TABLE replica_entries ADD COLUMN index_digests BLOB NOT NULL DEFAULT x''")
-            self._db.executemany("UPDATE replica_entries SET index_keys = ?, index_digests = ? WHERE entry_id = ?",
-                                 [(keys, digests, entry_id) for entry_id, keys, digests in rows])
+            self._db.executemany(
+                "UPDATE replica_entries SET index_keys = ?, index_digests = ? WHERE entry_id = ?",
+                [(keys, digests, entry_id) for entry_id, keys, digests in rows],
+            )
             self._db.execute("INSERT OR REPLACE INTO replica_meta VALUES ('index_format', ?)", (_INDEX_FORMAT,))
 
     def close(self) -> None:
@@ -230,8 +256,10 @@ class WatchlistReplica:
     def entries(self) -> dict[str, payload_pb2.WatchlistEntry]:
         """Every current entry by id (expired ones have already dropped out)."""
         self.purge_expired()
-        return {entry_id: payload_pb2.WatchlistEntry.FromString(blob)
-                for entry_id, blob in self._db.execute("SELECT entry_id, entry FROM replica_entries")}
+        return {
+            entry_id: payload_pb2.WatchlistEntry.FromString(blob)
+            for entry_id, blob in self._db.execute("SELECT entry_id, entry FROM replica_entries")
+        }
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM replica_entries").fetchone()[0])
@@ -240,8 +268,12 @@ class WatchlistReplica:
         """Delete entries whose review date has passed; return how many."""
         today = self._today().isoformat()
         with self._lock:
-            gone = [r[0] for r in self._db.execute(
-                "SELECT entry_id FROM replica_entries WHERE review_date != '' AND review_date < ?", (today,))]
+            gone = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT entry_id FROM replica_entries WHERE review_date != '' AND review_date < ?", (today,)
+                )
+            ]
             if gone:
                 with self._db:
                     self._db.execute("BEGIN")
@@ -265,32 +297,49 @@ class WatchlistReplica:
             if not update.snapshot and update.version != current + 1:
                 raise VersionGap(
                     f"replica of {self.watchlist_id} holds version {current}; version {update.version} is a delta "
-                    f"that needs version {current + 1} first: sync again from version {current}")
+                    f"that needs version {current + 1} first: sync again from version {current}"
+                )
             today = self._today().isoformat()
             rows = []
             for entry in update.upserts:
                 if not entry.entry_id:
                     raise VerificationError(f"version {update.version} has an entry without entry_id")
-                rows.append((entry.entry_id, entry.SerializeToString(), _review_text(entry.review_date),
-                             *ScreeningIndex.keys_of(entry)))
+                rows.append(
+                    (
+                        entry.entry_id,
+                        entry.SerializeToString(),
+                        _review_text(entry.review_date),
+                        *ScreeningIndex.keys_of(entry),
+                    )
+                )
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 if update.snapshot:
                     self._db.execute("DELETE FROM replica_entries")
                 self._db.executemany("INSERT OR REPLACE INTO replica_entries VALUES (?, ?, ?, ?, ?)", rows)
-                self._db.executemany("DELETE FROM replica_entries WHERE entry_id = ?",
-                                     [(e,) for e in update.removed_entry_ids])
+                self._db.executemany(
+                    "DELETE FROM replica_entries WHERE entry_id = ?", [(e,) for e in update.removed_entry_ids]
+                )
                 self._db.execute("UPDATE replica_meta SET value = ? WHERE key = 'version'", (str(update.version),))
-                self._db.execute("INSERT INTO replica_versions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                 (update.version, verified.message_id, verified.envelope_sha256,
-                                  int(update.snapshot), len(rows), len(update.removed_entry_ids),
-                                  int(dt.datetime.now(dt.UTC).timestamp() * 1_000_000)))
+                self._db.execute(
+                    "INSERT INTO replica_versions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        update.version,
+                        verified.message_id,
+                        verified.envelope_sha256,
+                        int(update.snapshot),
+                        len(rows),
+                        len(update.removed_entry_ids),
+                        int(dt.datetime.now(dt.UTC).timestamp() * 1_000_000),
+                    ),
+                )
             self._update_index(update, rows, today)
         self.purge_expired()
         return True
 
-    def _update_index(self, update: payload_pb2.WatchlistUpdate, rows: list[tuple[str, bytes, str, str, bytes]],
-                      today: str) -> None:
+    def _update_index(
+        self, update: payload_pb2.WatchlistUpdate, rows: list[tuple[str, bytes, str, str, bytes]], today: str
+    ) -> None:
         if self._index is None:
             return
         if update.snapshot:
@@ -308,8 +357,9 @@ class WatchlistReplica:
         """Verify one version as served by the broker and apply it."""
         return self.apply(opener.open(item, watchlist_id=self.watchlist_id, owner=self.owner))
 
-    def sync(self, client: AgencyClient, *, follow: bool = False, idle: float | None = None,
-             until_version: int | None = None) -> SyncResult:
+    def sync(
+        self, client: AgencyClient, *, follow: bool = False, idle: float | None = None, until_version: int | None = None
+    ) -> SyncResult:
         """Bring the replica up to date from the broker through `client`.
 
         Without `follow`, returns once the broker has sent every version. With `follow`, keeps
@@ -349,8 +399,9 @@ class WatchlistReplica:
                 self._index = index
             return self._index
 
-    def screen(self, records: Iterable[ScreeningRecord | Mapping[str, str]], *,
-               min_score: float = DEFAULT_MIN_SCORE) -> list[Hit]:
+    def screen(
+        self, records: Iterable[ScreeningRecord | Mapping[str, str]], *, min_score: float = DEFAULT_MIN_SCORE
+    ) -> list[Hit]:
         """Candidate hits of `records` against the current entries, with the entries they match."""
         self.purge_expired()
         index = self.index()
@@ -359,17 +410,29 @@ class WatchlistReplica:
             hits = index.screen(typed, min_score=min_score)
         entries = self._load_entries({h.entry_id for h in hits})
         version = self.version
-        return [Hit(h.record, h.entry_id, h.score, h.matched_fields, self.watchlist_id, version, self.owner,
-                    entries.get(h.entry_id), h.explanation) for h in hits]
+        return [
+            Hit(
+                h.record,
+                h.entry_id,
+                h.score,
+                h.matched_fields,
+                self.watchlist_id,
+                version,
+                self.owner,
+                entries.get(h.entry_id),
+                h.explanation,
+            )
+            for h in hits
+        ]
 
     def _load_entries(self, entry_ids: set[str]) -> dict[str, payload_pb2.WatchlistEntry]:
         ids = sorted(entry_ids)
         found: dict[str, payload_pb2.WatchlistEntry] = {}
         for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+            chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            for entry_id, blob in self._db.execute(
-                    f"SELECT entry_id, entry FROM replica_entries WHERE entry_id IN ({marks})", chunk):  # noqa: S608
+            query = f"SELECT entry_id, entry FROM replica_entries WHERE entry_id IN ({marks})"  # noqa: S608
+            for entry_id, blob in self._db.execute(query, chunk):
                 found[entry_id] = payload_pb2.WatchlistEntry.FromString(blob)
         return found
 
@@ -386,5 +449,3 @@ def _no_cyclic_gc() -> Iterator[None]:
     finally:
         if collecting:
             gc.enable()
-
-

@@ -136,11 +136,12 @@ class Hit:
 
 # ---- keys --------------------------------------------------------------------------------------
 
+
 def _neighbours(key: str) -> list[str]:
     """`key` and its one-deletion variants (skeletons of two letters or more)."""
     if len(key) < 2 or key.startswith("~"):
         return [key]
-    return [key, *{key[:i] + key[i + 1:] for i in range(len(key))}]
+    return [key, *{key[:i] + key[i + 1 :] for i in range(len(key))}]
 
 
 def _pair_keys(parts: Sequence[str], exact: set[str], fuzzy: set[str], *, typos: bool) -> None:
@@ -152,7 +153,7 @@ def _pair_keys(parts: Sequence[str], exact: set[str], fuzzy: set[str], *, typos:
             fuzzy.update(f"S{s}" for s in _neighbours(skeletons[0]))
         return
     for i, a in enumerate(skeletons):
-        for b in skeletons[i + 1:]:
+        for b in skeletons[i + 1 :]:
             if a == b:
                 continue
             exact.add(f"P{min(a, b)}|{max(a, b)}")
@@ -172,7 +173,7 @@ def _name_keys(name: ParsedName, exact: set[str], fuzzy: set[str], *, entry: boo
         _pair_keys(("".join(name.family_core), "".join(name.given_core)), exact, fuzzy, typos=True)
     if len(name.core) > 1:
         for i in range(min(len(name.core), _MAX_PARTS) - 1):
-            joined = (*name.core[:i], name.core[i] + name.core[i + 1], *name.core[i + 2:])
+            joined = (*name.core[:i], name.core[i] + name.core[i + 1], *name.core[i + 2 :])
             _pair_keys(joined, exact, fuzzy, typos=False)
     if name.split and (entry or name.truncated):
         # MRZ truncation cuts the end of the given names: the family name and their first letters remain.
@@ -215,6 +216,7 @@ def _digests(keys: Iterable[str]) -> bytes:
 
 # ---- scoring -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """What the comparison of one record with one entry found (the model's inputs)."""
@@ -235,12 +237,15 @@ class Evidence:
         cov_e = n.entry_coverage if n is not None else 0.0
         return [
             1.0,
-            cov_p, cov_e, n.weakest if n is not None and named else 0.0,
+            cov_p,
+            cov_e,
+            n.weakest if n is not None and named else 0.0,
             float(named and n is not None and n.passenger_parts == 1),
             float(named and n is not None and n.initials > 0),
             *(float(self.dob is d) for d in _DOB_FEATURES),
             *(float(self.document == d) for d in _DOCUMENT_FEATURES),
-            float(self.nationality == "same"), float(self.nationality == "different"),
+            float(self.nationality == "same"),
+            float(self.nationality == "different"),
             math.log1p(self.rivals) if self.dob in _WEAK_DATES else 0.0,
             math.log1p(self.listed_namesakes) if self.dob is not DateAgreement.SAME else 0.0,
             # How common the name is on the list: the chance that a namesake born the same day is
@@ -250,25 +255,69 @@ class Evidence:
         ]
 
 
-_DOB_FEATURES: Final = (DateAgreement.SAME, DateAgreement.YEAR_ONLY, DateAgreement.MONTH_DAY_SWAPPED,
-                        DateAgreement.DAY_OFF_BY_ONE, DateAgreement.YEAR_OFF_BY_ONE, DateAgreement.DIFFERENT)
+_DOB_FEATURES: Final = (
+    DateAgreement.SAME,
+    DateAgreement.YEAR_ONLY,
+    DateAgreement.MONTH_DAY_SWAPPED,
+    DateAgreement.DAY_OFF_BY_ONE,
+    DateAgreement.YEAR_OFF_BY_ONE,
+    DateAgreement.DIFFERENT,
+)
 _DOCUMENT_FEATURES: Final = ("same", "same-no-country", "ocr", "other-country")
 # Without a full date on both sides, namesakes cannot be told apart: how many there are matters.
 _WEAK_DATES: Final = frozenset({DateAgreement.UNKNOWN, DateAgreement.YEAR_ONLY})
-_NEAR_DATES: Final = frozenset({DateAgreement.YEAR_ONLY, DateAgreement.MONTH_DAY_SWAPPED,
-                                DateAgreement.DAY_OFF_BY_ONE, DateAgreement.YEAR_OFF_BY_ONE})
-FEATURE_NAMES: Final = ("bias", "passenger_coverage", "entry_coverage", "weakest_part", "single_part", "initials",
-                        *(f"dob_{d.name.lower()}" for d in _DOB_FEATURES),
-                        *(f"document_{d}" for d in _DOCUMENT_FEATURES), "nationality_same", "nationality_different",
-                        "namesakes_without_full_dates", "common_name_without_same_dob", "common_name_with_same_dob",
-                        "every_part_exact")
+_NEAR_DATES: Final = frozenset(
+    {
+        DateAgreement.YEAR_ONLY,
+        DateAgreement.MONTH_DAY_SWAPPED,
+        DateAgreement.DAY_OFF_BY_ONE,
+        DateAgreement.YEAR_OFF_BY_ONE,
+    }
+)
+FEATURE_NAMES: Final = (
+    "bias",
+    "passenger_coverage",
+    "entry_coverage",
+    "weakest_part",
+    "single_part",
+    "initials",
+    *(f"dob_{d.name.lower()}" for d in _DOB_FEATURES),
+    *(f"document_{d}" for d in _DOCUMENT_FEATURES),
+    "nationality_same",
+    "nationality_different",
+    "namesakes_without_full_dates",
+    "common_name_without_same_dob",
+    "common_name_with_same_dob",
+    "every_part_exact",
+)
 
 # Fitted by `bench/bench_screening.py --fit` (1,000,000 entries, 100,000 passengers, 300 of each labelled
 # type) on the training seed of the evaluation set (dob_different is fixed, not fitted: see
 # bench_screening.fit_weights).
 WEIGHTS: Final[tuple[float, ...]] = (
-    -15.266, 8.948, 2.092, 7.789, 0.564, 0.000, 2.393, 1.065, -0.473, -2.520, -2.630, -8.000, 34.551, 0.000, 34.949,
-    -0.000, 0.212, -4.273, -1.460, -0.520, -0.713, 0.265)
+    -15.266,
+    8.948,
+    2.092,
+    7.789,
+    0.564,
+    0.000,
+    2.393,
+    1.065,
+    -0.473,
+    -2.520,
+    -2.630,
+    -8.000,
+    34.551,
+    0.000,
+    34.949,
+    -0.000,
+    0.212,
+    -4.273,
+    -1.460,
+    -0.520,
+    -0.713,
+    0.265,
+)
 
 
 def _calibrated(features: Sequence[float]) -> float:
@@ -276,10 +325,12 @@ def _calibrated(features: Sequence[float]) -> float:
     return 1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, z))))
 
 
-_DOCUMENT_TEXT: Final = {"same": "same number and issuing country",
-                         "same-no-country": "same number, issuing country not known on one side",
-                         "ocr": "number differs only by OCR confusions (0/O, 1/I, 5/S, 8/B), same issuing country",
-                         "other-country": "same number, another issuing country"}
+_DOCUMENT_TEXT: Final = {
+    "same": "same number and issuing country",
+    "same-no-country": "same number, issuing country not known on one side",
+    "ocr": "number differs only by OCR confusions (0/O, 1/I, 5/S, 8/B), same issuing country",
+    "other-country": "same number, another issuing country",
+}
 
 
 def _explain(evidence: Evidence) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -292,8 +343,13 @@ def _explain(evidence: Evidence) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if n is not None and n.passenger_coverage >= 0.5:
         fields.append("name")
         how.append(f"name: {n.describe()}")
-    if evidence.dob in {DateAgreement.SAME, DateAgreement.YEAR_ONLY, DateAgreement.MONTH_DAY_SWAPPED,
-                        DateAgreement.DAY_OFF_BY_ONE, DateAgreement.YEAR_OFF_BY_ONE}:
+    if evidence.dob in {
+        DateAgreement.SAME,
+        DateAgreement.YEAR_ONLY,
+        DateAgreement.MONTH_DAY_SWAPPED,
+        DateAgreement.DAY_OFF_BY_ONE,
+        DateAgreement.YEAR_OFF_BY_ONE,
+    }:
         fields.append("date_of_birth")
     how.append(f"date_of_birth: {evidence.dob.value}")
     if evidence.document in {"same", "same-no-country", "ocr"}:
@@ -322,9 +378,13 @@ def _entry_view(record: str) -> _EntryView:
         family, _, given = name.partition(_PART)
         names.append(parse_name(family, given))
     return _EntryView(
-        names, parse_date(dob) if dob else None, frozenset(nationalities.split(",")) if nationalities else frozenset(),
-        document, country,
-        dict(item.split("=", 1) for item in identifiers.split(_LIST)) if identifiers else {})
+        names,
+        parse_date(dob) if dob else None,
+        frozenset(nationalities.split(",")) if nationalities else frozenset(),
+        document,
+        country,
+        dict(item.split("=", 1) for item in identifiers.split(_LIST)) if identifiers else {},
+    )
 
 
 @dataclass(slots=True)
@@ -345,12 +405,24 @@ def _query(record: ScreeningRecord) -> _Query:
         name = parse_name(record.family_name, record.given_names)
     elif record.name:
         name = parse_name(full=record.name)
-    identifiers = {k: identifier_key(v) for k, v in (
-        ("vehicle_plate", record.vehicle_plate), ("container_number", record.container_number),
-        ("catalogue_reference", record.catalogue_reference)) if v}
-    return _Query(record, name if name is not None and name.core else None, parse_date(record.date_of_birth),
-                  identifier_key(record.document_number) if record.document_number else "",
-                  record.document_country.strip().upper(), record.nationality.strip().upper(), identifiers)
+    identifiers = {
+        k: identifier_key(v)
+        for k, v in (
+            ("vehicle_plate", record.vehicle_plate),
+            ("container_number", record.container_number),
+            ("catalogue_reference", record.catalogue_reference),
+        )
+        if v
+    }
+    return _Query(
+        record,
+        name if name is not None and name.core else None,
+        parse_date(record.date_of_birth),
+        identifier_key(record.document_number) if record.document_number else "",
+        record.document_country.strip().upper(),
+        record.nationality.strip().upper(),
+        identifiers,
+    )
 
 
 def _query_keys(query: _Query) -> tuple[set[str], set[str], set[str]]:
@@ -399,8 +471,11 @@ def _dob_columns(texts: list[str]) -> npt.NDArray[np.int64]:
     calendar = born.astype("datetime64[M]") == months  # day 31 of a 30-day month spills over
     ordinal = born.astype(np.int64) + _ORDINAL_OF_1970
     full = (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31) & calendar & (ordinal <= today.toordinal())
-    valid = (year >= _EARLIEST_YEAR) & (year <= today.year) & (
-        ((month == 0) & (day == 0)) | ((month >= 1) & (month <= 12) & (day == 0)) | full)
+    valid = (
+        (year >= _EARLIEST_YEAR)
+        & (year <= today.year)
+        & (((month == 0) & (day == 0)) | ((month >= 1) & (month <= 12) & (day == 0)) | full)
+    )
     parts = np.stack([year, month, day, np.where(day > 0, ordinal, 0)], axis=1)
     parts[~valid] = 0
     odd = np.flatnonzero(~shaped)
@@ -420,11 +495,15 @@ def _dates_compatible(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> npt
     unknown = (ay == 0) | (by == 0)
     partial = (am == 0) | (bm == 0) | (ad == 0) | (bd == 0)
     same_year = ay == by
-    partial_ok = partial & ((same_year & ((am == 0) | (bm == 0) | (am == bm)))
-                            | ((np.abs(ay - by) == 1) & ((am == 0) | (bm == 0))))
+    partial_ok = partial & (
+        (same_year & ((am == 0) | (bm == 0) | (am == bm))) | ((np.abs(ay - by) == 1) & ((am == 0) | (bm == 0)))
+    )
     full = ~partial
-    full_ok = full & ((same_year & (((am == bd) & (ad == bm)) | (np.abs(ao - bo) <= 1)))
-                      | ((np.abs(ay - by) == 1) & (am == bm) & (ad == bd)) | (np.abs(ao - bo) <= 1))
+    full_ok = full & (
+        (same_year & (((am == bd) & (ad == bm)) | (np.abs(ao - bo) <= 1)))
+        | ((np.abs(ay - by) == 1) & (am == bm) & (ad == bd))
+        | (np.abs(ao - bo) <= 1)
+    )
     return np.asarray(unknown | partial_ok | full_ok, dtype=np.bool_)
 
 
@@ -448,8 +527,14 @@ def _compare(query: _Query, entry: _EntryView) -> Evidence:
     nationality = ""
     if query.nationality and entry.nationalities:
         nationality = "same" if query.nationality in entry.nationalities else "different"
-    return Evidence(name, compare_dates(query.dob, entry.dob), document, nationality, "",
-                    listed_namesakes=max(query.namesakes - 1, 0))
+    return Evidence(
+        name,
+        compare_dates(query.dob, entry.dob),
+        document,
+        nationality,
+        "",
+        listed_namesakes=max(query.namesakes - 1, 0),
+    )
 
 
 _NAMESAKE: Final = 0.85
@@ -480,6 +565,7 @@ def score_evidence(evidence: Evidence) -> float:
 
 
 # ---- the index ---------------------------------------------------------------------------------
+
 
 class ScreeningIndex:
     """In-memory candidate keys and scoring data of watchlist entries; add, remove and screen.
@@ -529,11 +615,16 @@ class ScreeningIndex:
             if value:
                 identifiers.append(f"{kind}={identifier_key(value)}")
                 keys.add(f"I{kind}={identifier_key(value)}")
-        record = _SEP.join((
-            _LIST.join(f"{' '.join(n.family)}{_PART}{' '.join(n.given)}" for n in names),
-            date_text(entry.date_of_birth) if entry.HasField("date_of_birth") else "",
-            ",".join(n.strip().upper() for n in entry.nationalities), document,
-            entry.issuing_country.strip().upper(), _LIST.join(identifiers)))
+        record = _SEP.join(
+            (
+                _LIST.join(f"{' '.join(n.family)}{_PART}{' '.join(n.given)}" for n in names),
+                date_text(entry.date_of_birth) if entry.HasField("date_of_birth") else "",
+                ",".join(n.strip().upper() for n in entry.nationalities),
+                document,
+                entry.issuing_country.strip().upper(),
+                _LIST.join(identifiers),
+            )
+        )
         return record, _digests(sorted(keys))
 
     def add(self, entry: payload_pb2.WatchlistEntry) -> None:
@@ -554,7 +645,7 @@ class ScreeningIndex:
         self._pending_keys += len(digests) // 8
         if self._pending_lookup is not None:
             for i in range(0, len(digests), 8):
-                self._pending_lookup.setdefault(digests[i:i + 8], []).append(position)
+                self._pending_lookup.setdefault(digests[i : i + 8], []).append(position)
 
     def add_many(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
         """Index many entries by what `keys_of` made of them: (entry id, record, digests) each."""
@@ -629,8 +720,10 @@ class ScreeningIndex:
         The keys are looked up once each and in order (binary searches that walk the array forwards
         instead of jumping around it: ten times faster on a million entries)."""
         wanted = np.frombuffer(b"".join(blobs), dtype=np.uint64) >> np.uint64(_POSITION_BITS)
-        owner = np.repeat(np.arange(len(blobs), dtype=np.int64),
-                          np.fromiter((len(b) // 8 for b in blobs), dtype=np.int64, count=len(blobs)))
+        owner = np.repeat(
+            np.arange(len(blobs), dtype=np.int64),
+            np.fromiter((len(b) // 8 for b in blobs), dtype=np.int64, count=len(blobs)),
+        )
         if not len(self._keys) or not len(wanted):
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty, empty
@@ -659,7 +752,7 @@ class ScreeningIndex:
             name_blobs.append(_digests(names))
             frequency_blobs.append(_digests(frequency))
             other_blobs.append(_digests(others))
-        alive = np.frombuffer(self._alive, dtype=np.uint8)[:len(self._dob_ordinal)]
+        alive = np.frombuffer(self._alive, dtype=np.uint8)[: len(self._dob_ordinal)]
         self._count_namesakes(queries, frequency_blobs)
         owner, position = self._lookup(other_blobs)
         for q, p in zip(owner.tolist(), position.tolist(), strict=True):
@@ -681,14 +774,15 @@ class ScreeningIndex:
             self._pending_candidates(queries, name_blobs, other_blobs, found)
         return found
 
-    def _pending_candidates(self, queries: list[_Query], name_blobs: list[bytes], other_blobs: list[bytes],
-                            found: list[set[int]]) -> None:
+    def _pending_candidates(
+        self, queries: list[_Query], name_blobs: list[bytes], other_blobs: list[bytes], found: list[set[int]]
+    ) -> None:
         """Candidates among entries added since the last build (the same rules, in Python)."""
         lookup = self._pending_lookup or {}
         for i, query in enumerate(queries):
             for digests, check_date in ((other_blobs[i], False), (name_blobs[i], True)):
                 for j in range(0, len(digests), 8):
-                    for position in lookup.get(digests[j:j + 8], ()):
+                    for position in lookup.get(digests[j : j + 8], ()):
                         if check_date and compare_dates(query.dob, self._view(position).dob) is DateAgreement.DIFFERENT:
                             continue
                         found[i].add(position)
@@ -704,8 +798,15 @@ class ScreeningIndex:
             query.namesakes = count
 
     def _dob_parts_of(self, positions: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        return np.stack([self._dob_year[positions], self._dob_month[positions], self._dob_day[positions],
-                         self._dob_ordinal[positions]], axis=1).astype(np.int64)
+        return np.stack(
+            [
+                self._dob_year[positions],
+                self._dob_month[positions],
+                self._dob_day[positions],
+                self._dob_ordinal[positions],
+            ],
+            axis=1,
+        ).astype(np.int64)
 
     def evidence(self, record: ScreeningRecord, entry_id: str) -> Evidence:
         """What comparing `record` with the indexed entry `entry_id` finds (for tests and tuning)."""

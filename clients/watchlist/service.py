@@ -52,20 +52,28 @@ def call(client: AgencyClient, fn: Callable[..., T], request: Any, timeout: floa
         raise client.translate_error(exc) from exc
 
 
-def create_watchlist(client: AgencyClient, watchlist_id: str, *, subscribers: Sequence[str], title: str = "",
-                     entry_types: Sequence[payload_pb2.EntityType.ValueType] = (),
-                     tlp: envelope_pb2.Tlp.ValueType = envelope_pb2.TLP_AMBER) -> watchlist_pb2.Watchlist:
+def create_watchlist(
+    client: AgencyClient,
+    watchlist_id: str,
+    *,
+    subscribers: Sequence[str],
+    title: str = "",
+    entry_types: Sequence[payload_pb2.EntityType.ValueType] = (),
+    tlp: envelope_pb2.Tlp.ValueType = envelope_pb2.TLP_AMBER,
+) -> watchlist_pb2.Watchlist:
     """Create a watchlist owned by `client`'s agency (`<AGENCY>/<name>`), shared with `subscribers`."""
-    request = watchlist_pb2.CreateWatchlistRequest(watchlist_id=watchlist_id, title=title, entry_types=entry_types,
-                                                   subscribers=subscribers, tlp=tlp)
+    request = watchlist_pb2.CreateWatchlistRequest(
+        watchlist_id=watchlist_id, title=title, entry_types=entry_types, subscribers=subscribers, tlp=tlp
+    )
     reply: watchlist_pb2.Watchlist = call(client, watchlist_stub(client).CreateWatchlist, request)
     return reply
 
 
 def get_watchlist(client: AgencyClient, watchlist_id: str) -> watchlist_pb2.Watchlist:
     """One watchlist's definition and latest version, as the broker reports it."""
-    reply: watchlist_pb2.Watchlist = call(client, watchlist_stub(client).GetWatchlist,
-                                          watchlist_pb2.GetWatchlistRequest(watchlist_id=watchlist_id))
+    reply: watchlist_pb2.Watchlist = call(
+        client, watchlist_stub(client).GetWatchlist, watchlist_pb2.GetWatchlistRequest(watchlist_id=watchlist_id)
+    )
     return reply
 
 
@@ -75,8 +83,15 @@ def list_watchlists(client: AgencyClient) -> list[watchlist_pb2.Watchlist]:
     return list(reply.watchlists)
 
 
-def seal_update(client: AgencyClient, watchlist: watchlist_pb2.Watchlist, update: payload_pb2.WatchlistUpdate, *,
-                legal_basis: str = "", case_reference: str = "", operator: str | None = None) -> envelope_pb2.Envelope:
+def seal_update(
+    client: AgencyClient,
+    watchlist: watchlist_pb2.Watchlist,
+    update: payload_pb2.WatchlistUpdate,
+    *,
+    legal_basis: str = "",
+    case_reference: str = "",
+    operator: str | None = None,
+) -> envelope_pb2.Envelope:
     """Seal `update` as a WATCHLIST_UPDATE envelope of `watchlist`, owned by `client`'s agency.
 
     The content key is wrapped for every agency the subscribers expand to and for the owner, which
@@ -93,30 +108,52 @@ def seal_update(client: AgencyClient, watchlist: watchlist_pb2.Watchlist, update
         update.published.FromDatetime(dt.datetime.now(dt.UTC))
     agencies = sorted(set(client.expand(list(watchlist.subscribers))) | {client.agency})
     keys = client.recipient_keys(agencies)
-    return seal(sender=client.agency, identity_key=client.identity.private_key, certificate=client.identity.certificate,
-                recipients=sorted(watchlist.subscribers), recipient_keys=keys, kind=envelope_pb2.WATCHLIST_UPDATE,
-                body=update.SerializeToString(), content_type=WATCHLIST_UPDATE_CONTENT_TYPE,
-                handling=envelope_pb2.Handling(tlp=watchlist.tlp), watchlist_id=watchlist.watchlist_id,
-                watchlist_version=update.version, legal_basis=legal_basis, case_reference=case_reference,
-                operator=client.operator if operator is None else operator)
+    return seal(
+        sender=client.agency,
+        identity_key=client.identity.private_key,
+        certificate=client.identity.certificate,
+        recipients=sorted(watchlist.subscribers),
+        recipient_keys=keys,
+        kind=envelope_pb2.WATCHLIST_UPDATE,
+        body=update.SerializeToString(),
+        content_type=WATCHLIST_UPDATE_CONTENT_TYPE,
+        handling=envelope_pb2.Handling(tlp=watchlist.tlp),
+        watchlist_id=watchlist.watchlist_id,
+        watchlist_version=update.version,
+        legal_basis=legal_basis,
+        case_reference=case_reference,
+        operator=client.operator if operator is None else operator,
+    )
 
 
-def review_schedule(entries: Iterable[payload_pb2.WatchlistEntry], *, renewal_reason: str = "",
-                    renewed_entries: int = 0) -> watchlist_pb2.ReviewSchedule:
+def review_schedule(
+    entries: Iterable[payload_pb2.WatchlistEntry], *, renewal_reason: str = "", renewed_entries: int = 0
+) -> watchlist_pb2.ReviewSchedule:
     """How many of `entries` (the whole list after a version) fall due on which day: what the broker
     needs to notify the owner ahead of review dates it cannot read (docs/protocol.md section 22)."""
-    days = collections.Counter((e.review_date.year, e.review_date.month, e.review_date.day)
-                               for e in entries if e.HasField("review_date"))
+    days = collections.Counter(
+        (e.review_date.year, e.review_date.month, e.review_date.day) for e in entries if e.HasField("review_date")
+    )
     return watchlist_pb2.ReviewSchedule(
-        due=[watchlist_pb2.ReviewDue(date=payload_pb2.Date(year=y, month=m, day=d), entries=n)
-             for (y, m, d), n in sorted(days.items())],
-        renewal_reason=renewal_reason, renewed_entries=renewed_entries)
+        due=[
+            watchlist_pb2.ReviewDue(date=payload_pb2.Date(year=y, month=m, day=d), entries=n)
+            for (y, m, d), n in sorted(days.items())
+        ],
+        renewal_reason=renewal_reason,
+        renewed_entries=renewed_entries,
+    )
 
 
-def publish_update(client: AgencyClient, update: payload_pb2.WatchlistUpdate, *,
-                   watchlist: watchlist_pb2.Watchlist | None = None,
-                   review: watchlist_pb2.ReviewSchedule | None = None, legal_basis: str = "",
-                   case_reference: str = "", operator: str | None = None) -> watchlist_pb2.PublishUpdateResponse:
+def publish_update(
+    client: AgencyClient,
+    update: payload_pb2.WatchlistUpdate,
+    *,
+    watchlist: watchlist_pb2.Watchlist | None = None,
+    review: watchlist_pb2.ReviewSchedule | None = None,
+    legal_basis: str = "",
+    case_reference: str = "",
+    operator: str | None = None,
+) -> watchlist_pb2.PublishUpdateResponse:
     """Seal `update` and publish it; the broker refuses any version but the next one.
 
     A snapshot tells the broker its review schedule by itself; for a delta, pass the schedule of the
@@ -124,15 +161,21 @@ def publish_update(client: AgencyClient, update: payload_pb2.WatchlistUpdate, *,
     `legal_basis`, `case_reference` and `operator` justify the publication (`seal_update`).
     """
     watchlist = watchlist or get_watchlist(client, update.watchlist_id)
-    envelope = seal_update(client, watchlist, update, legal_basis=legal_basis, case_reference=case_reference,
-                           operator=operator)
+    envelope = seal_update(
+        client, watchlist, update, legal_basis=legal_basis, case_reference=case_reference, operator=operator
+    )
     if review is None and update.snapshot:
         review = review_schedule(update.upserts)
     return publish_envelope(client, envelope, snapshot=update.snapshot, review=review)
 
 
-def publish_envelope(client: AgencyClient, envelope: envelope_pb2.Envelope, *, snapshot: bool,
-                     review: watchlist_pb2.ReviewSchedule | None = None) -> watchlist_pb2.PublishUpdateResponse:
+def publish_envelope(
+    client: AgencyClient,
+    envelope: envelope_pb2.Envelope,
+    *,
+    snapshot: bool,
+    review: watchlist_pb2.ReviewSchedule | None = None,
+) -> watchlist_pb2.PublishUpdateResponse:
     """Publish an already sealed WATCHLIST_UPDATE envelope (publishing the same one again is idempotent)."""
     request = watchlist_pb2.PublishUpdateRequest(envelope=envelope, snapshot=snapshot)
     if review is not None:
@@ -143,6 +186,9 @@ def publish_envelope(client: AgencyClient, envelope: envelope_pb2.Envelope, *, s
 
 def review_notices(client: AgencyClient, watchlist_id: str = "") -> list[watchlist_pb2.ReviewNotice]:
     """The broker's notices to `client`'s agency of its entries falling due for review (oldest first)."""
-    reply = call(client, watchlist_stub(client).GetReviewNotices,
-                 watchlist_pb2.GetReviewNoticesRequest(watchlist_id=watchlist_id))
+    reply = call(
+        client,
+        watchlist_stub(client).GetReviewNotices,
+        watchlist_pb2.GetReviewNoticesRequest(watchlist_id=watchlist_id),
+    )
     return list(reply.notices)

@@ -28,8 +28,9 @@ def memory(field: str) -> int:
 def main(action: str, target: str, cert_dir: str, keystore: str, file: str) -> None:
     """Run one side of the transfer and print its memory."""
     agency = {"send": "FR-CUSTOMS", "receive": "DE-BKA"}[action]
-    with AgencyClient.from_dir(target, Path(cert_dir), agency, keystore=Path(keystore),
-                               server_name="localhost") as client:
+    with AgencyClient.from_dir(
+        target, Path(cert_dir), agency, keystore=Path(keystore), server_name="localhost"
+    ) as client:
         client.recipient_keys(["DE-BKA"] if action == "send" else ["FR-CUSTOMS"])
         base = memory("VmRSS")
         if action == "send":

@@ -22,8 +22,15 @@ from tests.e2e.conftest import REPO
 class BrokerProcess:
     """`isb serve --config FILE` as a child process that can be killed and started again."""
 
-    def __init__(self, config: Path, log: Path, pki: DevPki, database_url: str, log_level: str = "warning",
-                 **settings: str | float) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        pki: DevPki,
+        database_url: str,
+        log_level: str = "warning",
+        **settings: str | float,
+    ) -> None:
         self.log_level = log_level
         self.settings = settings
         self.config = config
@@ -35,8 +42,10 @@ class BrokerProcess:
 
     def write_config(self, port: int = 0) -> None:
         self.port = port or _free_port()
-        extra = "".join(f"{key} = {value!r}\n" if isinstance(value, float) else f'{key} = "{value}"\n'
-                        for key, value in self.settings.items())
+        extra = "".join(
+            f"{key} = {value!r}\n" if isinstance(value, float) else f'{key} = "{value}"\n'
+            for key, value in self.settings.items()
+        )
         self.config.write_text(
             "[broker]\n"
             f'listen = "127.0.0.1:{self.port}"\n'
@@ -44,15 +53,17 @@ class BrokerProcess:
             f'database_url = "{self.database_url}"\n'
             f'policy_file = "{REPO / "examples" / "policy-dev.toml"}"\n'
             f'log_level = "{self.log_level}"\n'
-            f'state_dir = "{self.config.parent / "state"}"\n' + extra)
+            f'state_dir = "{self.config.parent / "state"}"\n' + extra
+        )
 
     def launch(self, port: int = 0) -> None:
         """Start `isb serve` without waiting for it to serve."""
         self.write_config(port)
         isb = Path(sys.executable).with_name("isb")
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen([str(isb), "serve", "--config", str(self.config)], cwd=REPO,
-                                            stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [str(isb), "serve", "--config", str(self.config)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def start(self, port: int = 0, timeout: float = 20.0) -> None:
         self.launch(port)
@@ -62,8 +73,14 @@ class BrokerProcess:
         """Run `isb serve` expecting it to refuse to start; its exit status and what it printed."""
         self.write_config(port)
         isb = Path(sys.executable).with_name("isb")
-        done = subprocess.run([str(isb), "serve", "--config", str(self.config)], cwd=REPO, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            [str(isb), "serve", "--config", str(self.config)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         return done.returncode, done.stdout + done.stderr
 
     def _wait_ready(self, timeout: float = 20.0) -> None:

@@ -98,19 +98,30 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     yield db
     try:
         # A test of a failing store holds entries back on purpose: it checks its own entries.
-        if request.node.get_closest_marker("foreign_broker") is None and _audit_misses() == misses \
-                and _has_audit_table(db):
+        if (
+            request.node.get_closest_marker("foreign_broker") is None
+            and _audit_misses() == misses
+            and _has_audit_table(db)
+        ):
             rows = db.rows("SELECT entry FROM audit_entries WHERE event = 'request.rejected'")
             entries = [json.loads(bytes(r[0])) for r in rows]
-            keys = [(e["fields"].get("request_id"), e.get("message_id"), e["fields"].get("envelope_sha256"),
-                     e["fields"]["reason"]) for e in entries]
+            keys = [
+                (
+                    e["fields"].get("request_id"),
+                    e.get("message_id"),
+                    e["fields"].get("envelope_sha256"),
+                    e["fields"]["reason"],
+                )
+                for e in entries
+            ]
             assert len(keys) == len(set(keys)), "a refusal has two audit entries"
             # A call cancelled (its deadline passed) while its refusal was being audited keeps the entry
             # but gets no status: counted apart by the broker (isb_refusals_unanswered).
             answered_now, unanswered_now = _answered() - answered, _unanswered() - unanswered
             assert len(entries) == answered_now + unanswered_now, (
                 f"{answered_now:.0f} refusals answered, {unanswered_now:.0f} cancelled while audited, "
-                f"{len(entries)} request.rejected entries")
+                f"{len(entries)} request.rejected entries"
+            )
     finally:
         db.drop()
 

@@ -25,14 +25,18 @@ from broker.pki.store import CaDirectory
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _write(tmp: Path, name: str, authority: CertificateAuthority, key: ec.EllipticCurvePrivateKey,
-           cert_pem: bytes) -> tuple[Path, Path]:
+def _write(
+    tmp: Path, name: str, authority: CertificateAuthority, key: ec.EllipticCurvePrivateKey, cert_pem: bytes
+) -> tuple[Path, Path]:
     cert_path, key_path = tmp / f"{name}.crt", tmp / f"{name}.key"
     cert_path.write_bytes(cert_pem + b"".join(c.public_bytes(serialization.Encoding.PEM) for c in authority.chain))
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     return cert_path, key_path
 
 
@@ -49,8 +53,13 @@ def expired_agency_certificate(pki: DevPki, tmp: Path, agency: str) -> tuple[Pat
     authority = CaDirectory.open(pki.directory).load_authority()
     key = generate_identity_key()
     now = dt.datetime.now(dt.UTC)
-    cert = issue_certificate(authority, key.public_key(), make_spiffe_id(pki.trust_domain, Role.AGENCY, agency),
-                             not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1))
+    cert = issue_certificate(
+        authority,
+        key.public_key(),
+        make_spiffe_id(pki.trust_domain, Role.AGENCY, agency),
+        not_before=now - dt.timedelta(days=10),
+        not_after=now - dt.timedelta(days=1),
+    )
     return _write(tmp, f"expired-{agency}", authority, key, cert.public_bytes(serialization.Encoding.PEM))
 
 
@@ -96,10 +105,9 @@ def extended_pki(pki: DevPki, tmp: Path, extra: dict[str, str], policy_text: str
     policy = (REPO / "examples" / "policy-dev.toml").read_text()
     dev = '"FR-CUSTOMS", "DE-BKA", "NL-FIOD"'
     everyone = dev + "".join(f', "{a}"' for a in extra)
-    policy = policy.replace(f'members = [{dev}]', f"members = [{everyone}]", 1)
+    policy = policy.replace(f"members = [{dev}]", f"members = [{everyone}]", 1)
     policy = policy.replace(f"recipients = [{dev}]", f"recipients = [{everyone}]")
     for agency, country in extra.items():
-        policy += (f'\n[[agencies]]\nid = "{agency}"\nname = "{agency}"\ncountry = "{country}"\n'
-                   'kind = "police"\n')
+        policy += f'\n[[agencies]]\nid = "{agency}"\nname = "{agency}"\ncountry = "{country}"\nkind = "police"\n'
     policy_file.write_text(policy)
     return directory, policy_file

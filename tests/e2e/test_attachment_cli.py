@@ -21,7 +21,10 @@ def _connection(broker: RunningBroker, certs: Path, agency: str) -> list[str]:
 
 
 def test_send_with_two_attachments_and_listen_saves_them_verified(
-    broker_factory: Any, pki: DevPki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    broker_factory: Any,
+    pki: DevPki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Two files attached with --attach arrive, verified, in the folder given to --save-attachments."""
     # A private PKI copy: the CLI keeps keys and trust state under --certs, which must not leak to other tests.
@@ -34,12 +37,42 @@ def test_send_with_two_attachments_and_listen_saves_them_verified(
     police = AgencyClient.from_dir(broker.target, certs, "DE-BKA")
     police.publish_key()
     police.close()
-    assert isb(["send", *_connection(broker, certs, "FR-CUSTOMS"), "--to", "DE-BKA", "--text", "photos attached",
-                "--attach", str(photo), "--attach", str(scan), "--json"]) == 0
+    assert (
+        isb(
+            [
+                "send",
+                *_connection(broker, certs, "FR-CUSTOMS"),
+                "--to",
+                "DE-BKA",
+                "--text",
+                "photos attached",
+                "--attach",
+                str(photo),
+                "--attach",
+                str(scan),
+                "--json",
+            ]
+        )
+        == 0
+    )
     sent = json.loads(capsys.readouterr().out)
     out = tmp_path / "received"
-    assert isb(["listen", *_connection(broker, certs, "DE-BKA"), "--count", "1", "--idle", "10",
-                "--save-attachments", str(out), "--json"]) == 0
+    assert (
+        isb(
+            [
+                "listen",
+                *_connection(broker, certs, "DE-BKA"),
+                "--count",
+                "1",
+                "--idle",
+                "10",
+                "--save-attachments",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     line = json.loads(capsys.readouterr().out.splitlines()[0])
     assert line["message_id"] == sent["message_id"]
     saved = [Path(a["saved"]) for a in line["attachments"]]
@@ -49,11 +82,24 @@ def test_send_with_two_attachments_and_listen_saves_them_verified(
 
 
 def test_send_refuses_a_missing_attachment_file(
-    broker: RunningBroker, pki: DevPki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    broker: RunningBroker,
+    pki: DevPki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A path that is not a file is refused before anything is sent."""
-    code = isb(["send", *_connection(broker, pki.directory, "FR-CUSTOMS"), "--to", "DE-BKA", "--text", "x",
-                "--attach", str(tmp_path / "nope.jpg")])
+    code = isb(
+        [
+            "send",
+            *_connection(broker, pki.directory, "FR-CUSTOMS"),
+            "--to",
+            "DE-BKA",
+            "--text",
+            "x",
+            "--attach",
+            str(tmp_path / "nope.jpg"),
+        ]
+    )
     assert code == 1
     assert "cannot attach" in capsys.readouterr().err
 

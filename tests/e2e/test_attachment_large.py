@@ -43,7 +43,7 @@ def _generate(path: Path, size: int) -> str:
     block = os.urandom(MIB)
     with path.open("wb") as out:
         for i in range(size // MIB):
-            piece = block[i % 4093:] + block[: i % 4093]  # no two neighbouring chunks alike
+            piece = block[i % 4093 :] + block[: i % 4093]  # no two neighbouring chunks alike
             digest.update(piece)
             out.write(piece)
         tail = os.urandom(size % MIB)
@@ -79,8 +79,22 @@ class _PeakMemory:
 def _agent(action: str, relay: CuttableRelay, pki: DevPki, keystore: Path, file: Path) -> dict[str, Any]:
     """Run one agency's side as its own process; its memory report."""
     done = subprocess.run(
-        [sys.executable, "-m", "tests.e2e.attachment_agent", action, relay.address, str(pki.directory),
-         str(keystore), str(file)], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            "-m",
+            "tests.e2e.attachment_agent",
+            action,
+            relay.address,
+            str(pki.directory),
+            str(keystore),
+            str(file),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return report
@@ -95,7 +109,10 @@ def broker_process(pki: DevPki, database: Database, tmp_path: Path) -> Iterator[
 
 
 def test_2_gib_round_trip_cut_halfway_both_ways_is_bit_identical_with_flat_memory(
-    broker_process: BrokerProcess, pki: DevPki, database: Database, tmp_path: Path,
+    broker_process: BrokerProcess,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
 ) -> None:
     """Cut at half the upload and half the download, resumed, identical; no process grows with the file."""
     size = int(os.environ.get("ISB_TEST_ATTACHMENT_MIB", "2048")) * MIB - 12345  # a short last chunk
@@ -124,11 +141,21 @@ def test_2_gib_round_trip_cut_halfway_both_ways_is_bit_identical_with_flat_memor
     # Each side resumed past the cut rather than starting again.
     uploaded = database.rows("SELECT entry FROM audit_entries WHERE event = 'attachment.uploaded'")
     assert json.loads(bytes(uploaded[-1][0]))["fields"]["resumed_from_chunk"] > 0
-    downloads = [json.loads(bytes(r[0])) for r in database.rows(
-        "SELECT entry FROM audit_entries WHERE event = 'attachment.downloaded' ORDER BY leaf_index")]
+    downloads = [
+        json.loads(bytes(r[0]))
+        for r in database.rows(
+            "SELECT entry FROM audit_entries WHERE event = 'attachment.downloaded' ORDER BY leaf_index"
+        )
+    ]
     assert [d["fields"]["first_chunk"] > 0 for d in downloads] == [False, True]
-    growth = {"broker upload": broker_up, "broker download": broker_down, "sender": sender["peak"] - sender["base"],
-              "recipient": recipient["peak"] - recipient["base"]}
-    print(f"\n{size / MIB:.0f} MiB: resident growth " +
-          ", ".join(f"{who} +{g / MIB:.1f} MiB" for who, g in growth.items()))
+    growth = {
+        "broker upload": broker_up,
+        "broker download": broker_down,
+        "sender": sender["peak"] - sender["base"],
+        "recipient": recipient["peak"] - recipient["base"],
+    }
+    print(
+        f"\n{size / MIB:.0f} MiB: resident growth "
+        + ", ".join(f"{who} +{g / MIB:.1f} MiB" for who, g in growth.items())
+    )
     assert all(g < MEMORY_BOUND for g in growth.values()), {k: f"{v / MIB:.1f} MiB" for k, v in growth.items()}

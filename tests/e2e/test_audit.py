@@ -44,7 +44,10 @@ def _session(agencies: dict[str, AgencyClient]) -> str:
 
 
 def test_session_yields_expected_entries_in_order_and_export_verifies(
-    agencies: dict[str, AgencyClient], auditor: AuditorClient, tmp_path: Path, pki: DevPki,
+    agencies: dict[str, AgencyClient],
+    auditor: AuditorClient,
+    tmp_path: Path,
+    pki: DevPki,
 ) -> None:
     """Accepted, delivered, receipt and rejection entries appear in order; the export verifies offline."""
     message_id = _session(agencies)
@@ -65,7 +68,8 @@ def test_session_yields_expected_entries_in_order_and_export_verifies(
 
 
 def test_send_response_index_is_provable_against_a_signed_checkpoint(
-    agencies: dict[str, AgencyClient], auditor: AuditorClient,
+    agencies: dict[str, AgencyClient],
+    auditor: AuditorClient,
 ) -> None:
     """The audit index in a send response is an entry about that message, included in a signed checkpoint."""
     sent = agencies["FR-CUSTOMS"].send(["NL-FIOD"], b"strategic goods")
@@ -80,7 +84,10 @@ def test_send_response_index_is_provable_against_a_signed_checkpoint(
 
 
 def test_tampered_entry_in_database_is_named_by_offline_verify(
-    agencies: dict[str, AgencyClient], auditor: AuditorClient, database: Database, tmp_path: Path,
+    agencies: dict[str, AgencyClient],
+    auditor: AuditorClient,
+    database: Database,
+    tmp_path: Path,
 ) -> None:
     """Changing one stored entry makes `audit verify` on a fresh export fail and name that entry."""
     _session(agencies)
@@ -98,12 +105,15 @@ def test_tampered_entry_in_database_is_named_by_offline_verify(
 
 
 def test_agency_calling_audit_service_is_refused_and_the_attempt_is_logged(
-    broker: RunningBroker, pki: DevPki, database: Database,
+    broker: RunningBroker,
+    pki: DevPki,
+    database: Database,
 ) -> None:
     """An agency certificate gets PERMISSION_DENIED from AuditService, and the refusal is an audit entry."""
     cert, key = pki.agency("FR-CUSTOMS")
-    creds = grpc.ssl_channel_credentials(root_certificates=pki.ca_cert.read_bytes(),
-                                         private_key=key.read_bytes(), certificate_chain=cert.read_bytes())
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=pki.ca_cert.read_bytes(), private_key=key.read_bytes(), certificate_chain=cert.read_bytes()
+    )
     stub = audit_pb2_grpc.AuditServiceStub(grpc.secure_channel(broker.target, creds))
     with pytest.raises(grpc.RpcError) as refused:
         stub.QueryEntries(audit_pb2.QueryEntriesRequest(), timeout=5)
@@ -123,7 +133,10 @@ def test_auditor_queries_are_themselves_audited(auditor: AuditorClient, database
 
 
 def test_cli_export_then_verify_passes_and_prove_checks_inclusion(
-    broker: RunningBroker, agencies: dict[str, AgencyClient], pki: DevPki, tmp_path: Path,
+    broker: RunningBroker,
+    agencies: dict[str, AgencyClient],
+    pki: DevPki,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`isb audit export` writes a file that `isb audit verify` accepts; `isb audit prove` verifies a message."""
@@ -139,7 +152,8 @@ def test_cli_export_then_verify_passes_and_prove_checks_inclusion(
 
 
 def test_checkpoints_are_signed_periodically_while_entries_arrive(
-    agencies: dict[str, AgencyClient], database: Database,
+    agencies: dict[str, AgencyClient],
+    database: Database,
 ) -> None:
     """Without being asked, the broker signs a checkpoint covering new entries within a few seconds."""
     agencies["FR-CUSTOMS"].send(["DE-BKA"], b"x")
@@ -148,4 +162,3 @@ def test_checkpoints_are_signed_periodically_while_entries_arrive(
     while (database.scalar("SELECT max(tree_size) FROM audit_checkpoints") or 0) < size:
         assert time.monotonic() < deadline, "no checkpoint covered the new entries"
         time.sleep(0.1)
-

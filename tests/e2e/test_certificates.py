@@ -46,13 +46,18 @@ def _serial(cert_path: Path) -> int:
 
 def _admin_stub(broker: RunningBroker, certs: Path, who: str = "admin") -> Any:
     creds = grpc.ssl_channel_credentials(
-        root_certificates=(certs / "ca.crt").read_bytes(), private_key=(certs / f"{who}.key").read_bytes(),
-        certificate_chain=(certs / f"{who}.crt").read_bytes())
+        root_certificates=(certs / "ca.crt").read_bytes(),
+        private_key=(certs / f"{who}.key").read_bytes(),
+        certificate_chain=(certs / f"{who}.crt").read_bytes(),
+    )
     return admin_pb2_grpc.AdminServiceStub(grpc.secure_channel(broker.target, creds))
 
 
 def test_revoked_sender_is_refused_on_next_send_and_others_keep_working(
-    broker_factory: Any, own_pki: Path, tmp_path: Path, database: Database,
+    broker_factory: Any,
+    own_pki: Path,
+    tmp_path: Path,
+    database: Database,
 ) -> None:
     """After `pki revoke`, the revoked agency's next send is UNAUTHENTICATED; another agency still sends."""
     broker = broker_factory(cert_dir=own_pki)
@@ -66,12 +71,18 @@ def test_revoked_sender_is_refused_on_next_send_and_others_keep_working(
     assert "revoked" in refused.value.message
     assert partner.send(["DE-BKA"], b"partner unaffected").queued_for == ["DE-BKA"]
     assert database.scalar("SELECT count(*) FROM messages") == 2
-    assert database.scalar(
-        "SELECT count(*) FROM audit_entries WHERE event = 'request.rejected' AND actor LIKE '%FR-CUSTOMS'") >= 1
+    assert (
+        database.scalar(
+            "SELECT count(*) FROM audit_entries WHERE event = 'request.rejected' AND actor LIKE '%FR-CUSTOMS'"
+        )
+        >= 1
+    )
 
 
 def test_open_subscription_of_revoked_agency_ends_within_one_second(
-    broker_factory: Any, own_pki: Path, tmp_path: Path,
+    broker_factory: Any,
+    own_pki: Path,
+    tmp_path: Path,
 ) -> None:
     """An open Subscribe of an agency whose certificate is revoked is closed with UNAUTHENTICATED in under 1 s."""
     broker = broker_factory(cert_dir=own_pki)
@@ -93,8 +104,10 @@ def test_open_subscription_of_revoked_agency_ends_within_one_second(
     time.sleep(0.5)  # the stream is open and waiting
     admin = _admin_stub(broker, own_pki)
     revoked_at = time.monotonic()
-    admin.RevokeCertificate(admin_pb2.RevokeCertificateRequest(
-        serial=f"{_serial(own_pki / 'DE-BKA.crt'):x}", reason="keyCompromise"), timeout=5)
+    admin.RevokeCertificate(
+        admin_pb2.RevokeCertificateRequest(serial=f"{_serial(own_pki / 'DE-BKA.crt'):x}", reason="keyCompromise"),
+        timeout=5,
+    )
     thread.join(5)
     error = outcome["ended"]
     assert isinstance(error, RemoteError)
@@ -105,8 +118,7 @@ def test_open_subscription_of_revoked_agency_ends_within_one_second(
         partner.send(["DE-BKA"], b"x")  # the directory no longer offers keys signed under a revoked identity
 
 
-def test_crl_published_by_the_broker_verifies_with_openssl(broker_factory: Any, own_pki: Path,
-                                                           tmp_path: Path) -> None:
+def test_crl_published_by_the_broker_verifies_with_openssl(broker_factory: Any, own_pki: Path, tmp_path: Path) -> None:
     """The CRL fetched through the broker lists the revoked serial and `openssl crl -verify` accepts it."""
     broker = broker_factory(cert_dir=own_pki)
     serial = _serial(own_pki / "NL-FIOD.crt")
@@ -115,9 +127,23 @@ def test_crl_published_by_the_broker_verifies_with_openssl(broker_factory: Any, 
     parsed = x509.load_der_x509_crl(crl.der)
     assert parsed.get_revoked_certificate_by_serial_number(serial) is not None
     (tmp_path / "crl.der").write_bytes(crl.der)
-    result = subprocess.run(["openssl", "crl", "-inform", "DER", "-in", str(tmp_path / "crl.der"),
-                             "-CAfile", str(own_pki / "ca.crt"), "-verify", "-noout"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [
+            "openssl",
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            str(tmp_path / "crl.der"),
+            "-CAfile",
+            str(own_pki / "ca.crt"),
+            "-verify",
+            "-noout",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "verify OK" in result.stderr + result.stdout
 
@@ -128,31 +154,54 @@ def _csr(trust_domain: str, role: Role, name: str) -> bytes:
 
 
 def test_admin_issues_certificate_from_csr_and_registers_the_agency(
-    broker_factory: Any, own_pki: Path, tmp_path: Path, database: Database,
+    broker_factory: Any,
+    own_pki: Path,
+    tmp_path: Path,
+    database: Database,
 ) -> None:
     """IssueCertificate returns a certificate that openssl verifies, registers the agency and is audited."""
     broker = broker_factory(cert_dir=own_pki)
     admin = _admin_stub(broker, own_pki)
-    issued = admin.IssueCertificate(admin_pb2.IssueCertificateRequest(
-        csr_pem=_csr("isb.dev", Role.AGENCY, "IT-GDF"),
-        agency=admin_pb2.RegisterAgencyRequest(agency="IT-GDF", display_name="Guardia di Finanza", country="IT")),
-        timeout=10)
+    issued = admin.IssueCertificate(
+        admin_pb2.IssueCertificateRequest(
+            csr_pem=_csr("isb.dev", Role.AGENCY, "IT-GDF"),
+            agency=admin_pb2.RegisterAgencyRequest(agency="IT-GDF", display_name="Guardia di Finanza", country="IT"),
+        ),
+        timeout=10,
+    )
     assert issued.record.spiffe_id == "spiffe://isb.dev/agency/IT-GDF"
     (tmp_path / "it.crt").write_bytes(issued.certificate_pem)
-    check = subprocess.run(["openssl", "verify", "-CAfile", str(own_pki / "ca.crt"), str(tmp_path / "it.crt")],
-                           capture_output=True, text=True, check=False)
+    check = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(own_pki / "ca.crt"), str(tmp_path / "it.crt")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert check.returncode == 0, check.stderr
     assert database.scalar("SELECT country FROM agencies WHERE agency_id = 'IT-GDF'") == "IT"
-    assert database.scalar("SELECT count(*) FROM audit_entries WHERE event = 'certificate.issued' "
-                           "AND actor = 'spiffe://isb.dev/admin/admin-1'") == 1
+    assert (
+        database.scalar(
+            "SELECT count(*) FROM audit_entries WHERE event = 'certificate.issued' "
+            "AND actor = 'spiffe://isb.dev/admin/admin-1'"
+        )
+        == 1
+    )
 
 
-@pytest.mark.parametrize(("role", "name", "trust_domain", "message"), [
-    (Role.AGENCY, "FR-CUSTOMS2", "evil.example", "trust domain"),
-    (Role.AGENCY, "not-an-id", "isb.dev", "not an agency id"),
-])
+@pytest.mark.parametrize(
+    ("role", "name", "trust_domain", "message"),
+    [
+        (Role.AGENCY, "FR-CUSTOMS2", "evil.example", "trust domain"),
+        (Role.AGENCY, "not-an-id", "isb.dev", "not an agency id"),
+    ],
+)
 def test_admin_refuses_csr_outside_trust_domain_or_malformed(
-    broker_factory: Any, own_pki: Path, role: Role, name: str, trust_domain: str, message: str,
+    broker_factory: Any,
+    own_pki: Path,
+    role: Role,
+    name: str,
+    trust_domain: str,
+    message: str,
     database: Database,
 ) -> None:
     """A CSR for another trust domain or a malformed id is INVALID_ARGUMENT, issues nothing, and is audited."""
@@ -166,8 +215,13 @@ def test_admin_refuses_csr_outside_trust_domain_or_malformed(
         admin.IssueCertificate(admin_pb2.IssueCertificateRequest(csr_pem=pem), timeout=10)
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert message in refused.value.details()
-    assert database.scalar("SELECT count(*) FROM audit_entries WHERE event = 'certificate.issued' "
-                           "AND actor = 'spiffe://isb.dev/admin/admin-1'") == 0
+    assert (
+        database.scalar(
+            "SELECT count(*) FROM audit_entries WHERE event = 'certificate.issued' "
+            "AND actor = 'spiffe://isb.dev/admin/admin-1'"
+        )
+        == 0
+    )
     assert database.scalar("SELECT count(*) FROM audit_entries WHERE event = 'request.rejected'") == 1
 
 
@@ -191,7 +245,8 @@ def test_revoked_admin_cannot_issue(broker_factory: Any, own_pki: Path) -> None:
     revoke(CaDirectory.open(own_pki), _serial(own_pki / "admin.crt"), "affiliationChanged")
     with pytest.raises(grpc.RpcError) as refused:
         _admin_stub(broker, own_pki).IssueCertificate(
-            admin_pb2.IssueCertificateRequest(csr_pem=_csr("isb.dev", Role.AGENCY, "PT-AT")), timeout=10)
+            admin_pb2.IssueCertificateRequest(csr_pem=_csr("isb.dev", Role.AGENCY, "PT-AT")), timeout=10
+        )
     assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
     assert "revoked" in refused.value.details()
 
@@ -206,7 +261,9 @@ def test_agency_and_auditor_get_permission_denied_on_admin_calls(broker_factory:
 
 
 def test_agency_certificate_presented_as_server_certificate_is_refused_by_clients(
-    broker_factory: Any, own_pki: Path, tmp_path: Path,
+    broker_factory: Any,
+    own_pki: Path,
+    tmp_path: Path,
 ) -> None:
     """A broker serving with an agency certificate (clientAuth only) fails the clients' handshake."""
     served = tmp_path / "served"
@@ -222,7 +279,9 @@ def test_agency_certificate_presented_as_server_certificate_is_refused_by_client
 
 
 def test_rotated_broker_certificate_keeps_streaming_without_losing_deliveries(
-    broker_factory: Any, own_pki: Path, tmp_path: Path,
+    broker_factory: Any,
+    own_pki: Path,
+    tmp_path: Path,
 ) -> None:
     """The broker certificate is renewed on disk mid-stream: new connections use it, nothing is lost."""
     broker = broker_factory(cert_dir=own_pki)
@@ -248,14 +307,15 @@ def test_rotated_broker_certificate_keeps_streaming_without_losing_deliveries(
     assert broker.broker.credentials.reloads >= 1
 
 
-
 def _certificate_events(database: Database, serial: str) -> list[tuple[str, str]]:
     rows = database.rows("SELECT event, actor, entry FROM audit_entries WHERE event LIKE 'certificate.%'")
     return [(r.event, r.actor) for r in rows if json.loads(bytes(r.entry))["fields"].get("serial") == serial]
 
 
 def test_offline_issuance_and_revocation_reach_the_audit_log_once(
-    broker_factory: Any, own_pki: Path, database: Database,
+    broker_factory: Any,
+    own_pki: Path,
+    database: Database,
 ) -> None:
     """`isb pki` work done offline is audited by the broker (actor: the CA); AdminService work only once."""
     broker = broker_factory(cert_dir=own_pki)
@@ -265,11 +325,16 @@ def test_offline_issuance_and_revocation_reach_the_audit_log_once(
     while ("certificate.revoked", "ca:pki") not in _certificate_events(database, offline):
         assert time.monotonic() < deadline, "the offline revocation was not audited"
         time.sleep(0.1)
-    assert _certificate_events(database, offline) == [("certificate.issued", "ca:pki"),
-                                                      ("certificate.revoked", "ca:pki")]
+    assert _certificate_events(database, offline) == [
+        ("certificate.issued", "ca:pki"),
+        ("certificate.revoked", "ca:pki"),
+    ]
     online = serial_hex(_serial(own_pki / "DE-BKA.crt"))
     _admin_stub(broker, own_pki).RevokeCertificate(
-        admin_pb2.RevokeCertificateRequest(serial=online, reason="keyCompromise"), timeout=5)
+        admin_pb2.RevokeCertificateRequest(serial=online, reason="keyCompromise"), timeout=5
+    )
     time.sleep(2.5)  # the ledger looks every second: it must not audit the online revocation again
-    assert _certificate_events(database, online) == [("certificate.issued", "ca:pki"),
-                                                     ("certificate.revoked", "spiffe://isb.dev/admin/admin-1")]
+    assert _certificate_events(database, online) == [
+        ("certificate.issued", "ca:pki"),
+        ("certificate.revoked", "spiffe://isb.dev/admin/admin-1"),
+    ]

@@ -131,8 +131,10 @@ def page(browser: Browser) -> Iterator[Page]:
     errors: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
     # A refused request (403) is logged by Chromium as a failed resource: expected in the refusal test.
-    tab.on("console", lambda msg: errors.append(msg.text)
-           if msg.type == "error" and "status of 403" not in msg.text else None)
+    tab.on(
+        "console",
+        lambda msg: errors.append(msg.text) if msg.type == "error" and "status of 403" not in msg.text else None,
+    )
     yield tab
     context.close()
     assert errors == [], f"the page raised or logged errors: {errors}"
@@ -172,7 +174,10 @@ def _page_tree_size(page: Page) -> int:
 
 
 def test_timeline_lists_every_accepted_message_and_filters_them(
-    page: Page, live_console: ConsoleServer, auditor: AuditorClient, traffic: Traffic,
+    page: Page,
+    live_console: ConsoleServer,
+    auditor: AuditorClient,
+    traffic: Traffic,
 ) -> None:
     """The timeline shows exactly the log's envelope.accepted entries, and each filter narrows them correctly."""
     _open(page, live_console)
@@ -191,8 +196,9 @@ def test_timeline_lists_every_accepted_message_and_filters_them(
     page.select_option("select[name=handling]", "TLP_AMBER")
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"agency=NL-FIOD"))
-    expected = [e.message_id for _, e in accepted
-                if e.fields["tlp"] == "TLP_AMBER" and "NL-FIOD" in {e.agency, *_recipients(e)}]
+    expected = [
+        e.message_id for _, e in accepted if e.fields["tlp"] == "TLP_AMBER" and "NL-FIOD" in {e.agency, *_recipients(e)}
+    ]
     assert expected == [traffic.group_request]
     assert _column(page, "#timeline tbody tr td:nth-child(8)") == expected
     _shot(page, "timeline-filtered")
@@ -204,15 +210,21 @@ def test_timeline_lists_every_accepted_message_and_filters_them(
 
 
 def test_message_life_shows_each_entry_proven_by_the_browser(
-    page: Page, live_console: ConsoleServer, auditor: AuditorClient, traffic: Traffic,
+    page: Page,
+    live_console: ConsoleServer,
+    auditor: AuditorClient,
+    traffic: Traffic,
 ) -> None:
     """Sent, delivered, receipted and forwarded entries of a message appear in log order, each proven in JavaScript."""
     _open(page, live_console, f"/message/{traffic.alert}")
     page.wait_for_selector("body[data-browser-check]")
     size = int(page.locator("p.small strong").first.inner_text())
     about = _logged(auditor, size, message_id=traffic.alert)
-    forwards = [(i, e) for i, e in _logged(auditor, size, event="envelope.accepted")
-                if e.fields.get("references") == traffic.alert]
+    forwards = [
+        (i, e)
+        for i, e in _logged(auditor, size, event="envelope.accepted")
+        if e.fields.get("references") == traffic.alert
+    ]
     expected = sorted(about + forwards, key=lambda item: item[0])
     assert [str(i) for i, _ in expected] == _column(page, "#life tbody tr td:nth-child(1)")
     steps = _column(page, "#life tbody tr td:nth-child(3)")
@@ -235,13 +247,19 @@ def test_message_life_shows_each_entry_proven_by_the_browser(
 
 
 def test_checkpoint_history_lists_every_signed_checkpoint_as_verified(
-    page: Page, live_console: ConsoleServer, database: Database,
+    page: Page,
+    live_console: ConsoleServer,
+    database: Database,
 ) -> None:
     """Every checkpoint the broker signed up to the console's copy is listed, newest first, each verified."""
     _open(page, live_console, "/checkpoints")
     size = _page_tree_size(page)
-    signed = [r.tree_size for r in database.rows(
-        "SELECT tree_size FROM audit_checkpoints WHERE tree_size <= :s ORDER BY tree_size DESC", s=size)]
+    signed = [
+        r.tree_size
+        for r in database.rows(
+            "SELECT tree_size FROM audit_checkpoints WHERE tree_size <= :s ORDER BY tree_size DESC", s=size
+        )
+    ]
     sizes = [int(s) for s in _column(page, "#checkpoints tbody tr td:nth-child(2)")]
     assert sizes == signed
     assert sizes[0] == size
@@ -252,14 +270,21 @@ def test_checkpoint_history_lists_every_signed_checkpoint_as_verified(
 
 
 def test_refusals_page_counts_the_log_refusals_per_rule(
-    page: Page, live_console: ConsoleServer, auditor: AuditorClient,
+    page: Page,
+    live_console: ConsoleServer,
+    auditor: AuditorClient,
 ) -> None:
     """Each rule's count equals the log's request.rejected entries naming that rule; the policy rule is named."""
     _open(page, live_console, "/refusals")
     size = _page_tree_size(page)
     counts = Counter(refusal_rule(e.fields) for _, e in _logged(auditor, size, event="request.rejected"))
-    shown = dict(zip(_column(page, "#refusal-rules tbody td:nth-child(1)"),
-                     (int(n) for n in _column(page, "#refusal-rules tbody td:nth-child(2)")), strict=True))
+    shown = dict(
+        zip(
+            _column(page, "#refusal-rules tbody td:nth-child(1)"),
+            (int(n) for n in _column(page, "#refusal-rules tbody td:nth-child(2)")),
+            strict=True,
+        )
+    )
     assert shown == dict(counts)
     assert any(rule.startswith("builtin:") for rule in shown), shown
     assert "red to a group" not in page.content()  # payloads are never logged
@@ -267,7 +292,9 @@ def test_refusals_page_counts_the_log_refusals_per_rule(
 
 
 def test_volume_chart_counts_messages_per_agency_pair(
-    page: Page, live_console: ConsoleServer, auditor: AuditorClient,
+    page: Page,
+    live_console: ConsoleServer,
+    auditor: AuditorClient,
 ) -> None:
     """The inline SVG bars carry, per sender -> recipient pair, the number of accepted messages in the log."""
     _open(page, live_console, "/volume")
@@ -277,8 +304,10 @@ def test_volume_chart_counts_messages_per_agency_pair(
         for recipient in _recipients(e):
             pairs[f"{e.agency} \u2192 {recipient}"] += 1
     bars = page.locator("#pairs-chart g.bar")
-    shown = {bars.nth(i).get_attribute("data-pair"): int(bars.nth(i).get_attribute("data-count") or -1)
-             for i in range(bars.count())}
+    shown = {
+        bars.nth(i).get_attribute("data-pair"): int(bars.nth(i).get_attribute("data-count") or -1)
+        for i in range(bars.count())
+    }
     assert shown == dict(pairs)
     assert page.locator("#pairs-matrix rect").count() >= len(pairs)
     _shot(page, "volume")
@@ -301,7 +330,11 @@ def _tamper(export: Path, victim_event: str) -> int:
 
 
 def test_tampered_export_shows_a_red_failure_naming_the_entry(
-    page: Page, auditor: AuditorClient, traffic: Traffic, pki: DevPki, tmp_path: Path,
+    page: Page,
+    auditor: AuditorClient,
+    traffic: Traffic,
+    pki: DevPki,
+    tmp_path: Path,
 ) -> None:
     """An export with one receipt entry changed: the banner, the checkpoints and the browser's proof all name it."""
     auditor.checkpoint(fresh=True)
@@ -335,8 +368,9 @@ def test_tampered_export_shows_a_red_failure_naming_the_entry(
         server.stop()
 
 
-def _get(server: ConsoleServer, path: str, *, host: str | None = None, cookie: str | None = None
-         ) -> http.client.HTTPResponse:
+def _get(
+    server: ConsoleServer, path: str, *, host: str | None = None, cookie: str | None = None
+) -> http.client.HTTPResponse:
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     headers = {"Host": host or f"127.0.0.1:{server.port}"}
     if cookie:
@@ -349,7 +383,8 @@ def _get(server: ConsoleServer, path: str, *, host: str | None = None, cookie: s
 
 
 def test_console_refuses_requests_without_the_right_token_or_from_another_host(
-    page: Page, live_console: ConsoleServer,
+    page: Page,
+    live_console: ConsoleServer,
 ) -> None:
     """No token or a wrong one gets 403; the right one becomes an HttpOnly cookie; a foreign Host is refused."""
     server = live_console
@@ -380,15 +415,29 @@ def test_console_refuses_requests_without_the_right_token_or_from_another_host(
 
 
 def test_isb_console_command_prints_a_tokened_url_and_serves_an_export(
-    auditor: AuditorClient, traffic: Traffic, pki: DevPki, tmp_path: Path,
+    auditor: AuditorClient,
+    traffic: Traffic,
+    pki: DevPki,
+    tmp_path: Path,
 ) -> None:
     """`isb console --export F --key audit.pub --port 0` prints one URL; the token in it opens the timeline."""
     auditor.checkpoint(fresh=True)
     export = tmp_path / "audit.jsonl"
     with export.open("wb") as stream:
         auditor.export(stream)
-    command = [sys.executable, "-c", "import sys; from clients.cli import main; sys.exit(main())", "console",
-               "--export", str(export), "--key", str(pki.audit_pub), "--port", "0", "--json"]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from clients.cli import main; sys.exit(main())",
+        "console",
+        "--export",
+        str(export),
+        "--key",
+        str(pki.audit_pub),
+        "--port",
+        "0",
+        "--json",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert process.stdout is not None
@@ -429,15 +478,22 @@ _JS_CHECK = """async (cases) => {
 
 def _python_accepts(case: dict[str, Any]) -> bool:
     try:
-        _merkle.verify_inclusion(_merkle.leaf_hash(bytes.fromhex(case["entry"])), case["index"], case["size"],
-                                 [bytes.fromhex(h) for h in case["proof"]], bytes.fromhex(case["root"]))
+        _merkle.verify_inclusion(
+            _merkle.leaf_hash(bytes.fromhex(case["entry"])),
+            case["index"],
+            case["size"],
+            [bytes.fromhex(h) for h in case["proof"]],
+            bytes.fromhex(case["root"]),
+        )
     except VerificationError:
         return False
     return True
 
 
 def test_browser_inclusion_verifier_agrees_with_the_python_one_on_every_small_tree(
-    page: Page, live_console: ConsoleServer, traffic: Traffic,
+    page: Page,
+    live_console: ConsoleServer,
+    traffic: Traffic,
 ) -> None:
     """verify.js and the Python RFC 9162 verifier give the same answer on every proof of trees of 1..40 leaves
     and on corrupted variants (changed entry, index, size, path element, a path too short or too long)."""
@@ -453,8 +509,13 @@ def test_browser_inclusion_verifier_agrees_with_the_python_one_on_every_small_tr
         for index in range(size):
             proof = [h.hex() for h in _merkle.inclusion_proof(index, size, tree.subtree)]
             good = {"entry": entries[index].hex(), "index": index, "size": size, "proof": proof, "root": root.hex()}
-            cases += [good, {**good, "entry": (entries[index] + b"!").hex()}, {**good, "index": index + 1},
-                      {**good, "size": size + 1}, {**good, "proof": [*proof, "00" * 32]}]
+            cases += [
+                good,
+                {**good, "entry": (entries[index] + b"!").hex()},
+                {**good, "index": index + 1},
+                {**good, "size": size + 1},
+                {**good, "proof": [*proof, "00" * 32]},
+            ]
             if proof:
                 flipped = ("01" if proof[-1][:2] == "00" else "00") + proof[-1][2:]
                 cases += [{**good, "proof": proof[:-1]}, {**good, "proof": [*proof[:-1], flipped]}]

@@ -36,7 +36,7 @@ UID = GID = 10001
 def _dockerfile() -> dict[str, object]:
     """ENV, WORKDIR, USER, ENTRYPOINT and CMD of the Dockerfile's last stage."""
     text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
-    stage = text[text.rindex("\nFROM "):]
+    stage = text[text.rindex("\nFROM ") :]
     image: dict[str, object] = {"env": {}}
     for line in stage.splitlines():
         word, _, rest = line.strip().partition(" ")
@@ -57,8 +57,13 @@ def _python_for(uid: int) -> str | None:
     """A python3.X of the test's version that `uid` can run, or None."""
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     for candidate in (shutil.which(version, path="/usr/bin:/usr/local/bin"),):
-        if candidate and subprocess.run([candidate, "-c", "pass"], user=uid, group=uid, extra_groups=[],
-                                        capture_output=True, check=False).returncode == 0:
+        if (
+            candidate
+            and subprocess.run(
+                [candidate, "-c", "pass"], user=uid, group=uid, extra_groups=[], capture_output=True, check=False
+            ).returncode
+            == 0
+        ):
             return candidate
     return None
 
@@ -99,8 +104,12 @@ class Image:
         self.port = _free_port()
         self.env = {key: value.replace("/app", str(app)) for key, value in env.items()}
         self.env["ISB_LISTEN"] = f"127.0.0.1:{self.port}"  # the image binds 0.0.0.0:7443
-        self.env.update(HOME=str(app), PATH="/usr/bin:/bin", ISB_LOG_LEVEL="info",
-                        PYTHONPATH=os.pathsep.join([sysconfig.get_paths()["purelib"], str(REPO)]))
+        self.env.update(
+            HOME=str(app),
+            PATH="/usr/bin:/bin",
+            ISB_LOG_LEVEL="info",
+            PYTHONPATH=os.pathsep.join([sysconfig.get_paths()["purelib"], str(REPO)]),
+        )
         command = image["cmd"]
         assert isinstance(command, list)
         self.command = [python, "-m", "clients.cli", *command]
@@ -112,12 +121,31 @@ class Image:
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.command, cwd=self.app, env=self.env, user=UID, group=GID,
-                                        extra_groups=[], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=self.app,
+            env=self.env,
+            user=UID,
+            group=GID,
+            extra_groups=[],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     def healthcheck(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.python, "-m", "clients.healthcheck"], cwd=self.app, env=self.env, user=UID,
-                              group=GID, extra_groups=[], capture_output=True, text=True, timeout=30, check=False)
+        return subprocess.run(
+            [self.python, "-m", "clients.healthcheck"],
+            cwd=self.app,
+            env=self.env,
+            user=UID,
+            group=GID,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         assert self.process is not None

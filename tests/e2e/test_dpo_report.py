@@ -22,8 +22,11 @@ from tests.e2e.pki_support import dev_policy_plus
 
 
 def test_report_counts_disclosures_consultations_and_erasures_of_the_period(
-    agencies: dict[str, AgencyClient], broker: RunningBroker, pki: DevPki,
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    agencies: dict[str, AgencyClient],
+    broker: RunningBroker,
+    pki: DevPki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Two justified disclosures, one unjustified, an auditor's query and a confirmed recall show in the report."""
     customs, police = agencies["FR-CUSTOMS"], agencies["DE-BKA"]
@@ -77,7 +80,8 @@ def test_report_counts_disclosures_consultations_and_erasures_of_the_period(
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     # The same disclosures; consultations grew by the first report's own export, now under a checkpoint.
     assert [r for r in table if r["section"] == "disclosures"] == [
-        {k: str(v) for k, v in r.items()} for r in rows if r["section"] == "disclosures"]
+        {k: str(v) for k, v in r.items()} for r in rows if r["section"] == "disclosures"
+    ]
     assert table[0]["detail"] == "ALERT=1; with case reference: 0"
 
     assert isb(["audit", "report", "--from", start.isoformat(), *connection]) == 0
@@ -87,8 +91,11 @@ def test_report_counts_disclosures_consultations_and_erasures_of_the_period(
 
 
 def test_report_of_a_tampered_export_fails(
-    agencies: dict[str, AgencyClient], broker: RunningBroker, pki: DevPki,
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    agencies: dict[str, AgencyClient],
+    broker: RunningBroker,
+    pki: DevPki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """An export changed after the fact yields no report: the verification fails first."""
     agencies["FR-CUSTOMS"].send(["DE-BKA"], b"a", tlp="GREEN", legal_basis="NAPLES-II")
@@ -112,14 +119,19 @@ def test_report_of_a_tampered_export_fails(
 
 
 def test_report_counts_a_purge_run_of_the_period(
-    broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    broker_factory: Any,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A real purge (`isb admin retention`) of an alert past its 1-second period is a row of the purges section."""
     policy = dev_policy_plus(tmp_path, '\n[[retention.rules]]\nname = "short"\nkinds = ["ALERT"]\nenvelopes = "1s"\n')
     broker = broker_factory(policy_file=policy)
     police = AgencyClient.from_dir(broker.target, pki.directory, "DE-BKA", keystore=tmp_path / "keys" / "DE-BKA")
-    customs = AgencyClient.from_dir(broker.target, pki.directory, "FR-CUSTOMS",
-                                    keystore=tmp_path / "keys" / "FR-CUSTOMS")
+    customs = AgencyClient.from_dir(
+        broker.target, pki.directory, "FR-CUSTOMS", keystore=tmp_path / "keys" / "FR-CUSTOMS"
+    )
     police.publish_key()
     start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     customs.send(["DE-BKA"], b"short-lived", tlp="GREEN")

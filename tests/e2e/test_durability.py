@@ -56,7 +56,7 @@ class AcknowledgedSends:
 
     def _batches(self) -> Iterator[broker_pb2.SendBatch]:
         for i in range(0, len(self._envelopes), BATCH):
-            yield broker_pb2.SendBatch(envelopes=self._envelopes[i:i + BATCH])
+            yield broker_pb2.SendBatch(envelopes=self._envelopes[i : i + BATCH])
 
     def _run(self) -> None:
         try:
@@ -90,8 +90,9 @@ def _collect(client: AgencyClient, wanted: set[str], timeout: float) -> set[str]
     return delivered
 
 
-def test_every_acknowledged_send_is_delivered_after_sigkill(broker_process: BrokerProcess, pki: DevPki,
-                                                            tmp_path: Path) -> None:
+def test_every_acknowledged_send_is_delivered_after_sigkill(
+    broker_process: BrokerProcess, pki: DevPki, tmp_path: Path
+) -> None:
     """A broker killed with SIGKILL mid-burst delivers, after restart, every send it had acknowledged."""
     keystore = tmp_path / "keys" / RECIPIENT
     with AgencyClient.from_dir(broker_process.target, pki.directory, RECIPIENT, keystore=keystore) as recipient:

@@ -46,7 +46,9 @@ def _first(client: AgencyClient, timeout: float = 5, **kwargs: Any) -> Any:
 
 
 def test_three_recipients_read_it_a_fourth_agency_cannot_and_the_database_holds_no_plaintext(
-    five: tuple[RunningBroker, dict[str, AgencyClient]], database: Database, tmp_path: Path,
+    five: tuple[RunningBroker, dict[str, AgencyClient]],
+    database: Database,
+    tmp_path: Path,
 ) -> None:
     """Each of three recipients opens the message; a fourth agency given the stored envelope cannot."""
     _, clients = five
@@ -59,8 +61,12 @@ def test_three_recipients_read_it_a_fourth_agency_cannot_and_the_database_holds_
     envelope = envelope_pb2.Envelope.FromString(bytes(stored))
     outsider = clients["ES-AEAT"]
     with pytest.raises(VerificationError, match="not addressed to ES-AEAT"):
-        open_envelope(envelope, recipient="ES-AEAT", keys=outsider._keyring.keys,
-                      sender_certificate=clients["FR-CUSTOMS"].identity.certificate)
+        open_envelope(
+            envelope,
+            recipient="ES-AEAT",
+            keys=outsider._keyring.keys,
+            sender_certificate=clients["FR-CUSTOMS"].identity.certificate,
+        )
     if database.kind == "sqlite":
         raw = b"".join(p.read_bytes() for p in database.path.parent.glob("broker.db*"))
     else:
@@ -99,8 +105,7 @@ def test_message_sealed_to_a_rotated_out_key_stays_readable(agencies: dict[str, 
 
 
 @pytest.mark.parametrize("part", ["header", "ciphertext", "wrapped_key", "outer_signature"])
-def test_flipped_bit_is_refused_by_the_broker(agencies: dict[str, AgencyClient], database: Database,
-                                              part: str) -> None:
+def test_flipped_bit_is_refused_by_the_broker(agencies: dict[str, AgencyClient], database: Database, part: str) -> None:
     """A flipped bit in header, ciphertext, wrapped key or outer signature is refused before storing."""
     customs = agencies["FR-CUSTOMS"]
     envelope = customs.seal(["DE-BKA"], b"alter me")
@@ -143,16 +148,25 @@ def test_inner_signature_not_the_senders_is_detected_by_the_recipient(agencies: 
     # another agency's inner signature, then give it a valid outer signature: only the recipient,
     # who decrypts, can notice.
     content_key, nonce = os.urandom(32), os.urandom(12)
-    envelope = seal(sender="FR-CUSTOMS", identity_key=customs.identity.private_key,
-                    certificate=customs.identity.certificate, recipients=["DE-BKA"],
-                    recipient_keys=customs.recipient_keys(["DE-BKA"]), kind=envelope_pb2.ALERT,
-                    body=b"forged inside", content_type="text/plain",
-                    handling=envelope_pb2.Handling(tlp=envelope_pb2.TLP_AMBER), _content_key=content_key, _nonce=nonce)
+    envelope = seal(
+        sender="FR-CUSTOMS",
+        identity_key=customs.identity.private_key,
+        certificate=customs.identity.certificate,
+        recipients=["DE-BKA"],
+        recipient_keys=customs.recipient_keys(["DE-BKA"]),
+        kind=envelope_pb2.ALERT,
+        body=b"forged inside",
+        content_type="text/plain",
+        handling=envelope_pb2.Handling(tlp=envelope_pb2.TLP_AMBER),
+        _content_key=content_key,
+        _nonce=nonce,
+    )
     header = envelope_pb2.Header.FromString(envelope.header)
     aad = _pae.content_aad(header)
     content = envelope_pb2.Content.FromString(AESGCM(content_key).decrypt(nonce, envelope.ciphertext[12:], aad))
-    content.inner_signature = sign_identity(partner.identity.private_key,
-                                            _pae.content_signing_input(header, content.content_type, content.body))
+    content.inner_signature = sign_identity(
+        partner.identity.private_key, _pae.content_signing_input(header, content.content_type, content.body)
+    )
     envelope.ciphertext = nonce + AESGCM(content_key).encrypt(nonce, content.SerializeToString(), aad)
     header.ciphertext_sha256 = hashlib.sha256(envelope.ciphertext).digest()
     envelope.header = header.SerializeToString()
@@ -187,14 +201,24 @@ def test_key_bundle_signed_by_wrong_key_or_expired_is_refused(agencies: dict[str
     police, partner = agencies["DE-BKA"], agencies["NL-FIOD"]
     now = dt.datetime.now(dt.UTC)
     key = EncryptionKey.generate()
-    forged = make_key_bundle("DE-BKA", key, identity_key=partner.identity.private_key,
-                             certificate=police.identity.certificate, not_before=now, not_after=now + dt.timedelta(1))
-    expired = make_key_bundle("DE-BKA", key, identity_key=police.identity.private_key,
-                              certificate=police.identity.certificate, not_before=now - dt.timedelta(days=3),
-                              not_after=now - dt.timedelta(days=1))
+    forged = make_key_bundle(
+        "DE-BKA",
+        key,
+        identity_key=partner.identity.private_key,
+        certificate=police.identity.certificate,
+        not_before=now,
+        not_after=now + dt.timedelta(1),
+    )
+    expired = make_key_bundle(
+        "DE-BKA",
+        key,
+        identity_key=police.identity.private_key,
+        certificate=police.identity.certificate,
+        not_before=now - dt.timedelta(days=3),
+        not_after=now - dt.timedelta(days=1),
+    )
     for bundle, reason in ((forged, "signature"), (expired, "expired")):
         with pytest.raises(RemoteError) as refused:
             police._call(police._stub.PublishKeyBundle, bundle)
         assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
         assert reason in refused.value.message
-

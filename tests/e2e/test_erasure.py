@@ -31,8 +31,12 @@ def _receive_one(client: AgencyClient) -> Any:
 
 
 def test_recall_is_confirmed_by_every_recipients_sdk_and_saved_copies_are_deleted(
-    agencies: dict[str, AgencyClient], broker: RunningBroker, pki: DevPki,
-    database: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    agencies: dict[str, AgencyClient],
+    broker: RunningBroker,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Both recipients erase what they saved, sign ERASED receipts naming the message; the sender sees both."""
     customs, fiod = agencies["FR-CUSTOMS"], agencies["NL-FIOD"]
@@ -93,7 +97,8 @@ def test_recall_is_confirmed_by_every_recipients_sdk_and_saved_copies_are_delete
 
 
 def test_erased_receipt_for_a_message_that_is_not_a_recall_is_refused(
-    agencies: dict[str, AgencyClient], database: Database,
+    agencies: dict[str, AgencyClient],
+    database: Database,
 ) -> None:
     """ERASED acknowledges a RECALL only: on an alert it is INVALID_ARGUMENT, nothing recorded, one refusal entry."""
     customs, police = agencies["FR-CUSTOMS"], agencies["DE-BKA"]

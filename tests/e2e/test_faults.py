@@ -61,7 +61,9 @@ def _clients(target: str, pki: DevPki, tmp_path: Path) -> dict[str, AgencyClient
 
 
 def test_full_disk_is_resource_exhausted_not_serving_then_recovers_with_nothing_lost(
-    full_disk_broker: tuple[RunningBroker, Path], pki: DevPki, tmp_path: Path,
+    full_disk_broker: tuple[RunningBroker, Path],
+    pki: DevPki,
+    tmp_path: Path,
 ) -> None:
     """SQLite on a full tmpfs: sends get RESOURCE_EXHAUSTED naming the disk, a refusal keeps its own status,
     health turns NOT_SERVING, auditors still read (their queries are recorded later), and once space is
@@ -104,8 +106,10 @@ def test_full_disk_is_resource_exhausted_not_serving_then_recovers_with_nothing_
         if received >= set(accepted):
             break
     assert received >= set(accepted)
-    print(f"\nfull disk: {len(accepted) - 6} sends after filling, NOT_SERVING after {to_not_serving:.2f} s, "
-          f"SERVING {to_serving:.2f} s after freeing space")
+    print(
+        f"\nfull disk: {len(accepted) - 6} sends after filling, NOT_SERVING after {to_not_serving:.2f} s, "
+        f"SERVING {to_serving:.2f} s after freeing space"
+    )
     export_verifies(auditor, pki, tmp_path / "log.jsonl")
     # The auditor's queries during the outage were recorded once the store was back.
     queries = [e for _, e in auditor.entries(event="audit.query")]
@@ -116,7 +120,8 @@ def test_full_disk_is_resource_exhausted_not_serving_then_recovers_with_nothing_
 
 
 def test_postgresql_stopped_and_restarted_under_load_unavailable_then_recovers_nothing_lost(
-    pki: DevPki, tmp_path: Path,
+    pki: DevPki,
+    tmp_path: Path,
 ) -> None:
     """A private PostgreSQL server stopped under a stream of sends: callers get only UNAVAILABLE (after the SDK's
     bounded retries with the broker's pushback), health turns NOT_SERVING and back to SERVING by itself once the
@@ -166,8 +171,10 @@ def test_postgresql_stopped_and_restarted_under_load_unavailable_then_recovers_n
             if received >= set(accepted):
                 break
         assert received >= set(accepted)
-        print(f"\npostgresql outage: {len(accepted)} sends accepted, {len(failures)} UNAVAILABLE after SDK retries, "
-              f"NOT_SERVING after {to_not_serving:.2f} s, SERVING {to_serving:.2f} s after the server started")
+        print(
+            f"\npostgresql outage: {len(accepted)} sends accepted, {len(failures)} UNAVAILABLE after SDK retries, "
+            f"NOT_SERVING after {to_not_serving:.2f} s, SERVING {to_serving:.2f} s after the server started"
+        )
         export_verifies(auditor_for(running.target, pki), pki, tmp_path / "log.jsonl")
     finally:
         running.stop()

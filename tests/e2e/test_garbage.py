@@ -36,8 +36,9 @@ def _payloads(seed: int) -> list[bytes]:
 
 
 def _channel(broker: RunningBroker, pki: DevPki, cert: Path, key: Path) -> grpc.Channel:
-    credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca_cert.read_bytes(),
-                                               private_key=key.read_bytes(), certificate_chain=cert.read_bytes())
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pki.ca_cert.read_bytes(), private_key=key.read_bytes(), certificate_chain=cert.read_bytes()
+    )
     return grpc.secure_channel(broker.target, credentials)
 
 
@@ -53,8 +54,9 @@ def _methods(channel: grpc.Channel) -> list[tuple[str, bool, bool]]:
     return methods
 
 
-def _call(channel: grpc.Channel, path: str, client_streaming: bool, server_streaming: bool,
-          payload: bytes) -> grpc.StatusCode:
+def _call(
+    channel: grpc.Channel, path: str, client_streaming: bool, server_streaming: bool, payload: bytes
+) -> grpc.StatusCode:
     """The status of one call carrying `payload` (raw bytes, no serializer)."""
     try:
         if client_streaming and server_streaming:
@@ -76,8 +78,10 @@ def _call(channel: grpc.Channel, path: str, client_streaming: bool, server_strea
 
 
 def _stored(database: Database) -> tuple[Any, ...]:
-    return tuple(database.scalar(f"SELECT count(*) FROM {table}")
-                 for table in ("messages", "deliveries", "key_bundles", "watchlist_lists", "forward_consents"))
+    return tuple(
+        database.scalar(f"SELECT count(*) FROM {table}")
+        for table in ("messages", "deliveries", "key_bundles", "watchlist_lists", "forward_consents")
+    )
 
 
 @pytest.fixture
@@ -88,7 +92,11 @@ def roles(pki: DevPki) -> dict[str, tuple[Path, Path]]:
 
 @pytest.mark.slow
 def test_malformed_bytes_to_every_method_get_clean_statuses_and_store_nothing(
-    broker_factory: Any, pki: DevPki, database: Database, roles: dict[str, tuple[Path, Path]], tmp_path: Path,
+    broker_factory: Any,
+    pki: DevPki,
+    database: Database,
+    roles: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
 ) -> None:
     """Every method of every service, every role: no UNKNOWN or INTERNAL, nothing stored, SERVING after."""
     # A private copy of the policy: an empty ApplyPolicy (b"" parses) may replace the running file.
@@ -117,7 +125,10 @@ def test_malformed_bytes_to_every_method_get_clean_statuses_and_store_nothing(
 
 
 def test_request_that_does_not_parse_is_invalid_argument_audited_with_the_caller(
-    broker: RunningBroker, pki: DevPki, database: Database, roles: dict[str, tuple[Path, Path]],
+    broker: RunningBroker,
+    pki: DevPki,
+    database: Database,
+    roles: dict[str, tuple[Path, Path]],
 ) -> None:
     """Bytes that are not a SendRequest: INVALID_ARGUMENT naming the message type, audited with the caller."""
     cert, key = roles["agency"]
@@ -131,7 +142,10 @@ def test_request_that_does_not_parse_is_invalid_argument_audited_with_the_caller
 
 
 def test_send_stream_with_a_corrupt_batch_ends_with_an_error_not_ok(
-    broker: RunningBroker, pki: DevPki, database: Database, roles: dict[str, tuple[Path, Path]],
+    broker: RunningBroker,
+    pki: DevPki,
+    database: Database,
+    roles: dict[str, tuple[Path, Path]],
 ) -> None:
     """A SendStream whose second batch does not parse ends with INVALID_ARGUMENT (it used to end with OK)."""
     cert, key = roles["agency"]

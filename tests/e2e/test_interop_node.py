@@ -36,8 +36,9 @@ def _node() -> str:
 
 
 def _run(args: list[str], env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(args, cwd=INTEROP, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                            timeout=180, check=False)
+    result = subprocess.run(
+        args, cwd=INTEROP, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=180, check=False
+    )
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result.stdout
 
@@ -61,29 +62,50 @@ def test_node_client_interoperates_with_the_python_sdk(broker: RunningBroker, pk
     work = tmp_path / "interop"
     work.mkdir()
     keys = tmp_path / "keys"
-    with AgencyClient.from_dir(broker.target, pki.directory, "FR-CUSTOMS", keystore=keys / "FR-CUSTOMS") as customs, \
-            AgencyClient.from_dir(broker.target, pki.directory, "DE-BKA", keystore=keys / "DE-BKA") as police:
+    with (
+        AgencyClient.from_dir(broker.target, pki.directory, "FR-CUSTOMS", keystore=keys / "FR-CUSTOMS") as customs,
+        AgencyClient.from_dir(broker.target, pki.directory, "DE-BKA", keystore=keys / "DE-BKA") as police,
+    ):
         customs.publish_key()
         police.publish_key(MLKEM768_X25519)
         # 1. Node generates NL-FIOD's X-Wing key and publishes its bundle; the Python SDK verifies it and seals to it.
-        published = json.loads(_run([node, "bin/publish-key.mjs", broker.target, str(pki.directory), "NL-FIOD",
-                                     X_WING_SUITE, str(work / "node-key.json")]))
+        published = json.loads(
+            _run(
+                [
+                    node,
+                    "bin/publish-key.mjs",
+                    broker.target,
+                    str(pki.directory),
+                    "NL-FIOD",
+                    X_WING_SUITE,
+                    str(work / "node-key.json"),
+                ]
+            )
+        )
         bundle = customs.recipient_keys(["NL-FIOD"])["NL-FIOD"]
         assert bundle.key_id == published["key_id"]
         body = b'{"category": "IED_PRECURSOR", "from": "python"}'
         sent = customs.send(["NL-FIOD"], body, content_type="application/json", tlp="AMBER")
-        (work / "python-sent.json").write_text(json.dumps(
-            {"message_id": sent.message_id, "body_hex": body.hex(), "content_type": "application/json"}))
+        (work / "python-sent.json").write_text(
+            json.dumps({"message_id": sent.message_id, "body_hex": body.hex(), "content_type": "application/json"})
+        )
         # 2. Node opens it and acknowledges, seals an alert to DE-BKA, and verifies checkpoint, proof and export.
-        env = {"ISB_INTEROP_TARGET": broker.target, "ISB_INTEROP_CERTS": str(pki.directory),
-               "ISB_INTEROP_TRUST_DOMAIN": "isb.dev", "ISB_INTEROP_WORK": str(work)}
+        env = {
+            "ISB_INTEROP_TARGET": broker.target,
+            "ISB_INTEROP_CERTS": str(pki.directory),
+            "ISB_INTEROP_TRUST_DOMAIN": "isb.dev",
+            "ISB_INTEROP_WORK": str(work),
+        }
         _passed_all(_run([node, "--test", "test/live.test.mjs"], env), 4)
         # 3. Both Python recipients open Node's alert (DE-BKA by name, X-Wing; FR-CUSTOMS through EU-CUSTOMS, X25519).
         node_sent = json.loads((work / "node-sent.json").read_text())
         for client in (police, customs):
             received = next(iter(client.deliveries(timeout=10)))
             assert (received.message_id, received.sender, received.body.hex()) == (
-                node_sent["message_id"], "NL-FIOD", node_sent["body_hex"])
+                node_sent["message_id"],
+                "NL-FIOD",
+                node_sent["body_hex"],
+            )
             assert received.content_type == "application/json"
             assert list(received.header.recipients) == ["EU-CUSTOMS", "DE-BKA"]
             assert received.envelope_sha256.hex() == node_sent["envelope_sha256_hex"]

@@ -66,16 +66,28 @@ def _refused_send(database: Database, send: Any, expected: str) -> dict[str, Any
     return entry
 
 
-@pytest.mark.parametrize(("options", "expected"), [
-    ({"tlp": "AMBER", "case_reference": "FR-2026-0042"}, "header.legal_basis is required for ALERT at AMBER"),
-    ({"tlp": "RED", "kind": 2, "legal_basis": "LED-ART8"}, "header.case_reference is required for REQUEST at RED"),
-    ({"tlp": "GREEN", "legal_basis": "GDPR-ART6"}, "header.legal_basis 'GDPR-ART6' is not an accepted legal-basis "
-     "code; accepted: LED-ART8, NAPLES-II, REG-515-97, FD-2006-960, SIS-ART36"),
-    ({"tlp": "GREEN", "case_reference": "C" * 500}, "header.case_reference is 500 characters long, over the limit "
-     "of 128"),
-], ids=["missing-legal-basis", "missing-case-reference", "unknown-code", "over-long-case-reference"])
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"tlp": "AMBER", "case_reference": "FR-2026-0042"}, "header.legal_basis is required for ALERT at AMBER"),
+        ({"tlp": "RED", "kind": 2, "legal_basis": "LED-ART8"}, "header.case_reference is required for REQUEST at RED"),
+        (
+            {"tlp": "GREEN", "legal_basis": "GDPR-ART6"},
+            "header.legal_basis 'GDPR-ART6' is not an accepted legal-basis "
+            "code; accepted: LED-ART8, NAPLES-II, REG-515-97, FD-2006-960, SIS-ART36",
+        ),
+        (
+            {"tlp": "GREEN", "case_reference": "C" * 500},
+            "header.case_reference is 500 characters long, over the limit of 128",
+        ),
+    ],
+    ids=["missing-legal-basis", "missing-case-reference", "unknown-code", "over-long-case-reference"],
+)
 def test_unjustified_send_is_refused_naming_the_field_and_stores_nothing(
-    agencies: dict[str, AgencyClient], database: Database, options: dict[str, Any], expected: str,
+    agencies: dict[str, AgencyClient],
+    database: Database,
+    options: dict[str, Any],
+    expected: str,
 ) -> None:
     """A required field missing, a code off the policy's list or a field over its limit: INVALID_ARGUMENT naming
     the field (and the accepted codes), nothing stored, one bounded refusal entry that quotes no long value."""
@@ -86,7 +98,11 @@ def test_unjustified_send_is_refused_naming_the_field_and_stores_nothing(
 
 
 def test_disclosures_record_legal_basis_case_reference_and_the_asserted_operator(
-    agencies: dict[str, AgencyClient], database: Database, broker: RunningBroker, pki: DevPki, tmp_path: Path,
+    agencies: dict[str, AgencyClient],
+    database: Database,
+    broker: RunningBroker,
+    pki: DevPki,
+    tmp_path: Path,
 ) -> None:
     """A send, and the forward of it, record their justification; the operator is marked as asserted by the sender."""
     police, fiod = agencies["DE-BKA"], agencies["NL-FIOD"]
@@ -123,14 +139,42 @@ def test_disclosures_record_legal_basis_case_reference_and_the_asserted_operator
 
 
 def test_isb_send_takes_the_justification_options(
-    agencies: dict[str, AgencyClient], database: Database, broker: RunningBroker,
-    pki: DevPki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    agencies: dict[str, AgencyClient],
+    database: Database,
+    broker: RunningBroker,
+    pki: DevPki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`isb send --legal-basis --case-ref --operator` carries all three into the audit entry."""
     certs = copy_pki(pki, tmp_path / "pki")  # the CLI keeps its trust state under --certs
-    assert isb(["send", "--broker", broker.target, "--agency", "FR-CUSTOMS", "--certs", str(certs), "--to", "DE-BKA",
-                "--tlp", "AMBER", "--text", "x", "--legal-basis", "REG-515-97", "--case-ref", "DOS-9",
-                "--operator", "agent-4", "--json"]) == 0
+    assert (
+        isb(
+            [
+                "send",
+                "--broker",
+                broker.target,
+                "--agency",
+                "FR-CUSTOMS",
+                "--certs",
+                str(certs),
+                "--to",
+                "DE-BKA",
+                "--tlp",
+                "AMBER",
+                "--text",
+                "x",
+                "--legal-basis",
+                "REG-515-97",
+                "--case-ref",
+                "DOS-9",
+                "--operator",
+                "agent-4",
+                "--json",
+            ]
+        )
+        == 0
+    )
     sent = json.loads(capsys.readouterr().out)
     fields = next(e["fields"] for e in _entries(database, "envelope.accepted") if e["message_id"] == sent["message_id"])
     assert (fields["legal_basis"], fields["case_reference"], fields["operator"]) == ("REG-515-97", "DOS-9", "agent-4")
@@ -155,7 +199,10 @@ def _auditor(
 
 
 def test_consultations_record_their_justification_in_the_verified_export(
-    agencies: dict[str, AgencyClient], broker: RunningBroker, pki: DevPki, tmp_path: Path,
+    agencies: dict[str, AgencyClient],
+    broker: RunningBroker,
+    pki: DevPki,
+    tmp_path: Path,
 ) -> None:
     """An auditor's query, proof and export and an agency's directory lookup show their justification in
     the export, which verifies offline."""
@@ -195,7 +242,10 @@ def test_consultations_record_their_justification_in_the_verified_export(
 
 
 def test_consultation_with_an_unknown_legal_basis_is_refused_and_audited(
-    agencies: dict[str, AgencyClient], broker: RunningBroker, pki: DevPki, database: Database,
+    agencies: dict[str, AgencyClient],
+    broker: RunningBroker,
+    pki: DevPki,
+    database: Database,
 ) -> None:
     """An export asked with a code outside the policy's list is INVALID_ARGUMENT listing the codes; one refusal."""
     refusals = len(_entries(database, "request.rejected"))
@@ -209,12 +259,14 @@ def test_consultation_with_an_unknown_legal_basis_is_refused_and_audited(
 
 
 def test_watchlist_version_needs_its_required_legal_basis_and_records_it(
-    agencies: dict[str, AgencyClient], database: Database,
+    agencies: dict[str, AgencyClient],
+    database: Database,
 ) -> None:
     """A watchlist publication is a disclosure: refused without its required legal basis, recorded with it."""
     owner = agencies["FR-CUSTOMS"]
-    watchlist = create_watchlist(owner, "FR-CUSTOMS/wanted", subscribers=["DE-BKA"], title="Wanted",
-                                 entry_types=[payload_pb2.ENTITY_PERSON])
+    watchlist = create_watchlist(
+        owner, "FR-CUSTOMS/wanted", subscribers=["DE-BKA"], title="Wanted", entry_types=[payload_pb2.ENTITY_PERSON]
+    )
     update = payload_pb2.WatchlistUpdate(watchlist_id="FR-CUSTOMS/wanted", version=1, snapshot=True)
     refusals = len(_entries(database, "request.rejected"))
     with pytest.raises(RemoteError) as refused:
@@ -225,5 +277,8 @@ def test_watchlist_version_needs_its_required_legal_basis_and_records_it(
     assert database.scalar("SELECT count(*) FROM watchlist_versions") == 0
     publish_update(owner, update, watchlist=watchlist, legal_basis="SIS-ART36", operator="op-9")
     (published,) = _entries(database, "watchlist.published")
-    assert (published["fields"]["legal_basis"], published["fields"]["operator"],
-            published["fields"]["operator_asserted_by"]) == ("SIS-ART36", "op-9", "FR-CUSTOMS")
+    assert (
+        published["fields"]["legal_basis"],
+        published["fields"]["operator"],
+        published["fields"]["operator_asserted_by"],
+    ) == ("SIS-ART36", "op-9", "FR-CUSTOMS")

@@ -20,7 +20,9 @@ MARKER = b"LOG-MARKER passport X1234567 of Jane DOE"
 
 
 def test_logs_are_json_with_request_id_and_caller_and_never_plaintext_or_keys(
-    pki: DevPki, database: Database, tmp_path: Path,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
 ) -> None:
     """A send and delivery leave JSON log lines naming request and caller; no payload or private key appears."""
     database.engine.dispose()
@@ -47,7 +49,9 @@ def test_logs_are_json_with_request_id_and_caller_and_never_plaintext_or_keys(
 
 
 def test_everything_the_broker_prints_is_json_and_a_refused_handshake_names_its_cause(
-    pki: DevPki, database: Database, tmp_path: Path,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
 ) -> None:
     """Start-up (Alembic included) and a handshake with a certificate of another CA leave only JSON
     lines, among them a `tls.handshake_failed` event naming the verification failure."""

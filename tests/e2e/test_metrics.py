@@ -29,8 +29,9 @@ def _context(pki: DevPki, with_certificate: bool) -> ssl.SSLContext:
     return context
 
 
-def test_metrics_need_a_client_certificate_and_count_envelopes(broker_factory: Any, pki: DevPki,
-                                                              tmp_path: Path) -> None:
+def test_metrics_need_a_client_certificate_and_count_envelopes(
+    broker_factory: Any, pki: DevPki, tmp_path: Path
+) -> None:
     """/metrics answers a scraper with a certificate of the CA, counts accepted envelopes, and refuses others."""
     port = _free_port()
     broker = broker_factory(metrics_listen=f"127.0.0.1:{port}")
@@ -50,8 +51,9 @@ def test_metrics_need_a_client_certificate_and_count_envelopes(broker_factory: A
         urllib.request.urlopen(url, context=_context(pki, False), timeout=5).read()
 
 
-def test_dashboard_metrics_show_queue_depth_latency_checkpoints_and_expiry(broker_factory: Any, pki: DevPki,
-                                                                          tmp_path: Path) -> None:
+def test_dashboard_metrics_show_queue_depth_latency_checkpoints_and_expiry(
+    broker_factory: Any, pki: DevPki, tmp_path: Path
+) -> None:
     """A message queued for an agency without a stream shows in isb_queue_depth; a delivery observes the
     latency histogram; checkpoint time and certificate expiry are exported for the Grafana dashboard."""
     port = _free_port()

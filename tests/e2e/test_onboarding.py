@@ -41,8 +41,9 @@ def test_install_lays_out_a_folder_every_command_finds(ca: Path, tmp_path: Path)
     assert 'trust_domain = "isb.dev"' in config
 
 
-def test_install_refuses_a_certificate_from_another_ca(ca: Path, pki: DevPki, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_install_refuses_a_certificate_from_another_ca(
+    ca: Path, pki: DevPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A certificate that does not chain to the given ca.crt is one error line, and no folder is made ready."""
     folder = tmp_path / "it-gdf"
     assert main(["pki", "request", "--agency", "IT-GDF", "--out", str(folder)]) == 0
@@ -60,12 +61,16 @@ def test_install_refuses_a_certificate_from_another_ca(ca: Path, pki: DevPki, tm
 
 def _refusal(database: Database) -> dict[str, Any]:
     entry = database.scalar(
-        "SELECT entry FROM audit_entries WHERE event = 'request.rejected' ORDER BY leaf_index DESC LIMIT 1")
+        "SELECT entry FROM audit_entries WHERE event = 'request.rejected' ORDER BY leaf_index DESC LIMIT 1"
+    )
     return dict(json.loads(bytes(entry)))
 
 
 def test_key_bundle_of_an_unregistered_agency_is_refused_and_audited(
-    ca: Path, tmp_path: Path, broker_factory: Any, database: Database,
+    ca: Path,
+    tmp_path: Path,
+    broker_factory: Any,
+    database: Database,
 ) -> None:
     """PublishKeyBundle from a valid certificate of an agency nobody registered is PERMISSION_DENIED,
     stores no bundle, and leaves an audit entry naming the caller and the RPC."""
@@ -83,7 +88,10 @@ def test_key_bundle_of_an_unregistered_agency_is_refused_and_audited(
 
 
 def test_keys_publish_of_an_unregistered_agency_names_the_register_command(
-    ca: Path, tmp_path: Path, broker_factory: Any, capsys: pytest.CaptureFixture[str],
+    ca: Path,
+    tmp_path: Path,
+    broker_factory: Any,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`isb keys publish` before registration is one line: the cause, and `isb admin register IT-GDF` as the fix."""
     folder = _issue_new_agency(ca, tmp_path / "it-gdf")
@@ -91,5 +99,7 @@ def test_keys_publish_of_an_unregistered_agency_names_the_register_command(
     capsys.readouterr()
     assert main(["keys", "publish", "--agency", "IT-GDF", "--certs", str(folder), "--broker", broker.target]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == ("isb: error: PERMISSION_DENIED: agency IT-GDF is not registered with this broker; "
-                   "an admin registers it with `isb admin register IT-GDF`")
+    assert err == (
+        "isb: error: PERMISSION_DENIED: agency IT-GDF is not registered with this broker; "
+        "an admin registers it with `isb admin register IT-GDF`"
+    )

@@ -43,6 +43,7 @@ def _bad_inner_signature(client: AgencyClient, envelope: envelope_pb2.Envelope) 
         content = envelope_pb2.Content.FromString(plaintext)
         content.inner_signature = content.inner_signature[:-1] + bytes([content.inner_signature[-1] ^ 1])
         return content.SerializeToString()
+
     _reencrypt(client, envelope, flip)
 
 
@@ -73,8 +74,10 @@ def _receive_one(police: AgencyClient) -> tuple[Any, list[InvalidDelivery]]:
 
 @pytest.mark.parametrize(("poison", "reason"), [p[1:] for p in POISONS], ids=[p[0] for p in POISONS])
 def test_poison_queued_before_a_good_message_is_rejected_and_the_good_one_arrives(
-    agencies: dict[str, AgencyClient], database: Database,
-    poison: Callable[[AgencyClient, envelope_pb2.Envelope], None], reason: str,
+    agencies: dict[str, AgencyClient],
+    database: Database,
+    poison: Callable[[AgencyClient, envelope_pb2.Envelope], None],
+    reason: str,
 ) -> None:
     """Inner-layer poison the broker cannot see: REJECTED receipt with the reason, reported, stream moves on."""
     customs, police = agencies["FR-CUSTOMS"], agencies["DE-BKA"]
@@ -94,7 +97,10 @@ def test_poison_queued_before_a_good_message_is_rejected_and_the_good_one_arrive
 
 
 def test_header_the_sdk_refuses_is_rejected_and_the_stream_moves_on(
-    broker: RunningBroker, pki: DevPki, database: Database, tmp_path: Any,
+    broker: RunningBroker,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Any,
 ) -> None:
     """A stored header with priority 99 (as a broker before validation stored it): REJECTED, then the next one."""
     customs = AgencyClient.from_dir(broker.target, pki.directory, "FR-CUSTOMS", keystore=tmp_path / "fr")
@@ -108,10 +114,12 @@ def test_header_the_sdk_refuses_is_rejected_and_the_stream_moves_on(
     stored = bad.SerializeToString()
     broker.stop()
     with database.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE messages SET envelope = %(e)s, envelope_sha256 = %(d)s WHERE message_id = %(m)s"
-                             if database.kind == "postgresql" else
-                             "UPDATE messages SET envelope = :e, envelope_sha256 = :d WHERE message_id = :m",
-                             {"e": stored, "d": hashlib.sha256(stored).digest(), "m": bad_id})
+        conn.exec_driver_sql(
+            "UPDATE messages SET envelope = %(e)s, envelope_sha256 = %(d)s WHERE message_id = %(m)s"
+            if database.kind == "postgresql"
+            else "UPDATE messages SET envelope = :e, envelope_sha256 = :d WHERE message_id = :m",
+            {"e": stored, "d": hashlib.sha256(stored).digest(), "m": bad_id},
+        )
     broker.loop = asyncio.new_event_loop()
     broker.start()
     customs = AgencyClient.from_dir(broker.target, pki.directory, "FR-CUSTOMS", keystore=tmp_path / "fr")

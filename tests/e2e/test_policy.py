@@ -110,14 +110,18 @@ def _attempt(database: Database, send: Any, refused_by: str | None) -> None:
 
 
 def test_sends_and_forwards_are_allowed_or_refused_exactly_as_the_policy_says(
-    world: tuple[RunningBroker, dict[str, AgencyClient], Path], database: Database,
+    world: tuple[RunningBroker, dict[str, AgencyClient], Path],
+    database: Database,
 ) -> None:
     """Thirty-five sends and forwards across three groups and all five handling codes, each as the policy says."""
     _, clients, _ = world
     for row in SENDS:
         client = clients[row.sender]
-        _attempt(database, lambda c=client, r=row: c.send(list(r.to), b"table", kind=envelope_pb2.Kind.Value(r.kind),
-                                                          tlp=r.tlp), row.refused_by)
+        _attempt(
+            database,
+            lambda c=client, r=row: c.send(list(r.to), b"table", kind=envelope_pb2.Kind.Value(r.kind), tlp=r.tlp),
+            row.refused_by,
+        )
     for agency in AGENCIES:  # drain what the allowed sends delivered
         for message in clients[agency].deliveries(timeout=0.5):
             clients[agency].ack(message)
@@ -147,7 +151,8 @@ def test_forwarded_message_verifies_as_written_by_its_original_sender(
 
 
 def test_forwarder_cannot_change_the_handling_code(
-    world: tuple[RunningBroker, dict[str, AgencyClient], Path], database: Database,
+    world: tuple[RunningBroker, dict[str, AgencyClient], Path],
+    database: Database,
 ) -> None:
     """A forward that lowers AMBER to CLEAR is refused by the broker and stores nothing."""
     _, clients, _ = world
@@ -156,21 +161,25 @@ def test_forwarder_cannot_change_the_handling_code(
     body = forwarded_content(received.envelope, received.opened, received.sender_certificate)
 
     def lowered() -> Any:
-        return clients["DE-BKA"].send(["US-CBP"], body, content_type=FORWARDED_CONTENT_TYPE, tlp="CLEAR",
-                                      references=received.message_id)
+        return clients["DE-BKA"].send(
+            ["US-CBP"], body, content_type=FORWARDED_CONTENT_TYPE, tlp="CLEAR", references=received.message_id
+        )
 
     _attempt(database, lowered, "(builtin:forward-keeps-handling)")
 
 
 def _admin(broker: RunningBroker, pki_dir: Path, who: str = "admin") -> Any:
-    creds = grpc.ssl_channel_credentials(root_certificates=(pki_dir / "ca.crt").read_bytes(),
-                                         private_key=(pki_dir / f"{who}.key").read_bytes(),
-                                         certificate_chain=(pki_dir / f"{who}.crt").read_bytes())
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(pki_dir / "ca.crt").read_bytes(),
+        private_key=(pki_dir / f"{who}.key").read_bytes(),
+        certificate_chain=(pki_dir / f"{who}.crt").read_bytes(),
+    )
     return admin_pb2_grpc.AdminServiceStub(grpc.secure_channel(broker.target, creds))
 
 
 def test_invalid_policy_is_refused_naming_its_line_and_the_old_one_keeps_working(
-    world: tuple[RunningBroker, dict[str, AgencyClient], Path], database: Database,
+    world: tuple[RunningBroker, dict[str, AgencyClient], Path],
+    database: Database,
 ) -> None:
     """ApplyPolicy with an unknown group fails naming the line; an invalid file edit is ignored; sends go on."""
     broker, clients, policy_file = world
@@ -188,7 +197,8 @@ def test_invalid_policy_is_refused_naming_its_line_and_the_old_one_keeps_working
 
 
 def test_valid_policy_change_takes_effect_on_next_send_without_restart(
-    world: tuple[RunningBroker, dict[str, AgencyClient], Path], database: Database,
+    world: tuple[RunningBroker, dict[str, AgencyClient], Path],
+    database: Database,
 ) -> None:
     """Removing the G7 rule from the file refuses the next G7 send, and the change is audited."""
     _, clients, policy_file = world
@@ -209,13 +219,15 @@ def test_agency_asks_which_rule_applies_and_may_ask_only_about_itself(
     """ExplainPolicy answers an agency about its own sends, naming the rule, and refuses questions about others."""
     broker, _, policy_file = world
     agency = _admin(broker, policy_file.parent / "pki-extended", "FR-CUSTOMS")
-    yes = agency.ExplainPolicy(admin_pb2.ExplainPolicyRequest(kind="ALERT", tlp="AMBER", recipients=["EU-CUSTOMS"]),
-                               timeout=5)
+    yes = agency.ExplainPolicy(
+        admin_pb2.ExplainPolicyRequest(kind="ALERT", tlp="AMBER", recipients=["EU-CUSTOMS"]), timeout=5
+    )
     assert yes.allowed
     assert "eu-customs" in yes.rule
     assert list(yes.expanded_recipients) == ["FR-DNRED", "NL-FIOD"]
-    no = agency.ExplainPolicy(admin_pb2.ExplainPolicyRequest(kind="ALERT", tlp="RED", recipients=["EU-CUSTOMS"]),
-                              timeout=5)
+    no = agency.ExplainPolicy(
+        admin_pb2.ExplainPolicyRequest(kind="ALERT", tlp="RED", recipients=["EU-CUSTOMS"]), timeout=5
+    )
     assert not no.allowed
     assert "RED" in no.reason
     with pytest.raises(grpc.RpcError) as refused:
@@ -224,7 +236,9 @@ def test_agency_asks_which_rule_applies_and_may_ask_only_about_itself(
 
 
 def test_admin_cli_validates_diffs_applies_and_shows_the_running_policy(
-    world: tuple[RunningBroker, dict[str, AgencyClient], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    world: tuple[RunningBroker, dict[str, AgencyClient], Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`isb admin policy-validate` names the bad line and diffs; `policy-apply` takes effect; `policy-show` shows it."""
     broker, clients, policy_file = world
@@ -251,7 +265,8 @@ def test_admin_cli_validates_diffs_applies_and_shows_the_running_policy(
 
 
 def test_owner_consent_releases_a_forward_the_policy_refuses_but_not_past_the_organisation_bound(
-    world: tuple[RunningBroker, dict[str, AgencyClient], Path], database: Database,
+    world: tuple[RunningBroker, dict[str, AgencyClient], Path],
+    database: Database,
 ) -> None:
     """A refused forward asks the owner; the owner's signed consent releases it; AMBER+STRICT stays bound."""
     _, clients, _ = world

@@ -18,7 +18,9 @@ from tests.e2e.conftest import REPO, Database, RunningBroker
 
 EXAMPLE = REPO / "examples" / "policy-dev.toml"
 # Every dev agency is named, but only customs and FIOD may exchange anything: the BKA is cut off.
-WITHOUT_BKA = EXAMPLE.read_text().split("[[groups]]", 1)[0] + """
+WITHOUT_BKA = (
+    EXAMPLE.read_text().split("[[groups]]", 1)[0]
+    + """
 [[rules]]
 name = "customs-only"
 senders = ["FR-CUSTOMS", "NL-FIOD"]
@@ -26,6 +28,7 @@ recipients = ["FR-CUSTOMS", "NL-FIOD"]
 kinds = ["ALERT"]
 handling = ["CLEAR", "GREEN"]
 """
+)
 
 
 def _digest(path: Path) -> str:
@@ -38,7 +41,10 @@ def _admin(broker: RunningBroker, pki: DevPki) -> AdminClient:
 
 
 def test_empty_policy_is_refused_unless_forced_and_never_rewrites_the_example(
-    broker: RunningBroker, agencies: dict[str, AgencyClient], pki: DevPki, database: Database,
+    broker: RunningBroker,
+    agencies: dict[str, AgencyClient],
+    pki: DevPki,
+    database: Database,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """An empty document is FAILED_PRECONDITION naming the cause; sends still pass; `policy-apply --force` applies
@@ -66,7 +72,9 @@ def test_empty_policy_is_refused_unless_forced_and_never_rewrites_the_example(
 
 
 def test_policy_cutting_off_a_registered_agency_is_refused_naming_it(
-    broker: RunningBroker, agencies: dict[str, AgencyClient], pki: DevPki,
+    broker: RunningBroker,
+    agencies: dict[str, AgencyClient],
+    pki: DevPki,
 ) -> None:
     """A policy under which DE-BKA (registered) could neither send nor receive is refused naming DE-BKA only;
     with force it applies."""
@@ -84,7 +92,10 @@ def test_policy_cutting_off_a_registered_agency_is_refused_naming_it(
 
 
 def test_policy_validate_errors_name_the_file_checked(
-    broker: RunningBroker, pki: DevPki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    broker: RunningBroker,
+    pki: DevPki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`isb admin policy-validate FILE` prints errors labelled with FILE, not the running policy's name."""
     bad = tmp_path / "proposed-change.toml"

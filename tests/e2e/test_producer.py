@@ -27,7 +27,8 @@ def _forged(envelope: envelope_pb2.Envelope) -> envelope_pb2.Envelope:
 
 
 def test_burst_is_accepted_and_each_future_gets_its_own_acceptance(
-    agencies: dict[str, AgencyClient], database: Database,
+    agencies: dict[str, AgencyClient],
+    database: Database,
 ) -> None:
     """200 envelopes through one producer: each future names its message, all are stored, audited and delivered."""
     customs, police = agencies["FR-CUSTOMS"], agencies["DE-BKA"]
@@ -52,7 +53,8 @@ def test_burst_is_accepted_and_each_future_gets_its_own_acceptance(
 
 
 def test_refused_envelope_fails_alone_and_the_rest_of_its_batch_is_stored(
-    agencies: dict[str, AgencyClient], database: Database,
+    agencies: dict[str, AgencyClient],
+    database: Database,
 ) -> None:
     """A forged signature among good envelopes: its future fails INVALID_ARGUMENT, audited; the others pass."""
     customs = agencies["FR-CUSTOMS"]
@@ -67,14 +69,20 @@ def test_refused_envelope_fails_alone_and_the_rest_of_its_batch_is_stored(
     assert [f.result().message_id for f in futures[:2] + futures[3:]] == [_message_id(e) for e in good]
     stored = {row[0] for row in database.rows("SELECT message_id FROM messages")}
     assert stored == {_message_id(e) for e in good}
-    rejection = json.loads(bytes(database.scalar(
-        "SELECT entry FROM audit_entries WHERE event = 'request.rejected' ORDER BY leaf_index DESC LIMIT 1")))
+    rejection = json.loads(
+        bytes(
+            database.scalar(
+                "SELECT entry FROM audit_entries WHERE event = 'request.rejected' ORDER BY leaf_index DESC LIMIT 1"
+            )
+        )
+    )
     assert rejection["message_id"] == _message_id(forged)
     assert rejection["actor"] == "spiffe://isb.dev/agency/FR-CUSTOMS"
 
 
 def test_send_many_answers_in_order_with_duplicates_and_refusals(
-    agencies: dict[str, AgencyClient], database: Database,
+    agencies: dict[str, AgencyClient],
+    database: Database,
 ) -> None:
     """send_many: one outcome per envelope in order; a repeat is an idempotent duplicate, a forgery an error."""
     customs = agencies["FR-CUSTOMS"]
@@ -93,8 +101,9 @@ def test_send_many_answers_in_order_with_duplicates_and_refusals(
     assert database.scalar("SELECT count(*) FROM messages") == 2
 
 
-def test_unanswered_sends_fail_when_the_broker_goes_away(broker: RunningBroker,
-                                                         agencies: dict[str, AgencyClient]) -> None:
+def test_unanswered_sends_fail_when_the_broker_goes_away(
+    broker: RunningBroker, agencies: dict[str, AgencyClient]
+) -> None:
     """Broker stopped under a producer: answered sends keep their result, the rest fail, new submits raise."""
     customs = agencies["FR-CUSTOMS"]
     producer = customs.producer(linger=0.0)
@@ -112,8 +121,9 @@ def test_unanswered_sends_fail_when_the_broker_goes_away(broker: RunningBroker,
 
 
 @pytest.mark.parametrize("options", [{"linger": -0.1}, {"linger": 2.0}, {"batch_size": 0}, {"batch_size": 257}])
-def test_producer_refuses_settings_the_broker_would_refuse(agencies: dict[str, AgencyClient],
-                                                           options: dict[str, float]) -> None:
+def test_producer_refuses_settings_the_broker_would_refuse(
+    agencies: dict[str, AgencyClient], options: dict[str, float]
+) -> None:
     """A linger outside 0-1 s or a batch size outside 1-256 (the broker's limit) is a ValueError."""
     with pytest.raises(ValueError, match=r"linger|batch_size"):
         agencies["FR-CUSTOMS"].producer(**options)  # type: ignore[arg-type]

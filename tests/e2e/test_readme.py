@@ -32,7 +32,7 @@ def readme_commands(section: str, readme: Path = REPO / "README.md") -> list[str
     text = readme.read_text(encoding="utf-8")
     start = text.index(f"\n## {section}\n")
     end = text.find("\n## ", start + 1)
-    body = text[start:end if end > 0 else len(text)]
+    body = text[start : end if end > 0 else len(text)]
     commands: list[str] = []
     for block in re.findall(r"```sh\n(.*?)```", body, flags=re.DOTALL):
         lines = block.splitlines()
@@ -60,8 +60,13 @@ class Shell:
     def __init__(self, cwd: Path, broker: str) -> None:
         self.cwd = cwd
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ISB_")}
-        self.env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                        ISB_BROKER=broker, HOME=str(cwd), NO_COLOR="1", COLUMNS="200")
+        self.env.update(
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            ISB_BROKER=broker,
+            HOME=str(cwd),
+            NO_COLOR="1",
+            COLUMNS="200",
+        )
         self.message_id = ""
         self.transcript: list[str] = []
 
@@ -71,8 +76,15 @@ class Shell:
         if "MESSAGE_ID" in command:
             assert self.message_id, f"no message id for {command!r}"
             command = command.replace("MESSAGE_ID", self.message_id)
-        result = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=self.cwd, env=self.env,
-                                capture_output=True, text=True, timeout=60, check=False)
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", command],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         self.transcript.append(f"$ {command}\n{result.stdout}{result.stderr}")
         assert result.returncode == 0, "\n".join(self.transcript[-3:])
         assert "Traceback" not in result.stderr, result.stderr
@@ -92,7 +104,10 @@ def _repository_layout(pki: DevPki, tmp_path: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # some 25 `isb` processes, each importing the SDK: slow on a loaded machine
 def test_readme_walkthrough_and_adding_an_agency_work_as_written(
-    pki: DevPki, database: Database, broker_factory: Any, tmp_path: Path,
+    pki: DevPki,
+    database: Database,
+    broker_factory: Any,
+    tmp_path: Path,
 ) -> None:
     """Every command of the walkthrough and of "Adding an agency" succeeds, and each says what it should."""
     root = _repository_layout(pki, tmp_path)

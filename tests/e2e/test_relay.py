@@ -64,7 +64,10 @@ def test_alert_reaches_police_and_partner_who_ack_and_sender_sees_both_receipts(
 
 
 def test_offline_recipient_gets_backlog_after_broker_restart(
-    broker: RunningBroker, agencies: dict[str, AgencyClient], pki: DevPki, tmp_path: Path,
+    broker: RunningBroker,
+    agencies: dict[str, AgencyClient],
+    pki: DevPki,
+    tmp_path: Path,
 ) -> None:
     """A message sent while the recipient is offline survives a broker restart and is delivered on connect."""
     customs = agencies["FR-CUSTOMS"]
@@ -77,8 +80,9 @@ def test_offline_recipient_gets_backlog_after_broker_restart(
     police.close()
 
 
-def test_delivery_comes_back_after_lease_expires_when_not_acked(broker_factory: Any, pki: DevPki,
-                                                                 tmp_path: Path) -> None:
+def test_delivery_comes_back_after_lease_expires_when_not_acked(
+    broker_factory: Any, pki: DevPki, tmp_path: Path
+) -> None:
     """An unacknowledged delivery is delivered again, with a higher attempt number, after its lease."""
     broker = broker_factory(lease_seconds=1.0)
     customs = AgencyClient.from_dir(broker.target, pki.directory, "FR-CUSTOMS", keystore=tmp_path / "fr")
@@ -103,7 +107,8 @@ def test_higher_priority_is_delivered_first(agencies: dict[str, AgencyClient]) -
 
 
 def test_repeated_send_is_idempotent_and_other_bytes_under_same_id_are_refused(
-    agencies: dict[str, AgencyClient], database: Database,
+    agencies: dict[str, AgencyClient],
+    database: Database,
 ) -> None:
     """The same envelope twice creates one delivery; the same message id with other bytes gets ALREADY_EXISTS."""
     customs = agencies["FR-CUSTOMS"]
@@ -132,7 +137,9 @@ def _raw_stub(target: str, *, ca: bytes, cert: bytes | None = None, key: bytes |
 
 
 def test_client_without_certificate_fails_handshake_and_stores_nothing(
-    broker: RunningBroker, pki: DevPki, database: Database,
+    broker: RunningBroker,
+    pki: DevPki,
+    database: Database,
 ) -> None:
     """A client that presents no certificate never gets past the TLS handshake."""
     stub = _raw_stub(broker.target, ca=pki.ca_cert.read_bytes())
@@ -143,7 +150,10 @@ def test_client_without_certificate_fails_handshake_and_stores_nothing(
 
 
 def test_certificate_from_another_ca_is_refused_with_a_named_cause(
-    broker: RunningBroker, pki: DevPki, database: Database, tmp_path: Path,
+    broker: RunningBroker,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
 ) -> None:
     """The SDK names the cause of a handshake refused because our certificate comes from another CA."""
     cert, key = foreign_agency_certificate(tmp_path, "FR-CUSTOMS")
@@ -153,10 +163,10 @@ def test_certificate_from_another_ca_is_refused_with_a_named_cause(
     assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
     with pytest.raises(CertificateProblem, match="does not chain to the CA"):
         AgencyClient(broker.target, cert=cert, key=key, ca=pki.ca_cert)
-    from_dev = load_identity(pki.agency("FR-CUSTOMS")[0], pki.agency("FR-CUSTOMS")[1],
-                             pki.ca_cert, "isb.dev", Role.AGENCY)
-    identity = dataclasses.replace(from_dev,
-                                   cert_pem=cert.read_bytes(), key_pem=key.read_bytes())
+    from_dev = load_identity(
+        pki.agency("FR-CUSTOMS")[0], pki.agency("FR-CUSTOMS")[1], pki.ca_cert, "isb.dev", Role.AGENCY
+    )
+    identity = dataclasses.replace(from_dev, cert_pem=cert.read_bytes(), key_pem=key.read_bytes())
     cause = diagnose_handshake(broker.target, identity)
     assert isinstance(cause, ConnectionFailed)
     assert "does not accept it" in str(cause)
@@ -164,7 +174,10 @@ def test_certificate_from_another_ca_is_refused_with_a_named_cause(
 
 
 def test_expired_certificate_is_refused_by_the_sdk_before_connecting(
-    broker: RunningBroker, pki: DevPki, tmp_path: Path, database: Database,
+    broker: RunningBroker,
+    pki: DevPki,
+    tmp_path: Path,
+    database: Database,
 ) -> None:
     """An expired agency certificate is refused with a clear cause, and the broker refuses its handshake."""
     cert, key = expired_agency_certificate(pki, tmp_path, "FR-CUSTOMS")
@@ -177,22 +190,31 @@ def test_expired_certificate_is_refused_by_the_sdk_before_connecting(
     assert counts(database) == (0, 0)
 
 
-def _seal_as(client: AgencyClient, *, sender: str | None = None, recipients: list[str],
-             body: bytes = ALERT) -> envelope_pb2.Envelope:
+def _seal_as(
+    client: AgencyClient, *, sender: str | None = None, recipients: list[str], body: bytes = ALERT
+) -> envelope_pb2.Envelope:
     """An envelope sealed with the client's key, for recipients with throwaway keys."""
     keys = {}
     for r in recipients:
         key = EncryptionKey.generate()
         bundle = envelope_pb2.KeyBundle(agency=r, key_id=key.key_id, suite=key.suite, public_key=key.public_key_bytes)
         keys[r] = bundle
-    return seal(sender=sender or client.agency, identity_key=client.identity.private_key,
-                certificate=client.identity.certificate, recipients=recipients, recipient_keys=keys,
-                kind=envelope_pb2.ALERT, body=body, content_type="text/plain",
-                handling=envelope_pb2.Handling(tlp=envelope_pb2.TLP_AMBER))
+    return seal(
+        sender=sender or client.agency,
+        identity_key=client.identity.private_key,
+        certificate=client.identity.certificate,
+        recipients=recipients,
+        recipient_keys=keys,
+        kind=envelope_pb2.ALERT,
+        body=body,
+        content_type="text/plain",
+        handling=envelope_pb2.Handling(tlp=envelope_pb2.TLP_AMBER),
+    )
 
 
-def _refused(client: AgencyClient, envelope: envelope_pb2.Envelope, database: Database,
-             code: grpc.StatusCode, message: str) -> dict[str, Any]:
+def _refused(
+    client: AgencyClient, envelope: envelope_pb2.Envelope, database: Database, code: grpc.StatusCode, message: str
+) -> dict[str, Any]:
     before = counts(database)
     with pytest.raises(RemoteError) as refused:
         client.send_envelope(envelope)
@@ -217,8 +239,9 @@ def test_unknown_recipient_is_refused(agencies: dict[str, AgencyClient], databas
     """An envelope for an agency the broker does not know is NOT_FOUND, audited, not stored."""
     customs = agencies["FR-CUSTOMS"]
     envelope = _seal_as(customs, recipients=["XX-NOBODY"])
-    _refused(customs, envelope, database, grpc.StatusCode.NOT_FOUND,
-             "XX-NOBODY is neither a registered agency nor a group")
+    _refused(
+        customs, envelope, database, grpc.StatusCode.NOT_FOUND, "XX-NOBODY is neither a registered agency nor a group"
+    )
 
 
 def test_empty_recipient_list_is_refused(agencies: dict[str, AgencyClient], database: Database) -> None:
@@ -231,8 +254,9 @@ def test_empty_recipient_list_is_refused(agencies: dict[str, AgencyClient], data
     _refused(customs, envelope, database, grpc.StatusCode.INVALID_ARGUMENT, "empty recipient list")
 
 
-def test_envelope_over_size_limit_is_refused(broker_factory: Any, pki: DevPki, database: Database,
-                                             tmp_path: Path) -> None:
+def test_envelope_over_size_limit_is_refused(
+    broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path
+) -> None:
     """An envelope over the configured size limit is INVALID_ARGUMENT, audited, not stored."""
     broker = broker_factory(max_envelope_bytes=64 * 1024)
     customs = AgencyClient.from_dir(broker.target, pki.directory, "FR-CUSTOMS", keystore=tmp_path / "fr")
@@ -260,9 +284,10 @@ def test_expired_message_is_not_delivered_and_sender_learns_it(agencies: dict[st
     assert customs.status(sent.message_id)[0].state == "EXPIRED"
 
 
-
 def test_listener_reconnects_across_a_broker_restart_and_misses_nothing(
-    broker: RunningBroker, pki: DevPki, tmp_path: Path,
+    broker: RunningBroker,
+    pki: DevPki,
+    tmp_path: Path,
 ) -> None:
     """An open deliveries() iterator survives a broker restart and receives what is sent before and after it."""
     police = AgencyClient.from_dir(broker.target, pki.directory, "DE-BKA", keystore=tmp_path / "de")

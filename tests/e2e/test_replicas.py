@@ -17,15 +17,19 @@ from tests.e2e.conftest import Database
 
 
 def test_sends_through_two_replicas_land_in_one_verifiable_log(
-    broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path,
+    broker_factory: Any,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
 ) -> None:
     """Alternating sends through two replicas commit without conflict, wake a subscriber on either, and
     export as one verifiable tree."""
     if database.kind != "postgresql":
         pytest.skip("replicas share a PostgreSQL database; the embedded SQLite default serves one broker process")
     first, second = broker_factory(node="node-1"), broker_factory(node="node-2")
-    clients = [AgencyClient.from_dir(b.target, pki.directory, "FR-CUSTOMS", keystore=tmp_path / "fr") for b in
-               (first, second)]
+    clients = [
+        AgencyClient.from_dir(b.target, pki.directory, "FR-CUSTOMS", keystore=tmp_path / "fr") for b in (first, second)
+    ]
     police = AgencyClient.from_dir(first.target, pki.directory, "DE-BKA", keystore=tmp_path / "de")
     police.publish_key()
     # The police's stream on the first replica is open (it has received one message) before the
@@ -57,14 +61,16 @@ def test_sends_through_two_replicas_land_in_one_verifiable_log(
 
 
 def test_acks_through_the_other_replica_release_the_lease_holder_no_redelivery(
-    broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path,
+    broker_factory: Any,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
 ) -> None:
     """A stream on replica A, its receipts sent through replica B: A takes the deliveries off its queue
     (NOTIFY on commit of the receipts), so with a 1 s lease nothing is redelivered over 4 s."""
     if database.kind != "postgresql":
         pytest.skip("replicas share a PostgreSQL database; the embedded SQLite default serves one broker process")
-    first, second = broker_factory(node="node-1", lease_seconds=1.0), broker_factory(
-        node="node-2", lease_seconds=1.0)
+    first, second = broker_factory(node="node-1", lease_seconds=1.0), broker_factory(node="node-2", lease_seconds=1.0)
     customs = AgencyClient.from_dir(first.target, pki.directory, "FR-CUSTOMS", keystore=tmp_path / "fr")
     on_a = AgencyClient.from_dir(first.target, pki.directory, "DE-BKA", keystore=tmp_path / "de")
     on_b = AgencyClient.from_dir(second.target, pki.directory, "DE-BKA", keystore=tmp_path / "de")

@@ -72,7 +72,10 @@ def _entries(database: Database, event: str) -> list[dict[str, Any]]:
 
 
 def test_purge_removes_payloads_keeps_digests_and_proofs_still_verify(
-    retention_broker: RunningBroker, pki: DevPki, database: Database, tmp_path: Path,
+    retention_broker: RunningBroker,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Past the period: ciphertext, wrapped keys, the attachment blob and the receipt go; the queue entry of an
@@ -93,8 +96,11 @@ def test_purge_removes_payloads_keeps_digests_and_proofs_still_verify(
     time.sleep(PERIOD_SECONDS + 0.5)
     preview = admin.retention(dry_run=True)
     counts = {(c.what, c.rule, c.period): c.count for c in preview.counts}
-    assert counts == {("envelopes", "short-alerts", "2s"): 2, ("attachments", "short-alerts", "2s"): 1,
-                      ("receipts", "short-alerts", "2s"): 1}
+    assert counts == {
+        ("envelopes", "short-alerts", "2s"): 2,
+        ("attachments", "short-alerts", "2s"): 1,
+        ("receipts", "short-alerts", "2s"): 1,
+    }
     assert not _entries(database, "retention.purged")  # a dry run changes nothing
 
     report = admin.retention(dry_run=False)
@@ -106,14 +112,24 @@ def test_purge_removes_payloads_keeps_digests_and_proofs_still_verify(
     assert entry["actor"] == f"spiffe://isb.dev/admin/{pki.admin_name}"
     f = entry["fields"]
     assert (f["envelopes"], f["attachments"], f["receipts"], f["key_bundles"], f["undelivered_dropped"]) == (
-        2, 1, 1, 0, 1)
+        2,
+        1,
+        1,
+        0,
+        1,
+    )
     assert f["trigger"] == "admin"
-    assert sorted(f["rules"]) == ["attachments:short-alerts:2s:1", "envelopes:short-alerts:2s:2",
-                                  "receipts:short-alerts:2s:1"]
+    assert sorted(f["rules"]) == [
+        "attachments:short-alerts:2s:1",
+        "envelopes:short-alerts:2s:2",
+        "receipts:short-alerts:2s:1",
+    ]
 
     # The payload is gone, the digest and the audit index stay; the REQUEST is kept.
-    rows = {r.message_id: r for r in database.rows(
-        "SELECT message_id, length(envelope) AS size, envelope_sha256, purge_rule FROM messages")}
+    rows = {
+        r.message_id: r
+        for r in database.rows("SELECT message_id, length(envelope) AS size, envelope_sha256, purge_rule FROM messages")
+    }
     assert (rows[delivered.message_id].size, rows[undelivered.message_id].size) == (0, 0)
     assert rows[delivered.message_id].purge_rule == "short-alerts"
     assert len(bytes(rows[delivered.message_id].envelope_sha256)) == 32
@@ -138,8 +154,13 @@ def test_purge_removes_payloads_keeps_digests_and_proofs_still_verify(
 
     # The auditor: the export verifies, and the purged message's acceptance is still proven.
     auditor_cert, auditor_key = pki.auditor
-    auditor = AuditorClient(broker.target, cert=auditor_cert, key=auditor_key, ca=pki.ca_cert,
-                            audit_key=load_pem_public_key(pki.audit_pub.read_bytes()))  # type: ignore[arg-type]
+    auditor = AuditorClient(
+        broker.target,
+        cert=auditor_cert,
+        key=auditor_key,
+        ca=pki.ca_cert,
+        audit_key=load_pem_public_key(pki.audit_pub.read_bytes()),  # type: ignore[arg-type]
+    )
     checkpoint = auditor.checkpoint(fresh=True)
     proven = auditor.prove(delivered.audit_index, checkpoint)
     assert (proven.event.event, proven.event.message_id) == ("envelope.accepted", delivered.message_id)
@@ -155,7 +176,10 @@ def test_purge_removes_payloads_keeps_digests_and_proofs_still_verify(
 
 
 def test_key_bundle_of_a_revoked_certificate_is_purged_after_its_period(
-    broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path,
+    broker_factory: Any,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
 ) -> None:
     """`revoked_key_bundles` counts from the revocation date on the CRL: the bundle under the revoked
     certificate goes, the agency's current bundle stays, and the run's entry counts it."""
@@ -165,8 +189,9 @@ def test_key_bundle_of_a_revoked_certificate_is_purged_after_its_period(
     with AgencyClient.from_dir(broker.target, certs, "DE-BKA", keystore=tmp_path / "police") as police:
         police.publish_key()
     cert_path, key_path, serial = _second_certificate(certs, "DE-BKA", tmp_path)
-    with AgencyClient(broker.target, cert=cert_path, key=key_path, ca=certs / "ca.crt",
-                      keystore=tmp_path / "second-key") as second:
+    with AgencyClient(
+        broker.target, cert=cert_path, key=key_path, ca=certs / "ca.crt", keystore=tmp_path / "second-key"
+    ) as second:
         second.publish_key()
     assert database.scalar("SELECT count(*) FROM key_bundles") == 2
     revoke(CaDirectory.open(certs), serial, "superseded")
@@ -175,7 +200,8 @@ def test_key_bundle_of_a_revoked_certificate_is_purged_after_its_period(
         time.sleep(PERIOD_SECONDS + 0.5)
         report = admin.retention(dry_run=False)
     assert [(c.what, c.rule, c.count) for c in report.counts] == [
-        ("revoked_key_bundles", "retention.revoked_key_bundles", 1)]
+        ("revoked_key_bundles", "retention.revoked_key_bundles", 1)
+    ]
     remaining = [bytes(r[0]) for r in database.rows("SELECT certificate FROM key_bundles")]
     assert len(remaining) == 1
     assert x509.load_der_x509_certificate(remaining[0]).serial_number != serial
@@ -184,7 +210,10 @@ def test_key_bundle_of_a_revoked_certificate_is_purged_after_its_period(
 
 
 def test_watchlist_versions_before_the_latest_snapshot_are_purged_and_sync_still_works(
-    retention_broker: RunningBroker, pki: DevPki, database: Database, tmp_path: Path,
+    retention_broker: RunningBroker,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
 ) -> None:
     """Versions superseded by a later snapshot are never served again: past the period their envelopes go
     (digests stay); the latest snapshot and its deltas stay, and a new replica still syncs."""
@@ -193,17 +222,23 @@ def test_watchlist_versions_before_the_latest_snapshot_are_purged_and_sync_still
     watchlist = create_watchlist(owner, "FR-CUSTOMS/kept", subscribers=["DE-BKA"])
 
     def entry(entry_id: str) -> payload_pb2.WatchlistEntry:
-        return payload_pb2.WatchlistEntry(entry_id=entry_id, entity_type=payload_pb2.ENTITY_PERSON,
-                                          family_name=entry_id, reason="wanted")
+        return payload_pb2.WatchlistEntry(
+            entry_id=entry_id, entity_type=payload_pb2.ENTITY_PERSON, family_name=entry_id, reason="wanted"
+        )
 
     for version, snapshot, upserts in ((1, True, ["a"]), (2, False, ["b"]), (3, True, ["c"]), (4, False, ["d"])):
-        publish_update(owner, payload_pb2.WatchlistUpdate(
-            watchlist_id="FR-CUSTOMS/kept", version=version, snapshot=snapshot,
-            upserts=[entry(e) for e in upserts]), watchlist=watchlist)
+        publish_update(
+            owner,
+            payload_pb2.WatchlistUpdate(
+                watchlist_id="FR-CUSTOMS/kept", version=version, snapshot=snapshot, upserts=[entry(e) for e in upserts]
+            ),
+            watchlist=watchlist,
+        )
     time.sleep(PERIOD_SECONDS + 0.5)
     with AdminClient(broker.target, cert=pki.admin[0], key=pki.admin[1], ca=pki.ca_cert) as admin:
         assert [(c.what, c.rule, c.count) for c in admin.retention(dry_run=True).counts] == [
-            ("watchlist_versions", "old-watchlist-versions", 2)]
+            ("watchlist_versions", "old-watchlist-versions", 2)
+        ]
         report = admin.retention(dry_run=False)
     sizes = dict(database.rows("SELECT version, length(envelope) FROM watchlist_versions ORDER BY version"))
     assert sizes[1] == sizes[2] == 0
@@ -222,7 +257,10 @@ def test_watchlist_versions_before_the_latest_snapshot_are_purged_and_sync_still
 
 
 def test_an_agency_may_not_run_or_preview_a_purge(
-    retention_broker: RunningBroker, pki: DevPki, database: Database, tmp_path: Path,
+    retention_broker: RunningBroker,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
 ) -> None:
     """AdminService.Retention from an agency certificate: PERMISSION_DENIED naming the role, nothing purged,
     one `request.rejected` entry per call (dry run or not)."""

@@ -71,20 +71,23 @@ def _pki_serving(certs: Path, tmp: Path, crl_pem: bytes, name: str) -> Path:
 def _expired_crl(certs: Path) -> bytes:
     """A CA-signed CRL without revocations, issued eight days ago for seven days: past its nextUpdate."""
     ca = CaDirectory.open(certs)
-    crl = sign_crl(ca.load_authority(), [], 1, validity=dt.timedelta(days=7),
-                   now=dt.datetime.now(dt.UTC) - dt.timedelta(days=8))
+    crl = sign_crl(
+        ca.load_authority(), [], 1, validity=dt.timedelta(days=7), now=dt.datetime.now(dt.UTC) - dt.timedelta(days=8)
+    )
     return crl.public_bytes(serialization.Encoding.PEM)
 
 
-def _substitution_setup(broker_factory: Callable[..., RunningBroker], certs: Path,
-                        tmp: Path) -> tuple[RunningBroker, bytes, int]:
+def _substitution_setup(
+    broker_factory: Callable[..., RunningBroker], certs: Path, tmp: Path
+) -> tuple[RunningBroker, bytes, int]:
     """Steps 1-3 of the issue: DE-BKA's key, a second DE-BKA certificate with its own key, revoked."""
     honest = broker_factory(cert_dir=certs)
     police = _client(honest, certs, "DE-BKA", tmp)
     police.publish_key()
     cert_path, key_path, serial = _second_certificate(certs, "DE-BKA", tmp)
-    with AgencyClient(honest.target, cert=cert_path, key=key_path, ca=certs / "ca.crt",
-                      keystore=tmp / "mallory") as mallory:
+    with AgencyClient(
+        honest.target, cert=cert_path, key=key_path, ca=certs / "ca.crt", keystore=tmp / "mallory"
+    ) as mallory:
         mallory.publish_key()  # the newest DE-BKA bundle, under the second certificate
     before_revocation = (certs / "crl.pem").read_bytes()
     revoke(CaDirectory.open(certs), serial, "keyCompromise")
@@ -92,7 +95,10 @@ def _substitution_setup(broker_factory: Callable[..., RunningBroker], certs: Pat
 
 
 def test_broker_serving_a_crl_older_than_one_seen_cannot_substitute_a_revoked_key(
-    broker_factory: Callable[..., RunningBroker], own_pki: Path, tmp_path: Path, database: Database,
+    broker_factory: Callable[..., RunningBroker],
+    own_pki: Path,
+    tmp_path: Path,
+    database: Database,
 ) -> None:
     """After seeing the CRL that revokes the second DE-BKA certificate, the sender refuses a broker serving the
     older CRL (which would offer the revoked key as DE-BKA's newest): nothing is sealed, nothing stored."""
@@ -104,27 +110,37 @@ def test_broker_serving_a_crl_older_than_one_seen_cannot_substitute_a_revoked_ke
     honest.stop()
     stale = broker_factory(cert_dir=_pki_serving(own_pki, tmp_path, old_crl, "stale-pki"))
     with _client(stale, own_pki, "NL-FIOD", tmp_path) as observer:
-        [entry] = broker_pb2_grpc.BrokerServiceStub(observer.channel).GetDirectory(
-            broker_pb2.GetDirectoryRequest(agencies=["DE-BKA"]), timeout=10).agencies
+        [entry] = (
+            broker_pb2_grpc.BrokerServiceStub(observer.channel)
+            .GetDirectory(broker_pb2.GetDirectoryRequest(agencies=["DE-BKA"]), timeout=10)
+            .agencies
+        )
     assert len(entry.key_bundles) == 2, "the stale broker offers the bundle under the revoked certificate"
     messages = database.scalar("SELECT count(*) FROM messages")
-    with _client(stale, own_pki, "FR-CUSTOMS", tmp_path) as customs_again, \
-            pytest.raises(StaleRevocationList) as refused:
+    with (
+        _client(stale, own_pki, "FR-CUSTOMS", tmp_path) as customs_again,
+        pytest.raises(StaleRevocationList) as refused,
+    ):
         customs_again.send(["DE-BKA"], b"would go to the revoked key")
     assert f"older than number {seen} already seen" in str(refused.value)
     assert database.scalar("SELECT count(*) FROM messages") == messages
 
 
 def test_broker_serving_a_crl_past_its_next_update_is_refused_with_the_fix(
-    broker_factory: Callable[..., RunningBroker], own_pki: Path, tmp_path: Path, database: Database,
+    broker_factory: Callable[..., RunningBroker],
+    own_pki: Path,
+    tmp_path: Path,
+    database: Database,
 ) -> None:
     """A sender that never saw the revocation still refuses a CRL past its nextUpdate, and the message names
     `isb pki crl`; the key under the revoked certificate is not used, nothing is stored."""
     honest, _, _ = _substitution_setup(broker_factory, own_pki, tmp_path)
     honest.stop()
     stale = broker_factory(cert_dir=_pki_serving(own_pki, tmp_path, _expired_crl(own_pki), "expired-pki"))
-    with _client(stale, own_pki, "FR-CUSTOMS", tmp_path / "fresh-keystore") as customs, \
-            pytest.raises(StaleRevocationList) as refused:
+    with (
+        _client(stale, own_pki, "FR-CUSTOMS", tmp_path / "fresh-keystore") as customs,
+        pytest.raises(StaleRevocationList) as refused,
+    ):
         customs.send(["DE-BKA"], b"would go to the revoked key")
     assert "expired at" in str(refused.value)
     assert "isb pki crl" in str(refused.value)
@@ -132,7 +148,10 @@ def test_broker_serving_a_crl_past_its_next_update_is_refused_with_the_fix(
 
 
 def test_bundle_under_a_revoked_certificate_is_skipped_by_the_sdk_on_a_fresh_crl(
-    broker_factory: Callable[..., RunningBroker], own_pki: Path, tmp_path: Path, database: Database,
+    broker_factory: Callable[..., RunningBroker],
+    own_pki: Path,
+    tmp_path: Path,
+    database: Database,
 ) -> None:
     """With a current CRL that lists the second certificate, the SDK encrypts to DE-BKA's valid key only,
     even when the broker (whose own filter we bypass) offers the revoked one."""
@@ -153,7 +172,10 @@ def test_bundle_under_a_revoked_certificate_is_skipped_by_the_sdk_on_a_fresh_crl
 
 
 def test_delivery_from_a_revoked_sender_is_rejected_with_a_signed_receipt(
-    broker_factory: Callable[..., RunningBroker], own_pki: Path, tmp_path: Path, database: Database,
+    broker_factory: Callable[..., RunningBroker],
+    own_pki: Path,
+    tmp_path: Path,
+    database: Database,
 ) -> None:
     """A message accepted before FR-CUSTOMS's certificate was revoked is refused by the recipient after it:
     reported as invalid, answered with a REJECTED receipt (audited), never yielded."""
@@ -170,16 +192,22 @@ def test_delivery_from_a_revoked_sender_is_rejected_with_a_signed_receipt(
     assert [i.message_id for i in invalid] == [sent.message_id]
     assert isinstance(invalid[0].error, RevokedCertificate)
     assert "of sender FR-CUSTOMS has been revoked" in str(invalid[0].error)
-    [entry] = database.rows("SELECT entry FROM audit_entries WHERE event = 'receipt.received' AND message_id = :m",
-                            m=sent.message_id)
+    [entry] = database.rows(
+        "SELECT entry FROM audit_entries WHERE event = 'receipt.received' AND message_id = :m", m=sent.message_id
+    )
     assert b'"REJECTED"' in bytes(entry[0])
-    assert database.scalar("SELECT state FROM deliveries WHERE message_id = :m", m=sent.message_id) == \
-        broker_pb2.ACKNOWLEDGED
+    assert (
+        database.scalar("SELECT state FROM deliveries WHERE message_id = :m", m=sent.message_id)
+        == broker_pb2.ACKNOWLEDGED
+    )
     police.close()
 
 
 def test_recipient_with_a_stale_crl_neither_accepts_nor_rejects(
-    broker_factory: Callable[..., RunningBroker], own_pki: Path, tmp_path: Path, database: Database,
+    broker_factory: Callable[..., RunningBroker],
+    own_pki: Path,
+    tmp_path: Path,
+    database: Database,
 ) -> None:
     """Past the CRL's nextUpdate, deliveries() stops with the fix in its message and the delivery stays queued."""
     broker = broker_factory(cert_dir=own_pki)
@@ -190,16 +218,22 @@ def test_recipient_with_a_stale_crl_neither_accepts_nor_rejects(
     police.close()
     broker.stop()
     stale = broker_factory(cert_dir=_pki_serving(own_pki, tmp_path, _expired_crl(own_pki), "expired-pki"))
-    with _client(stale, own_pki, "DE-BKA", tmp_path / "fresh-keystore") as police_again, \
-            pytest.raises(StaleRevocationList, match="isb pki crl"):
+    with (
+        _client(stale, own_pki, "DE-BKA", tmp_path / "fresh-keystore") as police_again,
+        pytest.raises(StaleRevocationList, match="isb pki crl"),
+    ):
         list(police_again.deliveries(timeout=2))
     assert database.scalar("SELECT count(*) FROM audit_entries WHERE event = 'receipt.received'") == 0
-    assert database.scalar("SELECT state FROM deliveries WHERE message_id = :m", m=sent.message_id) != \
-        broker_pb2.ACKNOWLEDGED
+    assert (
+        database.scalar("SELECT state FROM deliveries WHERE message_id = :m", m=sent.message_id)
+        != broker_pb2.ACKNOWLEDGED
+    )
 
 
 def test_trust_state_is_written_0600_in_the_keystore(
-    broker_factory: Callable[..., RunningBroker], own_pki: Path, tmp_path: Path,
+    broker_factory: Callable[..., RunningBroker],
+    own_pki: Path,
+    tmp_path: Path,
 ) -> None:
     """The CRL number and bundle indexes seen are kept in <keystore>/trust-state.json, mode 0600."""
     broker = broker_factory(cert_dir=own_pki)
@@ -216,7 +250,10 @@ def test_trust_state_is_written_0600_in_the_keystore(
 
 
 def test_directory_behind_the_sender_is_refused_by_the_broker_and_audited(
-    broker_factory: Callable[..., RunningBroker], own_pki: Path, tmp_path: Path, database: Database,
+    broker_factory: Callable[..., RunningBroker],
+    own_pki: Path,
+    tmp_path: Path,
+    database: Database,
 ) -> None:
     """A sender that used DE-BKA's bundle at index N asks with that bound; a directory that lost the bundle
     (a copy of the database from before) answers FAILED_PRECONDITION, audited; nothing is sent."""
@@ -254,7 +291,10 @@ class _IgnoresFreshnessBound:
 
 
 def test_sdk_refuses_a_bundle_older_than_one_already_used(
-    broker_factory: Callable[..., RunningBroker], own_pki: Path, tmp_path: Path, database: Database,
+    broker_factory: Callable[..., RunningBroker],
+    own_pki: Path,
+    tmp_path: Path,
+    database: Database,
 ) -> None:
     """Against a broker that ignores the bound and offers only an older bundle, the SDK refuses to encrypt."""
     broker = broker_factory(cert_dir=own_pki)
@@ -274,6 +314,9 @@ def test_sdk_refuses_a_bundle_older_than_one_already_used(
 
 def _drop_bundle(database: Database, agency: str, key_id: str) -> None:
     with database.engine.begin() as conn:
-        conn.exec_driver_sql("DELETE FROM key_bundles WHERE agency = %s AND key_id = %s"
-                             if database.kind == "postgresql" else
-                             "DELETE FROM key_bundles WHERE agency = ? AND key_id = ?", (agency, key_id))
+        conn.exec_driver_sql(
+            "DELETE FROM key_bundles WHERE agency = %s AND key_id = %s"
+            if database.kind == "postgresql"
+            else "DELETE FROM key_bundles WHERE agency = ? AND key_id = ?",
+            (agency, key_id),
+        )

@@ -29,7 +29,9 @@ def _one_clear_line(output: str) -> str:
 
 
 def test_second_broker_on_the_same_sqlite_database_refuses_and_the_first_keeps_serving(
-    pki: DevPki, database: Database, tmp_path: Path,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
 ) -> None:
     """A second `isb serve` on the same SQLite file (another port) exits with one line naming the lock and
     the holder; the first broker still accepts sends."""
@@ -69,7 +71,10 @@ def test_taken_port_refuses_to_start(pki: DevPki, database: Database, tmp_path: 
 
 
 def test_broker_with_another_pki_refuses_the_database_naming_what_differs(
-    broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path,
+    broker_factory: Any,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
 ) -> None:
     """A database records its deployment at creation; a broker with another CA and audit key, or another
     trust domain, refuses to start on it and names each item that differs; nothing is written."""
@@ -111,8 +116,9 @@ def test_broker_started_before_its_database_retries_then_serves(pki: DevPki, tmp
     is up (started after two attempts); sends then work and the log verifies."""
     postgres = PrivatePostgres()
     try:
-        process = BrokerProcess(tmp_path / "b.toml", tmp_path / "b.log", pki, postgres.url, log_level="info",
-                                database_wait_seconds=60.0)
+        process = BrokerProcess(
+            tmp_path / "b.toml", tmp_path / "b.log", pki, postgres.url, log_level="info", database_wait_seconds=60.0
+        )
         process.launch()
         try:
             # The server starts once the broker has logged two failed attempts (however slow its start-up).
@@ -141,8 +147,9 @@ def test_broker_whose_database_never_comes_exits_with_one_line(pki: DevPki, tmp_
     """With nothing listening on its database port, `isb serve` retries for database_wait_seconds and exits 2 with
     one line naming the database and the attempts, never a traceback."""
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-    process = BrokerProcess(tmp_path / "b.toml", tmp_path / "b.log", pki, url, log_level="info",
-                            database_wait_seconds=3.0)
+    process = BrokerProcess(
+        tmp_path / "b.toml", tmp_path / "b.log", pki, url, log_level="info", database_wait_seconds=3.0
+    )
     started = time.monotonic()
     status, output = process.run_to_exit()
     took = time.monotonic() - started

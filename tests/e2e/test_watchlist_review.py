@@ -33,9 +33,14 @@ SOON, LATER, RENEWED = TODAY + dt.timedelta(days=10), TODAY + dt.timedelta(days=
 
 def _entry(entry_id: str, family: str, review: dt.date) -> payload_pb2.WatchlistEntry:
     return payload_pb2.WatchlistEntry(
-        entry_id=entry_id, entity_type=payload_pb2.ENTITY_PERSON, family_name=family, given_names="A",
-        reason="wanted", action_on_hit=payload_pb2.REPORT_ONLY,
-        review_date=payload_pb2.Date(year=review.year, month=review.month, day=review.day))
+        entry_id=entry_id,
+        entity_type=payload_pb2.ENTITY_PERSON,
+        family_name=family,
+        given_names="A",
+        reason="wanted",
+        action_on_hit=payload_pb2.REPORT_ONLY,
+        review_date=payload_pb2.Date(year=review.year, month=review.month, day=review.day),
+    )
 
 
 def _entries(database: Database, event: str) -> list[dict[str, Any]]:
@@ -43,8 +48,9 @@ def _entries(database: Database, event: str) -> list[dict[str, Any]]:
     return [json.loads(bytes(r[0])) for r in rows]
 
 
-def _owner_and_subscriber(broker: Any, pki: DevPki,
-                          tmp_path: Path) -> tuple[AgencyClient, AgencyClient, watchlist_pb2.Watchlist]:
+def _owner_and_subscriber(
+    broker: Any, pki: DevPki, tmp_path: Path
+) -> tuple[AgencyClient, AgencyClient, watchlist_pb2.Watchlist]:
     """Both agencies with published keys, and the owner's watchlist shared with the subscriber."""
     owner = AgencyClient.from_dir(broker.target, pki.directory, OWNER, keystore=tmp_path / "owner")
     subscriber = AgencyClient.from_dir(broker.target, pki.directory, SUBSCRIBER, keystore=tmp_path / "sub")
@@ -64,19 +70,27 @@ def _notices(owner: AgencyClient, wanted: int) -> list[watchlist_pb2.ReviewNotic
 
 
 def test_owner_is_notified_ahead_and_the_entry_drops_out_after_its_review_date(
-    broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    broker_factory: Any,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """An entry due in 10 days is notified now (notice 4 months); one due in 2 years is not. A replica whose
     clock is past the first date no longer holds it; the owner's renewal, with its reason, brings it back."""
     broker = broker_factory(review_notice_interval_seconds=0.2)
     owner, subscriber, watchlist = _owner_and_subscriber(broker, pki, tmp_path)
     soon, later = _entry("e-soon", "Soon", SOON), _entry("e-later", "Later", LATER)
-    publish_update(owner, payload_pb2.WatchlistUpdate(watchlist_id=LIST_ID, version=1, snapshot=True,
-                                                      upserts=[soon, later]), watchlist=watchlist)
+    publish_update(
+        owner,
+        payload_pb2.WatchlistUpdate(watchlist_id=LIST_ID, version=1, snapshot=True, upserts=[soon, later]),
+        watchlist=watchlist,
+    )
 
     [notice] = _notices(owner, 1)
     assert [(d.date.year, d.date.month, d.date.day, d.entries) for d in notice.due] == [
-        (SOON.year, SOON.month, SOON.day, 1)]
+        (SOON.year, SOON.month, SOON.day, 1)
+    ]
     assert notice.notice_period == "4mo"
     [entry] = _entries(database, "watchlist.review_notice")
     assert entry["index"] == notice.audit_index
@@ -84,8 +98,9 @@ def test_owner_is_notified_ahead_and_the_entry_drops_out_after_its_review_date(
     assert notice.created.ToDatetime(dt.UTC).date() < SOON  # told beforehand
     assert review_notices(subscriber) == []  # only the owner's own notices
     capsys.readouterr()
-    assert isb(["watchlist", "notices", "--broker", broker.target, "--certs", str(pki.directory),
-                "--agency", OWNER]) == 0
+    assert (
+        isb(["watchlist", "notices", "--broker", broker.target, "--certs", str(pki.directory), "--agency", OWNER]) == 0
+    )
     [line] = capsys.readouterr().out.splitlines()
     assert json.loads(line)["due"] == {str(SOON): 1}
 
@@ -99,13 +114,20 @@ def test_owner_is_notified_ahead_and_the_entry_drops_out_after_its_review_date(
 
     # Renewal: the owner upserts the entry with a later, signed review date and says why.
     renewed = _entry("e-soon", "Soon", RENEWED)
-    publish_update(owner, payload_pb2.WatchlistUpdate(watchlist_id=LIST_ID, version=2, upserts=[renewed]),
-                   watchlist=watchlist,
-                   review=review_schedule([renewed, later], renewal_reason="case 2026/17 still open",
-                                          renewed_entries=1))
+    publish_update(
+        owner,
+        payload_pb2.WatchlistUpdate(watchlist_id=LIST_ID, version=2, upserts=[renewed]),
+        watchlist=watchlist,
+        review=review_schedule([renewed, later], renewal_reason="case 2026/17 still open", renewed_entries=1),
+    )
     [renewal] = _entries(database, "watchlist.review_renewed")
-    assert renewal["fields"] == {"watchlist_id": LIST_ID, "version": 2, "reason": "case 2026/17 still open",
-                                 "renewed_entries": 1, "next_review": str(RENEWED)}
+    assert renewal["fields"] == {
+        "watchlist_id": LIST_ID,
+        "version": 2,
+        "reason": "case 2026/17 still open",
+        "renewed_entries": 1,
+        "next_review": str(RENEWED),
+    }
     assert replica.sync(subscriber).version == 2
     assert sorted(replica.entries()) == ["e-later", "e-soon"]
     assert _notices(owner, 1) == [notice]  # the renewed day is a year off: no new notice
@@ -115,14 +137,18 @@ def test_owner_is_notified_ahead_and_the_entry_drops_out_after_its_review_date(
 
 
 def test_another_agencys_review_notices_are_refused(
-    broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path,
+    broker_factory: Any,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
 ) -> None:
     """A subscriber (or anyone) naming the owner's watchlist in GetReviewNotices: PERMISSION_DENIED, audited
     once; an unknown id: NOT_FOUND; the owner's notices are untouched."""
     broker = broker_factory(review_notice_interval_seconds=0.2)
     owner, subscriber, watchlist = _owner_and_subscriber(broker, pki, tmp_path)
-    update = payload_pb2.WatchlistUpdate(watchlist_id=LIST_ID, version=1, snapshot=True,
-                                         upserts=[_entry("e1", "X", SOON)])
+    update = payload_pb2.WatchlistUpdate(
+        watchlist_id=LIST_ID, version=1, snapshot=True, upserts=[_entry("e1", "X", SOON)]
+    )
     publish_update(owner, update, watchlist=watchlist)
     assert len(_notices(owner, 1)) == 1
     before = len(_entries(database, "request.rejected"))
@@ -142,17 +168,34 @@ def test_another_agencys_review_notices_are_refused(
     subscriber.close()
 
 
-@pytest.mark.parametrize(("review", "field"), [
-    (watchlist_pb2.ReviewSchedule(due=[watchlist_pb2.ReviewDue(date=payload_pb2.Date(year=9999, month=12, day=31),
-                                                               entries=1)]), "review.due[0].date 9999-12-31"),
-    (watchlist_pb2.ReviewSchedule(due=[watchlist_pb2.ReviewDue(date=payload_pb2.Date(year=1, month=1, day=1),
-                                                               entries=1)]), "review.due[0].date 0001-01-01"),
-    (watchlist_pb2.ReviewSchedule(renewal_reason="renewed\n[forged] line", renewed_entries=1),
-     "review.renewal_reason holds a control"),
-    (watchlist_pb2.ReviewSchedule(renewed_entries=1), "review.renewal_reason is required"),
-])
+@pytest.mark.parametrize(
+    ("review", "field"),
+    [
+        (
+            watchlist_pb2.ReviewSchedule(
+                due=[watchlist_pb2.ReviewDue(date=payload_pb2.Date(year=9999, month=12, day=31), entries=1)]
+            ),
+            "review.due[0].date 9999-12-31",
+        ),
+        (
+            watchlist_pb2.ReviewSchedule(
+                due=[watchlist_pb2.ReviewDue(date=payload_pb2.Date(year=1, month=1, day=1), entries=1)]
+            ),
+            "review.due[0].date 0001-01-01",
+        ),
+        (
+            watchlist_pb2.ReviewSchedule(renewal_reason="renewed\n[forged] line", renewed_entries=1),
+            "review.renewal_reason holds a control",
+        ),
+        (watchlist_pb2.ReviewSchedule(renewed_entries=1), "review.renewal_reason is required"),
+    ],
+)
 def test_an_absurd_review_schedule_is_refused_naming_the_field(
-    broker_factory: Any, pki: DevPki, database: Database, tmp_path: Path, review: watchlist_pb2.ReviewSchedule,
+    broker_factory: Any,
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
+    review: watchlist_pb2.ReviewSchedule,
     field: str,
 ) -> None:
     """A review day thousands of years off, a reason with a line break, a renewal without a reason:
@@ -160,8 +203,9 @@ def test_an_absurd_review_schedule_is_refused_naming_the_field(
     broker = broker_factory()
     owner, subscriber, watchlist = _owner_and_subscriber(broker, pki, tmp_path)
     subscriber.close()
-    update = payload_pb2.WatchlistUpdate(watchlist_id=LIST_ID, version=1, snapshot=True,
-                                         upserts=[_entry("e1", "X", SOON)])
+    update = payload_pb2.WatchlistUpdate(
+        watchlist_id=LIST_ID, version=1, snapshot=True, upserts=[_entry("e1", "X", SOON)]
+    )
     with pytest.raises(RemoteError) as refused:
         publish_update(owner, update, watchlist=watchlist, review=review)
     assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT

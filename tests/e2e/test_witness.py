@@ -41,8 +41,9 @@ class Log:
 
     def note(self, size: int | None = None, key: Ed25519PrivateKey | None = None) -> bytes:
         size = self.tree.size if size is None else size
-        return _note.sign_checkpoint(ORIGIN, size, self.tree.root(size), ORIGIN, key or self.key,
-                                     extensions=("timestamp 1700000000",))
+        return _note.sign_checkpoint(
+            ORIGIN, size, self.tree.root(size), ORIGIN, key or self.key, extensions=("timestamp 1700000000",)
+        )
 
     def proof(self, old: int) -> list[bytes]:
         return _merkle.consistency_proof(old, self.tree.size, self.tree.subtree) if old else []
@@ -63,8 +64,9 @@ def submitter(pki: DevPki, tmp_path: Path) -> ssl.SSLContext:
     return client_context(pki.ca_cert, cert, key)
 
 
-def test_add_checkpoint_statuses_over_mtls(pki: DevPki, witnesses: dict[str, RunningWitness],
-                                           submitter: ssl.SSLContext) -> None:
+def test_add_checkpoint_statuses_over_mtls(
+    pki: DevPki, witnesses: dict[str, RunningWitness], submitter: ssl.SSLContext
+) -> None:
     witness = witnesses["FR-CUSTOMS"]
     log = Log(pki)
     log.grow(5)
@@ -108,8 +110,9 @@ def test_add_checkpoint_statuses_over_mtls(pki: DevPki, witnesses: dict[str, Run
     assert witness.server.witness.state.latest(ORIGIN) == (8, log.tree.root())
 
 
-def test_fork_is_refused_and_restart_keeps_state(pki: DevPki, witnesses: dict[str, RunningWitness],
-                                                 submitter: ssl.SSLContext) -> None:
+def test_fork_is_refused_and_restart_keeps_state(
+    pki: DevPki, witnesses: dict[str, RunningWitness], submitter: ssl.SSLContext
+) -> None:
     witness = witnesses["DE-BKA"]
     branch_a, branch_b = Log(pki), Log(pki, salt=b"B")
     branch_a.grow(4)
@@ -119,11 +122,13 @@ def test_fork_is_refused_and_restart_keeps_state(pki: DevPki, witnesses: dict[st
     witness.start()  # restarted mid-stream, same port and state file
     same = add_checkpoint(witness.url, submitter, 4, [], branch_b.note(), trust_domain=pki.trust_domain)
     assert same.status == 409
-    assert same.reason == ("checkpoint of size 4 has another root hash than the one this witness cosigned:"
-                           " the log forked")
+    assert same.reason == (
+        "checkpoint of size 4 has another root hash than the one this witness cosigned: the log forked"
+    )
     branch_b.grow(2)
-    longer = add_checkpoint(witness.url, submitter, 4, branch_b.proof(4), branch_b.note(),
-                            trust_domain=pki.trust_domain)
+    longer = add_checkpoint(
+        witness.url, submitter, 4, branch_b.proof(4), branch_b.note(), trust_domain=pki.trust_domain
+    )
     assert longer.status == 422
 
 

@@ -42,14 +42,23 @@ def witness_settings(pki: DevPki, tmp_path: Path, witnesses: dict[str, RunningWi
     policy = tmp_path / "witness-policy.txt"
     policy.write_text(policy_text(pki, witnesses, 2))
     cert, key = issue_tls(pki, tmp_path / "submitter", "submitter-node-1")
-    return {"witness_policy": policy, "witness_client_cert": cert, "witness_client_key": key,
-            "witness_timeout_seconds": 2.0}
+    return {
+        "witness_policy": policy,
+        "witness_client_cert": cert,
+        "witness_client_key": key,
+        "witness_timeout_seconds": 2.0,
+    }
 
 
 def _auditor(pki: DevPki, broker: RunningBroker, policy: Path | None) -> AuditorClient:
-    return AuditorClient(broker.target, cert=pki.directory / "auditor.crt", key=pki.directory / "auditor.key",
-                         ca=pki.ca_cert, audit_key=audit_log_key(pki).public_key,
-                         policy=load_policy(policy) if policy else None)
+    return AuditorClient(
+        broker.target,
+        cert=pki.directory / "auditor.crt",
+        key=pki.directory / "auditor.key",
+        ca=pki.ca_cert,
+        audit_key=audit_log_key(pki).public_key,
+        policy=load_policy(policy) if policy else None,
+    )
 
 
 def _until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -75,8 +84,13 @@ def _cosigned(auditor: AuditorClient, size_above: int = 0) -> tuple[int, tuple[s
 
 
 def test_broker_collects_a_quorum_survives_a_dead_witness_and_its_restart(
-        pki: DevPki, database: Database, tmp_path: Path, witnesses: dict[str, RunningWitness],
-        witness_settings: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
+    witnesses: dict[str, RunningWitness],
+    witness_settings: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     broker = RunningBroker(broker_config(pki, database, **witness_settings))
     broker.start()
     try:
@@ -90,8 +104,12 @@ def test_broker_collects_a_quorum_survives_a_dead_witness_and_its_restart(
             new_size, cosigned = _until(lambda: _cosigned(auditor, size))
             assert "NL-FIOD" not in cosigned
             assert len(cosigned) >= 2
-            assert (REGISTRY.get_sample_value("isb_witness_submissions_total",
-                                              {"witness": "NL-FIOD", "outcome": "unreachable"}) or 0) >= 1
+            assert (
+                REGISTRY.get_sample_value(
+                    "isb_witness_submissions_total", {"witness": "NL-FIOD", "outcome": "unreachable"}
+                )
+                or 0
+            ) >= 1
             # Restarted mid-stream on its state file, it takes up again from the size it holds.
             witnesses["NL-FIOD"].start()
             _activity(pki, broker, tmp_path / "restart", "NL-FIOD")
@@ -103,14 +121,39 @@ def test_broker_collects_a_quorum_survives_a_dead_witness_and_its_restart(
         report = verify_export(export, audit_log_key(pki).public_key, policy=policy)
         assert report.tree_size >= new_size
         assert len(report.cosigned_by) >= 2
-        assert main(["audit", "verify", str(export), "--key", str(pki.directory / "audit.pub"), "--quiet",
-                     "--policy", str(witness_settings["witness_policy"])]) == 0
+        assert (
+            main(
+                [
+                    "audit",
+                    "verify",
+                    str(export),
+                    "--key",
+                    str(pki.directory / "audit.pub"),
+                    "--quiet",
+                    "--policy",
+                    str(witness_settings["witness_policy"]),
+                ]
+            )
+            == 0
+        )
+
         # `isb audit checkpoint` shows who cosigned, and checks the quorum with --policy.
         # The newest checkpoint may be a moment older than its cosignatures: retry as the hint says.
         def shown_checkpoint() -> dict[str, Any]:
             capsys.readouterr()
-            status = main(["audit", "checkpoint", "--broker", broker.target, "--certs", str(pki.directory),
-                           "--policy", str(witness_settings["witness_policy"]), "--json"])
+            status = main(
+                [
+                    "audit",
+                    "checkpoint",
+                    "--broker",
+                    broker.target,
+                    "--certs",
+                    str(pki.directory),
+                    "--policy",
+                    str(witness_settings["witness_policy"]),
+                    "--json",
+                ]
+            )
             captured = capsys.readouterr()
             assert status == 0, captured.err
             return dict(json.loads(captured.out))
@@ -121,17 +164,34 @@ def test_broker_collects_a_quorum_survives_a_dead_witness_and_its_restart(
         # A policy file that does not parse is trouble with the input (exit 2), not a failed log.
         bad = tmp_path / "bad-policy.txt"
         bad.write_text("quorum nobody\n")
-        assert main(["audit", "verify", str(export), "--key", str(pki.directory / "audit.pub"), "--quiet",
-                     "--policy", str(bad)]) == 2
+        assert (
+            main(
+                [
+                    "audit",
+                    "verify",
+                    str(export),
+                    "--key",
+                    str(pki.directory / "audit.pub"),
+                    "--quiet",
+                    "--policy",
+                    str(bad),
+                ]
+            )
+            == 2
+        )
         assert "quorum 'nobody' is not defined above" in capsys.readouterr().err
     finally:
         broker.stop()
 
 
-def test_a_lying_witness_alone_is_no_quorum(pki: DevPki, database: Database, tmp_path: Path,
-                                            witnesses: dict[str, RunningWitness],
-                                            witness_settings: dict[str, Any],
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_lying_witness_alone_is_no_quorum(
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
+    witnesses: dict[str, RunningWitness],
+    witness_settings: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Only the lying witness (DE-BKA) is reachable: it cosigns, but 1 of 3 is refused by auditors."""
     witnesses["FR-CUSTOMS"].stop()
     witnesses["NL-FIOD"].stop()
@@ -141,27 +201,53 @@ def test_a_lying_witness_alone_is_no_quorum(pki: DevPki, database: Database, tmp
         _activity(pki, broker, tmp_path, "FR-CUSTOMS")
         with _auditor(pki, broker, None) as plain:
             _until(lambda: _note_has_line(plain, witnesses["DE-BKA"].name))
-        with _auditor(pki, broker, witness_settings["witness_policy"]) as auditor, \
-                pytest.raises(VerificationError, match=r"lacks the witness quorum.*valid cosignatures from: DE-BKA"):
+        with (
+            _auditor(pki, broker, witness_settings["witness_policy"]) as auditor,
+            pytest.raises(VerificationError, match=r"lacks the witness quorum.*valid cosignatures from: DE-BKA"),
+        ):
             auditor.checkpoint()
         capsys.readouterr()
-        assert main(["audit", "checkpoint", "--broker", broker.target, "--certs", str(pki.directory),
-                     "--policy", str(witness_settings["witness_policy"])]) == 1
+        assert (
+            main(
+                [
+                    "audit",
+                    "checkpoint",
+                    "--broker",
+                    broker.target,
+                    "--certs",
+                    str(pki.directory),
+                    "--policy",
+                    str(witness_settings["witness_policy"]),
+                ]
+            )
+            == 1
+        )
         assert "checkpoint refused: checkpoint of size" in capsys.readouterr().err
     finally:
         broker.stop()
 
 
-def _sender(pki: DevPki, broker: RunningBroker, keystore: Path, policy: Path, agency: str = "FR-CUSTOMS",
-            ) -> AgencyClient:
+def _sender(
+    pki: DevPki,
+    broker: RunningBroker,
+    keystore: Path,
+    policy: Path,
+    agency: str = "FR-CUSTOMS",
+) -> AgencyClient:
     """An agency SDK that checks key transparency under `policy`, its trust state in `keystore`."""
-    return AgencyClient.from_dir(broker.target, pki.directory, agency, keystore=keystore,
-                                 witness_policy=load_policy(policy))
+    return AgencyClient.from_dir(
+        broker.target, pki.directory, agency, keystore=keystore, witness_policy=load_policy(policy)
+    )
 
 
 def test_directory_bundles_arrive_with_proofs_the_sdk_checks(
-        pki: DevPki, database: Database, tmp_path: Path, witnesses: dict[str, RunningWitness],
-        witness_settings: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
+    witnesses: dict[str, RunningWitness],
+    witness_settings: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Under a 2-of-3 policy (one witness lying), a sender uses a bundle only with its publication
     proven to a witnessed checkpoint, and keeps that checkpoint in its keystore."""
     broker = RunningBroker(broker_config(pki, database, **witness_settings))
@@ -191,8 +277,26 @@ def test_directory_bundles_arrive_with_proofs_the_sdk_checks(
         # `isb send --witness-policy`: a policy that does not parse stops the command before it connects.
         bad = tmp_path / "bad-policy.txt"
         bad.write_text("quorum nobody\n")
-        assert main(["send", "--broker", broker.target, "--certs", str(pki.directory), "--agency", "FR-CUSTOMS",
-                     "--to", "DE-BKA", "--text", "x", "--witness-policy", str(bad)]) == 1
+        assert (
+            main(
+                [
+                    "send",
+                    "--broker",
+                    broker.target,
+                    "--certs",
+                    str(pki.directory),
+                    "--agency",
+                    "FR-CUSTOMS",
+                    "--to",
+                    "DE-BKA",
+                    "--text",
+                    "x",
+                    "--witness-policy",
+                    str(bad),
+                ]
+            )
+            == 1
+        )
         assert "quorum 'nobody' is not defined above" in capsys.readouterr().err
     finally:
         broker.stop()
@@ -213,9 +317,13 @@ def _note_has_line(auditor: AuditorClient, name: str) -> None:
     assert f"\u2014 {name} ".encode() in reply.note
 
 
-def test_fork_from_two_database_copies_is_caught(pki: DevPki, database: Database, tmp_path: Path,
-                                                 witnesses: dict[str, RunningWitness],
-                                                 witness_settings: dict[str, Any]) -> None:
+def test_fork_from_two_database_copies_is_caught(
+    pki: DevPki,
+    database: Database,
+    tmp_path: Path,
+    witnesses: dict[str, RunningWitness],
+    witness_settings: dict[str, Any],
+) -> None:
     """Branch A and branch B share a prefix; the witnesses cosign A; B is refused by the two honest
     witnesses, only the liar cosigns it, and B's export fails `isb audit verify --policy`. Agency SDKs
     that looked keys up on A refuse B's checkpoint: no quorum under 2-of-3, and, for an SDK whose
@@ -263,9 +371,11 @@ def test_fork_from_two_database_copies_is_caught(pki: DevPki, database: Database
         with _auditor(pki, b, None) as plain:
             _until(lambda: _latest_cosigned_by(plain, witnesses["DE-BKA"].name, prefix))
             time.sleep(1.5)  # let the honest witnesses answer (and refuse)
-            refused = [REGISTRY.get_sample_value("isb_witness_submissions_total",
-                                                 {"witness": name, "outcome": outcome}) or 0
-                       for name in ("FR-CUSTOMS", "NL-FIOD") for outcome in ("refused 409", "refused 422")]
+            refused = [
+                REGISTRY.get_sample_value("isb_witness_submissions_total", {"witness": name, "outcome": outcome}) or 0
+                for name in ("FR-CUSTOMS", "NL-FIOD")
+                for outcome in ("refused 409", "refused 422")
+            ]
             assert sum(refused) >= 2
             export = tmp_path / "branch-b.jsonl"
             with export.open("wb") as stream:
@@ -276,13 +386,31 @@ def test_fork_from_two_database_copies_is_caught(pki: DevPki, database: Database
         assert verify_export(export, audit_log_key(pki).public_key).tree_size > prefix
         with pytest.raises(VerificationError, match="does not meet the witness policy"):
             verify_export(export, audit_log_key(pki).public_key, policy=load_policy(policy_path))
-        assert main(["audit", "verify", str(export), "--key", str(pki.directory / "audit.pub"), "--quiet",
-                     "--policy", str(policy_path)]) == 1
+        assert (
+            main(
+                [
+                    "audit",
+                    "verify",
+                    str(export),
+                    "--key",
+                    str(pki.directory / "audit.pub"),
+                    "--quiet",
+                    "--policy",
+                    str(policy_path),
+                ]
+            )
+            == 1
+        )
         with _sender(pki, b, strict_keys, policy_path) as strict:
             _until(lambda: _refused(strict, "lacks the witness quorum"))
         with _sender(pki, b, naive_keys, naive_policy) as naive:
-            _until(lambda: _refused(naive, r"not consistent with the one of size \d+ this agency has already seen: .*"
-                                           r" \(a fork\)"))
+            _until(
+                lambda: _refused(
+                    naive,
+                    r"not consistent with the one of size \d+ this agency has already seen: .*"
+                    r" \(a fork\)",
+                )
+            )
         assert _held_size(naive_keys) == held_a  # branch B's checkpoint was not kept
     finally:
         b.stop()

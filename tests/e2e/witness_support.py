@@ -19,21 +19,30 @@ from broker.protocol.witness_policy import LogKey
 from broker.witness.core import Reply, Witness, WitnessState, parse_request
 from broker.witness.http import WitnessHTTPServer, server_context
 
-AGENCY_WITNESSES = {"FR-CUSTOMS": "witness.fr-customs.isb.dev/w1", "DE-BKA": "witness.de-bka.isb.dev/w1",
-                    "NL-FIOD": "witness.nl-fiod.isb.dev/w1"}
+AGENCY_WITNESSES = {
+    "FR-CUSTOMS": "witness.fr-customs.isb.dev/w1",
+    "DE-BKA": "witness.de-bka.isb.dev/w1",
+    "NL-FIOD": "witness.nl-fiod.isb.dev/w1",
+}
 
 
 def issue_tls(pki: DevPki, directory: Path, name: str, *, role: Role = Role.WITNESS) -> tuple[Path, Path]:
     """A TLS certificate and key of the deployment CA for `spiffe://isb.dev/<role>/<name>` on 127.0.0.1."""
     authority = CaDirectory.open(pki.directory).load_authority()
     key = generate_identity_key()
-    cert = issue_certificate(authority, key.public_key(), make_spiffe_id(pki.trust_domain, role, name),
-                             dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+    cert = issue_certificate(
+        authority,
+        key.public_key(),
+        make_spiffe_id(pki.trust_domain, role, name),
+        dns_names=["localhost"],
+        ip_addresses=["127.0.0.1"],
+    )
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     os.chmod(key_path, 0o600)
     return cert_path, key_path
 
@@ -72,8 +81,12 @@ class RunningWitness:
     def start(self) -> None:
         witness_cls = LyingWitness if self.lying else Witness
         witness = witness_cls(self.name, self.key, self.logs, WitnessState(self.state_path))  # type: ignore[arg-type]
-        self.server = WitnessHTTPServer(("127.0.0.1", self.port), witness,
-                                        server_context(self.cert, self.tls_key, self.ca), f"/{self.agency.lower()}")
+        self.server = WitnessHTTPServer(
+            ("127.0.0.1", self.port),
+            witness,
+            server_context(self.cert, self.tls_key, self.ca),
+            f"/{self.agency.lower()}",
+        )
         self.port = self.server.port
         self.server.start()
 
@@ -100,9 +113,17 @@ def start_witnesses(pki: DevPki, tmp: Path, *, lying: str | None = None) -> dict
     running = {}
     for agency, name in AGENCY_WITNESSES.items():
         cert, tls_key = issue_tls(pki, tmp / "witness-tls", f"{agency.lower()}-w1")
-        witness = RunningWitness(agency, name, Ed25519PrivateKey.generate(), tmp / f"witness-{agency}.db", cert,
-                                 tls_key, pki.ca_cert, {log_key.origin: log_key.public_key},
-                                 lying=agency == lying)
+        witness = RunningWitness(
+            agency,
+            name,
+            Ed25519PrivateKey.generate(),
+            tmp / f"witness-{agency}.db",
+            cert,
+            tls_key,
+            pki.ca_cert,
+            {log_key.origin: log_key.public_key},
+            lying=agency == lying,
+        )
         witness.start()
         running[agency] = witness
     return running

@@ -10,8 +10,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_dockerignore_admits_only_what_the_dockerfile_copies() -> None:
     """.dockerignore excludes everything (certs/, var/, .venv) except the sources the Dockerfile copies."""
-    lines = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    lines = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert lines[0] == "*"
     admitted = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     copied: set[str] = set()

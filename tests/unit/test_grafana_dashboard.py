@@ -17,8 +17,14 @@ def test_every_panel_queries_an_exported_metric() -> None:
     exported = {m.name for m in REGISTRY.collect()}
     exported |= {"isb_queue_depth"}  # collected at scrape time, registered once a broker serves metrics
     panels = json.loads(DASHBOARD.read_text())["panels"]
-    assert {p["title"] for p in panels} >= {"Queue depth per agency", "Delivery latency", "Audit log size",
-                                           "Checkpoint age", "Certificate expiry", "Envelopes"}
+    assert {p["title"] for p in panels} >= {
+        "Queue depth per agency",
+        "Delivery latency",
+        "Audit log size",
+        "Checkpoint age",
+        "Certificate expiry",
+        "Envelopes",
+    }
     for panel in panels:
         for target in panel["targets"]:
             for name in re.findall(r"\bisb_\w+", target["expr"]):

@@ -20,7 +20,8 @@ WITNESS_KEY = Ed25519PrivateKey.generate()
 WITNESS = "w.test/w1"
 POLICY = parse_policy(
     f"log {_note.encode_vkey(ORIGIN, LOG_KEY.public_key())}\n"
-    f"witness w1 {_cosignature.encode_cosigner_vkey(WITNESS, WITNESS_KEY.public_key())}\nquorum w1\n".encode())
+    f"witness w1 {_cosignature.encode_cosigner_vkey(WITNESS, WITNESS_KEY.public_key())}\nquorum w1\n".encode()
+)
 
 
 def _engine(tmp_path: Path) -> Engine:
@@ -56,11 +57,11 @@ def test_the_largest_cosigned_checkpoint_is_chosen_and_proofs_lead_to_it(tmp_pat
     assert proofs.checkpoint.tree_size == first
     assert set(proofs.publications) == {1}  # entry 4 is after the checkpoint: no proof yet
     publication = proofs.publications[1]
-    _merkle.verify_inclusion(_merkle.leaf_hash(publication.entry), 1, first, publication.path,
-                             proofs.checkpoint.root_hash)
+    _merkle.verify_inclusion(
+        _merkle.leaf_hash(publication.entry), 1, first, publication.path, proofs.checkpoint.root_hash
+    )
     with engine.connect() as conn:
-        _merkle.verify_consistency(2, first, _root(log, conn, 2),
-                                   proofs.checkpoint.root_hash, proofs.consistency)
+        _merkle.verify_consistency(2, first, _root(log, conn, 2), proofs.checkpoint.root_hash, proofs.consistency)
     later = _grow(engine, log, 1, cosign=True)
     with engine.connect() as conn:
         latest = witnessed.latest(conn)

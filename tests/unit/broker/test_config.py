@@ -22,10 +22,15 @@ def test_file_then_environment_then_overrides_win_in_that_order(tmp_path: Path) 
     """A TOML value is overridden by ISB_* and DATABASE_URL, and those by explicit overrides."""
     path = tmp_path / "broker.toml"
     path.write_text('[broker]\nlisten = "127.0.0.1:9000"\nlease_seconds = 5\nmax_recipients = 10\n')
-    config = load_config(path, environ={"ISB_LEASE_SECONDS": "2.5", "DATABASE_URL": "postgresql://db/x"},
-                         max_recipients=3)
+    config = load_config(
+        path, environ={"ISB_LEASE_SECONDS": "2.5", "DATABASE_URL": "postgresql://db/x"}, max_recipients=3
+    )
     assert (config.listen, config.lease_seconds, config.database_url, config.max_recipients) == (
-        "127.0.0.1:9000", 2.5, "postgresql://db/x", 3)
+        "127.0.0.1:9000",
+        2.5,
+        "postgresql://db/x",
+        3,
+    )
 
 
 def test_unknown_setting_in_file_is_refused_by_name(tmp_path: Path) -> None:

@@ -35,9 +35,16 @@ class ScriptedStream:
         for batch in requests:
             self.sizes.append(len(batch.envelopes))
             time.sleep(self.delay)
-            self._replies.put(broker_pb2.SendBatchResult(results=[
-                broker_pb2.SendResult(message_id=e.header.decode(), response=broker_pb2.SendResponse(
-                    message_id=e.header.decode())) for e in batch.envelopes]))
+            self._replies.put(
+                broker_pb2.SendBatchResult(
+                    results=[
+                        broker_pb2.SendResult(
+                            message_id=e.header.decode(), response=broker_pb2.SendResponse(message_id=e.header.decode())
+                        )
+                        for e in batch.envelopes
+                    ]
+                )
+            )
         self._replies.put(None)
 
     def __iter__(self) -> Iterator[broker_pb2.SendBatchResult]:

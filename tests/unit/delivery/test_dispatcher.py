@@ -28,12 +28,18 @@ def _dispatcher(backlog: list[QueuedDelivery], lease: float = 30.0) -> tuple[Dis
     async def envelope(_: str) -> bytes:
         return b"envelope"
 
-    return (Dispatcher(load, envelope, lease, lambda i: delivered.append(i.message_id),
-                       lambda i: expired.append(i.message_id)), delivered, expired)
+    return (
+        Dispatcher(
+            load, envelope, lease, lambda i: delivered.append(i.message_id), lambda i: expired.append(i.message_id)
+        ),
+        delivered,
+        expired,
+    )
 
 
 def test_backlog_comes_out_by_priority_then_arrival() -> None:
     """Higher priority first; equal priority in arrival (sequence) order."""
+
     async def run() -> list[str]:
         dispatcher, _, _ = _dispatcher([_item("a", 2, 1), _item("b", 4, 2), _item("c", 2, 3), _item("d", 4, 4)])
         stream = await dispatcher.open_stream("DE-BKA", 10)
@@ -44,6 +50,7 @@ def test_backlog_comes_out_by_priority_then_arrival() -> None:
 
 def test_ready_deliveries_travel_together_in_one_batch_up_to_the_limit() -> None:
     """Everything ready comes in one batch, most urgent first, capped by the batch limit."""
+
     async def run() -> list[list[str]]:
         dispatcher, delivered, _ = _dispatcher([_item("a", 2, 1), _item("b", 4, 2), _item("c", 2, 3)])
         stream = await dispatcher.open_stream("DE-BKA", 10)
@@ -57,6 +64,7 @@ def test_ready_deliveries_travel_together_in_one_batch_up_to_the_limit() -> None
 
 def test_stream_respects_its_in_flight_limit_until_an_ack() -> None:
     """With max_in_flight=1 the second delivery waits for the first acknowledgement."""
+
     async def run() -> tuple[str | None, str | None]:
         dispatcher, _, _ = _dispatcher([_item("a", 2, 1), _item("b", 2, 2)])
         stream = await dispatcher.open_stream("DE-BKA", 1)
@@ -72,6 +80,7 @@ def test_stream_respects_its_in_flight_limit_until_an_ack() -> None:
 
 def test_unacknowledged_delivery_returns_after_lease_with_next_attempt() -> None:
     """A delivery not acknowledged within the lease is handed out again, attempt 2."""
+
     async def run() -> tuple[int, int]:
         dispatcher, _, _ = _dispatcher([_item("a", 2, 1)], lease=0.2)
         dispatcher.start()
@@ -88,6 +97,7 @@ def test_unacknowledged_delivery_returns_after_lease_with_next_attempt() -> None
 
 def test_closed_stream_gives_its_deliveries_to_another_consumer_at_once() -> None:
     """Two consumers share a queue; when one closes, its unacknowledged delivery goes to the other."""
+
     async def run() -> str | None:
         dispatcher, _, _ = _dispatcher([_item("a", 2, 1)])
         one = await dispatcher.open_stream("DE-BKA", 5)
@@ -103,6 +113,7 @@ def test_closed_stream_gives_its_deliveries_to_another_consumer_at_once() -> Non
 
 def test_expired_delivery_is_reported_and_not_handed_out() -> None:
     """A delivery whose message expired is dropped and reported; the next one is delivered."""
+
     async def run() -> tuple[str | None, list[str]]:
         dispatcher, _, expired = _dispatcher([_item("old", 4, 1, expires_us=1), _item("new", 2, 2)])
         stream = await dispatcher.open_stream("DE-BKA", 5)
@@ -114,6 +125,7 @@ def test_expired_delivery_is_reported_and_not_handed_out() -> None:
 
 def test_recall_drops_undelivered_copies() -> None:
     """After a RECALL commits, the recalled message is no longer handed out."""
+
     async def run() -> str | None:
         dispatcher, _, _ = _dispatcher([_item("a", 2, 1), _item("b", 2, 2)])
         stream = await dispatcher.open_stream("DE-BKA", 5)

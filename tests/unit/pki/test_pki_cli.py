@@ -236,6 +236,7 @@ def test_issue_of_a_first_certificate_gives_no_warning(
 
 def test_crl_command_signs_with_the_requested_validity(ca_path: Path) -> None:
     """pki crl --days 2 makes a CRL whose nextUpdate is two days away; the default is seven."""
+
     def next_update_days() -> float:
         crl = x509.load_pem_x509_crl((ca_path / "crl.pem").read_bytes())
         assert crl.next_update_utc is not None

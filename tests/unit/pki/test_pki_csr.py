@@ -139,7 +139,7 @@ def test_csr_of_an_unknown_version_is_invalid_request() -> None:
     der = _agency_csr_der()
     at = der.index(bytes.fromhex("020100"))
     with pytest.raises(InvalidRequest, match="version 1"):
-        verify_csr(der[:at] + bytes.fromhex("020105") + der[at + 3:], TRUST_DOMAIN)
+        verify_csr(der[:at] + bytes.fromhex("020105") + der[at + 3 :], TRUST_DOMAIN)
 
 
 @settings(max_examples=300, deadline=None)

@@ -53,8 +53,9 @@ def test_dev_groups_reach_their_members(dev_policy: Policy) -> None:
 
 def test_production_template_validates_and_is_narrower_than_dev(examples_dir: Path) -> None:
     """examples/policy-production.toml is valid, forwards nothing and stops at AMBER for groups."""
-    policy = Policy.parse((examples_dir / "policy-production.toml").read_text(encoding="utf-8"),
-                          "policy-production.toml")
+    policy = Policy.parse(
+        (examples_dir / "policy-production.toml").read_text(encoding="utf-8"), "policy-production.toml"
+    )
     assert policy.decide_send("AT-ZOLL", "ALERT", "AMBER", ["CUSTOMS-POLICE"]).allowed
     assert not policy.decide_send("AT-ZOLL", "ALERT", "AMBER+STRICT", ["BE-FEDPOL"]).allowed
     assert not policy.decide_send("AT-ZOLL", "WATCHLIST_UPDATE", "GREEN", ["BE-FEDPOL"]).allowed

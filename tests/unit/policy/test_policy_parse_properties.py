@@ -14,10 +14,18 @@ from broker.policy import Policy, PolicyError
 EXAMPLE = (Path(__file__).resolve().parents[3] / "examples" / "policy-dev.toml").read_text()
 SOURCE = "proposed.toml"
 
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=20),
-                     st.sampled_from(["FR-CUSTOMS", "DE-BKA", "*", "ALERT", "GREEN", "RED", "police", "FR"]))
-_values: Any = st.recursive(_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)), max_leaves=12)
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.text(max_size=20),
+    st.sampled_from(["FR-CUSTOMS", "DE-BKA", "*", "ALERT", "GREEN", "RED", "police", "FR"]),
+)
+_values: Any = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    max_leaves=12,
+)
 
 
 def _toml(value: Any) -> str:
@@ -30,8 +38,7 @@ def _toml(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value if v is not None and not isinstance(v, dict)) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in value.items()
-                               if v is not None) + "}"
+        return "{" + ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in value.items() if v is not None) + "}"
     return '""'
 
 
@@ -54,7 +61,10 @@ def test_any_text_is_a_policy_or_a_policy_error(text: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(["agencies", "groups", "rules"]), st.integers(0, 2), st.text(max_size=12), _values)
 def test_one_changed_field_of_the_dev_policy_is_a_policy_or_a_policy_error(
-    table: str, position: int, key: str, value: Any,
+    table: str,
+    position: int,
+    key: str,
+    value: Any,
 ) -> None:
     """The dev policy with one field of one entry replaced by any TOML value parses or is refused cleanly."""
     document = tomllib.loads(EXAMPLE)

@@ -71,16 +71,27 @@ def test_a_bad_period_is_refused_naming_its_key_and_line() -> None:
     assert errors[0].startswith(f"policy.toml:{line}: retention rule 'r': 'envelopes': '3 years' is not a period")
 
 
-@pytest.mark.parametrize(("section", "expected"), [
-    ('[retention]\ndefalt = "3y"\n', "unknown key 'defalt' (did you mean 'default'?)"),
-    ('[retention]\ndefault = 3\n', "'default' must be a string, not an integer"),
-    ('[retention]\ndefault = "200y"\n', "longer than 100 years"),
-    ('[retention]\n[[retention.rules]]\nname = "r"\nkinds = ["ALERTS"]\nenvelopes = "1y"\n', "unknown kind 'ALERTS'"),
-    ('[retention]\n[[retention.rules]]\nname = "r"\nhandling = ["WHITE"]\nenvelopes = "1y"\n',
-     "TLP 2.0 renamed WHITE to CLEAR"),
-    ('[retention]\n[[retention.rules]]\nname = "r"\nkinds = ["ALERT"]\n', "sets no period"),
-    ('[retention]\n[[retention.rules]]\nname = "r"\nrevoked_key_bundles = "1y"\n', "unknown key 'revoked_key_bundles'"),
-])
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ('[retention]\ndefalt = "3y"\n', "unknown key 'defalt' (did you mean 'default'?)"),
+        ("[retention]\ndefault = 3\n", "'default' must be a string, not an integer"),
+        ('[retention]\ndefault = "200y"\n', "longer than 100 years"),
+        (
+            '[retention]\n[[retention.rules]]\nname = "r"\nkinds = ["ALERTS"]\nenvelopes = "1y"\n',
+            "unknown kind 'ALERTS'",
+        ),
+        (
+            '[retention]\n[[retention.rules]]\nname = "r"\nhandling = ["WHITE"]\nenvelopes = "1y"\n',
+            "TLP 2.0 renamed WHITE to CLEAR",
+        ),
+        ('[retention]\n[[retention.rules]]\nname = "r"\nkinds = ["ALERT"]\n', "sets no period"),
+        (
+            '[retention]\n[[retention.rules]]\nname = "r"\nrevoked_key_bundles = "1y"\n',
+            "unknown key 'revoked_key_bundles'",
+        ),
+    ],
+)
 def test_retention_mistakes_are_refused_with_a_clear_message(section: str, expected: str) -> None:
     """Each mistake in the section is one error line saying what is wrong."""
     assert any(expected in error for error in _errors(section)), _errors(section)
@@ -95,8 +106,11 @@ def test_calendar_months_count_as_a_lawyer_counts() -> None:
 
 _periods = st.one_of(
     st.text(max_size=12),
-    st.builds(lambda n, unit: f"{n}{unit}", st.integers(-5, 10**7), st.sampled_from(["s", "min", "h", "d", "w", "mo",
-                                                                                     "y", "m", "Y", " d", ""])),
+    st.builds(
+        lambda n, unit: f"{n}{unit}",
+        st.integers(-5, 10**7),
+        st.sampled_from(["s", "min", "h", "d", "w", "mo", "y", "m", "Y", " d", ""]),
+    ),
 )
 
 
@@ -118,11 +132,16 @@ def test_period_parser_accepts_exactly_the_grammar(text: str) -> None:
     assert now - timedelta(seconds=period.longest_seconds) <= period.cutoff(now) < now
 
 
-_values: Any = st.one_of(st.text(max_size=8), st.integers(-3, 3), st.booleans(),
-                         st.sampled_from(["1y", "6mo", "30d", "ALERT", "RED", "CLEAR..AMBER"]),
-                         st.lists(st.sampled_from(["ALERT", "RED", "GREEN", "X", "1y"]), max_size=3))
-_keys = st.sampled_from(["default", "envelopes", "attachments", "receipts", "revoked_key_bundles", "name", "kinds",
-                         "handling", "other"])
+_values: Any = st.one_of(
+    st.text(max_size=8),
+    st.integers(-3, 3),
+    st.booleans(),
+    st.sampled_from(["1y", "6mo", "30d", "ALERT", "RED", "CLEAR..AMBER"]),
+    st.lists(st.sampled_from(["ALERT", "RED", "GREEN", "X", "1y"]), max_size=3),
+)
+_keys = st.sampled_from(
+    ["default", "envelopes", "attachments", "receipts", "revoked_key_bundles", "name", "kinds", "handling", "other"]
+)
 
 
 def _toml(value: Any) -> str:
@@ -138,8 +157,9 @@ def _toml(value: Any) -> str:
 
 @settings(max_examples=200, deadline=None)
 @given(st.dictionaries(_keys, _values, max_size=4), st.lists(st.dictionaries(_keys, _values, max_size=5), max_size=3))
-def test_any_retention_section_is_a_retention_or_a_policy_error(table: dict[str, Any],
-                                                                rules: list[dict[str, Any]]) -> None:
+def test_any_retention_section_is_a_retention_or_a_policy_error(
+    table: dict[str, Any], rules: list[dict[str, Any]]
+) -> None:
     """Any `[retention]` table and rules parse into a Retention or are refused with lines naming the file."""
     lines = ["[retention]", *(f"{k} = {_toml(v)}" for k, v in table.items())]
     for entry in rules:

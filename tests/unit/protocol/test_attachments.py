@@ -24,8 +24,9 @@ from tests.unit.protocol.protocol_testpki import Agency, Pki
 CHUNK = MIN_CHUNK_SIZE
 
 
-def _encrypt(data: bytes, *, chunk_size: int = CHUNK, key: bytes | None = None,
-             media_type: str = "image/jpeg") -> tuple[bytes, list[bytes], envelope_pb2.AttachmentRef]:
+def _encrypt(
+    data: bytes, *, chunk_size: int = CHUNK, key: bytes | None = None, media_type: str = "image/jpeg"
+) -> tuple[bytes, list[bytes], envelope_pb2.AttachmentRef]:
     key = key if key is not None else os.urandom(32)
     encryptor = AttachmentEncryptor(key, io.BytesIO(data), len(data), chunk_size=chunk_size, media_type=media_type)
     chunks = [c for _, c in encryptor.encrypted_chunks()]
@@ -82,8 +83,9 @@ def test_truncated_stream_is_refused() -> None:
 def test_stream_cut_at_a_chunk_boundary_under_a_forged_size_is_refused() -> None:
     """Declaring fewer chunks than were encrypted fails: the new last chunk lacks the last flag."""
     key, chunks, ref = _encrypt(os.urandom(3 * CHUNK))
-    short = envelope_pb2.AttachmentRef(sha256=_stream.attachment_digest([]), size=2 * CHUNK, chunk_size=CHUNK,
-                                       media_type=ref.media_type)
+    short = envelope_pb2.AttachmentRef(
+        sha256=_stream.attachment_digest([]), size=2 * CHUNK, chunk_size=CHUNK, media_type=ref.media_type
+    )
     with pytest.raises(VerificationError, match="last chunk 1"):
         _read(key, short, chunks[:2])
 
@@ -110,7 +112,7 @@ def test_any_flipped_bit_is_refused(bit: int) -> None:
     key, chunks, ref = _encrypt(b"\x5a" * (2 * CHUNK))
     stream = bytearray(b"".join(chunks))
     stream[bit // 8] ^= 1 << (bit % 8)
-    tampered = [bytes(stream[: CHUNK + 16]), bytes(stream[CHUNK + 16:])]
+    tampered = [bytes(stream[: CHUNK + 16]), bytes(stream[CHUNK + 16 :])]
     with pytest.raises(VerificationError):
         _read(key, ref, tampered)
 
@@ -164,10 +166,15 @@ def test_nonce_layout_is_counter_then_last_flag() -> None:
     assert _stream.nonce(258, last=True) == bytes(9) + b"\x01\x02\x01"
 
 
-@given(sha=st.binary(max_size=40), size=st.integers(0, 1 << 41), chunk_size=st.integers(0, 1 << 21),
-       media_type=st.text(max_size=300))
+@given(
+    sha=st.binary(max_size=40),
+    size=st.integers(0, 1 << 41),
+    chunk_size=st.integers(0, 1 << 21),
+    media_type=st.text(max_size=300),
+)
 def test_reference_checks_never_raise_anything_but_protocol_error(
-        sha: bytes, size: int, chunk_size: int, media_type: str) -> None:
+    sha: bytes, size: int, chunk_size: int, media_type: str
+) -> None:
     """Whatever a header claims, checking the reference either passes or raises ProtocolError naming the field."""
     ref = envelope_pb2.AttachmentRef(sha256=sha, size=size, chunk_size=chunk_size, media_type=media_type)
     field = ""
@@ -183,13 +190,23 @@ def test_reference_checks_never_raise_anything_but_protocol_error(
     assert "/" in media_type
 
 
-def _sealed_with(pki: Pki, refs: list[envelope_pb2.AttachmentRef], content_key: bytes,
-                 message_id: str) -> tuple[envelope_pb2.Envelope, Agency, Agency]:
+def _sealed_with(
+    pki: Pki, refs: list[envelope_pb2.AttachmentRef], content_key: bytes, message_id: str
+) -> tuple[envelope_pb2.Envelope, Agency, Agency]:
     sender, recipient = pki.agency("FR-CUSTOMS"), pki.agency("DE-BKA")
-    envelope = seal(sender=sender.name, identity_key=sender.identity_key, certificate=sender.certificate,
-                    recipients=[recipient.name], recipient_keys={recipient.name: recipient.bundle},
-                    kind=envelope_pb2.ALERT, body=b"see photo", content_type="text/plain",
-                    message_id=message_id, content_key=content_key, attachments=refs)
+    envelope = seal(
+        sender=sender.name,
+        identity_key=sender.identity_key,
+        certificate=sender.certificate,
+        recipients=[recipient.name],
+        recipient_keys={recipient.name: recipient.bundle},
+        kind=envelope_pb2.ALERT,
+        body=b"see photo",
+        content_type="text/plain",
+        message_id=message_id,
+        content_key=content_key,
+        attachments=refs,
+    )
     return envelope, sender, recipient
 
 
@@ -199,8 +216,9 @@ def test_recipient_opens_the_attachment_with_the_key_from_the_envelope(pki: Pki)
     data = os.urandom(CHUNK + 1)
     _, chunks, ref = _encrypt(data, key=_stream.attachment_key(content_key, 1, message_id, 0))
     envelope, sender, recipient = _sealed_with(pki, [ref], content_key, message_id)
-    opened = open_envelope(envelope, recipient=recipient.name, keys=recipient.keys,
-                           sender_certificate=sender.certificate)
+    opened = open_envelope(
+        envelope, recipient=recipient.name, keys=recipient.keys, sender_certificate=sender.certificate
+    )
     assert list(opened.attachments) == [ref]
     assert AttachmentReader(opened.attachment_key(0), ref, chunks).read() == data
     assert "content_key" not in repr(opened)
@@ -234,9 +252,17 @@ def test_seal_needs_the_content_key_of_its_attachments(pki: Pki) -> None:
     sender, recipient = pki.agency("FR-CUSTOMS"), pki.agency("DE-BKA")
     _, _, ref = _encrypt(b"x")
     with pytest.raises(ValueError, match="content_key"):
-        seal(sender=sender.name, identity_key=sender.identity_key, certificate=sender.certificate,
-             recipients=[recipient.name], recipient_keys={recipient.name: recipient.bundle},
-             kind=envelope_pb2.ALERT, body=b"", content_type="text/plain", attachments=[ref])
+        seal(
+            sender=sender.name,
+            identity_key=sender.identity_key,
+            certificate=sender.certificate,
+            recipients=[recipient.name],
+            recipient_keys={recipient.name: recipient.bundle},
+            kind=envelope_pb2.ALERT,
+            body=b"",
+            content_type="text/plain",
+            attachments=[ref],
+        )
 
 
 @settings(max_examples=80, deadline=None)

@@ -28,8 +28,13 @@ def test_issued_agency_and_broker_certificates_are_within_the_profile() -> None:
     """What the CA issues passes: an agency leaf, and a broker leaf with DNS and IP names."""
     key = generate_identity_key().public_key()
     agency = issue_certificate(CA, key, make_spiffe_id(TRUST_DOMAIN, Role.AGENCY, "FR-CUSTOMS"))
-    broker = issue_certificate(CA, key, make_spiffe_id(TRUST_DOMAIN, Role.BROKER, "node-1"),
-                               dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+    broker = issue_certificate(
+        CA,
+        key,
+        make_spiffe_id(TRUST_DOMAIN, Role.BROKER, "node-1"),
+        dns_names=["localhost"],
+        ip_addresses=["127.0.0.1"],
+    )
     assert verify_leaf_profile(agency, TRUST_DOMAIN, role=Role.AGENCY).name == "FR-CUSTOMS"
     assert verify_leaf_profile(broker, TRUST_DOMAIN).role is Role.BROKER
 
@@ -42,13 +47,14 @@ def test_builder_defaults_are_within_the_profile() -> None:
 
 OUTSIDE: dict[str, tuple[dict[str, Any], str]] = {
     "no SAN": ({"names": []}, "no subjectAltName"),
-    "two URI SANs": ({"names": [AGENCY_URI, uri(f"spiffe://{TRUST_DOMAIN}/agency/DE-BKA")]},
-                     "exactly one URI SAN"),
+    "two URI SANs": ({"names": [AGENCY_URI, uri(f"spiffe://{TRUST_DOMAIN}/agency/DE-BKA")]}, "exactly one URI SAN"),
     "other trust domain": ({"names": [uri("spiffe://other.test/agency/FR-CUSTOMS")]}, "not in trust domain"),
     "malformed SPIFFE path": ({"names": [uri(f"spiffe://{TRUST_DOMAIN}/agency/FR-CUSTOMS/x")]}, "not of the form"),
     "DNS name on an agency": ({"names": [AGENCY_URI, x509.DNSName("localhost")]}, "only broker certificates"),
-    "IP address on an agency": ({"names": [AGENCY_URI, x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]},
-                                "only broker certificates"),
+    "IP address on an agency": (
+        {"names": [AGENCY_URI, x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]},
+        "only broker certificates",
+    ),
     "e-mail name": ({"names": [AGENCY_URI, x509.RFC822Name("ops@customs.example")]}, "names more than"),
     "no basicConstraints": ({"basic_constraints": None}, "no basicConstraints"),
     "CA:TRUE": ({"basic_constraints": x509.BasicConstraints(ca=True, path_length=None)}, "cA TRUE"),
@@ -92,5 +98,9 @@ def test_certificate_of_another_role_is_refused_when_a_role_is_expected() -> Non
 def test_issuance_refuses_a_lifetime_over_the_profile_maximum() -> None:
     """The CA's mechanism checks what it signed against the same profile."""
     with pytest.raises(InvalidRequest, match="outside the profile"):
-        issue_certificate(CA, generate_identity_key().public_key(),
-                          make_spiffe_id(TRUST_DOMAIN, Role.AGENCY, "FR-CUSTOMS"), lifetime_days=MAX_LIFETIME_DAYS + 2)
+        issue_certificate(
+            CA,
+            generate_identity_key().public_key(),
+            make_spiffe_id(TRUST_DOMAIN, Role.AGENCY, "FR-CUSTOMS"),
+            lifetime_days=MAX_LIFETIME_DAYS + 2,
+        )

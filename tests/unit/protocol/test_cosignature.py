@@ -112,8 +112,10 @@ def test_quorum_none_and_nested_groups() -> None:
     vkeys = _vkeys()
     log_line = f"log {_note.encode_vkey(ORIGIN, LOG_KEY.public_key())} https://log.test/"
     assert verify_checkpoint_against_policy(NOTE, parse_policy(f"{log_line}\nquorum none\n".encode())).cosigned == {}
-    nested = (f"# two levels\n{log_line}\n\twitness A {vkeys[0]}  https://a.test/\nwitness B {vkeys[1]}\n"
-              f"witness C {vkeys[2]}\ngroup AB any A B\ngroup all-of all AB C\nquorum all-of\n").encode()
+    nested = (
+        f"# two levels\n{log_line}\n\twitness A {vkeys[0]}  https://a.test/\nwitness B {vkeys[1]}\n"
+        f"witness C {vkeys[2]}\ngroup AB any A B\ngroup all-of all AB C\nquorum all-of\n"
+    ).encode()
     policy = parse_policy(nested)
     assert policy.witnesses["A"].url == "https://a.test/"
     assert policy.groups["all-of"].threshold == 2
@@ -150,9 +152,27 @@ def test_policy_refusals(text: str, message: str) -> None:
 
 # --- properties ------------------------------------------------------------------------------------
 
-_POLICY_PIECES = st.sampled_from([b"log ", b"witness ", b"group ", b"quorum ", b"none", b"any", b"all", b"2",
-                                  b" ", b"\t", b"\n", b"#", b"w1", b"g", b"\xff", _vkeys()[0].encode(),
-                                  _note.encode_vkey(ORIGIN, LOG_KEY.public_key()).encode()])
+_POLICY_PIECES = st.sampled_from(
+    [
+        b"log ",
+        b"witness ",
+        b"group ",
+        b"quorum ",
+        b"none",
+        b"any",
+        b"all",
+        b"2",
+        b" ",
+        b"\t",
+        b"\n",
+        b"#",
+        b"w1",
+        b"g",
+        b"\xff",
+        _vkeys()[0].encode(),
+        _note.encode_vkey(ORIGIN, LOG_KEY.public_key()).encode(),
+    ]
+)
 
 
 @PROPERTY_SETTINGS
@@ -167,8 +187,7 @@ def test_policy_parser_raises_only_protocol_error(data: bytes) -> None:
 
 
 @PROPERTY_SETTINGS
-@given(st.integers(1, 3), st.permutations([0, 1, 2]), st.sets(st.integers(0, 2)),
-       st.sampled_from([" ", "\t", " \t "]))
+@given(st.integers(1, 3), st.permutations([0, 1, 2]), st.sets(st.integers(0, 2)), st.sampled_from([" ", "\t", " \t "]))
 def test_k_of_n_holds_exactly(k: int, order: list[int], signers: set[int], sep: str) -> None:
     """A k-of-3 policy (in any member order and spacing) accepts exactly when k witnesses cosigned."""
     vkeys = _vkeys()
@@ -193,8 +212,10 @@ _LINE_PIECES = st.sampled_from(["\u2014 ", WITNESS_NAMES[0], " ", "\n", "AAAA", 
 def test_cosignature_parsers_raise_only_verification_error(data: bytes) -> None:
     """A witness response body or a note with extra lines parses or raises VerificationError."""
     cosigner = _cosignature.parse_cosigner_vkey(_vkeys()[0])
-    for attempt in (lambda: _cosignature.parse_signature_lines(data),
-                    lambda: _cosignature.verify_cosignatures(NOTE + data, [cosigner])):
+    for attempt in (
+        lambda: _cosignature.parse_signature_lines(data),
+        lambda: _cosignature.verify_cosignatures(NOTE + data, [cosigner]),
+    ):
         with contextlib.suppress(VerificationError):
             attempt()
 

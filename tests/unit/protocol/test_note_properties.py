@@ -17,8 +17,25 @@ NOTE = _note.sign_checkpoint(NAME, 42, bytes(range(32)), NAME, KEY, extensions=(
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Bytes near the grammar: pieces of a real note, the em dash, newlines, base64 characters, non-ASCII.
-_PIECES = st.sampled_from([b"\n", b"\n\n", "\u2014 ".encode(), NAME.encode(), b" ", b"+", b"=", b"AAAA",
-                           b"\xff", "\u00e9".encode(), b"\x00", b"42", b"timestamp ", NOTE[:20], NOTE[-30:]])
+_PIECES = st.sampled_from(
+    [
+        b"\n",
+        b"\n\n",
+        "\u2014 ".encode(),
+        NAME.encode(),
+        b" ",
+        b"+",
+        b"=",
+        b"AAAA",
+        b"\xff",
+        "\u00e9".encode(),
+        b"\x00",
+        b"42",
+        b"timestamp ",
+        NOTE[:20],
+        NOTE[-30:],
+    ]
+)
 NEAR_NOTES = st.lists(_PIECES, max_size=30).map(b"".join)
 
 
@@ -47,7 +64,7 @@ def test_bytes_near_the_note_grammar_are_a_verification_error(data: bytes) -> No
 @given(st.integers(min_value=0, max_value=len(NOTE) - 1), st.integers(min_value=0, max_value=255))
 def test_any_changed_byte_of_a_signed_note_is_refused(position: int, value: int) -> None:
     """Changing one byte of a valid checkpoint never yields a different verified checkpoint."""
-    changed = NOTE[:position] + bytes([value]) + NOTE[position + 1:]
+    changed = NOTE[:position] + bytes([value]) + NOTE[position + 1 :]
     outcome = _outcome(changed)
     assert outcome is None or (changed == NOTE and outcome.size == 42)
 

@@ -45,13 +45,17 @@ headers = st.builds(
     sender=st.one_of(st.just("FR-CUSTOMS"), TEXT),
     sender_cert_sha256=st.binary(max_size=40),
     recipients=st.lists(st.one_of(st.just("DE-BKA"), TEXT), max_size=5),
-    kind=INT32, priority=INT32,
-    handling=st.builds(envelope_pb2.Handling, tlp=INT32, classification=TEXT, source_reliability=INT32,
-                       information_accuracy=INT32),
+    kind=INT32,
+    priority=INT32,
+    handling=st.builds(
+        envelope_pb2.Handling, tlp=INT32, classification=TEXT, source_reliability=INT32, information_accuracy=INT32
+    ),
     created=st.builds(lambda s, n: envelope_pb2.Header().created.__class__(seconds=s, nanos=n), INT64, INT32),
-    in_reply_to=TEXT, watchlist_id=TEXT,
+    in_reply_to=TEXT,
+    watchlist_id=TEXT,
     watchlist_version=st.integers(min_value=0, max_value=2**64 - 1),
-    ciphertext_sha256=st.binary(max_size=40), wrapped_keys_sha256=st.binary(max_size=40),
+    ciphertext_sha256=st.binary(max_size=40),
+    wrapped_keys_sha256=st.binary(max_size=40),
 )
 
 
@@ -77,8 +81,15 @@ def test_any_header_bytes_parse_or_fail_with_a_protocol_error(raw: bytes) -> Non
 
 def _bundle_bytes() -> st.SearchStrategy[bytes]:
     ts = st.builds(lambda s, n: envelope_pb2.KeyBundle().not_after.__class__(seconds=s, nanos=n), INT64, INT32)
-    structured = st.builds(envelope_pb2.KeyBundle, agency=st.just("DE-BKA"), key_id=TEXT, suite=INT32,
-                           public_key=st.binary(max_size=64), not_before=ts, not_after=ts)
+    structured = st.builds(
+        envelope_pb2.KeyBundle,
+        agency=st.just("DE-BKA"),
+        key_id=TEXT,
+        suite=INT32,
+        public_key=st.binary(max_size=64),
+        not_before=ts,
+        not_after=ts,
+    )
     return st.one_of(st.binary(max_size=200), structured.map(lambda b: b.SerializeToString()))
 
 
@@ -88,16 +99,28 @@ def test_any_signed_key_bundle_fails_only_with_a_protocol_error(pki: Pki, raw: b
     """A validly signed bundle of arbitrary bytes or field values: VerificationError, never ValueError."""
     agency = pki.agency("DE-BKA")
     signed = envelope_pb2.SignedKeyBundle(
-        bundle=raw, signature=sign_identity(agency.identity_key, _pae.key_bundle_signing_input(raw)),
-        certificate=agency.signed_bundle.certificate)
-    _only_protocol_errors(lambda: verify_key_bundle(signed, trust_roots=[pki.ca_certificate],
-                                                    expected_agency="DE-BKA", trust_domain=TRUST_DOMAIN, now=NOW))
+        bundle=raw,
+        signature=sign_identity(agency.identity_key, _pae.key_bundle_signing_input(raw)),
+        certificate=agency.signed_bundle.certificate,
+    )
+    _only_protocol_errors(
+        lambda: verify_key_bundle(
+            signed, trust_roots=[pki.ca_certificate], expected_agency="DE-BKA", trust_domain=TRUST_DOMAIN, now=NOW
+        )
+    )
 
 
 def _receipt_bytes() -> st.SearchStrategy[bytes]:
     ts = st.builds(lambda s, n: envelope_pb2.Receipt().time.__class__(seconds=s, nanos=n), INT64, INT32)
-    structured = st.builds(envelope_pb2.Receipt, message_id=TEXT, envelope_sha256=st.binary(max_size=40),
-                           recipient=st.just("DE-BKA"), time=ts, status=INT32, reason=st.text(max_size=2000))
+    structured = st.builds(
+        envelope_pb2.Receipt,
+        message_id=TEXT,
+        envelope_sha256=st.binary(max_size=40),
+        recipient=st.just("DE-BKA"),
+        time=ts,
+        status=INT32,
+        reason=st.text(max_size=2000),
+    )
     return st.one_of(st.binary(max_size=200), structured.map(lambda r: r.SerializeToString()))
 
 
@@ -107,14 +130,20 @@ def test_any_signed_receipt_fails_only_with_a_protocol_error(pki: Pki, raw: byte
     """A validly signed receipt of arbitrary bytes or field values: VerificationError, never ValueError."""
     agency = pki.agency("DE-BKA")
     signed = envelope_pb2.SignedReceipt(
-        receipt=raw, signature=sign_identity(agency.identity_key, _pae.receipt_signing_input(raw)))
+        receipt=raw, signature=sign_identity(agency.identity_key, _pae.receipt_signing_input(raw))
+    )
     _only_protocol_errors(lambda: verify_receipt(signed, agency.certificate, expected_recipient="DE-BKA"))
 
 
 def _consent_bytes() -> st.SearchStrategy[bytes]:
     ts = st.builds(lambda s, n: envelope_pb2.ForwardConsent().not_after.__class__(seconds=s, nanos=n), INT64, INT32)
-    structured = st.builds(envelope_pb2.ForwardConsent, message_id=TEXT, forwarder=TEXT,
-                           recipients=st.lists(TEXT, max_size=4), not_after=ts)
+    structured = st.builds(
+        envelope_pb2.ForwardConsent,
+        message_id=TEXT,
+        forwarder=TEXT,
+        recipients=st.lists(TEXT, max_size=4),
+        not_after=ts,
+    )
     return st.one_of(st.binary(max_size=200), structured.map(lambda c: c.SerializeToString()))
 
 
@@ -124,7 +153,8 @@ def test_any_signed_forward_consent_fails_only_with_a_protocol_error(pki: Pki, r
     """A validly signed consent of arbitrary bytes or field values: VerificationError, never ValueError."""
     agency = pki.agency("FR-CUSTOMS")
     signed = envelope_pb2.SignedForwardConsent(
-        consent=raw, signature=sign_identity(agency.identity_key, _pae.forward_consent_signing_input(raw)))
+        consent=raw, signature=sign_identity(agency.identity_key, _pae.forward_consent_signing_input(raw))
+    )
     _only_protocol_errors(lambda: verify_forward_consent(signed, agency.certificate))
 
 

@@ -20,8 +20,9 @@ VECTOR = load("crl-freshness")
 CA = certificate(VECTOR["ca_certificate_pem"])
 NOW = dt.datetime.fromisoformat(VECTOR["verification_time"])
 GOOD = unhex(VECTOR["crls"][0]["crl_der_hex"])
-PROPERTY_SETTINGS = settings(max_examples=300, deadline=None,
-                             suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+PROPERTY_SETTINGS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
 
 def _outcome(data: bytes) -> VerifiedCrl | None:
@@ -48,23 +49,33 @@ def test_arbitrary_bytes_are_a_verification_error(data: bytes) -> None:
 @given(st.integers(min_value=0, max_value=len(GOOD) - 1), st.integers(min_value=0, max_value=255))
 def test_any_changed_byte_of_a_signed_crl_is_refused(position: int, value: int) -> None:
     """A changed byte is refused, or (DER that re-encodes the same content) yields the same CRL."""
-    changed = GOOD[:position] + bytes([value]) + GOOD[position + 1:]
+    changed = GOOD[:position] + bytes([value]) + GOOD[position + 1 :]
     outcome = _outcome(changed)
     base = _outcome(GOOD)
     assert outcome is None or (base is not None and (outcome.number, outcome.revoked) == (base.number, base.revoked))
 
 
-_JSON_VALUES = st.recursive(st.none() | st.integers() | st.text(max_size=10),
-                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                                          max_size=3))
+_JSON_VALUES = st.recursive(
+    st.none() | st.integers() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+)
 
 
 @PROPERTY_SETTINGS
-@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode)
-       | _JSON_VALUES.map(lambda value: json.dumps({"format": "isb-sdk-trust-state/1", "crl_number": value,
-                                                    "key_bundle_audit_index": value}).encode())
-       | _JSON_VALUES.map(lambda value: json.dumps({"format": "isb-sdk-trust-state/1", "crl_number": 1,
-                                                    "key_bundle_audit_index": {}, "checkpoint": value}).encode()))
+@given(
+    st.binary(max_size=200)
+    | st.text(max_size=200).map(str.encode)
+    | _JSON_VALUES.map(
+        lambda value: json.dumps(
+            {"format": "isb-sdk-trust-state/1", "crl_number": value, "key_bundle_audit_index": value}
+        ).encode()
+    )
+    | _JSON_VALUES.map(
+        lambda value: json.dumps(
+            {"format": "isb-sdk-trust-state/1", "crl_number": 1, "key_bundle_audit_index": {}, "checkpoint": value}
+        ).encode()
+    )
+)
 def test_trust_state_files_load_or_raise_trust_state_error(tmp_path: Path, data: bytes) -> None:
     """A state file (CRL number, bundle indexes, held checkpoint) either loads with well-typed marks or
     is refused with TrustStateError (never reset)."""

@@ -208,8 +208,9 @@ def test_vector_envelopes_refused_when_opened(vector: dict[str, Any]) -> None:
         party = next(p for p in vector["recipients"] if p["agency"] == case["open_as"])
         key = _encryption_key(party)
         with pytest.raises(VerificationError):
-            open_envelope(envelope, recipient=party["agency"], keys={key.key_id: key},
-                          sender_certificate=sender_certificate)
+            open_envelope(
+                envelope, recipient=party["agency"], keys={key.key_id: key}, sender_certificate=sender_certificate
+            )
 
 
 def test_vector_certificates_follow_the_production_profile(vector: dict[str, Any]) -> None:
@@ -230,7 +231,8 @@ def _attachment_vectors() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
 
 ATTACHMENTS = _attachment_vectors()
 _each_attachment = pytest.mark.parametrize(
-    ("vector", "attachment"), [(v, a) for _, v, a in ATTACHMENTS], ids=[n for n, _, _ in ATTACHMENTS])
+    ("vector", "attachment"), [(v, a) for _, v, a in ATTACHMENTS], ids=[n for n, _, _ in ATTACHMENTS]
+)
 
 
 @_each_attachment
@@ -255,13 +257,17 @@ def test_vector_attachment_key_chunks_and_digest_recompute(vector: dict[str, Any
 
 @_each_attachment
 def test_vector_attachment_is_referenced_by_the_signed_header(
-        vector: dict[str, Any], attachment: dict[str, Any]) -> None:
+    vector: dict[str, Any], attachment: dict[str, Any]
+) -> None:
     """The signed header names the attachment, and the reader returns its plaintext from the chunks."""
     header = envelope_pb2.Header.FromString(envelope_pb2.Envelope.FromString(_hex(vector["envelope_hex"])).header)
     ref = header.attachments[attachment["index"]]
     assert ref.sha256.hex() == attachment["sha256_hex"]
-    assert (ref.size, ref.chunk_size, ref.media_type) == (attachment["size"], attachment["chunk_size"],
-                                                          attachment["media_type"])
+    assert (ref.size, ref.chunk_size, ref.media_type) == (
+        attachment["size"],
+        attachment["chunk_size"],
+        attachment["media_type"],
+    )
     assert _pae.encode_attachments([ref]).hex() == attachment["attachments_pae_field_hex"]
     chunks = [_hex(c["ciphertext_hex"]) for c in attachment["chunks"]]
     reader = AttachmentReader(_hex(attachment["key_hex"]), ref, chunks)
@@ -276,8 +282,10 @@ def test_vector_tampered_attachment_streams_are_refused(vector: dict[str, Any], 
     assert attachment["must_be_refused"]
     for case in attachment["must_be_refused"]:
         replace = case.get("replace", {})
-        chunks = [_hex(replace.get(str(pos), attachment["chunks"][i]["ciphertext_hex"]))
-                  for pos, i in enumerate(case["sequence"])]
+        chunks = [
+            _hex(replace.get(str(pos), attachment["chunks"][i]["ciphertext_hex"]))
+            for pos, i in enumerate(case["sequence"])
+        ]
         reader = AttachmentReader(_hex(attachment["key_hex"]), ref, chunks)
         with pytest.raises(VerificationError):
             reader.read()

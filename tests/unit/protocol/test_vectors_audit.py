@@ -93,31 +93,51 @@ def test_log_vector_roots_and_checkpoints() -> None:
 def test_inclusion_proof_vectors_verify() -> None:
     """Every recorded inclusion proof verifies against its root."""
     for case in LOG["inclusion"]:
-        _merkle.verify_inclusion(unhex(case["leaf_hash_hex"]), case["index"], case["tree_size"],
-                                 [unhex(h) for h in case["proof_hex"]], unhex(case["root_hash_hex"]))
+        _merkle.verify_inclusion(
+            unhex(case["leaf_hash_hex"]),
+            case["index"],
+            case["tree_size"],
+            [unhex(h) for h in case["proof_hex"]],
+            unhex(case["root_hash_hex"]),
+        )
 
 
 def test_consistency_proof_vectors_verify() -> None:
     """Every recorded consistency proof verifies between its two roots."""
     for case in LOG["consistency"]:
-        _merkle.verify_consistency(case["first"], case["second"], unhex(case["first_root_hex"]),
-                                   unhex(case["second_root_hex"]), [unhex(h) for h in case["proof_hex"]])
+        _merkle.verify_consistency(
+            case["first"],
+            case["second"],
+            unhex(case["first_root_hex"]),
+            unhex(case["second_root_hex"]),
+            [unhex(h) for h in case["proof_hex"]],
+        )
 
 
 @pytest.mark.parametrize("case", LOG["inclusion_must_fail"], ids=lambda c: c["description"])
 def test_inclusion_proof_vectors_refused(case: dict[str, Any]) -> None:
     """Each inclusion proof under inclusion_must_fail does not verify."""
     with pytest.raises(VerificationError):
-        _merkle.verify_inclusion(unhex(case["leaf_hash_hex"]), case["index"], case["tree_size"],
-                                 [unhex(h) for h in case["proof_hex"]], unhex(case["root_hash_hex"]))
+        _merkle.verify_inclusion(
+            unhex(case["leaf_hash_hex"]),
+            case["index"],
+            case["tree_size"],
+            [unhex(h) for h in case["proof_hex"]],
+            unhex(case["root_hash_hex"]),
+        )
 
 
 @pytest.mark.parametrize("case", LOG["consistency_must_fail"], ids=lambda c: c["description"])
 def test_consistency_proof_vectors_refused(case: dict[str, Any]) -> None:
     """Each consistency proof under consistency_must_fail does not verify."""
     with pytest.raises(VerificationError):
-        _merkle.verify_consistency(case["first"], case["second"], unhex(case["first_root_hex"]),
-                                   unhex(case["second_root_hex"]), [unhex(h) for h in case["proof_hex"]])
+        _merkle.verify_consistency(
+            case["first"],
+            case["second"],
+            unhex(case["first_root_hex"]),
+            unhex(case["second_root_hex"]),
+            [unhex(h) for h in case["proof_hex"]],
+        )
 
 
 def test_export_vector_verifies() -> None:

@@ -18,8 +18,9 @@ CA = certificate(VECTOR["ca_certificate_pem"])
 
 def _verify(case: dict[str, Any]) -> VerifiedCrl:
     now = dt.datetime.fromisoformat(case.get("verification_time", VECTOR["verification_time"]))
-    return verify_revocation_list(unhex(case["crl_der_hex"]), trust_roots=[CA], now=now,
-                                  min_number=VECTOR["highest_crl_number_seen"])
+    return verify_revocation_list(
+        unhex(case["crl_der_hex"]), trust_roots=[CA], now=now, min_number=VECTOR["highest_crl_number_seen"]
+    )
 
 
 def _cases(expect: str) -> list[dict[str, Any]]:

@@ -21,11 +21,15 @@ VECTOR = load("directory-proof")
 
 def _check(case: dict[str, Any]) -> None:
     checkpoint = verify_directory_checkpoint(
-        case["checkpoint_note"].encode(), [unhex(h) for h in case["consistency_path_hex"]],
-        policy=parse_policy(VECTOR["policy"].encode()), origin=VECTOR["origin"],
-        held=(case["held_tree_size"], unhex(case["held_root_hash_hex"])))
-    proof = broker_pb2.KeyBundleProof(entry=case["entry_utf8"].encode(),
-                                      inclusion_path=[unhex(h) for h in case["inclusion_path_hex"]])
+        case["checkpoint_note"].encode(),
+        [unhex(h) for h in case["consistency_path_hex"]],
+        policy=parse_policy(VECTOR["policy"].encode()),
+        origin=VECTOR["origin"],
+        held=(case["held_tree_size"], unhex(case["held_root_hash_hex"])),
+    )
+    proof = broker_pb2.KeyBundleProof(
+        entry=case["entry_utf8"].encode(), inclusion_path=[unhex(h) for h in case["inclusion_path_hex"]]
+    )
     signed = envelope_pb2.SignedKeyBundle.FromString(unhex(case["signed_key_bundle_hex"]))
     verify_publication(signed, case["key_id"], case["agency"], case["key_bundle_audit_index"], proof, checkpoint)
 

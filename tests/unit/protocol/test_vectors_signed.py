@@ -59,8 +59,13 @@ def test_key_bundle_vectors_verify() -> None:
     for case in BUNDLES["valid"]:
         assert_leaf_profile(certificate(case["certificate_pem"]), ca)
         signed = envelope_pb2.SignedKeyBundle.FromString(unhex(case["signed_key_bundle_hex"]))
-        bundle = verify_key_bundle(signed, trust_roots=[ca], expected_agency=case["agency"],
-                                   trust_domain=BUNDLES["trust_domain"], now=_bundle_now())
+        bundle = verify_key_bundle(
+            signed,
+            trust_roots=[ca],
+            expected_agency=case["agency"],
+            trust_domain=BUNDLES["trust_domain"],
+            now=_bundle_now(),
+        )
         assert signed.bundle.hex() == case["bundle_hex"]
         assert _pae.key_bundle_signing_input(signed.bundle).hex() == case["signing_input_hex"]
         assert bundle.public_key.hex() == case["hpke_public_key_hex"]
@@ -72,9 +77,13 @@ def test_key_bundle_vectors_refused(case: dict[str, Any]) -> None:
     """Each bundle under must_be_refused fails verification."""
     signed = envelope_pb2.SignedKeyBundle.FromString(unhex(case["signed_key_bundle_hex"]))
     with pytest.raises(VerificationError):
-        verify_key_bundle(signed, trust_roots=[certificate(BUNDLES["ca_certificate_pem"])],
-                          expected_agency=case["expected_agency"], trust_domain=BUNDLES["trust_domain"],
-                          now=_bundle_now())
+        verify_key_bundle(
+            signed,
+            trust_roots=[certificate(BUNDLES["ca_certificate_pem"])],
+            expected_agency=case["expected_agency"],
+            trust_domain=BUNDLES["trust_domain"],
+            now=_bundle_now(),
+        )
 
 
 def test_receipt_vectors_verify() -> None:
@@ -94,8 +103,9 @@ def test_receipt_vectors_refused(case: dict[str, Any]) -> None:
     """Each receipt under must_be_refused fails verification with the signer's certificate."""
     signed = envelope_pb2.SignedReceipt.FromString(unhex(case["signed_receipt_hex"]))
     with pytest.raises(VerificationError):
-        verify_receipt(signed, certificate(RECEIPTS["signer"]["certificate_pem"]),
-                       expected_recipient=RECEIPTS["signer"]["agency"])
+        verify_receipt(
+            signed, certificate(RECEIPTS["signer"]["certificate_pem"]), expected_recipient=RECEIPTS["signer"]["agency"]
+        )
 
 
 def test_forward_consent_vectors_verify() -> None:
@@ -106,7 +116,10 @@ def test_forward_consent_vectors_verify() -> None:
         consent = verify_forward_consent(signed, certificate(signer["certificate_pem"]))
         assert _pae.forward_consent_signing_input(signed.consent).hex() == case["signing_input_hex"]
         assert (consent.message_id, consent.forwarder, list(consent.recipients)) == (
-            case["message_id"], case["forwarder"], case["recipients"])
+            case["message_id"],
+            case["forwarder"],
+            case["recipients"],
+        )
 
 
 @pytest.mark.parametrize("case", CONSENTS["must_be_refused"], ids=lambda c: c["description"])
@@ -130,8 +143,14 @@ def test_deterministic_vectors_match_the_generator() -> None:
     """Every vector without HPKE randomness is exactly what scripts/make_vectors.py writes today, so a
     protocol change cannot leave the checked-in vectors behind."""
     generator = _generator()
-    built = [generator.pae_vector(), generator.key_bundle_vector(), generator.receipt_vector(),
-             generator.forward_consent_vector(), generator.audit_entries_vector(), generator.checkpoint_vector()]
+    built = [
+        generator.pae_vector(),
+        generator.key_bundle_vector(),
+        generator.receipt_vector(),
+        generator.forward_consent_vector(),
+        generator.audit_entries_vector(),
+        generator.checkpoint_vector(),
+    ]
     log_vector, export = generator.audit_log_vectors()
     for vector in [*built, log_vector]:
         stale = f"tests/vectors/{vector['name']}.json is stale: run scripts/make_vectors.py"

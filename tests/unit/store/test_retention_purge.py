@@ -43,13 +43,34 @@ def _store(engine: sa.engine.Engine, count: int, *, age_days: int, kind: int = e
     with engine.begin() as conn:
         start = conn.execute(sa.select(sa.func.coalesce(sa.func.max(tables.messages.c.seq), 0))).scalar_one()
         for i, message_id in enumerate(ids):
-            conn.execute(tables.messages.insert().values(
-                message_id=message_id, seq=start + i + 1, sender="FR-CUSTOMS", kind=kind, priority=2,
-                tlp=envelope_pb2.TLP_GREEN, references="", accepted_us=now - age_days * DAY_US, expires_us=None,
-                envelope=b"sealed bytes", envelope_sha256=bytes(32), sender_cert=bytes(32), audit_index=0))
-            conn.execute(tables.deliveries.insert().values(
-                message_id=message_id, recipient="DE-BKA", seq=start + i + 1, priority=2, state=1, attempts=0,
-                updated_us=now))
+            conn.execute(
+                tables.messages.insert().values(
+                    message_id=message_id,
+                    seq=start + i + 1,
+                    sender="FR-CUSTOMS",
+                    kind=kind,
+                    priority=2,
+                    tlp=envelope_pb2.TLP_GREEN,
+                    references="",
+                    accepted_us=now - age_days * DAY_US,
+                    expires_us=None,
+                    envelope=b"sealed bytes",
+                    envelope_sha256=bytes(32),
+                    sender_cert=bytes(32),
+                    audit_index=0,
+                )
+            )
+            conn.execute(
+                tables.deliveries.insert().values(
+                    message_id=message_id,
+                    recipient="DE-BKA",
+                    seq=start + i + 1,
+                    priority=2,
+                    state=1,
+                    attempts=0,
+                    updated_us=now,
+                )
+            )
     return ids
 
 
@@ -61,13 +82,13 @@ def _run(engine: sa.engine.Engine, retention: Retention, limit: int) -> list[Pur
         reports = []
         try:
             while True:
-                report: PurgeReport = await writer.submit(Purge(retention, {}, None, "test", "admin", "digest",
-                                                                limit))
+                report: PurgeReport = await writer.submit(Purge(retention, {}, None, "test", "admin", "digest", limit))
                 reports.append(report)
                 if not report.full:
                     return reports
         finally:
             await writer.stop()
+
     return asyncio.run(go())
 
 
@@ -87,10 +108,15 @@ def test_a_backlog_is_purged_in_bounded_runs_each_one_audit_entry(engine: sa.eng
     assert [len(r.message_ids) for r in reports] == [2, 2, 2, 0]
     with engine.connect() as conn:
         rows = {r.message_id: r for r in conn.execute(sa.select(tables.messages))}
-        entries = [json.loads(bytes(r[0])) for r in conn.execute(
-            sa.text("SELECT entry FROM audit_entries WHERE event = 'retention.purged' ORDER BY leaf_index"))]
-        states: dict[str, int] = dict(conn.execute(
-            sa.select(tables.deliveries.c.message_id, tables.deliveries.c.state)).all())
+        entries = [
+            json.loads(bytes(r[0]))
+            for r in conn.execute(
+                sa.text("SELECT entry FROM audit_entries WHERE event = 'retention.purged' ORDER BY leaf_index")
+            )
+        ]
+        states: dict[str, int] = dict(
+            conn.execute(sa.select(tables.deliveries.c.message_id, tables.deliveries.c.state)).all()
+        )
     assert all(rows[m].envelope == b"" and rows[m].purge_rule == "retention.envelopes" for m in purged)
     assert all(len(rows[m].envelope_sha256) == 32 for m in purged)
     assert rows[young[0]].envelope == b"sealed bytes"
@@ -101,8 +127,9 @@ def test_a_backlog_is_purged_in_bounded_runs_each_one_audit_entry(engine: sa.eng
     assert states[young[0]] == 1
 
 
-def test_a_long_purge_reports_at_most_max_reported_ids(engine: sa.engine.Engine, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_long_purge_reports_at_most_max_reported_ids(
+    engine: sa.engine.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """RetentionJob.run over many runs returns at most MAX_REPORTED_IDS ids (memory and an admin's reply stay
     bounded); every run still has its entry with all its ids, and the counts stay complete."""
     monkeypatch.setattr(retention_module, "MAX_REPORTED_IDS", 3)
@@ -110,16 +137,24 @@ def test_a_long_purge_reports_at_most_max_reported_ids(engine: sa.engine.Engine,
     pki = ensure_dev_pki(tmp_path / "pki", "isb.dev")
     ca = pki.ca_directory
     revocations = RevocationList(ca.crl_path, _files.load_certificate(ca.issuing_cert_path))
-    policy = RunningPolicy(Policy.parse(DEV_POLICY.read_text()
-                                        + '\n[retention]\nenvelopes = "30d"\n'))
+    policy = RunningPolicy(Policy.parse(DEV_POLICY.read_text() + '\n[retention]\nenvelopes = "30d"\n'))
 
     async def go() -> list[PurgeReport]:
         with engine.begin() as conn:
             writer = Writer(engine, AuditLog.open(conn))
         writer.start()
         try:
-            job = RetentionJob(engine, writer, policy, revocations, lambda: None, lambda _dropped: None,
-                               node="test", interval_seconds=3600, limit=2)
+            job = RetentionJob(
+                engine,
+                writer,
+                policy,
+                revocations,
+                lambda: None,
+                lambda _dropped: None,
+                node="test",
+                interval_seconds=3600,
+                limit=2,
+            )
             return await job.run("test", "admin")
         finally:
             await writer.stop()
@@ -128,6 +163,10 @@ def test_a_long_purge_reports_at_most_max_reported_ids(engine: sa.engine.Engine,
     assert [len(r.message_ids) for r in reports] == [2, 1, 0, 0]
     assert sum(c.count for r in reports for c in r.counts) == 7
     with engine.connect() as conn:
-        entries = [json.loads(bytes(r[0])) for r in conn.execute(
-            sa.text("SELECT entry FROM audit_entries WHERE event = 'retention.purged' ORDER BY leaf_index"))]
+        entries = [
+            json.loads(bytes(r[0]))
+            for r in conn.execute(
+                sa.text("SELECT entry FROM audit_entries WHERE event = 'retention.purged' ORDER BY leaf_index")
+            )
+        ]
     assert sorted(m for e in entries for m in e["fields"]["message_ids"]) == sorted(old)

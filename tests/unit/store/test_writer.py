@@ -59,6 +59,7 @@ def _writer(engine: sa.engine.Engine) -> Writer:
 
 def test_concurrent_operations_share_batches_and_get_consecutive_indices(engine: sa.engine.Engine) -> None:
     """Fifty operations submitted together commit in fewer batches, with audit indices 0..49 in order."""
+
     async def run() -> tuple[list[int], int]:
         writer = _writer(engine)
         writer.start()
@@ -75,11 +76,13 @@ def test_concurrent_operations_share_batches_and_get_consecutive_indices(engine:
 
 def test_refused_operation_keeps_its_audit_entry_and_fails_alone(engine: sa.engine.Engine) -> None:
     """A refusal raises for its caller only; its rejection entry and the neighbours' entries commit."""
+
     async def run() -> list[object]:
         writer = _writer(engine)
         writer.start()
-        outcomes = await asyncio.gather(writer.submit(Audit("a")), writer.submit(Refuse()),
-                                        writer.submit(Audit("b")), return_exceptions=True)
+        outcomes = await asyncio.gather(
+            writer.submit(Audit("a")), writer.submit(Refuse()), writer.submit(Audit("b")), return_exceptions=True
+        )
         await writer.stop()
         return list(outcomes)
 
@@ -94,11 +97,11 @@ def test_refused_operation_keeps_its_audit_entry_and_fails_alone(engine: sa.engi
 
 def test_failing_operation_fails_alone_and_its_neighbours_commit(engine: sa.engine.Engine) -> None:
     """A batch whose SQL fails is retried one operation at a time: only the culprit gets UNAVAILABLE."""
+
     async def run() -> tuple[list[object], int]:
         writer = _writer(engine)
         writer.start()
-        outcomes = await asyncio.gather(writer.submit(Audit("kept")), writer.submit(Explode()),
-                                        return_exceptions=True)
+        outcomes = await asyncio.gather(writer.submit(Audit("kept")), writer.submit(Explode()), return_exceptions=True)
         after = await writer.submit(Audit("after"))
         await writer.stop()
         return list(outcomes), after
@@ -109,16 +112,22 @@ def test_failing_operation_fails_alone_and_its_neighbours_commit(engine: sa.engi
     assert after == 1
     with engine.connect() as conn:
         assert [r[0] for r in conn.execute(sa.text("SELECT event FROM audit_entries ORDER BY leaf_index"))] == [
-            "kept", "after"]
+            "kept",
+            "after",
+        ]
 
 
 def test_several_deliveries_are_recorded_by_one_operation(engine: sa.engine.Engine) -> None:
     """RecordDelivered with many items updates every delivery and writes one entry each (executemany)."""
     with engine.begin() as conn:
         for i in range(3):
-            conn.execute(sa.text("INSERT INTO deliveries (message_id, recipient, seq, priority, state, attempts, "
-                                 "updated_us) VALUES (:m, 'DE-BKA', :s, 2, :p, 0, 0)"),
-                         {"m": f"m{i}", "s": i, "p": PENDING})
+            conn.execute(
+                sa.text(
+                    "INSERT INTO deliveries (message_id, recipient, seq, priority, state, attempts, "
+                    "updated_us) VALUES (:m, 'DE-BKA', :s, 2, :p, 0, 0)"
+                ),
+                {"m": f"m{i}", "s": i, "p": PENDING},
+            )
 
     async def run() -> None:
         writer = _writer(engine)
@@ -156,8 +165,9 @@ def test_storage_faults_are_classified_by_cause_not_statement() -> None:
     no_table.sqlite_errorcode = 1
     assert storage_fault(sa.exc.OperationalError("x", {}, no_table)) is None
     assert isinstance(storage_fault(sa.exc.OperationalError("x", {}, psycopg.errors.DiskFull("full"))), StorageFull)
-    assert isinstance(storage_fault(sa.exc.OperationalError("x", {}, psycopg.OperationalError("refused"))),
-                      StorageUnavailable)
+    assert isinstance(
+        storage_fault(sa.exc.OperationalError("x", {}, psycopg.OperationalError("refused"))), StorageUnavailable
+    )
     unavailable = storage_fault(sa.exc.OperationalError("x", {}, psycopg.errors.AdminShutdown("bye")))
     assert isinstance(unavailable, StorageUnavailable)
     assert ("grpc-retry-pushback-ms", "1000") in unavailable.trailing
@@ -167,6 +177,7 @@ def test_storage_faults_are_classified_by_cause_not_statement() -> None:
 def test_a_store_fault_fails_calls_fast_holds_records_and_recovers_by_probe(engine: sa.engine.Engine) -> None:
     """After a full-disk commit the writer is unhealthy: submits fail at once, records are held; the probe
     finds the store again, health hooks hear both changes, and held records are committed."""
+
     async def run() -> tuple[list[bool], type[object], type[object], bool, int]:
         with engine.begin() as conn:
             writer = Writer(engine, AuditLog.open(conn), probe_interval=0.05)

@@ -21,11 +21,18 @@ def _csv(text: str) -> bytes:
 
 def test_csv_aliases_map_onto_record_fields() -> None:
     """Surname/First Name/DOB/Passport headers (any case, spaces) fill the record; ids default to row numbers."""
-    manifest = parse_manifest(_csv("Surname,First Name,DOB,Passport,Issuing Country\nMüller,Hans,1970-03-04,C01,DEU\n"),
-                              json_format=False)
+    manifest = parse_manifest(
+        _csv("Surname,First Name,DOB,Passport,Issuing Country\nMüller,Hans,1970-03-04,C01,DEU\n"), json_format=False
+    )
     [record] = manifest.records
-    assert (record.record_id, record.family_name, record.given_names, record.date_of_birth, record.document_number,
-            record.document_country) == ("2", "Müller", "Hans", "1970-03-04", "C01", "DEU")
+    assert (
+        record.record_id,
+        record.family_name,
+        record.given_names,
+        record.date_of_birth,
+        record.document_number,
+        record.document_country,
+    ) == ("2", "Müller", "Hans", "1970-03-04", "C01", "DEU")
     assert manifest.problems == []
 
 
@@ -50,8 +57,11 @@ def test_csv_without_header_is_refused_and_points_to_columns() -> None:
 
 def test_csv_without_header_is_read_with_columns() -> None:
     """--columns names the columns of a headerless file; every line is a passenger."""
-    manifest = parse_manifest(_csv("Dupont,Jean,1970-01-01\nMartin,Anne,1980-02-02\n"), json_format=False,
-                              columns=["family_name", "given_names", "dob"])
+    manifest = parse_manifest(
+        _csv("Dupont,Jean,1970-01-01\nMartin,Anne,1980-02-02\n"),
+        json_format=False,
+        columns=["family_name", "given_names", "dob"],
+    )
     assert [(r.record_id, r.family_name) for r in manifest.records] == [("1", "Dupont"), ("2", "Martin")]
 
 
@@ -63,8 +73,9 @@ def test_csv_byte_order_mark_is_ignored() -> None:
 
 def test_csv_semicolon_separated_is_read() -> None:
     """A semicolon-separated file (European Excel) is read like a comma-separated one."""
-    [record] = parse_manifest(_csv("surname;given_names;dob\nDupont;Jean, Pierre;01.02.1970\n"),
-                              json_format=False).records
+    [record] = parse_manifest(
+        _csv("surname;given_names;dob\nDupont;Jean, Pierre;01.02.1970\n"), json_format=False
+    ).records
     assert (record.family_name, record.given_names, record.date_of_birth) == ("Dupont", "Jean, Pierre", "01.02.1970")
 
 
@@ -76,8 +87,9 @@ def test_csv_not_utf8_is_refused_naming_the_line() -> None:
 
 def test_csv_bad_rows_are_reported_by_row_and_the_rest_is_read() -> None:
     """Too many cells, an empty name, a broken quote: each named by its line, the good rows still read."""
-    manifest = parse_manifest(_csv('surname,given_names\nA,B,C\n,\nDupont,Jean\n"Broken,X\nMartin,Anne\n'),
-                              json_format=False)
+    manifest = parse_manifest(
+        _csv('surname,given_names\nA,B,C\n,\nDupont,Jean\n"Broken,X\nMartin,Anne\n'), json_format=False
+    )
     assert [r.family_name for r in manifest.records] == ["Dupont", "Martin"]
     assert [p.row for p in manifest.problems] == [2, 5]
     assert "3 cells" in manifest.problems[0].message
@@ -114,10 +126,18 @@ def test_empty_csv_is_refused() -> None:
         parse_manifest(b"", json_format=False)
 
 
-@pytest.mark.parametrize(("document", "expected"), [
-    ("42", "is a number"), ('"passengers"', "is a string"), ('{"passengers": 5}', "'passengers' is a number"),
-    ('{"flight": "AF1"}', "without 'passengers'"), ("[1, 2", "not JSON"), ("null", "is null"),
-    ("[" * 100_000 + "]" * 100_000, "nests too deeply|not JSON")])
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ("42", "is a number"),
+        ('"passengers"', "is a string"),
+        ('{"passengers": 5}', "'passengers' is a number"),
+        ('{"flight": "AF1"}', "without 'passengers'"),
+        ("[1, 2", "not JSON"),
+        ("null", "is null"),
+        ("[" * 100_000 + "]" * 100_000, "nests too deeply|not JSON"),
+    ],
+)
 def test_json_manifest_of_the_wrong_shape_is_one_clear_error(document: str, expected: str) -> None:
     """`42`, a string, `{"passengers": 5}`, an object without passengers, broken or deep JSON: ManifestError."""
     with pytest.raises(ManifestError, match=expected):
@@ -126,8 +146,9 @@ def test_json_manifest_of_the_wrong_shape_is_one_clear_error(document: str, expe
 
 def test_json_passenger_that_is_not_an_object_is_reported_and_skipped() -> None:
     """A number among the passengers is named by its position; the others are read."""
-    manifest = parse_manifest(json.dumps({"passengers": [{"surname": "A"}, 7, {"surname": "B"}]}).encode(),
-                              json_format=True)
+    manifest = parse_manifest(
+        json.dumps({"passengers": [{"surname": "A"}, 7, {"surname": "B"}]}).encode(), json_format=True
+    )
     assert [r.family_name for r in manifest.records] == ["A", "B"]
     assert str(manifest.problems[0]) == "row 2: passenger is a number, not an object; row skipped"
 
@@ -147,9 +168,10 @@ def test_json_nested_value_is_a_row_problem() -> None:
 
 def test_json_document_object_gives_number_and_country() -> None:
     """{"document": {"number", "issuing_country"}} fills document number and country."""
-    [record] = parse_manifest(json.dumps(
-        [{"surname": "A", "document": {"number": "X1", "issuing_country": "FRA", "type": "P"}}]).encode(),
-        json_format=True).records
+    [record] = parse_manifest(
+        json.dumps([{"surname": "A", "document": {"number": "X1", "issuing_country": "FRA", "type": "P"}}]).encode(),
+        json_format=True,
+    ).records
     assert (record.document_number, record.document_country) == ("X1", "FRA")
 
 
@@ -170,7 +192,8 @@ def test_missing_manifest_file_is_one_line(tmp_path: Path) -> None:
 def test_accepted_columns_include_every_canonical_field() -> None:
     """The documented list names each record field."""
     assert {"family_name", "given_names", "name", "date_of_birth", "document_number", "document_country"} <= set(
-        ACCEPTED_COLUMNS)
+        ACCEPTED_COLUMNS
+    )
 
 
 _cells = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n"), max_size=30)
@@ -191,8 +214,7 @@ def test_any_bytes_give_a_manifest_or_a_manifest_error(data: bytes, json_format:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.lists(_cells, min_size=1, max_size=5), max_size=8),
-       st.sampled_from([",", ";", "\t"]))
+@given(st.lists(st.lists(_cells, min_size=1, max_size=5), max_size=8), st.sampled_from([",", ";", "\t"]))
 def test_any_rows_under_a_valid_header_are_records_or_row_problems(rows: list[list[str]], separator: str) -> None:
     """Under a valid header, problems name data lines and no line gives more than one record."""
     lines = [separator.join(["surname", "given_names", "dob"])] + [separator.join(r) for r in rows]
@@ -206,11 +228,20 @@ def test_any_rows_under_a_valid_header_are_records_or_row_problems(rows: list[li
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-                    lambda children: st.lists(children, max_size=4)
-                    | st.dictionaries(st.sampled_from(["passengers", "crew", "surname", "name", "dob", "document",
-                                                       "number", "x"]), children, max_size=4),
-                    max_leaves=20))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(["passengers", "crew", "surname", "name", "dob", "document", "number", "x"]),
+                children,
+                max_size=4,
+            )
+        ),
+        max_leaves=20,
+    )
+)
 def test_any_json_value_gives_a_manifest_or_a_manifest_error(value: object) -> None:
     """Any JSON document is read or refused with ManifestError, never another exception."""
     with contextlib.suppress(ManifestError):

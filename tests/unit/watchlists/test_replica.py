@@ -26,31 +26,45 @@ def pki() -> Pki:
     return Pki(*make_ca())
 
 
-def _version(owner: Agency, reader: Agency, update: payload_pb2.WatchlistUpdate, *,
-             served_as_snapshot: bool | None = None) -> watchlist_pb2.WatchlistVersion:
+def _version(
+    owner: Agency, reader: Agency, update: payload_pb2.WatchlistUpdate, *, served_as_snapshot: bool | None = None
+) -> watchlist_pb2.WatchlistVersion:
     """`update` sealed by `owner` for `reader`, framed as the broker serves it."""
-    envelope = seal(sender=owner.name, identity_key=owner.identity_key, certificate=owner.certificate,
-                    recipients=[reader.name], recipient_keys={reader.name: reader.bundle},
-                    kind=envelope_pb2.WATCHLIST_UPDATE, body=update.SerializeToString(),
-                    content_type=WATCHLIST_UPDATE_CONTENT_TYPE,
-                    handling=envelope_pb2.Handling(tlp=envelope_pb2.TLP_AMBER),
-                    watchlist_id=update.watchlist_id, watchlist_version=update.version)
+    envelope = seal(
+        sender=owner.name,
+        identity_key=owner.identity_key,
+        certificate=owner.certificate,
+        recipients=[reader.name],
+        recipient_keys={reader.name: reader.bundle},
+        kind=envelope_pb2.WATCHLIST_UPDATE,
+        body=update.SerializeToString(),
+        content_type=WATCHLIST_UPDATE_CONTENT_TYPE,
+        handling=envelope_pb2.Handling(tlp=envelope_pb2.TLP_AMBER),
+        watchlist_id=update.watchlist_id,
+        watchlist_version=update.version,
+    )
     snapshot = update.snapshot if served_as_snapshot is None else served_as_snapshot
-    return watchlist_pb2.WatchlistVersion(watchlist_id=update.watchlist_id, version=update.version,
-                                          snapshot=snapshot, envelope=envelope,
-                                          sender_certificate=owner.certificate.public_bytes(Encoding.DER))
+    return watchlist_pb2.WatchlistVersion(
+        watchlist_id=update.watchlist_id,
+        version=update.version,
+        snapshot=snapshot,
+        envelope=envelope,
+        sender_certificate=owner.certificate.public_bytes(Encoding.DER),
+    )
 
 
-def _update(version: int, *ids: str, snapshot: bool = False, removed: tuple[str, ...] = (),
-            review: dt.date | None = None) -> payload_pb2.WatchlistUpdate:
+def _update(
+    version: int, *ids: str, snapshot: bool = False, removed: tuple[str, ...] = (), review: dt.date | None = None
+) -> payload_pb2.WatchlistUpdate:
     entries = []
     for i in ids:
         e = payload_pb2.WatchlistEntry(entry_id=i, family_name=f"Family{i}", given_names="Given")
         if review is not None:
             e.review_date.CopyFrom(payload_pb2.Date(year=review.year, month=review.month, day=review.day))
         entries.append(e)
-    return payload_pb2.WatchlistUpdate(watchlist_id=LIST_ID, version=version, snapshot=snapshot, upserts=entries,
-                                       removed_entry_ids=removed)
+    return payload_pb2.WatchlistUpdate(
+        watchlist_id=LIST_ID, version=version, snapshot=snapshot, upserts=entries, removed_entry_ids=removed
+    )
 
 
 @pytest.fixture
@@ -94,8 +108,9 @@ def test_version_already_held_is_skipped(tmp_path: Path, parties: tuple[Agency, 
     assert sorted(replica.entries()) == ["a"]
 
 
-def test_snapshot_jumps_ahead_and_replaces_everything(tmp_path: Path,
-                                                      parties: tuple[Agency, Agency, VersionOpener]) -> None:
+def test_snapshot_jumps_ahead_and_replaces_everything(
+    tmp_path: Path, parties: tuple[Agency, Agency, VersionOpener]
+) -> None:
     """A snapshot at v5 on a replica at v1 is applied and drops the old entries."""
     owner, reader, opener = parties
     replica = _replica(tmp_path)
@@ -104,8 +119,9 @@ def test_snapshot_jumps_ahead_and_replaces_everything(tmp_path: Path,
     assert (replica.version, sorted(replica.entries())) == (5, ["s"])
 
 
-def test_version_signed_by_another_agency_is_refused(tmp_path: Path, pki: Pki,
-                                                     parties: tuple[Agency, Agency, VersionOpener]) -> None:
+def test_version_signed_by_another_agency_is_refused(
+    tmp_path: Path, pki: Pki, parties: tuple[Agency, Agency, VersionOpener]
+) -> None:
     """A version signed by NL-FIOD (a valid agency, not the pinned owner) does not verify."""
     _, reader, opener = parties
     replica = _replica(tmp_path)
@@ -115,7 +131,8 @@ def test_version_signed_by_another_agency_is_refused(tmp_path: Path, pki: Pki,
 
 
 def test_broker_mislabelling_a_delta_as_snapshot_is_refused(
-    tmp_path: Path, parties: tuple[Agency, Agency, VersionOpener],
+    tmp_path: Path,
+    parties: tuple[Agency, Agency, VersionOpener],
 ) -> None:
     """The broker's snapshot flag must match the signed payload."""
     owner, reader, opener = parties
@@ -124,8 +141,9 @@ def test_broker_mislabelling_a_delta_as_snapshot_is_refused(
         replica.apply_served(_version(owner, reader, _update(1, "a"), served_as_snapshot=True), opener)
 
 
-def test_version_number_must_match_the_signed_header(tmp_path: Path,
-                                                     parties: tuple[Agency, Agency, VersionOpener]) -> None:
+def test_version_number_must_match_the_signed_header(
+    tmp_path: Path, parties: tuple[Agency, Agency, VersionOpener]
+) -> None:
     """An envelope of v1 served as v2 is refused."""
     owner, reader, opener = parties
     replica = _replica(tmp_path)
@@ -165,8 +183,7 @@ def test_entries_past_review_date_drop_out(tmp_path: Path, parties: tuple[Agency
     owner, reader, opener = parties
     today = [dt.date(2030, 1, 1)]
     replica = _replica(tmp_path, today=lambda: today[0])
-    replica.apply_served(_version(owner, reader, _update(1, "a", snapshot=True, review=dt.date(2030, 1, 10))),
-                         opener)
+    replica.apply_served(_version(owner, reader, _update(1, "a", snapshot=True, review=dt.date(2030, 1, 10))), opener)
     replica.apply_served(_version(owner, reader, _update(2, "b")), opener)
     record = ScreeningRecord("r", name="Given Familya")
     assert [h.entry_id for h in replica.screen([record])] == ["a"]
@@ -175,8 +192,9 @@ def test_entries_past_review_date_drop_out(tmp_path: Path, parties: tuple[Agency
     assert sorted(replica.entries()) == ["b"]
 
 
-def test_screen_fills_in_watchlist_owner_and_entry(tmp_path: Path,
-                                                   parties: tuple[Agency, Agency, VersionOpener]) -> None:
+def test_screen_fills_in_watchlist_owner_and_entry(
+    tmp_path: Path, parties: tuple[Agency, Agency, VersionOpener]
+) -> None:
     """Hits from a replica name the list, version, owner and carry the entry."""
     owner, reader, opener = parties
     replica = _replica(tmp_path)
@@ -187,8 +205,7 @@ def test_screen_fills_in_watchlist_owner_and_entry(tmp_path: Path,
     assert hit.entry.entry_id == "a"
 
 
-def test_delta_after_screening_updates_the_index(tmp_path: Path,
-                                                 parties: tuple[Agency, Agency, VersionOpener]) -> None:
+def test_delta_after_screening_updates_the_index(tmp_path: Path, parties: tuple[Agency, Agency, VersionOpener]) -> None:
     """An index built by one screening follows later deltas (additions and removals)."""
     owner, reader, opener = parties
     replica = _replica(tmp_path)

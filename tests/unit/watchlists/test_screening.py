@@ -19,23 +19,46 @@ from clients.watchlist.screening import (
 )
 
 
-def _person(entry_id: str, family: str, given: str, dob: tuple[int, ...] | None = (1975, 3, 12), *,
-            document_number: str = "", issuing_country: str = "", aliases: tuple[str, ...] = (),
-            nationality: str = "") -> payload_pb2.WatchlistEntry:
-    entry = payload_pb2.WatchlistEntry(entry_id=entry_id, family_name=family, given_names=given,
-                                       document_number=document_number, issuing_country=issuing_country,
-                                       aliases=aliases, nationalities=[nationality] if nationality else [])
+def _person(
+    entry_id: str,
+    family: str,
+    given: str,
+    dob: tuple[int, ...] | None = (1975, 3, 12),
+    *,
+    document_number: str = "",
+    issuing_country: str = "",
+    aliases: tuple[str, ...] = (),
+    nationality: str = "",
+) -> payload_pb2.WatchlistEntry:
+    entry = payload_pb2.WatchlistEntry(
+        entry_id=entry_id,
+        family_name=family,
+        given_names=given,
+        document_number=document_number,
+        issuing_country=issuing_country,
+        aliases=aliases,
+        nationalities=[nationality] if nationality else [],
+    )
     if dob:
-        entry.date_of_birth.CopyFrom(payload_pb2.Date(year=dob[0], month=dob[1] if len(dob) > 1 else 0,
-                                                      day=dob[2] if len(dob) > 2 else 0))
+        entry.date_of_birth.CopyFrom(
+            payload_pb2.Date(year=dob[0], month=dob[1] if len(dob) > 1 else 0, day=dob[2] if len(dob) > 2 else 0)
+        )
     return entry
 
 
 def _index(*entries: payload_pb2.WatchlistEntry) -> ScreeningIndex:
     index = ScreeningIndex()
     # Bystanders with similar names, so that candidate keys have company.
-    for i, (family, given_names) in enumerate([("Garcia", "Maria"), ("Martinez", "Jose"), ("Petrov", "Ivan"),
-                                         ("Hassan", "Ali"), ("Wang", "Wei"), ("Schmidt", "Hans")]):
+    for i, (family, given_names) in enumerate(
+        [
+            ("Garcia", "Maria"),
+            ("Martinez", "Jose"),
+            ("Petrov", "Ivan"),
+            ("Hassan", "Ali"),
+            ("Wang", "Wei"),
+            ("Schmidt", "Hans"),
+        ]
+    ):
         index.add(_person(f"bystander{i}", family, given_names, (1960 + i, 1, 1)))
     for e in entries:
         index.add(e)
@@ -64,16 +87,20 @@ def test_one_letter_typo_is_a_hit(family: str) -> None:
     """A substituted, inserted, dropped or transposed letter still hits."""
     index = _index(_person("e1", "Müller", "Hans"))
     assert [h.entry_id for h in _hits(index, family_name=family, given_names="Hans", date_of_birth="1975-03-12")] == [
-        "e1"]
+        "e1"
+    ]
 
 
-@pytest.mark.parametrize(("listed", "passenger"), [
-    (("SHCHERBAKOV", "YURIY"), ("SCHTSCHERBAKOW", "JURIJ")),  # Russian: ICAO/BGN vs German
-    (("SHCHERBAKOV", "YURIY"), ("CHTCHERBAKOV", "IOURI")),  # French
-    (("AL-MASRI", "MOHAMMED"), ("EL MASRY", "MUHAMMAD")),  # Arabic
-    (("HUSSEIN", "YOUSSEF"), ("HUSAYN", "YUSUF")),
-    (("WANG", "XIAOMING"), ("WANG", "HSIAO-MING")),  # pinyin vs Wade-Giles
-])
+@pytest.mark.parametrize(
+    ("listed", "passenger"),
+    [
+        (("SHCHERBAKOV", "YURIY"), ("SCHTSCHERBAKOW", "JURIJ")),  # Russian: ICAO/BGN vs German
+        (("SHCHERBAKOV", "YURIY"), ("CHTCHERBAKOV", "IOURI")),  # French
+        (("AL-MASRI", "MOHAMMED"), ("EL MASRY", "MUHAMMAD")),  # Arabic
+        (("HUSSEIN", "YOUSSEF"), ("HUSAYN", "YUSUF")),
+        (("WANG", "XIAOMING"), ("WANG", "HSIAO-MING")),  # pinyin vs Wade-Giles
+    ],
+)
 def test_other_romanisation_is_a_hit(listed: tuple[str, str], passenger: tuple[str, str]) -> None:
     """Other transliterations of Russian, Arabic and Chinese names hit."""
     index = _index(_person("e1", *listed))
@@ -81,30 +108,41 @@ def test_other_romanisation_is_a_hit(listed: tuple[str, str], passenger: tuple[s
     assert [h.entry_id for h in hits] == ["e1"]
 
 
-@pytest.mark.parametrize(("listed", "passenger"), [
-    ("al-Masri", "MASRI"), ("von der Heide", "HEIDE"), ("van Dijk", "DIJK"), ("de la Fuente", "FUENTE")])
+@pytest.mark.parametrize(
+    ("listed", "passenger"),
+    [("al-Masri", "MASRI"), ("von der Heide", "HEIDE"), ("van Dijk", "DIJK"), ("de la Fuente", "FUENTE")],
+)
 def test_dropped_particle_is_a_hit(listed: str, passenger: str) -> None:
     """al-, von der, van, de la dropped from the family name still hit."""
     index = _index(_person("e1", listed, "Karim"))
-    assert [h.entry_id for h in _hits(index, family_name=passenger, given_names="KARIM",
-                                      date_of_birth="1975-03-12")] == ["e1"]
+    assert [
+        h.entry_id for h in _hits(index, family_name=passenger, given_names="KARIM", date_of_birth="1975-03-12")
+    ] == ["e1"]
 
 
 def test_spanish_name_with_one_surname_is_a_hit() -> None:
     """GARCIA alone finds García Márquez."""
     index = _index(_person("e1", "García Márquez", "José Luis"))
-    assert [h.entry_id for h in _hits(index, family_name="GARCIA", given_names="JOSE LUIS",
-                                      date_of_birth="19750312")] == ["e1"]
+    assert [
+        h.entry_id for h in _hits(index, family_name="GARCIA", given_names="JOSE LUIS", date_of_birth="19750312")
+    ] == ["e1"]
 
 
-@pytest.mark.parametrize(("listed", "passenger"), [
-    (("Al Masri", "Omar"), ("ALMASRI", "OMAR")), (("Wang", "Xiao Ming"), ("WANG", "XIAOMING")),
-    (("Wang", "Xiaoming"), ("WANG", "XIAO MING")), (("Dupont", "Jean-Pierre"), ("DUPONT", "JEANPIERRE"))])
+@pytest.mark.parametrize(
+    ("listed", "passenger"),
+    [
+        (("Al Masri", "Omar"), ("ALMASRI", "OMAR")),
+        (("Wang", "Xiao Ming"), ("WANG", "XIAOMING")),
+        (("Wang", "Xiaoming"), ("WANG", "XIAO MING")),
+        (("Dupont", "Jean-Pierre"), ("DUPONT", "JEANPIERRE")),
+    ],
+)
 def test_joined_or_split_compound_is_a_hit(listed: tuple[str, str], passenger: tuple[str, str]) -> None:
     """ALMASRI ~ AL MASRI, XIAOMING ~ XIAO MING, JEANPIERRE ~ JEAN-PIERRE."""
     index = _index(_person("e1", *listed))
-    assert [h.entry_id for h in _hits(index, family_name=passenger[0], given_names=passenger[1],
-                                      date_of_birth="1975-03-12")] == ["e1"]
+    assert [
+        h.entry_id for h in _hits(index, family_name=passenger[0], given_names=passenger[1], date_of_birth="1975-03-12")
+    ] == ["e1"]
 
 
 @pytest.mark.parametrize("dob", ["1975-12-03", "1975-03-11", "1975-03-13", "1974-03-12", "1976-03-12"])
@@ -121,7 +159,8 @@ def test_every_date_format_scores_like_iso(dob: str) -> None:
     """ISO, DD/MM/YYYY, DD.MM.YYYY, YYYYMMDD, PAXLST YYMMDD and DDMMMYY are the same date."""
     index = _index(_person("e1", "Nowak", "Jan"))
     assert _score(index, family_name="NOWAK", given_names="JAN", date_of_birth=dob) == _score(
-        index, family_name="NOWAK", given_names="JAN", date_of_birth="1975-03-12")
+        index, family_name="NOWAK", given_names="JAN", date_of_birth="1975-03-12"
+    )
 
 
 def test_unreadable_date_is_unknown_never_a_contradiction() -> None:
@@ -155,26 +194,38 @@ def test_mrz_truncated_pnr_name_is_a_hit() -> None:
     assert [h.entry_id for h in _hits(index, name=truncated, date_of_birth="1975-03-12")] == ["e1"]
 
 
-@pytest.mark.parametrize(("listed", "passenger"), [
-    (("SHCHERBAKOV", "YURIY"), ("Щербаков", "Юрий")), (("AL-MASRI", "MOHAMMED"), ("المصري", "محمد")),
-    (("WANG", "XIAOMING"), ("王", "小明")),
-    (("HASSAN", "OMAR"), ("حسن", "عمر")),  # عمر reads MR: not a title in Arabic script
-    (("AL-MASRI", "FATIMA"), ("المصري", "فاطمة"))])  # a final ta marbuta is a vowel
+@pytest.mark.parametrize(
+    ("listed", "passenger"),
+    [
+        (("SHCHERBAKOV", "YURIY"), ("Щербаков", "Юрий")),
+        (("AL-MASRI", "MOHAMMED"), ("المصري", "محمد")),
+        (("WANG", "XIAOMING"), ("王", "小明")),
+        (("HASSAN", "OMAR"), ("حسن", "عمر")),  # عمر reads MR: not a title in Arabic script
+        (("AL-MASRI", "FATIMA"), ("المصري", "فاطمة")),
+    ],
+)  # a final ta marbuta is a vowel
 def test_passenger_name_in_another_script_is_a_hit(listed: tuple[str, str], passenger: tuple[str, str]) -> None:
     """A passenger written in Cyrillic, Arabic or Han script hits the Latin entry."""
     index = _index(_person("e1", *listed))
-    assert [h.entry_id for h in _hits(index, family_name=passenger[0], given_names=passenger[1],
-                                      date_of_birth="1975-03-12")] == ["e1"]
+    assert [
+        h.entry_id for h in _hits(index, family_name=passenger[0], given_names=passenger[1], date_of_birth="1975-03-12")
+    ] == ["e1"]
 
 
-@pytest.mark.parametrize(("listed", "passenger"), [
-    (("Щербаков", "Юрий"), ("SHCHERBAKOV", "IURII")), (("المصري", "محمد"), ("AL MASRI", "MOHAMED")),
-    (("王", "小明"), ("WANG", "XIAOMING"))])
+@pytest.mark.parametrize(
+    ("listed", "passenger"),
+    [
+        (("Щербаков", "Юрий"), ("SHCHERBAKOV", "IURII")),
+        (("المصري", "محمد"), ("AL MASRI", "MOHAMED")),
+        (("王", "小明"), ("WANG", "XIAOMING")),
+    ],
+)
 def test_entry_in_original_script_only_is_a_hit(listed: tuple[str, str], passenger: tuple[str, str]) -> None:
     """An entry held only in its original script hits the passport's Latin spelling."""
     index = _index(_person("e1", *listed))
-    assert [h.entry_id for h in _hits(index, family_name=passenger[0], given_names=passenger[1],
-                                      date_of_birth="1975-03-12")] == ["e1"]
+    assert [
+        h.entry_id for h in _hits(index, family_name=passenger[0], given_names=passenger[1], date_of_birth="1975-03-12")
+    ] == ["e1"]
 
 
 def test_document_number_with_its_issuing_country_is_a_hit_whatever_the_name() -> None:
@@ -219,12 +270,14 @@ def test_family_name_and_date_of_birth_alone_are_not_a_hit() -> None:
 def test_scores_are_continuous() -> None:
     """Different evidence gives different scores in [0, 1] (not a handful of fixed values)."""
     index = _index(_person("e1", "Müller", "Hans Peter"))
-    variants = [{"family_name": "MUELLER", "given_names": "HANS PETER", "date_of_birth": "1975-03-12"},
-                {"family_name": "MULLER", "given_names": "HANS", "date_of_birth": "1975-03-12"},
-                {"family_name": "MUELLER", "given_names": "HANZ PETER", "date_of_birth": "1975-03-12"},
-                {"family_name": "MUELLER", "given_names": "HANS PETER", "date_of_birth": "1975-03-13"},
-                {"family_name": "MUELLER", "given_names": "HANS PETER"},
-                {"family_name": "MUELLER", "given_names": "HANS PETER", "date_of_birth": "1974-03-12"}]
+    variants = [
+        {"family_name": "MUELLER", "given_names": "HANS PETER", "date_of_birth": "1975-03-12"},
+        {"family_name": "MULLER", "given_names": "HANS", "date_of_birth": "1975-03-12"},
+        {"family_name": "MUELLER", "given_names": "HANZ PETER", "date_of_birth": "1975-03-12"},
+        {"family_name": "MUELLER", "given_names": "HANS PETER", "date_of_birth": "1975-03-13"},
+        {"family_name": "MUELLER", "given_names": "HANS PETER"},
+        {"family_name": "MUELLER", "given_names": "HANS PETER", "date_of_birth": "1974-03-12"},
+    ]
     scores = {_score(index, **v) for v in variants}
     assert len(scores) == len(variants)
     assert all(0.0 <= s <= 1.0 for s in scores)
@@ -249,8 +302,9 @@ def test_alias_is_matched_like_the_main_name() -> None:
 def test_word_order_and_columns_do_not_matter() -> None:
     """Given and family names in each other's columns still hit."""
     index = _index(_person("e1", "Schröder", "Grete"))
-    assert [h.entry_id for h in _hits(index, family_name="Grete", given_names="SCHRODER",
-                                      date_of_birth="1975-03-12")] == ["e1"]
+    assert [
+        h.entry_id for h in _hits(index, family_name="Grete", given_names="SCHRODER", date_of_birth="1975-03-12")
+    ] == ["e1"]
 
 
 def test_removed_and_amended_entries_are_forgotten() -> None:
@@ -266,8 +320,10 @@ def test_removed_and_amended_entries_are_forgotten() -> None:
 
 def test_vehicle_plate_matches_only_a_plate() -> None:
     """A plate matches an entry's plate, not a document number with the same characters."""
-    index = _index(payload_pb2.WatchlistEntry(entry_id="v1", vehicle_plate="AB-123-CD"),
-                   payload_pb2.WatchlistEntry(entry_id="d1", document_number="AB123CD"))
+    index = _index(
+        payload_pb2.WatchlistEntry(entry_id="v1", vehicle_plate="AB-123-CD"),
+        payload_pb2.WatchlistEntry(entry_id="d1", document_number="AB123CD"),
+    )
     hits = index.screen([ScreeningRecord("r1", vehicle_plate="ab 123 cd")])
     assert [(h.entry_id, h.matched_fields) for h in hits] == [("v1", ("vehicle_plate",))]
 
@@ -282,10 +338,19 @@ def test_record_repr_hides_personal_data() -> None:
     assert "Secret" not in repr(ScreeningRecord("7", name="Secret Person"))
 
 
-@given(st.lists(st.one_of(
-    st.builds(lambda y, m, d: f"{y:04d}-{m:02d}-{d:02d}", st.integers(1, 9999), st.integers(0, 99), st.integers(0, 99)),
-    st.builds(lambda y, m: f"{y:04d}-{m:02d}", st.integers(1, 9999), st.integers(0, 99)),
-    st.builds(lambda y: f"{y:04d}", st.integers(0, 9999)), st.just("")), max_size=20))
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(
+                lambda y, m, d: f"{y:04d}-{m:02d}-{d:02d}", st.integers(1, 9999), st.integers(0, 99), st.integers(0, 99)
+            ),
+            st.builds(lambda y, m: f"{y:04d}-{m:02d}", st.integers(1, 9999), st.integers(0, 99)),
+            st.builds(lambda y: f"{y:04d}", st.integers(0, 9999)),
+            st.just(""),
+        ),
+        max_size=20,
+    )
+)
 def test_index_reads_dates_of_birth_as_parse_date_does(texts: list[str]) -> None:
     """The index's vectorised reading of stored dates agrees with parse_date on any stored text."""
     expected = [_dob_parts(parse_date(t)) for t in texts]
@@ -294,16 +359,21 @@ def test_index_reads_dates_of_birth_as_parse_date_does(texts: list[str]) -> None
 
 def test_bulk_loading_finds_what_one_by_one_loading_finds() -> None:
     """add_many (start-up from a replica file) indexes exactly like add_keys, a repeated id included."""
-    entries = [_person("e1", "Garcia Lopez", "Maria"), _person("e2", "Petrov", "Ivan", (1980, 5, 1)),
-               _person("e1", "Schmidt", "Hans")]
+    entries = [
+        _person("e1", "Garcia Lopez", "Maria"),
+        _person("e2", "Petrov", "Ivan", (1980, 5, 1)),
+        _person("e1", "Schmidt", "Hans"),
+    ]
     rows = [(e.entry_id, *ScreeningIndex.keys_of(e)) for e in entries]
     one_by_one, bulk = ScreeningIndex(), ScreeningIndex()
     for row in rows:
         one_by_one.add_keys(*row)
     bulk.add_many(rows)
-    records = [ScreeningRecord("r1", family_name="Schmidt", given_names="Hans", date_of_birth="1975-03-12"),
-               ScreeningRecord("r2", family_name="Petrov", given_names="Ivan", date_of_birth="1980-05-01"),
-               ScreeningRecord("r3", family_name="Garcia Lopez", given_names="Maria", date_of_birth="1975-03-12")]
+    records = [
+        ScreeningRecord("r1", family_name="Schmidt", given_names="Hans", date_of_birth="1975-03-12"),
+        ScreeningRecord("r2", family_name="Petrov", given_names="Ivan", date_of_birth="1980-05-01"),
+        ScreeningRecord("r3", family_name="Garcia Lopez", given_names="Maria", date_of_birth="1975-03-12"),
+    ]
     found = [(h.record.record_id, h.entry_id, h.score) for h in bulk.screen(records)]
     assert found == [(h.record.record_id, h.entry_id, h.score) for h in one_by_one.screen(records)]
     assert [(r, e) for r, e, _ in found] == [("r1", "e1"), ("r2", "e2")]

@@ -20,8 +20,9 @@ def test_register_adds_the_four_commands() -> None:
     """create, publish, sync and screen are registered under `watchlist`."""
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["watchlist", "screen", "--id", "FR-CUSTOMS/wanted", "--owner", "FR-CUSTOMS",
-                              "--replica", "r.db", "pax.csv"])
+    args = parser.parse_args(
+        ["watchlist", "screen", "--id", "FR-CUSTOMS/wanted", "--owner", "FR-CUSTOMS", "--replica", "r.db", "pax.csv"]
+    )
     assert (args.watchlist_command, args.owner) == ("screen", "FR-CUSTOMS")
 
 
@@ -34,10 +35,13 @@ def _run(tmp_path: Path, capsys: pytest.CaptureFixture[str], manifest: Path, rep
     return err
 
 
-@pytest.mark.parametrize(("document", "expected"), [
-    ("42", "is a number"), ('{"passengers": 5}', "'passengers' is a number"), ('"just a string"', "is a string")])
-def test_json_manifest_of_the_wrong_shape_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                      document: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [("42", "is a number"), ('{"passengers": 5}', "'passengers' is a number"), ('"just a string"', "is a string")],
+)
+def test_json_manifest_of_the_wrong_shape_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], document: str, expected: str
+) -> None:
     """`42`, `{"passengers": 5}` and a plain string each give exit 1 and one error line."""
     manifest = tmp_path / "pax.json"
     manifest.write_text(document, encoding="utf-8")

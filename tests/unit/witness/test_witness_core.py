@@ -38,8 +38,9 @@ class Log:
 
     def note(self, size: int | None = None) -> bytes:
         size = self.tree.size if size is None else size
-        return _note.sign_checkpoint(ORIGIN, size, self.tree.root(size), ORIGIN, self.key,
-                                     extensions=("timestamp 1700000000",))
+        return _note.sign_checkpoint(
+            ORIGIN, size, self.tree.root(size), ORIGIN, self.key, extensions=("timestamp 1700000000",)
+        )
 
     def body(self, old: int, size: int | None = None) -> bytes:
         size = self.tree.size if size is None else size
@@ -49,8 +50,9 @@ class Log:
 
 @pytest.fixture
 def witness(tmp_path: Path) -> Witness:
-    return Witness(NAME, WITNESS_KEY, {ORIGIN: LOG_KEY.public_key()}, WitnessState(tmp_path / "w.db"),
-                   clock=lambda: 1700000500)
+    return Witness(
+        NAME, WITNESS_KEY, {ORIGIN: LOG_KEY.public_key()}, WitnessState(tmp_path / "w.db"), clock=lambda: 1700000500
+    )
 
 
 def test_first_checkpoint_is_cosigned_and_stored(witness: Witness) -> None:
@@ -146,11 +148,20 @@ def test_concurrent_submissions_never_roll_back(witness: Witness) -> None:
     assert held == (held[0], log.tree.root(held[0]))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
-@given(st.one_of(st.binary(max_size=300),
-                 st.lists(st.sampled_from([b"old ", b"0", b"12", b"\n", b"\n\n", b"AAAA", b"=",
-                                           base64.b64encode(bytes(32)), b"\xff", b" "]), max_size=20).map(b"".join)))
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.lists(
+            st.sampled_from(
+                [b"old ", b"0", b"12", b"\n", b"\n\n", b"AAAA", b"=", base64.b64encode(bytes(32)), b"\xff", b" "]
+            ),
+            max_size=20,
+        ).map(b"".join),
+    )
+)
 def test_request_parser_and_witness_never_crash(witness: Witness, data: bytes) -> None:
     """Any body parses or raises BadRequest; the witness answers a 4xx for any garbage."""
     with contextlib.suppress(BadRequest):

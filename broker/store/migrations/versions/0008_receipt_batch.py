@@ -14,17 +14,17 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = '0008'
-down_revision: str | None = '0007'
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('deliveries', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('receipt_batch', sa.LargeBinary(), nullable=True))
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("receipt_batch", sa.LargeBinary(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('deliveries', schema=None) as batch_op:
-        batch_op.drop_column('receipt_batch')
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_column("receipt_batch")

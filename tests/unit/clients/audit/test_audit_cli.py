@@ -127,8 +127,12 @@ def test_progress_bar_draws_on_a_terminal_only() -> None:
 
 def _fabricated_entry(index: int) -> str:
     entry = AuditEvent(event="audit.query", actor="auditor", time=T0).to_entry_bytes(index)
-    line = {"type": "entry", "index": index, "entry": base64.b64encode(entry).decode(),
-            "leaf_hash": hashlib.sha256(b"\x00" + entry).hexdigest()}
+    line = {
+        "type": "entry",
+        "index": index,
+        "entry": base64.b64encode(entry).decode(),
+        "leaf_hash": hashlib.sha256(b"\x00" + entry).hexdigest(),
+    }
     return json.dumps(line) + "\n"
 
 
@@ -158,8 +162,15 @@ def test_allow_unsigned_tail_accepts_and_reports_trailing_entries(
     assert "1 entries after the last checkpoint are covered by no signature" in out
 
 
-@pytest.mark.parametrize("garbage", [b"\xff\xfe not utf-8\n", b"[" * 100_000 + b"\n", b"1" * 5000 + b"\n",
-                                     b'{"type": "entry", "index": 0, "entry": "\xc3\xa9", "leaf_hash": "00"}\n'])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\xff\xfe not utf-8\n",
+        b"[" * 100_000 + b"\n",
+        b"1" * 5000 + b"\n",
+        b'{"type": "entry", "index": 0, "entry": "\xc3\xa9", "leaf_hash": "00"}\n',
+    ],
+)
 def test_garbage_lines_fail_in_one_line_never_a_traceback(
     export: Path, vkey_file: Path, capsys: pytest.CaptureFixture[str], garbage: bytes
 ) -> None:

@@ -24,8 +24,9 @@ from clients.audit.exportfile import read_export
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 SIGNER = CheckpointSigner(Ed25519PrivateKey.generate(), "isb.test/audit")
-PROPERTY_SETTINGS = settings(max_examples=200, deadline=None,
-                             suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+PROPERTY_SETTINGS = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
 
 def _valid_export() -> bytes:
@@ -50,16 +51,22 @@ VALID = _valid_export()
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=8)
+    max_leaves=8,
+)
 # Lines that look like export lines: the right types with arbitrary members.
 LINE_OBJECTS = st.fixed_dictionaries(
     {"type": st.sampled_from(["header", "entry", "checkpoint", "other"])},
-    optional={"format": st.sampled_from(["isb-audit-export/1", "isb-audit-export/2", "x"]) | JSON_VALUES,
-              "index": st.integers(min_value=-2, max_value=10) | JSON_VALUES,
-              "entry": st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode()) | JSON_VALUES,
-              "leaf_hash": st.binary(min_size=32, max_size=32).map(bytes.hex) | JSON_VALUES,
-              "note": st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode()) | JSON_VALUES,
-              "origin": JSON_VALUES, "key_name": JSON_VALUES, "vkey": JSON_VALUES})
+    optional={
+        "format": st.sampled_from(["isb-audit-export/1", "isb-audit-export/2", "x"]) | JSON_VALUES,
+        "index": st.integers(min_value=-2, max_value=10) | JSON_VALUES,
+        "entry": st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode()) | JSON_VALUES,
+        "leaf_hash": st.binary(min_size=32, max_size=32).map(bytes.hex) | JSON_VALUES,
+        "note": st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode()) | JSON_VALUES,
+        "origin": JSON_VALUES,
+        "key_name": JSON_VALUES,
+        "vkey": JSON_VALUES,
+    },
+)
 LINES = st.one_of(LINE_OBJECTS.map(lambda d: json.dumps(d).encode() + b"\n"), st.binary(max_size=60))
 
 
@@ -97,8 +104,9 @@ def test_anything_appended_to_a_valid_export_is_refused(tmp_path: Path, lines: l
 
 @PROPERTY_SETTINGS
 @given(st.lists(LINES, max_size=4), st.lists(LINES, max_size=4))
-def test_arbitrary_files_are_a_report_or_a_verification_error(tmp_path: Path, head: list[bytes],
-                                                              tail: list[bytes]) -> None:
+def test_arbitrary_files_are_a_report_or_a_verification_error(
+    tmp_path: Path, head: list[bytes], tail: list[bytes]
+) -> None:
     """Lines around a valid export's body never raise anything but VerificationError."""
     _verify(tmp_path, b"".join(head) + VALID + b"".join(tail), allow_unsigned_tail=True)
 
@@ -107,7 +115,7 @@ def test_arbitrary_files_are_a_report_or_a_verification_error(tmp_path: Path, he
 @given(st.integers(min_value=0, max_value=len(VALID) - 1), st.integers(min_value=0, max_value=255))
 def test_any_changed_byte_is_refused_or_harmless(tmp_path: Path, position: int, value: int) -> None:
     """A changed byte fails verification, unless it only changes JSON layout the verifier does not read."""
-    changed = VALID[:position] + bytes([value]) + VALID[position + 1:]
+    changed = VALID[:position] + bytes([value]) + VALID[position + 1 :]
     report = _verify(tmp_path, changed)
     if report is not None:
         assert report == _verify(tmp_path, VALID)

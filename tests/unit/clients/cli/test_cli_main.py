@@ -13,8 +13,9 @@ from clients.cli import build_parser, main
 from clients.cli import config_cmd as config_module
 
 
-def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...],
-                                                                                       argparse.ArgumentParser]]:
+def _leaves(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subcommands:
         yield path, parser
@@ -54,12 +55,12 @@ def test_usage_errors_use_the_one_error_prefix(capsys: pytest.CaptureFixture[str
         main(["send", "--to", "DE-BKA", "--text", "x"])
     assert done.value.code == 2
     err = capsys.readouterr().err
-    assert err.splitlines()[-1] == (
-        "isb: error: the following arguments are required: --agency; see `isb send --help`")
+    assert err.splitlines()[-1] == ("isb: error: the following arguments are required: --agency; see `isb send --help`")
 
 
-def test_json_goes_before_or_after_the_command(capsys: pytest.CaptureFixture[str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_json_goes_before_or_after_the_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`isb --json config` and `isb config --json` both print one JSON object."""
     monkeypatch.delenv("ISB_CONFIG", raising=False)
     for argv in (["--json", "config"], ["config", "--json"]):
@@ -67,8 +68,9 @@ def test_json_goes_before_or_after_the_command(capsys: pytest.CaptureFixture[str
         assert isinstance(json.loads(capsys.readouterr().out), dict)
 
 
-def test_unreadable_certificates_are_one_line_naming_the_fix(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreadable_certificates_are_one_line_naming_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A command pointed at an empty folder says which file it could not read and how to make the folder."""
     assert main(["status", "--agency", "FR-CUSTOMS", "--certs", str(tmp_path), "0190"]) == 1
     err = capsys.readouterr().err
@@ -88,17 +90,21 @@ def test_errors_are_json_on_stderr_with_json(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_an_unexpected_error_is_one_line_and_debug_adds_the_traceback(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A bug is one line pointing at --debug (exit 2); with --debug the traceback comes first."""
+
     def broken(_: argparse.Namespace) -> int:
         raise RuntimeError("something odd")
 
     monkeypatch.setattr(config_module, "_show", broken)
     assert main(["config"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == ("isb: error: unexpected RuntimeError: something odd; run the command again with "
-                           "--debug to see the traceback, and report it")
+    assert err.strip() == (
+        "isb: error: unexpected RuntimeError: something odd; run the command again with "
+        "--debug to see the traceback, and report it"
+    )
     assert main(["config", "--debug"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):")

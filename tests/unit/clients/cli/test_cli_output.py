@@ -48,12 +48,16 @@ def test_error_line_has_the_prefix_the_cause_and_the_fix() -> None:
     out.error("agency IT-GDF is not registered", "an admin runs `isb admin register IT-GDF`")
     assert stdout.getvalue() == ""
     assert stderr.getvalue() == (
-        "isb: error: agency IT-GDF is not registered; an admin runs `isb admin register IT-GDF`\n")
+        "isb: error: agency IT-GDF is not registered; an admin runs `isb admin register IT-GDF`\n"
+    )
 
 
 def test_error_is_json_with_json() -> None:
     """With --json the error is one JSON object with its hint and extra fields."""
     out, _, stderr = _output(True)
     out.error("broker unavailable", "retry later", code="UNAVAILABLE")
-    assert json.loads(stderr.getvalue()) == {"error": "broker unavailable", "hint": "retry later",
-                                             "code": "UNAVAILABLE"}
+    assert json.loads(stderr.getvalue()) == {
+        "error": "broker unavailable",
+        "hint": "retry later",
+        "code": "UNAVAILABLE",
+    }

@@ -16,7 +16,11 @@ def test_defaults_without_file_or_variables(tmp_path: Path) -> None:
     """Nothing set: the dev broker on 127.0.0.1:7443 and certs/dev."""
     settings = load_client_settings({"HOME": str(tmp_path)})
     assert (settings.broker, str(settings.cert_dir), settings.trust_domain, settings.agency) == (
-        "127.0.0.1:7443", "certs/dev", "isb.dev", None)
+        "127.0.0.1:7443",
+        "certs/dev",
+        "isb.dev",
+        None,
+    )
 
 
 def test_file_then_environment(tmp_path: Path) -> None:
@@ -47,7 +51,9 @@ def test_unknown_setting_is_refused_by_name(tmp_path: Path) -> None:
 
 
 def test_every_command_takes_its_defaults_from_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """ISB_CERT_DIR and ISB_AGENCY reach an agency command: the error names the file in that folder."""
     monkeypatch.setenv("ISB_CERT_DIR", str(tmp_path / "elsewhere"))
@@ -60,8 +66,9 @@ def test_every_command_takes_its_defaults_from_the_environment(
     assert (shown["cert_dir"], shown["agency"]) == (str(tmp_path / "elsewhere"), "NL-FIOD")
 
 
-def test_a_broken_config_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_broken_config_file_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A config file that does not parse stops every command with one line naming the file."""
     config = tmp_path / "isb.toml"
     config.write_text("[client\n")

@@ -17,35 +17,73 @@ from clients.audit import ExportWriter
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
 ORIGIN = "isb.test/audit"
 KEY_NAME = "isb.test/audit"
-M1, M2, FWD = "01900000-0000-7000-8000-000000000001", "01900000-0000-7000-8000-000000000002", \
-    "01900000-0000-7000-8000-000000000003"
+M1, M2, FWD = (
+    "01900000-0000-7000-8000-000000000001",
+    "01900000-0000-7000-8000-000000000002",
+    "01900000-0000-7000-8000-000000000003",
+)
 
 
-def accepted(minute: int, message_id: str, sender: str, recipients: list[str], *, kind: str = "ALERT",
-             tlp: str = "TLP_GREEN", references: str = "") -> AuditEvent:
-    fields: dict[str, str | int | list[str]] = {"kind": kind, "tlp": tlp, "recipients": recipients,
-                                                "addressed": recipients, "rule": "dev-exchange", "size": 100}
+def accepted(
+    minute: int,
+    message_id: str,
+    sender: str,
+    recipients: list[str],
+    *,
+    kind: str = "ALERT",
+    tlp: str = "TLP_GREEN",
+    references: str = "",
+) -> AuditEvent:
+    fields: dict[str, str | int | list[str]] = {
+        "kind": kind,
+        "tlp": tlp,
+        "recipients": recipients,
+        "addressed": recipients,
+        "rule": "dev-exchange",
+        "size": 100,
+    }
     if references:
         fields["references"] = references
-    return AuditEvent(event="envelope.accepted", actor=f"spiffe://isb.test/agency/{sender}",
-                      time=T0 + timedelta(minutes=minute), message_id=message_id, agency=sender, fields=fields)
+    return AuditEvent(
+        event="envelope.accepted",
+        actor=f"spiffe://isb.test/agency/{sender}",
+        time=T0 + timedelta(minutes=minute),
+        message_id=message_id,
+        agency=sender,
+        fields=fields,
+    )
 
 
 def delivered(minute: int, message_id: str, recipient: str) -> AuditEvent:
-    return AuditEvent(event="delivery.delivered", actor="broker:node-1", time=T0 + timedelta(minutes=minute),
-                      message_id=message_id, agency=recipient, fields={"recipient": recipient, "attempt": 1})
+    return AuditEvent(
+        event="delivery.delivered",
+        actor="broker:node-1",
+        time=T0 + timedelta(minutes=minute),
+        message_id=message_id,
+        agency=recipient,
+        fields={"recipient": recipient, "attempt": 1},
+    )
 
 
 def receipt(minute: int, message_id: str, recipient: str) -> AuditEvent:
-    return AuditEvent(event="receipt.received", actor=f"spiffe://isb.test/agency/{recipient}",
-                      time=T0 + timedelta(minutes=minute), message_id=message_id, agency=recipient,
-                      fields={"recipient": recipient, "status": "DELIVERED", "receipt_sha256": "00" * 32})
+    return AuditEvent(
+        event="receipt.received",
+        actor=f"spiffe://isb.test/agency/{recipient}",
+        time=T0 + timedelta(minutes=minute),
+        message_id=message_id,
+        agency=recipient,
+        fields={"recipient": recipient, "status": "DELIVERED", "receipt_sha256": "00" * 32},
+    )
 
 
 def refused(minute: int, reason: str, status: str = "PERMISSION_DENIED") -> AuditEvent:
-    return AuditEvent(event="request.rejected", actor="spiffe://isb.test/agency/FR-CUSTOMS",
-                      time=T0 + timedelta(minutes=minute), agency="FR-CUSTOMS",
-                      fields={"rpc": "Send", "reason": reason, "status": status})
+    return AuditEvent(
+        event="request.rejected",
+        actor="spiffe://isb.test/agency/FR-CUSTOMS",
+        time=T0 + timedelta(minutes=minute),
+        agency="FR-CUSTOMS",
+        fields={"rpc": "Send", "reason": reason, "status": status},
+    )
 
 
 def session() -> list[AuditEvent | None]:
@@ -73,8 +111,9 @@ class Log:
     def vkey(self) -> str:
         return _note.encode_vkey(KEY_NAME, self.key.public_key())
 
-    def write(self, path: Path, items: Sequence[AuditEvent | None] | None = None,
-              key: Ed25519PrivateKey | None = None) -> Path:
+    def write(
+        self, path: Path, items: Sequence[AuditEvent | None] | None = None, key: Ed25519PrivateKey | None = None
+    ) -> Path:
         """Write `items` (default: `session()`) as an export; None signs a checkpoint (with `key`, default ours)."""
         tree = _merkle.MemoryTree()
         signing = key or self.key
@@ -83,8 +122,9 @@ class Log:
             for item in session() if items is None else items:
                 if item is None:
                     when = T0 + timedelta(minutes=tree.size)
-                    note = _note.sign_checkpoint(ORIGIN, tree.size, tree.root(), KEY_NAME, signing,
-                                                 extensions=(_note.timestamp_extension(when),))
+                    note = _note.sign_checkpoint(
+                        ORIGIN, tree.size, tree.root(), KEY_NAME, signing, extensions=(_note.timestamp_extension(when),)
+                    )
                     writer.checkpoint(note)
                     continue
                 entry = item.to_entry_bytes(tree.size)

@@ -21,13 +21,13 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"inside"})
 
 
-def request(path: str = "/", query: str = "", host: str = f"127.0.0.1:{PORT}",
-            cookie: str | None = None) -> tuple[int, dict[str, str], bytes]:
+def request(
+    path: str = "/", query: str = "", host: str = f"127.0.0.1:{PORT}", cookie: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
     headers = [(b"host", host.encode())]
     if cookie is not None:
         headers.append((b"cookie", cookie.encode("utf-8")))
-    scope = {"type": "http", "method": "GET", "path": path, "query_string": query.encode("utf-8"),
-             "headers": headers}
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": query.encode("utf-8"), "headers": headers}
     sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

@@ -44,7 +44,8 @@ def test_a_good_export_verifies_with_every_checkpoint_verified(log: Log, tmp_pat
 
 
 def test_a_changed_entry_is_named_by_the_verdict_by_itself_and_by_the_checkpoints_after_it(
-    log: Log, tmp_path: Path,
+    log: Log,
+    tmp_path: Path,
 ) -> None:
     """Entry 3 changed (leaf hash kept): the verdict names it, it is marked, the checkpoint before it still verifies."""
     path = log.write(tmp_path / "a.jsonl")
@@ -111,7 +112,9 @@ def test_a_file_that_is_not_an_export_is_refused(log: Log, tmp_path: Path) -> No
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_changed_byte_is_a_verification_error_or_a_verdict_agreeing_with_verify_export(
-    log: Log, tmp_path: Path, data: st.DataObject,
+    log: Log,
+    tmp_path: Path,
+    data: st.DataObject,
 ) -> None:
     """One byte changed after the header: only VerificationError escapes, and the verdict matches `isb audit verify`."""
     path = log.write(tmp_path / "h.jsonl")

@@ -42,7 +42,9 @@ def test_exchanges_follow_deliveries_receipts_and_forwards(snapshot: AuditSnapsh
     ],
 )
 def test_the_timeline_filter_admits_exactly_the_matching_exchanges(
-    snapshot: AuditSnapshot, criteria: dict[str, object], expected: list[str],
+    snapshot: AuditSnapshot,
+    criteria: dict[str, object],
+    expected: list[str],
 ) -> None:
     """Agency (sender or recipient), kind, handling code and time bounds, alone and combined."""
     chosen = views.ExchangeFilter(**criteria)  # type: ignore[arg-type]
@@ -52,8 +54,12 @@ def test_the_timeline_filter_admits_exactly_the_matching_exchanges(
 def test_the_life_of_a_message_includes_its_forward(snapshot: AuditSnapshot) -> None:
     """Sent, delivered, receipted, then forwarded by the recipient, in log order."""
     steps = views.message_life(snapshot, M1)
-    assert [(s.entry.index, s.what) for s in steps] == [(0, "sent"), (1, "delivered"), (2, "receipted"),
-                                                       (6, "forwarded")]
+    assert [(s.entry.index, s.what) for s in steps] == [
+        (0, "sent"),
+        (1, "delivered"),
+        (2, "receipted"),
+        (6, "forwarded"),
+    ]
     assert "FR-CUSTOMS sent a ALERT at GREEN to DE-BKA" in steps[0].summary
 
 
@@ -73,8 +79,7 @@ def test_volume_counts_one_message_per_recipient_pair(snapshot: AuditSnapshot) -
     """Pairs largest first; the matrix has one cell per sender x recipient."""
     chart = views.volume_chart(views.exchanges(snapshot))
     assert chart.pairs[0] == ("FR-CUSTOMS", "DE-BKA", 2)
-    assert sorted(chart.pairs) == [("DE-BKA", "NL-FIOD", 1), ("FR-CUSTOMS", "DE-BKA", 2),
-                                   ("FR-CUSTOMS", "NL-FIOD", 1)]
+    assert sorted(chart.pairs) == [("DE-BKA", "NL-FIOD", 1), ("FR-CUSTOMS", "DE-BKA", 2), ("FR-CUSTOMS", "NL-FIOD", 1)]
     assert chart.total == 4
     assert len(chart.cells) == len(chart.senders) * len(chart.recipients) == 4
     assert chart.bars[0].width == chart.plot_width
@@ -82,5 +87,4 @@ def test_volume_counts_one_message_per_recipient_pair(snapshot: AuditSnapshot) -
 
 def test_handling_codes_read_as_people_write_them() -> None:
     """The protobuf enum names become TLP 2.0 labels."""
-    assert [views.handling_label(c) for c in views.HANDLING_CODES] == [
-        "CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"]
+    assert [views.handling_label(c) for c in views.HANDLING_CODES] == ["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"]
