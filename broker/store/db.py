@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import sqlite3
 import time
@@ -31,6 +32,11 @@ def _params(names: Sequence[str], dialect: str, table: Table) -> list[sa.ColumnE
     return [sa.bindparam(f"p{i}") for i in range(len(names))]
 
 
+@functools.cache
+def _identity_order(n: int) -> tuple[str, ...]:
+    return tuple(f"p{i}" for i in range(n))
+
+
 def _run_bulk(
     conn: Connection, key: tuple[Any, ...], build: Callable[[], sa.Executable], rows: Sequence[tuple[Any, ...]]
 ) -> None:
@@ -51,6 +57,10 @@ def _run_bulk(
     if conn.dialect.name == "postgresql":
         columns = {f"p{i}": list(values) for i, values in enumerate(zip(*rows, strict=True))}
         conn.exec_driver_sql(sql, {**constants, **columns})
+        return
+    if positional and not constants and order == _identity_order(len(order)):
+        # The statement binds p0, p1, ... in order: the rows are its parameters as they are.
+        conn.exec_driver_sql(sql, list(rows))
         return
     slots = [(int(n[1:]), None) if n not in constants else (-1, constants[n]) for n in order]
     if positional:
