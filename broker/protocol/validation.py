@@ -136,10 +136,9 @@ class _Verifying:
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> bool:
+    ) -> None:
         if isinstance(exc, ProtocolError) and not isinstance(exc, VerificationError):
             raise VerificationError(str(exc), field=exc.field) from None
-        return False
 
 
 _VERIFYING: Final = _Verifying()

@@ -302,7 +302,7 @@ def test_a_prechecked_envelope_still_has_its_signature_and_digests_verified(
         envelope.ciphertext = _flip(envelope.ciphertext, 100)
     else:
         envelope.wrapped_keys[0].enc = _flip(envelope.wrapped_keys[0].enc, 3)
-    with pytest.raises(VerificationError, match="signature does not verify|ciphertext_sha256|wrapped_keys_sha256"):
+    with pytest.raises(VerificationError, match=r"signature does not verify|ciphertext_sha256|wrapped_keys_sha256"):
         verify_outer(envelope, sender.certificate, checked=True)
 
 

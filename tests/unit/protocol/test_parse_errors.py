@@ -169,15 +169,13 @@ def test_any_audit_entry_bytes_fail_only_with_a_verification_error(raw: bytes) -
 def test_verifying_turns_a_field_error_into_a_verification_error_naming_the_field() -> None:
     """Inside `verifying()` a `ProtocolError` becomes a `VerificationError` with its message and field;
     a `VerificationError` and any other exception pass unchanged."""
-    with pytest.raises(VerificationError, match="header.kind is unknown") as caught:
-        with validation.verifying():
-            raise ProtocolError("header.kind is unknown (99)", field="header.kind")
+    with pytest.raises(VerificationError, match=r"header\.kind is unknown") as caught, validation.verifying():
+        raise ProtocolError("header.kind is unknown (99)", field="header.kind")
     assert type(caught.value) is VerificationError
     assert caught.value.field == "header.kind"
     original = VerificationError("root mismatch")
-    with pytest.raises(VerificationError) as passed:
-        with validation.verifying():
-            raise original
+    with pytest.raises(VerificationError) as passed, validation.verifying():
+        raise original
     assert passed.value is original
     with pytest.raises(KeyError), validation.verifying():
         raise KeyError("x")
