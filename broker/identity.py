@@ -9,7 +9,14 @@ from dataclasses import dataclass
 
 from broker.errors import AuthenticationError
 
-AGENCY_ID = re.compile(r"^[A-Z0-9]{2,5}-[A-Z0-9-]{2,32}$")
+# The trust domain of a deployment that configures none (the dev PKI's; docs/protocol.md section 2).
+# Every default of the broker, the SDK and the tools is this one constant: a deployment sets its own
+# once, in the broker's `trust_domain` and the clients' `[client] trust_domain` (or ISB_TRUST_DOMAIN).
+DEFAULT_TRUST_DOMAIN = "isb.dev"
+
+# An agency id such as FR-CUSTOMS, as pattern text so that longer patterns (watchlist ids) embed it.
+AGENCY_ID_PATTERN = r"[A-Z0-9]{2,5}-[A-Z0-9-]{2,32}"
+AGENCY_ID = re.compile(rf"^{AGENCY_ID_PATTERN}$")
 GROUP_NAME = re.compile(r"^[A-Z0-9][A-Z0-9-]{1,39}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,253}[a-z0-9])?$")

@@ -169,7 +169,7 @@ def verify_agency_certificate(
     profile of `broker.protocol.certificates` and a P-256 key. Revocation is the caller's check
     (`broker.protocol.revocation`), against a CRL it has verified itself.
     """
-    _require_aware(now, "now")
+    validation.require_aware(now, "now")
     if not trust_roots:
         raise VerificationError("no trust roots given to verify the certificate against")
     verifier = (
@@ -191,11 +191,6 @@ def verify_agency_certificate(
 
 
 # --- HPKE encryption keys -----------------------------------------------------------------------
-
-
-def _require_aware(value: dt.datetime, name: str) -> None:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be a timezone-aware datetime")
 
 
 class EncryptionKey:
@@ -337,8 +332,8 @@ def make_key_bundle(
     not_after: dt.datetime,
 ) -> envelope_pb2.SignedKeyBundle:
     """Publish `key` for `agency` between `not_before` and `not_after`, signed with the identity key."""
-    _require_aware(not_before, "not_before")
-    _require_aware(not_after, "not_after")
+    validation.require_aware(not_before, "not_before")
+    validation.require_aware(not_after, "not_after")
     if not_after <= not_before:
         raise ValueError("key bundle not_after must be later than not_before")
     bundle = envelope_pb2.KeyBundle(agency=agency, key_id=key.key_id, suite=key.suite, public_key=key.public_key_bytes)
