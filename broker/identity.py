@@ -85,8 +85,19 @@ def make_spiffe_id(trust_domain: str, role: Role, name: str) -> SpiffeId:
     return SpiffeId(trust_domain, role, name)
 
 
-def parse_spiffe_id(uri: str, trust_domain: str) -> SpiffeId:
-    """Parse and check a SPIFFE URI of our trust domain; raise `AuthenticationError` otherwise."""
+def parse_spiffe_id(uri: str, trust_domain: str | None) -> SpiffeId:
+    """Parse and check a SPIFFE URI of `trust_domain`; raise `AuthenticationError` otherwise.
+
+    The one SPIFFE id parser of the broker and the SDK (certificates reach it through
+    `broker.protocol.certificates.spiffe_id_of`). With `trust_domain` None any well-formed trust
+    domain is accepted: for the cheap per-message binding of a sender to the certificate that
+    signed, where the certificate's chain and domain are verified elsewhere.
+    """
+    if trust_domain is None:
+        domain, slash, _ = uri.removeprefix("spiffe://").partition("/")
+        if not uri.startswith("spiffe://") or not slash:
+            raise AuthenticationError(f"identity {uri!r} is not a SPIFFE id (spiffe://<trust domain>/<role>/<name>)")
+        trust_domain = domain
     prefix = f"spiffe://{trust_domain}/"
     if not uri.startswith(prefix):
         raise AuthenticationError(f"identity {uri!r} is not in trust domain {trust_domain!r}")
