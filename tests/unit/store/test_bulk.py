@@ -18,7 +18,7 @@ from broker.store.db import bulk_insert, bulk_update, create_engine
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 ROWS = [
-    (1, 2**40, "ALERT", "é–中", b"\x00\xff", None),
+    (1, 2**40, "ALERT", "é\u00e9中", b"\x00\xff", None),
     (2, 0, "", None, b"", True),
     (3, -(2**62), "x" * 64, "DE-BKA", None, False),
 ]
@@ -93,6 +93,6 @@ def test_bulk_update_sets_columns_by_key(engine: Engine, table: sa.Table) -> Non
     with engine.begin() as conn:
         bulk_update(conn, table, ("id",), ("blob", "big"), [(1, b"new", 7), (3, None, 2**50)], constants={"name": "z"})
     rows = _read(engine, table)
-    assert rows[0] == (1, 7, "z", "é–中", b"new", None)
+    assert rows[0] == (1, 7, "z", "é\u00e9中", b"new", None)
     assert rows[1] == ROWS[1]
     assert rows[2] == (3, 2**50, "z", "DE-BKA", None, False)
