@@ -126,14 +126,6 @@ def stored_tree_size(conn: Connection) -> int:
     return _stored_size(conn) if stored is None else int(stored)
 
 
-def first_staged(conn: Connection, size: int) -> int | None:
-    """The smallest committed index at or above `size`, if any (above `size`: a gap before it)."""
-    found = conn.execute(
-        select(func.min(entries_table.c.leaf_index)).where(entries_table.c.leaf_index >= size)
-    ).scalar()
-    return None if found is None else int(found)
-
-
 _TREE_SIZE = select(tree_table.c.tree_size).where(tree_table.c.id == 1)
 _SET_TREE_SIZE = sa.text(
     "INSERT INTO audit_tree (id, tree_size) VALUES (1, :size) "
@@ -145,6 +137,21 @@ _STAGED_LEAVES = (
     .order_by(entries_table.c.leaf_index)
     .limit(sa.bindparam("limit"))
 )
+# The stored tree size and the committed entries from it on, in one round trip (the integrator's read).
+_TREE_AND_STAGED = sa.text(
+    "SELECT t.tree_size, e.leaf_index, e.leaf_hash FROM audit_tree AS t LEFT JOIN LATERAL ("
+    "SELECT leaf_index, leaf_hash FROM audit_entries WHERE leaf_index >= t.tree_size "
+    "ORDER BY leaf_index LIMIT :limit) AS e ON true WHERE t.id = 1"
+)
+
+
+def read_staged(conn: Connection, limit: int = MAX_INTEGRATE) -> tuple[int, list[tuple[int, bytes]]]:
+    """The stored tree size and `(index, leaf hash)` of up to `limit` committed entries from it on,
+    in index order (gaps included as they are): what an integrator reads, in one round trip."""
+    rows = conn.execute(_TREE_AND_STAGED, {"limit": limit}).all()
+    if not rows:  # a database without the row predates staging: every entry is integrated
+        return stored_tree_size(conn), []
+    return int(rows[0][0]), [(int(index), bytes(leaf)) for _, index, leaf in rows if index is not None]
 
 
 def _read_nodes(conn: Connection, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:

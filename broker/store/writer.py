@@ -29,7 +29,7 @@ import structlog
 from sqlalchemy.engine import Connection, Engine
 
 from broker.audit import AuditEvent, AuditLog
-from broker.audit.log import MAX_INTEGRATE, first_staged, stored_tree_size
+from broker.audit.log import MAX_INTEGRATE, read_staged
 from broker.errors import REFUSALS, STORAGE_FAULTS, StorageFull, StorageUnavailable
 from broker.metrics import (
     AUDIT_ENTRIES,
@@ -196,7 +196,7 @@ class Writer:
         probe_interval: float = 0.25,
         probe_max_interval: float = 2.0,
         idle_probe_seconds: float = 5.0,
-        integrate_interval: float = 0.02,
+        integrate_interval: float = 0.1,
         void_grace_seconds: float = 5.0,
     ) -> None:
         self._engine = engine
@@ -505,16 +505,23 @@ class Writer:
         elif not conn.execute(_TRY_LOCK, {"key": _SEQUENCER_LOCK}).scalar_one():
             return None
         held = time.perf_counter()
-        stored = stored_tree_size(conn)
-        if stored != self._audit.size:
-            self._audit = AuditLog.open(conn)
-        while self._audit.integrate(conn) == MAX_INTEGRATE:
-            pass
+        while True:
+            stored, leaves = read_staged(conn)
+            if stored != self._audit.staged_size:  # another replica integrated since our last round
+                self._audit = AuditLog.open(conn)
+            if not wait:
+                # Losing a round's commit in a crash loses nothing: the entries are durable and
+                # integrate again to the same nodes, and a checkpoint is signed in a transaction
+                # that waits for the lock and commits synchronously, which flushes the rounds first.
+                conn.execute(_ASYNC_COMMIT)
+            added = self._audit.integrate(conn, leaves)
+            if added < MAX_INTEGRATE:
+                break
         size = self._audit.staged_size
-        after = first_staged(conn, size)
-        if after is None or after == size:
+        if added or not leaves or leaves[0][0] == size:
             self._gap = None
             return held
+        after = leaves[0][0]  # nothing committed at `size`, something after it: a gap
         if self._gap is None or self._gap[0] != size:
             self._gap = (size, time.monotonic())
         elif time.monotonic() - self._gap[1] >= self._void_grace:
@@ -679,6 +686,7 @@ _STATE_LOCK = 0x15B0_0002  # batches with operations not marked `replica_safe`
 _LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
 _TRY_LOCK = sa.text("SELECT pg_try_advisory_xact_lock(:key)")
 _VOID_LOCK_TIMEOUT = sa.text("SET LOCAL lock_timeout = '100ms'")
+_ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit = off")
 
 
 _HEARTBEAT = sa.text(
