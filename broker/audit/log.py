@@ -138,11 +138,12 @@ _STAGED_LEAVES = (
     .limit(sa.bindparam("limit"))
 )
 # The stored tree size and the committed entries from it on, in one round trip (the integrator's read).
-_TREE_AND_STAGED = sa.text(
+STAGED_SQL = (
     "SELECT t.tree_size, e.leaf_index, e.leaf_hash FROM audit_tree AS t LEFT JOIN LATERAL ("
     "SELECT leaf_index, leaf_hash FROM audit_entries WHERE leaf_index >= t.tree_size "
-    "ORDER BY leaf_index LIMIT :limit) AS e ON true WHERE t.id = 1"
+    "ORDER BY leaf_index LIMIT %(limit)s) AS e ON true WHERE t.id = 1"
 )
+_TREE_AND_STAGED = sa.text(STAGED_SQL.replace("%(limit)s", ":limit"))
 
 
 def read_staged(conn: Connection, limit: int = MAX_INTEGRATE) -> tuple[int, list[tuple[int, bytes]]]:

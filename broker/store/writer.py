@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+import psycopg
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection, Engine
 
 from broker.audit import AuditEvent, AuditLog
-from broker.audit.log import MAX_INTEGRATE, read_staged
+from broker.audit.log import MAX_INTEGRATE, STAGED_SQL, read_staged, stored_tree_size
 from broker.errors import REFUSALS, STORAGE_FAULTS, StorageFull, StorageUnavailable
 from broker.metrics import (
     AUDIT_ENTRIES,
@@ -318,7 +319,7 @@ class Writer:
             with conn.begin():
                 # Replicas: integrate everything committed first, so that a checkpoint signed here
                 # covers every entry committed before it was asked for.
-                held = self._integrate_in(conn, wait=True) if self._shared else None
+                held = self._integrate_locked(conn) if self._shared else None
                 result = fn(conn)
         except sa.exc.SQLAlchemyError:
             self._audit.rollback()
@@ -477,11 +478,37 @@ class Writer:
             await asyncio.sleep(self._integrate_interval)
 
     def _integrate(self) -> None:
-        """One integration round on the writer thread, if no other replica is integrating."""
+        """One integration round on the writer thread, unless another replica is integrating.
+
+        Two round trips hold the lock: take it and read the tree size and the committed entries
+        after it (one pipeline), then write the new nodes and the size and commit (another); the
+        hashing between them is all the work done under it.
+        """
         conn = self._connection()
+        held: float | None = None
+        gap: int | None = None
         try:
-            with conn.begin():
-                held = self._integrate_in(conn, wait=False)
+            transaction = conn.begin()
+            try:
+                started = time.perf_counter()
+                with pipelined(conn):
+                    taken, stored, leaves = _try_lock_and_read(conn)
+                if not taken:
+                    transaction.rollback()
+                    return
+                held = started
+                if stored != self._audit.staged_size:  # another replica integrated since our last round
+                    self._audit = AuditLog.open(conn)
+                with pipelined(conn):
+                    # Losing a round's commit in a crash loses nothing: the entries are durable and
+                    # integrate again to the same nodes, and a checkpoint is signed in a transaction
+                    # that commits synchronously, which flushes the rounds before it.
+                    conn.execute(_ASYNC_COMMIT)
+                    added = self._audit.integrate(conn, leaves)
+                    transaction.commit()
+            finally:
+                if transaction.is_active:
+                    transaction.rollback()
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             # The next round retries; a lost store is for the batches and the probe to report.
             self._audit.rollback()
@@ -492,53 +519,66 @@ class Writer:
             self._audit.rollback()
             raise
         self._audit.commit()
-        if held is not None:
-            SEQUENCER_HELD.inc(time.perf_counter() - held)
-            AUDIT_ENTRIES.set(self._audit.size)
+        SEQUENCER_HELD.inc(time.perf_counter() - held)
+        AUDIT_ENTRIES.set(self._audit.size)
+        if not added and leaves and leaves[0][0] != self._audit.size:
+            gap = self._audit.size  # nothing committed there, something after it
+        self._watch_gap(gap)
 
-    def _integrate_in(self, conn: Connection, *, wait: bool) -> float | None:
-        """Take the sequencer lock on `conn` (`wait`: block for it; else give up if it is taken),
-        integrate every committed entry that continues the tree, and fill a gap older than the
-        grace; return when the lock was taken (perf_counter), or None if it was not."""
-        if wait:
-            conn.execute(_LOCK, {"key": _SEQUENCER_LOCK})
-        elif not conn.execute(_TRY_LOCK, {"key": _SEQUENCER_LOCK}).scalar_one():
-            return None
+    def _watch_gap(self, gap: int | None) -> None:
+        """Fill a gap that stayed open for the void grace (an index reserved by a transaction that
+        never committed: its broker died), in a transaction of its own."""
+        if gap is None:
+            self._gap = None
+            return
+        if self._gap is None or self._gap[0] != gap:
+            self._gap = (gap, time.monotonic())
+            return
+        if time.monotonic() - self._gap[1] < self._void_grace:
+            return
+        self._gap = None
+        conn = self._connection()
+        try:
+            with conn.begin():
+                held = self._integrate_locked(conn, fill_gap=True)
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            self._audit.rollback()
+            self._close()
+            log.warning("writer.void_failed", error=type(exc).__name__)
+            return
+        except BaseException:
+            self._audit.rollback()
+            raise
+        self._audit.commit()
+        SEQUENCER_HELD.inc(time.perf_counter() - held)
+
+    def _integrate_locked(self, conn: Connection, *, fill_gap: bool = False) -> float:
+        """Wait for the sequencer lock on `conn`, then integrate every committed entry that continues
+        the tree (`fill_gap`: first void the gap that stops it); return when the lock was taken."""
+        conn.execute(_LOCK, {"key": _SEQUENCER_LOCK})
         held = time.perf_counter()
         while True:
             stored, leaves = read_staged(conn)
-            if stored != self._audit.staged_size:  # another replica integrated since our last round
+            if stored != self._audit.staged_size:
                 self._audit = AuditLog.open(conn)
-            if not wait:
-                # Losing a round's commit in a crash loses nothing: the entries are durable and
-                # integrate again to the same nodes, and a checkpoint is signed in a transaction
-                # that waits for the lock and commits synchronously, which flushes the rounds first.
-                conn.execute(_ASYNC_COMMIT)
             added = self._audit.integrate(conn, leaves)
-            if added < MAX_INTEGRATE:
-                break
-        size = self._audit.staged_size
-        if added or not leaves or leaves[0][0] == size:
-            self._gap = None
+            size = self._audit.staged_size
+            if added == MAX_INTEGRATE:
+                continue
+            if fill_gap and not added and leaves and leaves[0][0] > size:
+                fill_gap = False
+                try:
+                    # A transaction still holding the index makes this wait, briefly; then the next
+                    # round retries, and whichever commits first holds the index (primary key).
+                    with conn.begin_nested():
+                        conn.execute(_VOID_LOCK_TIMEOUT)
+                        self._audit.void(conn, range(size, leaves[0][0]), self._actor, "abandoned", datetime.now(UTC))
+                except sa.exc.DBAPIError as exc:
+                    log.info("writer.void_deferred", first=size, error=type(exc.orig).__name__)
+                    return held
+                log.warning("writer.voided_abandoned_indices", first=size, count=leaves[0][0] - size)
+                continue
             return held
-        after = leaves[0][0]  # nothing committed at `size`, something after it: a gap
-        if self._gap is None or self._gap[0] != size:
-            self._gap = (size, time.monotonic())
-        elif time.monotonic() - self._gap[1] >= self._void_grace:
-            # An index reserved by a transaction that never committed (its broker died): fill it.
-            # A transaction still holding it makes this wait, briefly: then the next round retries.
-            try:
-                with conn.begin_nested():
-                    conn.execute(_VOID_LOCK_TIMEOUT)
-                    self._audit.void(conn, range(size, after), self._actor, "abandoned", datetime.now(UTC))
-            except sa.exc.DBAPIError as exc:
-                log.info("writer.void_deferred", first=size, error=type(exc.orig).__name__)
-                return held
-            log.warning("writer.voided_abandoned_indices", first=size, count=after - size)
-            self._gap = None
-            while self._audit.integrate(conn) == MAX_INTEGRATE:
-                pass
-        return held
 
     def _void_in_flight(self) -> None:
         """The batch's transaction rolled back: fill the indices it had reserved at once, so that
@@ -684,7 +724,28 @@ def parse_replica_note(payload: str) -> tuple[str, str, list[str] | None]:
 _SEQUENCER_LOCK = 0x15B0_0001  # pg_advisory_xact_lock key of the audit log's one integrator
 _STATE_LOCK = 0x15B0_0002  # batches with operations not marked `replica_safe`
 _LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
-_TRY_LOCK = sa.text("SELECT pg_try_advisory_xact_lock(:key)")
+_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s)"
+
+
+def _try_lock_and_read(conn: Connection) -> tuple[bool, int, list[tuple[int, bytes]]]:
+    """In the pipeline open on `conn`: try the sequencer lock, and read the tree size and the staged
+    entries in a second statement (which, under READ COMMITTED, sees every commit made before the
+    lock was taken); one round trip for both."""
+    raw = conn.connection.dbapi_connection
+    if not isinstance(raw, psycopg.Connection):
+        raise TypeError(f"the integrator needs a psycopg connection, not {type(raw).__name__}")
+    lock, read = raw.cursor(), raw.cursor()
+    lock.execute(_TRY_LOCK, (_SEQUENCER_LOCK,))
+    read.execute(STAGED_SQL, {"limit": MAX_INTEGRATE})
+    taken = lock.fetchone()
+    rows = read.fetchall()
+    if not (taken and taken[0]):
+        return False, 0, []
+    if not rows:  # no tree row: a database from before staging, where every entry is integrated
+        return True, stored_tree_size(conn), []
+    return True, int(rows[0][0]), [(int(index), bytes(leaf)) for _, index, leaf in rows if index is not None]
+
+
 _VOID_LOCK_TIMEOUT = sa.text("SET LOCAL lock_timeout = '100ms'")
 _ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit = off")
 
