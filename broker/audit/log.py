@@ -34,7 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from broker.audit.events import AuditEvent
 from broker.audit.signer import CheckpointSigner
 from broker.audit.tables import checkpoints_table, entries_table, nodes_table, tree_table
-from broker.errors import BrokerError, FailedPrecondition, InvalidRequest, NotFound
+from broker.errors import BrokerError, InvalidRequest, NotFound
 from broker.protocol import _cosignature, _merkle
 from broker.store.db import bulk_insert
 
@@ -209,6 +209,17 @@ def _entry_rows(events: Sequence[AuditEvent], indices: Sequence[int]) -> list[tu
     return rows
 
 
+@dataclass(frozen=True, slots=True)
+class Integration:
+    """One integration prepared by `AuditLog.prepare`: the tree grows from `old_size` to `new_size`,
+    completing `nodes` (`(level, node_index, hash)`)."""
+
+    old_size: int
+    new_size: int
+    nodes: list[tuple[int, int, bytes]]
+    frontier: _merkle.Frontier
+
+
 class AuditLog:
     """The audit log of one database. Create with `AuditLog.open`."""
 
@@ -218,9 +229,10 @@ class AuditLog:
         self._pending: _merkle.Frontier | None = None
 
     @classmethod
-    def open(cls, conn: Connection) -> AuditLog:
-        """Load the log's size and right edge from the database (O(log n) rows)."""
-        size = stored_tree_size(conn)
+    def open(cls, conn: Connection, size: int | None = None) -> AuditLog:
+        """Load the log's size and right edge from the database (O(log n) rows); `size`: the tree
+        at that size instead (its subtrees never change once stored)."""
+        size = stored_tree_size(conn) if size is None else size
         keys = _merkle.frontier_ranges(size)
         found = _read_nodes(conn, keys)
         missing = [key for key in keys if key not in found]
@@ -280,26 +292,39 @@ class AuditLog:
         starts at the tree size is integrated: a gap stops it (docs/protocol.md section 24.3).
         Call `commit()` after the transaction commits, `rollback()` if it does not.
         """
-        frontier = (self._pending or self._frontier).copy()
         if leaves is None:
+            start = (self._pending or self._frontier).size
             leaves = [
                 (int(index), bytes(leaf))
-                for index, leaf in conn.execute(_STAGED_LEAVES, {"start": frontier.size, "limit": limit})
+                for index, leaf in conn.execute(_STAGED_LEAVES, {"start": start, "limit": limit})
             ]
-        node_rows: list[tuple[Any, ...]] = []
-        added = 0
+        step = self.prepare(leaves)
+        if step is None:
+            return 0
+        if step.nodes:
+            bulk_insert(conn, nodes_table, _NODE_INSERT_COLUMNS, step.nodes)
+        conn.execute(_SET_TREE_SIZE, {"size": step.new_size})
+        self._pending = step.frontier
+        return step.new_size - step.old_size
+
+    def prepare(self, leaves: Sequence[tuple[int, bytes]]) -> Integration | None:
+        """The tree after the contiguous run of `leaves` that starts at its size (None: no such run):
+        the hashing of an integration, which needs no database and no lock."""
+        frontier = (self._pending or self._frontier).copy()
+        old_size = frontier.size
+        nodes: list[tuple[int, int, bytes]] = []
         for index, leaf in leaves:
             if index != frontier.size:
                 break
-            node_rows.extend(frontier.append(leaf))
-            added += 1
-        if not added:
-            return 0
-        if node_rows:
-            bulk_insert(conn, nodes_table, _NODE_INSERT_COLUMNS, node_rows)
-        conn.execute(_SET_TREE_SIZE, {"size": frontier.size})
-        self._pending = frontier
-        return added
+            nodes.extend(frontier.append(leaf))
+        if frontier.size == old_size:
+            return None
+        return Integration(old_size, frontier.size, nodes, frontier)
+
+    def adopt(self, step: Integration) -> None:
+        """`step`'s nodes and size were committed (by the caller, from `prepare`)."""
+        self._frontier = step.frontier
+        self._pending = None
 
     def void(self, conn: Connection, indices: Sequence[int], actor: str, reason: str, when: datetime) -> None:
         """Fill `indices`, reserved by transactions that did not use or did not commit them, with
@@ -335,10 +360,9 @@ class AuditLog:
         if latest is not None and latest.tree_size == frontier.size:
             return latest
         if latest is not None and latest.tree_size > frontier.size:
-            raise FailedPrecondition(
-                f"a checkpoint of size {latest.tree_size} exists but this log has {frontier.size} entries;"
-                " another writer appended: reopen the log"
-            )
+            # Another replica integrated and signed since this one last looked: its checkpoint covers
+            # everything this one would (section 24.3).
+            return latest
         when = datetime.now(UTC) if when is None else when
         root = frontier.root()
         note = signer.sign(frontier.size, root, when)

@@ -30,7 +30,7 @@ import structlog
 from sqlalchemy.engine import Connection, Engine
 
 from broker.audit import AuditEvent, AuditLog
-from broker.audit.log import MAX_INTEGRATE, STAGED_SQL, read_staged, stored_tree_size
+from broker.audit.log import Integration, read_staged, stored_tree_size
 from broker.errors import REFUSALS, STORAGE_FAULTS, StorageFull, StorageUnavailable
 from broker.metrics import (
     AUDIT_ENTRIES,
@@ -314,24 +314,22 @@ class Writer:
             raise fault from exc
 
     def _transaction(self, fn: Callable[[Connection], T]) -> T:
+        if self._shared:
+            # Integrate what is committed first, so that a checkpoint signed here covers every entry
+            # committed before it was asked for; then look at the tree as stored (another replica
+            # may have integrated further): its subtrees never change, so no lock is needed.
+            self._integrate()
         conn = self._connection()
         try:
             with conn.begin():
-                # Replicas: integrate everything committed first, so that a checkpoint signed here
-                # covers every entry committed before it was asked for.
-                held = self._integrate_locked(conn) if self._shared else None
-                result = fn(conn)
+                if self._shared:
+                    stored = stored_tree_size(conn)
+                    if stored != self._audit.size:
+                        self._audit = AuditLog.open(conn, stored)
+                return fn(conn)
         except sa.exc.SQLAlchemyError:
-            self._audit.rollback()
             self._close()
             raise
-        except BaseException:
-            self._audit.rollback()
-            raise
-        self._audit.commit()
-        if held is not None:
-            SEQUENCER_HELD.inc(time.perf_counter() - held)
-        return result
 
     def _connection(self) -> Connection:
         # The writer keeps one connection (only its thread uses it): no pool checkout per batch.
@@ -478,56 +476,37 @@ class Writer:
             await asyncio.sleep(self._integrate_interval)
 
     def _integrate(self) -> None:
-        """One integration round on the writer thread, unless another replica is integrating.
+        """One integration round (docs/protocol.md section 24.3) on the writer thread.
 
-        Two round trips hold the lock: take it and read the tree size and the committed entries
-        after it (one pipeline), then write the new nodes and the size and commit (another); the
-        hashing between them is all the work done under it.
+        Read the tree size and the committed entries after it, hash them into the tree, with no
+        lock; then, in one pipeline, write the completed subtrees (identical whoever writes them,
+        so a duplicate is skipped) and move the size on with a compare-and-set of the tree's row.
+        Only that row's lock, from the update to the commit, is serialised; a replica that lost the
+        race to another integrator drops its round and reads again at the next.
         """
         conn = self._connection()
-        held: float | None = None
-        gap: int | None = None
         try:
-            transaction = conn.begin()
-            try:
-                started = time.perf_counter()
-                with pipelined(conn):
-                    taken, stored, leaves = _try_lock_and_read(conn)
-                if not taken:
-                    transaction.rollback()
-                    return
-                held = started
+            with conn.begin():
+                stored, leaves = read_staged(conn)
                 if stored != self._audit.staged_size:  # another replica integrated since our last round
-                    self._audit = AuditLog.open(conn)
-                with pipelined(conn):
-                    # Losing a round's commit in a crash loses nothing: the entries are durable and
-                    # integrate again to the same nodes, and a checkpoint is signed in a transaction
-                    # that commits synchronously, which flushes the rounds before it.
-                    conn.execute(_ASYNC_COMMIT)
-                    added = self._audit.integrate(conn, leaves)
-                    transaction.commit()
-            finally:
-                if transaction.is_active:
-                    transaction.rollback()
-        except (sa.exc.SQLAlchemyError, OSError) as exc:
+                    self._audit = AuditLog.open(conn, stored)
+            step = self._audit.prepare(leaves)
+            held = None if step is None else _publish(conn, step)
+        except (sa.exc.SQLAlchemyError, OSError, psycopg.Error) as exc:
             # The next round retries; a lost store is for the batches and the probe to report.
-            self._audit.rollback()
             self._close()
             log.warning("writer.integration_failed", error=type(exc).__name__)
             return
-        except BaseException:
-            self._audit.rollback()
-            raise
-        self._audit.commit()
-        SEQUENCER_HELD.inc(time.perf_counter() - held)
-        AUDIT_ENTRIES.set(self._audit.size)
-        if not added and leaves and leaves[0][0] != self._audit.size:
-            gap = self._audit.size  # nothing committed there, something after it
-        self._watch_gap(gap)
+        if step is not None and held is not None:
+            self._audit.adopt(step)
+            SEQUENCER_HELD.inc(held)
+            AUDIT_ENTRIES.set(self._audit.size)
+        size = self._audit.size
+        self._watch_gap(size if step is None and leaves and leaves[0][0] != size else None, leaves)
 
-    def _watch_gap(self, gap: int | None) -> None:
-        """Fill a gap that stayed open for the void grace (an index reserved by a transaction that
-        never committed: its broker died), in a transaction of its own."""
+    def _watch_gap(self, gap: int | None, leaves: Sequence[tuple[int, bytes]]) -> None:
+        """Fill a gap open for the void grace (an index reserved by a transaction that never
+        committed: its broker died) with `abandoned` void entries, in a transaction of its own."""
         if gap is None:
             self._gap = None
             return
@@ -537,48 +516,20 @@ class Writer:
         if time.monotonic() - self._gap[1] < self._void_grace:
             return
         self._gap = None
+        missing = range(gap, leaves[0][0])
         conn = self._connection()
         try:
             with conn.begin():
-                held = self._integrate_locked(conn, fill_gap=True)
+                # A transaction still holding an index makes this wait, briefly; then the next round
+                # retries, and whichever commits first holds the index (primary key).
+                conn.execute(_VOID_LOCK_TIMEOUT)
+                self._audit.void(conn, missing, self._actor, "abandoned", datetime.now(UTC))
         except (sa.exc.SQLAlchemyError, OSError) as exc:
-            self._audit.rollback()
             self._close()
-            log.warning("writer.void_failed", error=type(exc).__name__)
+            log.info("writer.void_deferred", first=gap, error=type(exc).__name__)
             return
-        except BaseException:
-            self._audit.rollback()
-            raise
-        self._audit.commit()
-        SEQUENCER_HELD.inc(time.perf_counter() - held)
-
-    def _integrate_locked(self, conn: Connection, *, fill_gap: bool = False) -> float:
-        """Wait for the sequencer lock on `conn`, then integrate every committed entry that continues
-        the tree (`fill_gap`: first void the gap that stops it); return when the lock was taken."""
-        conn.execute(_LOCK, {"key": _SEQUENCER_LOCK})
-        held = time.perf_counter()
-        while True:
-            stored, leaves = read_staged(conn)
-            if stored != self._audit.staged_size:
-                self._audit = AuditLog.open(conn)
-            added = self._audit.integrate(conn, leaves)
-            size = self._audit.staged_size
-            if added == MAX_INTEGRATE:
-                continue
-            if fill_gap and not added and leaves and leaves[0][0] > size:
-                fill_gap = False
-                try:
-                    # A transaction still holding the index makes this wait, briefly; then the next
-                    # round retries, and whichever commits first holds the index (primary key).
-                    with conn.begin_nested():
-                        conn.execute(_VOID_LOCK_TIMEOUT)
-                        self._audit.void(conn, range(size, leaves[0][0]), self._actor, "abandoned", datetime.now(UTC))
-                except sa.exc.DBAPIError as exc:
-                    log.info("writer.void_deferred", first=size, error=type(exc.orig).__name__)
-                    return held
-                log.warning("writer.voided_abandoned_indices", first=size, count=leaves[0][0] - size)
-                continue
-            return held
+        log.warning("writer.voided_abandoned_indices", first=gap, count=len(missing))
+        self._staged.set()
 
     def _void_in_flight(self) -> None:
         """The batch's transaction rolled back: fill the indices it had reserved at once, so that
@@ -721,33 +672,47 @@ def parse_replica_note(payload: str) -> tuple[str, str, list[str] | None]:
     return node, agency, (settled.split(",") if settled else None)
 
 
-_SEQUENCER_LOCK = 0x15B0_0001  # pg_advisory_xact_lock key of the audit log's one integrator
-_STATE_LOCK = 0x15B0_0002  # batches with operations not marked `replica_safe`
+_STATE_LOCK = 0x15B0_0002  # pg_advisory_xact_lock key for batches with operations not marked `replica_safe`
 _LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
-_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s)"
+_VOID_LOCK_TIMEOUT = sa.text("SET LOCAL lock_timeout = '100ms'")
+_PUBLISH_NODES = (
+    "INSERT INTO audit_nodes (level, node_index, hash) "
+    "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[]) ON CONFLICT DO NOTHING"
+)
+# The compare-and-set that is the sequencer: the row lock it takes is held until the commit.
+_PUBLISH_SIZE = "UPDATE audit_tree SET tree_size = %s WHERE id = 1 AND tree_size = %s RETURNING clock_timestamp()"
 
 
-def _try_lock_and_read(conn: Connection) -> tuple[bool, int, list[tuple[int, bytes]]]:
-    """In the pipeline open on `conn`: try the sequencer lock, and read the tree size and the staged
-    entries in a second statement (which, under READ COMMITTED, sees every commit made before the
-    lock was taken); one round trip for both."""
+def _publish(conn: Connection, step: Integration) -> float | None:
+    """Commit `step` on `conn` in one round trip; return the seconds the tree's row was locked
+    (measured by the database: from the update to just after the commit), or None if another
+    integrator moved the tree first (then nothing of the size changed)."""
     raw = conn.connection.dbapi_connection
     if not isinstance(raw, psycopg.Connection):
         raise TypeError(f"the integrator needs a psycopg connection, not {type(raw).__name__}")
-    lock, read = raw.cursor(), raw.cursor()
-    lock.execute(_TRY_LOCK, (_SEQUENCER_LOCK,))
-    read.execute(STAGED_SQL, {"limit": MAX_INTEGRATE})
-    taken = lock.fetchone()
-    rows = read.fetchall()
-    if not (taken and taken[0]):
-        return False, 0, []
-    if not rows:  # no tree row: a database from before staging, where every entry is integrated
-        return True, stored_tree_size(conn), []
-    return True, int(rows[0][0]), [(int(index), bytes(leaf)) for _, index, leaf in rows if index is not None]
-
-
-_VOID_LOCK_TIMEOUT = sa.text("SET LOCAL lock_timeout = '100ms'")
-_ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit = off")
+    with raw.pipeline():
+        writes = raw.cursor()
+        # Losing a round's commit in a crash loses nothing: the entries are durable and integrate
+        # again to the same nodes, and a checkpoint's own (synchronous) commit flushes the rounds
+        # committed before it.
+        writes.execute("SET LOCAL synchronous_commit = off")
+        # An integrator that hangs holding the row must not stall this writer's batches: give up the
+        # round (the next one retries).
+        writes.execute("SET LOCAL lock_timeout = '200ms'")
+        if step.nodes:
+            levels, indices, hashes = (list(column) for column in zip(*step.nodes, strict=True))
+            writes.execute(_PUBLISH_NODES, (levels, indices, hashes))
+        cas = raw.cursor()
+        cas.execute(_PUBLISH_SIZE, (step.new_size, step.old_size))
+        raw.commit()
+        clock = raw.cursor()
+        clock.execute("SELECT clock_timestamp()")
+        raw.rollback()
+    locked = cas.fetchone()
+    released = clock.fetchone()
+    if locked is None or released is None:
+        return None
+    return float((released[0] - locked[0]).total_seconds())
 
 
 _HEARTBEAT = sa.text(

@@ -25,7 +25,6 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.audit import AuditEvent, AuditLog, CheckpointSigner
-from broker.errors import InvalidRequest
 from broker.protocol import _merkle
 from broker.store.db import create_engine
 from broker.store.schema import upgrade_schema
@@ -95,6 +94,14 @@ def _entries(database: Database) -> list[tuple[int, str, dict[str, Any]]]:
     return [(int(i), str(e), json.loads(bytes(entry))) for i, e, entry in rows]
 
 
+async def _tree_reaches(database: Database, size: int, seconds: float = 10.0) -> None:
+    """Wait until the stored tree size is at least `size` (the writers integrate on their own)."""
+    for _ in range(int(seconds / 0.05)):
+        if database.scalar("SELECT tree_size FROM audit_tree") >= size:
+            return
+        await asyncio.sleep(0.05)
+
+
 def _sign(writer: Writer, signer: CheckpointSigner) -> Any:
     async def run() -> Any:
         return await writer.run_in_thread(lambda conn: writer.audit_log.sign_checkpoint(conn, signer))
@@ -128,12 +135,8 @@ def test_two_replicas_stage_concurrently_into_one_dense_tree(
         first, second = (_writer(e, f"node-{n}", integrate_interval=0.01) for n, e in enumerate(engines))
         first.start()
         second.start()
-        answered = await asyncio.gather(
-            *((first if i % 2 else second).submit(Audit(f"e{i}")) for i in range(300))
-        )
-        deadline = time.monotonic() + 10
-        while database.scalar("SELECT tree_size FROM audit_tree") < 300 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)  # the writers' own integration rounds, no checkpoint asked yet
+        answered = await asyncio.gather(*((first if i % 2 else second).submit(Audit(f"e{i}")) for i in range(300)))
+        await _tree_reaches(database, 300)  # the writers' own integration rounds, no checkpoint asked yet
         assert database.scalar("SELECT tree_size FROM audit_tree") == 300
         checkpoint = await _sign(first, signer)()
         await first.stop()
@@ -146,3 +149,133 @@ def test_two_replicas_stage_concurrently_into_one_dense_tree(
     by_index = {i: event for i, event, _ in entries}
     assert all(by_index[index] == f"e{i}" for i, index in enumerate(answered))
     assert checkpoint.tree_size == len(entries) == database.scalar("SELECT tree_size FROM audit_tree")
+
+
+_CRASHING_INTEGRATOR = """
+import sys, time, psycopg
+with psycopg.connect(sys.argv[1]) as conn:
+    # Half a round, the tree's row locked: a node that does not belong to the tree, the size moved on.
+    conn.execute("INSERT INTO audit_nodes (level, node_index, hash) VALUES (7, 123456, %s)", (bytes(32),))
+    size = conn.execute("UPDATE audit_tree SET tree_size = tree_size + 1000 RETURNING tree_size").fetchone()[0]
+    print("holding", size, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_an_integrator_killed_holding_the_lock_loses_nothing(
+    database: Database, engines: list[sa.engine.Engine], signer: CheckpointSigner
+) -> None:
+    """A replica's integrator process is killed (SIGKILL) in the middle of a round, the tree's row
+    locked: the other replica's sends are answered meanwhile (its rounds give up on the lock instead
+    of stalling its writer), its rounds take over once the database has rolled the dead one back,
+    and the checkpoint covers every answered entry, densely, with none of the dead round's writes."""
+    integrator = subprocess.Popen(
+        [sys.executable, "-c", _CRASHING_INTEGRATOR, database.url], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert integrator.stdout is not None
+        assert integrator.stdout.readline().split()[0] == "holding"
+
+        async def run() -> tuple[list[int], int, Any]:
+            writer = _writer(engines[0], "node-2", integrate_interval=0.01)
+            writer.start()
+            answered = list(await asyncio.gather(*(writer.submit(Audit(f"e{i}")) for i in range(50))))
+            await asyncio.sleep(0.3)
+            while_held = database.scalar("SELECT tree_size FROM audit_tree")
+            os.kill(integrator.pid, signal.SIGKILL)
+            integrator.wait(10)
+            await _tree_reaches(database, 50)
+            checkpoint = await _sign(writer, signer)()
+            await writer.stop()
+            return answered, while_held, checkpoint
+
+        answered, while_held, checkpoint = asyncio.run(run())
+    finally:
+        if integrator.poll() is None:
+            integrator.kill()
+    assert while_held == 0  # nothing integrated while the dead one held the lock, nothing lost either
+    assert sorted(answered) == list(range(50))
+    assert checkpoint.tree_size == 50
+    _assert_one_dense_tree(database, 50, checkpoint.root_hash)
+    assert database.scalar("SELECT count(*) FROM audit_nodes WHERE level = 7") == 0
+
+
+def test_an_index_reserved_and_never_committed_is_voided_after_the_grace(
+    database: Database, engines: list[sa.engine.Engine], signer: CheckpointSigner
+) -> None:
+    """A replica reserved an index and died before committing it: integration stops at the gap,
+    then after the grace the integrator fills it with an `abandoned` void entry and goes on."""
+
+    async def run() -> tuple[int, int, Any]:
+        writer = _writer(engines[0], "node-1", integrate_interval=0.01, void_grace_seconds=0.5)
+        writer.start()
+        await asyncio.gather(*(writer.submit(Audit(f"before{i}")) for i in range(5)))
+        with engines[1].connect() as conn:  # the dead replica's reservation
+            lost = int(conn.execute(sa.text("SELECT nextval('audit_index_seq')")).scalar_one())
+        await asyncio.gather(*(writer.submit(Audit(f"after{i}")) for i in range(5)))
+        await asyncio.sleep(0.2)
+        stopped_at = database.scalar("SELECT tree_size FROM audit_tree")
+        await _tree_reaches(database, 11)
+        checkpoint = await _sign(writer, signer)()
+        await writer.stop()
+        return lost, stopped_at, checkpoint
+
+    lost, stopped_at, checkpoint = asyncio.run(run())
+    assert (lost, stopped_at) == (5, 5)
+    assert checkpoint.tree_size == 11
+    entries = _assert_one_dense_tree(database, 11, checkpoint.root_hash)
+    index, event, document = entries[5]
+    assert (index, event) == (5, "audit.void")
+    assert document["fields"] == {"reason": "abandoned"}
+    assert document["actor"] == "broker:node-1"
+    assert [e for _, e, _ in entries[6:]] == [f"after{i}" for i in range(5)]
+
+
+def test_rolled_back_and_unused_reservations_are_voided_at_once(
+    database: Database, engines: list[sa.engine.Engine], signer: CheckpointSigner
+) -> None:
+    """A batch that rolls back voids the index it had reserved (`rolled_back`), and a batch that
+    reserved more than it logged voids the rest (`unused`), without waiting for the grace."""
+
+    async def run() -> tuple[int, Any]:
+        writer = _writer(engines[0], "node-1", integrate_interval=0.01, void_grace_seconds=3600)
+        writer.start()
+        first = await writer.submit(Audit("first"))
+        with pytest.raises(Exception, match="could not store"):
+            await writer.submit(AuditThenFail())
+        used = await writer.submit(ReserveMore())
+        await writer.submit(Audit("last"))
+        await _tree_reaches(database, 6)
+        checkpoint = await _sign(writer, signer)()
+        await writer.stop()
+        assert first == 0
+        return used, checkpoint
+
+    used, checkpoint = asyncio.run(run())
+    assert used == 2
+    entries = _assert_one_dense_tree(database, 6, checkpoint.root_hash)
+    assert [(e, d.get("fields", {}).get("reason")) for _, e, d in entries] == [
+        ("first", None),
+        ("audit.void", "rolled_back"),
+        ("one.of.three", None),
+        ("audit.void", "unused"),
+        ("audit.void", "unused"),
+        ("last", None),
+    ]
+    assert checkpoint.tree_size == 6
+
+
+def test_a_late_commit_and_a_void_cannot_both_hold_an_index(
+    database: Database, engines: list[sa.engine.Engine]
+) -> None:
+    """Whichever of an entry and a void commits first holds the index; the other is not stored."""
+    with engines[0].begin() as conn:
+        log = AuditLog.open(conn)
+        log.void(conn, [0], "broker:node-1", "abandoned", dt.datetime.now(dt.UTC))
+    with engines[1].connect() as conn, pytest.raises(sa.exc.IntegrityError), conn.begin():
+        AuditLog.open(conn).stage(conn, [_event("too.late")], [0])
+    with engines[0].begin() as conn:  # and a void after the entry changes nothing
+        AuditLog.open(conn).stage(conn, [_event("in.time")], [1])
+    with engines[1].begin() as conn:
+        AuditLog.open(conn).void(conn, [1], "broker:node-2", "abandoned", dt.datetime.now(dt.UTC))
+    assert [e for _, e, _ in _entries(database)] == ["audit.void", "in.time"]
