@@ -679,40 +679,48 @@ _PUBLISH_NODES = (
     "INSERT INTO audit_nodes (level, node_index, hash) "
     "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[]) ON CONFLICT DO NOTHING"
 )
-# The compare-and-set that is the sequencer: the row lock it takes is held until the commit.
-_PUBLISH_SIZE = "UPDATE audit_tree SET tree_size = %s WHERE id = 1 AND tree_size = %s RETURNING clock_timestamp()"
+# The compare-and-set that is the sequencer, sent as one message (simple query protocol), so that
+# the server runs it from the row lock to the commit without waiting for this process. A hung
+# integrator holding the row makes the update give up (lock_timeout) instead of stalling the writer.
+# Losing a round's commit in a crash loses nothing: the entries are durable and integrate again to
+# the same nodes, and a checkpoint's (synchronous) commit flushes the rounds committed before it.
+_PUBLISH_SIZE = (
+    "BEGIN; SET LOCAL synchronous_commit TO off; SET LOCAL lock_timeout TO '200ms'; "
+    "UPDATE audit_tree SET tree_size = {new} WHERE id = 1 AND tree_size = {old} RETURNING clock_timestamp(); "
+    "COMMIT; SELECT clock_timestamp()"
+)
 
 
 def _publish(conn: Connection, step: Integration) -> float | None:
-    """Commit `step` on `conn` in one round trip; return the seconds the tree's row was locked
-    (measured by the database: from the update to just after the commit), or None if another
-    integrator moved the tree first (then nothing of the size changed)."""
+    """Commit `step` on `conn`: its subtrees first (identical whoever writes them: a duplicate is
+    skipped, and one not yet in the tree is harmless), then the size by compare-and-set. Return the
+    seconds the tree's row was locked, measured by the database (from the update to just after the
+    commit), or None if another integrator moved the tree first (the size is then unchanged)."""
     raw = conn.connection.dbapi_connection
     if not isinstance(raw, psycopg.Connection):
         raise TypeError(f"the integrator needs a psycopg connection, not {type(raw).__name__}")
-    with raw.pipeline():
-        writes = raw.cursor()
-        # Losing a round's commit in a crash loses nothing: the entries are durable and integrate
-        # again to the same nodes, and a checkpoint's own (synchronous) commit flushes the rounds
-        # committed before it.
-        writes.execute("SET LOCAL synchronous_commit = off")
-        # An integrator that hangs holding the row must not stall this writer's batches: give up the
-        # round (the next one retries).
-        writes.execute("SET LOCAL lock_timeout = '200ms'")
-        if step.nodes:
-            levels, indices, hashes = (list(column) for column in zip(*step.nodes, strict=True))
-            writes.execute(_PUBLISH_NODES, (levels, indices, hashes))
-        cas = raw.cursor()
-        cas.execute(_PUBLISH_SIZE, (step.new_size, step.old_size))
-        raw.commit()
-        clock = raw.cursor()
-        clock.execute("SELECT clock_timestamp()")
-        raw.rollback()
-    locked = cas.fetchone()
-    released = clock.fetchone()
-    if locked is None or released is None:
+    if step.nodes:
+        levels, indices, hashes = (list(column) for column in zip(*step.nodes, strict=True))
+        with raw.pipeline():
+            raw.execute("SET LOCAL synchronous_commit = off")
+            raw.execute(_PUBLISH_NODES, (levels, indices, hashes))
+            raw.commit()
+    raw.autocommit = True
+    try:
+        cursor = raw.cursor()
+        cursor.execute(_PUBLISH_SIZE.format(new=int(step.new_size), old=int(step.old_size)).encode())
+        times = []
+        while True:
+            if cursor.description is not None:
+                times.append(cursor.fetchall())
+            if not cursor.nextset():
+                break
+    finally:
+        raw.autocommit = False
+    locked, released = times
+    if not locked:
         return None
-    return float((released[0] - locked[0]).total_seconds())
+    return float((released[0][0] - locked[0][0]).total_seconds())
 
 
 _HEARTBEAT = sa.text(
