@@ -15,9 +15,10 @@ Entries are written in two steps (docs/protocol.md section 24, as in Trillian Te
     log.commit()                           # or log.rollback() if the transaction failed
 
 `append` is both at once, for the single writer of an SQLite database. Across PostgreSQL replicas
-each writer stages with indices from the database's sequence and one integrator at a time (the
-holder of the sequencer lock) integrates. The tree's right edge (`Frontier`) lives in memory; an
-integrator that finds the stored size moved on (another one integrated) opens the log again.
+each writer stages with indices from the database's sequence, and integration rounds (any replica)
+`prepare` the tree's growth with no lock and publish it with a compare-and-set of the stored size
+(`broker.store.writer`). The tree's right edge (`Frontier`) lives in memory; an integrator that
+finds the stored size moved on (another one integrated) opens the log again at that size.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, and_, func, literal, or_, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 
-from broker.audit.events import AuditEvent
+from broker.audit.events import VOID_EVENT, AuditEvent
 from broker.audit.signer import CheckpointSigner
 from broker.audit.tables import checkpoints_table, entries_table, nodes_table, tree_table
 from broker.errors import BrokerError, InvalidRequest, NotFound
@@ -42,7 +43,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_PAGE_SIZE = 1000
 _EXPORT_PAGE = 5000
 MAX_INTEGRATE = 65_536  # entries one integration reads at most (docs/protocol.md section 24.3)
-VOID_EVENT = "audit.void"
 
 
 def _from_us(time_us: int) -> datetime:

@@ -5,9 +5,9 @@ transaction ("group commit"): one fsync serves many senders, which is what lets 
 keep up with a surge. Each entry is written with the state change it records, at an index the
 writer reserves (docs/protocol.md section 24): on SQLite the single writer counts them and integrates
 them into the Merkle tree in the same transaction; replicas sharing a PostgreSQL database reserve
-them from the database's sequence, with no lock, and one integrator at a time (any replica: the
-holder of the sequencer lock) folds the committed entries into the tree in a short transaction
-of its own. Only that transaction is serialised across replicas.
+them from the database's sequence, with no lock, and any replica folds the committed entries into
+the tree in rounds that hash with no lock and publish with one compare-and-set of the tree's size.
+Only that compare-and-set is serialised across replicas.
 """
 
 from __future__ import annotations
@@ -182,10 +182,10 @@ class Writer:
     them). While healthy and idle, the same probe runs every `idle_probe_seconds`, so a store lost
     between calls is noticed too.
 
-    On PostgreSQL the writer also takes its turn as the audit log's integrator: at most every
-    `integrate_interval` after it committed entries (and every second regardless, for entries a
-    crashed replica left), it tries the sequencer lock and, if it gets it, integrates every
-    committed entry; a gap still open after `void_grace_seconds` is filled with a void entry.
+    On PostgreSQL the writer also runs integration rounds: at most every `integrate_interval` after it
+    committed entries (and every second regardless, for entries a crashed replica left), it folds
+    every committed entry that continues the tree into it (`_integrate`); a gap still open after
+    `void_grace_seconds` is filled with a void entry.
     """
 
     def __init__(
