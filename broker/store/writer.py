@@ -531,11 +531,12 @@ class Writer:
         log.warning("writer.voided_abandoned_indices", first=gap, count=len(missing))
         self._staged.set()
 
-    def _void_in_flight(self) -> None:
+    def _void_in_flight(self, fault: Fault | None) -> None:
         """The batch's transaction rolled back: fill the indices it had reserved at once, so that
-        integration does not wait for the grace (best effort: the integrator does it otherwise)."""
+        integration does not wait for the grace. Not when the store failed it (the void would wait
+        for the same store): then the integrator fills them after the grace."""
         indices, self._in_flight = self._in_flight, []
-        if not (self._shared and indices):
+        if not (self._shared and indices) or fault is not None:
             return
         try:
             conn = self._connection()
@@ -553,8 +554,8 @@ class Writer:
             committed = self._commit_batch(pending)
         except Exception as exc:
             self._audit.rollback()
-            self._void_in_flight()
             fault = storage_fault(exc)
+            self._void_in_flight(fault)
             if fault is not None:
                 # The store's failure, not this batch's: one line, no traceback per batch of an outage.
                 log.error(  # noqa: TRY400
@@ -584,8 +585,8 @@ class Writer:
                 after += self._commit_batch([item])
             except Exception as exc:
                 self._audit.rollback()
-                self._void_in_flight()
                 fault = storage_fault(exc)
+                self._void_in_flight(fault)
                 if fault is not None:
                     self._close()
                     _hold_or_fail(pending[position:], fault)

@@ -28,7 +28,7 @@ from broker.protocol import _merkle
 from broker.store.db import create_engine
 from broker.store.schema import upgrade_schema
 from broker.store.writer import Batch, Writer
-from tests.e2e.conftest import Database
+from tests.e2e.broker_support import Database
 
 pytestmark = pytest.mark.usefixtures("postgresql_only")
 
