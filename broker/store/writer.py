@@ -706,7 +706,7 @@ def _publish(conn: Connection, step: Integration) -> float | None:
             raw.execute("SET LOCAL synchronous_commit = off")
             raw.execute(_PUBLISH_NODES, (levels, indices, hashes))
             raw.commit()
-    raw.autocommit = True
+    raw.autocommit = True  # the message carries its own BEGIN and COMMIT
     try:
         cursor = raw.cursor()
         cursor.execute(_PUBLISH_SIZE.format(new=int(step.new_size), old=int(step.old_size)).encode())
@@ -716,8 +716,12 @@ def _publish(conn: Connection, step: Integration) -> float | None:
                 times.append(cursor.fetchall())
             if not cursor.nextset():
                 break
-    finally:
         raw.autocommit = False
+    except BaseException:
+        # Left inside the message's block, or in autocommit: this connection must never serve a
+        # batch again (a batch in autocommit would not be atomic), so it is discarded, not pooled.
+        conn.invalidate()
+        raise
     locked, released = times
     if not locked:
         return None
