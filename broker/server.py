@@ -18,7 +18,6 @@ from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
-import psycopg
 import sqlalchemy as sa
 import structlog
 from cryptography import x509
@@ -40,10 +39,14 @@ from broker.attachments.desk import AttachmentDesk
 from broker.audit import AuditLog, CheckpointSigner
 from broker.audit.witnessed import WitnessedCheckpoints
 from broker.config import BrokerConfig, check_pki_files
+from broker.delivery.backlog import Backlog
+from broker.delivery.certificates import PeerCertificates
+from broker.delivery.dispatcher import Dispatcher
 from broker.delivery.exchange import Exchange
-from broker.delivery.operations import UNSETTLED
+from broker.delivery.operations import UNSETTLED, ArrivalCounter, refusal_record
+from broker.delivery.routing import Router
 from broker.directory import AgencyRecord, RegisterAgency, Registry
-from broker.errors import STORAGE_FAULTS, ConfigurationError, StorageUnavailable
+from broker.errors import ConfigurationError, StorageUnavailable
 from broker.health import HEALTH_FILE_INTERVAL_SECONDS, write_health_file
 from broker.metrics import CERTIFICATE_EXPIRY, CHECKPOINT_TIME, serve_metrics, unwatch_queue_depth, watch_queue_depth
 from broker.pki.ledger import CaLedger
@@ -57,8 +60,10 @@ from broker.retention import RetentionJob
 from broker.store import tables
 from broker.store.binding import Deployment, bind_deployment
 from broker.store.db import WriterLock, create_engine, storage_fault, writer_lock
+from broker.store.reads import Reader
+from broker.store.replication import ReplicaListener, next_arrival, resync_arrivals
 from broker.store.schema import upgrade_schema
-from broker.store.writer import NOTIFY_CHANNEL, Writer, parse_replica_note
+from broker.store.writer import Writer
 from broker.transport.admin_servicer import APPLIED_POLICY, AdminServicer, open_ca
 from broker.transport.audit_servicer import AuditServicer
 from broker.transport.auth import Authenticator
@@ -165,14 +170,13 @@ class Broker:
         # check_interval=0: one stat per call, so a revocation bites on the very next call.
         self.revocations = RevocationList(self.ca_dir / "crl.pem", self._crl_issuer(), check_interval=0)
         self.auth = Authenticator(config.trust_domain, self.revocations)
-        self.exchange = Exchange(config, self.engine, self.writer, self.registry, self.policy)
-        self.exchange.dispatcher.start()
+        self._build_delivery(config)
         await self._seed_agencies()
 
         self.attachments = self._open_attachments()
         self.retention = self._retention_job()
         self.server = grpc.aio.server(
-            interceptors=[CallInterceptor(self.exchange.record_refusal)],
+            interceptors=[CallInterceptor(refusal_record(self.writer))],
             options=[
                 ("grpc.max_receive_message_length", _max_message(config)),
                 ("grpc.max_send_message_length", _max_message(config)),
@@ -191,6 +195,9 @@ class Broker:
             BrokerServicer(
                 self.auth,
                 self.exchange,
+                self.backlog,
+                self.reader,
+                self.router.consultation,
                 self.writer,
                 self.registry,
                 self.policy,
@@ -203,13 +210,13 @@ class Broker:
             self.server,
         )
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
-            AuditServicer(self.auth, self.exchange, self.writer, self.sign_checkpoint), self.server
+            AuditServicer(self.auth, self.reader, self.writer, self.router.consultation, self.sign_checkpoint),
+            self.server,
         )
         self.ca_ledger = CaLedger(self.ca_dir, self.writer)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(
                 self.auth,
-                self.exchange,
                 self.writer,
                 self.registry,
                 self.policy,
@@ -264,7 +271,8 @@ class Broker:
         if config.health_file is not None:
             self._tasks.append(loop.create_task(self._health_heartbeat(), name="isb-health-file"))
         if self.engine.dialect.name == "postgresql":
-            self._tasks.append(loop.create_task(self._listen_for_replicas(), name="isb-replica-listen"))
+            listener = ReplicaListener(self.engine, config.node, self.dispatcher)
+            self._tasks.append(loop.create_task(listener.run_forever(), name="isb-replica-listen"))
         log.info(
             "broker.started",
             listen=config.listen,
@@ -272,6 +280,31 @@ class Broker:
             database=_redact(config.database_url),
             audit_size=audit_log.size,
             agencies=len(self.registry.all()),
+        )
+
+    def _build_delivery(self, config: BrokerConfig) -> None:
+        # The exchange and the parts it shares with the other services (reads, routing, the backlog).
+        self.reader = Reader(self.engine)
+        self.certificates = certificates = PeerCertificates()
+        self.router = Router(self.policy, self.registry, self.reader, self.writer)
+        self.backlog = Backlog(self.reader, self.writer, certificates, config.node)
+        self.dispatcher = Dispatcher(
+            self.backlog.load, self.backlog.envelope, config.lease_seconds, self.backlog.delivered, self.backlog.expired
+        )
+        with self.engine.connect() as conn:
+            arrival = ArrivalCounter(next_arrival(conn))
+        self.writer.on_foreign_writes.append(resync_arrivals(arrival))
+        self.blobs = open_blob_store(config.blob_store, self.engine, config.database_url, config.blob_dir)
+        self.exchange = Exchange(
+            config,
+            self.reader,
+            self.writer,
+            self.registry,
+            self.router,
+            self.dispatcher,
+            certificates,
+            arrival,
+            self.blobs,
         )
 
     def _watch_certificates(self) -> None:
@@ -289,9 +322,7 @@ class Broker:
 
     def _open_attachments(self) -> AttachmentDesk:
         config = self.config
-        blobs = open_blob_store(config.blob_store, self.engine, config.database_url, config.blob_dir)
-        self.exchange.blobs = blobs  # a recall deletes the recalled message's attachments
-        desk = AttachmentDesk(config, self.engine, self.writer, blobs)
+        desk = AttachmentDesk(config, self.engine, self.writer, self.blobs)
         self._tasks.append(asyncio.get_running_loop().create_task(desk.sweep_forever(), name="isb-attachment-sweep"))
         return desk
 
@@ -301,8 +332,8 @@ class Broker:
             self.writer,
             self.policy,
             self.revocations,
-            lambda: self.exchange.blobs,
-            self.exchange.dispatcher.acknowledged,
+            lambda: self.blobs,
+            self.dispatcher.acknowledged,
             node=self.config.node,
             interval_seconds=self.config.retention_interval_seconds,
         )
@@ -311,7 +342,7 @@ class Broker:
 
     def _add_watchlist_service(self) -> None:
         config = self.config
-        desk = WatchlistDesk(config, self.writer, self.exchange, self.registry, self.policy)
+        desk = WatchlistDesk(config, self.reader, self.writer, self.registry, self.policy, self.certificates)
         watchlist_pb2_grpc.add_WatchlistServiceServicer_to_server(WatchlistServicer(self.auth, desk), self.server)
         # Owners are told ahead of their watchlist entries' review dates (broker.watchlists.review).
         notifier = ReviewNotifier(
@@ -467,33 +498,11 @@ class Broker:
             except Exception:  # a witness problem never stops the broker
                 log.exception("witness.collect_failed")
 
-    async def _listen_for_replicas(self) -> None:
-        # Subscribers connected here are woken by sends accepted on another replica (DESIGN.md section 9).
-        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    # Whatever other replicas committed while we were not listening.
-                    for agency in self.exchange.dispatcher.agencies():
-                        await self.exchange.dispatcher.refresh(agency)
-                    async for note in conn.notifies():
-                        node, agency, settled = parse_replica_note(note.payload)
-                        if node == self.config.node:
-                            continue
-                        if settled is None:
-                            await self.exchange.dispatcher.refresh(agency)
-                        else:  # receipts committed elsewhere release the leases held here
-                            self.exchange.dispatcher.acknowledged([(m, agency) for m in settled])
-            except (psycopg.Error, *STORAGE_FAULTS) as exc:  # the database is down: the writer reports it
-                log.warning("replicas.listen_failed", error=type(exc).__name__)
-                await asyncio.sleep(1.0)
-
     async def _watch_policy(self) -> None:
-        # Sends also look at the file (see Exchange.send); this catches edits while no one sends.
+        # Sends also look at the file (see Router.route); this catches edits while no one sends.
         while True:
             await asyncio.sleep(1.0)
-            self.exchange.reload_policy()
+            self.router.reload_policy()
 
     async def sign_checkpoint(self) -> None:
         """Sign a checkpoint of the committed log now (no-op when nothing changed)."""
@@ -514,7 +523,7 @@ class Broker:
             self._serving = False
             self._write_health_file()
         await self.server.stop(grace)
-        await self.exchange.dispatcher.stop()
+        await self.dispatcher.stop()
         await self.writer.stop()
         self.engine.dispose()
         if self._lock is not None:

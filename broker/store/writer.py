@@ -36,6 +36,7 @@ from broker.metrics import (
     WRITER_HEALTHY,
     WRITER_HELD,
 )
+from broker.store import replication
 from broker.store.db import bulk_insert, now_us, pipelined, storage_fault
 
 log = structlog.get_logger(__name__)
@@ -379,7 +380,7 @@ class Writer:
         writes); return when it was entered (perf_counter), for `isb_sequencer_held_seconds`."""
         if not self._shared:
             return time.perf_counter()  # SQLite: one writer, its whole transaction is the section
-        stored = _take_sequencer_lock(conn)
+        stored = replication.take_sequencer_lock(conn)
         held = time.perf_counter()
         if stored != self._audit.size:
             log.info("writer.caught_up", local_size=self._audit.size, stored_size=stored)
@@ -454,60 +455,10 @@ class Writer:
                     _check_indices(self._audit.append(conn, batch.events), batch.first_index)
                 if self._shared and (batch.notify or batch.settled):
                     # Delivered by PostgreSQL only if and when this transaction commits.
-                    notes = replica_notes(self._node, batch.notify, batch.settled)
-                    conn.exec_driver_sql(_NOTIFY, (NOTIFY_CHANNEL, notes))
+                    replication.notify(conn, self._node, batch.notify, batch.settled)
         SEQUENCER_HELD.inc(time.perf_counter() - held)
         self._audit.commit()
         return batch.after_commit
-
-
-NOTIFY_CHANNEL = "isb_deliveries"
-_NOTIFY = "SELECT pg_notify(%s, note) FROM unnest(%s::text[]) AS note"  # every note of a commit in one statement
-# PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; settled ids are split below that.
-_NOTE_BYTES = 7000
-
-
-def replica_notes(node: str, fresh: set[str], settled: dict[str, list[str]]) -> list[str]:
-    """The NOTIFY payloads of one commit: `node|agency` for new deliveries of an agency, and
-    `node|agency|settled|id,id,...` for deliveries of an agency that receipts settled."""
-    notes = [f"{node}|{agency}" for agency in sorted(fresh)]
-    for agency in sorted(settled):
-        prefix = f"{node}|{agency}|settled|"
-        chunk: list[str] = []
-        size = len(prefix)
-        for message_id in settled[agency]:
-            if chunk and size + len(message_id) + 1 > _NOTE_BYTES:
-                notes.append(prefix + ",".join(chunk))
-                chunk, size = [], len(prefix)
-            chunk.append(message_id)
-            size += len(message_id) + 1
-        if chunk:
-            notes.append(prefix + ",".join(chunk))
-    return notes
-
-
-def parse_replica_note(payload: str) -> tuple[str, str, list[str] | None]:
-    """(node, agency, settled message ids or None for new deliveries) of a NOTIFY payload."""
-    node, _, rest = payload.partition("|")
-    agency, _, settled = rest.partition("|settled|")
-    return node, agency, (settled.split(",") if settled else None)
-
-
-_SEQUENCER_LOCK = 0x15B0_0001  # pg_advisory_xact_lock key of the audit log's single sequencer
-
-
-def _take_sequencer_lock(conn: Connection) -> int:
-    # Two statements, not one: under READ COMMITTED each statement reads a snapshot taken when it
-    # starts, so the size must be read by a statement that starts once the lock is held. The
-    # transaction's BEGIN, the lock and the read share one round trip (pipelined).
-    with pipelined(conn):
-        conn.execute(_LOCK, {"key": _SEQUENCER_LOCK})
-    stored: int = conn.execute(_STORED_SIZE).scalar_one()
-    return stored
-
-
-_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
-_STORED_SIZE = sa.text("SELECT coalesce(max(leaf_index) + 1, 0) FROM audit_entries")
 
 
 def _check_indices(indices: list[int], expected_first: int) -> None:

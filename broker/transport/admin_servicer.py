@@ -15,7 +15,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.api.v1 import admin_pb2, admin_pb2_grpc
 from broker.audit import AuditEvent
-from broker.delivery.exchange import Exchange
 from broker.delivery.operations import RecordEvent
 from broker.directory import AgencyRecord, RegisterAgency, Registry
 from broker.errors import BrokerError, FailedPrecondition, InvalidRequest, PermissionDenied
@@ -76,7 +75,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(
         self,
         auth: Authenticator,
-        exchange: Exchange,
         writer: Writer,
         registry: Registry,
         policy: RunningPolicy,
@@ -87,7 +85,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         applied_policy: Path | None = None,
     ) -> None:
         self._auth = auth
-        self._exchange = exchange
         self._writer = writer
         self._registry = registry
         self._policy = policy

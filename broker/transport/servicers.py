@@ -17,6 +17,7 @@ from broker.attachments.operations import Upload
 from broker.audit import AuditEvent
 from broker.audit.refusals import bounded
 from broker.audit.witnessed import WitnessedCheckpoints
+from broker.delivery.backlog import Backlog
 from broker.delivery.exchange import Exchange
 from broker.delivery.operations import Accepted, RecordEvent
 from broker.directory import PublishBundle, Registry, current_bundles
@@ -28,7 +29,9 @@ from broker.protocol import validation
 from broker.protocol.envelope import unverified_message_id
 from broker.protocol.keys import verify_key_bundle
 from broker.store.db import now_us
+from broker.store.reads import Reader
 from broker.store.writer import Writer
+from broker.transport.audit_servicer import Consultation
 from broker.transport.auth import Authenticator
 from broker.transport.rpc import Context
 
@@ -68,6 +71,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         self,
         auth: Authenticator,
         exchange: Exchange,
+        backlog: Backlog,
+        reader: Reader,
+        consultation: Consultation,
         writer: Writer,
         registry: Registry,
         policy: RunningPolicy,
@@ -82,6 +88,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         self._attachments = attachments
         self._auth = auth
         self._exchange = exchange
+        self._backlog = backlog
+        self._reader = reader
+        self._consultation = consultation
         self._writer = writer
         self._registry = registry
         self._policy = policy
@@ -189,7 +198,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                         delivery_id=f"{item.message_id}/{item.recipient}",
                         envelope=item.envelope,
                         attempt=item.attempts,
-                        sender_certificate=await self._exchange.sender_certificate(item),
+                        sender_certificate=await self._backlog.sender_certificate(item),
                         accepted_at=_ts(item.accepted_us),
                     )
                 yield batch
@@ -278,7 +287,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         if len(request.agencies) > MAX_DIRECTORY_QUERY:
             raise InvalidRequest(f"at most {MAX_DIRECTORY_QUERY} agencies per directory query")
         validation.check_directory_request(request)
-        justification = self._exchange.consultation(
+        justification = self._consultation(
             str(caller.spiffe_id), request.legal_basis, request.case_reference, request.operator
         )
         wanted = list(request.agencies)
@@ -292,7 +301,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         unasked = sorted(set(bounds) - set(wanted))
         if unasked:
             raise InvalidRequest(f"freshness bound for an agency not asked for: {', '.join(unasked[:5])}")
-        bundles = await self._exchange.read(lambda conn: current_bundles(conn, wanted, now_us()))
+        bundles = await self._reader.read(lambda conn: current_bundles(conn, wanted, now_us()))
         directory = broker_pb2.Directory()
         for record in records:
             entry = directory.agencies.add(
@@ -338,7 +347,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         if witnessed is None:
             return
         indexes = [i for entry in directory.agencies for i in entry.key_bundle_audit_index]
-        proofs = await self._exchange.read(lambda conn: witnessed.prove(conn, indexes, known_size))
+        proofs = await self._reader.read(lambda conn: witnessed.prove(conn, indexes, known_size))
         if proofs is None:
             return  # nothing signed yet: bundles go without proofs, and a checking SDK waits
         directory.checkpoint = proofs.checkpoint.note

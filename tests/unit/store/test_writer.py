@@ -16,8 +16,9 @@ from broker.audit import AuditEvent, AuditLog
 from broker.delivery.operations import IN_FLIGHT, PENDING, RecordDelivered
 from broker.errors import InvalidRequest, StorageFull, StorageUnavailable
 from broker.store.db import create_engine, storage_fault
+from broker.store.replication import parse_replica_note, replica_notes
 from broker.store.schema import upgrade_schema
-from broker.store.writer import Batch, Writer, parse_replica_note, replica_notes
+from broker.store.writer import Batch, Writer
 
 
 def _event(name: str) -> AuditEvent:
