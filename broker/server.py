@@ -42,7 +42,7 @@ from broker.delivery.backlog import Backlog
 from broker.delivery.certificates import PeerCertificates
 from broker.delivery.dispatcher import Dispatcher
 from broker.delivery.exchange import Exchange
-from broker.delivery.operations import UNSETTLED, ArrivalCounter, refusal_record
+from broker.delivery.operations import UNSETTLED, refusal_record
 from broker.delivery.routing import Router
 from broker.directory import AgencyRecord, RegisterAgency, Registry
 from broker.errors import ConfigurationError, StorageUnavailable
@@ -60,7 +60,7 @@ from broker.store import tables
 from broker.store.binding import Deployment, bind_deployment
 from broker.store.db import WriterLock, create_engine, storage_fault, writer_lock
 from broker.store.reads import Reader
-from broker.store.replication import ReplicaListener, next_arrival, resync_arrivals
+from broker.store.replication import ReplicaListener
 from broker.store.schema import upgrade_schema
 from broker.store.writer import Writer
 from broker.transport.admin_servicer import APPLIED_POLICY, AdminServicer, open_ca
@@ -290,9 +290,6 @@ class Broker:
         self.dispatcher = Dispatcher(
             self.backlog.load, self.backlog.envelope, config.lease_seconds, self.backlog.delivered, self.backlog.expired
         )
-        with self.engine.connect() as conn:
-            arrival = ArrivalCounter(next_arrival(conn))
-        self.writer.on_foreign_writes.append(resync_arrivals(arrival))
         self.blobs = open_blob_store(config.blob_store, self.engine, config.database_url, config.blob_dir)
         self.exchange = Exchange(
             config,
@@ -302,7 +299,6 @@ class Broker:
             self.router,
             self.dispatcher,
             certificates,
-            arrival,
             self.blobs,
         )
 

@@ -82,7 +82,6 @@ class Exchange:
         router: Router,
         dispatcher: Dispatcher,
         certificates: PeerCertificates,
-        arrival: ops.ArrivalCounter,
         blobs: BlobStore,
     ) -> None:
         self._config = config
@@ -92,7 +91,6 @@ class Exchange:
         self._router = router
         self._dispatcher = dispatcher
         self._certificates = certificates
-        self._arrival = arrival
         self._blobs = blobs  # a recall deletes the recalled message's attachments
         self._record_refusal = ops.refusal_record(writer)
         # Batch roots whose signature verified (protocol section 21): the other envelopes and receipts
@@ -157,7 +155,6 @@ class Exchange:
                 recipients=recipients,
                 expansion=expansion,
                 policy_rule=decision.rule,
-                sequence=self._arrival,
                 known_certs=self._certificates.stored,
                 on_commit=self._dispatcher.accepted,
                 expires_us=expires_us,

@@ -1,9 +1,9 @@
 """Replicas: several brokers sharing one PostgreSQL database (DESIGN.md section 9).
 
-Everything replicas need from each other lives here:
-- one sequencer at a time: the writer takes an advisory lock per transaction (`take_sequencer_lock`)
-  and, if another replica wrote in between, catches up (the writer's `on_foreign_writes` hooks; the
-  arrival counter's is `resync_arrivals`);
+What replicas need from each other, besides the audit log's integration (the writer's, docs/protocol.md
+section 24.3), lives here:
+- batches with an operation not marked `replica_safe` (its reads decide its writes) take one advisory
+  lock per transaction (`take_state_lock`);
 - commits are announced with PostgreSQL NOTIFY (`replica_notes`, `notify`), delivered only if and
   when the transaction commits;
 - `ReplicaListener` hears the other replicas' notes and wakes this broker's subscribers, or releases
@@ -14,7 +14,6 @@ SQLite has a single writer and none of this runs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Protocol
 
 import psycopg
@@ -23,8 +22,6 @@ import structlog
 from sqlalchemy.engine import Connection, Engine
 
 from broker.errors import STORAGE_FAULTS
-from broker.store import tables
-from broker.store.db import pipelined
 
 log = structlog.get_logger(__name__)
 
@@ -32,20 +29,13 @@ NOTIFY_CHANNEL = "isb_deliveries"
 _NOTIFY = "SELECT pg_notify(%s, note) FROM unnest(%s::text[]) AS note"  # every note of a commit in one statement
 # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; settled ids are split below that.
 _NOTE_BYTES = 7000
-_SEQUENCER_LOCK = 0x15B0_0001  # pg_advisory_xact_lock key of the audit log's single sequencer
+_STATE_LOCK = 0x15B0_0002  # pg_advisory_xact_lock key for batches with operations not marked `replica_safe`
 _LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
-_STORED_SIZE = sa.text("SELECT coalesce(max(leaf_index) + 1, 0) FROM audit_entries")
 
 
-def take_sequencer_lock(conn: Connection) -> int:
-    """Wait for the sequencer lock of this transaction; return the audit log's stored size."""
-    # Two statements, not one: under READ COMMITTED each statement reads a snapshot taken when it
-    # starts, so the size must be read by a statement that starts once the lock is held. The
-    # transaction's BEGIN, the lock and the read share one round trip (pipelined).
-    with pipelined(conn):
-        conn.execute(_LOCK, {"key": _SEQUENCER_LOCK})
-    stored: int = conn.execute(_STORED_SIZE).scalar_one()
-    return stored
+def take_state_lock(conn: Connection) -> None:
+    """Wait for the lock that batches with operations not safe beside another replica's hold, to the commit."""
+    conn.execute(_LOCK, {"key": _STATE_LOCK})
 
 
 def replica_notes(node: str, fresh: set[str], settled: dict[str, list[str]]) -> list[str]:
@@ -77,27 +67,6 @@ def parse_replica_note(payload: str) -> tuple[str, str, list[str] | None]:
 def notify(conn: Connection, node: str, fresh: set[str], settled: dict[str, list[str]]) -> None:
     """Announce a batch's new and settled deliveries to the other replicas, at its commit."""
     conn.exec_driver_sql(_NOTIFY, (NOTIFY_CHANNEL, replica_notes(node, fresh, settled)))
-
-
-class ArrivalSequence(Protocol):
-    """The arrival counter of accepted messages (`broker.delivery.operations.ArrivalCounter`)."""
-
-    next: int
-
-
-def next_arrival(conn: Connection) -> int:
-    """The arrival sequence number after the last stored message."""
-    last = conn.execute(sa.select(sa.func.max(tables.messages.c.seq))).scalar()
-    return int(last or 0) + 1
-
-
-def resync_arrivals(counter: ArrivalSequence) -> Callable[[Connection], None]:
-    """A writer `on_foreign_writes` hook: continue `counter` after messages another replica accepted."""
-
-    def resync(conn: Connection) -> None:
-        counter.next = max(counter.next, next_arrival(conn))
-
-    return resync
 
 
 class Subscribers(Protocol):
@@ -143,13 +112,10 @@ class ReplicaListener:
 
 __all__ = [
     "NOTIFY_CHANNEL",
-    "ArrivalSequence",
     "ReplicaListener",
     "Subscribers",
-    "next_arrival",
     "notify",
     "parse_replica_note",
     "replica_notes",
-    "resync_arrivals",
-    "take_sequencer_lock",
+    "take_state_lock",
 ]
