@@ -301,6 +301,7 @@ class Broker:
             certificates,
             self.blobs,
         )
+        self.dispatcher.start()
 
     def _watch_certificates(self) -> None:
         # Expiry of what an outage would follow from: the broker's own certificate and the CA's.
