@@ -20,7 +20,7 @@ from broker.errors import STORAGE_FAULTS, AlreadyExists, FailedPrecondition, Inv
 from broker.metrics import AUDIT_WRITE_FAILURES
 from broker.store import tables
 from broker.store.db import bulk_update
-from broker.store.writer import Batch, Writer
+from broker.store.writer import Batch, RecordEvent, Writer
 
 log = structlog.get_logger(__name__)
 
@@ -269,18 +269,6 @@ _DELIVERED_DIGESTS = (
 )
 
 _DELIVERY_KEY = ("message_id", "recipient")
-
-
-@dataclass
-class RecordEvent:
-    """Audit an event that changes no other table (a refusal, an auditor query, a certificate issued...)."""
-
-    replica_safe: ClassVar[bool] = True  # row-level writes only: runs beside other replicas' batches
-
-    event: AuditEvent
-
-    def stage(self, batch: Batch) -> int:
-        return batch.audit(self.event)
 
 
 def refusal_record(writer: Writer) -> refusals.Record:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -153,6 +153,18 @@ class Operation(Protocol[T]):  # type: ignore[misc]
     (a rejection's audit entry)."""
 
     def stage(self, batch: Batch) -> T: ...
+
+
+@dataclass
+class RecordEvent:
+    """Audit an event that changes no other table (a refusal, an auditor query, a certificate issued...)."""
+
+    replica_safe: ClassVar[bool] = True  # row-level writes only: runs beside other replicas' batches
+
+    event: AuditEvent
+
+    def stage(self, batch: Batch) -> int:
+        return batch.audit(self.event)
 
 
 @dataclass

@@ -13,11 +13,11 @@ import structlog
 
 from broker.api.v1 import audit_pb2, audit_pb2_grpc
 from broker.audit import AuditEvent, AuditLog, AuditRecord, CheckpointRecord
-from broker.delivery.operations import RecordEvent
+from broker.audit.events import Consultation
 from broker.errors import STORAGE_FAULTS, FailedPrecondition, InvalidRequest
 from broker.identity import Principal, Role
 from broker.store.reads import Reader
-from broker.store.writer import Writer
+from broker.store.writer import RecordEvent, Writer
 from broker.transport.auth import Authenticator
 from broker.transport.rpc import Context
 
@@ -27,9 +27,6 @@ EXPORT_WINDOW = 1000
 # The consultations that carry a justification (request fields 30-32).
 _Justified = audit_pb2.QueryEntriesRequest | audit_pb2.InclusionProofRequest | audit_pb2.ExportRequest
 MAX_FILTER_LENGTH = 128
-Consultation = Callable[[str, str, str, str], dict[str, str]]
-"""Checks a consultation's justification (caller, legal basis, case reference, operator); returns its audit
-fields (`broker.delivery.routing.Router.consultation`)."""
 
 
 def _entry(record: AuditRecord) -> audit_pb2.AuditEntry:

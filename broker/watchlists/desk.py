@@ -30,7 +30,7 @@ from broker.audit.refusals import bounded
 from broker.config import BrokerConfig
 from broker.delivery.certificates import PeerCertificates
 from broker.delivery.intake import take_in
-from broker.delivery.operations import RecordEvent, refusal_record
+from broker.delivery.operations import refusal_record
 from broker.directory import Registry
 from broker.errors import FailedPrecondition, InvalidRequest, NotFound, PermissionDenied
 from broker.identity import AGENCY_ID, AGENCY_ID_PATTERN, GROUP_NAME, Principal, Role
@@ -41,7 +41,7 @@ from broker.protocol.errors import OutOfRange
 from broker.store import tables as store_tables
 from broker.store.db import now_us
 from broker.store.reads import Reader
-from broker.store.writer import Writer
+from broker.store.writer import RecordEvent, Writer
 from broker.watchlists import tables
 from broker.watchlists.operations import CreateWatchlist, Published, PublishVersion
 from broker.watchlists.records import StoredVersion, WatchlistRecord, record_of_row

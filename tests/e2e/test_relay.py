@@ -115,7 +115,8 @@ def test_open_stream_gets_an_unacknowledged_delivery_again_when_its_lease_runs_o
     assert (first.message_id, first.attempt) == (sent.message_id, 1)
     assert (again.message_id, again.attempt) == (sent.message_id, 2)
     police.ack(again)
-    stream.close()
+    police.close()
+    customs.close()
 
 
 def test_higher_priority_is_delivered_first(agencies: dict[str, AgencyClient]) -> None:
