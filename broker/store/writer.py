@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -42,6 +42,7 @@ from broker.metrics import (
     WRITER_HEALTHY,
     WRITER_HELD,
 )
+from broker.store import replication
 from broker.store.db import bulk_insert, now_us, pipelined, storage_fault
 
 log = structlog.get_logger(__name__)
@@ -159,6 +160,18 @@ class Operation(Protocol[T]):  # type: ignore[misc]
     (a rejection's audit entry)."""
 
     def stage(self, batch: Batch) -> T: ...
+
+
+@dataclass
+class RecordEvent:
+    """Audit an event that changes no other table (a refusal, an auditor query, a certificate issued...)."""
+
+    replica_safe: ClassVar[bool] = True  # row-level writes only: runs beside other replicas' batches
+
+    event: AuditEvent
+
+    def stage(self, batch: Batch) -> int:
+        return batch.audit(self.event)
 
 
 @dataclass
@@ -616,7 +629,7 @@ class Writer:
                     if not all(getattr(item.op, "replica_safe", False) for item in pending):
                         # Operations not shown safe to run beside another replica's keep a lock of
                         # their own (their reads decide their writes); the audit log needs none.
-                        conn.execute(_LOCK, {"key": _STATE_LOCK})
+                        replication.take_state_lock(conn)
                     batch.expect_entries(sum(getattr(item.op, "expected_entries", 1) for item in pending))
             for position, item in enumerate(pending):
                 batch.remaining = len(pending) - position
@@ -640,8 +653,7 @@ class Writer:
                     raise RuntimeError("audit log index drifted from the writer's count")
                 if self._shared and (batch.notify or batch.settled):
                     # Delivered by PostgreSQL only if and when this transaction commits.
-                    notes = replica_notes(self._node, batch.notify, batch.settled)
-                    conn.exec_driver_sql(_NOTIFY, (NOTIFY_CHANNEL, notes))
+                    replication.notify(conn, self._node, batch.notify, batch.settled)
         self._in_flight = []
         if counted is not None:
             # SQLite: one writer, and its whole transaction is the serialised section.
@@ -652,40 +664,6 @@ class Writer:
         return batch.after_commit
 
 
-NOTIFY_CHANNEL = "isb_deliveries"
-_NOTIFY = "SELECT pg_notify(%s, note) FROM unnest(%s::text[]) AS note"  # every note of a commit in one statement
-# PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; settled ids are split below that.
-_NOTE_BYTES = 7000
-
-
-def replica_notes(node: str, fresh: set[str], settled: dict[str, list[str]]) -> list[str]:
-    """The NOTIFY payloads of one commit: `node|agency` for new deliveries of an agency, and
-    `node|agency|settled|id,id,...` for deliveries of an agency that receipts settled."""
-    notes = [f"{node}|{agency}" for agency in sorted(fresh)]
-    for agency in sorted(settled):
-        prefix = f"{node}|{agency}|settled|"
-        chunk: list[str] = []
-        size = len(prefix)
-        for message_id in settled[agency]:
-            if chunk and size + len(message_id) + 1 > _NOTE_BYTES:
-                notes.append(prefix + ",".join(chunk))
-                chunk, size = [], len(prefix)
-            chunk.append(message_id)
-            size += len(message_id) + 1
-        if chunk:
-            notes.append(prefix + ",".join(chunk))
-    return notes
-
-
-def parse_replica_note(payload: str) -> tuple[str, str, list[str] | None]:
-    """(node, agency, settled message ids or None for new deliveries) of a NOTIFY payload."""
-    node, _, rest = payload.partition("|")
-    agency, _, settled = rest.partition("|settled|")
-    return node, agency, (settled.split(",") if settled else None)
-
-
-_STATE_LOCK = 0x15B0_0002  # pg_advisory_xact_lock key for batches with operations not marked `replica_safe`
-_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
 _VOID_LOCK_TIMEOUT = sa.text("SET LOCAL lock_timeout = '100ms'")
 _PUBLISH_NODES = (
     "INSERT INTO audit_nodes (level, node_index, hash) "
