@@ -302,6 +302,11 @@ class RecordDelivered:
     items: Sequence[tuple[str, str, int]]  # message id, recipient, attempt
     actor: str
 
+    @property
+    def expected_entries(self) -> int:
+        """One entry per delivery (the writer reserves their indices up front)."""
+        return len(self.items)
+
     def stage(self, batch: Batch) -> None:
         batch.expect_entries(len(self.items))
         bulk_update(
@@ -352,6 +357,11 @@ class RecordReceipts:
     actor: str
     known_certs: set[bytes]
     on_commit: Callable[[list[tuple[str, str]]], None]
+
+    @property
+    def expected_entries(self) -> int:
+        """One entry per receipt (the writer reserves their indices up front)."""
+        return len(self.receipts)
 
     def stage(self, batch: Batch) -> int:
         ids = [r.message_id for r in self.receipts]

@@ -83,10 +83,17 @@ class _Sequence:
     """Replicas reserve indices from the PostgreSQL sequence: atomic, and not rolled back."""
 
     def reserve(self, conn: Connection, count: int) -> list[int]:
-        return sorted(int(v) for v in conn.execute(_NEXTVAL, {"n": count}).scalars())
+        # On the driver's cursor: it reads the answer inside a pipeline too (the batch's first
+        # reservation shares the round trip of its BEGIN).
+        raw = conn.connection.dbapi_connection
+        if not isinstance(raw, psycopg.Connection):
+            raise TypeError(f"index reservation needs a psycopg connection, not {type(raw).__name__}")
+        cursor = raw.cursor()
+        cursor.execute(_NEXTVAL, (count,))
+        return sorted(int(row[0]) for row in cursor.fetchall())
 
 
-_NEXTVAL = sa.text("SELECT nextval('audit_index_seq') FROM generate_series(1, :n)")
+_NEXTVAL = "SELECT nextval('audit_index_seq') FROM generate_series(1, %s)"
 
 
 @dataclass
@@ -612,14 +619,18 @@ class Writer:
         conn = self._connection()
         with conn.begin():
             started = time.perf_counter()
-            if self._shared and not all(getattr(item.op, "replica_safe", False) for item in pending):
-                # Operations not shown safe to run beside another replica's keep a lock of their own
-                # (their reads decide their writes); the audit log needs none.
-                replication.take_state_lock(conn)
             counted = None if self._shared else _Counted(self._audit.staged_size)
             indices: IndexSource = _Sequence() if counted is None else counted
             batch = Batch(conn=conn, now_us=now_us(), indices=indices, ops=[item.op for item in pending])
             self._in_flight = batch.reserved
+            if counted is None:
+                # The indices the batch will most likely need, in the round trip of its BEGIN.
+                with pipelined(conn):
+                    if not all(getattr(item.op, "replica_safe", False) for item in pending):
+                        # Operations not shown safe to run beside another replica's keep a lock of
+                        # their own (their reads decide their writes); the audit log needs none.
+                        replication.take_state_lock(conn)
+                    batch.expect_entries(sum(getattr(item.op, "expected_entries", 1) for item in pending))
             for position, item in enumerate(pending):
                 batch.remaining = len(pending) - position
                 try:
