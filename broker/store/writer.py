@@ -238,6 +238,7 @@ class Writer:
         self.on_health: list[Callable[[bool], None]] = []
         self._integrator: asyncio.Task[None] | None = None
         self._staged = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._integrate_interval = integrate_interval
         self._void_grace = void_grace_seconds
         self._gap: tuple[int, float] | None = None  # (tree size it stopped at, monotonic time first seen)
@@ -264,6 +265,7 @@ class Writer:
     def start(self) -> None:
         """Start the batching loop and the store probe on the running event loop."""
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self._lost = asyncio.Event()
         self._staged = asyncio.Event()
         self._task = loop.create_task(self._run(), name="isb-writer")
@@ -284,7 +286,8 @@ class Writer:
             AUDIT_WRITE_FAILURES.labels("dropped").inc(len(self._deferred))
             log.error("writer.held_records_lost", operations=len(self._deferred))
             self._deferred.clear()
-        self._thread.submit(self._close).result()
+        # Not `.result()`: that would block the event loop until the thread's current round ends.
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
         self._thread.shutdown(wait=True)
         log.info("writer.stopped", batches=self.batches, operations=self.operations)
 
@@ -524,6 +527,12 @@ class Writer:
         size = self._audit.size
         self._watch_gap(size if step is None and leaves and leaves[0][0] != size else None, leaves)
 
+    def _wake_integrator(self) -> None:
+        """Wake the integration loop from the writer thread (an asyncio.Event is not thread-safe:
+        its `set` from another thread may leave the loop asleep until its next timer)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._staged.set)
+
     def _watch_gap(self, gap: int | None, leaves: Sequence[tuple[int, bytes]]) -> None:
         """Fill a gap open for the void grace (an index reserved by a transaction that never
         committed: its broker died) with `abandoned` void entries, in a transaction of its own."""
@@ -549,7 +558,7 @@ class Writer:
             log.info("writer.void_deferred", first=gap, error=type(exc).__name__)
             return
         log.warning("writer.voided_abandoned_indices", first=gap, count=len(missing))
-        self._staged.set()
+        self._wake_integrator()
 
     def _void_in_flight(self, fault: Fault | None) -> None:
         """The batch's transaction rolled back: fill the indices it had reserved at once, so that
@@ -660,7 +669,7 @@ class Writer:
             SEQUENCER_HELD.inc(time.perf_counter() - started)
             self._audit.commit()
         elif batch.events:
-            self._staged.set()
+            self._wake_integrator()
         return batch.after_commit
 
 
