@@ -18,7 +18,6 @@ A cosigner vkey is `<name>+<hex key id>+<base64(0x04 || public key)>`.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import struct
 from dataclasses import dataclass
@@ -126,23 +125,7 @@ def split_note(note: bytes) -> tuple[str, list[tuple[str, bytes]]]:
     lines = block.split("\n")
     if len(lines) > _MAX_SIGNATURES:
         raise VerificationError(f"signed note has more than {_MAX_SIGNATURES} signatures")
-    return text, [parse_signature_line(line) for line in lines]
-
-
-def parse_signature_line(line: str) -> tuple[str, bytes]:
-    """`— <name> <base64>` (without its newline) as (name, decoded blob)."""
-    prefix = f"{_EM_DASH} "
-    fields = line[len(prefix) :].split(" ") if line.startswith(prefix) else []
-    if len(fields) != 2 or not fields[0]:
-        raise VerificationError(f"malformed signature line {line[:80]!r}")
-    name, encoded = fields
-    try:
-        blob = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise VerificationError(f"signature line of {name[:80]!r} is not base64") from exc
-    if len(blob) < 5:
-        raise VerificationError(f"signature line of {name[:80]!r} is too short")
-    return name, blob
+    return text, [_note.parse_signature_line(line) for line in lines]
 
 
 def verify_cosignature(checkpoint_text: str, cosigner: Cosigner, blob: bytes) -> int:
@@ -180,7 +163,7 @@ def attach(note: bytes, signature_lines: list[str]) -> bytes:
     present = set(note.decode("utf-8").split("\n"))
     extra = [line for line in signature_lines if line.rstrip("\n") not in present]
     for line in extra:
-        parse_signature_line(line.rstrip("\n"))
+        _note.parse_signature_line(line.rstrip("\n"))
     return note + "".join(line if line.endswith("\n") else f"{line}\n" for line in extra).encode()
 
 
@@ -194,5 +177,5 @@ def parse_signature_lines(body: bytes) -> list[str]:
         raise VerificationError("cosignature response must be newline-terminated signature lines")
     lines = decoded[:-1].split("\n")
     for line in lines:
-        parse_signature_line(line)
+        _note.parse_signature_line(line)
     return [f"{line}\n" for line in lines]

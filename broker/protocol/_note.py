@@ -77,7 +77,7 @@ def parse_vkey(
     name, hex_id, material = parts
     _check_key_name(name, error)
     try:
-        raw = base64.b64decode(material, validate=True)
+        raw = decode_base64(material)
         claimed_id = bytes.fromhex(hex_id)
     except (binascii.Error, ValueError) as exc:
         raise error(f"verifier key {name!r}: bad encoding ({exc})") from exc
@@ -99,18 +99,32 @@ def sign_note(text: str, key_name: str, private_key: Ed25519PrivateKey) -> bytes
     return f"{text}\n{_EM_DASH} {key_name} {base64.b64encode(blob).decode()}\n".encode()
 
 
-def _parse_signature_line(line: str) -> tuple[str, bytes]:
+def decode_base64(text: str) -> bytes:
+    """Standard padded base64, canonical only: `text` must be exactly what encoding the result gives.
+
+    `b64decode` alone ignores the unused low bits of the last character, so several strings decode to
+    the same bytes; a signed note or key with a changed character must not verify (section 12).
+    Raises `binascii.Error` or `ValueError` (a non-ASCII character).
+    """
+    raw = base64.b64decode(text, validate=True)
+    if base64.b64encode(raw).decode() != text:
+        raise binascii.Error("not canonical base64")
+    return raw
+
+
+def parse_signature_line(line: str) -> tuple[str, bytes]:
+    """`— <name> <base64>` (without its newline) as (name, decoded blob)."""
     prefix = f"{_EM_DASH} "
     fields = line[len(prefix) :].split(" ") if line.startswith(prefix) else []
     if len(fields) != 2 or not fields[0]:
-        raise VerificationError(f"malformed signature line {line!r}")
+        raise VerificationError(f"malformed signature line {line[:80]!r}")
     name, encoded = fields
     try:
-        blob = base64.b64decode(encoded, validate=True)
+        blob = decode_base64(encoded)
     except (binascii.Error, ValueError) as exc:  # ValueError: a non-ASCII character in the base64
-        raise VerificationError(f"signature line of {name!r} is not base64") from exc
+        raise VerificationError(f"signature line of {name[:80]!r} is not base64 (standard, padded, canonical)") from exc
     if len(blob) < 5:
-        raise VerificationError(f"signature line of {name!r} is too short")
+        raise VerificationError(f"signature line of {name[:80]!r} is too short")
     return name, blob
 
 
@@ -138,7 +152,7 @@ def open_note(note: bytes, key_name: str, public_key: Ed25519PublicKey) -> str:
     # 3. Every line must be well formed; the one from our key must verify.
     found = False
     for line in lines:
-        name, blob = _parse_signature_line(line)
+        name, blob = parse_signature_line(line)
         if name != key_name or blob[:4] != wanted_id:
             continue  # another signer (e.g. a witness): not ours to judge
         if len(blob) != 4 + _ED25519_SIGNATURE_SIZE:
