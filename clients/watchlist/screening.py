@@ -21,8 +21,11 @@ The default threshold comes from the precision/recall curve of the training half
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import math
+import multiprocessing
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -822,32 +825,84 @@ class ScreeningIndex:
             out.append([(self._ids[p], e) for p, e in _with_rivals(compared)])
         return out
 
-    def screen(self, records: Iterable[ScreeningRecord], *, min_score: float = DEFAULT_MIN_SCORE) -> list[Hit]:
-        """Hits of `records` at or above `min_score`, best first within each record."""
-        self._ready()
-        hits: list[Hit] = []
-        batch: list[ScreeningRecord] = []
-        for record in records:
-            batch.append(record)
-            if len(batch) == _BATCH:
-                hits.extend(self._screen_batch(batch, min_score))
-                batch = []
-        if batch:
-            hits.extend(self._screen_batch(batch, min_score))
-        return hits
+    def screen(
+        self, records: Iterable[ScreeningRecord], *, min_score: float = DEFAULT_MIN_SCORE, workers: int | None = None
+    ) -> list[Hit]:
+        """Hits of `records` at or above `min_score`, best first within each record, in record order.
 
-    def _screen_batch(self, records: list[ScreeningRecord], min_score: float) -> list[Hit]:
+        `workers` processes share the work (None: one per available core when there are at least
+        `_PARALLEL_MIN` records; 1: this process alone). They are forked, so they read this index
+        without copying it; the hits are the same, in the same order, whatever the number.
+        """
+        self._ready()
+        items = records if isinstance(records, list) else list(records)
+        count = _worker_count(workers, len(items))
+        raw = self._screen_parallel(items, min_score, count) if count > 1 else self._screen_slice(items, 0, min_score)
+        ids = self._ids
+        return [Hit(items[n], ids[p], score, fields, explanation=how) for n, p, score, fields, how in raw]
+
+    def _screen_slice(self, records: list[ScreeningRecord], start: int, min_score: float) -> list[_RawHit]:
+        """The hits of `records` (numbered from `start`) as (record number, entry position, score,
+        fields, explanation), in order."""
+        out: list[_RawHit] = []
+        for offset in range(0, len(records), _BATCH):
+            out.extend(self._screen_batch(records[offset : offset + _BATCH], start + offset, min_score))
+        return out
+
+    def _screen_parallel(self, records: list[ScreeningRecord], min_score: float, workers: int) -> list[_RawHit]:
+        global _SHARED  # noqa: PLW0603 (what forked workers read instead of a pickled copy)
+        chunk = max(1, min(_BATCH, -(-len(records) // (4 * workers))))
+        bounds = [(start, min(start + chunk, len(records))) for start in range(0, len(records), chunk)]
+        _SHARED = (self, records, min_score)
+        try:
+            with multiprocessing.get_context("fork").Pool(workers, initializer=gc.freeze) as pool:
+                out: list[_RawHit] = []
+                for part in pool.imap(_screen_shared, bounds):
+                    out.extend(part)
+                pool.close()
+                pool.join()
+                return out
+        finally:
+            _SHARED = None
+
+    def _screen_batch(self, records: list[ScreeningRecord], start: int, min_score: float) -> list[_RawHit]:
         queries = [_query(r) for r in records]
-        hits: list[Hit] = []
+        hits: list[_RawHit] = []
         alive = self._alive
-        for query, positions in zip(queries, self._candidates(queries), strict=True):
+        for number, (query, positions) in enumerate(zip(queries, self._candidates(queries), strict=True), start):
             found = []
             compared = [(p, _compare(query, self._view(p))) for p in positions if alive[p]]
             for position, evidence in _with_rivals(compared):
                 score = score_evidence(evidence)
                 if score >= min_score:
                     fields, how = _explain(evidence)
-                    found.append(Hit(query.record, self._ids[position], round(score, 4), fields, explanation=how))
-            found.sort(key=lambda h: (-h.score, h.entry_id))
+                    found.append((number, position, round(score, 4), fields, how))
+            found.sort(key=lambda h: (-h[2], self._ids[h[1]]))
             hits.extend(found)
         return hits
+
+
+_RawHit = tuple[int, int, float, tuple[str, ...], tuple[str, ...]]
+_PARALLEL_MIN: Final = 2 * _BATCH
+_SHARED: tuple[ScreeningIndex, list[ScreeningRecord], float] | None = None
+
+
+def _worker_count(workers: int | None, records: int) -> int:
+    """How many processes screen `records` records: `workers` if given, else one per available core
+    for a large enough batch, and never more than one where processes cannot be forked."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    if workers is None:
+        if records < _PARALLEL_MIN:
+            return 1
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(workers, records))
+
+
+def _screen_shared(bounds: tuple[int, int]) -> list[_RawHit]:
+    """In a forked worker: screen records[start:stop] of the batch the parent shared before forking."""
+    if _SHARED is None:
+        raise RuntimeError("no screening batch was shared with this worker")
+    index, records, min_score = _SHARED
+    start, stop = bounds
+    return index._screen_slice(records[start:stop], start, min_score)
