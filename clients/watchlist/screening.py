@@ -487,14 +487,34 @@ def _dob_columns(texts: list[str]) -> npt.NDArray[np.int64]:
     return parts
 
 
-def _dates_compatible(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
-    """Row-wise: dates that are unknown, equal as far as known, swapped, or a day or a year apart.
+_Column = npt.NDArray[np.int32]
+
+
+def _date_codes(parts: npt.NDArray[np.int64]) -> _Column:
+    """One integer per (year, month, day, ordinal) row: year << 9 | month << 5 | day (0: unknown)."""
+    return np.asarray(parts[:, 0] << 9 | parts[:, 1] << 5 | parts[:, 2], dtype=np.int32)
+
+
+def _ordinal_table(last_year: int) -> _Column:
+    """The proleptic ordinal of each full date code from _EARLIEST_YEAR to `last_year`, at
+    code - (_EARLIEST_YEAR << 9); 0 for codes of partial or impossible dates (as `_dob_parts`)."""
+    codes = np.arange((last_year + 1 - _EARLIEST_YEAR) << 9, dtype=np.int64)
+    year, month, day = codes >> 9, (codes >> 5) & 15, codes & 31
+    months = (year + _EARLIEST_YEAR - 1970) * 12 + np.clip(month, 1, 12) - 1
+    born = months.astype("datetime64[M]").astype("datetime64[D]") + np.clip(day, 1, 31) - 1
+    full = (month >= 1) & (month <= 12) & (day >= 1) & (born.astype("datetime64[M]").astype(np.int64) == months)
+    return np.asarray(np.where(full, born.astype(np.int64) + _ORDINAL_OF_1970, 0), dtype=np.int32)
+
+
+def _dates_compatible(
+    ay: _Column, am: _Column, ad: _Column, ao: _Column, by: _Column, bm: _Column, bd: _Column, bo: _Column
+) -> npt.NDArray[np.bool_]:
+    """Row-wise: dates that are unknown, equal as far as known, swapped, or a day or a year apart
+    (year, month, day and ordinal columns of each side; 0 for what is unknown).
 
     The vectorised twin of `compare_dates(...) is not DIFFERENT`, so that namesakes born on other
     days never reach the (slower) scoring.
     """
-    ay, am, ad, ao = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
-    by, bm, bd, bo = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
     unknown = (ay == 0) | (by == 0)
     partial = (am == 0) | (bm == 0) | (ad == 0) | (bd == 0)
     same_year = ay == by
@@ -589,10 +609,11 @@ class ScreeningIndex:
         self._pending_keys = 0
         self._pending_lookup: dict[bytes, list[int]] | None = None
         self._views: dict[int, _EntryView] = {}
-        self._dob_year = np.zeros(0, dtype=np.int16)
-        self._dob_month = np.zeros(0, dtype=np.int8)
-        self._dob_day = np.zeros(0, dtype=np.int8)
-        self._dob_ordinal = np.zeros(0, dtype=np.int32)
+        # Each entry's date of birth as one code (`_date_codes`), the code of the entry of each key
+        # beside the sorted keys (so that the date filter reads runs in order), and code -> ordinal.
+        self._dob_code = np.zeros(0, dtype=np.int32)
+        self._key_dates = np.zeros(0, dtype=np.int32)
+        self._ordinals = _ordinal_table(dt.datetime.now(dt.UTC).year + 1)
 
     def __len__(self) -> int:
         return len(self._position)
@@ -689,12 +710,12 @@ class ScreeningIndex:
             return
         if len(self._ids) > _POSITION_MASK:
             raise ValueError(f"a screening index holds at most {_POSITION_MASK} entries and amendments")
-        known = len(self._dob_ordinal)
+        known = len(self._dob_code)
         parts = _dob_columns([r.split(_SEP, 2)[1] for r in self._records[known:]])
-        self._dob_year = np.concatenate((self._dob_year, parts[:, 0].astype(np.int16)))
-        self._dob_month = np.concatenate((self._dob_month, parts[:, 1].astype(np.int8)))
-        self._dob_day = np.concatenate((self._dob_day, parts[:, 2].astype(np.int8)))
-        self._dob_ordinal = np.concatenate((self._dob_ordinal, parts[:, 3].astype(np.int32)))
+        self._dob_code = np.concatenate((self._dob_code, _date_codes(parts)))
+        last_year = max(int(parts[:, 0].max(initial=0)), dt.datetime.now(dt.UTC).year) + 1
+        if (last_year + 1 - _EARLIEST_YEAR) << 9 > len(self._ordinals):
+            self._ordinals = _ordinal_table(last_year)
         added = np.frombuffer(b"".join(self._pending_digests), dtype=np.uint64)
         added = added >> np.uint64(_POSITION_BITS) << np.uint64(_POSITION_BITS)
         count = len(self._pending_digests)
@@ -703,6 +724,7 @@ class ScreeningIndex:
         keys = np.concatenate((self._keys, added | positions))
         keys.sort()
         self._keys = keys
+        self._key_dates = self._dob_code[keys & np.uint64(_POSITION_MASK)]
         self._pending_positions, self._pending_digests, self._pending_keys, self._pending_lookup = [], [], 0, {}
 
     def _ready(self) -> None:
@@ -735,15 +757,20 @@ class ScreeningIndex:
         high = np.searchsorted(self._keys, (unique + np.uint64(1)) << np.uint64(_POSITION_BITS), side="left")
         return owner, low[inverse].astype(np.int64), high[inverse].astype(np.int64)
 
-    def _lookup(self, blobs: list[bytes]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """(query number, entry position) of every sorted-array entry sharing a key with each query."""
+    def _members(self, blobs: list[bytes]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """(query number, index in the sorted array) of every key sharing a digest with each query's
+        keys (the first _RUN_CAP of each run)."""
         owner, low, high = self._runs(blobs)
         counts = np.minimum(high - low, _RUN_CAP)
         total = int(counts.sum())
         starts = np.repeat(low, counts)
         offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        positions = self._keys[starts + offsets] & np.uint64(_POSITION_MASK)
-        return np.repeat(owner, counts), positions.astype(np.int64)
+        return np.repeat(owner, counts), starts + offsets
+
+    def _lookup(self, blobs: list[bytes]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """(query number, entry position) of every sorted-array entry sharing a key with each query."""
+        owner, members = self._members(blobs)
+        return owner, (self._keys[members] & np.uint64(_POSITION_MASK)).astype(np.int64)
 
     def _candidates(self, queries: list[_Query]) -> list[set[int]]:
         """Candidate positions per query: every entry sharing a document or identifier key, and the
@@ -755,18 +782,35 @@ class ScreeningIndex:
             name_blobs.append(_digests(names))
             frequency_blobs.append(_digests(frequency))
             other_blobs.append(_digests(others))
-        alive = np.frombuffer(self._alive, dtype=np.uint8)[: len(self._dob_ordinal)]
+        alive = np.frombuffer(self._alive, dtype=np.uint8)[: len(self._dob_code)]
         self._count_namesakes(queries, frequency_blobs)
         owner, position = self._lookup(other_blobs)
         for q, p in zip(owner.tolist(), position.tolist(), strict=True):
             found[q].add(p)
-        owner, position = self._lookup(name_blobs)
+        owner, members = self._members(name_blobs)
         if len(owner):
-            codes, shared = np.unique(owner << 32 | position, return_counts=True)
+            # The date filter first, on the keys' own date codes read in order: it drops about 99 %
+            # of the pairs, and whether a pair passes does not depend on the key that found it, so
+            # the shared-key counts of the pairs it keeps are those of the unfiltered pairs.
+            query_parts = np.asarray([_dob_parts(q.dob) for q in queries], dtype=np.int64).reshape(-1, 4)
+            query_code, query_ordinal = _date_codes(query_parts)[owner], query_parts[:, 3].astype(np.int32)[owner]
+            code = self._key_dates[members]
+            ordinal = self._ordinals[np.maximum(code - np.int32(_EARLIEST_YEAR << 9), 0)]
+            keep = _dates_compatible(
+                query_code >> 9,
+                query_code >> 5 & 15,
+                query_code & 31,
+                query_ordinal,
+                code >> 9,
+                code >> 5 & 15,
+                code & 31,
+                ordinal,
+            )
+            owner = owner[keep]
+            position = (self._keys[members[keep]] & np.uint64(_POSITION_MASK)).astype(np.int64)
+            living = alive[position] == 1
+            codes, shared = np.unique(owner[living] << 32 | position[living], return_counts=True)
             owner, position = codes >> 32, codes & 0xFFFFFFFF
-            query_dob = np.asarray([_dob_parts(q.dob) for q in queries], dtype=np.int64).reshape(-1, 4)[owner]
-            keep = (alive[position] == 1) & _dates_compatible(query_dob, self._dob_parts_of(position))
-            owner, position, shared = owner[keep], position[keep], shared[keep]
             order = np.lexsort((-shared, owner))
             owner, position = owner[order], position[order]
             first = np.searchsorted(owner, owner, side="left")
@@ -799,17 +843,6 @@ class ScreeningIndex:
         np.maximum.at(most, owner, high - low)
         for query, count in zip(queries, most.tolist(), strict=True):
             query.namesakes = count
-
-    def _dob_parts_of(self, positions: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        return np.stack(
-            [
-                self._dob_year[positions],
-                self._dob_month[positions],
-                self._dob_day[positions],
-                self._dob_ordinal[positions],
-            ],
-            axis=1,
-        ).astype(np.int64)
 
     def evidence(self, record: ScreeningRecord, entry_id: str) -> Evidence:
         """What comparing `record` with the indexed entry `entry_id` finds (for tests and tuning)."""
