@@ -69,6 +69,7 @@ _IDENTIFIER_SCORE: Final = 0.97
 # so that one np.sort orders both; a shortened digest shared by chance only adds a candidate.
 _POSITION_BITS: Final = 26
 _POSITION_MASK: Final = (1 << _POSITION_BITS) - 1
+_DIGEST_MASK: Final = (1 << 64) - 1 - _POSITION_MASK
 _ORDINAL_OF_1970: Final = dt.date(1970, 1, 1).toordinal()
 _EARLIEST_YEAR: Final = 1850
 
@@ -716,12 +717,19 @@ class ScreeningIndex:
         last_year = max(int(parts[:, 0].max(initial=0)), dt.datetime.now(dt.UTC).year) + 1
         if (last_year + 1 - _EARLIEST_YEAR) << 9 > len(self._ordinals):
             self._ordinals = _ordinal_table(last_year)
-        added = np.frombuffer(b"".join(self._pending_digests), dtype=np.uint64)
-        added = added >> np.uint64(_POSITION_BITS) << np.uint64(_POSITION_BITS)
+        # In place where numpy allows: each temporary of a million entries' keys is 160 MB to fault in.
         count = len(self._pending_digests)
         sizes = np.fromiter(map(len, self._pending_digests), dtype=np.int64, count=count) // 8
         positions = np.repeat(np.asarray(self._pending_positions, dtype=np.uint64), sizes)
-        keys = np.concatenate((self._keys, added | positions))
+        keys = np.empty(len(self._keys) + len(positions), dtype=np.uint64)
+        keys[: len(self._keys)] = self._keys
+        added = keys[len(self._keys) :]
+        np.bitwise_and(
+            np.frombuffer(b"".join(self._pending_digests), dtype=np.uint64), np.uint64(_DIGEST_MASK), out=added
+        )
+        added |= positions
+        del added, positions
+        self._keys = np.zeros(0, dtype=np.uint64)
         keys.sort()
         self._keys = keys
         self._key_dates = self._dob_code[keys & np.uint64(_POSITION_MASK)]
