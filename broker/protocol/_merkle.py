@@ -136,6 +136,40 @@ def inclusion_proof(index: int, tree_size: int, subtree: SubtreeReader) -> list[
     return proof_from_plan(inclusion_plan(index, tree_size), subtree)
 
 
+def all_inclusion_proofs(leaf_hashes: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """The root of the tree over `leaf_hashes` and the inclusion proof of every leaf, in one pass.
+
+    Built level by level: pair the nodes of a level left to right and carry an unpaired last node up
+    unchanged. That is the RFC 9162 tree (its split at the largest power of two below the size puts
+    the odd node at the right edge of every level), so each leaf's proof is its node's sibling at
+    every level where it has one, leaf first. n - 1 node hashes in all, where proving each leaf on
+    its own re-folds the right edge for every leaf.
+    """
+    if not leaf_hashes:
+        raise ValueError("a tree without leaves has no inclusion proofs")
+    levels: list[Sequence[bytes]] = [leaf_hashes]
+    level: Sequence[bytes] = leaf_hashes
+    while len(level) > 1:
+        pairs = len(level) - 1
+        up = [node_hash(level[i], level[i + 1]) for i in range(0, pairs, 2)]
+        if len(level) & 1:
+            up.append(level[-1])
+        levels.append(up)
+        level = up
+    below = levels[:-1]
+    proofs: list[list[bytes]] = []
+    for index in range(len(leaf_hashes)):
+        proof: list[bytes] = []
+        position = index
+        for nodes in below:
+            sibling = position ^ 1
+            if sibling < len(nodes):
+                proof.append(nodes[sibling])
+            position >>= 1
+        proofs.append(proof)
+    return level[0], proofs
+
+
 def consistency_proof(first: int, second: int, subtree: SubtreeReader) -> list[bytes]:
     """The consistency proof between the trees of `first` and `second` leaves."""
     return proof_from_plan(consistency_plan(first, second), subtree)

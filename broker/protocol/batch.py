@@ -119,15 +119,11 @@ def sign_batch(
     n = len(items)
     if not 2 <= n <= MAX_BATCH_SIZE:
         raise ValueError(f"a batch has 2 to {MAX_BATCH_SIZE} items, not {n} (sign one item alone)")
-    tree = _merkle.MemoryTree()
-    for item in items:
-        tree.append(leaf_hash(purpose, item))
-    signature = sign_identity(identity_key, root_signing_input(purpose, n, tree.root()))
+    root, paths = _merkle.all_inclusion_proofs([leaf_hash(purpose, item) for item in items])
+    signature = sign_identity(identity_key, root_signing_input(purpose, n, root))
     return [
-        envelope_pb2.BatchSignature(
-            signature=signature, tree_size=n, leaf_index=i, path=_merkle.inclusion_proof(i, n, tree.subtree)
-        )
-        for i in range(n)
+        envelope_pb2.BatchSignature(signature=signature, tree_size=n, leaf_index=i, path=path)
+        for i, path in enumerate(paths)
     ]
 
 

@@ -150,6 +150,39 @@ def test_consistency_proof_equals_reference_for_random_sizes(data: st.DataObject
     _merkle.verify_consistency(first, second, BIG_TREE.root(first), BIG_TREE.root(second), proof)
 
 
+@settings(max_examples=120, deadline=None)
+@given(size=st.integers(1, 600), salt=st.binary(max_size=8))
+def test_all_inclusion_proofs_at_once_equal_the_per_leaf_proofs_and_verify(size: int, salt: bytes) -> None:
+    """Property: the one-pass level-by-level build gives the RFC root and, for every leaf, exactly
+    the proof built from perfect subtrees for that leaf alone, and each proof verifies."""
+    hashes = [_merkle.leaf_hash(salt + i.to_bytes(4, "big")) for i in range(size)]
+    tree = _merkle.MemoryTree()
+    for h in hashes:
+        tree.append(h)
+    root, proofs = _merkle.all_inclusion_proofs(hashes)
+    assert root == tree.root() == _merkle.root_from_leaves(hashes)
+    assert len(proofs) == size
+    for index, proof in enumerate(proofs):
+        assert proof == _merkle.inclusion_proof(index, size, strict_reader(tree))
+        _merkle.verify_inclusion(hashes[index], index, size, proof, root)
+
+
+@pytest.mark.parametrize("size", EDGE_SIZES)
+def test_all_inclusion_proofs_equal_the_rfc_reference_at_edge_sizes(size: int) -> None:
+    """At powers of two and off-by-one sizes the one-pass proofs equal RFC PATH (naive reference)."""
+    root, proofs = _merkle.all_inclusion_proofs(BIG_LEAVES[:size])
+    assert root == ref_mth(BIG_LEAVES[:size])
+    checked = range(size) if size <= 129 else [0, 1, size // 2, size - 2, size - 1]
+    for index in checked:
+        assert proofs[index] == ref_path(index, BIG_LEAVES[:size])
+
+
+def test_all_inclusion_proofs_refuses_an_empty_tree() -> None:
+    """A tree without leaves has no proofs to give."""
+    with pytest.raises(ValueError, match="without leaves"):
+        _merkle.all_inclusion_proofs([])
+
+
 @pytest.mark.parametrize("size", EDGE_SIZES)
 def test_every_inclusion_proof_verifies_at_edge_sizes(size: int) -> None:
     """At powers of two and off-by-one sizes, every leaf's proof equals the reference and verifies."""
