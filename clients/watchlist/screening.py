@@ -141,11 +141,21 @@ class Hit:
 # ---- keys --------------------------------------------------------------------------------------
 
 
-def _neighbours(key: str) -> list[str]:
+_NEIGHBOUR_LIMIT: Final = 500_000
+_neighbour_cache: dict[str, tuple[str, ...]] = {}
+
+
+def _neighbours(key: str) -> tuple[str, ...]:
     """`key` and its one-deletion variants (skeletons of two letters or more)."""
-    if len(key) < 2 or key.startswith("~"):
-        return [key]
-    return [key, *{key[:i] + key[i + 1 :] for i in range(len(key))}]
+    found = _neighbour_cache.get(key)
+    if found is None:
+        if len(key) < 2 or key.startswith("~"):
+            found = (key,)
+        else:
+            found = (key, *{key[:i] + key[i + 1 :] for i in range(len(key))})
+        if len(_neighbour_cache) < _NEIGHBOUR_LIMIT:
+            _neighbour_cache[key] = found
+    return found
 
 
 def _pair_keys(parts: Sequence[str], exact: set[str], fuzzy: set[str], *, typos: bool) -> None:
@@ -154,32 +164,32 @@ def _pair_keys(parts: Sequence[str], exact: set[str], fuzzy: set[str], *, typos:
     if len(set(skeletons)) == 1:
         exact.add(f"S{skeletons[0]}")
         if typos:
-            fuzzy.update(f"S{s}" for s in _neighbours(skeletons[0]))
+            fuzzy.update([f"S{s}" for s in _neighbours(skeletons[0])])
         return
     for i, a in enumerate(skeletons):
         for b in skeletons[i + 1 :]:
             if a == b:
                 continue
-            exact.add(f"P{min(a, b)}|{max(a, b)}")
+            # Each pair written in sorted order: P{min}|{max}.
+            exact.add(f"P{a}|{b}" if a < b else f"P{b}|{a}")
             if typos:
-                for x in _neighbours(a):
-                    fuzzy.add(f"P{min(x, b)}|{max(x, b)}")
-                for y in _neighbours(b):
-                    fuzzy.add(f"P{min(a, y)}|{max(a, y)}")
+                fuzzy.update([f"P{x}|{b}" if x < b else f"P{b}|{x}" for x in _neighbours(a)])
+                fuzzy.update([f"P{a}|{y}" if a < y else f"P{y}|{a}" for y in _neighbours(b)])
 
 
-def _name_keys(name: ParsedName, exact: set[str], fuzzy: set[str], *, entry: bool) -> None:
-    """Blocking keys of a name: skeleton pairs (`exact`) and their typo neighbourhoods (`fuzzy`)."""
+def _name_keys(name: ParsedName, exact: set[str], fuzzy: set[str], *, entry: bool, typos: bool = True) -> None:
+    """Blocking keys of a name: skeleton pairs (`exact`) and, with `typos`, their typo neighbourhoods
+    and the MRZ truncation key (`fuzzy`)."""
     if not name.core:
         return
-    _pair_keys(name.core, exact, fuzzy, typos=True)
+    _pair_keys(name.core, exact, fuzzy, typos=typos)
     if name.split and (len(name.family_core) > 1 or len(name.given_core) > 1):
-        _pair_keys(("".join(name.family_core), "".join(name.given_core)), exact, fuzzy, typos=True)
+        _pair_keys(("".join(name.family_core), "".join(name.given_core)), exact, fuzzy, typos=typos)
     if len(name.core) > 1:
         for i in range(min(len(name.core), _MAX_PARTS) - 1):
             joined = (*name.core[:i], name.core[i] + name.core[i + 1], *name.core[i + 2 :])
             _pair_keys(joined, exact, fuzzy, typos=False)
-    if name.split and (entry or name.truncated):
+    if typos and name.split and (entry or name.truncated):
         # MRZ truncation cuts the end of the given names: the family name and their first letters remain.
         given = "".join(name.given_core)
         if len(given) >= 3:
@@ -204,7 +214,8 @@ def _query_name_keys(name: ParsedName, dob: BirthDate | None) -> tuple[set[str],
     the year-less exact pair keys, whose run lengths say how common the name is on the list."""
     exact: set[str] = set()
     fuzzy: set[str] = set()
-    _name_keys(name, exact, fuzzy, entry=False)
+    # Without a date, only the exact pairs are looked up (and the typo neighbourhoods not made).
+    _name_keys(name, exact, fuzzy, entry=False, typos=dob is not None)
     frequency = {f"{k}#" for k in exact if k.startswith(("P", "S"))}
     if dob is None:
         return {f"{k}#" for k in exact}, frequency
