@@ -20,6 +20,8 @@ The default threshold comes from the precision/recall curve of the training half
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as dt
 import gc
 import hashlib
@@ -28,7 +30,9 @@ import multiprocessing
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from multiprocessing.sharedctypes import Synchronized
 from typing import Final
 
 import numpy as np
@@ -612,6 +616,12 @@ class ScreeningIndex:
 
     def __init__(self) -> None:
         self._ids: list[str] = []
+        # Scoring records: those of the entries indexed at the last build back to back in one buffer
+        # (UTF-8, each ending at its `_packed_ends`), so that forked workers reading them write to no
+        # shared page (a list of a million strings would be copied page by page, by reference counts);
+        # those of entries added since in a list, from position len(_packed_ends) on.
+        self._packed = bytearray()
+        self._packed_ends = np.zeros(0, dtype=np.int64)
         self._records: list[str] = []
         self._alive = bytearray()
         self._position: dict[str, int] = {}
@@ -722,8 +732,7 @@ class ScreeningIndex:
             return
         if len(self._ids) > _POSITION_MASK:
             raise ValueError(f"a screening index holds at most {_POSITION_MASK} entries and amendments")
-        known = len(self._dob_code)
-        parts = _dob_columns([r.split(_SEP, 2)[1] for r in self._records[known:]])
+        parts = _dob_columns([r.split(_SEP, 2)[1] for r in self._records])
         self._dob_code = np.concatenate((self._dob_code, _date_codes(parts)))
         last_year = max(int(parts[:, 0].max(initial=0)), dt.datetime.now(dt.UTC).year) + 1
         if (last_year + 1 - _EARLIEST_YEAR) << 9 > len(self._ordinals):
@@ -744,7 +753,30 @@ class ScreeningIndex:
         keys.sort()
         self._keys = keys
         self._key_dates = self._dob_code[keys & np.uint64(_POSITION_MASK)]
+        self._pack_records()
         self._pending_positions, self._pending_digests, self._pending_keys, self._pending_lookup = [], [], 0, {}
+
+    def _pack_records(self) -> None:
+        """Move the records of the entries added since the last build into the packed buffer."""
+        records, self._records = self._records, []
+        ends = []
+        end = len(self._packed)
+        for start in range(0, len(records), 65_536):
+            chunk = records[start : start + 65_536]
+            text = "".join(chunk)
+            data = text.encode()
+            lengths = map(len, chunk) if len(data) == len(text) else (len(r.encode()) for r in chunk)
+            ends.append(np.cumsum(np.fromiter(lengths, dtype=np.int64, count=len(chunk))) + end)
+            self._packed += data
+            end = len(self._packed)
+        self._packed_ends = np.concatenate((self._packed_ends, *ends))
+
+    def _record(self, position: int) -> str:
+        packed = len(self._packed_ends)
+        if position >= packed:
+            return self._records[position - packed]
+        start = int(self._packed_ends[position - 1]) if position else 0
+        return self._packed[start : int(self._packed_ends[position])].decode()
 
     def _ready(self) -> None:
         if self._pending_lookup is None or self._pending_keys > _PENDING_LIMIT:
@@ -753,7 +785,7 @@ class ScreeningIndex:
     def _view(self, position: int) -> _EntryView:
         view = self._views.get(position)
         if view is None:
-            view = _entry_view(self._records[position])
+            view = _entry_view(self._record(position))
             if len(self._views) < 500_000:
                 self._views[position] = view
         return view
@@ -902,20 +934,25 @@ class ScreeningIndex:
         return out
 
     def _screen_parallel(self, records: list[ScreeningRecord], min_score: float, workers: int) -> list[_RawHit]:
+        """Screen `records` in this process and `workers` - 1 forked ones, which claim chunks of
+        records from a shared counter until none is left; the hits come back in record order."""
         global _SHARED  # noqa: PLW0603 (what forked workers read instead of a pickled copy)
         chunk = max(1, min(_BATCH, -(-len(records) // (4 * workers))))
         bounds = [(start, min(start + chunk, len(records))) for start in range(0, len(records), chunk)]
-        _SHARED = (self, records, min_score)
+        context = multiprocessing.get_context("fork")
+        _SHARED = _Shared(self, records, min_score, bounds, context.Value("q", 0))
+        # Free memory handed back before forking is not copied into each worker when reused there.
+        _malloc("malloc_trim", 0)
+        parts: dict[int, list[_RawHit]] = {}
         try:
-            with multiprocessing.get_context("fork").Pool(workers, initializer=gc.freeze) as pool:
-                out: list[_RawHit] = []
-                for part in pool.imap(_screen_shared, bounds):
-                    out.extend(part)
-                pool.close()
-                pool.join()
-                return out
+            with ProcessPoolExecutor(workers - 1, mp_context=context, initializer=_worker_start) as pool:
+                forked = [pool.submit(_screen_claimed) for _ in range(workers - 1)]
+                parts.update(_screen_claimed())
+                for future in forked:  # a worker that died raises BrokenProcessPool here
+                    parts.update(future.result())
         finally:
             _SHARED = None
+        return [hit for number in range(len(bounds)) for hit in parts[number]]
 
     def _screen_batch(self, records: list[ScreeningRecord], start: int, min_score: float) -> list[_RawHit]:
         queries = [_query(r) for r in records]
@@ -936,7 +973,37 @@ class ScreeningIndex:
 
 _RawHit = tuple[int, int, float, tuple[str, ...], tuple[str, ...]]
 _PARALLEL_MIN: Final = 2 * _BATCH
-_SHARED: tuple[ScreeningIndex, list[ScreeningRecord], float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """A batch being screened in parallel, as the forked workers inherit it."""
+
+    index: ScreeningIndex
+    records: list[ScreeningRecord]
+    min_score: float
+    bounds: list[tuple[int, int]]
+    claimed: Synchronized[int]  # the number of chunks claimed so far
+
+
+_SHARED: _Shared | None = None
+
+
+def _malloc(function: str, *args: int) -> None:
+    """Call glibc's malloc_trim or mallopt where the C library has them (elsewhere, nothing)."""
+    with contextlib.suppress(OSError, AttributeError):
+        getattr(ctypes.CDLL(None), function)(*args)
+
+
+_M_MMAP_THRESHOLD: Final = -3
+
+
+def _worker_start() -> None:
+    """In a forked worker: leave the inherited heap alone. The objects inherited are never collected
+    (gc.freeze), and large temporaries get pages of their own (a fixed mmap threshold: glibc's
+    adaptive one would place them in the parent's free heap, copying its pages)."""
+    gc.freeze()
+    _malloc("mallopt", _M_MMAP_THRESHOLD, 128 * 1024)
 
 
 def _worker_count(workers: int | None, records: int) -> int:
@@ -951,10 +1018,17 @@ def _worker_count(workers: int | None, records: int) -> int:
     return max(1, min(workers, records))
 
 
-def _screen_shared(bounds: tuple[int, int]) -> list[_RawHit]:
-    """In a forked worker: screen records[start:stop] of the batch the parent shared before forking."""
-    if _SHARED is None:
+def _screen_claimed() -> dict[int, list[_RawHit]]:
+    """Screen chunks of the shared batch, claimed one at a time, until none is left."""
+    shared = _SHARED
+    if shared is None:
         raise RuntimeError("no screening batch was shared with this worker")
-    index, records, min_score = _SHARED
-    start, stop = bounds
-    return index._screen_slice(records[start:stop], start, min_score)
+    found: dict[int, list[_RawHit]] = {}
+    while True:
+        with shared.claimed.get_lock():
+            number = shared.claimed.value
+            shared.claimed.value = number + 1
+        if number >= len(shared.bounds):
+            return found
+        start, stop = shared.bounds[number]
+        found[number] = shared.index._screen_slice(shared.records[start:stop], start, shared.min_score)

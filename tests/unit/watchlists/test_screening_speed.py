@@ -40,7 +40,7 @@ def test_parallel_screening_equals_serial_screening_exactly() -> None:
         index.add(entry)
     records = [m.record for m in data.manifest]
     serial = index.screen(records, min_score=0.05, workers=1)
-    parallel = index.screen(records, min_score=0.05, workers=2)
+    parallel = index.screen(records, min_score=0.05, workers=3)
     assert _facts(parallel) == _facts(serial)
     # The hits carry the caller's own record objects, not copies from a worker.
     assert all(p.record is s.record for p, s in zip(parallel, serial, strict=True))
