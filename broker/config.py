@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from broker.errors import ConfigurationError
+from broker.identity import DEFAULT_TRUST_DOMAIN
 
 DEFAULT_CERT_DIR = Path("certs/dev")
+# The policy a broker without `policy_file` loads: the repository's dev policy, found from the package
+# and not from the working directory, so `isb serve` started from any folder loads the same file.
+DEV_POLICY_FILE = Path(__file__).resolve().parent.parent / "examples" / "policy-dev.toml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +28,7 @@ class BrokerConfig:
     """Everything the broker process needs to know; immutable once loaded."""
 
     listen: str = "127.0.0.1:7443"
-    trust_domain: str = "isb.dev"
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
     node: str = "node-1"
     cert_dir: Path = DEFAULT_CERT_DIR
     # Files below default to names inside cert_dir (see `path`).
@@ -160,7 +164,7 @@ class ClientSettings:
 
     broker: str = DEFAULT_BROKER_ADDRESS
     cert_dir: Path = DEFAULT_CERT_DIR
-    trust_domain: str = "isb.dev"
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
     agency: str | None = None
     source: Path | None = None
     """The configuration file the settings came from, if any."""

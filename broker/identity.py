@@ -9,7 +9,14 @@ from dataclasses import dataclass
 
 from broker.errors import AuthenticationError
 
-AGENCY_ID = re.compile(r"^[A-Z0-9]{2,5}-[A-Z0-9-]{2,32}$")
+# The trust domain of a deployment that configures none (the dev PKI's; docs/protocol.md section 2).
+# Every default of the broker, the SDK and the tools is this one constant: a deployment sets its own
+# once, in the broker's `trust_domain` and the clients' `[client] trust_domain` (or ISB_TRUST_DOMAIN).
+DEFAULT_TRUST_DOMAIN = "isb.dev"
+
+# An agency id such as FR-CUSTOMS, as pattern text so that longer patterns (watchlist ids) embed it.
+AGENCY_ID_PATTERN = r"[A-Z0-9]{2,5}-[A-Z0-9-]{2,32}"
+AGENCY_ID = re.compile(rf"^{AGENCY_ID_PATTERN}$")
 GROUP_NAME = re.compile(r"^[A-Z0-9][A-Z0-9-]{1,39}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,253}[a-z0-9])?$")
@@ -78,8 +85,19 @@ def make_spiffe_id(trust_domain: str, role: Role, name: str) -> SpiffeId:
     return SpiffeId(trust_domain, role, name)
 
 
-def parse_spiffe_id(uri: str, trust_domain: str) -> SpiffeId:
-    """Parse and check a SPIFFE URI of our trust domain; raise `AuthenticationError` otherwise."""
+def parse_spiffe_id(uri: str, trust_domain: str | None) -> SpiffeId:
+    """Parse and check a SPIFFE URI of `trust_domain`; raise `AuthenticationError` otherwise.
+
+    The one SPIFFE id parser of the broker and the SDK (certificates reach it through
+    `broker.protocol.certificates.spiffe_id_of`). With `trust_domain` None any well-formed trust
+    domain is accepted: for the cheap per-message binding of a sender to the certificate that
+    signed, where the certificate's chain and domain are verified elsewhere.
+    """
+    if trust_domain is None:
+        domain, slash, _ = uri.removeprefix("spiffe://").partition("/")
+        if not uri.startswith("spiffe://") or not slash:
+            raise AuthenticationError(f"identity {uri!r} is not a SPIFFE id (spiffe://<trust domain>/<role>/<name>)")
+        trust_domain = domain
     prefix = f"spiffe://{trust_domain}/"
     if not uri.startswith(prefix):
         raise AuthenticationError(f"identity {uri!r} is not in trust domain {trust_domain!r}")

@@ -13,7 +13,6 @@ import signal
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -39,7 +38,7 @@ from broker.attachments.blobs import open_blob_store
 from broker.attachments.desk import AttachmentDesk
 from broker.audit import AuditLog, CheckpointSigner
 from broker.audit.witnessed import WitnessedCheckpoints
-from broker.config import BrokerConfig, check_pki_files
+from broker.config import DEV_POLICY_FILE, BrokerConfig, check_pki_files
 from broker.delivery.exchange import Exchange
 from broker.delivery.operations import UNSETTLED
 from broker.directory import AgencyRecord, RegisterAgency, Registry
@@ -158,7 +157,7 @@ class Broker:
         # An admin's ApplyPolicy wrote the broker's own copy: it outlives a restart. Otherwise the
         # configured file (which the broker watches, and never rewrites).
         applied = config.state_path(APPLIED_POLICY)
-        policy_file = applied if applied.exists() else (config.policy_file or Path("examples/policy-dev.toml"))
+        policy_file = applied if applied.exists() else (config.policy_file or DEV_POLICY_FILE)
         self.policy = RunningPolicy.load(policy_file)
         log.info("policy.loaded", path=str(policy_file), applied=policy_file == applied)
         self.ca_dir = config.ca_dir or config.cert_dir

@@ -10,7 +10,7 @@ from typing import Any, Self, TypeVar
 
 import grpc
 
-from broker.identity import Role
+from broker.identity import DEFAULT_TRUST_DOMAIN, Role
 from clients._tls import Identity, diagnose_handshake, load_identity
 from clients.errors import ClientError, error_for_status
 
@@ -60,7 +60,7 @@ class Connection:
         key: Path,
         ca: Path,
         role: Role,
-        trust_domain: str = "isb.dev",
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
         server_name: str | None = None,
         timeout: float = 10.0,
     ) -> None:

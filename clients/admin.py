@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from broker.api.v1 import admin_pb2, admin_pb2_grpc
-from broker.identity import Role
+from broker.identity import DEFAULT_TRUST_DOMAIN, Role
 from clients._connection import Connection
 
 __all__ = ["AdminClient"]
@@ -26,7 +26,7 @@ class AdminClient(Connection):
         cert: Path,
         key: Path,
         ca: Path,
-        trust_domain: str = "isb.dev",
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
         timeout: float = 30.0,
         role: Role = Role.ADMIN,
     ) -> None:

@@ -19,7 +19,7 @@ from cryptography import x509
 from google.protobuf.message import DecodeError
 
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
-from broker.identity import AGENCY_ID, Role
+from broker.identity import AGENCY_ID, DEFAULT_TRUST_DOMAIN, Role
 from broker.policy.codes import tlp_from_proto
 from broker.protocol import _note, validation
 from broker.protocol.attachments import attachment_key
@@ -192,7 +192,7 @@ class AgencyClient(Connection):
         cert: Path,
         key: Path,
         ca: Path,
-        trust_domain: str = "isb.dev",
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
         keystore: Path | None = None,
         server_name: str | None = None,
         timeout: float = 10.0,

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from broker.api.v1 import audit_pb2, audit_pb2_grpc
 from broker.audit.events import AuditEvent
-from broker.identity import Role
+from broker.identity import DEFAULT_TRUST_DOMAIN, Role
 from broker.protocol import _merkle, _note
 from broker.protocol.errors import ProtocolError
 from broker.protocol.witness_policy import Policy, verify_checkpoint_against_policy
@@ -54,7 +54,7 @@ class AuditorClient(Connection):
         key: Path,
         ca: Path,
         audit_key: Ed25519PublicKey,
-        trust_domain: str = "isb.dev",
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
         key_name: str | None = None,
         timeout: float = 30.0,
         policy: Policy | None = None,

@@ -26,6 +26,9 @@ FieldValue = str | int | list[str] | tuple[str, ...]
 # A key bundle's publication: its entry carries `bundle_sha256`, which the SDK checks against the bundle the
 # directory serves (docs/protocol.md section 18.4).
 KEYBUNDLE_PUBLISHED = "keybundle.published"
+# A certificate's issuance and revocation: one name for the audit entry and for the log line.
+CERTIFICATE_ISSUED = "certificate.issued"
+CERTIFICATE_REVOKED = "certificate.revoked"
 
 # The events the broker logs (DESIGN.md section 8). Not enforced: a new kind of event must not need a
 # change here to be logged, but using these names keeps queries stable.
@@ -42,8 +45,8 @@ KNOWN_EVENTS = frozenset(
         "watchlist.delivered",
         "agency.registered",
         KEYBUNDLE_PUBLISHED,
-        "certificate.issued",
-        "certificate.revoked",
+        CERTIFICATE_ISSUED,
+        CERTIFICATE_REVOKED,
         "policy.changed",
         "audit.query",
         "directory.lookup",

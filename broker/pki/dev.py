@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from broker.errors import ConfigurationError
-from broker.identity import Role, SpiffeId, make_spiffe_id
+from broker.identity import DEFAULT_TRUST_DOMAIN, Role, SpiffeId, make_spiffe_id
 from broker.pki import _files
 from broker.pki.authority import CertificateAuthority, generate_identity_key, issue_certificate
 from broker.pki.crl import CRL_VALIDITY
@@ -61,7 +61,7 @@ class DevPki:
     """Paths of the dev PKI files under `directory`."""
 
     directory: Path
-    trust_domain: str = "isb.dev"
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
     agency_ids: tuple[str, ...] = tuple(agency.agency for agency in DEV_AGENCIES)
     broker_node: str = "node-1"
     auditor_name: str = "audit-1"
@@ -133,7 +133,7 @@ class DevPki:
         return make_spiffe_id(self.trust_domain, role, name)
 
 
-def ensure_dev_pki(directory: Path, trust_domain: str = "isb.dev") -> DevPki:
+def ensure_dev_pki(directory: Path, trust_domain: str = DEFAULT_TRUST_DOMAIN) -> DevPki:
     """Create whatever of the dev PKI is missing under `directory`; leave every valid file untouched.
 
     A leaf is (re-)issued only when its certificate or key is missing, it has expired, or it was

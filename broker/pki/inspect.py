@@ -6,27 +6,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from broker.errors import AuthenticationError, InvalidRequest
-from broker.identity import SpiffeId, parse_spiffe_id
+from broker.identity import SpiffeId
+from broker.protocol.certificates import CertificateProfileError, spiffe_id_of
 
 __all__ = ["certificate_identity", "fingerprint_sha256", "parse_serial", "serial_hex"]
 
 
 def certificate_identity(cert: x509.Certificate, trust_domain: str) -> SpiffeId:
-    """The SPIFFE id of `cert`; raise `AuthenticationError` unless it has exactly one URI SAN of ours.
+    """The SPIFFE id of `cert` (`broker.protocol.certificates.spiffe_id_of`) as the caller's identity.
 
-    The X509-SVID rules allow exactly one URI SAN: with two, which one names the caller would be
-    ambiguous, so such a certificate identifies nobody.
+    Raise `AuthenticationError` unless it has exactly one URI SAN, a SPIFFE id of `trust_domain`.
     """
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound as exc:
-        raise AuthenticationError("certificate has no subject alternative name (no SPIFFE id)") from exc
-    except ValueError as exc:  # a malformed extension surfaces only when parsed
-        raise AuthenticationError(f"certificate extensions do not parse: {exc}") from exc
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    if len(uris) != 1:
-        raise AuthenticationError(f"certificate must carry exactly one URI SAN (its SPIFFE id), found {len(uris)}")
-    return parse_spiffe_id(uris[0], trust_domain)
+        return spiffe_id_of(cert, trust_domain)
+    except CertificateProfileError as exc:
+        raise AuthenticationError(str(exc)) from exc
 
 
 def fingerprint_sha256(cert: x509.Certificate) -> str:

@@ -11,6 +11,7 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from broker.audit.events import CERTIFICATE_ISSUED
 from broker.errors import FailedPrecondition, InvalidRequest
 from broker.identity import Role
 from broker.pki import _files
@@ -68,7 +69,9 @@ def issue_request(
             ip_addresses=request.ip_addresses,
         )
         record = ca.record_issued(cert, renewed_from=renewed_from)
-    log.info("pki.issued", serial=record.serial, spiffe_id=record.spiffe_id, not_after=record.not_after.isoformat())
+    log.info(
+        CERTIFICATE_ISSUED, serial=record.serial, spiffe_id=record.spiffe_id, not_after=record.not_after.isoformat()
+    )
     return cert, record
 
 

@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy.engine import Connection
 
 from broker.audit import AuditEvent
+from broker.audit.events import CERTIFICATE_ISSUED, CERTIFICATE_REVOKED
 from broker.audit.tables import entries_table
 from broker.errors import ConfigurationError
 from broker.identity import Role
@@ -26,7 +27,7 @@ from broker.store.writer import Batch, Writer
 
 log = structlog.get_logger(__name__)
 
-ISSUED, REVOKED = "certificate.issued", "certificate.revoked"
+ISSUED, REVOKED = CERTIFICATE_ISSUED, CERTIFICATE_REVOKED
 
 
 def audited_serials(conn: Connection) -> dict[str, set[str]]:

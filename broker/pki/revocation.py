@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from broker.audit.events import CERTIFICATE_REVOKED
 from broker.errors import ConfigurationError, FailedPrecondition, VerificationError
 from broker.pki import _files
 from broker.pki.crl import CRL_VALIDITY, parse_reason
@@ -53,7 +54,7 @@ def revoke(ca: CaDirectory, serial: str | int, reason: str = "unspecified") -> C
         index.put(revoked)
         ca.write_index(index)
         publish_crl_locked(ca)
-    log.info("pki.revoked", serial=revoked.serial, spiffe_id=revoked.spiffe_id, reason=canonical)
+    log.info(CERTIFICATE_REVOKED, serial=revoked.serial, spiffe_id=revoked.spiffe_id, reason=canonical)
     return revoked
 
 

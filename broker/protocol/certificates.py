@@ -42,6 +42,7 @@ __all__ = [
     "PROFILE_CLOCK_SKEW",
     "ROLE_EXTENDED_KEY_USAGE",
     "CertificateProfileError",
+    "spiffe_id_of",
     "verify_leaf_profile",
 ]
 
@@ -83,15 +84,37 @@ def _extension(cert: x509.Certificate, kind: type[_E], rule: str) -> x509.Extens
         raise CertificateProfileError(f"certificate extensions do not parse: {exc}") from exc
 
 
-def _identity(cert: x509.Certificate, trust_domain: str) -> SpiffeId:
-    san = _extension(cert, x509.SubjectAlternativeName, "subjectAltName").value
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    if len(uris) != 1:
-        raise CertificateProfileError(f"certificate must carry exactly one URI SAN (its SPIFFE id), found {len(uris)}")
+def _subject_alt_name(cert: x509.Certificate) -> x509.SubjectAlternativeName:
     try:
-        spiffe_id = parse_spiffe_id(uris[0], trust_domain)
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise CertificateProfileError(
+            "certificate has no subject alternative name (no subjectAltName extension, so no SPIFFE id)"
+        ) from None
+    except ValueError as exc:  # extensions are parsed lazily; a malformed one surfaces here
+        raise CertificateProfileError(f"certificate extensions do not parse: {exc}") from exc
+
+
+def spiffe_id_of(cert: x509.Certificate, trust_domain: str | None) -> SpiffeId:
+    """The SPIFFE id of `cert`'s single URI SAN, of `trust_domain` (None: any); raise `CertificateProfileError`.
+
+    The X509-SVID rules allow exactly one URI SAN: with two, which one names the holder would be
+    ambiguous, so such a certificate identifies nobody. The one place that reads a certificate's
+    identity: the PKI, the transport's authentication and the SDK's verification all call it.
+    """
+    uris = _subject_alt_name(cert).get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1:
+        raise CertificateProfileError(f"certificate must carry exactly one URI SAN, has {len(uris)} (its SPIFFE id)")
+    try:
+        return parse_spiffe_id(uris[0], trust_domain)
     except AuthenticationError as exc:
         raise CertificateProfileError(str(exc)) from exc
+
+
+def _identity(cert: x509.Certificate, trust_domain: str) -> SpiffeId:
+    spiffe_id = spiffe_id_of(cert, trust_domain)
+    san = _subject_alt_name(cert)
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     others = len(san) - len(uris)
     server_names = len(san.get_values_for_type(x509.DNSName)) + len(san.get_values_for_type(x509.IPAddress))
     if others != server_names:

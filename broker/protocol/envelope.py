@@ -134,11 +134,6 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _require_aware(value: dt.datetime, name: str) -> None:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be a timezone-aware datetime")
-
-
 def seal(
     *,
     sender: str,
@@ -190,7 +185,7 @@ def seal(
     if not _UUID.fullmatch(message_id):
         raise ValueError(f"message_id {message_id!r} is not a lowercase canonical UUID")
     created = _utc_now() if created is None else created
-    _require_aware(created, "created")
+    validation.require_aware(created, "created")
     content_key = _choose_content_key(content_key, _content_key, attachments)
     nonce = os.urandom(_NONCE_LEN) if _nonce is None else _nonce
     if len(content_key) != _CONTENT_KEY_LEN or len(nonce) != _NONCE_LEN:
@@ -218,7 +213,7 @@ def seal(
         header.handling.CopyFrom(handling)
     header.created.FromDatetime(created)
     if expires is not None:
-        _require_aware(expires, "expires")
+        validation.require_aware(expires, "expires")
         if expires <= created:
             raise ValueError("expires must be later than created")
         header.expires.FromDatetime(expires)

@@ -29,7 +29,7 @@ from broker.api.v1 import envelope_pb2
 from broker.errors import ConfigurationError
 from broker.identity import Role
 from broker.protocol import _pae, validation
-from broker.protocol.certificates import verify_leaf_profile
+from broker.protocol.certificates import spiffe_id_of, verify_leaf_profile
 from broker.protocol.errors import VerificationError
 
 __all__ = [
@@ -123,20 +123,6 @@ def verify_identity_signature(
 # --- certificates -------------------------------------------------------------------------------
 
 
-def _single_uri_san(certificate: x509.Certificate) -> str:
-    try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        raise VerificationError("certificate has no subject alternative name") from None
-    except ValueError as exc:  # malformed extensions are parsed lazily
-        raise VerificationError(f"certificate extensions are malformed: {exc}") from exc
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    # SPIFFE X509-SVID: exactly one URI SAN, so the identity is never ambiguous.
-    if len(uris) != 1:
-        raise VerificationError(f"certificate must have exactly one URI SAN, has {len(uris)}")
-    return uris[0]
-
-
 @functools.lru_cache(maxsize=1024)
 def agency_of_certificate(certificate: x509.Certificate) -> str:
     """The agency id named by the certificate's single `spiffe://<td>/agency/<id>` URI SAN.
@@ -144,12 +130,10 @@ def agency_of_certificate(certificate: x509.Certificate) -> str:
     The trust domain is not checked here (see `verify_agency_certificate` for the full check); this is
     the cheap per-message binding between a header's sender and the certificate that signed it.
     """
-    uri = _single_uri_san(certificate)
-    scheme, _, rest = uri.partition("://")
-    parts = rest.split("/")
-    if scheme != "spiffe" or len(parts) != 3 or parts[1] != "agency" or not parts[2]:
-        raise VerificationError(f"certificate identity {uri!r} is not an agency SPIFFE id")
-    return parts[2]
+    spiffe_id = spiffe_id_of(certificate, None)
+    if spiffe_id.role is not Role.AGENCY:
+        raise VerificationError(f"certificate identity {str(spiffe_id)!r} is not an agency SPIFFE id")
+    return spiffe_id.name
 
 
 def verify_agency_certificate(
@@ -169,7 +153,7 @@ def verify_agency_certificate(
     profile of `broker.protocol.certificates` and a P-256 key. Revocation is the caller's check
     (`broker.protocol.revocation`), against a CRL it has verified itself.
     """
-    _require_aware(now, "now")
+    validation.require_aware(now, "now")
     if not trust_roots:
         raise VerificationError("no trust roots given to verify the certificate against")
     verifier = (
@@ -183,7 +167,7 @@ def verify_agency_certificate(
     except x509_verification.VerificationError as exc:
         raise VerificationError(f"certificate of {expected_agency} does not chain to the CA: {exc}") from exc
     expected = f"spiffe://{trust_domain}/agency/{expected_agency}"
-    uri = _single_uri_san(certificate)
+    uri = str(spiffe_id_of(certificate, None))
     if uri != expected:
         raise VerificationError(f"certificate identity is {uri!r}, expected {expected!r}")
     verify_leaf_profile(certificate, trust_domain, role=Role.AGENCY)
@@ -191,11 +175,6 @@ def verify_agency_certificate(
 
 
 # --- HPKE encryption keys -----------------------------------------------------------------------
-
-
-def _require_aware(value: dt.datetime, name: str) -> None:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be a timezone-aware datetime")
 
 
 class EncryptionKey:
@@ -337,8 +316,8 @@ def make_key_bundle(
     not_after: dt.datetime,
 ) -> envelope_pb2.SignedKeyBundle:
     """Publish `key` for `agency` between `not_before` and `not_after`, signed with the identity key."""
-    _require_aware(not_before, "not_before")
-    _require_aware(not_after, "not_after")
+    validation.require_aware(not_before, "not_before")
+    validation.require_aware(not_after, "not_after")
     if not_after <= not_before:
         raise ValueError("key bundle not_after must be later than not_before")
     bundle = envelope_pb2.KeyBundle(agency=agency, key_id=key.key_id, suite=key.suite, public_key=key.public_key_bytes)

@@ -70,8 +70,7 @@ def new_receipt(
     if status == envelope_pb2.RECEIPT_STATUS_UNSPECIFIED:
         raise ValueError("receipt status must be set")
     time = dt.datetime.now(dt.UTC) if time is None else time
-    if time.tzinfo is None or time.utcoffset() is None:
-        raise ValueError("time must be a timezone-aware datetime")
+    validation.require_aware(time, "time")
     receipt = envelope_pb2.Receipt(
         message_id=message_id,
         envelope_sha256=envelope_sha256,

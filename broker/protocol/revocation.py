@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from broker.protocol import validation
 from broker.protocol.errors import VerificationError
 
 __all__ = [
@@ -156,8 +157,7 @@ def verify_revocation_list(
     Raises `StaleRevocationList` when the CRL is past its nextUpdate or its CRL number is below
     `min_number` (the highest the caller has seen), plain `VerificationError` for anything else.
     """
-    if now.tzinfo is None:
-        raise ValueError("now must be a timezone-aware datetime")
+    validation.require_aware(now, "now")
     # 1. Parse.
     try:
         crl = x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----BEGIN") else x509.load_der_x509_crl(data)

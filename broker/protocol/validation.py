@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.api.v1 import broker_pb2, envelope_pb2, watchlist_pb2
+from broker.identity import AGENCY_ID, GROUP_NAME
 from broker.protocol._stream import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from broker.protocol.errors import OutOfRange, ProtocolError, VerificationError
 
@@ -57,6 +58,7 @@ __all__ = [
     "check_timestamp",
     "check_watchlist_request",
     "parse_header",
+    "require_aware",
     "verifying",
 ]
 
@@ -99,8 +101,6 @@ _SHA256: Final = 32
 _UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _UUID7: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 # As broker.identity (DESIGN.md section 2), repeated so that this module needs nothing of the broker's.
-_AGENCY_ID: Final = re.compile(r"[A-Z0-9]{2,5}-[A-Z0-9-]{2,32}")
-_GROUP_NAME: Final = re.compile(r"[A-Z0-9][A-Z0-9-]{1,39}")
 _ADDRESS_MAX: Final = 40
 
 
@@ -120,6 +120,12 @@ def verifying() -> Iterator[None]:
         raise
     except ProtocolError as exc:
         raise VerificationError(str(exc), field=exc.field) from None
+
+
+def require_aware(value: dt.datetime, name: str) -> None:
+    """Raise `ValueError` for a naive datetime: a caller's bug (no time zone), not data off the wire."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime")
 
 
 def check_text(value: str, name: str, limit: int) -> None:
@@ -154,7 +160,7 @@ def check_agency_id(value: str, name: str) -> None:
     """An agency id such as FR-CUSTOMS."""
     if len(value) > _ADDRESS_MAX:
         check_text(value, name, _ADDRESS_MAX)
-    if not _AGENCY_ID.fullmatch(value):
+    if not AGENCY_ID.fullmatch(value):
         raise ProtocolError(f"{name} {value!r} is not an agency id", field=name)
 
 
@@ -172,7 +178,7 @@ def _check_addresses(addresses: Sequence[str], name: str, limit: int) -> None:
     for i, address in enumerate(addresses):
         if len(address) > _ADDRESS_MAX:
             check_text(address, f"{name}[{i}]", _ADDRESS_MAX)
-        if not (_AGENCY_ID.fullmatch(address) or _GROUP_NAME.fullmatch(address)):
+        if not (AGENCY_ID.fullmatch(address) or GROUP_NAME.fullmatch(address)):
             raise ProtocolError(f"{name}[{i}] {address!r} is neither an agency id nor a group name", field=name)
     if len(set(addresses)) != len(addresses):
         raise ProtocolError(f"{name} names a recipient twice", field=name)

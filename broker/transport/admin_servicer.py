@@ -11,10 +11,10 @@ from typing import TypeVar
 
 import structlog
 from cryptography.hazmat.primitives.serialization import Encoding
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.api.v1 import admin_pb2, admin_pb2_grpc
 from broker.audit import AuditEvent
+from broker.audit.events import CERTIFICATE_ISSUED, CERTIFICATE_REVOKED
 from broker.delivery.exchange import Exchange
 from broker.delivery.operations import RecordEvent
 from broker.directory import AgencyRecord, RegisterAgency, Registry
@@ -30,6 +30,7 @@ from broker.retention import RetentionJob
 from broker.store.writer import Writer
 from broker.transport.auth import Authenticator
 from broker.transport.rpc import Context
+from broker.transport.timestamps import timestamp
 
 log = structlog.get_logger(__name__)
 
@@ -40,20 +41,14 @@ MAX_TEXT = 200
 APPLIED_POLICY = "policy.toml"  # in the broker's state directory
 
 
-def _ts(when: dt.datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(when)
-    return ts
-
-
 def _record(r: CertificateRecord) -> admin_pb2.CertificateRecord:
     return admin_pb2.CertificateRecord(
         serial=r.serial,
         spiffe_id=r.spiffe_id,
         role=r.role.value,
         fingerprint_sha256=r.fingerprint_sha256,
-        not_before=_ts(r.not_before),
-        not_after=_ts(r.not_after),
+        not_before=timestamp(r.not_before),
+        not_after=timestamp(r.not_after),
         status=r.status().value,
         revocation_reason=r.revocation_reason or "",
     )
@@ -136,7 +131,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             )
             await self._audit(
                 caller,
-                "certificate.issued",
+                CERTIFICATE_ISSUED,
                 agency=record.name if record.role is Role.AGENCY else None,
                 serial=record.serial,
                 spiffe_id=record.spiffe_id,
@@ -145,7 +140,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             )
         if agency is not None:
             await self._writer.submit(RegisterAgency(agency, str(caller), self._registry))
-        log.info("certificate.issued", serial=record.serial, spiffe_id=record.spiffe_id)
         return admin_pb2.IssuedCertificate(
             certificate_pem=cert.public_bytes(Encoding.PEM), chain_pem=chain_pem(ca, cert), record=_record(record)
         )
@@ -164,14 +158,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             self._revocations.refresh(force=True)
             await self._audit(
                 caller,
-                "certificate.revoked",
+                CERTIFICATE_REVOKED,
                 agency=record.name if record.role is Role.AGENCY else None,
                 serial=record.serial,
                 spiffe_id=record.spiffe_id,
                 reason=reason,
                 via="AdminService",
             )
-        log.info("certificate.revoked", serial=record.serial, spiffe_id=record.spiffe_id, reason=reason)
         return _record(record)
 
     async def ListCertificates(
@@ -240,7 +233,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def Retention(self, request: admin_pb2.RetentionRequest, context: Context) -> admin_pb2.RetentionReport:
         caller = self._auth.require(context, Role.ADMIN)
         reply = admin_pb2.RetentionReport(
-            dry_run=request.dry_run, policy_sha256=self._policy.current.digest, at=_ts(dt.datetime.now(dt.UTC))
+            dry_run=request.dry_run, policy_sha256=self._policy.current.digest, at=timestamp(dt.datetime.now(dt.UTC))
         )
         reports = (
             [await self._retention.dry_run()] if request.dry_run else await self._retention.run(str(caller), "admin")

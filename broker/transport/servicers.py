@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import grpc
 import structlog
 from cryptography import x509
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.attachments.desk import AttachmentDesk
@@ -31,6 +30,7 @@ from broker.store.db import now_us
 from broker.store.writer import Writer
 from broker.transport.auth import Authenticator
 from broker.transport.rpc import Context
+from broker.transport.timestamps import timestamp
 
 log = structlog.get_logger(__name__)
 
@@ -45,16 +45,10 @@ MAX_DIRECTORY_QUERY = 1000
 REAUTH_SECONDS = 0.25
 
 
-def _ts(us: int) -> Timestamp:
-    ts = Timestamp()
-    ts.FromMicroseconds(us)
-    return ts
-
-
 def _send_response(accepted: Accepted) -> broker_pb2.SendResponse:
     return broker_pb2.SendResponse(
         message_id=accepted.message_id,
-        accepted_at=_ts(accepted.accepted_us),
+        accepted_at=timestamp(accepted.accepted_us),
         audit_index=accepted.audit_index,
         duplicate=accepted.duplicate,
         queued_for=accepted.recipients,
@@ -190,7 +184,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                         envelope=item.envelope,
                         attempt=item.attempts,
                         sender_certificate=await self._exchange.sender_certificate(item),
-                        accepted_at=_ts(item.accepted_us),
+                        accepted_at=timestamp(item.accepted_us),
                     )
                 yield batch
         finally:
@@ -212,10 +206,13 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             message_id=request.message_id, purged_under=found.purged_under, recalls=found.recalls
         )
         if found.purged_us is not None:
-            status.purged_at.CopyFrom(_ts(found.purged_us))
+            status.purged_at.CopyFrom(timestamp(found.purged_us))
         for state, cert in found.recipients:
             item = status.recipients.add(
-                recipient=state.recipient, state=state.state, attempts=state.attempts, updated_at=_ts(state.updated_us)
+                recipient=state.recipient,
+                state=state.state,
+                attempts=state.attempts,
+                updated_at=timestamp(state.updated_us),
             )
             if state.receipt is not None and state.receipt_signature is not None:
                 item.receipt.receipt = state.receipt

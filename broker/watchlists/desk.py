@@ -34,7 +34,7 @@ from broker.delivery.intake import take_in
 from broker.delivery.operations import RecordEvent
 from broker.directory import Registry
 from broker.errors import FailedPrecondition, InvalidRequest, NotFound, PermissionDenied
-from broker.identity import AGENCY_ID, GROUP_NAME, Principal, Role
+from broker.identity import AGENCY_ID, AGENCY_ID_PATTERN, GROUP_NAME, Principal, Role
 from broker.policy import RunningPolicy, tlp_from_proto
 from broker.protocol import validation
 from broker.protocol.envelope import verify_outer
@@ -50,7 +50,7 @@ from broker.watchlists.review import Notice, notices, schedule_of
 __all__ = ["MAX_SUBSCRIBERS", "WATCHLIST_ID", "StoredVersion", "WatchlistDesk", "WatchlistRecord"]
 
 # "<OWNER>/<name>": the owner's agency id as prefix, so no agency can take another's list names.
-WATCHLIST_ID: Final = re.compile(r"^(?P<owner>[A-Z0-9]{2,5}-[A-Z0-9-]{2,32})/[a-z0-9][a-z0-9._-]{0,80}$")
+WATCHLIST_ID: Final = re.compile(rf"^(?P<owner>{AGENCY_ID_PATTERN})/[a-z0-9][a-z0-9._-]{{0,80}}$")
 MAX_SUBSCRIBERS: Final = 200
 MAX_TITLE: Final = 200
 _KIND = "WATCHLIST_UPDATE"

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Final
 
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.api.v1 import envelope_pb2, payload_pb2, watchlist_pb2, watchlist_pb2_grpc
 from broker.errors import InvalidRequest
@@ -18,6 +17,7 @@ from broker.identity import Role
 from broker.protocol import validation
 from broker.transport.auth import Authenticator
 from broker.transport.rpc import Context
+from broker.transport.timestamps import timestamp
 from broker.watchlists.desk import WatchlistDesk
 from broker.watchlists.records import WatchlistRecord
 
@@ -35,12 +35,6 @@ POLL_SECONDS: Final = 1.0
 PAGE: Final = 64
 
 
-def _ts(us: int) -> Timestamp:
-    ts = Timestamp()
-    ts.FromMicroseconds(us)
-    return ts
-
-
 def _watchlist(record: WatchlistRecord) -> watchlist_pb2.Watchlist:
     return watchlist_pb2.Watchlist(
         watchlist_id=record.watchlist_id,
@@ -51,8 +45,8 @@ def _watchlist(record: WatchlistRecord) -> watchlist_pb2.Watchlist:
         tlp=record.tlp,  # type: ignore[arg-type]
         version=record.version,
         snapshot_version=record.snapshot_version,
-        created=_ts(record.created_us),
-        updated=_ts(record.updated_us),
+        created=timestamp(record.created_us),
+        updated=timestamp(record.updated_us),
     )
 
 
@@ -96,7 +90,7 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
             watchlist_id=published.watchlist_id,
             version=published.version,
             audit_index=published.audit_index,
-            accepted_at=_ts(published.accepted_us),
+            accepted_at=timestamp(published.accepted_us),
             duplicate=published.duplicate,
             wrapped_for=published.wrapped_for,
         )
@@ -126,7 +120,7 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
                 watchlist_pb2.ReviewNotice(
                     watchlist_id=n.watchlist_id,
                     due=[_review_due(day, entries) for day, entries in n.due],
-                    created=_ts(n.created_us),
+                    created=timestamp(n.created_us),
                     audit_index=n.audit_index,
                     notice_period=n.notice_period,
                 )
@@ -162,7 +156,7 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
                         snapshot=item.snapshot,
                         envelope=envelope_pb2.Envelope.FromString(item.envelope),
                         sender_certificate=item.sender_certificate,
-                        accepted_at=_ts(item.accepted_us),
+                        accepted_at=timestamp(item.accepted_us),
                     )
                 if page:
                     self._desk.served(caller, watchlist_id, page[0].version, page[-1].version)

@@ -14,14 +14,13 @@ import argparse
 import hashlib
 import os
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from broker.errors import AuthenticationError
-from broker.identity import Role, SpiffeId, parse_spiffe_id
+from broker.identity import Role, SpiffeId
 from broker.pki import _files
+from broker.protocol.certificates import CertificateProfileError, spiffe_id_of
 from clients._tls import load_identity
 from clients.cli.failures import CommandError
 from clients.cli.output import output
@@ -60,22 +59,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _spiffe_id(certificate: Path) -> SpiffeId:
     try:
         leaf = x509.load_pem_x509_certificates(certificate.read_bytes())[0]
-        uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-            x509.UniformResourceIdentifier
-        )
     except OSError as exc:
         raise CommandError(f"cannot read {certificate}: {exc.strerror}") from exc
-    except (ValueError, IndexError, x509.ExtensionNotFound) as exc:
+    except (ValueError, IndexError) as exc:
         raise CommandError(
             f"{certificate} is not a PEM certificate with a SPIFFE id ({exc})",
             "use the .crt file `isb pki issue` wrote",
         ) from exc
-    if len(uris) != 1:
-        raise CommandError(f"{certificate} must carry exactly one SPIFFE id, it has {len(uris)}")
     try:
-        return parse_spiffe_id(uris[0], urlsplit(uris[0]).hostname or "")
-    except AuthenticationError as exc:
-        raise CommandError(f"{certificate}: {exc}") from exc
+        return spiffe_id_of(leaf, None)
+    except CertificateProfileError as exc:
+        raise CommandError(f"{certificate}: {exc}", "use the .crt file `isb pki issue` wrote") from exc
 
 
 def _base_name(spiffe_id: SpiffeId) -> str:

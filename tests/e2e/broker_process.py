@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from broker.pki.dev import DevPki
-from tests.e2e.conftest import REPO
+from tests.e2e.broker_support import REPO
 
 
 class BrokerProcess:

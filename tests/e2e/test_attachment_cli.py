@@ -13,7 +13,7 @@ from broker.pki.dev import DevPki
 from clients import AgencyClient
 from clients.cli import main as isb
 from clients.cli.progress import ProgressBar
-from tests.e2e.conftest import RunningBroker, copy_pki
+from tests.e2e.broker_support import RunningBroker, copy_pki
 
 
 def _connection(broker: RunningBroker, certs: Path, agency: str) -> list[str]:

@@ -25,7 +25,7 @@ import pytest
 from broker.pki.dev import DevPki
 from clients import AgencyClient
 from tests.e2e.broker_process import BrokerProcess, serving
-from tests.e2e.conftest import REPO, Database
+from tests.e2e.broker_support import REPO, Database
 from tests.e2e.tcp_cut import CuttableRelay
 
 pytestmark = [pytest.mark.slow, pytest.mark.foreign_broker, pytest.mark.timeout(900)]

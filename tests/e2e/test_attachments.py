@@ -24,7 +24,7 @@ from broker.protocol.attachments import MIN_CHUNK_SIZE, AttachmentEncryptor
 from broker.protocol.envelope import PROTOCOL_VERSION, new_content_key, seal, uuid7
 from clients import AgencyClient, RemoteError, VerificationError
 from clients.attachments import Attachment
-from tests.e2e.conftest import Database, RunningBroker
+from tests.e2e.broker_support import Database, RunningBroker
 from tests.e2e.tcp_cut import CuttableRelay
 
 MARKER = b"PLAINTEXT-MARKER-ARCHEO bronze statuette inventory 4711 "

@@ -19,7 +19,7 @@ from clients import AgencyClient, RemoteError
 from clients.audit import verify_export
 from clients.auditor import AuditorClient
 from clients.cli import main as isb
-from tests.e2e.conftest import Database, RunningBroker
+from tests.e2e.broker_support import Database, RunningBroker
 
 
 @pytest.fixture

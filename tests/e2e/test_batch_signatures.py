@@ -15,7 +15,7 @@ from broker.api.v1 import broker_pb2, envelope_pb2
 from broker.protocol.envelope import sign_envelopes
 from broker.protocol.receipts import new_receipt, sign_receipts
 from clients import AgencyClient, ClientError, RemoteError
-from tests.e2e.conftest import Database
+from tests.e2e.broker_support import Database
 
 
 def _message_id(envelope: envelope_pb2.Envelope) -> str:

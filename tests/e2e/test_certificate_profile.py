@@ -21,7 +21,7 @@ from broker.pki.store import CaDirectory
 from broker.protocol.keys import EncryptionKey, make_key_bundle
 from clients import AgencyClient, CertificateProblem
 from tests.certificate_builder import leaf, uri
-from tests.e2e.conftest import Database, RunningBroker
+from tests.e2e.broker_support import Database, RunningBroker
 
 CASES = {
     "CA:TRUE leaf": ({"basic_constraints": x509.BasicConstraints(ca=True, path_length=None)}, "cA TRUE"),

@@ -26,7 +26,7 @@ from broker.pki.issuance import renew
 from broker.pki.revocation import revoke
 from broker.pki.store import CaDirectory
 from clients import AgencyClient, ClientError, ConnectionFailed, RemoteError
-from tests.e2e.conftest import Database, RunningBroker, copy_pki
+from tests.e2e.broker_support import Database, RunningBroker, copy_pki
 from tests.e2e.pki_support import raw_csr
 
 

@@ -38,7 +38,7 @@ from clients.cli.audit_cmd import load_audit_key
 from clients.console import ConsoleServer, ExportSource, LiveSource
 from clients.console.access import SECURITY_HEADERS
 from clients.console.views import refusal_rule
-from tests.e2e.conftest import REPO, Database, RunningBroker
+from tests.e2e.broker_support import REPO, Database, RunningBroker
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "console"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

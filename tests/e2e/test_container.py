@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.broker_process import _free_port
-from tests.e2e.conftest import REPO
+from tests.e2e.broker_support import REPO
 from tests.e2e.test_readme import Shell, readme_commands
 
 pytestmark = [pytest.mark.slow, pytest.mark.foreign_broker, pytest.mark.timeout(300)]

@@ -17,7 +17,7 @@ import pytest
 from broker.pki.dev import DevPki
 from clients import AgencyClient
 from clients.cli import main as isb
-from tests.e2e.conftest import Database, RunningBroker, copy_pki
+from tests.e2e.broker_support import Database, RunningBroker, copy_pki
 from tests.e2e.pki_support import dev_policy_plus
 
 

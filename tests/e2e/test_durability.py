@@ -19,7 +19,7 @@ from broker.api.v1 import broker_pb2, envelope_pb2
 from broker.pki.dev import DevPki
 from clients import AgencyClient
 from tests.e2e.broker_process import BrokerProcess, serving
-from tests.e2e.conftest import Database
+from tests.e2e.broker_support import Database
 
 MESSAGES = 3000
 BATCH = 50

@@ -20,7 +20,7 @@ from broker.protocol.envelope import open_envelope, seal
 from broker.protocol.errors import VerificationError
 from broker.protocol.keys import EncryptionKey, make_key_bundle, sign_identity
 from clients import MLKEM768_X25519, AgencyClient, InvalidDelivery, RemoteError
-from tests.e2e.conftest import Database, RunningBroker
+from tests.e2e.broker_support import Database, RunningBroker
 from tests.e2e.pki_support import extended_pki
 
 MARKER = b"PLAINTEXT-MARKER-7f3a9c Mr John SMITH born 1970-01-01"

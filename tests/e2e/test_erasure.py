@@ -16,7 +16,7 @@ from broker.protocol.receipts import make_receipt
 from clients import AgencyClient, RemoteError
 from clients.cli import main as isb
 from clients.erasure import SavedFiles
-from tests.e2e.conftest import Database, RunningBroker, copy_pki
+from tests.e2e.broker_support import Database, RunningBroker, copy_pki
 
 
 def _entries(database: Database, event: str) -> list[dict[str, Any]]:

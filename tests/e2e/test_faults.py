@@ -17,7 +17,7 @@ import pytest
 from broker.config import BrokerConfig, load_config
 from broker.pki.dev import DevPki
 from clients import AgencyClient, RemoteError
-from tests.e2e.conftest import REPO, RunningBroker
+from tests.e2e.broker_support import REPO, RunningBroker
 from tests.e2e.faults_support import (
     PrivatePostgres,
     auditor_for,

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from broker.pki.dev import DevPki
-from tests.e2e.conftest import REPO, Database, RunningBroker
+from tests.e2e.broker_support import REPO, Database, RunningBroker
 
 # Bytes that do not parse as any message: an invalid wire type, a truncated varint, a truncated
 # length-delimited field, a group that never ends, invalid UTF-8 in field 1 (a string in most

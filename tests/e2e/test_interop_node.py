@@ -20,7 +20,7 @@ from clients import AgencyClient
 from clients.agency import MLKEM768_X25519
 from clients.audit.verify import verify_export
 from clients.cli.audit_cmd import load_audit_key
-from tests.e2e.conftest import REPO, RunningBroker
+from tests.e2e.broker_support import REPO, RunningBroker
 
 INTEROP = REPO / "tests" / "interop"
 X_WING_SUITE = "2"

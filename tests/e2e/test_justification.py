@@ -22,7 +22,7 @@ from clients.audit.verify import verify_export
 from clients.auditor import AuditorClient
 from clients.cli import main as isb
 from clients.watchlist import create_watchlist, publish_update
-from tests.e2e.conftest import Database, RunningBroker, copy_pki
+from tests.e2e.broker_support import Database, RunningBroker, copy_pki
 from tests.e2e.pki_support import dev_policy_plus
 
 REQUIREMENT = """

@@ -11,7 +11,7 @@ import pytest
 from broker.pki.dev import DevPki
 from clients import AgencyClient
 from tests.e2e.broker_process import BrokerProcess
-from tests.e2e.conftest import Database
+from tests.e2e.broker_support import Database
 from tests.e2e.pki_support import foreign_agency_certificate
 
 pytestmark = pytest.mark.foreign_broker

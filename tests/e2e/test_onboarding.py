@@ -14,7 +14,7 @@ import pytest
 from broker.pki.dev import DevPki
 from clients import AgencyClient, RemoteError
 from clients.cli import main
-from tests.e2e.conftest import Database, copy_pki
+from tests.e2e.broker_support import Database, copy_pki
 
 
 def _issue_new_agency(ca: Path, folder: Path, agency: str = "IT-GDF") -> Path:

@@ -18,7 +18,7 @@ from broker.pki.dev import DevPki
 from broker.protocol import _pae
 from broker.protocol.keys import sign_identity
 from clients import AgencyClient, InvalidDelivery
-from tests.e2e.conftest import Database, RunningBroker
+from tests.e2e.broker_support import Database, RunningBroker
 
 KEY, NONCE = os.urandom(32), os.urandom(12)
 

@@ -14,7 +14,7 @@ from broker.pki.dev import DevPki
 from broker.protocol.forwarding import FORWARDED_CONTENT_TYPE, forwarded_content
 from clients import AgencyClient, RemoteError
 from clients.cli import main as isb
-from tests.e2e.conftest import Database, RunningBroker
+from tests.e2e.broker_support import Database, RunningBroker
 from tests.e2e.pki_support import extended_pki
 
 TABLE_POLICY = Path(__file__).with_name("policies") / "table.toml"

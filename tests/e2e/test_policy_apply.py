@@ -14,7 +14,7 @@ from broker.pki.dev import DevPki
 from clients import AgencyClient, RemoteError
 from clients.admin import AdminClient
 from clients.cli import main as isb
-from tests.e2e.conftest import REPO, Database, RunningBroker
+from tests.e2e.broker_support import REPO, Database, RunningBroker
 
 EXAMPLE = REPO / "examples" / "policy-dev.toml"
 # Every dev agency is named, but only customs and FIOD may exchange anything: the BKA is cut off.

@@ -9,7 +9,7 @@ import pytest
 
 from broker.api.v1 import broker_pb2, envelope_pb2
 from clients import AgencyClient, ClientError, RemoteError
-from tests.e2e.conftest import Database, RunningBroker
+from tests.e2e.broker_support import Database, RunningBroker
 
 
 def _message_id(envelope: envelope_pb2.Envelope) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from broker.pki.dev import DevPki
-from tests.e2e.conftest import REPO, Database, copy_pki
+from tests.e2e.broker_support import REPO, Database, copy_pki
 
 _SKIPPED = ("make run", ". .venv/bin/activate")
 _MESSAGE_ID = re.compile(r"message.id\W+([0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12})")

@@ -10,7 +10,7 @@ from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from broker.pki.dev import DevPki
-from tests.e2e.conftest import RunningBroker
+from tests.e2e.broker_support import RunningBroker
 
 VERSIONS = ["grpc.reflection.v1", "grpc.reflection.v1alpha"]
 

@@ -14,7 +14,7 @@ from broker.api.v1 import broker_pb2, envelope_pb2
 from broker.protocol.keys import EncryptionKey, make_key_bundle
 from broker.protocol.receipts import make_receipt
 from clients import AgencyClient, RemoteError
-from tests.e2e.conftest import Database
+from tests.e2e.broker_support import Database
 
 
 def _refusal(database: Database) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from broker.protocol.envelope import seal
 from broker.protocol.keys import EncryptionKey
 from clients import AgencyClient, CertificateProblem, ConnectionFailed, RemoteError
 from clients._tls import diagnose_handshake, load_identity
-from tests.e2e.conftest import Database, RunningBroker
+from tests.e2e.broker_support import Database, RunningBroker
 from tests.e2e.pki_support import expired_agency_certificate, foreign_agency_certificate
 
 ALERT = b'{"category": "PASSENGER_RISK", "subject": "traveller on flight AF1234"}'

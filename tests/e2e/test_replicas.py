@@ -13,7 +13,7 @@ from broker.pki.dev import DevPki
 from clients import AgencyClient
 from clients.audit import verify_export
 from clients.auditor import AuditorClient
-from tests.e2e.conftest import Database
+from tests.e2e.broker_support import Database
 
 
 def test_sends_through_two_replicas_land_in_one_verifiable_log(

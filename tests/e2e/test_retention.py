@@ -30,7 +30,7 @@ from clients.audit import verify_export
 from clients.auditor import AuditorClient
 from clients.cli import main as isb
 from clients.watchlist import WatchlistReplica, create_watchlist, publish_update
-from tests.e2e.conftest import Database, RunningBroker, copy_pki
+from tests.e2e.broker_support import Database, RunningBroker, copy_pki
 from tests.e2e.pki_support import dev_policy_plus
 from tests.e2e.test_revocation_checks import _second_certificate
 

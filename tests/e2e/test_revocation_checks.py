@@ -30,7 +30,7 @@ from broker.pki.revocation import revoke
 from broker.pki.store import CaDirectory
 from broker.protocol.revocation import RevokedCertificate, StaleRevocationList
 from clients import AgencyClient, InvalidDelivery, RemoteError, VerificationError
-from tests.e2e.conftest import Database, RunningBroker, copy_pki
+from tests.e2e.broker_support import Database, RunningBroker, copy_pki
 
 
 @pytest.fixture

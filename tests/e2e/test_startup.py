@@ -14,7 +14,7 @@ from broker.errors import ConfigurationError
 from broker.pki.dev import DevPki, ensure_dev_pki
 from clients import AgencyClient
 from tests.e2e.broker_process import BrokerProcess
-from tests.e2e.conftest import Database, RunningBroker, broker_config
+from tests.e2e.broker_support import Database, RunningBroker, broker_config
 from tests.e2e.faults_support import PrivatePostgres, auditor_for, export_verifies, free_port
 
 pytestmark = pytest.mark.slow

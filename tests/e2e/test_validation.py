@@ -18,7 +18,7 @@ from broker.protocol.envelope import uuid7
 from broker.protocol.keys import EncryptionKey, make_key_bundle, sign_identity
 from broker.protocol.receipts import make_receipt
 from clients import AgencyClient, RemoteError
-from tests.e2e.conftest import Database
+from tests.e2e.broker_support import Database
 
 MAX_ENTRY_BYTES = 4096  # a refusal entry: a few bounded fields of at most 512 characters
 

@@ -23,7 +23,7 @@ from clients.watchlist import (
     review_notices,
     review_schedule,
 )
-from tests.e2e.conftest import Database
+from tests.e2e.broker_support import Database
 
 OWNER, SUBSCRIBER = "FR-CUSTOMS", "DE-BKA"
 LIST_ID = "FR-CUSTOMS/reviewed"

@@ -33,7 +33,7 @@ from clients.watchlist import (
     watchlist_stub,
 )
 from clients.watchlist.payloads import WATCHLIST_UPDATE_CONTENT_TYPE
-from tests.e2e.conftest import Database
+from tests.e2e.broker_support import Database
 
 OWNER, SUBSCRIBER, OTHER = "FR-CUSTOMS", "DE-BKA", "NL-FIOD"
 LIST_ID = "FR-CUSTOMS/wanted"

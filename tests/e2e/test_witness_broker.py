@@ -25,7 +25,7 @@ from clients.audit.verify import verify_export
 from clients.auditor import AuditorClient
 from clients.cli import main
 from clients.errors import ClientError, VerificationError
-from tests.e2e.conftest import Database, RunningBroker, broker_config
+from tests.e2e.broker_support import Database, RunningBroker, broker_config
 from tests.e2e.witness_support import RunningWitness, audit_log_key, issue_tls, policy_text, start_witnesses
 
 

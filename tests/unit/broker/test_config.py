@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import load_config
+from broker.config import DEV_POLICY_FILE, load_client_settings, load_config
 from broker.errors import ConfigurationError
+from broker.identity import DEFAULT_TRUST_DOMAIN
+from broker.policy import Policy
 
 
 def test_defaults_listen_on_loopback_with_embedded_sqlite() -> None:
@@ -52,3 +54,19 @@ def test_pki_paths_default_inside_cert_dir(tmp_path: Path) -> None:
     config = load_config(environ={}, cert_dir=tmp_path)
     assert config.path("server_cert") == tmp_path / "broker.crt"
     assert config.path("ca_bundle") == tmp_path / "ca.crt"
+
+
+def test_default_policy_file_is_found_from_the_package_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The policy a broker without `policy_file` loads is an absolute path that parses from any folder."""
+    monkeypatch.chdir(tmp_path)
+    assert DEV_POLICY_FILE.is_absolute()
+    policy = Policy.parse(DEV_POLICY_FILE.read_text(encoding="utf-8"), str(DEV_POLICY_FILE))
+    assert policy.digest
+
+
+def test_default_trust_domain_is_the_one_constant() -> None:
+    """Broker and client settings default to `broker.identity.DEFAULT_TRUST_DOMAIN`."""
+    assert load_config(environ={}).trust_domain == DEFAULT_TRUST_DOMAIN
+    assert load_client_settings(environ={"HOME": "/nonexistent"}).trust_domain == DEFAULT_TRUST_DOMAIN

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,9 +18,9 @@ from broker.pki.authority import (
     generate_identity_key,
     issue_certificate,
 )
+from tests.openssl_support import OpenSsl
 
 TRUST_DOMAIN = "isb.test"
-OpenSsl = Callable[..., subprocess.CompletedProcess[str]]  # the `openssl` fixture
 
 ROOT = create_root_ca(TRUST_DOMAIN)
 AGENCY = make_spiffe_id(TRUST_DOMAIN, Role.AGENCY, "FR-CUSTOMS")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,8 +17,7 @@ from broker.errors import ConfigurationError
 from broker.identity import Role
 from broker.pki.dev import DevPki, ensure_dev_pki
 from broker.pki.inspect import certificate_identity
-
-OpenSsl = Callable[..., subprocess.CompletedProcess[str]]  # the `openssl` fixture
+from tests.openssl_support import OpenSsl
 
 LEAVES = ["broker", "FR-CUSTOMS", "DE-BKA", "NL-FIOD", "auditor", "admin"]
 EXPECTED_FILES = [

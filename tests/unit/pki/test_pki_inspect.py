@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,28 +19,16 @@ from broker.pki.authority import (
     issue_certificate,
 )
 from broker.pki.inspect import certificate_identity, fingerprint_sha256, parse_serial, serial_hex
+from tests.certificate_builder import leaf
+from tests.openssl_support import OpenSsl
 
 TRUST_DOMAIN = "isb.test"
-OpenSsl = Callable[..., subprocess.CompletedProcess[str]]  # the `openssl` fixture
 
 ROOT = create_root_ca(TRUST_DOMAIN)
 
 
 def _with_names(authority: CertificateAuthority, names: list[x509.GeneralName] | None) -> x509.Certificate:
-    key = generate_identity_key()
-    now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([]))
-        .issuer_name(authority.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=1))
-    )
-    if names is not None:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=True)
-    return builder.sign(authority.private_key, hashes.SHA256())
+    return leaf(authority, names or [])[0]
 
 
 def test_identity_is_read_from_the_uri_san() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,9 +17,9 @@ from broker.pki.inspect import fingerprint_sha256, serial_hex
 from broker.pki.issuance import chain_pem, issue_from_csr, renew
 from broker.pki.revocation import revoke
 from broker.pki.store import CaDirectory, list_certificates
+from tests.openssl_support import OpenSsl
 
 TRUST_DOMAIN = "isb.test"
-OpenSsl = Callable[..., subprocess.CompletedProcess[str]]  # the `openssl` fixture
 
 AGENCY = make_spiffe_id(TRUST_DOMAIN, Role.AGENCY, "FR-CUSTOMS")
 

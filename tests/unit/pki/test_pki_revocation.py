@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,9 +20,9 @@ from broker.pki.csr import create_csr, csr_pem
 from broker.pki.issuance import chain_pem, issue_from_csr
 from broker.pki.revocation import RevocationList, crl_der, publish_crl, revoke, verify_crl
 from broker.pki.store import CaDirectory, CertificateStatus
+from tests.openssl_support import OpenSsl
 
 TRUST_DOMAIN = "isb.test"
-OpenSsl = Callable[..., subprocess.CompletedProcess[str]]  # the `openssl` fixture
 
 AGENCY = make_spiffe_id(TRUST_DOMAIN, Role.AGENCY, "FR-CUSTOMS")
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import stat
-import subprocess
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,9 +11,9 @@ import pytest
 from broker.errors import ConfigurationError, NotFound
 from broker.identity import Role
 from broker.pki.store import CaDirectory, CertificateRecord, CertificateStatus
+from tests.openssl_support import OpenSsl
 
 TRUST_DOMAIN = "isb.test"
-OpenSsl = Callable[..., subprocess.CompletedProcess[str]]  # the `openssl` fixture
 
 
 def test_init_refuses_to_overwrite_an_existing_ca(ca: CaDirectory) -> None:

@@ -1,7 +1,6 @@
-"""A throwaway CA and agency identities for the protocol tests, built with `cryptography.x509` only.
-
-Kept apart from the broker's PKI code on purpose: the protocol tests must not depend on it.
-Imported by `conftest.py` and by the tests (pytest puts this directory on `sys.path`).
+"""A throwaway CA and agency identities for the protocol tests, from the tests' one certificate builder
+(tests/certificate_builder.py, `cryptography.x509` only: the protocol tests must not depend on the
+broker's PKI code). Imported by `conftest.py` and by the tests.
 """
 
 from __future__ import annotations
@@ -11,52 +10,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from broker.api.v1 import envelope_pb2
 from broker.protocol.keys import X25519_SUITE, EncryptionKey, KeySuite, make_key_bundle, verify_key_bundle
+from tests.certificate_builder import ThrowawayCa, leaf, root_ca
 
 TRUST_DOMAIN = "test.isb"
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 DAY = dt.timedelta(days=1)
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
 def make_ca(common_name: str = "ISB Test CA") -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A self-signed P-256 root with the extensions the Web PKI profile requires of a CA."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - 30 * DAY)
-        .not_valid_after(NOW + 3650 * DAY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, certificate
+    """A self-signed P-256 root (tests/certificate_builder.py) valid from 30 days ago for ten years."""
+    ca = root_ca(common_name, not_before=NOW - 30 * DAY, not_after=NOW + 3650 * DAY)
+    return ca.private_key, ca.certificate
 
 
 def issue_certificate(
@@ -70,36 +39,16 @@ def issue_certificate(
     eku: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.CLIENT_AUTH,),
 ) -> x509.Certificate:
     """An end-entity certificate with the given SPIFFE URI SANs, as the broker's PKI issues them."""
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(uris[0].rsplit("/", 1)[-1] if uris else "no-uri"))
-        .issuer_name(ca_certificate.subject)
-        .public_key(subject_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri) for uri in uris]), critical=False
-        )
-        .add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    certificate, _ = leaf(
+        ThrowawayCa(ca_key, ca_certificate),
+        [x509.UniformResourceIdentifier(uri) for uri in uris],
+        key=subject_key,
+        common_name=uris[0].rsplit("/", 1)[-1] if uris else "no-uri",
+        extended_usage=eku,
+        not_before=not_before,
+        not_after=not_after,
     )
+    return certificate
 
 
 def spiffe(agency: str) -> str:

@@ -15,7 +15,7 @@ from broker.errors import VerificationError
 from broker.protocol import _merkle, _note
 from clients.audit import verify_export
 from clients.console.snapshot import load_snapshot
-from tests.unit.clients.console.conftest import ORIGIN, Log
+from tests.unit.clients.console.console_support import ORIGIN, Log
 
 
 def _rewrite_entry(path: Path, index: int, old: bytes, new: bytes) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from clients.console import views
 from clients.console.snapshot import AuditSnapshot, load_snapshot
-from tests.unit.clients.console.conftest import FWD, M1, M2, T0, Log
+from tests.unit.clients.console.console_support import FWD, M1, M2, T0, Log
 
 
 @pytest.fixture

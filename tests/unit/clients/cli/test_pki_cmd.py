@@ -6,8 +6,6 @@ import argparse
 import io
 import json
 import stat
-import subprocess
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,8 +16,8 @@ from broker.identity import Role
 from broker.pki.store import CaDirectory, CertificateRecord, list_certificates
 from clients.cli import main
 from clients.cli.pki_cmd import register, render_certificate_table
+from tests.openssl_support import OpenSsl
 
-OpenSsl = Callable[..., subprocess.CompletedProcess[str]]  # the `openssl` fixture
 TRUST_DOMAIN = "isb.test"
 
 

@@ -11,8 +11,8 @@ from clients.cli import main
 
 @pytest.fixture
 def table_file() -> Path:
-    """policy_table.toml next to this test."""
-    return Path(__file__).with_name("policy_table.toml")
+    """The policy tests' policy_table.toml (tests/unit/policy)."""
+    return Path(__file__).resolve().parents[3] / "unit" / "policy" / "policy_table.toml"
 
 
 def test_check_valid_file_exits_zero(table_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
