@@ -940,16 +940,23 @@ class ScreeningIndex:
         chunk = max(1, min(_BATCH, -(-len(records) // (4 * workers))))
         bounds = [(start, min(start + chunk, len(records))) for start in range(0, len(records), chunk)]
         context = multiprocessing.get_context("fork")
-        _SHARED = _Shared(self, records, min_score, bounds, context.Value("q", 0))
+        shared = _SHARED = _Shared(self, records, min_score, bounds, context.Value("q", 0))
         # Free memory handed back before forking is not copied into each worker when reused there.
         _malloc("malloc_trim", 0)
         parts: dict[int, list[_RawHit]] = {}
         try:
             with ProcessPoolExecutor(workers - 1, mp_context=context, initializer=_worker_start) as pool:
-                forked = [pool.submit(_screen_claimed) for _ in range(workers - 1)]
-                parts.update(_screen_claimed())
-                for future in forked:  # a worker that died raises BrokenProcessPool here
-                    parts.update(future.result())
+                try:
+                    forked = [pool.submit(_screen_claimed) for _ in range(workers - 1)]
+                    parts.update(_screen_claimed())
+                    for future in forked:  # a worker that died raises BrokenProcessPool here
+                        parts.update(future.result())
+                except BaseException:
+                    # Interrupted or failed: the workers stop after their current chunk, and the pool's
+                    # exit waits for no more than that.
+                    with shared.claimed.get_lock():
+                        shared.claimed.value = len(bounds)
+                    raise
         finally:
             _SHARED = None
         return [hit for number in range(len(bounds)) for hit in parts[number]]
