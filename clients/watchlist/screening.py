@@ -68,6 +68,7 @@ _RUN_CAP: Final = 400  # entries per key looked at; a key shared by more says li
 _TOP: Final = 25  # name candidates scored per record, those sharing the most keys first
 _PENDING_LIMIT: Final = 200_000
 _BATCH: Final = 4096
+_FILTER_BLOCK: Final = 65_536
 _IDENTIFIER_SCORE: Final = 0.97
 # The sorted key array packs each key's digest (its top 38 bits) with the entry position (26 bits),
 # so that one np.sort orders both; a shortened digest shared by chance only adds a candidate.
@@ -844,19 +845,22 @@ class ScreeningIndex:
             # of the pairs, and whether a pair passes does not depend on the key that found it, so
             # the shared-key counts of the pairs it keeps are those of the unfiltered pairs.
             query_parts = np.asarray([_dob_parts(q.dob) for q in queries], dtype=np.int64).reshape(-1, 4)
-            query_code, query_ordinal = _date_codes(query_parts)[owner], query_parts[:, 3].astype(np.int32)[owner]
-            code = self._key_dates[members]
-            ordinal = self._ordinals[np.maximum(code - np.int32(_EARLIEST_YEAR << 9), 0)]
-            keep = _dates_compatible(
-                query_code >> 9,
-                query_code >> 5 & 15,
-                query_code & 31,
-                query_ordinal,
-                code >> 9,
-                code >> 5 & 15,
-                code & 31,
-                ordinal,
-            )
+            query_codes, query_ordinals = _date_codes(query_parts), query_parts[:, 3].astype(np.int32)
+            keep = np.empty(len(owner), dtype=np.bool_)
+            for start in range(0, len(owner), _FILTER_BLOCK):  # blocks whose temporaries stay in cache
+                block = slice(start, start + _FILTER_BLOCK)
+                query_code, query_ordinal = query_codes[owner[block]], query_ordinals[owner[block]]
+                code = self._key_dates[members[block]]
+                keep[block] = _dates_compatible(
+                    query_code >> 9,
+                    query_code >> 5 & 15,
+                    query_code & 31,
+                    query_ordinal,
+                    code >> 9,
+                    code >> 5 & 15,
+                    code & 31,
+                    self._ordinals[np.maximum(code - np.int32(_EARLIEST_YEAR << 9), 0)],
+                )
             owner = owner[keep]
             position = (self._keys[members[keep]] & np.uint64(_POSITION_MASK)).astype(np.int64)
             living = alive[position] == 1
