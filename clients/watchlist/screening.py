@@ -607,6 +607,52 @@ def score_evidence(evidence: Evidence) -> float:
 # ---- the index ---------------------------------------------------------------------------------
 
 
+class _Strings:
+    """Strings by position: those packed at the last `pack` back to back in one UTF-8 buffer (each
+    ending at its `_ends`), then those appended since in a list. A million strings held this way are
+    two objects, not a million: forked workers that read them write to no shared page (reference
+    counts), and the memory of a bulk load is handed back whole once it is packed."""
+
+    __slots__ = ("_data", "_ends", "_tail")
+
+    def __init__(self, tail: list[str] | None = None) -> None:
+        self._data = bytearray()
+        self._ends = np.zeros(0, dtype=np.int64)
+        self._tail = tail if tail is not None else []
+
+    def __len__(self) -> int:
+        return len(self._ends) + len(self._tail)
+
+    def __getitem__(self, position: int) -> str:
+        packed = len(self._ends)
+        if position >= packed:
+            return self._tail[position - packed]
+        start = int(self._ends[position - 1]) if position else 0
+        return self._data[start : int(self._ends[position])].decode()
+
+    def append(self, text: str) -> None:
+        self._tail.append(text)
+
+    def unpacked(self) -> list[str]:
+        """The strings appended since the last `pack`."""
+        return self._tail
+
+    def pack(self) -> None:
+        """Move the strings appended since the last `pack` into the buffer."""
+        strings, self._tail = self._tail, []
+        ends = []
+        end = len(self._data)
+        for start in range(0, len(strings), 65_536):
+            chunk = strings[start : start + 65_536]
+            text = "".join(chunk)
+            data = text.encode()
+            lengths = map(len, chunk) if len(data) == len(text) else (len(s.encode()) for s in chunk)
+            ends.append(np.cumsum(np.fromiter(lengths, dtype=np.int64, count=len(chunk))) + end)
+            self._data += data
+            end = len(self._data)
+        self._ends = np.concatenate((self._ends, *ends))
+
+
 class ScreeningIndex:
     """In-memory candidate keys and scoring data of watchlist entries; add, remove and screen.
 
@@ -616,16 +662,12 @@ class ScreeningIndex:
     """
 
     def __init__(self) -> None:
-        self._ids: list[str] = []
-        # Scoring records: those of the entries indexed at the last build back to back in one buffer
-        # (UTF-8, each ending at its `_packed_ends`), so that forked workers reading them write to no
-        # shared page (a list of a million strings would be copied page by page, by reference counts);
-        # those of entries added since in a list, from position len(_packed_ends) on.
-        self._packed = bytearray()
-        self._packed_ends = np.zeros(0, dtype=np.int64)
-        self._records: list[str] = []
+        # Entry ids and scoring records by position (packed at each build); the position of each
+        # living entry's id, made when first needed (adding or removing entries, not screening).
+        self._ids = _Strings()
+        self._records = _Strings()
         self._alive = bytearray()
-        self._position: dict[str, int] = {}
+        self._position: dict[str, int] | None = {}
         self._keys: npt.NDArray[np.uint64] = np.zeros(0, dtype=np.uint64)
         self._pending_positions: list[int] = []
         self._pending_digests: list[bytes] = []
@@ -639,7 +681,13 @@ class ScreeningIndex:
         self._ordinals = _ordinal_table(dt.datetime.now(dt.UTC).year + 1)
 
     def __len__(self) -> int:
-        return len(self._position)
+        return self._alive.count(1)
+
+    def _positions(self) -> dict[str, int]:
+        if self._position is None:
+            ids = self._ids
+            self._position = {ids[p]: p for p in range(len(self._alive)) if self._alive[p]}
+        return self._position
 
     @staticmethod
     def keys_of(entry: payload_pb2.WatchlistEntry) -> tuple[str, bytes]:
@@ -680,13 +728,14 @@ class ScreeningIndex:
 
     def add_keys(self, entry_id: str, record: str, digests: bytes) -> None:
         """Index an entry by what `keys_of` made of it, replacing an entry of the same id."""
-        if entry_id in self._position:
+        positions = self._positions()
+        if entry_id in positions:
             self.remove(entry_id)
         position = len(self._ids)
         self._ids.append(entry_id)
         self._records.append(record)
         self._alive.append(1)
-        self._position[entry_id] = position
+        positions[entry_id] = position
         self._pending_positions.append(position)
         self._pending_digests.append(digests)
         self._pending_keys += len(digests) // 8
@@ -696,7 +745,7 @@ class ScreeningIndex:
 
     def add_many(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
         """Index many entries by what `keys_of` made of them: (entry id, record, digests) each."""
-        if self._ids:
+        if len(self._ids):
             for row in rows:
                 self.add_keys(*row)
             return
@@ -705,27 +754,25 @@ class ScreeningIndex:
         if not columns:
             return
         ids, records, digests = (list(c) for c in columns)
-        position = dict(zip(ids, range(len(ids)), strict=True))
-        if len(position) < len(ids):  # the same id twice: the last one counts, as with add_keys
-            self._ids, self._records = [], []
+        if len(set(ids)) < len(ids):  # the same id twice: the last one counts, as with add_keys
             for row in zip(ids, records, digests, strict=True):
                 self.add_keys(*row)
             return
-        self._ids, self._records, self._position = ids, records, position
+        self._ids, self._records, self._position = _Strings(ids), _Strings(records), None
         self._alive = bytearray(b"\x01") * len(ids)
         self._pending_positions, self._pending_digests = list(range(len(ids))), digests
         self._pending_keys = sum(map(len, digests)) // 8
 
     def remove(self, entry_id: str) -> None:
         """Forget `entry_id` (no-op if absent)."""
-        position = self._position.pop(entry_id, None)
+        position = self._positions().pop(entry_id, None)
         if position is not None:
             self._alive[position] = 0
             self._views.pop(position, None)
 
     def entry_ids(self) -> Iterator[str]:
         """The ids of every indexed entry."""
-        return iter(self._position)
+        return iter(self._positions())
 
     def build(self) -> None:
         """Merge the keys of entries added since the last build into the sorted array."""
@@ -733,7 +780,7 @@ class ScreeningIndex:
             return
         if len(self._ids) > _POSITION_MASK:
             raise ValueError(f"a screening index holds at most {_POSITION_MASK} entries and amendments")
-        parts = _dob_columns([r.split(_SEP, 2)[1] for r in self._records])
+        parts = _dob_columns([r.split(_SEP, 2)[1] for r in self._records.unpacked()])
         self._dob_code = np.concatenate((self._dob_code, _date_codes(parts)))
         last_year = max(int(parts[:, 0].max(initial=0)), dt.datetime.now(dt.UTC).year) + 1
         if (last_year + 1 - _EARLIEST_YEAR) << 9 > len(self._ordinals):
@@ -754,30 +801,9 @@ class ScreeningIndex:
         keys.sort()
         self._keys = keys
         self._key_dates = self._dob_code[keys & np.uint64(_POSITION_MASK)]
-        self._pack_records()
+        self._records.pack()
+        self._ids.pack()
         self._pending_positions, self._pending_digests, self._pending_keys, self._pending_lookup = [], [], 0, {}
-
-    def _pack_records(self) -> None:
-        """Move the records of the entries added since the last build into the packed buffer."""
-        records, self._records = self._records, []
-        ends = []
-        end = len(self._packed)
-        for start in range(0, len(records), 65_536):
-            chunk = records[start : start + 65_536]
-            text = "".join(chunk)
-            data = text.encode()
-            lengths = map(len, chunk) if len(data) == len(text) else (len(r.encode()) for r in chunk)
-            ends.append(np.cumsum(np.fromiter(lengths, dtype=np.int64, count=len(chunk))) + end)
-            self._packed += data
-            end = len(self._packed)
-        self._packed_ends = np.concatenate((self._packed_ends, *ends))
-
-    def _record(self, position: int) -> str:
-        packed = len(self._packed_ends)
-        if position >= packed:
-            return self._records[position - packed]
-        start = int(self._packed_ends[position - 1]) if position else 0
-        return self._packed[start : int(self._packed_ends[position])].decode()
 
     def _ready(self) -> None:
         if self._pending_lookup is None or self._pending_keys > _PENDING_LIMIT:
@@ -786,7 +812,7 @@ class ScreeningIndex:
     def _view(self, position: int) -> _EntryView:
         view = self._views.get(position)
         if view is None:
-            view = _entry_view(self._record(position))
+            view = _entry_view(self._records[position])
             if len(self._views) < 500_000:
                 self._views[position] = view
         return view
@@ -901,7 +927,7 @@ class ScreeningIndex:
 
     def evidence(self, record: ScreeningRecord, entry_id: str) -> Evidence:
         """What comparing `record` with the indexed entry `entry_id` finds (for tests and tuning)."""
-        return _compare(_query(record), self._view(self._position[entry_id]))
+        return _compare(_query(record), self._view(self._positions()[entry_id]))
 
     def candidates(self, records: Sequence[ScreeningRecord]) -> list[list[tuple[str, Evidence]]]:
         """Every candidate entry of each record with its evidence, before any threshold (for tuning)."""
