@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from broker.errors import AuthenticationError
 from broker.identity import Role, parse_spiffe_id
-from broker.protocol import _cosignature
+from broker.protocol import _cosignature, _note
 from broker.protocol.errors import ProtocolError, VerificationError
 from broker.witness.core import SIZE_CONTENT_TYPE, request_body
 
@@ -98,7 +98,7 @@ def cosignature_lines(answer: Answer, cosigner: _cosignature.Cosigner, note: byt
     text, _ = _cosignature.split_note(note)
     kept = []
     for line in lines:
-        name, blob = _cosignature.parse_signature_line(line.rstrip("\n"))
+        name, blob = _note.parse_signature_line(line.rstrip("\n"))
         if name == cosigner.name and blob[:4] == cosigner.key_id:
             _cosignature.verify_cosignature(text, cosigner, blob)
             kept.append(line)
