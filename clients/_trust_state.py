@@ -152,7 +152,8 @@ def _read(path: Path) -> _State:
         ):
             raise TrustStateError(f"{path} has malformed values")
         checkpoint = _checkpoint(document.get("checkpoint"), path)
-    except (OSError, ValueError, KeyError, binascii.Error) as exc:
+    # RecursionError: JSON nested deeper than the parser's recursion limit (the file is at most 1 MiB).
+    except (OSError, ValueError, KeyError, binascii.Error, RecursionError) as exc:
         raise TrustStateError(
             f"cannot read the SDK trust state {path}: {exc}; restore it from a backup"
             " (deleting it forgets which CRL, key bundles and checkpoint were already seen)"
