@@ -159,6 +159,18 @@ def targets(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[dict
                 1,
                 f"bounds all replicas to {bound:,.0f} env/s = {bound / capacity:.1f} broker cores' worth",
             )
+            if backend == "postgresql":
+                # N replicas of one broker core each, each at its broker-only capacity, as far as the
+                # serialised section lets them (the database server's own CPU is not in this bound).
+                implied = ", ".join(f"{n}: {min(n * capacity, bound):,.0f}" for n in (1, 2, 4, 8, 16))
+                goal(
+                    "postgresql N-replica bound (envelopes/s, N = 1 2 4 8 16 one-core replicas)",
+                    min(16 * capacity, bound),
+                    None,
+                    None,
+                    0,
+                    implied,
+                )
     for backend in ("sqlite", "postgresql"):
         cpu = get(backend, one, "server_cpu_us_per_envelope")
         if cpu:

@@ -32,9 +32,9 @@ WRITER_COMMIT = Histogram(
 )
 SEQUENCER_HELD = Counter(
     "isb_sequencer_held_seconds",
-    "Time inside the audit log's serialised section: from "
-    "taking the sequencer lock to commit (PostgreSQL replicas), the writer's whole "
-    "transaction (SQLite's single writer)",
+    "Time inside the audit log's serialised section: the audit tree's row held by an "
+    "integration round's compare-and-set, as the database measures it (PostgreSQL replicas), "
+    "the writer's whole transaction (SQLite's single writer)",
     registry=REGISTRY,
 )
 REFUSALS_AUDITED = Counter(

@@ -38,7 +38,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.protobuf import timestamp_pb2
 
 from broker.api.v1 import envelope_pb2
-from broker.audit.events import AuditEvent, justification_fields
+from broker.audit.events import VOID_EVENT, AuditEvent, justification_fields
 from broker.protocol import _cosignature, _merkle, _note, _pae, _stream, batch
 from broker.protocol.attachments import AttachmentEncryptor
 from broker.protocol.envelope import envelope_sha256, seal, sign_envelopes
@@ -1125,6 +1125,43 @@ def audit_entries_vector() -> dict[str, Any]:
     }
 
 
+def audit_void_vector() -> dict[str, Any]:
+    """Void entries (docs/protocol.md section 24.3): an index no event holds, in each of its three
+    reasons, with their canonical bytes and leaf hashes; and a void entry that is not canonical."""
+    cases = [(40, "broker:node-1", "rolled_back"), (41, "broker:node-1", "unused"), (97, "broker:node-2", "abandoned")]
+    valid = []
+    for index, actor, reason in cases:
+        entry = AuditEvent(event=VOID_EVENT, actor=actor, time=CREATED, fields={"reason": reason}).to_entry_bytes(index)
+        valid.append(
+            {
+                "index": index,
+                "reason": reason,
+                "entry_utf8": entry.decode(),
+                "entry_hex": entry.hex(),
+                "leaf_hash_hex": _merkle.leaf_hash(entry).hex(),
+            }
+        )
+    base = str(valid[0]["entry_utf8"])
+    return {
+        "name": "audit-void",
+        "description": "Void entries (docs/protocol.md section 24.3): ordinary entries of section 11.1 with "
+        "event audit.void and fields.reason rolled_back, unused or abandoned",
+        "valid": valid,
+        "must_be_refused": [
+            {
+                "description": "its index member is not its position in the log (41 at position 40)",
+                "position": 40,
+                "entry_utf8": base.replace('"index":40', '"index":41'),
+            },
+            {
+                "description": "whitespace after a separator",
+                "position": 40,
+                "entry_utf8": base.replace('":"audit', '": "audit'),
+            },
+        ],
+    }
+
+
 def _audit_signer() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(_seed("audit key"))
 
@@ -1981,6 +2018,7 @@ def all_vectors() -> list[dict[str, Any]]:
         receipt_vector(),
         forward_consent_vector(),
         audit_entries_vector(),
+        audit_void_vector(),
         checkpoint_vector(),
         crl_freshness_vector(),
         cosigned_checkpoint_vector(),

@@ -30,6 +30,10 @@ KEYBUNDLE_PUBLISHED = "keybundle.published"
 CERTIFICATE_ISSUED = "certificate.issued"
 CERTIFICATE_REVOKED = "certificate.revoked"
 
+# An index no event holds (docs/protocol.md section 24.3): reserved by a transaction that did not use it or
+# did not commit, filled so that the tree stays dense.
+VOID_EVENT = "audit.void"
+
 # The events the broker logs (DESIGN.md section 8). Not enforced: a new kind of event must not need a
 # change here to be logged, but using these names keeps queries stable.
 KNOWN_EVENTS = frozenset(
@@ -51,6 +55,7 @@ KNOWN_EVENTS = frozenset(
         "audit.query",
         "directory.lookup",
         "retention.purged",
+        VOID_EVENT,
         "watchlist.review_notice",
         "watchlist.review_renewed",
     }

@@ -1,18 +1,24 @@
 """The durable, verifiable audit log: an RFC 9162 Merkle tree kept in the broker's database.
 
-Append inside the caller's transaction, so that an entry and the state change it records commit
-together (issue 4: no accepted message without its entry, no entry for something that did not happen):
+Entries are written in two steps (docs/protocol.md section 24, as in Trillian Tessera):
 
-    with engine.begin() as conn:           # the writer's one transaction for a batch
+- `stage` writes complete entries at indices the caller reserved, inside the caller's transaction,
+  so that an entry and the state change it records commit together (issue 4: no accepted message
+  without its entry, no entry for something that did not happen);
+- `integrate` folds the committed entries that follow the tree, in index order, into the tree:
+  every complete subtree is written as it appears (so a proof reads O(log n) rows in one query and
+  nothing is ever rehashed) and the tree's size (`audit_tree`) moves on.
+
+    with engine.begin() as conn:           # one writer transaction
         ... state changes ...
-        indices = log.append(conn, events)
+        log.append(conn, events)           # stage at the next indices and integrate at once
     log.commit()                           # or log.rollback() if the transaction failed
 
-The tree's right edge (`Frontier`) lives in memory; every complete subtree is written as it appears,
-so a proof reads O(log n) rows in one query and nothing is ever rehashed. One `AuditLog` object must be
-the only appender of its database (the lead's single writer task; across replicas, the holder of the
-sequencer lock). A second appender makes the next insert fail on the primary key, and the loser must
-roll back and `AuditLog.open` again.
+`append` is both at once, for the single writer of an SQLite database. Across PostgreSQL replicas
+each writer stages with indices from the database's sequence, and integration rounds (any replica)
+`prepare` the tree's growth with no lock and publish it with a compare-and-set of the stored size
+(`broker.store.writer`). The tree's right edge (`Frontier`) lives in memory; an integrator that
+finds the stored size moved on (another one integrated) opens the log again at that size.
 """
 
 from __future__ import annotations
@@ -22,18 +28,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import Connection, and_, func, literal, or_, select, union_all
+from sqlalchemy.dialects import postgresql, sqlite
 
-from broker.audit.events import AuditEvent
+from broker.audit.events import VOID_EVENT, AuditEvent
 from broker.audit.signer import CheckpointSigner
-from broker.audit.tables import checkpoints_table, entries_table, nodes_table
-from broker.errors import BrokerError, FailedPrecondition, InvalidRequest, NotFound
+from broker.audit.tables import checkpoints_table, entries_table, nodes_table, tree_table
+from broker.errors import BrokerError, InvalidRequest, NotFound
 from broker.protocol import _cosignature, _merkle
 from broker.store.db import bulk_insert
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_PAGE_SIZE = 1000
 _EXPORT_PAGE = 5000
+MAX_INTEGRATE = 65_536  # entries one integration reads at most (docs/protocol.md section 24.3)
 
 
 def _from_us(time_us: int) -> datetime:
@@ -110,6 +119,42 @@ def _stored_size(conn: Connection) -> int:
     return 0 if last is None else int(last) + 1
 
 
+def stored_tree_size(conn: Connection) -> int:
+    """The stored size of the tree (entries integrated); a database without the row predates staging,
+    so every entry it holds is integrated."""
+    stored = conn.execute(_TREE_SIZE).scalar()
+    return _stored_size(conn) if stored is None else int(stored)
+
+
+_TREE_SIZE = select(tree_table.c.tree_size).where(tree_table.c.id == 1)
+_SET_TREE_SIZE = sa.text(
+    "INSERT INTO audit_tree (id, tree_size) VALUES (1, :size) "
+    "ON CONFLICT (id) DO UPDATE SET tree_size = excluded.tree_size"
+)
+_STAGED_LEAVES = (
+    select(entries_table.c.leaf_index, entries_table.c.leaf_hash)
+    .where(entries_table.c.leaf_index >= sa.bindparam("start"))
+    .order_by(entries_table.c.leaf_index)
+    .limit(sa.bindparam("limit"))
+)
+# The stored tree size and the committed entries from it on, in one round trip (the integrator's read).
+STAGED_SQL = (
+    "SELECT t.tree_size, e.leaf_index, e.leaf_hash FROM audit_tree AS t LEFT JOIN LATERAL ("
+    "SELECT leaf_index, leaf_hash FROM audit_entries WHERE leaf_index >= t.tree_size "
+    "ORDER BY leaf_index LIMIT %(limit)s) AS e ON true WHERE t.id = 1"
+)
+_TREE_AND_STAGED = sa.text(STAGED_SQL.replace("%(limit)s", ":limit"))
+
+
+def read_staged(conn: Connection, limit: int = MAX_INTEGRATE) -> tuple[int, list[tuple[int, bytes]]]:
+    """The stored tree size and `(index, leaf hash)` of up to `limit` committed entries from it on,
+    in index order (gaps included as they are): what an integrator reads, in one round trip."""
+    rows = conn.execute(_TREE_AND_STAGED, {"limit": limit}).all()
+    if not rows:  # a database without the row predates staging: every entry is integrated
+        return stored_tree_size(conn), []
+    return int(rows[0][0]), [(int(index), bytes(leaf)) for _, index, leaf in rows if index is not None]
+
+
 def _read_nodes(conn: Connection, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
     """The hashes of the given `(level, index)` subtrees, in one round trip; missing ones are absent."""
     leaves = [index for level, index in keys if level == 0]
@@ -143,6 +188,38 @@ def _read_nodes(conn: Connection, keys: Sequence[tuple[int, int]]) -> dict[tuple
     return {(int(level), int(index)): bytes(h) for level, index, h in conn.execute(statement)}
 
 
+def _entry_rows(events: Sequence[AuditEvent], indices: Sequence[int]) -> list[tuple[Any, ...]]:
+    if len(events) != len(indices):
+        raise ValueError(f"{len(events)} audit events for {len(indices)} indices")
+    rows: list[tuple[Any, ...]] = []
+    for index, event in zip(indices, events, strict=True):
+        entry = event.to_entry_bytes(index)
+        rows.append(
+            (
+                index,
+                event.time_us,
+                event.event,
+                event.actor,
+                event.agency,
+                event.message_id,
+                entry,
+                _merkle.leaf_hash(entry),
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Integration:
+    """One integration prepared by `AuditLog.prepare`: the tree grows from `old_size` to `new_size`,
+    completing `nodes` (`(level, node_index, hash)`)."""
+
+    old_size: int
+    new_size: int
+    nodes: list[tuple[int, int, bytes]]
+    frontier: _merkle.Frontier
+
+
 class AuditLog:
     """The audit log of one database. Create with `AuditLog.open`."""
 
@@ -152,9 +229,10 @@ class AuditLog:
         self._pending: _merkle.Frontier | None = None
 
     @classmethod
-    def open(cls, conn: Connection) -> AuditLog:
-        """Load the log's size and right edge from the database (O(log n) rows)."""
-        size = _stored_size(conn)
+    def open(cls, conn: Connection, size: int | None = None) -> AuditLog:
+        """Load the log's size and right edge from the database (O(log n) rows); `size`: the tree
+        at that size instead (its subtrees never change once stored)."""
+        size = stored_tree_size(conn) if size is None else size
         keys = _merkle.frontier_ranges(size)
         found = _read_nodes(conn, keys)
         missing = [key for key in keys if key not in found]
@@ -179,31 +257,87 @@ class AuditLog:
         return self._frontier.root()
 
     def append(self, conn: Connection, events: Sequence[AuditEvent]) -> list[int]:
-        """Stage `events` as entries on `conn`, inside the caller's transaction; return their indices.
+        """Stage `events` at the next indices and integrate them at once, inside the caller's
+        transaction (the single writer of a database); return their indices.
 
         Call `commit()` after the transaction commits, `rollback()` if it does not.
         """
         if not events:
             return []
-        # Work on a copy, adopted only once the inserts went through: a failed insert leaves the
-        # staged state as it was.
+        first = self.staged_size
+        indices = list(range(first, first + len(events)))
+        leaves = self.stage(conn, events, indices)
+        if self.integrate(conn, leaves) != len(events):
+            raise BrokerError("audit log: entries staged at the tree's end did not integrate")
+        return indices
+
+    def stage(self, conn: Connection, events: Sequence[AuditEvent], indices: Sequence[int]) -> list[tuple[int, bytes]]:
+        """Write `events` as complete entries at `indices` (reserved by the caller) on `conn`, inside
+        the caller's transaction; return `(index, leaf hash)` of each, for `integrate`.
+
+        Nothing of the tree changes: entries at or above the tree size wait for `integrate`.
+        """
+        rows = _entry_rows(events, indices)
+        if rows:
+            bulk_insert(conn, entries_table, _ENTRY_INSERT_COLUMNS, rows)
+        return [(row[0], row[7]) for row in rows]
+
+    def integrate(
+        self, conn: Connection, leaves: Sequence[tuple[int, bytes]] | None = None, limit: int = MAX_INTEGRATE
+    ) -> int:
+        """Fold the entries that continue the tree into it, on `conn`; return how many.
+
+        `leaves`: `(index, leaf hash)` in index order, as `stage` returned them; None reads the
+        committed entries at and after the tree size (at most `limit`). Only the contiguous run that
+        starts at the tree size is integrated: a gap stops it (docs/protocol.md section 24.3).
+        Call `commit()` after the transaction commits, `rollback()` if it does not.
+        """
+        if leaves is None:
+            start = (self._pending or self._frontier).size
+            leaves = [
+                (int(index), bytes(leaf))
+                for index, leaf in conn.execute(_STAGED_LEAVES, {"start": start, "limit": limit})
+            ]
+        step = self.prepare(leaves)
+        if step is None:
+            return 0
+        if step.nodes:
+            bulk_insert(conn, nodes_table, _NODE_INSERT_COLUMNS, step.nodes)
+        conn.execute(_SET_TREE_SIZE, {"size": step.new_size})
+        self._pending = step.frontier
+        return step.new_size - step.old_size
+
+    def prepare(self, leaves: Sequence[tuple[int, bytes]]) -> Integration | None:
+        """The tree after the contiguous run of `leaves` that starts at its size (None: no such run):
+        the hashing of an integration, which needs no database and no lock."""
         frontier = (self._pending or self._frontier).copy()
-        first = frontier.size
-        entry_rows: list[tuple[Any, ...]] = []
-        node_rows: list[tuple[Any, ...]] = []
-        for offset, event in enumerate(events):
-            index = first + offset
-            entry = event.to_entry_bytes(index)
-            leaf = _merkle.leaf_hash(entry)
-            entry_rows.append(
-                (index, event.time_us, event.event, event.actor, event.agency, event.message_id, entry, leaf)
-            )
-            node_rows.extend(frontier.append(leaf))
-        bulk_insert(conn, entries_table, _ENTRY_INSERT_COLUMNS, entry_rows)
-        if node_rows:
-            bulk_insert(conn, nodes_table, _NODE_INSERT_COLUMNS, node_rows)
-        self._pending = frontier
-        return list(range(first, first + len(events)))
+        old_size = frontier.size
+        nodes: list[tuple[int, int, bytes]] = []
+        for index, leaf in leaves:
+            if index != frontier.size:
+                break
+            nodes.extend(frontier.append(leaf))
+        if frontier.size == old_size:
+            return None
+        return Integration(old_size, frontier.size, nodes, frontier)
+
+    def adopt(self, step: Integration) -> None:
+        """`step`'s nodes and size were committed (by the caller, from `prepare`)."""
+        self._frontier = step.frontier
+        self._pending = None
+
+    def void(self, conn: Connection, indices: Sequence[int], actor: str, reason: str, when: datetime) -> None:
+        """Fill `indices`, reserved by transactions that did not use or did not commit them, with
+        `audit.void` entries (docs/protocol.md section 24.3), unless an entry committed there first."""
+        event = AuditEvent(event=VOID_EVENT, actor=actor, time=when, fields={"reason": reason})
+        rows = _entry_rows([event] * len(indices), indices)
+        if not rows:
+            return
+        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(entries_table)
+        conn.execute(
+            insert.on_conflict_do_nothing(index_elements=["leaf_index"]),
+            [dict(zip(_ENTRY_INSERT_COLUMNS, row, strict=True)) for row in rows],
+        )
 
     def commit(self) -> None:
         """The caller's transaction committed: the staged entries are now part of the log."""
@@ -226,10 +360,9 @@ class AuditLog:
         if latest is not None and latest.tree_size == frontier.size:
             return latest
         if latest is not None and latest.tree_size > frontier.size:
-            raise FailedPrecondition(
-                f"a checkpoint of size {latest.tree_size} exists but this log has {frontier.size} entries;"
-                " another writer appended: reopen the log"
-            )
+            # Another replica integrated and signed since this one last looked: its checkpoint covers
+            # everything this one would (section 24.3).
+            return latest
         when = datetime.now(UTC) if when is None else when
         root = frontier.root()
         note = signer.sign(frontier.size, root, when)
@@ -284,7 +417,7 @@ class AuditLog:
         keys = sorted({_node_key(start, end) for element in plan for start, end in element})
         found = _read_nodes(conn, keys)
         if len(found) != len(keys):
-            stored = _stored_size(conn)
+            stored = stored_tree_size(conn)
             if tree_size > stored:
                 raise InvalidRequest(f"tree size {tree_size} is larger than the log ({stored} entries)")
             raise BrokerError(f"audit log storage is missing subtrees for a tree of size {tree_size}")

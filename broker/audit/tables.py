@@ -6,6 +6,8 @@
 - `audit_nodes`: every complete perfect subtree of level >= 1 (`level`, `node_index` = start >> level),
   written as it completes, so any proof reads O(log n) rows; level 0 is `audit_entries.leaf_hash`.
 - `audit_checkpoints`: every signed checkpoint, keyed by tree size.
+- `audit_tree`: one row, the tree's size: entries at or above it are committed but not yet
+  integrated into the tree (docs/protocol.md section 24); only the integrator changes it.
 
 The hot path writes these with SQLAlchemy Core (`AuditLog.append`); the classes exist for the schema,
 Alembic and readable ad-hoc queries.
@@ -65,9 +67,19 @@ class AuditCheckpointRow(SQLModel, table=True):
     note: bytes = Field(sa_type=LargeBinary)
 
 
+class AuditTreeRow(SQLModel, table=True):
+    """The size of the Merkle tree: how many entries the integrator has folded in (one row, id 1)."""
+
+    __tablename__ = "audit_tree"
+
+    id: int = Field(primary_key=True, sa_type=SmallInteger, sa_column_kwargs={"autoincrement": False})
+    tree_size: int = Field(sa_type=BigInteger)
+
+
 entries_table = table_of(AuditEntryRow)
 nodes_table = table_of(AuditNodeRow)
 checkpoints_table = table_of(AuditCheckpointRow)
+tree_table = table_of(AuditTreeRow)
 
-AUDIT_TABLES: tuple[Table, ...] = (entries_table, nodes_table, checkpoints_table)
+AUDIT_TABLES: tuple[Table, ...] = (entries_table, nodes_table, checkpoints_table, tree_table)
 """The tables to create (e.g. `SQLModel.metadata.create_all(engine, tables=AUDIT_TABLES)`)."""

@@ -99,18 +99,9 @@ class Exchange:
         # Batch roots whose signature verified (protocol section 21): the other envelopes and receipts
         # of a batch cost a path check, not an ECDSA verification.
         self._roots = VerifiedRoots()
-        with engine.connect() as conn:
-            last = conn.execute(sa.select(sa.func.max(tables.messages.c.seq))).scalar()
-        self._arrival = ops.ArrivalCounter((last or 0) + 1)
-        writer.on_foreign_writes.append(self._resync_arrival)
         self.dispatcher = Dispatcher(
             self._load_backlog, self._load_envelope, config.lease_seconds, self._delivered, self._expired
         )
-
-    def _resync_arrival(self, conn: Connection) -> None:
-        # Another replica accepted messages since our last batch: continue after its sequence.
-        last = conn.execute(sa.select(sa.func.max(tables.messages.c.seq))).scalar()
-        self._arrival.next = max(self._arrival.next, (last or 0) + 1)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run a read-only query on a pooled connection, off the event loop."""
@@ -203,7 +194,6 @@ class Exchange:
                 recipients=recipients,
                 expansion=expansion,
                 policy_rule=decision.rule,
-                sequence=self._arrival,
                 known_certs=self._known_certs,
                 on_commit=self.dispatcher.accepted,
                 expires_us=expires_us,

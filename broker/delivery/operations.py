@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
@@ -53,21 +53,11 @@ class QueuedDelivery:
     sender_cert: bytes | None = None  # DER; None: load from the store when dispatched
 
 
-class ArrivalCounter:
-    """Arrival order of accepted messages; only the writer thread advances it."""
-
-    def __init__(self, start: int) -> None:
-        self.next = start
-
-    def take(self) -> int:
-        value = self.next
-        self.next += 1
-        return value
-
-
 @dataclass
 class AcceptEnvelope:
     """Store an envelope and one delivery per recipient; idempotent on the message id."""
+
+    replica_safe: ClassVar[bool] = True  # row-level writes only: runs beside other replicas' batches
 
     header: envelope_pb2.Header
     parsed: envelope_pb2.Envelope
@@ -79,7 +69,6 @@ class AcceptEnvelope:
     recipients: tuple[str, ...]  # expanded agency ids
     expansion: dict[str, list[str]]  # group -> members, as recorded in the audit entry
     policy_rule: str
-    sequence: ArrivalCounter
     known_certs: set[bytes]
     on_commit: Callable[[list[QueuedDelivery], str | None], None]
     expires_us: int | None = None
@@ -126,7 +115,9 @@ class AcceptEnvelope:
                 fields=fields,
             )
         )
-        seq = self.sequence.take()
+        # Arrival order, unique across replicas: after its accepted entry's index (+1: above every
+        # sequence number of a database whose messages were counted before, docs/protocol.md section 24).
+        seq = index + 1
         message_row = {
             "message_id": h.message_id,
             "seq": seq,
@@ -279,6 +270,8 @@ _DELIVERY_KEY = ("message_id", "recipient")
 class RecordEvent:
     """Audit an event that changes no other table (a refusal, an auditor query, a certificate issued...)."""
 
+    replica_safe: ClassVar[bool] = True  # row-level writes only: runs beside other replicas' batches
+
     event: AuditEvent
 
     def stage(self, batch: Batch) -> int:
@@ -289,10 +282,13 @@ class RecordEvent:
 class RecordDelivered:
     """Count delivery attempts and audit them; queued without waiting by the dispatcher."""
 
+    replica_safe: ClassVar[bool] = True  # row-level writes only: runs beside other replicas' batches
+
     items: Sequence[tuple[str, str, int]]  # message id, recipient, attempt
     actor: str
 
     def stage(self, batch: Batch) -> None:
+        batch.expect_entries(len(self.items))
         bulk_update(
             batch.conn,
             tables.deliveries,
@@ -335,6 +331,8 @@ class VerifiedReceipt:
 class RecordReceipts:
     """Store signed receipts and take the deliveries off the queue."""
 
+    replica_safe: ClassVar[bool] = True  # row-level writes only: runs beside other replicas' batches
+
     receipts: Sequence[VerifiedReceipt]
     actor: str
     known_certs: set[bytes]
@@ -354,6 +352,7 @@ class RecordReceipts:
         if problems:  # audited once by the caller's refusal scope
             raise InvalidReceipt("receipts refused, none recorded: " + "; ".join(problems))
         erased = _check_erasures(self.receipts, rows)
+        batch.expect_entries(len(self.receipts))
         for r in self.receipts:
             remember_certificate(batch, self.known_certs, r.cert_fingerprint, r.cert_der)
         bulk_update(
@@ -393,6 +392,8 @@ class RecordReceipts:
 @dataclass
 class ExpireDeliveries:
     """Mark deliveries whose message expired; the sender sees EXPIRED in GetStatus."""
+
+    replica_safe: ClassVar[bool] = True  # row-level writes only: runs beside other replicas' batches
 
     items: Sequence[tuple[str, str]]
     actor: str
@@ -503,7 +504,6 @@ __all__ = [
     "UNSETTLED",
     "AcceptEnvelope",
     "Accepted",
-    "ArrivalCounter",
     "ExpireDeliveries",
     "QueuedDelivery",
     "RecordDelivered",

@@ -2,8 +2,12 @@
 
 Operations queue up while the previous batch commits, and the next batch takes all of them in one
 transaction ("group commit"): one fsync serves many senders, which is what lets a durable broker
-keep up with a surge. One writer also makes the audit log's sequencing trivial: entries get their
-indices in commit order, and the entry and the state change it records commit together.
+keep up with a surge. Each entry is written with the state change it records, at an index the
+writer reserves (docs/protocol.md section 24): on SQLite the single writer counts them and integrates
+them into the Merkle tree in the same transaction; replicas sharing a PostgreSQL database reserve
+them from the database's sequence, with no lock, and any replica folds the committed entries into
+the tree in rounds that hash with no lock and publish with one compare-and-set of the tree's size.
+Only that compare-and-set is serialised across replicas.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+import psycopg
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection, Engine
 
 from broker.audit import AuditEvent, AuditLog
+from broker.audit.log import Integration, read_staged, stored_tree_size
 from broker.errors import REFUSALS, STORAGE_FAULTS, StorageFull, StorageUnavailable
 from broker.metrics import (
     AUDIT_ENTRIES,
@@ -45,14 +51,52 @@ MAX_BATCH = 512
 Fault = StorageUnavailable | StorageFull
 
 
+class IndexSource(Protocol):
+    """Where a batch's audit entries get their indices (docs/protocol.md section 24.2)."""
+
+    def reserve(self, conn: Connection, count: int) -> list[int]:
+        """`count` fresh indices, ascending."""
+        ...
+
+
+@dataclass
+class _Counted:
+    """The single writer of an SQLite database counts indices on from the tree's size."""
+
+    next: int
+
+    def reserve(self, conn: Connection, count: int) -> list[int]:
+        del conn
+        first, self.next = self.next, self.next + count
+        return list(range(first, self.next))
+
+    def release(self, unused: list[int]) -> bool:
+        """Give back the tail of what was reserved; True if it was the tail (nothing is lost)."""
+        if unused and unused == list(range(self.next - len(unused), self.next)):
+            self.next -= len(unused)
+            return True
+        return not unused
+
+
+class _Sequence:
+    """Replicas reserve indices from the PostgreSQL sequence: atomic, and not rolled back."""
+
+    def reserve(self, conn: Connection, count: int) -> list[int]:
+        return sorted(int(v) for v in conn.execute(_NEXTVAL, {"n": count}).scalars())
+
+
+_NEXTVAL = sa.text("SELECT nextval('audit_index_seq') FROM generate_series(1, :n)")
+
+
 @dataclass
 class Batch:
     """What one transaction writes: staged rows, audit events, and work to do after commit."""
 
     conn: Connection
     now_us: int
-    first_index: int
+    indices: IndexSource
     events: list[AuditEvent] = field(default_factory=list)
+    entry_indices: list[int] = field(default_factory=list)
     inserts: dict[sa.Table, list[dict[str, Any]]] = field(default_factory=dict)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     # Agencies with new deliveries: other replicas are told at commit (PostgreSQL NOTIFY).
@@ -68,16 +112,38 @@ class Batch:
     known_messages: dict[str, tuple[bytes, int, int]] | None = None
     # ... and the fingerprints of the peer certificates it stores, so each is stored once.
     staged_certificates: set[bytes] = field(default_factory=set)
+    # Operations not staged yet, this one included: how many indices to reserve at once.
+    remaining: int = 1
+    reserved: list[int] = field(default_factory=list)
+    _free: collections.deque[int] = field(default_factory=collections.deque)
 
     @functools.cached_property
     def now(self) -> datetime:
         """The batch's timestamp as an aware datetime, for audit entries (made once per batch)."""
         return datetime.fromtimestamp(self.now_us / 1_000_000, UTC)
 
+    def expect_entries(self, count: int) -> None:
+        """Reserve indices for `count` entries about to be staged, in one round trip."""
+        if count > len(self._free):
+            self._reserve(count - len(self._free))
+
     def audit(self, event: AuditEvent) -> int:
-        """Stage an audit entry; return the index it will have once the batch commits."""
+        """Stage an audit entry; return its index, which is final once the batch commits."""
+        if not self._free:
+            self._reserve(max(1, self.remaining))
+        index = self._free.popleft()
         self.events.append(event)
-        return self.first_index + len(self.events) - 1
+        self.entry_indices.append(index)
+        return index
+
+    def unused(self) -> list[int]:
+        """Indices reserved and not given to an entry."""
+        return list(self._free)
+
+    def _reserve(self, count: int) -> None:
+        fresh = self.indices.reserve(self.conn, count)
+        self.reserved.extend(fresh)
+        self._free.extend(fresh)
 
     def insert(self, table: sa.Table, row: dict[str, Any]) -> None:
         """Stage a row; rows of one table are inserted together (`bulk_insert`)."""
@@ -119,6 +185,11 @@ class Writer:
     succeeds again. `on_health` hooks hear of both changes (the broker's health service follows
     them). While healthy and idle, the same probe runs every `idle_probe_seconds`, so a store lost
     between calls is noticed too.
+
+    On PostgreSQL the writer also runs integration rounds: at most every `integrate_interval` after it
+    committed entries (and every second regardless, for entries a crashed replica left), it folds
+    every committed entry that continues the tree into it (`_integrate`); a gap still open after
+    `void_grace_seconds` is filled with a void entry.
     """
 
     def __init__(
@@ -130,6 +201,8 @@ class Writer:
         probe_interval: float = 0.25,
         probe_max_interval: float = 2.0,
         idle_probe_seconds: float = 5.0,
+        integrate_interval: float = 0.1,
+        void_grace_seconds: float = 5.0,
     ) -> None:
         self._engine = engine
         self._node = node
@@ -140,14 +213,19 @@ class Writer:
         self._prober: asyncio.Task[None] | None = None
         self.batches = 0
         self.operations = 0
-        # Replicas sharing one PostgreSQL database serialise their batches with an advisory lock, so
-        # the audit log stays one tree (DESIGN.md section 9). Whoever else wrote in between is
-        # caught up with here: the log reloads its right edge, and `on_foreign_writes` hooks resync
-        # their own counters.
+        # Replicas sharing one PostgreSQL database reserve entry indices from the database and leave
+        # the tree to one integrator at a time (docs/protocol.md section 24); the integrator that
+        # finds the tree grown by another replica reloads its right edge.
         self._shared = engine.dialect.name == "postgresql"
+        self._actor = f"broker:{node}"
         self._conn: Connection | None = None
-        self.on_foreign_writes: list[Callable[[Connection], None]] = []
         self.on_health: list[Callable[[bool], None]] = []
+        self._integrator: asyncio.Task[None] | None = None
+        self._staged = asyncio.Event()
+        self._integrate_interval = integrate_interval
+        self._void_grace = void_grace_seconds
+        self._gap: tuple[int, float] | None = None  # (tree size it stopped at, monotonic time first seen)
+        self._in_flight: list[int] = []  # indices reserved by the transaction being written
         self._fault: Fault | None = None
         self._fault_since = 0.0
         self._lost = asyncio.Event()
@@ -171,14 +249,17 @@ class Writer:
         """Start the batching loop and the store probe on the running event loop."""
         loop = asyncio.get_running_loop()
         self._lost = asyncio.Event()
+        self._staged = asyncio.Event()
         self._task = loop.create_task(self._run(), name="isb-writer")
         self._prober = loop.create_task(self._probe_loop(), name="isb-writer-probe")
+        if self._shared:
+            self._integrator = loop.create_task(self._integrate_loop(), name="isb-writer-integrator")
         WRITER_HEALTHY.set(1)
 
     async def stop(self) -> None:
         """Finish the queued operations, then stop."""
         await self._queue.join()
-        for task in (self._prober, self._task):
+        for task in (self._integrator, self._prober, self._task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -237,17 +318,22 @@ class Writer:
             raise fault from exc
 
     def _transaction(self, fn: Callable[[Connection], T]) -> T:
+        if self._shared:
+            # Integrate what is committed first, so that a checkpoint signed here covers every entry
+            # committed before it was asked for; then look at the tree as stored (another replica
+            # may have integrated further): its subtrees never change, so no lock is needed.
+            self._integrate()
         conn = self._connection()
         try:
             with conn.begin():
-                # Catch up with other replicas first: a checkpoint signs the log as it is stored.
-                held = self._take_sequencer(conn)
-                result = fn(conn)
+                if self._shared:
+                    stored = stored_tree_size(conn)
+                    if stored != self._audit.size:
+                        self._audit = AuditLog.open(conn, stored)
+                return fn(conn)
         except sa.exc.SQLAlchemyError:
             self._close()
             raise
-        SEQUENCER_HELD.inc(time.perf_counter() - held)
-        return result
 
     def _connection(self) -> Connection:
         # The writer keeps one connection (only its thread uses it): no pool checkout per batch.
@@ -378,19 +464,91 @@ class Writer:
             return fault
         return None
 
-    def _take_sequencer(self, conn: Connection) -> float:
-        """Enter the serialised section (replicas: the advisory lock, then catch up with the others'
-        writes); return when it was entered (perf_counter), for `isb_sequencer_held_seconds`."""
-        if not self._shared:
-            return time.perf_counter()  # SQLite: one writer, its whole transaction is the section
-        stored = _take_sequencer_lock(conn)
-        held = time.perf_counter()
-        if stored != self._audit.size:
-            log.info("writer.caught_up", local_size=self._audit.size, stored_size=stored)
-            self._audit = AuditLog.open(conn)
-            for hook in self.on_foreign_writes:
-                hook(conn)
-        return held
+    # -- integration (PostgreSQL replicas; docs/protocol.md section 24.3) -----------------------
+
+    async def _integrate_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._staged.wait(), 1.0)
+            self._staged.clear()
+            if self._fault is None:
+                try:
+                    await loop.run_in_executor(self._thread, self._integrate)
+                except Exception:  # a failed round must not stop integration: the next one retries
+                    log.exception("writer.integration_failed")
+            await asyncio.sleep(self._integrate_interval)
+
+    def _integrate(self) -> None:
+        """One integration round (docs/protocol.md section 24.3) on the writer thread.
+
+        Read the tree size and the committed entries after it, hash them into the tree, with no
+        lock; then, in one pipeline, write the completed subtrees (identical whoever writes them,
+        so a duplicate is skipped) and move the size on with a compare-and-set of the tree's row.
+        Only that row's lock, from the update to the commit, is serialised; a replica that lost the
+        race to another integrator drops its round and reads again at the next.
+        """
+        conn = self._connection()
+        try:
+            with conn.begin():
+                stored, leaves = read_staged(conn)
+                if stored != self._audit.staged_size:  # another replica integrated since our last round
+                    self._audit = AuditLog.open(conn, stored)
+            step = self._audit.prepare(leaves)
+            held = None if step is None else _publish(conn, step)
+        except (sa.exc.SQLAlchemyError, OSError, psycopg.Error) as exc:
+            # The next round retries; a lost store is for the batches and the probe to report.
+            self._close()
+            log.warning("writer.integration_failed", error=type(exc).__name__)
+            return
+        if step is not None and held is not None:
+            self._audit.adopt(step)
+            SEQUENCER_HELD.inc(held)
+            AUDIT_ENTRIES.set(self._audit.size)
+        size = self._audit.size
+        self._watch_gap(size if step is None and leaves and leaves[0][0] != size else None, leaves)
+
+    def _watch_gap(self, gap: int | None, leaves: Sequence[tuple[int, bytes]]) -> None:
+        """Fill a gap open for the void grace (an index reserved by a transaction that never
+        committed: its broker died) with `abandoned` void entries, in a transaction of its own."""
+        if gap is None:
+            self._gap = None
+            return
+        if self._gap is None or self._gap[0] != gap:
+            self._gap = (gap, time.monotonic())
+            return
+        if time.monotonic() - self._gap[1] < self._void_grace:
+            return
+        self._gap = None
+        missing = range(gap, leaves[0][0])
+        conn = self._connection()
+        try:
+            with conn.begin():
+                # A transaction still holding an index makes this wait, briefly; then the next round
+                # retries, and whichever commits first holds the index (primary key).
+                conn.execute(_VOID_LOCK_TIMEOUT)
+                self._audit.void(conn, missing, self._actor, "abandoned", datetime.now(UTC))
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            self._close()
+            log.info("writer.void_deferred", first=gap, error=type(exc).__name__)
+            return
+        log.warning("writer.voided_abandoned_indices", first=gap, count=len(missing))
+        self._staged.set()
+
+    def _void_in_flight(self, fault: Fault | None) -> None:
+        """The batch's transaction rolled back: fill the indices it had reserved at once, so that
+        integration does not wait for the grace. Not when the store failed it (the void would wait
+        for the same store): then the integrator fills them after the grace."""
+        indices, self._in_flight = self._in_flight, []
+        if not (self._shared and indices) or fault is not None:
+            return
+        try:
+            conn = self._connection()
+            with conn.begin():
+                self._audit.void(conn, indices, self._actor, "rolled_back", datetime.now(UTC))
+        except (sa.exc.SQLAlchemyError, OSError) as exc:  # the store may be what failed the batch
+            self._close()
+            log.warning("writer.void_failed", indices=len(indices), error=type(exc).__name__)
 
     def _commit(self, pending: list[_Pending]) -> tuple[list[Callable[[], None]], Fault | None]:
         self.batches += 1
@@ -401,6 +559,7 @@ class Writer:
         except Exception as exc:
             self._audit.rollback()
             fault = storage_fault(exc)
+            self._void_in_flight(fault)
             if fault is not None:
                 # The store's failure, not this batch's: one line, no traceback per batch of an outage.
                 log.error(  # noqa: TRY400
@@ -431,6 +590,7 @@ class Writer:
             except Exception as exc:
                 self._audit.rollback()
                 fault = storage_fault(exc)
+                self._void_in_flight(fault)
                 if fault is not None:
                     self._close()
                     _hold_or_fail(pending[position:], fault)
@@ -442,26 +602,46 @@ class Writer:
     def _commit_batch(self, pending: list[_Pending]) -> list[Callable[[], None]]:
         conn = self._connection()
         with conn.begin():
-            held = self._take_sequencer(conn)
-            batch = Batch(conn=conn, now_us=now_us(), first_index=self._audit.size, ops=[item.op for item in pending])
-            for item in pending:
+            started = time.perf_counter()
+            if self._shared and not all(getattr(item.op, "replica_safe", False) for item in pending):
+                # Operations not shown safe to run beside another replica's keep a lock of their own
+                # (their reads decide their writes); the audit log needs none.
+                conn.execute(_LOCK, {"key": _STATE_LOCK})
+            counted = None if self._shared else _Counted(self._audit.staged_size)
+            indices: IndexSource = _Sequence() if counted is None else counted
+            batch = Batch(conn=conn, now_us=now_us(), indices=indices, ops=[item.op for item in pending])
+            self._in_flight = batch.reserved
+            for position, item in enumerate(pending):
+                batch.remaining = len(pending) - position
                 try:
                     item.outcome = item.op.stage(batch)
                 except REFUSALS as exc:
                     item.error = exc
+            unused = batch.unused()
+            if counted is not None and not counted.release(unused):
+                raise RuntimeError("audit indices reserved out of order")
             # Nothing below reads a result: one round trip for every insert and note of the batch.
             with pipelined(conn):
                 for table, rows in batch.inserts.items():
                     columns = tuple(rows[0])
                     bulk_insert(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
-                if batch.events:
-                    _check_indices(self._audit.append(conn, batch.events), batch.first_index)
+                leaves = self._audit.stage(conn, batch.events, batch.entry_indices)
+                if counted is None:
+                    if unused:  # reserved for operations that logged nothing (a repeated send)
+                        self._audit.void(conn, unused, self._actor, "unused", batch.now)
+                elif self._audit.integrate(conn, leaves) != len(leaves):
+                    raise RuntimeError("audit log index drifted from the writer's count")
                 if self._shared and (batch.notify or batch.settled):
                     # Delivered by PostgreSQL only if and when this transaction commits.
                     notes = replica_notes(self._node, batch.notify, batch.settled)
                     conn.exec_driver_sql(_NOTIFY, (NOTIFY_CHANNEL, notes))
-        SEQUENCER_HELD.inc(time.perf_counter() - held)
-        self._audit.commit()
+        self._in_flight = []
+        if counted is not None:
+            # SQLite: one writer, and its whole transaction is the serialised section.
+            SEQUENCER_HELD.inc(time.perf_counter() - started)
+            self._audit.commit()
+        elif batch.events:
+            self._staged.set()
         return batch.after_commit
 
 
@@ -497,27 +677,59 @@ def parse_replica_note(payload: str) -> tuple[str, str, list[str] | None]:
     return node, agency, (settled.split(",") if settled else None)
 
 
-_SEQUENCER_LOCK = 0x15B0_0001  # pg_advisory_xact_lock key of the audit log's single sequencer
-
-
-def _take_sequencer_lock(conn: Connection) -> int:
-    # Two statements, not one: under READ COMMITTED each statement reads a snapshot taken when it
-    # starts, so the size must be read by a statement that starts once the lock is held. The
-    # transaction's BEGIN, the lock and the read share one round trip (pipelined).
-    with pipelined(conn):
-        conn.execute(_LOCK, {"key": _SEQUENCER_LOCK})
-    stored: int = conn.execute(_STORED_SIZE).scalar_one()
-    return stored
-
-
+_STATE_LOCK = 0x15B0_0002  # pg_advisory_xact_lock key for batches with operations not marked `replica_safe`
 _LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
-_STORED_SIZE = sa.text("SELECT coalesce(max(leaf_index) + 1, 0) FROM audit_entries")
+_VOID_LOCK_TIMEOUT = sa.text("SET LOCAL lock_timeout = '100ms'")
+_PUBLISH_NODES = (
+    "INSERT INTO audit_nodes (level, node_index, hash) "
+    "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[]) ON CONFLICT DO NOTHING"
+)
+# The compare-and-set that is the sequencer, sent as one message (simple query protocol), so that
+# the server runs it from the row lock to the commit without waiting for this process. A hung
+# integrator holding the row makes the update give up (lock_timeout) instead of stalling the writer.
+# Losing a round's commit in a crash loses nothing: the entries are durable and integrate again to
+# the same nodes, and a checkpoint's (synchronous) commit flushes the rounds committed before it.
+_PUBLISH_SIZE = (
+    "BEGIN; SET LOCAL synchronous_commit TO off; SET LOCAL lock_timeout TO '200ms'; "
+    "UPDATE audit_tree SET tree_size = {new} WHERE id = 1 AND tree_size = {old} RETURNING clock_timestamp(); "
+    "COMMIT; SELECT clock_timestamp()"
+)
 
 
-def _check_indices(indices: list[int], expected_first: int) -> None:
-    # Operations were told their entries' indices while staging; the log must agree.
-    if indices and indices[0] != expected_first:
-        raise RuntimeError("audit log index drifted from the writer's count")
+def _publish(conn: Connection, step: Integration) -> float | None:
+    """Commit `step` on `conn`: its subtrees first (identical whoever writes them: a duplicate is
+    skipped, and one not yet in the tree is harmless), then the size by compare-and-set. Return the
+    seconds the tree's row was locked, measured by the database (from the update to just after the
+    commit), or None if another integrator moved the tree first (the size is then unchanged)."""
+    raw = conn.connection.dbapi_connection
+    if not isinstance(raw, psycopg.Connection):
+        raise TypeError(f"the integrator needs a psycopg connection, not {type(raw).__name__}")
+    if step.nodes:
+        levels, indices, hashes = (list(column) for column in zip(*step.nodes, strict=True))
+        with raw.pipeline():
+            raw.execute("SET LOCAL synchronous_commit = off")
+            raw.execute(_PUBLISH_NODES, (levels, indices, hashes))
+            raw.commit()
+    raw.autocommit = True  # the message carries its own BEGIN and COMMIT
+    try:
+        cursor = raw.cursor()
+        cursor.execute(_PUBLISH_SIZE.format(new=int(step.new_size), old=int(step.old_size)).encode())
+        times = []
+        while True:
+            if cursor.description is not None:
+                times.append(cursor.fetchall())
+            if not cursor.nextset():
+                break
+        raw.autocommit = False
+    except BaseException:
+        # Left inside the message's block, or in autocommit: this connection must never serve a
+        # batch again (a batch in autocommit would not be atomic), so it is discarded, not pooled.
+        conn.invalidate()
+        raise
+    locked, released = times
+    if not locked:
+        return None
+    return float((released[0][0] - locked[0][0]).total_seconds())
 
 
 _HEARTBEAT = sa.text(

@@ -50,7 +50,7 @@ def _passed_all(tap: str, expected: int) -> None:
 
 def test_node_client_checks_every_vector() -> None:
     """The Node client recomputes and verifies every vector in tests/vectors and refuses every refused one."""
-    _passed_all(_run([_node(), "--test", "test/vectors.test.mjs"]), 21)
+    _passed_all(_run([_node(), "--test", "test/vectors.test.mjs"]), 22)
 
 
 def test_node_client_interoperates_with_the_python_sdk(broker: RunningBroker, pki: DevPki, tmp_path: Path) -> None:

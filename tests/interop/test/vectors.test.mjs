@@ -188,6 +188,27 @@ test("audit entries", () => {
   for (const c of v.must_be_refused) assert.throws(() => audit.parseEntry(utf8(c.entry_utf8)), VerificationError, c.description);
 });
 
+test("void audit entries (section 24.3)", () => {
+  const v = load("audit-void");
+  for (const c of v.valid) {
+    const entry = audit.parseEntry(fromHex(c.entry_hex));
+    assert.equal(entry.index, c.index);
+    assert.equal(entry.event, "audit.void");
+    assert.deepEqual(entry.fields, { reason: c.reason });
+    assert.equal(toHex(audit.leafHash(fromHex(c.entry_hex))), c.leaf_hash_hex);
+  }
+  for (const c of v.must_be_refused) {
+    let parsed;
+    try {
+      parsed = audit.parseEntry(utf8(c.entry_utf8));
+    } catch (e) {
+      assert.ok(e instanceof VerificationError, c.description);
+      continue;
+    }
+    assert.notEqual(parsed.index, c.position, c.description);
+  }
+});
+
 test("checkpoints and the audit key", () => {
   const v = load("checkpoint");
   const k = v.audit_key;

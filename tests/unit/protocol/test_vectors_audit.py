@@ -18,6 +18,7 @@ from clients.audit.verify import verify_export
 from tests.unit.protocol.vector_support import VECTOR_DIR, load, unhex
 
 ENTRIES = load("audit-entries")
+VOIDS = load("audit-void")
 CHECKPOINTS = load("checkpoint")
 LOG = load("audit-log")
 
@@ -51,6 +52,27 @@ def test_audit_entry_vectors_refused(case: dict[str, Any]) -> None:
     """Each entry that is not canonical JSON of a version-1 entry is refused."""
     with pytest.raises(VerificationError):
         AuditEvent.from_entry_bytes(case["entry_utf8"].encode())
+
+
+def test_void_entry_vectors_are_canonical_entries() -> None:
+    """Each void entry (section 24.3) is an ordinary canonical entry: event audit.void, its reason."""
+    for case in VOIDS["valid"]:
+        entry = unhex(case["entry_hex"])
+        assert entry.decode() == case["entry_utf8"]
+        index, event = AuditEvent.from_entry_bytes(entry)
+        assert (index, event.event, dict(event.fields)) == (case["index"], "audit.void", {"reason": case["reason"]})
+        assert event.to_entry_bytes(index) == entry
+        assert _merkle.leaf_hash(entry).hex() == case["leaf_hash_hex"]
+
+
+@pytest.mark.parametrize("case", VOIDS["must_be_refused"], ids=lambda c: c["description"])
+def test_void_entry_vectors_refused(case: dict[str, Any]) -> None:
+    """A void entry not in canonical form, or whose index is not its position, is invalid."""
+    try:
+        index, _ = AuditEvent.from_entry_bytes(case["entry_utf8"].encode())
+    except VerificationError:
+        return
+    assert index != case["position"]
 
 
 def test_audit_key_forms_agree() -> None:
