@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import datetime as dt
 import gc
 import json
 import os
@@ -33,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import clients.watchlist.screening as screening
-from bench.screening_set import NEGATIVE_TYPES, POSITIVE_TYPES, Labelled, ScreeningSet, make_set
+from bench.screening_set import HOMONYM, NEGATIVE_TYPES, POSITIVE_TYPES, Labelled, ScreeningSet, make_set
 from broker.api.v1 import envelope_pb2, payload_pb2, watchlist_pb2
 from broker.pki.dev import ensure_dev_pki
 from broker.protocol.envelope import seal
@@ -109,6 +110,9 @@ def _replica_index(data: ScreeningSet, tmp: Path, per_version: int) -> tuple[Wat
 
 
 def _metrics(manifest: Sequence[Labelled], hits: Sequence[Hit], threshold: float) -> dict[str, object]:
+    """Recall, precision and false alarms at `threshold`. A homonym's hits on its namesakes (listed
+    people of the same name born the same day) are neither true nor false alarms in the main figures;
+    the `_strict` figures count them as false alarms."""
     by_record: dict[str, list[Hit]] = collections.defaultdict(list)
     for hit in hits:
         if hit.score >= threshold:
@@ -123,6 +127,13 @@ def _metrics(manifest: Sequence[Labelled], hits: Sequence[Hit], threshold: float
         if item.target:
             c["tp"] += any(h.entry_id == item.target for h in found)
             c["fp"] += sum(1 for h in found if h.entry_id != item.target)
+        elif item.variation == HOMONYM:
+            on_namesake = sum(1 for h in found if h.entry_id in item.namesakes)
+            c["namesake_hits"] += on_namesake
+            c["fp"] += len(found) - on_namesake
+            c["flagged"] += bool(on_namesake)
+            c["alarmed"] += len(found) > on_namesake
+            c["any"] += bool(found)
         else:
             c["fp"] += len(found)
             c["alarmed"] += bool(found)
@@ -136,24 +147,46 @@ def _metrics(manifest: Sequence[Labelled], hits: Sequence[Hit], threshold: float
                 precision=precision,
                 f1=2 * precision * recall / (precision + recall) if precision + recall else 0.0,
             )
+        elif variation == HOMONYM:
+            row.update(flagged_rate=c["flagged"] / c["n"], false_alarm_rate=c["alarmed"] / c["n"])
         else:
             row.update(false_alarm_rate=c["alarmed"] / c["n"])
         table[variation] = row
-        group = "pos" if variation in POSITIVE_TYPES else "neg" if variation in NEGATIVE_TYPES else "ord"
-        for k in ("tp", "fp", "n", "alarmed"):
+        group = (
+            "pos"
+            if variation in POSITIVE_TYPES
+            else "neg"
+            if variation in NEGATIVE_TYPES
+            else "hom"
+            if variation == HOMONYM
+            else "ord"
+        )
+        for k in ("tp", "fp", "n", "alarmed", "flagged", "namesake_hits", "any"):
             totals[f"{group}_{k}"] += c[k]
     tp, fp_labelled = totals["pos_tp"], totals["pos_fp"] + totals["neg_fp"]
-    fp_all = fp_labelled + totals["ord_fp"]
+    fp_all = fp_labelled + totals["ord_fp"] + totals["hom_fp"]
+    fp_strict = fp_all + totals["hom_namesake_hits"]
     recall = tp / totals["pos_n"] if totals["pos_n"] else 0.0
-    precision_labelled = tp / (tp + fp_labelled) if tp + fp_labelled else 1.0
-    precision_all = tp / (tp + fp_all) if tp + fp_all else 1.0
+
+    def ratio(a: float, b: float, empty: float = 1.0) -> float:
+        return a / b if b else empty
+
+    precision_all = ratio(tp, tp + fp_all)
+    precision_strict = ratio(tp, tp + fp_strict)
     return {
         "threshold": threshold,
         "recall": recall,
-        "precision_labelled": precision_labelled,
+        "precision_labelled": ratio(tp, tp + fp_labelled),
         "precision_all": precision_all,
-        "f1_all": 2 * precision_all * recall / (precision_all + recall) if precision_all + recall else 0.0,
-        "ordinary_false_alarm_rate": totals["ord_alarmed"] / totals["ord_n"] if totals["ord_n"] else 0.0,
+        "f1_all": ratio(2 * precision_all * recall, precision_all + recall, 0.0),
+        "ordinary_false_alarm_rate": ratio(totals["ord_alarmed"], totals["ord_n"], 0.0),
+        "homonyms": totals["hom_n"],
+        "homonyms_flagged_rate": ratio(totals["hom_flagged"], totals["hom_n"], 0.0),
+        "precision_all_strict": precision_strict,
+        "f1_all_strict": ratio(2 * precision_strict * recall, precision_strict + recall, 0.0),
+        "ordinary_false_alarm_rate_strict": ratio(
+            totals["ord_alarmed"] + totals["hom_any"], totals["ord_n"] + totals["hom_n"], 0.0
+        ),
         "by_variation": table,
     }
 
@@ -162,7 +195,7 @@ def _print_report(result: dict[str, object], curve: list[dict[str, object]], spe
     print(f"{'variation':<26} {'n':>6} {'recall':>7} {'precision':>9} {'F1':>6} {'false alarms':>12}")
     table = result["by_variation"]
     assert isinstance(table, dict)
-    for variation in (*POSITIVE_TYPES, *NEGATIVE_TYPES, "ordinary"):
+    for variation in (*POSITIVE_TYPES, *NEGATIVE_TYPES, "ordinary", HOMONYM):
         row = table.get(variation)
         if row is None:
             continue
@@ -173,13 +206,23 @@ def _print_report(result: dict[str, object], curve: list[dict[str, object]], spe
     print(
         f"\nat threshold {result['threshold']}: recall {result['recall']:.3f}, precision (labelled passengers) "
         f"{result['precision_labelled']:.3f}, precision (all passengers) {result['precision_all']:.3f}, "
-        f"ordinary passengers with a hit {result['ordinary_false_alarm_rate']:.4f}"
+        f"F1 (all) {result['f1_all']:.3f}, ordinary passengers with a hit {result['ordinary_false_alarm_rate']:.4f}"
     )
-    print("\nthreshold  recall  precision(all)  precision(labelled)  ordinary-with-hit")
+    print(
+        f"homonyms (ordinary passengers bearing a listed name, born the same day): {result['homonyms']}, "
+        f"{result['homonyms_flagged_rate']:.3f} of them flagged on their namesake; counting those hits as false "
+        f"alarms: precision (all) {result['precision_all_strict']:.3f}, F1 {result['f1_all_strict']:.3f}, "
+        f"ordinary passengers and homonyms with a hit {result['ordinary_false_alarm_rate_strict']:.4f}"
+    )
+    print(
+        "\nthreshold  recall  precision(all)  precision(labelled)  ordinary-with-hit  homonyms-flagged  "
+        "precision(all, homonym hits false)"
+    )
     for point in curve:
         print(
             f"{point['threshold']:>9}  {point['recall']:.3f}  {point['precision_all']:>14.3f}  "
-            f"{point['precision_labelled']:>19.3f}  {point['ordinary_false_alarm_rate']:>17.4f}"
+            f"{point['precision_labelled']:>19.3f}  {point['ordinary_false_alarm_rate']:>17.4f}  "
+            f"{point['homonyms_flagged_rate']:>16.3f}  {point['precision_all_strict']:>34.3f}"
         )
     print()
     width = max(len(k) for k in speed)
@@ -207,11 +250,14 @@ def _failures(data: ScreeningSet, index: ScreeningIndex, weights: np.ndarray) ->
 
 
 def fit_weights(manifest: Sequence[Labelled], candidates: Sequence[Sequence[tuple[str, Evidence]]]) -> np.ndarray:
-    """Logistic weights (Newton's method with a light ridge) from every candidate pair of `manifest`."""
+    """Logistic weights (Newton's method with a light ridge) from every candidate pair of `manifest`.
+
+    A homonym's pairs with its namesakes are left out: the same name and date of birth as a listed
+    person is what a true match looks like too, and an officer must check it (see HOMONYM)."""
     rows, labels = [], []
     for item, found in zip(manifest, candidates, strict=True):
         for entry_id, evidence in found:
-            if evidence.identifier:
+            if evidence.identifier or entry_id in item.namesakes:
                 continue
             rows.append(evidence.features())
             labels.append(1.0 if entry_id == item.target else 0.0)
@@ -279,9 +325,20 @@ def _fit(entries: int, passengers: int, per_type: int) -> None:
     _print_report(_metrics(data.manifest, hits, best), [], {"train_entries": entries})
 
 
+def _near_dates(born: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """The dates a day or a year apart from `born`, and its day/month swap."""
+    y, m, d = born
+    day = dt.date(y, m, d)
+    out = [(x.year, x.month, x.day) for x in (day - dt.timedelta(days=1), day + dt.timedelta(days=1))]
+    out += [(y + k, m, d) for k in (-1, 1) if not (m == 2 and d == 29)]
+    if d <= 12 and d != m:
+        out.append((y, d, m))
+    return out
+
+
 def _collisions(data: ScreeningSet) -> None:
-    """How many ordinary passengers share name and full date of birth with a listed entry, counted by
-    parsing alone: the false alarms that any screening with recall on exact names must raise."""
+    """How many ordinary passengers share name and date of birth with a listed entry, counted by
+    parsing alone: the alarms that any screening with recall on exact names (and on near dates) raises."""
     exact: set[tuple[tuple[str, ...], tuple[int, int, int]]] = set()
     alike: set[tuple[tuple[str, ...], tuple[int, int, int]]] = set()
     for entry in data.entries:
@@ -290,17 +347,24 @@ def _collisions(data: ScreeningSet) -> None:
             core = parse_name(entry.family_name, entry.given_names).core
             exact.add((tuple(sorted(core)), (d.year, d.month, d.day)))
             alike.add((tuple(sorted(skeleton(p) for p in core)), (d.year, d.month, d.day)))
-    ordinary = [m.record for m in data.manifest if m.variation == "ordinary"]
-    same = similar = 0
-    for record in ordinary:
-        born = parse_date(record.date_of_birth)
+    unlabelled = [m for m in data.manifest if m.variation in {"ordinary", HOMONYM}]
+    same = similar = near = homonyms = 0
+    for item in unlabelled:
+        homonyms += item.variation == HOMONYM
+        born = parse_date(item.record.date_of_birth)
         if born is not None and born.day:
-            core = parse_name(record.family_name, record.given_names).core
-            same += (tuple(sorted(core)), (born.year, born.month, born.day)) in exact
-            similar += (tuple(sorted(skeleton(p) for p in core)), (born.year, born.month, born.day)) in alike
+            core = tuple(sorted(parse_name(item.record.family_name, item.record.given_names).core))
+            day = (born.year, born.month, born.day)
+            same += (core, day) in exact
+            similar += (tuple(sorted(skeleton(p) for p in core)), day) in alike
+            near += item.variation == "ordinary" and any((core, x) in exact for x in _near_dates(day))
+    n = len(unlabelled)
     print(
-        f"{len(ordinary)} ordinary passengers: {same / len(ordinary):.4f} share the spelling and the date of birth "
-        f"of an entry, {similar / len(ordinary):.4f} the name up to romanisation (skeletons) and the date"
+        f"{n} unlabelled passengers: {homonyms / n:.4f} are homonyms (the set's label: a listed person's name, "
+        f"in its own script or the same spelling, born the same day), {same / n:.4f} share the spelling and "
+        f"the date of birth of an entry, {similar / n:.4f} the name up to romanisation (skeletons) and the date; "
+        f"{near / n:.4f} are ordinary passengers sharing the spelling of an entry born a day or a year apart "
+        "or with day and month swapped"
     )
 
 

@@ -7,7 +7,7 @@ produced by this module's own tables (ICAO 9303, BGN/PCGN, German and French sys
 Russian; several customary spellings for Arabic; pinyin and Wade-Giles for Chinese), not by ICU,
 so the screening's ICU transliteration is tested against independent spellings.
 
-`make_set(entries, passengers, seed)` returns the list and a manifest of ordinary passengers with
+`make_set(entries, passengers, seed)` returns the list and a manifest of ordinary passengers (and homonyms, see HOMONYM) with
 labelled ones mixed in, each labelled with its variation type and, for positives, the entry it
 should hit. Seeds 1 (training: weights and threshold) and 2 (held out: every reported number) keep
 the two halves apart.
@@ -1272,6 +1272,13 @@ POSITIVE_TYPES: Final = (
     "entry_year_only",
 )
 NEGATIVE_TYPES: Final = ("namesake_other_dob", "same_family_and_dob", "same_given_and_dob", "document_other_country")
+HOMONYM: Final = "homonym"
+"""An ordinary passenger who bears the same name as a listed person (the same name in its own script
+whatever romanisation either side uses, or the same spelling) and was born the same day (the same
+year, for an entry giving only the year). No screening can tell the two apart from name and date:
+an officer must check the passenger, so the set labels them apart from ordinary passengers, and the
+bench reports how many raise a hit on their namesake without counting those hits as true or false
+alarms (hits on other entries count as false alarms)."""
 
 
 @dataclass
@@ -1473,11 +1480,14 @@ def entry_of(person: Person) -> payload_pb2.WatchlistEntry:
 
 @dataclass(frozen=True)
 class Labelled:
-    """A manifest record with what it is: a variation of `target` (positive), a hard negative, or ordinary."""
+    """A manifest record with what it is: a variation of `target` (positive), a hard negative, an
+    ordinary passenger, or a homonym (an ordinary passenger who bears the name of listed people and
+    was born the same day: `namesakes` are their entry ids)."""
 
     record: ScreeningRecord
-    variation: str  # a POSITIVE_TYPES or NEGATIVE_TYPES name, or "ordinary"
-    target: str = ""  # the entry id it should hit ("" for negatives)
+    variation: str  # a POSITIVE_TYPES or NEGATIVE_TYPES name, "ordinary" or HOMONYM
+    target: str = ""  # the entry id it should hit ("" for negatives, ordinary passengers and homonyms)
+    namesakes: tuple[str, ...] = ()
 
 
 def _dob_text(rng: random.Random, date: dt.date) -> str:
@@ -1674,6 +1684,39 @@ class ScreeningSet:
     manifest: list[Labelled]
 
 
+def _fold(text: str) -> str:
+    return "".join(c for c in _strip_accents(text) if c.isalnum())
+
+
+def _name_keys(person: Person) -> list[tuple[str, ...]]:
+    """What makes two generated people namesakes: the same name in its own script (a Cyrillic, Arabic
+    or Han name, however romanised), or the same spelling of family and passport given names."""
+    keys: list[tuple[str, ...]] = [("latin", _fold(person.family_latin), _fold(_passport_given(person)))]
+    if person.family_native:
+        given = person.given_native.split()[0] if person.culture == "ru" else person.given_native
+        keys.append((person.culture, person.family_native, given))
+    return keys
+
+
+def _homonym_index(people: Sequence[Person]) -> dict[tuple[object, ...], list[str]]:
+    index: dict[tuple[object, ...], list[str]] = {}
+    for person in people:
+        born = (person.dob.year,) if person.year_only else (person.dob.year, person.dob.month, person.dob.day)
+        for key in _name_keys(person):
+            index.setdefault((*key, *born), []).append(person.entry_id)
+    return index
+
+
+def _namesakes(index: dict[tuple[object, ...], list[str]], person: Person) -> tuple[str, ...]:
+    """The listed people who share `person`'s name and date of birth (see HOMONYM)."""
+    found: set[str] = set()
+    d = person.dob
+    for key in _name_keys(person):
+        found.update(index.get((*key, d.year, d.month, d.day), ()))
+        found.update(index.get((*key, d.year), ()))
+    return tuple(sorted(found))
+
+
 def make_set(entries: int, passengers: int, *, seed: int, per_type: int = 200) -> ScreeningSet:
     """`entries` listed people and `passengers` manifest records, `per_type` of each labelled type."""
     rng = random.Random(seed)
@@ -1734,8 +1777,10 @@ def make_set(entries: int, passengers: int, *, seed: int, per_type: int = 200) -
                 labelled.append(Labelled(record, kind))
                 made += 1
     manifest: list[Labelled] = []
+    homonyms = _homonym_index(people)
     for _ in range(max(0, passengers - len(labelled))):
         p = make_person(rng)
+        namesakes = _namesakes(homonyms, p)
         manifest.append(
             Labelled(
                 ScreeningRecord(
@@ -1746,10 +1791,11 @@ def make_set(entries: int, passengers: int, *, seed: int, per_type: int = 200) -
                     document_number=p.document,
                     document_country=p.country,
                 ),
-                "ordinary",
+                HOMONYM if namesakes else "ordinary",
+                namesakes=namesakes,
             )
         )
     manifest.extend(labelled)
     rng.shuffle(manifest)
-    manifest = [Labelled(replace(m.record, record_id=f"pax{i}"), m.variation, m.target) for i, m in enumerate(manifest)]
+    manifest = [replace(m, record=replace(m.record, record_id=f"pax{i}")) for i, m in enumerate(manifest)]
     return ScreeningSet([entry_of(p) for p in people], manifest)

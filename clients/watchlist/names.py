@@ -7,7 +7,8 @@
    `Latin-ASCII` (MÜLLER -> MULLER, ß -> SS, Ł -> L).
 2. **Parts.** Apostrophes join (O'BRIEN -> OBRIEN), every other non-alphanumeric character splits.
    Titles (MR, MRS, DR ...) are dropped. Particles (AL, EL, BIN, DE, DEL, LA, VON, VAN, DER ...) are
-   kept for display but left out of the *core* parts that are compared, and a joined Arabic article
+   kept for display but left out of the *core* parts that are compared when another part follows
+   them in the field (never in Han script, nor first in the given names), and a joined Arabic article
    comes off too (ALMASRI -> MASRI). PNR names `FAMILY/GIVEN TITLE` split into family and given; a
    name of 29 characters or more in that form may be MRZ-truncated, so its last part may be a prefix.
 3. **Keys.** A part's *skeleton* is a consonant key that different romanisations share: digraphs
@@ -15,7 +16,9 @@
    V/F/W, C/K/G/Q, D/T, S/Z/X), vowels, H, J and Y drop, doubles collapse: SHCHERBAKOV,
    SCHTSCHERBAKOW and CHTCHERBAKOV read SRPKF; MOHAMMED, MUHAMMAD and MHMD read MMT.
 4. **Comparison** of two names aligns their core parts one to one (rapidfuzz OSA similarity, a
-   shared skeleton counting as a close variant, an initial as a weak match), also trying adjacent
+   shared skeleton counting as a close variant, closer when the vowels agree too (MUHAMMAD/MOHAMMED,
+   not AHMED/MOHAMMED) unless one side was read from an abjad, skeletons one consonant apart as a
+   looser one, an initial as a weak match), also trying adjacent
    parts joined (XIAO MING ~ XIAOMING, AL MASRI ~ ALMASRI, GARCIAMARQUEZ ~ GARCIA MARQUEZ).
 """
 
@@ -140,6 +143,7 @@ _DOUBLES: Final = re.compile(r"(.)\1+")
 _PNR: Final = re.compile(r"^\s*([^/]+)/([^/]*)$")
 _TRUNCATED_AT: Final = 29
 _CACHE_LIMIT: Final = 2_000_000
+_HAN: Final = re.compile("[\u3400-\u9fff\uf900-\ufaff]")
 _LATIN_END: Final = "\u0250"  # letters below this are Latin (Basic Latin to Latin Extended-B)
 _latin_cache: dict[str, tuple[str, ...]] = {}
 _skeleton_cache: dict[str, str] = {}
@@ -177,10 +181,53 @@ def skeleton(part: str) -> str:
     return key
 
 
-def _core(parts: tuple[str, ...]) -> tuple[str, ...]:
+_VOWEL_FOLDS: Final = (
+    ("OU", "U"),
+    ("OO", "U"),
+    ("EE", "I"),
+    ("IE", "I"),
+    ("EI", "AI"),
+    ("AY", "AI"),
+    ("EY", "AI"),
+)
+_VOWEL_CLASSES: Final = str.maketrans({"O": "U", "E": "A", "Y": "I", "J": "I"})
+_vowel_cache: dict[str, str] = {}
+
+
+def vowel_form(part: str) -> str:
+    """A part with consonants folded as in its skeleton but vowels kept in three classes (A/E, I/Y/J/EE,
+    U/O/OU/OO), for telling romanisation variants (same vowels) from other names of the same skeleton."""
+    found = _vowel_cache.get(part)
+    if found is not None:
+        return found
+    key = _DIGRAPH.sub(lambda m: _DIGRAPH_MAP[m.group()], part)
+    for a, b in _VOWEL_FOLDS:
+        key = key.replace(a, b)
+    key = _W_CONSONANT.sub("F", key).translate(_CLASSES).translate(_VOWEL_CLASSES)
+    key = _DOUBLES.sub(r"\1", key)
+    if len(_vowel_cache) < _CACHE_LIMIT:
+        _vowel_cache[part] = key
+    return key
+
+
+_VOWELS: Final = re.compile("[AEIOUY]")
+
+
+def _voweled(part: str) -> bool:
+    """Whether a part writes its vowels (more than a quarter of its letters), unlike a transliterated
+    abjad (محمد reads MHMD), whose vowels say nothing."""
+    return len(_VOWELS.findall(part)) * 4 > len(part)
+
+
+def _core(parts: tuple[str, ...], *, given: bool = False) -> tuple[str, ...]:
+    """The parts that are compared: particles out, and a joined Arabic article off (ALMASRI -> MASRI).
+
+    A particle is only one when another part follows it in the same field (AL MASRI, BIN LADEN, DE LA
+    CRUZ): a last part (Chinese JUN BIN) or the first of the given names (BIN HUI, DE) is a name."""
     core = []
-    for part in parts:
-        if part in PARTICLES:
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        if part in PARTICLES and i < last and not (given and i == 0):
             continue
         stripped = _ARTICLE.sub("", part) if len(part) >= 5 else part
         core.append(stripped)
@@ -217,8 +264,10 @@ def parse_name(family: str = "", given: str = "", *, full: str = "") -> ParsedNa
         else:
             given = full
     family_parts, given_parts = to_latin(family), to_latin(given)
-    family_core, given_core = _core(family_parts), _core(given_parts)
-    core = family_core + tuple(p for p in given_core if p not in family_core)
+    han = _HAN.search(family + given) is not None  # Chinese syllables are never particles
+    family_core = family_parts if han else _core(family_parts)
+    given_core = given_parts if han else _core(given_parts, given=bool(family_parts))
+    core = family_core + given_core
     optional = frozenset(p for p in core if _PATRONYMIC.match(p))
     return ParsedName(family_parts, given_parts, core, family_core, given_core, optional, truncated)
 
@@ -260,14 +309,26 @@ def _part_similarity(a: str, b: str, *, prefix: bool) -> tuple[float, int]:
     if prefix and len(a) >= 3 and b.startswith(a):
         return 0.95, 1
     similarity = OSA.normalized_similarity(a, b)
-    key = skeleton(a)
-    if key == skeleton(b):
-        # A shared skeleton is a romanisation variant; a short one (HASAN/HUSEIN) says less.
-        similarity = max(similarity, 0.9 if len(key) >= 3 else 0.8)
+    key, other = skeleton(a), skeleton(b)
+    if key == other:
+        # A shared skeleton: a romanisation variant when the vowels agree too (MUHAMMAD/MOHAMMED,
+        # HUSAYN/HOSSEIN), often another name when they do not (MOHAMMED/AHMED, HASAN/HUSSEIN); a
+        # short skeleton says less.
+        long = len(key) >= 3
+        if _voweled(a) and _voweled(b):
+            base, spread = (0.6, 0.35) if long else (0.55, 0.3)
+            similarity = max(similarity, base + spread * OSA.normalized_similarity(vowel_form(a), vowel_form(b)))
+        else:  # a part read from a script that writes no short vowels (Arabic MHMD): consonants only
+            similarity = max(similarity, 0.9 if long else 0.8)
+    elif min(len(key), len(other)) >= _NEAR_SKELETON and OSA.distance(key, other) == 1 and _voweled(a) and _voweled(b):
+        # One consonant apart in skeletons (SUKHANOV/SUCHANOW, OSMAN/UTHMAN): the systems that write
+        # a letter differently (KH/CH, S/TH) or drop one.
+        similarity = max(similarity, 0.5 + 0.35 * OSA.normalized_similarity(vowel_form(a), vowel_form(b)))
     return similarity, 1
 
 
 _MATCH_FLOOR: Final = 0.55
+_NEAR_SKELETON: Final = 3
 _JOINED_FLOOR: Final = 0.7
 
 

@@ -197,11 +197,16 @@ def _entry_name_keys(names: Sequence[ParsedName], dob: BirthDate | None) -> set[
 def _query_name_keys(name: ParsedName, dob: BirthDate | None) -> tuple[set[str], set[str]]:
     """A passenger's name keys: its year and "?" for every key, the years either side for exact
     pairs (a year off by one); only exact pairs without a year when the date is unknown. Second,
-    the year-less exact pair keys, whose run lengths say how common the name is on the list."""
+    the year-less keys of the plain skeleton pairs, whose shortest run says how common the name is
+    on the list."""
     exact: set[str] = set()
     fuzzy: set[str] = set()
     _name_keys(name, exact, fuzzy, entry=False)
-    frequency = {f"{k}#" for k in exact if k.startswith(("P", "S"))}
+    # How common the name is: the rarest pair of its parts' skeletons (every entry of the same name
+    # shares them all), not the commonest, which two common given names alone make large.
+    plain: set[str] = set()
+    _pair_keys(name.core, plain, set(), typos=False)
+    frequency = {f"{k}#" for k in plain}
     if dob is None:
         return {f"{k}#" for k in exact}, frequency
     year = dob.year
@@ -227,7 +232,7 @@ class Evidence:
     nationality: str  # "", "same", "different"
     identifier: str  # matched identifier kind, or ""
     rivals: int = 0  # other entries whose names match this record as well (namesakes)
-    listed_namesakes: int = 0  # entries on the whole list sharing the name's key (how common it is)
+    listed_namesakes: int = 0  # other entries on the list sharing every skeleton pair of the name (how common)
 
     def features(self) -> list[float]:
         """The model's feature vector."""
@@ -292,31 +297,31 @@ FEATURE_NAMES: Final = (
 )
 
 # Fitted by `bench/bench_screening.py --fit` (1,000,000 entries, 100,000 passengers, 300 of each labelled
-# type) on the training seed of the evaluation set (dob_different is fixed, not fitted: see
-# bench_screening.fit_weights).
+# type) on the training seed of the evaluation set, without the pairs of homonyms and their namesakes
+# (bench.screening_set.HOMONYM; dob_different is fixed, not fitted: see bench_screening.fit_weights).
 WEIGHTS: Final[tuple[float, ...]] = (
-    -15.266,
-    8.948,
-    2.092,
-    7.789,
-    0.564,
+    -22.791,
+    10.961,
+    3.192,
+    10.275,
     0.000,
-    2.393,
-    1.065,
-    -0.473,
-    -2.520,
-    -2.630,
+    0.000,
+    3.977,
+    3.692,
+    0.819,
+    -1.274,
+    -1.498,
     -8.000,
-    34.551,
+    41.765,
     0.000,
-    34.949,
+    42.172,
     -0.000,
-    0.212,
-    -4.273,
-    -1.460,
-    -0.520,
-    -0.713,
-    0.265,
+    0.186,
+    -3.372,
+    -1.227,
+    -0.685,
+    -0.553,
+    2.180,
 )
 
 
@@ -788,14 +793,15 @@ class ScreeningIndex:
                         found[i].add(position)
 
     def _count_namesakes(self, queries: list[_Query], blobs: list[bytes]) -> None:
-        """Set each query's `namesakes`: the most entries sharing one of its year-less name keys."""
+        """Set each query's `namesakes`: the fewest entries sharing one of its year-less plain pair
+        keys (an estimate of how many listed people bear the name, up to romanisation)."""
         owner, low, high = self._runs(blobs)
         if not len(owner):
             return
-        most = np.zeros(len(queries), dtype=np.int64)
-        np.maximum.at(most, owner, high - low)
-        for query, count in zip(queries, most.tolist(), strict=True):
-            query.namesakes = count
+        fewest = np.full(len(queries), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(fewest, owner, high - low)
+        for query, count in zip(queries, fewest.tolist(), strict=True):
+            query.namesakes = count if count != np.iinfo(np.int64).max else 0
 
     def _dob_parts_of(self, positions: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         return np.stack(
