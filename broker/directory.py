@@ -2,6 +2,8 @@
 
 Senders fetch bundles from here but verify them against the recipient's certificate chain
 themselves (DESIGN.md section 3): the broker is not trusted for keys, only for availability.
+`KeyDirectory` is what the BrokerService offers over it: an agency publishes its signed bundle,
+a sender looks bundles up (with their publication proofs, protocol 18.4), and each lookup is audited.
 """
 
 from __future__ import annotations
@@ -9,17 +11,30 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import sqlalchemy as sa
+import structlog
+from cryptography import x509
 from sqlalchemy.engine import Connection, Engine
 
+from broker.api.v1 import envelope_pb2
 from broker.audit import AuditEvent
-from broker.audit.events import KEYBUNDLE_PUBLISHED
+from broker.audit.events import KEYBUNDLE_PUBLISHED, Consultation
 from broker.audit.tables import entries_table
+from broker.audit.witnessed import DirectoryProofs, WitnessedCheckpoints
+from broker.errors import FailedPrecondition, InvalidRequest, PermissionDenied
+from broker.identity import Principal, Role
+from broker.policy import RunningPolicy
+from broker.protocol.keys import verify_key_bundle
 from broker.store import tables
-from broker.store.writer import Batch
+from broker.store.db import now_us
+from broker.store.reads import Reader
+from broker.store.writer import Batch, RecordEvent, Writer
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,3 +204,153 @@ def current_bundles(conn: Connection, agencies: Sequence[str], now_us: int) -> d
             )
         )
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One agency of a directory answer: its record and the bundles offered to senders, newest first."""
+
+    agency: AgencyRecord
+    bundles: list[StoredBundle]
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryView:
+    """What GetDirectory answers: the agencies asked for, the policy's groups, and the publication
+    proofs of their bundles (None while the broker has no checkpoint its witness policy accepts)."""
+
+    listings: list[Listing]
+    groups: dict[str, list[str]]
+    proofs: DirectoryProofs | None
+
+
+class RevocationCheck(Protocol):
+    """Whether a certificate is revoked (the broker's `Authenticator`, which enforces the CRL per call)."""
+
+    def is_revoked_der(self, certificate_der: bytes) -> bool: ...
+
+
+class KeyDirectory:
+    """Agencies publish their key bundles here and senders look them up (DESIGN.md section 3)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        reader: Reader,
+        writer: Writer,
+        policy: RunningPolicy,
+        trust_roots: Callable[[], Sequence[x509.Certificate]],
+        trust_domain: str,
+        revocations: RevocationCheck,
+        consultation: Consultation,
+        witnessed: WitnessedCheckpoints | None,
+    ) -> None:
+        self._registry = registry
+        self._reader = reader
+        self._writer = writer
+        self._policy = policy
+        self._trust_roots = trust_roots
+        self._trust_domain = trust_domain
+        self._revocations = revocations
+        self._consultation = consultation
+        self._witnessed = witnessed
+
+    async def publish(self, caller: Principal, signed: envelope_pb2.SignedKeyBundle) -> tuple[str, int]:
+        """Check and store the calling agency's signed key bundle; return its key id and audit index."""
+        if caller.name not in self._registry:
+            # As for every other call: an agency the admin has not registered publishes nothing.
+            raise PermissionDenied(f"agency {caller.name} is not registered with this broker")
+        if len(signed.bundle) > 8192 or len(signed.certificate) > 16384 or len(signed.signature) > 256:
+            raise InvalidRequest("key bundle is larger than any valid bundle")
+        if signed.certificate != caller.certificate_der:
+            raise PermissionDenied("a key bundle must be signed with the certificate of the calling agency")
+        bundle = verify_key_bundle(
+            signed,
+            trust_roots=self._trust_roots(),
+            expected_agency=caller.name,
+            trust_domain=self._trust_domain,
+            now=dt.datetime.now(dt.UTC),
+        )
+        index: int = await self._writer.submit(
+            PublishBundle(
+                agency=caller.name,
+                key_id=bundle.key_id,
+                bundle=signed.bundle,
+                signature=signed.signature,
+                certificate=signed.certificate,
+                not_after=bundle.not_after.ToDatetime(dt.UTC),
+                actor=str(caller),
+                suite=envelope_pb2.KeySuite.Name(bundle.suite),
+            )
+        )
+        log.info("keybundle.published", agency=caller.name, key_id=bundle.key_id)
+        return bundle.key_id, index
+
+    async def lookup(
+        self,
+        caller: Principal,
+        wanted: Sequence[str],
+        min_audit_index: Mapping[str, int],
+        known_tree_size: int,
+        *,
+        legal_basis: str,
+        case_reference: str,
+        operator: str,
+    ) -> DirectoryView:
+        """The registered agencies `wanted` (every one if none) with their current, unrevoked bundles.
+
+        A bundle whose agency's certificate is revoked is not offered to senders; an agency whose newest
+        bundle is older than the caller's `min_audit_index` for it fails the lookup (this broker is
+        behind, or withholds a bundle); the lookup is audited with its justification.
+        """
+        justification = self._consultation(str(caller.spiffe_id), legal_basis, case_reference, operator)
+        # No agencies named: every registered agency, as the proto documents.
+        found = [self._registry.get(a) for a in wanted] if wanted else self._registry.all()
+        unknown = [a for a, r in zip(wanted, found, strict=True) if r is None] if wanted else []
+        records = [r for r in found if r is not None]
+        if unknown:
+            raise InvalidRequest(f"not registered: {', '.join(unknown[:5])}")
+        unasked = sorted(set(min_audit_index) - set(wanted))
+        if unasked:
+            raise InvalidRequest(f"freshness bound for an agency not asked for: {', '.join(unasked[:5])}")
+        bundles = await self._reader.read(lambda conn: current_bundles(conn, wanted, now_us()))
+        listings = []
+        for record in records:
+            # A key signed under a revoked identity is not offered to senders.
+            offered = [
+                b for b in bundles.get(record.agency_id, []) if not self._revocations.is_revoked_der(b.certificate)
+            ]
+            newest = max((b.audit_index for b in offered), default=0)
+            bound = min_audit_index.get(record.agency_id, 0)
+            if newest < bound:
+                # The caller has used a bundle published later than anything this broker holds:
+                # it is behind (a stale replica, a copy of the database) or withholds that bundle.
+                raise FailedPrecondition(
+                    f"this broker holds no current key bundle of {record.agency_id} published at or after"
+                    f" audit index {bound} (newest: {newest}); ask an up-to-date broker"
+                )
+            listings.append(Listing(record, offered))
+        groups = {name: sorted(members) for name, members in sorted(self._policy.current.groups.items())}
+        proofs = await self._prove([b.audit_index for item in listings for b in item.bundles], known_tree_size)
+        # A consultation like any other (docs/protocol.md section 22, Justification): who looked up whom, and why.
+        # Recorded, not required first, as for auditors' queries: a full disk does not stop senders.
+        await self._writer.record(
+            RecordEvent(
+                AuditEvent(
+                    event="directory.lookup",
+                    actor=str(caller.spiffe_id),
+                    time=dt.datetime.now(dt.UTC),
+                    agency=caller.name if caller.role is Role.AGENCY else None,
+                    fields={"asked": len(wanted), "agencies": list(wanted[:64]), **justification},
+                )
+            )
+        )
+        return DirectoryView(listings, groups, proofs)
+
+    async def _prove(self, indexes: list[int], known_size: int) -> DirectoryProofs | None:
+        """Each bundle's publication proof and the checkpoint they lead to (protocol 18.4); None without
+        a witness-accepted checkpoint (bundles then go without proofs, and a checking SDK waits)."""
+        witnessed = self._witnessed
+        if witnessed is None:
+            return None
+        return await self._reader.read(lambda conn: witnessed.prove(conn, indexes, known_size))

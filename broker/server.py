@@ -12,16 +12,14 @@ import os
 import signal
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
-import psycopg
 import sqlalchemy as sa
 import structlog
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.engine import Engine
 
@@ -39,15 +37,20 @@ from broker.attachments.desk import AttachmentDesk
 from broker.audit import AuditLog, CheckpointSigner
 from broker.audit.witnessed import WitnessedCheckpoints
 from broker.config import DEV_POLICY_FILE, BrokerConfig, check_pki_files
+from broker.delivery.backlog import Backlog
+from broker.delivery.certificates import PeerCertificates
+from broker.delivery.dispatcher import Dispatcher
 from broker.delivery.exchange import Exchange
-from broker.delivery.operations import UNSETTLED
-from broker.directory import AgencyRecord, RegisterAgency, Registry
-from broker.errors import STORAGE_FAULTS, ConfigurationError, StorageUnavailable
+from broker.delivery.operations import UNSETTLED, refusal_record
+from broker.delivery.routing import Router
+from broker.directory import AgencyRecord, KeyDirectory, RegisterAgency, Registry
+from broker.errors import ConfigurationError, StorageUnavailable
 from broker.health import HEALTH_FILE_INTERVAL_SECONDS, write_health_file
 from broker.metrics import CERTIFICATE_EXPIRY, CHECKPOINT_TIME, serve_metrics, unwatch_queue_depth, watch_queue_depth
 from broker.pki.ledger import CaLedger
+from broker.pki.online import OnlineCa
 from broker.pki.revocation import RevocationList
-from broker.pki.store import CaDirectory
+from broker.pki.trust import TrustRoots
 from broker.policy import RunningPolicy
 from broker.protocol.attachments import MAX_CHUNK_SIZE
 from broker.protocol.errors import ProtocolError
@@ -56,9 +59,11 @@ from broker.retention import RetentionJob
 from broker.store import tables
 from broker.store.binding import Deployment, bind_deployment
 from broker.store.db import WriterLock, create_engine, storage_fault, writer_lock
+from broker.store.reads import Reader
+from broker.store.replication import ReplicaListener
 from broker.store.schema import upgrade_schema
-from broker.store.writer import NOTIFY_CHANNEL, Writer, parse_replica_note
-from broker.transport.admin_servicer import APPLIED_POLICY, AdminServicer, open_ca
+from broker.store.writer import Writer
+from broker.transport.admin_servicer import APPLIED_POLICY, AdminServicer
 from broker.transport.audit_servicer import AuditServicer
 from broker.transport.auth import Authenticator
 from broker.transport.credentials import ReloadingServerCredentials
@@ -79,37 +84,52 @@ _HEALTH_SERVICES = ("", "isb.v1.BrokerService")
 _FRAME_SLACK = 64 * 1024
 
 
-@dataclass
 class Broker:
-    """A running broker; `start()` binds the port, `stop()` drains and closes everything."""
+    """A running broker; `start()` builds its parts and binds the port, `stop()` drains and closes everything.
 
-    config: BrokerConfig
-    engine: Engine = field(init=False)
-    writer: Writer = field(init=False)
-    exchange: Exchange = field(init=False)
-    server: grpc.aio.Server = field(init=False)
-    port: int = field(init=False, default=0)
-    _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
-    metrics: WSGIServer | None = field(init=False, default=None)
-    _health_updates: set[asyncio.Task[None]] = field(init=False, default_factory=set)
-    _lock: WriterLock | None = field(init=False, default=None)
-    witnesses: WitnessCollector | None = field(init=False, default=None)
-    witness_policy: Policy | None = field(init=False, default=None)
-    _serving: bool = field(init=False, default=False)
+    `start()` is the composition root: every part is built there, in dependency order, from the
+    configuration and the parts built before it, and each gets what it uses as constructor arguments.
+    """
+
+    # Built by start(): the store, the PKI checks, the domain and the gRPC server.
+    engine: Engine
+    writer: Writer
+    trust: TrustRoots
+    signer: CheckpointSigner
+    revocations: RevocationList
+    auth: Authenticator
+    router: Router
+    dispatcher: Dispatcher
+    attachments: AttachmentDesk
+    ca_ledger: CaLedger
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    credentials: ReloadingServerCredentials
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.port = 0
+        self.metrics: WSGIServer | None = None
+        self.witness_policy: Policy | None = None
+        self.witnesses: WitnessCollector | None = None
+        self._lock: WriterLock | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._health_updates: set[asyncio.Task[None]] = set()
+        self._serving = False
 
     async def start(self) -> None:
         """Open the store, load PKI and policy, and start serving on `config.listen`."""
         config = self.config
         check_pki_files(config)  # names a missing or unreadable key before anything else starts
-        self._roots_stamp = (-1, -1)
-        self._roots: list[x509.Certificate] = []
+        ca_dir = config.ca_dir or config.cert_dir
+        self.trust = TrustRoots(config.path("ca_bundle"), ca_dir)
         self.signer = CheckpointSigner.from_pem_file(config.path("audit_key"), origin=f"{config.trust_domain}/audit")
         self.witness_policy = self._load_witness_policy(config)
         self.witnesses = self._witness_collector(config, self.witness_policy)
         self.engine = create_engine(config.database_url)
         self._lock = writer_lock(self.engine)
         try:
-            await self._start(config)
+            await self._start(config, ca_dir)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -118,7 +138,7 @@ class Broker:
     async def _open_store(self, config: BrokerConfig) -> AuditLog:
         # Bring the schema up, check the deployment binding, open the log; retry while the database
         # cannot be reached (a broker started before its database), one log line per attempt.
-        deployment = Deployment.of(config.trust_domain, self.trust_roots(), self.signer.vkey)
+        deployment = Deployment.of(config.trust_domain, self.trust(), self.signer.vkey)
         where = _redact(config.database_url)
 
         def open_store() -> AuditLog:
@@ -148,79 +168,23 @@ class Broker:
                 self.engine.dispose()
                 await asyncio.sleep(pause)
 
-    async def _start(self, config: BrokerConfig) -> None:
+    async def _start(self, config: BrokerConfig, ca_dir: Path) -> None:
         audit_log = await self._open_store(config)
         self.writer = Writer(self.engine, audit_log, node=config.node)
         self.writer.start()
-        self.registry = Registry()
-        self.registry.load(self.engine)
+        registry = Registry()
+        registry.load(self.engine)
         # An admin's ApplyPolicy wrote the broker's own copy: it outlives a restart. Otherwise the
         # configured file (which the broker watches, and never rewrites).
         applied = config.state_path(APPLIED_POLICY)
         policy_file = applied if applied.exists() else (config.policy_file or DEV_POLICY_FILE)
-        self.policy = RunningPolicy.load(policy_file)
+        policy = RunningPolicy.load(policy_file)
         log.info("policy.loaded", path=str(policy_file), applied=policy_file == applied)
-        self.ca_dir = config.ca_dir or config.cert_dir
         # check_interval=0: one stat per call, so a revocation bites on the very next call.
-        self.revocations = RevocationList(self.ca_dir / "crl.pem", self._crl_issuer(), check_interval=0)
+        self.revocations = RevocationList(ca_dir / "crl.pem", self.trust.crl_issuer(), check_interval=0)
         self.auth = Authenticator(config.trust_domain, self.revocations)
-        self.exchange = Exchange(config, self.engine, self.writer, self.registry, self.policy)
-        self.exchange.dispatcher.start()
-        await self._seed_agencies()
-
-        self.attachments = self._open_attachments()
-        self.retention = self._retention_job()
-        self.server = grpc.aio.server(
-            interceptors=[CallInterceptor(self.exchange.record_refusal)],
-            options=[
-                ("grpc.max_receive_message_length", _max_message(config)),
-                ("grpc.max_send_message_length", _max_message(config)),
-                # No bandwidth-delay probing: on a loaded host the probe's round trip stretches and the
-                # receive window grows with it, so a fast uploader could park ~100 MiB in the transport
-                # (measured on a 2 GiB upload). The fixed default window keeps it to a few chunks.
-                ("grpc.http2.bdp_probe", 0),
-                ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
-                ("grpc.max_connection_age_grace_ms", 30_000),
-                ("grpc.keepalive_time_ms", 60_000),
-                # A taken port is an error at start, never a second broker silently sharing it.
-                ("grpc.so_reuseport", 0),
-            ],
-        )
-        broker_pb2_grpc.add_BrokerServiceServicer_to_server(
-            BrokerServicer(
-                self.auth,
-                self.exchange,
-                self.writer,
-                self.registry,
-                self.policy,
-                self.trust_roots,
-                config.trust_domain,
-                self.attachments,
-                revocation_list=self.revocation_list,
-                witnessed=WitnessedCheckpoints(lambda: self.writer.audit_log, self.witness_policy, self.signer.origin),
-            ),
-            self.server,
-        )
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(
-            AuditServicer(self.auth, self.exchange, self.writer, self.sign_checkpoint), self.server
-        )
-        self.ca_ledger = CaLedger(self.ca_dir, self.writer)
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(
-                self.auth,
-                self.exchange,
-                self.writer,
-                self.registry,
-                self.policy,
-                self.revocations,
-                lambda: open_ca(self.ca_dir),
-                self.ca_ledger.lock,
-                self.retention,
-                applied,
-            ),
-            self.server,
-        )
-        self._add_watchlist_service()
+        self.server = _grpc_server(config, self.writer)
+        await self._add_services(config, registry, policy, ca_dir, applied)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_server_reflection(
@@ -256,28 +220,85 @@ class Broker:
             )
         await self._set_health(self.writer.healthy)
         self.writer.on_health.append(self._writer_health)
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._checkpoints(), name="isb-checkpoints"))
-        self._tasks.append(loop.create_task(self._watch_policy(), name="isb-policy-watch"))
-        self._tasks.append(loop.create_task(self.ca_ledger.run(), name="isb-ca-ledger"))
+        self.run_in_background(self._checkpoints(), "isb-checkpoints")
+        self.run_in_background(self._watch_policy(), "isb-policy-watch")
+        self.run_in_background(self.ca_ledger.run(), "isb-ca-ledger")
         if config.health_file is not None:
-            self._tasks.append(loop.create_task(self._health_heartbeat(), name="isb-health-file"))
+            self.run_in_background(self._health_heartbeat(), "isb-health-file")
         if self.engine.dialect.name == "postgresql":
-            self._tasks.append(loop.create_task(self._listen_for_replicas(), name="isb-replica-listen"))
+            listener = ReplicaListener(self.engine, config.node, self.dispatcher)
+            self.run_in_background(listener.run_forever(), "isb-replica-listen")
         log.info(
             "broker.started",
             listen=config.listen,
             port=self.port,
             database=_redact(config.database_url),
             audit_size=audit_log.size,
-            agencies=len(self.registry.all()),
+            agencies=len(registry.all()),
         )
+
+    async def _add_services(
+        self, config: BrokerConfig, registry: Registry, policy: RunningPolicy, ca_dir: Path, applied: Path
+    ) -> None:
+        # The domain, each part built from the ones before it, and the four services over it.
+        writer, auth = self.writer, self.auth
+        reader = Reader(self.engine)
+        certificates = PeerCertificates()
+        self.router = router = Router(policy, registry, reader, writer)
+        backlog = Backlog(reader, writer, certificates, config.node)
+        self.dispatcher = Dispatcher(
+            backlog.load, backlog.envelope, config.lease_seconds, backlog.delivered, backlog.expired
+        )
+        blobs = open_blob_store(config.blob_store, self.engine, config.database_url, config.blob_dir)
+        exchange = Exchange(config, reader, writer, registry, router, self.dispatcher, certificates, blobs)
+        self.dispatcher.start()
+        await self._seed_agencies(registry)
+        self.attachments = AttachmentDesk(config, self.engine, writer, blobs)
+        self.run_in_background(self.attachments.sweep_forever(), "isb-attachment-sweep")
+        retention = RetentionJob(
+            self.engine,
+            writer,
+            policy,
+            self.revocations,
+            lambda: blobs,
+            self.dispatcher.acknowledged,
+            node=config.node,
+            interval_seconds=config.retention_interval_seconds,
+        )
+        self.run_in_background(retention.run_forever(), "isb-retention")
+        witnessed = WitnessedCheckpoints(lambda: writer.audit_log, self.witness_policy, self.signer.origin)
+        keys = KeyDirectory(
+            registry, reader, writer, policy, self.trust, config.trust_domain, auth, router.consultation, witnessed
+        )
+        self.ca_ledger = CaLedger(ca_dir, writer)
+        online_ca = OnlineCa(ca_dir, self.ca_ledger.lock, writer, self.revocations)
+        desk = WatchlistDesk(config, reader, writer, registry, policy, certificates)
+        # Owners are told ahead of their watchlist entries' review dates (broker.watchlists.review).
+        notifier = ReviewNotifier(
+            self.engine,
+            writer,
+            notice=notice_period(config.review_notice),
+            interval_seconds=config.review_notice_interval_seconds,
+            node=config.node,
+        )
+        self.run_in_background(notifier.run_forever(), "isb-review-notices")
+        server = self.server
+        broker_pb2_grpc.add_BrokerServiceServicer_to_server(
+            BrokerServicer(auth, exchange, backlog, keys, self.attachments, self.revocations, self.trust), server
+        )
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(
+            AuditServicer(auth, reader, writer, router.consultation, self.sign_checkpoint), server
+        )
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(auth, writer, registry, policy, online_ca, retention, applied), server
+        )
+        watchlist_pb2_grpc.add_WatchlistServiceServicer_to_server(WatchlistServicer(auth, desk), server)
 
     def _watch_certificates(self) -> None:
         # Expiry of what an outage would follow from: the broker's own certificate and the CA's.
         server = x509.load_pem_x509_certificates(self.config.path("server_cert").read_bytes())[0]
         CERTIFICATE_EXPIRY.labels("broker").set(server.not_valid_after_utc.timestamp())
-        for number, root in enumerate(self.trust_roots()):
+        for number, root in enumerate(self.trust()):
             CERTIFICATE_EXPIRY.labels(f"ca-{number}").set(root.not_valid_after_utc.timestamp())
 
     def _queue_depths(self) -> dict[str, int]:
@@ -286,77 +307,17 @@ class Broker:
         with self.engine.connect() as conn:
             return {str(agency): int(depth) for agency, depth in conn.execute(query)}
 
-    def _open_attachments(self) -> AttachmentDesk:
-        config = self.config
-        blobs = open_blob_store(config.blob_store, self.engine, config.database_url, config.blob_dir)
-        self.exchange.blobs = blobs  # a recall deletes the recalled message's attachments
-        desk = AttachmentDesk(config, self.engine, self.writer, blobs)
-        self._tasks.append(asyncio.get_running_loop().create_task(desk.sweep_forever(), name="isb-attachment-sweep"))
-        return desk
-
-    def _retention_job(self) -> RetentionJob:
-        job = RetentionJob(
-            self.engine,
-            self.writer,
-            self.policy,
-            self.revocations,
-            lambda: self.exchange.blobs,
-            self.exchange.dispatcher.acknowledged,
-            node=self.config.node,
-            interval_seconds=self.config.retention_interval_seconds,
-        )
-        self.run_in_background(job.run_forever(), "isb-retention")
-        return job
-
-    def _add_watchlist_service(self) -> None:
-        config = self.config
-        desk = WatchlistDesk(config, self.writer, self.exchange, self.registry, self.policy)
-        watchlist_pb2_grpc.add_WatchlistServiceServicer_to_server(WatchlistServicer(self.auth, desk), self.server)
-        # Owners are told ahead of their watchlist entries' review dates (broker.watchlists.review).
-        notifier = ReviewNotifier(
-            self.engine,
-            self.writer,
-            notice=notice_period(config.review_notice),
-            interval_seconds=config.review_notice_interval_seconds,
-            node=config.node,
-        )
-        self.run_in_background(notifier.run_forever(), "isb-review-notices")
-
     def run_in_background(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run `work` until the broker stops (a periodic job)."""
         self._tasks.append(asyncio.get_running_loop().create_task(work, name=name))
 
-    def trust_roots(self) -> list[x509.Certificate]:
-        """The CA bundle, re-read when its file changes (it rotates without a restart, like TLS)."""
-        path = self.config.path("ca_bundle")
-        stat = path.stat()
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp != self._roots_stamp:
-            self._roots = x509.load_pem_x509_certificates(path.read_bytes())
-            self._roots_stamp = stamp
-        return self._roots
-
-    def revocation_list(self) -> broker_pb2.RevocationList:
-        """The CRL this broker enforces, with its issuer's certificate when an intermediate signs it."""
-        issuer = self._crl_issuer()
-        chain = [] if issuer in self.trust_roots() else [issuer.public_bytes(serialization.Encoding.DER)]
-        return broker_pb2.RevocationList(crl=self.revocations.der, issuer_chain=chain)
-
-    def _crl_issuer(self) -> x509.Certificate:
-        # The CRL is signed by the CA that issues leaves: the intermediate if the deployment has one.
-        try:
-            issuing = CaDirectory.open(self.ca_dir).issuing_cert_path
-        except ConfigurationError:
-            return self.trust_roots()[0]
-        return x509.load_pem_x509_certificate(issuing.read_bytes())
-
-    async def _seed_agencies(self) -> None:
+    async def _seed_agencies(self, registry: Registry) -> None:
         # A dev PKI lists its sample agencies; register those not yet known (audited like any registration).
         listing = self.config.cert_dir / "agencies.json"
         if not listing.exists():
             return
         for item in json.loads(listing.read_text()):
-            if item["agency"] not in self.registry:
+            if item["agency"] not in registry:
                 await self.writer.submit(
                     RegisterAgency(
                         AgencyRecord(
@@ -366,7 +327,7 @@ class Broker:
                             item.get("contact", ""),
                         ),
                         actor=f"broker:{self.config.node}",
-                        registry=self.registry,
+                        registry=registry,
                     )
                 )
 
@@ -466,33 +427,11 @@ class Broker:
             except Exception:  # a witness problem never stops the broker
                 log.exception("witness.collect_failed")
 
-    async def _listen_for_replicas(self) -> None:
-        # Subscribers connected here are woken by sends accepted on another replica (DESIGN.md section 9).
-        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    # Whatever other replicas committed while we were not listening.
-                    for agency in self.exchange.dispatcher.agencies():
-                        await self.exchange.dispatcher.refresh(agency)
-                    async for note in conn.notifies():
-                        node, agency, settled = parse_replica_note(note.payload)
-                        if node == self.config.node:
-                            continue
-                        if settled is None:
-                            await self.exchange.dispatcher.refresh(agency)
-                        else:  # receipts committed elsewhere release the leases held here
-                            self.exchange.dispatcher.acknowledged([(m, agency) for m in settled])
-            except (psycopg.Error, *STORAGE_FAULTS) as exc:  # the database is down: the writer reports it
-                log.warning("replicas.listen_failed", error=type(exc).__name__)
-                await asyncio.sleep(1.0)
-
     async def _watch_policy(self) -> None:
-        # Sends also look at the file (see Exchange.send); this catches edits while no one sends.
+        # Sends also look at the file (see Router.route); this catches edits while no one sends.
         while True:
             await asyncio.sleep(1.0)
-            self.exchange.reload_policy()
+            self.router.reload_policy()
 
     async def sign_checkpoint(self) -> None:
         """Sign a checkpoint of the committed log now (no-op when nothing changed)."""
@@ -513,12 +452,32 @@ class Broker:
             self._serving = False
             self._write_health_file()
         await self.server.stop(grace)
-        await self.exchange.dispatcher.stop()
+        await self.dispatcher.stop()
         await self.writer.stop()
         self.engine.dispose()
         if self._lock is not None:
             self._lock.release()
         log.info("broker.stopped")
+
+
+def _grpc_server(config: BrokerConfig, writer: Writer) -> grpc.aio.Server:
+    # Every call runs in its refusal scope; refusals' entries go through the writer.
+    return grpc.aio.server(
+        interceptors=[CallInterceptor(refusal_record(writer))],
+        options=[
+            ("grpc.max_receive_message_length", _max_message(config)),
+            ("grpc.max_send_message_length", _max_message(config)),
+            # No bandwidth-delay probing: on a loaded host the probe's round trip stretches and the
+            # receive window grows with it, so a fast uploader could park ~100 MiB in the transport
+            # (measured on a 2 GiB upload). The fixed default window keeps it to a few chunks.
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", 30_000),
+            ("grpc.keepalive_time_ms", 60_000),
+            # A taken port is an error at start, never a second broker silently sharing it.
+            ("grpc.so_reuseport", 0),
+        ],
+    )
 
 
 def _max_message(config: BrokerConfig) -> int:

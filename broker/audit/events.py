@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -72,6 +72,11 @@ def justification_fields(legal_basis: str, case_reference: str, operator: str, a
     if operator:
         fields |= {"operator": operator, "operator_asserted_by": asserted_by}
     return {name: value for name, value in fields.items() if value}
+
+
+Consultation = Callable[[str, str, str, str], dict[str, str]]
+"""Checks a consultation's justification (caller, legal basis, case reference, operator) and returns
+its `justification_fields` (the broker's: `broker.delivery.routing.Router.consultation`)."""
 
 
 def _check_field(name: str, value: object) -> FieldValue:

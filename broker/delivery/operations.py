@@ -9,16 +9,20 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
+import structlog
 
 from broker.api.v1 import broker_pb2, envelope_pb2
 from broker.attachments import tables as attachment_tables
 from broker.attachments.blobs import BlobStore
 from broker.attachments.operations import attach_to_message, delete_attachments
-from broker.audit import AuditEvent, justification_fields
-from broker.errors import AlreadyExists, FailedPrecondition, InvalidRequest, NotFound
+from broker.audit import AuditEvent, justification_fields, refusals
+from broker.errors import STORAGE_FAULTS, AlreadyExists, FailedPrecondition, InvalidRequest, NotFound
+from broker.metrics import AUDIT_WRITE_FAILURES
 from broker.store import tables
 from broker.store.db import bulk_update
-from broker.store.writer import Batch
+from broker.store.writer import Batch, RecordEvent, Writer
+
+log = structlog.get_logger(__name__)
 
 PENDING = broker_pb2.PENDING
 IN_FLIGHT = broker_pb2.IN_FLIGHT
@@ -266,16 +270,26 @@ _DELIVERED_DIGESTS = (
 _DELIVERY_KEY = ("message_id", "recipient")
 
 
-@dataclass
-class RecordEvent:
-    """Audit an event that changes no other table (a refusal, an auditor query, a certificate issued...)."""
+def refusal_record(writer: Writer) -> refusals.Record:
+    """How a refusal's audit entry is written (`broker.audit.refusals` decides when): at once if the
+    store commits, else held until it does (`Writer.submit_nowait`), the miss logged and counted."""
 
-    replica_safe: ClassVar[bool] = True  # row-level writes only: runs beside other replicas' batches
+    async def record(event: AuditEvent) -> None:
+        try:
+            await writer.submit(RecordEvent(event))
+        except STORAGE_FAULTS as fault:
+            # The refusal's own status still goes to the caller.
+            AUDIT_WRITE_FAILURES.labels("refusal").inc()
+            log.warning(
+                "audit.refusal_not_written",
+                rpc=event.fields.get("rpc"),
+                refused_status=event.fields.get("status"),
+                cause=fault.status.name,
+                held=True,
+            )
+            writer.submit_nowait(RecordEvent(event))
 
-    event: AuditEvent
-
-    def stage(self, batch: Batch) -> int:
-        return batch.audit(self.event)
+    return record
 
 
 @dataclass
@@ -286,6 +300,11 @@ class RecordDelivered:
 
     items: Sequence[tuple[str, str, int]]  # message id, recipient, attempt
     actor: str
+
+    @property
+    def expected_entries(self) -> int:
+        """One entry per delivery (the writer reserves their indices up front)."""
+        return len(self.items)
 
     def stage(self, batch: Batch) -> None:
         batch.expect_entries(len(self.items))
@@ -337,6 +356,11 @@ class RecordReceipts:
     actor: str
     known_certs: set[bytes]
     on_commit: Callable[[list[tuple[str, str]]], None]
+
+    @property
+    def expected_entries(self) -> int:
+        """One entry per receipt (the writer reserves their indices up front)."""
+        return len(self.receipts)
 
     def stage(self, batch: Batch) -> int:
         ids = [r.message_id for r in self.receipts]
@@ -511,5 +535,6 @@ __all__ = [
     "RecordForwardConsent",
     "RecordReceipts",
     "VerifiedReceipt",
+    "refusal_record",
     "remember_certificate",
 ]

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -42,6 +42,7 @@ from broker.metrics import (
     WRITER_HEALTHY,
     WRITER_HELD,
 )
+from broker.store import replication
 from broker.store.db import bulk_insert, now_us, pipelined, storage_fault
 
 log = structlog.get_logger(__name__)
@@ -82,10 +83,17 @@ class _Sequence:
     """Replicas reserve indices from the PostgreSQL sequence: atomic, and not rolled back."""
 
     def reserve(self, conn: Connection, count: int) -> list[int]:
-        return sorted(int(v) for v in conn.execute(_NEXTVAL, {"n": count}).scalars())
+        # On the driver's cursor: it reads the answer inside a pipeline too (the batch's first
+        # reservation shares the round trip of its BEGIN).
+        raw = conn.connection.dbapi_connection
+        if not isinstance(raw, psycopg.Connection):
+            raise TypeError(f"index reservation needs a psycopg connection, not {type(raw).__name__}")
+        cursor = raw.cursor()
+        cursor.execute(_NEXTVAL, (count,))
+        return sorted(int(row[0]) for row in cursor.fetchall())
 
 
-_NEXTVAL = sa.text("SELECT nextval('audit_index_seq') FROM generate_series(1, :n)")
+_NEXTVAL = "SELECT nextval('audit_index_seq') FROM generate_series(1, %s)"
 
 
 @dataclass
@@ -156,6 +164,18 @@ class Operation(Protocol[T]):  # type: ignore[misc]
     (a rejection's audit entry)."""
 
     def stage(self, batch: Batch) -> T: ...
+
+
+@dataclass
+class RecordEvent:
+    """Audit an event that changes no other table (a refusal, an auditor query, a certificate issued...)."""
+
+    replica_safe: ClassVar[bool] = True  # row-level writes only: runs beside other replicas' batches
+
+    event: AuditEvent
+
+    def stage(self, batch: Batch) -> int:
+        return batch.audit(self.event)
 
 
 @dataclass
@@ -603,14 +623,18 @@ class Writer:
         conn = self._connection()
         with conn.begin():
             started = time.perf_counter()
-            if self._shared and not all(getattr(item.op, "replica_safe", False) for item in pending):
-                # Operations not shown safe to run beside another replica's keep a lock of their own
-                # (their reads decide their writes); the audit log needs none.
-                conn.execute(_LOCK, {"key": _STATE_LOCK})
             counted = None if self._shared else _Counted(self._audit.staged_size)
             indices: IndexSource = _Sequence() if counted is None else counted
             batch = Batch(conn=conn, now_us=now_us(), indices=indices, ops=[item.op for item in pending])
             self._in_flight = batch.reserved
+            if counted is None:
+                # The indices the batch will most likely need, in the round trip of its BEGIN.
+                with pipelined(conn):
+                    if not all(getattr(item.op, "replica_safe", False) for item in pending):
+                        # Operations not shown safe to run beside another replica's keep a lock of
+                        # their own (their reads decide their writes); the audit log needs none.
+                        replication.take_state_lock(conn)
+                    batch.expect_entries(sum(getattr(item.op, "expected_entries", 1) for item in pending))
             for position, item in enumerate(pending):
                 batch.remaining = len(pending) - position
                 try:
@@ -633,8 +657,7 @@ class Writer:
                     raise RuntimeError("audit log index drifted from the writer's count")
                 if self._shared and (batch.notify or batch.settled):
                     # Delivered by PostgreSQL only if and when this transaction commits.
-                    notes = replica_notes(self._node, batch.notify, batch.settled)
-                    conn.exec_driver_sql(_NOTIFY, (NOTIFY_CHANNEL, notes))
+                    replication.notify(conn, self._node, batch.notify, batch.settled)
         self._in_flight = []
         if counted is not None:
             # SQLite: one writer, and its whole transaction is the serialised section.
@@ -645,40 +668,6 @@ class Writer:
         return batch.after_commit
 
 
-NOTIFY_CHANNEL = "isb_deliveries"
-_NOTIFY = "SELECT pg_notify(%s, note) FROM unnest(%s::text[]) AS note"  # every note of a commit in one statement
-# PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; settled ids are split below that.
-_NOTE_BYTES = 7000
-
-
-def replica_notes(node: str, fresh: set[str], settled: dict[str, list[str]]) -> list[str]:
-    """The NOTIFY payloads of one commit: `node|agency` for new deliveries of an agency, and
-    `node|agency|settled|id,id,...` for deliveries of an agency that receipts settled."""
-    notes = [f"{node}|{agency}" for agency in sorted(fresh)]
-    for agency in sorted(settled):
-        prefix = f"{node}|{agency}|settled|"
-        chunk: list[str] = []
-        size = len(prefix)
-        for message_id in settled[agency]:
-            if chunk and size + len(message_id) + 1 > _NOTE_BYTES:
-                notes.append(prefix + ",".join(chunk))
-                chunk, size = [], len(prefix)
-            chunk.append(message_id)
-            size += len(message_id) + 1
-        if chunk:
-            notes.append(prefix + ",".join(chunk))
-    return notes
-
-
-def parse_replica_note(payload: str) -> tuple[str, str, list[str] | None]:
-    """(node, agency, settled message ids or None for new deliveries) of a NOTIFY payload."""
-    node, _, rest = payload.partition("|")
-    agency, _, settled = rest.partition("|settled|")
-    return node, agency, (settled.split(",") if settled else None)
-
-
-_STATE_LOCK = 0x15B0_0002  # pg_advisory_xact_lock key for batches with operations not marked `replica_safe`
-_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
 _VOID_LOCK_TIMEOUT = sa.text("SET LOCAL lock_timeout = '100ms'")
 _PUBLISH_NODES = (
     "INSERT INTO audit_nodes (level, node_index, hash) "

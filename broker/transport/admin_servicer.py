@@ -3,38 +3,26 @@ everyone. Every change is an audit entry; refusals are audited by the RPC layer.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
-import structlog
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from broker.api.v1 import admin_pb2, admin_pb2_grpc
 from broker.audit import AuditEvent
-from broker.audit.events import CERTIFICATE_ISSUED, CERTIFICATE_REVOKED
-from broker.delivery.exchange import Exchange
-from broker.delivery.operations import RecordEvent
 from broker.directory import AgencyRecord, RegisterAgency, Registry
-from broker.errors import BrokerError, FailedPrecondition, InvalidRequest, PermissionDenied
+from broker.errors import FailedPrecondition, InvalidRequest, PermissionDenied
 from broker.identity import AGENCY_ID, Principal, Role
 from broker.pki.crl import REVOCATION_REASONS
-from broker.pki.csr import verify_csr
-from broker.pki.issuance import chain_pem, issue_from_csr
-from broker.pki.revocation import RevocationList, crl_der, revoke
-from broker.pki.store import CaDirectory, CertificateRecord, list_certificates
+from broker.pki.online import OnlineCa
+from broker.pki.store import CertificateRecord
 from broker.policy import Policy, RunningPolicy
 from broker.retention import RetentionJob
-from broker.store.writer import Writer
+from broker.store.writer import RecordEvent, Writer
 from broker.transport.auth import Authenticator
 from broker.transport.rpc import Context
 from broker.transport.timestamps import timestamp
 
-log = structlog.get_logger(__name__)
-
-T = TypeVar("T")
 MAX_CSR_BYTES = 16 * 1024
 MAX_POLICY_BYTES = 1024 * 1024
 MAX_TEXT = 200
@@ -71,30 +59,20 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(
         self,
         auth: Authenticator,
-        exchange: Exchange,
         writer: Writer,
         registry: Registry,
         policy: RunningPolicy,
-        revocations: RevocationList,
-        ca: Callable[[], CaDirectory],
-        ca_lock: asyncio.Lock,
+        ca: OnlineCa,
         retention: RetentionJob,
         applied_policy: Path | None = None,
     ) -> None:
         self._auth = auth
-        self._exchange = exchange
         self._writer = writer
         self._registry = registry
         self._policy = policy
-        self._revocations = revocations
         self._ca = ca
-        self._ca_lock = ca_lock
         self._applied_policy = applied_policy
         self._retention = retention
-
-    async def _file_work(self, fn: Callable[[], T]) -> T:
-        # CA files are written with locks and fsync: keep that off the event loop.
-        return await asyncio.get_running_loop().run_in_executor(None, fn)
 
     async def _audit(self, caller: Principal, event: str, agency: str | None = None, **fields: str | int) -> int:
         index: int = await self._writer.submit(
@@ -120,28 +98,18 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         if not request.csr_pem or len(request.csr_pem) > MAX_CSR_BYTES:
             raise InvalidRequest(f"csr_pem must hold one PEM certificate request of at most {MAX_CSR_BYTES} bytes")
         agency = _agency(request.agency) if request.HasField("agency") else None
-        ca = self._ca()
-        if agency is not None:
-            request_id = verify_csr(request.csr_pem, ca.trust_domain).spiffe_id
-            if request_id.role is not Role.AGENCY or request_id.name != agency.agency_id:
-                raise InvalidRequest(f"registry data names {agency.agency_id} but the CSR is for {request_id}")
-        async with self._ca_lock:
-            cert, record = await self._file_work(
-                lambda: issue_from_csr(ca, request.csr_pem, request.lifetime_days or None)
-            )
-            await self._audit(
-                caller,
-                CERTIFICATE_ISSUED,
-                agency=record.name if record.role is Role.AGENCY else None,
-                serial=record.serial,
-                spiffe_id=record.spiffe_id,
-                fingerprint=record.fingerprint_sha256,
-                via="AdminService",
-            )
+        issued = await self._ca.issue(
+            caller,
+            request.csr_pem,
+            request.lifetime_days or None,
+            for_agency=agency.agency_id if agency is not None else None,
+        )
         if agency is not None:
             await self._writer.submit(RegisterAgency(agency, str(caller), self._registry))
         return admin_pb2.IssuedCertificate(
-            certificate_pem=cert.public_bytes(Encoding.PEM), chain_pem=chain_pem(ca, cert), record=_record(record)
+            certificate_pem=issued.certificate.public_bytes(Encoding.PEM),
+            chain_pem=issued.chain_pem,
+            record=_record(issued.record),
         )
 
     async def RevokeCertificate(
@@ -151,34 +119,17 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         reason = request.reason or "unspecified"
         if reason not in REVOCATION_REASONS:
             raise InvalidRequest(f"unknown revocation reason {reason!r}; use one of {', '.join(REVOCATION_REASONS)}")
-        ca = self._ca()
-        async with self._ca_lock:
-            record = await self._file_work(lambda: revoke(ca, request.serial, reason))
-            # Take effect on the very next call, without waiting for the file watch.
-            self._revocations.refresh(force=True)
-            await self._audit(
-                caller,
-                CERTIFICATE_REVOKED,
-                agency=record.name if record.role is Role.AGENCY else None,
-                serial=record.serial,
-                spiffe_id=record.spiffe_id,
-                reason=reason,
-                via="AdminService",
-            )
-        return _record(record)
+        return _record(await self._ca.revoke(caller, request.serial, reason))
 
     async def ListCertificates(
         self, request: admin_pb2.ListCertificatesRequest, context: Context
     ) -> admin_pb2.ListCertificatesResponse:
         self._auth.require(context, Role.ADMIN)
-        ca = self._ca()
-        records = await self._file_work(lambda: list_certificates(ca))
-        return admin_pb2.ListCertificatesResponse(certificates=[_record(r) for r in records])
+        return admin_pb2.ListCertificatesResponse(certificates=[_record(r) for r in await self._ca.certificates()])
 
     async def GetCrl(self, request: admin_pb2.GetCrlRequest, context: Context) -> admin_pb2.Crl:
         self._auth.authenticate(context)
-        ca = self._ca()
-        return admin_pb2.Crl(der=await self._file_work(lambda: crl_der(ca)))
+        return admin_pb2.Crl(der=await self._ca.crl())
 
     async def ValidatePolicy(self, request: admin_pb2.PolicyDocument, context: Context) -> admin_pb2.PolicyValidation:
         self._auth.require(context, Role.ADMIN)
@@ -272,11 +223,3 @@ def _refuse_cut_off(policy: RunningPolicy, text: str, registered: list[str]) -> 
 def _check_policy_size(text: str) -> None:
     if len(text.encode()) > MAX_POLICY_BYTES:
         raise InvalidRequest(f"policy document is over {MAX_POLICY_BYTES} bytes")
-
-
-def open_ca(path: Path) -> CaDirectory:
-    """The CA directory the broker issues and revokes with; FAILED_PRECONDITION if it holds no CA."""
-    try:
-        return CaDirectory.open(path)
-    except BrokerError as exc:
-        raise FailedPrecondition(f"this broker has no usable CA directory ({exc}); use `isb pki` offline") from exc

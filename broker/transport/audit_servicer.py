@@ -13,11 +13,11 @@ import structlog
 
 from broker.api.v1 import audit_pb2, audit_pb2_grpc
 from broker.audit import AuditEvent, AuditLog, AuditRecord, CheckpointRecord
-from broker.delivery.exchange import Exchange
-from broker.delivery.operations import RecordEvent
+from broker.audit.events import Consultation
 from broker.errors import STORAGE_FAULTS, FailedPrecondition, InvalidRequest
 from broker.identity import Principal, Role
-from broker.store.writer import Writer
+from broker.store.reads import Reader
+from broker.store.writer import RecordEvent, Writer
 from broker.transport.auth import Authenticator
 from broker.transport.rpc import Context
 
@@ -41,11 +41,17 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     """AuditService over the broker's audit log (read-only, auditors only)."""
 
     def __init__(
-        self, auth: Authenticator, exchange: Exchange, writer: Writer, sign_checkpoint: Callable[[], Awaitable[None]]
+        self,
+        auth: Authenticator,
+        reader: Reader,
+        writer: Writer,
+        consultation: Consultation,
+        sign_checkpoint: Callable[[], Awaitable[None]],
     ) -> None:
         self._auth = auth
-        self._exchange = exchange
+        self._reader = reader
         self._writer = writer
+        self._consultation = consultation
         self._sign_checkpoint = sign_checkpoint
 
     @property
@@ -55,9 +61,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def _auditor(self, context: Context, rpc: str, request: _Justified | None = None, **fields: Any) -> Principal:
         caller = self._auth.require(context, Role.AUDITOR)
         if request is not None:  # the consultation's justification, checked before anything is read
-            fields |= self._exchange.consultation(
-                str(caller), request.legal_basis, request.case_reference, request.operator
-            )
+            fields |= self._consultation(str(caller), request.legal_basis, request.case_reference, request.operator)
         # An auditor's query is an event like any other (DESIGN.md section 8): who looked at what.
         # Recorded, not required first: while the store cannot commit, the entry is held and the
         # auditor still gets the answer (reads work on a full disk).
@@ -92,7 +96,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         )
         since = request.since.ToDatetime(dt.UTC) if request.HasField("since") else None
         until = request.until.ToDatetime(dt.UTC) if request.HasField("until") else None
-        page = await self._exchange.read(
+        page = await self._reader.read(
             lambda conn: self._log.query(
                 conn,
                 since=since,
@@ -114,7 +118,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             # Without a store that commits, the latest signed checkpoint is the freshest there is.
             with contextlib.suppress(*STORAGE_FAULTS):
                 await self._sign_checkpoint()
-        latest = await self._exchange.read(self._log.latest_checkpoint)
+        latest = await self._reader.read(self._log.latest_checkpoint)
         if latest is None:
             raise FailedPrecondition("no checkpoint has been signed yet; ask again with fresh=true")
         return _checkpoint(latest)
@@ -122,7 +126,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def _size(self, requested: int) -> int:
         if requested:
             return requested
-        latest = await self._exchange.read(self._log.latest_checkpoint)
+        latest = await self._reader.read(self._log.latest_checkpoint)
         if latest is None:
             raise FailedPrecondition("no checkpoint has been signed yet")
         return latest.tree_size
@@ -136,7 +140,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         def prove(conn: Any) -> tuple[list[bytes], AuditRecord]:
             return self._log.inclusion_proof(conn, request.index, size), self._log.entry(conn, request.index)
 
-        hashes, record = await self._exchange.read(prove)
+        hashes, record = await self._reader.read(prove)
         return audit_pb2.InclusionProof(index=request.index, tree_size=size, hashes=hashes, entry=_entry(record))
 
     async def GetConsistencyProof(
@@ -146,7 +150,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             context, "GetConsistencyProof", first_size=request.first_size, second_size=request.second_size
         )
         second = await self._size(request.second_size)
-        hashes = await self._exchange.read(lambda conn: self._log.consistency_proof(conn, request.first_size, second))
+        hashes = await self._reader.read(lambda conn: self._log.consistency_proof(conn, request.first_size, second))
         return audit_pb2.ConsistencyProof(first_size=request.first_size, second_size=second, hashes=hashes)
 
     def _window(self, conn: Any, *, start: int, stop: int) -> list[AuditRecord | CheckpointRecord]:
@@ -158,7 +162,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         position = request.start_index
         while position < end:
             window_end = min(position + EXPORT_WINDOW, end)
-            items = await self._exchange.read(functools.partial(self._window, start=position, stop=window_end))
+            items = await self._reader.read(functools.partial(self._window, start=position, stop=window_end))
             for item in items:
                 if isinstance(item, CheckpointRecord):
                     yield audit_pb2.ExportItem(checkpoint=_checkpoint(item))

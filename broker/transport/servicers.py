@@ -1,33 +1,34 @@
-"""The agency-facing gRPC servicer: translation between protobuf and the exchange, nothing more."""
+"""The agency-facing gRPC servicer: translation between protobuf and the domain, nothing more.
+
+Each method authenticates its caller, hands the request's values to the domain (the exchange, the key
+directory, the attachment desk) and turns the answer into its response message; refusals are the
+domain's, audited by it or by the RPC layer (`broker.transport.rpc`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 
 import grpc
 import structlog
-from cryptography import x509
 
 from broker.api.v1 import broker_pb2, broker_pb2_grpc, envelope_pb2
 from broker.attachments.desk import AttachmentDesk
 from broker.attachments.operations import Upload
-from broker.audit import AuditEvent
 from broker.audit.refusals import bounded
-from broker.audit.witnessed import WitnessedCheckpoints
-from broker.delivery.exchange import Exchange
-from broker.delivery.operations import Accepted, RecordEvent
-from broker.directory import PublishBundle, Registry, current_bundles
-from broker.errors import REFUSALS, FailedPrecondition, InvalidRequest, PermissionDenied, status_of
+from broker.delivery.backlog import Backlog
+from broker.delivery.exchange import Exchange, MessageState
+from broker.delivery.operations import Accepted, QueuedDelivery
+from broker.directory import DirectoryView, KeyDirectory
+from broker.errors import REFUSALS, InvalidRequest, status_of
 from broker.identity import Role
 from broker.metrics import DELIVERY_LATENCY, REFUSALS_ANSWERED
-from broker.policy import RunningPolicy
+from broker.pki.revocation import RevocationList
+from broker.pki.trust import TrustRoots
 from broker.protocol import validation
 from broker.protocol.envelope import unverified_message_id
-from broker.protocol.keys import verify_key_bundle
 from broker.store.db import now_us
-from broker.store.writer import Writer
 from broker.transport.auth import Authenticator
 from broker.transport.rpc import Context
 from broker.transport.timestamps import timestamp
@@ -39,7 +40,6 @@ MAX_BATCH_ENVELOPES = 256
 MAX_BATCHES_IN_FLIGHT = 16
 # Deliveries sent in one Subscribe stream message at most (ready ones only; nothing waits to batch).
 MAX_DELIVERY_BATCH = 64
-MAX_DIRECTORY_QUERY = 1000
 # A Subscribe stream re-checks its caller's certificate at least this often, so that a revocation
 # closes open streams within a second (DESIGN.md section 2).
 REAUTH_SECONDS = 0.25
@@ -55,33 +55,91 @@ def _send_response(accepted: Accepted) -> broker_pb2.SendResponse:
     )
 
 
+def _send_result(envelope: envelope_pb2.Envelope, outcome: Accepted | BaseException) -> broker_pb2.SendResult:
+    if isinstance(outcome, Accepted):
+        return broker_pb2.SendResult(message_id=outcome.message_id, response=_send_response(outcome))
+    if isinstance(outcome, REFUSALS):  # audited by the exchange
+        REFUSALS_ANSWERED.inc()
+        return broker_pb2.SendResult(
+            message_id=bounded(unverified_message_id(envelope), 64),
+            code=status_of(outcome).value[0],
+            error=bounded(str(outcome)),
+        )
+    log.error("send_stream.failed", error=repr(outcome))
+    return broker_pb2.SendResult(
+        message_id=unverified_message_id(envelope), code=grpc.StatusCode.INTERNAL.value[0], error="internal error"
+    )
+
+
+def _message_status(message_id: str, found: MessageState) -> broker_pb2.MessageStatus:
+    status = broker_pb2.MessageStatus(message_id=message_id, purged_under=found.purged_under, recalls=found.recalls)
+    if found.purged_us is not None:
+        status.purged_at.CopyFrom(timestamp(found.purged_us))
+    for state, cert in found.recipients:
+        item = status.recipients.add(
+            recipient=state.recipient,
+            state=state.state,
+            attempts=state.attempts,
+            updated_at=timestamp(state.updated_us),
+        )
+        if state.receipt is not None and state.receipt_signature is not None:
+            item.receipt.receipt = state.receipt
+            item.receipt.signature = state.receipt_signature
+            if state.receipt_batch is not None:
+                item.receipt.batch_signature.ParseFromString(state.receipt_batch)
+            item.recipient_certificate = cert or b""
+    return status
+
+
+def _directory(view: DirectoryView) -> broker_pb2.Directory:
+    directory = broker_pb2.Directory()
+    for listing in view.listings:
+        record = listing.agency
+        entry = directory.agencies.add(
+            agency=record.agency_id, display_name=record.display_name, country=record.country
+        )
+        for b in listing.bundles:
+            entry.key_bundles.add(bundle=b.bundle, signature=b.signature, certificate=b.certificate)
+            entry.key_bundle_audit_index.append(b.audit_index)
+        if listing.bundles:
+            entry.certificate = listing.bundles[0].certificate
+    for name, members in view.groups.items():
+        directory.groups.add(name=name, members=members)
+    proofs = view.proofs
+    if proofs is not None:  # each bundle's publication proof, and the checkpoint they lead to (protocol 18.4)
+        directory.checkpoint = proofs.checkpoint.note
+        directory.consistency_path.extend(proofs.consistency)
+        for entry in directory.agencies:
+            for index in entry.key_bundle_audit_index:
+                publication = proofs.publications.get(index)
+                proof = entry.key_bundle_proofs.add()
+                if publication is not None:
+                    proof.entry = publication.entry
+                    proof.inclusion_path.extend(publication.path)
+    return directory
+
+
 class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
-    """BrokerService over the exchange; every call authenticates its caller first."""
+    """BrokerService over the exchange, the key directory and the attachment desk; every call
+    authenticates its caller first."""
 
     def __init__(
         self,
         auth: Authenticator,
         exchange: Exchange,
-        writer: Writer,
-        registry: Registry,
-        policy: RunningPolicy,
-        trust_roots: Callable[[], Sequence[x509.Certificate]],
-        trust_domain: str,
+        backlog: Backlog,
+        keys: KeyDirectory,
         attachments: AttachmentDesk,
-        *,
-        revocation_list: Callable[[], broker_pb2.RevocationList] | None = None,
-        witnessed: WitnessedCheckpoints | None = None,
+        revocations: RevocationList,
+        trust: TrustRoots,
     ) -> None:
-        self._witnessed = witnessed
-        self._attachments = attachments
         self._auth = auth
         self._exchange = exchange
-        self._writer = writer
-        self._registry = registry
-        self._policy = policy
-        self._trust_roots = trust_roots
-        self._trust_domain = trust_domain
-        self._revocation_list = revocation_list
+        self._backlog = backlog
+        self._keys = keys
+        self._attachments = attachments
+        self._revocations = revocations
+        self._trust = trust
 
     async def Send(self, request: broker_pb2.SendRequest, context: Context) -> broker_pb2.SendResponse:
         caller = self._auth.authenticate(context)
@@ -138,29 +196,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         outcomes = await asyncio.gather(
             *(self._exchange.send(caller, e, e.ByteSize()) for e in batch.envelopes), return_exceptions=True
         )
-        results = []
-        for envelope, outcome in zip(batch.envelopes, outcomes, strict=True):
-            if isinstance(outcome, Accepted):
-                results.append(broker_pb2.SendResult(message_id=outcome.message_id, response=_send_response(outcome)))
-            elif isinstance(outcome, REFUSALS):  # audited by the exchange
-                REFUSALS_ANSWERED.inc()
-                results.append(
-                    broker_pb2.SendResult(
-                        message_id=bounded(unverified_message_id(envelope), 64),
-                        code=status_of(outcome).value[0],
-                        error=bounded(str(outcome)),
-                    )
-                )
-            else:
-                log.error("send_stream.failed", error=repr(outcome))
-                results.append(
-                    broker_pb2.SendResult(
-                        message_id=unverified_message_id(envelope),
-                        code=grpc.StatusCode.INTERNAL.value[0],
-                        error="internal error",
-                    )
-                )
-        return broker_pb2.SendBatchResult(results=results)
+        return broker_pb2.SendBatchResult(
+            results=[_send_result(e, outcome) for e, outcome in zip(batch.envelopes, outcomes, strict=True)]
+        )
 
     async def Subscribe(
         self, request: broker_pb2.SubscribeRequest, context: Context
@@ -172,24 +210,26 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             while True:
                 self._auth.authenticate(context)
                 items = await stream.next_batch(REAUTH_SECONDS, MAX_DELIVERY_BATCH)
-                if not items:
-                    continue
-                batch = broker_pb2.DeliveryBatch()
-                handed_us = now_us()
-                for item in items:
-                    if item.attempts <= 1:
-                        DELIVERY_LATENCY.observe(max(0, handed_us - item.accepted_us) / 1e6)
-                    batch.deliveries.add(
-                        delivery_id=f"{item.message_id}/{item.recipient}",
-                        envelope=item.envelope,
-                        attempt=item.attempts,
-                        sender_certificate=await self._exchange.sender_certificate(item),
-                        accepted_at=timestamp(item.accepted_us),
-                    )
-                yield batch
+                if items:
+                    yield await self._deliveries(items)
         finally:
             stream.close()
             log.info("subscribe.closed", agency=caller.name)
+
+    async def _deliveries(self, items: list[QueuedDelivery]) -> broker_pb2.DeliveryBatch:
+        batch = broker_pb2.DeliveryBatch()
+        handed_us = now_us()
+        for item in items:
+            if item.attempts <= 1:
+                DELIVERY_LATENCY.observe(max(0, handed_us - item.accepted_us) / 1e6)
+            batch.deliveries.add(
+                delivery_id=f"{item.message_id}/{item.recipient}",
+                envelope=item.envelope,
+                attempt=item.attempts,
+                sender_certificate=await self._backlog.sender_certificate(item),
+                accepted_at=timestamp(item.accepted_us),
+            )
+        return batch
 
     async def Ack(self, request: broker_pb2.AckRequest, context: Context) -> broker_pb2.AckResponse:
         caller = self._auth.authenticate(context)
@@ -201,59 +241,14 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         if not request.message_id:
             raise InvalidRequest("GetStatus needs the message_id of a message you sent")
         validation.check_message_id(request.message_id, "message_id", uuid7=False)
-        found = await self._exchange.status(caller, request.message_id)
-        status = broker_pb2.MessageStatus(
-            message_id=request.message_id, purged_under=found.purged_under, recalls=found.recalls
-        )
-        if found.purged_us is not None:
-            status.purged_at.CopyFrom(timestamp(found.purged_us))
-        for state, cert in found.recipients:
-            item = status.recipients.add(
-                recipient=state.recipient,
-                state=state.state,
-                attempts=state.attempts,
-                updated_at=timestamp(state.updated_us),
-            )
-            if state.receipt is not None and state.receipt_signature is not None:
-                item.receipt.receipt = state.receipt
-                item.receipt.signature = state.receipt_signature
-                if state.receipt_batch is not None:
-                    item.receipt.batch_signature.ParseFromString(state.receipt_batch)
-                item.recipient_certificate = cert or b""
-        return status
+        return _message_status(request.message_id, await self._exchange.status(caller, request.message_id))
 
     async def PublishKeyBundle(
         self, request: envelope_pb2.SignedKeyBundle, context: Context
     ) -> broker_pb2.PublishKeyBundleResponse:
         caller = self._auth.require(context, Role.AGENCY)
-        if caller.name not in self._registry:
-            # As for every other call: an agency the admin has not registered publishes nothing.
-            raise PermissionDenied(f"agency {caller.name} is not registered with this broker")
-        if len(request.bundle) > 8192 or len(request.certificate) > 16384 or len(request.signature) > 256:
-            raise InvalidRequest("key bundle is larger than any valid bundle")
-        if request.certificate != caller.certificate_der:
-            raise PermissionDenied("a key bundle must be signed with the certificate of the calling agency")
-        bundle = verify_key_bundle(
-            request,
-            trust_roots=self._trust_roots(),
-            expected_agency=caller.name,
-            trust_domain=self._trust_domain,
-            now=dt.datetime.now(dt.UTC),
-        )
-        index = await self._writer.submit(
-            PublishBundle(
-                agency=caller.name,
-                key_id=bundle.key_id,
-                bundle=request.bundle,
-                signature=request.signature,
-                certificate=request.certificate,
-                not_after=bundle.not_after.ToDatetime(dt.UTC),
-                actor=str(caller),
-                suite=envelope_pb2.KeySuite.Name(bundle.suite),
-            )
-        )
-        log.info("keybundle.published", agency=caller.name, key_id=bundle.key_id)
-        return broker_pb2.PublishKeyBundleResponse(key_id=bundle.key_id, audit_index=index)
+        key_id, index = await self._keys.publish(caller, request)
+        return broker_pb2.PublishKeyBundleResponse(key_id=key_id, audit_index=index)
 
     async def GrantForwardConsent(
         self, request: envelope_pb2.SignedForwardConsent, context: Context
@@ -266,87 +261,22 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         self, request: broker_pb2.GetRevocationListRequest, context: Context
     ) -> broker_pb2.RevocationList:
         self._auth.authenticate(context)
-        if self._revocation_list is None:
-            raise FailedPrecondition("this broker serves no CRL")
-        return self._revocation_list()
+        # The CRL this broker enforces, with its issuer's certificate when an intermediate signs it.
+        return broker_pb2.RevocationList(crl=self._revocations.der, issuer_chain=self._trust.crl_chain())
 
     async def GetDirectory(self, request: broker_pb2.GetDirectoryRequest, context: Context) -> broker_pb2.Directory:
         caller = self._auth.authenticate(context)
-        if len(request.agencies) > MAX_DIRECTORY_QUERY:
-            raise InvalidRequest(f"at most {MAX_DIRECTORY_QUERY} agencies per directory query")
         validation.check_directory_request(request)
-        justification = self._exchange.consultation(
-            str(caller.spiffe_id), request.legal_basis, request.case_reference, request.operator
+        view = await self._keys.lookup(
+            caller,
+            list(request.agencies),
+            dict(request.min_audit_index),
+            request.known_tree_size,
+            legal_basis=request.legal_basis,
+            case_reference=request.case_reference,
+            operator=request.operator,
         )
-        wanted = list(request.agencies)
-        # No agencies named: every registered agency, as the proto documents.
-        found = [self._registry.get(a) for a in wanted] if wanted else self._registry.all()
-        unknown = [a for a, r in zip(wanted, found, strict=True) if r is None] if wanted else []
-        records = [r for r in found if r is not None]
-        if unknown:
-            raise InvalidRequest(f"not registered: {', '.join(unknown[:5])}")
-        bounds = dict(request.min_audit_index)
-        unasked = sorted(set(bounds) - set(wanted))
-        if unasked:
-            raise InvalidRequest(f"freshness bound for an agency not asked for: {', '.join(unasked[:5])}")
-        bundles = await self._exchange.read(lambda conn: current_bundles(conn, wanted, now_us()))
-        directory = broker_pb2.Directory()
-        for record in records:
-            entry = directory.agencies.add(
-                agency=record.agency_id, display_name=record.display_name, country=record.country
-            )
-            for b in bundles.get(record.agency_id, []):
-                if self._auth.is_revoked_der(b.certificate):
-                    continue  # a key signed under a revoked identity is not offered to senders
-                entry.key_bundles.add(bundle=b.bundle, signature=b.signature, certificate=b.certificate)
-                entry.key_bundle_audit_index.append(b.audit_index)
-                if not entry.certificate:
-                    entry.certificate = b.certificate
-            newest = max(entry.key_bundle_audit_index, default=0)
-            bound = bounds.get(record.agency_id, 0)
-            if newest < bound:
-                # The caller has used a bundle published later than anything this broker holds:
-                # it is behind (a stale replica, a copy of the database) or withholds that bundle.
-                raise FailedPrecondition(
-                    f"this broker holds no current key bundle of {record.agency_id} published at or after"
-                    f" audit index {bound} (newest: {newest}); ask an up-to-date broker"
-                )
-        for name, members in sorted(self._policy.current.groups.items()):
-            directory.groups.add(name=name, members=sorted(members))
-        await self._prove_publications(directory, request.known_tree_size)
-        # A consultation like any other (docs/protocol.md section 22, Justification): who looked up whom, and why.
-        # Recorded, not required first, as for auditors' queries: a full disk does not stop senders.
-        await self._writer.record(
-            RecordEvent(
-                AuditEvent(
-                    event="directory.lookup",
-                    actor=str(caller.spiffe_id),
-                    time=dt.datetime.now(dt.UTC),
-                    agency=caller.name if caller.role is Role.AGENCY else None,
-                    fields={"asked": len(wanted), "agencies": wanted[:64], **justification},
-                )
-            )
-        )
-        return directory
-
-    async def _prove_publications(self, directory: broker_pb2.Directory, known_size: int) -> None:
-        """Attach each bundle's publication proof and the checkpoint they lead to (protocol 18.4)."""
-        witnessed = self._witnessed
-        if witnessed is None:
-            return
-        indexes = [i for entry in directory.agencies for i in entry.key_bundle_audit_index]
-        proofs = await self._exchange.read(lambda conn: witnessed.prove(conn, indexes, known_size))
-        if proofs is None:
-            return  # nothing signed yet: bundles go without proofs, and a checking SDK waits
-        directory.checkpoint = proofs.checkpoint.note
-        directory.consistency_path.extend(proofs.consistency)
-        for entry in directory.agencies:
-            for index in entry.key_bundle_audit_index:
-                publication = proofs.publications.get(index)
-                proof = entry.key_bundle_proofs.add()
-                if publication is not None:
-                    proof.entry = publication.entry
-                    proof.inclusion_path.extend(publication.path)
+        return _directory(view)
 
     async def UploadAttachment(
         self, request_iterator: AsyncIterator[broker_pb2.UploadRequest], context: Context

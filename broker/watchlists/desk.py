@@ -22,16 +22,15 @@ from collections.abc import Sequence
 from typing import Final
 
 import sqlalchemy as sa
-from cryptography import x509
 from sqlalchemy.engine import Connection
 
 from broker.api.v1 import envelope_pb2, payload_pb2, watchlist_pb2
 from broker.audit import AuditEvent, refusals
 from broker.audit.refusals import bounded
 from broker.config import BrokerConfig
-from broker.delivery.exchange import Exchange
+from broker.delivery.certificates import PeerCertificates
 from broker.delivery.intake import take_in
-from broker.delivery.operations import RecordEvent
+from broker.delivery.operations import refusal_record
 from broker.directory import Registry
 from broker.errors import FailedPrecondition, InvalidRequest, NotFound, PermissionDenied
 from broker.identity import AGENCY_ID, AGENCY_ID_PATTERN, GROUP_NAME, Principal, Role
@@ -41,7 +40,8 @@ from broker.protocol.envelope import verify_outer
 from broker.protocol.errors import OutOfRange
 from broker.store import tables as store_tables
 from broker.store.db import now_us
-from broker.store.writer import Writer
+from broker.store.reads import Reader
+from broker.store.writer import RecordEvent, Writer
 from broker.watchlists import tables
 from broker.watchlists.operations import CreateWatchlist, Published, PublishVersion
 from broker.watchlists.records import StoredVersion, WatchlistRecord, record_of_row
@@ -60,21 +60,28 @@ class WatchlistDesk:
     """Creates watchlists, accepts versions from their owners, serves them to allowed subscribers."""
 
     def __init__(
-        self, config: BrokerConfig, writer: Writer, exchange: Exchange, registry: Registry, policy: RunningPolicy
+        self,
+        config: BrokerConfig,
+        reader: Reader,
+        writer: Writer,
+        registry: Registry,
+        policy: RunningPolicy,
+        certificates: PeerCertificates,
     ) -> None:
         self._config = config
+        self._reader = reader
         self._writer = writer
-        self._exchange = exchange
+        self._record_refusal = refusal_record(writer)
         self._registry = registry
         self._policy = policy
         self._waiters: dict[str, set[asyncio.Event]] = {}
-        self._certs: dict[bytes, x509.Certificate] = {}
+        self._certificates = certificates
         self.actor = f"broker:{config.node}"
 
     # -- refusals ------------------------------------------------------------------------------
     def _audited(self, caller: Principal) -> contextlib.AbstractAsyncContextManager[refusals.RefusalScope]:
         """The refusal scope of one request by `caller` (one audit entry per refusal)."""
-        return refusals.audited(self._exchange.record_refusal, str(caller.spiffe_id), agency=caller.name)
+        return refusals.audited(self._record_refusal, str(caller.spiffe_id), agency=caller.name)
 
     # -- reading -------------------------------------------------------------------------------
     async def _load(self, watchlist_id: str) -> WatchlistRecord | None:
@@ -84,7 +91,7 @@ class WatchlistDesk:
             row = conn.execute(query).first()
             return None if row is None else record_of_row(row)
 
-        return await self._exchange.read(run)
+        return await self._reader.read(run)
 
     def may_subscribe(self, agency: str, record: WatchlistRecord) -> bool:
         """Whether `agency` may receive `record`'s versions: its owner, or named in its subscribers
@@ -113,7 +120,7 @@ class WatchlistDesk:
     async def visible(self, caller: Principal) -> list[WatchlistRecord]:
         """Every watchlist the caller owns or may subscribe to, by id."""
         query = sa.select(tables.watchlist_lists).order_by(tables.watchlist_lists.c.watchlist_id)
-        records = await self._exchange.read(lambda conn: [record_of_row(r) for r in conn.execute(query)])
+        records = await self._reader.read(lambda conn: [record_of_row(r) for r in conn.execute(query)])
         return [r for r in records if self.may_subscribe(caller.name, r)]
 
     # -- CreateWatchlist -----------------------------------------------------------------------
@@ -216,7 +223,7 @@ class WatchlistDesk:
                     f"watchlist {record.watchlist_id} is owned by {record.owner}; only its owner may publish updates"
                 )
             # 4. The outer signature and digests, against the caller's own certificate.
-            header = verify_outer(envelope, self._certificate(caller), max_bytes=self._config.max_envelope_bytes)
+            header = verify_outer(envelope, self._certificates.of(caller), max_bytes=self._config.max_envelope_bytes)
             if header.HasField("expires") and header.expires.ToMicroseconds() <= now_us():
                 raise InvalidRequest("envelope expired before it was sent (header.expires is in the past)")
             await self._check_created(header, digest)
@@ -248,7 +255,7 @@ class WatchlistDesk:
             )
         except OutOfRange:
             v = tables.watchlist_versions
-            stored = await self._exchange.read(
+            stored = await self._reader.read(
                 lambda conn: conn.execute(
                     sa.select(v.c.envelope_sha256).where(v.c.message_id == header.message_id)
                 ).scalar()
@@ -294,13 +301,6 @@ class WatchlistDesk:
             )
         return expected
 
-    def _certificate(self, caller: Principal) -> x509.Certificate:
-        cert = self._certs.get(caller.fingerprint)
-        if cert is None:
-            cert = x509.load_der_x509_certificate(caller.certificate_der)
-            self._certs[caller.fingerprint] = cert
-        return cert
-
     # -- Sync ----------------------------------------------------------------------------------
     async def open_sync(self, caller: Principal, watchlist_id: str, have_version: int) -> WatchlistRecord:
         """Check that the caller may sync `watchlist_id` from `have_version`; return the watchlist."""
@@ -331,7 +331,7 @@ class WatchlistDesk:
                         f"{caller.name} does not own watchlist {record.watchlist_id}: only its "
                         f"owner {record.owner} reads its review notices"
                     )
-        return await self._exchange.read(lambda conn: notices(conn, caller.name, watchlist_id))
+        return await self._reader.read(lambda conn: notices(conn, caller.name, watchlist_id))
 
     def still_allowed(self, caller: Principal, record: WatchlistRecord) -> None:
         """Raise `PermissionDenied` if a policy change took the caller out of the subscribers."""
@@ -347,7 +347,7 @@ class WatchlistDesk:
             .order_by(v.c.version)
             .limit(limit)
         )
-        return await self._exchange.read(
+        return await self._reader.read(
             lambda conn: [
                 StoredVersion(
                     watchlist_id, int(r.version), bool(r.snapshot), bytes(r.envelope), bytes(r.der), int(r.accepted_us)
@@ -361,7 +361,7 @@ class WatchlistDesk:
         query = sa.select(tables.watchlist_lists.c.snapshot_version).where(
             tables.watchlist_lists.c.watchlist_id == watchlist_id
         )
-        return int(await self._exchange.read(lambda conn: conn.execute(query).scalar() or 0))
+        return int(await self._reader.read(lambda conn: conn.execute(query).scalar() or 0))
 
     def served(self, caller: Principal, watchlist_id: str, first: int, last: int) -> None:
         """Audit that versions `first..last` were sent to the caller (queued, not awaited)."""

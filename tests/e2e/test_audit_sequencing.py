@@ -128,21 +128,30 @@ def test_two_replicas_stage_concurrently_into_one_dense_tree(
     database: Database, engines: list[sa.engine.Engine], signer: CheckpointSigner
 ) -> None:
     """Two writers send 300 entries concurrently: every answered index holds its own entry, the indices
-    are dense, both integrate (taking turns at the lock) and a checkpoint covers them all."""
+    are dense, their rounds integrate all of them, and the checkpoints the two replicas sign (one
+    half-way, one at the end) are consistent."""
 
-    async def run() -> tuple[list[int], Any]:
+    async def run() -> tuple[list[int], Any, Any]:
         first, second = (_writer(e, f"node-{n}", integrate_interval=0.01) for n, e in enumerate(engines))
         first.start()
         second.start()
-        answered = await asyncio.gather(*((first if i % 2 else second).submit(Audit(f"e{i}")) for i in range(300)))
+        answered = await asyncio.gather(*((first if i % 2 else second).submit(Audit(f"e{i}")) for i in range(150)))
+        earlier = await _sign(second, signer)()
+        answered += await asyncio.gather(
+            *((first if i % 2 else second).submit(Audit(f"e{i}")) for i in range(150, 300))
+        )
         await _tree_reaches(database, 300)  # the writers' own integration rounds, no checkpoint asked yet
         assert database.scalar("SELECT tree_size FROM audit_tree") == 300
         checkpoint = await _sign(first, signer)()
         await first.stop()
         await second.stop()
-        return list(answered), checkpoint
+        return list(answered), earlier, checkpoint
 
-    answered, checkpoint = asyncio.run(run())
+    answered, earlier, checkpoint = asyncio.run(run())
+    assert earlier.tree_size >= 150
+    with engines[0].connect() as conn:
+        proof = AuditLog.open(conn).consistency_proof(conn, earlier.tree_size, checkpoint.tree_size)
+    _merkle.verify_consistency(earlier.tree_size, checkpoint.tree_size, earlier.root_hash, checkpoint.root_hash, proof)
     assert len(set(answered)) == 300
     entries = _assert_one_dense_tree(database, checkpoint.tree_size, checkpoint.root_hash)
     by_index = {i: event for i, event, _ in entries}

@@ -98,6 +98,27 @@ def test_delivery_comes_back_after_lease_expires_when_not_acked(
     assert received(police, 1, timeout=1.5) == []
 
 
+def test_open_stream_gets_an_unacknowledged_delivery_again_when_its_lease_runs_out(
+    broker_factory: Any, pki: DevPki, tmp_path: Path
+) -> None:
+    """The broker's lease sweeper requeues a delivery whose lease ran out while its stream stays open
+    (closing the stream would requeue it too, so the stream is kept open here)."""
+    broker = broker_factory(lease_seconds=1.0)
+    customs = AgencyClient.from_dir(broker.target, pki.directory, "FR-CUSTOMS", keystore=tmp_path / "fr")
+    police = AgencyClient.from_dir(broker.target, pki.directory, "DE-BKA", keystore=tmp_path / "de")
+    police.publish_key()
+    sent = customs.send(["DE-BKA"], ALERT)
+    stream = police.deliveries(timeout=5)
+    first = next(stream)
+    again = next(stream, None)  # the same stream, nothing acknowledged
+    assert again is not None, "the delivery did not come back on the open stream within 5 s of its 1 s lease"
+    assert (first.message_id, first.attempt) == (sent.message_id, 1)
+    assert (again.message_id, again.attempt) == (sent.message_id, 2)
+    police.ack(again)
+    police.close()
+    customs.close()
+
+
 def test_higher_priority_is_delivered_first(agencies: dict[str, AgencyClient]) -> None:
     """A FLASH message sent after two NORMAL ones to an offline recipient is delivered first."""
     customs, police = agencies["FR-CUSTOMS"], agencies["DE-BKA"]

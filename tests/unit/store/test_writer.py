@@ -17,7 +17,7 @@ from broker.delivery.operations import IN_FLIGHT, PENDING, RecordDelivered
 from broker.errors import InvalidRequest, StorageFull, StorageUnavailable
 from broker.store.db import create_engine, storage_fault
 from broker.store.schema import upgrade_schema
-from broker.store.writer import Batch, Writer, parse_replica_note, replica_notes
+from broker.store.writer import Batch, Writer
 
 
 def _event(name: str) -> AuditEvent:
@@ -207,15 +207,3 @@ def test_a_store_fault_fails_calls_fast_holds_records_and_recovers_by_probe(engi
         events = [r[0] for r in conn.execute(sa.text("SELECT event FROM audit_entries ORDER BY leaf_index"))]
     assert events == ["held", "recorded later", "after"]
     assert after == 2
-
-
-def test_replica_notes_carry_settled_ids_under_postgresql_payload_limit() -> None:
-    """New deliveries are one `node|agency` note; settled ids are split into notes under 8000 bytes and parse back."""
-    ids = [f"0190a0b0-0000-7000-8000-{i:012d}" for i in range(500)]
-    notes = replica_notes("node-2", {"DE-BKA"}, {"FR-CUSTOMS": ids})
-    assert notes[0] == "node-2|DE-BKA"
-    assert parse_replica_note(notes[0]) == ("node-2", "DE-BKA", None)
-    assert all(len(note.encode()) < 8000 for note in notes)
-    back = [m for note in notes[1:] for m in (parse_replica_note(note)[2] or [])]
-    assert back == ids
-    assert {parse_replica_note(note)[:2] for note in notes[1:]} == {("node-2", "FR-CUSTOMS")}
