@@ -128,7 +128,11 @@ class Exchange:
             raise InvalidRequest("an agency cannot address itself")
         # 2. The outer signature and digests, with the caller's own certificate.
         header = verify_outer(
-            envelope, self._certificates.of(caller), max_bytes=self._config.max_envelope_bytes, roots=self._roots
+            envelope,
+            self._certificates.of(caller),
+            max_bytes=self._config.max_envelope_bytes,
+            roots=self._roots,
+            checked=True,  # take_in ran parse_header on this envelope
         )
         expires_us = header.expires.ToMicroseconds() if header.HasField("expires") else None
         if expires_us is not None and expires_us <= now_us():

@@ -52,7 +52,8 @@ def take_in(
     with contextlib.suppress(DecodeError):  # only to name the message in a refusal of the header
         claimed.ParseFromString(envelope.header)
     refusal.note(message_id=claimed.message_id)
-    header = validation.parse_header(envelope, max_recipients=max_recipients)
+    # Never above the protocol's own limit: `verify_outer(checked=True)` relies on this check.
+    header = validation.parse_header(envelope, max_recipients=min(max_recipients, validation.MAX_RECIPIENTS))
     if header.sender != caller.name:
         raise PermissionDenied(
             f"header names sender {header.sender!r} but the caller's certificate is {caller.spiffe_id}; "

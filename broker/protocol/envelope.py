@@ -315,15 +315,19 @@ def verify_outer(
     *,
     max_bytes: int | None = None,
     roots: batch.VerifiedRoots | None = None,
+    checked: bool = False,
 ) -> envelope_pb2.Header:
     """Verify what anyone can verify without decrypting, and return the parsed header.
 
     This is the broker's check before storing; recipients run it first too. It does not check the
     certificate chain, revocation or the caller's identity: the caller has done that for
     `sender_certificate`. With `roots`, a batch root verified before is not verified again.
-    Raise `VerificationError` (or `ProtocolError` when over `max_bytes`).
+    `checked` says the caller already ran `validation.parse_header` on this envelope: the field
+    checks of section 20 are not repeated (the same bytes give the same answer), the signature and
+    digest checks all are. Raise `VerificationError` (or `ProtocolError` when over `max_bytes`).
     """
-    return _verify_outer(envelope, sender_certificate, identity_public_key(sender_certificate), max_bytes, roots)
+    public_key = identity_public_key(sender_certificate)
+    return _verify_outer(envelope, sender_certificate, public_key, max_bytes, roots, checked=checked)
 
 
 def _verify_outer(
@@ -332,13 +336,16 @@ def _verify_outer(
     public_key: ec.EllipticCurvePublicKey,
     max_bytes: int | None,
     roots: batch.VerifiedRoots | None,
+    *,
+    checked: bool = False,
 ) -> envelope_pb2.Header:
     """`verify_outer` with the certificate's key already extracted (opening reuses it)."""
     # 1. Size, before any work.
     if max_bytes is not None and envelope.ByteSize() > max_bytes:
         raise ProtocolError(f"envelope is {envelope.ByteSize()} bytes, over the limit of {max_bytes}")
-    with validation.verifying():
-        validation.check_envelope(envelope)
+    if not checked:
+        with validation.verifying():
+            validation.check_envelope(envelope)
     # 2. Outer signature over the exact header bytes, alone or through its batch's root (section 21);
     #    nothing unauthenticated is parsed before this.
     sender_sha256 = certificate_sha256(sender_certificate)
@@ -357,8 +364,9 @@ def _verify_outer(
         raise VerificationError("envelope header does not parse") from exc
     # 3. The header is well formed, every field in its range (broker.protocol.validation).
     _check_header_fields(header)
-    with validation.verifying():
-        validation.check_header(header)
+    if not checked:
+        with validation.verifying():
+            validation.check_header(header)
     # 4. The header names the certificate that signed it, and its agency as sender.
     if header.sender_cert_sha256 != sender_sha256:
         raise VerificationError("header sender_cert_sha256 does not match the sender certificate")

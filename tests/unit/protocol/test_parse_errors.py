@@ -164,3 +164,20 @@ def test_any_audit_entry_bytes_fail_only_with_a_verification_error(raw: bytes) -
     """AuditEvent.from_entry_bytes on arbitrary bytes: VerificationError or an entry, nothing else."""
     with contextlib.suppress(VerificationError):
         AuditEvent.from_entry_bytes(raw)
+
+
+def test_verifying_turns_a_field_error_into_a_verification_error_naming_the_field() -> None:
+    """Inside `verifying()` a `ProtocolError` becomes a `VerificationError` with its message and field;
+    a `VerificationError` and any other exception pass unchanged."""
+    with pytest.raises(VerificationError, match=r"header\.kind is unknown") as caught, validation.verifying():
+        raise ProtocolError("header.kind is unknown (99)", field="header.kind")
+    assert type(caught.value) is VerificationError
+    assert caught.value.field == "header.kind"
+    original = VerificationError("root mismatch")
+    with pytest.raises(VerificationError) as passed, validation.verifying():
+        raise original
+    assert passed.value is original
+    with pytest.raises(KeyError), validation.verifying():
+        raise KeyError("x")
+    with validation.verifying():
+        pass  # no exception: nothing raised
