@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime as dt
 import gc
 import json
 import os
 import resource
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +54,58 @@ THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 
 def _rss_mb() -> float:
     with open("/proc/self/statm", encoding="ascii") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its waited-for children (the screening workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class _MemorySampler(threading.Thread):
+    """Peak memory of this process and its children together, sampled every 0.2 s: resident (RSS,
+    counting pages shared after fork once per process) and proportional (PSS, each shared page split
+    between the processes that map it: the memory the screening really takes)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_rss_mb = self.peak_pss_mb = 0.0
+        self.processes = 1
+        self._done = threading.Event()
+
+    @staticmethod
+    def _pids() -> list[int]:
+        pids = [os.getpid()]
+        for task in Path("/proc/self/task").iterdir():
+            with contextlib.suppress(OSError):
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        return pids
+
+    @staticmethod
+    def _rollup(pid: int) -> tuple[float, float]:
+        values = {}
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                key, _, rest = line.partition(":")
+                if key in ("Rss", "Pss"):
+                    values[key] = int(rest.split()[0]) / 1e3
+        return values.get("Rss", 0.0), values.get("Pss", 0.0)
+
+    def sample(self) -> None:
+        pids = self._pids()
+        rollups = [self._rollup(pid) for pid in pids]
+        self.peak_rss_mb = max(self.peak_rss_mb, sum(r for r, _ in rollups))
+        self.peak_pss_mb = max(self.peak_pss_mb, sum(p for _, p in rollups))
+        self.processes = max(self.processes, len(pids))
+
+    def run(self) -> None:
+        while not self._done.wait(0.2):
+            self.sample()
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+        self.sample()
 
 
 def _replica_index(data: ScreeningSet, tmp: Path, per_version: int) -> tuple[WatchlistReplica, float, float, float]:
@@ -104,9 +158,9 @@ def _replica_index(data: ScreeningSet, tmp: Path, per_version: int) -> tuple[Wat
         )
     apply_s = time.perf_counter() - t0
     gc.collect()
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0 = time.perf_counter(), _cpu_s()
     replica.index()
-    return replica, apply_s, time.perf_counter() - t0, time.process_time() - c0
+    return replica, apply_s, time.perf_counter() - t0, _cpu_s() - c0
 
 
 def _metrics(manifest: Sequence[Labelled], hits: Sequence[Hit], threshold: float) -> dict[str, object]:
@@ -377,6 +431,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2, help="2: held out (report); 1: training")
     parser.add_argument("--direct", action="store_true", help="index the entries directly, without a replica")
     parser.add_argument("--quick", action="store_true", help="100,000 entries and 20,000 passengers")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="screening processes (default: one per available core)"
+    )
     parser.add_argument("--fit", action="store_true", help="fit weights and threshold on the training seed")
     parser.add_argument(
         "--collisions",
@@ -405,9 +462,9 @@ def main() -> None:
             for entry in data.entries:
                 index.add(entry)
             apply_s = time.perf_counter() - t0
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0 = time.perf_counter(), _cpu_s()
             index.build()
-            build_s, build_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+            build_s, build_cpu_s = time.perf_counter() - t0, _cpu_s() - c0
             screen = index.screen
         else:
             replica, apply_s, build_s, build_cpu_s = _replica_index(data, Path(tmp), args.per_version)
@@ -415,9 +472,13 @@ def main() -> None:
         del data.entries[:]
         gc.collect()
         rss_index = _rss_mb()
-        t0, c0 = time.perf_counter(), time.process_time()
-        hits = screen(records, min_score=min(THRESHOLDS))
-        screen_s, screen_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+        sampler = _MemorySampler()
+        sampler.start()
+        load_screening = os.getloadavg()
+        t0, c0 = time.perf_counter(), _cpu_s()
+        hits = screen(records, min_score=min(THRESHOLDS), workers=args.workers)
+        screen_s, screen_cpu_s = time.perf_counter() - t0, _cpu_s() - c0
+        sampler.stop()
         rss_after = _rss_mb()
     result = _metrics(data.manifest, hits, DEFAULT_MIN_SCORE)
     curve = [_metrics(data.manifest, hits, t) for t in THRESHOLDS]
@@ -434,11 +495,15 @@ def main() -> None:
         "index_build_cpu_s": round(build_cpu_s, 2),
         "screen_s": round(screen_s, 2),
         "screen_cpu_s": round(screen_cpu_s, 2),
+        "screen_processes": sampler.processes,
         "passengers_per_s": round(len(records) / screen_s),
         "index_memory_mb": round(rss_index - rss_before),
         "rss_after_screening_mb": round(rss_after),
         "peak_rss_mb": round(peak_mb),
+        "screening_peak_rss_all_processes_mb": round(sampler.peak_rss_mb),
+        "screening_peak_pss_all_processes_mb": round(sampler.peak_pss_mb),
         "load_average_before": [round(x, 1) for x in load_before],
+        "load_average_screening": [round(x, 1) for x in load_screening],
         "load_average_after": [round(x, 1) for x in os.getloadavg()],
     }
     _print_report(result, curve, speed)

@@ -400,14 +400,19 @@ class WatchlistReplica:
             return self._index
 
     def screen(
-        self, records: Iterable[ScreeningRecord | Mapping[str, str]], *, min_score: float = DEFAULT_MIN_SCORE
+        self,
+        records: Iterable[ScreeningRecord | Mapping[str, str]],
+        *,
+        min_score: float = DEFAULT_MIN_SCORE,
+        workers: int | None = None,
     ) -> list[Hit]:
-        """Candidate hits of `records` against the current entries, with the entries they match."""
+        """Candidate hits of `records` against the current entries, with the entries they match
+        (`workers`: see `ScreeningIndex.screen`)."""
         self.purge_expired()
         index = self.index()
         typed = (r if isinstance(r, ScreeningRecord) else ScreeningRecord.from_mapping(r) for r in records)
         with _no_cyclic_gc():
-            hits = index.screen(typed, min_score=min_score)
+            hits = index.screen(typed, min_score=min_score, workers=workers)
         entries = self._load_entries({h.entry_id for h in hits})
         version = self.version
         return [

@@ -20,12 +20,19 @@ The default threshold comes from the precision/recall curve of the training half
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as dt
+import gc
 import hashlib
 import math
+import multiprocessing
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from multiprocessing.sharedctypes import Synchronized
 from typing import Final
 
 import numpy as np
@@ -61,11 +68,13 @@ _RUN_CAP: Final = 400  # entries per key looked at; a key shared by more says li
 _TOP: Final = 25  # name candidates scored per record, those sharing the most keys first
 _PENDING_LIMIT: Final = 200_000
 _BATCH: Final = 4096
+_FILTER_BLOCK: Final = 65_536
 _IDENTIFIER_SCORE: Final = 0.97
 # The sorted key array packs each key's digest (its top 38 bits) with the entry position (26 bits),
 # so that one np.sort orders both; a shortened digest shared by chance only adds a candidate.
 _POSITION_BITS: Final = 26
 _POSITION_MASK: Final = (1 << _POSITION_BITS) - 1
+_DIGEST_MASK: Final = (1 << 64) - 1 - _POSITION_MASK
 _ORDINAL_OF_1970: Final = dt.date(1970, 1, 1).toordinal()
 _EARLIEST_YEAR: Final = 1850
 
@@ -137,11 +146,21 @@ class Hit:
 # ---- keys --------------------------------------------------------------------------------------
 
 
-def _neighbours(key: str) -> list[str]:
+_NEIGHBOUR_LIMIT: Final = 500_000
+_neighbour_cache: dict[str, tuple[str, ...]] = {}
+
+
+def _neighbours(key: str) -> tuple[str, ...]:
     """`key` and its one-deletion variants (skeletons of two letters or more)."""
-    if len(key) < 2 or key.startswith("~"):
-        return [key]
-    return [key, *{key[:i] + key[i + 1 :] for i in range(len(key))}]
+    found = _neighbour_cache.get(key)
+    if found is None:
+        if len(key) < 2 or key.startswith("~"):
+            found = (key,)
+        else:
+            found = (key, *{key[:i] + key[i + 1 :] for i in range(len(key))})
+        if len(_neighbour_cache) < _NEIGHBOUR_LIMIT:
+            _neighbour_cache[key] = found
+    return found
 
 
 def _pair_keys(parts: Sequence[str], exact: set[str], fuzzy: set[str], *, typos: bool) -> None:
@@ -150,32 +169,32 @@ def _pair_keys(parts: Sequence[str], exact: set[str], fuzzy: set[str], *, typos:
     if len(set(skeletons)) == 1:
         exact.add(f"S{skeletons[0]}")
         if typos:
-            fuzzy.update(f"S{s}" for s in _neighbours(skeletons[0]))
+            fuzzy.update([f"S{s}" for s in _neighbours(skeletons[0])])
         return
     for i, a in enumerate(skeletons):
         for b in skeletons[i + 1 :]:
             if a == b:
                 continue
-            exact.add(f"P{min(a, b)}|{max(a, b)}")
+            # Each pair written in sorted order: P{min}|{max}.
+            exact.add(f"P{a}|{b}" if a < b else f"P{b}|{a}")
             if typos:
-                for x in _neighbours(a):
-                    fuzzy.add(f"P{min(x, b)}|{max(x, b)}")
-                for y in _neighbours(b):
-                    fuzzy.add(f"P{min(a, y)}|{max(a, y)}")
+                fuzzy.update([f"P{x}|{b}" if x < b else f"P{b}|{x}" for x in _neighbours(a)])
+                fuzzy.update([f"P{a}|{y}" if a < y else f"P{y}|{a}" for y in _neighbours(b)])
 
 
-def _name_keys(name: ParsedName, exact: set[str], fuzzy: set[str], *, entry: bool) -> None:
-    """Blocking keys of a name: skeleton pairs (`exact`) and their typo neighbourhoods (`fuzzy`)."""
+def _name_keys(name: ParsedName, exact: set[str], fuzzy: set[str], *, entry: bool, typos: bool = True) -> None:
+    """Blocking keys of a name: skeleton pairs (`exact`) and, with `typos`, their typo neighbourhoods
+    and the MRZ truncation key (`fuzzy`)."""
     if not name.core:
         return
-    _pair_keys(name.core, exact, fuzzy, typos=True)
+    _pair_keys(name.core, exact, fuzzy, typos=typos)
     if name.split and (len(name.family_core) > 1 or len(name.given_core) > 1):
-        _pair_keys(("".join(name.family_core), "".join(name.given_core)), exact, fuzzy, typos=True)
+        _pair_keys(("".join(name.family_core), "".join(name.given_core)), exact, fuzzy, typos=typos)
     if len(name.core) > 1:
         for i in range(min(len(name.core), _MAX_PARTS) - 1):
             joined = (*name.core[:i], name.core[i] + name.core[i + 1], *name.core[i + 2 :])
             _pair_keys(joined, exact, fuzzy, typos=False)
-    if name.split and (entry or name.truncated):
+    if typos and name.split and (entry or name.truncated):
         # MRZ truncation cuts the end of the given names: the family name and their first letters remain.
         given = "".join(name.given_core)
         if len(given) >= 3:
@@ -201,7 +220,8 @@ def _query_name_keys(name: ParsedName, dob: BirthDate | None) -> tuple[set[str],
     on the list."""
     exact: set[str] = set()
     fuzzy: set[str] = set()
-    _name_keys(name, exact, fuzzy, entry=False)
+    # Without a date, only the exact pairs are looked up (and the typo neighbourhoods not made).
+    _name_keys(name, exact, fuzzy, entry=False, typos=dob is not None)
     # How common the name is: the rarest pair of its parts' skeletons (every entry of the same name
     # shares them all), not the commonest, which two common given names alone make large.
     plain: set[str] = set()
@@ -489,14 +509,34 @@ def _dob_columns(texts: list[str]) -> npt.NDArray[np.int64]:
     return parts
 
 
-def _dates_compatible(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
-    """Row-wise: dates that are unknown, equal as far as known, swapped, or a day or a year apart.
+_Column = npt.NDArray[np.int32]
+
+
+def _date_codes(parts: npt.NDArray[np.int64]) -> _Column:
+    """One integer per (year, month, day, ordinal) row: year << 9 | month << 5 | day (0: unknown)."""
+    return np.asarray(parts[:, 0] << 9 | parts[:, 1] << 5 | parts[:, 2], dtype=np.int32)
+
+
+def _ordinal_table(last_year: int) -> _Column:
+    """The proleptic ordinal of each full date code from _EARLIEST_YEAR to `last_year`, at
+    code - (_EARLIEST_YEAR << 9); 0 for codes of partial or impossible dates (as `_dob_parts`)."""
+    codes = np.arange((last_year + 1 - _EARLIEST_YEAR) << 9, dtype=np.int64)
+    year, month, day = codes >> 9, (codes >> 5) & 15, codes & 31
+    months = (year + _EARLIEST_YEAR - 1970) * 12 + np.clip(month, 1, 12) - 1
+    born = months.astype("datetime64[M]").astype("datetime64[D]") + np.clip(day, 1, 31) - 1
+    full = (month >= 1) & (month <= 12) & (day >= 1) & (born.astype("datetime64[M]").astype(np.int64) == months)
+    return np.asarray(np.where(full, born.astype(np.int64) + _ORDINAL_OF_1970, 0), dtype=np.int32)
+
+
+def _dates_compatible(
+    ay: _Column, am: _Column, ad: _Column, ao: _Column, by: _Column, bm: _Column, bd: _Column, bo: _Column
+) -> npt.NDArray[np.bool_]:
+    """Row-wise: dates that are unknown, equal as far as known, swapped, or a day or a year apart
+    (year, month, day and ordinal columns of each side; 0 for what is unknown).
 
     The vectorised twin of `compare_dates(...) is not DIFFERENT`, so that namesakes born on other
     days never reach the (slower) scoring.
     """
-    ay, am, ad, ao = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
-    by, bm, bd, bo = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
     unknown = (ay == 0) | (by == 0)
     partial = (am == 0) | (bm == 0) | (ad == 0) | (bd == 0)
     same_year = ay == by
@@ -572,6 +612,52 @@ def score_evidence(evidence: Evidence) -> float:
 # ---- the index ---------------------------------------------------------------------------------
 
 
+class _Strings:
+    """Strings by position: those packed at the last `pack` back to back in one UTF-8 buffer (each
+    ending at its `_ends`), then those appended since in a list. A million strings held this way are
+    two objects, not a million: forked workers that read them write to no shared page (reference
+    counts), and the memory of a bulk load is handed back whole once it is packed."""
+
+    __slots__ = ("_data", "_ends", "_tail")
+
+    def __init__(self, tail: list[str] | None = None) -> None:
+        self._data = bytearray()
+        self._ends = np.zeros(0, dtype=np.int64)
+        self._tail = tail if tail is not None else []
+
+    def __len__(self) -> int:
+        return len(self._ends) + len(self._tail)
+
+    def __getitem__(self, position: int) -> str:
+        packed = len(self._ends)
+        if position >= packed:
+            return self._tail[position - packed]
+        start = int(self._ends[position - 1]) if position else 0
+        return self._data[start : int(self._ends[position])].decode()
+
+    def append(self, text: str) -> None:
+        self._tail.append(text)
+
+    def unpacked(self) -> list[str]:
+        """The strings appended since the last `pack`."""
+        return self._tail
+
+    def pack(self) -> None:
+        """Move the strings appended since the last `pack` into the buffer."""
+        strings, self._tail = self._tail, []
+        ends = []
+        end = len(self._data)
+        for start in range(0, len(strings), 65_536):
+            chunk = strings[start : start + 65_536]
+            text = "".join(chunk)
+            data = text.encode()
+            lengths = map(len, chunk) if len(data) == len(text) else (len(s.encode()) for s in chunk)
+            ends.append(np.cumsum(np.fromiter(lengths, dtype=np.int64, count=len(chunk))) + end)
+            self._data += data
+            end = len(self._data)
+        self._ends = np.concatenate((self._ends, *ends))
+
+
 class ScreeningIndex:
     """In-memory candidate keys and scoring data of watchlist entries; add, remove and screen.
 
@@ -581,23 +667,32 @@ class ScreeningIndex:
     """
 
     def __init__(self) -> None:
-        self._ids: list[str] = []
-        self._records: list[str] = []
+        # Entry ids and scoring records by position (packed at each build); the position of each
+        # living entry's id, made when first needed (adding or removing entries, not screening).
+        self._ids = _Strings()
+        self._records = _Strings()
         self._alive = bytearray()
-        self._position: dict[str, int] = {}
+        self._position: dict[str, int] | None = {}
         self._keys: npt.NDArray[np.uint64] = np.zeros(0, dtype=np.uint64)
         self._pending_positions: list[int] = []
         self._pending_digests: list[bytes] = []
         self._pending_keys = 0
         self._pending_lookup: dict[bytes, list[int]] | None = None
         self._views: dict[int, _EntryView] = {}
-        self._dob_year = np.zeros(0, dtype=np.int16)
-        self._dob_month = np.zeros(0, dtype=np.int8)
-        self._dob_day = np.zeros(0, dtype=np.int8)
-        self._dob_ordinal = np.zeros(0, dtype=np.int32)
+        # Each entry's date of birth as one code (`_date_codes`), the code of the entry of each key
+        # beside the sorted keys (so that the date filter reads runs in order), and code -> ordinal.
+        self._dob_code = np.zeros(0, dtype=np.int32)
+        self._key_dates = np.zeros(0, dtype=np.int32)
+        self._ordinals = _ordinal_table(dt.datetime.now(dt.UTC).year + 1)
 
     def __len__(self) -> int:
-        return len(self._position)
+        return self._alive.count(1)
+
+    def _positions(self) -> dict[str, int]:
+        if self._position is None:
+            ids = self._ids
+            self._position = {ids[p]: p for p in range(len(self._alive)) if self._alive[p]}
+        return self._position
 
     @staticmethod
     def keys_of(entry: payload_pb2.WatchlistEntry) -> tuple[str, bytes]:
@@ -638,13 +733,14 @@ class ScreeningIndex:
 
     def add_keys(self, entry_id: str, record: str, digests: bytes) -> None:
         """Index an entry by what `keys_of` made of it, replacing an entry of the same id."""
-        if entry_id in self._position:
+        positions = self._positions()
+        if entry_id in positions:
             self.remove(entry_id)
         position = len(self._ids)
         self._ids.append(entry_id)
         self._records.append(record)
         self._alive.append(1)
-        self._position[entry_id] = position
+        positions[entry_id] = position
         self._pending_positions.append(position)
         self._pending_digests.append(digests)
         self._pending_keys += len(digests) // 8
@@ -654,7 +750,7 @@ class ScreeningIndex:
 
     def add_many(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
         """Index many entries by what `keys_of` made of them: (entry id, record, digests) each."""
-        if self._ids:
+        if len(self._ids):
             for row in rows:
                 self.add_keys(*row)
             return
@@ -663,27 +759,25 @@ class ScreeningIndex:
         if not columns:
             return
         ids, records, digests = (list(c) for c in columns)
-        position = dict(zip(ids, range(len(ids)), strict=True))
-        if len(position) < len(ids):  # the same id twice: the last one counts, as with add_keys
-            self._ids, self._records = [], []
+        if len(set(ids)) < len(ids):  # the same id twice: the last one counts, as with add_keys
             for row in zip(ids, records, digests, strict=True):
                 self.add_keys(*row)
             return
-        self._ids, self._records, self._position = ids, records, position
+        self._ids, self._records, self._position = _Strings(ids), _Strings(records), None
         self._alive = bytearray(b"\x01") * len(ids)
         self._pending_positions, self._pending_digests = list(range(len(ids))), digests
         self._pending_keys = sum(map(len, digests)) // 8
 
     def remove(self, entry_id: str) -> None:
         """Forget `entry_id` (no-op if absent)."""
-        position = self._position.pop(entry_id, None)
+        position = self._positions().pop(entry_id, None)
         if position is not None:
             self._alive[position] = 0
             self._views.pop(position, None)
 
     def entry_ids(self) -> Iterator[str]:
         """The ids of every indexed entry."""
-        return iter(self._position)
+        return iter(self._positions())
 
     def build(self) -> None:
         """Merge the keys of entries added since the last build into the sorted array."""
@@ -691,20 +785,29 @@ class ScreeningIndex:
             return
         if len(self._ids) > _POSITION_MASK:
             raise ValueError(f"a screening index holds at most {_POSITION_MASK} entries and amendments")
-        known = len(self._dob_ordinal)
-        parts = _dob_columns([r.split(_SEP, 2)[1] for r in self._records[known:]])
-        self._dob_year = np.concatenate((self._dob_year, parts[:, 0].astype(np.int16)))
-        self._dob_month = np.concatenate((self._dob_month, parts[:, 1].astype(np.int8)))
-        self._dob_day = np.concatenate((self._dob_day, parts[:, 2].astype(np.int8)))
-        self._dob_ordinal = np.concatenate((self._dob_ordinal, parts[:, 3].astype(np.int32)))
-        added = np.frombuffer(b"".join(self._pending_digests), dtype=np.uint64)
-        added = added >> np.uint64(_POSITION_BITS) << np.uint64(_POSITION_BITS)
+        parts = _dob_columns([r.split(_SEP, 2)[1] for r in self._records.unpacked()])
+        self._dob_code = np.concatenate((self._dob_code, _date_codes(parts)))
+        last_year = max(int(parts[:, 0].max(initial=0)), dt.datetime.now(dt.UTC).year) + 1
+        if (last_year + 1 - _EARLIEST_YEAR) << 9 > len(self._ordinals):
+            self._ordinals = _ordinal_table(last_year)
+        # In place where numpy allows: each temporary of a million entries' keys is 160 MB to fault in.
         count = len(self._pending_digests)
         sizes = np.fromiter(map(len, self._pending_digests), dtype=np.int64, count=count) // 8
         positions = np.repeat(np.asarray(self._pending_positions, dtype=np.uint64), sizes)
-        keys = np.concatenate((self._keys, added | positions))
+        keys = np.empty(len(self._keys) + len(positions), dtype=np.uint64)
+        keys[: len(self._keys)] = self._keys
+        added = keys[len(self._keys) :]
+        np.bitwise_and(
+            np.frombuffer(b"".join(self._pending_digests), dtype=np.uint64), np.uint64(_DIGEST_MASK), out=added
+        )
+        added |= positions
+        del added, positions
+        self._keys = np.zeros(0, dtype=np.uint64)
         keys.sort()
         self._keys = keys
+        self._key_dates = self._dob_code[keys & np.uint64(_POSITION_MASK)]
+        self._records.pack()
+        self._ids.pack()
         self._pending_positions, self._pending_digests, self._pending_keys, self._pending_lookup = [], [], 0, {}
 
     def _ready(self) -> None:
@@ -737,15 +840,20 @@ class ScreeningIndex:
         high = np.searchsorted(self._keys, (unique + np.uint64(1)) << np.uint64(_POSITION_BITS), side="left")
         return owner, low[inverse].astype(np.int64), high[inverse].astype(np.int64)
 
-    def _lookup(self, blobs: list[bytes]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """(query number, entry position) of every sorted-array entry sharing a key with each query."""
+    def _members(self, blobs: list[bytes]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """(query number, index in the sorted array) of every key sharing a digest with each query's
+        keys (the first _RUN_CAP of each run)."""
         owner, low, high = self._runs(blobs)
         counts = np.minimum(high - low, _RUN_CAP)
         total = int(counts.sum())
         starts = np.repeat(low, counts)
         offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        positions = self._keys[starts + offsets] & np.uint64(_POSITION_MASK)
-        return np.repeat(owner, counts), positions.astype(np.int64)
+        return np.repeat(owner, counts), starts + offsets
+
+    def _lookup(self, blobs: list[bytes]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """(query number, entry position) of every sorted-array entry sharing a key with each query."""
+        owner, members = self._members(blobs)
+        return owner, (self._keys[members] & np.uint64(_POSITION_MASK)).astype(np.int64)
 
     def _candidates(self, queries: list[_Query]) -> list[set[int]]:
         """Candidate positions per query: every entry sharing a document or identifier key, and the
@@ -757,18 +865,38 @@ class ScreeningIndex:
             name_blobs.append(_digests(names))
             frequency_blobs.append(_digests(frequency))
             other_blobs.append(_digests(others))
-        alive = np.frombuffer(self._alive, dtype=np.uint8)[: len(self._dob_ordinal)]
+        alive = np.frombuffer(self._alive, dtype=np.uint8)[: len(self._dob_code)]
         self._count_namesakes(queries, frequency_blobs)
         owner, position = self._lookup(other_blobs)
         for q, p in zip(owner.tolist(), position.tolist(), strict=True):
             found[q].add(p)
-        owner, position = self._lookup(name_blobs)
+        owner, members = self._members(name_blobs)
         if len(owner):
-            codes, shared = np.unique(owner << 32 | position, return_counts=True)
+            # The date filter first, on the keys' own date codes read in order: it drops about 99 %
+            # of the pairs, and whether a pair passes does not depend on the key that found it, so
+            # the shared-key counts of the pairs it keeps are those of the unfiltered pairs.
+            query_parts = np.asarray([_dob_parts(q.dob) for q in queries], dtype=np.int64).reshape(-1, 4)
+            query_codes, query_ordinals = _date_codes(query_parts), query_parts[:, 3].astype(np.int32)
+            keep = np.empty(len(owner), dtype=np.bool_)
+            for start in range(0, len(owner), _FILTER_BLOCK):  # blocks whose temporaries stay in cache
+                block = slice(start, start + _FILTER_BLOCK)
+                query_code, query_ordinal = query_codes[owner[block]], query_ordinals[owner[block]]
+                code = self._key_dates[members[block]]
+                keep[block] = _dates_compatible(
+                    query_code >> 9,
+                    query_code >> 5 & 15,
+                    query_code & 31,
+                    query_ordinal,
+                    code >> 9,
+                    code >> 5 & 15,
+                    code & 31,
+                    self._ordinals[np.maximum(code - np.int32(_EARLIEST_YEAR << 9), 0)],
+                )
+            owner = owner[keep]
+            position = (self._keys[members[keep]] & np.uint64(_POSITION_MASK)).astype(np.int64)
+            living = alive[position] == 1
+            codes, shared = np.unique(owner[living] << 32 | position[living], return_counts=True)
             owner, position = codes >> 32, codes & 0xFFFFFFFF
-            query_dob = np.asarray([_dob_parts(q.dob) for q in queries], dtype=np.int64).reshape(-1, 4)[owner]
-            keep = (alive[position] == 1) & _dates_compatible(query_dob, self._dob_parts_of(position))
-            owner, position, shared = owner[keep], position[keep], shared[keep]
             order = np.lexsort((-shared, owner))
             owner, position = owner[order], position[order]
             first = np.searchsorted(owner, owner, side="left")
@@ -803,20 +931,9 @@ class ScreeningIndex:
         for query, count in zip(queries, fewest.tolist(), strict=True):
             query.namesakes = count if count != np.iinfo(np.int64).max else 0
 
-    def _dob_parts_of(self, positions: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        return np.stack(
-            [
-                self._dob_year[positions],
-                self._dob_month[positions],
-                self._dob_day[positions],
-                self._dob_ordinal[positions],
-            ],
-            axis=1,
-        ).astype(np.int64)
-
     def evidence(self, record: ScreeningRecord, entry_id: str) -> Evidence:
         """What comparing `record` with the indexed entry `entry_id` finds (for tests and tuning)."""
-        return _compare(_query(record), self._view(self._position[entry_id]))
+        return _compare(_query(record), self._view(self._positions()[entry_id]))
 
     def candidates(self, records: Sequence[ScreeningRecord]) -> list[list[tuple[str, Evidence]]]:
         """Every candidate entry of each record with its evidence, before any threshold (for tuning)."""
@@ -828,32 +945,133 @@ class ScreeningIndex:
             out.append([(self._ids[p], e) for p, e in _with_rivals(compared)])
         return out
 
-    def screen(self, records: Iterable[ScreeningRecord], *, min_score: float = DEFAULT_MIN_SCORE) -> list[Hit]:
-        """Hits of `records` at or above `min_score`, best first within each record."""
-        self._ready()
-        hits: list[Hit] = []
-        batch: list[ScreeningRecord] = []
-        for record in records:
-            batch.append(record)
-            if len(batch) == _BATCH:
-                hits.extend(self._screen_batch(batch, min_score))
-                batch = []
-        if batch:
-            hits.extend(self._screen_batch(batch, min_score))
-        return hits
+    def screen(
+        self, records: Iterable[ScreeningRecord], *, min_score: float = DEFAULT_MIN_SCORE, workers: int | None = None
+    ) -> list[Hit]:
+        """Hits of `records` at or above `min_score`, best first within each record, in record order.
 
-    def _screen_batch(self, records: list[ScreeningRecord], min_score: float) -> list[Hit]:
+        `workers` processes share the work (None: one per available core when there are at least
+        `_PARALLEL_MIN` records; 1: this process alone). They are forked, so they read this index
+        without copying it; the hits are the same, in the same order, whatever the number.
+        """
+        self._ready()
+        items = records if isinstance(records, list) else list(records)
+        count = _worker_count(workers, len(items))
+        raw = self._screen_parallel(items, min_score, count) if count > 1 else self._screen_slice(items, 0, min_score)
+        ids = self._ids
+        return [Hit(items[n], ids[p], score, fields, explanation=how) for n, p, score, fields, how in raw]
+
+    def _screen_slice(self, records: list[ScreeningRecord], start: int, min_score: float) -> list[_RawHit]:
+        """The hits of `records` (numbered from `start`) as (record number, entry position, score,
+        fields, explanation), in order."""
+        out: list[_RawHit] = []
+        for offset in range(0, len(records), _BATCH):
+            out.extend(self._screen_batch(records[offset : offset + _BATCH], start + offset, min_score))
+        return out
+
+    def _screen_parallel(self, records: list[ScreeningRecord], min_score: float, workers: int) -> list[_RawHit]:
+        """Screen `records` in this process and `workers` - 1 forked ones, which claim chunks of
+        records from a shared counter until none is left; the hits come back in record order."""
+        global _SHARED  # noqa: PLW0603 (what forked workers read instead of a pickled copy)
+        chunk = max(1, min(_BATCH, -(-len(records) // (4 * workers))))
+        bounds = [(start, min(start + chunk, len(records))) for start in range(0, len(records), chunk)]
+        context = multiprocessing.get_context("fork")
+        shared = _SHARED = _Shared(self, records, min_score, bounds, context.Value("q", 0))
+        # Free memory handed back before forking is not copied into each worker when reused there.
+        _malloc("malloc_trim", 0)
+        parts: dict[int, list[_RawHit]] = {}
+        try:
+            with ProcessPoolExecutor(workers - 1, mp_context=context, initializer=_worker_start) as pool:
+                try:
+                    forked = [pool.submit(_screen_claimed) for _ in range(workers - 1)]
+                    parts.update(_screen_claimed())
+                    for future in forked:  # a worker that died raises BrokenProcessPool here
+                        parts.update(future.result())
+                except BaseException:
+                    # Interrupted or failed: the workers stop after their current chunk, and the pool's
+                    # exit waits for no more than that.
+                    with shared.claimed.get_lock():
+                        shared.claimed.value = len(bounds)
+                    raise
+        finally:
+            _SHARED = None
+        return [hit for number in range(len(bounds)) for hit in parts[number]]
+
+    def _screen_batch(self, records: list[ScreeningRecord], start: int, min_score: float) -> list[_RawHit]:
         queries = [_query(r) for r in records]
-        hits: list[Hit] = []
+        hits: list[_RawHit] = []
         alive = self._alive
-        for query, positions in zip(queries, self._candidates(queries), strict=True):
+        for number, (query, positions) in enumerate(zip(queries, self._candidates(queries), strict=True), start):
             found = []
             compared = [(p, _compare(query, self._view(p))) for p in positions if alive[p]]
             for position, evidence in _with_rivals(compared):
                 score = score_evidence(evidence)
                 if score >= min_score:
                     fields, how = _explain(evidence)
-                    found.append(Hit(query.record, self._ids[position], round(score, 4), fields, explanation=how))
-            found.sort(key=lambda h: (-h.score, h.entry_id))
+                    found.append((number, position, round(score, 4), fields, how))
+            found.sort(key=lambda h: (-h[2], self._ids[h[1]]))
             hits.extend(found)
         return hits
+
+
+_RawHit = tuple[int, int, float, tuple[str, ...], tuple[str, ...]]
+_PARALLEL_MIN: Final = 2 * _BATCH
+
+
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """A batch being screened in parallel, as the forked workers inherit it."""
+
+    index: ScreeningIndex
+    records: list[ScreeningRecord]
+    min_score: float
+    bounds: list[tuple[int, int]]
+    claimed: Synchronized[int]  # the number of chunks claimed so far
+
+
+_SHARED: _Shared | None = None
+
+
+def _malloc(function: str, *args: int) -> None:
+    """Call glibc's malloc_trim or mallopt where the C library has them (elsewhere, nothing)."""
+    with contextlib.suppress(OSError, AttributeError):
+        getattr(ctypes.CDLL(None), function)(*args)
+
+
+_M_MMAP_THRESHOLD: Final = -3
+
+
+def _worker_start() -> None:
+    """In a forked worker: leave the inherited heap alone. The objects inherited are never collected
+    (gc.freeze), and large temporaries get pages of their own (a fixed mmap threshold: glibc's
+    adaptive one would place them in the parent's free heap, copying its pages)."""
+    gc.freeze()
+    _malloc("mallopt", _M_MMAP_THRESHOLD, 128 * 1024)
+
+
+def _worker_count(workers: int | None, records: int) -> int:
+    """How many processes screen `records` records: `workers` if given, else one per available core
+    for a large enough batch, and never more than one where processes cannot be forked."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    if workers is None:
+        if records < _PARALLEL_MIN:
+            return 1
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(workers, records))
+
+
+def _screen_claimed() -> dict[int, list[_RawHit]]:
+    """Screen chunks of the shared batch, claimed one at a time, until none is left."""
+    shared = _SHARED
+    if shared is None:
+        raise RuntimeError("no screening batch was shared with this worker")
+    found: dict[int, list[_RawHit]] = {}
+    while True:
+        with shared.claimed.get_lock():
+            number = shared.claimed.value
+            shared.claimed.value = number + 1
+        if number >= len(shared.bounds):
+            return found
+        start, stop = shared.bounds[number]
+        found[number] = shared.index._screen_slice(shared.records[start:stop], start, shared.min_score)
