@@ -10,11 +10,11 @@ than a few intervals means a broker that is stuck or gone.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from broker.files import write_atomically
 
 __all__ = ["HEALTH_FILE_INTERVAL_SECONDS", "MAX_AGE_SECONDS", "read_health_file", "write_health_file"]
 
@@ -24,14 +24,7 @@ MAX_AGE_SECONDS = 4 * HEALTH_FILE_INTERVAL_SECONDS
 
 def write_health_file(path: Path, document: dict[str, Any]) -> None:
     """Replace `path` atomically with `document` (a reader never sees half a file)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, json.dumps(document).encode())
 
 
 def read_health_file(path: Path, now: float | None = None) -> str:

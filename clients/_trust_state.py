@@ -22,19 +22,18 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from broker.files import PRIVATE_MODE, write_atomically
 from clients.errors import ClientError, VerificationError
 
 FORMAT: Final = "isb-sdk-trust-state/1"
 FILE_NAME: Final = "trust-state.json"
 MAX_FILE_BYTES: Final = 1 << 20
-_MODE: Final = 0o600
 
 
 class TrustStateError(ClientError):
@@ -134,7 +133,7 @@ class TrustState:
                     "root_hash": base64.b64encode(self.checkpoint.root_hash).decode(),
                     "note": base64.b64encode(self.checkpoint.note).decode(),
                 }
-            _atomic_write(self._path, (json.dumps(document, indent=2) + "\n").encode())
+            write_atomically(self._path, (json.dumps(document, indent=2) + "\n").encode())
 
 
 def _read(path: Path) -> _State:
@@ -153,7 +152,8 @@ def _read(path: Path) -> _State:
         ):
             raise TrustStateError(f"{path} has malformed values")
         checkpoint = _checkpoint(document.get("checkpoint"), path)
-    except (OSError, ValueError, KeyError, binascii.Error) as exc:
+    # RecursionError: JSON nested deeper than the parser's recursion limit (the file is at most 1 MiB).
+    except (OSError, ValueError, KeyError, binascii.Error, RecursionError) as exc:
         raise TrustStateError(
             f"cannot read the SDK trust state {path}: {exc}; restore it from a backup"
             " (deleting it forgets which CRL, key bundles and checkpoint were already seen)"
@@ -181,25 +181,9 @@ def _checkpoint(member: Any, path: Path) -> HeldCheckpoint | None:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, _MODE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), _MODE)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Final, TypeVar
 
 import grpc
 import structlog
@@ -62,6 +63,15 @@ T = TypeVar("T")
 X25519 = envelope_pb2.X25519_HKDF_SHA256_AES_256_GCM
 MLKEM768_X25519 = envelope_pb2.MLKEM768_X25519_HKDF_SHA256_AES_256_GCM
 _RECONNECT_FIRST, _RECONNECT_MAX = 0.2, 5.0  # seconds between attempts to reopen a broken stream
+
+
+class _Reconnect(enum.Enum):
+    """`deliveries` reopens its stream: the broker went away (restart, rotation, network)."""
+
+    SIGNAL = enum.auto()
+
+
+_RECONNECT: Final = _Reconnect.SIGNAL
 CRL_REFRESH_SECONDS = 60.0  # how long a verified CRL is used before it is fetched again
 FORWARD_CONSENT_REQUEST = "application/vnd.isb.forward-consent-request+json"
 _TLP = {
@@ -649,41 +659,59 @@ class AgencyClient(Connection):
             call = self._stub.Subscribe(broker_pb2.SubscribeRequest(max_in_flight=max_in_flight))
             reader: StreamReader[broker_pb2.DeliveryBatch] = StreamReader(call, "isb-subscribe")
             try:
-                while True:
-                    try:
-                        batch = reader.next(timeout)
-                    except grpc.RpcError as exc:
-                        if exc.code() is grpc.StatusCode.CANCELLED:
-                            return
-                        if (
-                            not reconnect
-                            or exc.code() is not grpc.StatusCode.UNAVAILABLE
-                            or (timeout is not None and time.monotonic() - last_seen >= timeout)
-                        ):
-                            raise self.translate_error(exc) from exc
-                        log.warning("subscribe.reconnecting", pause=pause, error=exc.details())
-                        break
+                # 1. Read batches until the stream ends (None) or the broker goes away (_RECONNECT).
+                while (batch := self._next_batch(reader, timeout, reconnect, last_seen, pause)) is not _RECONNECT:
                     if batch is None:
                         return
                     pause, last_seen = _RECONNECT_FIRST, time.monotonic()
-                    # Outside the per-delivery handling on purpose: without a fresh CRL nothing is
-                    # accepted *or* rejected (fail closed); the deliveries stay queued at the broker.
-                    crl = self.revocation_list()
-                    for delivery in batch.deliveries:
-                        try:
-                            opened = self._open(delivery, crl)
-                        except ClientError as exc:  # VerificationError and ProtocolViolation included
-                            invalid = self._reject(delivery, exc)
-                            if on_invalid is not None:
-                                on_invalid(invalid)
-                            continue
-                        if opened.header.kind == envelope_pb2.RECALL and opened.header.references:
-                            opened = self._erase(opened)
-                        yield opened
+                    # 2. Verify and open each delivery; reject the ones that fail.
+                    yield from self._verified(batch, on_invalid)
             finally:
                 call.cancel()
+            # 3. Open the stream again after a growing pause.
             time.sleep(pause)
             pause = min(pause * 2, _RECONNECT_MAX)
+
+    def _next_batch(
+        self,
+        reader: StreamReader[broker_pb2.DeliveryBatch],
+        timeout: float | None,
+        reconnect: bool,
+        last_seen: float,
+        pause: float,
+    ) -> broker_pb2.DeliveryBatch | _Reconnect | None:
+        """The next batch; None once the stream ends (timeout, cancelled); `_RECONNECT` when the broker
+        went away and the stream should be opened again. A refusal is raised as the SDK's error."""
+        try:
+            return reader.next(timeout)
+        except grpc.RpcError as exc:
+            if exc.code() is grpc.StatusCode.CANCELLED:
+                return None
+            waited_out = timeout is not None and time.monotonic() - last_seen >= timeout
+            if not reconnect or exc.code() is not grpc.StatusCode.UNAVAILABLE or waited_out:
+                raise self.translate_error(exc) from exc
+            log.warning("subscribe.reconnecting", pause=pause, error=exc.details())
+            return _RECONNECT
+
+    def _verified(
+        self, batch: broker_pb2.DeliveryBatch, on_invalid: Callable[[InvalidDelivery], None] | None
+    ) -> Iterator[ReceivedMessage]:
+        """The batch's deliveries that verify and open (a verified RECALL erases first); the others
+        are answered with a REJECTED receipt and reported to `on_invalid`, never yielded."""
+        # Outside the per-delivery handling on purpose: without a fresh CRL nothing is
+        # accepted *or* rejected (fail closed); the deliveries stay queued at the broker.
+        crl = self.revocation_list()
+        for delivery in batch.deliveries:
+            try:
+                opened = self._open(delivery, crl)
+            except ClientError as exc:  # VerificationError and ProtocolViolation included
+                invalid = self._reject(delivery, exc)
+                if on_invalid is not None:
+                    on_invalid(invalid)
+                continue
+            if opened.header.kind == envelope_pb2.RECALL and opened.header.references:
+                opened = self._erase(opened)
+            yield opened
 
     def _sender(self, der: bytes, agency: str, created: dt.datetime, crl: VerifiedCrl) -> x509.Certificate:
         """The sender's certificate, verified to chain to the CA and name `agency` at `created`, not revoked.

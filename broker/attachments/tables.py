@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from broker.store.tables import table_of
+
 UPLOADING = 1  # chunks arriving; resumable
 COMPLETE = 2  # every chunk stored, digest known; waiting for the envelope that references it
 ATTACHED = 3  # referenced by an accepted envelope: downloadable by its recipients
@@ -43,5 +45,5 @@ class BlobChunkRow(SQLModel, table=True):
     data: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
 
 
-attachments = AttachmentRow.__table__  # type: ignore[attr-defined]
-blob_chunks = BlobChunkRow.__table__  # type: ignore[attr-defined]
+attachments = table_of(AttachmentRow)
+blob_chunks = table_of(BlobChunkRow)

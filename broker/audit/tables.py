@@ -18,6 +18,8 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Index, Integer, LargeBinary, SmallInteger, Table
 from sqlmodel import Field, SQLModel
 
+from broker.store.tables import table_of
+
 # On SQLite only an `INTEGER PRIMARY KEY` aliases the rowid: the row is stored in the key's B-tree,
 # which makes appends and range scans by index cheapest. PostgreSQL needs 64 bits.
 _Index64 = BigInteger().with_variant(Integer(), "sqlite")
@@ -74,17 +76,10 @@ class AuditTreeRow(SQLModel, table=True):
     tree_size: int = Field(sa_type=BigInteger)
 
 
-def _table(model: type[SQLModel]) -> Table:
-    table = model.__table__  # type: ignore[attr-defined]  # set by SQLModel's metaclass for table=True
-    if not isinstance(table, Table):
-        raise TypeError(f"{model.__name__} is not a table model")
-    return table
-
-
-entries_table = _table(AuditEntryRow)
-nodes_table = _table(AuditNodeRow)
-checkpoints_table = _table(AuditCheckpointRow)
-tree_table = _table(AuditTreeRow)
+entries_table = table_of(AuditEntryRow)
+nodes_table = table_of(AuditNodeRow)
+checkpoints_table = table_of(AuditCheckpointRow)
+tree_table = table_of(AuditTreeRow)
 
 AUDIT_TABLES: tuple[Table, ...] = (entries_table, nodes_table, checkpoints_table, tree_table)
 """The tables to create (e.g. `SQLModel.metadata.create_all(engine, tables=AUDIT_TABLES)`)."""

@@ -221,14 +221,14 @@ def _known_messages(batch: Batch) -> dict[str, tuple[bytes, int, int]]:
     One query for all the batch's sends (not one per envelope); sends staged in this batch are
     added as they are staged, so a second send of one id in the same batch sees the first.
     """
-    known: dict[str, tuple[bytes, int, int]] | None = batch.scratch.get("known_messages")
+    known = batch.known_messages
     if known is None:
         ids = [op.header.message_id for op in batch.ops if isinstance(op, AcceptEnvelope)]
         known = {
             row.message_id: (bytes(row.envelope_sha256), int(row.audit_index), int(row.accepted_us))
             for row in batch.conn.execute(_EXISTING_MESSAGES, {"ids": ids})
         }
-        batch.scratch["known_messages"] = known
+        batch.known_messages = known
     return known
 
 
@@ -236,10 +236,9 @@ def remember_certificate(batch: Batch, known: set[bytes], fingerprint: bytes, de
     """Store a certificate seen on a verified call once, so its signatures stay checkable later."""
     if fingerprint in known:
         return
-    staged = batch.scratch.setdefault("certificates", set())
-    if fingerprint in staged:
+    if fingerprint in batch.staged_certificates:
         return
-    staged.add(fingerprint)
+    batch.staged_certificates.add(fingerprint)
     if batch.conn.execute(_CERTIFICATE_KNOWN, {"f": fingerprint}).first() is None:
         batch.insert(tables.peer_certificates, {"fingerprint": fingerprint, "der": der})
     # Known for good only once stored: a batch that rolls back must not leave it marked.

@@ -1,13 +1,12 @@
 """File handling of PKI material: private keys 0600, atomic replacement, parse errors as our own errors.
 
-Internal: callers use `broker.pki.store` and `broker.pki.dev`, which decide what goes where.
+Internal: callers use `broker.pki.store` and `broker.pki.dev`, which decide what goes where. Replacing
+a file is `broker.files.write_atomically`, shared with the SDK.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -15,9 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from broker.errors import ConfigurationError
-
-PRIVATE_MODE = 0o600
-PUBLIC_MODE = 0o644
+from broker.files import PRIVATE_MODE, PUBLIC_MODE, write_atomically
 
 
 def private_key_pem(key: PrivateKeyTypes) -> bytes:
@@ -33,7 +30,7 @@ def write_private_key(path: Path, key: PrivateKeyTypes, *, replace: bool = False
     """Write `key` to `path` with mode 0600; refuse an existing file unless `replace`."""
     data = private_key_pem(key)
     if replace:
-        _atomic_write(path, data, PRIVATE_MODE)
+        write_atomically(path, data, PRIVATE_MODE)
         return
     # O_EXCL: never follow a pre-planted file or symlink, never clobber a key by accident.
     try:
@@ -50,25 +47,7 @@ def write_private_key(path: Path, key: PrivateKeyTypes, *, replace: bool = False
 
 def write_public_file(path: Path, data: bytes) -> None:
     """Atomically write public material (certificates, CRLs, JSON) with mode 0644."""
-    _atomic_write(path, data, PUBLIC_MODE)
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    # Readers (the broker's CRL reload, grpc's certificate reload) must never see half a file:
-    # write a sibling temporary file, fsync it, then rename over the target.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    write_atomically(path, data, PUBLIC_MODE)
 
 
 def certificate_pem(*certificates: x509.Certificate) -> bytes:

@@ -422,94 +422,108 @@ def _rules(
     agencies: Mapping[str, Agency],
     groups: Mapping[str, frozenset[str]],
 ) -> tuple[Rule, ...]:
-    rules: list[Rule] = []
     first_line: dict[str, int] = {}
-    for index, entry in enumerate(check.tables(root, "rules")):
-        raw_name = entry.get("name")
-        subject = f"rule '{raw_name}'" if isinstance(raw_name, str) else f"rule #{index + 1}"
-        check.unknown_keys(entry, _RULE_KEYS, "rules", index, subject)
-        name = check.string(entry, "rules", index, subject, "name", required=True)
-        description = check.string(entry, "rules", index, subject, "description", required=False)
-        ok = name is not None
-        if name is not None:
-            line = check.locate("rules", index, "name")
-            if not _RULE_NAME.fullmatch(name):
-                check.error(line, f"{subject}: not a rule name (letters, digits, '.', '_', '-'; up to 64)")
-                ok = False
-            elif name in first_line:
-                check.error(line, f"{subject}: duplicate rule name (first at line {first_line[name]})")
-                ok = False
-            else:
-                first_line[name] = line
-        lists: dict[str, list[str]] = {}
-        for key in ("senders", "kinds", "handling", "recipients"):
-            values = check.strings(entry, "rules", index, subject, key, required=True)
-            if values is not None and not values:
-                check.error(
-                    check.locate("rules", index, key),
-                    f"{subject}: '{key}' is empty, so the rule allows nothing",
-                )
-                values = None
-            if values is None:
-                ok = False
-            else:
-                lists[key] = values
-        kinds: set[str] = set()
-        for kind in lists.get("kinds", []):
-            if kind not in KINDS:
-                check.error(
-                    check.locate("rules", index, "kinds", kind),
-                    f"{subject}: unknown kind '{kind}' (expected one of {', '.join(KINDS)})",
-                )
-                ok = False
-            kinds.add(kind)
-        handling = _handling(check, lists.get("handling", []), index, subject)
-        resolved = {
-            key: _resolve(
-                check,
-                addresses=lists.get(key, []),
-                agencies=agencies,
-                groups=groups,
-                index=index,
-                key=key,
-                subject=subject,
-            )
-            for key in ("senders", "recipients")
-        }
-        sender_set, recipient_set = resolved["senders"], resolved["recipients"]
-        forward = _forward(
+    rules = (
+        _rule(check, entry, index, agencies, groups, first_line)
+        for index, entry in enumerate(check.tables(root, "rules"))
+    )
+    return tuple(rule for rule in rules if rule is not None)
+
+
+def _rule(
+    check: _Checker,
+    entry: Mapping[str, Any],
+    index: int,
+    agencies: Mapping[str, Agency],
+    groups: Mapping[str, frozenset[str]],
+    first_line: dict[str, int],
+) -> Rule | None:
+    """One `[[rules]]` table, or None after reporting every error in it (all of them, not the first)."""
+    raw_name = entry.get("name")
+    subject = f"rule '{raw_name}'" if isinstance(raw_name, str) else f"rule #{index + 1}"
+    check.unknown_keys(entry, _RULE_KEYS, "rules", index, subject)
+    name = check.string(entry, "rules", index, subject, "name", required=True)
+    description = check.string(entry, "rules", index, subject, "description", required=False)
+    name = _unique_rule_name(check, name, index, subject, first_line)
+    lists = _rule_lists(check, entry, index, subject)
+    kinds = _kinds(check, lists.get("kinds", []), "rules", index, subject)
+    handling = _handling(check, lists.get("handling", []), index, subject)
+    sender_set, recipient_set = (
+        _resolve(
             check,
-            entry=entry,
+            addresses=lists.get(key, []),
             agencies=agencies,
             groups=groups,
             index=index,
+            key=key,
             subject=subject,
-            recipient_set=recipient_set,
-            recipients=lists.get("recipients", []),
         )
-        if (
-            ok
-            and name is not None
-            and handling is not None
-            and sender_set is not None
-            and recipient_set is not None
-            and forward is not None
-        ):
-            rules.append(
-                Rule(
-                    name=name,
-                    senders=tuple(lists["senders"]),
-                    kinds=frozenset(kinds),
-                    handling=handling,
-                    recipients=tuple(lists["recipients"]),
-                    forward=forward,
-                    line=check.locate("rules", index),
-                    sender_set=sender_set,
-                    recipient_set=recipient_set,
-                    description=description or "",
-                )
-            )
-    return tuple(rules)
+        for key in ("senders", "recipients")
+    )
+    forward = _forward(
+        check,
+        entry=entry,
+        agencies=agencies,
+        groups=groups,
+        index=index,
+        subject=subject,
+        recipient_set=recipient_set,
+        recipients=lists.get("recipients", []),
+    )
+    if (
+        name is None
+        or len(lists) < len(_RULE_LISTS)
+        or kinds is None
+        or handling is None
+        or sender_set is None
+        or recipient_set is None
+        or forward is None
+    ):
+        return None
+    return Rule(
+        name=name,
+        senders=tuple(lists["senders"]),
+        kinds=kinds,
+        handling=handling,
+        recipients=tuple(lists["recipients"]),
+        forward=forward,
+        line=check.locate("rules", index),
+        sender_set=sender_set,
+        recipient_set=recipient_set,
+        description=description or "",
+    )
+
+
+def _unique_rule_name(
+    check: _Checker, name: str | None, index: int, subject: str, first_line: dict[str, int]
+) -> str | None:
+    """`name` if it is a valid rule name not used by an earlier rule (`first_line`: names seen so far)."""
+    if name is None:
+        return None
+    line = check.locate("rules", index, "name")
+    if not _RULE_NAME.fullmatch(name):
+        check.error(line, f"{subject}: not a rule name (letters, digits, '.', '_', '-'; up to 64)")
+        return None
+    if name in first_line:
+        check.error(line, f"{subject}: duplicate rule name (first at line {first_line[name]})")
+        return None
+    first_line[name] = line
+    return name
+
+
+_RULE_LISTS: Final = ("senders", "kinds", "handling", "recipients")
+
+
+def _rule_lists(check: _Checker, entry: Mapping[str, Any], index: int, subject: str) -> dict[str, list[str]]:
+    """The rule's required lists that are present and not empty (an empty one would allow nothing)."""
+    lists: dict[str, list[str]] = {}
+    for key in _RULE_LISTS:
+        values = check.strings(entry, "rules", index, subject, key, required=True)
+        if values is not None and not values:
+            check.error(check.locate("rules", index, key), f"{subject}: '{key}' is empty, so the rule allows nothing")
+        elif values is not None:
+            lists[key] = values
+    return lists
 
 
 def _kinds(check: _Checker, values: list[str], table: str, index: int, subject: str) -> frozenset[str] | None:

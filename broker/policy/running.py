@@ -5,7 +5,6 @@ by an admin call. A document that does not validate never replaces the running p
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 import structlog
 
 from broker.errors import ConfigurationError
+from broker.files import PUBLIC_MODE, write_atomically
 from broker.policy.errors import PolicyError
 from broker.policy.policy import Policy, diff
 
@@ -71,21 +71,14 @@ def _file_state(path: Path) -> _FileState | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _write_policy(path: Path, text: str) -> None:
     try:
         mode = path.stat().st_mode & 0o777
     except OSError:
-        mode = 0o644  # the policy is not secret; the admin must be able to read it
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        mode = PUBLIC_MODE  # the policy is not secret; the admin must be able to read it
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, text.encode("utf-8"), mode)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ConfigurationError(f"cannot write policy file {path}: {exc}") from exc
 
 
@@ -201,7 +194,7 @@ class RunningPolicy:
         with self._lock:
             old = self._policy
             if self._path is not None and new.digest != old.digest:
-                _write_atomically(self._path, text)
+                _write_policy(self._path, text)
                 self._seen = _file_state(self._path)
             self._policy = new
             change = PolicyChange(actor, self._clock(), old.digest, new.digest)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from broker.protocol import _note
 from broker.protocol.errors import ProtocolError, VerificationError
@@ -39,10 +38,6 @@ _MAX_NOTE_BYTES = 1 << 20
 _MAX_SIGNATURES = 100
 _BAD_NAME = re.compile(r"[\s+]")
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
-
-
-def _public_bytes(public_key: Ed25519PublicKey) -> bytes:
-    return public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def _check_name(name: str, error: type[Exception] = ProtocolError) -> None:
@@ -70,7 +65,7 @@ class Cosigner:
     @property
     def raw_public_key(self) -> bytes:
         """The 32 public key bytes."""
-        return _public_bytes(self.public_key)
+        return _note.raw_public_bytes(self.public_key)
 
 
 def cosigner_key_id(name: str, public_key: Ed25519PublicKey) -> bytes:

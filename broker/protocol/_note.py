@@ -40,7 +40,8 @@ _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 
 
-def _public_bytes(public_key: Ed25519PublicKey) -> bytes:
+def raw_public_bytes(public_key: Ed25519PublicKey) -> bytes:
+    """The 32 raw bytes of an Ed25519 public key, as signed-note key ids and vkeys encode it."""
     return public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
@@ -55,14 +56,14 @@ _KEY_TYPE_NAMES = {SIGNATURE_TYPE_ED25519: "Ed25519 (type 0x01)", 0x04: "Ed25519
 
 def key_id(key_name: str, public_key: Ed25519PublicKey, *, key_type: int = SIGNATURE_TYPE_ED25519) -> bytes:
     """The 4-byte key id: `SHA-256(key name || 0x0A || key type || public key)[:4]`."""
-    data = key_name.encode() + b"\n" + bytes([key_type]) + _public_bytes(public_key)
+    data = key_name.encode() + b"\n" + bytes([key_type]) + raw_public_bytes(public_key)
     return hashlib.sha256(data).digest()[:4]
 
 
 def encode_vkey(key_name: str, public_key: Ed25519PublicKey, *, key_type: int = SIGNATURE_TYPE_ED25519) -> str:
     """The verifier key string `<name>+<hex key id>+<base64(key type || public key)>` to publish."""
     _check_key_name(key_name, ValueError)
-    material = base64.b64encode(bytes([key_type]) + _public_bytes(public_key)).decode()
+    material = base64.b64encode(bytes([key_type]) + raw_public_bytes(public_key)).decode()
     return f"{key_name}+{key_id(key_name, public_key, key_type=key_type).hex()}+{material}"
 
 

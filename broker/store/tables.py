@@ -11,6 +11,14 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """The `Table` of a `table=True` model, typed (SQLModel's metaclass sets `__table__` undeclared)."""
+    table = vars(model).get("__table__")
+    if not isinstance(table, sa.Table):
+        raise TypeError(f"{model.__name__} is not a table model")
+    return table
+
+
 class Agency(SQLModel, table=True):
     """A registered agency: only registered agencies can be addressed."""
 
@@ -90,11 +98,11 @@ class KeyBundleRow(SQLModel, table=True):
     published_us: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
 
 
-agencies = Agency.__table__  # type: ignore[attr-defined]
-peer_certificates = PeerCertificate.__table__  # type: ignore[attr-defined]
-messages = Message.__table__  # type: ignore[attr-defined]
-deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
-key_bundles = KeyBundleRow.__table__  # type: ignore[attr-defined]
+agencies = table_of(Agency)
+peer_certificates = table_of(PeerCertificate)
+messages = table_of(Message)
+deliveries = table_of(DeliveryRow)
+key_bundles = table_of(KeyBundleRow)
 
 
 class ForwardConsentRow(SQLModel, table=True):
@@ -110,7 +118,7 @@ class ForwardConsentRow(SQLModel, table=True):
     signature: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
 
 
-forward_consents = ForwardConsentRow.__table__  # type: ignore[attr-defined]
+forward_consents = table_of(ForwardConsentRow)
 
 
 class DeploymentRow(SQLModel, table=True):
@@ -134,5 +142,5 @@ class WriterHeartbeat(SQLModel, table=True):
     beat_us: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
 
 
-deployment = DeploymentRow.__table__  # type: ignore[attr-defined]
-writer_heartbeat = WriterHeartbeat.__table__  # type: ignore[attr-defined]
+deployment = table_of(DeploymentRow)
+writer_heartbeat = table_of(WriterHeartbeat)

@@ -113,9 +113,13 @@ class Batch:
     # so it takes them off its queue instead of redelivering them when the lease runs out.
     settled: dict[str, list[str]] = field(default_factory=dict)
     # Every operation of this batch, so that one of them can prefetch for all of its kind with
-    # one query (see AcceptEnvelope), and a per-batch scratch space for what they share.
+    # one query (see AcceptEnvelope).
     ops: Sequence[Any] = ()
-    scratch: dict[str, Any] = field(default_factory=dict)
+    # What the batch's operations share. The message ids it sends that are stored already, with
+    # digest, audit index and acceptance time (fetched by the first send, for all of them) ...
+    known_messages: dict[str, tuple[bytes, int, int]] | None = None
+    # ... and the fingerprints of the peer certificates it stores, so each is stored once.
+    staged_certificates: set[bytes] = field(default_factory=set)
     # Operations not staged yet, this one included: how many indices to reserve at once.
     remaining: int = 1
     reserved: list[int] = field(default_factory=list)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from broker.store.tables import table_of
+
 
 class WatchlistRow(SQLModel, table=True):
     """A watchlist: its owner, who may subscribe, and the latest version published."""
@@ -65,10 +67,10 @@ class WatchlistNoticeRow(SQLModel, table=True):
     created_us: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
 
 
-watchlist_lists = WatchlistRow.__table__  # type: ignore[attr-defined]
-watchlist_versions = WatchlistVersionRow.__table__  # type: ignore[attr-defined]
-watchlist_reviews = WatchlistReviewRow.__table__  # type: ignore[attr-defined]
-watchlist_review_notices = WatchlistNoticeRow.__table__  # type: ignore[attr-defined]
+watchlist_lists = table_of(WatchlistRow)
+watchlist_versions = table_of(WatchlistVersionRow)
+watchlist_reviews = table_of(WatchlistReviewRow)
+watchlist_review_notices = table_of(WatchlistNoticeRow)
 
 __all__ = [
     "WatchlistNoticeRow",

@@ -170,7 +170,8 @@ class _Verifier:
         self.checkpoints += 1
 
 
-def _resolve_key(key: Ed25519PublicKey | str, header: ExportHeader) -> tuple[str, Ed25519PublicKey]:
+def resolve_key(key: Ed25519PublicKey | str, header: ExportHeader) -> tuple[str, Ed25519PublicKey]:
+    """The audit key's signed-note name and public key: from a vkey line, or a bare key named by the header."""
     if isinstance(key, str):
         return _note.parse_vkey(key)
     # A bare public key carries no name; the name in the header only selects the signature line,
@@ -201,7 +202,7 @@ def verify_export(
         if first is None or not isinstance(first[1], ExportHeader):
             raise VerificationError("export does not start with a header line")
         header = first[1]
-        key_name, public_key = _resolve_key(key, header)
+        key_name, public_key = resolve_key(key, header)
         verifier = _Verifier(header, key_name, public_key)
         for count, (done, record) in enumerate(records):
             if isinstance(record, ExportEntry):

@@ -31,7 +31,7 @@ from broker.audit.events import AuditEvent
 from broker.errors import VerificationError
 from broker.protocol import _merkle, _note
 from clients.audit.exportfile import ExportCheckpoint, ExportEntry, ExportHeader, read_export
-from clients.audit.verify import verify_export
+from clients.audit.verify import resolve_key, verify_export
 
 __all__ = ["AuditSnapshot", "CheckpointState", "LoggedEntry", "load_snapshot"]
 
@@ -191,12 +191,6 @@ class _Builder:
             snap.proof_checkpoint = checkpoint
 
 
-def _resolve_key(key: Ed25519PublicKey | str, header_key_name: str) -> tuple[str, Ed25519PublicKey]:
-    if isinstance(key, str):
-        return _note.parse_vkey(key)
-    return header_key_name, key
-
-
 def load_snapshot(path: Path, key: Ed25519PublicKey | str, *, source: str | None = None) -> AuditSnapshot:
     """Read and verify an export file against the auditor's audit key (a public key or a vkey line)."""
     with path.open("rb") as stream:
@@ -208,7 +202,7 @@ def load_snapshot(path: Path, key: Ed25519PublicKey | str, *, source: str | None
         if first is None or not isinstance(first[1], ExportHeader):
             raise VerificationError(f"{path} is not an audit export: it does not start with a header line")
         header = first[1]
-        key_name, public_key = _resolve_key(key, header.key_name)
+        key_name, public_key = resolve_key(key, header)
         snapshot = AuditSnapshot(
             source=source or str(path),
             origin=header.origin,

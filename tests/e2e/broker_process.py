@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from broker.config import DEV_POLICY_FILE
 from broker.pki.dev import DevPki
 from tests.e2e.broker_support import REPO
 
@@ -51,7 +52,7 @@ class BrokerProcess:
             f'listen = "127.0.0.1:{self.port}"\n'
             f'cert_dir = "{self.pki.directory}"\n'
             f'database_url = "{self.database_url}"\n'
-            f'policy_file = "{REPO / "examples" / "policy-dev.toml"}"\n'
+            f'policy_file = "{DEV_POLICY_FILE}"\n'
             f'log_level = "{self.log_level}"\n'
             f'state_dir = "{self.config.parent / "state"}"\n' + extra
         )

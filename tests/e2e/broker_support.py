@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
-from broker.config import BrokerConfig, load_config
+from broker.config import DEV_POLICY_FILE, BrokerConfig, load_config
 from broker.pki.dev import DevPki
 from broker.server import Broker
 from broker.store.db import create_engine
@@ -110,7 +110,7 @@ def _replace(config: BrokerConfig, **changes: Any) -> BrokerConfig:
 def broker_config(pki: DevPki, database: Database, **overrides: Any) -> BrokerConfig:
     """A broker configuration over the session PKI and the test's database."""
     overrides.setdefault("listen", "127.0.0.1:0")
-    overrides.setdefault("policy_file", REPO / "examples" / "policy-dev.toml")
+    overrides.setdefault("policy_file", DEV_POLICY_FILE)
     overrides.setdefault("checkpoint_interval_seconds", 0.5)
     overrides.setdefault("cert_dir", pki.directory)
     # The broker's own files (an applied policy) stay with the test, whatever the database.

@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from broker.config import DEV_POLICY_FILE
 from broker.identity import Role, make_spiffe_id
 from broker.pki.authority import (
     CertificateAuthority,
@@ -77,7 +78,7 @@ def raw_csr(key: ec.EllipticCurvePrivateKey, uri: str) -> bytes:
 def dev_policy_plus(tmp: Path, extra: str) -> Path:
     """`tmp/policy.toml`: the dev policy (examples/policy-dev.toml) with `extra` TOML appended."""
     policy = tmp / "policy.toml"
-    policy.write_text((REPO / "examples" / "policy-dev.toml").read_text() + extra)
+    policy.write_text(DEV_POLICY_FILE.read_text() + extra)
     return policy
 
 
@@ -102,7 +103,7 @@ def extended_pki(pki: DevPki, tmp: Path, extra: dict[str, str], policy_text: str
     if policy_text is not None:
         policy_file.write_text(policy_text)
         return directory, policy_file
-    policy = (REPO / "examples" / "policy-dev.toml").read_text()
+    policy = DEV_POLICY_FILE.read_text()
     dev = '"FR-CUSTOMS", "DE-BKA", "NL-FIOD"'
     everyone = dev + "".join(f', "{a}"' for a in extra)
     policy = policy.replace(f"members = [{dev}]", f"members = [{everyone}]", 1)

@@ -14,10 +14,10 @@ from typing import Any
 import grpc
 import pytest
 
-from broker.config import BrokerConfig, load_config
+from broker.config import DEV_POLICY_FILE, BrokerConfig, load_config
 from broker.pki.dev import DevPki
 from clients import AgencyClient, RemoteError
-from tests.e2e.broker_support import REPO, RunningBroker
+from tests.e2e.broker_support import RunningBroker
 from tests.e2e.faults_support import (
     PrivatePostgres,
     auditor_for,
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 def _config(pki: DevPki, database_url: str, **overrides: Any) -> BrokerConfig:
     overrides.setdefault("listen", "127.0.0.1:0")
-    overrides.setdefault("policy_file", REPO / "examples" / "policy-dev.toml")
+    overrides.setdefault("policy_file", DEV_POLICY_FILE)
     overrides.setdefault("checkpoint_interval_seconds", 0.5)
     overrides.setdefault("state_dir", Path(tempfile.mkdtemp(prefix="isb-state-")))
     return load_config(environ={}, database_url=database_url, cert_dir=pki.directory, **overrides)

@@ -16,8 +16,9 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from broker.config import DEV_POLICY_FILE
 from broker.pki.dev import DevPki
-from tests.e2e.broker_support import REPO, Database, RunningBroker
+from tests.e2e.broker_support import Database, RunningBroker
 
 # Bytes that do not parse as any message: an invalid wire type, a truncated varint, a truncated
 # length-delimited field, a group that never ends, invalid UTF-8 in field 1 (a string in most
@@ -101,7 +102,7 @@ def test_malformed_bytes_to_every_method_get_clean_statuses_and_store_nothing(
     """Every method of every service, every role: no UNKNOWN or INTERNAL, nothing stored, SERVING after."""
     # A private copy of the policy: an empty ApplyPolicy (b"" parses) may replace the running file.
     policy = tmp_path / "policy.toml"
-    shutil.copyfile(REPO / "examples" / "policy-dev.toml", policy)
+    shutil.copyfile(DEV_POLICY_FILE, policy)
     broker: RunningBroker = broker_factory(policy_file=policy)
     before = _stored(database)
     seen: dict[grpc.StatusCode, int] = {}

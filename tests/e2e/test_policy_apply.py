@@ -10,13 +10,14 @@ from pathlib import Path
 import grpc
 import pytest
 
+from broker.config import DEV_POLICY_FILE
 from broker.pki.dev import DevPki
 from clients import AgencyClient, RemoteError
 from clients.admin import AdminClient
 from clients.cli import main as isb
-from tests.e2e.broker_support import REPO, Database, RunningBroker
+from tests.e2e.broker_support import Database, RunningBroker
 
-EXAMPLE = REPO / "examples" / "policy-dev.toml"
+EXAMPLE = DEV_POLICY_FILE
 # Every dev agency is named, but only customs and FIOD may exchange anything: the BKA is cut off.
 WITHOUT_BKA = (
     EXAMPLE.read_text().split("[[groups]]", 1)[0]

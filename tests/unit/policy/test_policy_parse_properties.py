@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker.config import DEV_POLICY_FILE
 from broker.policy import Policy, PolicyError
 
-EXAMPLE = (Path(__file__).resolve().parents[3] / "examples" / "policy-dev.toml").read_text()
+EXAMPLE = DEV_POLICY_FILE.read_text()
 SOURCE = "proposed.toml"
 
 _scalars = st.one_of(

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker.config import DEV_POLICY_FILE
 from broker.policy import Policy, PolicyError
 from broker.policy.retention import BUILTIN_PERIOD, BUILTIN_RULE, Period, PeriodError
 
-EXAMPLE = (Path(__file__).resolve().parents[3] / "examples" / "policy-dev.toml").read_text()
+EXAMPLE = DEV_POLICY_FILE.read_text()
 
 RETENTION = """
 [retention]

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from broker import retention as retention_module
 from broker.api.v1 import envelope_pb2
 from broker.audit import AuditLog
+from broker.config import DEV_POLICY_FILE
 from broker.pki import _files
 from broker.pki.dev import ensure_dev_pki
 from broker.pki.revocation import RevocationList
@@ -26,7 +27,7 @@ from broker.store.schema import upgrade_schema
 from broker.store.writer import Writer
 
 DAY_US = 86_400 * 1_000_000
-DEV_POLICY = Path(__file__).resolve().parents[3] / "examples" / "policy-dev.toml"
+DEV_POLICY = DEV_POLICY_FILE
 
 
 @pytest.fixture
