@@ -101,36 +101,19 @@ def scenarios(quick: bool, seconds: float | None = None) -> list[Scenario]:
             subscribers=2,
             time_limit=limit,
         ),
-        # A light load, so that latency is measured once below the broker's current capacity too.
-        Scenario(
-            "latency-100",
-            "latency",
-            fanout=1,
-            messages=int(100 * seconds),
-            rate=100.0,
-            senders=SENDERS,
-            subscribers=1,
-            time_limit=seconds + 20,
-        ),
-        Scenario(
-            "latency-500",
-            "latency",
-            fanout=1,
-            messages=int(500 * seconds),
-            rate=500.0,
-            senders=SENDERS,
-            subscribers=1,
-            time_limit=seconds + 20,
-        ),
-        Scenario(
-            "latency-1000",
-            "latency",
-            fanout=1,
-            messages=int(1000 * seconds),
-            rate=1000.0,
-            senders=SENDERS,
-            subscribers=1,
-            time_limit=seconds + 20,
+        # A light load (100/s), so that latency is measured once below the broker's current capacity too.
+        *(
+            Scenario(
+                f"latency-{rate}",
+                "latency",
+                fanout=1,
+                messages=int(rate * seconds),
+                rate=float(rate),
+                senders=SENDERS,
+                subscribers=1,
+                time_limit=seconds + 20,
+            )
+            for rate in (100, 500, 1000)
         ),
     ]
     # The quick mode leaves out the shared-queue variant to stay under two minutes.
