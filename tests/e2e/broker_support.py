@@ -5,10 +5,14 @@ build them are in conftest.py; tests import these names from here, never from co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import faulthandler
 import os
 import shutil
+import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +83,16 @@ class RunningBroker:
             self.config = _replace(self.config, listen=f"127.0.0.1:{self.broker.port}")
 
     def call(self, coroutine: Any, timeout: float = 30) -> Any:
-        """Run a coroutine on the broker's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+        """Run a coroutine on the broker's loop and wait for its result.
+
+        One that does not finish in time leaves the broker's threads and tasks on stderr, so that a
+        hang on a loaded CI machine can be read from its log."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            _dump(self.loop)
+            raise
 
     @property
     def target(self) -> str:
@@ -101,6 +113,16 @@ class RunningBroker:
         self.stop()
         self.loop = asyncio.new_event_loop()
         self.start()
+
+
+def _dump(loop: asyncio.AbstractEventLoop) -> None:
+    print(
+        f"--- the broker's loop did not answer; its tasks and every thread ({time.monotonic():.1f}):", file=sys.stderr
+    )
+    with contextlib.suppress(RuntimeError):  # the set of tasks may change under this thread
+        for task in list(asyncio.all_tasks(loop)):
+            task.print_stack(limit=12, file=sys.stderr)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
 
 
 def _replace(config: BrokerConfig, **changes: Any) -> BrokerConfig:
