@@ -14,11 +14,17 @@
 3. **Keys.** A part's *skeleton* is a consonant key that different romanisations share: digraphs
    fold (SHCH, SCH, TSCH, CH, SH, ZH, TS -> S; KH -> K; PH -> F), letters fold into classes (B/P,
    V/F/W, C/K/G/Q, D/T, S/Z/X), vowels, H, J and Y drop, doubles collapse: SHCHERBAKOV,
-   SCHTSCHERBAKOW and CHTCHERBAKOV read SRPKF; MOHAMMED, MUHAMMAD and MHMD read MMT.
+   SCHTSCHERBAKOW and CHTCHERBAKOV read SRPKF; MOHAMMED, MUHAMMAD and MHMD read MMT. W is a
+   consonant at the start or beside a vowel (WLADIMIR, EWGENIJ, وليد WLYD), a vowel between
+   consonants (محمود MHMWD). A name whose every part splits into pinyin or Wade-Giles syllables
+   also has a *Chinese* key per part (`part_key`), where the letters the two systems write
+   differently agree: pinyin J, Q, C and Wade-Giles CH, TS (JIE/CHIEH, QIANG/CHIANG, CAI/TSAI),
+   Wade-Giles J before A, E, O as pinyin R (JEN/REN).
 4. **Comparison** of two names aligns their core parts one to one (rapidfuzz OSA similarity, a
    shared skeleton counting as a close variant, closer when the vowels agree too (MUHAMMAD/MOHAMMED,
    not AHMED/MOHAMMED) unless one side was read from an abjad, skeletons one consonant apart as a
-   looser one, an initial as a weak match), also trying adjacent
+   looser one (also from an abjad: عثمان/OSMAN), an initial as a weak match; two Chinese names
+   compare by their Chinese keys), also trying adjacent
    parts joined (XIAO MING ~ XIAOMING, AL MASRI ~ ALMASRI, GARCIAMARQUEZ ~ GARCIA MARQUEZ).
 """
 
@@ -31,7 +37,7 @@ from typing import Final
 import icu
 from rapidfuzz.distance import OSA
 
-__all__ = ["NameComparison", "ParsedName", "compare_names", "parse_name", "skeleton", "to_latin"]
+__all__ = ["NameComparison", "ParsedName", "compare_names", "parse_name", "part_key", "skeleton", "to_latin"]
 
 _TRANSLITERATOR: Final = icu.Transliterator.createInstance(
     "Russian-Latin/BGN; Han-Latin/Names; Any-Latin; Latin-ASCII; Upper"
@@ -137,7 +143,9 @@ _DIGRAPHS: Final = (
 _DIGRAPH: Final = re.compile("|".join(d for d, _ in _DIGRAPHS))
 _DIGRAPH_MAP: Final = dict(_DIGRAPHS)
 _CLASSES: Final = str.maketrans({"B": "P", "V": "F", "C": "K", "G": "K", "Q": "K", "D": "T", "Z": "S", "X": "S"})
-_W_CONSONANT: Final = re.compile(r"W(?=[AEIOUY]|$)")
+# W is a consonant (V/F) at the start, beside a vowel (WALID, EWGENIJ, IVANOW); between consonants it is
+# a long vowel, as Arabic script transliterated writes it (MHMWD, YWSF).
+_W_CONSONANT: Final = re.compile(r"^W|(?<=[AEIOU])W|W(?=[AEIOUY])")
 _DROPPED: Final = re.compile("[AEIOUYHJW]")
 _DOUBLES: Final = re.compile(r"(.)\1+")
 _PNR: Final = re.compile(r"^\s*([^/]+)/([^/]*)$")
@@ -149,21 +157,137 @@ _latin_cache: dict[str, tuple[str, ...]] = {}
 _skeleton_cache: dict[str, str] = {}
 
 
-def to_latin(text: str) -> tuple[str, ...]:
-    """The upper-case ASCII parts of `text`, transliterated from any script."""
-    found = _latin_cache.get(text)
+# ---- Chinese syllables: pinyin and Wade-Giles ----------------------------------------------------------
+
+# Every syllable of standard Mandarin in pinyin (U for its U-umlaut, also written V).
+_PINYIN_TEXT: Final = """
+    A AI AN ANG AO E EI EN ENG ER O OU
+    BA BAI BAN BANG BAO BEI BEN BENG BI BIAN BIAO BIE BIN BING BO BU
+    PA PAI PAN PANG PAO PEI PEN PENG PI PIAN PIAO PIE PIN PING PO POU PU
+    MA MAI MAN MANG MAO ME MEI MEN MENG MI MIAN MIAO MIE MIN MING MIU MO MOU MU
+    FA FAN FANG FEI FEN FENG FO FOU FU
+    DA DAI DAN DANG DAO DE DEI DEN DENG DI DIAN DIAO DIE DING DIU DONG DOU DU DUAN DUI DUN DUO
+    TA TAI TAN TANG TAO TE TENG TI TIAN TIAO TIE TING TONG TOU TU TUAN TUI TUN TUO
+    NA NAI NAN NANG NAO NE NEI NEN NENG NI NIAN NIANG NIAO NIE NIN NING NIU NONG NOU NU NUAN NUN NUO NV NUE NVE
+    LA LAI LAN LANG LAO LE LEI LENG LI LIA LIAN LIANG LIAO LIE LIN LING LIU LO LONG LOU LU LUAN LUN LUO LV LUE LVE
+    GA GAI GAN GANG GAO GE GEI GEN GENG GONG GOU GU GUA GUAI GUAN GUANG GUI GUN GUO
+    KA KAI KAN KANG KAO KE KEN KENG KONG KOU KU KUA KUAI KUAN KUANG KUI KUN KUO
+    HA HAI HAN HANG HAO HE HEI HEN HENG HONG HOU HU HUA HUAI HUAN HUANG HUI HUN HUO
+    JI JIA JIAN JIANG JIAO JIE JIN JING JIONG JIU JU JUAN JUE JUN
+    QI QIA QIAN QIANG QIAO QIE QIN QING QIONG QIU QU QUAN QUE QUN
+    XI XIA XIAN XIANG XIAO XIE XIN XING XIONG XIU XU XUAN XUE XUN
+    ZHA ZHAI ZHAN ZHANG ZHAO ZHE ZHEI ZHEN ZHENG ZHI ZHONG ZHOU ZHU ZHUA ZHUAI ZHUAN ZHUANG ZHUI ZHUN ZHUO
+    CHA CHAI CHAN CHANG CHAO CHE CHEN CHENG CHI CHONG CHOU CHU CHUA CHUAI CHUAN CHUANG CHUI CHUN CHUO
+    SHA SHAI SHAN SHANG SHAO SHE SHEI SHEN SHENG SHI SHOU SHU SHUA SHUAI SHUAN SHUANG SHUI SHUN SHUO
+    RAN RANG RAO RE REN RENG RI RONG ROU RU RUA RUAN RUI RUN RUO
+    ZA ZAI ZAN ZANG ZAO ZE ZEI ZEN ZENG ZI ZONG ZOU ZU ZUAN ZUI ZUN ZUO
+    CA CAI CAN CANG CAO CE CEN CENG CI CONG COU CU CUAN CUI CUN CUO
+    SA SAI SAN SANG SAO SE SEN SENG SI SONG SOU SU SUAN SUI SUN SUO
+    YA YAN YANG YAO YE YI YIN YING YO YONG YOU YU YUAN YUE YUN
+    WA WAI WAN WANG WEI WEN WENG WO WU
+    """
+_PINYIN: Final = frozenset(_PINYIN_TEXT.split())
+_WG_INITIALS: Final = (
+    ("ZH", ("CH",)),
+    ("CH", ("CH",)),
+    ("SH", ("SH",)),
+    ("B", ("P",)),
+    ("D", ("T",)),
+    ("G", ("K",)),
+    ("J", ("CH",)),
+    ("Q", ("CH",)),
+    ("X", ("HS",)),
+    ("Z", ("TS", "TZ")),
+    ("C", ("TS", "TZ")),
+    ("R", ("J",)),
+)
+_WG_FINALS: Final = (("IAN", "IEN"), ("IONG", "IUNG"), ("ONG", "UNG"), ("IE", "IEH"), ("UE", "UEH"), ("ER", "ERH"))
+
+
+def _wade_giles(syllable: str) -> set[str]:
+    """The Wade-Giles spellings (apostrophes and umlauts dropped) of one pinyin syllable."""
+    initial, spellings = next(((i, s) for i, s in _WG_INITIALS if syllable.startswith(i)), ("", ("",)))
+    if not initial and syllable[0] in "PTKMFNLHSYW":
+        initial, spellings = syllable[0], (syllable[0],)
+    final = syllable[len(initial) :]
+    if final == "I" and initial in {"ZH", "CH", "SH", "R"}:
+        final = "IH"
+    elif final == "I" and initial in {"Z", "C", "S"}:
+        final = "U"
+        spellings = ("TZ", "TS") if initial != "S" else ("SS", "SZ")
+    elif (final == "E" and initial in {"G", "K", "H", ""}) or (final == "UO" and initial not in {"G", "K", "H", "SH"}):
+        final = "O"
+    elif final == "UI" and initial in {"G", "K"}:
+        final = "UEI"
+    elif initial == "Y" and final in {"OU", "AN", "E", "ONG", "I"}:
+        final = {"OU": "U", "AN": "EN", "E": "EH", "ONG": "UNG", "I": "I"}[final]
+        spellings = ("Y",) if final != "I" else ("",)
+    else:
+        for a, b in _WG_FINALS:
+            if final.endswith(a):
+                final = final[: -len(a)] + b
+                break
+    return {s + final for s in spellings}
+
+
+_CHINESE_SYLLABLES: Final = _PINYIN | frozenset(w for s in _PINYIN for w in _wade_giles(s))
+_LONGEST_SYLLABLE: Final = max(map(len, _CHINESE_SYLLABLES))
+_syllabic_cache: dict[str, bool] = {}
+
+
+def _syllabic(part: str) -> bool:
+    """Whether `part` splits into pinyin or Wade-Giles syllables (ZHANG, XIAOMING, HSIAO, CHIEHWEI)."""
+    found = _syllabic_cache.get(part)
+    if found is not None:
+        return found
+    reachable = bytearray(len(part) + 1)
+    reachable[0] = 1
+    for start in range(len(part)):
+        if reachable[start]:
+            for end in range(start + 1, min(start + _LONGEST_SYLLABLE, len(part)) + 1):
+                if part[start:end] in _CHINESE_SYLLABLES:
+                    reachable[end] = 1
+    found = bool(reachable[-1])
+    if len(_syllabic_cache) < _CACHE_LIMIT:
+        _syllabic_cache[part] = found
+    return found
+
+
+# Named groups: what each letter becomes in the Chinese reading of a part.
+_CHINESE_FOLD: Final = re.compile(r"(?P<R>J(?=[AEO]|UNG|IH))|(?P<Z>J|Q|C(?!H))|(?P<_>(?<=[AEIOU])H$)")
+
+
+def part_key(part: str, *, chinese: bool = False) -> str:
+    """The skeleton of a part, read as pinyin or Wade-Giles when `chinese`: the affricates and
+    sibilants that the two systems write differently are one letter (pinyin J, Q, C as Wade-Giles CH,
+    TS: JING/CHING, QIANG/CHIANG, CAI/TSAI), a Wade-Giles J that pinyin cannot write is its R
+    (JEN/REN, JUNG/RONG), and the Wade-Giles final H goes (JIE/CHIEH)."""
+    return skeleton(_chinese(part) if chinese else part)
+
+
+def _chinese(part: str) -> str:
+    return _CHINESE_FOLD.sub(lambda m: (m.lastgroup or "").strip("_"), part)
+
+
+def to_latin(text: str, *, titles: bool = True) -> tuple[str, ...]:
+    """The upper-case ASCII parts of `text`, transliterated from any script (with `titles`, those
+    that are titles left out)."""
+    cache_key = text if titles else f"\x00{text}"
+    found = _latin_cache.get(cache_key)
     if found is not None:
         return found
     if text.isascii():
-        latin, titles = text.upper(), TITLES
+        latin, dropped = text.upper(), TITLES
     else:
         # A final ta marbuta is a vowel (FATIMA, AISHA), not the T that ICU writes; and a name written
         # in another script holds no Latin titles (عمر reads MR).
         latin = _TRANSLITERATOR.transliterate(text.replace("\u0629", "\u0647")).upper()
-        titles = TITLES if all(c < _LATIN_END or not c.isalpha() for c in text) else frozenset()
-    parts = tuple(p for p in _SEPARATORS.split(_APOSTROPHES.sub("", latin)) if p and p not in titles)
+        dropped = TITLES if all(c < _LATIN_END or not c.isalpha() for c in text) else frozenset()
+    if not titles:
+        dropped = frozenset()
+    parts = tuple(p for p in _SEPARATORS.split(_APOSTROPHES.sub("", latin)) if p and p not in dropped)
     if len(_latin_cache) < _CACHE_LIMIT:
-        _latin_cache[text] = parts
+        _latin_cache[cache_key] = parts
     return parts
 
 
@@ -191,6 +315,7 @@ _VOWEL_FOLDS: Final = (
     ("EY", "AI"),
 )
 _VOWEL_CLASSES: Final = str.maketrans({"O": "U", "E": "A", "Y": "I", "J": "I"})
+_LEADING_SEMIVOWEL: Final = re.compile(r"^I(?=[AIU])")
 _vowel_cache: dict[str, str] = {}
 
 
@@ -204,7 +329,8 @@ def vowel_form(part: str) -> str:
     for a, b in _VOWEL_FOLDS:
         key = key.replace(a, b)
     key = _W_CONSONANT.sub("F", key).translate(_CLASSES).translate(_VOWEL_CLASSES)
-    key = _DOUBLES.sub(r"\1", key)
+    # An initial semivowel before a vowel is written or not (Russian ye, yu, ya: YELENA/ELENA, YURIY/IURII).
+    key = _LEADING_SEMIVOWEL.sub("", _DOUBLES.sub(r"\1", key))
     if len(_vowel_cache) < _CACHE_LIMIT:
         _vowel_cache[part] = key
     return key
@@ -246,6 +372,7 @@ class ParsedName:
     given_core: tuple[str, ...]
     optional: frozenset[str]
     truncated: bool = False
+    chinese: bool = False  # every core part reads as pinyin or Wade-Giles syllables
 
     @property
     def split(self) -> bool:
@@ -253,8 +380,10 @@ class ParsedName:
         return bool(self.family) and bool(self.given)
 
 
-def parse_name(family: str = "", given: str = "", *, full: str = "") -> ParsedName:
-    """Parse a name given as family and given names, or as one full name (any order, or PNR form)."""
+def parse_name(family: str = "", given: str = "", *, full: str = "", titles: bool = True) -> ParsedName:
+    """Parse a name given as family and given names, or as one full name (any order, or PNR form).
+    `titles=False` reads parts that `parse_name` made before (their titles are out already: a part
+    read from another script, such as عمر as MR, is a name)."""
     truncated = False
     if full and not family and not given:
         pnr = _PNR.match(full)
@@ -263,13 +392,14 @@ def parse_name(family: str = "", given: str = "", *, full: str = "") -> ParsedNa
             truncated = len(full.strip()) >= _TRUNCATED_AT
         else:
             given = full
-    family_parts, given_parts = to_latin(family), to_latin(given)
+    family_parts, given_parts = to_latin(family, titles=titles), to_latin(given, titles=titles)
     han = _HAN.search(family + given) is not None  # Chinese syllables are never particles
     family_core = family_parts if han else _core(family_parts)
     given_core = given_parts if han else _core(given_parts, given=bool(family_parts))
     core = family_core + given_core
     optional = frozenset(p for p in core if _PATRONYMIC.match(p))
-    return ParsedName(family_parts, given_parts, core, family_core, given_core, optional, truncated)
+    chinese = bool(core) and all(_syllabic(p) for p in core)
+    return ParsedName(family_parts, given_parts, core, family_core, given_core, optional, truncated, chinese)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +430,7 @@ class NameComparison:
         return ", ".join(words)
 
 
-def _part_similarity(a: str, b: str, *, prefix: bool) -> tuple[float, int]:
+def _part_similarity(a: str, b: str, *, prefix: bool, chinese: bool = False) -> tuple[float, int]:
     """(similarity, kind) of a passenger part and an entry part; kind 0 exact, 1 variant, 2 initial."""
     if a == b:
         return 1.0, 0
@@ -309,6 +439,8 @@ def _part_similarity(a: str, b: str, *, prefix: bool) -> tuple[float, int]:
     if prefix and len(a) >= 3 and b.startswith(a):
         return 0.95, 1
     similarity = OSA.normalized_similarity(a, b)
+    if chinese:  # both names read as Chinese syllables: compared as pinyin and Wade-Giles alike
+        a, b = _chinese(a), _chinese(b)
     key, other = skeleton(a), skeleton(b)
     if key == other:
         # A shared skeleton: a romanisation variant when the vowels agree too (MUHAMMAD/MOHAMMED,
@@ -320,27 +452,31 @@ def _part_similarity(a: str, b: str, *, prefix: bool) -> tuple[float, int]:
             similarity = max(similarity, base + spread * OSA.normalized_similarity(vowel_form(a), vowel_form(b)))
         else:  # a part read from a script that writes no short vowels (Arabic MHMD): consonants only
             similarity = max(similarity, 0.9 if long else 0.8)
-    elif min(len(key), len(other)) >= _NEAR_SKELETON and OSA.distance(key, other) == 1 and _voweled(a) and _voweled(b):
-        # One consonant apart in skeletons (SUKHANOV/SUCHANOW, OSMAN/UTHMAN): the systems that write
-        # a letter differently (KH/CH, S/TH) or drop one.
-        similarity = max(similarity, 0.5 + 0.35 * OSA.normalized_similarity(vowel_form(a), vowel_form(b)))
+    elif min(len(key), len(other)) >= _NEAR_SKELETON and OSA.distance(key, other) == 1:
+        # One consonant apart in skeletons (SUKHANOV/SUCHANOW, OSMAN/UTHMAN, عثمان/OSMAN): the systems
+        # that write a letter differently (KH/CH, S/TH) or drop one (an assimilated article).
+        if _voweled(a) and _voweled(b):
+            similarity = max(similarity, 0.5 + 0.35 * OSA.normalized_similarity(vowel_form(a), vowel_form(b)))
+        else:
+            similarity = max(similarity, _NEAR_ABJAD)
     return similarity, 1
 
 
 _MATCH_FLOOR: Final = 0.55
 _NEAR_SKELETON: Final = 3
+_NEAR_ABJAD: Final = 0.75
 _JOINED_FLOOR: Final = 0.7
 
 
 def _align(
-    passenger: tuple[str, ...], entry: tuple[str, ...], optional: frozenset[str], truncated: bool
+    passenger: tuple[str, ...], entry: tuple[str, ...], optional: frozenset[str], truncated: bool, chinese: bool
 ) -> tuple[float, float, float, int, int, int, bool]:
     """(passenger coverage, entry coverage, weakest part, exact, variant, initials, every part paired)."""
     pairs = []
     last = len(passenger) - 1
     for i, a in enumerate(passenger):
         for j, b in enumerate(entry):
-            similarity, kind = _part_similarity(a, b, prefix=truncated and i == last)
+            similarity, kind = _part_similarity(a, b, prefix=truncated and i == last, chinese=chinese)
             if similarity >= _MATCH_FLOOR:
                 pairs.append((similarity, kind, i, j))
     pairs.sort(reverse=True)
@@ -387,7 +523,8 @@ def _groups(name: ParsedName) -> list[tuple[str, ...]]:
 def compare_names(passenger: ParsedName, entry: ParsedName) -> NameComparison:
     """Compare a passenger's name with an entry's (word order and family/given columns do not matter)."""
     p_core, e_core = passenger.core, entry.core
-    best = _align(p_core, e_core, entry.optional, passenger.truncated)
+    chinese = passenger.chinese and entry.chinese
+    best = _align(p_core, e_core, entry.optional, passenger.truncated, chinese)
     joined = False
     score = best[0] + best[1]
     alternatives: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
@@ -401,7 +538,7 @@ def compare_names(passenger: ParsedName, entry: ParsedName) -> NameComparison:
         # Every part paired, some loosely: the whole names compared as one (short skeletons say more joined).
         alternatives = [(("".join(p_core),), ("".join(e_core),))]
     for p_alt, e_alt in alternatives:
-        candidate = _align(p_alt, e_alt, entry.optional, passenger.truncated)
+        candidate = _align(p_alt, e_alt, entry.optional, passenger.truncated, chinese)
         if candidate[0] + candidate[1] > score + 1e-9:
             best, score, joined = candidate, candidate[0] + candidate[1], True
     passenger_cov, entry_cov, weakest, exact, variant, initials, _ = best

@@ -4,10 +4,11 @@ Two stages, so that the cost stays flat as lists grow:
 
 1. **Candidates** come from hashed blocking keys held in one sorted numpy array (a handful of
    binary searches per passenger, whatever the list size). A person's keys are pairs of name-part
-   skeletons (see `clients.watchlist.names`) together with their one-deletion neighbourhoods, so a
-   typo, another romanisation, a dropped particle or second surname, or a joined compound still
-   shares a key with the entry; document numbers are keyed after folding OCR confusions (0/O, 1/I,
-   5/S, 8/B); plates, containers and catalogue references exactly.
+   skeletons (see `clients.watchlist.names`) together with their one-deletion neighbourhoods, and
+   one part's skeleton with the other's first letters, so a typo, another romanisation, a dropped
+   particle or second surname, or a joined compound still shares a key with the entry; document
+   numbers are keyed after folding OCR confusions (0/O, 1/I, 5/S, 8/B); plates, containers and
+   catalogue references exactly.
 2. **Scoring** of each candidate compares names part by part (rapidfuzz), dates of birth in every
    common form (`clients.watchlist.dates`: swaps and off-by-one tolerated, unknown never
    contradicts), documents with their issuing country, and nationality, and turns the evidence
@@ -40,7 +41,7 @@ import numpy.typing as npt
 
 from broker.api.v1 import payload_pb2
 from clients.watchlist.dates import BirthDate, DateAgreement, compare_dates, parse_date
-from clients.watchlist.names import NameComparison, ParsedName, compare_names, parse_name, skeleton, to_latin
+from clients.watchlist.names import NameComparison, ParsedName, compare_names, parse_name, part_key, to_latin
 
 __all__ = [
     "DEFAULT_MIN_SCORE",
@@ -163,9 +164,9 @@ def _neighbours(key: str) -> tuple[str, ...]:
     return found
 
 
-def _pair_keys(parts: Sequence[str], exact: set[str], fuzzy: set[str], *, typos: bool) -> None:
+def _pair_keys(parts: Sequence[str], exact: set[str], fuzzy: set[str], *, typos: bool, chinese: bool = False) -> None:
     """Add the skeleton pairs of `parts` to `exact`, and with `typos` their deletion variants to `fuzzy`."""
-    skeletons = [skeleton(p) for p in parts[:_MAX_PARTS]]
+    skeletons = [part_key(p, chinese=chinese) for p in parts[:_MAX_PARTS]]
     if len(set(skeletons)) == 1:
         exact.add(f"S{skeletons[0]}")
         if typos:
@@ -175,30 +176,44 @@ def _pair_keys(parts: Sequence[str], exact: set[str], fuzzy: set[str], *, typos:
         for b in skeletons[i + 1 :]:
             if a == b:
                 continue
-            # Each pair written in sorted order: P{min}|{max}.
-            exact.add(f"P{a}|{b}" if a < b else f"P{b}|{a}")
+            exact.add(_pair(a, b))
             if typos:
-                fuzzy.update([f"P{x}|{b}" if x < b else f"P{b}|{x}" for x in _neighbours(a)])
-                fuzzy.update([f"P{a}|{y}" if a < y else f"P{y}|{a}" for y in _neighbours(b)])
+                fuzzy.update([_pair(x, b) for x in _neighbours(a)])
+                fuzzy.update([_pair(a, y) for y in _neighbours(b)])
 
 
-def _name_keys(name: ParsedName, exact: set[str], fuzzy: set[str], *, entry: bool, typos: bool = True) -> None:
+def _pair(a: str, b: str) -> str:
+    """The key of two skeletons, in sorted order: P{min}|{max}; S{a} when a typo made them one (the key
+    of a name whose parts share one skeleton, ABDULRAHMAN ABDELRAHMAN)."""
+    if a == b:
+        return f"S{a}"
+    return f"P{a}|{b}" if a < b else f"P{b}|{a}"
+
+
+def _name_keys(name: ParsedName, exact: set[str], fuzzy: set[str], *, typos: bool = True) -> None:
     """Blocking keys of a name: skeleton pairs (`exact`) and, with `typos`, their typo neighbourhoods
-    and the MRZ truncation key (`fuzzy`)."""
+    and the MRZ truncation key (`fuzzy`). A name that reads as Chinese syllables has the keys of its
+    pinyin/Wade-Giles reading too (`names.part_key`)."""
     if not name.core:
         return
-    _pair_keys(name.core, exact, fuzzy, typos=typos)
-    if name.split and (len(name.family_core) > 1 or len(name.given_core) > 1):
-        _pair_keys(("".join(name.family_core), "".join(name.given_core)), exact, fuzzy, typos=typos)
-    if len(name.core) > 1:
-        for i in range(min(len(name.core), _MAX_PARTS) - 1):
-            joined = (*name.core[:i], name.core[i] + name.core[i + 1], *name.core[i + 2 :])
-            _pair_keys(joined, exact, fuzzy, typos=False)
-    if typos and name.split and (entry or name.truncated):
-        # MRZ truncation cuts the end of the given names: the family name and their first letters remain.
-        given = "".join(name.given_core)
+    for chinese in (False, True) if name.chinese else (False,):
+        _pair_keys(name.core, exact, fuzzy, typos=typos, chinese=chinese)
+        if name.split and (len(name.family_core) > 1 or len(name.given_core) > 1):
+            family, given = "".join(name.family_core), "".join(name.given_core)
+            _pair_keys((family, given), exact, fuzzy, typos=typos, chinese=chinese)
+        if len(name.core) > 1:
+            for i in range(min(len(name.core), _MAX_PARTS) - 1):
+                joined = (*name.core[:i], name.core[i] + name.core[i + 1], *name.core[i + 2 :])
+                _pair_keys(joined, exact, fuzzy, typos=False, chinese=chinese)
+    if typos and name.split:
+        # A typo that changes a skeleton more than one deletion undoes (JEAN/JEAB, MAHMOOD/MAZHMOOD),
+        # or MRZ truncation, which cuts the end of the given names: one part's skeleton and the first
+        # letters of the other remain (first letters are the least often mistyped).
+        family, given = "".join(name.family_core), "".join(name.given_core)
         if len(given) >= 3:
-            fuzzy.add(f"F{skeleton(''.join(name.family_core))}|{given[:3]}")
+            fuzzy.add(f"F{part_key(family)}|{given[:3]}")
+        if len(family) >= 2 and not name.truncated:
+            fuzzy.add(f"G{part_key(name.given_core[0])}|{family[:2]}")
 
 
 def _entry_name_keys(names: Sequence[ParsedName], dob: BirthDate | None) -> set[str]:
@@ -208,7 +223,7 @@ def _entry_name_keys(names: Sequence[ParsedName], dob: BirthDate | None) -> set[
     exact: set[str] = set()
     fuzzy: set[str] = set()
     for name in names:
-        _name_keys(name, exact, fuzzy, entry=True)
+        _name_keys(name, exact, fuzzy)
     year = str(dob.year) if dob is not None else "?"
     return {f"{k}#{year}" for k in exact | fuzzy} | {f"{k}#" for k in exact}
 
@@ -221,7 +236,7 @@ def _query_name_keys(name: ParsedName, dob: BirthDate | None) -> tuple[set[str],
     exact: set[str] = set()
     fuzzy: set[str] = set()
     # Without a date, only the exact pairs are looked up (and the typo neighbourhoods not made).
-    _name_keys(name, exact, fuzzy, entry=False, typos=dob is not None)
+    _name_keys(name, exact, fuzzy, typos=dob is not None)
     # How common the name is: the rarest pair of its parts' skeletons (every entry of the same name
     # shares them all), not the commonest, which two common given names alone make large.
     plain: set[str] = set()
@@ -401,7 +416,7 @@ def _entry_view(record: str) -> _EntryView:
     names = []
     for name in names_text.split(_LIST) if names_text else ():
         family, _, given = name.partition(_PART)
-        names.append(parse_name(family, given))
+        names.append(parse_name(family, given, titles=False))
     return _EntryView(
         names,
         parse_date(dob) if dob else None,

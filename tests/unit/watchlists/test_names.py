@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clients.watchlist.names import compare_names, parse_name
+from clients.watchlist.names import (
+    _PINYIN,
+    _chinese,
+    _syllabic,
+    _wade_giles,
+    compare_names,
+    parse_name,
+    part_key,
+    to_latin,
+)
 
 
 @pytest.mark.parametrize(
@@ -53,6 +62,7 @@ def test_typo_in_a_repeated_name_pairs_both_parts() -> None:
         (("SUKHANOV", "MIKHAIL"), ("SUCHANOW", "MICHAIL")),  # Russian KH as German CH
         (("AHMAD", "ABDELRAHMAN"), ("AHMED", "ABDURRAHMAN")),  # the article written or assimilated
         (("OSMAN", "ALI"), ("UTHMAN", "ALI")),  # Turkish S for TH
+        (("CHRUSCHTSCHOW", "NIKITA"), ("KHRUSHCHEV", "NIKITA")),  # German CH for kha, English for che
     ],
 )
 def test_skeletons_one_consonant_apart_are_close_variants(passenger: tuple[str, str], listed: tuple[str, str]) -> None:
@@ -92,3 +102,65 @@ def test_parse_and_compare_any_text(family: str, given_names: str, full: str) ->
         assert 0.0 <= found.passenger_coverage <= 1.0 + 1e-9
         assert 0.0 <= found.entry_coverage <= 1.0 + 1e-9
         assert 0.0 <= found.weakest <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("passenger", "listed"),
+    [
+        (("MAO", "TSE-TUNG"), ("MAO", "ZEDONG")),  # Wade-Giles and pinyin
+        (("CHANG", "CHIEH"), ("ZHANG", "JIE")),
+        (("TSAI", "YING-WEN"), ("CAI", "YINGWEN")),
+        (("CHIANG", "CHING"), ("JIANG", "QING")),
+        (("TSCHAIKOWSKI", "PJOTR"), ("TCHAIKOVSKY", "PYOTR")),  # German and English for Russian
+        (("DOSTOJEWSKI", "FJODOR"), ("DOSTOEVSKY", "FYODOR")),
+        (("SOKOLOW", "EWGENIJ"), ("SOKOLOV", "YEVGENIY")),  # W for V before a consonant; YE or E
+        (("WLADIMIR", "PUTIN"), ("VLADIMIR", "PUTIN")),
+        (("KADHAFI", "MOAMMAR"), ("GADDAFI", "MUAMMAR")),
+        (("وليد", "حسين"), ("WALEED", "HUSSEIN")),  # an initial و is a consonant, a medial one a vowel
+    ],
+)
+def test_real_world_romanisations_are_close_variants(passenger: tuple[str, str], listed: tuple[str, str]) -> None:
+    """Customary spellings of the same name in other romanisation systems compare closely (0.85 or more)."""
+    found = compare_names(parse_name(*passenger), parse_name(*listed))
+    assert found.weakest >= 0.85
+    assert found.passenger_coverage >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("pinyin", "wade_giles"),
+    [("ZHANG", "CHANG"), ("JIE", "CHIEH"), ("QIANG", "CHIANG"), ("XIAO", "HSIAO"), ("CAI", "TSAI"), ("REN", "JEN")],
+)
+def test_pinyin_and_wade_giles_share_the_chinese_key(pinyin: str, wade_giles: str) -> None:
+    """Read as Chinese, a syllable's two romanisations have one key (and the plain skeletons may differ)."""
+    assert part_key(pinyin, chinese=True) == part_key(wade_giles, chinese=True)
+
+
+def test_every_pinyin_syllable_shares_its_key_with_its_wade_giles_spellings() -> None:
+    """Pinyin syllables and their Wade-Giles spellings (apostrophes dropped) have one Chinese key, but
+    for the few that one system writes alike for two sounds (Wade-Giles JU is pinyin JU or RU) and
+    the vowel-only ones (E/O), which keep their letters."""
+    ambiguous = {"RU", "RUA", "RUAN", "RUI", "RUN", "E", "HE", "YI", "YOU"}
+    for syllable in _PINYIN - ambiguous:
+        for spelling in _wade_giles(syllable):
+            assert part_key(syllable, chinese=True) == part_key(spelling, chinese=True), (syllable, spelling)
+
+
+def test_a_name_reads_as_chinese_only_when_every_part_is_syllables() -> None:
+    """XIAO MING and HSIAO CHIEH read as Chinese; JUAN GARCIA does not (GARCIA is no syllable)."""
+    assert parse_name("HSIAO", "CHIEH").chinese
+    assert parse_name("王", "小明").chinese
+    assert not parse_name("GARCIA", "JUAN").chinese
+
+
+@given(st.text(st.characters(min_codepoint=32, max_codepoint=0x24F), max_size=30), st.booleans())
+def test_part_keys_are_upper_case_letters(text: str, chinese: bool) -> None:
+    """Any part has a key of upper-case ASCII letters or digits (a vowel-only part: itself after "~"), with or
+    without the Chinese reading, and the Chinese reading of a key's part is its own fixed point."""
+    for part in to_latin(text):
+        key = part_key(part, chinese=chinese)
+        assert key
+        assert key[0] == "~" or key.isalnum()
+        assert key.isascii()
+        assert key == key.upper()
+        assert _syllabic(part) in (True, False)
+        assert _chinese(_chinese(part)) == _chinese(part)

@@ -99,6 +99,16 @@ def test_one_letter_typo_is_a_hit(family: str) -> None:
         (("AL-MASRI", "MOHAMMED"), ("EL MASRY", "MUHAMMAD")),  # Arabic
         (("HUSSEIN", "YOUSSEF"), ("HUSAYN", "YUSUF")),
         (("WANG", "XIAOMING"), ("WANG", "HSIAO-MING")),  # pinyin vs Wade-Giles
+        (("MAO", "ZEDONG"), ("MAO", "TSE-TUNG")),
+        (("DENG", "XIAOPING"), ("TENG", "HSIAO-PING")),
+        (("CAI", "YINGWEN"), ("TSAI", "YING-WEN")),  # pinyin C, Wade-Giles TS
+        (("ZHANG", "JIE"), ("CHANG", "CHIEH")),  # pinyin J, Wade-Giles CH
+        (("JIANG", "QING"), ("CHIANG", "CHING")),
+        (("TCHAIKOVSKY", "PYOTR"), ("TSCHAIKOWSKI", "PJOTR")),
+        (("KHRUSHCHEV", "NIKITA"), ("CHRUSCHTSCHOW", "NIKITA")),
+        (("SOKOLOV", "YEVGENIY"), ("SOKOLOW", "EWGENIJ")),  # German W for V before a consonant
+        (("GADDAFI", "MUAMMAR"), ("QADHAFI", "MUAMMAR")),
+        (("GADDAFI", "MUAMMAR"), ("KADHAFI", "MOAMMAR")),
     ],
 )
 def test_other_romanisation_is_a_hit(listed: tuple[str, str], passenger: tuple[str, str]) -> None:
@@ -218,6 +228,10 @@ def test_passenger_name_in_another_script_is_a_hit(listed: tuple[str, str], pass
         (("Щербаков", "Юрий"), ("SHCHERBAKOV", "IURII")),
         (("المصري", "محمد"), ("AL MASRI", "MOHAMED")),
         (("王", "小明"), ("WANG", "XIAOMING")),
+        (("萧", "杰"), ("HSIAO", "CHIEH")),  # Han read as pinyin, passport in Wade-Giles
+        (("حسن", "عمر"), ("HASAN", "UMAR")),  # عمر reads MR, a name and not a title
+        (("وليد", "حسين"), ("WALEED", "HUSSEIN")),  # an initial و is a consonant
+        (("القذافي", "معمر"), ("GADDAFI", "MUAMMAR")),
     ],
 )
 def test_entry_in_original_script_only_is_a_hit(listed: tuple[str, str], passenger: tuple[str, str]) -> None:

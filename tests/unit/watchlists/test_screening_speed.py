@@ -72,13 +72,17 @@ def _reference_pair_keys(parts: tuple[str, ...], *, typos: bool) -> tuple[set[st
         if typos:
             fuzzy.update(f"S{s}" for s in neighbours(skeletons[0]))
         return exact, fuzzy
+
+    def pair(a: str, b: str) -> str:  # a deletion that makes the two one: the key of a repeated skeleton
+        return f"S{a}" if a == b else f"P{min(a, b)}|{max(a, b)}"
+
     for i, a in enumerate(skeletons):
         for b in skeletons[i + 1 :]:
             if a != b:
-                exact.add(f"P{min(a, b)}|{max(a, b)}")
+                exact.add(pair(a, b))
                 if typos:
-                    fuzzy.update(f"P{min(x, b)}|{max(x, b)}" for x in neighbours(a))
-                    fuzzy.update(f"P{min(a, y)}|{max(a, y)}" for y in neighbours(b))
+                    fuzzy.update(pair(x, b) for x in neighbours(a))
+                    fuzzy.update(pair(a, y) for y in neighbours(b))
     return exact, fuzzy
 
 
