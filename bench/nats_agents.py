@@ -103,7 +103,8 @@ async def _send(spec: AgentSpec, go: Event, stop: Event, out: Any) -> dict[str, 
             future.add_done_callback(confirmed)
             seq += 1
         result["sent"] += n
-    await asyncio.wait_for(js.publish_async_completed(), scenario.time_limit + 30)
+    async with asyncio.timeout(scenario.time_limit + 30):
+        await js.publish_async_completed()
     result["cpu_s"] = cpu_seconds_self() - cpu0
     result["elapsed_s"] = time.monotonic() - start
     result["max_lag_s"] = pacer.max_lag

@@ -4,9 +4,9 @@ translation of failed calls into SDK errors (a handshake failure gets its cause 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 import grpc
 
@@ -122,4 +122,5 @@ def _answered_by_broker(exc: grpc.RpcError) -> bool:
     # The broker tags every answer with a request id; a transport failure (TLS handshake, no
     # route) has none, and only then is the handshake worth diagnosing.
     trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-    return any(key == "x-request-id" for key, _ in trailing or ())
+    # Metadata items are (key, value) tuples at run time (the stubs' _Metadatum has attributes).
+    return any(item[0] == "x-request-id" for item in cast("Iterable[tuple[str, Any]]", trailing or ()))

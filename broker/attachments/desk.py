@@ -165,7 +165,8 @@ class AttachmentDesk:
         self.check_start(upload, first_chunk)
         lock = self._locks.setdefault(upload.blob, asyncio.Lock())
         try:
-            await asyncio.wait_for(lock.acquire(), LOCK_WAIT_SECONDS)
+            async with asyncio.timeout(LOCK_WAIT_SECONDS):
+                await lock.acquire()
         except TimeoutError:
             raise FailedPrecondition(
                 f"attachment {upload.index} of message {upload.message_id} is being uploaded on another stream"

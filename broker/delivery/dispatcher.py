@@ -238,7 +238,8 @@ class Stream:
             if remaining <= 0:
                 return []
             try:
-                await asyncio.wait_for(queue.wakeup.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await queue.wakeup.wait()
             except TimeoutError:
                 return []
             first = self._take()

@@ -452,7 +452,8 @@ class Writer:
             if self._fault is None:
                 attempt = 0
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._lost.wait(), self._idle_probe)
+                    async with asyncio.timeout(self._idle_probe):
+                        await self._lost.wait()
                 if self._fault is None:
                     if time.monotonic() - self._last_commit >= self._idle_probe:
                         fault = await loop.run_in_executor(self._thread, self._probe)
@@ -497,7 +498,8 @@ class Writer:
         loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._staged.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._staged.wait()
             self._staged.clear()
             if self._fault is None:
                 try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import Any, Protocol, TypeAlias
+from typing import Protocol
 
 import structlog
 from cryptography import x509
@@ -20,10 +20,9 @@ from broker.errors import AuthenticationError, PermissionDenied
 from broker.identity import Principal, Role
 from broker.pki.inspect import serial_hex
 from broker.protocol.certificates import CertificateProfileError, verify_leaf_profile
+from broker.transport.rpc import Context
 
 _CACHE_LIMIT = 4096
-# grpcio ships no type information: the servicer context is typed loosely on purpose.
-Context: TypeAlias = Any
 
 
 class RevocationChecker(Protocol):
@@ -43,10 +42,10 @@ class Authenticator:
 
     def authenticate(self, context: Context) -> Principal:
         """The verified caller of this call; raise `AuthenticationError` if it may not call at all."""
-        pems = context.auth_context().get("x509_pem_cert")
-        if not pems:
+        pem = next(iter(context.auth_context().get("x509_pem_cert", ())), None)
+        if not pem:
             raise AuthenticationError("no client certificate on this connection")
-        principal = self._principal(pems[0])
+        principal = self._principal(pem)
         structlog.contextvars.bind_contextvars(caller=str(principal.spiffe_id))
         if self._revocations.is_revoked(principal.serial):
             raise AuthenticationError(

@@ -52,5 +52,9 @@ class ReloadingServerCredentials:
     def credentials(self) -> grpc.ServerCredentials:
         """Credentials that require and verify a client certificate on every connection."""
         return grpc.dynamic_ssl_server_credentials(
-            self._configuration(), self._fetch, require_client_authentication=True
+            # grpc keeps the configuration in force when the callback returns None (the stubs say
+            # it may not).
+            self._configuration(),
+            self._fetch,  # type: ignore[arg-type]
+            require_client_authentication=True,
         )

@@ -53,7 +53,7 @@ def enable_server_reflection(service_names: Iterable[str], server: grpc.aio.Serv
     _register_v1_descriptor(descriptor_pool.Default())
     names = [*service_names, V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME]
     servicer: Any = v1alpha.aio.ReflectionServicer(names)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     v1 = grpc.method_handlers_generic_handler(
         V1_SERVICE_NAME,
         {

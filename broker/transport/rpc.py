@@ -16,7 +16,6 @@ reflection alike), so that for each call:
 from __future__ import annotations
 
 import contextlib
-import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
@@ -30,15 +29,16 @@ from broker.metrics import REFUSALS_ANSWERED
 
 log = structlog.get_logger(__name__)
 
-# grpcio ships no type information: the servicer context is typed loosely on purpose.
-Context: TypeAlias = Any
+# Requests and responses are raw bytes here (parsed by `_parser`), protobuf messages in servicers.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 _INTERNAL = "internal error; the request id is in the trailing metadata"
 
 
 def caller_of(context: Context) -> str:
     """The SPIFFE id the peer certificate claims (for audit entries of refused calls)."""
     uris = context.auth_context().get("x509_subject_alternative_name") or []
-    pems = context.auth_context().get("x509_common_name") or []
+    pems = list(context.auth_context().get("x509_common_name") or [])
     named = [u.decode(errors="replace") for u in uris if u.startswith(b"spiffe://")]
     return named[0] if named else (pems[0].decode(errors="replace") if pems else "unknown")
 
@@ -90,9 +90,12 @@ async def _parsed_stream(requests: AsyncIterator[bytes], parse: Callable[[bytes]
         yield parse(raw)
 
 
-def _wrap(handler: grpc.RpcMethodHandler, rpc: str, record: refusals.Record) -> grpc.RpcMethodHandler:
+def _wrap(handler: Handler, rpc: str, record: refusals.Record) -> Handler:
     parse = _parser(handler.request_deserializer)
     serializer = handler.response_serializer
+    # The stubs type a handler's behaviours as synchronous callables; on grpc.aio they are
+    # coroutine functions or async generator functions.
+    behaviour: Any
     if handler.request_streaming and handler.response_streaming:
         behaviour = handler.stream_stream
 
@@ -134,14 +137,14 @@ def _wrap(handler: grpc.RpcMethodHandler, rpc: str, record: refusals.Record) -> 
 async def _responses(result: AsyncIterator[Any] | Awaitable[Any]) -> AsyncIterator[Any]:
     # A streaming handler is an async generator, or a coroutine that writes with context.write
     # (grpcio's health servicer does).
-    if inspect.isasyncgen(result):
+    if isinstance(result, AsyncIterator):
         async for item in result:
             yield item
     else:
-        await result  # type: ignore[misc]
+        await result
 
 
-class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class CallInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every method handler of the server (see the module docstring)."""
 
     def __init__(self, record: refusals.Record) -> None:
@@ -149,9 +152,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None

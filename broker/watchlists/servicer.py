@@ -168,7 +168,8 @@ class WatchlistServicer(watchlist_pb2_grpc.WatchlistServiceServicer):
                 # 3. Live: wait for a commit here, or poll for one made through another replica.
                 while not changed.is_set() and time.monotonic() - last_poll < POLL_SECONDS:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(changed.wait(), REAUTH_SECONDS)
+                        async with asyncio.timeout(REAUTH_SECONDS):
+                            await changed.wait()
                     self._auth.authenticate(context)  # revocation closes an open stream
                     self._desk.still_allowed(caller, record)
         finally:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import grpc
 from cryptography import x509
 from google.protobuf.message import DecodeError
 
@@ -376,10 +377,8 @@ class WatchlistReplica:
             while until_version is None or self.version < until_version:
                 try:
                     item = reader.next(idle if follow else None)
-                except Exception as exc:
-                    if hasattr(exc, "code"):
-                        raise client.translate_error(exc) from exc
-                    raise
+                except grpc.RpcError as exc:
+                    raise client.translate_error(exc) from exc
                 if item is None:
                     break
                 applied += int(self.apply_served(item, opener))

@@ -129,7 +129,9 @@ def health(target: str, pki: DevPki, service: str = "") -> str:
     cert, key = pki.admin
     credentials = grpc.ssl_channel_credentials(pki.ca_cert.read_bytes(), key.read_bytes(), cert.read_bytes())
     with grpc.secure_channel(target, credentials) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        reply = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # stub lacks methods
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 

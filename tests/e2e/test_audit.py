@@ -118,7 +118,7 @@ def test_agency_calling_audit_service_is_refused_and_the_attempt_is_logged(
     with pytest.raises(grpc.RpcError) as refused:
         stub.QueryEntries(audit_pb2.QueryEntriesRequest(), timeout=5)
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
-    assert "only auditor may call this" in refused.value.details()
+    assert "only auditor may call this" in str(refused.value.details())
     row = database.rows("SELECT actor, entry FROM audit_entries WHERE event = 'request.rejected'")
     assert [r.actor for r in row] == ["spiffe://isb.dev/agency/FR-CUSTOMS"]
     assert json.loads(bytes(row[0].entry))["fields"]["rpc"] == "QueryEntries"

@@ -7,6 +7,7 @@ and every message whose send was acknowledged must then be delivered.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Iterator
@@ -91,7 +92,7 @@ def _collect(client: AgencyClient, wanted: set[str], timeout: float) -> set[str]
 
 
 def test_every_acknowledged_send_is_delivered_after_sigkill(
-    broker_process: BrokerProcess, pki: DevPki, tmp_path: Path
+    broker_process: BrokerProcess, pki: DevPki, database: Database, tmp_path: Path
 ) -> None:
     """A broker killed with SIGKILL mid-burst delivers, after restart, every send it had acknowledged."""
     keystore = tmp_path / "keys" / RECIPIENT
@@ -117,4 +118,14 @@ def test_every_acknowledged_send_is_delivered_after_sigkill(
     with AgencyClient.from_dir(broker_process.target, pki.directory, RECIPIENT, keystore=keystore) as recipient:
         delivered = _collect(recipient, acknowledged, timeout=15)
     missing = acknowledged - delivered
-    assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged messages lost, e.g. {sorted(missing)[:3]}"
+    assert not missing, (
+        f"{len(missing)} of {len(acknowledged)} acknowledged messages not delivered in time, e.g. "
+        f"{sorted(missing)[:3]}; stored: {_stored(database, missing)}"
+    )
+
+
+def _stored(database: Database, message_ids: set[str]) -> str:
+    """What the store holds of `message_ids`: lost, or stored and not delivered (by delivery state)."""
+    rows = database.rows("SELECT message_id, state FROM deliveries WHERE recipient = :r", r=RECIPIENT)
+    states = collections.Counter(state for message_id, state in rows if message_id in message_ids)
+    return f"{len(message_ids) - sum(states.values())} missing from the store, delivery states {dict(states)}"

@@ -155,7 +155,7 @@ def test_send_stream_batch_over_the_limit_is_refused_and_stores_nothing(
     with pytest.raises(grpc.RpcError) as refused:
         list(customs._stub.SendStream(iter([batch]), timeout=10))
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "257 envelopes in one batch, over 256" in refused.value.details()
+    assert "257 envelopes in one batch, over 256" in str(refused.value.details())
     assert _state(database) == before
     entry = _refusal(database)
     assert (entry["fields"]["rpc"], entry["actor"]) == ("SendStream", "spiffe://isb.dev/agency/FR-CUSTOMS")

@@ -26,7 +26,7 @@ from clients.errors import (
 )
 
 
-class _Answered(grpc.RpcError):  # type: ignore[misc]  # grpcio ships no types
+class _Answered(grpc.RpcError):
     """A status as grpc raises it client-side: code, details and the trailing metadata of the answer."""
 
     def __init__(self, code: grpc.StatusCode, details: str, trailing: tuple[tuple[str, str], ...]) -> None:
@@ -39,7 +39,7 @@ class _Answered(grpc.RpcError):  # type: ignore[misc]  # grpcio ships no types
     def details(self) -> str:
         return self._details
 
-    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:  # type: ignore[override]  # (key, value) at run time
         return self._trailing
 
 
