@@ -102,6 +102,7 @@ class _Receiver:
         self.duplicates = 0
         self.invalid = 0
         self.latencies_us: list[int] = []
+        self.sealed_ns: list[int] = []  # each latency's seal time, to see the latency over the run
         self.acked = 0
         self.ack_calls = 0
         self.ack_errors: dict[str, int] = {}
@@ -141,6 +142,7 @@ class _Receiver:
                         with self.delivered.get_lock():
                             self.delivered.value += 1
                         self.latencies_us.append((now - seal_ns) // 1000)
+                        self.sealed_ns.append(seal_ns)
                         self.last_open_ns = now
                     self._acks.put(message)
                     if self.finished() or self.stop.is_set():
@@ -219,6 +221,7 @@ def run_subscriber(spec: AgentSpec, go: Event, stop: Event, expected: Any, deliv
         result["cpu_s"] = cpu_seconds_self() - cpu0
         result["agencies"] = [r.result() for r in receivers]
         result["latencies_us"] = [v for r in receivers for v in r.latencies_us]
+        result["sealed_ns"] = [v for r in receivers for v in r.sealed_ns]
         for receiver in receivers:
             receiver.client.close()
     except Exception as exc:  # report any failure to the coordinator instead of dying silently

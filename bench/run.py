@@ -287,6 +287,12 @@ def _metrics(
     end_ns = max((a["last_ack_ns"] for a in agencies if a["last_ack_ns"]), default=0)
     elapsed = (end_ns - t_go) / 1e9 if end_ns else float("nan")
     latencies = sorted(v / 1000 for s in subscribers for v in s.get("latencies_us", []))
+    # Each message's seal time (ms after go) and latency (ms), in seal order: periodic spikes show here.
+    timeline = sorted(
+        (round((sealed - t_go) / 1e6, 3), latency / 1000)
+        for s in subscribers
+        for sealed, latency in zip(s.get("sealed_ns", []), s.get("latencies_us", []), strict=True)
+    )
     errors: dict[str, int] = {}
     for s in senders:
         for key, n in s.get("errors", {}).items():
@@ -333,6 +339,8 @@ def _metrics(
         "errors": errors,
         "fatal": fatal,
     }
+    if scenario.kind == "latency":
+        result["timeline_ms"] = timeline
     return result, latencies
 
 

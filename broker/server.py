@@ -496,15 +496,23 @@ def _redact(url: str) -> str:
     return sa.engine.make_url(url).render_as_string(hide_password=True)
 
 
+def _freeze_startup_heap() -> None:
+    """Leave what start-up made (modules, protobuf descriptors, PKI, policy, SQLAlchemy's caches)
+    out of every later garbage collection: a full collection walks every tracked object, and over
+    the start-up heap it paused the event loop (and every delivery) for tens of milliseconds.
+    Young objects are collected every 10,000 allocations instead of 700: each envelope makes
+    hundreds, and collecting every 700 took about 4 % of the broker's CPU, every 10,000 under 2 %
+    (bench/README.md, issue 19)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000)
+
+
 async def serve(config: BrokerConfig) -> None:
     """Run a broker until SIGINT or SIGTERM."""
     broker = Broker(config)
     await broker.start()
-    # What start-up made lives as long as the process: out of the collector's full passes, which
-    # otherwise walk all of it every few thousand envelopes; and young objects collected every
-    # 10,000 allocations instead of 700 (each envelope makes hundreds; measured in bench/README.md).
-    gc.freeze()
-    gc.set_threshold(10_000)
+    _freeze_startup_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

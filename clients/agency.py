@@ -846,8 +846,10 @@ class AgencyClient(Connection):
     ) -> int:
         """Acknowledge deliveries with signed receipts, several under one batch signature (protocol
         section 21); the broker takes them off our queue. RECALLs the SDK has already confirmed as
-        ERASED are left out."""
-        batch = [m for m in ([messages] if isinstance(messages, ReceivedMessage) else messages) if m.erased is None]
+        ERASED are left out, and a message given twice (a copy redelivered after its lease ran out)
+        is acknowledged once: the broker refuses an Ack naming one message twice."""
+        given = [messages] if isinstance(messages, ReceivedMessage) else messages
+        batch = list({m.message_id: m for m in given if m.erased is None}.values())
         if not batch:
             return 0
         receipts = sign_receipts(

@@ -49,6 +49,12 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 MAX_BATCH = 512
+# SQLite: the WAL is checkpointed into the database file by a thread of its own, at most this often
+# while batches commit, so that no commit waits for a checkpoint's copy and its two fsyncs. The
+# writer's own connection checkpoints only once the WAL holds this many pages (4 KiB each), should
+# the background checkpoints never catch up; SQLite's default is 1,000, on every commit past it.
+CHECKPOINT_INTERVAL = 0.2
+WRITER_AUTOCHECKPOINT_PAGES = 8192
 Fault = StorageUnavailable | StorageFull
 
 
@@ -255,6 +261,11 @@ class Writer:
         self._probe_max = probe_max_interval
         self._idle_probe = idle_probe_seconds
         self._last_commit = time.monotonic()
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._checkpoint_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="isb-wal-checkpoint")
+        self._checkpoint_conn: Connection | None = None
+        self._committed = asyncio.Event()
 
     @property
     def audit_log(self) -> AuditLog:
@@ -272,16 +283,19 @@ class Writer:
         self._loop = loop
         self._lost = asyncio.Event()
         self._staged = asyncio.Event()
+        self._committed = asyncio.Event()
         self._task = loop.create_task(self._run(), name="isb-writer")
         self._prober = loop.create_task(self._probe_loop(), name="isb-writer-probe")
         if self._shared:
             self._integrator = loop.create_task(self._integrate_loop(), name="isb-writer-integrator")
+        if self._sqlite:
+            self._checkpointer = loop.create_task(self._checkpoint_loop(), name="isb-wal-checkpoint")
         WRITER_HEALTHY.set(1)
 
     async def stop(self) -> None:
         """Finish the queued operations, then stop."""
         await self._queue.join()
-        for task in (self._integrator, self._prober, self._task):
+        for task in (self._checkpointer, self._integrator, self._prober, self._task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -293,6 +307,8 @@ class Writer:
         # Not `.result()`: that would block the event loop until the thread's current round ends.
         await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
         self._thread.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(self._checkpoint_thread, self._close_checkpointer)
+        self._checkpoint_thread.shutdown(wait=True)
         log.info("writer.stopped", batches=self.batches, operations=self.operations)
 
     def _close(self) -> None:
@@ -367,7 +383,38 @@ class Writer:
         # A connection the driver reported broken is replaced on the next batch.
         if self._conn is None or self._conn.closed or self._conn.invalidated:
             self._conn = self._engine.connect()
+            if self._sqlite:
+                self._conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
+                self._conn.commit()  # end the statement's implicit transaction before the first batch's
         return self._conn
+
+    # -- WAL checkpoints (SQLite) ------------------------------------------------------------------
+
+    async def _checkpoint_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._committed.wait()
+            self._committed.clear()
+            await loop.run_in_executor(self._checkpoint_thread, self._checkpoint)
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+
+    def _checkpoint(self) -> None:
+        """Copy the committed WAL into the database file, beside the writer (a PASSIVE checkpoint
+        takes no lock a commit waits for; commits are durable in the WAL before it runs)."""
+        try:
+            if self._checkpoint_conn is None or self._checkpoint_conn.invalidated:
+                self._checkpoint_conn = self._engine.connect()
+            self._checkpoint_conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._checkpoint_conn.rollback()  # end the statement's implicit transaction: no read mark held
+        except (sa.exc.SQLAlchemyError, OSError, sqlite3.Error) as exc:  # the writer's batches report a lost store
+            self._close_checkpointer()
+            log.debug("writer.checkpoint_failed", error=type(exc).__name__)
+
+    def _close_checkpointer(self) -> None:
+        if self._checkpoint_conn is not None:
+            with contextlib.suppress(Exception):  # closing a connection to a lost store may fail too
+                self._checkpoint_conn.close()
+            self._checkpoint_conn = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -384,6 +431,7 @@ class Writer:
                 after, fault = await loop.run_in_executor(self._thread, self._commit, pending)
                 if fault is None:
                     self._last_commit = time.monotonic()
+                    self._committed.set()
                 else:
                     self._enter_fault(fault)
             for callback in after:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
@@ -99,10 +99,9 @@ def _wrap(handler: Handler, rpc: str, record: refusals.Record) -> Handler:
     if handler.request_streaming and handler.response_streaming:
         behaviour = handler.stream_stream
 
-        async def stream_stream(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[Any]:
+        async def stream_stream(requests: AsyncIterator[bytes], context: Context) -> None:
             async with _call(context, rpc, record):
-                async for item in _responses(behaviour(_parsed_stream(requests, parse), context)):
-                    yield item
+                await _write_all(behaviour(_parsed_stream(requests, parse), context), context)
 
         return grpc.stream_stream_rpc_method_handler(stream_stream, response_serializer=serializer)
     if handler.request_streaming:
@@ -117,11 +116,9 @@ def _wrap(handler: Handler, rpc: str, record: refusals.Record) -> Handler:
     if handler.response_streaming:
         behaviour = handler.unary_stream
 
-        async def unary_stream(raw: bytes, context: Context) -> AsyncIterator[Any]:
+        async def unary_stream(raw: bytes, context: Context) -> None:
             async with _call(context, rpc, record):
-                request = parse(raw)
-                async for item in _responses(behaviour(request, context)):
-                    yield item
+                await _write_all(behaviour(parse(raw), context), context)
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, response_serializer=serializer)
     behaviour = handler.unary_unary
@@ -134,12 +131,20 @@ def _wrap(handler: Handler, rpc: str, record: refusals.Record) -> Handler:
     return grpc.unary_unary_rpc_method_handler(unary_unary, response_serializer=serializer)
 
 
-async def _responses(result: AsyncIterator[Any] | Awaitable[Any]) -> AsyncIterator[Any]:
-    # A streaming handler is an async generator, or a coroutine that writes with context.write
-    # (grpcio's health servicer does).
-    if isinstance(result, AsyncIterator):
-        async for item in result:
-            yield item
+async def _write_all(result: AsyncGenerator[Any, None] | Awaitable[Any], context: Context) -> None:
+    """Write a streaming handler's responses from the call's own task.
+
+    A streaming handler is an async generator, or a coroutine that writes with context.write
+    (grpcio's health servicer does). The generator is closed here whatever happens, so that its
+    `finally` blocks and the call's refusal scope end in the call's task and context. Handed to
+    grpcio as an async generator, a call cancelled while grpcio wrote a response left it suspended,
+    to be finalised later in another task, where resetting the scope's context variable failed: an
+    `rpc.failed` traceback and a "Task exception was never retrieved" per such call.
+    """
+    if isinstance(result, AsyncGenerator):
+        async with contextlib.aclosing(result) as items:
+            async for item in items:
+                await context.write(item)
     else:
         await result
 

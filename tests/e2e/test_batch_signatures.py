@@ -73,6 +73,22 @@ def test_a_producer_batch_shares_one_signature_and_receipts_come_back_batch_sign
     assert sorted(p.leaf_index for p in proofs) == list(range(8))
 
 
+def test_a_message_acknowledged_twice_in_one_call_is_acknowledged_once(
+    agencies: dict[str, AgencyClient],
+    database: Database,
+) -> None:
+    """A subscriber that got a copy again (its lease ran out) and passes both to `ack` gets one
+    receipt sent, not the broker's refusal of an Ack that names a message twice."""
+    customs, police = agencies["FR-CUSTOMS"], agencies["DE-BKA"]
+    sent = customs.send(["DE-BKA"], b"twice")
+    message = next(police.deliveries(timeout=5))
+    assert message.message_id == sent.message_id
+    assert police.ack([message, message]) == 1
+    (status,) = customs.status(sent.message_id)
+    assert status.state == "ACKNOWLEDGED"
+    assert database.scalar("SELECT count(*) FROM audit_entries WHERE event = 'request.rejected'") == 0
+
+
 def test_an_unsigned_envelope_is_not_sent_alone(agencies: dict[str, AgencyClient]) -> None:
     """`send_envelope` refuses an envelope sealed for a batch (sign=False) before it leaves the SDK."""
     customs = agencies["FR-CUSTOMS"]

@@ -116,7 +116,8 @@ def test_every_acknowledged_send_is_delivered_after_sigkill(
 
     broker_process.start(broker_process.port)
     with AgencyClient.from_dir(broker_process.target, pki.directory, RECIPIENT, keystore=keystore) as recipient:
-        delivered = _collect(recipient, acknowledged, timeout=15)
+        # Returns once all are in; the bound only ends a test that lost some (seen: 64 of 600 in 15 s at load 20).
+        delivered = _collect(recipient, acknowledged, timeout=120)
     missing = acknowledged - delivered
     assert not missing, (
         f"{len(missing)} of {len(acknowledged)} acknowledged messages not delivered in time, e.g. "

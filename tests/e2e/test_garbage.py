@@ -97,6 +97,7 @@ def roles(pki: DevPki) -> dict[str, tuple[Path, Path]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # ~1,700 calls: 30 s idle, over the default 120 s at load 20
 def test_malformed_bytes_to_every_method_get_clean_statuses_and_store_nothing(
     broker_factory: Any,
     pki: DevPki,

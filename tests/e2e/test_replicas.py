@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ from clients import AgencyClient
 from clients.audit import verify_export
 from clients.auditor import AuditorClient
 from tests.e2e.broker_support import Database
+
+LEASE = 3.0  # seconds a delivery handed to a stream stays leased to it
 
 
 def test_sends_through_two_replicas_land_in_one_verifiable_log(
@@ -67,22 +71,40 @@ def test_acks_through_the_other_replica_release_the_lease_holder_no_redelivery(
     tmp_path: Path,
 ) -> None:
     """A stream on replica A, its receipts sent through replica B: A takes the deliveries off its queue
-    (NOTIFY on commit of the receipts), so with a 1 s lease nothing is redelivered over 4 s."""
+    (NOTIFY on commit of the receipts), so nothing is redelivered. One delivery in flight at a time:
+    the next comes only once B's receipt for the last released it on A, and each lease covers one
+    round trip (with 20 leases of 1 s running at once, a loaded machine could let the last expire
+    before the sequential acks reached them)."""
     if database.kind != "postgresql":
         pytest.skip("replicas share a PostgreSQL database; the embedded SQLite default serves one broker process")
-    first, second = broker_factory(node="node-1", lease_seconds=1.0), broker_factory(node="node-2", lease_seconds=1.0)
+    first, second = (
+        broker_factory(node="node-1", lease_seconds=LEASE),
+        broker_factory(node="node-2", lease_seconds=LEASE),
+    )
     customs = AgencyClient.from_dir(first.target, pki.directory, "FR-CUSTOMS", keystore=tmp_path / "fr")
     on_a = AgencyClient.from_dir(first.target, pki.directory, "DE-BKA", keystore=tmp_path / "de")
     on_b = AgencyClient.from_dir(second.target, pki.directory, "DE-BKA", keystore=tmp_path / "de")
     on_a.publish_key()
     sent = {customs.send(["DE-BKA"], b"message %d" % i).message_id for i in range(20)}
     deliveries = []
-    # The stream ends 2.5 s after its last delivery: past the 1 s lease, so a redelivery would show.
-    for message in on_a.deliveries(timeout=2.5, reconnect=False):
+    # The stream ends LEASE + 1.5 s after its last delivery: past its lease, so a redelivery would show.
+    for message in on_a.deliveries(max_in_flight=1, timeout=LEASE + 1.5, reconnect=False):
         deliveries.append(message.message_id)
         on_b.ack(message)
         if len(deliveries) > 100:
             break
     assert sorted(deliveries) == sorted(sent), f"{len(deliveries)} deliveries of {len(sent)} messages"
     assert database.scalar("SELECT count(*) FROM deliveries WHERE state = :s", s=ACKNOWLEDGED) == 20
-    assert database.scalar("SELECT max(attempts) FROM deliveries") == 1
+    # Each hand-out is audited with its attempt (A's writer records it without waiting): one each, the first.
+    # Not the deliveries' attempts column: A's count of an attempt skips a delivery B's receipt already
+    # settled, so a quick receipt leaves it at 0.
+    deadline = time.monotonic() + 30
+    while database.scalar(_HANDED_OUT) < len(sent) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    entries = [json.loads(bytes(row[0])) for row in database.rows(_HANDED_OUT_ENTRIES)]
+    assert sorted(e["message_id"] for e in entries) == sorted(sent)
+    assert {e["fields"]["attempt"] for e in entries} == {1}
+
+
+_HANDED_OUT = "SELECT count(*) FROM audit_entries WHERE event = 'delivery.delivered'"
+_HANDED_OUT_ENTRIES = "SELECT entry FROM audit_entries WHERE event = 'delivery.delivered'"

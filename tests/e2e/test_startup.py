@@ -127,7 +127,7 @@ def test_broker_started_before_its_database_retries_then_serves(pki: DevPki, tmp
                 time.sleep(0.1)
             assert _attempts(process.log) >= 2, process.log.read_text()[-2000:]
             postgres.start()
-            process._wait_ready(timeout=60)
+            process._wait_ready()
             attempts = _attempts(process.log)
             assert "Traceback" not in process.log.read_text()
             customs = AgencyClient.from_dir(process.target, pki.directory, "FR-CUSTOMS", keystore=tmp_path / "fr")

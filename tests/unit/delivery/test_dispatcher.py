@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from broker.api.v1 import envelope_pb2
 from broker.delivery.dispatcher import Dispatcher, Stream
 from broker.delivery.operations import QueuedDelivery
@@ -134,3 +136,26 @@ def test_recall_drops_undelivered_copies() -> None:
         return item.message_id if item else None
 
     assert asyncio.run(run()) == "b"
+
+
+@pytest.mark.parametrize("turns", range(8))
+def test_a_waiting_stream_that_accepts_a_cancellation_ends_cancelled_even_as_a_delivery_wakes_it(turns: int) -> None:
+    """A delivery arrives, the loop turns `turns` times, the stream's wait is cancelled: if the task took the
+    cancellation (it had not returned yet), it ends cancelled. With asyncio.wait_for, Python 3.11 returned
+    the delivery instead in the turn the wake-up landed (CPython gh-86296): a Subscribe whose client left
+    went on running, and the broker's stop waited for it forever."""
+
+    async def run() -> tuple[bool, bool]:
+        dispatcher, _, _ = _dispatcher([])
+        stream = await dispatcher.open_stream("DE-BKA", 10)
+        waiting = asyncio.create_task(stream.next_batch(5.0, 10))
+        await asyncio.sleep(0)  # the stream waits for a delivery
+        dispatcher.accepted([_item("a", 2, 1)], None)
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        took = waiting.cancel()
+        await asyncio.wait({waiting}, timeout=1.0)
+        return took, waiting.cancelled()
+
+    took, cancelled = asyncio.run(run())
+    assert cancelled == took

@@ -207,3 +207,27 @@ def test_a_store_fault_fails_calls_fast_holds_records_and_recovers_by_probe(engi
         events = [r[0] for r in conn.execute(sa.text("SELECT event FROM audit_entries ORDER BY leaf_index"))]
     assert events == ["held", "recorded later", "after"]
     assert after == 2
+
+
+def test_committed_batches_reach_the_database_file_without_a_checkpoint_on_the_commit_path(
+    engine: sa.engine.Engine, tmp_path: Path
+) -> None:
+    """A few commits (far below SQLite's 1,000-page automatic checkpoint) are copied from the WAL into
+    the database file by the writer's background checkpoint: the file alone, without its WAL, holds them."""
+
+    async def run() -> None:
+        writer = _writer(engine)
+        writer.start()
+        for i in range(5):
+            await writer.submit(Audit(f"e{i}"))
+        await asyncio.sleep(0.6)  # past the checkpoint interval; the writer is idle meanwhile
+        copy = tmp_path / "file-alone.db"
+        copy.write_bytes((tmp_path / "w.db").read_bytes())  # the WAL is not copied
+        await writer.stop()
+        alone = sqlite3.connect(copy)
+        try:
+            assert alone.execute("SELECT count(*) FROM audit_entries").fetchone()[0] == 5
+        finally:
+            alone.close()
+
+    asyncio.run(run())
