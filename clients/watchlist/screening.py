@@ -53,7 +53,7 @@ __all__ = [
     "identifier_key",
 ]
 
-DEFAULT_MIN_SCORE: Final = 0.35
+DEFAULT_MIN_SCORE: Final = 0.45
 """The default threshold on the calibrated score: the best F1 over all passengers of the training seed
 among the thresholds that keep false alarms at or under 1 % of ordinary passengers (README curve)."""
 
@@ -272,10 +272,11 @@ class Evidence:
             float(self.nationality == "same"),
             float(self.nationality == "different"),
             math.log1p(self.rivals) if self.dob in _WEAK_DATES else 0.0,
-            math.log1p(self.listed_namesakes) if self.dob is not DateAgreement.SAME else 0.0,
-            # How common the name is on the list: the chance that a namesake born the same day is
-            # someone else grows with it (the list's own inverse document frequency).
-            math.log1p(self.listed_namesakes) if self.dob is DateAgreement.SAME else 0.0,
+            # How common the name is on the list (the list's own inverse document frequency), once per
+            # kind of date agreement: the chance that a listed namesake agrees with the passenger's date
+            # by coincidence grows with the number of namesakes and with how loose the agreement is (one
+            # day in ~24,000 for the same date, a handful for a near one, all of them for no date).
+            *(math.log1p(self.listed_namesakes) if self.dob in kinds else 0.0 for kinds in _RARITY_DATES),
             float(named and n is not None and n.exact_parts == n.passenger_parts == n.entry_parts),
         ]
 
@@ -299,6 +300,13 @@ _NEAR_DATES: Final = frozenset(
         DateAgreement.YEAR_OFF_BY_ONE,
     }
 )
+# The date agreements that share one weight on how common the name is (see Evidence.features).
+_RARITY_DATES: Final = (
+    frozenset({DateAgreement.SAME}),
+    _NEAR_DATES - {DateAgreement.YEAR_ONLY},
+    frozenset({DateAgreement.YEAR_ONLY}),
+    frozenset({DateAgreement.UNKNOWN}),
+)
 FEATURE_NAMES: Final = (
     "bias",
     "passenger_coverage",
@@ -311,8 +319,10 @@ FEATURE_NAMES: Final = (
     "nationality_same",
     "nationality_different",
     "namesakes_without_full_dates",
-    "common_name_without_same_dob",
     "common_name_with_same_dob",
+    "common_name_with_near_dob",
+    "common_name_with_year_only",
+    "common_name_without_dob",
     "every_part_exact",
 )
 
@@ -320,28 +330,30 @@ FEATURE_NAMES: Final = (
 # type) on the training seed of the evaluation set, without the pairs of homonyms and their namesakes
 # (bench.screening_set.HOMONYM; dob_different is fixed, not fitted: see bench_screening.fit_weights).
 WEIGHTS: Final[tuple[float, ...]] = (
-    -22.791,
-    10.961,
-    3.192,
-    10.275,
+    -23.217,
+    11.238,
+    3.240,
+    10.223,
     0.000,
     0.000,
-    3.977,
-    3.692,
-    0.819,
-    -1.274,
-    -1.498,
+    4.171,
+    1.769,
+    1.815,
+    -0.344,
+    -0.593,
     -8.000,
-    41.765,
+    38.176,
     0.000,
-    42.172,
+    38.579,
     -0.000,
-    0.186,
-    -3.372,
-    -1.227,
-    -0.685,
-    -0.553,
-    2.180,
+    0.183,
+    -3.444,
+    -1.396,
+    -0.555,
+    -0.822,
+    -0.338,
+    -0.531,
+    2.216,
 )
 
 
@@ -368,6 +380,10 @@ def _explain(evidence: Evidence) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if n is not None and n.passenger_coverage >= 0.5:
         fields.append("name")
         how.append(f"name: {n.describe()}")
+        if evidence.listed_namesakes:
+            how.append(
+                f"name frequency: {evidence.listed_namesakes} other listed entries bear the name (weaker evidence)"
+            )
     if evidence.dob in {
         DateAgreement.SAME,
         DateAgreement.YEAR_ONLY,

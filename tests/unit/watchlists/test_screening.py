@@ -173,6 +173,25 @@ def test_unreadable_date_is_unknown_never_a_contradiction() -> None:
     assert unreadable >= DEFAULT_MIN_SCORE > contradicting
 
 
+def _with_namesakes(count: int) -> ScreeningIndex:
+    """The listed Jan Nowak born 1975-03-12 and `count` other listed Jan Nowaks born years apart."""
+    index = _index(_person("e1", "Nowak", "Jan"))
+    for i in range(count):
+        index.add(_person(f"namesake{i}", "Nowak", "Jan", (1940 + i % 30, 1 + i % 12, 1 + i % 28)))
+    return index
+
+
+@pytest.mark.parametrize("dob", ["1975-12-03", "1975-03-13", "1974-03-12", ""])
+def test_near_or_unknown_date_passes_for_a_rare_name_and_not_for_a_common_one(dob: str) -> None:
+    """A near or unknown date of birth is weaker evidence the more listed people bear the name (the
+    more likely one of them agrees by chance): a hit for a name borne by one listed person, none for
+    a name borne by thousands. The same date of birth stays a hit either way."""
+    passenger = {"family_name": "NOWAK", "given_names": "JAN", "date_of_birth": dob}
+    rare, common = _index(_person("e1", "Nowak", "Jan")), _with_namesakes(3000)
+    assert _score(rare, **passenger) >= DEFAULT_MIN_SCORE > _score(common, **passenger)
+    assert _score(common, **{**passenger, "date_of_birth": "1975-03-12"}) >= DEFAULT_MIN_SCORE
+
+
 def test_entry_with_a_birth_year_only_compares_on_the_year() -> None:
     """An entry born "1975" hits a passenger born on any day of 1975, not one born in 1980."""
     index = _index(_person("e1", "Nowak", "Jan", (1975,)))
