@@ -7,7 +7,8 @@ Two stages, so that the cost stays flat as lists grow:
    skeletons (see `clients.watchlist.names`) together with their one-deletion neighbourhoods, so a
    typo, another romanisation, a dropped particle or second surname, or a joined compound still
    shares a key with the entry; document numbers are keyed after folding OCR confusions (0/O, 1/I,
-   5/S, 8/B); plates, containers and catalogue references exactly.
+   5/S, 8/B); plates, containers and catalogue references exactly. Year-less keys of the name's
+   skeleton pairs and of its pairs as spelled only count how many listed people bear the name.
 2. **Scoring** of each candidate compares names part by part (rapidfuzz), dates of birth in every
    common form (`clients.watchlist.dates`: swaps and off-by-one tolerated, unknown never
    contradicts), documents with their issuing country, and nationality, and turns the evidence
