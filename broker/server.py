@@ -11,9 +11,12 @@ import gc
 import json
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Coroutine
 from pathlib import Path
+from types import FrameType
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -83,6 +86,8 @@ log = structlog.get_logger(__name__)
 _HEALTH_SERVICES = ("", "isb.v1.BrokerService")
 # Headroom over the envelope limit for the request framing around it (SendRequest, batches).
 _FRAME_SLACK = 64 * 1024
+# Seconds `Broker.stop` gives, past the grace, to the last calls and then to the writer's queue.
+STOP_BOUND_SECONDS = 10.0
 
 
 class Broker:
@@ -117,6 +122,7 @@ class Broker:
         self._tasks: list[asyncio.Task[None]] = []
         self._health_updates: set[asyncio.Task[None]] = set()
         self._serving = False
+        self.stop_overran: list[str] = []
 
     async def start(self) -> None:
         """Open the store, load PKI and policy, and start serving on `config.listen`."""
@@ -440,8 +446,15 @@ class Broker:
         await self.writer.run_in_thread(lambda conn: self.writer.audit_log.sign_checkpoint(conn, self.signer))
         CHECKPOINT_TIME.set(time.time())
 
-    async def stop(self, grace: float = 2.0) -> None:
-        """Stop accepting calls, finish queued writes, close the store."""
+    async def stop(self, grace: float = 2.0, bound: float = STOP_BOUND_SECONDS) -> None:
+        """Stop accepting calls, finish queued writes, close the store: within `grace` + 2 * `bound` seconds.
+
+        The calls still running after `grace` are cancelled; the gRPC server is given `bound` more
+        seconds for them to end, then the writer `bound` seconds to commit what is queued. A part
+        that overruns is logged (`broker.stop_overran`, with where each task and thread waits),
+        named in `stop_overran`, and left behind: a stop that could hang would leave an operator
+        with a broker that neither serves nor exits.
+        """
         for task in self._tasks:
             task.cancel()
         if self.metrics is not None:
@@ -452,13 +465,42 @@ class Broker:
         if self.config.health_file is not None:
             self._serving = False
             self._write_health_file()
-        await self.server.stop(grace)
+        if not await _bounded("grpc_server", self.server.stop(grace), grace + bound):
+            self.stop_overran.append("grpc_server")
         await self.dispatcher.stop()
-        await self.writer.stop()
+        if not await _bounded("writer", self.writer.stop(), bound):
+            self.stop_overran.append("writer")
         self.engine.dispose()
         if self._lock is not None:
             self._lock.release()
         log.info("broker.stopped")
+
+
+async def _bounded(part: str, work: Coroutine[Any, Any, None], seconds: float) -> bool:
+    """Await `work` for at most `seconds`; True if it finished. If not, log where the broker's tasks
+    and threads wait and return False (the work goes on in the background)."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if done:
+        task.result()
+        return True
+    here = asyncio.current_task()
+    tasks = sorted(_innermost(t.get_name(), _top(t.get_stack())) for t in asyncio.all_tasks() if t is not here)
+    frames = sys._current_frames()  # the one way to see where a thread waits
+    threads = sorted(
+        _innermost(t.name, frames.get(t.ident or 0)) for t in threading.enumerate() if t.name.startswith("isb-")
+    )
+    log.error("broker.stop_overran", part=part, seconds=seconds, tasks=tasks[:50], threads=threads)
+    return False
+
+
+def _top(stack: list[FrameType]) -> FrameType | None:
+    return stack[-1] if stack else None
+
+
+def _innermost(name: str, frame: FrameType | None) -> str:
+    """`name at file:line` of a task's or thread's innermost frame."""
+    return name if frame is None else f"{name} at {frame.f_code.co_filename}:{frame.f_lineno}"
 
 
 def _grpc_server(config: BrokerConfig, writer: Writer) -> grpc.aio.Server:
@@ -516,3 +558,8 @@ async def serve(config: BrokerConfig) -> None:
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await broker.stop()
+    if broker.stop_overran:
+        # What overran may hold a thread (a writer waiting for its database) that would keep the
+        # interpreter from exiting: exit now, the reason logged (broker.stop_overran).
+        sys.stderr.flush()
+        os._exit(1)

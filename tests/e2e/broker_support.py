@@ -100,13 +100,18 @@ class RunningBroker:
         return f"127.0.0.1:{self.broker.port}"
 
     def stop(self) -> None:
+        """Stop the broker (a stop that overran its bound fails the test: its log line says where each
+        task and thread waited), then its loop."""
+        overran: list[str] = []
         if self.broker is not None:
             self.call(self.broker.stop(grace=0.5))
+            overran = self.broker.stop_overran
             self.broker = None
         self.loop.call_soon_threadsafe(self.loop.stop)
         if self.thread is not None:
             self.thread.join(10)
         self.loop.close()
+        assert not overran, f"the broker's stop overran its bound in {overran} (see broker.stop_overran)"
 
     def restart(self) -> None:
         """Stop and start a new broker process state on the same port and database."""

@@ -48,3 +48,23 @@ def test_a_signature_line_with_set_unused_bits_is_refused() -> None:
     assert _note.verify_checkpoint(note, "isb.dev/audit", key.public_key()).size == 1
     with pytest.raises(VerificationError, match=r"not base64 \(standard, padded, canonical\)"):
         _note.verify_checkpoint(forged, "isb.dev/audit", key.public_key())
+
+
+def test_a_checkpoint_root_with_set_unused_bits_or_of_the_wrong_length_is_refused() -> None:
+    """The root line goes through the same canonical decoder as signatures and keys: a root with its
+    unused low bits set decodes to the same hash with a plain decoder, and is refused here."""
+    key = Ed25519PrivateKey.generate()
+    root = bytes(range(32))
+    encoded = base64.b64encode(root).decode()
+    tampered = _non_canonical(encoded)
+    assert tampered is not None  # 32 bytes: two unused bits in the last character
+    for text, refusal in (
+        (tampered, r"root hash is not base64 \(standard, padded, canonical\)"),
+        (base64.b64encode(root[:31]).decode(), r"root hash is 31 bytes, not a SHA-256 hash \(32\)"),
+    ):
+        # Signed by the log's own key: only the root line is wrong.
+        note = _note.sign_note(f"isb.dev/audit\n1\n{text}\n", "isb.dev/audit", key)
+        with pytest.raises(VerificationError, match=refusal):
+            _note.verify_checkpoint(note, "isb.dev/audit", key.public_key())
+    honest = _note.sign_note(f"isb.dev/audit\n1\n{encoded}\n", "isb.dev/audit", key)
+    assert _note.verify_checkpoint(honest, "isb.dev/audit", key.public_key()).root == root
