@@ -7,7 +7,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,14 @@ def _clients(target: str, pki: DevPki, tmp_path: Path) -> dict[str, AgencyClient
         clients[agency] = AgencyClient.from_dir(target, pki.directory, agency, keystore=tmp_path / "keys" / agency)
         clients[agency].publish_key()
     return clients
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} in {timeout} s")
+        time.sleep(0.05)
 
 
 def test_full_disk_is_resource_exhausted_not_serving_then_recovers_with_nothing_lost(
@@ -149,11 +157,13 @@ def test_postgresql_stopped_and_restarted_under_load_unavailable_then_recovers_n
 
         sender = threading.Thread(target=load)
         sender.start()
-        time.sleep(1.0)
+        # The server goes down under the stream: once sends are accepted (at load 12 none was after 1 s).
+        _until(lambda: len(accepted) > 0, "a send accepted before the outage")
         before = len(accepted)
         postgres.stop("immediate")
         to_not_serving = wait_for_health(running.target, pki, "NOT_SERVING", timeout=15)
-        time.sleep(3.0)
+        time.sleep(3.0)  # the outage
+        _until(lambda: len(failures) > 0, "a send failing while the database is down")
         postgres.start()
         to_serving = wait_for_health(running.target, pki, "SERVING", timeout=30)
         time.sleep(1.0)
