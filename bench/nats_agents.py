@@ -126,6 +126,7 @@ async def _consume(spec: AgentSpec, go: Event, stop: Event, expected: Any, deliv
     nc = await nats.connect(NATS_URL, connect_timeout=5)
     js = nc.jetstream()
     latencies: list[int] = []
+    sealed: list[int] = []  # each latency's seal time, as the ISB subscribers keep it (timeline_ms)
     per_agency: list[dict[str, Any]] = []
 
     subs = {
@@ -162,6 +163,7 @@ async def _consume(spec: AgentSpec, go: Event, stop: Event, expected: Any, deliv
                     with delivered.get_lock():
                         delivered.value += 1
                     latencies.append((now - seal_ns) // 1000)
+                    sealed.append(seal_ns)
                     state["last_open_ns"] = now
                 await message.ack()
                 state["acked"] += 1
@@ -181,6 +183,7 @@ async def _consume(spec: AgentSpec, go: Event, stop: Event, expected: Any, deliv
         "cpu_s": cpu_seconds_self() - cpu0,
         "agencies": per_agency,
         "latencies_us": latencies,
+        "sealed_ns": sealed,
     }
     await nc.close()
     return result

@@ -13,7 +13,7 @@ with fresh agency processes (multiprocessing, spawn) against a server in its own
   just before sealing (stamped into the plaintext) to the end of verification and decryption.
 
 The broker is `isb serve --config <tmp>/broker.toml` on 127.0.0.1, on a temporary SQLite file
-(WAL, synchronous=FULL) and then on a fresh PostgreSQL database `isb_bench` (dropped after). Its
+(WAL, synchronous=FULL) and then on a fresh PostgreSQL database `isb_bench_<pid>` (dropped after). Its
 CPU time per envelope comes from /proc/<pid>/stat over the measured window. Results go to
 bench/results/: results.json, latency.png, and with --profile the broker's sampled profiles.
 """
@@ -60,7 +60,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BACKENDS = ("sqlite", "postgresql", "nats")
 SENDERS = 2
 RECIPIENTS = 10
-BENCH_DATABASE = "isb_bench"
+# One database per run: two runs on the shared server (other sessions benchmark too) must not drop
+# each other's database, nor count each other's backends as `db us/env`.
+BENCH_DATABASE = f"isb_bench_{os.getpid()}"
 
 
 def scenarios(quick: bool, seconds: float | None = None) -> list[Scenario]:

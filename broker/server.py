@@ -541,9 +541,13 @@ def _redact(url: str) -> str:
 def _freeze_startup_heap() -> None:
     """Leave what start-up made (modules, protobuf descriptors, PKI, policy, SQLAlchemy's caches)
     out of every later garbage collection: a full collection walks every tracked object, and over
-    the start-up heap it paused the event loop (and every delivery) for tens of milliseconds."""
+    the start-up heap it paused the event loop (and every delivery) for tens of milliseconds.
+    Young objects are collected every 10,000 allocations instead of 700: each envelope makes
+    hundreds, and collecting every 700 took about 4 % of the broker's CPU, every 10,000 under 2 %
+    (bench/README.md, issue 19)."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(10_000)
 
 
 async def serve(config: BrokerConfig) -> None:

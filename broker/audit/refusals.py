@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Final
@@ -35,7 +35,7 @@ from broker.audit.events import AuditEvent, FieldValue
 from broker.errors import REFUSALS, STORAGE_FAULTS, Refusal, status_of
 from broker.metrics import AUDIT_WRITE_FAILURES, REFUSALS_AUDITED, REFUSALS_UNANSWERED
 
-__all__ = ["MAX_TEXT", "Record", "RefusalScope", "audit_outcome", "audited", "bounded", "note", "rejection"]
+__all__ = ["MAX_TEXT", "Record", "RefusalScope", "audit_outcome", "audited", "bounded", "note", "rejection", "scope"]
 
 log = structlog.get_logger(__name__)
 
@@ -178,8 +178,8 @@ class RefusalScope:
 _SCOPE: ContextVar[RefusalScope | None] = ContextVar("isb_refusal_scope", default=None)
 
 
-@contextlib.asynccontextmanager
-async def audited(
+@contextlib.contextmanager
+def scope(
     record: Record | None = None,
     actor: str | None = None,
     rpc: str | None = None,
@@ -188,8 +188,8 @@ async def audited(
     agency: str | None = None,
     digest: str = "",
     **fields: FieldValue,
-) -> AsyncIterator[RefusalScope]:
-    """A refusal raised inside is audited once (here, unless a nested scope did), then re-raised.
+) -> Iterator[RefusalScope]:
+    """A scope whose refusals its caller audits with `audit_outcome` (leaving it audits nothing).
 
     The outermost scope of a call needs `record`; nested scopes belong to the same call (their
     `record` is ignored) and inherit everything they do not set.
@@ -201,15 +201,33 @@ async def audited(
         call = _Call(record)
     else:
         call = parent.call
-    scope = RefusalScope(call, parent, actor, rpc, message_id, agency, digest, dict(fields))
-    token = _SCOPE.set(scope)
+    opened = RefusalScope(call, parent, actor, rpc, message_id, agency, digest, dict(fields))
+    token = _SCOPE.set(opened)
     try:
-        yield scope
-    except REFUSALS as exc:
-        await _audit(scope, exc)
-        raise
+        yield opened
     finally:
         _SCOPE.reset(token)
+
+
+@contextlib.asynccontextmanager
+async def audited(
+    record: Record | None = None,
+    actor: str | None = None,
+    rpc: str | None = None,
+    *,
+    message_id: str | None = None,
+    agency: str | None = None,
+    digest: str = "",
+    **fields: FieldValue,
+) -> AsyncIterator[RefusalScope]:
+    """A `scope` whose refusals are audited once as they leave it (here, unless a nested scope did),
+    then re-raised."""
+    with scope(record, actor, rpc, message_id=message_id, agency=agency, digest=digest, **fields) as opened:
+        try:
+            yield opened
+        except REFUSALS as exc:
+            await _audit(opened, exc)
+            raise
 
 
 def note(
@@ -221,11 +239,9 @@ def note(
         scope.note(message_id=message_id, agency=agency, digest=digest, **fields)
 
 
-async def audit_outcome(error: Refusal) -> None:
-    """Audit a refusal that is answered, not raised (one refused envelope of a SendStream batch)."""
-    scope = _SCOPE.get()
-    if scope is None:
-        raise RuntimeError("audit_outcome outside a refusal scope")
+async def audit_outcome(scope: RefusalScope, error: Refusal) -> None:
+    """Audit a refusal raised in `scope` and answered, not raised (one refused envelope of a
+    SendStream batch): once per call, as `audited` does."""
     await _audit(scope, error)
 
 

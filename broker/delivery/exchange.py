@@ -10,9 +10,11 @@ what the dispatcher loads and records, `broker.delivery.backlog`'s.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -100,18 +102,56 @@ class Exchange:
     # -- Send ----------------------------------------------------------------------------------
     async def send(self, caller: Principal, envelope: envelope_pb2.Envelope, raw_size: int) -> ops.Accepted:
         """Check and store one envelope; raise after auditing the refusal if it is refused."""
-        async with refusals.audited(self._record_refusal, str(caller.spiffe_id), agency=caller.name) as refusal:
-            try:
-                accepted = await self._send(caller, envelope, raw_size, refusal)
-            except REFUSALS:
-                ENVELOPES.labels("refused").inc()
-                raise
-        ENVELOPES.labels("duplicate" if accepted.duplicate else "accepted").inc()
-        return accepted
+        (outcome,) = await self.send_batch(caller, [(envelope, raw_size)])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-    async def _send(
+    async def send_batch(
+        self, caller: Principal, envelopes: Sequence[tuple[envelope_pb2.Envelope, int]]
+    ) -> list[ops.Accepted | BaseException]:
+        """Check and store envelopes (each with its size as received), each accepted or refused on
+        its own (a refusal audited once); the outcomes in order.
+
+        One task for all of them: each envelope is checked in turn and queued for the writer, then
+        they wait for their commits together (a task per envelope cost more than the checks it ran
+        between its awaits).
+        """
+        actor = str(caller.spiffe_id)
+        outcomes: list[ops.Accepted | BaseException | None] = [None] * len(envelopes)
+        queued: list[tuple[int, refusals.RefusalScope, asyncio.Future[ops.Accepted]]] = []
+        audits: list[asyncio.Future[None]] = []
+
+        def refuse(i: int, refusal: refusals.RefusalScope, exc: Exception) -> None:
+            outcomes[i] = exc
+            if isinstance(exc, REFUSALS):
+                ENVELOPES.labels("refused").inc()
+                audits.append(asyncio.ensure_future(refusals.audit_outcome(refusal, exc)))
+
+        for i, (envelope, raw_size) in enumerate(envelopes):
+            with refusals.scope(self._record_refusal, actor, agency=caller.name) as refusal:
+                try:
+                    op = await self._checked(caller, envelope, raw_size, refusal)
+                except Exception as exc:  # noqa: BLE001 - this envelope's outcome, answered alone
+                    refuse(i, refusal, exc)
+                else:
+                    queued.append((i, refusal, self._writer.enqueue(op)))
+        for i, refusal, future in queued:
+            try:
+                accepted = await future
+            except Exception as exc:  # noqa: BLE001 - refused when staged (a reused message id)
+                refuse(i, refusal, exc)
+            else:
+                ENVELOPES.labels("duplicate" if accepted.duplicate else "accepted").inc()
+                outcomes[i] = accepted
+        if audits:
+            await asyncio.gather(*audits)
+        return cast(list[ops.Accepted | BaseException], outcomes)  # each envelope has its outcome now
+
+    async def _checked(
         self, caller: Principal, envelope: envelope_pb2.Envelope, raw_size: int, refusal: refusals.RefusalScope
-    ) -> ops.Accepted:
+    ) -> ops.AcceptEnvelope:
+        """The writer operation that stores an envelope past every check; raise its refusal if not."""
         # 1. Who, how big, well formed: cheap checks before any cryptography.
         intake = take_in(
             caller,
@@ -147,25 +187,22 @@ class Exchange:
                 "wrapped keys must be exactly one per recipient agency after group expansion: "
                 f"expected {sorted(recipients)}, envelope has {wrapped}"
             )
-        accepted: ops.Accepted = await self._writer.submit(
-            ops.AcceptEnvelope(
-                header=header,
-                parsed=envelope,
-                envelope=envelope_bytes,
-                envelope_sha256=digest,
-                sender_cert_fingerprint=caller.fingerprint,
-                sender_cert_der=caller.certificate_der,
-                caller=str(caller.spiffe_id),
-                recipients=recipients,
-                expansion=expansion,
-                policy_rule=decision.rule,
-                known_certs=self._certificates.stored,
-                on_commit=self._dispatcher.accepted,
-                expires_us=expires_us,
-                blobs=self._blobs,
-            )
+        return ops.AcceptEnvelope(
+            header=header,
+            parsed=envelope,
+            envelope=envelope_bytes,
+            envelope_sha256=digest,
+            sender_cert_fingerprint=caller.fingerprint,
+            sender_cert_der=caller.certificate_der,
+            caller=str(caller.spiffe_id),
+            recipients=recipients,
+            expansion=expansion,
+            policy_rule=decision.rule,
+            known_certs=self._certificates.stored,
+            on_commit=self._dispatcher.accepted,
+            expires_us=expires_us,
+            blobs=self._blobs,
         )
-        return accepted
 
     async def _check_created(self, header: envelope_pb2.Header, digest: bytes) -> None:
         """`created` within the clock-skew window, unless this is a retry of a message already stored

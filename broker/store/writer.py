@@ -319,9 +319,13 @@ class Writer:
 
     async def submit(self, op: Operation[T]) -> T:
         """Queue `op` and wait until its batch has committed (or failed)."""
+        return await self.enqueue(op)
+
+    def enqueue(self, op: Operation[T]) -> asyncio.Future[T]:
+        """Queue `op`; the future is done when its batch has committed (or failed)."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(op, future))
-        return await future
+        self._queue.put_nowait(_Pending(op, future))
+        return future
 
     def submit_nowait(self, op: Operation[Any]) -> None:
         """Queue a record without waiting; while the store cannot commit it is held, then committed."""

@@ -193,9 +193,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         caller = self._auth.authenticate(context)  # every batch: revocation bites mid-stream too
         if len(batch.envelopes) > MAX_BATCH_ENVELOPES:
             raise InvalidRequest(f"{len(batch.envelopes)} envelopes in one batch, over {MAX_BATCH_ENVELOPES}")
-        outcomes = await asyncio.gather(
-            *(self._exchange.send(caller, e, e.ByteSize()) for e in batch.envelopes), return_exceptions=True
-        )
+        outcomes = await self._exchange.send_batch(caller, [(e, e.ByteSize()) for e in batch.envelopes])
         return broker_pb2.SendBatchResult(
             results=[_send_result(e, outcome) for e, outcome in zip(batch.envelopes, outcomes, strict=True)]
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import grpc
@@ -99,6 +100,34 @@ def test_send_many_answers_in_order_with_duplicates_and_refusals(
     assert repeated.duplicate
     assert repeated.audit_index == accepted.audit_index
     assert database.scalar("SELECT count(*) FROM messages") == 2
+
+
+def test_reused_message_id_is_refused_when_staged_and_audited_once_with_its_digest(
+    agencies: dict[str, AgencyClient],
+    database: Database,
+) -> None:
+    """Two envelopes over one stream with one message id and other bytes: the second passes its
+    checks and is refused ALREADY_EXISTS by the writer, audited once with its own id and digest."""
+    customs = agencies["FR-CUSTOMS"]
+    first = customs.seal(["DE-BKA"], b"first")
+    other = customs.seal(["DE-BKA"], b"other", message_id=_message_id(first))
+    before = database.scalar("SELECT count(*) FROM audit_entries WHERE event = 'request.rejected'")
+    accepted, refused = customs.send_many([first, other])
+    assert isinstance(accepted, broker_pb2.SendResponse)
+    assert not accepted.duplicate
+    assert isinstance(refused, RemoteError)
+    assert refused.code is grpc.StatusCode.ALREADY_EXISTS
+    rejections = [
+        json.loads(bytes(row[0]))
+        for row in database.rows("SELECT entry FROM audit_entries WHERE event = 'request.rejected' ORDER BY leaf_index")
+    ][before:]
+    assert len(rejections) == 1
+    (rejection,) = rejections
+    assert rejection["message_id"] == _message_id(first)
+    assert rejection["fields"]["envelope_sha256"] == hashlib.sha256(other.SerializeToString()).hexdigest()
+    assert rejection["fields"]["rpc"] == "SendStream"
+    stored = database.scalar("SELECT envelope_sha256 FROM messages")
+    assert bytes(stored) == hashlib.sha256(first.SerializeToString()).digest()
 
 
 def test_unanswered_sends_fail_when_the_broker_goes_away(
