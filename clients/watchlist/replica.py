@@ -50,7 +50,7 @@ __all__ = ["SyncResult", "VerifiedUpdate", "VersionGap", "VersionOpener", "Watch
 
 # The version of the screening keys stored beside each entry; a replica written with other keys
 # recomputes them from its entries when it opens.
-_INDEX_FORMAT: Final = "5"
+_INDEX_FORMAT: Final = "6"
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS replica_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS replica_entries (

@@ -8,7 +8,8 @@ Two stages, so that the cost stays flat as lists grow:
    one part's skeleton with the other's first letters, so a typo, another romanisation, a dropped
    particle or second surname, or a joined compound still shares a key with the entry; document
    numbers are keyed after folding OCR confusions (0/O, 1/I, 5/S, 8/B); plates, containers and
-   catalogue references exactly.
+   catalogue references exactly. Year-less keys of the name's skeleton pairs and of its pairs as
+   spelled only count how many listed people bear the name.
 2. **Scoring** of each candidate compares names part by part (rapidfuzz), dates of birth in every
    common form (`clients.watchlist.dates`: swaps and off-by-one tolerated, unknown never
    contradicts), documents with their issuing country, and nationality, and turns the evidence
@@ -54,7 +55,7 @@ __all__ = [
     "identifier_key",
 ]
 
-DEFAULT_MIN_SCORE: Final = 0.45
+DEFAULT_MIN_SCORE: Final = 0.35
 """The default threshold on the calibrated score: the best F1 over all passengers of the training seed
 among the thresholds that keep false alarms at or under 1 % of ordinary passengers (README curve)."""
 
@@ -225,14 +226,26 @@ def _entry_name_keys(names: Sequence[ParsedName], dob: BirthDate | None) -> set[
     for name in names:
         _name_keys(name, exact, fuzzy)
     year = str(dob.year) if dob is not None else "?"
-    return {f"{k}#{year}" for k in exact | fuzzy} | {f"{k}#" for k in exact}
+    return {f"{k}#{year}" for k in exact | fuzzy} | {f"{k}#" for k in exact} | _spelling_keys(names)
+
+
+def _spelling_keys(names: Sequence[ParsedName]) -> set[str]:
+    """Keys that count how many entries bear a name spelled the same (pairs of core parts, as they
+    are written, not their skeletons); never looked up for candidates."""
+    keys: set[str] = set()
+    for name in names:
+        parts = sorted(set(name.core[:_MAX_PARTS]))
+        if len(parts) == 1:
+            keys.add(f"Q{parts[0]}")
+        keys.update(f"Q{a}|{b}" for i, a in enumerate(parts) for b in parts[i + 1 :])
+    return keys
 
 
 def _query_name_keys(name: ParsedName, dob: BirthDate | None) -> tuple[set[str], set[str]]:
     """A passenger's name keys: its year and "?" for every key, the years either side for exact
     pairs (a year off by one); only exact pairs without a year when the date is unknown. Second,
     the year-less keys of the plain skeleton pairs, whose shortest run says how common the name is
-    on the list."""
+    on the list up to spelling (see also `_spelling_keys`)."""
     exact: set[str] = set()
     fuzzy: set[str] = set()
     # Without a date, only the exact pairs are looked up (and the typo neighbourhoods not made).
@@ -345,30 +358,30 @@ FEATURE_NAMES: Final = (
 # type) on the training seed of the evaluation set, without the pairs of homonyms and their namesakes
 # (bench.screening_set.HOMONYM; dob_different is fixed, not fitted: see bench_screening.fit_weights).
 WEIGHTS: Final[tuple[float, ...]] = (
-    -23.217,
-    11.238,
-    3.240,
-    10.223,
+    -22.513,
+    11.181,
+    3.308,
+    10.189,
     0.000,
     0.000,
-    4.171,
-    1.769,
-    1.815,
-    -0.344,
-    -0.593,
+    3.411,
+    2.273,
+    1.835,
+    -0.463,
+    -0.661,
     -8.000,
-    38.176,
+    37.573,
     0.000,
-    38.579,
+    37.980,
     -0.000,
-    0.183,
-    -3.444,
-    -1.396,
-    -0.555,
-    -0.822,
-    -0.338,
-    -0.531,
-    2.216,
+    0.185,
+    -3.535,
+    -1.211,
+    -0.543,
+    -0.952,
+    -0.545,
+    -0.786,
+    1.443,
 )
 
 
@@ -452,7 +465,8 @@ class _Query:
     country: str
     nationality: str
     identifiers: dict[str, str]
-    namesakes: int = 0
+    namesakes: int = 0  # listed entries sharing the rarest skeleton pair of the name
+    spelled_namesakes: int = 0  # listed entries sharing the rarest pair of its parts as spelled
 
 
 def _query(record: ScreeningRecord) -> _Query:
@@ -481,15 +495,17 @@ def _query(record: ScreeningRecord) -> _Query:
     )
 
 
-def _query_keys(query: _Query) -> tuple[set[str], set[str], set[str]]:
-    """(name keys, name frequency keys, document and identifier keys) of a query."""
+def _query_keys(query: _Query) -> tuple[set[str], set[str], set[str], set[str]]:
+    """(name keys, name frequency keys up to spelling, and as spelled, document and identifier keys)
+    of a query."""
     names, frequency = _query_name_keys(query.name, query.dob) if query.name is not None else (set(), set())
+    spelling = _spelling_keys([query.name]) if query.name is not None else set()
     others: set[str] = set()
     if query.document:
         others.add(f"D{query.document.translate(_OCR)}")
     for kind, value in query.identifiers.items():
         others.add(f"I{kind}={value}")
-    return names, frequency, others
+    return names, frequency, spelling, others
 
 
 def _dob_parts(date: BirthDate | None) -> tuple[int, int, int, int]:
@@ -603,13 +619,16 @@ def _compare(query: _Query, entry: _EntryView) -> Evidence:
     nationality = ""
     if query.nationality and entry.nationalities:
         nationality = "same" if query.nationality in entry.nationalities else "different"
+    # How many other listed people bear a name that matches as well: for a name spelled the same
+    # part by part, those who bear that spelling; for another spelling, those of the same skeletons.
+    exact = name is not None and name.exact_parts == name.passenger_parts == name.entry_parts
     return Evidence(
         name,
         compare_dates(query.dob, entry.dob),
         document,
         nationality,
         "",
-        listed_namesakes=max(query.namesakes - 1, 0),
+        listed_namesakes=max((query.spelled_namesakes if exact else query.namesakes) - 1, 0),
     )
 
 
@@ -890,14 +909,18 @@ class ScreeningIndex:
         """Candidate positions per query: every entry sharing a document or identifier key, and the
         entries sharing the most name keys whose date of birth does not contradict (at most _TOP)."""
         found: list[set[int]] = [set() for _ in queries]
-        name_blobs, frequency_blobs, other_blobs = [], [], []
+        name_blobs, frequency_blobs, spelling_blobs, other_blobs = [], [], [], []
         for query in queries:
-            names, frequency, others = _query_keys(query)
+            names, frequency, spelling, others = _query_keys(query)
             name_blobs.append(_digests(names))
             frequency_blobs.append(_digests(frequency))
+            spelling_blobs.append(_digests(spelling))
             other_blobs.append(_digests(others))
         alive = np.frombuffer(self._alive, dtype=np.uint8)[: len(self._dob_code)]
-        self._count_namesakes(queries, frequency_blobs)
+        for query, count in zip(queries, self._fewest(frequency_blobs), strict=True):
+            query.namesakes = count
+        for query, count in zip(queries, self._fewest(spelling_blobs), strict=True):
+            query.spelled_namesakes = count
         owner, position = self._lookup(other_blobs)
         for q, p in zip(owner.tolist(), position.tolist(), strict=True):
             found[q].add(p)
@@ -951,16 +974,14 @@ class ScreeningIndex:
                             continue
                         found[i].add(position)
 
-    def _count_namesakes(self, queries: list[_Query], blobs: list[bytes]) -> None:
-        """Set each query's `namesakes`: the fewest entries sharing one of its year-less plain pair
-        keys (an estimate of how many listed people bear the name, up to romanisation)."""
+    def _fewest(self, blobs: list[bytes]) -> list[int]:
+        """For each query, the fewest entries sharing one of its keys `blobs` (0 without keys): with
+        the year-less name pair keys, an estimate of how many listed people bear the name."""
         owner, low, high = self._runs(blobs)
-        if not len(owner):
-            return
-        fewest = np.full(len(queries), np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(fewest, owner, high - low)
-        for query, count in zip(queries, fewest.tolist(), strict=True):
-            query.namesakes = count if count != np.iinfo(np.int64).max else 0
+        fewest = np.full(len(blobs), np.iinfo(np.int64).max, dtype=np.int64)
+        if len(owner):
+            np.minimum.at(fewest, owner, high - low)
+        return [count if count != np.iinfo(np.int64).max else 0 for count in fewest.tolist()]
 
     def evidence(self, record: ScreeningRecord, entry_id: str) -> Evidence:
         """What comparing `record` with the indexed entry `entry_id` finds (for tests and tuning)."""

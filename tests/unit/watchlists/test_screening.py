@@ -202,6 +202,16 @@ def test_near_or_unknown_date_passes_for_a_rare_name_and_not_for_a_common_one(do
     assert _score(common, **{**passenger, "date_of_birth": "1975-03-12"}) >= DEFAULT_MIN_SCORE
 
 
+def test_how_common_a_name_is_counts_its_spelling_for_a_name_spelled_the_same() -> None:
+    """Thousands of listed JEAN NOWAKs (the skeletons of JAN NOWAK) do not make JAN NOWAK a common
+    name: a near date still passes for the one listed JAN NOWAK, and not once JAN NOWAK is common."""
+    index = _index(_person("e1", "Nowak", "Jan"))
+    for i in range(3000):
+        index.add(_person(f"other{i}", "Nowak", "Jean", (1940 + i % 30, 1 + i % 12, 1 + i % 28)))
+    passenger = {"family_name": "NOWAK", "given_names": "JAN", "date_of_birth": "1975-12-03"}
+    assert _score(index, **passenger) >= DEFAULT_MIN_SCORE > _score(_with_namesakes(3000), **passenger)
+
+
 def test_entry_with_a_birth_year_only_compares_on_the_year() -> None:
     """An entry born "1975" hits a passenger born on any day of 1975, not one born in 1980."""
     index = _index(_person("e1", "Nowak", "Jan", (1975,)))
