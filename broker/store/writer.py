@@ -312,10 +312,8 @@ class Writer:
         log.info("writer.stopped", batches=self.batches, operations=self.operations)
 
     def _close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):  # closing a connection to a lost store may fail too
-                self._conn.close()
-            self._conn = None
+        _close_quietly(self._conn)
+        self._conn = None
 
     async def submit(self, op: Operation[T]) -> T:
         """Queue `op` and wait until its batch has committed (or failed)."""
@@ -411,10 +409,8 @@ class Writer:
             log.debug("writer.checkpoint_failed", error=type(exc).__name__)
 
     def _close_checkpointer(self) -> None:
-        if self._checkpoint_conn is not None:
-            with contextlib.suppress(Exception):  # closing a connection to a lost store may fail too
-                self._checkpoint_conn.close()
-            self._checkpoint_conn = None
+        _close_quietly(self._checkpoint_conn)
+        self._checkpoint_conn = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -729,6 +725,12 @@ class Writer:
         elif batch.events:
             self._wake_integrator()
         return batch.after_commit
+
+
+def _close_quietly(conn: Connection | None) -> None:
+    if conn is not None:
+        with contextlib.suppress(Exception):  # closing a connection to a lost store may fail too
+            conn.close()
 
 
 _VOID_LOCK_TIMEOUT = sa.text("SET LOCAL lock_timeout = '100ms'")

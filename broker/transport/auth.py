@@ -20,7 +20,7 @@ from broker.errors import AuthenticationError, PermissionDenied
 from broker.identity import Principal, Role
 from broker.pki.inspect import serial_hex
 from broker.protocol.certificates import CertificateProfileError, verify_leaf_profile
-from broker.transport.rpc import Context
+from broker.transport.rpc import Context, first_peer_value
 
 _CACHE_LIMIT = 4096
 
@@ -42,7 +42,7 @@ class Authenticator:
 
     def authenticate(self, context: Context) -> Principal:
         """The verified caller of this call; raise `AuthenticationError` if it may not call at all."""
-        pem = next(iter(context.auth_context().get("x509_pem_cert", ())), None)
+        pem = first_peer_value(context, "x509_pem_cert")
         if not pem:
             raise AuthenticationError("no client certificate on this connection")
         principal = self._principal(pem)

@@ -38,9 +38,14 @@ _INTERNAL = "internal error; the request id is in the trailing metadata"
 def caller_of(context: Context) -> str:
     """The SPIFFE id the peer certificate claims (for audit entries of refused calls)."""
     uris = context.auth_context().get("x509_subject_alternative_name") or []
-    pems = list(context.auth_context().get("x509_common_name") or [])
     named = [u.decode(errors="replace") for u in uris if u.startswith(b"spiffe://")]
-    return named[0] if named else (pems[0].decode(errors="replace") if pems else "unknown")
+    common_name = first_peer_value(context, "x509_common_name")
+    return named[0] if named else (common_name.decode(errors="replace") if common_name else "unknown")
+
+
+def first_peer_value(context: Context, key: str) -> bytes | None:
+    """The first value of the peer's `key` in the call's auth context (grpc gives an iterable)."""
+    return next(iter(context.auth_context().get(key, ())), None)
 
 
 def _parser(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
