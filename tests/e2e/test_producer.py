@@ -117,6 +117,7 @@ def test_reused_message_id_is_refused_when_staged_and_audited_once_with_its_dige
     assert not accepted.duplicate
     assert isinstance(refused, RemoteError)
     assert refused.code is grpc.StatusCode.ALREADY_EXISTS
+    assert f"message id {_message_id(first)} was already accepted with different content" in refused.message
     rejections = [
         json.loads(bytes(row[0]))
         for row in database.rows("SELECT entry FROM audit_entries WHERE event = 'request.rejected' ORDER BY leaf_index")
